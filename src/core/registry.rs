@@ -1,0 +1,905 @@
+//! The run registry and per-run state machine of one service instance.
+//!
+//! Runs live in a slab addressed by a `u32` slot that the JS run object holds. The registry
+//! proper (what `get`, `list` and `shutdownActive` see) is a separate ordered index, so a run
+//! that was dropped or evicted keeps working (RUN-8) until its JS object is collected and the
+//! facade releases the slot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::core::escalation::{CancelGraces, Escalation, Step};
+use crate::core::history::{self, EventName, History, Record};
+use crate::core::log_writer::{LogShared, LogTarget, LogWriter};
+use crate::core::policy;
+use crate::core::signals::{self, Delivery, SignalSpec};
+
+/// The three terminal statuses, in their fixed order (MOD-1, MOD-5).
+pub const TERMINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "canceled"];
+
+/// TRM-1.
+pub fn is_terminal(status: Option<&str>) -> bool {
+    matches!(status, Some(s) if TERMINAL_STATUSES.contains(&s))
+}
+
+/// Errors the core reports to the binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreError {
+    UnknownRun(u32),
+}
+
+impl std::fmt::Display for CoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoreError::UnknownRun(slot) => write!(
+                f,
+                "run handle {slot} is not a live run of this service (expected a run object returned by this service's create())"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CoreError {}
+
+pub type CoreResult<T> = Result<T, CoreError>;
+
+/// How `<runsLogDir>/<id>/events.jsonl` is built: `prefix + id + suffix`, both parts computed
+/// once by Node's `path.join` so the result is normalized exactly as CRE-4 asks.
+#[derive(Clone, Debug)]
+pub struct LogLayout {
+    pub prefix: String,
+    pub suffix: String,
+}
+
+/// Construction options, already validated by the facade (OPT-2).
+pub struct ServiceConfig {
+    /// `None` = unbounded (`maxEvents: Infinity`).
+    pub max_events: Option<usize>,
+    pub log: Option<LogLayout>,
+}
+
+/// The fields `create()` reads (CRE-3), as the facade lowered them.
+#[derive(Default)]
+pub struct CreateMeta {
+    pub project_id: Option<String>,
+    pub conversation_id: Option<String>,
+    /// The lowered JSON of `meta.mediaExecution` / `meta.toolBundle` (`None` = undefined).
+    pub media_execution: Option<serde_json::Value>,
+    pub tool_bundle: Option<serde_json::Value>,
+}
+
+/// What `create()` hands back to the facade.
+pub struct Created {
+    pub slot: u32,
+    pub id: String,
+    pub events_log_path: Option<String>,
+    pub media_execution: String,
+    pub tool_bundle: String,
+    pub tool_summary: String,
+}
+
+/// One run's core-owned state.
+pub struct RunState {
+    pub id: String,
+    seq: u64,
+    pub project_id: Option<String>,
+    pub conversation_id: Option<String>,
+    /// `None` when the host wrote a non-string status.
+    pub status: Option<String>,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub next_event_id: u64,
+    pub history: History,
+    /// Id of the latest `'end'` record written by `finish` (IMP-8).
+    end_event_id: Option<u64>,
+    pub exit_code: Option<f64>,
+    pub signal: Option<String>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    pub cancel_requested: bool,
+    pub child_exit_observed_at: Option<f64>,
+    log: Option<Arc<LogTarget>>,
+    /// IMP-1/IMP-2: once set, nothing of this run is persisted again.
+    pub log_closed: bool,
+    registered: bool,
+    cancel: Option<Escalation>,
+    shutdown: Option<Escalation>,
+    /// The group id IMP-5 verified for this run's child, kept so IMP-13 can reap it later.
+    pub verified_group: Option<i32>,
+    pub tool_summary: String,
+}
+
+impl RunState {
+    pub fn is_terminal(&self) -> bool {
+        is_terminal(self.status.as_deref())
+    }
+}
+
+/// List filter (LST-2); each field is set only when the host passed a non-empty string.
+#[derive(Default)]
+pub struct ListFilter<'a> {
+    pub project_id: Option<&'a str>,
+    pub conversation_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+}
+
+/// What `stream()` must send (STR-3, STR-4, IMP-8).
+pub struct Replay {
+    pub terminal: bool,
+    /// JSON array of the records to send, in order.
+    pub records_json: String,
+}
+
+/// Which plan `escalation_next` advances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanKind {
+    Cancel,
+    Shutdown,
+}
+
+/// Outcome of `cancel_begin`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum CancelStart {
+    /// CAN-1: already terminal, nothing changed.
+    Terminal,
+    /// IMP-11: a cancel is already running; share its outcome.
+    InFlight,
+    /// The first step of a new plan.
+    Step(Step),
+}
+
+/// Snapshot of a service's health.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub runs_registered: u64,
+    pub runs_active: u64,
+    pub runs_live: u64,
+    pub retained_events: u64,
+    pub retained_bytes: u64,
+    pub log_lines_written: u64,
+    pub log_lines_failed: u64,
+    pub log_lines_unserializable: u64,
+    pub open_log_files: u64,
+}
+
+/// One `createChatRunService` instance.
+pub struct Service {
+    cfg: ServiceConfig,
+    slab: Vec<Option<RunState>>,
+    free: Vec<u32>,
+    /// Registry in creation order: seq → slot.
+    order: BTreeMap<u64, u32>,
+    by_id: HashMap<String, u32>,
+    next_seq: u64,
+    next_log_key: u64,
+    log_shared: Arc<LogShared>,
+    writer: Option<LogWriter>,
+    unserializable: u64,
+}
+
+impl Service {
+    pub fn new(cfg: ServiceConfig, log_shared: LogShared) -> Self {
+        Self {
+            cfg,
+            slab: Vec::new(),
+            free: Vec::new(),
+            order: BTreeMap::new(),
+            by_id: HashMap::new(),
+            next_seq: 0,
+            next_log_key: 0,
+            log_shared: Arc::new(log_shared),
+            writer: None,
+            unserializable: 0,
+        }
+    }
+
+    fn run(&self, slot: u32) -> CoreResult<&RunState> {
+        self.slab
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .ok_or(CoreError::UnknownRun(slot))
+    }
+
+    fn run_mut(&mut self, slot: u32) -> CoreResult<&mut RunState> {
+        self.slab
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or(CoreError::UnknownRun(slot))
+    }
+
+    /// Read access for the binding and tests.
+    pub fn state(&self, slot: u32) -> CoreResult<&RunState> {
+        self.run(slot)
+    }
+
+    /// Write access for host-written fields (RUN-3 setters).
+    pub fn state_mut(&mut self, slot: u32) -> CoreResult<&mut RunState> {
+        self.run_mut(slot)
+    }
+
+    /// CRE-1..CRE-5.
+    pub fn create(&mut self, meta: CreateMeta, now: f64) -> Created {
+        let id = uuid::Uuid::new_v4().to_string();
+        let media = policy::normalize_media_execution(meta.media_execution.as_ref());
+        let bundle = policy::normalize_tool_bundle(meta.tool_bundle.as_ref());
+        let summary = policy::tool_bundle_summary(&bundle);
+        let events_log_path = self
+            .cfg
+            .log
+            .as_ref()
+            .map(|l| format!("{}{}{}", l.prefix, id, l.suffix));
+        let log = events_log_path.as_ref().map(|path| {
+            self.next_log_key += 1;
+            Arc::new(LogTarget {
+                key: self.next_log_key,
+                path: PathBuf::from(path),
+            })
+        });
+        let tool_summary = summary.to_string();
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let state = RunState {
+            id: id.clone(),
+            seq,
+            project_id: meta.project_id,
+            conversation_id: meta.conversation_id,
+            status: Some("queued".to_owned()),
+            created_at: now,
+            updated_at: now,
+            next_event_id: 1,
+            history: History::new(self.cfg.max_events),
+            end_event_id: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            error_code: None,
+            cancel_requested: false,
+            child_exit_observed_at: None,
+            log,
+            log_closed: false,
+            registered: true,
+            cancel: None,
+            shutdown: None,
+            verified_group: None,
+            tool_summary: tool_summary.clone(),
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(state);
+                slot
+            }
+            None => {
+                self.slab.push(Some(state));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.order.insert(seq, slot);
+        self.by_id.insert(id.clone(), slot);
+        Created {
+            slot,
+            id,
+            events_log_path,
+            media_execution: media.to_string(),
+            tool_bundle: bundle.to_string(),
+            tool_summary,
+        }
+    }
+
+    /// GET-1.
+    pub fn get(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    /// LST-2, in creation order.
+    pub fn list(&self, filter: &ListFilter<'_>) -> Vec<u32> {
+        self.order
+            .values()
+            .copied()
+            .filter(|&slot| {
+                let Ok(run) = self.run(slot) else {
+                    return false;
+                };
+                if let Some(p) = filter.project_id {
+                    if run.project_id.as_deref() != Some(p) {
+                        return false;
+                    }
+                }
+                if let Some(c) = filter.conversation_id {
+                    if run.conversation_id.as_deref() != Some(c) {
+                        return false;
+                    }
+                }
+                match filter.status {
+                    Some("active") => !run.is_terminal(),
+                    Some(s) => run.status.as_deref() == Some(s),
+                    None => true,
+                }
+            })
+            .collect()
+    }
+
+    fn writer(&mut self) -> Option<&LogWriter> {
+        if self.writer.is_none() {
+            self.writer = LogWriter::spawn(Arc::clone(&self.log_shared)).ok();
+        }
+        self.writer.as_ref()
+    }
+
+    /// EMT-2 steps 2-6: numbers and stores the record, bumps `updatedAt`, queues the log line.
+    /// `data_json` is `JSON.stringify(data)` (`None` for `undefined`); `persist` is false when
+    /// serialization threw (the record is kept with `data: null`, the line is not written).
+    pub fn emit(
+        &mut self,
+        slot: u32,
+        event: EventName<'_>,
+        data_json: Option<&str>,
+        persist: bool,
+        now: f64,
+    ) -> CoreResult<u64> {
+        let run = self.run_mut(slot)?;
+        let id = run.next_event_id;
+        run.next_event_id += 1;
+        let line: Arc<str> = history::record_line(id, event, data_json, now).into();
+        run.history.push(Record {
+            id,
+            line: Arc::clone(&line),
+        });
+        run.updated_at = now;
+        let target = if run.log_closed {
+            None
+        } else {
+            run.log.clone()
+        };
+        if !persist {
+            self.unserializable += 1;
+        } else if let Some(target) = target {
+            if let Some(writer) = self.writer() {
+                writer.append(&target, &line);
+            }
+        }
+        Ok(id)
+    }
+
+    /// §8: records what the facade extracted from an `'error'` event.
+    pub fn set_error(&mut self, slot: u32, message: Option<String>, code: Option<String>) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        if message.is_some() {
+            run.error = message;
+        }
+        if code.is_some() {
+            run.error_code = code;
+        }
+        Ok(())
+    }
+
+    /// FIN-1..FIN-3 (core part): the first terminal verdict wins. Returns the id of the
+    /// `'end'` record, or `None` when the run was already terminal.
+    pub fn finish(
+        &mut self,
+        slot: u32,
+        status: Option<String>,
+        exit_code: Option<f64>,
+        signal: Option<String>,
+        end_data_json: &str,
+        now: f64,
+    ) -> CoreResult<Option<u64>> {
+        let run = self.run_mut(slot)?;
+        if run.is_terminal() {
+            return Ok(None);
+        }
+        run.status = status;
+        run.exit_code = exit_code;
+        run.signal = signal;
+        run.updated_at = now;
+        let id = self.emit(slot, EventName::Text("end"), Some(end_data_json), true, now)?;
+        let run = self.run_mut(slot)?;
+        run.end_event_id = Some(id);
+        self.close_log(slot)?;
+        Ok(Some(id))
+    }
+
+    /// IMP-1/IMP-2: close the run's log for good.
+    fn close_log(&mut self, slot: u32) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        if run.log_closed {
+            return Ok(());
+        }
+        run.log_closed = true;
+        let key = run.log.as_ref().map(|t| t.key);
+        if let (Some(key), Some(writer)) = (key, self.writer.as_ref()) {
+            writer.close(key);
+        }
+        Ok(())
+    }
+
+    /// DRP-1/DRP-2 (core part). Returns false for a terminal run (no-op).
+    pub fn drop_run(&mut self, slot: u32, now: f64) -> CoreResult<bool> {
+        let run = self.run(slot)?;
+        if run.is_terminal() {
+            return Ok(false);
+        }
+        self.unregister(slot)?;
+        let run = self.run_mut(slot)?;
+        run.status = Some("canceled".to_owned());
+        run.updated_at = now;
+        self.close_log(slot)?;
+        Ok(true)
+    }
+
+    fn unregister(&mut self, slot: u32) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        if !run.registered {
+            return Ok(());
+        }
+        run.registered = false;
+        let (seq, id) = (run.seq, run.id.clone());
+        self.order.remove(&seq);
+        if self.by_id.get(&id) == Some(&slot) {
+            self.by_id.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// FIN-5: remove the run from the registry only if it is still terminal.
+    pub fn evict(&mut self, slot: u32) -> CoreResult<bool> {
+        let run = self.run(slot)?;
+        if !run.registered || !run.is_terminal() {
+            return Ok(false);
+        }
+        self.unregister(slot)?;
+        Ok(true)
+    }
+
+    /// The JS run object was garbage-collected: free the slot (and its history).
+    pub fn release(&mut self, slot: u32) {
+        if self.unregister(slot).is_err() {
+            return;
+        }
+        let _ = self.close_log(slot);
+        if let Some(entry) = self.slab.get_mut(slot as usize) {
+            *entry = None;
+            self.free.push(slot);
+        }
+    }
+
+    /// `run.events` as one JSON array text (RUN-5).
+    pub fn events_json(&self, slot: u32) -> CoreResult<String> {
+        Ok(self.run(slot)?.history.to_json_array())
+    }
+
+    /// STR-3/STR-4 with IMP-8. `cursor` is JS `Number(raw)`.
+    pub fn replay(&self, slot: u32, cursor: f64) -> CoreResult<Replay> {
+        let run = self.run(slot)?;
+        let all = !cursor.is_finite();
+        let mut picked = run
+            .history
+            .iter()
+            .filter(|r| all || (r.id as f64) > cursor)
+            .peekable();
+        let terminal = run.is_terminal();
+        let records_json = if picked.peek().is_some() {
+            history::join_json(picked)
+        } else if terminal {
+            let final_record = run
+                .end_event_id
+                .and_then(|id| run.history.get(id))
+                .or_else(|| run.history.last());
+            history::join_json(final_record.into_iter())
+        } else {
+            "[]".to_owned()
+        };
+        Ok(Replay {
+            terminal,
+            records_json,
+        })
+    }
+
+    /// CAN-1/CAN-2 and the first step of the plan (IMP-11 for a second call).
+    pub fn cancel_begin(
+        &mut self,
+        slot: u32,
+        has_child: bool,
+        has_abort: bool,
+        graces: CancelGraces,
+        now: f64,
+    ) -> CoreResult<CancelStart> {
+        let run = self.run_mut(slot)?;
+        if run.is_terminal() {
+            return Ok(CancelStart::Terminal);
+        }
+        if run.cancel.is_some() {
+            return Ok(CancelStart::InFlight);
+        }
+        run.cancel_requested = true;
+        run.updated_at = now;
+        let mut plan = Escalation::cancel(has_child, has_abort, graces);
+        let step = plan.next(false);
+        run.cancel = Some(plan);
+        Ok(CancelStart::Step(step))
+    }
+
+    /// SHD-2/SHD-3 prefix: snapshot of the registered non-terminal runs in creation order, each
+    /// marked `cancelRequested` with a fresh `updatedAt`. The caller then starts each plan.
+    pub fn shutdown_snapshot(&mut self, now: f64) -> Vec<u32> {
+        let slots: Vec<u32> = self
+            .order
+            .values()
+            .copied()
+            .filter(|&slot| self.run(slot).is_ok_and(|r| !r.is_terminal()))
+            .collect();
+        for &slot in &slots {
+            if let Ok(run) = self.run_mut(slot) {
+                run.cancel_requested = true;
+                run.updated_at = now;
+            }
+        }
+        slots
+    }
+
+    /// First step of one run's shutdown plan.
+    pub fn shutdown_begin(&mut self, slot: u32, has_abort: bool, grace_ms: f64) -> CoreResult<Step> {
+        let run = self.run_mut(slot)?;
+        let mut plan = Escalation::shutdown(has_abort, grace_ms);
+        let step = plan.next(false);
+        run.shutdown = Some(plan);
+        Ok(step)
+    }
+
+    /// Advances a plan; `exited` answers the previous wait.
+    pub fn escalation_next(&mut self, slot: u32, kind: PlanKind, exited: bool) -> CoreResult<Step> {
+        let run = self.run_mut(slot)?;
+        let plan = match kind {
+            PlanKind::Cancel => &mut run.cancel,
+            PlanKind::Shutdown => &mut run.shutdown,
+        };
+        let step = plan.as_mut().map_or(Step::Done, |p| p.next(exited));
+        if step == Step::Done {
+            *plan = None;
+        }
+        Ok(step)
+    }
+
+    /// SIG-2 under IMP-5: group first (verified), then the child's pid. `Fallback` means the
+    /// facade must call `child.kill(signal)`.
+    pub fn signal(&mut self, slot: u32, child_pid: f64, group: f64, signal: Option<SignalSpec>) -> CoreResult<Delivery> {
+        let run = self.run_mut(slot)?;
+        let Some(signal) = signal else {
+            return Ok(Delivery::Fallback);
+        };
+        let pid = signals::as_pid(child_pid);
+        if let Ok(pgid) = signals::verify_group(group, pid) {
+            run.verified_group = Some(pgid);
+            if signals::signal_group(pgid, signal) {
+                return Ok(Delivery::Group);
+            }
+        }
+        if let Some(pid) = pid {
+            if signals::signal_pid(pid, signal) {
+                return Ok(Delivery::Pid);
+            }
+        }
+        Ok(Delivery::Fallback)
+    }
+
+    /// IMP-4: calls `done` once every line queued so far (all runs) is written and every
+    /// closed run's file is closed.
+    pub fn flush(&self, done: Box<dyn FnOnce() + Send>) {
+        match &self.writer {
+            Some(writer) => writer.barrier(done),
+            None => done(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            runs_registered: self.order.len() as u64,
+            log_lines_written: self.log_shared.lines_written(),
+            log_lines_failed: self.log_shared.lines_failed(),
+            log_lines_unserializable: self.unserializable,
+            open_log_files: self.log_shared.open_files(),
+            ..Stats::default()
+        };
+        for run in self.slab.iter().flatten() {
+            stats.runs_live += 1;
+            if run.registered && !run.is_terminal() {
+                stats.runs_active += 1;
+            }
+            stats.retained_events += run.history.len() as u64;
+            stats.retained_bytes += run.history.retained_bytes() as u64;
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::escalation::Fallback;
+
+    fn service(max_events: Option<usize>, log: Option<LogLayout>) -> Service {
+        Service::new(ServiceConfig { max_events, log }, LogShared::new(None))
+    }
+
+    fn meta(project: &str, conversation: &str) -> CreateMeta {
+        CreateMeta {
+            project_id: Some(project.into()),
+            conversation_id: Some(conversation.into()),
+            ..CreateMeta::default()
+        }
+    }
+
+    fn emit(svc: &mut Service, slot: u32, data: &str) -> u64 {
+        svc.emit(slot, EventName::Text("stdout"), Some(data), true, 10.0)
+            .unwrap()
+    }
+
+    fn replay_ids(svc: &Service, slot: u32, cursor: f64) -> Vec<u64> {
+        let replay = svc.replay(slot, cursor).unwrap();
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(&replay.records_json).unwrap();
+        parsed.iter().filter_map(|r| r["id"].as_u64()).collect()
+    }
+
+    #[test]
+    fn cre_creates_queued_runs_with_uuid_and_normalized_policies() {
+        let mut svc = service(Some(10), None);
+        let created = svc.create(CreateMeta::default(), 5.0);
+        assert_eq!(created.id.len(), 36);
+        assert_eq!(created.id, created.id.to_lowercase());
+        assert_eq!(created.media_execution, r#"{"mode":"enabled"}"#);
+        assert_eq!(created.tool_bundle, r#"{"mcpServers":[]}"#);
+        assert_eq!(created.events_log_path, None);
+        let run = svc.state(created.slot).unwrap();
+        assert_eq!(run.status.as_deref(), Some("queued"));
+        assert_eq!(run.next_event_id, 1);
+        assert_eq!((run.created_at, run.updated_at), (5.0, 5.0));
+        assert_eq!(svc.get(&created.id), Some(created.slot));
+        assert_eq!(svc.get("nope"), None);
+    }
+
+    #[test]
+    fn cre_4_log_path_is_prefix_id_suffix() {
+        let layout = LogLayout {
+            prefix: "/tmp/logs/".into(),
+            suffix: "/events.jsonl".into(),
+        };
+        let mut svc = service(Some(10), Some(layout));
+        let created = svc.create(CreateMeta::default(), 0.0);
+        assert_eq!(
+            created.events_log_path,
+            Some(format!("/tmp/logs/{}/events.jsonl", created.id))
+        );
+    }
+
+    #[test]
+    fn lst_2_filters_by_project_conversation_and_status() {
+        let mut svc = service(Some(10), None);
+        let a = svc.create(meta("p1", "c1"), 0.0).slot;
+        let b = svc.create(meta("p1", "c2"), 0.0).slot;
+        let c = svc.create(meta("p2", "c1"), 0.0).slot;
+        svc.finish(c, Some("succeeded".into()), Some(0.0), None, "{}", 1.0)
+            .unwrap();
+        let all = svc.list(&ListFilter::default());
+        assert_eq!(all, vec![a, b, c]);
+        let p1 = svc.list(&ListFilter {
+            project_id: Some("p1"),
+            ..ListFilter::default()
+        });
+        assert_eq!(p1, vec![a, b]);
+        let conv = svc.list(&ListFilter {
+            conversation_id: Some("c1"),
+            status: Some("active"),
+            ..ListFilter::default()
+        });
+        assert_eq!(conv, vec![a]);
+        let done = svc.list(&ListFilter {
+            status: Some("succeeded"),
+            ..ListFilter::default()
+        });
+        assert_eq!(done, vec![c]);
+        svc.state_mut(a).unwrap().status = Some("running".into());
+        let active = svc.list(&ListFilter {
+            status: Some("active"),
+            ..ListFilter::default()
+        });
+        assert_eq!(active, vec![a, b]);
+    }
+
+    #[test]
+    fn emt_3_ids_grow_by_one_and_trimming_never_renumbers() {
+        let mut svc = service(Some(2), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let ids: Vec<u64> = (0..5).map(|i| emit(&mut svc, slot, &i.to_string())).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+        let run = svc.state(slot).unwrap();
+        assert_eq!(run.next_event_id, 6);
+        assert_eq!(run.history.len(), 2);
+        assert_eq!(run.history.oldest_id(), Some(4));
+        assert_eq!(run.updated_at, 10.0);
+    }
+
+    #[test]
+    fn fin_1_first_terminal_verdict_wins_with_one_end_event() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let end = svc
+            .finish(slot, Some("succeeded".into()), Some(0.0), None, "{}", 1.0)
+            .unwrap();
+        assert_eq!(end, Some(1));
+        let second = svc
+            .finish(slot, Some("failed".into()), Some(1.0), Some("SIGTERM".into()), "{}", 2.0)
+            .unwrap();
+        assert_eq!(second, None);
+        let run = svc.state(slot).unwrap();
+        assert_eq!(run.status.as_deref(), Some("succeeded"));
+        assert_eq!(run.exit_code, Some(0.0));
+        assert_eq!(run.signal, None);
+        assert_eq!(run.history.len(), 1);
+    }
+
+    #[test]
+    fn fin_2_non_terminal_finish_can_run_again() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        assert!(svc
+            .finish(slot, Some("paused".into()), None, None, "{}", 1.0)
+            .unwrap()
+            .is_some());
+        assert!(svc
+            .finish(slot, Some("failed".into()), None, None, "{}", 1.0)
+            .unwrap()
+            .is_some());
+        assert_eq!(svc.state(slot).unwrap().history.len(), 2);
+    }
+
+    #[test]
+    fn str_3_and_4_replay_after_cursor_and_final_event_guarantee() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        for i in 0..3 {
+            emit(&mut svc, slot, &i.to_string());
+        }
+        assert_eq!(replay_ids(&svc, slot, 0.0), vec![1, 2, 3]);
+        assert_eq!(replay_ids(&svc, slot, f64::NAN), vec![1, 2, 3]);
+        assert_eq!(replay_ids(&svc, slot, f64::INFINITY), vec![1, 2, 3]);
+        assert_eq!(replay_ids(&svc, slot, -1.0), vec![1, 2, 3]);
+        assert_eq!(replay_ids(&svc, slot, 1.5), vec![2, 3]);
+        // Not terminal: nothing after the end, nothing re-sent.
+        assert_eq!(replay_ids(&svc, slot, 3.0), Vec::<u64>::new());
+        svc.finish(slot, Some("succeeded".into()), None, None, "{}", 1.0)
+            .unwrap();
+        let replay = svc.replay(slot, 9.0).unwrap();
+        assert!(replay.terminal);
+        assert_eq!(replay_ids(&svc, slot, 9.0), vec![4]);
+    }
+
+    #[test]
+    fn imp_8_final_event_is_the_end_record_even_after_a_late_event() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        emit(&mut svc, slot, "1");
+        svc.finish(slot, Some("succeeded".into()), None, None, "{}", 1.0)
+            .unwrap();
+        emit(&mut svc, slot, "late");
+        assert_eq!(replay_ids(&svc, slot, 3.0), vec![2]);
+    }
+
+    #[test]
+    fn drp_drop_unregisters_cancels_and_is_a_no_op_on_terminal_runs() {
+        let mut svc = service(Some(10), None);
+        let created = svc.create(CreateMeta::default(), 0.0);
+        assert!(svc.drop_run(created.slot, 3.0).unwrap());
+        assert_eq!(svc.get(&created.id), None);
+        let run = svc.state(created.slot).unwrap();
+        assert_eq!(run.status.as_deref(), Some("canceled"));
+        assert!(run.log_closed);
+        assert!(run.history.is_empty());
+        assert!(!svc.drop_run(created.slot, 4.0).unwrap());
+        // RUN-8: still usable after leaving the registry.
+        assert_eq!(emit(&mut svc, created.slot, "1"), 1);
+    }
+
+    #[test]
+    fn fin_5_eviction_only_removes_runs_that_are_still_terminal() {
+        let mut svc = service(Some(10), None);
+        let created = svc.create(CreateMeta::default(), 0.0);
+        assert!(!svc.evict(created.slot).unwrap());
+        svc.finish(created.slot, Some("failed".into()), None, None, "{}", 1.0)
+            .unwrap();
+        svc.state_mut(created.slot).unwrap().status = Some("queued".into());
+        assert!(!svc.evict(created.slot).unwrap());
+        svc.state_mut(created.slot).unwrap().status = Some("failed".into());
+        assert!(svc.evict(created.slot).unwrap());
+        assert_eq!(svc.get(&created.id), None);
+    }
+
+    #[test]
+    fn released_slots_are_reused_and_stale_handles_are_errors() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        svc.release(slot);
+        assert_eq!(svc.state(slot).err(), Some(CoreError::UnknownRun(slot)));
+        assert!(svc.emit(99, EventName::Text("x"), None, true, 0.0).is_err());
+        let again = svc.create(CreateMeta::default(), 0.0).slot;
+        assert_eq!(again, slot);
+    }
+
+    #[test]
+    fn can_1_and_imp_11_terminal_and_concurrent_cancels() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let graces = CancelGraces::from_env(f64::NAN, f64::NAN, f64::NAN);
+        let first = svc.cancel_begin(slot, true, false, graces, 7.0).unwrap();
+        assert_eq!(first, CancelStart::Step(Step::SigTerm));
+        assert!(svc.state(slot).unwrap().cancel_requested);
+        assert_eq!(svc.state(slot).unwrap().updated_at, 7.0);
+        assert_eq!(
+            svc.cancel_begin(slot, true, false, graces, 8.0).unwrap(),
+            CancelStart::InFlight
+        );
+        assert_eq!(
+            svc.escalation_next(slot, PlanKind::Cancel, false).unwrap(),
+            Step::WaitExit(3000.0)
+        );
+        assert_eq!(
+            svc.escalation_next(slot, PlanKind::Cancel, true).unwrap(),
+            Step::FinishFromChild(Fallback::SigTerm)
+        );
+        assert_eq!(
+            svc.escalation_next(slot, PlanKind::Cancel, false).unwrap(),
+            Step::Done
+        );
+        svc.finish(slot, Some("canceled".into()), None, None, "{}", 9.0)
+            .unwrap();
+        assert_eq!(
+            svc.cancel_begin(slot, true, false, graces, 10.0).unwrap(),
+            CancelStart::Terminal
+        );
+    }
+
+    #[test]
+    fn shd_2_snapshot_takes_registered_non_terminal_runs_in_order() {
+        let mut svc = service(Some(10), None);
+        let a = svc.create(CreateMeta::default(), 0.0).slot;
+        let b = svc.create(CreateMeta::default(), 0.0).slot;
+        let c = svc.create(CreateMeta::default(), 0.0).slot;
+        let d = svc.create(CreateMeta::default(), 0.0).slot;
+        svc.finish(b, Some("succeeded".into()), None, None, "{}", 1.0)
+            .unwrap();
+        svc.drop_run(c, 1.0).unwrap();
+        assert_eq!(svc.shutdown_snapshot(5.0), vec![a, d]);
+        assert!(svc.state(a).unwrap().cancel_requested);
+        assert!(!svc.state(b).unwrap().cancel_requested);
+    }
+
+    #[test]
+    fn imp_1_log_is_closed_by_finish_and_late_events_are_not_persisted() {
+        let dir = std::env::temp_dir().join(format!("chat-run-registry-imp1-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let layout = LogLayout {
+            prefix: format!("{}/", dir.display()),
+            suffix: "/events.jsonl".into(),
+        };
+        let mut svc = service(Some(10), Some(layout));
+        let created = svc.create(CreateMeta::default(), 0.0);
+        emit(&mut svc, created.slot, "{\"a\":1}");
+        svc.finish(created.slot, Some("succeeded".into()), Some(0.0), None, "{\"status\":\"succeeded\"}", 2.0)
+            .unwrap();
+        emit(&mut svc, created.slot, "\"late\"");
+        let (tx, rx) = std::sync::mpsc::channel();
+        svc.flush(Box::new(move || {
+            let _ = tx.send(());
+        }));
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let path = created.events_log_path.unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].contains("\"event\":\"end\""));
+        let stats = svc.stats();
+        assert_eq!(stats.open_log_files, 0);
+        assert_eq!(stats.log_lines_written, 2);
+        assert_eq!(stats.retained_events, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
