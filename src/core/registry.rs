@@ -519,27 +519,21 @@ impl Service {
         Ok(CancelStart::Step(step))
     }
 
-    /// SHD-2/SHD-3 prefix: snapshot of the registered non-terminal runs in creation order, each
-    /// marked `cancelRequested` with a fresh `updatedAt`. The caller then starts each plan.
-    pub fn shutdown_snapshot(&mut self, now: f64) -> Vec<u32> {
-        let slots: Vec<u32> = self
-            .order
+    /// SHD-2: snapshot of the registered non-terminal runs in creation order.
+    pub fn shutdown_snapshot(&self) -> Vec<u32> {
+        self.order
             .values()
             .copied()
             .filter(|&slot| self.run(slot).is_ok_and(|r| !r.is_terminal()))
-            .collect();
-        for &slot in &slots {
-            if let Ok(run) = self.run_mut(slot) {
-                run.cancel_requested = true;
-                run.updated_at = now;
-            }
-        }
-        slots
+            .collect()
     }
 
-    /// First step of one run's shutdown plan.
-    pub fn shutdown_begin(&mut self, slot: u32, has_abort: bool, grace_ms: f64) -> CoreResult<Step> {
+    /// SHD-3 for one run of the snapshot: marks it `cancelRequested` with a fresh `updatedAt`
+    /// and returns the first step of its shutdown plan.
+    pub fn shutdown_begin(&mut self, slot: u32, has_abort: bool, grace_ms: f64, now: f64) -> CoreResult<Step> {
         let run = self.run_mut(slot)?;
+        run.cancel_requested = true;
+        run.updated_at = now;
         let mut plan = Escalation::shutdown(has_abort, grace_ms);
         let step = plan.next(false);
         run.shutdown = Some(plan);
@@ -867,8 +861,10 @@ mod tests {
         svc.finish(b, Some("succeeded".into()), None, None, "{}", 1.0)
             .unwrap();
         svc.drop_run(c, 1.0).unwrap();
-        assert_eq!(svc.shutdown_snapshot(5.0), vec![a, d]);
+        assert_eq!(svc.shutdown_snapshot(), vec![a, d]);
+        svc.shutdown_begin(a, false, 10.0, 5.0).unwrap();
         assert!(svc.state(a).unwrap().cancel_requested);
+        assert_eq!(svc.state(a).unwrap().updated_at, 5.0);
         assert!(!svc.state(b).unwrap().cancel_requested);
     }
 

@@ -1,0 +1,791 @@
+'use strict'
+// The JS facade of chat-run-service. It holds only what must stay JS: the run objects and
+// their identity, the `clients`/`waiters` Sets and the calls made on them, the `child` and
+// `acpSession` objects the host assigned, timers, and Promises. Run state, ids, the event
+// history, the JSONL log, policy normalization, the cancel/shutdown plan and signalling live
+// in the Rust core (`src/core`), reached through the thin napi layer in `binding.js`.
+
+const path = require('node:path')
+const native = require('./binding.js')
+
+const {
+  STEP_DONE,
+  STEP_ABORT,
+  STEP_SIGTERM,
+  STEP_SIGKILL,
+  STEP_FINISH_NOW,
+  STEP_FINISH_TERM,
+  STEP_FINISH_KILL,
+  STEP_IN_FLIGHT,
+  STEP_TERMINAL,
+  DELIVERY_FALLBACK,
+} = native
+
+/** The three terminal statuses (MOD-1). The service never reads this Set back (MOD-5). */
+const TERMINAL_RUN_STATUSES = new Set(['succeeded', 'failed', 'canceled'])
+
+const EMPTY = Object.freeze({})
+const IS_WINDOWS = process.platform === 'win32'
+// Bounds of the policy lowering (see lowerJson): deeper or larger inputs count as invalid.
+const LOWER_MAX_DEPTH = 8
+const LOWER_MAX_ITEMS = 65536
+
+function isTerminal(status) {
+  return status === 'succeeded' || status === 'failed' || status === 'canceled'
+}
+
+function exited(child) {
+  return !child || child.exitCode !== null || child.signalCode !== null
+}
+
+function describe(value) {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  const type = typeof value
+  if (type === 'string') return `the string ${JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value)}`
+  if (type === 'number' || type === 'boolean' || type === 'bigint') return `${type} ${String(value)}`
+  if (type === 'object') return `an object (${value.constructor?.name ?? 'no prototype'})`
+  return type
+}
+
+function nonEmptyString(value) {
+  return typeof value === 'string' && value.length > 0 ? value : null
+}
+
+function textOrNull(value) {
+  return typeof value === 'string' ? value : null
+}
+
+function numberOrNull(value) {
+  return typeof value === 'number' ? value : null
+}
+
+// --- policy lowering -------------------------------------------------------------------------
+// The normalizers of SPEC §12-§14 run in Rust on a JSON image of the host's value that keeps
+// every distinction they need: plain objects (own enumerable string keys, JS order), arrays
+// (holes -> null), strings, booleans, null; every other scalar becomes 0 ("not a string, not
+// an object, not false"). Unreadable input (a throwing getter) counts as invalid.
+
+function lowerValue(value, depth) {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return value
+    case 'object': {
+      if (value === null) return null
+      if (depth >= LOWER_MAX_DEPTH) return 0
+      if (Array.isArray(value)) {
+        if (value.length > LOWER_MAX_ITEMS) return 0
+        const out = new Array(value.length)
+        for (let i = 0; i < value.length; i++) {
+          const item = value[i]
+          out[i] = item === undefined ? null : lowerValue(item, depth + 1)
+        }
+        return out
+      }
+      const keys = Object.keys(value)
+      if (keys.length > LOWER_MAX_ITEMS) return 0
+      const out = Object.create(null)
+      for (const key of keys) {
+        const item = value[key]
+        if (item !== undefined) out[key] = lowerValue(item, depth + 1)
+      }
+      return out
+    }
+    default:
+      return 0
+  }
+}
+
+function lowerJson(value) {
+  if (value === undefined) return undefined
+  try {
+    return JSON.stringify(lowerValue(value, 0))
+  } catch {
+    return undefined
+  }
+}
+
+// --- the run object ---------------------------------------------------------------------------
+
+/**
+ * A run: a plain, extensible object. Host-owned fields are own data properties; fields whose
+ * state the Rust core owns are accessors on this prototype (reads come from a per-run mirror
+ * that every core call keeps current, writes go through to the core).
+ */
+class ChatRun {
+  #s
+  constructor(state, created, meta, media, bundle, now) {
+    this.#s = state
+    this.id = created.id
+    this.assistantMessageId = nonEmptyString(meta.assistantMessageId)
+    this.clientRequestId = nonEmptyString(meta.clientRequestId)
+    this.agentId = nonEmptyString(meta.agentId)
+    this.appliedPluginSnapshotId = nonEmptyString(meta.appliedPluginSnapshotId)
+    this.pluginId = nonEmptyString(meta.pluginId)
+    this.mediaExecution = media
+    this.toolBundle = bundle
+    this.createdAt = now
+    this.clients = new Set()
+    this.waiters = new Set()
+    this.child = null
+    this.acpSession = null
+    this.childPid = null
+    this.processGroupId = null
+    this.eventsLogPath = created.eventsLogPath ?? null
+    this.eventsLogStream = null
+  }
+
+  static stateOf(run) {
+    return run !== null && typeof run === 'object' && #s in run ? run.#s : undefined
+  }
+
+  get projectId() {
+    return this.#s.projectId
+  }
+  set projectId(value) {
+    const s = this.#s
+    s.projectId = value
+    native.runSetText(s.ctx.id, s.slot, 'projectId', textOrNull(value))
+  }
+  get conversationId() {
+    return this.#s.conversationId
+  }
+  set conversationId(value) {
+    const s = this.#s
+    s.conversationId = value
+    native.runSetText(s.ctx.id, s.slot, 'conversationId', textOrNull(value))
+  }
+  get status() {
+    return this.#s.status
+  }
+  set status(value) {
+    const s = this.#s
+    s.status = value
+    native.runSetText(s.ctx.id, s.slot, 'status', textOrNull(value))
+  }
+  get updatedAt() {
+    return this.#s.updatedAt
+  }
+  set updatedAt(value) {
+    const s = this.#s
+    s.updatedAt = value
+    native.runSetNumber(s.ctx.id, s.slot, 'updatedAt', numberOrNull(value))
+  }
+  get events() {
+    const s = this.#s
+    if (s.events === null) s.events = JSON.parse(native.runEvents(s.ctx.id, s.slot))
+    return s.events
+  }
+  set events(_value) {
+    throw new TypeError('run.events is a read-only view of the native event history; use emit() to add events')
+  }
+  get nextEventId() {
+    return this.#s.nextEventId
+  }
+  set nextEventId(_value) {
+    throw new TypeError('run.nextEventId is owned by the service (ids are assigned by emit())')
+  }
+  get exitCode() {
+    return this.#s.exitCode
+  }
+  set exitCode(value) {
+    const s = this.#s
+    s.exitCode = value
+    native.runSetNumber(s.ctx.id, s.slot, 'exitCode', numberOrNull(value))
+  }
+  get signal() {
+    return this.#s.signal
+  }
+  set signal(value) {
+    const s = this.#s
+    s.signal = value
+    native.runSetText(s.ctx.id, s.slot, 'signal', value == null ? null : String(value))
+  }
+  get error() {
+    return this.#s.error
+  }
+  set error(value) {
+    const s = this.#s
+    s.error = value
+    native.runSetText(s.ctx.id, s.slot, 'error', textOrNull(value))
+  }
+  get errorCode() {
+    return this.#s.errorCode
+  }
+  set errorCode(value) {
+    const s = this.#s
+    s.errorCode = value
+    native.runSetText(s.ctx.id, s.slot, 'errorCode', textOrNull(value))
+  }
+  get cancelRequested() {
+    return this.#s.cancelRequested
+  }
+  set cancelRequested(value) {
+    const s = this.#s
+    s.cancelRequested = value
+    native.runSetNumber(s.ctx.id, s.slot, 'cancelRequested', value ? 1 : 0)
+  }
+  get childExitObservedAt() {
+    return this.#s.childExitObservedAt
+  }
+  set childExitObservedAt(value) {
+    const s = this.#s
+    s.childExitObservedAt = value
+    native.runSetNumber(s.ctx.id, s.slot, 'childExitObservedAt', numberOrNull(value))
+  }
+}
+
+// Reclaims a run's native slot (and its history) once the host and the registry let go of it.
+const runReleaser = new FinalizationRegistry(({ svc, slot }) => native.runRelease(svc, slot))
+// Frees a service's native registry once nothing references it any more.
+const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
+
+// --- options ------------------------------------------------------------------------------------
+
+function optionNumber(options, key, fallback, { integer, allowInfinity, min }) {
+  const value = options[key]
+  if (value === undefined) return fallback
+  const wants = integer
+    ? `an integer >= ${min}${allowInfinity ? ' or Infinity' : ''}`
+    : `a number >= ${min}${allowInfinity ? ' or Infinity' : ''}`
+  if (typeof value !== 'number') {
+    throw new TypeError(`createChatRunService: options.${key} must be ${wants}, got ${describe(value)}`)
+  }
+  const ok =
+    value === Infinity ? allowInfinity : Number.isFinite(value) && value >= min && (!integer || Number.isInteger(value))
+  if (!ok) throw new RangeError(`createChatRunService: options.${key} must be ${wants}, got ${String(value)}`)
+  return value
+}
+
+function readOptions(options) {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(
+      `createChatRunService(options): expected an options object with createSseResponse and createSseErrorPayload, got ${describe(options)}`,
+    )
+  }
+  for (const key of ['createSseResponse', 'createSseErrorPayload']) {
+    if (typeof options[key] !== 'function') {
+      throw new TypeError(`createChatRunService: options.${key} must be a function, got ${describe(options[key])}`)
+    }
+  }
+  const runsLogDir = options.runsLogDir
+  if (runsLogDir !== undefined && runsLogDir !== null && typeof runsLogDir !== 'string') {
+    throw new TypeError(
+      `createChatRunService: options.runsLogDir must be a directory path string, or null/'' to disable the event log, got ${describe(runsLogDir)}`,
+    )
+  }
+  return {
+    createSseResponse: options.createSseResponse,
+    createSseErrorPayload: options.createSseErrorPayload,
+    maxEvents: optionNumber(options, 'maxEvents', 2000, { integer: true, allowInfinity: true, min: 1 }),
+    ttlMs: optionNumber(options, 'ttlMs', 1_800_000, { allowInfinity: true, min: 0 }),
+    shutdownGraceMs: optionNumber(options, 'shutdownGraceMs', 3000, { allowInfinity: true, min: 0 }),
+    runsLogDir: runsLogDir || null,
+  }
+}
+
+function logLayout(runsLogDir) {
+  if (runsLogDir === null) return [undefined, undefined]
+  // Node's path.join decides the normalization once; every run path is prefix + id + suffix.
+  const marker = '\u0000'
+  const template = path.join(runsLogDir, marker, 'events.jsonl')
+  const at = template.lastIndexOf(marker)
+  return [template.slice(0, at), template.slice(at + marker.length)]
+}
+
+// Env vars are read on every use (ENV-1): parsed here with Number(), ruled on in Rust.
+function cancelEnv() {
+  const env = process.env
+  const cancelRaw = env.OD_CHAT_RUN_CANCEL_GRACE_MS
+  return [
+    Number(env.PI_ABORT_GRACE_MS),
+    Number(typeof cancelRaw === 'string' && cancelRaw !== '' ? cancelRaw : env.OD_CHAT_RUN_SHUTDOWN_GRACE_MS),
+    Number(env.OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS),
+  ]
+}
+
+function reportLogError(message) {
+  process.emitWarning(message, { code: 'CHAT_RUN_LOG_ERROR' })
+}
+
+// WCE: resolves true when the child exits (or already has), false after `ms`. The timer is
+// ref'd (TMR-4) so a pending SIGKILL step keeps Node alive; it is cleared on exit.
+function waitForExit(child, ms) {
+  if (exited(child)) return Promise.resolve(true)
+  return new Promise((resolve) => {
+    let timer
+    const settle = (value) => {
+      clearTimeout(timer)
+      if (typeof child.off === 'function') {
+        child.off('close', onExit)
+        child.off('exit', onExit)
+      }
+      resolve(value)
+    }
+    const onExit = () => settle(true)
+    if (typeof child.once === 'function') {
+      child.once('close', onExit)
+      child.once('exit', onExit)
+    }
+    timer = setTimeout(settle, ms, false)
+  })
+}
+
+function safeCall(target, method, ...args) {
+  try {
+    target[method](...args)
+  } catch {
+    // IMP-6: one broken client never breaks the run or the other clients.
+  }
+}
+
+// --- the service ----------------------------------------------------------------------------
+
+/**
+ * Creates a chat-run registry. See index.d.ts and README.md for the full contract.
+ */
+function createChatRunService(options) {
+  const opts = readOptions(options)
+  const [logPrefix, logSuffix] = logLayout(opts.runsLogDir)
+  const ttlDelay = opts.ttlMs === Infinity ? null : Math.max(1, Math.min(opts.ttlMs, 2147483647))
+  const ctx = {
+    id: native.createService(opts.maxEvents, logPrefix, logSuffix, reportLogError),
+    // slot -> registered run (identity table for get/list/shutdownActive)
+    runs: [],
+  }
+  const svc = ctx.id
+
+  function own(run, method) {
+    const s = ChatRun.stateOf(run)
+    if (s === undefined || s.ctx !== ctx) {
+      throw new TypeError(`${method}(run): expected a run object returned by this service's create(), got ${describe(run)}`)
+    }
+    return s
+  }
+
+  function create(meta) {
+    const m = meta !== null && typeof meta === 'object' ? meta : EMPTY
+    const now = Date.now()
+    const projectId = nonEmptyString(m.projectId)
+    const conversationId = nonEmptyString(m.conversationId)
+    const created = native.runCreate(
+      svc,
+      projectId,
+      conversationId,
+      lowerJson(m.mediaExecution),
+      lowerJson(m.toolBundle),
+      now,
+    )
+    const bundle = JSON.parse(created.toolBundle)
+    const state = {
+      ctx,
+      slot: created.slot,
+      projectId,
+      conversationId,
+      status: 'queued',
+      updatedAt: now,
+      nextEventId: 1,
+      events: null,
+      exitCode: null,
+      signal: null,
+      error: null,
+      errorCode: null,
+      cancelRequested: false,
+      childExitObservedAt: null,
+      bundle,
+      summary: created.toolSummary,
+      cancelPromise: null,
+    }
+    const run = new ChatRun(state, created, m, JSON.parse(created.mediaExecution), bundle, now)
+    ctx.runs[created.slot] = run
+    runReleaser.register(run, { svc, slot: created.slot })
+    return run
+  }
+
+  function get(id) {
+    if (typeof id !== 'string') return null
+    const slot = native.runGet(svc, id)
+    return slot < 0 ? null : (ctx.runs[slot] ?? null)
+  }
+
+  function list(filter) {
+    const f = filter !== null && typeof filter === 'object' ? filter : EMPTY
+    const slots = native.runList(svc, nonEmptyString(f.projectId), nonEmptyString(f.conversationId), nonEmptyString(f.status))
+    return slots.map((slot) => ctx.runs[slot])
+  }
+
+  function applyErrorFields(s, data) {
+    // §8, read from the caller's own object (so toJSON or unserializable data change nothing).
+    try {
+      const payload = data && typeof data === 'object' ? data : EMPTY
+      const nested = payload.error && typeof payload.error === 'object' ? payload.error : EMPTY
+      const pick = (value) => (typeof value === 'string' && value.trim() !== '' ? value.trim() : undefined)
+      const message = pick(nested.message) ?? pick(payload.message)
+      const code = pick(nested.code) ?? pick(payload.code)
+      if (message === undefined && code === undefined) return
+      native.runSetError(svc, s.slot, message ?? null, code ?? null)
+      if (message !== undefined) s.error = message
+      if (code !== undefined) s.errorCode = code
+    } catch {
+      // A throwing getter on the payload leaves error/errorCode as they were.
+    }
+  }
+
+  function record(s, event, data, now) {
+    let dataJson
+    let persist = true
+    try {
+      dataJson = JSON.stringify(data)
+    } catch {
+      // BigInt, cycles, throwing toJSON: kept in memory as data null, never written (LOG-6).
+      dataJson = 'null'
+      persist = false
+    }
+    if (typeof event === 'string' && event.isWellFormed()) {
+      return native.runEmit(svc, s.slot, event, dataJson, now)
+    }
+    let eventJson
+    try {
+      eventJson = JSON.stringify(event)
+    } catch {
+      eventJson = JSON.stringify(String(event))
+      persist = false
+    }
+    return native.runEmitEncoded(svc, s.slot, eventJson, dataJson, persist, now)
+  }
+
+  function fanOut(run, event, data, id) {
+    const clients = run.clients
+    if (!clients) return
+    for (const client of clients) safeCall(client, 'send', event, data, id)
+  }
+
+  function emit(run, event, data) {
+    const s = own(run, 'emit')
+    if (event === 'error') applyErrorFields(s, data)
+    const now = Date.now()
+    const id = record(s, event, data, now)
+    s.nextEventId = id + 1
+    s.updatedAt = now
+    s.events = null
+    fanOut(run, event, data, id)
+    return { id, event, data, timestamp: now }
+  }
+
+  function endClients(run) {
+    const clients = run.clients
+    if (!clients) return
+    for (const client of clients) safeCall(client, 'end')
+    clients.clear()
+  }
+
+  function resolveWaiters(run) {
+    const waiters = run.waiters
+    if (!waiters || waiters.size === 0) return
+    const body = statusBody(run)
+    for (const waiter of waiters) {
+      try {
+        waiter(body)
+      } catch {
+        // A waiter is a promise resolver; a foreign one that throws is ignored.
+      }
+    }
+    waiters.clear()
+  }
+
+  function evict(s) {
+    if (native.runEvict(svc, s.slot)) ctx.runs[s.slot] = undefined
+  }
+
+  function finish(run, status, code = null, signal = null) {
+    const s = own(run, 'finish')
+    const now = Date.now()
+    const endData = { code, signal, status }
+    let endJson
+    try {
+      endJson = JSON.stringify(endData)
+    } catch {
+      endJson = JSON.stringify({ code: null, signal: null, status: textOrNull(status) })
+    }
+    const endId = native.runFinish(
+      svc,
+      s.slot,
+      textOrNull(status),
+      numberOrNull(code),
+      signal == null ? null : String(signal),
+      endJson,
+      now,
+    )
+    if (endId === 0) return
+    s.status = status
+    s.exitCode = code
+    s.signal = signal
+    s.updatedAt = now
+    s.nextEventId = endId + 1
+    s.events = null
+    fanOut(run, 'end', endData, endId)
+    endClients(run)
+    resolveWaiters(run)
+    if (ttlDelay !== null) setTimeout(evict, ttlDelay, s).unref()
+  }
+
+  function fail(run, code, message, init = {}) {
+    const s = own(run, 'fail')
+    if (isTerminal(s.status)) return
+    emit(run, 'error', opts.createSseErrorPayload(code, message, init))
+    finish(run, 'failed', 1, null)
+  }
+
+  function start(run, starter) {
+    const s = own(run, 'start')
+    const previous = run.analyticsTelemetry
+    run.analyticsTelemetry = { ...(previous ?? EMPTY), startRequestedAt: Date.now() }
+    const result = starter(run)
+    if (result === null || result === undefined || typeof result.catch !== 'function') {
+      throw new TypeError(`start(run, starter): starter must return a promise, got ${describe(result)}`)
+    }
+    result.catch((err) => {
+      try {
+        fail(run, 'AGENT_EXECUTION_FAILED', err instanceof Error ? err.message : String(err))
+      } catch {
+        // IMP-10: the run still ends, and no rejection escapes.
+        try {
+          if (!isTerminal(s.status)) finish(run, 'failed', 1, null)
+        } catch {
+          // nothing left to do
+        }
+      }
+    })
+    return run
+  }
+
+  function wait(run) {
+    const s = own(run, 'wait')
+    if (isTerminal(s.status)) return Promise.resolve(statusBody(run))
+    return new Promise((resolve) => run.waiters.add(resolve))
+  }
+
+  function drop(run) {
+    if (!run) return
+    const s = own(run, 'drop')
+    const now = Date.now()
+    if (!native.runDrop(svc, s.slot, now)) return
+    ctx.runs[s.slot] = undefined
+    endClients(run)
+    s.status = 'canceled'
+    s.updatedAt = now
+    resolveWaiters(run)
+  }
+
+  function readCursor(req) {
+    let raw
+    try {
+      raw = req.get('Last-Event-ID')
+    } catch {
+      raw = undefined
+    }
+    if (!raw) raw = req?.query?.after
+    if (!raw) raw = 0
+    try {
+      return Number(raw)
+    } catch {
+      return NaN
+    }
+  }
+
+  function stream(run, req, res) {
+    const s = own(run, 'stream')
+    const sse = opts.createSseResponse(res)
+    const cursor = readCursor(req)
+    // IMP-7: send a snapshot, then whatever was emitted from inside those sends, exactly once.
+    let seen = s.nextEventId - 1
+    let plan = native.runReplay(svc, s.slot, cursor)
+    for (const r of JSON.parse(plan.records)) safeCall(sse, 'send', r.event, r.data, r.id)
+    while (s.nextEventId - 1 > seen) {
+      const from = seen
+      seen = s.nextEventId - 1
+      plan = native.runReplay(svc, s.slot, from)
+      for (const r of JSON.parse(plan.records)) {
+        if (r.id > from) safeCall(sse, 'send', r.event, r.data, r.id)
+      }
+    }
+    if (plan.terminal) {
+      safeCall(sse, 'end')
+      return
+    }
+    run.clients.add(sse)
+    res.on('close', () => {
+      run.clients.delete(sse)
+      safeCall(sse, 'cleanup')
+    })
+  }
+
+  function signalChild(run, signal) {
+    const child = run.child
+    if (!child || exited(child)) return false
+    const s = own(run, 'signalChild')
+    if (!IS_WINDOWS) {
+      const pid = typeof child.pid === 'number' ? child.pid : NaN
+      const group = typeof run.processGroupId === 'number' ? run.processGroupId : NaN
+      const spec = typeof signal === 'number' ? signal : String(signal)
+      if (native.runSignal(svc, s.slot, pid, group, spec) !== DELIVERY_FALLBACK) return true
+    }
+    try {
+      return child.kill(signal)
+    } catch {
+      return false
+    }
+  }
+
+  function finishFromChild(run, fallback) {
+    const child = run.child
+    if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
+    finish(run, 'canceled', child?.exitCode ?? null, child?.signalCode ?? fallback)
+  }
+
+  // Carries out the core's cancel/shutdown plan step by step.
+  async function drive(run, s, shutdown, step) {
+    for (;;) {
+      if (step > 0) {
+        const childExited = await waitForExit(run.child, step)
+        step = native.runEscalationNext(svc, s.slot, shutdown, childExited)
+        continue
+      }
+      switch (step) {
+        case STEP_DONE:
+          return statusBody(run)
+        case STEP_ABORT:
+          try {
+            run.acpSession.abort()
+          } catch {
+            // CAN-4 / SHD-3: abort errors are swallowed.
+          }
+          break
+        case STEP_SIGTERM:
+          signalChild(run, 'SIGTERM')
+          break
+        case STEP_SIGKILL:
+          signalChild(run, 'SIGKILL')
+          break
+        case STEP_FINISH_NOW:
+          finish(run, 'canceled', null, 'SIGTERM')
+          break
+        case STEP_FINISH_TERM:
+          finishFromChild(run, 'SIGTERM')
+          break
+        case STEP_FINISH_KILL:
+          finishFromChild(run, 'SIGKILL')
+          break
+        default:
+          throw new Error(`chat-run-service: unknown escalation step ${step}`)
+      }
+      step = native.runEscalationNext(svc, s.slot, shutdown, false)
+    }
+  }
+
+  async function cancel(run) {
+    const s = own(run, 'cancel')
+    if (s.cancelPromise) return s.cancelPromise
+    const now = Date.now()
+    const [abortGrace, cancelGrace, forceWait] = cancelEnv()
+    const step = native.runCancelBegin(
+      svc,
+      s.slot,
+      Boolean(run.child),
+      Boolean(run.acpSession?.abort),
+      abortGrace,
+      cancelGrace,
+      forceWait,
+      now,
+    )
+    if (step === STEP_TERMINAL) return statusBody(run)
+    if (step === STEP_IN_FLIGHT) return s.cancelPromise ?? wait(run)
+    s.cancelRequested = true
+    s.updatedAt = now
+    const outcome = drive(run, s, false, step)
+    s.cancelPromise = outcome
+    try {
+      return await outcome
+    } finally {
+      s.cancelPromise = null
+    }
+  }
+
+  async function shutdownActive(shutdownOptions) {
+    const o = shutdownOptions !== null && typeof shutdownOptions === 'object' ? shutdownOptions : EMPTY
+    const graceMs = typeof o.graceMs === 'number' && o.graceMs >= 0 ? o.graceMs : opts.shutdownGraceMs
+    const runs = native.shutdownSnapshot(svc).map((slot) => ctx.runs[slot])
+    const tasks = runs.map((run) => {
+      const s = ChatRun.stateOf(run)
+      const now = Date.now()
+      const step = native.runShutdownBegin(svc, s.slot, Boolean(run.acpSession?.abort), graceMs, now)
+      s.cancelRequested = true
+      s.updatedAt = now
+      return drive(run, s, true, step)
+    })
+    const results = await Promise.allSettled(tasks)
+    await native.flushLogs(svc)
+    const failure = results.find((r) => r.status === 'rejected')
+    if (failure) throw failure.reason
+  }
+
+  function summaryOf(run) {
+    const s = ChatRun.stateOf(run)
+    const bundle = run.toolBundle
+    if (s !== undefined && bundle === s.bundle) return JSON.parse(s.summary)
+    // The bundle was replaced (or this is not one of our runs): summarize what is there now.
+    return JSON.parse(native.summarizeToolBundle(lowerJson(bundle) ?? 'null'))
+  }
+
+  function statusBody(run) {
+    const child = run.child
+    return {
+      id: run.id,
+      projectId: run.projectId,
+      conversationId: run.conversationId,
+      assistantMessageId: run.assistantMessageId,
+      agentId: run.agentId,
+      appliedPluginSnapshotId: run.appliedPluginSnapshotId ?? null,
+      pluginId: run.pluginId ?? null,
+      status: run.status,
+      createdAt: run.createdAt,
+      updatedAt: run.updatedAt,
+      cancelRequested: !!run.cancelRequested,
+      childPid: child && typeof child.pid === 'number' ? child.pid : (run.childPid ?? null),
+      processGroupId: run.processGroupId ?? null,
+      childExited: exited(child),
+      childExitObservedAt: run.childExitObservedAt ?? null,
+      exitCode: run.exitCode,
+      signal: run.signal,
+      error: run.error ?? null,
+      errorCode: run.errorCode ?? null,
+      eventsLogPath: run.eventsLogPath ?? null,
+      mediaExecution: run.mediaExecution ?? { mode: 'enabled' },
+      toolBundle: summaryOf(run),
+    }
+  }
+
+  const service = {
+    create,
+    start,
+    get,
+    list,
+    stream,
+    cancel,
+    shutdownActive,
+    wait,
+    emit,
+    finish,
+    fail,
+    drop,
+    signalChild,
+    statusBody,
+    isTerminal,
+  }
+  serviceReleaser.register(ctx, svc)
+  return service
+}
+
+module.exports.createChatRunService = createChatRunService
+module.exports.TERMINAL_RUN_STATUSES = TERMINAL_RUN_STATUSES
