@@ -56,8 +56,9 @@ fn engine(env: &Env) -> Result<&'static mut Engine> {
         return Ok(engine);
     }
     env.set_instance_data(Engine::default(), 0u8, |_ctx| {})?;
-    env.get_instance_data::<Engine>()?
-        .ok_or_else(|| Error::from_reason("chat-run-service: could not initialise the addon's instance data"))
+    env.get_instance_data::<Engine>()?.ok_or_else(|| {
+        Error::from_reason("chat-run-service: could not initialise the addon's instance data")
+    })
 }
 
 fn service(env: &Env, svc: u32) -> Result<&'static mut Service> {
@@ -228,7 +229,14 @@ pub fn run_list(
 /// The hot path of `emit`: a well-formed string event and `JSON.stringify(data)` (absent for
 /// `undefined`). Returns the record id.
 #[napi]
-pub fn run_emit(env: &Env, svc: u32, slot: u32, event: String, data: Option<String>, now: f64) -> Result<f64> {
+pub fn run_emit(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    event: String,
+    data: Option<String>,
+    now: f64,
+) -> Result<f64> {
     service(env, svc)?
         .emit(slot, EventName::Text(&event), data.as_deref(), true, now)
         .map(|id| id as f64)
@@ -248,15 +256,29 @@ pub fn run_emit_encoded(
     now: f64,
 ) -> Result<f64> {
     service(env, svc)?
-        .emit(slot, EventName::Json(event_json.as_deref()), data.as_deref(), persist, now)
+        .emit(
+            slot,
+            EventName::Json(event_json.as_deref()),
+            data.as_deref(),
+            persist,
+            now,
+        )
         .map(|id| id as f64)
         .map_err(core_err)
 }
 
 /// §8: the message/code the facade extracted from an `'error'` event.
 #[napi]
-pub fn run_set_error(env: &Env, svc: u32, slot: u32, message: Option<String>, code: Option<String>) -> Result<()> {
-    service(env, svc)?.set_error(slot, message, code).map_err(core_err)
+pub fn run_set_error(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    message: Option<String>,
+    code: Option<String>,
+) -> Result<()> {
+    service(env, svc)?
+        .set_error(slot, message, code)
+        .map_err(core_err)
 }
 
 /// `finish`: returns the `'end'` record id, or 0 when the run was already terminal.
@@ -291,7 +313,11 @@ pub fn run_evict(env: &Env, svc: u32, slot: u32) -> Result<bool> {
 /// The JS run object was collected.
 #[napi]
 pub fn run_release(env: &Env, svc: u32, slot: u32) -> Result<()> {
-    if let Some(service) = engine(env)?.services.get_mut(svc as usize).and_then(Option::as_mut) {
+    if let Some(service) = engine(env)?
+        .services
+        .get_mut(svc as usize)
+        .and_then(Option::as_mut)
+    {
         service.release(slot);
     }
     Ok(())
@@ -322,7 +348,13 @@ pub fn run_replay(env: &Env, svc: u32, slot: u32, cursor: f64) -> Result<ReplayP
 /// Host writes of core-owned text fields (`status`, `projectId`, `conversationId`, `signal`,
 /// `error`, `errorCode`); `None` for a non-string value.
 #[napi]
-pub fn run_set_text(env: &Env, svc: u32, slot: u32, field: String, value: Option<String>) -> Result<()> {
+pub fn run_set_text(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    field: String,
+    value: Option<String>,
+) -> Result<()> {
     let run = service(env, svc)?.state_mut(slot).map_err(core_err)?;
     match field.as_str() {
         "status" => run.status = value,
@@ -344,7 +376,13 @@ pub fn run_set_text(env: &Env, svc: u32, slot: u32, field: String, value: Option
 /// Host writes of core-owned numeric fields (`updatedAt`, `exitCode`, `childExitObservedAt`,
 /// `cancelRequested` as 0/1); `None` for a non-number value.
 #[napi]
-pub fn run_set_number(env: &Env, svc: u32, slot: u32, field: String, value: Option<f64>) -> Result<()> {
+pub fn run_set_number(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    field: String,
+    value: Option<f64>,
+) -> Result<()> {
     let run = service(env, svc)?.state_mut(slot).map_err(core_err)?;
     match field.as_str() {
         "updatedAt" => run.updated_at = value.unwrap_or(f64::NAN),
@@ -410,8 +448,18 @@ pub fn run_shutdown_begin(
 
 /// Advances the cancel (`shutdown = false`) or shutdown plan.
 #[napi]
-pub fn run_escalation_next(env: &Env, svc: u32, slot: u32, shutdown: bool, exited: bool) -> Result<f64> {
-    let kind = if shutdown { PlanKind::Shutdown } else { PlanKind::Cancel };
+pub fn run_escalation_next(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    shutdown: bool,
+    exited: bool,
+) -> Result<f64> {
+    let kind = if shutdown {
+        PlanKind::Shutdown
+    } else {
+        PlanKind::Cancel
+    };
     service(env, svc)?
         .escalation_next(slot, kind, exited)
         .map(step_code)

@@ -35,7 +35,10 @@ pub enum Fallback {
 enum Op {
     Do(Step),
     /// Wait, then continue with `on_exit` if the child exited, else with the next op.
-    Wait { ms: f64, on_exit: Step },
+    Wait {
+        ms: f64,
+        on_exit: Step,
+    },
 }
 
 /// Graces a `cancel()` works with, after the env rules of SPEC §3.
@@ -77,11 +80,20 @@ impl Escalation {
             let g = graces.abort_grace_ms;
             vec![
                 Op::Do(Step::Abort),
-                Op::Wait { ms: g, on_exit: term },
+                Op::Wait {
+                    ms: g,
+                    on_exit: term,
+                },
                 Op::Do(Step::SigTerm),
-                Op::Wait { ms: g, on_exit: term },
+                Op::Wait {
+                    ms: g,
+                    on_exit: term,
+                },
                 Op::Do(Step::SigKill),
-                Op::Wait { ms: graces.force_wait_ms, on_exit: kill },
+                Op::Wait {
+                    ms: graces.force_wait_ms,
+                    on_exit: kill,
+                },
                 Op::Do(kill),
             ]
         } else {
@@ -92,7 +104,10 @@ impl Escalation {
                     on_exit: term,
                 },
                 Op::Do(Step::SigKill),
-                Op::Wait { ms: graces.force_wait_ms, on_exit: kill },
+                Op::Wait {
+                    ms: graces.force_wait_ms,
+                    on_exit: kill,
+                },
                 Op::Do(kill),
             ]
         };
@@ -252,7 +267,12 @@ mod tests {
         let exited = drive(Escalation::shutdown(false, 0.0), Some(0));
         assert_eq!(
             exited,
-            vec![Step::SigTerm, Step::FinishNow, Step::WaitExit(1.0), Step::Done]
+            vec![
+                Step::SigTerm,
+                Step::FinishNow,
+                Step::WaitExit(1.0),
+                Step::Done
+            ]
         );
     }
 }

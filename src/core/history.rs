@@ -27,7 +27,12 @@ pub struct Record {
 
 /// Serializes one record with the key order `id, event, data, timestamp` (LOG-4).
 /// `data_json` is `None` when `JSON.stringify(data)` returned `undefined` (key omitted).
-pub fn record_line(id: u64, event: EventName<'_>, data_json: Option<&str>, timestamp: f64) -> String {
+pub fn record_line(
+    id: u64,
+    event: EventName<'_>,
+    data_json: Option<&str>,
+    timestamp: f64,
+) -> String {
     let data_len = data_json.map_or(0, str::len);
     let mut line = String::with_capacity(48 + data_len);
     line.push_str("{\"id\":");

@@ -7,6 +7,7 @@
 //! completes once everything queued before it is on the OS (IMP-4). Errors never reach the
 //! emitter: they are counted and the first one of a service is reported through its sink.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -181,7 +182,11 @@ fn queue_line(pending: &mut Vec<Pending>, target: Arc<LogTarget>, line: &str) {
     slot.lines += 1;
 }
 
-fn flush_pending(pending: &mut Vec<Pending>, files: &mut HashMap<u64, OpenFile>, shared: &LogShared) {
+fn flush_pending(
+    pending: &mut Vec<Pending>,
+    files: &mut HashMap<u64, OpenFile>,
+    shared: &LogShared,
+) {
     for batch in pending.drain(..) {
         write_batch(batch, files, shared);
     }
@@ -189,17 +194,15 @@ fn flush_pending(pending: &mut Vec<Pending>, files: &mut HashMap<u64, OpenFile>,
 
 fn write_batch(batch: Pending, files: &mut HashMap<u64, OpenFile>, shared: &LogShared) {
     let key = batch.target.key;
-    if !files.contains_key(&key) {
-        match open_log(&batch.target.path) {
+    let open = match files.entry(key) {
+        Entry::Occupied(entry) => entry.into_mut(),
+        Entry::Vacant(entry) => match open_log(&batch.target.path) {
             Ok(file) => {
-                files.insert(
-                    key,
-                    OpenFile {
-                        file,
-                        path: batch.target.path.clone(),
-                    },
-                );
                 shared.open_files.fetch_add(1, Ordering::Relaxed);
+                entry.insert(OpenFile {
+                    file,
+                    path: batch.target.path.clone(),
+                })
             }
             Err((operation, error)) => {
                 shared.fail(
@@ -212,14 +215,13 @@ fn write_batch(batch: Pending, files: &mut HashMap<u64, OpenFile>, shared: &LogS
                 );
                 return;
             }
-        }
-    }
-    let Some(open) = files.get_mut(&key) else {
-        return;
+        },
     };
     match open.file.write_all(&batch.bytes) {
         Ok(()) => {
-            shared.lines_written.fetch_add(batch.lines, Ordering::Relaxed);
+            shared
+                .lines_written
+                .fetch_add(batch.lines, Ordering::Relaxed);
         }
         Err(error) => {
             let path = open.path.clone();
@@ -285,7 +287,10 @@ mod tests {
         let Ok(writer) = writer else {
             panic!("spawn failed")
         };
-        let target = Arc::new(LogTarget { key: 1, path: path.clone() });
+        let target = Arc::new(LogTarget {
+            key: 1,
+            path: path.clone(),
+        });
         for i in 0..1000 {
             assert!(writer.append(&target, &Arc::from(format!("{{\"id\":{i}}}"))));
         }

@@ -362,7 +362,12 @@ impl Service {
     }
 
     /// §8: records what the facade extracted from an `'error'` event.
-    pub fn set_error(&mut self, slot: u32, message: Option<String>, code: Option<String>) -> CoreResult<()> {
+    pub fn set_error(
+        &mut self,
+        slot: u32,
+        message: Option<String>,
+        code: Option<String>,
+    ) -> CoreResult<()> {
         let run = self.run_mut(slot)?;
         if message.is_some() {
             run.error = message;
@@ -530,7 +535,13 @@ impl Service {
 
     /// SHD-3 for one run of the snapshot: marks it `cancelRequested` with a fresh `updatedAt`
     /// and returns the first step of its shutdown plan.
-    pub fn shutdown_begin(&mut self, slot: u32, has_abort: bool, grace_ms: f64, now: f64) -> CoreResult<Step> {
+    pub fn shutdown_begin(
+        &mut self,
+        slot: u32,
+        has_abort: bool,
+        grace_ms: f64,
+        now: f64,
+    ) -> CoreResult<Step> {
         let run = self.run_mut(slot)?;
         run.cancel_requested = true;
         run.updated_at = now;
@@ -556,7 +567,13 @@ impl Service {
 
     /// SIG-2 under IMP-5: group first (verified), then the child's pid. `Fallback` means the
     /// facade must call `child.kill(signal)`.
-    pub fn signal(&mut self, slot: u32, child_pid: f64, group: f64, signal: Option<SignalSpec>) -> CoreResult<Delivery> {
+    pub fn signal(
+        &mut self,
+        slot: u32,
+        child_pid: f64,
+        group: f64,
+        signal: Option<SignalSpec>,
+    ) -> CoreResult<Delivery> {
         let run = self.run_mut(slot)?;
         let Some(signal) = signal else {
             return Ok(Delivery::Fallback);
@@ -703,7 +720,9 @@ mod tests {
     fn emt_3_ids_grow_by_one_and_trimming_never_renumbers() {
         let mut svc = service(Some(2), None);
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
-        let ids: Vec<u64> = (0..5).map(|i| emit(&mut svc, slot, &i.to_string())).collect();
+        let ids: Vec<u64> = (0..5)
+            .map(|i| emit(&mut svc, slot, &i.to_string()))
+            .collect();
         assert_eq!(ids, vec![1, 2, 3, 4, 5]);
         let run = svc.state(slot).unwrap();
         assert_eq!(run.next_event_id, 6);
@@ -721,7 +740,14 @@ mod tests {
             .unwrap();
         assert_eq!(end, Some(1));
         let second = svc
-            .finish(slot, Some("failed".into()), Some(1.0), Some("SIGTERM".into()), "{}", 2.0)
+            .finish(
+                slot,
+                Some("failed".into()),
+                Some(1.0),
+                Some("SIGTERM".into()),
+                "{}",
+                2.0,
+            )
             .unwrap();
         assert_eq!(second, None);
         let run = svc.state(slot).unwrap();
@@ -870,7 +896,8 @@ mod tests {
 
     #[test]
     fn imp_1_log_is_closed_by_finish_and_late_events_are_not_persisted() {
-        let dir = std::env::temp_dir().join(format!("chat-run-registry-imp1-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("chat-run-registry-imp1-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let layout = LogLayout {
             prefix: format!("{}/", dir.display()),
@@ -879,8 +906,15 @@ mod tests {
         let mut svc = service(Some(10), Some(layout));
         let created = svc.create(CreateMeta::default(), 0.0);
         emit(&mut svc, created.slot, "{\"a\":1}");
-        svc.finish(created.slot, Some("succeeded".into()), Some(0.0), None, "{\"status\":\"succeeded\"}", 2.0)
-            .unwrap();
+        svc.finish(
+            created.slot,
+            Some("succeeded".into()),
+            Some(0.0),
+            None,
+            "{\"status\":\"succeeded\"}",
+            2.0,
+        )
+        .unwrap();
         emit(&mut svc, created.slot, "\"late\"");
         let (tx, rx) = std::sync::mpsc::channel();
         svc.flush(Box::new(move || {

@@ -200,12 +200,30 @@ mod tests {
     #[test]
     fn imp_5_refuses_reserved_own_and_foreign_groups() {
         let own_pid = std::process::id() as i32;
-        assert_eq!(verify_group(f64::NAN, Some(own_pid)), Err(GroupRefusal::NotAnInteger));
-        assert_eq!(verify_group(2.5, Some(own_pid)), Err(GroupRefusal::NotAnInteger));
-        assert_eq!(verify_group(0.0, Some(own_pid)), Err(GroupRefusal::Reserved));
-        assert_eq!(verify_group(1.0, Some(own_pid)), Err(GroupRefusal::Reserved));
-        assert_eq!(verify_group(-1.0, Some(own_pid)), Err(GroupRefusal::Reserved));
-        assert_eq!(verify_group(-5000.0, Some(own_pid)), Err(GroupRefusal::Reserved));
+        assert_eq!(
+            verify_group(f64::NAN, Some(own_pid)),
+            Err(GroupRefusal::NotAnInteger)
+        );
+        assert_eq!(
+            verify_group(2.5, Some(own_pid)),
+            Err(GroupRefusal::NotAnInteger)
+        );
+        assert_eq!(
+            verify_group(0.0, Some(own_pid)),
+            Err(GroupRefusal::Reserved)
+        );
+        assert_eq!(
+            verify_group(1.0, Some(own_pid)),
+            Err(GroupRefusal::Reserved)
+        );
+        assert_eq!(
+            verify_group(-1.0, Some(own_pid)),
+            Err(GroupRefusal::Reserved)
+        );
+        assert_eq!(
+            verify_group(-5000.0, Some(own_pid)),
+            Err(GroupRefusal::Reserved)
+        );
         let own_group = nix::unistd::getpgrp().as_raw();
         assert_eq!(
             verify_group(f64::from(own_group), Some(own_pid)),
@@ -215,7 +233,10 @@ mod tests {
         let pid = child.id() as i32;
         // The child's own group is accepted, without a pid it is refused.
         assert_eq!(verify_group(f64::from(pid), Some(pid)), Ok(pid));
-        assert_eq!(verify_group(f64::from(pid), None), Err(GroupRefusal::NoChildPid));
+        assert_eq!(
+            verify_group(f64::from(pid), None),
+            Err(GroupRefusal::NoChildPid)
+        );
         // A group the child is not in is refused.
         let mut other = spawn_group_leader();
         let other_pid = other.id() as i32;
