@@ -442,9 +442,8 @@ function createChatRunService(options) {
       dataJson = 'null'
       persist = false
     }
-    if (typeof event === 'string' && event.isWellFormed()) {
-      return native.runEmit(svc, s.slot, event, dataJson, now)
-    }
+    const plainName = typeof event === 'string' && event.isWellFormed()
+    if (plainName && persist) return native.runEmit(svc, s.slot, event, dataJson, now)
     let eventJson
     try {
       eventJson = JSON.stringify(event)
