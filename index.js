@@ -716,12 +716,17 @@ function createChatRunService(options) {
     const graceMs = typeof o.graceMs === 'number' && o.graceMs >= 0 ? o.graceMs : opts.shutdownGraceMs
     const runs = native.shutdownSnapshot(svc).map((slot) => ctx.runs[slot])
     const tasks = runs.map((run) => {
-      const s = ChatRun.stateOf(run)
-      const now = Date.now()
-      const step = native.runShutdownBegin(svc, s.slot, Boolean(run.acpSession?.abort), graceMs, now)
-      s.cancelRequested = true
-      s.updatedAt = now
-      return drive(run, s, true, step)
+      try {
+        const s = ChatRun.stateOf(run)
+        const now = Date.now()
+        const step = native.runShutdownBegin(svc, s.slot, Boolean(run.acpSession?.abort), graceMs, now)
+        s.cancelRequested = true
+        s.updatedAt = now
+        return drive(run, s, true, step)
+      } catch (err) {
+        // SHD-5: one run's failure rejects the result, the others are still processed.
+        return Promise.reject(err)
+      }
     })
     const results = await Promise.allSettled(tasks)
     await native.flushLogs(svc)

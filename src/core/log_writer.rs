@@ -117,6 +117,20 @@ impl LogWriter {
             done();
         }
     }
+
+    /// Blocks until every command queued so far is carried out, or `timeout` passes.
+    /// Returns false on timeout. Used before reading a log back (IMP-3), where the lines just
+    /// evicted from memory may still be queued.
+    pub fn sync(&self, timeout: std::time::Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        self.barrier(Box::new(move || {
+            let _ = tx.send(());
+        }));
+        !matches!(
+            rx.recv_timeout(timeout),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        )
+    }
 }
 
 struct OpenFile {

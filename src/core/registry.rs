@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::core::backfill;
 use crate::core::escalation::{CancelGraces, Escalation, Step};
 use crate::core::history::{self, EventName, History, Record};
 use crate::core::log_writer::{LogShared, LogTarget, LogWriter};
@@ -17,6 +18,10 @@ use crate::core::signals::{self, Delivery, SignalSpec};
 
 /// The three terminal statuses, in their fixed order (MOD-1, MOD-5).
 pub const TERMINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "canceled"];
+
+/// How long a backfill waits for the log writer to drain before reading (a stuck disk must not
+/// hang `stream()`; what is not on disk by then is skipped, as IMP-3 allows).
+pub const BACKFILL_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// TRM-1.
 pub fn is_terminal(status: Option<&str>) -> bool {
@@ -473,9 +478,10 @@ impl Service {
         Ok(self.run(slot)?.history.to_json_array())
     }
 
-    /// STR-3/STR-4 with IMP-8. `cursor` is JS `Number(raw)`.
+    /// STR-3/STR-4 with IMP-8, and IMP-3 when the run has a log. `cursor` is JS `Number(raw)`.
     pub fn replay(&self, slot: u32, cursor: f64) -> CoreResult<Replay> {
         let run = self.run(slot)?;
+        let backfilled = self.backfill(run, cursor);
         let all = !cursor.is_finite();
         let mut picked = run
             .history
@@ -483,7 +489,21 @@ impl Service {
             .filter(|r| all || (r.id as f64) > cursor)
             .peekable();
         let terminal = run.is_terminal();
-        let records_json = if picked.peek().is_some() {
+        let records_json = if !backfilled.is_empty() {
+            let mut out = String::from("[");
+            for line in &backfilled {
+                out.push_str(line);
+                out.push(',');
+            }
+            let rest = history::join_json(picked);
+            if rest == "[]" {
+                out.pop();
+                out.push(']');
+            } else {
+                out.push_str(&rest[1..]);
+            }
+            out
+        } else if picked.peek().is_some() {
             history::join_json(picked)
         } else if terminal {
             let final_record = run
@@ -498,6 +518,24 @@ impl Service {
             terminal,
             records_json,
         })
+    }
+
+    /// IMP-3: the log records with `cursor < id < oldest`, when the cursor is older than the
+    /// history. Waits (bounded) for the writer to drain first, so records that just left memory
+    /// are on disk before they are read.
+    fn backfill(&self, run: &RunState, cursor: f64) -> Vec<String> {
+        let Some(target) = run.log.as_ref() else {
+            return Vec::new();
+        };
+        let cursor = backfill::normalize_cursor(cursor);
+        let oldest = run.history.oldest_id().unwrap_or(run.next_event_id);
+        if cursor >= oldest.saturating_sub(1) as f64 {
+            return Vec::new();
+        }
+        if let Some(writer) = &self.writer {
+            writer.sync(BACKFILL_SYNC_TIMEOUT);
+        }
+        backfill::read_range(&target.path, cursor, oldest)
     }
 
     /// CAN-1/CAN-2 and the first step of the plan (IMP-11 for a second call).
@@ -802,6 +840,40 @@ mod tests {
             .unwrap();
         emit(&mut svc, slot, "late");
         assert_eq!(replay_ids(&svc, slot, 3.0), vec![2]);
+    }
+
+    #[test]
+    fn imp_3_old_cursors_are_backfilled_from_the_log_in_order_once() {
+        let dir =
+            std::env::temp_dir().join(format!("chat-run-registry-imp3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let layout = LogLayout {
+            prefix: format!("{}/", dir.display()),
+            suffix: "/events.jsonl".into(),
+        };
+        let mut svc = service(Some(3), Some(layout));
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        for i in 0..1000 {
+            emit(&mut svc, slot, &i.to_string());
+        }
+        // No flush: the backfill itself waits for the writer.
+        assert_eq!(
+            replay_ids(&svc, slot, 990.0),
+            (991..=1000).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            replay_ids(&svc, slot, f64::NAN),
+            (1..=1000).collect::<Vec<_>>()
+        );
+        assert_eq!(replay_ids(&svc, slot, -7.0), (1..=1000).collect::<Vec<_>>());
+        assert_eq!(replay_ids(&svc, slot, 997.0), vec![998, 999, 1000]);
+        svc.finish(slot, Some("succeeded".into()), None, None, "{}", 1.0)
+            .unwrap();
+        assert_eq!(
+            replay_ids(&svc, slot, 500.0),
+            (501..=1001).collect::<Vec<_>>()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
