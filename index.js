@@ -236,7 +236,9 @@ class ChatRun {
   }
 }
 
-// Reclaims a run's native slot (and its history) once the host and the registry let go of it.
+// Reclaims a run's native slot (and its history) once nothing can reach its state any more:
+// not the host, not the registry, not a pending eviction timer or cancel. (The target is the
+// per-run state object, not the run, so a timer that outlives the run never sees a reused slot.)
 const runReleaser = new FinalizationRegistry(({ svc, slot }) => native.runRelease(svc, slot))
 // Frees a service's native registry once nothing references it any more.
 const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
@@ -399,7 +401,7 @@ function createChatRunService(options) {
     }
     const run = new ChatRun(state, created, m, JSON.parse(created.mediaExecution), bundle, now)
     ctx.runs[created.slot] = run
-    runReleaser.register(run, { svc, slot: created.slot })
+    runReleaser.register(state, { svc, slot: created.slot })
     return run
   }
 

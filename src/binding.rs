@@ -45,10 +45,11 @@ pub const DELIVERY_GROUP: u32 = 1;
 #[napi]
 pub const DELIVERY_PID: u32 = 2;
 
+/// The services of one Node environment. Service ids are never reused: a run's finalizer
+/// may fire after its service was destroyed, and must not reach a newer service by accident.
 #[derive(Default)]
 struct Engine {
-    services: Vec<Option<Service>>,
-    free: Vec<u32>,
+    services: Vec<Option<Box<Service>>>,
 }
 
 fn engine(env: &Env) -> Result<&'static mut Engine> {
@@ -65,7 +66,7 @@ fn service(env: &Env, svc: u32) -> Result<&'static mut Service> {
     engine(env)?
         .services
         .get_mut(svc as usize)
-        .and_then(Option::as_mut)
+        .and_then(Option::as_deref_mut)
         .ok_or_else(|| {
             Error::new(
                 Status::InvalidArg,
@@ -131,26 +132,20 @@ pub fn create_service(
     });
     let service = Service::new(ServiceConfig { max_events, log }, LogShared::new(sink));
     let engine = engine(env)?;
-    Ok(match engine.free.pop() {
-        Some(id) => {
-            engine.services[id as usize] = Some(service);
-            id
-        }
-        None => {
-            engine.services.push(Some(service));
-            (engine.services.len() - 1) as u32
-        }
-    })
+    let id = u32::try_from(engine.services.len()).map_err(|_| {
+        Error::from_reason(
+            "chat-run-service: too many services created in this environment (limit 2^32)",
+        )
+    })?;
+    engine.services.push(Some(Box::new(service)));
+    Ok(id)
 }
 
 /// Frees a service whose JS object was collected (its writer drains and stops).
 #[napi]
 pub fn destroy_service(env: &Env, svc: u32) -> Result<()> {
-    let engine = engine(env)?;
-    if let Some(entry) = engine.services.get_mut(svc as usize) {
-        if entry.take().is_some() {
-            engine.free.push(svc);
-        }
+    if let Some(entry) = engine(env)?.services.get_mut(svc as usize) {
+        *entry = None;
     }
     Ok(())
 }
