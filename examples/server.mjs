@@ -1,0 +1,307 @@
+// An example daemon around chat-run-service, wired the way the open-design daemon wires `runs.js`:
+//
+//   POST /api/runs                       {conversationId?, projectId?, lines?} → 202 {runId}; spawns
+//                                        examples/agent.cjs in its own process group
+//   GET  /api/runs/:id/events            SSE; honours Last-Event-ID and ?after=
+//   GET  /api/runs/:id                   status body (404 when unknown)
+//   POST /api/runs/:id/cancel            cancel → final status body
+//   GET  /api/runs?conversationId=&projectId=&status=   status bodies
+//   POST /api/runs/:id/drop-connections  TEST-ONLY: destroys the sockets of the run's live SSE
+//                                        responses, to simulate a network cut (clients reconnect
+//                                        with Last-Event-ID). Do not copy this into a daemon.
+//   GET  /                               examples/public/ (a page that starts, streams and cancels)
+//
+// SIGINT/SIGTERM: `await runs.shutdownActive()` (every active run is canceled, its process group
+// signalled, every JSONL log flushed and closed), then the server closes and the process exits.
+//
+// Usage: npm start, or node examples/server.mjs (PORT=0 picks a free port; logs go to a fresh temp
+//        dir; one demo run starts at boot and is echoed to the terminal, DEMO_RUN=0 skips it)
+//        PORT=8080 RUNS_LOG_DIR=./runs AGENT_LINES=40 node examples/server.mjs
+//
+// Tests start it in-process: `const { url, close, runs } = await startServer({ ... })`.
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import readline from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import express from 'express'
+import { createChatRunService } from '../index.js'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const AGENT_SCRIPT = path.join(here, 'agent.cjs')
+const PUBLIC_DIR = path.join(here, 'public')
+const MAX_LINES = 10_000
+
+/**
+ * The daemon's SSE writer, in the shape `createChatRunService` expects (`send`/`end`/`cleanup`).
+ * It first tells the browser to reconnect after 200 ms (`retry:`), so an `EventSource` whose
+ * connection drops comes back quickly with `Last-Event-ID` and the service replays what it missed.
+ */
+export function createSseResponse(res, { retryMs = 200, keepaliveMs = 15_000 } = {}) {
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  })
+  res.flushHeaders()
+  res.write(`retry: ${retryMs}\n\n`)
+  const writable = () => !res.writableEnded && !res.destroyed
+  // A comment line now and then keeps proxies from closing an idle stream.
+  let keepalive = setInterval(() => {
+    if (writable()) res.write(': keepalive\n\n')
+  }, keepaliveMs)
+  keepalive.unref()
+  const cleanup = () => {
+    if (keepalive) clearInterval(keepalive)
+    keepalive = null
+  }
+  return {
+    send(event, data, id) {
+      if (!writable()) return false
+      return res.write(`id: ${id}\nevent: ${event}\ndata: ${JSON.stringify(data) ?? 'null'}\n\n`)
+    },
+    end() {
+      cleanup() // a replay-only client (finished run) never gets cleanup(): stop the timer here too
+      if (writable()) res.end()
+    },
+    cleanup,
+  }
+}
+
+/** The `data` of the `'error'` event `runs.fail()` emits (the daemon's error envelope). */
+export function createSseErrorPayload(code, message, init = {}) {
+  return { message, error: { code, message, ...init } }
+}
+
+/** A host-side client that echoes a run's events to the terminal. */
+function consoleClient(run) {
+  const tag = run.id.slice(0, 8)
+  return {
+    send: (event, data, id) => console.log(`  [run ${tag}] #${id} ${event} ${JSON.stringify(data)}`),
+    end: () => console.log(`  [run ${tag}] finished; log: ${run.eventsLogPath ?? '(logging disabled)'}`),
+    cleanup: () => {},
+  }
+}
+
+function optionalString(value) {
+  return typeof value === 'string' && value !== '' ? value : undefined
+}
+
+/**
+ * Starts the example daemon on 127.0.0.1.
+ * @param {object} [opts]
+ * @param {number} [opts.port=0]            0 picks a free port
+ * @param {string|null} [opts.runsLogDir]   JSONL log directory; null disables logging
+ * @param {number} [opts.agentLines=20]     default number of agent lines when the request has none
+ * @param {number} [opts.lineIntervalMs=150] delay between agent lines
+ * @param {number} [opts.shutdownGraceMs]   passed to createChatRunService
+ * @returns {Promise<{ url: string, port: number, runsLogDir: string|null, runs: import('../index').ChatRunService,
+ *   attachments: Array<{ runId: string, lastEventId: string|null, after: unknown, at: number }>, close(): Promise<void> }>}
+ */
+export async function startServer({
+  port = 0,
+  runsLogDir = null,
+  agentLines = 20,
+  lineIntervalMs = 150,
+  shutdownGraceMs,
+  consoleEvents = false,
+} = {}) {
+  const runs = createChatRunService({
+    createSseResponse,
+    createSseErrorPayload,
+    runsLogDir,
+    shutdownGraceMs,
+  })
+  // TEST-ONLY bookkeeping for /drop-connections: runId → live SSE responses.
+  const liveResponses = new Map()
+  // Every SSE attach with the cursor the client sent (tests assert that reconnects carry one).
+  const attachments = []
+
+  const app = express()
+  app.disable('x-powered-by')
+  app.use(express.json({ limit: '64kb' }))
+  app.use(express.static(PUBLIC_DIR))
+
+  app.post('/api/runs', (req, res) => {
+    const body = req.body && typeof req.body === 'object' ? req.body : {}
+    let lines = agentLines
+    if (body.lines !== undefined && body.lines !== null && body.lines !== '') {
+      const n = Number(body.lines)
+      if (!Number.isInteger(n) || n < 1 || n > MAX_LINES) {
+        return res.status(400).json({ error: { code: 'BAD_REQUEST', message: `lines must be an integer in 1..${MAX_LINES}` } })
+      }
+      lines = n
+    }
+    const run = runs.create({
+      conversationId: optionalString(body.conversationId),
+      projectId: optionalString(body.projectId),
+    })
+    // The host's own client objects live in run.clients next to the SSE ones (here: a console echo).
+    if (consoleEvents) run.clients.add(consoleClient(run))
+    runs.start(run, () => startAgent(run, lines))
+    res.status(202).json({ runId: run.id })
+  })
+
+  function startAgent(run, lines) {
+    return new Promise((resolve, reject) => {
+      // detached: the agent leads its own process group, so cancel/shutdown can signal the
+      // agent and every grandchild it started at once (and Ctrl-C in this terminal does not).
+      const child = spawn(process.execPath, [AGENT_SCRIPT, String(lines), String(lineIntervalMs)], {
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      run.child = child
+      run.childPid = child.pid ?? null
+      run.processGroupId = child.pid ?? null
+      run.status = 'running'
+      readline.createInterface({ input: child.stdout }).on('line', (line) => runs.emit(run, 'stdout', { line }))
+      readline.createInterface({ input: child.stderr }).on('line', (line) => runs.emit(run, 'stderr', { line }))
+      child.once('error', reject) // spawn failure: start() turns the rejection into fail(AGENT_EXECUTION_FAILED)
+      child.once('close', (code, signal) => {
+        runs.finish(run, code === 0 ? 'succeeded' : run.cancelRequested ? 'canceled' : 'failed', code, signal)
+        resolve()
+      })
+    })
+  }
+
+  const findRun = (req, res) => {
+    const run = runs.get(req.params.id)
+    if (!run) res.status(404).json({ error: { code: 'RUN_NOT_FOUND', message: `no run ${req.params.id}` } })
+    return run
+  }
+
+  app.get('/api/runs', (req, res) => {
+    const { conversationId, projectId, status } = req.query
+    const filter = {
+      conversationId: optionalString(conversationId),
+      projectId: optionalString(projectId),
+      status: optionalString(status),
+    }
+    res.json(runs.list(filter).map(runs.statusBody))
+  })
+
+  app.get('/api/runs/:id', (req, res) => {
+    const run = findRun(req, res)
+    if (run) res.json(runs.statusBody(run))
+  })
+
+  app.get('/api/runs/:id/events', (req, res) => {
+    const run = findRun(req, res)
+    if (!run) return
+    attachments.push({ runId: run.id, lastEventId: req.get('Last-Event-ID') ?? null, after: req.query.after ?? null, at: Date.now() })
+    if (attachments.length > 1000) attachments.shift()
+    let set = liveResponses.get(run.id)
+    if (!set) liveResponses.set(run.id, (set = new Set()))
+    set.add(res)
+    res.on('close', () => {
+      set.delete(res)
+      if (set.size === 0 && liveResponses.get(run.id) === set) liveResponses.delete(run.id)
+    })
+    runs.stream(run, req, res)
+  })
+
+  app.post('/api/runs/:id/cancel', async (req, res, next) => {
+    const run = findRun(req, res)
+    if (!run) return
+    try {
+      res.json(await runs.cancel(run))
+    } catch (err) {
+      next(err)
+    }
+  })
+
+  // TEST-ONLY: simulate a network cut for every live SSE response of this run.
+  app.post('/api/runs/:id/drop-connections', (req, res) => {
+    const set = liveResponses.get(req.params.id)
+    let dropped = 0
+    for (const sseRes of set ?? []) {
+      sseRes.socket?.destroy()
+      dropped += 1
+    }
+    res.json({ dropped })
+  })
+
+  app.use((req, res) => res.status(404).json({ error: { code: 'NOT_FOUND', message: `${req.method} ${req.path}` } }))
+  // express.json() parse errors and anything thrown above.
+  app.use((err, req, res, _next) => {
+    const status = Number.isInteger(err?.status) && err.status >= 400 && err.status < 600 ? err.status : 500
+    res.status(status).json({ error: { code: status === 500 ? 'INTERNAL' : 'BAD_REQUEST', message: String(err?.message ?? err) } })
+  })
+
+  const server = await new Promise((resolve, reject) => {
+    const s = app.listen(port, '127.0.0.1', (err) => (err ? reject(err) : resolve(s)))
+    s.once('error', reject)
+  })
+  const realPort = server.address().port
+  const url = `http://127.0.0.1:${realPort}`
+
+  let closing = null
+  const close = () =>
+    (closing ??= (async () => {
+      // Cancels every active run (ends their SSE clients), signals their groups, flushes the logs.
+      await runs.shutdownActive()
+      await new Promise((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections() // idle keep-alive sockets and replay-only streams
+      })
+    })())
+
+  return { url, port: realPort, runsLogDir, runs, attachments, close }
+}
+
+async function main() {
+  const runsLogDir = process.env.RUNS_LOG_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-server-'))
+  const port = Number(process.env.PORT || 0)
+  const agentLines = Number(process.env.AGENT_LINES) || 20
+  const srv = await startServer({ port, runsLogDir, agentLines, consoleEvents: true })
+  const { url } = srv
+  console.log(`chat-run-service example daemon on ${url}/`)
+  console.log(`  page:   ${url}/  (start a run, watch it stream, cancel it)`)
+  console.log(`  try:    RUN=$(curl -sN -X POST -H 'content-type: application/json' -d '{"lines":10}' ${url}/api/runs | sed -E 's/.*"runId":"([^"]+)".*/\\1/') && curl -N ${url}/api/runs/$RUN/events`)
+  console.log(`  status: curl ${url}/api/runs/$RUN   list: curl '${url}/api/runs?status=active'   cancel: curl -X POST ${url}/api/runs/$RUN/cancel`)
+  console.log(`  logs:   ${runsLogDir}/<runId>/events.jsonl`)
+  console.log('  Ctrl-C cancels active runs (runs.shutdownActive()) and exits.')
+  if (process.env.DEMO_RUN !== '0') {
+    // The embedded default: one run of the example agent, echoed here as it streams.
+    const reply = await fetch(`${url}/api/runs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ conversationId: 'demo', lines: 8 }),
+    })
+    const { runId } = await reply.json()
+    console.log(`\ndemo run ${runId} (DEMO_RUN=0 skips it); reattach with: curl -N -H 'Last-Event-ID: 3' ${url}/api/runs/${runId}/events\n`)
+  }
+
+  let stopping = false
+  const stop = async (signal) => {
+    if (stopping) return
+    stopping = true
+    const active = srv.runs.list({ status: 'active' })
+    console.log(`\n${signal}: runs.shutdownActive() for ${active.length} active run(s)…`)
+    try {
+      await srv.close()
+      for (const run of active) {
+        const body = srv.runs.statusBody(run)
+        console.log(`  ${run.id} → ${body.status} (${body.signal}), process group ${body.processGroupId}`)
+      }
+      console.log(`shutdownActive done; logs flushed under ${runsLogDir}`)
+      process.exit(0)
+    } catch (err) {
+      console.error('shutdown failed:', err)
+      process.exit(1)
+    }
+  }
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+}
+
+const invokedDirectly = (() => {
+  try {
+    return process.argv[1] != null && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
+})()
+if (invokedDirectly) await main()
