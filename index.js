@@ -6,7 +6,7 @@
 // in the Rust core (`src/core`), reached through the thin napi layer in `binding.js`.
 
 const path = require('node:path')
-const native = require('./binding.js')
+const native = require('./loader.js')
 
 const {
   STEP_DONE,
