@@ -18,7 +18,9 @@ const {
   STEP_FINISH_KILL,
   STEP_IN_FLIGHT,
   STEP_TERMINAL,
+  STEP_REAP_GROUP,
   DELIVERY_FALLBACK,
+  DELIVERY_GONE,
 } = native
 
 /** The three terminal statuses (MOD-1). The service never reads this Set back (MOD-5). */
@@ -630,7 +632,9 @@ function createChatRunService(options) {
       const pid = typeof child.pid === 'number' ? child.pid : NaN
       const group = typeof run.processGroupId === 'number' ? run.processGroupId : NaN
       const spec = typeof signal === 'number' ? signal : String(signal)
-      if (native.runSignal(svc, s.slot, pid, group, spec) !== DELIVERY_FALLBACK) return true
+      const delivery = native.runSignal(svc, s.slot, pid, group, spec)
+      if (delivery === DELIVERY_GONE) return false
+      if (delivery !== DELIVERY_FALLBACK) return true
     }
     try {
       return child.kill(signal)
@@ -677,6 +681,9 @@ function createChatRunService(options) {
           break
         case STEP_FINISH_KILL:
           finishFromChild(run, 'SIGKILL')
+          break
+        case STEP_REAP_GROUP:
+          if (!IS_WINDOWS) native.runReapGroup(svc, s.slot)
           break
         default:
           throw new Error(`chat-run-service: unknown escalation step ${step}`)

@@ -322,6 +322,55 @@ describe('cancel / shutdownActive / signalChild on real process groups', () => {
 
 // --- dangerous group ids, inside a pid namespace ------------------------------------------------------------
 
+describe('IMP-13: the leftover group is reaped after its leader exits', () => {
+  // The leader dies on SIGTERM, its grandchild ignores SIGTERM and would outlive it (PPID 1).
+  const LEADER_DIES_GRANDCHILD_IGNORES_TERM = '(trap "" TERM; exec sleep 30) & echo $!; wait';
+
+  it('cancel(): a grandchild that ignores SIGTERM is gone once the leader has exited', async () => {
+    const runs = createRuns();
+    const run = runs.create({});
+    const child = start(LEADER_DIES_GRANDCHILD_IGNORES_TERM, { detached: true });
+    const [grandchild] = await grandchildren(child, 1);
+    attach(run, child, { group: true });
+
+    const body = await runs.cancel(run);
+
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', childExited: true });
+    expect(await waitUntil(() => !pidAlive(grandchild), 2000)).toBe(true);
+    expect(await waitUntil(() => groupMembers(child.pid).length === 0, 2000)).toBe(true);
+  });
+
+  it('shutdownActive(): the same leftover is reaped before the promise resolves', async () => {
+    const runs = createRuns();
+    const run = runs.create({});
+    const child = start(LEADER_DIES_GRANDCHILD_IGNORES_TERM, { detached: true });
+    const [grandchild] = await grandchildren(child, 1);
+    attach(run, child, { group: true });
+
+    await runs.shutdownActive({ graceMs: 300 });
+
+    expect(run.status).toBe('canceled');
+    expect(await waitUntil(() => !pidAlive(grandchild), 2000)).toBe(true);
+  });
+
+  it('a group that was never verified while the child lived is never reaped', async () => {
+    // The run's child has no group of its own (processGroupId null): only its pid is signalled,
+    // and the bystander in another group survives.
+    const runs = createRuns();
+    const run = runs.create({});
+    const bystander = start('sleep 30 & echo $!; wait', { detached: true });
+    const [bystanderKid] = await grandchildren(bystander, 1);
+    const child = start('sleep 30', { detached: false });
+    attach(run, child, { group: false });
+    run.processGroupId = bystander.pid; // a foreign group: refused by IMP-5, never recorded
+
+    await runs.cancel(run);
+
+    expect(pidAlive(bystander.pid)).toBe(true);
+    expect(pidAlive(bystanderKid)).toBe(true);
+  });
+});
+
 const FIXTURE = path.join(__dirname, 'fixtures', 'dangerous-groups.cjs');
 const probe = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 });
 const unshareProblem =

@@ -11,7 +11,7 @@ use napi_derive::napi;
 
 use crate::core::escalation::{CancelGraces, Fallback, Step};
 use crate::core::history::EventName;
-use crate::core::log_writer::{LogFailure, LogShared};
+use crate::core::log_writer::{LogFailure, LogLimits, LogShared};
 use crate::core::registry::{
     CancelStart, CoreError, CreateMeta, ListFilter, LogLayout, PlanKind, Service, ServiceConfig,
 };
@@ -36,14 +36,19 @@ pub const STEP_FINISH_KILL: i32 = -7;
 pub const STEP_IN_FLIGHT: i32 = -8;
 #[napi]
 pub const STEP_TERMINAL: i32 = -9;
+#[napi]
+pub const STEP_REAP_GROUP: i32 = -10;
 
-/// Where `runSignal` delivered: nothing (use `child.kill`), the group, or the pid.
+/// Where `runSignal` delivered: nothing (use `child.kill`), the group, the pid, or nowhere
+/// because the child is gone.
 #[napi]
 pub const DELIVERY_FALLBACK: u32 = 0;
 #[napi]
 pub const DELIVERY_GROUP: u32 = 1;
 #[napi]
 pub const DELIVERY_PID: u32 = 2;
+#[napi]
+pub const DELIVERY_GONE: u32 = 3;
 
 /// The services of one Node environment. Service ids are never reused: a run's finalizer
 /// may fire after its service was destroyed, and must not reach a newer service by accident.
@@ -88,6 +93,7 @@ fn step_code(step: Step) -> f64 {
         Step::FinishNow => STEP_FINISH_NOW,
         Step::FinishFromChild(Fallback::SigTerm) => STEP_FINISH_TERM,
         Step::FinishFromChild(Fallback::SigKill) => STEP_FINISH_KILL,
+        Step::ReapGroup => STEP_REAP_GROUP,
         Step::WaitExit(ms) => return ms,
     };
     f64::from(code)
@@ -130,7 +136,14 @@ pub fn create_service(
             tsfn.call(message, ThreadsafeFunctionCallMode::NonBlocking);
         }) as Box<dyn Fn(LogFailure) + Send + Sync>
     });
-    let service = Service::new(ServiceConfig { max_events, log }, LogShared::new(sink));
+    let service = Service::new(
+        ServiceConfig {
+            max_events,
+            log,
+            log_limits: LogLimits::default(),
+        },
+        LogShared::new(sink),
+    );
     let engine = engine(env)?;
     let id = u32::try_from(engine.services.len()).map_err(|_| {
         Error::from_reason(
@@ -482,7 +495,14 @@ pub fn run_signal(
         Delivery::Fallback => DELIVERY_FALLBACK,
         Delivery::Group => DELIVERY_GROUP,
         Delivery::Pid => DELIVERY_PID,
+        Delivery::Gone => DELIVERY_GONE,
     })
+}
+
+/// IMP-13: SIGKILL the rest of the run's verified process group.
+#[napi]
+pub fn run_reap_group(env: &Env, svc: u32, slot: u32) -> Result<bool> {
+    service(env, svc)?.reap_group(slot).map_err(core_err)
 }
 
 /// Resolves once every log line queued so far is written and closed files are closed (IMP-4).
@@ -508,8 +528,12 @@ pub struct ServiceStats {
     pub retained_bytes: f64,
     pub log_lines_written: f64,
     pub log_lines_failed: f64,
+    pub log_lines_dropped: f64,
     pub log_lines_unserializable: f64,
+    pub log_lines_after_close: f64,
     pub open_log_files: f64,
+    pub writer_queue_lines: f64,
+    pub writer_queue_bytes: f64,
 }
 
 #[napi]
@@ -523,7 +547,11 @@ pub fn service_stats(env: &Env, svc: u32) -> Result<ServiceStats> {
         retained_bytes: s.retained_bytes as f64,
         log_lines_written: s.log_lines_written as f64,
         log_lines_failed: s.log_lines_failed as f64,
+        log_lines_dropped: s.log_lines_dropped as f64,
         log_lines_unserializable: s.log_lines_unserializable as f64,
+        log_lines_after_close: s.log_lines_after_close as f64,
         open_log_files: s.open_log_files as f64,
+        writer_queue_lines: s.writer_queue_lines as f64,
+        writer_queue_bytes: s.writer_queue_bytes as f64,
     })
 }

@@ -21,6 +21,9 @@ pub enum Step {
     FinishNow,
     /// CAN-6: finish from the child's state with the given fallback signal.
     FinishFromChild(Fallback),
+    /// IMP-13: SIGKILL whatever is left of the run's verified process group (grandchildren that
+    /// outlived the leader), ignoring ESRCH.
+    ReapGroup,
     /// The plan is over: resolve with the status body.
     Done,
 }
@@ -34,10 +37,11 @@ pub enum Fallback {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
     Do(Step),
-    /// Wait, then continue with `on_exit` if the child exited, else with the next op.
+    /// Wait; if the child exited, take `on_exit` (when set) and jump to the plan's tail,
+    /// otherwise continue with the next op.
     Wait {
         ms: f64,
-        on_exit: Step,
+        on_exit: Option<Step>,
     },
 }
 
@@ -65,17 +69,19 @@ impl CancelGraces {
 pub struct Escalation {
     ops: Vec<Op>,
     pc: usize,
-    /// Set while a wait is outstanding: the step to take if the child exited.
-    waiting_on_exit: Option<Step>,
+    /// Where an early exit continues: the reap step (or the end).
+    tail: usize,
+    /// Set while a wait is outstanding: what to do if the child exited.
+    waiting_on_exit: Option<Option<Step>>,
 }
 
 impl Escalation {
-    /// CAN-3/CAN-4/CAN-5 for a non-terminal run.
+    /// CAN-3/CAN-4/CAN-5 for a non-terminal run, then IMP-13.
     pub fn cancel(has_child: bool, has_abort: bool, graces: CancelGraces) -> Self {
-        let term = Step::FinishFromChild(Fallback::SigTerm);
+        let term = Some(Step::FinishFromChild(Fallback::SigTerm));
         let kill = Step::FinishFromChild(Fallback::SigKill);
-        let ops = if !has_child {
-            vec![Op::Do(Step::FinishNow)]
+        let mut ops = if !has_child {
+            return Self::new(vec![Op::Do(Step::FinishNow)]);
         } else if has_abort {
             let g = graces.abort_grace_ms;
             vec![
@@ -89,12 +95,6 @@ impl Escalation {
                     ms: g,
                     on_exit: term,
                 },
-                Op::Do(Step::SigKill),
-                Op::Wait {
-                    ms: graces.force_wait_ms,
-                    on_exit: kill,
-                },
-                Op::Do(kill),
             ]
         } else {
             vec![
@@ -103,20 +103,23 @@ impl Escalation {
                     ms: graces.cancel_grace_ms,
                     on_exit: term,
                 },
-                Op::Do(Step::SigKill),
-                Op::Wait {
-                    ms: graces.force_wait_ms,
-                    on_exit: kill,
-                },
-                Op::Do(kill),
             ]
         };
+        ops.extend([
+            Op::Do(Step::SigKill),
+            Op::Wait {
+                ms: graces.force_wait_ms,
+                on_exit: Some(kill),
+            },
+            Op::Do(kill),
+            Op::Do(Step::ReapGroup),
+        ]);
         Self::new(ops)
     }
 
-    /// SHD-3/SHD-4 for one run of a shutdown snapshot.
+    /// SHD-3/SHD-4 for one run of a shutdown snapshot, then IMP-13.
     pub fn shutdown(has_abort: bool, grace_ms: f64) -> Self {
-        let mut ops = Vec::with_capacity(6);
+        let mut ops = Vec::with_capacity(7);
         if has_abort {
             ops.push(Op::Do(Step::Abort));
         }
@@ -125,21 +128,27 @@ impl Escalation {
             Op::Do(Step::FinishNow),
             Op::Wait {
                 ms: timing::timer_delay(grace_ms),
-                on_exit: Step::Done,
+                on_exit: None,
             },
             Op::Do(Step::SigKill),
             Op::Wait {
                 ms: timing::FORCE_WAIT_MS,
-                on_exit: Step::Done,
+                on_exit: None,
             },
+            Op::Do(Step::ReapGroup),
         ]);
         Self::new(ops)
     }
 
     fn new(ops: Vec<Op>) -> Self {
+        let tail = match ops.last() {
+            Some(Op::Do(Step::ReapGroup)) => ops.len() - 1,
+            _ => ops.len(),
+        };
         Self {
             ops,
             pc: 0,
+            tail,
             waiting_on_exit: None,
         }
     }
@@ -148,9 +157,10 @@ impl Escalation {
     pub fn next(&mut self, exited: bool) -> Step {
         if let Some(on_exit) = self.waiting_on_exit.take() {
             if exited {
-                // Jump to the exit branch: that step is final (a finish, or Done).
-                self.pc = self.ops.len();
-                return on_exit;
+                self.pc = self.tail;
+                if let Some(step) = on_exit {
+                    return step;
+                }
             }
         }
         let Some(op) = self.ops.get(self.pc).copied() else {
@@ -212,6 +222,7 @@ mod tests {
                 Step::SigKill,
                 Step::WaitExit(20.0),
                 Step::FinishFromChild(Fallback::SigKill),
+                Step::ReapGroup,
                 Step::Done
             ]
         );
@@ -222,6 +233,16 @@ mod tests {
                 Step::SigTerm,
                 Step::WaitExit(40.0),
                 Step::FinishFromChild(Fallback::SigTerm),
+                Step::ReapGroup,
+                Step::Done
+            ]
+        );
+        let killed = drive(Escalation::cancel(true, false, graces()), Some(1));
+        assert_eq!(
+            &killed[4..],
+            &[
+                Step::FinishFromChild(Fallback::SigKill),
+                Step::ReapGroup,
                 Step::Done
             ]
         );
@@ -240,6 +261,7 @@ mod tests {
                 Step::SigKill,
                 Step::WaitExit(20.0),
                 Step::FinishFromChild(Fallback::SigKill),
+                Step::ReapGroup,
                 Step::Done
             ]
         );
@@ -261,6 +283,7 @@ mod tests {
                 Step::WaitExit(10.0),
                 Step::SigKill,
                 Step::WaitExit(500.0),
+                Step::ReapGroup,
                 Step::Done
             ]
         );
@@ -271,6 +294,7 @@ mod tests {
                 Step::SigTerm,
                 Step::FinishNow,
                 Step::WaitExit(1.0),
+                Step::ReapGroup,
                 Step::Done
             ]
         );

@@ -6,22 +6,30 @@
 //! emits costs a few syscalls. `Close` flushes and closes one file (IMP-1/IMP-2), `Barrier`
 //! completes once everything queued before it is on the OS (IMP-4). Errors never reach the
 //! emitter: they are counted and the first one of a service is reported through its sink.
+//!
+//! Resources are bounded ([`LogLimits`]): at most `max_open_files` descriptors per service
+//! (least recently written files are closed and reopened for append when needed, so thousands
+//! of concurrent runs never hit `EMFILE`), and at most `max_queued_bytes` of lines waiting for
+//! the thread. At that cap `append` waits up to `backpressure_wait` for room (the JS thread is
+//! never blocked longer), then refuses the line: it is counted as dropped and reported, never
+//! lost silently. The record itself stays in the run's in-memory history.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 /// What the writer reports about a failed line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogFailure {
     pub path: PathBuf,
-    /// `mkdir`, `open` or `write`.
+    /// `mkdir`, `open`, `write` or `queue` (the queue cap was reached).
     pub operation: &'static str,
     pub message: String,
 }
@@ -29,13 +37,40 @@ pub struct LogFailure {
 /// Receives the first failure of a service (see `LogShared`).
 pub type FailureSink = Box<dyn Fn(LogFailure) + Send + Sync>;
 
+/// The writer's resource bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Log files kept open at once, per service.
+    pub max_open_files: usize,
+    /// Bytes of lines queued for the writer thread, per service.
+    pub max_queued_bytes: usize,
+    /// How long `append` may wait for room at the cap before it refuses the line.
+    pub backpressure_wait: Duration,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        Self {
+            max_open_files: 64,
+            max_queued_bytes: 64 * 1024 * 1024,
+            backpressure_wait: Duration::from_millis(10),
+        }
+    }
+}
+
 /// Counters and the error sink shared by a service and its writer thread.
 pub struct LogShared {
     sink: Option<FailureSink>,
     reported: AtomicBool,
     lines_written: AtomicU64,
     lines_failed: AtomicU64,
+    lines_dropped: AtomicU64,
     open_files: AtomicU64,
+    queued_bytes: AtomicUsize,
+    queued_lines: AtomicUsize,
+    waiting: AtomicBool,
+    room: Mutex<()>,
+    room_freed: Condvar,
 }
 
 impl LogShared {
@@ -45,29 +80,100 @@ impl LogShared {
             reported: AtomicBool::new(false),
             lines_written: AtomicU64::new(0),
             lines_failed: AtomicU64::new(0),
+            lines_dropped: AtomicU64::new(0),
             open_files: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            queued_lines: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
+            room: Mutex::new(()),
+            room_freed: Condvar::new(),
         }
     }
 
+    /// Lines the writer appended to their files.
     pub fn lines_written(&self) -> u64 {
         self.lines_written.load(Ordering::Relaxed)
     }
 
+    /// Lines lost to a disk error (mkdir, open or write failed).
     pub fn lines_failed(&self) -> u64 {
         self.lines_failed.load(Ordering::Relaxed)
+    }
+
+    /// Lines refused because the writer's queue stayed full (see [`LogLimits`]).
+    pub fn lines_dropped(&self) -> u64 {
+        self.lines_dropped.load(Ordering::Relaxed)
     }
 
     pub fn open_files(&self) -> u64 {
         self.open_files.load(Ordering::Relaxed)
     }
 
-    fn fail(&self, lines: u64, failure: LogFailure) {
-        self.lines_failed.fetch_add(lines, Ordering::Relaxed);
+    /// Lines and bytes waiting for the writer thread.
+    pub fn queue_depth(&self) -> (usize, usize) {
+        (
+            self.queued_lines.load(Ordering::Relaxed),
+            self.queued_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn report(&self, failure: LogFailure) {
         if !self.reported.swap(true, Ordering::AcqRel) {
             if let Some(sink) = &self.sink {
                 sink(failure);
             }
         }
+    }
+
+    fn fail(&self, lines: u64, failure: LogFailure) {
+        self.lines_failed.fetch_add(lines, Ordering::Relaxed);
+        self.report(failure);
+    }
+
+    fn dequeued(&self, lines: usize, bytes: usize) {
+        self.queued_lines.fetch_sub(lines, Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if self.waiting.load(Ordering::Acquire) {
+            let _guard = self.room.lock();
+            self.room_freed.notify_all();
+        }
+    }
+
+    /// Reserves room for `bytes`, waiting up to `wait` at the cap. False means no room.
+    fn reserve(&self, bytes: usize, cap: usize, wait: Duration) -> bool {
+        let fits = |queued: usize| queued.saturating_add(bytes) <= cap || queued == 0;
+        if fits(self.queued_bytes.load(Ordering::Acquire)) {
+            self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+            self.queued_lines.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let deadline = Instant::now() + wait;
+        let Ok(mut guard) = self.room.lock() else {
+            return false;
+        };
+        self.waiting.store(true, Ordering::Release);
+        let mut ok = false;
+        loop {
+            if fits(self.queued_bytes.load(Ordering::Acquire)) {
+                ok = true;
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.room_freed.wait_timeout(guard, deadline - now) {
+                Ok((next, _)) => guard = next,
+                Err(_) => return false,
+            }
+        }
+        self.waiting.store(false, Ordering::Release);
+        drop(guard);
+        if ok {
+            self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+            self.queued_lines.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 }
 
@@ -86,23 +192,54 @@ enum Command {
 /// Handle to the writer thread. Dropping it lets the thread drain its queue and exit.
 pub struct LogWriter {
     tx: Sender<Command>,
+    shared: Arc<LogShared>,
+    limits: LogLimits,
 }
 
 impl LogWriter {
     /// Starts the writer thread.
-    pub fn spawn(shared: Arc<LogShared>) -> io::Result<Self> {
+    pub fn spawn(shared: Arc<LogShared>, limits: LogLimits) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        let thread_shared = Arc::clone(&shared);
+        let max_open = limits.max_open_files.max(1);
         thread::Builder::new()
             .name("chat-run-log".into())
-            .spawn(move || run_writer(&rx, &shared))?;
-        Ok(Self { tx })
+            .spawn(move || run_writer(&rx, &thread_shared, max_open))?;
+        Ok(Self { tx, shared, limits })
     }
 
-    /// Queues one line (without its trailing newline).
+    /// Queues one line (without its trailing newline). False when the line was refused (queue
+    /// full past the backpressure wait, or the thread is gone); the refusal is counted.
     pub fn append(&self, target: &Arc<LogTarget>, line: &Arc<str>) -> bool {
-        self.tx
+        let bytes = line.len() + 1;
+        let limits = &self.limits;
+        if !self
+            .shared
+            .reserve(bytes, limits.max_queued_bytes, limits.backpressure_wait)
+        {
+            self.shared.lines_dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.report(LogFailure {
+                path: target.path.clone(),
+                operation: "queue",
+                message: format!(
+                    "the log writer fell {} bytes behind (cap {}) for longer than {:?}; the line stays in memory but is not persisted",
+                    self.shared.queued_bytes.load(Ordering::Relaxed),
+                    limits.max_queued_bytes,
+                    limits.backpressure_wait
+                ),
+            });
+            return false;
+        }
+        if self
+            .tx
             .send(Command::Append(Arc::clone(target), Arc::clone(line)))
-            .is_ok()
+            .is_err()
+        {
+            self.shared.dequeued(1, bytes);
+            self.shared.lines_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Queues the close of a run's file, after every line queued before it.
@@ -121,7 +258,7 @@ impl LogWriter {
     /// Blocks until every command queued so far is carried out, or `timeout` passes.
     /// Returns false on timeout. Used before reading a log back (IMP-3), where the lines just
     /// evicted from memory may still be queued.
-    pub fn sync(&self, timeout: std::time::Duration) -> bool {
+    pub fn sync(&self, timeout: Duration) -> bool {
         let (tx, rx) = mpsc::channel();
         self.barrier(Box::new(move || {
             let _ = tx.send(());
@@ -136,6 +273,7 @@ impl LogWriter {
 struct OpenFile {
     file: File,
     path: PathBuf,
+    last_used: u64,
 }
 
 struct Pending {
@@ -144,8 +282,18 @@ struct Pending {
     lines: u64,
 }
 
-fn run_writer(rx: &Receiver<Command>, shared: &LogShared) {
-    let mut files: HashMap<u64, OpenFile> = HashMap::new();
+struct Files {
+    open: HashMap<u64, OpenFile>,
+    max_open: usize,
+    tick: u64,
+}
+
+fn run_writer(rx: &Receiver<Command>, shared: &LogShared, max_open: usize) {
+    let mut files = Files {
+        open: HashMap::new(),
+        max_open,
+        tick: 0,
+    };
     let mut pending: Vec<Pending> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -156,7 +304,7 @@ fn run_writer(rx: &Receiver<Command>, shared: &LogShared) {
                 Command::Append(target, line) => queue_line(&mut pending, target, &line),
                 Command::Close(key) => {
                     flush_pending(&mut pending, &mut files, shared);
-                    if files.remove(&key).is_some() {
+                    if files.open.remove(&key).is_some() {
                         shared.open_files.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
@@ -175,7 +323,7 @@ fn run_writer(rx: &Receiver<Command>, shared: &LogShared) {
     flush_pending(&mut pending, &mut files, shared);
     shared
         .open_files
-        .fetch_sub(files.len() as u64, Ordering::Relaxed);
+        .fetch_sub(files.open.len() as u64, Ordering::Relaxed);
 }
 
 fn queue_line(pending: &mut Vec<Pending>, target: Arc<LogTarget>, line: &str) {
@@ -196,19 +344,38 @@ fn queue_line(pending: &mut Vec<Pending>, target: Arc<LogTarget>, line: &str) {
     slot.lines += 1;
 }
 
-fn flush_pending(
-    pending: &mut Vec<Pending>,
-    files: &mut HashMap<u64, OpenFile>,
-    shared: &LogShared,
-) {
+fn flush_pending(pending: &mut Vec<Pending>, files: &mut Files, shared: &LogShared) {
     for batch in pending.drain(..) {
+        let (lines, bytes) = (batch.lines as usize, batch.bytes.len());
         write_batch(batch, files, shared);
+        shared.dequeued(lines, bytes);
     }
 }
 
-fn write_batch(batch: Pending, files: &mut HashMap<u64, OpenFile>, shared: &LogShared) {
+/// Closes the least recently written file when the descriptor budget is used up.
+fn make_room(files: &mut Files, shared: &LogShared) {
+    while files.open.len() >= files.max_open {
+        let Some(oldest) = files
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.last_used)
+            .map(|(key, _)| *key)
+        else {
+            return;
+        };
+        files.open.remove(&oldest);
+        shared.open_files.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
     let key = batch.target.key;
-    let open = match files.entry(key) {
+    files.tick += 1;
+    let tick = files.tick;
+    if !files.open.contains_key(&key) {
+        make_room(files, shared);
+    }
+    let open = match files.open.entry(key) {
         Entry::Occupied(entry) => entry.into_mut(),
         Entry::Vacant(entry) => match open_log(&batch.target.path) {
             Ok(file) => {
@@ -216,6 +383,7 @@ fn write_batch(batch: Pending, files: &mut HashMap<u64, OpenFile>, shared: &LogS
                 entry.insert(OpenFile {
                     file,
                     path: batch.target.path.clone(),
+                    last_used: tick,
                 })
             }
             Err((operation, error)) => {
@@ -231,6 +399,7 @@ fn write_batch(batch: Pending, files: &mut HashMap<u64, OpenFile>, shared: &LogS
             }
         },
     };
+    open.last_used = tick;
     match open.file.write_all(&batch.bytes) {
         Ok(()) => {
             shared
@@ -239,7 +408,7 @@ fn write_batch(batch: Pending, files: &mut HashMap<u64, OpenFile>, shared: &LogS
         }
         Err(error) => {
             let path = open.path.clone();
-            files.remove(&key);
+            files.open.remove(&key);
             shared.open_files.fetch_sub(1, Ordering::Relaxed);
             shared.fail(
                 batch.lines,
@@ -297,7 +466,8 @@ mod tests {
         std::fs::create_dir_all(dir.join("run")).unwrap_or(());
         std::fs::write(&path, "existing\n").unwrap_or(());
         let shared = Arc::new(LogShared::new(None));
-        let writer = LogWriter::spawn(Arc::clone(&shared)).map_err(|e| e.to_string());
+        let writer =
+            LogWriter::spawn(Arc::clone(&shared), LogLimits::default()).map_err(|e| e.to_string());
         let Ok(writer) = writer else {
             panic!("spawn failed")
         };
@@ -335,7 +505,7 @@ mod tests {
                 r.push(f);
             }
         }))));
-        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared)) else {
+        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), LogLimits::default()) else {
             panic!("spawn failed")
         };
         let target = Arc::new(LogTarget {
@@ -363,9 +533,80 @@ mod tests {
     #[test]
     fn barrier_runs_even_when_nothing_is_queued() {
         let shared = Arc::new(LogShared::new(None));
-        let Ok(writer) = LogWriter::spawn(shared) else {
+        let Ok(writer) = LogWriter::spawn(shared, LogLimits::default()) else {
             panic!("spawn failed")
         };
         barrier(&writer);
+    }
+
+    #[test]
+    fn open_files_stay_under_the_cap_and_evicted_files_are_reopened_for_append() {
+        let dir = temp_dir("lru");
+        let shared = Arc::new(LogShared::new(None));
+        let limits = LogLimits {
+            max_open_files: 4,
+            ..LogLimits::default()
+        };
+        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), limits) else {
+            panic!("spawn failed")
+        };
+        let targets: Vec<Arc<LogTarget>> = (0..40)
+            .map(|key| {
+                Arc::new(LogTarget {
+                    key,
+                    path: dir.join(key.to_string()).join("events.jsonl"),
+                })
+            })
+            .collect();
+        for round in 0..5 {
+            for target in &targets {
+                writer.append(target, &Arc::from(format!("{{\"id\":{round}}}")));
+                if round % 2 == 0 {
+                    // Force separate batches so files rotate through the cap.
+                    writer.sync(Duration::from_secs(10));
+                }
+                assert!(shared.open_files() <= 4);
+            }
+        }
+        writer.sync(Duration::from_secs(10));
+        assert!(shared.open_files() <= 4);
+        for target in &targets {
+            let text = std::fs::read_to_string(&target.path).unwrap_or_default();
+            let ids: Vec<&str> = text.lines().collect();
+            assert_eq!(
+                ids,
+                vec![
+                    "{\"id\":0}",
+                    "{\"id\":1}",
+                    "{\"id\":2}",
+                    "{\"id\":3}",
+                    "{\"id\":4}"
+                ]
+            );
+        }
+        assert_eq!(shared.lines_written(), 200);
+        assert_eq!(shared.queue_depth(), (0, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_queue_waits_briefly_then_refuses_and_counts_the_line() {
+        let shared = Arc::new(LogShared::new(None));
+        // Fill the queue by hand so the writer thread has nothing to drain.
+        assert!(shared.reserve(100, 100, Duration::ZERO));
+        let start = Instant::now();
+        assert!(!shared.reserve(10, 100, Duration::from_millis(20)));
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(20), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(2));
+        // Room freed by the writer wakes a waiter.
+        let freer = Arc::clone(&shared);
+        let handle = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(5));
+            freer.dequeued(1, 100);
+        });
+        assert!(shared.reserve(10, 100, Duration::from_secs(5)));
+        let _ = handle.join();
+        assert_eq!(shared.queue_depth(), (1, 10));
     }
 }

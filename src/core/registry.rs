@@ -12,9 +12,9 @@ use std::sync::Arc;
 use crate::core::backfill;
 use crate::core::escalation::{CancelGraces, Escalation, Step};
 use crate::core::history::{self, EventName, History, Record};
-use crate::core::log_writer::{LogShared, LogTarget, LogWriter};
+use crate::core::log_writer::{LogLimits, LogShared, LogTarget, LogWriter};
 use crate::core::policy;
-use crate::core::signals::{self, Delivery, SignalSpec};
+use crate::core::signals::{self, ChildHandle, Delivery, SignalSpec};
 
 /// The three terminal statuses, in their fixed order (MOD-1, MOD-5).
 pub const TERMINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "canceled"];
@@ -62,6 +62,7 @@ pub struct ServiceConfig {
     /// `None` = unbounded (`maxEvents: Infinity`).
     pub max_events: Option<usize>,
     pub log: Option<LogLayout>,
+    pub log_limits: LogLimits,
 }
 
 /// The fields `create()` reads (CRE-3), as the facade lowered them.
@@ -112,6 +113,8 @@ pub struct RunState {
     shutdown: Option<Escalation>,
     /// The group id IMP-5 verified for this run's child, kept so IMP-13 can reap it later.
     pub verified_group: Option<i32>,
+    /// The child's pidfd (or pid), opened at its first signal while it was alive.
+    child_handle: Option<ChildHandle>,
     pub tool_summary: String,
 }
 
@@ -164,8 +167,12 @@ pub struct Stats {
     pub retained_bytes: u64,
     pub log_lines_written: u64,
     pub log_lines_failed: u64,
+    pub log_lines_dropped: u64,
     pub log_lines_unserializable: u64,
+    pub log_lines_after_close: u64,
     pub open_log_files: u64,
+    pub writer_queue_lines: u64,
+    pub writer_queue_bytes: u64,
 }
 
 /// One `createChatRunService` instance.
@@ -181,6 +188,7 @@ pub struct Service {
     log_shared: Arc<LogShared>,
     writer: Option<LogWriter>,
     unserializable: u64,
+    after_close: u64,
 }
 
 impl Service {
@@ -196,6 +204,7 @@ impl Service {
             log_shared: Arc::new(log_shared),
             writer: None,
             unserializable: 0,
+            after_close: 0,
         }
     }
 
@@ -267,6 +276,7 @@ impl Service {
             cancel: None,
             shutdown: None,
             verified_group: None,
+            child_handle: None,
             tool_summary: tool_summary.clone(),
         };
         let slot = match self.free.pop() {
@@ -326,7 +336,7 @@ impl Service {
 
     fn writer(&mut self) -> Option<&LogWriter> {
         if self.writer.is_none() {
-            self.writer = LogWriter::spawn(Arc::clone(&self.log_shared)).ok();
+            self.writer = LogWriter::spawn(Arc::clone(&self.log_shared), self.cfg.log_limits).ok();
         }
         self.writer.as_ref()
     }
@@ -351,13 +361,15 @@ impl Service {
             line: Arc::clone(&line),
         });
         run.updated_at = now;
-        let target = if run.log_closed {
-            None
-        } else {
-            run.log.clone()
-        };
-        if !persist {
+        let closed = run.log_closed;
+        let target = run.log.clone();
+        if target.is_none() {
+            // Logging disabled: nothing to persist, nothing to count.
+        } else if !persist {
             self.unserializable += 1;
+        } else if closed {
+            // IMP-1: a late event after finish/drop goes to memory and clients only.
+            self.after_close += 1;
         } else if let Some(target) = target {
             if let Some(writer) = self.writer() {
                 writer.append(&target, &line);
@@ -603,8 +615,9 @@ impl Service {
         Ok(step)
     }
 
-    /// SIG-2 under IMP-5: group first (verified), then the child's pid. `Fallback` means the
-    /// facade must call `child.kill(signal)`.
+    /// SIG-2 under IMP-5: the verified group first, then the child's own pid through a handle
+    /// that survives pid reuse. `Fallback` means the facade must call `child.kill(signal)`;
+    /// `Gone` means the child has exited and nothing may be signalled.
     pub fn signal(
         &mut self,
         slot: u32,
@@ -616,19 +629,36 @@ impl Service {
         let Some(signal) = signal else {
             return Ok(Delivery::Fallback);
         };
-        let pid = signals::as_pid(child_pid);
-        if let Ok(pgid) = signals::verify_group(group, pid) {
+        let Some(pid) = signals::as_pid(child_pid) else {
+            return Ok(Delivery::Fallback);
+        };
+        if run.child_handle.as_ref().map(|h| h.pid) != Some(pid) {
+            run.child_handle = Some(ChildHandle::open(pid));
+        }
+        let Some(handle) = run.child_handle.as_ref() else {
+            return Ok(Delivery::Fallback);
+        };
+        // A child its pidfd reports as gone is never signalled, not even through its group id.
+        if handle.has_pidfd() && handle.signal(SignalSpec::Probe) == Delivery::Gone {
+            return Ok(Delivery::Gone);
+        }
+        if let Ok(pgid) = signals::verify_group(group, Some(pid)) {
             run.verified_group = Some(pgid);
             if signals::signal_group(pgid, signal) {
                 return Ok(Delivery::Group);
             }
         }
-        if let Some(pid) = pid {
-            if signals::signal_pid(pid, signal) {
-                return Ok(Delivery::Pid);
-            }
-        }
-        Ok(Delivery::Fallback)
+        Ok(handle.signal(signal))
+    }
+
+    /// IMP-13: SIGKILL what is left of the run's verified process group (never a group that
+    /// was not verified while the child lived). True when a signal was delivered.
+    pub fn reap_group(&mut self, slot: u32) -> CoreResult<bool> {
+        let run = self.run(slot)?;
+        Ok(match run.verified_group {
+            Some(pgid) => signals::signal_group(pgid, SignalSpec::Number(9)),
+            None => false,
+        })
     }
 
     /// IMP-4: calls `done` once every line queued so far (all runs) is written and every
@@ -641,12 +671,17 @@ impl Service {
     }
 
     pub fn stats(&self) -> Stats {
+        let (queue_lines, queue_bytes) = self.log_shared.queue_depth();
         let mut stats = Stats {
             runs_registered: self.order.len() as u64,
             log_lines_written: self.log_shared.lines_written(),
             log_lines_failed: self.log_shared.lines_failed(),
+            log_lines_dropped: self.log_shared.lines_dropped(),
             log_lines_unserializable: self.unserializable,
+            log_lines_after_close: self.after_close,
             open_log_files: self.log_shared.open_files(),
+            writer_queue_lines: queue_lines as u64,
+            writer_queue_bytes: queue_bytes as u64,
             ..Stats::default()
         };
         for run in self.slab.iter().flatten() {
@@ -667,7 +702,14 @@ mod tests {
     use crate::core::escalation::Fallback;
 
     fn service(max_events: Option<usize>, log: Option<LogLayout>) -> Service {
-        Service::new(ServiceConfig { max_events, log }, LogShared::new(None))
+        Service::new(
+            ServiceConfig {
+                max_events,
+                log,
+                log_limits: LogLimits::default(),
+            },
+            LogShared::new(None),
+        )
     }
 
     fn meta(project: &str, conversation: &str) -> CreateMeta {
@@ -936,6 +978,14 @@ mod tests {
         assert_eq!(
             svc.escalation_next(slot, PlanKind::Cancel, true).unwrap(),
             Step::FinishFromChild(Fallback::SigTerm)
+        );
+        assert_eq!(
+            svc.escalation_next(slot, PlanKind::Cancel, false).unwrap(),
+            Step::ReapGroup
+        );
+        assert!(
+            !svc.reap_group(slot).unwrap(),
+            "no verified group, nothing to reap"
         );
         assert_eq!(
             svc.escalation_next(slot, PlanKind::Cancel, false).unwrap(),

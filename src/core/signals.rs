@@ -22,10 +22,65 @@ pub enum SignalSpec {
 pub enum Delivery {
     /// `killpg(pgid)` succeeded.
     Group,
-    /// `kill(pid)` succeeded.
+    /// The child's pid was signalled (through its pidfd where the kernel has them).
     Pid,
+    /// The child's pidfd says it has exited: nothing was sent, and nothing must be (its pid may
+    /// already belong to another process).
+    Gone,
     /// Nothing was sent: the caller must use `child.kill(signal)`.
     Fallback,
+}
+
+/// A handle on one child process that survives pid reuse (Linux `pidfd_open`, kernel ≥ 5.3).
+/// Opened while the child is known to be alive; signals sent through it can only ever reach
+/// that process, never a later process that was given the same pid.
+#[derive(Debug)]
+pub struct ChildHandle {
+    pub pid: i32,
+    #[cfg(target_os = "linux")]
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl ChildHandle {
+    /// Opens a handle on `pid`. Without pidfd support it still records the pid, and signals
+    /// fall back to `kill(pid)` (documented residual risk: a pid reused between the child's
+    /// exit and Node noticing it).
+    pub fn open(pid: i32) -> Self {
+        Self {
+            pid,
+            #[cfg(target_os = "linux")]
+            fd: imp::pidfd_open(pid),
+        }
+    }
+
+    /// True when signals go through a pidfd.
+    pub fn has_pidfd(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.fd.is_some()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// Sends `signal` to this child only.
+    pub fn signal(&self, signal: SignalSpec) -> Delivery {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.fd {
+            return match imp::pidfd_send(fd, signal) {
+                Ok(()) => Delivery::Pid,
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Delivery::Gone,
+                Err(_) => Delivery::Fallback,
+            };
+        }
+        if signal_pid(self.pid, signal) {
+            Delivery::Pid
+        } else {
+            Delivery::Fallback
+        }
+    }
 }
 
 /// Why a group id was refused (IMP-5). Kept for diagnostics and tests.
@@ -146,6 +201,45 @@ mod imp {
             None => false,
         }
     }
+
+    #[cfg(target_os = "linux")]
+    pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::FromRawFd;
+        if pid < 2 {
+            return None;
+        }
+        // SAFETY: pidfd_open takes two plain integers and returns a new descriptor or -1; it
+        // reads and writes no memory of ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: `fd` was just returned by the kernel, is valid and owned by nobody else.
+        Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+
+    #[cfg(target_os = "linux")]
+    pub fn pidfd_send(fd: &std::os::fd::OwnedFd, spec: SignalSpec) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let sig = match spec {
+            SignalSpec::Probe => 0,
+            SignalSpec::Number(n) => n,
+        };
+        // SAFETY: pidfd_send_signal takes a descriptor we own, a signal number, a null siginfo
+        // pointer (allowed: the kernel then fills it as for kill(2)) and flags 0.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
 }
 
 #[cfg(not(unix))]
@@ -253,6 +347,22 @@ mod tests {
             verify_group(f64::from(pid), Some(pid)),
             Err(GroupRefusal::ChildNotInGroup)
         );
+    }
+
+    #[test]
+    fn child_handle_signals_only_its_own_process_and_reports_gone_after_exit() {
+        let mut child = spawn_group_leader();
+        let pid = child.id() as i32;
+        let handle = ChildHandle::open(pid);
+        #[cfg(target_os = "linux")]
+        assert!(handle.has_pidfd(), "this kernel should support pidfd_open");
+        assert_eq!(handle.signal(SignalSpec::Probe), Delivery::Pid);
+        assert_eq!(handle.signal(SignalSpec::Number(9)), Delivery::Pid);
+        let _ = child.wait();
+        // Reaped: the pid may be reused by anyone now; the handle refuses to signal.
+        if handle.has_pidfd() {
+            assert_eq!(handle.signal(SignalSpec::Number(9)), Delivery::Gone);
+        }
     }
 
     #[test]
