@@ -576,3 +576,36 @@ export interface ChatRunService {
  * @throws RangeError when a numeric option is out of range (see {@link ChatRunServiceOptions}).
  */
 export declare function createChatRunService(options: ChatRunServiceOptions): ChatRunService;
+
+/** A health snapshot of one service, for the daemon's diagnostics (see {@link getChatRunServiceStats}). */
+export type ChatRunServiceStats = {
+  /**
+   * Registered runs (what `get`/`list` see), the non-terminal ones among them, counts by status
+   * (a non-string status counts under `""`), and `live`: runs whose native state still exists,
+   * including dropped or evicted runs the host still references.
+   */
+  runs: { registered: number; active: number; byStatus: Record<string, number>; live: number };
+  /** Records held in the native histories (`maxEvents` per run) and their serialized size in bytes. */
+  events: { retained: number; retainedBytes: number };
+  /**
+   * The JSONL writer: whether logging is on, lines appended, files open now (at most 64 per
+   * service), lines waiting for the writer thread, and every line that was not persisted, by
+   * reason: `diskError` (mkdir/open/write failed), `queueFull` (the 64 MiB queue stayed full past
+   * 10 ms), `unserializable` (`JSON.stringify` threw), `afterClose` (emitted after `finish`/`drop`,
+   * IMP-1).
+   */
+  log: {
+    enabled: boolean;
+    linesWritten: number;
+    openFiles: number;
+    queue: { lines: number; bytes: number };
+    notPersisted: { diskError: number; queueFull: number; unserializable: number; afterClose: number };
+  };
+};
+
+/**
+ * Returns a health snapshot of `service` (runs by status, retained events and bytes, writer
+ * queue depth, open log files, lines not persisted by reason).
+ * @throws TypeError when `service` was not returned by {@link createChatRunService}.
+ */
+export declare function getChatRunServiceStats(service: ChatRunService): ChatRunServiceStats;

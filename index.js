@@ -99,6 +99,17 @@ function lowerValue(value, depth) {
   }
 }
 
+// The id fields the core does not index, for the durable run snapshot.
+function otherIdsJson(meta) {
+  return JSON.stringify({
+    assistantMessageId: nonEmptyString(meta.assistantMessageId),
+    clientRequestId: nonEmptyString(meta.clientRequestId),
+    agentId: nonEmptyString(meta.agentId),
+    appliedPluginSnapshotId: nonEmptyString(meta.appliedPluginSnapshotId),
+    pluginId: nonEmptyString(meta.pluginId),
+  })
+}
+
 function lowerJson(value) {
   if (value === undefined) return undefined
   try {
@@ -244,6 +255,9 @@ class ChatRun {
 const runReleaser = new FinalizationRegistry(({ svc, slot }) => native.runRelease(svc, slot))
 // Frees a service's native registry once nothing references it any more.
 const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
+// service object -> its native context, for getChatRunServiceStats (MOD-2 keeps the service
+// object itself to exactly its 15 methods).
+const serviceContexts = new WeakMap()
 
 // --- options ------------------------------------------------------------------------------------
 
@@ -359,6 +373,7 @@ function createChatRunService(options) {
     runs: [],
   }
   const svc = ctx.id
+  const logging = opts.runsLogDir !== null
 
   function own(run, method) {
     const s = ChatRun.stateOf(run)
@@ -379,6 +394,7 @@ function createChatRunService(options) {
       conversationId,
       lowerJson(m.mediaExecution),
       lowerJson(m.toolBundle),
+      logging ? otherIdsJson(m) : undefined,
       now,
     )
     const bundle = JSON.parse(created.toolBundle)
@@ -405,6 +421,41 @@ function createChatRunService(options) {
     ctx.runs[created.slot] = run
     runReleaser.register(state, { svc, slot: created.slot })
     return run
+  }
+
+  // Runs an earlier service left in runsLogDir (see src/core/durable.rs): registered again,
+  // terminal, their history readable from the log (IMP-3), evicted after ttlMs like any other.
+  function restore() {
+    for (const { slot, snapshot } of native.restoreRuns(svc, opts.runsLogDir, Date.now())) {
+      const snap = JSON.parse(snapshot)
+      const meta = snap.meta !== null && typeof snap.meta === 'object' ? snap.meta : EMPTY
+      const bundle = meta.toolBundle ?? { mcpServers: [] }
+      const state = {
+        ctx,
+        slot,
+        projectId: snap.projectId ?? null,
+        conversationId: snap.conversationId ?? null,
+        status: snap.status ?? null,
+        updatedAt: snap.updatedAt,
+        nextEventId: snap.nextEventId,
+        events: null,
+        exitCode: snap.exitCode ?? null,
+        signal: snap.signal ?? null,
+        error: snap.error ?? null,
+        errorCode: snap.errorCode ?? null,
+        cancelRequested: snap.cancelRequested === true,
+        childExitObservedAt: null,
+        bundle,
+        summary: JSON.stringify(bundle),
+        cancelPromise: null,
+      }
+      const created = { id: snap.id, eventsLogPath: logPrefix + snap.id + logSuffix }
+      const media = meta.mediaExecution ?? { mode: 'enabled' }
+      const run = new ChatRun(state, created, meta.ids ?? EMPTY, media, bundle, snap.createdAt)
+      ctx.runs[slot] = run
+      runReleaser.register(state, { svc, slot })
+      scheduleEviction(state)
+    }
   }
 
   function get(id) {
@@ -530,6 +581,10 @@ function createChatRunService(options) {
     fanOut(run, 'end', endData, endId)
     endClients(run)
     resolveWaiters(run)
+    scheduleEviction(s)
+  }
+
+  function scheduleEviction(s) {
     if (ttlDelay !== null) setTimeout(evict, ttlDelay, s).unref()
   }
 
@@ -796,9 +851,47 @@ function createChatRunService(options) {
     statusBody,
     isTerminal,
   }
+  if (logging) restore()
   serviceReleaser.register(ctx, svc)
+  serviceContexts.set(service, { ctx, logging })
   return service
+}
+
+/**
+ * A health snapshot of one service for the daemon's diagnostics: runs by status, retained
+ * history, the log writer's queue, open files and every line that was not persisted, by reason.
+ */
+function getChatRunServiceStats(service) {
+  const entry = serviceContexts.get(service)
+  if (entry === undefined) {
+    throw new TypeError(
+      `getChatRunServiceStats(service): expected an object returned by createChatRunService(), got ${describe(service)}`,
+    )
+  }
+  const s = native.serviceStats(entry.ctx.id)
+  return {
+    runs: {
+      registered: s.runsRegistered,
+      active: s.runsActive,
+      byStatus: Object.fromEntries(s.runsByStatus),
+      live: s.runsLive,
+    },
+    events: { retained: s.retainedEvents, retainedBytes: s.retainedBytes },
+    log: {
+      enabled: entry.logging,
+      linesWritten: s.logLinesWritten,
+      openFiles: s.openLogFiles,
+      queue: { lines: s.writerQueueLines, bytes: s.writerQueueBytes },
+      notPersisted: {
+        diskError: s.logLinesFailed,
+        queueFull: s.logLinesDropped,
+        unserializable: s.logLinesUnserializable,
+        afterClose: s.logLinesAfterClose,
+      },
+    },
+  }
 }
 
 module.exports.createChatRunService = createChatRunService
 module.exports.TERMINAL_RUN_STATUSES = TERMINAL_RUN_STATUSES
+module.exports.getChatRunServiceStats = getChatRunServiceStats

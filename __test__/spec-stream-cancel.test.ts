@@ -1795,7 +1795,8 @@ describe('§16 per-run JSONL event log', () => {
     svc.finish(run, 'succeeded', 0, null);
     await svc.shutdownActive();
     expect(fs.readdirSync(tmp)).toEqual([run.id]);
-    expect(fs.readdirSync(path.join(tmp, run.id))).toEqual(['events.jsonl']);
+    // events.jsonl plus the durable status snapshot next to it (restart survival).
+    expect(fs.readdirSync(path.join(tmp, run.id)).sort()).toEqual(['events.jsonl', 'run.json']);
   });
 
   it('LOG-2: runsLogDir null/undefined/empty touches nothing (not even relative to the cwd)', async () => {

@@ -174,8 +174,10 @@ pub struct CreatedRun {
 }
 
 /// `create(meta)`: the id strings are passed only when they are non-empty strings; the two
-/// policies as their JSON lowering (absent = undefined).
+/// policies as their JSON lowering (absent = undefined); `otherIds` (JSON of the remaining id
+/// fields) only when logging is on, for the durable snapshot.
 #[napi]
+#[allow(clippy::too_many_arguments)]
 pub fn run_create(
     env: &Env,
     svc: u32,
@@ -183,6 +185,7 @@ pub fn run_create(
     conversation_id: Option<String>,
     media_execution: Option<String>,
     tool_bundle: Option<String>,
+    other_ids: Option<String>,
     now: f64,
 ) -> Result<CreatedRun> {
     let created = service(env, svc)?.create(
@@ -191,6 +194,7 @@ pub fn run_create(
             conversation_id,
             media_execution: parse_lowered(media_execution),
             tool_bundle: parse_lowered(tool_bundle),
+            other_ids: parse_lowered(other_ids),
         },
         now,
     );
@@ -209,6 +213,23 @@ pub fn run_create(
 pub fn summarize_tool_bundle(lowered: String) -> String {
     let value = serde_json::from_str(&lowered).unwrap_or(serde_json::Value::Null);
     crate::core::policy::tool_bundle_summary(&value).to_string()
+}
+
+#[napi(object)]
+pub struct RestoredRun {
+    pub slot: u32,
+    /// The run's `run.json` snapshot (after an interrupted run was marked failed).
+    pub snapshot: String,
+}
+
+/// Reads back the runs an earlier service left in `dir` (the `runsLogDir`).
+#[napi]
+pub fn restore_runs(env: &Env, svc: u32, dir: String, now: f64) -> Result<Vec<RestoredRun>> {
+    Ok(service(env, svc)?
+        .restore(std::path::Path::new(&dir), now)
+        .into_iter()
+        .map(|(slot, snapshot)| RestoredRun { slot, snapshot })
+        .collect())
 }
 
 /// `get(id)`: the slot, or -1.
@@ -363,9 +384,14 @@ pub fn run_set_text(
     field: String,
     value: Option<String>,
 ) -> Result<()> {
-    let run = service(env, svc)?.state_mut(slot).map_err(core_err)?;
+    let service = service(env, svc)?;
+    if field == "status" {
+        service.state_mut(slot).map_err(core_err)?.status = value;
+        service.write_snapshot(slot, false);
+        return Ok(());
+    }
+    let run = service.state_mut(slot).map_err(core_err)?;
     match field.as_str() {
-        "status" => run.status = value,
         "projectId" => run.project_id = value,
         "conversationId" => run.conversation_id = value,
         "signal" => run.signal = value,
@@ -521,6 +547,8 @@ pub fn flush_logs(env: &Env, svc: u32) -> Result<PromiseRaw<'_, ()>> {
 
 #[napi(object)]
 pub struct ServiceStats {
+    /// `[status, count]` pairs of the registered runs.
+    pub runs_by_status: Vec<(String, f64)>,
     pub runs_registered: f64,
     pub runs_active: f64,
     pub runs_live: f64,
@@ -540,6 +568,11 @@ pub struct ServiceStats {
 pub fn service_stats(env: &Env, svc: u32) -> Result<ServiceStats> {
     let s = service(env, svc)?.stats();
     Ok(ServiceStats {
+        runs_by_status: s
+            .runs_by_status
+            .into_iter()
+            .map(|(status, n)| (status, n as f64))
+            .collect(),
         runs_registered: s.runs_registered as f64,
         runs_active: s.runs_active as f64,
         runs_live: s.runs_live as f64,

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogFailure {
     pub path: PathBuf,
-    /// `mkdir`, `open`, `write` or `queue` (the queue cap was reached).
+    /// `mkdir`, `open`, `write`, `snapshot` or `queue` (the queue cap was reached).
     pub operation: &'static str,
     pub message: String,
 }
@@ -185,6 +185,8 @@ pub struct LogTarget {
 
 enum Command {
     Append(Arc<LogTarget>, Arc<str>),
+    /// Replace the run's status snapshot (after every line queued before it).
+    Snapshot(Arc<LogTarget>, String),
     Close(u64),
     Barrier(Box<dyn FnOnce() + Send>),
 }
@@ -240,6 +242,11 @@ impl LogWriter {
             return false;
         }
         true
+    }
+
+    /// Queues an atomic rewrite of the run's `run.json`, after every line queued before it.
+    pub fn snapshot(&self, target: &Arc<LogTarget>, json: String) {
+        let _ = self.tx.send(Command::Snapshot(Arc::clone(target), json));
     }
 
     /// Queues the close of a run's file, after every line queued before it.
@@ -302,6 +309,17 @@ fn run_writer(rx: &Receiver<Command>, shared: &LogShared, max_open: usize) {
         while let Some(command) = next.take() {
             match command {
                 Command::Append(target, line) => queue_line(&mut pending, target, &line),
+                Command::Snapshot(target, json) => {
+                    flush_pending(&mut pending, &mut files, shared);
+                    let path = crate::core::durable::snapshot_path(&target.path);
+                    if let Err(error) = crate::core::durable::write_atomic(&path, json.as_bytes()) {
+                        shared.report(LogFailure {
+                            path,
+                            operation: "snapshot",
+                            message: error.to_string(),
+                        });
+                    }
+                }
                 Command::Close(key) => {
                     flush_pending(&mut pending, &mut files, shared);
                     if files.open.remove(&key).is_some() {

@@ -7,12 +7,14 @@
 //! - [`history`]: the `maxEvents` event ring, kept as serialized JSON records.
 //! - [`log_writer`]: the JSONL appender thread (batched writes, close, flush barrier).
 //! - [`backfill`]: reads evicted records back from a run's log for old cursors (IMP-3).
+//! - [`durable`]: per-run status snapshots (`run.json`) and restoring runs after a restart.
 //! - [`escalation`]: the cancel / shutdown plan (abort → SIGTERM → grace → SIGKILL).
 //! - [`signals`]: the process-group guard (IMP-5) and the `kill`/`killpg` calls.
 //! - [`timing`]: the env-var and timer clamping rules (ENV, TMR).
 //! - [`policy`]: mediaExecution / toolBundle normalization and the redacted summary.
 
 pub mod backfill;
+pub mod durable;
 pub mod escalation;
 pub mod history;
 pub mod log_writer;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::core::backfill;
+use crate::core::durable;
 use crate::core::escalation::{CancelGraces, Escalation, Step};
 use crate::core::history::{self, EventName, History, Record};
 use crate::core::log_writer::{LogLimits, LogShared, LogTarget, LogWriter};
@@ -73,6 +74,9 @@ pub struct CreateMeta {
     /// The lowered JSON of `meta.mediaExecution` / `meta.toolBundle` (`None` = undefined).
     pub media_execution: Option<serde_json::Value>,
     pub tool_bundle: Option<serde_json::Value>,
+    /// The other id fields (`assistantMessageId`, …) as a JSON object, kept for the durable
+    /// snapshot; only passed when logging is on.
+    pub other_ids: Option<serde_json::Value>,
 }
 
 /// What `create()` hands back to the facade.
@@ -116,9 +120,33 @@ pub struct RunState {
     /// The child's pidfd (or pid), opened at its first signal while it was alive.
     child_handle: Option<ChildHandle>,
     pub tool_summary: String,
+    /// What the snapshot carries that never changes: other ids, policy, redacted bundle.
+    snapshot_constant: Option<serde_json::Value>,
+    /// True once the run's directory exists and its first snapshot is queued.
+    snapshotted: bool,
 }
 
 impl RunState {
+    fn snapshot_json(&self) -> String {
+        durable::snapshot(
+            &self.id,
+            self.project_id.as_deref(),
+            self.conversation_id.as_deref(),
+            self.snapshot_constant
+                .as_ref()
+                .unwrap_or(&serde_json::Value::Null),
+            self.status.as_deref(),
+            self.created_at,
+            self.updated_at,
+            self.exit_code,
+            self.signal.as_deref(),
+            self.error.as_deref(),
+            self.error_code.as_deref(),
+            self.cancel_requested,
+            self.next_event_id,
+        )
+    }
+
     pub fn is_terminal(&self) -> bool {
         is_terminal(self.status.as_deref())
     }
@@ -160,6 +188,8 @@ pub enum CancelStart {
 /// Snapshot of a service's health.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Registered runs by status (a non-string status counts as `""`), in first-seen order.
+    pub runs_by_status: Vec<(String, u64)>,
     pub runs_registered: u64,
     pub runs_active: u64,
     pub runs_live: u64,
@@ -251,6 +281,13 @@ impl Service {
             })
         });
         let tool_summary = summary.to_string();
+        let snapshot_constant = log.as_ref().map(|_| {
+            serde_json::json!({
+                "ids": meta.other_ids.clone().unwrap_or(serde_json::Value::Null),
+                "mediaExecution": media,
+                "toolBundle": summary,
+            })
+        });
         self.next_seq += 1;
         let seq = self.next_seq;
         let state = RunState {
@@ -278,19 +315,10 @@ impl Service {
             verified_group: None,
             child_handle: None,
             tool_summary: tool_summary.clone(),
+            snapshot_constant,
+            snapshotted: false,
         };
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slab[slot as usize] = Some(state);
-                slot
-            }
-            None => {
-                self.slab.push(Some(state));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.order.insert(seq, slot);
-        self.by_id.insert(id.clone(), slot);
+        let slot = self.insert(state);
         Created {
             slot,
             id,
@@ -371,8 +399,12 @@ impl Service {
             // IMP-1: a late event after finish/drop goes to memory and clients only.
             self.after_close += 1;
         } else if let Some(target) = target {
+            let first = self.run(slot).is_ok_and(|r| !r.snapshotted);
             if let Some(writer) = self.writer() {
                 writer.append(&target, &line);
+            }
+            if first {
+                self.write_snapshot(slot, true);
             }
         }
         Ok(id)
@@ -417,8 +449,140 @@ impl Service {
         let id = self.emit(slot, EventName::Text("end"), Some(end_data_json), true, now)?;
         let run = self.run_mut(slot)?;
         run.end_event_id = Some(id);
+        self.write_snapshot(slot, false);
         self.close_log(slot)?;
         Ok(Some(id))
+    }
+
+    /// Queues the run's `run.json`: always when `first` (its directory is being created by
+    /// the first line), otherwise only once a first snapshot exists and the log is still open.
+    pub fn write_snapshot(&mut self, slot: u32, first: bool) {
+        let Ok(run) = self.run_mut(slot) else {
+            return;
+        };
+        if run.log.is_none() || run.log_closed || (!first && !run.snapshotted) {
+            return;
+        }
+        run.snapshotted = true;
+        let json = run.snapshot_json();
+        let target = run.log.clone();
+        if let (Some(target), Some(writer)) = (target, self.writer()) {
+            writer.snapshot(&target, json);
+        }
+    }
+
+    /// Reads back the runs an earlier service left under `dir` (see [`durable`]). Runs that
+    /// were active come back `failed` with [`durable::INTERRUPTED_CODE`]; their log gets a
+    /// closing `'end'` line. Returns each restored run's slot and its (updated) snapshot.
+    pub fn restore(&mut self, dir: &std::path::Path, now: f64) -> Vec<(u32, String)> {
+        let mut restored = Vec::new();
+        for found in durable::scan(dir) {
+            let mut snap = found.snapshot;
+            let text = |snap: &serde_json::Map<String, serde_json::Value>, key: &str| {
+                snap.get(key)
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            };
+            let Some(id) = text(&snap, "id") else {
+                continue;
+            };
+            if self.by_id.contains_key(&id) {
+                continue;
+            }
+            let mut next_event_id = snap
+                .get("nextEventId")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1)
+                .max(durable::last_log_id(&found.log_path) + 1);
+            let mut status = text(&snap, "status");
+            if !is_terminal(status.as_deref()) {
+                let end = history::record_line(
+                    next_event_id,
+                    EventName::Text("end"),
+                    Some(r#"{"code":null,"signal":null,"status":"failed"}"#),
+                    now,
+                );
+                if durable::append_line(&found.log_path, &end).is_ok() {
+                    next_event_id += 1;
+                }
+                status = Some("failed".to_owned());
+                snap.insert("status".into(), "failed".into());
+                snap.insert("errorCode".into(), durable::INTERRUPTED_CODE.into());
+                snap.insert("error".into(), durable::INTERRUPTED_MESSAGE.into());
+                snap.insert("exitCode".into(), serde_json::Value::Null);
+                snap.insert("signal".into(), serde_json::Value::Null);
+                snap.insert("updatedAt".into(), now.into());
+                snap.insert("nextEventId".into(), next_event_id.into());
+                let json = serde_json::Value::Object(snap.clone()).to_string();
+                let _ = durable::write_atomic(
+                    &durable::snapshot_path(&found.log_path),
+                    json.as_bytes(),
+                );
+            }
+            snap.insert("nextEventId".into(), next_event_id.into());
+            let num = |key: &str| snap.get(key).and_then(serde_json::Value::as_f64);
+            let summary = snap
+                .get("meta")
+                .and_then(|m| m.get("toolBundle"))
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({ "mcpServers": [] }));
+            self.next_log_key += 1;
+            self.next_seq += 1;
+            let state = RunState {
+                id: id.clone(),
+                seq: self.next_seq,
+                project_id: text(&snap, "projectId"),
+                conversation_id: text(&snap, "conversationId"),
+                status,
+                created_at: num("createdAt").unwrap_or(now),
+                updated_at: num("updatedAt").unwrap_or(now),
+                next_event_id,
+                history: History::new(self.cfg.max_events),
+                end_event_id: None,
+                exit_code: num("exitCode"),
+                signal: text(&snap, "signal"),
+                error: text(&snap, "error"),
+                error_code: text(&snap, "errorCode"),
+                cancel_requested: snap
+                    .get("cancelRequested")
+                    .and_then(serde_json::Value::as_bool)
+                    == Some(true),
+                child_exit_observed_at: None,
+                log: Some(Arc::new(LogTarget {
+                    key: self.next_log_key,
+                    path: found.log_path.clone(),
+                })),
+                log_closed: true,
+                registered: true,
+                cancel: None,
+                shutdown: None,
+                verified_group: None,
+                child_handle: None,
+                tool_summary: summary.to_string(),
+                snapshot_constant: snap.get("meta").cloned(),
+                snapshotted: true,
+            };
+            let slot = self.insert(state);
+            restored.push((slot, serde_json::Value::Object(snap).to_string()));
+        }
+        restored
+    }
+
+    fn insert(&mut self, state: RunState) -> u32 {
+        let (seq, id) = (state.seq, state.id.clone());
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(state);
+                slot
+            }
+            None => {
+                self.slab.push(Some(state));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.order.insert(seq, slot);
+        self.by_id.insert(id, slot);
+        slot
     }
 
     /// IMP-1/IMP-2: close the run's log for good.
@@ -445,6 +609,7 @@ impl Service {
         let run = self.run_mut(slot)?;
         run.status = Some("canceled".to_owned());
         run.updated_at = now;
+        self.write_snapshot(slot, false);
         self.close_log(slot)?;
         Ok(true)
     }
@@ -686,8 +851,15 @@ impl Service {
         };
         for run in self.slab.iter().flatten() {
             stats.runs_live += 1;
-            if run.registered && !run.is_terminal() {
-                stats.runs_active += 1;
+            if run.registered {
+                if !run.is_terminal() {
+                    stats.runs_active += 1;
+                }
+                let status = run.status.as_deref().unwrap_or("");
+                match stats.runs_by_status.iter_mut().find(|(s, _)| s == status) {
+                    Some((_, n)) => *n += 1,
+                    None => stats.runs_by_status.push((status.to_owned(), 1)),
+                }
             }
             stats.retained_events += run.history.len() as u64;
             stats.retained_bytes += run.history.retained_bytes() as u64;
@@ -919,6 +1091,68 @@ mod tests {
     }
 
     #[test]
+    fn restart_restores_runs_and_marks_interrupted_ones_failed_with_a_closing_end_line() {
+        let dir =
+            std::env::temp_dir().join(format!("chat-run-registry-restore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let layout = LogLayout {
+            prefix: format!("{}/", dir.display()),
+            suffix: "/events.jsonl".into(),
+        };
+        let mut old = service(Some(10), Some(layout.clone()));
+        let done = old.create(meta("p", "c1"), 1.0);
+        emit(&mut old, done.slot, "1");
+        old.finish(
+            done.slot,
+            Some("succeeded".into()),
+            Some(0.0),
+            None,
+            "{}",
+            2.0,
+        )
+        .unwrap();
+        let active = old.create(meta("p", "c2"), 3.0);
+        emit(&mut old, active.slot, "1");
+        emit(&mut old, active.slot, "2");
+        old.state_mut(active.slot).unwrap().status = Some("running".into());
+        old.write_snapshot(active.slot, false);
+        let never = old.create(meta("p", "c3"), 4.0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        old.flush(Box::new(move || {
+            let _ = tx.send(());
+        }));
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        drop(old); // the old daemon dies
+
+        let mut new = service(Some(10), Some(layout));
+        let restored = new.restore(&dir, 50.0);
+        assert_eq!(
+            restored.len(),
+            2,
+            "a run that never emitted has no directory to restore"
+        );
+        assert_eq!(new.get(&never.id), None);
+        let done_slot = new.get(&done.id).unwrap();
+        let active_slot = new.get(&active.id).unwrap();
+        let d = new.state(done_slot).unwrap();
+        assert_eq!(d.status.as_deref(), Some("succeeded"));
+        assert_eq!(d.exit_code, Some(0.0));
+        let a = new.state(active_slot).unwrap();
+        assert_eq!(a.status.as_deref(), Some("failed"));
+        assert_eq!(a.error_code.as_deref(), Some(durable::INTERRUPTED_CODE));
+        assert_eq!(a.next_event_id, 4);
+        assert_eq!(replay_ids(&new, active_slot, 0.0), vec![1, 2, 3]);
+        let filtered = new.list(&ListFilter {
+            conversation_id: Some("c2"),
+            ..ListFilter::default()
+        });
+        assert_eq!(filtered, vec![active_slot]);
+        // Restoring twice does not duplicate.
+        assert!(new.restore(&dir, 60.0).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn drp_drop_unregisters_cancels_and_is_a_no_op_on_terminal_runs() {
         let mut svc = service(Some(10), None);
         let created = svc.create(CreateMeta::default(), 0.0);
@@ -1051,7 +1285,9 @@ mod tests {
         let stats = svc.stats();
         assert_eq!(stats.open_log_files, 0);
         assert_eq!(stats.log_lines_written, 2);
+        assert_eq!(stats.log_lines_after_close, 1);
         assert_eq!(stats.retained_events, 3);
+        assert_eq!(stats.runs_by_status, vec![("succeeded".to_owned(), 1)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
