@@ -18,7 +18,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -181,6 +181,19 @@ impl LogShared {
 pub struct LogTarget {
     pub key: u64,
     pub path: PathBuf,
+    /// Set once the directory is known to exist, so reopening a file the descriptor cap
+    /// closed costs one `open(2)` and no `mkdir` walk.
+    pub dir_ready: AtomicBool,
+}
+
+impl LogTarget {
+    pub fn new(key: u64, path: PathBuf) -> Self {
+        Self {
+            key,
+            path,
+            dir_ready: AtomicBool::new(false),
+        }
+    }
 }
 
 enum Command {
@@ -395,7 +408,7 @@ fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
     }
     let open = match files.open.entry(key) {
         Entry::Occupied(entry) => entry.into_mut(),
-        Entry::Vacant(entry) => match open_log(&batch.target.path) {
+        Entry::Vacant(entry) => match open_log(&batch.target) {
             Ok(file) => {
                 shared.open_files.fetch_add(1, Ordering::Relaxed);
                 entry.insert(OpenFile {
@@ -440,18 +453,29 @@ fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
     }
 }
 
-/// LOG-3: create the directory recursively, then open for append (never truncate).
-fn open_log(path: &Path) -> Result<File, (&'static str, io::Error)> {
-    if let Some(dir) = path.parent() {
+/// LOG-3: create the directory recursively (once), then open for append (never truncate).
+fn open_log(target: &LogTarget) -> Result<File, (&'static str, io::Error)> {
+    let open = || {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&target.path)
+    };
+    if target.dir_ready.load(Ordering::Relaxed) {
+        match open() {
+            Ok(file) => return Ok(file),
+            // The directory vanished since: create it again below.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(("open", e)),
+        }
+    }
+    if let Some(dir) = target.path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| ("mkdir", e))?;
         }
     }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| ("open", e))
+    target.dir_ready.store(true, Ordering::Relaxed);
+    open().map_err(|e| ("open", e))
 }
 
 #[cfg(test)]
@@ -489,10 +513,7 @@ mod tests {
         let Ok(writer) = writer else {
             panic!("spawn failed")
         };
-        let target = Arc::new(LogTarget {
-            key: 1,
-            path: path.clone(),
-        });
+        let target = Arc::new(LogTarget::new(1, path.clone()));
         for i in 0..1000 {
             assert!(writer.append(&target, &Arc::from(format!("{{\"id\":{i}}}"))));
         }
@@ -526,10 +547,7 @@ mod tests {
         let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), LogLimits::default()) else {
             panic!("spawn failed")
         };
-        let target = Arc::new(LogTarget {
-            key: 7,
-            path: blocker.join("events.jsonl"),
-        });
+        let target = Arc::new(LogTarget::new(7, blocker.join("events.jsonl")));
         writer.append(&target, &Arc::from("{\"id\":1}"));
         barrier(&writer);
         writer.append(&target, &Arc::from("{\"id\":2}"));
@@ -570,10 +588,10 @@ mod tests {
         };
         let targets: Vec<Arc<LogTarget>> = (0..40)
             .map(|key| {
-                Arc::new(LogTarget {
+                Arc::new(LogTarget::new(
                     key,
-                    path: dir.join(key.to_string()).join("events.jsonl"),
-                })
+                    dir.join(key.to_string()).join("events.jsonl"),
+                ))
             })
             .collect();
         for round in 0..5 {

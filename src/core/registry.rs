@@ -275,10 +275,7 @@ impl Service {
             .map(|l| format!("{}{}{}", l.prefix, id, l.suffix));
         let log = events_log_path.as_ref().map(|path| {
             self.next_log_key += 1;
-            Arc::new(LogTarget {
-                key: self.next_log_key,
-                path: PathBuf::from(path),
-            })
+            Arc::new(LogTarget::new(self.next_log_key, PathBuf::from(path)))
         });
         let tool_summary = summary.to_string();
         let snapshot_constant = log.as_ref().map(|_| {
@@ -548,10 +545,10 @@ impl Service {
                     .and_then(serde_json::Value::as_bool)
                     == Some(true),
                 child_exit_observed_at: None,
-                log: Some(Arc::new(LogTarget {
-                    key: self.next_log_key,
-                    path: found.log_path.clone(),
-                })),
+                log: Some(Arc::new(LogTarget::new(
+                    self.next_log_key,
+                    found.log_path.clone(),
+                ))),
                 log_closed: true,
                 registered: true,
                 cancel: None,
