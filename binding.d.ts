@@ -25,8 +25,13 @@ export interface CreatedRun {
  */
 export declare function createService(maxEvents: number, logPrefix?: string | undefined | null, logSuffix?: string | undefined | null, onLogError?: LogErrorCallback | undefined | null): number
 
-/** Where `runSignal` delivered: nothing (use `child.kill`), the group, or the pid. */
+/**
+ * Where `runSignal` delivered: nothing (use `child.kill`), the group, the pid, or nowhere
+ * because the child is gone.
+ */
 export declare const DELIVERY_FALLBACK: number
+
+export declare const DELIVERY_GONE: number
 
 export declare const DELIVERY_GROUP: number
 
@@ -43,6 +48,15 @@ export interface ReplayPlan {
   records: string
 }
 
+export interface RestoredRun {
+  slot: number
+  /** The run's `run.json` snapshot (after an interrupted run was marked failed). */
+  snapshot: string
+}
+
+/** Reads back the runs an earlier service left in `dir` (the `runsLogDir`). */
+export declare function restoreRuns(svc: number, dir: string, now: number): Array<RestoredRun>
+
 /**
  * `cancel()`: CAN-1/CAN-2 and the first step (or `STEP_TERMINAL` / `STEP_IN_FLIGHT`).
  * The three env values are JS `Number()` results (NaN when unset).
@@ -51,9 +65,10 @@ export declare function runCancelBegin(svc: number, slot: number, hasChild: bool
 
 /**
  * `create(meta)`: the id strings are passed only when they are non-empty strings; the two
- * policies as their JSON lowering (absent = undefined).
+ * policies as their JSON lowering (absent = undefined); `otherIds` (JSON of the remaining id
+ * fields) only when logging is on, for the durable snapshot.
  */
-export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, now: number): CreatedRun
+export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, otherIds: string | undefined | null, now: number): CreatedRun
 
 export declare function runDrop(svc: number, slot: number, now: number): boolean
 
@@ -86,6 +101,9 @@ export declare function runGet(svc: number, id: string): number
 /** `list(filter)`: slots in creation order. */
 export declare function runList(svc: number, projectId?: string | undefined | null, conversationId?: string | undefined | null, status?: string | undefined | null): Array<number>
 
+/** IMP-13: SIGKILL the rest of the run's verified process group. */
+export declare function runReapGroup(svc: number, slot: number): boolean
+
 /** The JS run object was collected. */
 export declare function runRelease(svc: number, slot: number): void
 
@@ -115,6 +133,8 @@ export declare function runSignal(svc: number, slot: number, pid: number, group:
 export declare function serviceStats(svc: number): ServiceStats
 
 export interface ServiceStats {
+  /** `[status, count]` pairs of the registered runs. */
+  runsByStatus: Array<[string, number]>
   runsRegistered: number
   runsActive: number
   runsLive: number
@@ -122,8 +142,12 @@ export interface ServiceStats {
   retainedBytes: number
   logLinesWritten: number
   logLinesFailed: number
+  logLinesDropped: number
   logLinesUnserializable: number
+  logLinesAfterClose: number
   openLogFiles: number
+  writerQueueLines: number
+  writerQueueBytes: number
 }
 
 /** `shutdownActive()`: the registered non-terminal runs, in creation order. */
@@ -141,6 +165,8 @@ export declare const STEP_FINISH_NOW: number
 export declare const STEP_FINISH_TERM: number
 
 export declare const STEP_IN_FLIGHT: number
+
+export declare const STEP_REAP_GROUP: number
 
 export declare const STEP_SIGKILL: number
 
