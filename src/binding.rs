@@ -390,10 +390,13 @@ pub fn run_set_text(
         service.write_snapshot(slot, false);
         return Ok(());
     }
+    match field.as_str() {
+        "projectId" => return service.set_project_id(slot, value).map_err(core_err),
+        "conversationId" => return service.set_conversation_id(slot, value).map_err(core_err),
+        _ => {}
+    }
     let run = service.state_mut(slot).map_err(core_err)?;
     match field.as_str() {
-        "projectId" => run.project_id = value,
-        "conversationId" => run.conversation_id = value,
         "signal" => run.signal = value,
         "error" => run.error = value,
         "errorCode" => run.error_code = value,

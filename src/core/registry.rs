@@ -205,6 +205,37 @@ pub struct Stats {
     pub writer_queue_bytes: u64,
 }
 
+/// Registered runs grouped by one id field, each group in creation order.
+#[derive(Default)]
+struct GroupIndex(HashMap<String, BTreeMap<u64, u32>>);
+
+impl GroupIndex {
+    fn add(&mut self, key: Option<&str>, seq: u64, slot: u32) {
+        if let Some(key) = key {
+            self.0.entry(key.to_owned()).or_default().insert(seq, slot);
+        }
+    }
+
+    fn remove(&mut self, key: Option<&str>, seq: u64) {
+        let Some(key) = key else {
+            return;
+        };
+        if let Some(group) = self.0.get_mut(key) {
+            group.remove(&seq);
+            if group.is_empty() {
+                self.0.remove(key);
+            }
+        }
+    }
+
+    fn members(&self, key: &str) -> impl Iterator<Item = u32> + '_ {
+        self.0
+            .get(key)
+            .into_iter()
+            .flat_map(|g| g.values().copied())
+    }
+}
+
 /// One `createChatRunService` instance.
 pub struct Service {
     cfg: ServiceConfig,
@@ -213,6 +244,10 @@ pub struct Service {
     /// Registry in creation order: seq → slot.
     order: BTreeMap<u64, u32>,
     by_id: HashMap<String, u32>,
+    /// Registered runs by conversation and by project, each in creation order: `list` with
+    /// either filter touches only the matching runs.
+    by_conversation: GroupIndex,
+    by_project: GroupIndex,
     next_seq: u64,
     next_log_key: u64,
     log_shared: Arc<LogShared>,
@@ -229,6 +264,8 @@ impl Service {
             free: Vec::new(),
             order: BTreeMap::new(),
             by_id: HashMap::new(),
+            by_conversation: GroupIndex::default(),
+            by_project: GroupIndex::default(),
             next_seq: 0,
             next_log_key: 0,
             log_shared: Arc::new(log_shared),
@@ -333,9 +370,13 @@ impl Service {
 
     /// LST-2, in creation order.
     pub fn list(&self, filter: &ListFilter<'_>) -> Vec<u32> {
-        self.order
-            .values()
-            .copied()
+        let candidates: Box<dyn Iterator<Item = u32> + '_> =
+            match (filter.conversation_id, filter.project_id) {
+                (Some(c), _) => Box::new(self.by_conversation.members(c)),
+                (None, Some(p)) => Box::new(self.by_project.members(p)),
+                (None, None) => Box::new(self.order.values().copied()),
+            };
+        candidates
             .filter(|&slot| {
                 let Ok(run) = self.run(slot) else {
                     return false;
@@ -579,7 +620,36 @@ impl Service {
         };
         self.order.insert(seq, slot);
         self.by_id.insert(id, slot);
+        if let Some(run) = self.slab[slot as usize].as_ref() {
+            self.by_conversation
+                .add(run.conversation_id.as_deref(), seq, slot);
+            self.by_project.add(run.project_id.as_deref(), seq, slot);
+        }
         slot
+    }
+
+    /// Host write of `run.projectId` (keeps the index in step).
+    pub fn set_project_id(&mut self, slot: u32, value: Option<String>) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        let old = std::mem::replace(&mut run.project_id, value);
+        if run.registered {
+            let (seq, new) = (run.seq, run.project_id.clone());
+            self.by_project.remove(old.as_deref(), seq);
+            self.by_project.add(new.as_deref(), seq, slot);
+        }
+        Ok(())
+    }
+
+    /// Host write of `run.conversationId` (keeps the index in step).
+    pub fn set_conversation_id(&mut self, slot: u32, value: Option<String>) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        let old = std::mem::replace(&mut run.conversation_id, value);
+        if run.registered {
+            let (seq, new) = (run.seq, run.conversation_id.clone());
+            self.by_conversation.remove(old.as_deref(), seq);
+            self.by_conversation.add(new.as_deref(), seq, slot);
+        }
+        Ok(())
     }
 
     /// IMP-1/IMP-2: close the run's log for good.
@@ -618,6 +688,9 @@ impl Service {
         }
         run.registered = false;
         let (seq, id) = (run.seq, run.id.clone());
+        let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
+        self.by_conversation.remove(conversation.as_deref(), seq);
+        self.by_project.remove(project.as_deref(), seq);
         self.order.remove(&seq);
         if self.by_id.get(&id) == Some(&slot) {
             self.by_id.remove(&id);
@@ -957,12 +1030,31 @@ mod tests {
             ..ListFilter::default()
         });
         assert_eq!(done, vec![c]);
+        // LST-3: host writes move runs between the indexes.
+        svc.set_conversation_id(b, Some("c1".into())).unwrap();
+        let moved = svc.list(&ListFilter {
+            conversation_id: Some("c1"),
+            ..ListFilter::default()
+        });
+        assert_eq!(moved, vec![a, b, c]);
+        svc.set_project_id(a, None).unwrap();
+        let p1_now = svc.list(&ListFilter {
+            project_id: Some("p1"),
+            ..ListFilter::default()
+        });
+        assert_eq!(p1_now, vec![b]);
+        svc.drop_run(b, 2.0).unwrap();
+        let after_drop = svc.list(&ListFilter {
+            conversation_id: Some("c1"),
+            ..ListFilter::default()
+        });
+        assert_eq!(after_drop, vec![a, c]);
         svc.state_mut(a).unwrap().status = Some("running".into());
         let active = svc.list(&ListFilter {
             status: Some("active"),
             ..ListFilter::default()
         });
-        assert_eq!(active, vec![a, b]);
+        assert_eq!(active, vec![a]);
     }
 
     #[test]
