@@ -98,8 +98,8 @@ export declare function runFinish(svc: number, slot: number, status: string | un
 /** `get(id)`: the slot, or -1. */
 export declare function runGet(svc: number, id: string): number
 
-/** `list(filter)`: slots in creation order. */
-export declare function runList(svc: number, projectId?: string | undefined | null, conversationId?: string | undefined | null, status?: string | undefined | null): Array<number>
+/** `list(filter)`: slots in creation order (a typed array: one copy, no per-element calls). */
+export declare function runList(svc: number, projectId?: string | undefined | null, conversationId?: string | undefined | null, status?: string | undefined | null): Uint32Array
 
 /** IMP-13: SIGKILL the rest of the run's verified process group. */
 export declare function runReapGroup(svc: number, slot: number): boolean

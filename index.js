@@ -467,7 +467,9 @@ function createChatRunService(options) {
   function list(filter) {
     const f = filter !== null && typeof filter === 'object' ? filter : EMPTY
     const slots = native.runList(svc, nonEmptyString(f.projectId), nonEmptyString(f.conversationId), nonEmptyString(f.status))
-    return slots.map((slot) => ctx.runs[slot])
+    const runs = new Array(slots.length)
+    for (let i = 0; i < slots.length; i++) runs[i] = ctx.runs[slots[i]]
+    return runs
   }
 
   function applyErrorFields(s, data) {
@@ -778,7 +780,7 @@ function createChatRunService(options) {
   async function shutdownActive(shutdownOptions) {
     const o = shutdownOptions !== null && typeof shutdownOptions === 'object' ? shutdownOptions : EMPTY
     const graceMs = typeof o.graceMs === 'number' && o.graceMs >= 0 ? o.graceMs : opts.shutdownGraceMs
-    const runs = native.shutdownSnapshot(svc).map((slot) => ctx.runs[slot])
+    const runs = Array.from(native.shutdownSnapshot(svc), (slot) => ctx.runs[slot])
     const tasks = runs.map((run) => {
       try {
         const s = ChatRun.stateOf(run)

@@ -238,7 +238,7 @@ pub fn run_get(env: &Env, svc: u32, id: String) -> Result<i64> {
     Ok(service(env, svc)?.get(&id).map_or(-1, i64::from))
 }
 
-/// `list(filter)`: slots in creation order.
+/// `list(filter)`: slots in creation order (a typed array: one copy, no per-element calls).
 #[napi]
 pub fn run_list(
     env: &Env,
@@ -246,13 +246,13 @@ pub fn run_list(
     project_id: Option<String>,
     conversation_id: Option<String>,
     status: Option<String>,
-) -> Result<Vec<u32>> {
+) -> Result<Uint32Array> {
     let filter = ListFilter {
         project_id: project_id.as_deref(),
         conversation_id: conversation_id.as_deref(),
         status: status.as_deref(),
     };
-    Ok(service(env, svc)?.list(&filter))
+    Ok(Uint32Array::new(service(env, svc)?.list(&filter)))
 }
 
 /// The hot path of `emit`: a well-formed string event and `JSON.stringify(data)` (absent for
