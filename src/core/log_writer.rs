@@ -1,9 +1,10 @@
 //! The JSONL appender: one background thread per service that writes every persisted
 //! record to `<runsLogDir>/<runId>/events.jsonl`, off the JS thread.
 //!
-//! Commands arrive in emit order over a channel. The thread drains what is queued, groups the
-//! lines of each file and appends them with one `write(2)` per file per batch, so a burst of
-//! emits costs a few syscalls. `Close` flushes and closes one file (IMP-1/IMP-2), `Barrier`
+//! Commands arrive in emit order in a mailbox. The thread takes everything queued at once, groups
+//! the lines of each file and appends them with one `write(2)` per file per batch, so a burst of
+//! emits costs a few syscalls, and appends during a burst do not wake the thread one by one
+//! (it polls every millisecond while busy and parks when idle). `Close` flushes and closes one file (IMP-1/IMP-2), `Barrier`
 //! completes once everything queued before it is on the OS (IMP-4). Errors never reach the
 //! emitter: they are counted and the first one of a service is reported through its sink.
 //!
@@ -20,8 +21,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -204,23 +205,114 @@ enum Command {
     Barrier(Box<dyn FnOnce() + Send>),
 }
 
+/// How long the writer keeps polling after it wrote something before it parks. While it
+/// polls, appends do not wake it (a burst costs no futex call per line); once parked, the next
+/// append wakes it at once. So a line reaches the OS within about this delay during a burst, and
+/// at once after a quiet period.
+const ACTIVE_POLL: Duration = Duration::from_millis(1);
+
+/// The writer's command queue: a mutex-protected batch plus a condvar, woken only when needed.
+struct Mailbox {
+    state: Mutex<MailboxState>,
+    ready: Condvar,
+}
+
+struct MailboxState {
+    queue: Vec<Command>,
+    parked: bool,
+    closed: bool,
+}
+
+impl Mailbox {
+    fn lock(&self) -> MutexGuard<'_, MailboxState> {
+        // A panic while holding this lock cannot leave the queue inconsistent (push/take only).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a command; wakes the writer when it is parked or when `urgent`.
+    fn push(&self, command: Command, urgent: bool) -> Result<(), Command> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(command);
+        }
+        state.queue.push(command);
+        let wake = urgent || state.parked;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The next batch, in order; `None` once closed and drained.
+    fn take(&self, mut active: bool) -> Option<Vec<Command>> {
+        let mut state = self.lock();
+        loop {
+            if !state.queue.is_empty() {
+                return Some(std::mem::take(&mut state.queue));
+            }
+            if state.closed {
+                return None;
+            }
+            if active {
+                let (next, timeout) = self
+                    .ready
+                    .wait_timeout(state, ACTIVE_POLL)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state = next;
+                active = !timeout.timed_out();
+            } else {
+                state.parked = true;
+                state = self
+                    .ready
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state.parked = false;
+            }
+        }
+    }
+}
+
 /// Handle to the writer thread. Dropping it lets the thread drain its queue and exit.
 pub struct LogWriter {
-    tx: Sender<Command>,
+    mailbox: Arc<Mailbox>,
     shared: Arc<LogShared>,
     limits: LogLimits,
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.mailbox.close();
+    }
 }
 
 impl LogWriter {
     /// Starts the writer thread.
     pub fn spawn(shared: Arc<LogShared>, limits: LogLimits) -> io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
+        let mailbox = Arc::new(Mailbox {
+            state: Mutex::new(MailboxState {
+                queue: Vec::new(),
+                parked: false,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        });
+        let thread_mailbox = Arc::clone(&mailbox);
         let thread_shared = Arc::clone(&shared);
         let max_open = limits.max_open_files.max(1);
         thread::Builder::new()
             .name("chat-run-log".into())
-            .spawn(move || run_writer(&rx, &thread_shared, max_open))?;
-        Ok(Self { tx, shared, limits })
+            .spawn(move || run_writer(&thread_mailbox, &thread_shared, max_open))?;
+        Ok(Self {
+            mailbox,
+            shared,
+            limits,
+        })
     }
 
     /// Queues one line (without its trailing newline). False when the line was refused (queue
@@ -246,8 +338,8 @@ impl LogWriter {
             return false;
         }
         if self
-            .tx
-            .send(Command::Append(Arc::clone(target), Arc::clone(line)))
+            .mailbox
+            .push(Command::Append(Arc::clone(target), Arc::clone(line)), false)
             .is_err()
         {
             self.shared.dequeued(1, bytes);
@@ -259,18 +351,20 @@ impl LogWriter {
 
     /// Queues an atomic rewrite of the run's `run.json`, after every line queued before it.
     pub fn snapshot(&self, target: &Arc<LogTarget>, json: String) {
-        let _ = self.tx.send(Command::Snapshot(Arc::clone(target), json));
+        let _ = self
+            .mailbox
+            .push(Command::Snapshot(Arc::clone(target), json), false);
     }
 
     /// Queues the close of a run's file, after every line queued before it.
     pub fn close(&self, key: u64) {
-        let _ = self.tx.send(Command::Close(key));
+        let _ = self.mailbox.push(Command::Close(key), false);
     }
 
     /// Calls `done` once every command queued before it has been carried out.
     /// If the thread is gone, `done` runs at once (there is nothing left to wait for).
     pub fn barrier(&self, done: Box<dyn FnOnce() + Send>) {
-        if let Err(mpsc::SendError(Command::Barrier(done))) = self.tx.send(Command::Barrier(done)) {
+        if let Err(Command::Barrier(done)) = self.mailbox.push(Command::Barrier(done), true) {
             done();
         }
     }
@@ -308,18 +402,16 @@ struct Files {
     tick: u64,
 }
 
-fn run_writer(rx: &Receiver<Command>, shared: &LogShared, max_open: usize) {
+fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
     let mut files = Files {
         open: HashMap::new(),
         max_open,
         tick: 0,
     };
     let mut pending: Vec<Pending> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        // Drain what is already queued (bounded, so a barrier is never starved).
-        let mut budget = 4096usize;
-        while let Some(command) = next.take() {
+    let mut active = false;
+    while let Some(batch) = mailbox.take(active) {
+        for command in batch {
             match command {
                 Command::Append(target, line) => queue_line(&mut pending, target, &line),
                 Command::Snapshot(target, json) => {
@@ -344,14 +436,10 @@ fn run_writer(rx: &Receiver<Command>, shared: &LogShared, max_open: usize) {
                     done();
                 }
             }
-            budget -= 1;
-            if budget > 0 {
-                next = rx.try_recv().ok();
-            }
         }
         flush_pending(&mut pending, &mut files, shared);
+        active = true;
     }
-    flush_pending(&mut pending, &mut files, shared);
     shared
         .open_files
         .fetch_sub(files.open.len() as u64, Ordering::Relaxed);
