@@ -13,15 +13,23 @@ function newClient(): Client {
   return { send: vi.fn(), end: vi.fn(), cleanup: vi.fn() };
 }
 
+// Every service a test creates, so afterEach can flush its log writer (shutdownActive is the
+// barrier) before deleting the temp dir it writes into.
+const created: any[] = [];
+function track<T>(runs: T): T {
+  created.push(runs);
+  return runs;
+}
+
 function createRuns(runsLogDir: string | null, extra: Record<string, unknown> = {}) {
-  return createChatRunService({
+  return track(createChatRunService({
     createSseResponse: () => newClient(),
     createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
     ttlMs: 60_000,
     shutdownGraceMs: 10,
     runsLogDir: runsLogDir as unknown as null,
     ...extra,
-  } as any) as any;
+  } as any) as any);
 }
 
 /** Reads a run's JSONL log after the service's flush barrier (IMP-4: shutdownActive). */
@@ -36,7 +44,8 @@ let tmpDir: string;
 beforeEach(() => {
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-bad-input-'));
 });
-afterEach(() => {
+afterEach(async () => {
+  await Promise.allSettled(created.splice(0).map((runs) => runs.shutdownActive({ graceMs: 1 })));
   fs.rmSync(tmpDir, { recursive: true, force: true });
 });
 
@@ -286,12 +295,14 @@ describe.each(MODES)('stream with odd cursors ($mode)', ({ logged }) => {
 
   // createRuns' factory builds a fresh client per stream(); capture it.
   function createRunsCapturing(runsLogDir: string | null) {
-    return createChatRunService({
-      createSseResponse: () => (lastClient = newClient()),
-      createSseErrorPayload: () => ({}),
-      ttlMs: 60_000,
-      runsLogDir: runsLogDir as unknown as null,
-    } as any) as any;
+    return track(
+      createChatRunService({
+        createSseResponse: () => (lastClient = newClient()),
+        createSseErrorPayload: () => ({}),
+        ttlMs: 60_000,
+        runsLogDir: runsLogDir as unknown as null,
+      } as any) as any,
+    );
   }
 
   function streamIds(req: unknown): { ids: number[]; client: Client; res: { on: ReturnType<typeof vi.fn> } } {

@@ -117,7 +117,7 @@ suite('example daemon in a real browser (chromium + EventSource)', () => {
         } catch {}
       }
     }
-    if (runsLogDir) fs.rmSync(runsLogDir, { recursive: true, force: true })
+    if (runsLogDir) fs.rmSync(runsLogDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 })
   }, 60_000)
 
   async function openPage() {

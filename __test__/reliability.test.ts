@@ -14,7 +14,7 @@ let tmp: string;
 beforeEach(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'reliability-'));
 });
-afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
+afterEach(() => fs.rmSync(tmp, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }));
 
 function service(extra: Record<string, unknown> = {}) {
   const clients: Array<{ sent: Array<{ id: number; event: string; data: unknown }>; ended: number }> = [];

@@ -155,7 +155,7 @@ afterEach(() => {
   vi.restoreAllMocks();
   for (const dir of tmpDirs) {
     try {
-      fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
     } catch {
       /* best effort */
     }

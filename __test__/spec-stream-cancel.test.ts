@@ -471,7 +471,7 @@ describe('§10 stream(run, req, res)', () => {
     beforeEach(() => {
       tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'spec-str7-'));
     });
-    afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
+    afterEach(() => fs.rmSync(tmp, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }));
 
     async function trimmedFinishedRun() {
       const { svc, made } = makeSvc({ maxEvents: 3, runsLogDir: tmp });
@@ -1262,7 +1262,7 @@ describe('§11 shutdownActive', () => {
     beforeEach(() => {
       tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'spec-shd6-'));
     });
-    afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
+    afterEach(() => fs.rmSync(tmp, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }));
 
     it("SHD-6: after await shutdownActive() every interrupted run's JSONL ends with its end line (read synchronously)", async () => {
       const { svc } = makeSvc({ runsLogDir: tmp });
@@ -1617,7 +1617,7 @@ describe('§13 toolBundle normalization (through create)', () => {
       const texts = [JSON.stringify(body), JSON.stringify(run.events), fs.readFileSync(run.eventsLogPath, 'utf8')];
       for (const t of texts) for (const s of ['secret', 'server.js', 'key=abc', 'Bearer', 'api.example.com']) expect(t).not.toContain(s);
     } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+      fs.rmSync(tmp, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
     }
   });
 
@@ -1784,7 +1784,7 @@ describe('§16 per-run JSONL event log', () => {
   beforeEach(() => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'spec-log-'));
   });
-  afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  afterEach(() => fs.rmSync(tmp, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 }));
 
   it('LOG-1: path is <runsLogDir>/<runId>/events.jsonl and its directory is the dirname', async () => {
     const { svc } = makeSvc({ runsLogDir: tmp });

@@ -23,17 +23,10 @@ pub const INTERRUPTED_MESSAGE: &str =
 /// Snapshot format version.
 pub const SNAPSHOT_VERSION: u64 = 1;
 
-/// Writes `bytes` to `path` atomically: a sibling temp file (mode 0600), then rename.
+/// Writes `bytes` to `path` atomically: a sibling temp file (mode 0600), then rename. The
+/// directory must exist (the run's first log line creates it); a snapshot never recreates a
+/// directory someone deleted.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "snapshot path has no directory",
-        )
-    })?;
-    if !dir.as_os_str().is_empty() {
-        fs::create_dir_all(dir)?;
-    }
     let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
     let result = (|| {
         let mut options = OpenOptions::new();
@@ -96,14 +89,21 @@ pub fn scan(dir: &Path) -> Vec<Found> {
             snapshot,
         });
     }
-    found.sort_by(|a, b| {
-        let key = |f: &Found| {
+    // Creation order: createdAt, then the old service's creation sequence for runs created in
+    // the same millisecond.
+    let key = |f: &Found| {
+        (
             f.snapshot
                 .get("createdAt")
                 .and_then(Value::as_f64)
-                .unwrap_or(0.0)
-        };
-        key(a).total_cmp(&key(b))
+                .unwrap_or(0.0),
+            f.snapshot.get("seq").and_then(Value::as_u64).unwrap_or(0),
+        )
+    };
+    found.sort_by(|a, b| {
+        let (ta, sa) = key(a);
+        let (tb, sb) = key(b);
+        ta.total_cmp(&tb).then(sa.cmp(&sb))
     });
     found
 }
@@ -145,6 +145,7 @@ pub fn append_line(path: &Path, line: &str) -> io::Result<()> {
 #[allow(clippy::too_many_arguments)]
 pub fn snapshot(
     id: &str,
+    seq: u64,
     project_id: Option<&str>,
     conversation_id: Option<&str>,
     constant: &Value,
@@ -161,6 +162,7 @@ pub fn snapshot(
     json!({
         "version": SNAPSHOT_VERSION,
         "id": id,
+        "seq": seq,
         "projectId": project_id,
         "conversationId": conversation_id,
         "meta": constant,
@@ -192,6 +194,7 @@ mod tests {
     fn snapshots_are_written_atomically_with_owner_only_permissions() {
         let d = dir("atomic");
         let path = d.join("x").join(SNAPSHOT_FILE);
+        fs::create_dir_all(d.join("x")).unwrap();
         write_atomic(&path, b"{\"a\":1}").unwrap();
         write_atomic(&path, b"{\"a\":2}").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\":2}");
@@ -226,9 +229,20 @@ mod tests {
         let d = dir("scan");
         let a = "11111111-1111-4111-8111-111111111111";
         let b = "22222222-2222-4222-8222-222222222222";
+        let c = "44444444-4444-4444-8444-444444444444";
+        fs::create_dir_all(d.join(c)).unwrap();
+        // Same millisecond as `a`, created before it: the sequence decides.
+        write_atomic(
+            &d.join(c).join(SNAPSHOT_FILE),
+            format!("{{\"id\":\"{c}\",\"createdAt\":5,\"seq\":1}}").as_bytes(),
+        )
+        .unwrap();
+        for name in [a, b, "not-a-run"] {
+            fs::create_dir_all(d.join(name)).unwrap();
+        }
         write_atomic(
             &d.join(a).join(SNAPSHOT_FILE),
-            format!("{{\"id\":\"{a}\",\"createdAt\":5}}").as_bytes(),
+            format!("{{\"id\":\"{a}\",\"createdAt\":5,\"seq\":2}}").as_bytes(),
         )
         .unwrap();
         write_atomic(
@@ -243,7 +257,7 @@ mod tests {
             .iter()
             .filter_map(|f| f.snapshot["id"].as_str())
             .collect();
-        assert_eq!(ids, vec![b, a]);
+        assert_eq!(ids, vec![b, c, a]);
         assert!(scan(&d.join("missing")).is_empty());
         let _ = fs::remove_dir_all(&d);
     }

@@ -417,12 +417,16 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
                 Command::Snapshot(target, json) => {
                     flush_pending(&mut pending, &mut files, shared);
                     let path = crate::core::durable::snapshot_path(&target.path);
-                    if let Err(error) = crate::core::durable::write_atomic(&path, json.as_bytes()) {
-                        shared.report(LogFailure {
-                            path,
-                            operation: "snapshot",
-                            message: error.to_string(),
-                        });
+                    match crate::core::durable::write_atomic(&path, json.as_bytes()) {
+                        // A directory deleted under a live run is not recreated by its snapshot.
+                        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                            shared.report(LogFailure {
+                                path,
+                                operation: "snapshot",
+                                message: error.to_string(),
+                            })
+                        }
+                        _ => {}
                     }
                 }
                 Command::Close(key) => {

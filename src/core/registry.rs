@@ -130,6 +130,7 @@ impl RunState {
     fn snapshot_json(&self) -> String {
         durable::snapshot(
             &self.id,
+            self.seq,
             self.project_id.as_deref(),
             self.conversation_id.as_deref(),
             self.snapshot_constant
