@@ -1,12 +1,17 @@
-//! The `maxEvents` history of one run, kept off the V8 heap as serialized records.
+//! The `maxEvents` history of one run, kept off the V8 heap in compact form.
 //!
-//! Each record is stored as the exact JSON line that goes to `events.jsonl`
-//! (`{"id":…,"event":…,"data":…,"timestamp":…}`), shared with the log writer through an
-//! `Arc<str>`, so an emit serializes once and `run.events` is materialized by joining lines.
+//! A record is kept as its parts (the event name interned per run, the `JSON.stringify(data)`
+//! text, the timestamp; the id is implicit, ids being contiguous). The newest records sit in an
+//! uncompressed tail; every [`BLOCK_LEN`] records the tail is sealed into an LZ4-compressed
+//! block. Lines (`{"id":…,"event":…,"data":…,"timestamp":…}`, exactly what `events.jsonl`
+//! holds) are rebuilt on read, for `run.events` and `stream()` replay. Trimming to `maxEvents`
+//! drops whole blocks once every record in them is out of range.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::Arc;
+
+/// Records per compressed block.
+pub const BLOCK_LEN: usize = 64;
 
 /// How the event name reaches the core.
 #[derive(Clone, Copy, Debug)]
@@ -18,11 +23,11 @@ pub enum EventName<'a> {
     Json(Option<&'a str>),
 }
 
-/// One history record.
-#[derive(Clone, Debug)]
+/// One history record, as its JSON line.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub id: u64,
-    pub line: Arc<str>,
+    pub line: String,
 }
 
 /// Serializes one record with the key order `id, event, data, timestamp` (LOG-4).
@@ -33,29 +38,32 @@ pub fn record_line(
     data_json: Option<&str>,
     timestamp: f64,
 ) -> String {
-    let data_len = data_json.map_or(0, str::len);
-    let mut line = String::with_capacity(48 + data_len);
-    line.push_str("{\"id\":");
-    let _ = write!(line, "{id}");
+    let mut line = String::with_capacity(48 + data_json.map_or(0, str::len));
     match event {
         EventName::Text(text) => {
-            line.push_str(",\"event\":");
-            push_json_string(&mut line, text);
+            let mut fragment = String::with_capacity(text.len() + 2);
+            push_json_string(&mut fragment, text);
+            write_line(&mut line, id, Some(&fragment), data_json, timestamp);
         }
-        EventName::Json(Some(fragment)) => {
-            line.push_str(",\"event\":");
-            line.push_str(fragment);
-        }
-        EventName::Json(None) => {}
+        EventName::Json(fragment) => write_line(&mut line, id, fragment, data_json, timestamp),
     }
-    if let Some(data) = data_json {
-        line.push_str(",\"data\":");
-        line.push_str(data);
-    }
-    line.push_str(",\"timestamp\":");
-    push_json_number(&mut line, timestamp);
-    line.push('}');
     line
+}
+
+fn write_line(out: &mut String, id: u64, event: Option<&str>, data: Option<&str>, timestamp: f64) {
+    out.push_str("{\"id\":");
+    let _ = write!(out, "{id}");
+    if let Some(fragment) = event {
+        out.push_str(",\"event\":");
+        out.push_str(fragment);
+    }
+    if let Some(data) = data {
+        out.push_str(",\"data\":");
+        out.push_str(data);
+    }
+    out.push_str(",\"timestamp\":");
+    push_json_number(out, timestamp);
+    out.push('}');
 }
 
 /// Appends `text` as a JSON string literal with the escapes `JSON.stringify` uses.
@@ -99,77 +107,280 @@ pub fn push_json_number(out: &mut String, value: f64) {
     }
 }
 
+/// An interned event name: the raw JS string (for a `Text` name) and the JSON fragment the line
+/// carries (`None` = the `event` key is omitted).
+#[derive(Debug)]
+struct Name {
+    raw: Option<Box<str>>,
+    fragment: Option<Box<str>>,
+}
+
+/// One record of the uncompressed tail.
+#[derive(Debug)]
+struct Hot {
+    event: u32,
+    timestamp: f64,
+    data: Option<Box<str>>,
+    line_len: u32,
+}
+
+/// A sealed, compressed run of up to [`BLOCK_LEN`] records.
+#[derive(Debug)]
+struct Block {
+    first_id: u64,
+    /// Serialized size of each record's line (for `retained_bytes` when trimming).
+    line_lens: Box<[u32]>,
+    /// LZ4 (size-prepended) of: per record `event u32 | timestamp f64 | data len u32 | data`.
+    packed: Box<[u8]>,
+}
+
+const NO_DATA: u32 = u32::MAX;
+
+impl Block {
+    fn seal(first_id: u64, records: &[Hot]) -> Self {
+        let mut raw = Vec::with_capacity(
+            records
+                .iter()
+                .map(|r| 16 + r.data.as_ref().map_or(0, |d| d.len()))
+                .sum(),
+        );
+        for record in records {
+            raw.extend_from_slice(&record.event.to_le_bytes());
+            raw.extend_from_slice(&record.timestamp.to_le_bytes());
+            match &record.data {
+                Some(data) => {
+                    let len = u32::try_from(data.len()).unwrap_or(NO_DATA - 1);
+                    raw.extend_from_slice(&len.to_le_bytes());
+                    raw.extend_from_slice(&data.as_bytes()[..len as usize]);
+                }
+                None => raw.extend_from_slice(&NO_DATA.to_le_bytes()),
+            }
+        }
+        Self {
+            first_id,
+            line_lens: records.iter().map(|r| r.line_len).collect(),
+            packed: lz4_flex::compress_prepend_size(&raw).into_boxed_slice(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.line_lens.len()
+    }
+
+    /// Decodes the block's records (None if the bytes are corrupt, which only a bug could cause).
+    fn unpack(&self) -> Option<Vec<(u32, f64, Option<String>)>> {
+        let raw = lz4_flex::decompress_size_prepended(&self.packed).ok()?;
+        let mut out = Vec::with_capacity(self.len());
+        let mut at = 0usize;
+        let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
+            let slice = raw.get(*at..*at + n)?;
+            *at += n;
+            Some(slice)
+        };
+        for _ in 0..self.len() {
+            let event = u32::from_le_bytes(take(&mut at, 4)?.try_into().ok()?);
+            let timestamp = f64::from_le_bytes(take(&mut at, 8)?.try_into().ok()?);
+            let len = u32::from_le_bytes(take(&mut at, 4)?.try_into().ok()?);
+            let data = if len == NO_DATA {
+                None
+            } else {
+                Some(String::from_utf8(take(&mut at, len as usize)?.to_vec()).ok()?)
+            };
+            out.push((event, timestamp, data));
+        }
+        Some(out)
+    }
+}
+
 /// The bounded ring of one run's records, oldest first.
 #[derive(Debug)]
 pub struct History {
-    ring: VecDeque<Record>,
     cap: Option<usize>,
+    /// Id of the oldest retained record (meaningless while empty).
+    first_id: u64,
+    len: usize,
+    /// Sealed blocks, oldest first; the first may start before `first_id` (trimmed records).
+    blocks: VecDeque<Block>,
+    /// Id of the first record of `tail`.
+    tail_first_id: u64,
+    tail: VecDeque<Hot>,
+    /// Interned event names.
+    names: Vec<Name>,
     bytes: usize,
+    scratch: String,
 }
 
 impl History {
     /// `cap = None` keeps everything (`maxEvents: Infinity`).
     pub fn new(cap: Option<usize>) -> Self {
         Self {
-            ring: VecDeque::new(),
             cap,
+            first_id: 0,
+            len: 0,
+            blocks: VecDeque::new(),
+            tail_first_id: 0,
+            tail: VecDeque::new(),
+            names: Vec::new(),
             bytes: 0,
+            scratch: String::new(),
         }
     }
 
-    /// Appends a record and trims from the front while over capacity (EMT-2 step 4, EMT-4).
-    pub fn push(&mut self, record: Record) {
-        self.bytes += record.line.len();
-        self.ring.push_back(record);
-        if let Some(cap) = self.cap {
-            while self.ring.len() > cap {
-                if let Some(old) = self.ring.pop_front() {
-                    self.bytes -= old.line.len();
+    fn intern(&mut self, event: EventName<'_>) -> u32 {
+        let found = self.names.iter().position(|name| match event {
+            EventName::Text(text) => name.raw.as_deref() == Some(text),
+            EventName::Json(json) => name.raw.is_none() && name.fragment.as_deref() == json,
+        });
+        if let Some(index) = found {
+            return index as u32;
+        }
+        let entry = match event {
+            EventName::Text(text) => {
+                let mut fragment = String::with_capacity(text.len() + 2);
+                push_json_string(&mut fragment, text);
+                Name {
+                    raw: Some(Box::from(text)),
+                    fragment: Some(fragment.into_boxed_str()),
                 }
             }
+            EventName::Json(json) => Name {
+                raw: None,
+                fragment: json.map(Box::from),
+            },
+        };
+        self.names.push(entry);
+        (self.names.len() - 1) as u32
+    }
+
+    fn fragment(&self, event: u32) -> Option<&str> {
+        self.names
+            .get(event as usize)
+            .and_then(|name| name.fragment.as_deref())
+    }
+
+    /// Appends record `id` (ids must be contiguous) and trims from the front while over
+    /// capacity (EMT-2 step 4, EMT-4).
+    pub fn push(&mut self, id: u64, event: EventName<'_>, data: Option<&str>, timestamp: f64) {
+        let event = self.intern(event);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        write_line(&mut scratch, id, self.fragment(event), data, timestamp);
+        let line_len = u32::try_from(scratch.len()).unwrap_or(u32::MAX);
+        self.scratch = scratch;
+        if self.len == 0 {
+            self.first_id = id;
         }
+        if self.tail.is_empty() {
+            self.tail_first_id = id;
+        }
+        self.tail.push_back(Hot {
+            event,
+            timestamp,
+            data: data.map(Box::from),
+            line_len,
+        });
+        self.len += 1;
+        self.bytes += line_len as usize;
+        if let Some(cap) = self.cap {
+            while self.len > cap {
+                self.pop_front();
+            }
+        }
+        if self.tail.len() >= BLOCK_LEN {
+            let hot: Vec<Hot> = self.tail.drain(..).collect();
+            let block = Block::seal(self.tail_first_id, &hot);
+            self.tail_first_id += hot.len() as u64;
+            self.blocks.push_back(block);
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(block) = self.blocks.front() {
+            let index = (self.first_id - block.first_id) as usize;
+            self.bytes -= block.line_lens.get(index).copied().unwrap_or(0) as usize;
+            if index + 1 >= block.len() {
+                self.blocks.pop_front();
+            }
+        } else if let Some(hot) = self.tail.pop_front() {
+            self.bytes -= hot.line_len as usize;
+            self.tail_first_id += 1;
+        }
+        self.first_id += 1;
+        self.len -= 1;
     }
 
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.len == 0
     }
 
-    /// Bytes of serialized records currently retained.
+    /// Bytes of the serialized records currently retained (what `run.events` would hold as JSON).
     pub fn retained_bytes(&self) -> usize {
         self.bytes
     }
 
     pub fn oldest_id(&self) -> Option<u64> {
-        self.ring.front().map(|r| r.id)
+        (self.len > 0).then_some(self.first_id)
     }
 
-    pub fn last(&self) -> Option<&Record> {
-        self.ring.back()
+    pub fn last(&self) -> Option<Record> {
+        let last = self.first_id + self.len as u64;
+        self.get(last.checked_sub(1)?)
     }
 
-    /// The record with `id`, if it is still buffered (ids are contiguous in the ring).
-    pub fn get(&self, id: u64) -> Option<&Record> {
-        let oldest = self.oldest_id()?;
-        let index = usize::try_from(id.checked_sub(oldest)?).ok()?;
-        self.ring.get(index)
+    /// The record with `id`, if it is still buffered.
+    pub fn get(&self, id: u64) -> Option<Record> {
+        if self.len == 0 || id < self.first_id || id >= self.first_id + self.len as u64 {
+            return None;
+        }
+        self.range(id).next()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Record> {
-        self.ring.iter()
+    /// Every retained record, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = Record> + '_ {
+        self.range(self.first_id)
+    }
+
+    /// Retained records with id ≥ `from`, oldest first (blocks are decoded one at a time).
+    pub fn range(&self, from: u64) -> impl Iterator<Item = Record> + '_ {
+        let from = from.max(self.first_id);
+        let sealed =
+            self.blocks
+                .iter()
+                .filter(move |b| b.first_id + b.len() as u64 > from)
+                .flat_map(move |block| {
+                    let records = block.unpack().unwrap_or_default();
+                    records.into_iter().enumerate().filter_map(
+                        move |(i, (event, timestamp, data))| {
+                            let id = block.first_id + i as u64;
+                            (id >= from).then(|| self.line(id, event, data.as_deref(), timestamp))
+                        },
+                    )
+                });
+        let hot = self.tail.iter().enumerate().filter_map(move |(i, hot)| {
+            let id = self.tail_first_id + i as u64;
+            (id >= from).then(|| self.line(id, hot.event, hot.data.as_deref(), hot.timestamp))
+        });
+        sealed.chain(hot)
+    }
+
+    fn line(&self, id: u64, event: u32, data: Option<&str>, timestamp: f64) -> Record {
+        let mut line = String::with_capacity(48 + data.map_or(0, str::len));
+        write_line(&mut line, id, self.fragment(event), data, timestamp);
+        Record { id, line }
     }
 
     /// The whole buffer as one JSON array text (what `run.events` parses).
     pub fn to_json_array(&self) -> String {
-        join_json(self.ring.iter())
+        join_json(self.iter())
     }
 }
 
 /// Joins record lines into a JSON array text.
-pub fn join_json<'a>(records: impl Iterator<Item = &'a Record>) -> String {
+pub fn join_json(records: impl Iterator<Item = Record>) -> String {
     let mut out = String::from("[");
     for (index, record) in records.enumerate() {
         if index > 0 {
@@ -188,8 +399,12 @@ mod tests {
     fn rec(id: u64) -> Record {
         Record {
             id,
-            line: record_line(id, EventName::Text("e"), Some("1"), 5.0).into(),
+            line: record_line(id, EventName::Text("e"), Some("1"), 5.0),
         }
+    }
+
+    fn push(history: &mut History, id: u64) {
+        history.push(id, EventName::Text("e"), Some("1"), 5.0);
     }
 
     #[test]
@@ -234,11 +449,11 @@ mod tests {
     fn emt_4_ring_keeps_the_last_max_events_records() {
         let mut history = History::new(Some(3));
         for id in 1..=5 {
-            history.push(rec(id));
+            push(&mut history, id);
         }
         assert_eq!(history.len(), 3);
         assert_eq!(history.oldest_id(), Some(3));
-        assert_eq!(history.get(4).map(|r| r.id), Some(4));
+        assert_eq!(history.get(4), Some(rec(4)));
         assert!(history.get(2).is_none());
         assert!(history.get(6).is_none());
         let parsed: Vec<serde_json::Value> =
@@ -252,9 +467,71 @@ mod tests {
     fn unbounded_history_keeps_everything() {
         let mut history = History::new(None);
         for id in 1..=100 {
-            history.push(rec(id));
+            push(&mut history, id);
         }
         assert_eq!(history.len(), 100);
         assert_eq!(History::new(None).to_json_array(), "[]");
+    }
+
+    #[test]
+    fn compressed_blocks_round_trip_every_line_and_trim_by_whole_blocks() {
+        let events = ["agent", "stdout", "a\"b", "end"];
+        let line_of = |id: u64| {
+            let data = format!("{{\"n\":{id},\"text\":\"delta {id}\"}}");
+            let event = EventName::Text(events[(id % 4) as usize]);
+            let data = if id % 7 == 0 { None } else { Some(data) };
+            (event, data, id as f64 * 1.5)
+        };
+        let mut history = History::new(Some(300));
+        for id in 1..=1000u64 {
+            let (event, data, ts) = line_of(id);
+            history.push(id, event, data.as_deref(), ts);
+        }
+        let expected: Vec<Record> = (701..=1000u64)
+            .map(|id| {
+                let (event, data, ts) = line_of(id);
+                Record {
+                    id,
+                    line: record_line(id, event, data.as_deref(), ts),
+                }
+            })
+            .collect();
+        let got: Vec<Record> = history.iter().collect();
+        assert_eq!(got, expected);
+        assert_eq!(history.len(), 300);
+        assert_eq!(history.oldest_id(), Some(701));
+        assert_eq!(
+            history.retained_bytes(),
+            expected.iter().map(|r| r.line.len()).sum::<usize>()
+        );
+        assert_eq!(history.get(777), Some(expected[76].clone()));
+        assert_eq!(history.get(700), None);
+        assert_eq!(history.last(), expected.last().cloned());
+        assert_eq!(history.range(990).count(), 11);
+        assert!(
+            history.blocks.len() <= 300 / BLOCK_LEN + 1,
+            "old blocks are dropped"
+        );
+        let parsed: Vec<serde_json::Value> =
+            serde_json::from_str(&history.to_json_array()).unwrap();
+        assert_eq!(parsed.len(), 300);
+        assert_eq!(parsed[0]["id"], 701);
+    }
+
+    #[test]
+    fn non_string_event_names_are_interned_as_json_fragments() {
+        let mut history = History::new(None);
+        history.push(1, EventName::Json(Some("42")), None, 1.0);
+        history.push(2, EventName::Json(None), Some("1"), 2.0);
+        history.push(3, EventName::Text("42"), None, 3.0);
+        let lines: Vec<String> = history.iter().map(|r| r.line).collect();
+        assert_eq!(
+            lines,
+            vec![
+                r#"{"id":1,"event":42,"timestamp":1}"#,
+                r#"{"id":2,"data":1,"timestamp":2}"#,
+                r#"{"id":3,"event":"42","timestamp":3}"#
+            ]
+        );
     }
 }

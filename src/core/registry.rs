@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::core::backfill;
 use crate::core::durable;
 use crate::core::escalation::{CancelGraces, Escalation, Step};
-use crate::core::history::{self, EventName, History, Record};
+use crate::core::history::{self, EventName, History};
 use crate::core::log_writer::{LogLimits, LogShared, LogTarget, LogWriter};
 use crate::core::policy;
 use crate::core::signals::{self, ChildHandle, Delivery, SignalSpec};
@@ -422,11 +422,7 @@ impl Service {
         let run = self.run_mut(slot)?;
         let id = run.next_event_id;
         run.next_event_id += 1;
-        let line: Arc<str> = history::record_line(id, event, data_json, now).into();
-        run.history.push(Record {
-            id,
-            line: Arc::clone(&line),
-        });
+        run.history.push(id, event, data_json, now);
         run.updated_at = now;
         let closed = run.log_closed;
         let target = run.log.clone();
@@ -439,6 +435,7 @@ impl Service {
             self.after_close += 1;
         } else if let Some(target) = target {
             let first = self.run(slot).is_ok_and(|r| !r.snapshotted);
+            let line: Arc<str> = history::record_line(id, event, data_json, now).into();
             if let Some(writer) = self.writer() {
                 writer.append(&target, &line);
             }
