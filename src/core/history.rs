@@ -252,6 +252,37 @@ impl History {
         (self.names.len() - 1) as u32
     }
 
+    /// The length of the line `write_line` would produce, without building it.
+    fn line_len(&mut self, id: u64, event: u32, data: Option<&str>, timestamp: f64) -> u32 {
+        let digits = |mut n: u64| {
+            let mut d = 1;
+            while n >= 10 {
+                n /= 10;
+                d += 1;
+            }
+            d
+        };
+        // {"id": N ,"timestamp": T }
+        let mut len = 6 + digits(id) + 13 + 1;
+        if let Some(fragment) = self.fragment(event) {
+            len += 9 + fragment.len(); // ,"event":
+        }
+        if let Some(data) = data {
+            len += 8 + data.len(); // ,"data":
+        }
+        len += if timestamp.is_finite()
+            && timestamp.fract() == 0.0
+            && timestamp.abs() < 9_007_199_254_740_992.0
+        {
+            usize::from(timestamp < 0.0) + digits(timestamp.abs() as u64)
+        } else {
+            self.scratch.clear();
+            push_json_number(&mut self.scratch, timestamp);
+            self.scratch.len()
+        };
+        u32::try_from(len).unwrap_or(u32::MAX)
+    }
+
     fn fragment(&self, event: u32) -> Option<&str> {
         self.names
             .get(event as usize)
@@ -262,11 +293,7 @@ impl History {
     /// capacity (EMT-2 step 4, EMT-4).
     pub fn push(&mut self, id: u64, event: EventName<'_>, data: Option<&str>, timestamp: f64) {
         let event = self.intern(event);
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        write_line(&mut scratch, id, self.fragment(event), data, timestamp);
-        let line_len = u32::try_from(scratch.len()).unwrap_or(u32::MAX);
-        self.scratch = scratch;
+        let line_len = self.line_len(id, event, data, timestamp);
         if self.len == 0 {
             self.first_id = id;
         }
@@ -516,6 +543,24 @@ mod tests {
             serde_json::from_str(&history.to_json_array()).unwrap();
         assert_eq!(parsed.len(), 300);
         assert_eq!(parsed[0]["id"], 701);
+    }
+
+    #[test]
+    fn computed_line_lengths_match_the_lines() {
+        let mut history = History::new(None);
+        let cases: [(EventName, Option<&str>, f64); 6] = [
+            (EventName::Text("agent"), Some("{\"a\":1}"), 1717171717171.0),
+            (EventName::Text("é\n"), None, 0.0),
+            (EventName::Json(None), Some("null"), -5.0),
+            (EventName::Json(Some("42")), None, 1.5),
+            (EventName::Text(""), Some("\"x\""), f64::NAN),
+            (EventName::Text("x"), Some("1"), 1e300),
+        ];
+        for (i, (event, data, ts)) in cases.iter().enumerate() {
+            history.push(i as u64 + 9, *event, *data, *ts);
+        }
+        let total: usize = history.iter().map(|r| r.line.len()).sum();
+        assert_eq!(history.retained_bytes(), total);
     }
 
     #[test]
