@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// Records per compressed block.
 pub const BLOCK_LEN: usize = 64;
@@ -50,7 +51,14 @@ pub fn record_line(
     line
 }
 
-fn write_line(out: &mut String, id: u64, event: Option<&str>, data: Option<&str>, timestamp: f64) {
+/// Writes one record line (no newline) into `out`.
+pub fn write_line(
+    out: &mut String,
+    id: u64,
+    event: Option<&str>,
+    data: Option<&str>,
+    timestamp: f64,
+) {
     out.push_str("{\"id\":");
     let _ = write!(out, "{id}");
     if let Some(fragment) = event {
@@ -107,12 +115,23 @@ pub fn push_json_number(out: &mut String, value: f64) {
     }
 }
 
+/// What `push` stored, for the log writer to format the same line off the JS thread.
+#[derive(Debug)]
+pub struct Pushed {
+    /// Length of the record's line.
+    pub line_len: u32,
+    /// The event's JSON fragment (`None`: key omitted).
+    pub event: Option<Arc<str>>,
+    /// `JSON.stringify(data)` (`None`: key omitted).
+    pub data: Option<Arc<str>>,
+}
+
 /// An interned event name: the raw JS string (for a `Text` name) and the JSON fragment the line
 /// carries (`None` = the `event` key is omitted).
 #[derive(Debug)]
 struct Name {
     raw: Option<Box<str>>,
-    fragment: Option<Box<str>>,
+    fragment: Option<Arc<str>>,
 }
 
 /// One record of the uncompressed tail.
@@ -120,7 +139,7 @@ struct Name {
 struct Hot {
     event: u32,
     timestamp: f64,
-    data: Option<Box<str>>,
+    data: Option<Arc<str>>,
     line_len: u32,
 }
 
@@ -240,12 +259,12 @@ impl History {
                 push_json_string(&mut fragment, text);
                 Name {
                     raw: Some(Box::from(text)),
-                    fragment: Some(fragment.into_boxed_str()),
+                    fragment: Some(Arc::from(fragment)),
                 }
             }
             EventName::Json(json) => Name {
                 raw: None,
-                fragment: json.map(Box::from),
+                fragment: json.map(Arc::from),
             },
         };
         self.names.push(entry);
@@ -292,8 +311,30 @@ impl History {
     /// Appends record `id` (ids must be contiguous) and trims from the front while over
     /// capacity (EMT-2 step 4, EMT-4).
     pub fn push(&mut self, id: u64, event: EventName<'_>, data: Option<&str>, timestamp: f64) {
+        self.push_shared(id, event, data, timestamp, false);
+    }
+
+    /// `push`, also returning the stored parts (shared, not copied) when `share` is set, for
+    /// the log writer to format the same line off the JS thread.
+    pub fn push_shared(
+        &mut self,
+        id: u64,
+        event: EventName<'_>,
+        data: Option<&str>,
+        timestamp: f64,
+        share: bool,
+    ) -> Option<Pushed> {
         let event = self.intern(event);
         let line_len = self.line_len(id, event, data, timestamp);
+        let data: Option<Arc<str>> = data.map(Arc::from);
+        let pushed = share.then(|| Pushed {
+            line_len,
+            event: self
+                .names
+                .get(event as usize)
+                .and_then(|n| n.fragment.clone()),
+            data: data.clone(),
+        });
         if self.len == 0 {
             self.first_id = id;
         }
@@ -303,7 +344,7 @@ impl History {
         self.tail.push_back(Hot {
             event,
             timestamp,
-            data: data.map(Box::from),
+            data,
             line_len,
         });
         self.len += 1;
@@ -319,6 +360,7 @@ impl History {
             self.tail_first_id += hot.len() as u64;
             self.blocks.push_back(block);
         }
+        pushed
     }
 
     fn pop_front(&mut self) {

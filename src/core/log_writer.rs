@@ -197,8 +197,19 @@ impl LogTarget {
     }
 }
 
+/// A line to append: either ready text, or the record's parts, formatted on the writer thread.
+pub enum LogLine {
+    Text(Arc<str>),
+    Parts {
+        id: u64,
+        event: Option<Arc<str>>,
+        data: Option<Arc<str>>,
+        timestamp: f64,
+    },
+}
+
 enum Command {
-    Append(Arc<LogTarget>, Arc<str>),
+    Append(Arc<LogTarget>, LogLine),
     /// Replace the run's status snapshot (after every line queued before it).
     Snapshot(Arc<LogTarget>, String),
     Close(u64),
@@ -318,7 +329,12 @@ impl LogWriter {
     /// Queues one line (without its trailing newline). False when the line was refused (queue
     /// full past the backpressure wait, or the thread is gone); the refusal is counted.
     pub fn append(&self, target: &Arc<LogTarget>, line: &Arc<str>) -> bool {
-        let bytes = line.len() + 1;
+        self.append_line(target, LogLine::Text(Arc::clone(line)), line.len())
+    }
+
+    /// Queues one record given as parts (`len`: its line length without the newline).
+    pub fn append_line(&self, target: &Arc<LogTarget>, line: LogLine, len: usize) -> bool {
+        let bytes = len + 1;
         let limits = &self.limits;
         if !self
             .shared
@@ -339,7 +355,7 @@ impl LogWriter {
         }
         if self
             .mailbox
-            .push(Command::Append(Arc::clone(target), Arc::clone(line)), false)
+            .push(Command::Append(Arc::clone(target), line), false)
             .is_err()
         {
             self.shared.dequeued(1, bytes);
@@ -392,7 +408,7 @@ struct OpenFile {
 
 struct Pending {
     target: Arc<LogTarget>,
-    bytes: Vec<u8>,
+    bytes: String,
     lines: u64,
 }
 
@@ -413,7 +429,7 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
     while let Some(batch) = mailbox.take(active) {
         for command in batch {
             match command {
-                Command::Append(target, line) => queue_line(&mut pending, target, &line),
+                Command::Append(target, line) => queue_line(&mut pending, target, line),
                 Command::Snapshot(target, json) => {
                     flush_pending(&mut pending, &mut files, shared);
                     let path = crate::core::durable::snapshot_path(&target.path);
@@ -449,21 +465,35 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
         .fetch_sub(files.open.len() as u64, Ordering::Relaxed);
 }
 
-fn queue_line(pending: &mut Vec<Pending>, target: Arc<LogTarget>, line: &str) {
+fn queue_line(pending: &mut Vec<Pending>, target: Arc<LogTarget>, line: LogLine) {
     let slot = match pending.iter_mut().rposition(|p| p.target.key == target.key) {
         Some(index) => &mut pending[index],
         None => {
             pending.push(Pending {
                 target,
-                bytes: Vec::with_capacity(line.len() + 1),
+                bytes: String::with_capacity(256),
                 lines: 0,
             });
             let last = pending.len() - 1;
             &mut pending[last]
         }
     };
-    slot.bytes.extend_from_slice(line.as_bytes());
-    slot.bytes.push(b'\n');
+    match line {
+        LogLine::Text(text) => slot.bytes.push_str(&text),
+        LogLine::Parts {
+            id,
+            event,
+            data,
+            timestamp,
+        } => crate::core::history::write_line(
+            &mut slot.bytes,
+            id,
+            event.as_deref(),
+            data.as_deref(),
+            timestamp,
+        ),
+    }
+    slot.bytes.push('\n');
     slot.lines += 1;
 }
 
@@ -523,7 +553,7 @@ fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
         },
     };
     open.last_used = tick;
-    match open.file.write_all(&batch.bytes) {
+    match open.file.write_all(batch.bytes.as_bytes()) {
         Ok(()) => {
             shared
                 .lines_written

@@ -13,7 +13,7 @@ use crate::core::backfill;
 use crate::core::durable;
 use crate::core::escalation::{CancelGraces, Escalation, Step};
 use crate::core::history::{self, EventName, History};
-use crate::core::log_writer::{LogLimits, LogShared, LogTarget, LogWriter};
+use crate::core::log_writer::{LogLimits, LogLine, LogShared, LogTarget, LogWriter};
 use crate::core::policy;
 use crate::core::signals::{self, ChildHandle, Delivery, SignalSpec};
 
@@ -422,10 +422,12 @@ impl Service {
         let run = self.run_mut(slot)?;
         let id = run.next_event_id;
         run.next_event_id += 1;
-        run.history.push(id, event, data_json, now);
-        run.updated_at = now;
-        let closed = run.log_closed;
         let target = run.log.clone();
+        let closed = run.log_closed;
+        let first = !run.snapshotted;
+        let logs = target.is_some() && persist && !closed;
+        let pushed = run.history.push_shared(id, event, data_json, now, logs);
+        run.updated_at = now;
         if target.is_none() {
             // Logging disabled: nothing to persist, nothing to count.
         } else if !persist {
@@ -433,11 +435,16 @@ impl Service {
         } else if closed {
             // IMP-1: a late event after finish/drop goes to memory and clients only.
             self.after_close += 1;
-        } else if let Some(target) = target {
-            let first = self.run(slot).is_ok_and(|r| !r.snapshotted);
-            let line: Arc<str> = history::record_line(id, event, data_json, now).into();
+        } else if let (Some(target), Some(pushed)) = (target, pushed) {
             if let Some(writer) = self.writer() {
-                writer.append(&target, &line);
+                // The writer thread formats the line from the parts the history keeps.
+                let line = LogLine::Parts {
+                    id,
+                    event: pushed.event,
+                    data: pushed.data,
+                    timestamp: now,
+                };
+                writer.append_line(&target, line, pushed.line_len as usize);
             }
             if first {
                 self.write_snapshot(slot, true);
