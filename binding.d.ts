@@ -43,6 +43,9 @@ export declare function destroyService(svc: number): void
 /** Resolves once every log line queued so far is written and closed files are closed (IMP-4). */
 export declare function flushLogs(svc: number): Promise<undefined>
 
+/** Registers an event name for `runEmitNamed` (the facade caches the number). */
+export declare function internEvent(svc: number, name: string): number
+
 export interface ReplayPlan {
   terminal: boolean
   records: string
@@ -83,6 +86,9 @@ export declare function runEmit(svc: number, slot: number, event: string, data: 
  * when `data` could not be serialized (the record keeps `data: null`, no log line).
  */
 export declare function runEmitEncoded(svc: number, slot: number, eventJson: string | undefined | null, data: string | undefined | null, persist: boolean, now: number): number
+
+/** The hottest `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`. */
+export declare function runEmitNamed(svc: number, slot: number, event: number, data: string | undefined | null, now: number): number
 
 /** Advances the cancel (`shutdown = false`) or shutdown plan. */
 export declare function runEscalationNext(svc: number, slot: number, shutdown: boolean, exited: boolean): number

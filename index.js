@@ -31,6 +31,8 @@ const IS_WINDOWS = process.platform === 'win32'
 // Bounds of the policy lowering (see lowerJson): deeper or larger inputs count as invalid.
 const LOWER_MAX_DEPTH = 8
 const LOWER_MAX_ITEMS = 65536
+// Distinct event names a service passes to the core as numbers; later new names go as strings.
+const MAX_INTERNED_EVENTS = 1024
 
 function isTerminal(status) {
   return status === 'succeeded' || status === 'failed' || status === 'canceled'
@@ -374,6 +376,8 @@ function createChatRunService(options) {
   }
   const svc = ctx.id
   const logging = opts.runsLogDir !== null
+  // event name -> number registered with the core (see record()).
+  const eventNames = new Map()
 
   function own(run, method) {
     const s = ChatRun.stateOf(run)
@@ -500,7 +504,17 @@ function createChatRunService(options) {
       persist = false
     }
     const plainName = typeof event === 'string' && event.isWellFormed()
-    if (plainName && persist) return native.runEmit(svc, s.slot, event, dataJson, now)
+    if (plainName && persist) {
+      // Known names cross as a number (cheaper than a string); the map is bounded so a host
+      // that invents a name per event falls back to passing the string.
+      let name = eventNames.get(event)
+      if (name === undefined && eventNames.size < MAX_INTERNED_EVENTS) {
+        name = native.internEvent(svc, event)
+        eventNames.set(event, name)
+      }
+      if (name !== undefined) return native.runEmitNamed(svc, s.slot, name, dataJson, now)
+      return native.runEmit(svc, s.slot, event, dataJson, now)
+    }
     let eventJson
     try {
       eventJson = JSON.stringify(event)

@@ -272,6 +272,28 @@ pub fn run_emit(
         .map_err(core_err)
 }
 
+/// Registers an event name for `runEmitNamed` (the facade caches the number).
+#[napi]
+pub fn intern_event(env: &Env, svc: u32, name: String) -> Result<u32> {
+    Ok(service(env, svc)?.intern_event(&name))
+}
+
+/// The hottest `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`.
+#[napi]
+pub fn run_emit_named(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    event: u32,
+    data: Option<String>,
+    now: f64,
+) -> Result<f64> {
+    service(env, svc)?
+        .emit_named(slot, event, data.as_deref(), now)
+        .map(|id| id as f64)
+        .map_err(core_err)
+}
+
 /// The general `emit`: the event as a JSON fragment (absent = omitted), and `persist = false`
 /// when `data` could not be serialized (the record keeps `data: null`, no log line).
 #[napi]

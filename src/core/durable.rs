@@ -3,9 +3,11 @@
 //! permissions), and a new service over the same directory reads them back.
 //!
 //! A snapshot is written when the run's directory first exists (its first persisted line), on
-//! host status writes after that, on `finish` and on `drop`. A run found non-terminal at restore
-//! was active when the old process died: it comes back `failed` with
-//! [`INTERRUPTED_CODE`], and its log gets a closing `'end'` line so replay ends cleanly.
+//! host status writes after that, and on `drop`. `finish` writes none: its verdict is the log's
+//! `'end'` line (which `finish` writes anyway), and restore reads it back from there, so
+//! finishing costs no extra file operations. A run whose snapshot and log both say it was still
+//! active when the old process died comes back `failed` with [`INTERRUPTED_CODE`], and its log
+//! gets a closing `'end'` line so replay ends cleanly.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -108,13 +110,74 @@ pub fn scan(dir: &Path) -> Vec<Found> {
     found
 }
 
+/// What a run's log says about its end: the last id, the last `'end'` record and the error
+/// fields its `'error'` records set (SPEC §8, in order).
+#[derive(Debug, Default, PartialEq)]
+pub struct LogState {
+    pub last_id: u64,
+    /// `(data, timestamp)` of the last `'end'` record.
+    pub end: Option<(Value, f64)>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+}
+
+/// Reads a run's log back (whole, valid lines only, in id order).
+pub fn read_log_state(path: &Path) -> LogState {
+    let mut state = LogState::default();
+    for line in crate::core::backfill::read_range(path, 0.0, u64::MAX) {
+        let Ok(record) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if let Some(id) = record.get("id").and_then(Value::as_u64) {
+            state.last_id = id;
+        }
+        match record.get("event").and_then(Value::as_str) {
+            Some("end") => {
+                let data = record.get("data").cloned().unwrap_or(Value::Null);
+                let ts = record
+                    .get("timestamp")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                state.end = Some((data, ts));
+            }
+            Some("error") => {
+                let (message, code) = error_fields(record.get("data"));
+                if message.is_some() {
+                    state.error = message;
+                }
+                if code.is_some() {
+                    state.error_code = code;
+                }
+            }
+            _ => {}
+        }
+    }
+    state
+}
+
+/// SPEC ERR-1/ERR-2 on the JSON image of an `'error'` event's data.
+fn object(value: Option<&Value>) -> Option<&Value> {
+    value.filter(|v| v.is_object() || v.is_array())
+}
+
+fn error_fields(data: Option<&Value>) -> (Option<String>, Option<String>) {
+    let payload = object(data);
+    let nested = object(payload.and_then(|p| p.get("error")));
+    let pick = |key: &str| {
+        [nested, payload].into_iter().flatten().find_map(|v| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .map(crate::core::policy::js_trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+        })
+    };
+    (pick("message"), pick("code"))
+}
+
 /// The highest record id in a log (0 when there is none).
 pub fn last_log_id(path: &Path) -> u64 {
-    crate::core::backfill::read_range(path, 0.0, u64::MAX)
-        .last()
-        .and_then(|line| serde_json::from_str::<Value>(line).ok())
-        .and_then(|v| v.get("id").and_then(Value::as_u64))
-        .unwrap_or(0)
+    read_log_state(path).last_id
 }
 
 /// Appends one line to a log, first ending a torn last line (a crash mid-write) so the new
@@ -206,6 +269,32 @@ mod tests {
         }
         let leftovers: Vec<_> = fs::read_dir(d.join("x")).unwrap().flatten().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn log_state_reads_the_end_verdict_and_error_fields() {
+        let d = dir("state");
+        fs::create_dir_all(&d).unwrap();
+        let path = d.join("events.jsonl");
+        fs::write(
+            &path,
+            concat!(
+                "{\"id\":1,\"event\":\"error\",\"data\":{\"message\":\" outer \",\"error\":{\"code\":\"E1\"}},\"timestamp\":1}\n",
+                "{\"id\":2,\"event\":\"error\",\"data\":{\"error\":{\"message\":\"inner\"}},\"timestamp\":2}\n",
+                "{\"id\":3,\"event\":\"end\",\"data\":{\"code\":1,\"signal\":null,\"status\":\"failed\"},\"timestamp\":3}\n",
+                "{\"id\":4,\"ev"
+            ),
+        )
+        .unwrap();
+        let state = read_log_state(&path);
+        assert_eq!(state.last_id, 3);
+        assert_eq!(state.error.as_deref(), Some("inner"));
+        assert_eq!(state.error_code.as_deref(), Some("E1"));
+        let (data, ts) = state.end.unwrap();
+        assert_eq!(data["status"], "failed");
+        assert_eq!(ts, 3.0);
+        assert_eq!(read_log_state(&d.join("missing")), LogState::default());
         let _ = fs::remove_dir_all(&d);
     }
 

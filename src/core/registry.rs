@@ -33,6 +33,7 @@ pub fn is_terminal(status: Option<&str>) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoreError {
     UnknownRun(u32),
+    UnknownEventName(u32),
 }
 
 impl std::fmt::Display for CoreError {
@@ -41,6 +42,10 @@ impl std::fmt::Display for CoreError {
             CoreError::UnknownRun(slot) => write!(
                 f,
                 "run handle {slot} is not a live run of this service (expected a run object returned by this service's create())"
+            ),
+            CoreError::UnknownEventName(id) => write!(
+                f,
+                "event name number {id} was never registered with this service (expected a number from intern_event)"
             ),
         }
     }
@@ -253,6 +258,9 @@ pub struct Service {
     next_log_key: u64,
     log_shared: Arc<LogShared>,
     writer: Option<LogWriter>,
+    /// Event names the facade registered with [`Service::intern_event`], so the hot `emit`
+    /// path crosses the boundary with a number instead of a string.
+    event_names: Vec<Arc<str>>,
     unserializable: u64,
     after_close: u64,
 }
@@ -271,6 +279,7 @@ impl Service {
             next_log_key: 0,
             log_shared: Arc::new(log_shared),
             writer: None,
+            event_names: Vec::new(),
             unserializable: 0,
             after_close: 0,
         }
@@ -453,6 +462,27 @@ impl Service {
         Ok(id)
     }
 
+    /// Registers an event name and returns its number for [`Service::emit_named`]. The facade
+    /// keeps the name → number map (and bounds it); the core only stores the texts.
+    pub fn intern_event(&mut self, name: &str) -> u32 {
+        self.event_names.push(Arc::from(name));
+        (self.event_names.len() - 1) as u32
+    }
+
+    /// `emit` with an event name registered by [`Service::intern_event`].
+    pub fn emit_named(
+        &mut self,
+        slot: u32,
+        event: u32,
+        data_json: Option<&str>,
+        now: f64,
+    ) -> CoreResult<u64> {
+        let Some(name) = self.event_names.get(event as usize).cloned() else {
+            return Err(CoreError::UnknownEventName(event));
+        };
+        self.emit(slot, EventName::Text(&name), data_json, true, now)
+    }
+
     /// §8: records what the facade extracted from an `'error'` event.
     pub fn set_error(
         &mut self,
@@ -492,7 +522,7 @@ impl Service {
         let id = self.emit(slot, EventName::Text("end"), Some(end_data_json), true, now)?;
         let run = self.run_mut(slot)?;
         run.end_event_id = Some(id);
-        self.write_snapshot(slot, false);
+        // No snapshot: the 'end' line just queued is the durable verdict (see durable.rs).
         self.close_log(slot)?;
         Ok(Some(id))
     }
@@ -532,12 +562,36 @@ impl Service {
             if self.by_id.contains_key(&id) {
                 continue;
             }
+            let log = durable::read_log_state(&found.log_path);
             let mut next_event_id = snap
                 .get("nextEventId")
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(1)
-                .max(durable::last_log_id(&found.log_path) + 1);
+                .max(log.last_id + 1);
             let mut status = text(&snap, "status");
+            // The log's 'end' line carries finish's verdict (finish writes no snapshot).
+            if let Some((end, at)) = log.end.filter(|_| !is_terminal(status.as_deref())) {
+                let end_status = end.get("status").and_then(serde_json::Value::as_str);
+                if is_terminal(end_status) {
+                    status = end_status.map(str::to_owned);
+                    snap.insert("status".into(), end_status.into());
+                    snap.insert(
+                        "exitCode".into(),
+                        end.get("code").cloned().unwrap_or_default(),
+                    );
+                    snap.insert(
+                        "signal".into(),
+                        end.get("signal").cloned().unwrap_or_default(),
+                    );
+                    snap.insert("updatedAt".into(), at.into());
+                    if let Some(error) = &log.error {
+                        snap.insert("error".into(), error.as_str().into());
+                    }
+                    if let Some(code) = &log.error_code {
+                        snap.insert("errorCode".into(), code.as_str().into());
+                    }
+                }
+            }
             if !is_terminal(status.as_deref()) {
                 let end = history::record_line(
                     next_event_id,
@@ -1078,6 +1132,24 @@ mod tests {
     }
 
     #[test]
+    fn interned_event_names_emit_the_same_records_as_strings() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let agent = svc.intern_event("agent");
+        assert_eq!(svc.emit_named(slot, agent, Some("1"), 5.0).unwrap(), 1);
+        svc.emit(slot, EventName::Text("agent"), Some("1"), true, 5.0)
+            .unwrap();
+        let events: Vec<serde_json::Value> =
+            serde_json::from_str(&svc.events_json(slot).unwrap()).unwrap();
+        assert_eq!(events[0]["event"], "agent");
+        assert_eq!(events[0]["data"], events[1]["data"]);
+        assert_eq!(
+            svc.emit_named(slot, 99, None, 5.0),
+            Err(CoreError::UnknownEventName(99))
+        );
+    }
+
+    #[test]
     fn fin_1_first_terminal_verdict_wins_with_one_end_event() {
         let mut svc = service(Some(10), None);
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
@@ -1196,12 +1268,13 @@ mod tests {
         let mut old = service(Some(10), Some(layout.clone()));
         let done = old.create(meta("p", "c1"), 1.0);
         emit(&mut old, done.slot, "1");
+        // As the facade does: the end data carries the verdict, which restore reads back.
         old.finish(
             done.slot,
             Some("succeeded".into()),
             Some(0.0),
             None,
-            "{}",
+            r#"{"code":0,"signal":null,"status":"succeeded"}"#,
             2.0,
         )
         .unwrap();
