@@ -155,38 +155,6 @@ class ChatRun {
     return run !== null && typeof run === 'object' && #s in run ? run.#s : undefined
   }
 
-  get projectId() {
-    return this.#s.projectId
-  }
-  set projectId(value) {
-    const s = this.#s
-    s.projectId = value
-    native.runSetText(s.ctx.id, s.slot, 'projectId', textOrNull(value))
-  }
-  get conversationId() {
-    return this.#s.conversationId
-  }
-  set conversationId(value) {
-    const s = this.#s
-    s.conversationId = value
-    native.runSetText(s.ctx.id, s.slot, 'conversationId', textOrNull(value))
-  }
-  get status() {
-    return this.#s.status
-  }
-  set status(value) {
-    const s = this.#s
-    s.status = value
-    native.runSetText(s.ctx.id, s.slot, 'status', textOrNull(value))
-  }
-  get updatedAt() {
-    return this.#s.updatedAt
-  }
-  set updatedAt(value) {
-    const s = this.#s
-    s.updatedAt = value
-    native.runSetNumber(s.ctx.id, s.slot, 'updatedAt', numberOrNull(value))
-  }
   get events() {
     const s = this.#s
     if (s.events === null) s.events = JSON.parse(native.runEvents(s.ctx.id, s.slot))
@@ -201,54 +169,38 @@ class ChatRun {
   set nextEventId(_value) {
     throw new TypeError('run.nextEventId is owned by the service (ids are assigned by emit())')
   }
-  get exitCode() {
-    return this.#s.exitCode
-  }
-  set exitCode(value) {
-    const s = this.#s
-    s.exitCode = value
-    native.runSetNumber(s.ctx.id, s.slot, 'exitCode', numberOrNull(value))
-  }
-  get signal() {
-    return this.#s.signal
-  }
-  set signal(value) {
-    const s = this.#s
-    s.signal = value
-    native.runSetText(s.ctx.id, s.slot, 'signal', value == null ? null : String(value))
-  }
-  get error() {
-    return this.#s.error
-  }
-  set error(value) {
-    const s = this.#s
-    s.error = value
-    native.runSetText(s.ctx.id, s.slot, 'error', textOrNull(value))
-  }
-  get errorCode() {
-    return this.#s.errorCode
-  }
-  set errorCode(value) {
-    const s = this.#s
-    s.errorCode = value
-    native.runSetText(s.ctx.id, s.slot, 'errorCode', textOrNull(value))
-  }
-  get cancelRequested() {
-    return this.#s.cancelRequested
-  }
-  set cancelRequested(value) {
-    const s = this.#s
-    s.cancelRequested = value
-    native.runSetNumber(s.ctx.id, s.slot, 'cancelRequested', value ? 1 : 0)
-  }
-  get childExitObservedAt() {
-    return this.#s.childExitObservedAt
-  }
-  set childExitObservedAt(value) {
-    const s = this.#s
-    s.childExitObservedAt = value
-    native.runSetNumber(s.ctx.id, s.slot, 'childExitObservedAt', numberOrNull(value))
-  }
+}
+
+// Core-owned fields the host may write: reads come from the per-run mirror, writes update it
+// and go through to the core, converted to what the core stores (a non-string or non-number
+// value is kept verbatim in the mirror and reaches the core as "none").
+const toText = textOrNull
+const toNumber = numberOrNull
+const CORE_FIELDS = [
+  ['projectId', native.runSetText, toText],
+  ['conversationId', native.runSetText, toText],
+  ['status', native.runSetText, toText],
+  ['updatedAt', native.runSetNumber, toNumber],
+  ['exitCode', native.runSetNumber, toNumber],
+  ['signal', native.runSetText, (value) => (value == null ? null : String(value))],
+  ['error', native.runSetText, toText],
+  ['errorCode', native.runSetText, toText],
+  ['cancelRequested', native.runSetNumber, (value) => (value ? 1 : 0)],
+  ['childExitObservedAt', native.runSetNumber, toNumber],
+]
+for (const [field, write, convert] of CORE_FIELDS) {
+  Object.defineProperty(ChatRun.prototype, field, {
+    configurable: true,
+    enumerable: false,
+    get() {
+      return ChatRun.stateOf(this)[field]
+    },
+    set(value) {
+      const s = ChatRun.stateOf(this)
+      s[field] = value
+      write(s.ctx.id, s.slot, field, convert(value))
+    },
+  })
 }
 
 // Reclaims a run's native slot (and its history) once nothing can reach its state any more:
