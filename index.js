@@ -682,7 +682,8 @@ function createChatRunService(options) {
       }
       switch (step) {
         case STEP_DONE:
-          return statusBody(run)
+          // cancel() resolves to the status body; shutdownActive() resolves to undefined.
+          return shutdown ? undefined : statusBody(run)
         case STEP_ABORT:
           try {
             run.acpSession.abort()
@@ -761,7 +762,7 @@ function createChatRunService(options) {
       }
     })
     const results = await Promise.allSettled(tasks)
-    await native.flushLogs(svc)
+    if (logging) await native.flushLogs(svc)
     const failure = results.find((r) => r.status === 'rejected')
     if (failure) throw failure.reason
   }
