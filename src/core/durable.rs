@@ -175,11 +175,6 @@ fn error_fields(data: Option<&Value>) -> (Option<String>, Option<String>) {
     (pick("message"), pick("code"))
 }
 
-/// The highest record id in a log (0 when there is none).
-pub fn last_log_id(path: &Path) -> u64 {
-    read_log_state(path).last_id
-}
-
 /// Appends one line to a log, first ending a torn last line (a crash mid-write) so the new
 /// line stays whole.
 pub fn append_line(path: &Path, line: &str) -> io::Result<()> {
@@ -309,7 +304,7 @@ mod tests {
             fs::read_to_string(&path).unwrap(),
             "{\"id\":1}\n{\"id\":2,\"ev\n{\"id\":3}\n"
         );
-        assert_eq!(last_log_id(&path), 3);
+        assert_eq!(read_log_state(&path).last_id, 3);
         let _ = fs::remove_dir_all(&d);
     }
 
