@@ -46,11 +46,6 @@ export declare function flushLogs(svc: number): Promise<undefined>
 /** Registers an event name for `runEmitNamed` (the facade caches the number). */
 export declare function internEvent(svc: number, name: string): number
 
-export interface ReplayPlan {
-  terminal: boolean
-  records: string
-}
-
 export interface RestoredRun {
   slot: number
   /** The run's `run.json` snapshot (after an interrupted run was marked failed). */
@@ -113,8 +108,11 @@ export declare function runReapGroup(svc: number, slot: number): boolean
 /** The JS run object was collected. */
 export declare function runRelease(svc: number, slot: number): void
 
-/** `stream()`: what to send for `cursor` (JS `Number(raw)`). */
-export declare function runReplay(svc: number, slot: number, cursor: number): ReplayPlan
+/**
+ * `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact form of
+ * `core::replay`.
+ */
+export declare function runReplay(svc: number, slot: number, cursor: number): string
 
 /** §8: the message/code the facade extracted from an `'error'` event. */
 export declare function runSetError(svc: number, slot: number, message?: string | undefined | null, code?: string | undefined | null): void

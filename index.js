@@ -304,6 +304,32 @@ function waitForExit(child, ms) {
   })
 }
 
+// Decodes the core's compact replay text (see src/core/replay.rs):
+// [terminal, datas, firstId | ids, [[name] | [], ...], nameIndex | nameIndexes, missing].
+function decodeReplay(text) {
+  const [terminal, datas, ids, wrapped, nameIndex, missing] = JSON.parse(text)
+  for (let i = 0; i < missing.length; i++) datas[missing[i]] = undefined
+  const names = wrapped.map((name) => (name.length === 0 ? undefined : name[0]))
+  return { terminal: terminal === 1, ids, names, nameIndex, datas, next: 0 }
+}
+
+// Sends the records of `batch` from index `start` whose id is above `after`.
+function sendBatch(sse, batch, start, after) {
+  const { ids, names, nameIndex, datas } = batch
+  const contiguous = typeof ids === 'number'
+  const shared = typeof nameIndex === 'number'
+  const name = shared ? names[nameIndex] : undefined
+  for (let i = start; i < datas.length; i++) {
+    const id = contiguous ? ids + i : ids[i]
+    if (id <= after) continue
+    try {
+      sse.send(shared ? name : names[nameIndex[i]], datas[i], id)
+    } catch {
+      // IMP-6: one broken client never breaks the run or the other clients.
+    }
+  }
+}
+
 function safeCall(target, method, ...args) {
   try {
     target[method](...args)
@@ -363,6 +389,7 @@ function createChatRunService(options) {
       updatedAt: now,
       nextEventId: 1,
       events: null,
+      replayed: null,
       exitCode: null,
       signal: null,
       error: null,
@@ -395,6 +422,7 @@ function createChatRunService(options) {
         updatedAt: snap.updatedAt,
         nextEventId: snap.nextEventId,
         events: null,
+        replayed: null,
         exitCode: snap.exitCode ?? null,
         signal: snap.signal ?? null,
         error: snap.error ?? null,
@@ -626,17 +654,30 @@ function createChatRunService(options) {
     const cursor = readCursor(req)
     // IMP-7: send a snapshot, then whatever was emitted from inside those sends, exactly once.
     let seen = s.nextEventId - 1
-    let plan = native.runReplay(svc, s.slot, cursor)
-    for (const r of JSON.parse(plan.records)) safeCall(sse, 'send', r.event, r.data, r.id)
+    let batch = replayed(s, cursor)
+    let terminal
+    if (batch !== null) {
+      terminal = isTerminal(s.status)
+      sendBatch(sse, batch, cursor - batch.ids + 1, -Infinity)
+    } else {
+      batch = decodeReplay(native.runReplay(svc, s.slot, cursor))
+      terminal = batch.terminal
+      // Contiguous ids (always, unless records came back from the log): keep the batch for
+      // the next client of this run, until the next emit or until V8 collects it.
+      if (typeof batch.ids === 'number') {
+        batch.next = s.nextEventId
+        s.replayed = new WeakRef(batch)
+      }
+      sendBatch(sse, batch, 0, -Infinity)
+    }
     while (s.nextEventId - 1 > seen) {
       const from = seen
       seen = s.nextEventId - 1
-      plan = native.runReplay(svc, s.slot, from)
-      for (const r of JSON.parse(plan.records)) {
-        if (r.id > from) safeCall(sse, 'send', r.event, r.data, r.id)
-      }
+      batch = decodeReplay(native.runReplay(svc, s.slot, from))
+      terminal = batch.terminal
+      sendBatch(sse, batch, 0, from)
     }
-    if (plan.terminal) {
+    if (terminal) {
       safeCall(sse, 'end')
       return
     }
@@ -645,6 +686,14 @@ function createChatRunService(options) {
       run.clients.delete(sse)
       safeCall(sse, 'cleanup')
     })
+  }
+
+  // The cached batch of an earlier replay of this run, when it still holds exactly the records
+  // the core would pick for `cursor` (nothing emitted since, at least one record after it).
+  function replayed(s, cursor) {
+    const batch = s.replayed?.deref()
+    if (batch === undefined || batch.next !== s.nextEventId || !Number.isInteger(cursor)) return null
+    return cursor >= batch.ids - 1 && cursor < batch.ids + batch.datas.length - 1 ? batch : null
   }
 
   function signalChild(run, signal) {

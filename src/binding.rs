@@ -7,6 +7,7 @@
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::JsString;
 use napi_derive::napi;
 
 use crate::core::escalation::{CancelGraces, Fallback, Step};
@@ -376,24 +377,34 @@ pub fn run_release(env: &Env, svc: u32, slot: u32) -> Result<()> {
 
 /// `run.events` as a JSON array text.
 #[napi]
-pub fn run_events(env: &Env, svc: u32, slot: u32) -> Result<String> {
-    service(env, svc)?.events_json(slot).map_err(core_err)
+pub fn run_events<'env>(env: &'env Env, svc: u32, slot: u32) -> Result<JsString<'env>> {
+    let text = service(env, svc)?.events_json(slot).map_err(core_err)?;
+    js_text(env, &text)
 }
 
-#[napi(object)]
-pub struct ReplayPlan {
-    pub terminal: bool,
-    pub records: String,
+/// A large text for JS. ASCII (the usual case: `JSON.stringify` output of ASCII content) goes
+/// in as Latin-1, which V8 copies as is, instead of UTF-8, which it decodes byte by byte.
+fn js_text<'env>(env: &'env Env, text: &str) -> Result<JsString<'env>> {
+    if text.is_ascii() {
+        env.create_string_latin1(text.as_bytes())
+    } else {
+        env.create_string(text)
+    }
 }
 
-/// `stream()`: what to send for `cursor` (JS `Number(raw)`).
+/// `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact form of
+/// `core::replay`.
 #[napi]
-pub fn run_replay(env: &Env, svc: u32, slot: u32, cursor: f64) -> Result<ReplayPlan> {
-    let replay = service(env, svc)?.replay(slot, cursor).map_err(core_err)?;
-    Ok(ReplayPlan {
-        terminal: replay.terminal,
-        records: replay.records_json,
-    })
+pub fn run_replay<'env>(
+    env: &'env Env,
+    svc: u32,
+    slot: u32,
+    cursor: f64,
+) -> Result<JsString<'env>> {
+    let text = service(env, svc)?
+        .replay_batch(slot, cursor)
+        .map_err(core_err)?;
+    js_text(env, &text)
 }
 
 /// Host writes of core-owned text fields (`status`, `projectId`, `conversationId`, `signal`,

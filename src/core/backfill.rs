@@ -40,6 +40,10 @@ pub fn read_range(path: &Path, after: f64, before: u64) -> Vec<String> {
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
+        // A record is an object (serde would also read `[id]` as this struct).
+        if !text.trim_start().starts_with('{') {
+            continue;
+        }
         let Ok(IdOnly { id }) = serde_json::from_str::<IdOnly>(&text) else {
             continue;
         };
@@ -85,7 +89,7 @@ mod tests {
     fn imp_3_reads_the_open_range_in_order_and_skips_bad_lines() {
         let path = write(
             "range",
-            "{\"id\":1,\"event\":\"a\"}\n{\"id\":2,\"ev\ngarbage\n{\"id\":3,\"event\":\"c\"}\n{\"id\":3,\"event\":\"dup\"}\n{\"id\":4}\n{\"id\":5}\n",
+            "{\"id\":1,\"event\":\"a\"}\n{\"id\":2,\"ev\ngarbage\n[2]\n{\"id\":3,\"event\":\"c\"}\n{\"id\":3,\"event\":\"dup\"}\n{\"id\":4}\n{\"id\":5}\n",
         );
         let lines = read_range(&path, 0.0, 5);
         assert_eq!(

@@ -115,6 +115,16 @@ pub fn push_json_number(out: &mut String, value: f64) {
     }
 }
 
+/// One retained record as stored: its id, interned event name, timestamp and data JSON
+/// (borrowed from the tail or from a block decoded for the visit).
+#[derive(Clone, Copy, Debug)]
+pub struct Part<'a> {
+    pub id: u64,
+    event: u32,
+    pub timestamp: f64,
+    pub data: Option<&'a str>,
+}
+
 /// What `push` stored, for the log writer to format the same line off the JS thread.
 #[derive(Debug)]
 pub struct Pushed {
@@ -186,28 +196,59 @@ impl Block {
         self.line_lens.len()
     }
 
-    /// Decodes the block's records (None if the bytes are corrupt, which only a bug could cause).
-    fn unpack(&self) -> Option<Vec<(u32, f64, Option<String>)>> {
-        let raw = lz4_flex::decompress_size_prepended(&self.packed).ok()?;
-        let mut out = Vec::with_capacity(self.len());
+    /// Calls `f` with the block's records from index `skip` on, at most `limit` of them;
+    /// returns how many it visited. Decoding stops at the first corrupt byte (only a bug
+    /// could cause one).
+    fn visit(&self, skip: usize, limit: usize, f: &mut impl FnMut(Part<'_>)) -> usize {
+        let Ok(raw) = lz4_flex::decompress_size_prepended(&self.packed) else {
+            return 0;
+        };
         let mut at = 0usize;
-        let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
-            let slice = raw.get(*at..*at + n)?;
-            *at += n;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let slice = raw.get(at..at.checked_add(n)?)?;
+            at += n;
             Some(slice)
         };
-        for _ in 0..self.len() {
-            let event = u32::from_le_bytes(take(&mut at, 4)?.try_into().ok()?);
-            let timestamp = f64::from_le_bytes(take(&mut at, 8)?.try_into().ok()?);
-            let len = u32::from_le_bytes(take(&mut at, 4)?.try_into().ok()?);
+        let mut visited = 0;
+        for i in 0..self.len() {
+            if visited == limit {
+                break;
+            }
+            let Some(head) = take(16) else {
+                break;
+            };
+            let word = |from: usize| -> [u8; 4] {
+                let mut bytes = [0u8; 4];
+                bytes.copy_from_slice(&head[from..from + 4]);
+                bytes
+            };
+            let event = u32::from_le_bytes(word(0));
+            let mut stamp = [0u8; 8];
+            stamp.copy_from_slice(&head[4..12]);
+            let timestamp = f64::from_le_bytes(stamp);
+            let len = u32::from_le_bytes(word(12));
             let data = if len == NO_DATA {
                 None
             } else {
-                Some(String::from_utf8(take(&mut at, len as usize)?.to_vec()).ok()?)
+                let Some(bytes) = take(len as usize) else {
+                    break;
+                };
+                let Ok(text) = std::str::from_utf8(bytes) else {
+                    break;
+                };
+                Some(text)
             };
-            out.push((event, timestamp, data));
+            if i >= skip {
+                f(Part {
+                    id: self.first_id + i as u64,
+                    event,
+                    timestamp,
+                    data,
+                });
+                visited += 1;
+            }
         }
-        Some(out)
+        visited
     }
 }
 
@@ -402,10 +443,12 @@ impl History {
 
     /// The record with `id`, if it is still buffered.
     pub fn get(&self, id: u64) -> Option<Record> {
-        if self.len == 0 || id < self.first_id || id >= self.first_id + self.len as u64 {
+        if id < self.first_id {
             return None;
         }
-        self.range(id).next()
+        let mut found = None;
+        self.visit(id, 1, |part| found = Some(self.line(&part)));
+        found
     }
 
     /// Every retained record, oldest first.
@@ -413,33 +456,63 @@ impl History {
         self.range(self.first_id)
     }
 
-    /// Retained records with id ≥ `from`, oldest first (blocks are decoded one at a time).
+    /// Retained records with id ≥ `from`, oldest first.
     pub fn range(&self, from: u64) -> impl Iterator<Item = Record> + '_ {
-        let from = from.max(self.first_id);
-        let sealed =
-            self.blocks
-                .iter()
-                .filter(move |b| b.first_id + b.len() as u64 > from)
-                .flat_map(move |block| {
-                    let records = block.unpack().unwrap_or_default();
-                    records.into_iter().enumerate().filter_map(
-                        move |(i, (event, timestamp, data))| {
-                            let id = block.first_id + i as u64;
-                            (id >= from).then(|| self.line(id, event, data.as_deref(), timestamp))
-                        },
-                    )
-                });
-        let hot = self.tail.iter().enumerate().filter_map(move |(i, hot)| {
-            let id = self.tail_first_id + i as u64;
-            (id >= from).then(|| self.line(id, hot.event, hot.data.as_deref(), hot.timestamp))
-        });
-        sealed.chain(hot)
+        let mut records = Vec::new();
+        self.visit(from, usize::MAX, |part| records.push(self.line(&part)));
+        records.into_iter()
     }
 
-    fn line(&self, id: u64, event: u32, data: Option<&str>, timestamp: f64) -> Record {
+    /// Calls `f` with at most `limit` retained records with id ≥ `from`, oldest first. Blocks
+    /// wholly before `from` are skipped without being decoded.
+    pub fn visit(&self, from: u64, limit: usize, mut f: impl FnMut(Part<'_>)) {
+        let from = from.max(self.first_id);
+        let mut left = limit;
+        for block in &self.blocks {
+            if left == 0 {
+                return;
+            }
+            let end = block.first_id + block.len() as u64;
+            if end <= from {
+                continue;
+            }
+            let skip = from.saturating_sub(block.first_id) as usize;
+            left -= block.visit(skip, left, &mut f);
+        }
+        for (i, hot) in self.tail.iter().enumerate() {
+            if left == 0 {
+                return;
+            }
+            let id = self.tail_first_id + i as u64;
+            if id >= from {
+                f(Part {
+                    id,
+                    event: hot.event,
+                    timestamp: hot.timestamp,
+                    data: hot.data.as_deref(),
+                });
+                left -= 1;
+            }
+        }
+    }
+
+    /// The JSON fragment of a part's event name (`None`: the key is omitted).
+    pub fn event_fragment(&self, part: &Part<'_>) -> Option<&str> {
+        self.fragment(part.event)
+    }
+
+    /// The record line of a part.
+    pub fn line(&self, part: &Part<'_>) -> Record {
+        let data = part.data;
         let mut line = String::with_capacity(48 + data.map_or(0, str::len));
-        write_line(&mut line, id, self.fragment(event), data, timestamp);
-        Record { id, line }
+        write_line(
+            &mut line,
+            part.id,
+            self.fragment(part.event),
+            data,
+            part.timestamp,
+        );
+        Record { id: part.id, line }
     }
 
     /// The whole buffer as one JSON array text (what `run.events` parses).

@@ -6,6 +6,7 @@
 //!   exactly one `end`, ids, eviction decisions, list/get indexes).
 //! - [`history`]: the `maxEvents` event ring, kept as serialized JSON records.
 //! - [`log_writer`]: the JSONL appender thread (batched writes, close, flush barrier).
+//! - [`replay`]: the compact form replayed records cross to JS in.
 //! - [`backfill`]: reads evicted records back from a run's log for old cursors (IMP-3).
 //! - [`durable`]: per-run status snapshots (`run.json`) and restoring runs after a restart.
 //! - [`escalation`]: the cancel / shutdown plan (abort → SIGTERM → grace → SIGKILL).
@@ -20,5 +21,6 @@ pub mod history;
 pub mod log_writer;
 pub mod policy;
 pub mod registry;
+pub mod replay;
 pub mod signals;
 pub mod timing;

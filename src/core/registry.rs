@@ -15,6 +15,7 @@ use crate::core::escalation::{CancelGraces, Escalation, Step};
 use crate::core::history::{self, EventName, History};
 use crate::core::log_writer::{LogLimits, LogLine, LogShared, LogTarget, LogWriter};
 use crate::core::policy;
+use crate::core::replay::BatchWriter;
 use crate::core::signals::{self, ChildHandle, Delivery, SignalSpec};
 
 /// The three terminal statuses, in their fixed order (MOD-1, MOD-5).
@@ -171,6 +172,46 @@ pub struct Replay {
     pub terminal: bool,
     /// JSON array of the records to send, in order.
     pub records_json: String,
+}
+
+/// What a replay sends, before it is encoded.
+struct Picked {
+    terminal: bool,
+    /// Lines read back from the log (IMP-3), older than everything in `held`.
+    logged: Vec<String>,
+    held: Held,
+}
+
+/// The records of the in-memory history a replay sends.
+enum Held {
+    Nothing,
+    /// Every record with id ≥ this.
+    From(u64),
+    /// This one record.
+    Only(u64),
+}
+
+impl Picked {
+    /// About the serialized size of the held records (their share of the history's bytes).
+    fn held_bytes(&self, history: &History) -> usize {
+        let count = match self.held {
+            Held::Nothing => 0,
+            Held::From(from) => history.oldest_id().map_or(0, |oldest| {
+                let end = oldest + history.len() as u64;
+                end.saturating_sub(from.max(oldest)) as usize
+            }),
+            Held::Only(_) => 1,
+        };
+        history.retained_bytes() / history.len().max(1) * count
+    }
+
+    fn visit(&self, history: &History, f: impl FnMut(history::Part<'_>)) {
+        match self.held {
+            Held::Nothing => {}
+            Held::From(from) => history.visit(from, usize::MAX, f),
+            Held::Only(id) => history.visit(id, 1, f),
+        }
+    }
 }
 
 /// Which plan `escalation_next` advances.
@@ -785,45 +826,82 @@ impl Service {
     }
 
     /// STR-3/STR-4 with IMP-8, and IMP-3 when the run has a log. `cursor` is JS `Number(raw)`.
+    /// Each record as its whole line (what `events.jsonl` holds).
     pub fn replay(&self, slot: u32, cursor: f64) -> CoreResult<Replay> {
-        let run = self.run(slot)?;
-        let backfilled = self.backfill(run, cursor);
-        let all = !cursor.is_finite();
-        let mut picked = run
-            .history
-            .iter()
-            .filter(|r| all || (r.id as f64) > cursor)
-            .peekable();
-        let terminal = run.is_terminal();
-        let records_json = if !backfilled.is_empty() {
-            let mut out = String::from("[");
-            for line in &backfilled {
-                out.push_str(line);
-                out.push(',');
-            }
-            let rest = history::join_json(picked);
-            if rest == "[]" {
-                out.pop();
-                out.push(']');
-            } else {
-                out.push_str(&rest[1..]);
-            }
-            out
-        } else if picked.peek().is_some() {
-            history::join_json(picked)
-        } else if terminal {
-            let final_record = run
-                .end_event_id
-                .and_then(|id| run.history.get(id))
-                .or_else(|| run.history.last());
-            history::join_json(final_record.into_iter())
-        } else {
-            "[]".to_owned()
-        };
+        let (run, picked) = self.pick(slot, cursor)?;
+        let mut records_json = String::from("[");
+        for line in &picked.logged {
+            records_json.push_str(line);
+            records_json.push(',');
+        }
+        picked.visit(&run.history, |part| {
+            records_json.push_str(&run.history.line(&part).line);
+            records_json.push(',');
+        });
+        if records_json.len() > 1 {
+            records_json.pop();
+        }
+        records_json.push(']');
         Ok(Replay {
-            terminal,
+            terminal: picked.terminal,
             records_json,
         })
+    }
+
+    /// The same records as [`Service::replay`], in the compact form `stream()` parses
+    /// (see [`replay`](crate::core::replay)).
+    pub fn replay_batch(&self, slot: u32, cursor: f64) -> CoreResult<String> {
+        let (run, picked) = self.pick(slot, cursor)?;
+        let logged: usize = picked.logged.iter().map(String::len).sum();
+        let mut batch = BatchWriter::new(picked.terminal, logged + picked.held_bytes(&run.history));
+        for line in &picked.logged {
+            batch.push_line(line);
+        }
+        picked.visit(&run.history, |part| {
+            batch.push(part.id, run.history.event_fragment(&part), part.data);
+        });
+        Ok(batch.finish())
+    }
+
+    /// The records a replay sends: those after `cursor` (all of them for a non-finite or
+    /// negative cursor), read back from the log first when the cursor is older than the
+    /// history (IMP-3); for a terminal run with nothing after the cursor, its final record.
+    fn pick(&self, slot: u32, cursor: f64) -> CoreResult<(&RunState, Picked)> {
+        let run = self.run(slot)?;
+        let logged = self.backfill(run, cursor);
+        let from = if cursor.is_finite() && cursor >= 0.0 {
+            // The smallest integer id greater than the cursor (`as` saturates huge cursors).
+            (cursor.floor() as u64).saturating_add(1)
+        } else {
+            0
+        };
+        let terminal = run.is_terminal();
+        let newest = run
+            .history
+            .oldest_id()
+            .map(|oldest| oldest + run.history.len() as u64 - 1);
+        let held = if newest.is_some_and(|newest| newest >= from) {
+            Held::From(from)
+        } else if logged.is_empty() && terminal {
+            // STR-4 / IMP-8: the end record if still held, else the newest one.
+            match run.end_event_id.filter(|&id| {
+                run.history.oldest_id().is_some_and(|oldest| id >= oldest)
+                    && newest.is_some_and(|newest| id <= newest)
+            }) {
+                Some(id) => Held::Only(id),
+                None => newest.map_or(Held::Nothing, Held::Only),
+            }
+        } else {
+            Held::Nothing
+        };
+        Ok((
+            run,
+            Picked {
+                terminal,
+                logged,
+                held,
+            },
+        ))
     }
 
     /// IMP-3: the log records with `cursor < id < oldest`, when the cursor is older than the

@@ -1,0 +1,239 @@
+//! The compact form in which `stream()` replay crosses to JS.
+//!
+//! `send(event, data, id)` needs neither the record objects nor their timestamps, so replay
+//! does not ship `{id,event,data,timestamp}` records for JS to parse and take apart. It ships
+//! one JSON text:
+//!
+//! ```text
+//! [terminal, datas, ids, names, nameIndex, missing]
+//! ```
+//!
+//! - `terminal`: `1` when the run is terminal (the client is ended after the replay), else `0`;
+//! - `datas`: each record's `data` JSON, `null` standing in for an absent key;
+//! - `ids`: the id of the first record when the ids are contiguous (always, for records from
+//!   memory), else the array of every id (records read back from a log can have gaps);
+//! - `names`: the distinct event names, each wrapped in an array: `["agent"]`, or `[]` for a
+//!   record without an `event` key;
+//! - `nameIndex`: the index into `names` shared by every record, or one index per record;
+//! - `missing`: the indexes whose `data` key is absent (`undefined` in JS).
+//!
+//! One `JSON.parse` in JS then builds only the `data` values the client is handed. The data
+//! goes first so the text is written in one pass into one buffer.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// Accumulates the records of one replay, in send order.
+pub struct BatchWriter {
+    ids: Vec<u64>,
+    contiguous: bool,
+    names: Vec<Option<String>>,
+    name_index: Vec<u32>,
+    uniform: bool,
+    /// The text so far: `[terminal,[datas…`.
+    out: String,
+    missing: Vec<usize>,
+}
+
+impl BatchWriter {
+    /// `capacity`: the expected size of the data JSON (the text is one allocation when it is
+    /// right).
+    pub fn new(terminal: bool, capacity: usize) -> Self {
+        let mut out = String::with_capacity(capacity.saturating_add(64));
+        out.push_str(if terminal { "[1,[" } else { "[0,[" });
+        Self {
+            ids: Vec::new(),
+            contiguous: true,
+            names: Vec::new(),
+            name_index: Vec::new(),
+            uniform: true,
+            out,
+            missing: Vec::new(),
+        }
+    }
+
+    /// Adds one record: its id, the JSON fragment of its event name and its data JSON
+    /// (`None`: that key is absent from the record).
+    pub fn push(&mut self, id: u64, event: Option<&str>, data: Option<&str>) {
+        if let Some(&last) = self.ids.last() {
+            self.contiguous &= last.checked_add(1) == Some(id);
+            self.out.push(',');
+        }
+        let index = match self.names.iter().position(|name| name.as_deref() == event) {
+            Some(index) => index,
+            None => {
+                self.names.push(event.map(str::to_owned));
+                self.names.len() - 1
+            }
+        } as u32;
+        self.uniform &= self.name_index.first().is_none_or(|&first| first == index);
+        self.name_index.push(index);
+        match data {
+            Some(json) => self.out.push_str(json),
+            None => {
+                self.missing.push(self.ids.len());
+                self.out.push_str("null");
+            }
+        }
+        self.ids.push(id);
+    }
+
+    /// Adds a record line read back from a log. Lines that are not a record object with a
+    /// non-negative integer `id` are skipped (the backfill has already validated them).
+    pub fn push_line(&mut self, line: &str) {
+        // A record is an object (serde would also read `[id, event, data]` as the struct).
+        if !line.trim_start().starts_with('{') {
+            return;
+        }
+        if let Ok(parts) = serde_json::from_str::<LineParts<'_>>(line) {
+            self.push(
+                parts.id,
+                parts.event.map(RawValue::get),
+                parts.data.map(RawValue::get),
+            );
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The JSON text described in the module docs.
+    pub fn finish(mut self) -> String {
+        let out = &mut self.out;
+        out.push_str("],");
+        match (self.contiguous, self.ids.first()) {
+            (true, Some(first)) => {
+                let _ = write!(out, "{first}");
+            }
+            (true, None) => out.push('0'),
+            (false, _) => push_numbers(out, self.ids.iter()),
+        }
+        out.push_str(",[");
+        for (i, name) in self.names.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            if let Some(fragment) = name {
+                out.push_str(fragment);
+            }
+            out.push(']');
+        }
+        out.push_str("],");
+        if self.uniform {
+            out.push('0');
+        } else {
+            push_numbers(out, self.name_index.iter());
+        }
+        out.push(',');
+        push_numbers(out, self.missing.iter());
+        out.push(']');
+        self.out
+    }
+}
+
+fn push_numbers<T: std::fmt::Display>(out: &mut String, values: impl Iterator<Item = T>) {
+    out.push('[');
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{value}");
+    }
+    out.push(']');
+}
+
+/// The parts of a log line replay needs. A key that is present keeps its raw JSON, `null`
+/// included; only an absent key is `None`.
+#[derive(Deserialize)]
+struct LineParts<'a> {
+    id: u64,
+    #[serde(default, borrow, deserialize_with = "present")]
+    event: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn parsed(writer: BatchWriter) -> Value {
+        let text = writer.finish();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    #[test]
+    fn empty_batch_is_well_formed() {
+        let writer = BatchWriter::new(false, 0);
+        assert!(writer.is_empty());
+        assert_eq!(parsed(writer), json!([0, [], 0, [], 0, []]));
+    }
+
+    #[test]
+    fn contiguous_uniform_records_ship_first_id_and_one_name() {
+        let mut writer = BatchWriter::new(true, 4);
+        writer.push(7, Some("\"agent\""), Some("{\"a\":1}"));
+        writer.push(8, Some("\"agent\""), Some("[1,2]"));
+        assert_eq!(writer.len(), 2);
+        assert_eq!(
+            parsed(writer),
+            json!([1, [{"a": 1}, [1, 2]], 7, [["agent"]], 0, []])
+        );
+    }
+
+    #[test]
+    fn gaps_mixed_names_and_absent_keys_are_spelled_out() {
+        let mut writer = BatchWriter::new(false, 0);
+        writer.push(2, Some("\"a\""), Some("null"));
+        writer.push(4, None, None);
+        writer.push(5, Some("\"a\""), Some("\"x\""));
+        writer.push(6, Some("null"), Some("3"));
+        assert_eq!(
+            parsed(writer),
+            json!([
+                0,
+                [null, null, "x", 3],
+                [2, 4, 5, 6],
+                [["a"], [], [null]],
+                [0, 1, 0, 2],
+                [1]
+            ])
+        );
+    }
+
+    #[test]
+    fn log_lines_keep_null_apart_from_absent_and_skip_what_is_not_a_record() {
+        let mut writer = BatchWriter::new(false, 1000);
+        writer.push_line(r#"{"id":1,"event":"end","data":null,"timestamp":5}"#);
+        writer.push_line(r#"{"id":2,"timestamp":5}"#);
+        writer.push_line(r#"{"id":-3,"event":"x"}"#);
+        writer.push_line("[1,2]");
+        writer.push_line(r#"{"id":3,"event":{"k":[1]},"data":{"deep":{"x":"y"}}}"#);
+        assert_eq!(
+            parsed(writer),
+            json!([0, [null, null, {"deep": {"x": "y"}}], 1, [["end"], [], [{"k": [1]}]], [0, 1, 2], [1]])
+        );
+    }
+
+    #[test]
+    fn id_overflow_is_not_contiguous() {
+        let mut writer = BatchWriter::new(false, 0);
+        writer.push(u64::MAX, Some("\"a\""), Some("1"));
+        writer.push(0, Some("\"a\""), Some("2"));
+        let value = parsed(writer);
+        assert!(value[2].is_array(), "{value}");
+    }
+}
