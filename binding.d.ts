@@ -9,15 +9,6 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-export interface CreatedRun {
-  slot: number
-  id: string
-  eventsLogPath?: string
-  mediaExecution: string
-  toolBundle: string
-  toolSummary: string
-}
-
 /**
  * Creates a service. `maxEvents` is a validated integer ≥ 1 or `Infinity`; the log layout is
  * `logPrefix + runId + logSuffix` (both from Node's `path.join`), or absent when logging is off.
@@ -65,8 +56,12 @@ export declare function runCancelBegin(svc: number, slot: number, hasChild: bool
  * `create(meta)`: the id strings are passed only when they are non-empty strings; the two
  * policies as their JSON lowering (absent = undefined); `otherIds` (JSON of the remaining id
  * fields) only when logging is on, for the durable snapshot.
+ *
+ * Returns one JSON text, `[slot, id, mediaExecution, toolBundle, toolSummaryJson]`: a single
+ * string and a single `JSON.parse` in JS build the slot, the id and both policy objects (a
+ * returned object would cost a property set and a string per field).
  */
-export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, otherIds: string | undefined | null, now: number): CreatedRun
+export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, otherIds: string | undefined | null, now: number): string
 
 export declare function runDrop(svc: number, slot: number, now: number): boolean
 

@@ -130,9 +130,9 @@ function lowerJson(value) {
  */
 class ChatRun {
   #s
-  constructor(state, created, meta, media, bundle, now) {
+  constructor(state, id, eventsLogPath, meta, media, bundle, now) {
     this.#s = state
-    this.id = created.id
+    this.id = id
     this.assistantMessageId = nonEmptyString(meta.assistantMessageId)
     this.clientRequestId = nonEmptyString(meta.clientRequestId)
     this.agentId = nonEmptyString(meta.agentId)
@@ -147,7 +147,7 @@ class ChatRun {
     this.acpSession = null
     this.childPid = null
     this.processGroupId = null
-    this.eventsLogPath = created.eventsLogPath ?? null
+    this.eventsLogPath = eventsLogPath
     this.eventsLogStream = null
   }
 
@@ -370,19 +370,20 @@ function createChatRunService(options) {
     const now = Date.now()
     const projectId = nonEmptyString(m.projectId)
     const conversationId = nonEmptyString(m.conversationId)
-    const created = native.runCreate(
-      svc,
-      projectId,
-      conversationId,
-      lowerJson(m.mediaExecution),
-      lowerJson(m.toolBundle),
-      logging ? otherIdsJson(m) : undefined,
-      now,
+    const [slot, id, media, bundle, summary] = JSON.parse(
+      native.runCreate(
+        svc,
+        projectId,
+        conversationId,
+        lowerJson(m.mediaExecution),
+        lowerJson(m.toolBundle),
+        logging ? otherIdsJson(m) : undefined,
+        now,
+      ),
     )
-    const bundle = JSON.parse(created.toolBundle)
     const state = {
       ctx,
-      slot: created.slot,
+      slot,
       projectId,
       conversationId,
       status: 'queued',
@@ -397,12 +398,13 @@ function createChatRunService(options) {
       cancelRequested: false,
       childExitObservedAt: null,
       bundle,
-      summary: created.toolSummary,
+      summary,
       cancelPromise: null,
     }
-    const run = new ChatRun(state, created, m, JSON.parse(created.mediaExecution), bundle, now)
-    ctx.runs[created.slot] = run
-    runReleaser.register(state, { svc, slot: created.slot })
+    const logPath = logging ? logPrefix + id + logSuffix : null
+    const run = new ChatRun(state, id, logPath, m, media, bundle, now)
+    ctx.runs[slot] = run
+    runReleaser.register(state, { svc, slot })
     return run
   }
 
@@ -433,9 +435,9 @@ function createChatRunService(options) {
         summary: JSON.stringify(bundle),
         cancelPromise: null,
       }
-      const created = { id: snap.id, eventsLogPath: logPrefix + snap.id + logSuffix }
       const media = meta.mediaExecution ?? { mode: 'enabled' }
-      const run = new ChatRun(state, created, meta.ids ?? EMPTY, media, bundle, snap.createdAt)
+      const logPath = logPrefix + snap.id + logSuffix
+      const run = new ChatRun(state, snap.id, logPath, meta.ids ?? EMPTY, media, bundle, snap.createdAt)
       ctx.runs[slot] = run
       runReleaser.register(state, { svc, slot })
       scheduleEviction(state)

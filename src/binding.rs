@@ -11,7 +11,7 @@ use napi::JsString;
 use napi_derive::napi;
 
 use crate::core::escalation::{CancelGraces, Fallback, Step};
-use crate::core::history::EventName;
+use crate::core::history::{push_json_string, EventName};
 use crate::core::log_writer::{LogFailure, LogLimits, LogShared};
 use crate::core::registry::{
     CancelStart, CoreError, CreateMeta, ListFilter, LogLayout, PlanKind, Service, ServiceConfig,
@@ -164,19 +164,13 @@ pub fn destroy_service(env: &Env, svc: u32) -> Result<()> {
     Ok(())
 }
 
-#[napi(object)]
-pub struct CreatedRun {
-    pub slot: u32,
-    pub id: String,
-    pub events_log_path: Option<String>,
-    pub media_execution: String,
-    pub tool_bundle: String,
-    pub tool_summary: String,
-}
-
 /// `create(meta)`: the id strings are passed only when they are non-empty strings; the two
 /// policies as their JSON lowering (absent = undefined); `otherIds` (JSON of the remaining id
 /// fields) only when logging is on, for the durable snapshot.
+///
+/// Returns one JSON text, `[slot, id, mediaExecution, toolBundle, toolSummaryJson]`: a single
+/// string and a single `JSON.parse` in JS build the slot, the id and both policy objects (a
+/// returned object would cost a property set and a string per field).
 #[napi]
 #[allow(clippy::too_many_arguments)]
 pub fn run_create(
@@ -188,7 +182,7 @@ pub fn run_create(
     tool_bundle: Option<String>,
     other_ids: Option<String>,
     now: f64,
-) -> Result<CreatedRun> {
+) -> Result<String> {
     let created = service(env, svc)?.create(
         CreateMeta {
             project_id,
@@ -199,14 +193,23 @@ pub fn run_create(
         },
         now,
     );
-    Ok(CreatedRun {
-        slot: created.slot,
-        id: created.id,
-        events_log_path: created.events_log_path,
-        media_execution: created.media_execution,
-        tool_bundle: created.tool_bundle,
-        tool_summary: created.tool_summary,
-    })
+    let mut out = String::with_capacity(
+        64 + created.media_execution.len()
+            + created.tool_bundle.len()
+            + created.tool_summary.len() * 2,
+    );
+    out.push('[');
+    out.push_str(&created.slot.to_string());
+    out.push(',');
+    push_json_string(&mut out, &created.id);
+    out.push(',');
+    out.push_str(&created.media_execution);
+    out.push(',');
+    out.push_str(&created.tool_bundle);
+    out.push(',');
+    push_json_string(&mut out, &created.tool_summary);
+    out.push(']');
+    Ok(out)
 }
 
 /// The redacted summary of an arbitrary (lowered) bundle, for runs whose bundle the host replaced.

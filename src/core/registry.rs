@@ -95,6 +95,30 @@ pub struct Created {
     pub tool_summary: String,
 }
 
+/// A run's normalized policies: what the snapshot keeps, and the JSON the facade parses.
+struct Policies {
+    media: serde_json::Value,
+    summary: serde_json::Value,
+    media_json: String,
+    bundle_json: String,
+    summary_json: String,
+}
+
+impl Policies {
+    fn of(media: Option<&serde_json::Value>, bundle: Option<&serde_json::Value>) -> Self {
+        let media = policy::normalize_media_execution(media);
+        let bundle = policy::normalize_tool_bundle(bundle);
+        let summary = policy::tool_bundle_summary(&bundle);
+        Self {
+            media_json: media.to_string(),
+            bundle_json: bundle.to_string(),
+            summary_json: summary.to_string(),
+            media,
+            summary,
+        }
+    }
+}
+
 /// One run's core-owned state.
 pub struct RunState {
     pub id: String,
@@ -302,6 +326,8 @@ pub struct Service {
     /// Event names the facade registered with [`Service::intern_event`], so the hot `emit`
     /// path crosses the boundary with a number instead of a string.
     event_names: Vec<Arc<str>>,
+    /// The policies of a run created without policy inputs.
+    default_policies: Policies,
     unserializable: u64,
     after_close: u64,
 }
@@ -321,6 +347,7 @@ impl Service {
             log_shared: Arc::new(log_shared),
             writer: None,
             event_names: Vec::new(),
+            default_policies: Policies::of(None, None),
             unserializable: 0,
             after_close: 0,
         }
@@ -352,10 +379,29 @@ impl Service {
 
     /// CRE-1..CRE-5.
     pub fn create(&mut self, meta: CreateMeta, now: f64) -> Created {
-        let id = uuid::Uuid::new_v4().to_string();
-        let media = policy::normalize_media_execution(meta.media_execution.as_ref());
-        let bundle = policy::normalize_tool_bundle(meta.tool_bundle.as_ref());
-        let summary = policy::tool_bundle_summary(&bundle);
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        let id: String = uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut id_buf)
+            .to_owned();
+        let computed;
+        let policies = if meta.media_execution.is_none() && meta.tool_bundle.is_none() {
+            // The common case: no policy inputs, so the (constant) defaults.
+            &self.default_policies
+        } else {
+            computed = Policies::of(meta.media_execution.as_ref(), meta.tool_bundle.as_ref());
+            &computed
+        };
+        let media_execution = policies.media_json.clone();
+        let tool_bundle = policies.bundle_json.clone();
+        let tool_summary = policies.summary_json.clone();
+        let snapshot_constant = self.cfg.log.as_ref().map(|_| {
+            serde_json::json!({
+                "ids": meta.other_ids.clone().unwrap_or(serde_json::Value::Null),
+                "mediaExecution": policies.media,
+                "toolBundle": policies.summary,
+            })
+        });
         let events_log_path = self
             .cfg
             .log
@@ -364,14 +410,6 @@ impl Service {
         let log = events_log_path.as_ref().map(|path| {
             self.next_log_key += 1;
             Arc::new(LogTarget::new(self.next_log_key, PathBuf::from(path)))
-        });
-        let tool_summary = summary.to_string();
-        let snapshot_constant = log.as_ref().map(|_| {
-            serde_json::json!({
-                "ids": meta.other_ids.clone().unwrap_or(serde_json::Value::Null),
-                "mediaExecution": media,
-                "toolBundle": summary,
-            })
         });
         self.next_seq += 1;
         let seq = self.next_seq;
@@ -408,8 +446,8 @@ impl Service {
             slot,
             id,
             events_log_path,
-            media_execution: media.to_string(),
-            tool_bundle: bundle.to_string(),
+            media_execution,
+            tool_bundle,
             tool_summary,
         }
     }
