@@ -97,9 +97,6 @@ export declare function runGet(svc: number, id: string): number
 /** `list(filter)`: slots in creation order (a typed array: one copy, no per-element calls). */
 export declare function runList(svc: number, projectId?: string | undefined | null, conversationId?: string | undefined | null, status?: string | undefined | null): Uint32Array
 
-/** IMP-13: SIGKILL the rest of the run's verified process group. */
-export declare function runReapGroup(svc: number, slot: number): boolean
-
 /** The JS run object was collected. */
 export declare function runRelease(svc: number, slot: number): void
 
@@ -164,8 +161,6 @@ export declare const STEP_FINISH_NOW: number
 export declare const STEP_FINISH_TERM: number
 
 export declare const STEP_IN_FLIGHT: number
-
-export declare const STEP_REAP_GROUP: number
 
 export declare const STEP_SIGKILL: number
 

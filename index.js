@@ -5,6 +5,7 @@
 // history, the JSONL log, policy normalization, the cancel/shutdown plan and signalling live
 // in the Rust core (`src/core`), reached through the thin napi layer in `binding.js`.
 
+const os = require('node:os')
 const path = require('node:path')
 const native = require('./loader.js')
 
@@ -18,7 +19,6 @@ const {
   STEP_FINISH_KILL,
   STEP_IN_FLIGHT,
   STEP_TERMINAL,
-  STEP_REAP_GROUP,
   DELIVERY_FALLBACK,
   DELIVERY_GONE,
 } = native
@@ -28,6 +28,8 @@ const TERMINAL_RUN_STATUSES = new Set(['succeeded', 'failed', 'canceled'])
 
 const EMPTY = Object.freeze({})
 const IS_WINDOWS = process.platform === 'win32'
+// Signal name -> number on this OS (a null-prototype copy: no inherited keys).
+const SIGNAL_NUMBERS = Object.assign(Object.create(null), os.constants.signals)
 // Bounds of the policy lowering (see lowerJson): deeper or larger inputs count as invalid.
 const LOWER_MAX_DEPTH = 8
 const LOWER_MAX_ITEMS = 65536
@@ -705,7 +707,8 @@ function createChatRunService(options) {
     if (!IS_WINDOWS) {
       const pid = typeof child.pid === 'number' ? child.pid : NaN
       const group = typeof run.processGroupId === 'number' ? run.processGroupId : NaN
-      const spec = typeof signal === 'number' ? signal : String(signal)
+      // A name this OS knows crosses as its number (cheaper than a string; same signal).
+      const spec = typeof signal === 'number' ? signal : (SIGNAL_NUMBERS[signal] ?? String(signal))
       const delivery = native.runSignal(svc, s.slot, pid, group, spec)
       if (delivery === DELIVERY_GONE) return false
       if (delivery !== DELIVERY_FALLBACK) return true
@@ -756,9 +759,6 @@ function createChatRunService(options) {
           break
         case STEP_FINISH_KILL:
           finishFromChild(run, 'SIGKILL')
-          break
-        case STEP_REAP_GROUP:
-          if (!IS_WINDOWS) native.runReapGroup(svc, s.slot)
           break
         default:
           throw new Error(`chat-run-service: unknown escalation step ${step}`)

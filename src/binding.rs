@@ -37,8 +37,6 @@ pub const STEP_FINISH_KILL: i32 = -7;
 pub const STEP_IN_FLIGHT: i32 = -8;
 #[napi]
 pub const STEP_TERMINAL: i32 = -9;
-#[napi]
-pub const STEP_REAP_GROUP: i32 = -10;
 
 /// Where `runSignal` delivered: nothing (use `child.kill`), the group, the pid, or nowhere
 /// because the child is gone.
@@ -94,7 +92,8 @@ fn step_code(step: Step) -> f64 {
         Step::FinishNow => STEP_FINISH_NOW,
         Step::FinishFromChild(Fallback::SigTerm) => STEP_FINISH_TERM,
         Step::FinishFromChild(Fallback::SigKill) => STEP_FINISH_KILL,
-        Step::ReapGroup => STEP_REAP_GROUP,
+        // Carried out by `run_escalation_next` itself; never handed to JS.
+        Step::ReapGroup => STEP_DONE,
         Step::WaitExit(ms) => return ms,
     };
     f64::from(code)
@@ -533,10 +532,19 @@ pub fn run_escalation_next(
     } else {
         PlanKind::Cancel
     };
-    service(env, svc)?
+    let service = service(env, svc)?;
+    let mut step = service
         .escalation_next(slot, kind, exited)
-        .map(step_code)
-        .map_err(core_err)
+        .map_err(core_err)?;
+    if step == Step::ReapGroup {
+        // IMP-13 needs nothing from JS: reap here and hand JS the step after it (one
+        // crossing less per run on the way out of a cancel or shutdown).
+        service.reap_group(slot).map_err(core_err)?;
+        step = service
+            .escalation_next(slot, kind, false)
+            .map_err(core_err)?;
+    }
+    Ok(step_code(step))
 }
 
 /// `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a number.
@@ -562,12 +570,6 @@ pub fn run_signal(
         Delivery::Pid => DELIVERY_PID,
         Delivery::Gone => DELIVERY_GONE,
     })
-}
-
-/// IMP-13: SIGKILL the rest of the run's verified process group.
-#[napi]
-pub fn run_reap_group(env: &Env, svc: u32, slot: u32) -> Result<bool> {
-    service(env, svc)?.reap_group(slot).map_err(core_err)
 }
 
 /// Resolves once every log line queued so far is written and closed files are closed (IMP-4).

@@ -1042,14 +1042,16 @@ impl Service {
         let Some(pid) = signals::as_pid(child_pid) else {
             return Ok(Delivery::Fallback);
         };
-        if run.child_handle.as_ref().map(|h| h.pid) != Some(pid) {
+        let fresh = run.child_handle.as_ref().map(|h| h.pid) != Some(pid);
+        if fresh {
             run.child_handle = Some(ChildHandle::open(pid));
         }
         let Some(handle) = run.child_handle.as_ref() else {
             return Ok(Delivery::Fallback);
         };
         // A child its pidfd reports as gone is never signalled, not even through its group id.
-        if handle.has_pidfd() && handle.signal(SignalSpec::Probe) == Delivery::Gone {
+        // (A pidfd opened just now is for a live or not yet reaped child: no probe needed.)
+        if !fresh && handle.has_pidfd() && handle.signal(SignalSpec::Probe) == Delivery::Gone {
             return Ok(Delivery::Gone);
         }
         if let Ok(pgid) = signals::verify_group(group, Some(pid)) {
