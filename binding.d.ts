@@ -80,6 +80,12 @@ export declare function runEmitEncoded(svc: number, slot: number, eventJson: str
 /** The hottest `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`. */
 export declare function runEmitNamed(svc: number, slot: number, event: number, data: string | undefined | null, now: number): number
 
+/**
+ * `runEmitNamed` for a string `data` (the facade's usual case): the text is copied once,
+ * into a buffer reused across calls.
+ */
+export declare function runEmitText(svc: number, slot: number, event: number, data: JsText, now: number): number
+
 /** Advances the cancel (`shutdown = false`) or shutdown plan. */
 export declare function runEscalationNext(svc: number, slot: number, shutdown: boolean, exited: boolean): number
 

@@ -850,6 +850,7 @@ module.exports.runDrop = nativeBinding.runDrop
 module.exports.runEmit = nativeBinding.runEmit
 module.exports.runEmitEncoded = nativeBinding.runEmitEncoded
 module.exports.runEmitNamed = nativeBinding.runEmitNamed
+module.exports.runEmitText = nativeBinding.runEmitText
 module.exports.runEscalationNext = nativeBinding.runEscalationNext
 module.exports.runEvents = nativeBinding.runEvents
 module.exports.runEvict = nativeBinding.runEvict

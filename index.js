@@ -496,7 +496,11 @@ function createChatRunService(options) {
         name = native.internEvent(svc, event)
         eventNames.set(event, name)
       }
-      if (name !== undefined) return native.runEmitNamed(svc, s.slot, name, dataJson, now)
+      if (name !== undefined) {
+        return dataJson === undefined
+          ? native.runEmitNamed(svc, s.slot, name, dataJson, now)
+          : native.runEmitText(svc, s.slot, name, dataJson, now)
+      }
       return native.runEmit(svc, s.slot, event, dataJson, now)
     }
     let eventJson

@@ -145,6 +145,26 @@ describe.each(MODES)('emit with data JSON cannot represent ($mode)', ({ logged }
     expect(JSON.parse(lines[1]).data.text).toBe('small');
   });
 
+  it('data whose UTF-8 size is near the 16 KiB read buffer (multi-byte characters at the edge) round-trips exactly', async () => {
+    const runs = createRuns(logged ? tmpDir : null);
+    const run = runs.create();
+    const sent: string[] = [];
+    // JSON of {"t":"<pad><tail>"} is 8 bytes + pad + tail; sweep its size across 16384.
+    for (const tail of ['', 'é', '☃', '😀', 'é☃😀']) {
+      const tailBytes = Buffer.byteLength(tail);
+      for (let size = 16376; size <= 16392; size++) {
+        const text = 'x'.repeat(size - 8 - tailBytes) + tail;
+        sent.push(text);
+        runs.emit(run, 'agent', { t: text });
+      }
+    }
+    expect(run.events.map((e: any) => e.data.t)).toEqual(sent);
+    runs.finish(run, 'succeeded', 0, null);
+    if (!logged) return;
+    const lines = await logLines(runs, run);
+    expect(lines.slice(0, -1).map((line) => JSON.parse(line).data.t)).toEqual(sent);
+  });
+
   it('odd event names never throw, keep id order and leave a valid JSONL log', async () => {
     const runs = createRuns(logged ? tmpDir : null);
     const run = runs.create();

@@ -54,6 +54,8 @@ pub const DELIVERY_GONE: u32 = 3;
 #[derive(Default)]
 struct Engine {
     services: Vec<Option<Box<Service>>>,
+    /// Reused by `JsText::read`.
+    scratch: Vec<u8>,
 }
 
 fn engine(env: &Env) -> Result<&'static mut Engine> {
@@ -67,8 +69,11 @@ fn engine(env: &Env) -> Result<&'static mut Engine> {
 }
 
 fn service(env: &Env, svc: u32) -> Result<&'static mut Service> {
-    engine(env)?
-        .services
+    service_in(&mut engine(env)?.services, svc)
+}
+
+fn service_in(services: &mut [Option<Box<Service>>], svc: u32) -> Result<&mut Service> {
+    services
         .get_mut(svc as usize)
         .and_then(Option::as_deref_mut)
         .ok_or_else(|| {
@@ -293,6 +298,126 @@ pub fn run_emit_named(
 ) -> Result<f64> {
     service(env, svc)?
         .emit_named(slot, event, data.as_deref(), now)
+        .map(|id| id as f64)
+        .map_err(core_err)
+}
+
+/// A JS string argument read straight into a reusable buffer (see [`JsText::read`]).
+pub struct JsText {
+    env: sys::napi_env,
+    value: sys::napi_value,
+}
+
+impl TypeName for JsText {
+    fn type_name() -> &'static str {
+        "String"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::String
+    }
+}
+
+impl ValidateNapiValue for JsText {}
+
+impl FromNapiValue for JsText {
+    unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> Result<Self> {
+        Ok(Self { env, value })
+    }
+}
+
+impl JsText {
+    /// The string's UTF-8 text, copied by one `napi_get_value_string_utf8` into `scratch` (a
+    /// second call sizes it first only when the text did not fit).
+    fn read<'a>(&self, scratch: &'a mut Vec<u8>) -> Result<&'a str> {
+        if scratch.len() != SCRATCH_BYTES {
+            // First use, or grown by a large text last time: back to the usual size.
+            scratch.resize(SCRATCH_BYTES, 0);
+            scratch.shrink_to(SCRATCH_BYTES);
+        }
+        let mut written = 0usize;
+        // SAFETY: `env`/`value` came from napi for this call's argument and are used within
+        // the call; the buffer pointer and length describe `scratch`, which napi writes at most
+        // `len` bytes into (the text, then a NUL).
+        let status = unsafe {
+            sys::napi_get_value_string_utf8(
+                self.env,
+                self.value,
+                scratch.as_mut_ptr().cast(),
+                scratch.len(),
+                &mut written,
+            )
+        };
+        if status != sys::Status::napi_ok {
+            return Err(Error::new(
+                Status::StringExpected,
+                "chat-run-service: expected the event data as a JSON string".to_owned(),
+            ));
+        }
+        // napi writes whole characters only, into at most `len - 1` bytes: a text that did not
+        // fit stops less than one 4-byte character short of that. Only then size it and
+        // read it again.
+        if written + 4 >= scratch.len() {
+            let mut needed = 0usize;
+            // SAFETY: as above; a null buffer asks only for the length.
+            let status = unsafe {
+                sys::napi_get_value_string_utf8(
+                    self.env,
+                    self.value,
+                    std::ptr::null_mut(),
+                    0,
+                    &mut needed,
+                )
+            };
+            if status != sys::Status::napi_ok {
+                return Err(Error::from_reason(
+                    "chat-run-service: could not size a string",
+                ));
+            }
+            scratch.resize(needed + 1, 0);
+            // SAFETY: as above, with `scratch` now large enough for the whole text and a NUL.
+            let status = unsafe {
+                sys::napi_get_value_string_utf8(
+                    self.env,
+                    self.value,
+                    scratch.as_mut_ptr().cast(),
+                    scratch.len(),
+                    &mut written,
+                )
+            };
+            if status != sys::Status::napi_ok {
+                return Err(Error::from_reason(
+                    "chat-run-service: could not read a string",
+                ));
+            }
+        }
+        std::str::from_utf8(&scratch[..written]).map_err(|e| {
+            Error::new(
+                Status::InvalidArg,
+                format!("chat-run-service: event data is not UTF-8 ({e})"),
+            )
+        })
+    }
+}
+
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+/// `runEmitNamed` for a string `data` (the facade's usual case): the text is copied once,
+/// into a buffer reused across calls.
+#[napi]
+pub fn run_emit_text(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    event: u32,
+    data: JsText,
+    now: f64,
+) -> Result<f64> {
+    let Engine { services, scratch } = engine(env)?;
+    let service = service_in(services, svc)?;
+    let text = data.read(scratch)?;
+    service
+        .emit_named(slot, event, Some(text), now)
         .map(|id| id as f64)
         .map_err(core_err)
 }
