@@ -14,7 +14,7 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * `logPrefix + runId + logSuffix` (both from Node's `path.join`), or absent when logging is off.
  * `onLogError` receives one message for the first disk error of this service.
  */
-export declare function createService(maxEvents: number, logPrefix?: string | undefined | null, logSuffix?: string | undefined | null, onLogError?: LogErrorCallback | undefined | null): number
+export declare function createService(maxEvents: number, logPrefix?: string | undefined | null, logSuffix?: string | undefined | null, onLogError?: ((message: string) => unknown) | undefined | null): number
 
 /**
  * Where `runSignal` delivered: nothing (use `child.kill`), the group, the pid, or nowhere
@@ -84,7 +84,7 @@ export declare function runEmitNamed(svc: number, slot: number, event: number, d
  * `runEmitNamed` for a string `data` (the facade's usual case): the text is copied once,
  * into a buffer reused across calls.
  */
-export declare function runEmitText(svc: number, slot: number, event: number, data: JsText, now: number): number
+export declare function runEmitText(svc: number, slot: number, event: number, data: string, now: number): number
 
 /** Advances the cancel (`shutdown = false`) or shutdown plan. */
 export declare function runEscalationNext(svc: number, slot: number, shutdown: boolean, exited: boolean): number

@@ -119,7 +119,9 @@ pub fn create_service(
     max_events: f64,
     log_prefix: Option<String>,
     log_suffix: Option<String>,
-    on_log_error: Option<LogErrorCallback>,
+    #[napi(ts_arg_type = "((message: string) => unknown) | undefined | null")] on_log_error: Option<
+        LogErrorCallback,
+    >,
 ) -> Result<u32> {
     let max_events = if max_events.is_finite() && max_events >= 1.0 {
         Some(max_events as usize)
@@ -410,7 +412,7 @@ pub fn run_emit_text(
     svc: u32,
     slot: u32,
     event: u32,
-    data: JsText,
+    #[napi(ts_arg_type = "string")] data: JsText,
     now: f64,
 ) -> Result<f64> {
     let Engine { services, scratch } = engine(env)?;
