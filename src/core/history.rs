@@ -515,23 +515,26 @@ impl History {
         Record { id: part.id, line }
     }
 
-    /// The whole buffer as one JSON array text (what `run.events` parses).
+    /// The whole buffer as one JSON array text (what `run.events` parses), written block by
+    /// block into one buffer sized from the retained bytes.
     pub fn to_json_array(&self) -> String {
-        join_json(self.iter())
+        let mut out = String::with_capacity(self.bytes + self.len + 2);
+        out.push('[');
+        self.visit(self.first_id, usize::MAX, |part| {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            write_line(
+                &mut out,
+                part.id,
+                self.fragment(part.event),
+                part.data,
+                part.timestamp,
+            );
+        });
+        out.push(']');
+        out
     }
-}
-
-/// Joins record lines into a JSON array text.
-pub fn join_json(records: impl Iterator<Item = Record>) -> String {
-    let mut out = String::from("[");
-    for (index, record) in records.enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        out.push_str(&record.line);
-    }
-    out.push(']');
-    out
 }
 
 #[cfg(test)]
