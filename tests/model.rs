@@ -32,6 +32,7 @@ use chat_run_service::core::policy::js_trim;
 use chat_run_service::core::registry::{
     is_terminal, CancelStart, CreateMeta, ListFilter, LogLayout, PlanKind, Service, ServiceConfig,
 };
+use chat_run_service::core::replay::{self, Sent};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
 use serde_json::{json, Value};
@@ -1225,7 +1226,8 @@ impl Harness {
         assert_eq!(got.terminal, terminal, "replay terminal flag");
         // The compact form stream() parses carries the same records, minus their timestamps.
         let batch = self.svc.replay_batch(m.slot, cursor).unwrap();
-        let (batch_terminal, sent) = decode_batch(&batch);
+        let (batch_terminal, sent) = replay::decode(&batch)
+            .unwrap_or_else(|| panic!("replay_batch is not a well-formed batch: {batch}"));
         assert_eq!(
             batch_terminal, terminal,
             "compact replay terminal flag: {batch}"
@@ -1233,11 +1235,7 @@ impl Harness {
         let want: Vec<Sent> = parsed
             .unwrap_or_default()
             .iter()
-            .map(|r| Sent {
-                id: r["id"].as_u64().unwrap_or(u64::MAX),
-                event: r.get("event").cloned(),
-                data: r.get("data").cloned(),
-            })
+            .map(Sent::of_record)
             .collect();
         assert_eq!(sent, want, "compact replay with cursor {cursor:?}: {batch}");
         assert_eq!(
@@ -1399,49 +1397,4 @@ fn model_replay_rules_by_hand() {
     );
     h.check();
     h.finish_case(None);
-}
-
-/// One `send(event, data, id)` of a replay (`None`: that argument is `undefined`).
-#[derive(Debug, PartialEq)]
-struct Sent {
-    id: u64,
-    event: Option<Value>,
-    data: Option<Value>,
-}
-
-/// Decodes `Service::replay_batch` the way `stream()` in index.js does.
-fn decode_batch(text: &str) -> (bool, Vec<Sent>) {
-    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    let parts = v.as_array().expect("batch is an array");
-    assert_eq!(parts.len(), 6, "{text}");
-    let terminal = parts[0] == 1;
-    let datas = parts[1].as_array().expect("datas");
-    let names = parts[3].as_array().expect("names");
-    let missing: Vec<u64> = parts[5]
-        .as_array()
-        .expect("missing")
-        .iter()
-        .map(|m| m.as_u64().expect("missing index"))
-        .collect();
-    let sent = datas
-        .iter()
-        .enumerate()
-        .map(|(i, data)| {
-            let id = match &parts[2] {
-                Value::Array(ids) => ids[i].as_u64().expect("id"),
-                first => first.as_u64().expect("first id") + i as u64,
-            };
-            let index = match &parts[4] {
-                Value::Array(idx) => idx[i].as_u64().expect("name index"),
-                one => one.as_u64().expect("name index"),
-            } as usize;
-            let name = names[index].as_array().expect("wrapped name");
-            Sent {
-                id,
-                event: name.first().cloned(),
-                data: (!missing.contains(&(i as u64))).then(|| data.clone()),
-            }
-        })
-        .collect();
-    (terminal, sent)
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chat_run_service::core::history::EventName;
 use chat_run_service::core::log_writer::{LogLimits, LogShared};
 use chat_run_service::core::registry::{CreateMeta, LogLayout, Service, ServiceConfig};
+use chat_run_service::core::replay::{self, Sent};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -72,62 +73,10 @@ fn check_array(text: &str, next_id: u64, what: &str) -> usize {
     records.len()
 }
 
-/// `(id, event, data)` of each record, `None` for an absent key: what `send` receives.
-type Send3 = (u64, Option<Value>, Option<Value>);
-
-fn sends(records_json: &str) -> Vec<Send3> {
+/// What `send` receives for each record of a `replay()` text.
+fn sends(records_json: &str) -> Vec<Sent> {
     let records: Vec<Value> = serde_json::from_str(records_json).unwrap_or_default();
-    records
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_u64().unwrap_or(u64::MAX),
-                r.get("event").cloned(),
-                r.get("data").cloned(),
-            )
-        })
-        .collect()
-}
-
-/// Decodes `Service::replay_batch` the way `stream()` in index.js does.
-fn decode_batch(text: &str) -> (bool, Vec<Send3>) {
-    let v: Value =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("batch not JSON ({e}): {text}"));
-    let parts = v.as_array().expect("batch is an array");
-    assert_eq!(parts.len(), 6, "{text}");
-    let datas = parts[1].as_array().expect("datas");
-    let names = parts[3].as_array().expect("names");
-    let missing: Vec<u64> = parts[5]
-        .as_array()
-        .expect("missing")
-        .iter()
-        .filter_map(Value::as_u64)
-        .collect();
-    let out = datas
-        .iter()
-        .enumerate()
-        .map(|(i, data)| {
-            let id = match &parts[2] {
-                Value::Array(ids) => ids[i].as_u64().expect("id"),
-                first => first.as_u64().expect("first id") + i as u64,
-            };
-            let index = match &parts[4] {
-                Value::Array(idx) => idx[i].as_u64().expect("name index"),
-                one => one.as_u64().expect("name index"),
-            } as usize;
-            let event = names[index]
-                .as_array()
-                .expect("wrapped name")
-                .first()
-                .cloned();
-            (
-                id,
-                event,
-                (!missing.contains(&(i as u64))).then(|| data.clone()),
-            )
-        })
-        .collect();
-    (parts[0] == 1, out)
+    records.iter().map(Sent::of_record).collect()
 }
 
 struct Dir(PathBuf);
@@ -221,8 +170,8 @@ fuzz_target!(|input: Input| {
                 let n = check_array(&replay.records_json, next, "replay");
                 let batch = svc.replay_batch(slot, *cursor).unwrap();
                 assert_eq!(
-                    decode_batch(&batch),
-                    (terminal, sends(&replay.records_json)),
+                    replay::decode(&batch),
+                    Some((terminal, sends(&replay.records_json))),
                     "compact replay differs from the records: {batch}"
                 );
                 if !terminal && cursor.is_finite() && *cursor >= (next - 1) as f64 {

@@ -165,6 +165,60 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
+/// One `send(event, data, id)` a replay makes (`None`: that argument is `undefined`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    pub id: u64,
+    pub event: Option<serde_json::Value>,
+    pub data: Option<serde_json::Value>,
+}
+
+impl Sent {
+    /// The send a whole `{id, event, data, timestamp}` record stands for.
+    pub fn of_record(record: &serde_json::Value) -> Self {
+        Self {
+            id: record["id"].as_u64().unwrap_or(u64::MAX),
+            event: record.get("event").cloned(),
+            data: record.get("data").cloned(),
+        }
+    }
+}
+
+/// Reads a batch back the way `stream()` in `index.js` does: the terminal flag and the sends.
+/// `None` when the text is not a well-formed batch. (The facade never needs this; the model
+/// test and the fuzzer use it to check the batch against the whole records.)
+pub fn decode(text: &str) -> Option<(bool, Vec<Sent>)> {
+    use serde_json::Value;
+    let value: Value = serde_json::from_str(text).ok()?;
+    let [terminal, datas, ids, names, name_index, missing] = value.as_array()?.as_slice() else {
+        return None;
+    };
+    let missing: Vec<u64> = missing
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    let names = names.as_array()?;
+    let mut sends = Vec::new();
+    for (i, data) in datas.as_array()?.iter().enumerate() {
+        let id = match ids {
+            Value::Array(ids) => ids.get(i)?.as_u64()?,
+            first => first.as_u64()?.checked_add(i as u64)?,
+        };
+        let index = match name_index {
+            Value::Array(indexes) => indexes.get(i)?.as_u64()?,
+            shared => shared.as_u64()?,
+        };
+        let name = names.get(usize::try_from(index).ok()?)?.as_array()?;
+        sends.push(Sent {
+            id,
+            event: name.first().cloned(),
+            data: (!missing.contains(&(i as u64))).then(|| data.clone()),
+        });
+    }
+    Some((terminal == 1, sends))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +280,33 @@ mod tests {
             parsed(writer),
             json!([0, [null, null, {"deep": {"x": "y"}}], 1, [["end"], [], [{"k": [1]}]], [0, 1, 2], [1]])
         );
+    }
+
+    #[test]
+    fn decode_reads_back_what_was_pushed_and_refuses_malformed_text() {
+        let mut writer = BatchWriter::new(true, 0);
+        writer.push(2, Some("\"a\""), None);
+        writer.push(3, None, Some("{\"k\":1}"));
+        let sent = |id, event: Option<Value>, data: Option<Value>| Sent { id, event, data };
+        assert_eq!(
+            decode(&writer.finish()),
+            Some((
+                true,
+                vec![
+                    sent(2, Some(json!("a")), None),
+                    sent(3, None, Some(json!({"k": 1})))
+                ]
+            ))
+        );
+        for bad in [
+            "",
+            "[]",
+            "[0,[1],1,[],0,[]]",
+            "[0,[1],[],[[1]],0,[]]",
+            "[0,[1],1,[[1]],[5],[]]",
+        ] {
+            assert_eq!(decode(bad), None, "{bad}");
+        }
     }
 
     #[test]
