@@ -307,12 +307,12 @@ function waitForExit(child, ms) {
 }
 
 // Decodes the core's compact replay text (see src/core/replay.rs):
-// [terminal, datas, firstId | ids, [[name] | [], ...], nameIndex | nameIndexes, missing].
+// [datas, firstId | ids, [[name] | [], ...], nameIndex | nameIndexes, missing].
 function decodeReplay(text) {
-  const [terminal, datas, ids, wrapped, nameIndex, missing] = JSON.parse(text)
+  const [datas, ids, wrapped, nameIndex, missing] = JSON.parse(text)
   for (let i = 0; i < missing.length; i++) datas[missing[i]] = undefined
   const names = wrapped.map((name) => (name.length === 0 ? undefined : name[0]))
-  return { terminal: terminal === 1, ids, names, nameIndex, datas, next: 0 }
+  return { ids, names, nameIndex, datas, next: 0 }
 }
 
 // Sends the records of `batch` from index `start` whose id is above `after`.
@@ -663,13 +663,10 @@ function createChatRunService(options) {
     // IMP-7: send a snapshot, then whatever was emitted from inside those sends, exactly once.
     let seen = s.nextEventId - 1
     let batch = replayed(s, cursor)
-    let terminal
     if (batch !== null) {
-      terminal = isTerminal(s.status)
       sendBatch(sse, batch, cursor - batch.ids + 1, -Infinity)
     } else {
       batch = decodeReplay(native.runReplay(svc, s.slot, cursor))
-      terminal = batch.terminal
       // Contiguous ids (always, unless records came back from the log): keep the batch for
       // the next client of this run, until the next emit or until V8 collects it.
       if (typeof batch.ids === 'number') {
@@ -681,11 +678,10 @@ function createChatRunService(options) {
     while (s.nextEventId - 1 > seen) {
       const from = seen
       seen = s.nextEventId - 1
-      batch = decodeReplay(native.runReplay(svc, s.slot, from))
-      terminal = batch.terminal
-      sendBatch(sse, batch, 0, from)
+      sendBatch(sse, decodeReplay(native.runReplay(svc, s.slot, from)), 0, from)
     }
-    if (terminal) {
+    // Read now, not before the sends: one of them may have finished or dropped the run.
+    if (isTerminal(s.status)) {
       safeCall(sse, 'end')
       return
     }

@@ -134,6 +134,33 @@ describe('stream() replay batch', () => {
     expect(replay(run, '0').frames[0][1]).toEqual({ text: 'original' });
   });
 
+  it('a client whose send drops or finishes the run is ended, not left attached', () => {
+    for (const verdict of ['drop', 'finish'] as const) {
+      let svc: ReturnType<typeof createChatRunService>;
+      let run: any;
+      let ended = 0;
+      const client = {
+        send() {
+          if (verdict === 'drop') svc.drop(run);
+          else svc.finish(run, 'succeeded', 0, null);
+        },
+        end() {
+          ended++;
+        },
+        cleanup() {},
+      };
+      svc = createChatRunService({
+        createSseResponse: () => client,
+        createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
+      });
+      run = svc.create({});
+      svc.emit(run, 'agent', { n: 1 });
+      svc.stream(run, { get: () => '0', query: {} } as never, { on() {} } as never);
+      expect(ended, verdict).toBe(1);
+      expect(run.clients.size, verdict).toBe(0);
+    }
+  });
+
   it('records read back from the log (IMP-3) replay the same as from memory', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replay-log-'));
     dirs.push(dir);

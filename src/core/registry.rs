@@ -891,7 +891,7 @@ impl Service {
     pub fn replay_batch(&self, slot: u32, cursor: f64) -> CoreResult<String> {
         let (run, picked) = self.pick(slot, cursor)?;
         let logged: usize = picked.logged.iter().map(String::len).sum();
-        let mut batch = BatchWriter::new(picked.terminal, logged + picked.held_bytes(&run.history));
+        let mut batch = BatchWriter::new(logged + picked.held_bytes(&run.history));
         for line in &picked.logged {
             batch.push_line(line);
         }

@@ -5,10 +5,9 @@
 //! one JSON text:
 //!
 //! ```text
-//! [terminal, datas, ids, names, nameIndex, missing]
+//! [datas, ids, names, nameIndex, missing]
 //! ```
 //!
-//! - `terminal`: `1` when the run is terminal (the client is ended after the replay), else `0`;
 //! - `datas`: each record's `data` JSON, `null` standing in for an absent key;
 //! - `ids`: the id of the first record when the ids are contiguous (always, for records from
 //!   memory), else the array of every id (records read back from a log can have gaps);
@@ -32,7 +31,7 @@ pub struct BatchWriter {
     names: Vec<Option<String>>,
     name_index: Vec<u32>,
     uniform: bool,
-    /// The text so far: `[terminal,[datas…`.
+    /// The text so far: `[[datas…`.
     out: String,
     missing: Vec<usize>,
 }
@@ -40,9 +39,9 @@ pub struct BatchWriter {
 impl BatchWriter {
     /// `capacity`: the expected size of the data JSON (the text is one allocation when it is
     /// right).
-    pub fn new(terminal: bool, capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         let mut out = String::with_capacity(capacity.saturating_add(64));
-        out.push_str(if terminal { "[1,[" } else { "[0,[" });
+        out.push_str("[[");
         Self {
             ids: Vec::new(),
             contiguous: true,
@@ -94,14 +93,6 @@ impl BatchWriter {
                 parts.data.map(RawValue::get),
             );
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 
     /// The JSON text described in the module docs.
@@ -184,13 +175,13 @@ impl Sent {
     }
 }
 
-/// Reads a batch back the way `stream()` in `index.js` does: the terminal flag and the sends.
+/// Reads a batch back the way `stream()` in `index.js` does: the sends, in order.
 /// `None` when the text is not a well-formed batch. (The facade never needs this; the model
 /// test and the fuzzer use it to check the batch against the whole records.)
-pub fn decode(text: &str) -> Option<(bool, Vec<Sent>)> {
+pub fn decode(text: &str) -> Option<Vec<Sent>> {
     use serde_json::Value;
     let value: Value = serde_json::from_str(text).ok()?;
-    let [terminal, datas, ids, names, name_index, missing] = value.as_array()?.as_slice() else {
+    let [datas, ids, names, name_index, missing] = value.as_array()?.as_slice() else {
         return None;
     };
     let missing: Vec<u64> = missing
@@ -216,7 +207,7 @@ pub fn decode(text: &str) -> Option<(bool, Vec<Sent>)> {
             data: (!missing.contains(&(i as u64))).then(|| data.clone()),
         });
     }
-    Some((terminal == 1, sends))
+    Some(sends)
 }
 
 #[cfg(test)]
@@ -231,26 +222,24 @@ mod tests {
 
     #[test]
     fn empty_batch_is_well_formed() {
-        let writer = BatchWriter::new(false, 0);
-        assert!(writer.is_empty());
-        assert_eq!(parsed(writer), json!([0, [], 0, [], 0, []]));
+        let writer = BatchWriter::new(0);
+        assert_eq!(parsed(writer), json!([[], 0, [], 0, []]));
     }
 
     #[test]
     fn contiguous_uniform_records_ship_first_id_and_one_name() {
-        let mut writer = BatchWriter::new(true, 4);
+        let mut writer = BatchWriter::new(4);
         writer.push(7, Some("\"agent\""), Some("{\"a\":1}"));
         writer.push(8, Some("\"agent\""), Some("[1,2]"));
-        assert_eq!(writer.len(), 2);
         assert_eq!(
             parsed(writer),
-            json!([1, [{"a": 1}, [1, 2]], 7, [["agent"]], 0, []])
+            json!([[{"a": 1}, [1, 2]], 7, [["agent"]], 0, []])
         );
     }
 
     #[test]
     fn gaps_mixed_names_and_absent_keys_are_spelled_out() {
-        let mut writer = BatchWriter::new(false, 0);
+        let mut writer = BatchWriter::new(0);
         writer.push(2, Some("\"a\""), Some("null"));
         writer.push(4, None, None);
         writer.push(5, Some("\"a\""), Some("\"x\""));
@@ -258,7 +247,6 @@ mod tests {
         assert_eq!(
             parsed(writer),
             json!([
-                0,
                 [null, null, "x", 3],
                 [2, 4, 5, 6],
                 [["a"], [], [null]],
@@ -270,7 +258,7 @@ mod tests {
 
     #[test]
     fn log_lines_keep_null_apart_from_absent_and_skip_what_is_not_a_record() {
-        let mut writer = BatchWriter::new(false, 1000);
+        let mut writer = BatchWriter::new(1000);
         writer.push_line(r#"{"id":1,"event":"end","data":null,"timestamp":5}"#);
         writer.push_line(r#"{"id":2,"timestamp":5}"#);
         writer.push_line(r#"{"id":-3,"event":"x"}"#);
@@ -278,32 +266,30 @@ mod tests {
         writer.push_line(r#"{"id":3,"event":{"k":[1]},"data":{"deep":{"x":"y"}}}"#);
         assert_eq!(
             parsed(writer),
-            json!([0, [null, null, {"deep": {"x": "y"}}], 1, [["end"], [], [{"k": [1]}]], [0, 1, 2], [1]])
+            json!([[null, null, {"deep": {"x": "y"}}], 1, [["end"], [], [{"k": [1]}]], [0, 1, 2], [1]])
         );
     }
 
     #[test]
     fn decode_reads_back_what_was_pushed_and_refuses_malformed_text() {
-        let mut writer = BatchWriter::new(true, 0);
+        let mut writer = BatchWriter::new(0);
         writer.push(2, Some("\"a\""), None);
         writer.push(3, None, Some("{\"k\":1}"));
         let sent = |id, event: Option<Value>, data: Option<Value>| Sent { id, event, data };
         assert_eq!(
             decode(&writer.finish()),
-            Some((
-                true,
-                vec![
-                    sent(2, Some(json!("a")), None),
-                    sent(3, None, Some(json!({"k": 1})))
-                ]
-            ))
+            Some(vec![
+                sent(2, Some(json!("a")), None),
+                sent(3, None, Some(json!({"k": 1})))
+            ])
         );
         for bad in [
             "",
             "[]",
-            "[0,[1],1,[],0,[]]",
-            "[0,[1],[],[[1]],0,[]]",
-            "[0,[1],1,[[1]],[5],[]]",
+            "[[1],1,[],0,[]]",
+            "[[1],[],[[1]],0,[]]",
+            "[[1],1,[[1]],[5],[]]",
+            "[0,[1],1,[[1]],0,[]]",
         ] {
             assert_eq!(decode(bad), None, "{bad}");
         }
@@ -311,10 +297,10 @@ mod tests {
 
     #[test]
     fn id_overflow_is_not_contiguous() {
-        let mut writer = BatchWriter::new(false, 0);
+        let mut writer = BatchWriter::new(0);
         writer.push(u64::MAX, Some("\"a\""), Some("1"));
         writer.push(0, Some("\"a\""), Some("2"));
         let value = parsed(writer);
-        assert!(value[2].is_array(), "{value}");
+        assert!(value[1].is_array(), "{value}");
     }
 }
