@@ -66,25 +66,17 @@ export declare function runCreate(svc: number, projectId: string | undefined | n
 export declare function runDrop(svc: number, slot: number, now: number): boolean
 
 /**
- * The hot path of `emit`: a well-formed string event and `JSON.stringify(data)` (absent for
- * `undefined`). Returns the record id.
- */
-export declare function runEmit(svc: number, slot: number, event: string, data: string | undefined | null, now: number): number
-
-/**
  * The general `emit`: the event as a JSON fragment (absent = omitted), and `persist = false`
  * when `data` could not be serialized (the record keeps `data: null`, no log line).
  */
 export declare function runEmitEncoded(svc: number, slot: number, eventJson: string | undefined | null, data: string | undefined | null, persist: boolean, now: number): number
 
-/** The hottest `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`. */
-export declare function runEmitNamed(svc: number, slot: number, event: number, data: string | undefined | null, now: number): number
-
 /**
- * `runEmitNamed` for a string `data` (the facade's usual case): the text is copied once,
- * into a buffer reused across calls.
+ * The hot `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`
+ * (`undefined` = the key is omitted). The text is copied once, into a buffer reused across
+ * calls (see [`JsText::read`]).
  */
-export declare function runEmitText(svc: number, slot: number, event: number, data: string, now: number): number
+export declare function runEmitNamed(svc: number, slot: number, event: number, data: string | undefined, now: number): number
 
 /** Advances the cancel (`shutdown = false`) or shutdown plan. */
 export declare function runEscalationNext(svc: number, slot: number, shutdown: boolean, exited: boolean): number

@@ -487,21 +487,16 @@ function createChatRunService(options) {
       dataJson = 'null'
       persist = false
     }
-    const plainName = typeof event === 'string' && event.isWellFormed()
-    if (plainName && persist) {
-      // Known names cross as a number (cheaper than a string); the map is bounded so a host
-      // that invents a name per event falls back to passing the string.
+    if (typeof event === 'string' && persist) {
+      // Known names cross as a number (cheaper than a string). Only well-formed names are
+      // interned, and the map is bounded: a host that invents a name per event gets the
+      // general path below.
       let name = eventNames.get(event)
-      if (name === undefined && eventNames.size < MAX_INTERNED_EVENTS) {
+      if (name === undefined && eventNames.size < MAX_INTERNED_EVENTS && event.isWellFormed()) {
         name = native.internEvent(svc, event)
         eventNames.set(event, name)
       }
-      if (name !== undefined) {
-        return dataJson === undefined
-          ? native.runEmitNamed(svc, s.slot, name, dataJson, now)
-          : native.runEmitText(svc, s.slot, name, dataJson, now)
-      }
-      return native.runEmit(svc, s.slot, event, dataJson, now)
+      if (name !== undefined) return native.runEmitNamed(svc, s.slot, name, dataJson, now)
     }
     let eventJson
     try {

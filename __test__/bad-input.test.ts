@@ -165,6 +165,19 @@ describe.each(MODES)('emit with data JSON cannot represent ($mode)', ({ logged }
     expect(lines.slice(0, -1).map((line) => JSON.parse(line).data.t)).toEqual(sent);
   });
 
+  it('a host that invents a new event name per event (past the 1024 interned names) loses nothing', async () => {
+    const runs = createRuns(logged ? tmpDir : null);
+    const run = runs.create();
+    const names = Array.from({ length: 1100 }, (_, i) => `evt-${i}`);
+    names.forEach((name, i) => runs.emit(run, name, i % 3 === 0 ? undefined : { i }));
+    const expected = names.map((name, i) => [name, i % 3 === 0 ? undefined : { i }]);
+    expect(run.events.map((e: any) => [e.event, e.data])).toEqual(expected);
+    runs.finish(run, 'succeeded', 0, null);
+    if (!logged) return;
+    const lines = (await logLines(runs, run)).slice(0, -1).map((line) => JSON.parse(line));
+    expect(lines.map((r: any) => [r.event, r.data])).toEqual(expected);
+  });
+
   it('odd event names never throw, keep id order and leave a valid JSONL log', async () => {
     const runs = createRuns(logged ? tmpDir : null);
     const run = runs.create();

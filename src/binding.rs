@@ -265,43 +265,10 @@ pub fn run_list(
     Ok(Uint32Array::new(service(env, svc)?.list(&filter)))
 }
 
-/// The hot path of `emit`: a well-formed string event and `JSON.stringify(data)` (absent for
-/// `undefined`). Returns the record id.
-#[napi]
-pub fn run_emit(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    event: String,
-    data: Option<String>,
-    now: f64,
-) -> Result<f64> {
-    service(env, svc)?
-        .emit(slot, EventName::Text(&event), data.as_deref(), true, now)
-        .map(|id| id as f64)
-        .map_err(core_err)
-}
-
 /// Registers an event name for `runEmitNamed` (the facade caches the number).
 #[napi]
 pub fn intern_event(env: &Env, svc: u32, name: String) -> Result<u32> {
     Ok(service(env, svc)?.intern_event(&name))
-}
-
-/// The hottest `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`.
-#[napi]
-pub fn run_emit_named(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    event: u32,
-    data: Option<String>,
-    now: f64,
-) -> Result<f64> {
-    service(env, svc)?
-        .emit_named(slot, event, data.as_deref(), now)
-        .map(|id| id as f64)
-        .map_err(core_err)
 }
 
 /// A JS string argument read straight into a reusable buffer (see [`JsText::read`]).
@@ -332,8 +299,8 @@ impl JsText {
     /// The string's UTF-8 text, copied by one `napi_get_value_string_utf8` into `scratch` (a
     /// second call sizes it first only when the text did not fit).
     fn read<'a>(&self, scratch: &'a mut Vec<u8>) -> Result<&'a str> {
-        if scratch.len() != SCRATCH_BYTES {
-            // First use, or grown by a large text last time: back to the usual size.
+        if scratch.len() < SCRATCH_BYTES || scratch.len() > SCRATCH_MAX_KEPT {
+            // First use, or grown past what is worth keeping by a very large text.
             scratch.resize(SCRATCH_BYTES, 0);
             scratch.shrink_to(SCRATCH_BYTES);
         }
@@ -403,23 +370,27 @@ impl JsText {
 }
 
 const SCRATCH_BYTES: usize = 16 * 1024;
+/// A buffer grown by a larger text is kept up to this size, so a run of large events is read
+/// with one call each; beyond it, it goes back to `SCRATCH_BYTES` on the next read.
+const SCRATCH_MAX_KEPT: usize = 1024 * 1024;
 
-/// `runEmitNamed` for a string `data` (the facade's usual case): the text is copied once,
-/// into a buffer reused across calls.
+/// The hot `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`
+/// (`undefined` = the key is omitted). The text is copied once, into a buffer reused across
+/// calls (see [`JsText::read`]).
 #[napi]
-pub fn run_emit_text(
+pub fn run_emit_named(
     env: &Env,
     svc: u32,
     slot: u32,
     event: u32,
-    #[napi(ts_arg_type = "string")] data: JsText,
+    #[napi(ts_arg_type = "string | undefined")] data: Option<JsText>,
     now: f64,
 ) -> Result<f64> {
     let Engine { services, scratch } = engine(env)?;
     let service = service_in(services, svc)?;
-    let text = data.read(scratch)?;
+    let text = data.map(|data| data.read(scratch)).transpose()?;
     service
-        .emit_named(slot, event, Some(text), now)
+        .emit_named(slot, event, text, now)
         .map(|id| id as f64)
         .map_err(core_err)
 }
