@@ -97,7 +97,7 @@ fn step_code(step: Step) -> f64 {
         Step::FinishNow => STEP_FINISH_NOW,
         Step::FinishFromChild(Fallback::SigTerm) => STEP_FINISH_TERM,
         Step::FinishFromChild(Fallback::SigKill) => STEP_FINISH_KILL,
-        // Carried out by `run_escalation_next` itself; never handed to JS.
+        // `Service::escalation_step` carries it out and never returns it.
         Step::ReapGroup => STEP_DONE,
         Step::WaitExit(ms) => return ms,
     };
@@ -518,17 +518,12 @@ pub fn run_set_text(
     value: Option<String>,
 ) -> Result<()> {
     let service = service(env, svc)?;
-    if field == "status" {
-        service.state_mut(slot).map_err(core_err)?.status = value;
-        service.write_snapshot(slot, false);
-        return Ok(());
-    }
-    match field.as_str() {
+    let run = match field.as_str() {
+        "status" => return service.set_status(slot, value).map_err(core_err),
         "projectId" => return service.set_project_id(slot, value).map_err(core_err),
         "conversationId" => return service.set_conversation_id(slot, value).map_err(core_err),
-        _ => {}
-    }
-    let run = service.state_mut(slot).map_err(core_err)?;
+        _ => service.state_mut(slot).map_err(core_err)?,
+    };
     match field.as_str() {
         "signal" => run.signal = value,
         "error" => run.error = value,
@@ -630,19 +625,10 @@ pub fn run_escalation_next(
     } else {
         PlanKind::Cancel
     };
-    let service = service(env, svc)?;
-    let mut step = service
-        .escalation_next(slot, kind, exited)
-        .map_err(core_err)?;
-    if step == Step::ReapGroup {
-        // IMP-13 needs nothing from JS: reap here and hand JS the step after it (one
-        // crossing less per run on the way out of a cancel or shutdown).
-        service.reap_group(slot).map_err(core_err)?;
-        step = service
-            .escalation_next(slot, kind, false)
-            .map_err(core_err)?;
-    }
-    Ok(step_code(step))
+    service(env, svc)?
+        .escalation_step(slot, kind, exited)
+        .map(step_code)
+        .map_err(core_err)
 }
 
 /// `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a number.

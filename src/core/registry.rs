@@ -766,6 +766,14 @@ impl Service {
         slot
     }
 
+    /// A host write of `run.status` (`None` for a non-string value); queues the status
+    /// snapshot when the run has one.
+    pub fn set_status(&mut self, slot: u32, status: Option<String>) -> CoreResult<()> {
+        self.run_mut(slot)?.status = status;
+        self.write_snapshot(slot, false);
+        Ok(())
+    }
+
     /// Host write of `run.projectId` (keeps the index in step).
     pub fn set_project_id(&mut self, slot: u32, value: Option<String>) -> CoreResult<()> {
         let run = self.run_mut(slot)?;
@@ -1021,6 +1029,17 @@ impl Service {
         let step = plan.as_mut().map_or(Step::Done, |p| p.next(exited));
         if step == Step::Done {
             *plan = None;
+        }
+        Ok(step)
+    }
+
+    /// [`Service::escalation_next`] for the facade: IMP-13's `ReapGroup` needs nothing from JS,
+    /// so it is carried out here and the step after it is returned instead (never `ReapGroup`).
+    pub fn escalation_step(&mut self, slot: u32, kind: PlanKind, exited: bool) -> CoreResult<Step> {
+        let mut step = self.escalation_next(slot, kind, exited)?;
+        while step == Step::ReapGroup {
+            self.reap_group(slot)?;
+            step = self.escalation_next(slot, kind, false)?;
         }
         Ok(step)
     }
@@ -1475,6 +1494,35 @@ mod tests {
         assert!(svc.emit(99, EventName::Text("x"), None, true, 0.0).is_err());
         let again = svc.create(CreateMeta::default(), 0.0).slot;
         assert_eq!(again, slot);
+    }
+
+    #[test]
+    fn escalation_step_carries_out_the_reap_and_never_returns_it() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let graces = CancelGraces::from_env(f64::NAN, f64::NAN, f64::NAN);
+        assert_eq!(
+            svc.cancel_begin(slot, true, false, graces, 1.0).unwrap(),
+            CancelStart::Step(Step::SigTerm)
+        );
+        let mut steps = Vec::new();
+        let mut exited = false;
+        loop {
+            let step = svc.escalation_step(slot, PlanKind::Cancel, exited).unwrap();
+            steps.push(step);
+            exited = matches!(step, Step::WaitExit(_));
+            if step == Step::Done {
+                break;
+            }
+        }
+        assert_eq!(
+            steps,
+            vec![
+                Step::WaitExit(3000.0),
+                Step::FinishFromChild(Fallback::SigTerm),
+                Step::Done
+            ]
+        );
     }
 
     #[test]
