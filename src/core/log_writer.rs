@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogFailure {
     pub path: PathBuf,
-    /// `mkdir`, `open`, `write`, `snapshot` or `queue` (the queue cap was reached).
+    /// `mkdir`, `open`, `write`, `snapshot`, `queue` (the queue cap was reached) or
+    /// `start a writer thread for` (the thread could not be spawned).
     pub operation: &'static str,
     pub message: String,
 }
@@ -126,7 +127,8 @@ impl LogShared {
         }
     }
 
-    fn fail(&self, lines: u64, failure: LogFailure) {
+    /// Counts `lines` as lost and reports the failure (the first one of the service only).
+    pub(crate) fn fail(&self, lines: u64, failure: LogFailure) {
         self.lines_failed.fetch_add(lines, Ordering::Relaxed);
         self.report(failure);
     }

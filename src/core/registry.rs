@@ -13,7 +13,7 @@ use crate::core::backfill;
 use crate::core::durable;
 use crate::core::escalation::{CancelGraces, Escalation, Step};
 use crate::core::history::{self, EventName, History};
-use crate::core::log_writer::{LogLimits, LogLine, LogShared, LogTarget, LogWriter};
+use crate::core::log_writer::{LogFailure, LogLimits, LogLine, LogShared, LogTarget, LogWriter};
 use crate::core::policy;
 use crate::core::replay::BatchWriter;
 use crate::core::signals::{self, ChildHandle, Delivery, SignalSpec};
@@ -489,11 +489,18 @@ impl Service {
             .collect()
     }
 
-    fn writer(&mut self) -> Option<&LogWriter> {
+    /// The writer thread, started on first use (and tried again on the next use if the
+    /// system refused the thread).
+    fn writer(&mut self) -> std::io::Result<&LogWriter> {
         if self.writer.is_none() {
-            self.writer = LogWriter::spawn(Arc::clone(&self.log_shared), self.cfg.log_limits).ok();
+            self.writer = Some(LogWriter::spawn(
+                Arc::clone(&self.log_shared),
+                self.cfg.log_limits,
+            )?);
         }
-        self.writer.as_ref()
+        self.writer
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("log writer missing"))
     }
 
     /// EMT-2 steps 2-6: numbers and stores the record, bumps `updatedAt`, queues the log line.
@@ -524,17 +531,32 @@ impl Service {
             // IMP-1: a late event after finish/drop goes to memory and clients only.
             self.after_close += 1;
         } else if let (Some(target), Some(pushed)) = (target, pushed) {
-            if let Some(writer) = self.writer() {
-                // The writer thread formats the line from the parts the history keeps.
-                let line = LogLine::Parts {
-                    id,
-                    event: pushed.event,
-                    data: pushed.data,
-                    timestamp: now,
-                };
-                writer.append_line(&target, line, pushed.line_len as usize);
-            }
-            if first {
+            let queued = match self.writer() {
+                Ok(writer) => {
+                    // The writer thread formats the line from the parts the history keeps.
+                    let line = LogLine::Parts {
+                        id,
+                        event: pushed.event,
+                        data: pushed.data,
+                        timestamp: now,
+                    };
+                    writer.append_line(&target, line, pushed.line_len as usize)
+                }
+                Err(error) => {
+                    self.log_shared.fail(
+                        1,
+                        LogFailure {
+                            path: target.path.clone(),
+                            operation: "start a writer thread for",
+                            message: error.to_string(),
+                        },
+                    );
+                    false
+                }
+            };
+            // The first snapshot goes with the first line that is on its way (it creates
+            // the run's directory); a refused line leaves it to the next one.
+            if first && queued {
                 self.write_snapshot(slot, true);
             }
         }
@@ -618,7 +640,7 @@ impl Service {
         run.snapshotted = true;
         let json = run.snapshot_json();
         let target = run.log.clone();
-        if let (Some(target), Some(writer)) = (target, self.writer()) {
+        if let (Some(target), Ok(writer)) = (target, self.writer()) {
             writer.snapshot(&target, json);
         }
     }
