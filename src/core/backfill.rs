@@ -44,6 +44,8 @@ pub fn read_range(path: &Path, after: f64, before: u64) -> Vec<String> {
         if !text.trim_start().starts_with('{') {
             continue;
         }
+        // Parsing the whole line (unknown keys are still parsed, then ignored) also rejects a
+        // torn line that merely starts like a record.
         let Ok(IdOnly { id }) = serde_json::from_str::<IdOnly>(&text) else {
             continue;
         };
@@ -51,10 +53,6 @@ pub fn read_range(path: &Path, after: f64, before: u64) -> Vec<String> {
             break;
         }
         if (id as f64) <= after || last.is_some_and(|l| id <= l) {
-            continue;
-        }
-        // Whole-line validity: a torn line may start like a record and still be invalid.
-        if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
             continue;
         }
         last = Some(id);

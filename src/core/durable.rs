@@ -164,13 +164,10 @@ fn error_fields(data: Option<&Value>) -> (Option<String>, Option<String>) {
     let payload = object(data);
     let nested = object(payload.and_then(|p| p.get("error")));
     let pick = |key: &str| {
-        [nested, payload].into_iter().flatten().find_map(|v| {
-            v.get(key)
-                .and_then(Value::as_str)
-                .map(crate::core::policy::js_trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned)
-        })
+        [nested, payload]
+            .into_iter()
+            .flatten()
+            .find_map(|v| crate::core::policy::trimmed_non_empty(v.get(key)).map(str::to_owned))
     };
     (pick("message"), pick("code"))
 }

@@ -436,14 +436,23 @@ impl History {
         (self.len > 0).then_some(self.first_id)
     }
 
+    /// Id of the newest retained record.
+    pub fn newest_id(&self) -> Option<u64> {
+        (self.len > 0).then(|| self.first_id + self.len as u64 - 1)
+    }
+
+    /// Whether record `id` is still buffered.
+    pub fn holds(&self, id: u64) -> bool {
+        self.len > 0 && id >= self.first_id && id - self.first_id < self.len as u64
+    }
+
     pub fn last(&self) -> Option<Record> {
-        let last = self.first_id + self.len as u64;
-        self.get(last.checked_sub(1)?)
+        self.get(self.newest_id()?)
     }
 
     /// The record with `id`, if it is still buffered.
     pub fn get(&self, id: u64) -> Option<Record> {
-        if id < self.first_id {
+        if !self.holds(id) {
             return None;
         }
         let mut found = None;

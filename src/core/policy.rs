@@ -42,7 +42,7 @@ pub fn js_trim(s: &str) -> &str {
 }
 
 /// `Some(trimmed)` when `v` is a string whose JS trim is non-empty.
-fn trimmed_non_empty(v: Option<&Value>) -> Option<&str> {
+pub(crate) fn trimmed_non_empty(v: Option<&Value>) -> Option<&str> {
     match v {
         Some(Value::String(s)) => {
             let t = js_trim(s);

@@ -220,10 +220,12 @@ impl Picked {
     fn held_bytes(&self, history: &History) -> usize {
         let count = match self.held {
             Held::Nothing => 0,
-            Held::From(from) => history.oldest_id().map_or(0, |oldest| {
-                let end = oldest + history.len() as u64;
-                end.saturating_sub(from.max(oldest)) as usize
-            }),
+            Held::From(from) => history
+                .oldest_id()
+                .zip(history.newest_id())
+                .map_or(0, |(oldest, newest)| {
+                    (newest + 1).saturating_sub(from.max(oldest)) as usize
+                }),
             Held::Only(_) => 1,
         };
         history.retained_bytes() / history.len().max(1) * count
@@ -903,7 +905,8 @@ impl Service {
             records_json.push(',');
         }
         picked.visit(&run.history, |part| {
-            records_json.push_str(&run.history.line(&part).line);
+            let event = run.history.event_fragment(&part);
+            history::write_line(&mut records_json, part.id, event, part.data, part.timestamp);
             records_json.push(',');
         });
         if records_json.len() > 1 {
@@ -944,18 +947,12 @@ impl Service {
             0
         };
         let terminal = run.is_terminal();
-        let newest = run
-            .history
-            .oldest_id()
-            .map(|oldest| oldest + run.history.len() as u64 - 1);
+        let newest = run.history.newest_id();
         let held = if newest.is_some_and(|newest| newest >= from) {
             Held::From(from)
         } else if logged.is_empty() && terminal {
             // STR-4 / IMP-8: the end record if still held, else the newest one.
-            match run.end_event_id.filter(|&id| {
-                run.history.oldest_id().is_some_and(|oldest| id >= oldest)
-                    && newest.is_some_and(|newest| id <= newest)
-            }) {
+            match run.end_event_id.filter(|&id| run.history.holds(id)) {
                 Some(id) => Held::Only(id),
                 None => newest.map_or(Held::Nothing, Held::Only),
             }
