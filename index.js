@@ -66,6 +66,11 @@ function numberOrNull(value) {
   return typeof value === 'number' ? value : null
 }
 
+// `run.signal` as the core stores it: absent stays null, anything else its string form.
+function signalOrNull(value) {
+  return value == null ? null : String(value)
+}
+
 // --- policy lowering -------------------------------------------------------------------------
 // The normalizers of SPEC §12-§14 run in Rust on a JSON image of the host's value that keeps
 // every distinction they need: plain objects (own enumerable string keys, JS order), arrays
@@ -176,19 +181,17 @@ class ChatRun {
 // Core-owned fields the host may write: reads come from the per-run mirror, writes update it
 // and go through to the core, converted to what the core stores (a non-string or non-number
 // value is kept verbatim in the mirror and reaches the core as "none").
-const toText = textOrNull
-const toNumber = numberOrNull
 const CORE_FIELDS = [
-  ['projectId', native.runSetText, toText],
-  ['conversationId', native.runSetText, toText],
-  ['status', native.runSetText, toText],
-  ['updatedAt', native.runSetNumber, toNumber],
-  ['exitCode', native.runSetNumber, toNumber],
-  ['signal', native.runSetText, (value) => (value == null ? null : String(value))],
-  ['error', native.runSetText, toText],
-  ['errorCode', native.runSetText, toText],
+  ['projectId', native.runSetText, textOrNull],
+  ['conversationId', native.runSetText, textOrNull],
+  ['status', native.runSetText, textOrNull],
+  ['updatedAt', native.runSetNumber, numberOrNull],
+  ['exitCode', native.runSetNumber, numberOrNull],
+  ['signal', native.runSetText, signalOrNull],
+  ['error', native.runSetText, textOrNull],
+  ['errorCode', native.runSetText, textOrNull],
   ['cancelRequested', native.runSetNumber, (value) => (value ? 1 : 0)],
-  ['childExitObservedAt', native.runSetNumber, toNumber],
+  ['childExitObservedAt', native.runSetNumber, numberOrNull],
 ]
 for (const [field, write, convert] of CORE_FIELDS) {
   Object.defineProperty(ChatRun.prototype, field, {
@@ -383,28 +386,45 @@ function createChatRunService(options) {
         now,
       ),
     )
-    const state = {
-      ctx,
-      slot,
+    const logPath = logging ? logPrefix + id + logSuffix : null
+    return adopt(slot, id, logPath, m, media, bundle, summary, now, {
       projectId,
       conversationId,
       status: 'queued',
       updatedAt: now,
       nextEventId: 1,
-      events: null,
-      replayed: null,
       exitCode: null,
       signal: null,
       error: null,
       errorCode: null,
       cancelRequested: false,
+    })
+  }
+
+  // The run object for a core slot, registered for get()/list() and for release on collection.
+  // `core` is the mirror of the core-owned fields.
+  function adopt(slot, id, logPath, ids, media, bundle, summary, createdAt, core) {
+    const state = {
+      ctx,
+      slot,
+      projectId: core.projectId,
+      conversationId: core.conversationId,
+      status: core.status,
+      updatedAt: core.updatedAt,
+      nextEventId: core.nextEventId,
+      events: null,
+      replayed: null,
+      exitCode: core.exitCode,
+      signal: core.signal,
+      error: core.error,
+      errorCode: core.errorCode,
+      cancelRequested: core.cancelRequested,
       childExitObservedAt: null,
       bundle,
       summary,
       cancelPromise: null,
     }
-    const logPath = logging ? logPrefix + id + logSuffix : null
-    const run = new ChatRun(state, id, logPath, m, media, bundle, now)
+    const run = new ChatRun(state, id, logPath, ids, media, bundle, createdAt)
     ctx.runs[slot] = run
     runReleaser.register(state, { svc, slot })
     return run
@@ -417,32 +437,22 @@ function createChatRunService(options) {
       const snap = JSON.parse(snapshot)
       const meta = snap.meta !== null && typeof snap.meta === 'object' ? snap.meta : EMPTY
       const bundle = meta.toolBundle ?? { mcpServers: [] }
-      const state = {
-        ctx,
-        slot,
+      const media = meta.mediaExecution ?? { mode: 'enabled' }
+      const logPath = logPrefix + snap.id + logSuffix
+      const ids = meta.ids ?? EMPTY
+      const run = adopt(slot, snap.id, logPath, ids, media, bundle, JSON.stringify(bundle), snap.createdAt, {
         projectId: snap.projectId ?? null,
         conversationId: snap.conversationId ?? null,
         status: snap.status ?? null,
         updatedAt: snap.updatedAt,
         nextEventId: snap.nextEventId,
-        events: null,
-        replayed: null,
         exitCode: snap.exitCode ?? null,
         signal: snap.signal ?? null,
         error: snap.error ?? null,
         errorCode: snap.errorCode ?? null,
         cancelRequested: snap.cancelRequested === true,
-        childExitObservedAt: null,
-        bundle,
-        summary: JSON.stringify(bundle),
-        cancelPromise: null,
-      }
-      const media = meta.mediaExecution ?? { mode: 'enabled' }
-      const logPath = logPrefix + snap.id + logSuffix
-      const run = new ChatRun(state, snap.id, logPath, meta.ids ?? EMPTY, media, bundle, snap.createdAt)
-      ctx.runs[slot] = run
-      runReleaser.register(state, { svc, slot })
-      scheduleEviction(state)
+      })
+      scheduleEviction(ChatRun.stateOf(run))
     }
   }
 
@@ -566,7 +576,7 @@ function createChatRunService(options) {
       s.slot,
       textOrNull(status),
       numberOrNull(code),
-      signal == null ? null : String(signal),
+      signalOrNull(signal),
       endJson,
       now,
     )
@@ -778,7 +788,9 @@ function createChatRunService(options) {
       now,
     )
     if (step === STEP_TERMINAL) return statusBody(run)
-    if (step === STEP_IN_FLIGHT) return s.cancelPromise ?? wait(run)
+    // (s.cancelPromise is null here, checked above.) The core still holds a cancel plan whose
+    // promise has already settled, e.g. after a throw: wait for the run's verdict.
+    if (step === STEP_IN_FLIGHT) return wait(run)
     s.cancelRequested = true
     s.updatedAt = now
     const outcome = drive(run, s, false, step)

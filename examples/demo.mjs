@@ -3,8 +3,8 @@
 //      SSE client and to <runsLogDir>/<runId>/events.jsonl, then exits;
 //   2. a client that reattaches with Last-Event-ID and gets only what it missed;
 //   3. a run that is canceled mid-way: SIGTERM to its process group, grandchild included.
-// Usage: npm start            (logs go to a fresh temp directory)
-//        RUNS_LOG_DIR=./runs npm start
+// Usage: npm run demo            (logs go to a fresh temp directory)
+//        RUNS_LOG_DIR=./runs npm run demo
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'

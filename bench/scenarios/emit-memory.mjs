@@ -3,7 +3,7 @@
 // it from an agent's stdout), interleaved across runs. After gc(): retained bytes per event as
 // process RSS growth (counts native memory) and as V8 heapUsed + external growth; then the ms of
 // one forced full gc() over the retained state.
-import { DELTAS, EVENT, gc, makeService, now, report, size } from './_common.mjs'
+import { DELTAS, EVENT, deltaData, gc, makeService, now, report, size } from './_common.mjs'
 
 const RUNS = size(1000)
 const EVENTS = size(2000)
@@ -20,7 +20,7 @@ const runs = []
 {
   const warm = makeService({ maxEvents: 2000 })
   const run = warm.create({})
-  for (let i = 0; i < 5000; i++) warm.emit(run, EVENT, { type: 'text_delta', delta: DELTAS[i & 255] })
+  for (let i = 0; i < 5000; i++) warm.emit(run, EVENT, deltaData(i))
   warm.finish(run, 'succeeded', 0, null)
 }
 gc()

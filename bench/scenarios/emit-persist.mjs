@@ -7,7 +7,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { DELTAS, EVENT, gc, makeService, now, noopRes, report, size, yieldToLoop, impl } from './_common.mjs'
+import { EVENT, deltaData, gc, makeService, now, noopRes, report, size, yieldToLoop, impl } from './_common.mjs'
 
 const RUNS = size(200)
 const EVENTS = size(2000)
@@ -35,7 +35,7 @@ gc()
 const t0 = now()
 for (let e = 0; e < EVENTS; e++) {
   for (let r = 0; r < RUNS; r++) {
-    svc.emit(runs[r], EVENT, { type: 'text_delta', delta: DELTAS[(e + r) & 255] })
+    svc.emit(runs[r], EVENT, deltaData(e + r))
   }
   await yieldToLoop()
 }

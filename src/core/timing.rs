@@ -46,15 +46,6 @@ pub fn force_wait(parsed: f64) -> f64 {
     }
 }
 
-/// The eviction delay for `ttlMs`: `None` means never evict (`Infinity`, TMR-2).
-pub fn eviction_delay(ttl_ms: f64) -> Option<f64> {
-    if ttl_ms == f64::INFINITY {
-        None
-    } else {
-        Some(timer_delay(ttl_ms))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,9 +63,6 @@ mod tests {
     fn tmr_2_large_delays_are_clamped_not_wrapped() {
         assert_eq!(timer_delay(3e9), TIMER_MAX_MS);
         assert_eq!(timer_delay(f64::INFINITY), TIMER_MAX_MS);
-        assert_eq!(eviction_delay(f64::INFINITY), None);
-        assert_eq!(eviction_delay(3e9), Some(TIMER_MAX_MS));
-        assert_eq!(eviction_delay(0.0), Some(1.0));
     }
 
     #[test]
