@@ -119,16 +119,18 @@ impl LogShared {
         )
     }
 
-    fn report(&self, failure: LogFailure) {
+    /// Reports a failure if it is the service's first; `failure` is only built then (the
+    /// queue-cap path runs on the JS thread, once per refused line).
+    fn report(&self, failure: impl FnOnce() -> LogFailure) {
         if !self.reported.swap(true, Ordering::AcqRel) {
             if let Some(sink) = &self.sink {
-                sink(failure);
+                sink(failure());
             }
         }
     }
 
     /// Counts `lines` as lost and reports the failure (the first one of the service only).
-    pub(crate) fn fail(&self, lines: u64, failure: LogFailure) {
+    pub(crate) fn fail(&self, lines: u64, failure: impl FnOnce() -> LogFailure) {
         self.lines_failed.fetch_add(lines, Ordering::Relaxed);
         self.report(failure);
     }
@@ -343,7 +345,7 @@ impl LogWriter {
             .reserve(bytes, limits.max_queued_bytes, limits.backpressure_wait)
         {
             self.shared.lines_dropped.fetch_add(1, Ordering::Relaxed);
-            self.shared.report(LogFailure {
+            self.shared.report(|| LogFailure {
                 path: target.path.clone(),
                 operation: "queue",
                 message: format!(
@@ -438,7 +440,7 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
                     match crate::core::durable::write_atomic(&path, json.as_bytes()) {
                         // A directory deleted under a live run is not recreated by its snapshot.
                         Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                            shared.report(LogFailure {
+                            shared.report(|| LogFailure {
                                 path,
                                 operation: "snapshot",
                                 message: error.to_string(),
@@ -542,14 +544,11 @@ fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
                 })
             }
             Err((operation, error)) => {
-                shared.fail(
-                    batch.lines,
-                    LogFailure {
-                        path: batch.target.path.clone(),
-                        operation,
-                        message: error.to_string(),
-                    },
-                );
+                shared.fail(batch.lines, || LogFailure {
+                    path: batch.target.path.clone(),
+                    operation,
+                    message: error.to_string(),
+                });
                 return;
             }
         },
@@ -565,14 +564,11 @@ fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
             let path = open.path.clone();
             files.open.remove(&key);
             shared.open_files.fetch_sub(1, Ordering::Relaxed);
-            shared.fail(
-                batch.lines,
-                LogFailure {
-                    path,
-                    operation: "write",
-                    message: error.to_string(),
-                },
-            );
+            shared.fail(batch.lines, || LogFailure {
+                path,
+                operation: "write",
+                message: error.to_string(),
+            });
         }
     }
 }

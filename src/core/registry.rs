@@ -545,14 +545,11 @@ impl Service {
                     writer.append_line(&target, line, pushed.line_len as usize)
                 }
                 Err(error) => {
-                    self.log_shared.fail(
-                        1,
-                        LogFailure {
-                            path: target.path.clone(),
-                            operation: "start a writer thread for",
-                            message: error.to_string(),
-                        },
-                    );
+                    self.log_shared.fail(1, || LogFailure {
+                        path: target.path.clone(),
+                        operation: "start a writer thread for",
+                        message: error.to_string(),
+                    });
                     false
                 }
             };
