@@ -5,26 +5,13 @@
 //   3. a run that is canceled mid-way: SIGTERM to its process group, grandchild included.
 // Usage: npm run demo            (logs go to a fresh temp directory)
 //        RUNS_LOG_DIR=./runs npm run demo
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import readline from 'node:readline'
 import { createChatRunService } from '../index.js'
+import { startAgent } from './agent-process.mjs'
 
 const runsLogDir = process.env.RUNS_LOG_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-demo-'))
-
-// An "agent": prints progress lines over ~1 s, starts a grandchild, and exits.
-const AGENT = `
-const { spawn } = require('node:child_process');
-const steps = ['reading the repo', 'planning', 'editing src/app.ts', 'running tests', 'done'];
-const helper = spawn('sleep', ['30'], { stdio: 'ignore' }); // a grandchild, like an MCP server
-let i = 0;
-const timer = setInterval(() => {
-  console.log(steps[i++]);
-  if (i === steps.length) { clearInterval(timer); helper.kill(); process.exit(0); }
-}, 200);
-`
 
 function consoleClient(label) {
   return {
@@ -41,24 +28,8 @@ const runs = createChatRunService({
   ttlMs: 60_000,
 })
 
-function startAgent(run) {
-  return runs.start(run, async () => {
-    const child = spawn(process.execPath, ['-e', AGENT], { detached: true, stdio: ['ignore', 'pipe', 'inherit'] })
-    run.child = child
-    run.childPid = child.pid
-    run.processGroupId = child.pid
-    run.status = 'running'
-    readline.createInterface({ input: child.stdout }).on('line', (line) => {
-      runs.emit(run, 'agent', { type: 'text_delta', delta: line })
-    })
-    await new Promise((resolve) => {
-      child.on('close', (code, signal) => {
-        runs.finish(run, code === 0 ? 'succeeded' : run.cancelRequested ? 'canceled' : 'failed', code, signal)
-        resolve()
-      })
-    })
-  })
-}
+// The agent (examples/agent.cjs): five lines over about a second, with a grandchild `sleep`.
+const startRun = (run) => runs.start(run, () => startAgent(runs, run, { lines: 5, intervalMs: 200 }))
 
 // Is any process of the group still running? On Linux, zombies (dead, waiting for their new
 // parent to reap them) do not count; elsewhere fall back to kill(-pgid, 0).
@@ -94,7 +65,7 @@ console.log(`chat-run-service demo — JSONL logs under ${runsLogDir}\n`)
 console.log('1. a run streamed live to a console client')
 const run = runs.create({ projectId: 'demo', conversationId: 'conv-1' })
 run.clients.add(consoleClient('live'))
-startAgent(run)
+startRun(run)
 const body = await runs.wait(run)
 console.log(`  -> ${body.status}, exit code ${body.exitCode}; log: ${body.eventsLogPath}\n`)
 
@@ -104,7 +75,7 @@ runs.stream(run, { get: (h) => (h === 'Last-Event-ID' ? '3' : undefined), query:
 console.log('\n3. a run canceled mid-way (SIGTERM to its process group)')
 const doomed = runs.create({ projectId: 'demo', conversationId: 'conv-2' })
 doomed.clients.add(consoleClient('doomed'))
-startAgent(doomed)
+startRun(doomed)
 await new Promise((resolve) => setTimeout(resolve, 450))
 const pgid = doomed.processGroupId
 const canceled = await runs.cancel(doomed)

@@ -19,17 +19,15 @@
 //        PORT=8080 RUNS_LOG_DIR=./runs AGENT_LINES=40 node examples/server.mjs
 //
 // Tests start it in-process: `const { url, close, runs } = await startServer({ ... })`.
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import express from 'express'
 import { createChatRunService } from '../index.js'
+import { startAgent } from './agent-process.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const AGENT_SCRIPT = path.join(here, 'agent.cjs')
 const PUBLIC_DIR = path.join(here, 'public')
 const MAX_LINES = 10_000
 
@@ -140,31 +138,9 @@ export async function startServer({
     })
     // The host's own client objects live in run.clients next to the SSE ones (here: a console echo).
     if (consoleEvents) run.clients.add(consoleClient(run))
-    runs.start(run, () => startAgent(run, lines))
+    runs.start(run, () => startAgent(runs, run, { lines, intervalMs: lineIntervalMs }))
     res.status(202).json({ runId: run.id })
   })
-
-  function startAgent(run, lines) {
-    return new Promise((resolve, reject) => {
-      // detached: the agent leads its own process group, so cancel/shutdown can signal the
-      // agent and every grandchild it started at once (and Ctrl-C in this terminal does not).
-      const child = spawn(process.execPath, [AGENT_SCRIPT, String(lines), String(lineIntervalMs)], {
-        detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-      run.child = child
-      run.childPid = child.pid ?? null
-      run.processGroupId = child.pid ?? null
-      run.status = 'running'
-      readline.createInterface({ input: child.stdout }).on('line', (line) => runs.emit(run, 'stdout', { line }))
-      readline.createInterface({ input: child.stderr }).on('line', (line) => runs.emit(run, 'stderr', { line }))
-      child.once('error', reject) // spawn failure: start() turns the rejection into fail(AGENT_EXECUTION_FAILED)
-      child.once('close', (code, signal) => {
-        runs.finish(run, code === 0 ? 'succeeded' : run.cancelRequested ? 'canceled' : 'failed', code, signal)
-        resolve()
-      })
-    })
-  }
 
   const findRun = (req, res) => {
     const run = runs.get(req.params.id)
