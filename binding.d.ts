@@ -53,6 +53,13 @@ export declare function restoreRuns(svc: number, dir: string, now: number): Arra
 export declare function runCancelBegin(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, piAbortGrace: number, cancelGrace: number, forceWait: number, now: number): number
 
 /**
+ * Test support: the core's view of one run's host-visible fields, as JSON, so the test suites
+ * can check after every test that the facade's read mirror agrees with the core (a drift fails
+ * a test). Not used on any production path.
+ */
+export declare function runCoreFields(svc: number, slot: number): string
+
+/**
  * `create(meta)`: the id strings are passed only when they are non-empty strings; the two
  * policies as their JSON lowering (absent = undefined); `otherIds` (JSON of the remaining id
  * fields) only when logging is on, for the durable snapshot.

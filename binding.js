@@ -845,6 +845,7 @@ module.exports.flushLogs = nativeBinding.flushLogs
 module.exports.internEvent = nativeBinding.internEvent
 module.exports.restoreRuns = nativeBinding.restoreRuns
 module.exports.runCancelBegin = nativeBinding.runCancelBegin
+module.exports.runCoreFields = nativeBinding.runCoreFields
 module.exports.runCreate = nativeBinding.runCreate
 module.exports.runDrop = nativeBinding.runDrop
 module.exports.runEmitEncoded = nativeBinding.runEmitEncoded

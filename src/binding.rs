@@ -713,3 +713,25 @@ pub fn service_stats(env: &Env, svc: u32) -> Result<ServiceStats> {
         writer_queue_bytes: s.writer_queue_bytes as f64,
     })
 }
+
+/// Test support: the core's view of one run's host-visible fields, as JSON, so the test suites
+/// can check after every test that the facade's read mirror agrees with the core (a drift fails
+/// a test). Not used on any production path.
+#[napi]
+pub fn run_core_fields(env: &Env, svc: u32, slot: u32) -> Result<String> {
+    let run = service(env, svc)?.state(slot).map_err(core_err)?;
+    Ok(serde_json::json!({
+        "projectId": run.project_id,
+        "conversationId": run.conversation_id,
+        "status": run.status,
+        "updatedAt": run.updated_at,
+        "nextEventId": run.next_event_id,
+        "exitCode": run.exit_code,
+        "signal": run.signal,
+        "error": run.error,
+        "errorCode": run.error_code,
+        "cancelRequested": run.cancel_requested,
+        "childExitObservedAt": run.child_exit_observed_at,
+    })
+    .to_string())
+}
