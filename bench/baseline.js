@@ -2,8 +2,9 @@
 // JS baseline for the side-by-side benchmark (bench/ only, not shipped).
 //
 // This module mirrors the data path of the upstream open-design daemon module (runs.js /
-// apps/daemon/src/runs.ts) that chat-run-service replaces. It was written for the benchmark from
-// the description in issue 3 and ../shared/SPEC.md; it is not a copy of the upstream file.
+// apps/daemon/src/runs.ts) that chat-run-service replaces, as bench/README.md describes it, with
+// the behaviour of docs/SPEC.md. It was written for the benchmark; it is not a copy of the
+// upstream file.
 // What it reproduces, because that is what the benchmark compares:
 //   - runs live in a `Map` keyed by id; `get` is `Map.get`, `list` filters `Map.values()`;
 //   - `run.events` is a plain JS array of `{ id, event, data, timestamp }` records: `push`, then a

@@ -4,8 +4,8 @@
 //
 // Every scenario runs in a fresh `node --expose-gc` process per implementation and round; rounds
 // alternate the order (native first, then baseline first, ...). The table shows the medians over
-// the rounds and the ratio native/baseline against the goals of issue 3. Results are also written
-// to bench/results/latest.json.
+// the rounds and the ratio native/baseline against the goals in bench/README.md. Results are also
+// written to bench/results/latest.json.
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
