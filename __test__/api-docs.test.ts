@@ -11,10 +11,10 @@ import fs from 'node:fs'
 import path from 'node:path'
 import ts from 'typescript'
 import { describe, expect, it } from 'vitest'
+import { ROOT } from './helpers'
 
-const root = path.resolve(__dirname, '..')
-const dtsPath = path.join(root, 'index.d.ts')
-const docPath = path.join(root, 'docs', 'API.md')
+const dtsPath = path.join(ROOT, 'index.d.ts')
+const docPath = path.join(ROOT, 'docs', 'API.md')
 
 type Declared = { name: string; kind: string; members: string[] }
 
@@ -69,7 +69,7 @@ function docSections(markdown: string): Section[] {
   const headings: Array<{ line: number; level: number; text: string }> = []
   let fence = false
   lines.forEach((line, i) => {
-    if (/^```/.test(line)) fence = !fence
+    if (line.startsWith('```')) fence = !fence
     const m = !fence && /^(#{1,6})\s+(.*)$/.exec(line)
     if (m) headings.push({ line: i, level: m[1].length, text: m[2] })
   })
@@ -93,7 +93,8 @@ function problems(declared: Declared[], markdown: string, only: Declared[] = dec
     }
     const spans = codeSpans(section.body)
     for (const member of d.members) {
-      if (!spans.some((span) => namesIn(span, member))) found.push(`${d.name}.${member} is not documented in the ${d.name} section`)
+      if (!spans.some((span) => namesIn(span, member)))
+        found.push(`${d.name}.${member} is not documented in the ${d.name} section`)
     }
     // Stale rows: the first cell of each table row in the section (outside nested sections of
     // other exports) must name a declared member.
@@ -101,14 +102,16 @@ function problems(declared: Declared[], markdown: string, only: Declared[] = dec
       for (const row of section.body.split('\n').filter((l) => /^\|\s*`/.test(l))) {
         const first = codeSpans(row.split('|')[1] ?? '')[0]
         const name = first?.match(/^(?:[\w$]+\.)?([\w$]+)/)?.[1]
-        if (name && !d.members.includes(name)) found.push(`docs/API.md documents ${d.name}.${name}, which index.d.ts does not declare`)
+        if (name && !d.members.includes(name))
+          found.push(`docs/API.md documents ${d.name}.${name}, which index.d.ts does not declare`)
       }
     }
   }
   // Headings naming an export that no longer exists.
   if (only !== declared) return found
   for (const s of sections) {
-    if (s.level >= 2 && /^[A-Z]/.test(s.name) && !declaredNames.has(s.name)) found.push(`docs/API.md has a section for ${s.name}, which index.d.ts does not export`)
+    if (s.level >= 2 && /^[A-Z]/.test(s.name) && !declaredNames.has(s.name))
+      found.push(`docs/API.md has a section for ${s.name}, which index.d.ts does not export`)
   }
   return found
 }
@@ -122,10 +125,19 @@ describe('docs/API.md is in sync with index.d.ts', () => {
     expect(byName.get('createChatRunService')?.kind).toBe('function')
     expect(byName.get('TERMINAL_RUN_STATUSES')?.kind).toBe('const')
     expect(byName.get('ChatRunServiceOptions')?.members).toEqual(
-      expect.arrayContaining(['createSseResponse', 'createSseErrorPayload', 'maxEvents', 'ttlMs', 'shutdownGraceMs', 'runsLogDir']),
+      expect.arrayContaining([
+        'createSseResponse',
+        'createSseErrorPayload',
+        'maxEvents',
+        'ttlMs',
+        'shutdownGraceMs',
+        'runsLogDir',
+      ]),
     )
     expect(byName.get('ChatRunService')?.members).toHaveLength(15)
-    expect(byName.get('ChatRun')?.members).toEqual(expect.arrayContaining(['id', 'status', 'events', 'clients', 'processGroupId']))
+    expect(byName.get('ChatRun')?.members).toEqual(
+      expect.arrayContaining(['id', 'status', 'events', 'clients', 'processGroupId']),
+    )
   })
 
   it('documents every export, option, method, run field and type member', () => {
@@ -142,13 +154,22 @@ describe('docs/API.md is in sync with index.d.ts', () => {
 
   it('the checker notices a missing member, a missing export and a stale row', () => {
     const withoutTtl = markdown.replace(/^\| `ttlMs` .*\n/m, '')
-    expect(problems(declared, withoutTtl)).toContain('ChatRunServiceOptions.ttlMs is not documented in the ChatRunServiceOptions section')
+    expect(problems(declared, withoutTtl)).toContain(
+      'ChatRunServiceOptions.ttlMs is not documented in the ChatRunServiceOptions section',
+    )
     const withoutCancel = markdown.replace(/`cancel`/g, '`x`').replace(/runs\.cancel\(/g, 'runs.x(')
-    expect(problems(declared, withoutCancel)).toContain('ChatRunService.cancel is not documented in the ChatRunService section')
+    expect(problems(declared, withoutCancel)).toContain(
+      'ChatRunService.cancel is not documented in the ChatRunService section',
+    )
     const extraExport = [...declared, { name: 'NewThing', kind: 'type', members: [] }]
     expect(problems(extraExport, markdown)).toContain('export NewThing (type) has no heading in docs/API.md')
-    const staleRow = markdown.replace('| `pluginId` | `string \\| null` | from meta |', '| `oldField` | `x` | - |\n| `pluginId` | `string \\| null` | from meta |')
+    const staleRow = markdown.replace(
+      '| `pluginId` | `string \\| null` | from meta |',
+      '| `oldField` | `x` | - |\n| `pluginId` | `string \\| null` | from meta |',
+    )
     expect(staleRow).not.toBe(markdown)
-    expect(problems(declared, staleRow)).toContain('docs/API.md documents ChatRun.oldField, which index.d.ts does not declare')
+    expect(problems(declared, staleRow)).toContain(
+      'docs/API.md documents ChatRun.oldField, which index.d.ts does not declare',
+    )
   })
 })

@@ -1,65 +1,62 @@
 // Bad input: nothing a host can pass makes the service throw where the SPEC says it must not,
 // corrupt the JSONL log, or lose the order of ids. Each block runs with logging disabled and
 // with a temporary log directory where that matters (LOG-2 vs §16).
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createChatRunService } from '../index.js';
-
-type Client = { send: ReturnType<typeof vi.fn>; end: ReturnType<typeof vi.fn>; cleanup: ReturnType<typeof vi.fn> };
-
-function newClient(): Client {
-  return { send: vi.fn(), end: vi.fn(), cleanup: vi.fn() };
-}
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { createChatRunService } from '../index.js'
+import {
+  baseOptions,
+  fakeClient,
+  fakeReq,
+  makeRuns,
+  notLinux,
+  sleep,
+  useTempDirs,
+  waitFor,
+  type FakeClient,
+} from './helpers'
 
 // Every service a test creates, so afterEach can flush its log writer (shutdownActive is the
 // barrier) before deleting the temp dir it writes into.
-const created: any[] = [];
-function track<T>(runs: T): T {
-  created.push(runs);
-  return runs;
-}
+const created: any[] = []
 
-function createRuns(runsLogDir: string | null, extra: Record<string, unknown> = {}) {
-  return track(createChatRunService({
-    createSseResponse: () => newClient(),
-    createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
-    ttlMs: 60_000,
-    shutdownGraceMs: 10,
-    runsLogDir: runsLogDir as unknown as null,
-    ...extra,
-  } as any) as any);
+/** A service logging to `runsLogDir` (or not, for null); `newClient` as in makeRuns. */
+function createRuns(runsLogDir: string | null, newClient?: () => FakeClient) {
+  const { runs } = makeRuns({ runsLogDir }, newClient)
+  created.push(runs)
+  return runs
 }
 
 /** Reads a run's JSONL log after the service's flush barrier (IMP-4: shutdownActive). */
 async function logLines(runs: any, run: any): Promise<string[]> {
-  await runs.shutdownActive();
-  const text = fs.readFileSync(run.eventsLogPath, 'utf8');
-  expect(text.endsWith('\n')).toBe(true);
-  return text.slice(0, -1).split('\n');
+  await runs.shutdownActive()
+  const text = fs.readFileSync(run.eventsLogPath, 'utf8')
+  expect(text.endsWith('\n')).toBe(true)
+  return text.slice(0, -1).split('\n')
 }
 
-let tmpDir: string;
+const tempDir = useTempDirs('chat-run-bad-input-')
+let tmpDir: string
 beforeEach(() => {
-  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-bad-input-'));
-});
+  tmpDir = tempDir()
+})
+// Registered after useTempDirs, so it runs before the directory is removed (hooks run as a stack).
 afterEach(async () => {
-  await Promise.allSettled(created.splice(0).map((runs) => runs.shutdownActive({ graceMs: 1 })));
-  fs.rmSync(tmpDir, { recursive: true, force: true });
-});
+  await Promise.allSettled(created.splice(0).map((runs) => runs.shutdownActive({ graceMs: 1 })))
+})
 
 const MODES = [
   { mode: 'logging disabled', logged: false },
   { mode: 'logging to a temp dir', logged: true },
-] as const;
+] as const
 
 // --- emit: data JSON cannot represent ----------------------------------------------------------------
 
 function cyclic() {
-  const value: any = { name: 'cycle' };
-  value.self = value;
-  return value;
+  const value: any = { name: 'cycle' }
+  value.self = value
+  return value
 }
 
 /** `throws`: JSON.stringify throws (the line is skipped, LOG-6). Otherwise it yields no data (LOG-4). */
@@ -67,158 +64,169 @@ const UNREPRESENTABLE: { kind: string; make: () => unknown; throws: boolean }[] 
   { kind: 'a BigInt', make: () => 10n, throws: true },
   { kind: 'an object holding a BigInt', make: () => ({ n: 10n }), throws: true },
   { kind: 'a cyclic object', make: cyclic, throws: true },
-  { kind: 'an object whose toJSON throws', make: () => ({ toJSON() { throw new Error('nope'); } }), throws: true },
+  {
+    kind: 'an object whose toJSON throws',
+    make: () => ({
+      toJSON() {
+        throw new Error('nope')
+      },
+    }),
+    throws: true,
+  },
   { kind: 'a function', make: () => function data() {}, throws: false },
   { kind: 'a Symbol', make: () => Symbol('data'), throws: false },
-];
+]
 
 describe.each(MODES)('emit with data JSON cannot represent ($mode)', ({ logged }) => {
-  it.each(UNREPRESENTABLE)('$kind: no throw, id order kept, clients get the caller\'s object, the log stays valid', async ({ make, throws }) => {
-    const runs = createRuns(logged ? tmpDir : null);
-    const run = runs.create({ projectId: 'p' });
-    const client = newClient();
-    run.clients.add(client);
-    const bad = make();
+  it.each(UNREPRESENTABLE)(
+    "$kind: no throw, id order kept, clients get the caller's object, the log stays valid",
+    async ({ make, throws }) => {
+      const runs = createRuns(logged ? tmpDir : null)
+      const run = runs.create({ projectId: 'p' })
+      const client = fakeClient()
+      run.clients.add(client)
+      const bad = make()
 
-    runs.emit(run, 'agent', { before: true });
-    let record: any;
-    expect(() => {
-      record = runs.emit(run, 'agent', bad);
-    }).not.toThrow();
-    runs.emit(run, 'agent', { after: true });
+      runs.emit(run, 'agent', { before: true })
+      let record: any
+      expect(() => {
+        record = runs.emit(run, 'agent', bad)
+      }).not.toThrow()
+      runs.emit(run, 'agent', { after: true })
 
-    expect(record.id).toBe(2);
-    expect(record.data).toBe(bad);
-    expect(client.send).toHaveBeenCalledTimes(3);
-    expect(client.send.mock.calls[1][0]).toBe('agent');
-    expect(client.send.mock.calls[1][1]).toBe(bad);
-    expect(client.send.mock.calls[1][2]).toBe(2);
-    expect(run.nextEventId).toBe(4);
-    expect(run.events.map((e: any) => e.id)).toEqual([1, 2, 3]);
-    expect(run.events.map((e: any) => e.event)).toEqual(['agent', 'agent', 'agent']);
-    expect(run.events[2].data).toEqual({ after: true });
+      expect(record.id).toBe(2)
+      expect(record.data).toBe(bad)
+      expect(client.send).toHaveBeenCalledTimes(3)
+      expect(client.send.mock.calls[1][0]).toBe('agent')
+      expect(client.send.mock.calls[1][1]).toBe(bad)
+      expect(client.send.mock.calls[1][2]).toBe(2)
+      expect(run.nextEventId).toBe(4)
+      expect(run.events.map((e: any) => e.id)).toEqual([1, 2, 3])
+      expect(run.events.map((e: any) => e.event)).toEqual(['agent', 'agent', 'agent'])
+      expect(run.events[2].data).toEqual({ after: true })
 
-    expect(() => runs.finish(run, 'succeeded', 0, null)).not.toThrow();
-    expect(run.events.map((e: any) => e.id)).toEqual([1, 2, 3, 4]);
+      expect(() => runs.finish(run, 'succeeded', 0, null)).not.toThrow()
+      expect(run.events.map((e: any) => e.id)).toEqual([1, 2, 3, 4])
 
-    if (!logged) {
-      expect(fs.readdirSync(tmpDir)).toEqual([]);
-      return;
-    }
-    const lines = await logLines(runs, run);
-    const parsed = lines.map((line) => JSON.parse(line));
-    if (throws) {
-      // LOG-6: only the unserializable line is skipped; the next emit and 'end' are written.
-      expect(parsed.map((r) => r.id)).toEqual([1, 3, 4]);
-    } else {
-      // LOG-4: JSON.stringify drops a function/Symbol value, so the line has no data key.
-      expect(parsed.map((r) => r.id)).toEqual([1, 2, 3, 4]);
-      expect(Object.keys(parsed[1])).toEqual(['id', 'event', 'timestamp']);
-    }
-    expect(parsed.at(-1)).toMatchObject({ event: 'end', data: { status: 'succeeded' } });
-    expect(parsed[0].data).toEqual({ before: true });
-  });
+      if (!logged) {
+        expect(fs.readdirSync(tmpDir)).toEqual([])
+        return
+      }
+      const lines = await logLines(runs, run)
+      const parsed = lines.map((line) => JSON.parse(line))
+      if (throws) {
+        // LOG-6: only the unserializable line is skipped; the next emit and 'end' are written.
+        expect(parsed.map((r) => r.id)).toEqual([1, 3, 4])
+      } else {
+        // LOG-4: JSON.stringify drops a function/Symbol value, so the line has no data key.
+        expect(parsed.map((r) => r.id)).toEqual([1, 2, 3, 4])
+        expect(Object.keys(parsed[1])).toEqual(['id', 'event', 'timestamp'])
+      }
+      expect(parsed.at(-1)).toMatchObject({ event: 'end', data: { status: 'succeeded' } })
+      expect(parsed[0].data).toEqual({ before: true })
+    },
+  )
 
-  it('an unserializable error payload still sets error/errorCode from the caller\'s object (§8)', () => {
-    const runs = createRuns(logged ? tmpDir : null);
-    const run = runs.create();
-    const payload: any = { error: { message: '  boom  ', code: 'E_CYCLE' } };
-    payload.error.self = payload;
-    expect(() => runs.emit(run, 'error', payload)).not.toThrow();
-    expect(run.error).toBe('boom');
-    expect(run.errorCode).toBe('E_CYCLE');
-  });
+  it("an unserializable error payload still sets error/errorCode from the caller's object (§8)", () => {
+    const runs = createRuns(logged ? tmpDir : null)
+    const run = runs.create()
+    const payload: any = { error: { message: '  boom  ', code: 'E_CYCLE' } }
+    payload.error.self = payload
+    expect(() => runs.emit(run, 'error', payload)).not.toThrow()
+    expect(run.error).toBe('boom')
+    expect(run.errorCode).toBe('E_CYCLE')
+  })
 
   it('a 5 MB string payload round-trips into run.events and the log', async () => {
-    const runs = createRuns(logged ? tmpDir : null);
-    const run = runs.create();
-    const big = 'x'.repeat(5 * 1024 * 1024 - 7) + 'é"\n\u2028';
-    runs.emit(run, 'agent', { text: big });
-    runs.emit(run, 'agent', { text: 'small' });
-    expect(run.events[0].data.text).toBe(big);
-    expect(run.events[1].data.text).toBe('small');
-    runs.finish(run, 'succeeded', 0, null);
-    if (!logged) return;
-    const lines = await logLines(runs, run);
-    expect(lines).toHaveLength(3);
-    expect(JSON.parse(lines[0]).data.text).toBe(big);
-    expect(JSON.parse(lines[1]).data.text).toBe('small');
-  });
+    const runs = createRuns(logged ? tmpDir : null)
+    const run = runs.create()
+    const big = 'x'.repeat(5 * 1024 * 1024 - 7) + 'é"\n\u2028'
+    runs.emit(run, 'agent', { text: big })
+    runs.emit(run, 'agent', { text: 'small' })
+    expect(run.events[0].data.text).toBe(big)
+    expect(run.events[1].data.text).toBe('small')
+    runs.finish(run, 'succeeded', 0, null)
+    if (!logged) return
+    const lines = await logLines(runs, run)
+    expect(lines).toHaveLength(3)
+    expect(JSON.parse(lines[0]).data.text).toBe(big)
+    expect(JSON.parse(lines[1]).data.text).toBe('small')
+  })
 
   it('data whose UTF-8 size is near the 16 KiB read buffer (multi-byte characters at the edge) round-trips exactly', async () => {
-    const runs = createRuns(logged ? tmpDir : null);
-    const run = runs.create();
-    const sent: string[] = [];
+    const runs = createRuns(logged ? tmpDir : null)
+    const run = runs.create()
+    const sent: string[] = []
     // JSON of {"t":"<pad><tail>"} is 8 bytes + pad + tail; sweep its size across 16384.
     for (const tail of ['', 'é', '☃', '😀', 'é☃😀']) {
-      const tailBytes = Buffer.byteLength(tail);
+      const tailBytes = Buffer.byteLength(tail)
       for (let size = 16376; size <= 16392; size++) {
-        const text = 'x'.repeat(size - 8 - tailBytes) + tail;
-        sent.push(text);
-        runs.emit(run, 'agent', { t: text });
+        const text = 'x'.repeat(size - 8 - tailBytes) + tail
+        sent.push(text)
+        runs.emit(run, 'agent', { t: text })
       }
     }
-    expect(run.events.map((e: any) => e.data.t)).toEqual(sent);
-    runs.finish(run, 'succeeded', 0, null);
-    if (!logged) return;
-    const lines = await logLines(runs, run);
-    expect(lines.slice(0, -1).map((line) => JSON.parse(line).data.t)).toEqual(sent);
-  });
+    expect(run.events.map((e: any) => e.data.t)).toEqual(sent)
+    runs.finish(run, 'succeeded', 0, null)
+    if (!logged) return
+    const lines = await logLines(runs, run)
+    expect(lines.slice(0, -1).map((line) => JSON.parse(line).data.t)).toEqual(sent)
+  })
 
   it('a host that invents a new event name per event (past the 1024 interned names) loses nothing', async () => {
-    const runs = createRuns(logged ? tmpDir : null);
-    const run = runs.create();
-    const names = Array.from({ length: 1100 }, (_, i) => `evt-${i}`);
-    names.forEach((name, i) => runs.emit(run, name, i % 3 === 0 ? undefined : { i }));
-    const expected = names.map((name, i) => [name, i % 3 === 0 ? undefined : { i }]);
-    expect(run.events.map((e: any) => [e.event, e.data])).toEqual(expected);
-    runs.finish(run, 'succeeded', 0, null);
-    if (!logged) return;
-    const lines = (await logLines(runs, run)).slice(0, -1).map((line) => JSON.parse(line));
-    expect(lines.map((r: any) => [r.event, r.data])).toEqual(expected);
-  });
+    const runs = createRuns(logged ? tmpDir : null)
+    const run = runs.create()
+    const names = Array.from({ length: 1100 }, (_, i) => `evt-${i}`)
+    names.forEach((name, i) => runs.emit(run, name, i % 3 === 0 ? undefined : { i }))
+    const expected = names.map((name, i) => [name, i % 3 === 0 ? undefined : { i }])
+    expect(run.events.map((e: any) => [e.event, e.data])).toEqual(expected)
+    runs.finish(run, 'succeeded', 0, null)
+    if (!logged) return
+    const lines = (await logLines(runs, run)).slice(0, -1).map((line) => JSON.parse(line))
+    expect(lines.map((r: any) => [r.event, r.data])).toEqual(expected)
+  })
 
   it('odd event names never throw, keep id order and leave a valid JSONL log', async () => {
-    const runs = createRuns(logged ? tmpDir : null);
-    const run = runs.create();
-    const client = newClient();
-    run.clients.add(client);
-    const names: unknown[] = ['', 'end', 'e'.repeat(10 * 1024), 'a\nb', '\u0000', '\uD800', 42, null, undefined, {}];
+    const runs = createRuns(logged ? tmpDir : null)
+    const run = runs.create()
+    const client = fakeClient()
+    run.clients.add(client)
+    const names: unknown[] = ['', 'end', 'e'.repeat(10 * 1024), 'a\nb', '\u0000', '\uD800', 42, null, undefined, {}]
     for (const name of names) {
-      expect(() => runs.emit(run, name, { name: typeof name })).not.toThrow();
+      expect(() => runs.emit(run, name, { name: typeof name })).not.toThrow()
     }
     // The host's own 'end' event does not finish the run (only finish() does).
-    expect(run.status).toBe('queued');
-    expect(client.send.mock.calls.map((c: unknown[]) => c[0])).toEqual(names);
-    expect(client.send.mock.calls.map((c: unknown[]) => c[2])).toEqual(names.map((_, i) => i + 1));
-    const events = run.events;
-    expect(events.map((e: any) => e.id)).toEqual(names.map((_, i) => i + 1));
-    for (let i = 0; i < 6; i++) expect(events[i].event).toBe(names[i]);
-    expect(events[6].event).toBe(42);
-    expect(events[7].event).toBe(null);
-    expect(events[8].event).toBeUndefined();
-    expect(events[9].event).toEqual({});
+    expect(run.status).toBe('queued')
+    expect(client.send.mock.calls.map((c: unknown[]) => c[0])).toEqual(names)
+    expect(client.send.mock.calls.map((c: unknown[]) => c[2])).toEqual(names.map((_, i) => i + 1))
+    const events = run.events
+    expect(events.map((e: any) => e.id)).toEqual(names.map((_, i) => i + 1))
+    for (let i = 0; i < 6; i++) expect(events[i].event).toBe(names[i])
+    expect(events[6].event).toBe(42)
+    expect(events[7].event).toBe(null)
+    expect(events[8].event).toBeUndefined()
+    expect(events[9].event).toEqual({})
 
-    runs.finish(run, 'succeeded', 0, null);
-    expect(client.end).toHaveBeenCalledTimes(1);
-    if (!logged) return;
-    const lines = await logLines(runs, run);
-    const parsed = lines.map((line) => JSON.parse(line)); // every line parses
-    expect(parsed.map((r) => r.id)).toEqual([...names.map((_, i) => i + 1), names.length + 1]);
-    for (let i = 0; i < 6; i++) expect(parsed[i].event).toBe(names[i]);
-    expect(parsed[6].event).toBe(42);
-    expect(parsed[7].event).toBe(null);
-    expect('event' in parsed[8]).toBe(false); // JSON.stringify omits an undefined event
-    expect(parsed[9].event).toEqual({});
-    expect(parsed.at(-1)).toMatchObject({ event: 'end', data: { status: 'succeeded' } });
-  });
-});
+    runs.finish(run, 'succeeded', 0, null)
+    expect(client.end).toHaveBeenCalledTimes(1)
+    if (!logged) return
+    const lines = await logLines(runs, run)
+    const parsed = lines.map((line) => JSON.parse(line)) // every line parses
+    expect(parsed.map((r) => r.id)).toEqual([...names.map((_, i) => i + 1), names.length + 1])
+    for (let i = 0; i < 6; i++) expect(parsed[i].event).toBe(names[i])
+    expect(parsed[6].event).toBe(42)
+    expect(parsed[7].event).toBe(null)
+    expect('event' in parsed[8]).toBe(false) // JSON.stringify omits an undefined event
+    expect(parsed[9].event).toEqual({})
+    expect(parsed.at(-1)).toMatchObject({ event: 'end', data: { status: 'succeeded' } })
+  })
+})
 
 // --- create: non-string ids ------------------------------------------------------------------------------
 
 describe('create with odd meta', () => {
   it('non-string and empty ids become null, a whitespace id is kept verbatim (CRE-3)', () => {
-    const runs = createRuns(null);
+    const runs = createRuns(null)
     const run = runs.create({
       projectId: 42,
       conversationId: { id: 'c' },
@@ -227,218 +235,259 @@ describe('create with odd meta', () => {
       agentId: '  ',
       appliedPluginSnapshotId: '',
       pluginId: true,
-    });
-    expect(run.projectId).toBeNull();
-    expect(run.conversationId).toBeNull();
-    expect(run.assistantMessageId).toBeNull();
-    expect(run.clientRequestId).toBeNull();
-    expect(run.agentId).toBe('  ');
-    expect(run.appliedPluginSnapshotId).toBeNull();
-    expect(run.pluginId).toBeNull();
-    expect(runs.statusBody(run)).toMatchObject({ projectId: null, conversationId: null, agentId: '  ' });
-    expect(runs.list({ projectId: 42 as any })).toEqual([run]); // a non-string filter does not filter
-  });
+    })
+    expect(run.projectId).toBeNull()
+    expect(run.conversationId).toBeNull()
+    expect(run.assistantMessageId).toBeNull()
+    expect(run.clientRequestId).toBeNull()
+    expect(run.agentId).toBe('  ')
+    expect(run.appliedPluginSnapshotId).toBeNull()
+    expect(run.pluginId).toBeNull()
+    expect(runs.statusBody(run)).toMatchObject({ projectId: null, conversationId: null, agentId: '  ' })
+    expect(runs.list({ projectId: 42 as any })).toEqual([run]) // a non-string filter does not filter
+  })
 
-  it.each([undefined, null, 42, 'meta', Symbol('m'), () => {}, [1, 2]])('create(%s) treats the meta as {} (CRE-1)', (meta) => {
-    const runs = createRuns(null);
-    const run = runs.create(meta as any);
-    expect(run.status).toBe('queued');
-    expect(run.projectId).toBeNull();
-    expect(runs.get(run.id)).toBe(run);
-  });
-});
+  it.each([undefined, null, 42, 'meta', Symbol('m'), () => {}, [1, 2]])(
+    'create(%s) treats the meta as {} (CRE-1)',
+    (meta) => {
+      const runs = createRuns(null)
+      const run = runs.create(meta as any)
+      expect(run.status).toBe('queued')
+      expect(run.projectId).toBeNull()
+      expect(runs.get(run.id)).toBe(run)
+    },
+  )
+})
 
 // --- unusable runsLogDir -----------------------------------------------------------------------------------
 
 describe('an unusable runsLogDir', () => {
-  let warnings: Error[];
+  let warnings: Error[]
   const onWarning = (w: Error) => {
-    if ((w as NodeJS.ErrnoException).code === 'CHAT_RUN_LOG_ERROR') warnings.push(w);
-  };
+    if ((w as NodeJS.ErrnoException).code === 'CHAT_RUN_LOG_ERROR') warnings.push(w)
+  }
   beforeEach(() => {
-    warnings = [];
-    process.on('warning', onWarning);
-  });
+    warnings = []
+    process.on('warning', onWarning)
+  })
   afterEach(() => {
-    process.off('warning', onWarning);
-  });
+    process.off('warning', onWarning)
+  })
 
   async function exercise(runsLogDir: string) {
-    const runs = createRuns(runsLogDir);
-    const runA = runs.create({ projectId: 'p' });
-    const runB = runs.create({ projectId: 'p' });
-    const client = newClient();
-    runA.clients.add(client);
-    const wait = runs.wait(runA);
+    const runs = createRuns(runsLogDir)
+    const runA = runs.create({ projectId: 'p' })
+    const runB = runs.create({ projectId: 'p' })
+    const client = fakeClient()
+    runA.clients.add(client)
+    const wait = runs.wait(runA)
 
     expect(() => {
-      runs.emit(runA, 'agent', { n: 1 });
-      runs.emit(runA, 'agent', { n: 2 });
-      runs.emit(runB, 'agent', { n: 1 });
-    }).not.toThrow();
-    expect(client.send.mock.calls.map((c: unknown[]) => c[2])).toEqual([1, 2]);
-    expect(runA.events.map((e: any) => e.data)).toEqual([{ n: 1 }, { n: 2 }]);
+      runs.emit(runA, 'agent', { n: 1 })
+      runs.emit(runA, 'agent', { n: 2 })
+      runs.emit(runB, 'agent', { n: 1 })
+    }).not.toThrow()
+    expect(client.send.mock.calls.map((c: unknown[]) => c[2])).toEqual([1, 2])
+    expect(runA.events.map((e: any) => e.data)).toEqual([{ n: 1 }, { n: 2 }])
 
-    expect(() => runs.finish(runA, 'succeeded', 0, null)).not.toThrow();
-    expect(client.end).toHaveBeenCalledTimes(1);
-    await expect(wait).resolves.toMatchObject({ status: 'succeeded' });
-    runs.emit(runA, 'late', {}); // after finish: memory only (IMP-1), still no throw
-    await expect(runs.shutdownActive()).resolves.toBeUndefined();
-    expect(runB.status).toBe('canceled');
+    expect(() => runs.finish(runA, 'succeeded', 0, null)).not.toThrow()
+    expect(client.end).toHaveBeenCalledTimes(1)
+    await expect(wait).resolves.toMatchObject({ status: 'succeeded' })
+    runs.emit(runA, 'late', {}) // after finish: memory only (IMP-1), still no throw
+    await expect(runs.shutdownActive()).resolves.toBeUndefined()
+    expect(runB.status).toBe('canceled')
 
-    const deadline = Date.now() + 1000;
-    while (warnings.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    await new Promise((r) => setTimeout(r, 200)); // room for a (wrong) second warning
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0].name).toBe('Warning');
+    await waitFor(() => warnings.length > 0, 1000)
+    await sleep(200) // room for a (wrong) second warning
+    expect(warnings).toHaveLength(1)
+    expect(warnings[0].name).toBe('Warning')
   }
 
   it('a regular file: events reach clients and memory, one CHAT_RUN_LOG_ERROR warning', async () => {
-    const file = path.join(tmpDir, 'not-a-dir');
-    fs.writeFileSync(file, 'x');
-    await exercise(file);
-    expect(fs.readFileSync(file, 'utf8')).toBe('x');
-  });
+    const file = path.join(tmpDir, 'not-a-dir')
+    fs.writeFileSync(file, 'x')
+    await exercise(file)
+    expect(fs.readFileSync(file, 'utf8')).toBe('x')
+  })
 
-  it('a path under /proc (nobody can mkdir there): same, one warning per service', async () => {
-    await exercise('/proc/chat-run-service-no-such-dir/logs');
+  // Linux only: elsewhere there is no /proc, and Windows would create C:\proc.
+  it.skipIf(notLinux)('a path under /proc (nobody can mkdir there): same, one warning per service', async () => {
+    await exercise('/proc/chat-run-service-no-such-dir/logs')
     // A second service reports its own first failure once more.
-    warnings = [];
-    await exercise('/proc/chat-run-service-no-such-dir/logs');
-  });
+    warnings = []
+    await exercise('/proc/chat-run-service-no-such-dir/logs')
+  })
 
-  it.skipIf(process.getuid?.() === 0)('a read-only directory (skipped as root: permission bits do not stop root)', async () => {
-    const dir = path.join(tmpDir, 'ro');
-    fs.mkdirSync(dir, 0o500);
-    try {
-      await exercise(dir);
-    } finally {
-      fs.chmodSync(dir, 0o700);
-    }
-  });
-});
+  it.skipIf(process.getuid?.() === 0)(
+    'a read-only directory (skipped as root: permission bits do not stop root)',
+    async () => {
+      const dir = path.join(tmpDir, 'ro')
+      fs.mkdirSync(dir, 0o500)
+      try {
+        await exercise(dir)
+      } finally {
+        fs.chmodSync(dir, 0o700)
+      }
+    },
+  )
+})
 
 // --- stream: odd cursors ---------------------------------------------------------------------------------
 
 describe.each(MODES)('stream with odd cursors ($mode)', ({ logged }) => {
-  let lastClient: Client | null = null;
+  let lastClient: FakeClient | null = null
   beforeEach(() => {
-    lastClient = null;
-  });
+    lastClient = null
+  })
 
   // createRuns' factory builds a fresh client per stream(); capture it.
   function createRunsCapturing(runsLogDir: string | null) {
-    return track(
-      createChatRunService({
-        createSseResponse: () => (lastClient = newClient()),
-        createSseErrorPayload: () => ({}),
-        ttlMs: 60_000,
-        runsLogDir: runsLogDir as unknown as null,
-      } as any) as any,
-    );
+    return createRuns(runsLogDir, () => (lastClient = fakeClient()))
   }
 
-  function streamIds(req: unknown): { ids: number[]; client: Client; res: { on: ReturnType<typeof vi.fn> } } {
-    const runs = createRunsCapturing(logged ? tmpDir : null);
-    const run = runs.create();
-    runs.emit(run, 'agent', { n: 1 });
-    runs.emit(run, 'agent', { n: 2 });
-    runs.emit(run, 'agent', { n: 3 });
-    runs.finish(run, 'succeeded', 0, null);
-    const res = { on: vi.fn() };
-    let result: unknown = 'not called';
+  function streamIds(req: unknown): { ids: number[]; client: FakeClient; res: { on: ReturnType<typeof vi.fn> } } {
+    const runs = createRunsCapturing(logged ? tmpDir : null)
+    const run = runs.create()
+    runs.emit(run, 'agent', { n: 1 })
+    runs.emit(run, 'agent', { n: 2 })
+    runs.emit(run, 'agent', { n: 3 })
+    runs.finish(run, 'succeeded', 0, null)
+    const res = { on: vi.fn() }
+    let result: unknown = 'not called'
     expect(() => {
-      result = runs.stream(run, req, res);
-    }).not.toThrow();
-    expect(result).toBeUndefined();
-    const client = lastClient!;
-    return { ids: client.send.mock.calls.map((c: unknown[]) => c[2] as number), client, res };
+      result = runs.stream(run, req, res)
+    }).not.toThrow()
+    expect(result).toBeUndefined()
+    const client = lastClient!
+    return { ids: client.send.mock.calls.map((c: unknown[]) => c[2] as number), client, res }
   }
 
-  const header = (value: unknown) => ({ get: (name: string) => (name === 'Last-Event-ID' ? value : undefined), query: {} });
-  const after = (value: unknown) => ({ get: () => undefined, query: { after: value } });
+  const header = (value: unknown) => fakeReq(value)
+  const after = (value: unknown) => fakeReq(undefined, value)
 
   it.each([
-    ['header \'abc\' (NaN: everything)', header('abc'), [1, 2, 3, 4]],
-    ['header \'-5\' (negative: everything)', header('-5'), [1, 2, 3, 4]],
-    ['header \'1e309\' (Infinity: everything)', header('1e309'), [1, 2, 3, 4]],
-    ['header \' 7 \' (7: nothing newer, so the final end again)', header(' 7 '), [4]],
-    ['header \' 2 \' (2)', header(' 2 '), [3, 4]],
-    ['after [\'1\',\'2\'] (NaN: everything)', after(['1', '2']), [1, 2, 3, 4]],
-    ['after [\'2\'] (2)', after(['2']), [3, 4]],
+    ["header 'abc' (NaN: everything)", header('abc'), [1, 2, 3, 4]],
+    ["header '-5' (negative: everything)", header('-5'), [1, 2, 3, 4]],
+    ["header '1e309' (Infinity: everything)", header('1e309'), [1, 2, 3, 4]],
+    ["header ' 7 ' (7: nothing newer, so the final end again)", header(' 7 '), [4]],
+    ["header ' 2 ' (2)", header(' 2 '), [3, 4]],
+    ["after ['1','2'] (NaN: everything)", after(['1', '2']), [1, 2, 3, 4]],
+    ["after ['2'] (2)", after(['2']), [3, 4]],
     ['after {} (NaN: everything)', after({}), [1, 2, 3, 4]],
     ['after Symbol (Number() throws: treated as NaN)', after(Symbol('cursor')), [1, 2, 3, 4]],
-    ['a req whose get throws, after \'2\' (header unreadable: falls back to after)', { get: () => { throw new Error('boom'); }, query: { after: '2' } }, [3, 4]],
-    ['a req whose get throws, no query (cursor 0)', { get: () => { throw new Error('boom'); } }, [1, 2, 3, 4]],
+    [
+      "a req whose get throws, after '2' (header unreadable: falls back to after)",
+      {
+        get: () => {
+          throw new Error('boom')
+        },
+        query: { after: '2' },
+      },
+      [3, 4],
+    ],
+    [
+      'a req whose get throws, no query (cursor 0)',
+      {
+        get: () => {
+          throw new Error('boom')
+        },
+      },
+      [1, 2, 3, 4],
+    ],
     ['a req without get or query', {}, [1, 2, 3, 4]],
     ['a null req', null, [1, 2, 3, 4]],
   ] as [string, unknown, number[]][])('%s', (_name, req, expected) => {
-    const { ids, client, res } = streamIds(req);
-    expect(ids).toEqual(expected);
-    expect(client.end).toHaveBeenCalledTimes(1);
-    expect(res.on).not.toHaveBeenCalled();
-  });
+    const { ids, client, res } = streamIds(req)
+    expect(ids).toEqual(expected)
+    expect(client.end).toHaveBeenCalledTimes(1)
+    expect(res.on).not.toHaveBeenCalled()
+  })
 
-  it('a live run with cursor \' 7 \' registers the client and replays nothing', () => {
-    const runs = createRunsCapturing(logged ? tmpDir : null);
-    const run = runs.create();
-    runs.emit(run, 'agent', { n: 1 });
-    const res = { on: vi.fn() };
-    runs.stream(run, header(' 7 '), res);
-    expect(lastClient!.send).not.toHaveBeenCalled();
-    expect(run.clients.has(lastClient)).toBe(true);
-    expect(res.on).toHaveBeenCalledWith('close', expect.any(Function));
-  });
-});
+  it("a live run with cursor ' 7 ' registers the client and replays nothing", () => {
+    const runs = createRunsCapturing(logged ? tmpDir : null)
+    const run = runs.create()
+    runs.emit(run, 'agent', { n: 1 })
+    const res = { on: vi.fn() }
+    runs.stream(run, header(' 7 '), res)
+    expect(lastClient!.send).not.toHaveBeenCalled()
+    expect(run.clients.has(lastClient)).toBe(true)
+    expect(res.on).toHaveBeenCalledWith('close', expect.any(Function))
+  })
+})
 
 // --- createChatRunService: bad options ------------------------------------------------------------------
 
 describe('createChatRunService with bad options (OPT-1, OPT-2)', () => {
-  const base = {
-    createSseResponse: () => newClient(),
-    createSseErrorPayload: () => ({}),
-  };
+  const base = baseOptions()
   const cases: [string, () => unknown, typeof TypeError | typeof RangeError, string][] = [
     ['no options', () => (createChatRunService as any)(), TypeError, 'options'],
     ['null options', () => (createChatRunService as any)(null), TypeError, 'options'],
     ['a string as options', () => (createChatRunService as any)('opts'), TypeError, 'options'],
-    ['createSseResponse missing', () => createChatRunService({ createSseErrorPayload: base.createSseErrorPayload } as any), TypeError, 'createSseResponse'],
-    ['createSseResponse not a function', () => createChatRunService({ ...base, createSseResponse: {} } as any), TypeError, 'createSseResponse'],
-    ['createSseErrorPayload not a function', () => createChatRunService({ ...base, createSseErrorPayload: 'x' } as any), TypeError, 'createSseErrorPayload'],
+    [
+      'createSseResponse missing',
+      () => createChatRunService({ createSseErrorPayload: base.createSseErrorPayload } as any),
+      TypeError,
+      'createSseResponse',
+    ],
+    [
+      'createSseResponse not a function',
+      () => createChatRunService({ ...base, createSseResponse: {} } as any),
+      TypeError,
+      'createSseResponse',
+    ],
+    [
+      'createSseErrorPayload not a function',
+      () => createChatRunService({ ...base, createSseErrorPayload: 'x' } as any),
+      TypeError,
+      'createSseErrorPayload',
+    ],
     ['maxEvents 0', () => createChatRunService({ ...base, maxEvents: 0 } as any), RangeError, 'maxEvents'],
     ['maxEvents 1.5', () => createChatRunService({ ...base, maxEvents: 1.5 } as any), RangeError, 'maxEvents'],
     ['maxEvents NaN', () => createChatRunService({ ...base, maxEvents: NaN } as any), RangeError, 'maxEvents'],
-    ['maxEvents \'10\'', () => createChatRunService({ ...base, maxEvents: '10' } as any), TypeError, 'maxEvents'],
+    ["maxEvents '10'", () => createChatRunService({ ...base, maxEvents: '10' } as any), TypeError, 'maxEvents'],
     ['maxEvents null', () => createChatRunService({ ...base, maxEvents: null } as any), TypeError, 'maxEvents'],
     ['ttlMs -1', () => createChatRunService({ ...base, ttlMs: -1 } as any), RangeError, 'ttlMs'],
     ['ttlMs NaN', () => createChatRunService({ ...base, ttlMs: NaN } as any), RangeError, 'ttlMs'],
-    ['ttlMs \'5\'', () => createChatRunService({ ...base, ttlMs: '5' } as any), TypeError, 'ttlMs'],
-    ['shutdownGraceMs -1', () => createChatRunService({ ...base, shutdownGraceMs: -1 } as any), RangeError, 'shutdownGraceMs'],
-    ['shutdownGraceMs NaN', () => createChatRunService({ ...base, shutdownGraceMs: NaN } as any), RangeError, 'shutdownGraceMs'],
+    ["ttlMs '5'", () => createChatRunService({ ...base, ttlMs: '5' } as any), TypeError, 'ttlMs'],
+    [
+      'shutdownGraceMs -1',
+      () => createChatRunService({ ...base, shutdownGraceMs: -1 } as any),
+      RangeError,
+      'shutdownGraceMs',
+    ],
+    [
+      'shutdownGraceMs NaN',
+      () => createChatRunService({ ...base, shutdownGraceMs: NaN } as any),
+      RangeError,
+      'shutdownGraceMs',
+    ],
     ['runsLogDir 42', () => createChatRunService({ ...base, runsLogDir: 42 } as any), TypeError, 'runsLogDir'],
     ['runsLogDir {}', () => createChatRunService({ ...base, runsLogDir: {} } as any), TypeError, 'runsLogDir'],
-  ];
+  ]
 
   it.each(cases)('%s throws a TypeError/RangeError naming the option', (_name, call, ErrorType, option) => {
-    let caught: unknown;
+    let caught: unknown
     try {
-      call();
+      call()
     } catch (err) {
-      caught = err;
+      caught = err
     }
-    expect(caught).toBeInstanceOf(ErrorType);
-    expect((caught as Error).message).toContain(option);
-  });
+    expect(caught).toBeInstanceOf(ErrorType)
+    expect((caught as Error).message).toContain(option)
+  })
 
   it.each([
     ['maxEvents Infinity', { maxEvents: Infinity }],
     ['ttlMs Infinity', { ttlMs: Infinity }],
     ['ttlMs 0', { ttlMs: 0 }],
     ['shutdownGraceMs 0', { shutdownGraceMs: 0 }],
-    ['runsLogDir \'\'', { runsLogDir: '' }],
+    ["runsLogDir ''", { runsLogDir: '' }],
     ['runsLogDir null', { runsLogDir: null }],
-    ['every option undefined', { maxEvents: undefined, ttlMs: undefined, shutdownGraceMs: undefined, runsLogDir: undefined }],
+    [
+      'every option undefined',
+      { maxEvents: undefined, ttlMs: undefined, shutdownGraceMs: undefined, runsLogDir: undefined },
+    ],
   ])('%s is accepted', (_name, extra) => {
-    expect(() => createChatRunService({ ...base, ...extra } as any)).not.toThrow();
-  });
-});
+    expect(() => createChatRunService({ ...base, ...extra } as any)).not.toThrow()
+  })
+})

@@ -4,12 +4,15 @@
 //
 // Needs /usr/bin/chromium. When it is missing the test tries `apt-get install -y chromium` (as
 // root, up to 5 minutes); when that fails, or playwright-core cannot be imported, the suite is
-// skipped with a message saying why.
+// skipped with a message saying why. Linux only. The DOM types are for the callbacks that run in
+// the page.
+/// <reference lib="dom" />
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { groupAlive, notLinux, waitForValue } from './helpers'
 
 const CHROMIUM = '/usr/bin/chromium'
 const CHROMIUM_ARGS = [
@@ -24,12 +27,15 @@ const CHROMIUM_ARGS = [
 ]
 
 function ensureChromium(): string | null {
+  // Linux only: Debian's chromium, and /proc to see the agent's process group.
+  if (notLinux) return `Linux only, not ${process.platform}`
   if (fs.existsSync(CHROMIUM)) return null
-  if (process.platform !== 'linux') return `${CHROMIUM} is missing and this is not Linux`
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
     return `${CHROMIUM} is missing and we are not root, so we cannot run "apt-get install -y chromium"`
   }
-  console.log(`[browser.test] ${CHROMIUM} is missing: running apt-get update && apt-get install -y chromium (up to 5 min)`)
+  console.log(
+    `[browser.test] ${CHROMIUM} is missing: running apt-get update && apt-get install -y chromium (up to 5 min)`,
+  )
   const started = Date.now()
   const run = (args: string[]) =>
     spawnSync('apt-get', args, {
@@ -41,7 +47,9 @@ function ensureChromium(): string | null {
   for (const args of [['update'], ['install', '-y', 'chromium']]) {
     const r = run(args)
     if (r.error || r.status !== 0) {
-      const why = r.error ? r.error.message : `exit ${r.status}: ${String(r.stderr).trim().split('\n').slice(-2).join(' / ')}`
+      const why = r.error
+        ? r.error.message
+        : `exit ${r.status}: ${String(r.stderr).trim().split('\n').slice(-2).join(' / ')}`
       return `${CHROMIUM} is missing and "apt-get ${args.join(' ')}" failed (${why})`
     }
   }
@@ -59,35 +67,8 @@ if (!skipReason) {
   }
 }
 if (skipReason) console.warn(`[browser.test] SKIPPED: ${skipReason}`)
-const suite = skipReason ? describe.skip : describe
 
-// Is any process of the group still running? Zombies count as dead: this machine's init reaps slowly.
-function groupAlive(pgid: number): boolean {
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    let stat: string
-    try {
-      stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8')
-    } catch {
-      continue
-    }
-    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    if (Number(pgrp) === pgid && state !== 'Z') return true
-  }
-  return false
-}
-
-async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await fn()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, everyMs))
-  }
-}
-
-suite('example daemon in a real browser (chromium + EventSource)', () => {
+describe.skipIf(skipReason !== null)('example daemon in a real browser (chromium + EventSource)', () => {
   const LINES = 25
   const INTERVAL_MS = 80
   let server: Awaited<ReturnType<typeof import('../examples/server.mjs').startServer>>
@@ -129,9 +110,9 @@ suite('example daemon in a real browser (chromium + EventSource)', () => {
   async function startRunFromPage(lines?: number) {
     if (lines) await page.fill('#line-count', String(lines))
     await page.click('#start')
-    const runId = await until('the page to show the run id', () => page.locator('#run-id').textContent())
+    const runId = await waitForValue('the page to show the run id', () => page.locator('#run-id').textContent())
     // The agent is spawned detached, so it leads a process group whose id is its pid.
-    const pgid = await until('the agent to be spawned', async () => {
+    const pgid = await waitForValue('the agent to be spawned', async () => {
       const body = await (await fetch(`${server.url}/api/runs/${runId}`)).json()
       return body.childPid as number | null
     })
@@ -145,18 +126,24 @@ suite('example daemon in a real browser (chromium + EventSource)', () => {
     await openPage()
     const { runId } = await startRunFromPage()
 
-    await until('8 lines in the page', async () => (await lineCount()) >= 8, 15_000)
+    await waitForValue('8 lines in the page', async () => (await lineCount()) >= 8, 15_000)
     const cut = await (await fetch(`${server.url}/api/runs/${runId}/drop-connections`, { method: 'POST' })).json()
     expect(cut.dropped).toBeGreaterThanOrEqual(1)
     // The run must still be going, or the reconnect would only replay a finished run.
     expect((await (await fetch(`${server.url}/api/runs/${runId}`)).json()).status).toBe('running')
 
-    await until('the final status', async () => (await page.locator('#status').getAttribute('data-final')) === 'true', 30_000)
+    await waitForValue(
+      'the final status',
+      async () => (await page.locator('#status').getAttribute('data-final')) === 'true',
+      30_000,
+    )
     expect(await page.locator('#status').textContent()).toBe('succeeded')
 
-    const items = await page.locator('#lines li').evaluateAll((lis) =>
-      lis.map((li) => ({ id: Number((li as HTMLElement).dataset.id), text: li.textContent ?? '' })),
-    )
+    const items = await page
+      .locator('#lines li')
+      .evaluateAll((lis) =>
+        lis.map((li) => ({ id: Number((li as HTMLElement).dataset.id), text: li.textContent ?? '' })),
+      )
     const numbers = items.map(({ text }) => Number(/^line (\d+) of (\d+): /.exec(text)?.[1]))
     expect(numbers).toEqual(Array.from({ length: LINES }, (_, i) => i + 1))
     expect(items.every(({ text }) => text.includes(` of ${LINES}: `))).toBe(true)
@@ -172,7 +159,11 @@ suite('example daemon in a real browser (chromium + EventSource)', () => {
     expect(Number(await page.locator('#opens').textContent())).toBeGreaterThanOrEqual(2)
 
     // The JSONL log has every line plus the end record.
-    const log = fs.readFileSync(path.join(runsLogDir, runId, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+    const log = fs
+      .readFileSync(path.join(runsLogDir, runId, 'events.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
     expect(log.map((r) => r.event)).toEqual([...Array(LINES).fill('stdout'), 'end'])
     expect(log.at(-1).data).toEqual({ code: 0, signal: null, status: 'succeeded' })
   }, 60_000)
@@ -180,17 +171,21 @@ suite('example daemon in a real browser (chromium + EventSource)', () => {
   it('cancels from the page and the agent process group is gone', async () => {
     await openPage()
     const { runId, pgid } = await startRunFromPage(400) // ~32 s unless canceled
-    await until('2 lines in the page', async () => (await lineCount()) >= 2, 15_000)
+    await waitForValue('2 lines in the page', async () => (await lineCount()) >= 2, 15_000)
     expect(groupAlive(pgid)).toBe(true) // the agent and its `sleep 60` grandchild are running
 
     await page.click('#cancel')
-    await until('the final status', async () => (await page.locator('#status').getAttribute('data-final')) === 'true', 15_000)
+    await waitForValue(
+      'the final status',
+      async () => (await page.locator('#status').getAttribute('data-final')) === 'true',
+      15_000,
+    )
     expect(await page.locator('#status').textContent()).toBe('canceled')
 
     const body = await (await fetch(`${server.url}/api/runs/${runId}`)).json()
     expect(body).toMatchObject({ status: 'canceled', cancelRequested: true, processGroupId: pgid })
     // Group members die a moment after the signal.
-    await until(`process group ${pgid} to be gone`, () => !groupAlive(pgid), 5_000)
+    await waitForValue(`process group ${pgid} to be gone`, () => !groupAlive(pgid), 5_000)
     expect(groupAlive(pgid)).toBe(false)
   }, 60_000)
 })

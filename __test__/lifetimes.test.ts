@@ -1,20 +1,18 @@
-import { spawnSync } from 'node:child_process';
-import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest'
+import { fixture, runNodeSync } from './helpers'
 
 // Handle lifetimes only show under garbage collection, so this runs a fixture in its own
 // `node --expose-gc` process and checks its report.
 describe('native handle lifetimes under garbage collection', () => {
-  const fixture = path.join(__dirname, 'fixtures', 'gc-lifetimes.cjs');
-  const result = spawnSync(process.execPath, ['--expose-gc', fixture], { encoding: 'utf8', timeout: 30_000 });
-  const report = JSON.parse(result.stdout.trim().split('\n').at(-1) || '{}');
+  const result = runNodeSync(['--expose-gc', fixture('gc-lifetimes.cjs')], { timeout: 30_000 })
+  const report = JSON.parse(result.stdout.trim().split('\n').at(-1) || '{}')
 
-  it('a collected service never takes a live service\'s runs with it (service ids are not reused)', () => {
-    expect(report.error).toBeUndefined();
-    expect(report.brokenSurvivors).toBe(0);
-  });
+  it("a collected service never takes a live service's runs with it (service ids are not reused)", () => {
+    expect(report.error).toBeUndefined()
+    expect(report.brokenSurvivors).toBe(0)
+  })
 
   it('an eviction timer that outlives its run never evicts a newer run in a reused slot', () => {
-    expect(report.freshStillRegistered).toBe(true);
-  });
-});
+    expect(report.freshStillRegistered).toBe(true)
+  })
+})

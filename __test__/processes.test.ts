@@ -3,185 +3,55 @@
 // namespace so that a guard bug fails a test instead of signalling the machine.
 //
 // Safety rules of this file: only pids and groups this file started are ever signalled (the
-// `started`/`groups` registries below), groups only when they still have a live member, and
-// every child is reaped (its 'exit' awaited) before the test ends.
-import fs from 'node:fs';
-import path from 'node:path';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { createChatRunService } from '../index.js';
+// registry of helpers/processes.ts, useProcessRegistry), groups only when they still have a live
+// member, and every child is reaped (its 'exit' awaited) before the test ends.
+//
+// Linux only (describe.skipIf(notLinux)): it reads process groups and states from /proc.
+import { spawnSync } from 'node:child_process'
+import { describe, expect, it, vi } from 'vitest'
+import {
+  fixture,
+  groupMembers,
+  groupSignalable,
+  makeRuns,
+  notLinux,
+  ownGroup,
+  pidAlive,
+  sleep,
+  statFields,
+  useProcessRegistry,
+  waitFor,
+  withEnv,
+  type Tracked,
+} from './helpers'
 
-// --- /proc helpers -------------------------------------------------------------------------------
-
-/** Fields of /proc/<pid>/stat after the command name: [state, ppid, pgrp, session, ...]. */
-function statFields(pid: number | 'self'): string[] | null {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return text.slice(text.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return null;
-  }
-}
-
-/** True when the pid exists and is neither a zombie nor dead. */
-function pidAlive(pid: number): boolean {
-  const fields = statFields(pid);
-  return fields !== null && fields[0] !== 'Z' && fields[0] !== 'X';
-}
-
-/** Live (non-zombie) members of a process group, from /proc. */
-function groupMembers(pgid: number): number[] {
-  const members: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const fields = statFields(Number(entry));
-    if (fields && Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') {
-      members.push(Number(entry));
-    }
-  }
-  return members;
-}
-
-function groupSignalable(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw err;
-  }
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitUntil(predicate: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (predicate()) return true;
-    await sleep(10);
-  }
-  return predicate();
-}
-
-const OWN_GROUP = Number(statFields('self')![2]);
-
-// --- process registry --------------------------------------------------------------------------------
-
-type Tracked = ChildProcess & { pid: number; exited: Promise<void>; out: () => string };
-
-/** Every pid this file started (leaders and grandchildren), for the final leak check. */
-const everStarted = new Set<number>();
-/** Per test: children to reap, group ids (detached leaders) and loose pids to kill. */
-let children: Tracked[] = [];
-let groups = new Set<number>();
-let loosePids = new Set<number>();
-
-function start(script: string, { detached }: { detached: boolean }): Tracked {
-  const child = spawn('sh', ['-c', script], {
-    detached,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  }) as Tracked;
-  if (typeof child.pid !== 'number') throw new Error('spawn failed');
-  let out = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    out += chunk;
-  });
-  child.out = () => out;
-  child.exited = new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('exit', () => resolve());
-  });
-  everStarted.add(child.pid);
-  children.push(child);
-  if (detached) groups.add(child.pid);
-  else loosePids.add(child.pid);
-  return child;
-}
-
-/** Reads `n` pids that the script printed with `echo $!` (one per line). */
-async function grandchildren(child: Tracked, n: number, { loose = false } = {}): Promise<number[]> {
-  const ok = await waitUntil(() => child.out().split('\n').filter((l) => /^\d+$/.test(l)).length >= n, 5000);
-  if (!ok) throw new Error(`script printed ${JSON.stringify(child.out())}, expected ${n} pids`);
-  const pids = child
-    .out()
-    .split('\n')
-    .filter((l) => /^\d+$/.test(l))
-    .slice(0, n)
-    .map(Number);
-  for (const pid of pids) {
-    everStarted.add(pid);
-    if (loose) loosePids.add(pid);
-  }
-  return pids;
-}
-
-function killQuietly(target: number, signal: NodeJS.Signals) {
-  try {
-    process.kill(target, signal);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
-  }
-}
-
-afterEach(async () => {
-  for (const pgid of groups) {
-    // Only our own detached leaders' groups, never 0/1/our group, and only while a member lives.
-    if (pgid >= 2 && pgid !== OWN_GROUP && pgid !== process.pid && groupMembers(pgid).length > 0) {
-      killQuietly(-pgid, 'SIGKILL');
-    }
-  }
-  for (const pid of loosePids) {
-    if (pid >= 2 && pid !== process.pid && pidAlive(pid)) killQuietly(pid, 'SIGKILL');
-  }
-  await Promise.all(children.map((c) => c.exited));
-  children = [];
-  groups = new Set();
-  loosePids = new Set();
-});
+const { everStarted, start, grandchildren } = useProcessRegistry()
 
 // --- service --------------------------------------------------------------------------------------
 
 function createRuns() {
-  return createChatRunService({
-    createSseResponse: () => ({ send: vi.fn(), end: vi.fn(), cleanup: vi.fn() }),
-    createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
-    runsLogDir: null,
-    ttlMs: 60_000,
-  });
+  return makeRuns({ runsLogDir: null }).runs
 }
 
 function attach(run: any, child: Tracked, { group }: { group: boolean }) {
-  run.child = child;
-  run.childPid = child.pid;
-  run.processGroupId = group ? child.pid : null;
-  run.status = 'running';
-}
-
-const ENV_KEYS = ['OD_CHAT_RUN_CANCEL_GRACE_MS', 'OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS', 'PI_ABORT_GRACE_MS'] as const;
-function withEnv(values: Partial<Record<(typeof ENV_KEYS)[number], string>>) {
-  const saved = Object.fromEntries(ENV_KEYS.map((k) => [k, process.env[k]]));
-  Object.assign(process.env, values);
-  return () => {
-    for (const k of ENV_KEYS) {
-      if (saved[k] === undefined) delete process.env[k];
-      else process.env[k] = saved[k];
-    }
-  };
+  run.child = child
+  run.childPid = child.pid
+  run.processGroupId = group ? child.pid : null
+  run.status = 'running'
 }
 
 // --- real process groups ---------------------------------------------------------------------------
 
-describe('cancel / shutdownActive / signalChild on real process groups', () => {
+describe.skipIf(notLinux)('cancel / shutdownActive / signalChild on real process groups', () => {
   it('cancel() kills the whole group: the leader and every grandchild are gone', async () => {
-    const runs = createRuns();
-    const run = runs.create({ projectId: 'p' });
-    const child = start('sleep 30 & echo $!; sleep 30 & echo $!; wait', { detached: true });
-    const kids = await grandchildren(child, 2);
-    attach(run, child, { group: true });
-    expect(groupMembers(child.pid).sort()).toEqual([child.pid, ...kids].sort());
+    const runs = createRuns()
+    const run = runs.create({ projectId: 'p' })
+    const child = start('sleep 30 & echo $!; sleep 30 & echo $!; wait', { detached: true })
+    const kids = await grandchildren(child, 2)
+    attach(run, child, { group: true })
+    expect(groupMembers(child.pid).sort()).toEqual([child.pid, ...kids].sort())
 
-    const body = await runs.cancel(run);
+    const body = await runs.cancel(run)
 
     expect(body).toMatchObject({
       status: 'canceled',
@@ -190,266 +60,285 @@ describe('cancel / shutdownActive / signalChild on real process groups', () => {
       cancelRequested: true,
       childPid: child.pid,
       processGroupId: child.pid,
-    });
-    expect(typeof body.childExitObservedAt).toBe('number');
-    expect(child.signalCode).toBe('SIGTERM');
-    expect(await waitUntil(() => groupMembers(child.pid).length === 0, 1000)).toBe(true);
-    for (const pid of kids) expect(pidAlive(pid)).toBe(false);
+    })
+    expect(typeof body.childExitObservedAt).toBe('number')
+    expect(child.signalCode).toBe('SIGTERM')
+    expect(await waitFor(() => groupMembers(child.pid).length === 0, 1000)).toBe(true)
+    for (const pid of kids) expect(pidAlive(pid)).toBe(false)
     // kill(-pgid, 0) succeeds until the orphaned zombies are reaped by init (about 1.2 s on this
     // machine), so the group counts as gone when it is ESRCH or holds only zombies.
-    expect(groupSignalable(child.pid) === false || groupMembers(child.pid).length === 0).toBe(true);
-  });
+    expect(groupSignalable(child.pid) === false || groupMembers(child.pid).length === 0).toBe(true)
+  })
 
   it('a group that ignores SIGTERM is SIGKILLed after the cancel grace window', async () => {
-    const restore = withEnv({ OD_CHAT_RUN_CANCEL_GRACE_MS: '200', OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS: '500' });
+    const restore = withEnv({ OD_CHAT_RUN_CANCEL_GRACE_MS: '200', OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS: '500' })
     try {
-      const runs = createRuns();
-      const run = runs.create({ projectId: 'p' });
+      const runs = createRuns()
+      const run = runs.create({ projectId: 'p' })
       // The trap is set before the sleeps start, so they inherit SIGTERM as ignored too.
-      const child = start("trap '' TERM; sleep 30 & echo $!; sleep 30 & echo $!; wait", { detached: true });
-      const kids = await grandchildren(child, 2);
-      attach(run, child, { group: true });
+      const child = start("trap '' TERM; sleep 30 & echo $!; sleep 30 & echo $!; wait", { detached: true })
+      const kids = await grandchildren(child, 2)
+      attach(run, child, { group: true })
 
-      const t0 = Date.now();
-      const body = await runs.cancel(run);
-      const elapsed = Date.now() - t0;
+      const t0 = Date.now()
+      const body = await runs.cancel(run)
+      const elapsed = Date.now() - t0
 
-      expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true });
-      expect(child.signalCode).toBe('SIGKILL');
-      expect(elapsed).toBeGreaterThanOrEqual(190);
-      expect(elapsed).toBeLessThan(2000);
-      expect(await waitUntil(() => groupMembers(child.pid).length === 0, 1000)).toBe(true);
-      for (const pid of kids) expect(pidAlive(pid)).toBe(false);
+      expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
+      expect(child.signalCode).toBe('SIGKILL')
+      expect(elapsed).toBeGreaterThanOrEqual(190)
+      expect(elapsed).toBeLessThan(2000)
+      expect(await waitFor(() => groupMembers(child.pid).length === 0, 1000)).toBe(true)
+      for (const pid of kids) expect(pidAlive(pid)).toBe(false)
     } finally {
-      restore();
+      restore()
     }
-  });
+  })
 
-  it('shutdownActive({ graceMs: 200 }) kills every run\'s group and cancels every run', async () => {
-    const runs = createRuns();
+  it("shutdownActive({ graceMs: 200 }) kills every run's group and cancels every run", async () => {
+    const runs = createRuns()
     const scripts = [
       'sleep 30 & echo $!; sleep 30 & echo $!; wait',
       "trap '' TERM; sleep 30 & echo $!; sleep 30 & echo $!; wait",
       'sleep 30 & echo $!; sleep 30 & echo $!; wait',
-    ];
-    const started = [] as { run: any; child: Tracked; kids: number[] }[];
+    ]
+    const started = [] as { run: any; child: Tracked; kids: number[] }[]
     for (const script of scripts) {
-      const run = runs.create({ projectId: 'p' });
-      const child = start(script, { detached: true });
-      const kids = await grandchildren(child, 2);
-      attach(run, child, { group: true });
-      started.push({ run, child, kids });
+      const run = runs.create({ projectId: 'p' })
+      const child = start(script, { detached: true })
+      const kids = await grandchildren(child, 2)
+      attach(run, child, { group: true })
+      started.push({ run, child, kids })
     }
 
-    const t0 = Date.now();
-    await runs.shutdownActive({ graceMs: 200 });
-    expect(Date.now() - t0).toBeLessThan(3000);
+    const t0 = Date.now()
+    await runs.shutdownActive({ graceMs: 200 })
+    expect(Date.now() - t0).toBeLessThan(3000)
 
     for (const { run, child, kids } of started) {
-      expect(run.status).toBe('canceled');
-      expect(run.cancelRequested).toBe(true);
-      expect(run.signal).toBe('SIGTERM'); // SHD-3: finished before the child exits
-      expect(child.exitCode !== null || child.signalCode !== null).toBe(true);
-      expect(await waitUntil(() => groupMembers(child.pid).length === 0, 1000)).toBe(true);
-      for (const pid of kids) expect(pidAlive(pid)).toBe(false);
+      expect(run.status).toBe('canceled')
+      expect(run.cancelRequested).toBe(true)
+      expect(run.signal).toBe('SIGTERM') // SHD-3: finished before the child exits
+      expect(child.exitCode !== null || child.signalCode !== null).toBe(true)
+      expect(await waitFor(() => groupMembers(child.pid).length === 0, 1000)).toBe(true)
+      for (const pid of kids) expect(pidAlive(pid)).toBe(false)
     }
-    expect(started[1].child.signalCode).toBe('SIGKILL');
-    expect(runs.list({ status: 'active' })).toEqual([]);
-  });
+    expect(started[1].child.signalCode).toBe('SIGKILL')
+    expect(runs.list({ status: 'active' })).toEqual([])
+  })
 
-  it('a child in the test\'s own group with processGroupId null is signalled by pid only', async () => {
-    const runs = createRuns();
-    const run = runs.create({ projectId: 'p' });
-    const child = start('sleep 30 & echo $!; wait', { detached: false });
-    const [kid] = await grandchildren(child, 1, { loose: true });
-    expect(Number(statFields(child.pid)![2])).toBe(OWN_GROUP);
-    attach(run, child, { group: false });
-    const kill = vi.spyOn(child, 'kill');
+  it("a child in the test's own group with processGroupId null is signalled by pid only", async () => {
+    const runs = createRuns()
+    const run = runs.create({ projectId: 'p' })
+    const child = start('sleep 30 & echo $!; wait', { detached: false })
+    const [kid] = await grandchildren(child, 1, { loose: true })
+    expect(Number(statFields(child.pid)![2])).toBe(ownGroup())
+    attach(run, child, { group: false })
+    const kill = vi.spyOn(child, 'kill')
 
-    const body = await runs.cancel(run);
+    const body = await runs.cancel(run)
 
-    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', childExited: true, processGroupId: null });
-    expect(child.signalCode).toBe('SIGTERM');
-    expect(kill).not.toHaveBeenCalled(); // the pid is numeric, so kill(2) was used directly
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', childExited: true, processGroupId: null })
+    expect(child.signalCode).toBe('SIGTERM')
+    expect(kill).not.toHaveBeenCalled() // the pid is numeric, so kill(2) was used directly
     // Only the child's pid was signalled: its grandchild (same group) and this process live on.
-    expect(pidAlive(kid)).toBe(true);
-    expect(pidAlive(process.pid)).toBe(true);
+    expect(pidAlive(kid)).toBe(true)
+    expect(pidAlive(process.pid)).toBe(true)
     // afterEach kills the orphaned grandchild by pid.
-  });
+  })
 
   it('signalChild with a valid group returns true, reaches the whole group and does not call child.kill', async () => {
-    const runs = createRuns();
-    const run = runs.create({ projectId: 'p' });
-    const child = start('sleep 30 & echo $!; wait', { detached: true });
-    const [kid] = await grandchildren(child, 1);
-    attach(run, child, { group: true });
-    const kill = vi.spyOn(child, 'kill');
+    const runs = createRuns()
+    const run = runs.create({ projectId: 'p' })
+    const child = start('sleep 30 & echo $!; wait', { detached: true })
+    const [kid] = await grandchildren(child, 1)
+    attach(run, child, { group: true })
+    const kill = vi.spyOn(child, 'kill')
 
-    expect(runs.signalChild(run, 0)).toBe(true); // probe: nothing dies
-    await sleep(50);
-    expect(pidAlive(child.pid) && pidAlive(kid)).toBe(true);
+    expect(runs.signalChild(run, 0)).toBe(true) // probe: nothing dies
+    await sleep(50)
+    expect(pidAlive(child.pid) && pidAlive(kid)).toBe(true)
 
-    expect(runs.signalChild(run, 'SIGTERM')).toBe(true);
-    expect(kill).not.toHaveBeenCalled();
-    await child.exited;
-    expect(child.signalCode).toBe('SIGTERM');
-    expect(await waitUntil(() => !pidAlive(kid), 1000)).toBe(true);
-    expect(run.status).toBe('running'); // SIG-4: signalChild writes no run field
-    expect(runs.signalChild(run, 'SIGTERM')).toBe(false); // SIG-1: exited child
-  });
+    expect(runs.signalChild(run, 'SIGTERM')).toBe(true)
+    expect(kill).not.toHaveBeenCalled()
+    await child.exited
+    expect(child.signalCode).toBe('SIGTERM')
+    expect(await waitFor(() => !pidAlive(kid), 1000)).toBe(true)
+    expect(run.status).toBe('running') // SIG-4: signalChild writes no run field
+    expect(runs.signalChild(run, 'SIGTERM')).toBe(false) // SIG-1: exited child
+  })
 
   it('signalChild with the group of another process signals only the child pid (IMP-5)', async () => {
-    const runs = createRuns();
-    const run = runs.create({ projectId: 'p' });
-    const child = start('sleep 30 & echo $!; wait', { detached: true });
-    const other = start('sleep 30 & echo $!; wait', { detached: true });
-    const [kid] = await grandchildren(child, 1);
-    const [otherKid] = await grandchildren(other, 1);
-    attach(run, child, { group: false });
-    run.processGroupId = other.pid; // a real group, but not the child's
-    const kill = vi.spyOn(child, 'kill');
+    const runs = createRuns()
+    const run = runs.create({ projectId: 'p' })
+    const child = start('sleep 30 & echo $!; wait', { detached: true })
+    const other = start('sleep 30 & echo $!; wait', { detached: true })
+    const [kid] = await grandchildren(child, 1)
+    const [otherKid] = await grandchildren(other, 1)
+    attach(run, child, { group: false })
+    run.processGroupId = other.pid // a real group, but not the child's
+    const kill = vi.spyOn(child, 'kill')
 
-    expect(runs.signalChild(run, 'SIGTERM')).toBe(true);
-    await child.exited;
-    expect(child.signalCode).toBe('SIGTERM');
-    expect(kill).not.toHaveBeenCalled();
-    await sleep(50);
-    expect(pidAlive(kid)).toBe(true); // child's grandchild: not reached (pid delivery)
-    expect(pidAlive(other.pid)).toBe(true);
-    expect(pidAlive(otherKid)).toBe(true);
-  });
-});
+    expect(runs.signalChild(run, 'SIGTERM')).toBe(true)
+    await child.exited
+    expect(child.signalCode).toBe('SIGTERM')
+    expect(kill).not.toHaveBeenCalled()
+    await sleep(50)
+    expect(pidAlive(kid)).toBe(true) // child's grandchild: not reached (pid delivery)
+    expect(pidAlive(other.pid)).toBe(true)
+    expect(pidAlive(otherKid)).toBe(true)
+  })
+})
 
 // --- dangerous group ids, inside a pid namespace ------------------------------------------------------------
 
-describe('IMP-13: the leftover group is reaped after its leader exits', () => {
+describe.skipIf(notLinux)('IMP-13: the leftover group is reaped after its leader exits', () => {
   // The leader dies on SIGTERM, its grandchild ignores SIGTERM and would outlive it (PPID 1).
-  const LEADER_DIES_GRANDCHILD_IGNORES_TERM = '(trap "" TERM; exec sleep 30) & echo $!; wait';
+  const LEADER_DIES_GRANDCHILD_IGNORES_TERM = '(trap "" TERM; exec sleep 30) & echo $!; wait'
 
   it('cancel(): a grandchild that ignores SIGTERM is gone once the leader has exited', async () => {
-    const runs = createRuns();
-    const run = runs.create({});
-    const child = start(LEADER_DIES_GRANDCHILD_IGNORES_TERM, { detached: true });
-    const [grandchild] = await grandchildren(child, 1);
-    attach(run, child, { group: true });
+    const runs = createRuns()
+    const run = runs.create({})
+    const child = start(LEADER_DIES_GRANDCHILD_IGNORES_TERM, { detached: true })
+    const [grandchild] = await grandchildren(child, 1)
+    attach(run, child, { group: true })
 
-    const body = await runs.cancel(run);
+    const body = await runs.cancel(run)
 
-    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', childExited: true });
-    expect(await waitUntil(() => !pidAlive(grandchild), 2000)).toBe(true);
-    expect(await waitUntil(() => groupMembers(child.pid).length === 0, 2000)).toBe(true);
-  });
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', childExited: true })
+    expect(await waitFor(() => !pidAlive(grandchild), 2000)).toBe(true)
+    expect(await waitFor(() => groupMembers(child.pid).length === 0, 2000)).toBe(true)
+  })
 
   it('shutdownActive(): the same leftover is reaped before the promise resolves', async () => {
-    const runs = createRuns();
-    const run = runs.create({});
-    const child = start(LEADER_DIES_GRANDCHILD_IGNORES_TERM, { detached: true });
-    const [grandchild] = await grandchildren(child, 1);
-    attach(run, child, { group: true });
+    const runs = createRuns()
+    const run = runs.create({})
+    const child = start(LEADER_DIES_GRANDCHILD_IGNORES_TERM, { detached: true })
+    const [grandchild] = await grandchildren(child, 1)
+    attach(run, child, { group: true })
 
-    await runs.shutdownActive({ graceMs: 300 });
+    await runs.shutdownActive({ graceMs: 300 })
 
-    expect(run.status).toBe('canceled');
-    expect(await waitUntil(() => !pidAlive(grandchild), 2000)).toBe(true);
-  });
+    expect(run.status).toBe('canceled')
+    expect(await waitFor(() => !pidAlive(grandchild), 2000)).toBe(true)
+  })
 
   it('a group that was never verified while the child lived is never reaped', async () => {
     // The run's child has no group of its own (processGroupId null): only its pid is signalled,
     // and the bystander in another group survives.
-    const runs = createRuns();
-    const run = runs.create({});
-    const bystander = start('sleep 30 & echo $!; wait', { detached: true });
-    const [bystanderKid] = await grandchildren(bystander, 1);
-    const child = start('sleep 30', { detached: false });
-    attach(run, child, { group: false });
-    run.processGroupId = bystander.pid; // a foreign group: refused by IMP-5, never recorded
+    const runs = createRuns()
+    const run = runs.create({})
+    const bystander = start('sleep 30 & echo $!; wait', { detached: true })
+    const [bystanderKid] = await grandchildren(bystander, 1)
+    const child = start('sleep 30', { detached: false })
+    attach(run, child, { group: false })
+    run.processGroupId = bystander.pid // a foreign group: refused by IMP-5, never recorded
 
-    await runs.cancel(run);
+    await runs.cancel(run)
 
-    expect(pidAlive(bystander.pid)).toBe(true);
-    expect(pidAlive(bystanderKid)).toBe(true);
-  });
-});
+    expect(pidAlive(bystander.pid)).toBe(true)
+    expect(pidAlive(bystanderKid)).toBe(true)
+  })
+})
 
-const FIXTURE = path.join(__dirname, 'fixtures', 'dangerous-groups.cjs');
-const probe = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 });
-const unshareProblem =
-  probe.error !== undefined
+const FIXTURE = fixture('dangerous-groups.cjs')
+
+/** Why a pid namespace cannot be made here, or null when it can (never probed off Linux). */
+function unshareProblemOf(): string | null {
+  const probe = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 })
+  return probe.error !== undefined
     ? `unshare unavailable (${(probe.error as NodeJS.ErrnoException).code ?? probe.error.message})`
     : probe.status !== 0
       ? `unshare --pid --fork --mount-proc failed (status ${probe.status}: ${probe.stderr.trim() || 'no stderr'}), e.g. EPERM without CAP_SYS_ADMIN`
-      : null;
+      : null
+}
+const unshareProblem = notLinux ? null : unshareProblemOf()
 
-const DANGEROUS_CASES = ['0', '1', '-1', '-(sentinel pid)', 'own group', 'process.pid', 'sentinel group', '2.5', 'NaN', "'7'"];
+const DANGEROUS_CASES = [
+  '0',
+  '1',
+  '-1',
+  '-(sentinel pid)',
+  'own group',
+  'process.pid',
+  'sentinel group',
+  '2.5',
+  'NaN',
+  "'7'",
+]
 
 type CaseReport = {
-  case: string;
-  processGroupId: number | string;
-  ready: boolean;
-  returned: unknown;
-  threw: string | null;
-  victimGotSignal: boolean;
-  victimAlive: boolean;
-  sentinelAlive: boolean;
-  bystanderAlive: boolean;
-  selfGotSignal: boolean;
-};
+  case: string
+  processGroupId: number | string
+  ready: boolean
+  returned: unknown
+  threw: string | null
+  victimGotSignal: boolean
+  victimAlive: boolean
+  sentinelAlive: boolean
+  bystanderAlive: boolean
+  selfGotSignal: boolean
+}
 
 if (unshareProblem !== null) {
   describe('IMP-5 dangerous processGroupId values (pid namespace)', () => {
-    it.skip(`skipped: ${unshareProblem}`, () => {});
-  });
+    it.skip(`skipped: ${unshareProblem}`, () => {})
+  })
 } else {
-  describe('IMP-5 dangerous processGroupId values (pid namespace)', () => {
-    let report: { pid: number; ownGroup: number; selfAlive: boolean; cases: CaseReport[] } | null = null;
-    let cases = new Map<string, CaseReport>();
-    let diagnostics = '';
+  describe.skipIf(notLinux)('IMP-5 dangerous processGroupId values (pid namespace)', () => {
+    let report: { pid: number; ownGroup: number; selfAlive: boolean; cases: CaseReport[] } | null = null
+    let cases = new Map<string, CaseReport>()
+    let diagnostics = ''
 
     function runFixture() {
-      if (report !== null || diagnostics !== '') return;
-      const result = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, FIXTURE], {
-        encoding: 'utf8',
-        timeout: 30_000,
-      });
-      if (typeof result.pid === 'number') everStarted.add(result.pid);
-      diagnostics = `status ${result.status}, signal ${result.signal}, error ${result.error?.message}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
-      const line = (result.stdout ?? '').trim().split('\n').pop() ?? '';
+      if (report !== null || diagnostics !== '') return
+      const result = spawnSync(
+        'unshare',
+        ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, FIXTURE],
+        {
+          encoding: 'utf8',
+          timeout: 30_000,
+        },
+      )
+      if (typeof result.pid === 'number') everStarted.add(result.pid)
+      diagnostics = `status ${result.status}, signal ${result.signal}, error ${result.error?.message}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`
+      const line = (result.stdout ?? '').trim().split('\n').pop() ?? ''
       try {
-        const outer = JSON.parse(line);
-        expect(outer.outerPid, diagnostics).toBe(1);
-        report = outer.report;
+        const outer = JSON.parse(line)
+        expect(outer.outerPid, diagnostics).toBe(1)
+        report = outer.report
       } catch {
-        report = null;
+        report = null
       }
-      if (report) for (const c of report.cases) cases.set(c.case, c);
+      if (report) for (const c of report.cases) cases.set(c.case, c)
     }
 
     it('the fixture runs as pid 1 of a fresh namespace and reports every case', () => {
-      const t0 = Date.now();
-      runFixture();
-      expect(report, diagnostics).not.toBeNull();
-      expect(report!.selfAlive).toBe(true);
+      const t0 = Date.now()
+      runFixture()
+      expect(report, diagnostics).not.toBeNull()
+      expect(report!.selfAlive).toBe(true)
       // The inner script is a group member, not its leader: "own group" and "process.pid" differ.
-      expect(report!.ownGroup).not.toBe(report!.pid);
-      expect([...cases.keys()]).toEqual(expect.arrayContaining(DANGEROUS_CASES));
-      for (const c of cases.values()) expect(c.ready, c.case).toBe(true);
-      expect(Date.now() - t0).toBeLessThan(10_000);
-    });
+      expect(report!.ownGroup).not.toBe(report!.pid)
+      expect([...cases.keys()]).toEqual(expect.arrayContaining(DANGEROUS_CASES))
+      for (const c of cases.values()) expect(c.ready, c.case).toBe(true)
+      expect(Date.now() - t0).toBeLessThan(10_000)
+    })
 
     it('the detectors work: a real kill(0) is seen, a valid group is signalled as a group', () => {
-      runFixture();
-      const byHand = cases.get('control: kill(0) by hand')!;
-      expect(byHand).toMatchObject({ bystanderAlive: false, selfGotSignal: true, sentinelAlive: true });
-      const valid = cases.get('control: victim group')!;
-      expect(valid).toMatchObject({ returned: true, victimGotSignal: true, sentinelAlive: true, bystanderAlive: true });
-    });
+      runFixture()
+      const byHand = cases.get('control: kill(0) by hand')!
+      expect(byHand).toMatchObject({ bystanderAlive: false, selfGotSignal: true, sentinelAlive: true })
+      const valid = cases.get('control: victim group')!
+      expect(valid).toMatchObject({ returned: true, victimGotSignal: true, sentinelAlive: true, bystanderAlive: true })
+    })
 
     it.each(DANGEROUS_CASES)(
       'processGroupId %s: no foreign process is signalled, the child pid is (returned true)',
       (name) => {
-        runFixture();
-        const c = cases.get(name);
-        expect(c, diagnostics).toBeDefined();
+        runFixture()
+        const c = cases.get(name)
+        expect(c, diagnostics).toBeDefined()
         expect(c).toMatchObject({
           threw: null,
           sentinelAlive: true,
@@ -458,26 +347,19 @@ if (unshareProblem !== null) {
           returned: true,
           victimGotSignal: true,
           victimAlive: true,
-        });
+        })
       },
-    );
-  });
+    )
+  })
 }
 
 // --- final leak check ---------------------------------------------------------------------------------
 
-describe('leak check', () => {
+describe.skipIf(notLinux)('leak check', () => {
   it('no process this file started is still alive', async () => {
-    expect(everStarted.size).toBeGreaterThan(0);
-    const alive = () => [...everStarted].filter((pid) => pidAlive(pid));
-    await waitUntil(() => alive().length === 0, 1000);
-    expect(alive()).toEqual([]);
-  });
-});
-
-afterAll(() => {
-  // Last line of defence: a leftover here means a test above leaked (the leak check fails too).
-  for (const pid of everStarted) {
-    if (pid >= 2 && pid !== process.pid && pidAlive(pid)) killQuietly(pid, 'SIGKILL');
-  }
-});
+    expect(everStarted.size).toBeGreaterThan(0)
+    const alive = () => [...everStarted].filter((pid) => pidAlive(pid))
+    await waitFor(() => alive().length === 0, 1000)
+    expect(alive()).toEqual([])
+  })
+})

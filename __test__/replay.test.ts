@@ -2,177 +2,141 @@
 // facade keeps (weakly) for the next client of the same run. Every check compares what a
 // client receives from a run that was replayed before (cache warm) with what it receives from
 // an identical run that never was (straight from the core).
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { createChatRunService } from '../index.js';
+import { describe, expect, it } from 'vitest'
+import { fakeClient, fakeReq, fakeRes, makeRuns, useTempDirs, type FakeClient } from './helpers'
 
-type Frame = [unknown, unknown, unknown];
+/** One record as a client got it: [event, data, id]. */
+type Frame = [unknown, unknown, unknown]
 
-function recorder() {
-  const frames: Frame[] = [];
-  let ended = 0;
-  return {
-    frames,
-    ended: () => ended,
-    client: {
-      send(event: unknown, data: unknown, id: unknown) {
-        frames.push([event, data, id]);
-      },
-      end() {
-        ended++;
-      },
-      cleanup() {},
-    },
-  };
-}
+const framesOf = (client: FakeClient): Frame[] =>
+  client.calls.flatMap((call) => (call.type === 'send' ? [[call.event, call.data, call.id] as Frame] : []))
 
 function service(extra: Record<string, unknown> = {}) {
-  let next: ReturnType<typeof recorder>['client'] | null = null;
-  const svc = createChatRunService({
-    createSseResponse: () => next,
-    createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
-    ...extra,
-  });
-  const res = { on() {} };
-  /** Streams `run` from `cursor` to a fresh recorder and returns what it got. */
+  const { runs: svc, sse } = makeRuns(extra)
+  /** Streams `run` from `cursor` to a fresh client and returns what it got. */
   function replay(run: unknown, cursor: unknown) {
-    const r = recorder();
-    next = r.client;
-    const req = { get: (name: string) => (name === 'Last-Event-ID' ? cursor : undefined), query: {} };
-    svc.stream(run as never, req as never, res as never);
-    return { frames: r.frames, ended: r.ended() };
+    svc.stream(run, fakeReq(cursor), fakeRes())
+    const client = sse.at(-1)!
+    return { frames: framesOf(client), ended: client.end.mock.calls.length }
   }
-  return { svc, replay };
+  return { svc, replay }
 }
 
 /** Emits a mixed history: several event names, absent data, null, nested values. */
 function fill(svc: ReturnType<typeof service>['svc'], run: unknown, n: number) {
   for (let i = 0; i < n; i++) {
-    const r = run as never;
-    if (i % 7 === 3) svc.emit(r, 'stdout', undefined);
-    else if (i % 11 === 5) svc.emit(r, 'agent', null);
-    else if (i % 13 === 6) svc.emit(r, 'tool', { nested: { list: [i, 'x', true, null] }, text: 'é ☃ \u2028' });
-    else svc.emit(r, 'agent', { type: 'text_delta', delta: `chunk ${i}` });
+    const r = run as never
+    if (i % 7 === 3) svc.emit(r, 'stdout', undefined)
+    else if (i % 11 === 5) svc.emit(r, 'agent', null)
+    else if (i % 13 === 6) svc.emit(r, 'tool', { nested: { list: [i, 'x', true, null] }, text: 'é ☃ \u2028' })
+    else svc.emit(r, 'agent', { type: 'text_delta', delta: `chunk ${i}` })
   }
 }
 
-const CURSORS = ['-1', '0', '1', '1.5', '63', '64', '65', '100', '149', '150', '151', '500', 'abc', undefined];
+const CURSORS = ['-1', '0', '1', '1.5', '63', '64', '65', '100', '149', '150', '151', '500', 'abc', undefined]
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const tempDir = useTempDirs('replay-log-')
 
 describe('stream() replay batch', () => {
   it('a warm run replays exactly what a never-replayed twin replays, for every cursor', () => {
-    const cold = service();
-    const warm = service();
+    const cold = service()
+    const warm = service()
     for (const terminal of [false, true]) {
       for (const cursor of CURSORS) {
-        const a = cold.svc.create({ projectId: 'p', conversationId: 'c' });
-        const b = warm.svc.create({ projectId: 'p', conversationId: 'c' });
-        fill(cold.svc, a, 150);
-        fill(warm.svc, b, 150);
+        const a = cold.svc.create({ projectId: 'p', conversationId: 'c' })
+        const b = warm.svc.create({ projectId: 'p', conversationId: 'c' })
+        fill(cold.svc, a, 150)
+        fill(warm.svc, b, 150)
         if (terminal) {
-          cold.svc.finish(a, 'succeeded', 0, null);
-          warm.svc.finish(b, 'succeeded', 0, null);
+          cold.svc.finish(a, 'succeeded', 0, null)
+          warm.svc.finish(b, 'succeeded', 0, null)
         }
         // Warm the twin with several cursors, then compare.
-        warm.replay(b, '0');
-        warm.replay(b, '100');
-        const expected = cold.replay(a, cursor);
-        const got = warm.replay(b, cursor);
-        expect(got, `cursor ${String(cursor)}, terminal ${terminal}`).toEqual(expected);
-        expect(got.ended).toBe(terminal ? 1 : 0);
+        warm.replay(b, '0')
+        warm.replay(b, '100')
+        const expected = cold.replay(a, cursor)
+        const got = warm.replay(b, cursor)
+        expect(got, `cursor ${String(cursor)}, terminal ${terminal}`).toEqual(expected)
+        expect(got.ended).toBe(terminal ? 1 : 0)
       }
     }
-  });
+  })
 
   it('keeps absent data apart from null, and every event name, through the batch', () => {
-    const { svc, replay } = service();
-    const run = svc.create({});
-    svc.emit(run, 'a', undefined);
-    svc.emit(run, 'b', null);
-    svc.emit(run, 'a', { k: [1, { deep: 'v' }] });
-    svc.emit(run, 'c', 'text');
+    const { svc, replay } = service()
+    const run = svc.create({})
+    svc.emit(run, 'a', undefined)
+    svc.emit(run, 'b', null)
+    svc.emit(run, 'a', { k: [1, { deep: 'v' }] })
+    svc.emit(run, 'c', 'text')
     for (const pass of [1, 2]) {
-      const { frames } = replay(run, '0');
+      const { frames } = replay(run, '0')
       expect(frames, `pass ${pass}`).toEqual([
         ['a', undefined, 1],
         ['b', null, 2],
         ['a', { k: [1, { deep: 'v' }] }, 3],
         ['c', 'text', 4],
-      ]);
-      expect(Object.hasOwn(frames[0] as object, 1)).toBe(true);
+      ])
+      expect(Object.hasOwn(frames[0] as object, 1)).toBe(true)
     }
-  });
+  })
 
   it('an emit after a replay is seen by the next client with the same cursor', () => {
-    const { svc, replay } = service();
-    const run = svc.create({});
-    fill(svc, run, 70);
-    const first = replay(run, '60').frames.map((f) => f[2]);
-    expect(first).toEqual([61, 62, 63, 64, 65, 66, 67, 68, 69, 70]);
-    svc.emit(run, 'agent', { late: true });
-    const second = replay(run, '60').frames;
-    expect(second.map((f) => f[2])).toEqual([...first, 71]);
-    expect(second.at(-1)).toEqual(['agent', { late: true }, 71]);
-  });
+    const { svc, replay } = service()
+    const run = svc.create({})
+    fill(svc, run, 70)
+    const first = replay(run, '60').frames.map((f) => f[2])
+    expect(first).toEqual([61, 62, 63, 64, 65, 66, 67, 68, 69, 70])
+    svc.emit(run, 'agent', { late: true })
+    const second = replay(run, '60').frames
+    expect(second.map((f) => f[2])).toEqual([...first, 71])
+    expect(second.at(-1)).toEqual(['agent', { late: true }, 71])
+  })
 
   it('a client mutating replayed data never changes the stored history', () => {
-    const { svc, replay } = service();
-    const run = svc.create({});
-    svc.emit(run, 'agent', { text: 'original' });
-    const first = replay(run, '0').frames;
-    (first[0][1] as { text: string }).text = 'mutated by client';
+    const { svc, replay } = service()
+    const run = svc.create({})
+    svc.emit(run, 'agent', { text: 'original' })
+    const first = replay(run, '0').frames
+    ;(first[0][1] as { text: string }).text = 'mutated by client'
     // Clients of one run may share data objects (as with upstream's array of records), but the
     // history is stored as JSON text in the core and is untouched.
-    expect(run.events[0].data).toEqual({ text: 'original' });
-    svc.emit(run, 'agent', { text: 'next' });
-    expect(replay(run, '0').frames[0][1]).toEqual({ text: 'original' });
-  });
+    expect(run.events[0].data).toEqual({ text: 'original' })
+    svc.emit(run, 'agent', { text: 'next' })
+    expect(replay(run, '0').frames[0][1]).toEqual({ text: 'original' })
+  })
 
   it('a client whose send drops or finishes the run is ended, not left attached', () => {
     for (const verdict of ['drop', 'finish'] as const) {
-      let svc: ReturnType<typeof createChatRunService>;
-      let run: any;
-      let ended = 0;
-      const client = {
-        send() {
-          if (verdict === 'drop') svc.drop(run);
-          else svc.finish(run, 'succeeded', 0, null);
-        },
-        end() {
-          ended++;
-        },
-        cleanup() {},
-      };
-      svc = createChatRunService({
-        createSseResponse: () => client,
-        createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
-      });
-      run = svc.create({});
-      svc.emit(run, 'agent', { n: 1 });
-      svc.stream(run, { get: () => '0', query: {} } as never, { on() {} } as never);
-      expect(ended, verdict).toBe(1);
-      expect(run.clients.size, verdict).toBe(0);
+      let run: any
+      const { runs: svc, sse } = makeRuns({}, () =>
+        fakeClient({
+          onSend: () => {
+            if (verdict === 'drop') svc.drop(run)
+            else svc.finish(run, 'succeeded', 0, null)
+          },
+        }),
+      )
+      run = svc.create({})
+      svc.emit(run, 'agent', { n: 1 })
+      svc.stream(run, fakeReq('0'), fakeRes())
+      const ended = sse[0].end.mock.calls.length
+      expect(ended, verdict).toBe(1)
+      expect(run.clients.size, verdict).toBe(0)
     }
-  });
+  })
 
   it('records read back from the log (IMP-3) replay the same as from memory', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replay-log-'));
-    dirs.push(dir);
-    const logged = service({ runsLogDir: dir, maxEvents: 20 });
-    const memory = service({ maxEvents: 1000 });
-    const a = logged.svc.create({});
-    const b = memory.svc.create({});
-    fill(logged.svc, a, 100);
-    fill(memory.svc, b, 100);
+    const dir = tempDir()
+    const logged = service({ runsLogDir: dir, maxEvents: 20 })
+    const memory = service({ maxEvents: 1000 })
+    const a = logged.svc.create({})
+    const b = memory.svc.create({})
+    fill(logged.svc, a, 100)
+    fill(memory.svc, b, 100)
     for (const cursor of ['0', '10', '79', '80', '81']) {
-      expect(logged.replay(a, cursor).frames, `cursor ${cursor}`).toEqual(memory.replay(b, cursor).frames);
+      expect(logged.replay(a, cursor).frames, `cursor ${cursor}`).toEqual(memory.replay(b, cursor).frames)
     }
-    await logged.svc.shutdownActive({ graceMs: 0 });
-  });
-});
+    await logged.svc.shutdownActive({ graceMs: 0 })
+  })
+})

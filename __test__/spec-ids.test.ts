@@ -23,7 +23,20 @@ const SKIP_PATHS = new Set(['dist', 'npm', 'bench/results'])
 // Generated or lock files: binding.js is written by `napi build`.
 const SKIP_FILES = new Set(['binding.js', 'package-lock.json'])
 const TEXT_EXTENSIONS = new Set([
-  '.rs', '.js', '.cjs', '.mjs', '.ts', '.mts', '.cts', '.md', '.toml', '.json', '.yml', '.yaml', '.sh', '.html',
+  '.rs',
+  '.js',
+  '.cjs',
+  '.mjs',
+  '.ts',
+  '.mts',
+  '.cts',
+  '.md',
+  '.toml',
+  '.json',
+  '.yml',
+  '.yaml',
+  '.sh',
+  '.html',
 ])
 // The spec's old location, built so this file does not mention it itself.
 const OUTSIDE_SPEC = new RegExp(['\\.\\.', 'shared'].join('/') + '|' + ['', 'work', 'shared'].join('/'))
@@ -82,7 +95,8 @@ function references(files: string[], families: string[]): Reference[] {
       .forEach((text, i) => {
         for (const m of text.matchAll(cited)) out.push({ file: rel, line: i + 1, id: m[0] })
         if (rust) {
-          for (const m of text.matchAll(rustTest)) out.push({ file: rel, line: i + 1, id: `${m[1].toUpperCase()}-${m[2]}` })
+          for (const m of text.matchAll(rustTest))
+            out.push({ file: rel, line: i + 1, id: `${m[1].toUpperCase()}-${m[2]}` })
         }
       })
   }
@@ -97,7 +111,8 @@ const files = repoFiles()
 
 describe('rule ids (docs/SPEC.md)', () => {
   it('docs/SPEC.md defines the rule families the code cites, each id once', () => {
-    for (const family of ['MOD', 'RUN', 'CRE', 'EMT', 'CAN', 'SHD', 'LOG', 'IMP', 'LC']) expect(families).toContain(family)
+    for (const family of ['MOD', 'RUN', 'CRE', 'EMT', 'CAN', 'SHD', 'LOG', 'IMP', 'LC'])
+      expect(families).toContain(family)
     expect(defined.has('WCE')).toBe(true)
     const seen = new Map<string, number>()
     const duplicates: string[] = []
@@ -111,9 +126,12 @@ describe('rule ids (docs/SPEC.md)', () => {
 
   it('the walk reaches the code, the tests and the docs', () => {
     const rel = new Set(files.map((f) => path.relative(root, f).split(path.sep).join('/')))
-    for (const expected of ['README.md', 'docs/SPEC.md', 'index.js', '__test__/runs.test.ts']) expect(rel).toContain(expected)
+    for (const expected of ['README.md', 'docs/SPEC.md', 'index.js', '__test__/runs.test.ts'])
+      expect(rel).toContain(expected)
     expect([...rel].some((f) => f.endsWith('.rs'))).toBe(true)
-    expect([...rel].some((f) => f.startsWith('node_modules/') || f.includes('/target/') || f.endsWith('binding.js'))).toBe(false)
+    expect(
+      [...rel].some((f) => f.startsWith('node_modules/') || f.includes('/target/') || f.endsWith('binding.js')),
+    ).toBe(false)
   })
 
   it('every rule id cited in the repo is defined in docs/SPEC.md', () => {

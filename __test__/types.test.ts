@@ -1,31 +1,37 @@
 // Type-level tests of the hand-written index.d.ts: tsc --strict must accept a daemon-shaped consumer,
 // and must reject a file that misuses the API (so this check is able to fail).
-import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { ROOT, useTempDirs } from './helpers'
 
-const root = path.resolve(__dirname, '..');
-const tsc = path.join(root, 'node_modules', '.bin', 'tsc');
-const TSC_TIMEOUT_MS = 120_000;
+const tsc = path.join(ROOT, 'node_modules', '.bin', 'tsc')
+const TSC_TIMEOUT_MS = 120_000
 
 function runTsc(args: string[]): { status: number | null; output: string } {
-  const result = spawnSync(tsc, args, { cwd: root, encoding: 'utf8', timeout: TSC_TIMEOUT_MS });
-  if (result.error) throw result.error;
-  return { status: result.status, output: `${result.stdout ?? ''}${result.stderr ?? ''}` };
+  const result = spawnSync(tsc, args, { cwd: ROOT, encoding: 'utf8', timeout: TSC_TIMEOUT_MS })
+  if (result.error) throw result.error
+  return { status: result.status, output: `${result.stdout ?? ''}${result.stderr ?? ''}` }
 }
 
 describe('hand-written TypeScript declarations', () => {
-  it('index.d.ts compiles a daemon-shaped consumer under tsc --strict', () => {
-    const { status, output } = runTsc(['-p', path.join('__test__', 'types', 'tsconfig.json')]);
-    expect(status, `tsc reported:\n${output}`).toBe(0);
-  }, TSC_TIMEOUT_MS);
+  const tempDir = useTempDirs('chat-run-service-types-')
 
-  it('tsc rejects a consumer that misuses the package types', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-service-types-'));
-    try {
-      const indexSpecifier = path.relative(dir, path.join(root, 'index.js')).split(path.sep).join('/');
+  it(
+    'index.d.ts compiles a daemon-shaped consumer under tsc --strict',
+    () => {
+      const { status, output } = runTsc(['-p', path.join('__test__', 'types', 'tsconfig.json')])
+      expect(status, `tsc reported:\n${output}`).toBe(0)
+    },
+    TSC_TIMEOUT_MS,
+  )
+
+  it(
+    'tsc rejects a consumer that misuses the package types',
+    () => {
+      const dir = tempDir()
+      const indexSpecifier = path.relative(dir, path.join(ROOT, 'index.js')).split(path.sep).join('/')
       fs.writeFileSync(
         path.join(dir, 'bad.ts'),
         [
@@ -35,22 +41,21 @@ describe('hand-written TypeScript declarations', () => {
           `export const bad: number = run.status; // deliberate error: a status is not a number`,
           '',
         ].join('\n'),
-      );
+      )
       fs.writeFileSync(
         path.join(dir, 'tsconfig.json'),
         JSON.stringify({
-          extends: path.join(root, '__test__', 'types', 'tsconfig.json'),
-          compilerOptions: { typeRoots: [path.join(root, 'node_modules', '@types')] },
+          extends: path.join(ROOT, '__test__', 'types', 'tsconfig.json'),
+          compilerOptions: { typeRoots: [path.join(ROOT, 'node_modules', '@types')] },
           files: ['bad.ts'],
         }),
-      );
-      const { status, output } = runTsc(['-p', path.join(dir, 'tsconfig.json')]);
-      expect(status, `tsc unexpectedly accepted bad.ts:\n${output}`).not.toBe(0);
+      )
+      const { status, output } = runTsc(['-p', path.join(dir, 'tsconfig.json')])
+      expect(status, `tsc unexpectedly accepted bad.ts:\n${output}`).not.toBe(0)
       // It must fail on the deliberate error, not on a broken setup (e.g. an unresolved import).
-      expect(output).toMatch(/bad\.ts\(4,\d+\): error TS2322/);
-      expect(output).not.toMatch(/error TS(2307|2792|5083|6053)/);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  }, TSC_TIMEOUT_MS);
-});
+      expect(output).toMatch(/bad\.ts\(4,\d+\): error TS2322/)
+      expect(output).not.toMatch(/error TS(2307|2792|5083|6053)/)
+    },
+    TSC_TIMEOUT_MS,
+  )
+})

@@ -1,0 +1,350 @@
+// SPEC §10 stream(run, req, res): the cursor (STR-1..STR-4), live clients (STR-5, STR-6), the end
+// record after late events (STR-8/IMP-8), replay while emitting (IMP-7), throwing clients (IMP-6)
+// and old cursors backfilled from the log (STR-7/IMP-3).
+import fs from 'node:fs'
+import { beforeEach, describe, expect, it } from 'vitest'
+import {
+  cleanups,
+  ends,
+  fakeClient,
+  fakeReq,
+  fakeRes,
+  finishedRun4,
+  makeRuns,
+  readLines,
+  sentIds,
+  useTempDirs,
+  waitFor,
+} from './helpers'
+
+describe('§10 stream(run, req, res)', () => {
+  it('STR-1: calls createSseResponse(res) exactly once, uses only req.get/req.query/res.on, returns undefined', () => {
+    const { runs, responses } = makeRuns()
+    const reqKeys: PropertyKey[] = []
+    const resKeys: PropertyKey[] = []
+    const baseReq = { get: () => undefined, query: {} } as any
+    const baseRes = { on: () => {} } as any
+    const req = new Proxy(baseReq, { get: (t, k) => (reqKeys.push(k), t[k]) })
+    const res = new Proxy(baseRes, { get: (t, k) => (resKeys.push(k), t[k]) })
+
+    const live = runs.create()
+    expect(runs.stream(live, req, res)).toBeUndefined()
+    const done = finishedRun4(runs)
+    expect(runs.stream(done, req, res)).toBeUndefined()
+
+    expect(responses).toHaveLength(2)
+    expect(responses[0]).toBe(res)
+    expect(responses[1]).toBe(res)
+    expect(new Set(reqKeys.filter((k) => typeof k === 'string'))).toEqual(new Set(['get', 'query']))
+    expect(new Set(resKeys.filter((k) => typeof k === 'string'))).toEqual(new Set(['on']))
+  })
+
+  it("STR-2: reads the cursor via req.get('Last-Event-ID'), then req.query.after", () => {
+    const { runs, sse } = makeRuns()
+    const run = finishedRun4(runs)
+    const req = fakeReq(undefined, '2')
+    runs.stream(run, req, fakeRes())
+    expect(req.get).toHaveBeenCalledWith('Last-Event-ID')
+    expect(sentIds(sse[0])).toEqual([3, 4])
+
+    const req2 = fakeReq(null, '3')
+    runs.stream(run, req2, fakeRes())
+    expect(sentIds(sse[1])).toEqual([4])
+  })
+
+  describe('STR-2/STR-3/STR-4 cursor table (finished run, buffer ids 1..4)', () => {
+    const rows: Array<[string, any, boolean, any, number[]]> = [
+      // [name, header, hasAfter, after, expected ids]
+      ['absent / absent -> 0', undefined, false, undefined, [1, 2, 3, 4]],
+      ["'0' / '3' -> 0 (header '0' wins)", '0', true, '3', [1, 2, 3, 4]],
+      ["'' / ' ' -> 0", '', true, ' ', [1, 2, 3, 4]],
+      ["'abc' / - -> NaN", 'abc', false, undefined, [1, 2, 3, 4]],
+      ["absent / ['2'] -> 2", undefined, true, ['2'], [3, 4]],
+      ["absent / ['1','2'] -> NaN", undefined, true, ['1', '2'], [1, 2, 3, 4]],
+      ["absent / 'Infinity' -> Infinity", undefined, true, 'Infinity', [1, 2, 3, 4]],
+      ["absent / '-1' -> -1", undefined, true, '-1', [1, 2, 3, 4]],
+      ["'3.5' / - -> 3.5", '3.5', false, undefined, [4]],
+      ["'4' / - -> 4 again (STR-4)", '4', false, undefined, [4]],
+      ["'9' / - -> 4 again (STR-4)", '9', false, undefined, [4]],
+      ["null header / '2' -> 2", null, true, '2', [3, 4]],
+    ]
+    for (const [name, header, hasAfter, after, expected] of rows) {
+      it(`STR-2 row: ${name} sends ${expected.join(',')} then end()`, () => {
+        const { runs, sse } = makeRuns()
+        const run = finishedRun4(runs)
+        const res = fakeRes()
+        runs.stream(run, fakeReq(header, after, hasAfter), res)
+        const c = sse[0]
+        expect(sentIds(c)).toEqual(expected)
+        expect(ends(c)).toBe(1)
+        expect(c.calls.at(-1)).toEqual({ type: 'end' })
+        expect(cleanups(c)).toBe(0)
+        expect(res.on).not.toHaveBeenCalled()
+      })
+    }
+  })
+
+  it('STR-3: replay sends buffered records with id > cursor, in order, with their event and data', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    runs.emit(run, 'agent', { type: 'text_delta', delta: 'a' })
+    runs.emit(run, 'stdout', { text: 'b' })
+    runs.emit(run, 'agent', { type: 'text_delta', delta: 'c' })
+    runs.stream(run, fakeReq(undefined, '1.5'), fakeRes())
+    expect(sse[0].calls).toEqual([
+      { type: 'send', event: 'stdout', data: { text: 'b' }, id: 2 },
+      { type: 'send', event: 'agent', data: { type: 'text_delta', delta: 'c' }, id: 3 },
+    ])
+    // negative / zero cursors send all
+    runs.stream(run, fakeReq('-7'), fakeRes())
+    expect(sentIds(sse[1])).toEqual([1, 2, 3])
+    runs.stream(run, fakeReq(undefined, '0', true), fakeRes())
+    expect(sentIds(sse[2])).toEqual([1, 2, 3])
+    // -Infinity sends every record
+    runs.stream(run, fakeReq('-Infinity'), fakeRes())
+    expect(sentIds(sse[3])).toEqual([1, 2, 3])
+  })
+
+  it('STR-4: a terminal run re-sends its last record once when nothing else was replayed; not registered, no res.on, no cleanup', () => {
+    const { runs, sse } = makeRuns()
+    const run = finishedRun4(runs)
+    const res = fakeRes()
+    runs.stream(run, fakeReq('4'), res)
+    expect(sse[0].calls).toEqual([
+      { type: 'send', event: 'end', data: { code: 0, signal: null, status: 'succeeded' }, id: 4 },
+      { type: 'end' },
+    ])
+    expect(run.clients.size).toBe(0)
+    expect(res.on).not.toHaveBeenCalled()
+  })
+
+  it('STR-4: a terminal run with an empty buffer sends nothing and calls end() once', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    runs.drop(run) // canceled, no 'end' event, buffer empty
+    const res = fakeRes()
+    runs.stream(run, fakeReq('5'), res)
+    expect(sse[0].calls).toEqual([{ type: 'end' }])
+    expect(res.on).not.toHaveBeenCalled()
+  })
+
+  it('STR-4: a dropped run (no end record) re-sends its last buffered record', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    runs.emit(run, 'agent', { n: 1 })
+    runs.emit(run, 'agent', { n: 2 })
+    runs.drop(run)
+    runs.stream(run, fakeReq('2'), fakeRes())
+    expect(sse[0].calls).toEqual([{ type: 'send', event: 'agent', data: { n: 2 }, id: 2 }, { type: 'end' }])
+  })
+
+  it('STR-5: a live run registers the client and a close handler; finish ends it, close later cleans up', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    runs.emit(run, 'agent', { n: 1 })
+    const res = fakeRes()
+    runs.stream(run, fakeReq(undefined), res)
+    const c = sse[0]
+    expect(run.clients.has(c)).toBe(true)
+    expect(res.on).toHaveBeenCalledTimes(1)
+    expect(res.on.mock.calls[0][0]).toBe('close')
+    expect(sentIds(c)).toEqual([1])
+
+    runs.emit(run, 'agent', { n: 2 })
+    expect(c.calls.at(-1)).toEqual({ type: 'send', event: 'agent', data: { n: 2 }, id: 2 })
+
+    runs.finish(run, 'succeeded', 0, null)
+    expect(ends(c)).toBe(1)
+    expect(run.clients.size).toBe(0)
+    expect(cleanups(c)).toBe(0)
+
+    res.close()
+    expect(cleanups(c)).toBe(1)
+    expect(run.clients.size).toBe(0)
+  })
+
+  it('STR-5: close before finish removes the client and calls cleanup(); later emits skip it', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    const res = fakeRes()
+    runs.stream(run, fakeReq(undefined), res)
+    const c = sse[0]
+    res.close()
+    expect(run.clients.has(c)).toBe(false)
+    expect(cleanups(c)).toBe(1)
+    runs.emit(run, 'agent', { n: 1 })
+    runs.finish(run, 'succeeded', 0, null)
+    expect(c.calls).toEqual([{ type: 'cleanup' }])
+  })
+
+  it('STR-6: replay and registration happen in one turn: the next emit is delivered exactly once, without a gap', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    runs.emit(run, 'a', 1)
+    runs.emit(run, 'a', 2)
+    runs.stream(run, fakeReq('1'), fakeRes())
+    runs.emit(run, 'a', 3)
+    expect(sentIds(sse[0])).toEqual([2, 3])
+  })
+
+  it('IMP-7: a record emitted from inside a send during replay is delivered after the snapshot exactly once', () => {
+    let runsRef: any
+    let runRef: any
+    let fired = false
+    const { runs, sse } = makeRuns({}, () =>
+      fakeClient({
+        onSend: (_c, _e, _d, id) => {
+          if (id === 1 && !fired) {
+            fired = true
+            runsRef.emit(runRef, 'agent', { n: 4 })
+          }
+        },
+      }),
+    )
+    runsRef = runs
+    const run = (runRef = runs.create())
+    runs.emit(run, 'agent', { n: 1 })
+    runs.emit(run, 'agent', { n: 2 })
+    runs.emit(run, 'agent', { n: 3 })
+    runs.stream(run, fakeReq(undefined), fakeRes())
+    expect(sse[0].calls).toEqual([
+      { type: 'send', event: 'agent', data: { n: 1 }, id: 1 },
+      { type: 'send', event: 'agent', data: { n: 2 }, id: 2 },
+      { type: 'send', event: 'agent', data: { n: 3 }, id: 3 },
+      { type: 'send', event: 'agent', data: { n: 4 }, id: 4 },
+    ])
+    runs.emit(run, 'agent', { n: 5 })
+    expect(sentIds(sse[0])).toEqual([1, 2, 3, 4, 5])
+  })
+
+  it('IMP-7: with a full ring trimmed during replay, no record is skipped or duplicated', () => {
+    let runsRef: any
+    let runRef: any
+    let fired = false
+    const { runs, sse } = makeRuns({ maxEvents: 3 }, () =>
+      fakeClient({
+        onSend: (_c, _e, _d, id) => {
+          if (id === 1 && !fired) {
+            fired = true
+            runsRef.emit(runRef, 'agent', { n: 4 })
+            runsRef.emit(runRef, 'agent', { n: 5 })
+          }
+        },
+      }),
+    )
+    runsRef = runs
+    const run = (runRef = runs.create())
+    for (let n = 1; n <= 3; n++) runs.emit(run, 'agent', { n })
+    runs.stream(run, fakeReq(undefined), fakeRes())
+    expect(sentIds(sse[0])).toEqual([1, 2, 3, 4, 5])
+  })
+
+  it('STR-8/IMP-8: after a late event, a client at the last id gets the end record, not the late one', () => {
+    const { runs, sse } = makeRuns()
+    const run = finishedRun4(runs)
+    runs.emit(run, 'agent', { late: true }) // id 5, after end
+    runs.stream(run, fakeReq('5'), fakeRes())
+    expect(sse[0].calls).toEqual([
+      { type: 'send', event: 'end', data: { code: 0, signal: null, status: 'succeeded' }, id: 4 },
+      { type: 'end' },
+    ])
+  })
+
+  it('IMP-6: a throwing client in stream replay gets every send, end() still runs and stream() does not throw', () => {
+    const { runs, sse } = makeRuns({}, () => fakeClient({ throwing: true }))
+    const run = finishedRun4(runs)
+    expect(() => runs.stream(run, fakeReq(undefined), fakeRes())).not.toThrow()
+    expect(sse[0].calls.map((c) => (c.type === 'send' ? c.id : c.type))).toEqual([1, 2, 3, 4, 'end'])
+
+    const live = runs.create()
+    runs.emit(live, 'a', 1)
+    runs.emit(live, 'a', 2)
+    const res = fakeRes()
+    expect(() => runs.stream(live, fakeReq(undefined), res)).not.toThrow()
+    expect(sentIds(sse[1])).toEqual([1, 2])
+    expect(live.clients.has(sse[1])).toBe(true)
+    expect(res.on).toHaveBeenCalledTimes(1)
+    // a throwing registered client does not break emit for others
+    const other = fakeClient()
+    live.clients.add(other)
+    expect(() => runs.emit(live, 'a', 3)).not.toThrow()
+    expect(sentIds(other)).toEqual([3])
+    expect(() => res.close()).not.toThrow()
+    expect(live.clients.has(sse[1])).toBe(false)
+  })
+
+  describe('STR-7/IMP-3: old cursors are backfilled from the log', () => {
+    const tempDir = useTempDirs('spec-str7-')
+    let tmp: string
+    beforeEach(() => {
+      tmp = tempDir()
+    })
+
+    async function trimmedFinishedRun() {
+      const { runs, sse } = makeRuns({ maxEvents: 3, runsLogDir: tmp })
+      const run = runs.create()
+      for (let n = 1; n <= 6; n++) runs.emit(run, 'agent', { n })
+      runs.finish(run, 'succeeded', 0, null) // end = id 7; buffer 5,6,7
+      await runs.shutdownActive() // flush barrier
+      expect(run.events.map((e: any) => e.id)).toEqual([5, 6, 7])
+      return { runs, sse, run }
+    }
+
+    it('IMP-3: cursor 1 with buffer 5..7 sends 2,3,4 from the log then 5,6,7, exactly once', async () => {
+      const { runs, sse, run } = await trimmedFinishedRun()
+      runs.stream(run, fakeReq('1'), fakeRes())
+      expect(sse[0].calls).toEqual([
+        { type: 'send', event: 'agent', data: { n: 2 }, id: 2 },
+        { type: 'send', event: 'agent', data: { n: 3 }, id: 3 },
+        { type: 'send', event: 'agent', data: { n: 4 }, id: 4 },
+        { type: 'send', event: 'agent', data: { n: 5 }, id: 5 },
+        { type: 'send', event: 'agent', data: { n: 6 }, id: 6 },
+        { type: 'send', event: 'end', data: { code: 0, signal: null, status: 'succeeded' }, id: 7 },
+        { type: 'end' },
+      ])
+    })
+
+    it('IMP-3: NaN, negative and absent cursors count as 0 and backfill everything', async () => {
+      const { runs, sse, run } = await trimmedFinishedRun()
+      runs.stream(run, fakeReq('abc'), fakeRes())
+      runs.stream(run, fakeReq(undefined, '-5'), fakeRes())
+      runs.stream(run, fakeReq(undefined), fakeRes())
+      for (const c of sse) expect(sentIds(c)).toEqual([1, 2, 3, 4, 5, 6, 7])
+    })
+
+    it('IMP-3: a cursor at oldest-1 needs no backfill', async () => {
+      const { runs, sse, run } = await trimmedFinishedRun()
+      runs.stream(run, fakeReq('4'), fakeRes())
+      expect(sentIds(sse[0])).toEqual([5, 6, 7])
+    })
+
+    it('IMP-3: unreadable lines are skipped', async () => {
+      const { runs, sse, run } = await trimmedFinishedRun()
+      const lines = readLines(run.eventsLogPath)
+      expect(lines).toHaveLength(7)
+      lines[1] = '{not json'
+      fs.writeFileSync(run.eventsLogPath, lines.join('\n') + '\n')
+      runs.stream(run, fakeReq('0'), fakeRes())
+      expect(sentIds(sse[0])).toEqual([1, 3, 4, 5, 6, 7])
+    })
+
+    it('IMP-3: a live run reattaching at an old cursor gets the full transcript, then live events', async () => {
+      const { runs, sse } = makeRuns({ maxEvents: 2, runsLogDir: tmp })
+      const run = runs.create()
+      for (let n = 1; n <= 5; n++) runs.emit(run, 'agent', { n })
+      expect(await waitFor(() => readLines(run.eventsLogPath).length >= 5)).toBe(true)
+      runs.stream(run, fakeReq(undefined, '0'), fakeRes())
+      runs.emit(run, 'agent', { n: 6 })
+      expect(sentIds(sse[0])).toEqual([1, 2, 3, 4, 5, 6])
+    })
+
+    it('IMP-3: without a log directory nothing is recovered (STR-3 only)', () => {
+      const { runs, sse } = makeRuns({ maxEvents: 3 })
+      const run = runs.create()
+      for (let n = 1; n <= 6; n++) runs.emit(run, 'agent', { n })
+      runs.finish(run, 'succeeded', 0, null)
+      runs.stream(run, fakeReq('1'), fakeRes())
+      expect(sentIds(sse[0])).toEqual([5, 6, 7])
+    })
+  })
+})
