@@ -1,0 +1,15 @@
+'use strict'
+// How a value is named in an error message: the messages say what a method expected and what it
+// got ("got the string \"abc\"", "got an object (Map)"), never the value itself in full.
+
+function describe(value) {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  const type = typeof value
+  if (type === 'string') return `the string ${JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value)}`
+  if (type === 'number' || type === 'boolean' || type === 'bigint') return `${type} ${String(value)}`
+  if (type === 'object') return `an object (${value.constructor?.name ?? 'no prototype'})`
+  return type
+}
+
+module.exports = { describe }

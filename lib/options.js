@@ -1,0 +1,110 @@
+'use strict'
+// Construction options (SPEC §2), the environment variables cancel() reads (§3), the timer clamp
+// (§4) and the event log layout: everything a service reads from outside at construction or
+// per use, validated or parsed here, in one place.
+
+const path = require('node:path')
+const { describe } = require('./describe.js')
+
+// --- the rules the core owns, copied for the facade ------------------------------------------
+// The option defaults (OPT table) live in the Rust core (crates/core/src/config.rs,
+// ServiceDefaults) and so does the timer clamp (TMR-1/TMR-2: crates/core/src/timing.rs,
+// timer_delay_or_none); these are the facade's copies. To take them from the core instead,
+// replace the two definitions below with
+//   const DEFAULTS = Object.freeze(JSON.parse(native.serviceDefaults()))
+//   const timerDelay = native.timerDelay
+// (and require `native` from '../loader.js' above).
+
+/** Option defaults (SPEC §2), applied when a key is `undefined`. */
+const DEFAULTS = Object.freeze({ maxEvents: 2000, ttlMs: 1_800_000, shutdownGraceMs: 3000 })
+
+/**
+ * TMR-1/TMR-2: the delay to arm a Node timer with for `ms` (NaN or < 1 is 1 ms, above
+ * 2147483647 is clamped), or null for Infinity: no timer at all.
+ */
+function timerDelay(ms) {
+  if (ms === Infinity) return null
+  return ms >= 1 ? Math.min(ms, 2147483647) : 1
+}
+
+// --- options -----------------------------------------------------------------------------------
+
+function optionNumber(options, key, { integer, allowInfinity, min }) {
+  const value = options[key]
+  if (value === undefined) return DEFAULTS[key]
+  const wants = integer
+    ? `an integer >= ${min}${allowInfinity ? ' or Infinity' : ''}`
+    : `a number >= ${min}${allowInfinity ? ' or Infinity' : ''}`
+  if (typeof value !== 'number') {
+    throw new TypeError(`createChatRunService: options.${key} must be ${wants}, got ${describe(value)}`)
+  }
+  const ok =
+    value === Infinity ? allowInfinity : Number.isFinite(value) && value >= min && (!integer || Number.isInteger(value))
+  if (!ok) throw new RangeError(`createChatRunService: options.${key} must be ${wants}, got ${String(value)}`)
+  return value
+}
+
+/** OPT-1/OPT-2: the validated options, with defaults applied (`runsLogDir` null = no log). */
+function readOptions(options) {
+  if (options === null || typeof options !== 'object') {
+    throw new TypeError(
+      `createChatRunService(options): expected an options object with createSseResponse and createSseErrorPayload, got ${describe(options)}`,
+    )
+  }
+  for (const key of ['createSseResponse', 'createSseErrorPayload']) {
+    if (typeof options[key] !== 'function') {
+      throw new TypeError(`createChatRunService: options.${key} must be a function, got ${describe(options[key])}`)
+    }
+  }
+  const runsLogDir = options.runsLogDir
+  if (runsLogDir !== undefined && runsLogDir !== null && typeof runsLogDir !== 'string') {
+    throw new TypeError(
+      `createChatRunService: options.runsLogDir must be a directory path string, or null/'' to disable the event log, got ${describe(runsLogDir)}`,
+    )
+  }
+  return {
+    createSseResponse: options.createSseResponse,
+    createSseErrorPayload: options.createSseErrorPayload,
+    maxEvents: optionNumber(options, 'maxEvents', { integer: true, allowInfinity: true, min: 1 }),
+    ttlMs: optionNumber(options, 'ttlMs', { allowInfinity: true, min: 0 }),
+    shutdownGraceMs: optionNumber(options, 'shutdownGraceMs', { allowInfinity: true, min: 0 }),
+    runsLogDir: runsLogDir || null,
+  }
+}
+
+// --- the event log -----------------------------------------------------------------------------
+
+/** CRE-4: `[prefix, suffix]` of every run's log path (`prefix + id + suffix`), or two undefined. */
+function logLayout(runsLogDir) {
+  if (runsLogDir === null) return [undefined, undefined]
+  // Node's path.join decides the normalization once; every run path is prefix + id + suffix.
+  const marker = '\u0000'
+  const template = path.join(runsLogDir, marker, 'events.jsonl')
+  const at = template.lastIndexOf(marker)
+  return [template.slice(0, at), template.slice(at + marker.length)]
+}
+
+/** Receives the core's message about a service's first log error. */
+function reportLogError(message) {
+  process.emitWarning(message, { code: 'CHAT_RUN_LOG_ERROR' })
+}
+
+// --- environment -------------------------------------------------------------------------------
+
+/**
+ * ENV-1: the three cancel() variables, read on every use and parsed with Number(). The core
+ * rules on the values (defaults for 0/NaN, the clamp: crates/core/src/timing.rs); the one rule
+ * kept here is which variable is read: OD_CHAT_RUN_CANCEL_GRACE_MS when it is a non-empty
+ * string, else OD_CHAT_RUN_SHUTDOWN_GRACE_MS (SPEC §3).
+ */
+function cancelEnv() {
+  const env = process.env
+  const cancelRaw = env.OD_CHAT_RUN_CANCEL_GRACE_MS
+  return [
+    Number(env.PI_ABORT_GRACE_MS),
+    Number(typeof cancelRaw === 'string' && cancelRaw !== '' ? cancelRaw : env.OD_CHAT_RUN_SHUTDOWN_GRACE_MS),
+    Number(env.OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS),
+  ]
+}
+
+module.exports = { DEFAULTS, timerDelay, readOptions, logLayout, reportLogError, cancelEnv }

@@ -1,0 +1,319 @@
+'use strict'
+// The run object, and its read mirror of the state the Rust core owns.
+//
+// The core is the one owner of a run's state. Reading `run.status` must not cross into Rust (the
+// host reads it all the time), so every run keeps a mirror: a plain per-run object holding the
+// last value of each core-owned field. The mirror is written in exactly the places below, each
+// right after the native call whose effect it copies; nothing outside this file assigns a
+// mirrored field. A host write keeps the host's raw value in the mirror (`run.status = 5` reads
+// back 5) while the core stores its conversion (null): CORE_FIELDS names the conversion, and
+// mirrorDrift() applies it to compare the two.
+//
+// field               | written in the core by                             | copied into the mirror by
+// --------------------|----------------------------------------------------|-------------------------------
+// projectId           | runCreate, restoreRuns; host: runSetText            | newMirror; setter
+// conversationId      | runCreate, restoreRuns; host: runSetText            | newMirror; setter
+// status              | runCreate, restoreRuns, runFinish, runDrop;         | newMirror, syncFinished,
+//                     |   host: runSetText                                  |   syncDropped; setter
+// updatedAt           | runCreate, restoreRuns, runEmit*, runFinish,        | newMirror, syncEmitted,
+//                     |   runDrop, runCancelBegin, runShutdownBegin;        |   syncFinished, syncDropped,
+//                     |   host: runSetNumber                                |   syncCancelBegun; setter
+// nextEventId         | runCreate, restoreRuns, runEmit*, runFinish ('end') | newMirror, syncEmitted,
+//                     |   (never the host: read-only)                       |   syncFinished
+// exitCode, signal    | restoreRuns, runFinish; host: runSetNumber/Text     | newMirror, syncFinished; setter
+// error, errorCode    | restoreRuns, runSetError (emit of 'error', §8);     | newMirror, syncErrorFields;
+//                     |   host: runSetText                                  |   setter
+// cancelRequested     | restoreRuns, runCancelBegin, runShutdownBegin;      | newMirror, syncCancelBegun;
+//                     |   host: runSetNumber (0/1)                          |   setter
+// childExitObservedAt | host only: runSetNumber (cancel's CAN-6 writes it   | newMirror (null); setter
+//                     |   through the setter too)                           |
+//
+// Each sync runs right after its native call, with one exception the SPEC orders: drop() calls
+// the clients' end() between runDrop and syncDropped, so they still read the status from before
+// the drop (DRP-1).
+//
+// The setters are the accessor table CORE_FIELDS: one place for "the host wrote a field". The
+// mirror object also carries what only JS holds for the run: its service context and slot, the
+// parsed `run.events` (a cache of runEvents, dropped whenever the history grows), the last replay
+// batch, the create-time tool bundle and summary, and the pending cancel() promise.
+
+const native = require('../loader.js')
+const { describe } = require('./describe.js')
+const { nonEmptyString, textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
+
+// --- the mirror: one initialisation, one sync per core call ------------------------------------
+
+/** A run's mirror (and JS-only state) for a core slot; `core` holds the core-owned fields. */
+function newMirror(ctx, slot, bundle, summary, core) {
+  return {
+    ctx,
+    slot,
+    projectId: core.projectId,
+    conversationId: core.conversationId,
+    status: core.status,
+    updatedAt: core.updatedAt,
+    nextEventId: core.nextEventId,
+    exitCode: core.exitCode,
+    signal: core.signal,
+    error: core.error,
+    errorCode: core.errorCode,
+    cancelRequested: core.cancelRequested,
+    childExitObservedAt: null,
+    events: null,
+    replayed: null,
+    bundle,
+    summary,
+    cancelPromise: null,
+  }
+}
+
+/** runCreate's fields (CRE-3): the ids as passed, queued, no events yet. */
+function createdFields(projectId, conversationId, now) {
+  return {
+    projectId,
+    conversationId,
+    status: 'queued',
+    updatedAt: now,
+    nextEventId: 1,
+    exitCode: null,
+    signal: null,
+    error: null,
+    errorCode: null,
+    cancelRequested: false,
+  }
+}
+
+/**
+ * restoreRuns' fields, read from the snapshot it returns with the core's own rules
+ * (crates/core/src/durable.rs, `Service::restore`): text fields only when they are strings,
+ * numbers only when numbers, `updatedAt` defaulting to the `now` the core was given.
+ */
+function restoredFields(snap, now) {
+  return {
+    projectId: textOrNull(snap.projectId),
+    conversationId: textOrNull(snap.conversationId),
+    status: textOrNull(snap.status),
+    updatedAt: numberOrNull(snap.updatedAt) ?? now,
+    nextEventId: snap.nextEventId,
+    exitCode: numberOrNull(snap.exitCode),
+    signal: textOrNull(snap.signal),
+    error: textOrNull(snap.error),
+    errorCode: textOrNull(snap.errorCode),
+    cancelRequested: snap.cancelRequested === true,
+  }
+}
+
+/** After runEmitNamed/runEmitEncoded returned `id`: the core numbered the record and stamped it. */
+function syncEmitted(s, id, now) {
+  s.nextEventId = id + 1
+  s.updatedAt = now
+  s.events = null
+}
+
+/** After runSetError: the core took each of the two that is not undefined (§8). */
+function syncErrorFields(s, message, code) {
+  if (message !== undefined) s.error = message
+  if (code !== undefined) s.errorCode = code
+}
+
+/** After runFinish returned the 'end' record's id (not 0): the verdict, as the host passed it. */
+function syncFinished(s, status, code, signal, endId, now) {
+  s.status = status
+  s.exitCode = code
+  s.signal = signal
+  s.updatedAt = now
+  s.nextEventId = endId + 1
+  s.events = null
+}
+
+/** After runDrop returned true. */
+function syncDropped(s, now) {
+  s.status = 'canceled'
+  s.updatedAt = now
+}
+
+/** After runCancelBegin (a plan step) or runShutdownBegin. */
+function syncCancelBegun(s, now) {
+  s.cancelRequested = true
+  s.updatedAt = now
+}
+
+// --- the run object ----------------------------------------------------------------------------
+
+/**
+ * A run: a plain, extensible object. Host-owned fields are own data properties; fields whose
+ * state the Rust core owns are accessors on this prototype (reads come from the mirror, writes
+ * go to the core and the mirror: see CORE_FIELDS).
+ */
+class ChatRun {
+  #s
+  constructor(state, id, eventsLogPath, meta, media, bundle, now) {
+    this.#s = state
+    this.id = id
+    this.assistantMessageId = nonEmptyString(meta.assistantMessageId)
+    this.clientRequestId = nonEmptyString(meta.clientRequestId)
+    this.agentId = nonEmptyString(meta.agentId)
+    this.appliedPluginSnapshotId = nonEmptyString(meta.appliedPluginSnapshotId)
+    this.pluginId = nonEmptyString(meta.pluginId)
+    this.mediaExecution = media
+    this.toolBundle = bundle
+    this.createdAt = now
+    this.clients = new Set()
+    this.waiters = new Set()
+    this.child = null
+    this.acpSession = null
+    this.childPid = null
+    this.processGroupId = null
+    this.eventsLogPath = eventsLogPath
+    this.eventsLogStream = null
+  }
+
+  static stateOf(run) {
+    return run !== null && typeof run === 'object' && #s in run ? run.#s : undefined
+  }
+
+  get events() {
+    const s = this.#s
+    if (s.events === null) s.events = JSON.parse(native.runEvents(s.ctx.svc, s.slot))
+    return s.events
+  }
+  set events(_value) {
+    throw new TypeError('run.events is a read-only view of the native event history; use emit() to add events')
+  }
+  get nextEventId() {
+    return this.#s.nextEventId
+  }
+  set nextEventId(_value) {
+    throw new TypeError('run.nextEventId is owned by the service (ids are assigned by emit())')
+  }
+}
+
+// cancelRequested crosses as 0/1; the core stores a boolean.
+function setFlag(svc, slot, field, value) {
+  native.runSetNumber(svc, slot, field, value ? 1 : 0)
+}
+
+// Core-owned fields the host may write: [field, native write, what the core stores for a host
+// value]. A write converts first (a conversion that throws changes nothing), then goes to the
+// core, then to the mirror, which keeps the host's raw value.
+const CORE_FIELDS = [
+  ['projectId', native.runSetText, textOrNull],
+  ['conversationId', native.runSetText, textOrNull],
+  ['status', native.runSetText, textOrNull],
+  ['updatedAt', native.runSetNumber, numberOrNull],
+  ['exitCode', native.runSetNumber, numberOrNull],
+  ['signal', native.runSetText, signalOrNull],
+  ['error', native.runSetText, textOrNull],
+  ['errorCode', native.runSetText, textOrNull],
+  ['cancelRequested', setFlag, Boolean],
+  ['childExitObservedAt', native.runSetNumber, numberOrNull],
+]
+for (const [field, write, convert] of CORE_FIELDS) {
+  Object.defineProperty(ChatRun.prototype, field, {
+    configurable: true,
+    enumerable: false,
+    get() {
+      return ChatRun.stateOf(this)[field]
+    },
+    set(value) {
+      const s = ChatRun.stateOf(this)
+      const stored = convert(value)
+      write(s.ctx.svc, s.slot, field, stored)
+      s[field] = value
+    },
+  })
+}
+
+// --- registration ------------------------------------------------------------------------------
+
+// Reclaims a run's native slot (and its history) once nothing can reach its state any more:
+// not the host, not the registry, not a pending eviction timer or cancel. (The target is the
+// per-run state object, not the run, so a timer that outlives the run never sees a reused slot.)
+const runReleaser = new FinalizationRegistry(({ svc, slot }) => native.runRelease(svc, slot))
+
+// Test support: called with every run a service adopts (see observeRuns).
+let observer = null
+
+/**
+ * The run object for a core slot, registered for get()/list() and for release on collection.
+ * `core` holds the core-owned fields (createdFields / restoredFields).
+ */
+function adopt(ctx, slot, id, logPath, ids, media, bundle, summary, createdAt, core) {
+  const state = newMirror(ctx, slot, bundle, summary, core)
+  const run = new ChatRun(state, id, logPath, ids, media, bundle, createdAt)
+  ctx.runs[slot] = run
+  runReleaser.register(state, { svc: ctx.svc, slot })
+  if (observer !== null) observer(run)
+  return run
+}
+
+/** The mirror of a run this service created; a TypeError naming `method` for anything else. */
+function own(ctx, run, method) {
+  const s = ChatRun.stateOf(run)
+  if (s === undefined || s.ctx !== ctx) {
+    throw new TypeError(
+      `${method}(run): expected a run object returned by this service's create(), got ${describe(run)}`,
+    )
+  }
+  return s
+}
+
+// --- the drift check (test support) ------------------------------------------------------------
+
+/**
+ * Test support: `fn(run)` is called with every run any service adopts from now on (created or
+ * restored); `null` turns it off. Costs one comparison per adopt when off.
+ */
+function observeRuns(fn) {
+  observer = typeof fn === 'function' ? fn : null
+}
+
+// What the core stores for a mirror value, per field: the setters' conversions, and the
+// read-only nextEventId as it is.
+const STORED = new Map(CORE_FIELDS.map(([field, , convert]) => [field, convert]))
+STORED.set('nextEventId', (value) => value)
+
+// A value as it reads back from the core's JSON: napi turns lone surrogates into U+FFFD on the
+// way in, and JSON has no NaN or Infinity (null) and no -0 (0).
+function wireImage(value) {
+  return JSON.stringify(typeof value === 'string' ? value.toWellFormed() : value)
+}
+
+/**
+ * Test support: the core-owned fields on which the run's mirror disagrees with the core (each
+ * mirror value converted as its setter converts it), in runCoreFields' order; empty when in sync,
+ * and for a run whose native slot (or service) was already released.
+ */
+function mirrorDrift(run) {
+  const s = ChatRun.stateOf(run)
+  if (s === undefined) throw new TypeError(`mirrorDrift(run): expected a run object, got ${describe(run)}`)
+  let core
+  try {
+    core = JSON.parse(native.runCoreFields(s.ctx.svc, s.slot))
+  } catch (err) {
+    if (/is not a live run|has been destroyed/.test(String(err?.message))) return []
+    throw err
+  }
+  const drift = []
+  // A field the core reports that the mirror does not know counts as drift too.
+  for (const field of Object.keys(core)) {
+    const stored = STORED.get(field)
+    if (stored === undefined || wireImage(stored(s[field])) !== JSON.stringify(core[field])) drift.push(field)
+  }
+  return drift
+}
+
+module.exports = {
+  ChatRun,
+  adopt,
+  own,
+  createdFields,
+  restoredFields,
+  syncEmitted,
+  syncErrorFields,
+  syncFinished,
+  syncDropped,
+  syncCancelBegun,
+  observeRuns,
+  mirrorDrift,
+}

@@ -1,0 +1,91 @@
+'use strict'
+// What a run's status is and how it is reported: the terminal rule, the exited rule (SPEC §0),
+// the status body (§15) and the service's health snapshot.
+
+const native = require('../loader.js')
+const { ChatRun } = require('./run.js')
+const { lowerJson } = require('./lower.js')
+
+// The terminal rule (TRM-1, MOD-1) lives in the Rust core (crates/core/src/run.rs,
+// TERMINAL_STATUSES / is_terminal); this copy answers it on the hot path without a native call.
+
+/** The three terminal statuses (MOD-1). The service never reads this Set back (MOD-5). */
+const TERMINAL_RUN_STATUSES = new Set(['succeeded', 'failed', 'canceled'])
+
+function isTerminal(status) {
+  return status === 'succeeded' || status === 'failed' || status === 'canceled'
+}
+
+/** exited(child), SPEC §0: no child, or an exit code or signal is known (strict comparisons). */
+function exited(child) {
+  return !child || child.exitCode !== null || child.signalCode !== null
+}
+
+// The tool bundle summary (§14): computed by the core at create; recomputed when the host
+// replaced the bundle (or this is not one of our runs).
+function summaryOf(run) {
+  const s = ChatRun.stateOf(run)
+  const bundle = run.toolBundle
+  if (s !== undefined && bundle === s.bundle) return JSON.parse(s.summary)
+  return JSON.parse(native.summarizeToolBundle(lowerJson(bundle) ?? 'null'))
+}
+
+/** §15. Reads every field through the run object, so host writes show. */
+function statusBody(run) {
+  const child = run.child
+  return {
+    id: run.id,
+    projectId: run.projectId,
+    conversationId: run.conversationId,
+    assistantMessageId: run.assistantMessageId,
+    agentId: run.agentId,
+    appliedPluginSnapshotId: run.appliedPluginSnapshotId ?? null,
+    pluginId: run.pluginId ?? null,
+    status: run.status,
+    createdAt: run.createdAt,
+    updatedAt: run.updatedAt,
+    cancelRequested: !!run.cancelRequested,
+    childPid: child && typeof child.pid === 'number' ? child.pid : (run.childPid ?? null),
+    processGroupId: run.processGroupId ?? null,
+    childExited: exited(child),
+    childExitObservedAt: run.childExitObservedAt ?? null,
+    exitCode: run.exitCode,
+    signal: run.signal,
+    error: run.error ?? null,
+    errorCode: run.errorCode ?? null,
+    eventsLogPath: run.eventsLogPath ?? null,
+    mediaExecution: run.mediaExecution ?? { mode: 'enabled' },
+    toolBundle: summaryOf(run),
+  }
+}
+
+/**
+ * A health snapshot of one service: runs by status, retained history, the log writer's queue,
+ * open files and every line that was not persisted, by reason.
+ */
+function serviceStats(ctx) {
+  const s = native.serviceStats(ctx.svc)
+  return {
+    runs: {
+      registered: s.runsRegistered,
+      active: s.runsActive,
+      byStatus: Object.fromEntries(s.runsByStatus),
+      live: s.runsLive,
+    },
+    events: { retained: s.retainedEvents, retainedBytes: s.retainedBytes },
+    log: {
+      enabled: ctx.logging,
+      linesWritten: s.logLinesWritten,
+      openFiles: s.openLogFiles,
+      queue: { lines: s.writerQueueLines, bytes: s.writerQueueBytes },
+      notPersisted: {
+        diskError: s.logLinesFailed,
+        queueFull: s.logLinesDropped,
+        unserializable: s.logLinesUnserializable,
+        afterClose: s.logLinesAfterClose,
+      },
+    },
+  }
+}
+
+module.exports = { TERMINAL_RUN_STATUSES, isTerminal, exited, statusBody, serviceStats }

@@ -1,0 +1,121 @@
+'use strict'
+// Sending events to SSE clients: stream() (replay, then live), the replay batches the core
+// sends, and the fan-out of live events and of the end to a run's clients.
+
+const native = require('../loader.js')
+const { own } = require('./run.js')
+const { isTerminal } = require('./status.js')
+
+/** IMP-6: calls `target[method](...args)`; one broken client never breaks the run or the others. */
+function safeCall(target, method, ...args) {
+  try {
+    target[method](...args)
+  } catch {
+    // IMP-6: one broken client never breaks the run or the other clients.
+  }
+}
+
+/** EMT-2 step 7: a live event to every client of the run. */
+function fanOut(run, event, data, id) {
+  const clients = run.clients
+  if (!clients) return
+  for (const client of clients) safeCall(client, 'send', event, data, id)
+}
+
+/** FIN/DRP: ends and forgets every client of the run. */
+function endClients(run) {
+  const clients = run.clients
+  if (!clients) return
+  for (const client of clients) safeCall(client, 'end')
+  clients.clear()
+}
+
+// Decodes the core's compact replay text (see crates/core/src/replay.rs):
+// [datas, firstId | ids, [[name] | [], ...], nameIndex | nameIndexes, missing].
+function decodeReplay(text) {
+  const [datas, ids, wrapped, nameIndex, missing] = JSON.parse(text)
+  for (let i = 0; i < missing.length; i++) datas[missing[i]] = undefined
+  const names = wrapped.map((name) => (name.length === 0 ? undefined : name[0]))
+  return { ids, names, nameIndex, datas, next: 0 }
+}
+
+// Sends the records of `batch` from index `start` whose id is above `after`.
+function sendBatch(sse, batch, start, after) {
+  const { ids, names, nameIndex, datas } = batch
+  const contiguous = typeof ids === 'number'
+  const shared = typeof nameIndex === 'number'
+  const name = shared ? names[nameIndex] : undefined
+  for (let i = start; i < datas.length; i++) {
+    const id = contiguous ? ids + i : ids[i]
+    if (id <= after) continue
+    try {
+      sse.send(shared ? name : names[nameIndex[i]], datas[i], id)
+    } catch {
+      // IMP-6: one broken client never breaks the run or the other clients.
+    }
+  }
+}
+
+// STR-2: Last-Event-ID, else ?after=, else 0, through Number() (NaN when that throws).
+function readCursor(req) {
+  let raw
+  try {
+    raw = req.get('Last-Event-ID')
+  } catch {
+    raw = undefined
+  }
+  if (!raw) raw = req?.query?.after
+  if (!raw) raw = 0
+  try {
+    return Number(raw)
+  } catch {
+    return NaN
+  }
+}
+
+// The cached batch of an earlier replay of this run, when it still holds exactly the records
+// the core would pick for `cursor` (nothing emitted since, at least one record after it).
+function replayed(s, cursor) {
+  const batch = s.replayed?.deref()
+  if (batch === undefined || batch.next !== s.nextEventId || !Number.isInteger(cursor)) return null
+  return cursor >= batch.ids - 1 && cursor < batch.ids + batch.datas.length - 1 ? batch : null
+}
+
+/** §10. */
+function stream(ctx, run, req, res) {
+  const s = own(ctx, run, 'stream')
+  const sse = ctx.opts.createSseResponse(res)
+  const cursor = readCursor(req)
+  // IMP-7: send a snapshot, then whatever was emitted from inside those sends, exactly once.
+  let seen = s.nextEventId - 1
+  let batch = replayed(s, cursor)
+  if (batch !== null) {
+    sendBatch(sse, batch, cursor - batch.ids + 1, -Infinity)
+  } else {
+    batch = decodeReplay(native.runReplay(ctx.svc, s.slot, cursor))
+    // Contiguous ids (always, unless records came back from the log): keep the batch for
+    // the next client of this run, until the next emit or until V8 collects it.
+    if (typeof batch.ids === 'number') {
+      batch.next = s.nextEventId
+      s.replayed = new WeakRef(batch)
+    }
+    sendBatch(sse, batch, 0, -Infinity)
+  }
+  while (s.nextEventId - 1 > seen) {
+    const from = seen
+    seen = s.nextEventId - 1
+    sendBatch(sse, decodeReplay(native.runReplay(ctx.svc, s.slot, from)), 0, from)
+  }
+  // Read now, not before the sends: one of them may have finished or dropped the run.
+  if (isTerminal(s.status)) {
+    safeCall(sse, 'end')
+    return
+  }
+  run.clients.add(sse)
+  res.on('close', () => {
+    run.clients.delete(sse)
+    safeCall(sse, 'cleanup')
+  })
+}
+
+module.exports = { stream, fanOut, endClients }
