@@ -10,26 +10,54 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
- * Creates a service. `maxEvents` is a validated integer ≥ 1 or `Infinity`; the log layout is
- * `logPrefix + runId + logSuffix` (both from Node's `path.join`), or absent when logging is off.
- * `onLogError` receives one message for the first disk error of this service.
+ * Creates a service and returns its id. `maxEvents` is a validated integer ≥ 1 or
+ * `Infinity`; the log layout is `logPrefix + runId + logSuffix` (both from Node's
+ * `path.join`), or absent when logging is off. `onLogError` receives one message for the
+ * first disk error of this service.
  */
 export declare function createService(maxEvents: number, logPrefix?: string | undefined | null, logSuffix?: string | undefined | null, onLogError?: ((message: string) => unknown) | undefined | null): number
 
-/**
- * Where `runSignal` delivered: nothing (use `child.kill`), the group, the pid, or nowhere
- * because the child is gone.
- */
-export declare const DELIVERY_FALLBACK: number
-
-export declare const DELIVERY_GONE: number
-
-export declare const DELIVERY_GROUP: number
-
-export declare const DELIVERY_PID: number
+/** Where `runSignal` delivered the signal. */
+export declare const enum Delivery {
+  /** Nothing was sent: call `child.kill(signal)`. */
+  Fallback = 0,
+  /** The run's verified process group was signalled. */
+  Group = 1,
+  /** The child's own pid was signalled. */
+  Pid = 2,
+  /** The child has exited: nothing was sent, and nothing may be. */
+  Gone = 3,
+}
 
 /** Frees a service whose JS object was collected (its writer drains and stops). */
 export declare function destroyService(svc: number): void
+
+/**
+ * What the facade must do next in a cancel or shutdown plan. `runCancelBegin`,
+ * `runShutdownBegin` and `runEscalationNext` return a number: a positive one is a wait in ms
+ * for the child's `exit`/`close` (then call `runEscalationNext` with whether it exited), a
+ * negative one is one of these codes.
+ */
+export declare const enum EscalationStep {
+  /** The plan is over: resolve with the status body. */
+  Done = -1,
+  /** Call `acpSession.abort()`, swallowing errors. */
+  Abort = -2,
+  /** `signalChild(run, 'SIGTERM')`. */
+  Sigterm = -3,
+  /** `signalChild(run, 'SIGKILL')`. */
+  Sigkill = -4,
+  /** `finish(run, 'canceled', null, 'SIGTERM')` now. */
+  FinishNow = -5,
+  /** Finish from the child's state, `SIGTERM` when it has no signal (CAN-6). */
+  FinishTerm = -6,
+  /** Finish from the child's state, `SIGKILL` when it has no signal (CAN-6). */
+  FinishKill = -7,
+  /** `runCancelBegin` only: a cancel is already running; share its outcome (IMP-11). */
+  InFlight = -8,
+  /** `runCancelBegin` only: the run is already terminal; nothing changed (CAN-1). */
+  Terminal = -9,
+}
 
 /** Resolves once every log line queued so far is written and closed files are closed (IMP-4). */
 export declare function flushLogs(svc: number): Promise<undefined>
@@ -37,9 +65,30 @@ export declare function flushLogs(svc: number): Promise<undefined>
 /** Registers an event name for `runEmitNamed` (the facade caches the number). */
 export declare function internEvent(svc: number, name: string): number
 
+/** A core-owned numeric field the host assigned (`runSetNumber`; `CancelRequested` as 0 / 1). */
+export declare const enum NumberField {
+  /** `run.updatedAt` (a non-number is kept as NaN). */
+  UpdatedAt = 0,
+  /** `run.exitCode`. */
+  ExitCode = 1,
+  /** `run.childExitObservedAt`. */
+  ChildExitObservedAt = 2,
+  /** `run.cancelRequested`, as 0 / 1. */
+  CancelRequested = 3,
+}
+
+/** One run `restoreRuns` found and registered again. */
 export interface RestoredRun {
+  /** The run's slot in this service. */
   slot: number
-  /** The run's `run.json` snapshot (after an interrupted run was marked failed). */
+  /**
+   * The run as restored, as JSON: the `run.json` snapshot after the log's verdict was
+   * applied (or the run was marked failed as interrupted), with every field filled in:
+   * `id`, `createdAt`, `updatedAt`, `nextEventId`, `projectId`, `conversationId`, `status`,
+   * `exitCode`, `signal`, `error`, `errorCode`, `cancelRequested`, and `meta` with `ids`
+   * (`assistantMessageId`, `clientRequestId`, `agentId`, `appliedPluginSnapshotId`,
+   * `pluginId`), `mediaExecution` and `toolBundle` (the redacted summary).
+   */
   snapshot: string
 }
 
@@ -47,8 +96,9 @@ export interface RestoredRun {
 export declare function restoreRuns(svc: number, dir: string, now: number): Array<RestoredRun>
 
 /**
- * `cancel()`: CAN-1/CAN-2 and the first step (or `STEP_TERMINAL` / `STEP_IN_FLIGHT`).
- * The three env values are JS `Number()` results (NaN when unset).
+ * `cancel()`: CAN-1/CAN-2 and the first step: a wait in ms, or an `EscalationStep` code
+ * (`Terminal` / `InFlight` included). The three env values are JS `Number()` results (NaN
+ * when unset).
  */
 export declare function runCancelBegin(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, piAbortGrace: number, cancelGrace: number, forceWait: number, now: number): number
 
@@ -70,27 +120,33 @@ export declare function runCoreFields(svc: number, slot: number): string
  */
 export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, otherIds: string | undefined | null, now: number): string
 
+/** `drop`: false when the run was already terminal (nothing changed). */
 export declare function runDrop(svc: number, slot: number, now: number): boolean
 
 /**
  * The general `emit`: the event as a JSON fragment (absent = omitted), and `persist = false`
- * when `data` could not be serialized (the record keeps `data: null`, no log line).
+ * when `data` could not be serialized (the record keeps `data: null`, no log line). Returns
+ * the record's id.
  */
 export declare function runEmitEncoded(svc: number, slot: number, eventJson: string | undefined | null, data: string | undefined | null, persist: boolean, now: number): number
 
 /**
  * The hot `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`
  * (`undefined` = the key is omitted). The text is copied once, into a buffer reused across
- * calls (see [`JsText::read`]).
+ * calls. Returns the record's id.
  */
 export declare function runEmitNamed(svc: number, slot: number, event: number, data: string | undefined, now: number): number
 
-/** Advances the cancel (`shutdown = false`) or shutdown plan. */
+/**
+ * The next step of the cancel (`shutdown = false`) or shutdown plan (a wait in ms or an
+ * `EscalationStep` code); `exited` answers the previous wait.
+ */
 export declare function runEscalationNext(svc: number, slot: number, shutdown: boolean, exited: boolean): number
 
 /** `run.events` as a JSON array text. */
 export declare function runEvents(svc: number, slot: number): string
 
+/** The TTL eviction: true when the run was still terminal and left the registry. */
 export declare function runEvict(svc: number, slot: number): boolean
 
 /** `finish`: returns the `'end'` record id, or 0 when the run was already terminal. */
@@ -102,12 +158,12 @@ export declare function runGet(svc: number, id: string): number
 /** `list(filter)`: slots in creation order (a typed array: one copy, no per-element calls). */
 export declare function runList(svc: number, projectId?: string | undefined | null, conversationId?: string | undefined | null, status?: string | undefined | null): Uint32Array
 
-/** The JS run object was collected. */
+/** The JS run object was collected (a destroyed service is ignored). */
 export declare function runRelease(svc: number, slot: number): void
 
 /**
- * `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact form of
- * `core::replay`.
+ * `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact replay form
+ * `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module).
  */
 export declare function runReplay(svc: number, slot: number, cursor: number): string
 
@@ -115,63 +171,70 @@ export declare function runReplay(svc: number, slot: number, cursor: number): st
 export declare function runSetError(svc: number, slot: number, message?: string | undefined | null, code?: string | undefined | null): void
 
 /**
- * Host writes of core-owned numeric fields (`updatedAt`, `exitCode`, `childExitObservedAt`,
- * `cancelRequested` as 0/1); `None` for a non-number value.
+ * A host write of a core-owned numeric field; `null` for a non-number value
+ * (`CancelRequested` as 0 / 1).
  */
-export declare function runSetNumber(svc: number, slot: number, field: string, value?: number | undefined | null): void
+export declare function runSetNumber(svc: number, slot: number, field: NumberField, value?: number | undefined | null): void
+
+/** A host write of a core-owned text field; `null` for a non-string value. */
+export declare function runSetText(svc: number, slot: number, field: TextField, value?: string | undefined | null): void
 
 /**
- * Host writes of core-owned text fields (`status`, `projectId`, `conversationId`, `signal`,
- * `error`, `errorCode`); `None` for a non-string value.
+ * `shutdownActive()` for one run of the snapshot: the first step of its plan (a wait in ms or
+ * an `EscalationStep` code).
  */
-export declare function runSetText(svc: number, slot: number, field: string, value?: string | undefined | null): void
-
 export declare function runShutdownBegin(svc: number, slot: number, hasAbort: boolean, graceMs: number, now: number): number
 
-/** `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a number. */
-export declare function runSignal(svc: number, slot: number, pid: number, group: number, signal: string | number): number
+/**
+ * `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a
+ * number.
+ */
+export declare function runSignal(svc: number, slot: number, pid: number, group: number, signal: string | number): Delivery
 
-export declare function serviceStats(svc: number): ServiceStats
+/**
+ * The option defaults and the largest timer delay, as the JSON text
+ * `{"maxEvents":…,"ttlMs":…,"shutdownGraceMs":…,"maxTimerDelayMs":…}` (read once by the facade).
+ */
+export declare function serviceDefaults(): string
 
-export interface ServiceStats {
-  /** `[status, count]` pairs of the registered runs. */
-  runsByStatus: Array<[string, number]>
-  runsRegistered: number
-  runsActive: number
-  runsLive: number
-  retainedEvents: number
-  retainedBytes: number
-  logLinesWritten: number
-  logLinesFailed: number
-  logLinesDropped: number
-  logLinesUnserializable: number
-  logLinesAfterClose: number
-  openLogFiles: number
-  writerQueueLines: number
-  writerQueueBytes: number
-}
+/**
+ * The service's health snapshot as the JSON text `getChatRunServiceStats` returns parsed:
+ * `{ runs: { registered, active, byStatus, live }, events: { retained, retainedBytes },
+ * log: { enabled, linesWritten, openFiles, queue: { lines, bytes }, notPersisted: { diskError,
+ * queueFull, unserializable, afterClose } } }`.
+ */
+export declare function serviceStats(svc: number): string
 
 /** `shutdownActive()`: the registered non-terminal runs, in creation order. */
 export declare function shutdownSnapshot(svc: number): Array<number>
 
-export declare const STEP_ABORT: number
-
-/** Step codes shared with `index.js` (negative numbers; a positive number is a wait in ms). */
-export declare const STEP_DONE: number
-
-export declare const STEP_FINISH_KILL: number
-
-export declare const STEP_FINISH_NOW: number
-
-export declare const STEP_FINISH_TERM: number
-
-export declare const STEP_IN_FLIGHT: number
-
-export declare const STEP_SIGKILL: number
-
-export declare const STEP_SIGTERM: number
-
-export declare const STEP_TERMINAL: number
-
-/** The redacted summary of an arbitrary (lowered) bundle, for runs whose bundle the host replaced. */
+/**
+ * The redacted summary of an arbitrary (lowered) bundle, for runs whose bundle the host
+ * replaced, as JSON.
+ */
 export declare function summarizeToolBundle(lowered: string): string
+
+/** The terminal statuses (TRM-1), in their fixed order. */
+export declare function terminalStatuses(): Array<string>
+
+/** A core-owned text field the host assigned (`runSetText`). */
+export declare const enum TextField {
+  /** `run.projectId` (moves the run between the `list` indexes). */
+  ProjectId = 0,
+  /** `run.conversationId` (moves the run between the `list` indexes). */
+  ConversationId = 1,
+  /** `run.status` (rewrites the run's `run.json` once it has one). */
+  Status = 2,
+  /** `run.signal`. */
+  Signal = 3,
+  /** `run.error`. */
+  Error = 4,
+  /** `run.errorCode`. */
+  ErrorCode = 5,
+}
+
+/**
+ * The delay to arm a Node timer with for `ms` (TMR-1, TMR-2: NaN or < 1 → 1, above
+ * 2147483647 → 2147483647), or `null` for `Infinity`: no timer at all.
+ */
+export declare function timerDelay(ms: number): number | null

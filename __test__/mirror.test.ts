@@ -17,14 +17,23 @@ interface RunModule {
   mirrorDrift(run: object): string[]
 }
 interface Native {
-  runSetText(svc: number, slot: number, field: string, value: string | null): void
-  runSetNumber(svc: number, slot: number, field: string, value: number | null): void
+  runSetText(svc: number, slot: number, field: number, value: string | null): void
+  runSetNumber(svc: number, slot: number, field: number, value: number | null): void
   runCoreFields(svc: number, slot: number): string
+  TextField: Record<string, number>
+  NumberField: Record<string, number>
 }
 
 const requireNode = createRequire(import.meta.url)
 const { ChatRun, mirrorDrift } = requireNode('../lib/run.js') as RunModule
 const native = requireNode('../loader.js') as Native
+// The binding's field code for a run field name (TextField / NumberField enums).
+const code = (field: string): number => {
+  const name = field[0].toUpperCase() + field.slice(1)
+  const value = native.TextField[name] ?? native.NumberField[name]
+  if (typeof value !== 'number') throw new Error(`no field code for ${field}`)
+  return value
+}
 
 const client = () => ({ send() {}, end() {}, cleanup() {} })
 const tmpDir = useTempDirs('chat-run-mirror-')
@@ -65,8 +74,8 @@ describe('mirrorDrift: a write behind the mirror shows', () => {
     expect(mirrorDrift(run)).toEqual([])
     const write = (value: string | number | null) =>
       kind === 'text'
-        ? native.runSetText(s.ctx.svc, s.slot, field, value as string | null)
-        : native.runSetNumber(s.ctx.svc, s.slot, field, value as number | null)
+        ? native.runSetText(s.ctx.svc, s.slot, code(field), value as string | null)
+        : native.runSetNumber(s.ctx.svc, s.slot, code(field), value as number | null)
     write(behind)
     expect(mirrorDrift(run)).toEqual([field])
     // Put the core back (updatedAt: to the mirror's own value) so the after-each check passes.
@@ -78,11 +87,11 @@ describe('mirrorDrift: a write behind the mirror shows', () => {
     const svc = makeService()
     const run = svc.create()
     const s = handle(run)
-    native.runSetText(s.ctx.svc, s.slot, 'errorCode', 'X')
-    native.runSetText(s.ctx.svc, s.slot, 'status', 'running')
+    native.runSetText(s.ctx.svc, s.slot, code('errorCode'), 'X')
+    native.runSetText(s.ctx.svc, s.slot, code('status'), 'running')
     expect(mirrorDrift(run)).toEqual(['status', 'errorCode'])
-    native.runSetText(s.ctx.svc, s.slot, 'errorCode', null)
-    native.runSetText(s.ctx.svc, s.slot, 'status', 'queued')
+    native.runSetText(s.ctx.svc, s.slot, code('errorCode'), null)
+    native.runSetText(s.ctx.svc, s.slot, code('status'), 'queued')
     expect(mirrorDrift(run)).toEqual([])
   })
 
@@ -223,7 +232,7 @@ describe('the after-each check (helpers/mirror-check.ts)', () => {
     const svc = makeService()
     const run = svc.create()
     const s = handle(run)
-    native.runSetText(s.ctx.svc, s.slot, 'status', 'running')
+    native.runSetText(s.ctx.svc, s.slot, code('status'), 'running')
     expect(run.status).toBe('queued')
     kept.push(run)
   })

@@ -1,4 +1,4 @@
-// stream() replay: the compact batch the core hands to JS (src/core/replay.rs) and the batch the
+// stream() replay: the compact batch the core hands to JS (crates/core/src/replay.rs) and the batch the
 // facade keeps (weakly) for the next client of the same run. Every check compares what a
 // client receives from a run that was replayed before (cache warm) with what it receives from
 // an identical run that never was (straight from the core).

@@ -10,19 +10,7 @@ const { exited, statusBody } = require('./status.js')
 const { finish, wait } = require('./lifecycle.js')
 const { cancelEnv } = require('./options.js')
 
-const {
-  STEP_DONE,
-  STEP_ABORT,
-  STEP_SIGTERM,
-  STEP_SIGKILL,
-  STEP_FINISH_NOW,
-  STEP_FINISH_TERM,
-  STEP_FINISH_KILL,
-  STEP_IN_FLIGHT,
-  STEP_TERMINAL,
-  DELIVERY_FALLBACK,
-  DELIVERY_GONE,
-} = native
+const { EscalationStep, Delivery } = native
 
 const EMPTY = Object.freeze({})
 const IS_WINDOWS = process.platform === 'win32'
@@ -40,8 +28,8 @@ function signalChild(ctx, run, signal) {
     // A name this OS knows crosses as its number (cheaper than a string; same signal).
     const spec = typeof signal === 'number' ? signal : (SIGNAL_NUMBERS[signal] ?? String(signal))
     const delivery = native.runSignal(ctx.svc, s.slot, pid, group, spec)
-    if (delivery === DELIVERY_GONE) return false
-    if (delivery !== DELIVERY_FALLBACK) return true
+    if (delivery === Delivery.Gone) return false
+    if (delivery !== Delivery.Fallback) return true
   }
   try {
     return child.kill(signal)
@@ -89,29 +77,29 @@ async function drive(ctx, run, s, shutdown, step) {
       continue
     }
     switch (step) {
-      case STEP_DONE:
+      case EscalationStep.Done:
         // cancel() resolves to the status body; shutdownActive() resolves to undefined.
         return shutdown ? undefined : statusBody(run)
-      case STEP_ABORT:
+      case EscalationStep.Abort:
         try {
           run.acpSession.abort()
         } catch {
           // CAN-4 / SHD-3: abort errors are swallowed.
         }
         break
-      case STEP_SIGTERM:
+      case EscalationStep.Sigterm:
         signalChild(ctx, run, 'SIGTERM')
         break
-      case STEP_SIGKILL:
+      case EscalationStep.Sigkill:
         signalChild(ctx, run, 'SIGKILL')
         break
-      case STEP_FINISH_NOW:
+      case EscalationStep.FinishNow:
         finish(ctx, run, 'canceled', null, 'SIGTERM')
         break
-      case STEP_FINISH_TERM:
+      case EscalationStep.FinishTerm:
         finishFromChild(ctx, run, 'SIGTERM')
         break
-      case STEP_FINISH_KILL:
+      case EscalationStep.FinishKill:
         finishFromChild(ctx, run, 'SIGKILL')
         break
       default:
@@ -137,10 +125,10 @@ async function cancel(ctx, run) {
     forceWait,
     now,
   )
-  if (step === STEP_TERMINAL) return statusBody(run)
+  if (step === EscalationStep.Terminal) return statusBody(run)
   // (s.cancelPromise is null here, checked above.) The core still holds a cancel plan whose
   // promise has already settled, e.g. after a throw: wait for the run's verdict.
-  if (step === STEP_IN_FLIGHT) return wait(ctx, run)
+  if (step === EscalationStep.InFlight) return wait(ctx, run)
   syncCancelBegun(s, now)
   const outcome = drive(ctx, run, s, false, step)
   s.cancelPromise = outcome

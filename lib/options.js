@@ -4,28 +4,21 @@
 // per use, validated or parsed here, in one place.
 
 const path = require('node:path')
+const native = require('../loader.js')
 const { describe } = require('./describe.js')
 
-// --- the rules the core owns, copied for the facade ------------------------------------------
-// The option defaults (OPT table) live in the Rust core (crates/core/src/config.rs,
-// ServiceDefaults) and so does the timer clamp (TMR-1/TMR-2: crates/core/src/timing.rs,
-// timer_delay_or_none); these are the facade's copies. To take them from the core instead,
-// replace the two definitions below with
-//   const DEFAULTS = Object.freeze(JSON.parse(native.serviceDefaults()))
-//   const timerDelay = native.timerDelay
-// (and require `native` from '../loader.js' above).
+// --- the rules the core owns ----------------------------------------------------------------
+// The option defaults (OPT table) live in the Rust core (crates/core/src/config.rs) and so does
+// the timer clamp (TMR-1/TMR-2: crates/core/src/timing.rs); both are read from it, not re-coded.
 
 /** Option defaults (SPEC §2), applied when a key is `undefined`. */
-const DEFAULTS = Object.freeze({ maxEvents: 2000, ttlMs: 1_800_000, shutdownGraceMs: 3000 })
+const DEFAULTS = Object.freeze(JSON.parse(native.serviceDefaults()))
 
 /**
  * TMR-1/TMR-2: the delay to arm a Node timer with for `ms` (NaN or < 1 is 1 ms, above
  * 2147483647 is clamped), or null for Infinity: no timer at all.
  */
-function timerDelay(ms) {
-  if (ms === Infinity) return null
-  return ms >= 1 ? Math.min(ms, 2147483647) : 1
-}
+const timerDelay = native.timerDelay
 
 // --- options -----------------------------------------------------------------------------------
 

@@ -37,24 +37,22 @@ function create(ctx, meta) {
 function restore(ctx) {
   const now = Date.now()
   for (const { slot, snapshot } of native.restoreRuns(ctx.svc, ctx.opts.runsLogDir, now)) {
+    // Every field is present and typed: the core fills the defaults (crates/core/src/durable.rs).
     const snap = JSON.parse(snapshot)
-    const meta = snap.meta !== null && typeof snap.meta === 'object' ? snap.meta : EMPTY
-    const bundle = meta.toolBundle ?? { mcpServers: [] }
-    const media = meta.mediaExecution ?? { mode: 'enabled' }
+    const { ids, mediaExecution, toolBundle } = snap.meta
     const logPath = ctx.logPrefix + snap.id + ctx.logSuffix
-    const ids = meta.ids ?? EMPTY
-    const summary = JSON.stringify(bundle)
+    const summary = JSON.stringify(toolBundle)
     const run = adopt(
       ctx,
       slot,
       snap.id,
       logPath,
       ids,
-      media,
-      bundle,
+      mediaExecution,
+      toolBundle,
       summary,
       snap.createdAt,
-      restoredFields(snap, now),
+      restoredFields(snap),
     )
     scheduleEviction(ChatRun.stateOf(run))
   }

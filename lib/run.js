@@ -84,22 +84,21 @@ function createdFields(projectId, conversationId, now) {
 }
 
 /**
- * restoreRuns' fields, read from the snapshot it returns with the core's own rules
- * (crates/core/src/durable.rs, `Service::restore`): text fields only when they are strings,
- * numbers only when numbers, `updatedAt` defaulting to the `now` the core was given.
+ * restoreRuns' fields, as the core typed and defaulted them (crates/core/src/durable.rs): text
+ * fields string or null, numbers or null, `updatedAt` always a number.
  */
-function restoredFields(snap, now) {
+function restoredFields(snap) {
   return {
-    projectId: textOrNull(snap.projectId),
-    conversationId: textOrNull(snap.conversationId),
-    status: textOrNull(snap.status),
-    updatedAt: numberOrNull(snap.updatedAt) ?? now,
+    projectId: snap.projectId,
+    conversationId: snap.conversationId,
+    status: snap.status,
+    updatedAt: snap.updatedAt,
     nextEventId: snap.nextEventId,
-    exitCode: numberOrNull(snap.exitCode),
-    signal: textOrNull(snap.signal),
-    error: textOrNull(snap.error),
-    errorCode: textOrNull(snap.errorCode),
-    cancelRequested: snap.cancelRequested === true,
+    exitCode: snap.exitCode,
+    signal: snap.signal,
+    error: snap.error,
+    errorCode: snap.errorCode,
+    cancelRequested: snap.cancelRequested,
   }
 }
 
@@ -189,26 +188,28 @@ class ChatRun {
 }
 
 // cancelRequested crosses as 0/1; the core stores a boolean.
-function setFlag(svc, slot, field, value) {
-  native.runSetNumber(svc, slot, field, value ? 1 : 0)
+function setFlag(svc, slot, code, value) {
+  native.runSetNumber(svc, slot, code, value ? 1 : 0)
 }
 
-// Core-owned fields the host may write: [field, native write, what the core stores for a host
-// value]. A write converts first (a conversion that throws changes nothing), then goes to the
-// core, then to the mirror, which keeps the host's raw value.
+const { TextField, NumberField } = native
+
+// Core-owned fields the host may write: [field, native write, the field's code for the core,
+// what the core stores for a host value]. A write converts first (a conversion that throws
+// changes nothing), then goes to the core, then to the mirror, which keeps the host's raw value.
 const CORE_FIELDS = [
-  ['projectId', native.runSetText, textOrNull],
-  ['conversationId', native.runSetText, textOrNull],
-  ['status', native.runSetText, textOrNull],
-  ['updatedAt', native.runSetNumber, numberOrNull],
-  ['exitCode', native.runSetNumber, numberOrNull],
-  ['signal', native.runSetText, signalOrNull],
-  ['error', native.runSetText, textOrNull],
-  ['errorCode', native.runSetText, textOrNull],
-  ['cancelRequested', setFlag, Boolean],
-  ['childExitObservedAt', native.runSetNumber, numberOrNull],
+  ['projectId', native.runSetText, TextField.ProjectId, textOrNull],
+  ['conversationId', native.runSetText, TextField.ConversationId, textOrNull],
+  ['status', native.runSetText, TextField.Status, textOrNull],
+  ['updatedAt', native.runSetNumber, NumberField.UpdatedAt, numberOrNull],
+  ['exitCode', native.runSetNumber, NumberField.ExitCode, numberOrNull],
+  ['signal', native.runSetText, TextField.Signal, signalOrNull],
+  ['error', native.runSetText, TextField.Error, textOrNull],
+  ['errorCode', native.runSetText, TextField.ErrorCode, textOrNull],
+  ['cancelRequested', setFlag, NumberField.CancelRequested, Boolean],
+  ['childExitObservedAt', native.runSetNumber, NumberField.ChildExitObservedAt, numberOrNull],
 ]
-for (const [field, write, convert] of CORE_FIELDS) {
+for (const [field, write, code, convert] of CORE_FIELDS) {
   Object.defineProperty(ChatRun.prototype, field, {
     configurable: true,
     enumerable: false,
@@ -218,7 +219,7 @@ for (const [field, write, convert] of CORE_FIELDS) {
     set(value) {
       const s = ChatRun.stateOf(this)
       const stored = convert(value)
-      write(s.ctx.svc, s.slot, field, stored)
+      write(s.ctx.svc, s.slot, code, stored)
       s[field] = value
     },
   })
@@ -270,7 +271,7 @@ function observeRuns(fn) {
 
 // What the core stores for a mirror value, per field: the setters' conversions, and the
 // read-only nextEventId as it is.
-const STORED = new Map(CORE_FIELDS.map(([field, , convert]) => [field, convert]))
+const STORED = new Map(CORE_FIELDS.map(([field, , , convert]) => [field, convert]))
 STORED.set('nextEventId', (value) => value)
 
 // A value as it reads back from the core's JSON: napi turns lone surrogates into U+FFFD on the

@@ -6,11 +6,12 @@ const native = require('../loader.js')
 const { ChatRun } = require('./run.js')
 const { lowerJson } = require('./lower.js')
 
-// The terminal rule (TRM-1, MOD-1) lives in the Rust core (crates/core/src/run.rs,
-// TERMINAL_STATUSES / is_terminal); this copy answers it on the hot path without a native call.
+// The terminal rule (MOD-1) lives in the Rust core (crates/core/src/run.rs, TERMINAL_STATUSES /
+// is_terminal): the exported Set is built from it once; isTerminal below is the hot path's copy
+// (a native call per check would cost more than the check), kept equal to it by a test.
 
 /** The three terminal statuses (MOD-1). The service never reads this Set back (MOD-5). */
-const TERMINAL_RUN_STATUSES = new Set(['succeeded', 'failed', 'canceled'])
+const TERMINAL_RUN_STATUSES = new Set(native.terminalStatuses())
 
 function isTerminal(status) {
   return status === 'succeeded' || status === 'failed' || status === 'canceled'
@@ -64,28 +65,7 @@ function statusBody(run) {
  * open files and every line that was not persisted, by reason.
  */
 function serviceStats(ctx) {
-  const s = native.serviceStats(ctx.svc)
-  return {
-    runs: {
-      registered: s.runsRegistered,
-      active: s.runsActive,
-      byStatus: Object.fromEntries(s.runsByStatus),
-      live: s.runsLive,
-    },
-    events: { retained: s.retainedEvents, retainedBytes: s.retainedBytes },
-    log: {
-      enabled: ctx.logging,
-      linesWritten: s.logLinesWritten,
-      openFiles: s.openLogFiles,
-      queue: { lines: s.writerQueueLines, bytes: s.writerQueueBytes },
-      notPersisted: {
-        diskError: s.logLinesFailed,
-        queueFull: s.logLinesDropped,
-        unserializable: s.logLinesUnserializable,
-        afterClose: s.logLinesAfterClose,
-      },
-    },
-  }
+  return JSON.parse(native.serviceStats(ctx.svc))
 }
 
 module.exports = { TERMINAL_RUN_STATUSES, isTerminal, exited, statusBody, serviceStats }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use chat_run_service::core::backfill;
+use chat_run_core::backfill;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -43,7 +43,12 @@ fuzz_target!(|input: (f64, u16, &[u8])| {
                 last.is_none_or(|l| id > l),
                 "ids not strictly increasing: {lines:?}"
             );
-            assert!(!((id as f64) <= after), "id {id} <= after {after}");
+            // Not `id > after`: a NaN `after` (read as 0 by the cursor rule) must pass too.
+            let at_or_below = matches!(
+                (id as f64).partial_cmp(&after),
+                Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
+            );
+            assert!(!at_or_below, "id {id} <= after {after}");
             assert!(id < before, "id {id} >= before {before}");
             last = Some(id);
         }

@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chat_run_service::core::history::EventName;
-use chat_run_service::core::log_writer::{LogLimits, LogShared};
-use chat_run_service::core::registry::{CreateMeta, LogLayout, Service, ServiceConfig};
-use chat_run_service::core::replay::{self, Sent};
+use chat_run_core::history::EventName;
+use chat_run_core::log_writer::{LogLimits, LogShared};
+use chat_run_core::replay::{self, Sent};
+use chat_run_core::{CreateMeta, LogLayout, Service, ServiceConfig, TextField};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -151,7 +151,9 @@ fuzz_target!(|input: Input| {
                 svc.finish(slot, status(*s), None, None, &end.to_string(), now)
                     .unwrap();
             }
-            Action::HostStatus { status: s } => svc.state_mut(slot).unwrap().status = status(*s),
+            Action::HostStatus { status: s } => {
+                svc.set_text(slot, TextField::Status, status(*s)).unwrap();
+            }
             Action::Drop => {
                 svc.drop_run(slot, now).unwrap();
             }

@@ -6,7 +6,7 @@
 //! string that appears in the input only inside `command`/`args`/`env`/`url`/`headers` (SUM-4).
 #![no_main]
 
-use chat_run_service::core::policy::{
+use chat_run_core::policy::{
     normalize_media_execution, normalize_tool_bundle, tool_bundle_summary,
 };
 use libfuzzer_sys::fuzz_target;

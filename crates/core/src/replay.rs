@@ -18,11 +18,174 @@
 //!
 //! One `JSON.parse` in JS then builds only the `data` values the client is handed. The data
 //! goes first so the text is written in one pass into one buffer.
+//!
+//! Which records a replay sends (STR-3, STR-4, IMP-8, and IMP-3 for cursors older than the
+//! in-memory history) is decided here too, by [`Service::replay_batch`] (and by
+//! [`Service::replay`], which returns the same records whole, for tests).
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
+
+use crate::backfill;
+use crate::error::CoreResult;
+use crate::history::{self, History};
+use crate::run::RunState;
+use crate::service::Service;
+
+/// How long a backfill waits for the log writer to drain before reading (a stuck disk must not
+/// hang `stream()`; what is not on disk by then is skipped, as IMP-3 allows).
+pub const BACKFILL_SYNC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What `stream()` must send (STR-3, STR-4, IMP-8), as whole records.
+pub struct Replay {
+    pub terminal: bool,
+    /// JSON array of the records to send, in order.
+    pub records_json: String,
+}
+
+/// What a replay sends, before it is encoded.
+struct Picked {
+    terminal: bool,
+    /// Lines read back from the log (IMP-3), older than everything in `held`.
+    logged: Vec<String>,
+    held: Held,
+}
+
+/// The records of the in-memory history a replay sends.
+enum Held {
+    Nothing,
+    /// Every record with id ≥ this.
+    From(u64),
+    /// This one record.
+    Only(u64),
+}
+
+impl Picked {
+    /// About the serialized size of the held records (their share of the history's bytes).
+    fn held_bytes(&self, history: &History) -> usize {
+        let count = match self.held {
+            Held::Nothing => 0,
+            Held::From(from) => history
+                .oldest_id()
+                .zip(history.newest_id())
+                .map_or(0, |(oldest, newest)| {
+                    (newest + 1).saturating_sub(from.max(oldest)) as usize
+                }),
+            Held::Only(_) => 1,
+        };
+        history.retained_bytes() / history.len().max(1) * count
+    }
+
+    fn visit(&self, history: &History, f: impl FnMut(history::Part<'_>)) {
+        match self.held {
+            Held::Nothing => {}
+            Held::From(from) => history.visit(from, usize::MAX, f),
+            Held::Only(id) => history.visit(id, 1, f),
+        }
+    }
+}
+
+impl Service {
+    /// `run.events` as one JSON array text (RUN-5).
+    pub fn events_json(&self, slot: u32) -> CoreResult<String> {
+        Ok(self.run(slot)?.history.to_json_array())
+    }
+
+    /// STR-3/STR-4 with IMP-8, and IMP-3 when the run has a log. `cursor` is JS `Number(raw)`.
+    /// Each record as its whole line (what `events.jsonl` holds).
+    pub fn replay(&self, slot: u32, cursor: f64) -> CoreResult<Replay> {
+        let (run, picked) = self.pick(slot, cursor)?;
+        let mut records_json = String::from("[");
+        for line in &picked.logged {
+            records_json.push_str(line);
+            records_json.push(',');
+        }
+        picked.visit(&run.history, |part| {
+            let event = run.history.event_fragment(&part);
+            history::write_line(&mut records_json, part.id, event, part.data, part.timestamp);
+            records_json.push(',');
+        });
+        if records_json.len() > 1 {
+            records_json.pop();
+        }
+        records_json.push(']');
+        Ok(Replay {
+            terminal: picked.terminal,
+            records_json,
+        })
+    }
+
+    /// The same records as [`Service::replay`], in the compact form `stream()` parses (see
+    /// the module docs).
+    pub fn replay_batch(&self, slot: u32, cursor: f64) -> CoreResult<String> {
+        let (run, picked) = self.pick(slot, cursor)?;
+        let logged: usize = picked.logged.iter().map(String::len).sum();
+        let mut batch = BatchWriter::new(logged + picked.held_bytes(&run.history));
+        for line in &picked.logged {
+            batch.push_line(line);
+        }
+        picked.visit(&run.history, |part| {
+            batch.push(part.id, run.history.event_fragment(&part), part.data);
+        });
+        Ok(batch.finish())
+    }
+
+    /// The records a replay sends: those after `cursor` (all of them for a non-finite or
+    /// negative cursor), read back from the log first when the cursor is older than the
+    /// history (IMP-3); for a terminal run with nothing after the cursor, its final record.
+    fn pick(&self, slot: u32, cursor: f64) -> CoreResult<(&RunState, Picked)> {
+        let run = self.run(slot)?;
+        let logged = self.backfill(run, cursor);
+        let from = if cursor.is_finite() && cursor >= 0.0 {
+            // The smallest integer id greater than the cursor (`as` saturates huge cursors).
+            (cursor.floor() as u64).saturating_add(1)
+        } else {
+            0
+        };
+        let terminal = run.is_terminal();
+        let newest = run.history.newest_id();
+        let held = if newest.is_some_and(|newest| newest >= from) {
+            Held::From(from)
+        } else if logged.is_empty() && terminal {
+            // STR-4 / IMP-8: the end record if still held, else the newest one.
+            match run.end_event_id.filter(|&id| run.history.holds(id)) {
+                Some(id) => Held::Only(id),
+                None => newest.map_or(Held::Nothing, Held::Only),
+            }
+        } else {
+            Held::Nothing
+        };
+        Ok((
+            run,
+            Picked {
+                terminal,
+                logged,
+                held,
+            },
+        ))
+    }
+
+    /// IMP-3: the log records with `cursor < id < oldest`, when the cursor is older than the
+    /// history. Waits (bounded) for the writer to drain first, so records that just left memory
+    /// are on disk before they are read.
+    fn backfill(&self, run: &RunState, cursor: f64) -> Vec<String> {
+        let Some(target) = run.log.as_ref() else {
+            return Vec::new();
+        };
+        let cursor = backfill::normalize_cursor(cursor);
+        let oldest = run.history.oldest_id().unwrap_or(run.next_event_id);
+        if cursor >= oldest.saturating_sub(1) as f64 {
+            return Vec::new();
+        }
+        if let Some(writer) = &self.writer {
+            writer.sync(BACKFILL_SYNC_TIMEOUT);
+        }
+        backfill::read_range(&target.path, cursor, oldest)
+    }
+}
 
 /// Accumulates the records of one replay, in send order.
 pub struct BatchWriter {
@@ -213,6 +376,68 @@ pub fn decode(text: &str) -> Option<Vec<Sent>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::CreateMeta;
+    use crate::test_support::{emit, log_dir, replay_ids, service};
+
+    #[test]
+    fn str_3_and_4_replay_after_cursor_and_final_event_guarantee() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        for i in 0..3 {
+            emit(&mut svc, slot, &i.to_string());
+        }
+        assert_eq!(replay_ids(&svc, slot, 0.0), vec![1, 2, 3]);
+        assert_eq!(replay_ids(&svc, slot, f64::NAN), vec![1, 2, 3]);
+        assert_eq!(replay_ids(&svc, slot, f64::INFINITY), vec![1, 2, 3]);
+        assert_eq!(replay_ids(&svc, slot, -1.0), vec![1, 2, 3]);
+        assert_eq!(replay_ids(&svc, slot, 1.5), vec![2, 3]);
+        // Not terminal: nothing after the end, nothing re-sent.
+        assert_eq!(replay_ids(&svc, slot, 3.0), Vec::<u64>::new());
+        svc.finish(slot, Some("succeeded".into()), None, None, "{}", 1.0)
+            .unwrap();
+        let replay = svc.replay(slot, 9.0).unwrap();
+        assert!(replay.terminal);
+        assert_eq!(replay_ids(&svc, slot, 9.0), vec![4]);
+    }
+
+    #[test]
+    fn imp_8_final_event_is_the_end_record_even_after_a_late_event() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        emit(&mut svc, slot, "1");
+        svc.finish(slot, Some("succeeded".into()), None, None, "{}", 1.0)
+            .unwrap();
+        emit(&mut svc, slot, "late");
+        assert_eq!(replay_ids(&svc, slot, 3.0), vec![2]);
+    }
+
+    #[test]
+    fn imp_3_old_cursors_are_backfilled_from_the_log_in_order_once() {
+        let (dir, layout) = log_dir("imp3");
+        let mut svc = service(Some(3), Some(layout));
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        for i in 0..1000 {
+            emit(&mut svc, slot, &i.to_string());
+        }
+        // No flush: the backfill itself waits for the writer.
+        assert_eq!(
+            replay_ids(&svc, slot, 990.0),
+            (991..=1000).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            replay_ids(&svc, slot, f64::NAN),
+            (1..=1000).collect::<Vec<_>>()
+        );
+        assert_eq!(replay_ids(&svc, slot, -7.0), (1..=1000).collect::<Vec<_>>());
+        assert_eq!(replay_ids(&svc, slot, 997.0), vec![998, 999, 1000]);
+        svc.finish(slot, Some("succeeded".into()), None, None, "{}", 1.0)
+            .unwrap();
+        assert_eq!(
+            replay_ids(&svc, slot, 500.0),
+            (501..=1001).collect::<Vec<_>>()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use serde_json::{json, Value};
 
     fn parsed(writer: BatchWriter) -> Value {

@@ -1,4 +1,7 @@
-//! Delay rules shared by cancel, shutdown and eviction (SPEC §3, §4).
+//! Delay rules shared by cancel, shutdown and eviction (SPEC §3, §4): the single home of the
+//! Node timer clamp (TMR-1, TMR-2) and of the env-var defaults (ENV). The JS facade reads the
+//! env vars with `Number()` and passes the results here; it arms its timers (the TTL eviction)
+//! with [`timer_delay_or_none`].
 
 /// Largest delay a Node timer accepts (2^31 - 1 ms).
 pub const TIMER_MAX_MS: f64 = 2_147_483_647.0;
@@ -17,6 +20,12 @@ pub fn timer_delay(ms: f64) -> f64 {
     } else {
         ms
     }
+}
+
+/// [`timer_delay`] for a timer that may not be armed at all: `None` for `+Infinity` ("never",
+/// e.g. `ttlMs: Infinity`), the clamped delay otherwise.
+pub fn timer_delay_or_none(ms: f64) -> Option<f64> {
+    (ms != f64::INFINITY).then(|| timer_delay(ms))
 }
 
 /// `PI_ABORT_GRACE_MS`, already passed through JS `Number()`: 0 or NaN means 3000.
@@ -63,6 +72,16 @@ mod tests {
     fn tmr_2_large_delays_are_clamped_not_wrapped() {
         assert_eq!(timer_delay(3e9), TIMER_MAX_MS);
         assert_eq!(timer_delay(f64::INFINITY), TIMER_MAX_MS);
+    }
+
+    #[test]
+    fn an_infinite_delay_is_no_timer_and_others_are_clamped() {
+        assert_eq!(timer_delay_or_none(f64::INFINITY), None);
+        assert_eq!(timer_delay_or_none(1_800_000.0), Some(1_800_000.0));
+        assert_eq!(timer_delay_or_none(0.0), Some(1.0));
+        assert_eq!(timer_delay_or_none(f64::NAN), Some(1.0));
+        assert_eq!(timer_delay_or_none(f64::NEG_INFINITY), Some(1.0));
+        assert_eq!(timer_delay_or_none(1e12), Some(TIMER_MAX_MS));
     }
 
     #[test]

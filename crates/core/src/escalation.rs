@@ -1,10 +1,11 @@
-//! The cancel and shutdown plans (SPEC CAN-3..CAN-6, SHD-3..SHD-4) as a small step machine.
+//! The cancel and shutdown plans (SPEC CAN-3..CAN-6, SHD-3..SHD-4, IMP-13) as a small step
+//! machine. [`crate::control`] keeps one per run and steps it for the facade.
 //!
 //! The core decides *what* happens and *how long* to wait; the JS facade carries out each step
 //! with values only JS holds (the ACP session, the child object and its `exit`/`close` events)
 //! and reports back whether the child exited during a wait.
 
-use crate::core::timing;
+use crate::timing;
 
 /// One thing the facade must do next.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -185,7 +186,7 @@ mod tests {
         CancelGraces::from_env(f64::NAN, 40.0, 20.0)
     }
 
-    fn drive(mut plan: Escalation, exit_at_wait: Option<usize>) -> Vec<Step> {
+    fn steps_of(mut plan: Escalation, exit_at_wait: Option<usize>) -> Vec<Step> {
         let mut steps = Vec::new();
         let mut waits = 0;
         let mut exited = false;
@@ -207,13 +208,13 @@ mod tests {
 
     #[test]
     fn can_3_queued_run_finishes_at_once_without_abort() {
-        let steps = drive(Escalation::cancel(false, true, graces()), None);
+        let steps = steps_of(Escalation::cancel(false, true, graces()), None);
         assert_eq!(steps, vec![Step::FinishNow, Step::Done]);
     }
 
     #[test]
     fn can_5_sigterm_then_grace_then_sigkill_then_force_wait() {
-        let steps = drive(Escalation::cancel(true, false, graces()), None);
+        let steps = steps_of(Escalation::cancel(true, false, graces()), None);
         assert_eq!(
             steps,
             vec![
@@ -226,7 +227,7 @@ mod tests {
                 Step::Done
             ]
         );
-        let exited = drive(Escalation::cancel(true, false, graces()), Some(0));
+        let exited = steps_of(Escalation::cancel(true, false, graces()), Some(0));
         assert_eq!(
             exited,
             vec![
@@ -237,7 +238,7 @@ mod tests {
                 Step::Done
             ]
         );
-        let killed = drive(Escalation::cancel(true, false, graces()), Some(1));
+        let killed = steps_of(Escalation::cancel(true, false, graces()), Some(1));
         assert_eq!(
             &killed[4..],
             &[
@@ -250,7 +251,7 @@ mod tests {
 
     #[test]
     fn can_4_acp_abort_waits_before_each_signal() {
-        let steps = drive(Escalation::cancel(true, true, graces()), None);
+        let steps = steps_of(Escalation::cancel(true, true, graces()), None);
         assert_eq!(
             steps,
             vec![
@@ -265,15 +266,15 @@ mod tests {
                 Step::Done
             ]
         );
-        let after_abort = drive(Escalation::cancel(true, true, graces()), Some(0));
+        let after_abort = steps_of(Escalation::cancel(true, true, graces()), Some(0));
         assert_eq!(after_abort[2], Step::FinishFromChild(Fallback::SigTerm));
-        let after_term = drive(Escalation::cancel(true, true, graces()), Some(1));
+        let after_term = steps_of(Escalation::cancel(true, true, graces()), Some(1));
         assert_eq!(after_term[4], Step::FinishFromChild(Fallback::SigTerm));
     }
 
     #[test]
     fn shd_3_and_4_finish_before_waiting_then_sigkill_with_fixed_force_wait() {
-        let steps = drive(Escalation::shutdown(true, 10.0), None);
+        let steps = steps_of(Escalation::shutdown(true, 10.0), None);
         assert_eq!(
             steps,
             vec![
@@ -287,7 +288,7 @@ mod tests {
                 Step::Done
             ]
         );
-        let exited = drive(Escalation::shutdown(false, 0.0), Some(0));
+        let exited = steps_of(Escalation::shutdown(false, 0.0), Some(0));
         assert_eq!(
             exited,
             vec![

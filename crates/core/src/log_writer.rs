@@ -17,6 +17,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -26,14 +27,93 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// What the writer reports about a failed line.
+/// What failed when a line or a snapshot did not reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogOperation {
+    /// Creating the run's directory.
+    CreateDir,
+    Open,
+    Write,
+    /// Replacing the run's `run.json`.
+    Snapshot,
+    /// The writer's queue stayed at its cap (see [`LogLimits`]).
+    Queue,
+    /// The writer thread could not be started.
+    StartWriter,
+}
+
+impl fmt::Display for LogOperation {
+    /// The verb of the report: "could not `<this>` the run event log …".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogOperation::CreateDir => "mkdir",
+            LogOperation::Open => "open",
+            LogOperation::Write => "write",
+            LogOperation::Snapshot => "snapshot",
+            LogOperation::Queue => "queue",
+            LogOperation::StartWriter => "start a writer thread for",
+        })
+    }
+}
+
+/// Why it failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogFailureCause {
+    /// The OS refused (the `io::Error` text).
+    Io(String),
+    /// The writer fell `queued_bytes` behind, past `cap`, for longer than `wait`.
+    QueueFull {
+        queued_bytes: usize,
+        cap: usize,
+        wait: Duration,
+    },
+}
+
+impl fmt::Display for LogFailureCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogFailureCause::Io(message) => f.write_str(message),
+            LogFailureCause::QueueFull {
+                queued_bytes,
+                cap,
+                wait,
+            } => write!(
+                f,
+                "the log writer fell {queued_bytes} bytes behind (cap {cap}) for longer than {wait:?}; the line stays in memory but is not persisted"
+            ),
+        }
+    }
+}
+
+/// What the writer reports about a failed line. Its `Display` is the message the host sees
+/// (once per service).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogFailure {
     pub path: PathBuf,
-    /// `mkdir`, `open`, `write`, `snapshot`, `queue` (the queue cap was reached) or
-    /// `start a writer thread for` (the thread could not be spawned).
-    pub operation: &'static str,
-    pub message: String,
+    pub operation: LogOperation,
+    pub cause: LogFailureCause,
+}
+
+impl LogFailure {
+    pub fn io(path: PathBuf, operation: LogOperation, error: &io::Error) -> Self {
+        Self {
+            path,
+            operation,
+            cause: LogFailureCause::Io(error.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for LogFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "could not {} the run event log {}: {} (events still reach clients and memory; further log errors of this service are only counted)",
+            self.operation,
+            self.path.display(),
+            self.cause
+        )
+    }
 }
 
 /// Receives the first failure of a service (see `LogShared`).
@@ -347,13 +427,12 @@ impl LogWriter {
             self.shared.lines_dropped.fetch_add(1, Ordering::Relaxed);
             self.shared.report(|| LogFailure {
                 path: target.path.clone(),
-                operation: "queue",
-                message: format!(
-                    "the log writer fell {} bytes behind (cap {}) for longer than {:?}; the line stays in memory but is not persisted",
-                    self.shared.queued_bytes.load(Ordering::Relaxed),
-                    limits.max_queued_bytes,
-                    limits.backpressure_wait
-                ),
+                operation: LogOperation::Queue,
+                cause: LogFailureCause::QueueFull {
+                    queued_bytes: self.shared.queued_bytes.load(Ordering::Relaxed),
+                    cap: limits.max_queued_bytes,
+                    wait: limits.backpressure_wait,
+                },
             });
             return false;
         }
@@ -436,15 +515,11 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
                 Command::Append(target, line) => queue_line(&mut pending, target, line),
                 Command::Snapshot(target, json) => {
                     flush_pending(&mut pending, &mut files, shared);
-                    let path = crate::core::durable::snapshot_path(&target.path);
-                    match crate::core::durable::write_atomic(&path, json.as_bytes()) {
+                    let path = crate::durable::snapshot_path(&target.path);
+                    match crate::durable::write_atomic(&path, json.as_bytes()) {
                         // A directory deleted under a live run is not recreated by its snapshot.
                         Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                            shared.report(|| LogFailure {
-                                path,
-                                operation: "snapshot",
-                                message: error.to_string(),
-                            })
+                            shared.report(|| LogFailure::io(path, LogOperation::Snapshot, &error))
                         }
                         _ => {}
                     }
@@ -489,7 +564,7 @@ fn queue_line(pending: &mut Vec<Pending>, target: Arc<LogTarget>, line: LogLine)
             event,
             data,
             timestamp,
-        } => crate::core::history::write_line(
+        } => crate::history::write_line(
             &mut slot.bytes,
             id,
             event.as_deref(),
@@ -544,10 +619,8 @@ fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
                 })
             }
             Err((operation, error)) => {
-                shared.fail(batch.lines, || LogFailure {
-                    path: batch.target.path.clone(),
-                    operation,
-                    message: error.to_string(),
+                shared.fail(batch.lines, || {
+                    LogFailure::io(batch.target.path.clone(), operation, &error)
                 });
                 return;
             }
@@ -564,17 +637,15 @@ fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
             let path = open.path.clone();
             files.open.remove(&key);
             shared.open_files.fetch_sub(1, Ordering::Relaxed);
-            shared.fail(batch.lines, || LogFailure {
-                path,
-                operation: "write",
-                message: error.to_string(),
+            shared.fail(batch.lines, || {
+                LogFailure::io(path, LogOperation::Write, &error)
             });
         }
     }
 }
 
 /// LOG-3: create the directory recursively (once), then open for append (never truncate).
-fn open_log(target: &LogTarget) -> Result<File, (&'static str, io::Error)> {
+fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
     let open = || {
         OpenOptions::new()
             .append(true)
@@ -586,16 +657,16 @@ fn open_log(target: &LogTarget) -> Result<File, (&'static str, io::Error)> {
             Ok(file) => return Ok(file),
             // The directory vanished since: create it again below.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(("open", e)),
+            Err(e) => return Err((LogOperation::Open, e)),
         }
     }
     if let Some(dir) = target.path.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| ("mkdir", e))?;
+            std::fs::create_dir_all(dir).map_err(|e| (LogOperation::CreateDir, e))?;
         }
     }
     target.dir_ready.store(true, Ordering::Relaxed);
-    open().map_err(|e| ("open", e))
+    open().map_err(|e| (LogOperation::Open, e))
 }
 
 #[cfg(test)]
@@ -675,7 +746,18 @@ mod tests {
         assert_eq!(shared.lines_failed(), 2);
         let reports = reports.lock().map(|r| r.clone()).unwrap_or_default();
         assert_eq!(reports.len(), 1, "reported once per service");
-        assert_eq!(reports[0].operation, "mkdir");
+        assert_eq!(reports[0].operation, LogOperation::CreateDir);
+        let message = reports[0].to_string();
+        assert!(
+            message.starts_with(&format!(
+                "could not mkdir the run event log {}: ",
+                blocker.join("events.jsonl").display()
+            )),
+            "{message}"
+        );
+        assert!(message.ends_with(
+            " (events still reach clients and memory; further log errors of this service are only counted)"
+        ));
         // Fix the directory: the next line is written.
         std::fs::remove_file(&blocker).unwrap_or(());
         writer.append(&target, &Arc::from("{\"id\":3}"));
@@ -684,6 +766,30 @@ mod tests {
         let text = std::fs::read_to_string(blocker.join("events.jsonl")).unwrap_or_default();
         assert_eq!(text, "{\"id\":3}\n");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_queue_cap_report_says_what_was_lost_and_why() {
+        let failure = LogFailure {
+            path: PathBuf::from("/logs/r/events.jsonl"),
+            operation: LogOperation::Queue,
+            cause: LogFailureCause::QueueFull {
+                queued_bytes: 70,
+                cap: 64,
+                wait: Duration::from_millis(10),
+            },
+        };
+        assert_eq!(
+            failure.to_string(),
+            "could not queue the run event log /logs/r/events.jsonl: the log writer fell 70 bytes \
+             behind (cap 64) for longer than 10ms; the line stays in memory but is not persisted \
+             (events still reach clients and memory; further log errors of this service are only \
+             counted)"
+        );
+        assert_eq!(
+            LogOperation::StartWriter.to_string(),
+            "start a writer thread for"
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - LOG-5/IMP-1/IMP-2: after a flush barrier, each run's `events.jsonl` holds exactly the
 //!   model's persisted lines, in order (no `persist=false` line, nothing after close);
 //! - LST-2/GET-1/SHD-2: `list`, `get` and the shutdown snapshot equal the model's filters;
-//! - CAN-3..CAN-6/SHD-3/IMP-11: the escalation steps equal a reference plan.
+//! - CAN-3..CAN-6/SHD-3/IMP-11: the escalation steps equal a reference plan (as the facade
+//!   sees them through `next_step`, which carries out IMP-13's reap itself).
 //!
 //! Defaults: 256 cases of up to 60 steps, a fixed seed. `PROPTEST_CASES=5000` and
 //! `PROPTEST_RNG_SEED=<n>` run it harder or elsewhere.
@@ -25,14 +26,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chat_run_service::core::escalation::{CancelGraces, Fallback, Step};
-use chat_run_service::core::history::EventName;
-use chat_run_service::core::log_writer::{LogLimits, LogShared};
-use chat_run_service::core::policy::js_trim;
-use chat_run_service::core::registry::{
+use chat_run_core::escalation::{CancelGraces, Fallback, Step};
+use chat_run_core::history::EventName;
+use chat_run_core::log_writer::{LogLimits, LogShared};
+use chat_run_core::policy::js_trim;
+use chat_run_core::replay::{self, Sent};
+use chat_run_core::{
     is_terminal, CancelStart, CreateMeta, ListFilter, LogLayout, PlanKind, Service, ServiceConfig,
+    TextField,
 };
-use chat_run_service::core::replay::{self, Sent};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
 use serde_json::{json, Value};
@@ -88,7 +90,7 @@ enum Op {
         has_child: bool,
         has_abort: bool,
     },
-    /// The in-flight cancel's wait ends: drive it to `Done`.
+    /// The in-flight cancel's wait ends: carry it out to `Done`.
     CancelResume {
         run: usize,
         exits: Vec<bool>,
@@ -503,14 +505,15 @@ fn cancel_reference(
             R::Wait(ms, on_exit) => {
                 out.push(Step::WaitExit(ms));
                 if *answers.next().unwrap_or(&false) {
-                    out.extend([on_exit, Step::ReapGroup, Step::Done]);
+                    out.extend([on_exit, Step::Done]);
                     return out;
                 }
             }
         }
     }
-    // IMP-13: the leftover group is reaped at the end of every plan that had a child.
-    out.extend([Step::ReapGroup, Step::Done]);
+    // IMP-13: the leftover group is reaped at the end of every plan that had a child, inside
+    // `next_step` (the facade never sees that step).
+    out.push(Step::Done);
     out
 }
 
@@ -528,7 +531,7 @@ fn shutdown_reference(has_abort: bool, answers: &[bool]) -> Vec<&'static str> {
             break;
         }
     }
-    out.extend(["reap_group", "done"]);
+    out.push("done");
     out
 }
 
@@ -540,7 +543,7 @@ fn step_name(step: Step) -> &'static str {
         Step::WaitExit(_) => "wait",
         Step::FinishNow => "finish_now",
         Step::FinishFromChild(_) => "finish_from_child",
-        Step::ReapGroup => "reap_group",
+        Step::ReapGroup => panic!("next_step never hands ReapGroup to the facade"),
         Step::Done => "done",
     }
 }
@@ -702,7 +705,7 @@ impl Harness {
         true
     }
 
-    fn drive_cancel(&mut self, i: usize, mut step: Step, exits: &[bool]) {
+    fn carry_out_cancel(&mut self, i: usize, mut step: Step, exits: &[bool]) {
         let slot = self.model.runs[i].slot;
         let mut answers = exits.iter().copied();
         loop {
@@ -726,12 +729,10 @@ impl Harness {
                     self.finish(i, Some("canceled"), None, Some(signal));
                     false
                 }
-                Step::Abort | Step::SigTerm | Step::SigKill | Step::ReapGroup => false,
+                Step::Abort | Step::SigTerm | Step::SigKill => false,
+                Step::ReapGroup => panic!("next_step never hands ReapGroup to the facade"),
             };
-            step = self
-                .svc
-                .escalation_next(slot, PlanKind::Cancel, exited)
-                .unwrap();
+            step = self.svc.next_step(slot, PlanKind::Cancel, exited).unwrap();
             assert!(
                 self.model.runs[i].cancel.as_ref().unwrap().steps.len() < 20,
                 "plan never ends"
@@ -747,7 +748,7 @@ impl Harness {
         assert_eq!(trace.steps, expected, "CAN-3..CAN-6: cancel plan steps");
     }
 
-    /// `cancel(run)`: begin, then drive up to the first wait (`stop_at_wait`) or to the end.
+    /// `cancel(run)`: begin, then carry it out up to the first wait (`stop_at_wait`) or to the end.
     fn cancel(
         &mut self,
         i: usize,
@@ -791,19 +792,16 @@ impl Harness {
                         return;
                     }
                     Step::Done | Step::FinishNow | Step::FinishFromChild(_) => {
-                        return self.drive_cancel(i, step, exits);
+                        return self.carry_out_cancel(i, step, exits);
                     }
                     _ => {
                         self.model.runs[i].cancel.as_mut().unwrap().steps.push(step);
-                        step = self
-                            .svc
-                            .escalation_next(slot, PlanKind::Cancel, false)
-                            .unwrap();
+                        step = self.svc.next_step(slot, PlanKind::Cancel, false).unwrap();
                     }
                 }
             }
         }
-        self.drive_cancel(i, first, exits);
+        self.carry_out_cancel(i, first, exits);
         assert!(
             self.model.runs[i].terminal(),
             "a cancel driven to Done leaves the run terminal"
@@ -822,11 +820,8 @@ impl Harness {
             .unwrap()
             .answers
             .push(exited);
-        let step = self
-            .svc
-            .escalation_next(slot, PlanKind::Cancel, exited)
-            .unwrap();
-        self.drive_cancel(i, step, exits.get(1..).unwrap_or(&[]));
+        let step = self.svc.next_step(slot, PlanKind::Cancel, exited).unwrap();
+        self.carry_out_cancel(i, step, exits.get(1..).unwrap_or(&[]));
     }
 
     fn shutdown(&mut self, has_abort: bool, exits: &[bool]) {
@@ -874,7 +869,7 @@ impl Harness {
                 };
                 step = self
                     .svc
-                    .escalation_next(slot, PlanKind::Shutdown, exited)
+                    .next_step(slot, PlanKind::Shutdown, exited)
                     .unwrap();
                 assert!(trace.len() < 20, "shutdown plan never ends");
             }
@@ -929,9 +924,9 @@ impl Harness {
             );
         }
         let stats = self.svc.stats();
-        assert_eq!(stats.log_lines_written, total, "stats: lines written");
-        assert_eq!(stats.log_lines_failed, 0);
-        assert_eq!(stats.log_lines_dropped, 0);
+        assert_eq!(stats.log.lines_written, total, "stats: lines written");
+        assert_eq!(stats.log.not_persisted.disk_error, 0);
+        assert_eq!(stats.log.not_persisted.queue_full, 0);
         let open_bound = self
             .model
             .runs
@@ -939,9 +934,9 @@ impl Harness {
             .filter(|m| m.log_path.is_some() && !m.log_closed && !m.persisted.is_empty())
             .count() as u64;
         assert!(
-            stats.open_log_files <= open_bound,
+            stats.log.open_files <= open_bound,
             "IMP-1/IMP-2: {} log files open, at most {open_bound} runs can hold one",
-            stats.open_log_files
+            stats.log.open_files
         );
     }
 
@@ -1003,12 +998,15 @@ impl Harness {
             "LST-2 unfiltered"
         );
         let stats = self.svc.stats();
-        assert_eq!(stats.runs_registered, registered);
-        assert_eq!(stats.runs_active, active);
-        assert_eq!(stats.runs_live, live);
-        assert_eq!(stats.retained_events, retained);
-        assert_eq!(stats.log_lines_unserializable, self.model.unserializable);
-        assert_eq!(stats.log_lines_after_close, self.model.after_close);
+        assert_eq!(stats.runs.registered, registered);
+        assert_eq!(stats.runs.active, active);
+        assert_eq!(stats.runs.live, live);
+        assert_eq!(stats.events.retained, retained);
+        assert_eq!(
+            stats.log.not_persisted.unserializable,
+            self.model.unserializable
+        );
+        assert_eq!(stats.log.not_persisted.after_close, self.model.after_close);
     }
 
     fn apply(&mut self, op: &Op, dir: Option<&Path>) {
@@ -1136,7 +1134,9 @@ impl Harness {
             Op::HostStatus { run, status } => {
                 let Some(i) = target(self, *run) else { return };
                 let slot = self.model.runs[i].slot;
-                self.svc.state_mut(slot).unwrap().status = status.map(str::to_owned);
+                self.svc
+                    .set_text(slot, TextField::Status, status.map(str::to_owned))
+                    .unwrap();
                 self.model.runs[i].status = status.map(str::to_owned);
             }
             Op::Replay { run, cursor } => {

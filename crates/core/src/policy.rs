@@ -4,7 +4,7 @@
 //! * §13 `toolBundle` normalization of run-scoped MCP servers ([`normalize_tool_bundle`]),
 //! * §14 the redacted tool-bundle summary ([`tool_bundle_summary`]).
 //!
-//! Inputs are the JSON "lowering" of the caller's JS value (see the crate's binding layer):
+//! Inputs are the JSON "lowering" of the caller's JS value (done by the JS facade):
 //! a SPEC §0 *plain object* is a `Value::Object`, an Array is a `Value::Array`, a property that is
 //! `undefined` is absent, and holes/`undefined` array elements are `null`. Every output object is
 //! built fresh, in the key order the SPEC prescribes (`serde_json` is built with `preserve_order`).
@@ -323,6 +323,13 @@ pub fn tool_bundle_summary(bundle: &serde_json::Value) -> serde_json::Value {
     Value::Object(out)
 }
 
+/// [`tool_bundle_summary`] of a bundle given as its lowered JSON text (one that does not parse
+/// counts as `null`), as JSON: for runs whose bundle the host replaced.
+pub fn tool_bundle_summary_json(lowered: &str) -> String {
+    let bundle = serde_json::from_str(lowered).unwrap_or(Value::Null);
+    tool_bundle_summary(&bundle).to_string()
+}
+
 /// SUM-2: exactly `id, label?, templateId?, transport, enabled, authMode?` in that order. Keys that
 /// are absent (JS `undefined`) stay absent; a non-object entry therefore maps to `{}`.
 fn summarize_server(server: &Value) -> Value {
@@ -361,7 +368,7 @@ mod tests {
         tb(json!({ "mcpServers": [server] }))["mcpServers"].clone()
     }
 
-    fn s(v: &Value) -> String {
+    fn compact(v: &Value) -> String {
         serde_json::to_string(v).unwrap_or_default()
     }
 
@@ -535,10 +542,13 @@ mod tests {
             "allowedModels": ["m"], "extra": 1, "allowedSurfaces": ["audio"], "mode": "question"
         }));
         assert_eq!(
-            s(&out),
+            compact(&out),
             r#"{"mode":"question","allowedSurfaces":["audio"],"allowedModels":["m"]}"#
         );
-        assert_eq!(s(&med(json!({ "foo": "bar" }))), r#"{"mode":"enabled"}"#);
+        assert_eq!(
+            compact(&med(json!({ "foo": "bar" }))),
+            r#"{"mode":"enabled"}"#
+        );
     }
 
     #[test]
@@ -577,7 +587,7 @@ mod tests {
         }
         // Other keys are never copied.
         assert_eq!(
-            s(&tb(json!({ "x": 1, "mcpServers": [] }))),
+            compact(&tb(json!({ "x": 1, "mcpServers": [] }))),
             r#"{"mcpServers":[]}"#
         );
     }
@@ -700,7 +710,7 @@ mod tests {
     #[test]
     fn sv_5_label_and_template_id_trimmed_or_omitted() {
         assert_eq!(
-            s(&one(
+            compact(&one(
                 json!({ "templateId": " tpl ", "label": "\u{3000}My Tools ", "id": "a", "command": "c" })
             )),
             r#"[{"id":"a","transport":"stdio","enabled":true,"label":"My Tools","templateId":"tpl","command":"c"}]"#
@@ -714,7 +724,7 @@ mod tests {
     #[test]
     fn sv_6_stdio_command_args_env() {
         assert_eq!(
-            s(&one(
+            compact(&one(
                 json!({ "env": { "K": "v" }, "args": ["", " a ", "", 1, null, {}, "a"],
                            "command": "\n run \n", "id": "a", "transport": "stdio",
                            "url": "http://x", "headers": { "H": "v" }, "authMode": "oauth" })
@@ -744,7 +754,7 @@ mod tests {
     fn sv_7_http_sse_url_serialized_and_validated() {
         let u = |url: &str| one(json!({ "id": "a", "transport": "sse", "url": url }));
         assert_eq!(
-            s(&u(" HTTPS://Api.Example.com:443/mcp?key=abc ")),
+            compact(&u(" HTTPS://Api.Example.com:443/mcp?key=abc ")),
             r#"[{"id":"a","transport":"sse","enabled":true,"url":"https://api.example.com/mcp?key=abc","authMode":"oauth"}]"#
         );
         // default port dropped, host lowercased, "/" path added
@@ -869,13 +879,13 @@ mod tests {
         });
         let out = one(json!({ "id": "a", "command": "c", "env": env }));
         assert_eq!(
-            s(&out[0]["env"]),
+            compact(&out[0]["env"]),
             r#"{"1":"one","b":"B"," spaced ":" v ","a":"A"}"#
         );
         let out = one(
             json!({ "id": "a", "transport": "http", "url": "http://h", "headers": { "z": "1", "A": "2" } }),
         );
-        assert_eq!(s(&out[0]["headers"]), r#"{"z":"1","A":"2"}"#);
+        assert_eq!(compact(&out[0]["headers"]), r#"{"z":"1","A":"2"}"#);
         // non-object or nothing left → omitted
         for map in [
             json!(["a"]),
@@ -904,7 +914,7 @@ mod tests {
               "label": "l", "enabled": 0, "transport": "http", "id": "h" }
         ] }));
         assert_eq!(
-            s(&out),
+            compact(&out),
             concat!(
                 r#"{"mcpServers":["#,
                 r#"{"id":"s","transport":"stdio","enabled":false,"label":"l","templateId":"t","command":"c","args":["x"],"env":{"E":"1"}},"#,
@@ -925,7 +935,7 @@ mod tests {
               "headers": { "Authorization": "Bearer t" } }
         ] });
         assert_eq!(out, expected);
-        assert_eq!(s(&out), s(&expected));
+        assert_eq!(compact(&out), compact(&expected));
     }
 
     // ---- §14 ----------------------------------------------------------------------------
@@ -953,7 +963,7 @@ mod tests {
             { "id": "y", "label": "", "templateId": null, "transport": "stdio", "enabled": true, "authMode": "" }
         ], "other": "z" });
         assert_eq!(
-            s(&tool_bundle_summary(&bundle)),
+            compact(&tool_bundle_summary(&bundle)),
             concat!(
                 r#"{"mcpServers":["#,
                 r#"{"id":"x","label":"L","templateId":"t","transport":"sse","enabled":false,"authMode":"none"},"#,
@@ -976,12 +986,12 @@ mod tests {
             { "id": "remote", "transport": "http", "enabled": true, "authMode": "oauth" }
         ] });
         assert_eq!(summary, expected);
-        assert_eq!(s(&summary), s(&expected));
+        assert_eq!(compact(&summary), compact(&expected));
     }
 
     #[test]
     fn sum_4_summary_leaks_no_secrets() {
-        let text = s(&tool_bundle_summary(&tb(example_input())));
+        let text = compact(&tool_bundle_summary(&tb(example_input())));
         for needle in [
             "secret",
             "server.js",
@@ -995,7 +1005,7 @@ mod tests {
 
     #[test]
     fn sum_5_bundle_keeps_full_config() {
-        let text = s(&tb(example_input()));
+        let text = compact(&tb(example_input()));
         for needle in [
             "secret",
             "server.js",

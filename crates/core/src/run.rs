@@ -1,0 +1,221 @@
+//! One run's core-owned state ([`RunState`]), built by one constructor for `create` and for
+//! `restore`, and the rules about a single run: which statuses are terminal (TRM-1), which
+//! fields the host may write ([`TextField`], [`NumberField`]) and what the host sees of them
+//! ([`MirrorFields`]).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::durable::SnapshotMeta;
+use crate::error::CoreResult;
+use crate::escalation::Escalation;
+use crate::history::History;
+use crate::log_writer::LogTarget;
+use crate::signals::ChildHandle;
+
+/// The three terminal statuses, in their fixed order (MOD-1, MOD-5). The single home of
+/// this rule: the JS facade reads the list from here.
+pub const TERMINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "canceled"];
+
+/// The status of a run `create()` just made.
+pub const QUEUED: &str = "queued";
+
+/// TRM-1: `status` is one of [`TERMINAL_STATUSES`] (a non-string status is not).
+pub fn is_terminal(status: Option<&str>) -> bool {
+    matches!(status, Some(status) if TERMINAL_STATUSES.contains(&status))
+}
+
+/// Core-owned text fields the host may assign on a run object (RUN-3). A non-string value
+/// reaches the core as `None`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextField {
+    ProjectId,
+    ConversationId,
+    Status,
+    Signal,
+    Error,
+    ErrorCode,
+}
+
+/// Core-owned numeric fields the host may assign on a run object (RUN-3). A non-number value
+/// reaches the core as `None`; `CancelRequested` is a boolean passed as 0 / 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumberField {
+    UpdatedAt,
+    ExitCode,
+    ChildExitObservedAt,
+    CancelRequested,
+}
+
+/// One run's core-owned state. Fields are read through [`crate::Service::state`]; they are
+/// written only by the service (host writes go through [`crate::Service::set_text`] and
+/// [`crate::Service::set_number`], which keep the indexes and the snapshot in step).
+pub struct RunState {
+    pub id: String,
+    /// Creation order within the service (also the registry's key).
+    pub(crate) seq: u64,
+    pub project_id: Option<String>,
+    pub conversation_id: Option<String>,
+    /// `None` when the host wrote a non-string status.
+    pub status: Option<String>,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub next_event_id: u64,
+    pub history: History,
+    /// Id of the latest `'end'` record written by `finish` (IMP-8).
+    pub(crate) end_event_id: Option<u64>,
+    pub exit_code: Option<f64>,
+    pub signal: Option<String>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    pub cancel_requested: bool,
+    pub child_exit_observed_at: Option<f64>,
+    pub(crate) log: Option<Arc<LogTarget>>,
+    /// IMP-1/IMP-2: once set, nothing of this run is persisted again.
+    pub log_closed: bool,
+    /// In the registry (what `get`, `list` and `shutdownActive` see).
+    pub(crate) registered: bool,
+    pub(crate) cancel: Option<Escalation>,
+    pub(crate) shutdown: Option<Escalation>,
+    /// The group id IMP-5 verified for this run's child, kept so IMP-13 can reap it later.
+    pub verified_group: Option<i32>,
+    /// The child's pidfd (or pid), opened at its first signal while it was alive.
+    pub(crate) child_handle: Option<ChildHandle>,
+    /// What the snapshot carries that never changes (other ids, policy, redacted bundle);
+    /// only kept when the run has a log.
+    pub(crate) meta: Option<SnapshotMeta>,
+    /// True once the run's directory exists and its first snapshot is queued.
+    pub(crate) snapshotted: bool,
+}
+
+/// What a new run starts from.
+pub(crate) struct NewRun {
+    pub id: String,
+    pub seq: u64,
+    pub max_events: Option<usize>,
+    pub log: Option<Arc<LogTarget>>,
+    pub meta: Option<SnapshotMeta>,
+    pub now: f64,
+}
+
+impl RunState {
+    /// The one constructor: a registered `queued` run with no events, created at `now`
+    /// (CRE-3). `restore` starts from it too and overlays what the snapshot recorded.
+    pub(crate) fn new(new: NewRun) -> Self {
+        Self {
+            id: new.id,
+            seq: new.seq,
+            project_id: None,
+            conversation_id: None,
+            status: Some(QUEUED.to_owned()),
+            created_at: new.now,
+            updated_at: new.now,
+            next_event_id: 1,
+            history: History::new(new.max_events),
+            end_event_id: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            error_code: None,
+            cancel_requested: false,
+            child_exit_observed_at: None,
+            log: new.log,
+            log_closed: false,
+            registered: true,
+            cancel: None,
+            shutdown: None,
+            verified_group: None,
+            child_handle: None,
+            meta: new.meta,
+            snapshotted: false,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        is_terminal(self.status.as_deref())
+    }
+
+    /// The run's host-visible core fields (see [`MirrorFields`]).
+    pub fn mirror_fields(&self) -> MirrorFields<'_> {
+        MirrorFields {
+            project_id: self.project_id.as_deref(),
+            conversation_id: self.conversation_id.as_deref(),
+            status: self.status.as_deref(),
+            updated_at: self.updated_at,
+            next_event_id: self.next_event_id,
+            exit_code: self.exit_code,
+            signal: self.signal.as_deref(),
+            error: self.error.as_deref(),
+            error_code: self.error_code.as_deref(),
+            cancel_requested: self.cancel_requested,
+            child_exit_observed_at: self.child_exit_observed_at,
+        }
+    }
+}
+
+/// The core's view of a run's host-visible fields, as the JS facade mirrors them on the run
+/// object. Serialized for the test-support call `runCoreFields`, which lets the JS suites
+/// check after every test that the mirror has not drifted from the core.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorFields<'a> {
+    pub project_id: Option<&'a str>,
+    pub conversation_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub updated_at: f64,
+    pub next_event_id: u64,
+    pub exit_code: Option<f64>,
+    pub signal: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub error_code: Option<&'a str>,
+    pub cancel_requested: bool,
+    pub child_exit_observed_at: Option<f64>,
+}
+
+impl MirrorFields<'_> {
+    pub fn to_json(&self) -> CoreResult<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trm_1_only_the_three_terminal_statuses_are_terminal() {
+        for status in TERMINAL_STATUSES {
+            assert!(is_terminal(Some(status)));
+        }
+        for status in [
+            None,
+            Some(""),
+            Some("queued"),
+            Some("running"),
+            Some("Failed"),
+        ] {
+            assert!(!is_terminal(status));
+        }
+    }
+
+    #[test]
+    fn mirror_fields_keep_their_js_names_and_order() {
+        let run = RunState::new(NewRun {
+            id: "r".into(),
+            seq: 1,
+            max_events: Some(1),
+            log: None,
+            meta: None,
+            now: 5.0,
+        });
+        assert_eq!(
+            run.mirror_fields().to_json().unwrap(),
+            concat!(
+                r#"{"projectId":null,"conversationId":null,"status":"queued","updatedAt":5.0,"#,
+                r#""nextEventId":1,"exitCode":null,"signal":null,"error":null,"errorCode":null,"#,
+                r#""cancelRequested":false,"childExitObservedAt":null}"#
+            )
+        );
+    }
+}

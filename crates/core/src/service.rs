@@ -1,0 +1,659 @@
+//! The [`Service`]: one `createChatRunService` instance and its runs.
+//!
+//! Runs live in a slab addressed by a `u32` slot that the JS run object holds. The registry
+//! proper (what `get`, `list` and `shutdownActive` see) is a separate ordered index, with
+//! indexes by id, project and conversation beside it, so a run that was dropped or evicted
+//! keeps working (RUN-8) until its JS object is collected and the facade releases the slot.
+//!
+//! This file owns the slab and the indexes: create / get / list, host writes of core fields,
+//! drop / evict / release. The other jobs are `impl Service` blocks in their own files:
+//! [`crate::emit`], [`crate::replay`], [`crate::control`], [`crate::durable`], [`crate::stats`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use crate::config::ServiceConfig;
+use crate::durable::{RunIds, SnapshotMeta};
+use crate::error::{CoreError, CoreResult};
+use crate::log_writer::{LogShared, LogTarget, LogWriter};
+use crate::policy;
+use crate::run::{NewRun, NumberField, RunState, TextField};
+
+/// The fields `create()` reads (CRE-3), as the facade lowered them.
+#[derive(Default)]
+pub struct CreateMeta {
+    pub project_id: Option<String>,
+    pub conversation_id: Option<String>,
+    /// The lowered JSON of `meta.mediaExecution` / `meta.toolBundle` (`None` = undefined).
+    pub media_execution: Option<serde_json::Value>,
+    pub tool_bundle: Option<serde_json::Value>,
+    /// The other id fields (`assistantMessageId`, …), kept for the durable snapshot; only
+    /// passed when logging is on.
+    pub other_ids: Option<RunIds>,
+}
+
+impl CreateMeta {
+    /// From the JSON texts the facade passes: the two policies as their lowering, the other
+    /// ids as `{assistantMessageId, …}`. A text that does not parse counts as absent.
+    pub fn from_lowered(
+        project_id: Option<String>,
+        conversation_id: Option<String>,
+        media_execution: Option<&str>,
+        tool_bundle: Option<&str>,
+        other_ids: Option<&str>,
+    ) -> Self {
+        Self {
+            project_id,
+            conversation_id,
+            media_execution: media_execution.and_then(|t| serde_json::from_str(t).ok()),
+            tool_bundle: tool_bundle.and_then(|t| serde_json::from_str(t).ok()),
+            other_ids: other_ids.and_then(|t| serde_json::from_str(t).ok()),
+        }
+    }
+}
+
+/// What `create()` hands back to the facade.
+pub struct Created {
+    pub slot: u32,
+    pub id: String,
+    pub events_log_path: Option<String>,
+    /// The normalized policies and the redacted bundle summary, as JSON.
+    pub media_execution: Box<RawValue>,
+    pub tool_bundle: Box<RawValue>,
+    pub tool_summary: Box<RawValue>,
+}
+
+impl Created {
+    /// The reply `runCreate` returns: the JSON array
+    /// `[slot, id, mediaExecution, toolBundle, toolSummaryJson]` (the summary as a JSON string
+    /// the facade parses only when asked). One string and one `JSON.parse` in JS build the
+    /// slot, the id and both policy objects.
+    pub fn reply_json(&self) -> CoreResult<String> {
+        let reply = (
+            self.slot,
+            &self.id,
+            &self.media_execution,
+            &self.tool_bundle,
+            self.tool_summary.get(),
+        );
+        Ok(serde_json::to_string(&reply)?)
+    }
+}
+
+/// A run's normalized policies: the values the snapshot keeps, and the JSON the facade parses.
+struct Policies {
+    media: serde_json::Value,
+    summary: serde_json::Value,
+    media_json: Box<RawValue>,
+    bundle_json: Box<RawValue>,
+    summary_json: Box<RawValue>,
+}
+
+impl Policies {
+    fn of(media: Option<&serde_json::Value>, bundle: Option<&serde_json::Value>) -> Self {
+        let media = policy::normalize_media_execution(media);
+        let bundle = policy::normalize_tool_bundle(bundle);
+        let summary = policy::tool_bundle_summary(&bundle);
+        Self {
+            media_json: raw_json(&media),
+            bundle_json: raw_json(&bundle),
+            summary_json: raw_json(&summary),
+            media,
+            summary,
+        }
+    }
+}
+
+/// A value's JSON text. (Writing a `Value` into a string cannot fail; `null` is only there
+/// so no panic path exists.)
+fn raw_json(value: &serde_json::Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// List filter (LST-2); each field is set only when the host passed a non-empty string.
+#[derive(Default)]
+pub struct ListFilter<'a> {
+    pub project_id: Option<&'a str>,
+    pub conversation_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+}
+
+/// Registered runs grouped by one id field, each group in creation order.
+#[derive(Default)]
+struct GroupIndex(HashMap<String, BTreeMap<u64, u32>>);
+
+impl GroupIndex {
+    fn add(&mut self, key: Option<&str>, seq: u64, slot: u32) {
+        if let Some(key) = key {
+            self.0.entry(key.to_owned()).or_default().insert(seq, slot);
+        }
+    }
+
+    fn remove(&mut self, key: Option<&str>, seq: u64) {
+        let Some(key) = key else {
+            return;
+        };
+        if let Some(group) = self.0.get_mut(key) {
+            group.remove(&seq);
+            if group.is_empty() {
+                self.0.remove(key);
+            }
+        }
+    }
+
+    fn members(&self, key: &str) -> impl Iterator<Item = u32> + '_ {
+        self.0
+            .get(key)
+            .into_iter()
+            .flat_map(|g| g.values().copied())
+    }
+}
+
+/// One `createChatRunService` instance.
+pub struct Service {
+    pub(crate) cfg: ServiceConfig,
+    slab: Vec<Option<RunState>>,
+    free: Vec<u32>,
+    /// Registry in creation order: seq → slot.
+    pub(crate) order: BTreeMap<u64, u32>,
+    by_id: HashMap<String, u32>,
+    /// Registered runs by conversation and by project, each in creation order: `list` with
+    /// either filter touches only the matching runs.
+    by_conversation: GroupIndex,
+    by_project: GroupIndex,
+    next_seq: u64,
+    next_log_key: u64,
+    pub(crate) log_shared: Arc<LogShared>,
+    pub(crate) writer: Option<LogWriter>,
+    /// Event names the facade registered with [`Service::intern_event`], so the hot `emit`
+    /// path crosses the boundary with a number instead of a string.
+    pub(crate) event_names: Vec<Arc<str>>,
+    /// The policies of a run created without policy inputs (computed once).
+    default_policies: Policies,
+    /// Lines not persisted because their data could not be serialized.
+    pub(crate) unserializable: u64,
+    /// Lines not persisted because the run's log was already closed (IMP-1).
+    pub(crate) after_close: u64,
+}
+
+impl Service {
+    pub fn new(cfg: ServiceConfig, log_shared: LogShared) -> Self {
+        Self {
+            cfg,
+            slab: Vec::new(),
+            free: Vec::new(),
+            order: BTreeMap::new(),
+            by_id: HashMap::new(),
+            by_conversation: GroupIndex::default(),
+            by_project: GroupIndex::default(),
+            next_seq: 0,
+            next_log_key: 0,
+            log_shared: Arc::new(log_shared),
+            writer: None,
+            event_names: Vec::new(),
+            default_policies: Policies::of(None, None),
+            unserializable: 0,
+            after_close: 0,
+        }
+    }
+
+    pub(crate) fn run(&self, slot: u32) -> CoreResult<&RunState> {
+        self.slab
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .ok_or(CoreError::UnknownRun(slot))
+    }
+
+    pub(crate) fn run_mut(&mut self, slot: u32) -> CoreResult<&mut RunState> {
+        self.slab
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or(CoreError::UnknownRun(slot))
+    }
+
+    /// Every live run (registered or not), in slot order.
+    pub(crate) fn live_runs(&self) -> impl Iterator<Item = &RunState> {
+        self.slab.iter().flatten()
+    }
+
+    /// A run's state, for reading.
+    pub fn state(&self, slot: u32) -> CoreResult<&RunState> {
+        self.run(slot)
+    }
+
+    /// A target for a new log file of this service.
+    pub(crate) fn log_target(&mut self, path: PathBuf) -> Arc<LogTarget> {
+        self.next_log_key += 1;
+        Arc::new(LogTarget::new(self.next_log_key, path))
+    }
+
+    /// The next creation sequence number.
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// CRE-1..CRE-5.
+    pub fn create(&mut self, meta: CreateMeta, now: f64) -> Created {
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        let id: String = uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut id_buf)
+            .to_owned();
+        let computed;
+        let policies = if meta.media_execution.is_none() && meta.tool_bundle.is_none() {
+            // The common case: no policy inputs, so the (constant) defaults.
+            &self.default_policies
+        } else {
+            computed = Policies::of(meta.media_execution.as_ref(), meta.tool_bundle.as_ref());
+            &computed
+        };
+        let snapshot_meta = self.cfg.log.as_ref().map(|_| {
+            SnapshotMeta::new(
+                meta.other_ids.unwrap_or_default(),
+                policies.media.clone(),
+                policies.summary.clone(),
+            )
+        });
+        let media_execution = policies.media_json.clone();
+        let tool_bundle = policies.bundle_json.clone();
+        let tool_summary = policies.summary_json.clone();
+        let events_log_path = self.cfg.log.as_ref().map(|layout| layout.path_of(&id));
+        let log = events_log_path
+            .as_ref()
+            .map(|path| self.log_target(PathBuf::from(path)));
+        let mut run = RunState::new(NewRun {
+            id: id.clone(),
+            seq: self.next_seq(),
+            max_events: self.cfg.max_events,
+            log,
+            meta: snapshot_meta,
+            now,
+        });
+        run.project_id = meta.project_id;
+        run.conversation_id = meta.conversation_id;
+        let slot = self.insert(run);
+        Created {
+            slot,
+            id,
+            events_log_path,
+            media_execution,
+            tool_bundle,
+            tool_summary,
+        }
+    }
+
+    /// Puts a run in the slab and registers it.
+    pub(crate) fn insert(&mut self, run: RunState) -> u32 {
+        let (seq, id) = (run.seq, run.id.clone());
+        let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(run);
+                slot
+            }
+            None => {
+                self.slab.push(Some(run));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.order.insert(seq, slot);
+        self.by_id.insert(id, slot);
+        self.by_conversation.add(conversation.as_deref(), seq, slot);
+        self.by_project.add(project.as_deref(), seq, slot);
+        slot
+    }
+
+    /// True when a run with this id is registered.
+    pub(crate) fn has_id(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// GET-1.
+    pub fn get(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    /// LST-2, in creation order.
+    pub fn list(&self, filter: &ListFilter<'_>) -> Vec<u32> {
+        let candidates: Box<dyn Iterator<Item = u32> + '_> =
+            match (filter.conversation_id, filter.project_id) {
+                (Some(c), _) => Box::new(self.by_conversation.members(c)),
+                (None, Some(p)) => Box::new(self.by_project.members(p)),
+                (None, None) => Box::new(self.order.values().copied()),
+            };
+        candidates
+            .filter(|&slot| {
+                let Ok(run) = self.run(slot) else {
+                    return false;
+                };
+                if let Some(p) = filter.project_id {
+                    if run.project_id.as_deref() != Some(p) {
+                        return false;
+                    }
+                }
+                if let Some(c) = filter.conversation_id {
+                    if run.conversation_id.as_deref() != Some(c) {
+                        return false;
+                    }
+                }
+                match filter.status {
+                    Some("active") => !run.is_terminal(),
+                    Some(wanted) => run.status.as_deref() == Some(wanted),
+                    None => true,
+                }
+            })
+            .collect()
+    }
+
+    /// A host write of a core-owned text field (RUN-3; `None` for a non-string value). A
+    /// status write queues the run's status snapshot when it has one; project and
+    /// conversation writes move the run between the `list` indexes (LST-3).
+    pub fn set_text(
+        &mut self,
+        slot: u32,
+        field: TextField,
+        value: Option<String>,
+    ) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        match field {
+            TextField::Status => {
+                run.status = value;
+                self.write_snapshot(slot, false);
+            }
+            TextField::ProjectId => {
+                let old = std::mem::replace(&mut run.project_id, value);
+                if run.registered {
+                    let (seq, new) = (run.seq, run.project_id.clone());
+                    self.by_project.remove(old.as_deref(), seq);
+                    self.by_project.add(new.as_deref(), seq, slot);
+                }
+            }
+            TextField::ConversationId => {
+                let old = std::mem::replace(&mut run.conversation_id, value);
+                if run.registered {
+                    let (seq, new) = (run.seq, run.conversation_id.clone());
+                    self.by_conversation.remove(old.as_deref(), seq);
+                    self.by_conversation.add(new.as_deref(), seq, slot);
+                }
+            }
+            TextField::Signal => run.signal = value,
+            TextField::Error => run.error = value,
+            TextField::ErrorCode => run.error_code = value,
+        }
+        Ok(())
+    }
+
+    /// A host write of a core-owned numeric field (RUN-3; `None` for a non-number value, which
+    /// `updatedAt` keeps as NaN; `cancelRequested` is true for any non-zero number).
+    pub fn set_number(
+        &mut self,
+        slot: u32,
+        field: NumberField,
+        value: Option<f64>,
+    ) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        match field {
+            NumberField::UpdatedAt => run.updated_at = value.unwrap_or(f64::NAN),
+            NumberField::ExitCode => run.exit_code = value,
+            NumberField::ChildExitObservedAt => run.child_exit_observed_at = value,
+            NumberField::CancelRequested => run.cancel_requested = value.is_some_and(|v| v != 0.0),
+        }
+        Ok(())
+    }
+
+    /// DRP-1/DRP-2 (core part). Returns false for a terminal run (no-op).
+    pub fn drop_run(&mut self, slot: u32, now: f64) -> CoreResult<bool> {
+        let run = self.run(slot)?;
+        if run.is_terminal() {
+            return Ok(false);
+        }
+        self.unregister(slot)?;
+        let run = self.run_mut(slot)?;
+        run.status = Some("canceled".to_owned());
+        run.updated_at = now;
+        self.write_snapshot(slot, false);
+        self.close_log(slot)?;
+        Ok(true)
+    }
+
+    fn unregister(&mut self, slot: u32) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        if !run.registered {
+            return Ok(());
+        }
+        run.registered = false;
+        let (seq, id) = (run.seq, run.id.clone());
+        let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
+        self.by_conversation.remove(conversation.as_deref(), seq);
+        self.by_project.remove(project.as_deref(), seq);
+        self.order.remove(&seq);
+        if self.by_id.get(&id) == Some(&slot) {
+            self.by_id.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// FIN-5: remove the run from the registry only if it is still terminal.
+    pub fn evict(&mut self, slot: u32) -> CoreResult<bool> {
+        let run = self.run(slot)?;
+        if !run.registered || !run.is_terminal() {
+            return Ok(false);
+        }
+        self.unregister(slot)?;
+        Ok(true)
+    }
+
+    /// The JS run object was garbage-collected: free the slot (and its history).
+    pub fn release(&mut self, slot: u32) {
+        if self.unregister(slot).is_err() {
+            return;
+        }
+        let _ = self.close_log(slot);
+        if let Some(entry) = self.slab.get_mut(slot as usize) {
+            *entry = None;
+            self.free.push(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogLayout;
+    use crate::test_support::{emit, meta, service};
+
+    #[test]
+    fn cre_creates_queued_runs_with_uuid_and_normalized_policies() {
+        let mut svc = service(Some(10), None);
+        let created = svc.create(CreateMeta::default(), 5.0);
+        assert_eq!(created.id.len(), 36);
+        assert_eq!(created.id, created.id.to_lowercase());
+        assert_eq!(created.media_execution.get(), r#"{"mode":"enabled"}"#);
+        assert_eq!(created.tool_bundle.get(), r#"{"mcpServers":[]}"#);
+        assert_eq!(created.events_log_path, None);
+        let run = svc.state(created.slot).unwrap();
+        assert_eq!(run.status.as_deref(), Some("queued"));
+        assert_eq!(run.next_event_id, 1);
+        assert_eq!((run.created_at, run.updated_at), (5.0, 5.0));
+        assert_eq!(svc.get(&created.id), Some(created.slot));
+        assert_eq!(svc.get("nope"), None);
+    }
+
+    #[test]
+    fn cre_reply_is_one_json_array_with_the_summary_as_text() {
+        let mut svc = service(Some(10), None);
+        let created = svc.create(
+            CreateMeta::from_lowered(
+                None,
+                None,
+                Some(r#"{"mode":"question"}"#),
+                Some(r#"{"mcpServers":[{"id":"t","label":"say \"hi\"","command":"x"}]}"#),
+                Some("not json"),
+            ),
+            0.0,
+        );
+        let reply: serde_json::Value =
+            serde_json::from_str(&created.reply_json().unwrap()).unwrap();
+        assert_eq!(reply[0], created.slot);
+        assert_eq!(reply[1], created.id.as_str());
+        assert_eq!(reply[2], serde_json::json!({ "mode": "question" }));
+        assert_eq!(reply[3]["mcpServers"][0]["command"], "x");
+        let summary: serde_json::Value = serde_json::from_str(reply[4].as_str().unwrap()).unwrap();
+        assert_eq!(summary["mcpServers"][0]["label"], "say \"hi\"");
+        assert!(
+            summary["mcpServers"][0].get("command").is_none(),
+            "SUM-1: redacted"
+        );
+    }
+
+    #[test]
+    fn cre_4_log_path_is_prefix_id_suffix() {
+        let layout = LogLayout {
+            prefix: "/tmp/logs/".into(),
+            suffix: "/events.jsonl".into(),
+        };
+        let mut svc = service(Some(10), Some(layout));
+        let created = svc.create(CreateMeta::default(), 0.0);
+        assert_eq!(
+            created.events_log_path,
+            Some(format!("/tmp/logs/{}/events.jsonl", created.id))
+        );
+    }
+
+    #[test]
+    fn lst_2_filters_by_project_conversation_and_status() {
+        let mut svc = service(Some(10), None);
+        let a = svc.create(meta("p1", "c1"), 0.0).slot;
+        let b = svc.create(meta("p1", "c2"), 0.0).slot;
+        let c = svc.create(meta("p2", "c1"), 0.0).slot;
+        svc.finish(c, Some("succeeded".into()), Some(0.0), None, "{}", 1.0)
+            .unwrap();
+        let all = svc.list(&ListFilter::default());
+        assert_eq!(all, vec![a, b, c]);
+        let p1 = svc.list(&ListFilter {
+            project_id: Some("p1"),
+            ..ListFilter::default()
+        });
+        assert_eq!(p1, vec![a, b]);
+        let conv = svc.list(&ListFilter {
+            conversation_id: Some("c1"),
+            status: Some("active"),
+            ..ListFilter::default()
+        });
+        assert_eq!(conv, vec![a]);
+        let done = svc.list(&ListFilter {
+            status: Some("succeeded"),
+            ..ListFilter::default()
+        });
+        assert_eq!(done, vec![c]);
+        // LST-3: host writes move runs between the indexes.
+        svc.set_text(b, TextField::ConversationId, Some("c1".into()))
+            .unwrap();
+        let moved = svc.list(&ListFilter {
+            conversation_id: Some("c1"),
+            ..ListFilter::default()
+        });
+        assert_eq!(moved, vec![a, b, c]);
+        svc.set_text(a, TextField::ProjectId, None).unwrap();
+        let p1_now = svc.list(&ListFilter {
+            project_id: Some("p1"),
+            ..ListFilter::default()
+        });
+        assert_eq!(p1_now, vec![b]);
+        svc.drop_run(b, 2.0).unwrap();
+        let after_drop = svc.list(&ListFilter {
+            conversation_id: Some("c1"),
+            ..ListFilter::default()
+        });
+        assert_eq!(after_drop, vec![a, c]);
+        svc.set_text(a, TextField::Status, Some("running".into()))
+            .unwrap();
+        let active = svc.list(&ListFilter {
+            status: Some("active"),
+            ..ListFilter::default()
+        });
+        assert_eq!(active, vec![a]);
+    }
+
+    #[test]
+    fn run_3_host_writes_reach_each_field() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        svc.set_text(slot, TextField::Signal, Some("SIGTERM".into()))
+            .unwrap();
+        svc.set_text(slot, TextField::Error, Some("boom".into()))
+            .unwrap();
+        svc.set_text(slot, TextField::ErrorCode, Some("E".into()))
+            .unwrap();
+        svc.set_number(slot, NumberField::ExitCode, Some(3.0))
+            .unwrap();
+        svc.set_number(slot, NumberField::ChildExitObservedAt, Some(9.0))
+            .unwrap();
+        svc.set_number(slot, NumberField::CancelRequested, Some(1.0))
+            .unwrap();
+        svc.set_number(slot, NumberField::UpdatedAt, None).unwrap();
+        let run = svc.state(slot).unwrap();
+        assert_eq!(run.signal.as_deref(), Some("SIGTERM"));
+        assert_eq!(run.error.as_deref(), Some("boom"));
+        assert_eq!(run.error_code.as_deref(), Some("E"));
+        assert_eq!(run.exit_code, Some(3.0));
+        assert_eq!(run.child_exit_observed_at, Some(9.0));
+        assert!(run.cancel_requested);
+        assert!(run.updated_at.is_nan());
+        svc.set_number(slot, NumberField::CancelRequested, Some(0.0))
+            .unwrap();
+        assert!(!svc.state(slot).unwrap().cancel_requested);
+        assert_eq!(
+            svc.set_text(99, TextField::Status, None),
+            Err(CoreError::UnknownRun(99))
+        );
+    }
+
+    #[test]
+    fn drp_drop_unregisters_cancels_and_is_a_no_op_on_terminal_runs() {
+        let mut svc = service(Some(10), None);
+        let created = svc.create(CreateMeta::default(), 0.0);
+        assert!(svc.drop_run(created.slot, 3.0).unwrap());
+        assert_eq!(svc.get(&created.id), None);
+        let run = svc.state(created.slot).unwrap();
+        assert_eq!(run.status.as_deref(), Some("canceled"));
+        assert!(run.log_closed);
+        assert!(run.history.is_empty());
+        assert!(!svc.drop_run(created.slot, 4.0).unwrap());
+        // RUN-8: still usable after leaving the registry.
+        assert_eq!(emit(&mut svc, created.slot, "1"), 1);
+    }
+
+    #[test]
+    fn fin_5_eviction_only_removes_runs_that_are_still_terminal() {
+        let mut svc = service(Some(10), None);
+        let created = svc.create(CreateMeta::default(), 0.0);
+        assert!(!svc.evict(created.slot).unwrap());
+        svc.finish(created.slot, Some("failed".into()), None, None, "{}", 1.0)
+            .unwrap();
+        svc.set_text(created.slot, TextField::Status, Some("queued".into()))
+            .unwrap();
+        assert!(!svc.evict(created.slot).unwrap());
+        svc.set_text(created.slot, TextField::Status, Some("failed".into()))
+            .unwrap();
+        assert!(svc.evict(created.slot).unwrap());
+        assert_eq!(svc.get(&created.id), None);
+    }
+
+    #[test]
+    fn released_slots_are_reused_and_stale_handles_are_errors() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        svc.release(slot);
+        assert_eq!(svc.state(slot).err(), Some(CoreError::UnknownRun(slot)));
+        assert!(svc
+            .emit(99, crate::history::EventName::Text("x"), None, true, 0.0)
+            .is_err());
+        let again = svc.create(CreateMeta::default(), 0.0).slot;
+        assert_eq!(again, slot);
+    }
+}

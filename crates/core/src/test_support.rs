@@ -1,0 +1,58 @@
+//! Helpers shared by the unit tests of the `impl Service` files.
+
+use crate::config::{LogLayout, ServiceConfig};
+use crate::history::EventName;
+use crate::log_writer::{LogLimits, LogShared};
+use crate::service::{CreateMeta, Service};
+
+pub fn service(max_events: Option<usize>, log: Option<LogLayout>) -> Service {
+    Service::new(
+        ServiceConfig {
+            max_events,
+            log,
+            log_limits: LogLimits::default(),
+        },
+        LogShared::new(None),
+    )
+}
+
+pub fn meta(project: &str, conversation: &str) -> CreateMeta {
+    CreateMeta {
+        project_id: Some(project.into()),
+        conversation_id: Some(conversation.into()),
+        ..CreateMeta::default()
+    }
+}
+
+/// An `stdout` event with `data` at time 10.
+pub fn emit(svc: &mut Service, slot: u32, data: &str) -> u64 {
+    svc.emit(slot, EventName::Text("stdout"), Some(data), true, 10.0)
+        .unwrap()
+}
+
+/// The ids `replay` sends for `cursor`.
+pub fn replay_ids(svc: &Service, slot: u32, cursor: f64) -> Vec<u64> {
+    let replay = svc.replay(slot, cursor).unwrap();
+    let parsed: Vec<serde_json::Value> = serde_json::from_str(&replay.records_json).unwrap();
+    parsed.iter().filter_map(|r| r["id"].as_u64()).collect()
+}
+
+/// A fresh directory under the system temp dir, and its log layout.
+pub fn log_dir(name: &str) -> (std::path::PathBuf, LogLayout) {
+    let dir = std::env::temp_dir().join(format!("chat-run-core-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let layout = LogLayout {
+        prefix: format!("{}/", dir.display()),
+        suffix: "/events.jsonl".into(),
+    };
+    (dir, layout)
+}
+
+/// Waits for the writer to carry out everything queued so far.
+pub fn flush(svc: &Service) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    svc.flush(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+}

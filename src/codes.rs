@@ -1,0 +1,146 @@
+//! The numbers JS and the core exchange, as `#[napi]` enums so that `binding.d.ts` names them,
+//! and their conversions from and to the core's types.
+
+use chat_run_core::escalation::{Fallback, Step};
+use chat_run_core::signals;
+use chat_run_core::CancelStart;
+use napi_derive::napi;
+
+/// What the facade must do next in a cancel or shutdown plan. `runCancelBegin`,
+/// `runShutdownBegin` and `runEscalationNext` return a number: a positive one is a wait in ms
+/// for the child's `exit`/`close` (then call `runEscalationNext` with whether it exited), a
+/// negative one is one of these codes.
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum EscalationStep {
+    /// The plan is over: resolve with the status body.
+    Done = -1,
+    /// Call `acpSession.abort()`, swallowing errors.
+    Abort = -2,
+    /// `signalChild(run, 'SIGTERM')`.
+    Sigterm = -3,
+    /// `signalChild(run, 'SIGKILL')`.
+    Sigkill = -4,
+    /// `finish(run, 'canceled', null, 'SIGTERM')` now.
+    FinishNow = -5,
+    /// Finish from the child's state, `SIGTERM` when it has no signal (CAN-6).
+    FinishTerm = -6,
+    /// Finish from the child's state, `SIGKILL` when it has no signal (CAN-6).
+    FinishKill = -7,
+    /// `runCancelBegin` only: a cancel is already running; share its outcome (IMP-11).
+    InFlight = -8,
+    /// `runCancelBegin` only: the run is already terminal; nothing changed (CAN-1).
+    Terminal = -9,
+}
+
+impl EscalationStep {
+    fn code(self) -> f64 {
+        f64::from(self as i32)
+    }
+}
+
+/// A plan step as the number JS receives.
+pub(crate) fn step_code(step: Step) -> f64 {
+    match step {
+        Step::WaitExit(ms) => ms,
+        Step::Done => EscalationStep::Done.code(),
+        Step::Abort => EscalationStep::Abort.code(),
+        Step::SigTerm => EscalationStep::Sigterm.code(),
+        Step::SigKill => EscalationStep::Sigkill.code(),
+        Step::FinishNow => EscalationStep::FinishNow.code(),
+        Step::FinishFromChild(Fallback::SigTerm) => EscalationStep::FinishTerm.code(),
+        Step::FinishFromChild(Fallback::SigKill) => EscalationStep::FinishKill.code(),
+        // `Service::next_step` carries it out and never returns it.
+        Step::ReapGroup => EscalationStep::Done.code(),
+    }
+}
+
+/// The outcome of `cancel_begin` as the number JS receives.
+pub(crate) fn cancel_start_code(start: CancelStart) -> f64 {
+    match start {
+        CancelStart::Terminal => EscalationStep::Terminal.code(),
+        CancelStart::InFlight => EscalationStep::InFlight.code(),
+        CancelStart::Step(step) => step_code(step),
+    }
+}
+
+/// Where `runSignal` delivered the signal.
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Nothing was sent: call `child.kill(signal)`.
+    Fallback = 0,
+    /// The run's verified process group was signalled.
+    Group = 1,
+    /// The child's own pid was signalled.
+    Pid = 2,
+    /// The child has exited: nothing was sent, and nothing may be.
+    Gone = 3,
+}
+
+impl From<signals::Delivery> for Delivery {
+    fn from(delivery: signals::Delivery) -> Self {
+        match delivery {
+            signals::Delivery::Fallback => Delivery::Fallback,
+            signals::Delivery::Group => Delivery::Group,
+            signals::Delivery::Pid => Delivery::Pid,
+            signals::Delivery::Gone => Delivery::Gone,
+        }
+    }
+}
+
+/// A core-owned text field the host assigned (`runSetText`).
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum TextField {
+    /// `run.projectId` (moves the run between the `list` indexes).
+    ProjectId,
+    /// `run.conversationId` (moves the run between the `list` indexes).
+    ConversationId,
+    /// `run.status` (rewrites the run's `run.json` once it has one).
+    Status,
+    /// `run.signal`.
+    Signal,
+    /// `run.error`.
+    Error,
+    /// `run.errorCode`.
+    ErrorCode,
+}
+
+impl From<TextField> for chat_run_core::TextField {
+    fn from(field: TextField) -> Self {
+        match field {
+            TextField::ProjectId => Self::ProjectId,
+            TextField::ConversationId => Self::ConversationId,
+            TextField::Status => Self::Status,
+            TextField::Signal => Self::Signal,
+            TextField::Error => Self::Error,
+            TextField::ErrorCode => Self::ErrorCode,
+        }
+    }
+}
+
+/// A core-owned numeric field the host assigned (`runSetNumber`; `CancelRequested` as 0 / 1).
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum NumberField {
+    /// `run.updatedAt` (a non-number is kept as NaN).
+    UpdatedAt,
+    /// `run.exitCode`.
+    ExitCode,
+    /// `run.childExitObservedAt`.
+    ChildExitObservedAt,
+    /// `run.cancelRequested`, as 0 / 1.
+    CancelRequested,
+}
+
+impl From<NumberField> for chat_run_core::NumberField {
+    fn from(field: NumberField) -> Self {
+        match field {
+            NumberField::UpdatedAt => Self::UpdatedAt,
+            NumberField::ExitCode => Self::ExitCode,
+            NumberField::ChildExitObservedAt => Self::ChildExitObservedAt,
+            NumberField::CancelRequested => Self::CancelRequested,
+        }
+    }
+}

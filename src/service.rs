@@ -1,0 +1,170 @@
+//! Functions on a whole service, and the ones that need no service.
+
+use chat_run_core::log_writer::{LogFailure, LogLimits, LogShared};
+use chat_run_core::timing;
+use chat_run_core::{ListFilter, LogLayout, Service, ServiceConfig, ServiceDefaults};
+use napi::bindgen_prelude::{PromiseRaw, Uint32Array, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Result, Status};
+use napi_derive::napi;
+
+use crate::instances::{instances, service};
+use crate::map_error;
+
+type LogErrorCallback = ThreadsafeFunction<String, Unknown<'static>, String, Status, false, true>;
+
+/// Creates a service and returns its id. `maxEvents` is a validated integer ≥ 1 or
+/// `Infinity`; the log layout is `logPrefix + runId + logSuffix` (both from Node's
+/// `path.join`), or absent when logging is off. `onLogError` receives one message for the
+/// first disk error of this service.
+#[napi]
+pub fn create_service(
+    env: &Env,
+    max_events: f64,
+    log_prefix: Option<String>,
+    log_suffix: Option<String>,
+    #[napi(ts_arg_type = "((message: string) => unknown) | undefined | null")] on_log_error: Option<
+        LogErrorCallback,
+    >,
+) -> Result<u32> {
+    let log = match (log_prefix, log_suffix) {
+        (Some(prefix), Some(suffix)) => Some(LogLayout { prefix, suffix }),
+        _ => None,
+    };
+    let sink = on_log_error.map(|callback| {
+        Box::new(move |failure: LogFailure| {
+            let message = format!("chat-run-service: {failure}");
+            callback.call(message, ThreadsafeFunctionCallMode::NonBlocking);
+        }) as Box<dyn Fn(LogFailure) + Send + Sync>
+    });
+    let service = Service::new(
+        ServiceConfig {
+            max_events: ServiceConfig::max_events_from_js(max_events),
+            log,
+            log_limits: LogLimits::default(),
+        },
+        LogShared::new(sink),
+    );
+    instances(env)?.services.insert(service).map_err(map_error)
+}
+
+/// Frees a service whose JS object was collected (its writer drains and stops).
+#[napi]
+pub fn destroy_service(env: &Env, svc: u32) -> Result<()> {
+    instances(env)?.services.remove(svc);
+    Ok(())
+}
+
+/// The option defaults and the largest timer delay, as the JSON text
+/// `{"maxEvents":…,"ttlMs":…,"shutdownGraceMs":…,"maxTimerDelayMs":…}` (read once by the facade).
+#[napi]
+pub fn service_defaults() -> Result<String> {
+    ServiceDefaults::VALUES.to_json().map_err(map_error)
+}
+
+/// The delay to arm a Node timer with for `ms` (TMR-1, TMR-2: NaN or < 1 → 1, above
+/// 2147483647 → 2147483647), or `null` for `Infinity`: no timer at all.
+#[napi]
+pub fn timer_delay(ms: f64) -> Option<f64> {
+    timing::timer_delay_or_none(ms)
+}
+
+/// The terminal statuses (TRM-1), in their fixed order.
+#[napi]
+pub fn terminal_statuses() -> Vec<&'static str> {
+    chat_run_core::TERMINAL_STATUSES.to_vec()
+}
+
+/// The redacted summary of an arbitrary (lowered) bundle, for runs whose bundle the host
+/// replaced, as JSON.
+#[napi]
+pub fn summarize_tool_bundle(lowered: String) -> String {
+    chat_run_core::policy::tool_bundle_summary_json(&lowered)
+}
+
+/// One run `restoreRuns` found and registered again.
+#[napi(object)]
+pub struct RestoredRun {
+    /// The run's slot in this service.
+    pub slot: u32,
+    /// The run as restored, as JSON: the `run.json` snapshot after the log's verdict was
+    /// applied (or the run was marked failed as interrupted), with every field filled in:
+    /// `id`, `createdAt`, `updatedAt`, `nextEventId`, `projectId`, `conversationId`, `status`,
+    /// `exitCode`, `signal`, `error`, `errorCode`, `cancelRequested`, and `meta` with `ids`
+    /// (`assistantMessageId`, `clientRequestId`, `agentId`, `appliedPluginSnapshotId`,
+    /// `pluginId`), `mediaExecution` and `toolBundle` (the redacted summary).
+    pub snapshot: String,
+}
+
+/// Reads back the runs an earlier service left in `dir` (the `runsLogDir`).
+#[napi]
+pub fn restore_runs(env: &Env, svc: u32, dir: String, now: f64) -> Result<Vec<RestoredRun>> {
+    service(env, svc)?
+        .restore(std::path::Path::new(&dir), now)
+        .into_iter()
+        .map(|restored| {
+            Ok(RestoredRun {
+                slot: restored.slot,
+                snapshot: restored.snapshot.to_json().map_err(map_error)?,
+            })
+        })
+        .collect()
+}
+
+/// `get(id)`: the slot, or -1.
+#[napi]
+pub fn run_get(env: &Env, svc: u32, id: String) -> Result<i64> {
+    Ok(service(env, svc)?.get(&id).map_or(-1, i64::from))
+}
+
+/// `list(filter)`: slots in creation order (a typed array: one copy, no per-element calls).
+#[napi]
+pub fn run_list(
+    env: &Env,
+    svc: u32,
+    project_id: Option<String>,
+    conversation_id: Option<String>,
+    status: Option<String>,
+) -> Result<Uint32Array> {
+    let filter = ListFilter {
+        project_id: project_id.as_deref(),
+        conversation_id: conversation_id.as_deref(),
+        status: status.as_deref(),
+    };
+    Ok(Uint32Array::new(service(env, svc)?.list(&filter)))
+}
+
+/// Registers an event name for `runEmitNamed` (the facade caches the number).
+#[napi]
+pub fn intern_event(env: &Env, svc: u32, name: String) -> Result<u32> {
+    Ok(service(env, svc)?.intern_event(&name))
+}
+
+/// `shutdownActive()`: the registered non-terminal runs, in creation order.
+#[napi]
+pub fn shutdown_snapshot(env: &Env, svc: u32) -> Result<Vec<u32>> {
+    Ok(service(env, svc)?.shutdown_snapshot())
+}
+
+/// Resolves once every log line queued so far is written and closed files are closed (IMP-4).
+#[napi]
+pub fn flush_logs(env: &Env, svc: u32) -> Result<PromiseRaw<'_, ()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    service(env, svc)?.flush(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    env.spawn_future(async move {
+        // A closed channel means the writer is gone, which also means nothing is pending.
+        let _ = rx.await;
+        Ok(())
+    })
+}
+
+/// The service's health snapshot as the JSON text `getChatRunServiceStats` returns parsed:
+/// `{ runs: { registered, active, byStatus, live }, events: { retained, retainedBytes },
+/// log: { enabled, linesWritten, openFiles, queue: { lines, bytes }, notPersisted: { diskError,
+/// queueFull, unserializable, afterClose } } }`.
+#[napi]
+pub fn service_stats(env: &Env, svc: u32) -> Result<String> {
+    service(env, svc)?.stats().to_json().map_err(map_error)
+}
