@@ -11,13 +11,13 @@
 // ---------------------------------------------------------------------------------------------
 
 /** One of the three statuses that end a run. `finish` ignores every call after a run reaches one. */
-export type TerminalRunStatus = 'succeeded' | 'failed' | 'canceled';
+export type TerminalRunStatus = 'succeeded' | 'failed' | 'canceled'
 
 /**
  * A run's status: `'queued'` at creation, `'running'` once the host says so, then terminal.
  * Any other string is stored verbatim and counts as non-terminal.
  */
-export type RunStatus = 'queued' | 'running' | TerminalRunStatus | (string & {});
+export type RunStatus = 'queued' | 'running' | TerminalRunStatus | (string & {})
 
 /**
  * The type of {@link TERMINAL_RUN_STATUSES}: a real `Set<TerminalRunStatus>` whose `has` accepts any
@@ -25,14 +25,14 @@ export type RunStatus = 'queued' | 'running' | TerminalRunStatus | (string & {})
  */
 export interface TerminalRunStatusSet extends Set<TerminalRunStatus> {
   /** True when `value` is one of the three terminal statuses (strict equality, no coercion). */
-  has(value: unknown): boolean;
+  has(value: unknown): boolean
 }
 
 /**
  * The terminal statuses, as a real `Set` iterating `'succeeded'`, `'failed'`, `'canceled'`.
  * Mutating it does not change what any service treats as terminal (the service uses fixed values).
  */
-export declare const TERMINAL_RUN_STATUSES: TerminalRunStatusSet;
+export declare const TERMINAL_RUN_STATUSES: TerminalRunStatusSet
 
 // ---------------------------------------------------------------------------------------------
 // Host-supplied objects: SSE client / request / response, child process, ACP session
@@ -44,11 +44,11 @@ export declare const TERMINAL_RUN_STATUSES: TerminalRunStatusSet;
  */
 export interface SseClient {
   /** Writes one SSE record (`id:`/`event:`/`data:`). The return value is ignored. */
-  send(event: string, data: unknown, id: number): unknown;
+  send(event: string, data: unknown, id: number): unknown
   /** Ends the HTTP response; called by `finish`/`drop`, or after replaying a terminal run. */
-  end(): unknown;
+  end(): unknown
   /** Releases the writer's resources; called when the response emits `'close'` (live clients only). */
-  cleanup(): unknown;
+  cleanup(): unknown
 }
 
 /**
@@ -57,9 +57,9 @@ export interface SseClient {
  */
 export interface SseRequest {
   /** Returns a request header; a falsy result falls back to `query.after`. */
-  get(name: string): string | null | undefined;
+  get(name: string): string | null | undefined
   /** Parsed query string; `after` is the fallback replay cursor (converted with JS `Number()`). */
-  query: Record<string, unknown>;
+  query: Record<string, unknown>
 }
 
 /**
@@ -68,7 +68,7 @@ export interface SseRequest {
  */
 export interface SseResponse {
   /** Registers the handler that removes a live client from `run.clients` and calls its `cleanup()`. */
-  on(event: 'close', listener: () => void): unknown;
+  on(event: 'close', listener: () => void): unknown
 }
 
 /**
@@ -77,17 +77,17 @@ export interface SseResponse {
  */
 export interface ChildLike {
   /** OS process id; when a number, it is reported as the status body's `childPid`. */
-  readonly pid?: number | undefined;
+  readonly pid?: number | undefined
   /** Exit code once the child has exited, else `null`. */
-  readonly exitCode: number | null;
+  readonly exitCode: number | null
   /** Signal that terminated the child, else `null`. */
-  readonly signalCode: NodeJS.Signals | (string & {}) | null;
+  readonly signalCode: NodeJS.Signals | (string & {}) | null
   /** Sends `signal` to the child; `signalChild` returns this result (or `false` if it throws). */
-  kill(signal?: NodeJS.Signals | number): boolean;
+  kill(signal?: NodeJS.Signals | number): boolean
   /** Optional: when present, cancel/shutdown wait for `'close'`/`'exit'` instead of only timing out. */
-  once?(event: 'close' | 'exit', listener: () => void): unknown;
+  once?(event: 'close' | 'exit', listener: () => void): unknown
   /** Optional: when present, used to remove the listeners added with `once` after each wait. */
-  off?(event: 'close' | 'exit', listener: () => void): unknown;
+  off?(event: 'close' | 'exit', listener: () => void): unknown
 }
 
 /**
@@ -96,8 +96,8 @@ export interface ChildLike {
  */
 export type AcpSessionLike = object & {
   /** Asks the agent to stop its current turn; its return value (even a promise) is ignored. */
-  abort?(): unknown;
-};
+  abort?(): unknown
+}
 
 // ---------------------------------------------------------------------------------------------
 // Run metadata, media policy, tool bundle
@@ -106,12 +106,12 @@ export type AcpSessionLike = object & {
 /** Normalized media execution policy stored on `run.mediaExecution`; `{ mode: 'enabled' }` by default. */
 export type MediaExecutionPolicy = {
   /** Whether media tools run (`'enabled'`), ask first (`'question'`) or are off (`'disabled'`). */
-  mode: 'enabled' | 'question' | 'disabled';
+  mode: 'enabled' | 'question' | 'disabled'
   /** Surfaces media generation may use, de-duplicated in first-seen order; absent means unrestricted. */
-  allowedSurfaces?: Array<'image' | 'video' | 'audio'>;
+  allowedSurfaces?: Array<'image' | 'video' | 'audio'>
   /** Model ids media generation may use, trimmed and de-duplicated; absent means unrestricted. */
-  allowedModels?: string[];
-};
+  allowedModels?: string[]
+}
 
 /**
  * What `create` accepts as `meta.mediaExecution`. Any invalid part (unknown mode or surface, blank
@@ -119,145 +119,145 @@ export type MediaExecutionPolicy = {
  */
 export type MediaExecutionPolicyInput = {
   /** Policy mode, case-sensitive and not trimmed; defaults to `'enabled'` when not a string. */
-  mode?: 'enabled' | 'question' | 'disabled' | undefined;
+  mode?: 'enabled' | 'question' | 'disabled' | undefined
   /** Allowed surfaces; `null` is invalid, `[]` is kept as "none". */
-  allowedSurfaces?: ReadonlyArray<'image' | 'video' | 'audio'> | undefined;
+  allowedSurfaces?: ReadonlyArray<'image' | 'video' | 'audio'> | undefined
   /** Allowed model ids; each must have a non-empty trim. `[]` is kept as "none". */
-  allowedModels?: readonly string[] | undefined;
-};
+  allowedModels?: readonly string[] | undefined
+}
 
 /** A sanitized stdio MCP server (SPEC §13), key order `id, transport, enabled, label?, templateId?, command, args?, env?`. */
 export type McpStdioServerConfig = {
   /** Trimmed id: 1–64 chars, ASCII letter/digit first, then letters, digits, `_` or `-`; unique per bundle. */
-  id: string;
+  id: string
   /** Discriminant: the server is spawned as a local process. */
-  transport: 'stdio';
+  transport: 'stdio'
   /** `false` only when the input was the boolean `false`. */
-  enabled: boolean;
+  enabled: boolean
   /** Trimmed display label; omitted when blank. */
-  label?: string;
+  label?: string
   /** Trimmed template id; omitted when blank. */
-  templateId?: string;
+  templateId?: string
   /** Trimmed executable to spawn. */
-  command: string;
+  command: string
   /** String arguments, verbatim and in order; omitted when none. */
-  args?: string[];
+  args?: string[]
   /** Environment entries, verbatim (secrets kept); omitted when none. */
-  env?: Record<string, string>;
-};
+  env?: Record<string, string>
+}
 
 /** A sanitized remote MCP server (SPEC §13), key order `id, transport, enabled, label?, templateId?, url, authMode, headers?`. */
 export type McpHttpServerConfig = {
   /** Trimmed id: 1–64 chars, ASCII letter/digit first, then letters, digits, `_` or `-`; unique per bundle. */
-  id: string;
+  id: string
   /** Discriminant: the server is reached over streamable HTTP or SSE. */
-  transport: 'http' | 'sse';
+  transport: 'http' | 'sse'
   /** `false` only when the input was the boolean `false`. */
-  enabled: boolean;
+  enabled: boolean
   /** Trimmed display label; omitted when blank. */
-  label?: string;
+  label?: string
   /** Trimmed template id; omitted when blank. */
-  templateId?: string;
+  templateId?: string
   /** WHATWG-serialized `http:`/`https:` URL; query, fragment and userinfo are kept. */
-  url: string;
+  url: string
   /** `'none'` for loopback hosts, `'oauth'` otherwise, unless the input said exactly one of them. */
-  authMode: 'none' | 'oauth';
+  authMode: 'none' | 'oauth'
   /** Header entries, verbatim (secrets kept); omitted when none. */
-  headers?: Record<string, string>;
-};
+  headers?: Record<string, string>
+}
 
 /** A sanitized run-scoped MCP server, discriminated on `transport` (`'stdio'` vs `'http'`/`'sse'`). */
-export type McpServerConfig = McpStdioServerConfig | McpHttpServerConfig;
+export type McpServerConfig = McpStdioServerConfig | McpHttpServerConfig
 
 /** The full sanitized tool bundle stored on `run.toolBundle`, secrets included (the host spawns from it). */
 export type ToolBundle = {
   /** Valid servers in input order; the first occurrence of each id wins. */
-  mcpServers: McpServerConfig[];
-};
+  mcpServers: McpServerConfig[]
+}
 
 /** A stdio MCP server as `create` accepts it; `url`, `headers` and `authMode` are ignored for it. */
 export type McpStdioServerConfigInput = {
   /** Server id; trimmed, then it must match `[A-Za-z0-9][A-Za-z0-9_-]{0,63}` or the entry is dropped. */
-  id: string;
+  id: string
   /** `'stdio'`, or absent/`null`, which also means stdio. */
-  transport?: 'stdio' | null | undefined;
+  transport?: 'stdio' | null | undefined
   /** Anything but the boolean `false` means enabled. */
-  enabled?: boolean | null | undefined;
+  enabled?: boolean | null | undefined
   /** Display label; blank values are dropped. */
-  label?: string | null | undefined;
+  label?: string | null | undefined
   /** Template id; blank values are dropped. */
-  templateId?: string | null | undefined;
+  templateId?: string | null | undefined
   /** Executable to spawn; a blank command drops the entry. */
-  command: string;
+  command: string
   /** Arguments, kept verbatim; non-string elements are dropped. */
-  args?: readonly string[] | undefined;
+  args?: readonly string[] | undefined
   /** Environment; blank keys and values are dropped. */
-  env?: Readonly<Record<string, string>> | undefined;
-};
+  env?: Readonly<Record<string, string>> | undefined
+}
 
 /** A remote MCP server as `create` accepts it; `command`, `args` and `env` are ignored for it. */
 export type McpHttpServerConfigInput = {
   /** Server id; trimmed, then it must match `[A-Za-z0-9][A-Za-z0-9_-]{0,63}` or the entry is dropped. */
-  id: string;
+  id: string
   /** Transport, case-sensitive. */
-  transport: 'http' | 'sse';
+  transport: 'http' | 'sse'
   /** Anything but the boolean `false` means enabled. */
-  enabled?: boolean | null | undefined;
+  enabled?: boolean | null | undefined
   /** Display label; blank values are dropped. */
-  label?: string | null | undefined;
+  label?: string | null | undefined
   /** Template id; blank values are dropped. */
-  templateId?: string | null | undefined;
+  templateId?: string | null | undefined
   /** Absolute `http:`/`https:` URL; anything else drops the entry. */
-  url: string;
+  url: string
   /** Explicit auth mode; otherwise inferred from the host (loopback means `'none'`). */
-  authMode?: 'none' | 'oauth' | null | undefined;
+  authMode?: 'none' | 'oauth' | null | undefined
   /** Request headers; blank keys and values are dropped. */
-  headers?: Readonly<Record<string, string>> | undefined;
-};
+  headers?: Readonly<Record<string, string>> | undefined
+}
 
 /** An MCP server as `create` accepts it. Invalid entries are dropped silently at runtime, never thrown. */
-export type McpServerConfigInput = McpStdioServerConfigInput | McpHttpServerConfigInput;
+export type McpServerConfigInput = McpStdioServerConfigInput | McpHttpServerConfigInput
 
 /** What `create` accepts as `meta.toolBundle`; anything that is not a plain object gives `{ mcpServers: [] }`. */
 export type ToolBundleInput = {
   /** Servers to sanitize; a non-array gives no servers. */
-  mcpServers?: readonly McpServerConfigInput[] | null | undefined;
-};
+  mcpServers?: readonly McpServerConfigInput[] | null | undefined
+}
 
 /** The redacted view of one MCP server in a status body: no command, args, env, URL or headers. */
 export type McpServerSummary =
   | {
       /** Server id. */
-      id: string;
+      id: string
       /** Display label, when set. */
-      label?: string;
+      label?: string
       /** Template id, when set. */
-      templateId?: string;
+      templateId?: string
       /** Stdio servers never carry `authMode`. */
-      transport: 'stdio';
+      transport: 'stdio'
       /** Whether the server is enabled. */
-      enabled: boolean;
+      enabled: boolean
     }
   | {
       /** Server id. */
-      id: string;
+      id: string
       /** Display label, when set. */
-      label?: string;
+      label?: string
       /** Template id, when set. */
-      templateId?: string;
+      templateId?: string
       /** Remote transport. */
-      transport: 'http' | 'sse';
+      transport: 'http' | 'sse'
       /** Whether the server is enabled. */
-      enabled: boolean;
+      enabled: boolean
       /** Remote servers always carry their auth mode. */
-      authMode: 'none' | 'oauth';
-    };
+      authMode: 'none' | 'oauth'
+    }
 
 /** The redacted tool bundle in a status body (SPEC §14): six keys per server, never a secret. */
 export type ToolBundleSummary = {
   /** One summary per server of `run.toolBundle.mcpServers`, in order. */
-  mcpServers: McpServerSummary[];
-};
+  mcpServers: McpServerSummary[]
+}
 
 /**
  * Metadata read by `create`. Each id field is kept verbatim when it is a non-empty string (not
@@ -265,24 +265,24 @@ export type ToolBundleSummary = {
  */
 export type RunCreateMeta = {
   /** Project the run belongs to; used by `list` filters. */
-  projectId?: string | null | undefined;
+  projectId?: string | null | undefined
   /** Conversation the run belongs to; used by `list` filters. */
-  conversationId?: string | null | undefined;
+  conversationId?: string | null | undefined
   /** Assistant message the run writes into. */
-  assistantMessageId?: string | null | undefined;
+  assistantMessageId?: string | null | undefined
   /** Client-chosen request id (never part of the status body). */
-  clientRequestId?: string | null | undefined;
+  clientRequestId?: string | null | undefined
   /** Agent that executes the run. */
-  agentId?: string | null | undefined;
+  agentId?: string | null | undefined
   /** Frozen plugin snapshot the run is pinned to. */
-  appliedPluginSnapshotId?: string | null | undefined;
+  appliedPluginSnapshotId?: string | null | undefined
   /** Plugin the run belongs to. */
-  pluginId?: string | null | undefined;
+  pluginId?: string | null | undefined
   /** Media policy to normalize (SPEC §12); missing or `null` means `{ mode: 'enabled' }`. */
-  mediaExecution?: MediaExecutionPolicyInput | null | undefined;
+  mediaExecution?: MediaExecutionPolicyInput | null | undefined
   /** Run-scoped MCP servers to sanitize (SPEC §13); missing means `{ mcpServers: [] }`. */
-  toolBundle?: ToolBundleInput | null | undefined;
-};
+  toolBundle?: ToolBundleInput | null | undefined
+}
 
 // ---------------------------------------------------------------------------------------------
 // Events, runs, status bodies
@@ -294,24 +294,24 @@ export type RunCreateMeta = {
  */
 export type ChatRunEvent<T = unknown> = {
   /** Per-run id: starts at 1, grows by 1 per emit, never reused or renumbered. */
-  id: number;
+  id: number
   /** Event name, stored as given (`'end'` and `'error'` have special meaning). */
-  event: string;
+  event: string
   /** The emitted payload. */
-  data: T;
+  data: T
   /** `Date.now()` at emit time. */
-  timestamp: number;
-};
+  timestamp: number
+}
 
 /** `data` of the `'end'` event that `finish` emits, key order `code, signal, status`. */
 export type ChatRunEndData = {
   /** Exit code passed to `finish` (`null` by default). */
-  code: number | null;
+  code: number | null
   /** Signal passed to `finish` (`null` by default). */
-  signal: NodeJS.Signals | (string & {}) | null;
+  signal: NodeJS.Signals | (string & {}) | null
   /** The run's new status. */
-  status: RunStatus;
-};
+  status: RunStatus
+}
 
 /**
  * A chat run: a plain, mutable, extensible object shared by the service and the host (SPEC §5).
@@ -319,67 +319,67 @@ export type ChatRunEndData = {
  */
 export interface ChatRun {
   /** Random lowercase UUID v4 and registry key; never changes. */
-  readonly id: string;
+  readonly id: string
   /** Project id from `create` meta, or `null`; the host may back-fill it. */
-  projectId: string | null;
+  projectId: string | null
   /** Conversation id from `create` meta, or `null`; the host may back-fill it. */
-  conversationId: string | null;
+  conversationId: string | null
   /** Assistant message id from `create` meta, or `null`. */
-  assistantMessageId: string | null;
+  assistantMessageId: string | null
   /** Client request id from `create` meta, or `null`. */
-  clientRequestId: string | null;
+  clientRequestId: string | null
   /** Agent id from `create` meta, or `null`. */
-  agentId: string | null;
+  agentId: string | null
   /** Applied plugin snapshot id from `create` meta, or `null`. */
-  appliedPluginSnapshotId: string | null;
+  appliedPluginSnapshotId: string | null
   /** Plugin id from `create` meta, or `null`. */
-  pluginId: string | null;
+  pluginId: string | null
   /** Normalized media policy (SPEC §12). */
-  mediaExecution: MediaExecutionPolicy;
+  mediaExecution: MediaExecutionPolicy
   /** Full sanitized tool bundle, secrets included; reach it in responses only through `statusBody`. */
-  readonly toolBundle: ToolBundle;
+  readonly toolBundle: ToolBundle
   /** `'queued'` at creation; the host sets `'running'`; `finish`/`drop` set the terminal verdict. */
-  status: RunStatus;
+  status: RunStatus
   /** Creation time (ms since epoch). */
-  readonly createdAt: number;
+  readonly createdAt: number
   /** Last change (ms); bumped by emit, finish, cancel, shutdownActive and drop; the host may write it. */
-  updatedAt: number;
+  updatedAt: number
   /** The last `maxEvents` records, oldest first, as a fresh array; mutating it never changes history. */
-  readonly events: ChatRunEvent[];
+  readonly events: ChatRunEvent[]
   /** Id the next `emit` will use (starts at 1). */
-  readonly nextEventId: number;
+  readonly nextEventId: number
   /** Live SSE clients; a real `Set` the host may add its own clients to. `finish`/`drop` end and clear it. */
-  readonly clients: Set<SseClient>;
+  readonly clients: Set<SseClient>
   /** Pending `wait()` resolvers; `finish`/`drop` call each once with a status body, then clear it. */
-  readonly waiters: Set<(body: ChatRunStatusBody) => void>;
+  readonly waiters: Set<(body: ChatRunStatusBody) => void>
   /** The agent's child process, set by the host; `null` means queued (cancel finishes at once). */
-  child: ChildLike | null;
+  child: ChildLike | null
   /** The agent's ACP/RPC session, set by the host; its `abort()` is tried before signals. */
-  acpSession: AcpSessionLike | null;
+  acpSession: AcpSessionLike | null
   /** Child pid recorded by the host; reported when `child.pid` is not a number. */
-  childPid: number | null;
+  childPid: number | null
   /** Process group to signal instead of the child; honoured only if ≥ 2, not the daemon's, and the child's own. */
-  processGroupId: number | null;
+  processGroupId: number | null
   /** When `cancel` first observed the child's exit (ms), else `null`. */
-  childExitObservedAt: number | null;
+  childExitObservedAt: number | null
   /** Exit code recorded by `finish`. */
-  exitCode: number | null;
+  exitCode: number | null
   /** Signal recorded by `finish`. */
-  signal: NodeJS.Signals | (string & {}) | null;
+  signal: NodeJS.Signals | (string & {}) | null
   /** Last error message extracted from an `'error'` event, else `null`. */
-  error: string | null;
+  error: string | null
   /** Last error code extracted from an `'error'` event (or written by the host), else `null`. */
-  errorCode: string | null;
+  errorCode: string | null
   /** `true` once `cancel` or `shutdownActive` has been called on the run. */
-  cancelRequested: boolean;
+  cancelRequested: boolean
   /** `<runsLogDir>/<id>/events.jsonl` when logging is enabled, else `null`. */
-  readonly eventsLogPath: string | null;
+  readonly eventsLogPath: string | null
   /** Implementation-defined log handle (`null` when none); the host must not touch it. */
-  readonly eventsLogStream: unknown;
+  readonly eventsLogStream: unknown
   /** Absent until `start`, which replaces it with a copy of the old keys plus `startRequestedAt: now`. */
-  analyticsTelemetry?: Record<string, unknown> & { startRequestedAt?: number };
+  analyticsTelemetry?: Record<string, unknown> & { startRequestedAt?: number }
   /** Host-added fields (`stdinOpen`, `userPrompt`, …) are kept and ignored by the service. */
-  [extra: string]: unknown;
+  [extra: string]: unknown
 }
 
 /**
@@ -388,50 +388,50 @@ export interface ChatRun {
  */
 export type ChatRunStatusBody = {
   /** `run.id`. */
-  id: string;
+  id: string
   /** `run.projectId`, verbatim. */
-  projectId: string | null;
+  projectId: string | null
   /** `run.conversationId`, verbatim. */
-  conversationId: string | null;
+  conversationId: string | null
   /** `run.assistantMessageId`, verbatim. */
-  assistantMessageId: string | null;
+  assistantMessageId: string | null
   /** `run.agentId`, verbatim. */
-  agentId: string | null;
+  agentId: string | null
   /** `run.appliedPluginSnapshotId ?? null`. */
-  appliedPluginSnapshotId: string | null;
+  appliedPluginSnapshotId: string | null
   /** `run.pluginId ?? null`. */
-  pluginId: string | null;
+  pluginId: string | null
   /** `run.status`. */
-  status: RunStatus;
+  status: RunStatus
   /** `run.createdAt`. */
-  createdAt: number;
+  createdAt: number
   /** `run.updatedAt`. */
-  updatedAt: number;
+  updatedAt: number
   /** `!!run.cancelRequested`. */
-  cancelRequested: boolean;
+  cancelRequested: boolean
   /** `run.child.pid` when it is a number, else `run.childPid ?? null`. */
-  childPid: number | null;
+  childPid: number | null
   /** `run.processGroupId ?? null`. */
-  processGroupId: number | null;
+  processGroupId: number | null
   /** `true` when there is no child or it has an exit code or signal. */
-  childExited: boolean;
+  childExited: boolean
   /** `run.childExitObservedAt ?? null`. */
-  childExitObservedAt: number | null;
+  childExitObservedAt: number | null
   /** `run.exitCode`. */
-  exitCode: number | null;
+  exitCode: number | null
   /** `run.signal`. */
-  signal: NodeJS.Signals | (string & {}) | null;
+  signal: NodeJS.Signals | (string & {}) | null
   /** `run.error ?? null`. */
-  error: string | null;
+  error: string | null
   /** `run.errorCode ?? null`. */
-  errorCode: string | null;
+  errorCode: string | null
   /** `run.eventsLogPath ?? null`. */
-  eventsLogPath: string | null;
+  eventsLogPath: string | null
   /** `run.mediaExecution`, or `{ mode: 'enabled' }` when the host cleared it. */
-  mediaExecution: MediaExecutionPolicy;
+  mediaExecution: MediaExecutionPolicy
   /** Redacted summary of `run.toolBundle`. */
-  toolBundle: ToolBundleSummary;
-};
+  toolBundle: ToolBundleSummary
+}
 
 // ---------------------------------------------------------------------------------------------
 // Options and method arguments
@@ -446,53 +446,53 @@ export interface ChatRunServiceOptions {
    * Turns the `res` given to `stream()` into an SSE client; called exactly once per `stream()` call.
    * Required: a non-function throws `TypeError` at construction.
    */
-  createSseResponse(res: SseResponse): SseClient;
+  createSseResponse(res: SseResponse): SseClient
   /**
    * Builds the `data` of the `'error'` event that `fail()` emits (`init` defaults to `{}`).
    * Required: a non-function throws `TypeError` at construction.
    */
-  createSseErrorPayload(code: string, message: string, init: Record<string, unknown>): unknown;
+  createSseErrorPayload(code: string, message: string, init: Record<string, unknown>): unknown
   /**
    * Ring-buffer size of `run.events`: an integer ≥ 1, or `Infinity` for unbounded.
    * Other numbers (0, 1.5, NaN) throw `RangeError`; non-numbers throw `TypeError`.
    * @defaultValue `2000`
    */
-  maxEvents?: number | undefined;
+  maxEvents?: number | undefined
   /**
    * Delay from `finish` to eviction from the registry (ms, ≥ 0, clamped to 2147483647); `Infinity` never evicts.
    * NaN or a negative number throws `RangeError`; non-numbers throw `TypeError`.
    * @defaultValue `1_800_000` (30 minutes)
    */
-  ttlMs?: number | undefined;
+  ttlMs?: number | undefined
   /**
    * Default `graceMs` of `shutdownActive` (ms, ≥ 0).
    * NaN or a negative number throws `RangeError`; non-numbers throw `TypeError`.
    * @defaultValue `3000`
    */
-  shutdownGraceMs?: number | undefined;
+  shutdownGraceMs?: number | undefined
   /**
    * Directory for per-run `<runsLogDir>/<runId>/events.jsonl` logs; `null` or `''` disables logging
    * (no filesystem access at all). Relative paths resolve against the cwd; other types throw `TypeError`.
    * @defaultValue `null`
    */
-  runsLogDir?: string | null | undefined;
+  runsLogDir?: string | null | undefined
 }
 
 /** Filter of `list()`; every key is optional and `null`/`undefined`/`''` do not filter. */
 export type ListFilter = {
   /** Keep runs whose `projectId` equals this non-empty string. */
-  projectId?: string | null | undefined;
+  projectId?: string | null | undefined
   /** Keep runs whose `conversationId` equals this non-empty string. */
-  conversationId?: string | null | undefined;
+  conversationId?: string | null | undefined
   /** `'active'` keeps non-terminal runs; any other non-empty string keeps runs with exactly that status. */
-  status?: 'active' | RunStatus | null | undefined;
-};
+  status?: 'active' | RunStatus | null | undefined
+}
 
 /** Options of `shutdownActive()`. */
 export type ShutdownOptions = {
   /** Time each child gets to exit after SIGTERM before SIGKILL (ms); invalid values use `shutdownGraceMs`. */
-  graceMs?: number | undefined;
-};
+  graceMs?: number | undefined
+}
 
 // ---------------------------------------------------------------------------------------------
 // The service
@@ -507,38 +507,38 @@ export interface ChatRunService {
    * Creates and registers a `'queued'` run from `meta` (`undefined`/`null`/non-objects mean `{}`).
    * Emits nothing, touches no file and starts no timer.
    */
-  readonly create: (meta?: RunCreateMeta | null) => ChatRun;
+  readonly create: (meta?: RunCreateMeta | null) => ChatRun
   /**
    * Stamps `run.analyticsTelemetry.startRequestedAt`, calls `starter(run)` once and returns `run`.
    * A rejection becomes `fail(run, 'AGENT_EXECUTION_FAILED', message)`; a sync throw propagates, a non-promise result throws `TypeError`.
    */
-  readonly start: <R extends ChatRun>(run: R, starter: (run: R) => Promise<unknown>) => R;
+  readonly start: <R extends ChatRun>(run: R, starter: (run: R) => Promise<unknown>) => R
   /** Returns the registered run with this id, or `null` (also after drop/eviction). */
-  readonly get: (id: string) => ChatRun | null;
+  readonly get: (id: string) => ChatRun | null
   /** Returns a new array of registered runs in creation order that match every given filter. */
-  readonly list: (filter?: ListFilter | null) => ChatRun[];
+  readonly list: (filter?: ListFilter | null) => ChatRun[]
   /**
    * Attaches an SSE client: replays buffered events after the `Last-Event-ID`/`?after=` cursor, then
    * ends at once for a terminal run or registers the client until `res` closes.
    */
-  readonly stream: (run: ChatRun, req: SseRequest, res: SseResponse) => void;
+  readonly stream: (run: ChatRun, req: SseRequest, res: SseResponse) => void
   /**
    * Cancels a run: queued runs finish at once; otherwise `acpSession.abort()`, SIGTERM, then SIGKILL.
    * Resolves to the final status body; never throws synchronously and never rejects for a terminal run.
    */
-  readonly cancel: (run: ChatRun) => Promise<ChatRunStatusBody>;
+  readonly cancel: (run: ChatRun) => Promise<ChatRunStatusBody>
   /**
    * Finishes every active run as `'canceled'`/`'SIGTERM'` at once, then SIGKILLs children still alive
    * after `graceMs`. Resolves when all are done and every log is flushed and closed.
    */
-  readonly shutdownActive: (opts?: ShutdownOptions | null) => Promise<void>;
+  readonly shutdownActive: (opts?: ShutdownOptions | null) => Promise<void>
   /** Resolves with a status body when the run finishes or is dropped (at once if already terminal); never rejects. */
-  readonly wait: (run: ChatRun) => Promise<ChatRunStatusBody>;
+  readonly wait: (run: ChatRun) => Promise<ChatRunStatusBody>
   /**
    * Appends an event, logs it, fans it out to `run.clients` and returns the record with the caller's `data`.
    * `'error'` events also update `run.error`/`run.errorCode`. No terminal guard.
    */
-  readonly emit: <T = undefined>(run: ChatRun, event: string, data?: T) => ChatRunEvent<T>;
+  readonly emit: <T = undefined>(run: ChatRun, event: string, data?: T) => ChatRunEvent<T>
   /**
    * Ends a run once (no-op when already terminal): records status/code/signal, emits `'end'`, ends clients,
    * resolves waiters, closes the log, schedules eviction. `code` and `signal` default to `null`.
@@ -548,26 +548,26 @@ export interface ChatRunService {
     status: RunStatus,
     code?: number | null,
     signal?: NodeJS.Signals | (string & {}) | null,
-  ) => void;
+  ) => void
   /**
    * Emits `'error'` with `createSseErrorPayload(code, message, init)` then finishes as `'failed'` (code 1).
    * A no-op on a terminal run; `init` defaults to `{}`.
    */
-  readonly fail: (run: ChatRun, code: string, message: string, init?: Record<string, unknown>) => void;
+  readonly fail: (run: ChatRun, code: string, message: string, init?: Record<string, unknown>) => void
   /**
    * Unregisters a non-terminal run without an `'end'` event: ends clients, sets `'canceled'`, resolves waiters, closes the log.
    * A no-op for a falsy or terminal run.
    */
-  readonly drop: (run: ChatRun | null | undefined) => void;
+  readonly drop: (run: ChatRun | null | undefined) => void
   /**
    * Sends `signal` to the run's verified process group, else to `run.child`; returns whether it was sent.
    * Returns `false` without signalling when there is no child or it has exited.
    */
-  readonly signalChild: (run: ChatRun, signal: NodeJS.Signals | number) => boolean;
+  readonly signalChild: (run: ChatRun, signal: NodeJS.Signals | number) => boolean
   /** Returns a fresh status body (22 keys, secrets redacted) computed from the run's current fields. */
-  readonly statusBody: (run: ChatRun) => ChatRunStatusBody;
+  readonly statusBody: (run: ChatRun) => ChatRunStatusBody
   /** True only for `'succeeded'`, `'failed'` and `'canceled'`; non-strings give `false`. */
-  readonly isTerminal: (status: unknown) => status is TerminalRunStatus;
+  readonly isTerminal: (status: unknown) => status is TerminalRunStatus
 }
 
 /**
@@ -575,7 +575,7 @@ export interface ChatRunService {
  * @throws TypeError when `options` is not an object, a required callback is not a function or an option has the wrong type.
  * @throws RangeError when a numeric option is out of range (see {@link ChatRunServiceOptions}).
  */
-export declare function createChatRunService(options: ChatRunServiceOptions): ChatRunService;
+export declare function createChatRunService(options: ChatRunServiceOptions): ChatRunService
 
 /** A health snapshot of one service, for the daemon's diagnostics (see {@link getChatRunServiceStats}). */
 export type ChatRunServiceStats = {
@@ -584,9 +584,9 @@ export type ChatRunServiceStats = {
    * (a non-string status counts under `""`), and `live`: runs whose native state still exists,
    * including dropped or evicted runs the host still references.
    */
-  runs: { registered: number; active: number; byStatus: Record<string, number>; live: number };
+  runs: { registered: number; active: number; byStatus: Record<string, number>; live: number }
   /** Records held in the native histories (`maxEvents` per run) and their serialized size in bytes. */
-  events: { retained: number; retainedBytes: number };
+  events: { retained: number; retainedBytes: number }
   /**
    * The JSONL writer: whether logging is on, lines appended, files open now (at most 64 per
    * service), lines waiting for the writer thread, and every line that was not persisted, by
@@ -595,17 +595,17 @@ export type ChatRunServiceStats = {
    * IMP-1).
    */
   log: {
-    enabled: boolean;
-    linesWritten: number;
-    openFiles: number;
-    queue: { lines: number; bytes: number };
-    notPersisted: { diskError: number; queueFull: number; unserializable: number; afterClose: number };
-  };
-};
+    enabled: boolean
+    linesWritten: number
+    openFiles: number
+    queue: { lines: number; bytes: number }
+    notPersisted: { diskError: number; queueFull: number; unserializable: number; afterClose: number }
+  }
+}
 
 /**
  * Returns a health snapshot of `service` (runs by status, retained events and bytes, writer
  * queue depth, open log files, lines not persisted by reason).
  * @throws TypeError when `service` was not returned by {@link createChatRunService}.
  */
-export declare function getChatRunServiceStats(service: ChatRunService): ChatRunServiceStats;
+export declare function getChatRunServiceStats(service: ChatRunService): ChatRunServiceStats

@@ -48,9 +48,7 @@ function detectLibc() {
     return Array.isArray(report.sharedObjects) && report.sharedObjects.some(isMuslObject) ? 'musl' : 'glibc'
   }
   try {
-    return require('child_process').execSync('ldd --version', { encoding: 'utf8' }).includes('musl')
-      ? 'musl'
-      : 'glibc'
+    return require('child_process').execSync('ldd --version', { encoding: 'utf8' }).includes('musl') ? 'musl' : 'glibc'
   } catch {
     return 'glibc'
   }

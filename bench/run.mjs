@@ -36,7 +36,11 @@ const SCENARIOS = {
   list: [{ key: 'usPerList', label: 'us per list({ conversationId })', goal: { op: '<=', ratio: 0.1 } }],
   lifecycle: [{ key: 'runsPerSec', label: 'runs/s', goal: { op: '>=', ratio: 1.5 } }],
   shutdown: [
-    { key: 'shutdownMs', label: 'shutdownActive({ graceMs: 200 }) (ms)', goal: { op: '<=', ratio: 1.0, allDead: true } },
+    {
+      key: 'shutdownMs',
+      label: 'shutdownActive({ graceMs: 200 }) (ms)',
+      goal: { op: '<=', ratio: 1.0, allDead: true },
+    },
     { key: 'groupsAlive', label: 'groups alive after resolve (max)', reduce: 'max' },
   ],
 }
@@ -106,7 +110,10 @@ function table(rows) {
   const header = ['scenario', 'metric', 'native', 'baseline', 'native/baseline', 'goal', 'result']
   const all = [header, ...rows]
   const widths = header.map((_, c) => Math.max(...all.map((r) => String(r[c]).length)))
-  const line = (r) => r.map((cell, c) => (c >= 2 && c <= 4 ? String(cell).padStart(widths[c]) : String(cell).padEnd(widths[c]))).join(' | ')
+  const line = (r) =>
+    r
+      .map((cell, c) => (c >= 2 && c <= 4 ? String(cell).padStart(widths[c]) : String(cell).padEnd(widths[c])))
+      .join(' | ')
   return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...rows.map(line)].join('\n')
 }
 
@@ -146,9 +153,13 @@ console.log(
 )
 console.log(
   `# git ${build.head}${build.dirty ? ' (+ uncommitted changes in src/, index.js or binding.js)' : ''}  ` +
-    (build.addon ? `addon ${build.addon.file} sha256 ${build.addon.sha256} built ${build.addon.mtime}` : 'addon: none found'),
+    (build.addon
+      ? `addon ${build.addon.file} sha256 ${build.addon.sha256} built ${build.addon.mtime}`
+      : 'addon: none found'),
 )
-console.log('# each cell: median over rounds, each round a fresh `node --expose-gc` process per implementation, order alternated')
+console.log(
+  '# each cell: median over rounds, each round a fresh `node --expose-gc` process per implementation, order alternated',
+)
 
 const results = {}
 for (const name of opts.names) {
@@ -158,7 +169,9 @@ for (const name of opts.names) {
     for (const impl of order) {
       const r = runOne(name, impl, opts.quick)
       samples[impl].push(r)
-      process.stderr.write(`  ${name} round ${round + 1} ${impl}: ${(r.wallMs / 1000).toFixed(1)} s${r.ok && r.verified === false ? ' (VERIFICATION FAILED)' : ''}\n`)
+      process.stderr.write(
+        `  ${name} round ${round + 1} ${impl}: ${(r.wallMs / 1000).toFixed(1)} s${r.ok && r.verified === false ? ' (VERIFICATION FAILED)' : ''}\n`,
+      )
     }
   }
   results[name] = { samples }
@@ -213,7 +226,9 @@ for (const name of opts.names) {
 
 const buildEnd = buildInfo()
 if (buildEnd.addon?.sha256 !== build.addon?.sha256 || buildEnd.head !== build.head) {
-  problems.push(`the addon or HEAD changed during the run (now ${buildEnd.head}, addon ${buildEnd.addon?.sha256}): results mix builds`)
+  problems.push(
+    `the addon or HEAD changed during the run (now ${buildEnd.head}, addon ${buildEnd.addon?.sha256}): results mix builds`,
+  )
 }
 const wallSeconds = Number(process.hrtime.bigint() - startedAt) / 1e9
 const loadEnd = os.loadavg()

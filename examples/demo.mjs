@@ -70,7 +70,11 @@ const body = await runs.wait(run)
 console.log(`  -> ${body.status}, exit code ${body.exitCode}; log: ${body.eventsLogPath}\n`)
 
 console.log('2. a client reattaching with Last-Event-ID: 3')
-runs.stream(run, { get: (h) => (h === 'Last-Event-ID' ? '3' : undefined), query: {} }, { label: 'reattach', on: () => {} })
+runs.stream(
+  run,
+  { get: (h) => (h === 'Last-Event-ID' ? '3' : undefined), query: {} },
+  { label: 'reattach', on: () => {} },
+)
 
 console.log('\n3. a run canceled mid-way (SIGTERM to its process group)')
 const doomed = runs.create({ projectId: 'demo', conversationId: 'conv-2' })

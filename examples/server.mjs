@@ -128,7 +128,9 @@ export async function startServer({
     if (body.lines !== undefined && body.lines !== null && body.lines !== '') {
       const n = Number(body.lines)
       if (!Number.isInteger(n) || n < 1 || n > MAX_LINES) {
-        return res.status(400).json({ error: { code: 'BAD_REQUEST', message: `lines must be an integer in 1..${MAX_LINES}` } })
+        return res
+          .status(400)
+          .json({ error: { code: 'BAD_REQUEST', message: `lines must be an integer in 1..${MAX_LINES}` } })
       }
       lines = n
     }
@@ -166,7 +168,12 @@ export async function startServer({
   app.get('/api/runs/:id/events', (req, res) => {
     const run = findRun(req, res)
     if (!run) return
-    attachments.push({ runId: run.id, lastEventId: req.get('Last-Event-ID') ?? null, after: req.query.after ?? null, at: Date.now() })
+    attachments.push({
+      runId: run.id,
+      lastEventId: req.get('Last-Event-ID') ?? null,
+      after: req.query.after ?? null,
+      at: Date.now(),
+    })
     if (attachments.length > 1000) attachments.shift()
     let set = liveResponses.get(run.id)
     if (!set) liveResponses.set(run.id, (set = new Set()))
@@ -203,7 +210,9 @@ export async function startServer({
   // express.json() parse errors and anything thrown above.
   app.use((err, req, res, _next) => {
     const status = Number.isInteger(err?.status) && err.status >= 400 && err.status < 600 ? err.status : 500
-    res.status(status).json({ error: { code: status === 500 ? 'INTERNAL' : 'BAD_REQUEST', message: String(err?.message ?? err) } })
+    res
+      .status(status)
+      .json({ error: { code: status === 500 ? 'INTERNAL' : 'BAD_REQUEST', message: String(err?.message ?? err) } })
   })
 
   const server = await new Promise((resolve, reject) => {
@@ -235,8 +244,12 @@ async function main() {
   const { url } = srv
   console.log(`chat-run-service example daemon on ${url}/`)
   console.log(`  page:   ${url}/  (start a run, watch it stream, cancel it)`)
-  console.log(`  try:    RUN=$(curl -sN -X POST -H 'content-type: application/json' -d '{"lines":10}' ${url}/api/runs | sed -E 's/.*"runId":"([^"]+)".*/\\1/') && curl -N ${url}/api/runs/$RUN/events`)
-  console.log(`  status: curl ${url}/api/runs/$RUN   list: curl '${url}/api/runs?status=active'   cancel: curl -X POST ${url}/api/runs/$RUN/cancel`)
+  console.log(
+    `  try:    RUN=$(curl -sN -X POST -H 'content-type: application/json' -d '{"lines":10}' ${url}/api/runs | sed -E 's/.*"runId":"([^"]+)".*/\\1/') && curl -N ${url}/api/runs/$RUN/events`,
+  )
+  console.log(
+    `  status: curl ${url}/api/runs/$RUN   list: curl '${url}/api/runs?status=active'   cancel: curl -X POST ${url}/api/runs/$RUN/cancel`,
+  )
   console.log(`  logs:   ${runsLogDir}/<runId>/events.jsonl`)
   console.log('  Ctrl-C cancels active runs (runs.shutdownActive()) and exits.')
   if (process.env.DEMO_RUN !== '0') {
@@ -247,7 +260,9 @@ async function main() {
       body: JSON.stringify({ conversationId: 'demo', lines: 8 }),
     })
     const { runId } = await reply.json()
-    console.log(`\ndemo run ${runId} (DEMO_RUN=0 skips it); reattach with: curl -N -H 'Last-Event-ID: 3' ${url}/api/runs/${runId}/events\n`)
+    console.log(
+      `\ndemo run ${runId} (DEMO_RUN=0 skips it); reattach with: curl -N -H 'Last-Event-ID: 3' ${url}/api/runs/${runId}/events\n`,
+    )
   }
 
   let stopping = false
@@ -275,7 +290,9 @@ async function main() {
 
 const invokedDirectly = (() => {
   try {
-    return process.argv[1] != null && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url))
+    return (
+      process.argv[1] != null && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url))
+    )
   } catch {
     return false
   }

@@ -118,7 +118,7 @@ if find "$WORK/app/node_modules/$BINARY" -name '*.node' | grep -q .; then echo "
 
 # 4. the seed suite, importing the package by name -----------------------------------------------
 sed "s#'../src/runs.js'#'$BINARY'#" "$ROOT/__test__/runs.test.ts" >"$WORK/app/runs.test.ts"
-grep -q "from '$BINARY';" "$WORK/app/runs.test.ts" || { echo "FAIL: seed import not rewritten"; exit 1; }
+grep -q "from '$BINARY';\\?$" "$WORK/app/runs.test.ts" || { echo "FAIL: seed import not rewritten"; exit 1; }
 cat >"$WORK/app/vitest.config.mjs" <<'EOF'
 import { defineConfig } from 'vitest/config'
 export default defineConfig({ test: { include: ['runs.test.ts'], pool: 'forks', testTimeout: 20_000 } })
@@ -135,7 +135,7 @@ in_app node node_modules/vitest/vitest.mjs run 2>&1 | sed 's/^/    /'
 
 # 5. the daemon-shaped TypeScript consumer under tsc --strict ---------------------------------------
 sed "s#'../../index.js'#'$BINARY'#" "$ROOT/__test__/types/consumer.ts" >"$WORK/app/consumer.ts"
-grep -q "from '$BINARY';" "$WORK/app/consumer.ts" || { echo "FAIL: consumer import not rewritten"; exit 1; }
+grep -q "from '$BINARY';\\?$" "$WORK/app/consumer.ts" || { echo "FAIL: consumer import not rewritten"; exit 1; }
 cat >"$WORK/app/tsconfig.json" <<'EOF'
 {
   "compilerOptions": {

@@ -2,9 +2,9 @@
 // It is only type-checked (`tsc -p __test__/types/tsconfig.json`, strict), never executed.
 // Every `@ts-expect-error` line must really be an error, or tsc fails with TS2578.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { EventEmitter } from 'node:events';
-import type { ServerResponse } from 'node:http';
+import { spawn, type ChildProcess } from 'node:child_process'
+import { EventEmitter } from 'node:events'
+import type { ServerResponse } from 'node:http'
 
 import {
   createChatRunService,
@@ -29,7 +29,7 @@ import {
   type TerminalRunStatus,
   type ToolBundle,
   type ToolBundleSummary,
-} from '../../index.js';
+} from '../../index.js'
 
 // ---------------------------------------------------------------------------------------------
 // Minimal express-like request/response, declared locally (express types are not installed).
@@ -37,26 +37,26 @@ import {
 // ---------------------------------------------------------------------------------------------
 
 interface ParsedQs {
-  [key: string]: undefined | string | ParsedQs | (string | ParsedQs)[];
+  [key: string]: undefined | string | ParsedQs | (string | ParsedQs)[]
 }
 
 interface ExpressLikeRequest {
-  get(name: 'set-cookie'): string[] | undefined;
-  get(name: string): string | undefined;
-  header(name: string): string | undefined;
-  query: ParsedQs;
-  params: Record<string, string>;
-  body: any;
+  get(name: 'set-cookie'): string[] | undefined
+  get(name: string): string | undefined
+  header(name: string): string | undefined
+  query: ParsedQs
+  params: Record<string, string>
+  body: any
 }
 
 interface ExpressLikeResponse extends EventEmitter {
-  status(code: number): this;
-  json(body: unknown): this;
-  setHeader(name: string, value: string): this;
-  write(chunk: string): boolean;
-  end(): this;
-  on(event: 'close', listener: () => void): this;
-  on(event: string | symbol, listener: (...args: any[]) => void): this;
+  status(code: number): this
+  json(body: unknown): this
+  setHeader(name: string, value: string): this
+  write(chunk: string): boolean
+  end(): this
+  on(event: 'close', listener: () => void): this
+  on(event: string | symbol, listener: (...args: any[]) => void): this
 }
 
 // The daemon's own SSE factory takes its own Response type and returns a richer writer.
@@ -64,28 +64,28 @@ function createSseResponse(
   res: ExpressLikeResponse,
   options: { keepAliveMs?: number } = {},
 ): SseClient & { writeKeepAlive(): boolean } {
-  void options;
+  void options
   return {
     send(event: string, data: unknown, id: number | null = null) {
-      return res.write(`${id === null ? '' : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      return res.write(`${id === null ? '' : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
     },
     writeKeepAlive: () => res.write(': keepalive\n\n'),
     cleanup() {},
     end() {
-      res.end();
+      res.end()
     },
-  };
+  }
 }
 
 // The daemon's error payload factory narrows `code` to its own union and `init` to its own shape.
-type ApiErrorCode = 'AGENT_EXECUTION_FAILED' | 'AGENT_UNAVAILABLE' | 'BAD_REQUEST';
-type ApiError = { code: ApiErrorCode; message: string; retryable?: boolean; details?: unknown };
+type ApiErrorCode = 'AGENT_EXECUTION_FAILED' | 'AGENT_UNAVAILABLE' | 'BAD_REQUEST'
+type ApiError = { code: ApiErrorCode; message: string; retryable?: boolean; details?: unknown }
 function createSseErrorPayload(
   code: ApiErrorCode,
   message: string,
   init: Omit<ApiError, 'code' | 'message'> = {},
 ): { message: string; error: ApiError } {
-  return { message, error: { code, message, ...init } };
+  return { message, error: { code, message, ...init } }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -99,20 +99,20 @@ const options: ChatRunServiceOptions = {
   ttlMs: 30 * 60 * 1000,
   shutdownGraceMs: 3_000,
   runsLogDir: '/var/lib/od/runs',
-};
-const runs: ChatRunService = createChatRunService(options);
+}
+const runs: ChatRunService = createChatRunService(options)
 
 // Inline options with unannotated callbacks get contextual types.
 const inlineRuns = createChatRunService({
   createSseResponse: (res) => {
-    res.on('close', () => {});
-    return { send: () => true, end: () => {}, cleanup: () => {} };
+    res.on('close', () => {})
+    return { send: () => true, end: () => {}, cleanup: () => {} }
   },
   createSseErrorPayload: (code, message, init) => ({ error: { code, message, ...init } }),
   maxEvents: Infinity,
   ttlMs: Infinity,
   runsLogDir: null,
-});
+})
 // Only the two callbacks are required; the seed suite's cast of runsLogDir still compiles.
 createChatRunService({
   createSseResponse: () => ({ send: () => true, end: () => {}, cleanup: () => {} }),
@@ -120,44 +120,44 @@ createChatRunService({
   shutdownGraceMs: 10,
   ttlMs: 60_000,
   runsLogDir: '/tmp/x' as unknown as null,
-});
+})
 
 // @ts-expect-error createSseResponse is required
-createChatRunService({ createSseErrorPayload });
+createChatRunService({ createSseErrorPayload })
 // @ts-expect-error createSseErrorPayload is required
-createChatRunService({ createSseResponse });
+createChatRunService({ createSseResponse })
 // @ts-expect-error options are required
-createChatRunService();
+createChatRunService()
 // @ts-expect-error maxEvents must be a number
-createChatRunService({ createSseResponse, createSseErrorPayload, maxEvents: 'x' });
+createChatRunService({ createSseResponse, createSseErrorPayload, maxEvents: 'x' })
 // @ts-expect-error ttlMs must be a number
-createChatRunService({ createSseResponse, createSseErrorPayload, ttlMs: '30m' });
+createChatRunService({ createSseResponse, createSseErrorPayload, ttlMs: '30m' })
 // @ts-expect-error runsLogDir must be a string or null
-createChatRunService({ createSseResponse, createSseErrorPayload, runsLogDir: 5 });
+createChatRunService({ createSseResponse, createSseErrorPayload, runsLogDir: 5 })
 // @ts-expect-error createSseResponse must be a function
-createChatRunService({ createSseResponse: true, createSseErrorPayload });
+createChatRunService({ createSseResponse: true, createSseErrorPayload })
 // @ts-expect-error typo in an option name is caught by excess-property checking
-createChatRunService({ createSseResponse, createSseErrorPayload, maxEvent: 10 });
+createChatRunService({ createSseResponse, createSseErrorPayload, maxEvent: 10 })
 
 // ---------------------------------------------------------------------------------------------
 // The exported Set and status types
 // ---------------------------------------------------------------------------------------------
 
-const terminalAsSet: Set<TerminalRunStatus> = TERMINAL_RUN_STATUSES;
+const terminalAsSet: Set<TerminalRunStatus> = TERMINAL_RUN_STATUSES
 for (const status of TERMINAL_RUN_STATUSES) {
-  const t: TerminalRunStatus = status;
-  void t;
+  const t: TerminalRunStatus = status
+  void t
 }
-const someStatus: string = String(Date.now());
-const isDone: boolean = TERMINAL_RUN_STATUSES.has(someStatus); // daemon code passes plain strings
+const someStatus: string = String(Date.now())
+const isDone: boolean = TERMINAL_RUN_STATUSES.has(someStatus) // daemon code passes plain strings
 // @ts-expect-error the Set's element type is the three terminal statuses
-TERMINAL_RUN_STATUSES.add('queued');
-const anyStatus: RunStatus = 'waiting-for-approval'; // hosts may store any string
-const knownStatus: RunStatus = 'running';
-void terminalAsSet;
-void isDone;
-void anyStatus;
-void knownStatus;
+TERMINAL_RUN_STATUSES.add('queued')
+const anyStatus: RunStatus = 'waiting-for-approval' // hosts may store any string
+const knownStatus: RunStatus = 'running'
+void terminalAsSet
+void isDone
+void anyStatus
+void knownStatus
 
 // ---------------------------------------------------------------------------------------------
 // create / get / list / statusBody
@@ -185,62 +185,62 @@ const meta: RunCreateMeta = {
       { id: 'defaults-to-stdio', command: 'npx' },
     ],
   },
-};
-const run: ChatRun = runs.create(meta);
-const bareRun = runs.create();
-runs.create(null);
-runs.create({ projectId: 'p', conversationId: 'c' });
+}
+const run: ChatRun = runs.create(meta)
+const bareRun = runs.create()
+runs.create(null)
+runs.create({ projectId: 'p', conversationId: 'c' })
 // A previous run's sanitized bundle and policy can seed a retry run.
-runs.create({ toolBundle: run.toolBundle, mediaExecution: run.mediaExecution });
+runs.create({ toolBundle: run.toolBundle, mediaExecution: run.mediaExecution })
 
 // @ts-expect-error ids are strings
-runs.create({ projectId: 1 });
+runs.create({ projectId: 1 })
 // @ts-expect-error unknown media mode
-runs.create({ mediaExecution: { mode: 'sometimes' } });
+runs.create({ mediaExecution: { mode: 'sometimes' } })
 // @ts-expect-error unknown media surface
-runs.create({ mediaExecution: { mode: 'enabled', allowedSurfaces: ['gif'] } });
+runs.create({ mediaExecution: { mode: 'enabled', allowedSurfaces: ['gif'] } })
 // @ts-expect-error an http server needs a url
-runs.create({ toolBundle: { mcpServers: [{ id: 'x', transport: 'http' }] } });
+runs.create({ toolBundle: { mcpServers: [{ id: 'x', transport: 'http' }] } })
 // @ts-expect-error meta keys are checked for typos
-runs.create({ projectID: 'p' });
+runs.create({ projectID: 'p' })
 
-const maybeRun: ChatRun | null = runs.get(run.id);
-const fetchedStatus: RunStatus | undefined = runs.get('nope')?.status;
-void maybeRun;
-void fetchedStatus;
+const maybeRun: ChatRun | null = runs.get(run.id)
+const fetchedStatus: RunStatus | undefined = runs.get('nope')?.status
+void maybeRun
+void fetchedStatus
 
-const filter: ListFilter = { projectId: 'project-1', conversationId: 'c', status: 'active' };
-const bodies: ChatRunStatusBody[] = runs.list({ conversationId: 'c', status: 'active' }).map(runs.statusBody);
-const all: ChatRun[] = runs.list();
-runs.list(null);
-runs.list(filter);
-runs.list({ status: 'succeeded' });
-void bodies;
-void all;
+const filter: ListFilter = { projectId: 'project-1', conversationId: 'c', status: 'active' }
+const bodies: ChatRunStatusBody[] = runs.list({ conversationId: 'c', status: 'active' }).map(runs.statusBody)
+const all: ChatRun[] = runs.list()
+runs.list(null)
+runs.list(filter)
+runs.list({ status: 'succeeded' })
+void bodies
+void all
 
-const body = runs.statusBody(run);
-const bodyStatus: RunStatus = body.status;
-const childExited: boolean = body.childExited;
-const logPath: string | null = body.eventsLogPath;
-const policy: MediaExecutionPolicy = body.mediaExecution;
-const summary: ToolBundleSummary = body.toolBundle;
+const body = runs.statusBody(run)
+const bodyStatus: RunStatus = body.status
+const childExited: boolean = body.childExited
+const logPath: string | null = body.eventsLogPath
+const policy: MediaExecutionPolicy = body.mediaExecution
+const summary: ToolBundleSummary = body.toolBundle
 for (const server of summary.mcpServers) {
   if (server.transport === 'stdio') {
     // @ts-expect-error stdio summaries never carry authMode
-    void server.authMode;
+    void server.authMode
   } else {
-    const mode: 'none' | 'oauth' = server.authMode;
-    void mode;
+    const mode: 'none' | 'oauth' = server.authMode
+    void mode
   }
 }
 // @ts-expect-error clientRequestId is not part of the status body (SB-2)
-void body.clientRequestId;
+void body.clientRequestId
 // @ts-expect-error the status body never exposes the full tool bundle's secrets
-void body.toolBundle.mcpServers[0]?.command;
-void bodyStatus;
-void childExited;
-void logPath;
-void policy;
+void body.toolBundle.mcpServers[0]?.command
+void bodyStatus
+void childExited
+void logPath
+void policy
 
 // The status body has exactly the 22 keys of SPEC §15 (missing or extra keys fail here).
 const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
@@ -266,204 +266,204 @@ const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
   eventsLogPath: true,
   mediaExecution: true,
   toolBundle: true,
-};
-void statusBodyKeys;
+}
+void statusBodyKeys
 
 // The status body is a plain JSON-ish object that can go where a record is expected.
-const asRecord: Record<string, unknown> = body;
-void asRecord;
+const asRecord: Record<string, unknown> = body
+void asRecord
 
 // ---------------------------------------------------------------------------------------------
 // Run fields: the host reads and writes them, and adds its own
 // ---------------------------------------------------------------------------------------------
 
-run.status = 'running';
-run.status = 'queued'; // retry
-const child: ChildProcess = spawn('node', ['agent.js'], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
-run.child = child;
-run.childPid = child.pid ?? null;
-run.processGroupId = child.pid ?? null;
-run.analyticsTelemetry = { ...run.analyticsTelemetry, foo: 1 };
-run.analyticsTelemetry = { startRequestedAt: run.analyticsTelemetry?.startRequestedAt ?? run.createdAt };
-const startedAt: number | undefined = run.analyticsTelemetry?.startRequestedAt;
-run.acpSession = { abort: () => {} };
+run.status = 'running'
+run.status = 'queued' // retry
+const child: ChildProcess = spawn('node', ['agent.js'], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] })
+run.child = child
+run.childPid = child.pid ?? null
+run.processGroupId = child.pid ?? null
+run.analyticsTelemetry = { ...run.analyticsTelemetry, foo: 1 }
+run.analyticsTelemetry = { startRequestedAt: run.analyticsTelemetry?.startRequestedAt ?? run.createdAt }
+const startedAt: number | undefined = run.analyticsTelemetry?.startRequestedAt
+run.acpSession = { abort: () => {} }
 run.acpSession = new (class AcpSession {
   async abort(): Promise<void> {}
   async prompt(text: string): Promise<string> {
-    return text;
+    return text
   }
-})();
-const rpcSession = { sessionId: 'no-abort', prompt: async () => 'ok' };
-run.acpSession = rpcSession; // any object is accepted (abort is optional)
+})()
+const rpcSession = { sessionId: 'no-abort', prompt: async () => 'ok' }
+run.acpSession = rpcSession // any object is accepted (abort is optional)
 // @ts-expect-error abort, when present, must be callable with no arguments
-run.acpSession = { abort: (reason: string) => reason };
-run.exitCode = null;
-run.signal = null;
-run.error = null;
-run.errorCode = 'AGENT_STALLED';
-run.updatedAt = Date.now();
-run.projectId = 'back-filled';
-run.mediaExecution = { mode: 'disabled' };
-run.stdinOpen = true; // host-added fields are allowed...
-run.userPrompt = 'hello';
+run.acpSession = { abort: (reason: string) => reason }
+run.exitCode = null
+run.signal = null
+run.error = null
+run.errorCode = 'AGENT_STALLED'
+run.updatedAt = Date.now()
+run.projectId = 'back-filled'
+run.mediaExecution = { mode: 'disabled' }
+run.stdinOpen = true // host-added fields are allowed...
+run.userPrompt = 'hello'
 // @ts-expect-error ...and read back as unknown, so the host must narrow them
-const prompt: string = run.userPrompt;
-void prompt;
-void startedAt;
+const prompt: string = run.userPrompt
+void prompt
+void startedAt
 
 const client: SseClient = {
   send: (event, data, id) => void [event, data, id],
   end: () => {},
   cleanup: () => {},
-};
-run.clients.add(client);
-run.clients.delete(client);
-run.waiters.add((b) => void b.status);
-
-const lastEvent: string | undefined = run.events.at(-1)?.event;
-const events: ChatRunEvent[] = run.events;
-const endCount: number = run.events.filter((e: { event: string }) => e.event === 'end').length;
-const nextId: number = run.nextEventId;
-const toolBundle: ToolBundle = run.toolBundle;
-const firstServer: McpServerConfig | undefined = toolBundle.mcpServers[0];
-if (firstServer?.transport === 'stdio') {
-  const command: string = firstServer.command;
-  const env: Record<string, string> | undefined = firstServer.env;
-  // @ts-expect-error stdio servers have no url
-  void firstServer.url;
-  void command;
-  void env;
-} else if (firstServer) {
-  const url: string = firstServer.url;
-  const authMode: 'none' | 'oauth' = firstServer.authMode;
-  void url;
-  void authMode;
 }
-void lastEvent;
-void events;
-void endCount;
-void nextId;
+run.clients.add(client)
+run.clients.delete(client)
+run.waiters.add((b) => void b.status)
+
+const lastEvent: string | undefined = run.events.at(-1)?.event
+const events: ChatRunEvent[] = run.events
+const endCount: number = run.events.filter((e: { event: string }) => e.event === 'end').length
+const nextId: number = run.nextEventId
+const toolBundle: ToolBundle = run.toolBundle
+const firstServer: McpServerConfig | undefined = toolBundle.mcpServers[0]
+if (firstServer?.transport === 'stdio') {
+  const command: string = firstServer.command
+  const env: Record<string, string> | undefined = firstServer.env
+  // @ts-expect-error stdio servers have no url
+  void firstServer.url
+  void command
+  void env
+} else if (firstServer) {
+  const url: string = firstServer.url
+  const authMode: 'none' | 'oauth' = firstServer.authMode
+  void url
+  void authMode
+}
+void lastEvent
+void events
+void endCount
+void nextId
 
 // @ts-expect-error the id never changes
-run.id = 'x';
+run.id = 'x'
 // @ts-expect-error run.events is a read-only view of the history
-run.events = [];
+run.events = []
 // @ts-expect-error the Sets are kept, only their contents change
-run.clients = new Set();
+run.clients = new Set()
 // @ts-expect-error status must be a string
-run.status = 3;
+run.status = 3
 // @ts-expect-error a child must at least have exitCode, signalCode and kill
-run.child = { pid: 1 };
+run.child = { pid: 1 }
 // @ts-expect-error processGroupId is a number or null
-run.processGroupId = child.pid;
+run.processGroupId = child.pid
 // @ts-expect-error acpSession must be an object
-run.acpSession = 'session';
+run.acpSession = 'session'
 
 // The run fits the daemon's own structural helper types.
 type DaemonRunForUsage = {
-  id: string;
-  projectId?: string | null;
-  status?: string;
-  events: Array<{ event: string; data: unknown }>;
-};
-function scanUsage(r: DaemonRunForUsage): number {
-  return r.events.length;
+  id: string
+  projectId?: string | null
+  status?: string
+  events: Array<{ event: string; data: unknown }>
 }
-scanUsage(run);
+function scanUsage(r: DaemonRunForUsage): number {
+  return r.events.length
+}
+scanUsage(run)
 
 // ---------------------------------------------------------------------------------------------
 // Children: a real ChildProcess, the seed suite's fake, and a host that keeps the child's own type
 // ---------------------------------------------------------------------------------------------
 
-const childLike: ChildLike = child;
+const childLike: ChildLike = child
 class FakeChildProcess extends EventEmitter {
-  pid = 4242;
-  exitCode: number | null = null;
-  signalCode: NodeJS.Signals | null = null;
-  signals: Array<NodeJS.Signals | number | undefined> = [];
+  pid = 4242
+  exitCode: number | null = null
+  signalCode: NodeJS.Signals | null = null
+  signals: Array<NodeJS.Signals | number | undefined> = []
   kill(signal?: NodeJS.Signals | number): boolean {
-    this.signals.push(signal);
-    return true;
+    this.signals.push(signal)
+    return true
   }
 }
-run.child = new FakeChildProcess();
-run.child = { exitCode: 0, signalCode: null, kill: () => false }; // a minimal fake without once/off
-run.child = null;
-void childLike;
+run.child = new FakeChildProcess()
+run.child = { exitCode: 0, signalCode: null, kill: () => false } // a minimal fake without once/off
+run.child = null
+void childLike
 
 // ---------------------------------------------------------------------------------------------
 // emit / start / finish / fail / drop / signalChild / isTerminal
 // ---------------------------------------------------------------------------------------------
 
-const record = runs.emit(run, 'agent', { type: 'text_delta', delta: 'hello' });
-const delta: string = record.data.delta; // emit returns the caller's own data
-const recordId: number = record.id;
-const noData: ChatRunEvent<undefined> = runs.emit(run, 'heartbeat');
-runs.emit(run, 'error', { message: 'stalled', error: { code: 'AGENT_EXECUTION_FAILED', message: 'stalled' } });
-void delta;
-void recordId;
-void noData;
+const record = runs.emit(run, 'agent', { type: 'text_delta', delta: 'hello' })
+const delta: string = record.data.delta // emit returns the caller's own data
+const recordId: number = record.id
+const noData: ChatRunEvent<undefined> = runs.emit(run, 'heartbeat')
+runs.emit(run, 'error', { message: 'stalled', error: { code: 'AGENT_EXECUTION_FAILED', message: 'stalled' } })
+void delta
+void recordId
+void noData
 
-const { emit, statusBody, isTerminal } = runs; // methods are closures and work detached
-emit(run, 'stdout', { text: 'hi' });
-void statusBody(run);
+const { emit, statusBody, isTerminal } = runs // methods are closures and work detached
+emit(run, 'stdout', { text: 'hi' })
+void statusBody(run)
 
 // @ts-expect-error emit needs a run
-runs.emit();
+runs.emit()
 // @ts-expect-error emit needs a run, not an event name
-runs.emit('stdout', { text: 'x' });
+runs.emit('stdout', { text: 'x' })
 // @ts-expect-error the event name is a string
-runs.emit(run, 42, {});
+runs.emit(run, 42, {})
 
-const started: ChatRun = runs.start(run, async () => {});
+const started: ChatRun = runs.start(run, async () => {})
 runs.start(run, async (r) => {
-  r.status = 'running';
-  r.child = spawn('node', ['agent.js']);
-});
-type HostRun = ChatRun & { retryAttemptCount: number };
-const hostRun = runs.create() as HostRun;
-const sameHostRun: HostRun = runs.start(hostRun, async (r) => void r.retryAttemptCount);
+  r.status = 'running'
+  r.child = spawn('node', ['agent.js'])
+})
+type HostRun = ChatRun & { retryAttemptCount: number }
+const hostRun = runs.create() as HostRun
+const sameHostRun: HostRun = runs.start(hostRun, async (r) => void r.retryAttemptCount)
 // @ts-expect-error the starter must return a promise (start calls .catch on it)
-runs.start(run, () => undefined);
-void started;
-void sameHostRun;
+runs.start(run, () => undefined)
+void started
+void sameHostRun
 
-runs.finish(run, 'succeeded', 0, null);
-runs.finish(run, 'canceled', null, 'SIGTERM');
-runs.finish(run, 'failed');
-runs.fail(run, 'AGENT_EXECUTION_FAILED', 'boom');
-runs.fail(run, 'AGENT_UNAVAILABLE', 'no binary', { retryable: false });
-runs.drop(run);
-runs.drop(null);
+runs.finish(run, 'succeeded', 0, null)
+runs.finish(run, 'canceled', null, 'SIGTERM')
+runs.finish(run, 'failed')
+runs.fail(run, 'AGENT_EXECUTION_FAILED', 'boom')
+runs.fail(run, 'AGENT_UNAVAILABLE', 'no binary', { retryable: false })
+runs.drop(run)
+runs.drop(null)
 // @ts-expect-error finish needs a status
-runs.finish(run);
+runs.finish(run)
 // @ts-expect-error the exit code is a number or null
-runs.finish(run, 'failed', '1');
+runs.finish(run, 'failed', '1')
 // @ts-expect-error fail needs a message
-runs.fail(run, 'CODE');
+runs.fail(run, 'CODE')
 
-const sent: boolean = runs.signalChild(run, 'SIGTERM');
-runs.signalChild(run, 9);
+const sent: boolean = runs.signalChild(run, 'SIGTERM')
+runs.signalChild(run, 9)
 // @ts-expect-error not a signal name
-runs.signalChild(run, 'SIGFOO');
-void sent;
+runs.signalChild(run, 'SIGFOO')
+void sent
 
-const status: RunStatus = run.status;
+const status: RunStatus = run.status
 if (isTerminal(status)) {
-  const terminal: TerminalRunStatus = status;
-  void terminal;
+  const terminal: TerminalRunStatus = status
+  void terminal
 }
 if (runs.isTerminal(run.status)) {
-  const terminal: TerminalRunStatus = run.status;
-  void terminal;
+  const terminal: TerminalRunStatus = run.status
+  void terminal
 }
-runs.isTerminal(undefined);
+runs.isTerminal(undefined)
 
-const endEvent = run.events.at(-1);
+const endEvent = run.events.at(-1)
 if (endEvent?.event === 'end') {
-  const endData = endEvent.data as ChatRunEndData;
-  const endStatus: RunStatus = endData.status;
-  void endStatus;
+  const endData = endEvent.data as ChatRunEndData
+  const endStatus: RunStatus = endData.status
+  void endStatus
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,52 +471,52 @@ if (endEvent?.event === 'end') {
 // ---------------------------------------------------------------------------------------------
 
 function streamRoute(req: ExpressLikeRequest, res: ExpressLikeResponse): void {
-  const found = runs.get(req.params.id ?? '');
+  const found = runs.get(req.params.id ?? '')
   if (!found) {
-    res.status(404).json({ error: { code: 'RUN_NOT_FOUND' } });
-    return;
+    res.status(404).json({ error: { code: 'RUN_NOT_FOUND' } })
+    return
   }
-  runs.stream(found, req, res);
+  runs.stream(found, req, res)
 }
-void streamRoute;
+void streamRoute
 
-declare const nodeRes: ServerResponse;
-const minimalReq: SseRequest = { get: () => null, query: { after: '3' } };
-const minimalRes: SseResponse = { on: () => {} };
-runs.stream(run, minimalReq, nodeRes);
-runs.stream(run, minimalReq, minimalRes);
-runs.stream(run, { get: () => null, query: { after: String(1) } } as never, { on: () => {} } as never);
-inlineRuns.stream(bareRun, minimalReq, minimalRes);
+declare const nodeRes: ServerResponse
+const minimalReq: SseRequest = { get: () => null, query: { after: '3' } }
+const minimalRes: SseResponse = { on: () => {} }
+runs.stream(run, minimalReq, nodeRes)
+runs.stream(run, minimalReq, minimalRes)
+runs.stream(run, { get: () => null, query: { after: String(1) } } as never, { on: () => {} } as never)
+inlineRuns.stream(bareRun, minimalReq, minimalRes)
 // @ts-expect-error the request needs get() and query
-runs.stream(run, {}, minimalRes);
+runs.stream(run, {}, minimalRes)
 // @ts-expect-error the response needs on('close')
-runs.stream(run, minimalReq, {});
+runs.stream(run, minimalReq, {})
 
 // ---------------------------------------------------------------------------------------------
 // The asynchronous methods
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const waited: ChatRunStatusBody = await runs.wait(run);
-  const canceled: ChatRunStatusBody = await runs.cancel(run);
-  const shutdownOptions: ShutdownOptions = { graceMs: 100 };
-  const nothing: void = await runs.shutdownActive({ graceMs: 100 });
-  await runs.shutdownActive();
-  await runs.shutdownActive(null);
-  await runs.shutdownActive(shutdownOptions);
+  const waited: ChatRunStatusBody = await runs.wait(run)
+  const canceled: ChatRunStatusBody = await runs.cancel(run)
+  const shutdownOptions: ShutdownOptions = { graceMs: 100 }
+  const nothing: void = await runs.shutdownActive({ graceMs: 100 })
+  await runs.shutdownActive()
+  await runs.shutdownActive(null)
+  await runs.shutdownActive(shutdownOptions)
   // @ts-expect-error graceMs is a number
-  await runs.shutdownActive({ graceMs: '5' });
+  await runs.shutdownActive({ graceMs: '5' })
   // @ts-expect-error wait resolves to a status body, not a run
-  const notARun: ChatRun = await runs.wait(run);
-  const childPid: number | null = canceled.childPid;
-  const signal: string | null = waited.signal;
-  void nothing;
-  void notARun;
-  void childPid;
-  void signal;
+  const notARun: ChatRun = await runs.wait(run)
+  const childPid: number | null = canceled.childPid
+  const signal: string | null = waited.signal
+  void nothing
+  void notARun
+  void childPid
+  void signal
 }
-void main;
+void main
 
 // AcpSessionLike on its own
-const session: AcpSessionLike = { abort: () => Promise.resolve() };
-void session;
+const session: AcpSessionLike = { abort: () => Promise.resolve() }
+void session

@@ -39,7 +39,24 @@ export function makeService(extra = {}) {
 }
 
 // 256 deterministic ASCII deltas of 48 chars: `{"type":"text_delta","delta":"<48>"}` is 80 bytes of JSON.
-const WORDS = ['the', 'agent', 'reads', 'file', 'and', 'writes', 'a', 'patch', 'to', 'src', 'index', 'then', 'runs', 'tests', 'ok', 'next']
+const WORDS = [
+  'the',
+  'agent',
+  'reads',
+  'file',
+  'and',
+  'writes',
+  'a',
+  'patch',
+  'to',
+  'src',
+  'index',
+  'then',
+  'runs',
+  'tests',
+  'ok',
+  'next',
+]
 export const DELTAS = Array.from({ length: 256 }, (_, i) => {
   let s = ''
   let x = (i * 2654435761) >>> 0

@@ -57,6 +57,10 @@ report('replay-sse', {
   framesPerPass: first.frames,
   bytesPerPass: first.bytes,
   verified:
-    first.frames === expected && warm.frames === expected && first.bytes === warm.bytes && first.ends === RUNS && warm.ends === RUNS,
+    first.frames === expected &&
+    warm.frames === expected &&
+    first.bytes === warm.bytes &&
+    first.ends === RUNS &&
+    warm.ends === RUNS,
 })
 process.exit(0)
