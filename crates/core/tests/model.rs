@@ -1,4 +1,4 @@
-//! Model-based test of the plain-Rust core (issue 5, item 6).
+//! Model-based test of the plain-Rust core: random operation sequences against a reference model.
 //!
 //! `proptest` generates random sequences of service operations (create / emit / finish /
 //! fail / cancel / drop / host status writes / replay with odd cursors / wait / evict /
