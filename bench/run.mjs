@@ -131,7 +131,8 @@ function buildInfo() {
     return r.status === 0 ? r.stdout.trim() : null
   }
   const head = git('rev-parse', '--short', 'HEAD')
-  const dirty = (git('status', '--porcelain', '--', 'src', 'crates', 'lib', 'index.js', 'binding.js', 'Cargo.toml') || '') !== ''
+  const dirty =
+    (git('status', '--porcelain', '--', 'src', 'crates', 'lib', 'index.js', 'binding.js', 'Cargo.toml') || '') !== ''
   const addon = fs.readdirSync(root).find((f) => f.endsWith('.node'))
   let addonInfo = null
   if (addon) {
