@@ -2,7 +2,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { makeRuns, META_KEYS, useTempDirs, UUID_V4 } from './helpers'
+import { exampleToolBundle, ID_FIELDS, makeRuns, META_KEYS, useTempDirs, UUID_V4 } from './helpers'
 
 const tempDir = useTempDirs('spec-create-get-list-')
 
@@ -93,15 +93,7 @@ describe('§6 create / get / list (CRE, GET, LST)', () => {
       appliedPluginSnapshotId: {},
       pluginId: true,
     })
-    for (const f of [
-      'projectId',
-      'conversationId',
-      'assistantMessageId',
-      'clientRequestId',
-      'agentId',
-      'appliedPluginSnapshotId',
-      'pluginId',
-    ]) {
+    for (const f of ID_FIELDS) {
       expect(bad[f], f).toBeNull()
     }
   })
@@ -122,25 +114,7 @@ describe('§6 create / get / list (CRE, GET, LST)', () => {
     const media = { mode: 'question', allowedSurfaces: ['video', 'image', 'video'], extra: 1 }
     const run = runs.create({
       mediaExecution: media,
-      toolBundle: {
-        mcpServers: [
-          {
-            id: ' run-tools ',
-            command: ' node ',
-            args: ['server.js', 7, '--token=secret'],
-            env: { API_TOKEN: 'secret', E: ' ', N: 5 },
-            url: 'http://x',
-          },
-          {
-            id: 'remote',
-            transport: 'http',
-            url: ' HTTPS://Api.Example.com:443/mcp?key=abc ',
-            headers: { Authorization: 'Bearer t', X: '' },
-          },
-          { id: 'run-tools', command: 'other' },
-          { id: 'bad id', command: 'x' },
-        ],
-      },
+      toolBundle: exampleToolBundle(),
     })
     expect(run.mediaExecution).toEqual({ mode: 'question', allowedSurfaces: ['video', 'image'] })
     expect(Object.keys(run.mediaExecution)).toEqual(['mode', 'allowedSurfaces'])

@@ -3,7 +3,7 @@
 // statusBody().
 import fs from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { makeRuns, useTempDirs } from './helpers'
+import { exampleToolBundle, makeRuns, useTempDirs } from './helpers'
 
 const tempDir = useTempDirs('spec-sum4-')
 
@@ -107,25 +107,6 @@ describe('§13 toolBundle normalization (through create)', () => {
     return s.length === 1 ? s[0] : undefined
   }
 
-  const EXAMPLE_INPUT = () => ({
-    mcpServers: [
-      {
-        id: ' run-tools ',
-        command: ' node ',
-        args: ['server.js', 7, '--token=secret'],
-        env: { API_TOKEN: 'secret', E: ' ', N: 5 },
-        url: 'http://x',
-      },
-      {
-        id: 'remote',
-        transport: 'http',
-        url: ' HTTPS://Api.Example.com:443/mcp?key=abc ',
-        headers: { Authorization: 'Bearer t', X: '' },
-      },
-      { id: 'run-tools', command: 'other' },
-      { id: 'bad id', command: 'x' },
-    ],
-  })
   const EXAMPLE_OUTPUT = [
     {
       id: 'run-tools',
@@ -146,7 +127,7 @@ describe('§13 toolBundle normalization (through create)', () => {
   ]
 
   it('TB (§13 example): the full example normalizes exactly, with key order', () => {
-    const tb = bundle(EXAMPLE_INPUT())
+    const tb = bundle(exampleToolBundle())
     expect(tb).toEqual({ mcpServers: EXAMPLE_OUTPUT })
     expect(JSON.stringify(tb)).toBe(JSON.stringify({ mcpServers: EXAMPLE_OUTPUT }))
   })
@@ -325,7 +306,7 @@ describe('§13 toolBundle normalization (through create)', () => {
 
   it('SUM-3: the summary of the §13 example', () => {
     const { runs } = makeRuns()
-    const run = runs.create({ toolBundle: EXAMPLE_INPUT() })
+    const run = runs.create({ toolBundle: exampleToolBundle() })
     const summary = runs.statusBody(run).toolBundle
     expect(summary).toEqual({
       mcpServers: [
@@ -346,7 +327,7 @@ describe('§13 toolBundle normalization (through create)', () => {
   it('SUM-4: no secret of the §13 example leaks into the status body, waiters, end data or the log', async () => {
     const tmp = tempDir()
     const { runs } = makeRuns({ runsLogDir: tmp })
-    const run = runs.create({ toolBundle: EXAMPLE_INPUT() })
+    const run = runs.create({ toolBundle: exampleToolBundle() })
     const json = JSON.stringify(runs.statusBody(run))
     for (const s of ['secret', 'server.js', 'key=abc', 'Bearer', 'api.example.com']) expect(json).not.toContain(s)
     const waited = runs.wait(run)
@@ -361,7 +342,7 @@ describe('§13 toolBundle normalization (through create)', () => {
 
   it('SUM-5: run.toolBundle keeps the full sanitized config, secrets included', () => {
     const { runs } = makeRuns()
-    const run = runs.create({ toolBundle: EXAMPLE_INPUT() })
+    const run = runs.create({ toolBundle: exampleToolBundle() })
     expect(run.toolBundle.mcpServers[0].env).toEqual({ API_TOKEN: 'secret' })
     expect(run.toolBundle.mcpServers[1].headers).toEqual({ Authorization: 'Bearer t' })
     expect(run.toolBundle.mcpServers[1].url).toBe('https://api.example.com/mcp?key=abc')

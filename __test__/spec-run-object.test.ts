@@ -2,7 +2,7 @@
 // (RUN-3), host-owned properties (RUN-4), the events array (RUN-5), clients (RUN-6), waiters (RUN-7)
 // and evicted or dropped runs (RUN-8).
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { FakeChild, fakeClient, makeRuns, RUN_FIELDS, STATUS_BODY_KEYS, UUID_V4 } from './helpers'
+import { FakeChild, fakeClient, ID_FIELDS, makeRuns, RUN_FIELDS, STATUS_BODY_KEYS, UUID_V4 } from './helpers'
 
 afterEach(() => {
   vi.useRealTimers()
@@ -17,15 +17,7 @@ describe('§5 The run object (RUN)', () => {
     const run = runs.create()
     for (const field of RUN_FIELDS) expect(field in run, field).toBe(true)
     expect(run.id).toMatch(UUID_V4)
-    for (const f of [
-      'projectId',
-      'conversationId',
-      'assistantMessageId',
-      'clientRequestId',
-      'agentId',
-      'appliedPluginSnapshotId',
-      'pluginId',
-    ]) {
+    for (const f of ID_FIELDS) {
       expect(run[f], f).toBeNull()
     }
     expect(run.mediaExecution).toEqual({ mode: 'enabled' })

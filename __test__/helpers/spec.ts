@@ -45,6 +45,17 @@ export const STATUS_BODY_KEYS = [
   'toolBundle',
 ]
 
+/** §6 CRE-3: the seven id fields, each a non-empty string from meta or null. */
+export const ID_FIELDS = [
+  'projectId',
+  'conversationId',
+  'assistantMessageId',
+  'clientRequestId',
+  'agentId',
+  'appliedPluginSnapshotId',
+  'pluginId',
+]
+
 /** §5 RUN-1: every field create() sets. */
 export const RUN_FIELDS = [
   'id',
@@ -79,19 +90,30 @@ export const RUN_FIELDS = [
 ]
 
 /** §6 CRE-1: the only meta keys create() reads. */
-export const META_KEYS = new Set([
-  'projectId',
-  'conversationId',
-  'assistantMessageId',
-  'clientRequestId',
-  'agentId',
-  'appliedPluginSnapshotId',
-  'pluginId',
-  'mediaExecution',
-  'toolBundle',
-])
+export const META_KEYS = new Set([...ID_FIELDS, 'mediaExecution', 'toolBundle'])
 
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
 /** A process group id that cannot exist (above any pid_max); only used with pid-less children. */
 export const IMPOSSIBLE_PGID = 2147480000
+
+/** §13: a toolBundle input that exercises trimming, dropping, duplicates and secrets. */
+export const exampleToolBundle = () => ({
+  mcpServers: [
+    {
+      id: ' run-tools ',
+      command: ' node ',
+      args: ['server.js', 7, '--token=secret'],
+      env: { API_TOKEN: 'secret', E: ' ', N: 5 },
+      url: 'http://x',
+    },
+    {
+      id: 'remote',
+      transport: 'http',
+      url: ' HTTPS://Api.Example.com:443/mcp?key=abc ',
+      headers: { Authorization: 'Bearer t', X: '' },
+    },
+    { id: 'run-tools', command: 'other' },
+    { id: 'bad id', command: 'x' },
+  ],
+})
