@@ -163,6 +163,12 @@ impl Service {
         }
     }
 
+    /// LC-1: writes the run's durable state file synchronously (before the caller returns).
+    /// Placeholder for the lifecycle work: the durable-state implementation replaces it.
+    pub fn persist_state(&mut self, slot: u32) -> CoreResult<()> {
+        self.run(slot).map(|_| ())
+    }
+
     /// IMP-1/IMP-2: close the run's log for good.
     pub(crate) fn close_log(&mut self, slot: u32) -> CoreResult<()> {
         let run = self.run_mut(slot)?;

@@ -87,6 +87,12 @@ pub struct RunState {
     pub(crate) meta: Option<SnapshotMeta>,
     /// True once the run's directory exists and its first snapshot is queued.
     pub(crate) snapshotted: bool,
+    /// LC-5: who asked for the cancel (`cancel(run, origin)`; the first origin wins).
+    pub cancel_origin: Option<String>,
+    /// LC-5: what made the run terminal (e.g. `daemon_restart` for an interrupted run).
+    pub terminal_trigger: Option<String>,
+    /// LC-5: when the run became terminal (ms), set by every terminal transition.
+    pub terminal_at: Option<f64>,
 }
 
 /// What a new run starts from.
@@ -129,6 +135,9 @@ impl RunState {
             child_handle: None,
             meta: new.meta,
             snapshotted: false,
+            cancel_origin: None,
+            terminal_trigger: None,
+            terminal_at: None,
         }
     }
 
