@@ -35,32 +35,44 @@ export declare function destroyService(svc: number): void
 /**
  * What the facade must do next in a cancel or shutdown plan. `runCancelBegin`,
  * `runShutdownBegin` and `runEscalationNext` return a number: a positive one is a wait in ms
- * for the child's `exit`/`close` (then call `runEscalationNext` with whether it exited), a
- * negative one is one of these codes.
+ * for the run's process tree to exit (LC-7: the child's `exit`/`close` and `runTreeAlive`
+ * reaching 0; then call `runEscalationNext` with whether it did), a negative one is one of
+ * these codes.
  */
 export declare const enum EscalationStep {
   /** The plan is over: resolve with the status body. */
   Done = -1,
   /** Call `acpSession.abort()`, swallowing errors. */
   Abort = -2,
-  /** `signalChild(run, 'SIGTERM')`. */
+  /** SIGTERM to the run's process tree (`runSignalTree`, then `child.kill` if it says so). */
   Sigterm = -3,
-  /** `signalChild(run, 'SIGKILL')`. */
+  /** SIGKILL to the run's process tree, likewise. */
   Sigkill = -4,
-  /** `finish(run, 'canceled', null, 'SIGTERM')` now. */
+  /** `finish(run, 'canceled', null, 'SIGTERM')` now (a run without a child). */
   FinishNow = -5,
-  /** Finish from the child's state, `SIGTERM` when it has no signal (CAN-6). */
+  /** The tree exited: finish from the child's state, `SIGTERM` when it has no signal (CAN-6). */
   FinishTerm = -6,
-  /** Finish from the child's state, `SIGKILL` when it has no signal (CAN-6). */
+  /**
+   * The last wait is over: report survivors (`runTreeSurvivors`, LC-7's
+   * `termination_failed`), then finish from the child's state with `SIGKILL` (CAN-6).
+   */
   FinishKill = -7,
   /** `runCancelBegin` only: a cancel is already running; share its outcome (IMP-11). */
   InFlight = -8,
   /** `runCancelBegin` only: the run is already terminal; nothing changed (CAN-1). */
   Terminal = -9,
+  /**
+   * LC-7: when `run.stdinOpen`, end the child's open stdin (errors swallowed), then
+   * `run.stdinOpen = false`.
+   */
+  CloseStdin = -10,
 }
 
 /** Resolves once every log line queued so far is written and closed files are closed (IMP-4). */
 export declare function flushLogs(svc: number): Promise<undefined>
+
+/** At construction (LC-2): indexes the runs under `dir` (the `runsLogDir`) without loading any. */
+export declare function indexRuns(svc: number, dir: string): void
 
 /** Registers an event name for `runEmitNamed` (the facade caches the number). */
 export declare function internEvent(svc: number, name: string): number
@@ -77,30 +89,33 @@ export declare const enum NumberField {
   CancelRequested = 3,
 }
 
-/** One run `restoreRuns` found and registered again. */
-export interface RestoredRun {
-  /** The run's slot in this service. */
-  slot: number
-  /**
-   * The run as restored, as JSON: the `run.json` snapshot after the log's verdict was
-   * applied (or the run was marked failed as interrupted), with every field filled in:
-   * `id`, `createdAt`, `updatedAt`, `nextEventId`, `projectId`, `conversationId`, `status`,
-   * `exitCode`, `signal`, `error`, `errorCode`, `cancelRequested`, and `meta` with `ids`
-   * (`assistantMessageId`, `clientRequestId`, `agentId`, `appliedPluginSnapshotId`,
-   * `pluginId`), `mediaExecution` and `toolBundle` (the redacted summary).
-   */
-  snapshot: string
-}
+/**
+ * `list({ projectId })` (LC-2): the ids of that project's durable runs that are not
+ * registered, oldest first.
+ */
+export declare function projectDurableRuns(svc: number, projectId: string): Array<string>
 
-/** Reads back the runs an earlier service left in `dir` (the `runsLogDir`). */
-export declare function restoreRuns(svc: number, dir: string, now: number): Array<RestoredRun>
+/**
+ * `createOrReuse` (LC-3): the id of the newest durable run created with this
+ * `clientRequestId` when it is not registered, or null.
+ */
+export declare function requestDurableRun(svc: number, clientRequestId: string): string | null
+
+/**
+ * LC-7: the host set `run.child` / `run.processGroupId`. `pid` and `group` are NaN when
+ * absent; `alive` is false when the child already exited. Captures the child (a live direct
+ * child of this process only), verifies the group while the child lives (IMP-5) and captures
+ * its process tree.
+ */
+export declare function runAttach(svc: number, slot: number, pid: number, group: number, alive: boolean): void
 
 /**
  * `cancel()`: CAN-1/CAN-2 and the first step: a wait in ms, or an `EscalationStep` code
  * (`Terminal` / `InFlight` included). The three env values are JS `Number()` results (NaN
- * when unset).
+ * when unset). `origin` is recorded first (LC-5: the first origin wins) and the state
+ * persisted, before any signal.
  */
-export declare function runCancelBegin(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, piAbortGrace: number, cancelGrace: number, forceWait: number, now: number): number
+export declare function runCancelBegin(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, piAbortGrace: number, cancelGrace: number, forceWait: number, origin: string, now: number): number
 
 /**
  * Test support: the core's view of one run's host-visible fields, as JSON, so the test suites
@@ -111,14 +126,16 @@ export declare function runCoreFields(svc: number, slot: number): string
 
 /**
  * `create(meta)`: the id strings are passed only when they are non-empty strings; the two
- * policies as their JSON lowering (absent = undefined); `otherIds` (JSON of the remaining id
- * fields) only when logging is on, for the durable snapshot.
+ * policies as their JSON lowering (absent = undefined); `clientRequestId` (LC-3's key); `host`
+ * only when logging is on: the JSON of the run's host-owned `state.json` values (the other id
+ * fields, `requestFingerprint`, `workspaceScope`), written with the state file before this
+ * returns (LC-1).
  *
  * Returns one JSON text, `[slot, id, mediaExecution, toolBundle, toolSummaryJson]`: a single
  * string and a single `JSON.parse` in JS build the slot, the id and both policy objects (a
  * returned object would cost a property set and a string per field).
  */
-export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, otherIds: string | undefined | null, now: number): string
+export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, clientRequestId: string | undefined | null, host: string | undefined | null, now: number): string
 
 /** `drop`: false when the run was already terminal (nothing changed). */
 export declare function runDrop(svc: number, slot: number, now: number): boolean
@@ -139,7 +156,7 @@ export declare function runEmitNamed(svc: number, slot: number, event: number, d
 
 /**
  * The next step of the cancel (`shutdown = false`) or shutdown plan (a wait in ms or an
- * `EscalationStep` code); `exited` answers the previous wait.
+ * `EscalationStep` code); `exited` answers the previous wait (the tree exited).
  */
 export declare function runEscalationNext(svc: number, slot: number, shutdown: boolean, exited: boolean): number
 
@@ -149,14 +166,53 @@ export declare function runEvents(svc: number, slot: number): string
 /** The TTL eviction: true when the run was still terminal and left the registry. */
 export declare function runEvict(svc: number, slot: number): boolean
 
-/** `finish`: returns the `'end'` record id, or 0 when the run was already terminal. */
-export declare function runFinish(svc: number, slot: number, status: string | undefined | null, exitCode: number | undefined | null, signal: string | undefined | null, endData: string, now: number): number
+/** `createOrReuse` (LC-3): the newest registered run created with this `clientRequestId`, or -1. */
+export declare function runFindRequest(svc: number, clientRequestId: string): number
 
-/** `get(id)`: the slot, or -1. */
+/**
+ * `finish`, first half (LC-5, LC-6): the verdict, with the terminal facts when `status` is
+ * terminal (`terminalAt = now`, `terminalTrigger = trigger`), then the state file persisted
+ * with `host` (the run's host-owned values as JSON; absent without logging). False when the
+ * run was already terminal (nothing changed). The facade runs its hooks, then `runFinishEnd`.
+ */
+export declare function runFinishBegin(svc: number, slot: number, status: string | undefined | null, exitCode: number | undefined | null, signal: string | undefined | null, trigger: string, host: string | undefined | null, now: number): boolean
+
+/**
+ * `finish`, second half: the `'end'` record (`JSON.stringify` of its data), then the log is
+ * closed. Returns the record's id.
+ */
+export declare function runFinishEnd(svc: number, slot: number, endData: string, now: number): number
+
+/** `get(id)`: the registered run's slot, or -1 (`runHydrate` loads one from disk, LC-2). */
 export declare function runGet(svc: number, id: string): number
+
+/**
+ * `get(id)` past the registry (LC-2): the slot of the run loaded from disk (registered from
+ * now on; `runHydrated` gives what to build its object from), or -1. An id that is not a run
+ * id never reaches the filesystem.
+ */
+export declare function runHydrate(svc: number, id: string, now: number): number
+
+/**
+ * A hydrated run, as the JSON `{"state":{…},"nextEventId":n,"cancelRequested":b}` (its state
+ * file as the core now holds it).
+ */
+export declare function runHydrated(svc: number, slot: number): string
 
 /** `list(filter)`: slots in creation order (a typed array: one copy, no per-element calls). */
 export declare function runList(svc: number, projectId?: string | undefined | null, conversationId?: string | undefined | null, status?: string | undefined | null): Uint32Array
+
+/**
+ * `persistState(run)` and the `start`/`error`/`end` emits (LC-1): writes the state file now,
+ * taking `host` (the run's host-owned values as JSON) first. Nothing without logging.
+ */
+export declare function runPersistState(svc: number, slot: number, host?: string | undefined | null): void
+
+/**
+ * `prepareRestart(run)` (LC-4, core part): the previous `updatedAt`, or null when the run is
+ * not terminal (nothing changed).
+ */
+export declare function runPrepareRestart(svc: number, slot: number, host: string | undefined | null, now: number): number | null
 
 /** The JS run object was collected (a destroyed service is ignored). */
 export declare function runRelease(svc: number, slot: number): void
@@ -166,6 +222,12 @@ export declare function runRelease(svc: number, slot: number): void
  * `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module).
  */
 export declare function runReplay(svc: number, slot: number, cursor: number): string
+
+/**
+ * Puts a run that TTL eviction took out of the registry back in (another registered run with
+ * its id leaves). False for a dropped run.
+ */
+export declare function runReregister(svc: number, slot: number): boolean
 
 /** §8: the message/code the facade extracted from an `'error'` event. */
 export declare function runSetError(svc: number, slot: number, message?: string | undefined | null, code?: string | undefined | null): void
@@ -180,16 +242,31 @@ export declare function runSetNumber(svc: number, slot: number, field: NumberFie
 export declare function runSetText(svc: number, slot: number, field: TextField, value?: string | undefined | null): void
 
 /**
- * `shutdownActive()` for one run of the snapshot: the first step of its plan (a wait in ms or
- * an `EscalationStep` code).
+ * `shutdownActive()` for one run of the snapshot: records the `daemon_shutdown` origin
+ * (LC-5) and returns the first step of its plan (a wait in ms or an `EscalationStep` code).
  */
-export declare function runShutdownBegin(svc: number, slot: number, hasAbort: boolean, graceMs: number, now: number): number
+export declare function runShutdownBegin(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, graceMs: number, now: number): number
 
 /**
  * `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a
  * number.
  */
 export declare function runSignal(svc: number, slot: number, pid: number, group: number, signal: string | number): Delivery
+
+/**
+ * LC-7: SIGTERM (`kill = false`) or SIGKILL to the run's whole process tree, each process by
+ * identity. `pid`, `group` and `alive` are the host's current values (as for `runAttach`).
+ */
+export declare function runSignalTree(svc: number, slot: number, pid: number, group: number, alive: boolean, kill: boolean): TreeSignal
+
+/** LC-7's barrier, while the facade waits: how many processes of the run's tree are alive. */
+export declare function runTreeAlive(svc: number, slot: number): number
+
+/**
+ * LC-7, after the last wait: the pids of the run's tree still alive (each SIGKILLed once
+ * more); non-empty means `termination_failed`.
+ */
+export declare function runTreeSurvivors(svc: number, slot: number): Array<number>
 
 /**
  * The option defaults and the largest timer delay, as the JSON text
@@ -238,3 +315,15 @@ export declare const enum TextField {
  * 2147483647 → 2147483647), or `null` for `Infinity`: no timer at all.
  */
 export declare function timerDelay(ms: number): number | null
+
+/** What one signal step of a cancel or shutdown reached (`runSignalTree`, LC-7). */
+export interface TreeSignal {
+  /** The child itself was signalled natively (by pidfd/identity, or through its group). */
+  child: boolean
+  /** The child was captured and has exited: nothing may be sent to its pid. */
+  childGone: boolean
+  /** The verified process group was signalled. */
+  group: boolean
+  /** How many other processes of the tree were signalled one by one. */
+  others: number
+}

@@ -260,8 +260,8 @@ export type ToolBundleSummary = {
 }
 
 /**
- * Metadata read by `create`. Each id field is kept verbatim when it is a non-empty string (not
- * trimmed), otherwise stored as `null`. No other key is read.
+ * Metadata read by `create` (and `createOrReuse`). Each id field is kept verbatim when it is a
+ * non-empty string (not trimmed), otherwise stored as `null`. No other key is read.
  */
 export type RunCreateMeta = {
   /** Project the run belongs to; used by `list` filters. */
@@ -270,8 +270,12 @@ export type RunCreateMeta = {
   conversationId?: string | null | undefined
   /** Assistant message the run writes into. */
   assistantMessageId?: string | null | undefined
-  /** Client-chosen request id (never part of the status body). */
+  /** Client-chosen request id: the key `createOrReuse` finds an earlier run by (SPEC LC-3). */
   clientRequestId?: string | null | undefined
+  /** What the request asked for, as the host fingerprints it; `createOrReuse` reports a `'conflict'` when two differ. */
+  requestFingerprint?: string | null | undefined
+  /** Opaque to the service: kept on the run and in its state file only when the key is present. */
+  workspaceScope?: unknown
   /** Agent that executes the run. */
   agentId?: string | null | undefined
   /** Frozen plugin snapshot the run is pinned to. */
@@ -303,7 +307,10 @@ export type ChatRunEvent<T = unknown> = {
   timestamp: number
 }
 
-/** `data` of the `'end'` event that `finish` emits, key order `code, signal, status`. */
+/**
+ * `data` of the `'end'` event that `finish` emits, key order `code, signal, status, terminalAt,
+ * resumable, endedWithUnfinishedWork` (SPEC LC-5).
+ */
 export type ChatRunEndData = {
   /** Exit code passed to `finish` (`null` by default). */
   code: number | null
@@ -311,7 +318,20 @@ export type ChatRunEndData = {
   signal: NodeJS.Signals | (string & {}) | null
   /** The run's new status. */
   status: RunStatus
+  /** When the run became terminal (ms); `null` for a non-terminal status. */
+  terminalAt: number | null
+  /** `run.resumable ?? false` at that moment (a host field). */
+  resumable: unknown
+  /** `!!run.endedWithUnfinishedWork` at that moment (a host field). */
+  endedWithUnfinishedWork: boolean
 }
+
+/**
+ * What made a run terminal (`run.terminalTrigger`, SPEC LC-5): the host's `finish`/`fail`, a
+ * rejected `start`, `cancel`, `shutdownActive`, `drop`, or hydration of a run its daemon left active.
+ */
+export type TerminalTrigger =
+  'finish' | 'start_failed' | 'cancel' | 'daemon_shutdown' | 'drop' | 'daemon_restart' | (string & {})
 
 /**
  * A chat run: a plain, mutable, extensible object shared by the service and the host (SPEC §5).
@@ -328,6 +348,8 @@ export interface ChatRun {
   assistantMessageId: string | null
   /** Client request id from `create` meta, or `null`. */
   clientRequestId: string | null
+  /** Request fingerprint from `create` meta, or `null` (SPEC LC-3). */
+  requestFingerprint: string | null
   /** Agent id from `create` meta, or `null`. */
   agentId: string | null
   /** Applied plugin snapshot id from `create` meta, or `null`. */
@@ -372,6 +394,32 @@ export interface ChatRun {
   errorCode: string | null
   /** `true` once `cancel` or `shutdownActive` has been called on the run. */
   cancelRequested: boolean
+  /** Who asked for the cancel (`cancel(run, origin)`, `'daemon_shutdown'`), first origin wins; read-only. */
+  readonly cancelOrigin: string | null
+  /** When the run became terminal (ms), set by every terminal transition; read-only (SPEC LC-5). */
+  readonly terminalAt: number | null
+  /** What made the run terminal; read-only (SPEC LC-5). */
+  readonly terminalTrigger: TerminalTrigger | null
+  /** Host field (SPEC LC-5): shown in the status body and the `'end'` data, persisted. */
+  failureCategory?: unknown
+  /** Host field (SPEC LC-5): shown in the status body, persisted. */
+  failureDetail?: unknown
+  /** Host field (SPEC LC-5): shown in the status body, persisted. */
+  failureAction?: unknown
+  /** Host field: whether the host can resume the run; in the status body and `'end'` data. */
+  resumable?: unknown
+  /** Host field: the run ended with work left; in the status body and `'end'` data. */
+  endedWithUnfinishedWork?: unknown
+  /** `'daemon_restart'` on a run hydration marked interrupted (SPEC LC-2), else a host value or absent. */
+  terminalRecoveryReason?: string | null
+  /** From `create` meta when the key was there (SPEC LC-3); persisted in the state file. */
+  workspaceScope?: unknown
+  /** Called once when the run reaches a terminal state or is dropped, then set to `null` (SPEC LC-6). */
+  onFinalize?: (() => unknown) | null
+  /** Bumped by each `prepareRestart` (SPEC LC-4). */
+  manualResumeAttemptCount?: number
+  /** Time spent terminal before each `prepareRestart`, summed (ms, SPEC LC-4). */
+  rechargeWaitDurationMs?: number
   /** `<runsLogDir>/<id>/events.jsonl` when logging is enabled, else `null`. */
   readonly eventsLogPath: string | null
   /** Implementation-defined log handle (`null` when none); the host must not touch it. */
@@ -383,8 +431,8 @@ export interface ChatRun {
 }
 
 /**
- * The fresh plain object `statusBody(run)` returns: exactly these 22 keys, in this order (SPEC §15).
- * It never contains `clientRequestId`, `events`, `child`, the full tool bundle or host-added fields.
+ * The fresh plain object `statusBody(run)` returns: exactly these 31 keys, in this order (SPEC §15,
+ * LC-5). It never contains `events`, `child`, the full tool bundle or other host-added fields.
  */
 export type ChatRunStatusBody = {
   /** `run.id`. */
@@ -425,6 +473,24 @@ export type ChatRunStatusBody = {
   error: string | null
   /** `run.errorCode ?? null`. */
   errorCode: string | null
+  /** `run.clientRequestId ?? null`. */
+  clientRequestId: string | null
+  /** `run.terminalAt ?? null`. */
+  terminalAt: number | null
+  /** `run.cancelOrigin ?? null`. */
+  cancelOrigin: string | null
+  /** `run.terminalTrigger ?? null`. */
+  terminalTrigger: TerminalTrigger | null
+  /** `run.failureCategory ?? null`. */
+  failureCategory: unknown
+  /** `run.failureDetail ?? null`. */
+  failureDetail: unknown
+  /** `run.failureAction ?? null`. */
+  failureAction: unknown
+  /** `run.resumable ?? false`. */
+  resumable: unknown
+  /** `!!run.endedWithUnfinishedWork`. */
+  endedWithUnfinishedWork: boolean
   /** `run.eventsLogPath ?? null`. */
   eventsLogPath: string | null
   /** `run.mediaExecution`, or `{ mode: 'enabled' }` when the host cleared it. */
@@ -471,11 +537,50 @@ export interface ChatRunServiceOptions {
    */
   shutdownGraceMs?: number | undefined
   /**
-   * Directory for per-run `<runsLogDir>/<runId>/events.jsonl` logs; `null` or `''` disables logging
-   * (no filesystem access at all). Relative paths resolve against the cwd; other types throw `TypeError`.
+   * Directory for per-run `<runsLogDir>/<runId>/events.jsonl` logs and `state.json` files (SPEC LC-1);
+   * `null` or `''` disables logging and durability (no filesystem access at all). Relative paths
+   * resolve against the cwd; other types throw `TypeError`. Runs found there are loaded lazily (LC-2).
    * @defaultValue `null`
    */
   runsLogDir?: string | null | undefined
+  /**
+   * Called with every emitted record (the `'end'` of `finish` included), numbered, before fan-out;
+   * the ring's trim cannot hide it (SPEC LC-6). Exceptions are swallowed and reported once.
+   */
+  onEventEmitted?: ((run: ChatRun, record: ChatRunEvent) => unknown) | null | undefined
+  /**
+   * Called once, synchronously, just before a run's single terminal transition; the host may still set
+   * what the verdict carries (`endedWithUnfinishedWork`, `resumable`, the failure fields).
+   */
+  beforeFinish?:
+    | ((
+        run: ChatRun,
+        status: RunStatus,
+        code: number | null,
+        signal: NodeJS.Signals | (string & {}) | null,
+        terminalAt: number,
+      ) => unknown)
+    | null
+    | undefined
+  /**
+   * Called once the terminal state is durable, before the `'end'` record is published; also for every
+   * terminal run hydrated from disk (the host dedupes).
+   */
+  onTerminal?: ((run: ChatRun, status: RunStatus, terminalAt: number | null) => unknown) | null | undefined
+  /**
+   * Host run fields written into `state.json` at every write and restored onto hydrated runs (SPEC LC-6).
+   * Not an array of strings: `TypeError`.
+   * @defaultValue `[]`
+   */
+  durableFields?: readonly string[] | undefined
+}
+
+/** What `createOrReuse` returns (SPEC LC-3). */
+export type CreateOrReuseResult = {
+  /** `'reused'`: a run with that `clientRequestId` exists; `'conflict'`: it does, with another fingerprint; `'created'`: a new run. */
+  kind: 'reused' | 'conflict' | 'created'
+  /** The existing run, or the new one. */
+  run: ChatRun
 }
 
 /** Filter of `list()`; every key is optional and `null`/`undefined`/`''` do not filter. */
@@ -499,13 +604,13 @@ export type ShutdownOptions = {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A chat-run registry (SPEC MOD-2): a plain object of 15 closures. Every method works detached
+ * A chat-run registry (SPEC MOD-2): a plain object of 18 closures. Every method works detached
  * (`const { emit } = runs`) and ignores extra arguments, so `list().map(runs.statusBody)` is safe.
  */
 export interface ChatRunService {
   /**
    * Creates and registers a `'queued'` run from `meta` (`undefined`/`null`/non-objects mean `{}`).
-   * Emits nothing, touches no file and starts no timer.
+   * Emits nothing and starts no timer; with logging, its `state.json` is on disk when it returns.
    */
   readonly create: (meta?: RunCreateMeta | null) => ChatRun
   /**
@@ -513,9 +618,16 @@ export interface ChatRunService {
    * A rejection becomes `fail(run, 'AGENT_EXECUTION_FAILED', message)`; a sync throw propagates, a non-promise result throws `TypeError`.
    */
   readonly start: <R extends ChatRun>(run: R, starter: (run: R) => Promise<unknown>) => R
-  /** Returns the registered run with this id, or `null` (also after drop/eviction). */
+  /**
+   * Returns the registered run with this id; with logging, else the run loaded from `runsLogDir`
+   * (after a restart or TTL eviction; SPEC LC-2); else `null` (also after drop). An id that is not
+   * a UUID never reaches the filesystem.
+   */
   readonly get: (id: string) => ChatRun | null
-  /** Returns a new array of registered runs in creation order that match every given filter. */
+  /**
+   * Returns a new array of registered runs in creation order that match every given filter. With a
+   * `projectId` (and logging), that project's runs on disk are loaded first (SPEC LC-2).
+   */
   readonly list: (filter?: ListFilter | null) => ChatRun[]
   /**
    * Attaches an SSE client: replays buffered events after the `Last-Event-ID`/`?after=` cursor, then
@@ -525,8 +637,9 @@ export interface ChatRunService {
   /**
    * Cancels a run: queued runs finish at once; otherwise `acpSession.abort()`, SIGTERM, then SIGKILL.
    * Resolves to the final status body; never throws synchronously and never rejects for a terminal run.
+   * `origin` (default `'unknown'`, e.g. `'user_stop'`) is recorded as `run.cancelOrigin` (first wins).
    */
-  readonly cancel: (run: ChatRun) => Promise<ChatRunStatusBody>
+  readonly cancel: (run: ChatRun, origin?: string) => Promise<ChatRunStatusBody>
   /**
    * Finishes every active run as `'canceled'`/`'SIGTERM'` at once, then SIGKILLs children still alive
    * after `graceMs`. Resolves when all are done and every log is flushed and closed.
@@ -564,10 +677,24 @@ export interface ChatRunService {
    * Returns `false` without signalling when there is no child or it has exited.
    */
   readonly signalChild: (run: ChatRun, signal: NodeJS.Signals | number) => boolean
-  /** Returns a fresh status body (22 keys, secrets redacted) computed from the run's current fields. */
+  /** Returns a fresh status body (31 keys, secrets redacted) computed from the run's current fields. */
   readonly statusBody: (run: ChatRun) => ChatRunStatusBody
   /** True only for `'succeeded'`, `'failed'` and `'canceled'`; non-strings give `false`. */
   readonly isTerminal: (status: unknown) => status is TerminalRunStatus
+  /**
+   * Finds the run created for `meta.clientRequestId` (in memory, or on disk across a restart) and
+   * reuses it, reports a `'conflict'` when both request fingerprints are set and differ, or creates a
+   * new run (SPEC LC-3).
+   */
+  readonly createOrReuse: (meta?: RunCreateMeta | null) => CreateOrReuseResult
+  /**
+   * Reopens a terminal run for a retry, same object and id: back to `'queued'`, verdict and child
+   * cleared, eviction voided, state persisted, then a `'run_resume_attempted'` event. `null` when the
+   * run is not terminal (SPEC LC-4).
+   */
+  readonly prepareRestart: <R extends ChatRun>(run: R) => R | null
+  /** Writes the run's `state.json` now, with the host's durable fields (SPEC LC-1); a no-op without logging. */
+  readonly persistState: (run: ChatRun | null | undefined) => void
 }
 
 /**
@@ -601,6 +728,13 @@ export type ChatRunServiceStats = {
     queue: { lines: number; bytes: number }
     notPersisted: { diskError: number; queueFull: number; unserializable: number; afterClose: number }
   }
+  /** The runs' `state.json` writes (SPEC LC-1): done, and failed (the first failure is reported once). */
+  stateFile: { written: number; failed: number }
+  /**
+   * The runs on disk (SPEC LC-2): indexed by the construction scan, loaded into memory since, and
+   * entries of `runsLogDir` that are not valid runs (counted once each).
+   */
+  hydration: { indexed: number; hydrated: number; skipped: number }
 }
 
 /**

@@ -9,7 +9,10 @@
 // This file assembles a service from the modules in lib/, one concern each:
 //   options.js    options, defaults, the timer clamp, env reads, the log layout
 //   run.js        the run object and its read mirror of the core (the mirror contract)
-//   registry.js   create, restore, get, list, eviction
+//   registry.js   create, get, list (loading runs from runsLogDir: LC-2), eviction
+//   durable.js    persistState, createOrReuse, prepareRestart (LC-1, LC-3, LC-4)
+//   state.js      the host's values of a run's state.json, as one JSON text for the core
+//   hooks.js      the host's hooks (LC-6), each call isolated
 //   emit.js       emit and the error fields of an 'error' event
 //   lifecycle.js  start, finish, fail, wait, drop
 //   stream.js     stream (replay, then live) and the fan-out to clients
@@ -24,7 +27,9 @@
 const native = require('./loader.js')
 const { describe } = require('./lib/describe.js')
 const { readOptions, timerDelay, logLayout, reportLogError } = require('./lib/options.js')
-const { create, restore, get, list } = require('./lib/registry.js')
+const { create, get, list, EVICTED_SWEEP_MIN } = require('./lib/registry.js')
+const { persistState, createOrReuse, prepareRestart } = require('./lib/durable.js')
+const { extraDurableFields } = require('./lib/state.js')
 const { emit } = require('./lib/emit.js')
 const { start, wait, finish, fail, drop } = require('./lib/lifecycle.js')
 const { stream } = require('./lib/stream.js')
@@ -35,7 +40,7 @@ const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require(
 // object, its runs and their pending timers all hold it).
 const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
-// itself to exactly its 15 methods).
+// itself to exactly its 18 methods).
 const serviceContexts = new WeakMap()
 
 /**
@@ -43,6 +48,9 @@ const serviceContexts = new WeakMap()
  * - `svc`: the native service id; `runs`: core slot -> run object (identity for get/list)
  * - `opts`: the validated options; `logging`, `logPrefix`, `logSuffix`: the event log layout
  * - `ttlDelay`: the eviction delay (null = never); `eventNames`: event name -> interned number
+ * - `durableFields`: the options' durableFields the state file does not carry by itself (LC-6)
+ * - `evicted`: run id -> WeakRef of a run TTL eviction took out (get() brings back the same
+ *   object while the host holds it); `hookErrorReported`: a hook threw once already (LC-6)
  */
 function serviceContext(opts) {
   const [logPrefix, logSuffix] = logLayout(opts.runsLogDir)
@@ -56,6 +64,10 @@ function serviceContext(opts) {
     // FIN-5: null when runs are never evicted (`ttlMs: Infinity`)
     ttlDelay: timerDelay(opts.ttlMs),
     eventNames: new Map(),
+    durableFields: extraDurableFields(opts.durableFields),
+    evicted: new Map(),
+    evictedSweepAt: EVICTED_SWEEP_MIN,
+    hookErrorReported: false,
   }
 }
 
@@ -64,7 +76,7 @@ function serviceContext(opts) {
  */
 function createChatRunService(options) {
   const ctx = serviceContext(readOptions(options))
-  // MOD-2 and SPEC §0: exactly these 15 methods, in this order; each a closure that works
+  // MOD-2 and SPEC §0: exactly these 18 methods, in this order; each a closure that works
   // detached, never uses `this` and ignores extra arguments.
   const service = {
     create: (meta) => create(ctx, meta),
@@ -72,7 +84,7 @@ function createChatRunService(options) {
     get: (id) => get(ctx, id),
     list: (filter) => list(ctx, filter),
     stream: (run, req, res) => stream(ctx, run, req, res),
-    cancel: (run) => cancel(ctx, run),
+    cancel: (run, origin) => cancel(ctx, run, origin),
     shutdownActive: (shutdownOptions) => shutdownActive(ctx, shutdownOptions),
     wait: (run) => wait(ctx, run),
     emit: (run, event, data) => emit(ctx, run, event, data),
@@ -82,8 +94,12 @@ function createChatRunService(options) {
     signalChild: (run, signal) => signalChild(ctx, run, signal),
     statusBody: (run) => statusBody(run),
     isTerminal: (status) => isTerminal(status),
+    createOrReuse: (meta) => createOrReuse(ctx, meta),
+    prepareRestart: (run) => prepareRestart(ctx, run),
+    persistState: (run) => persistState(ctx, run),
   }
-  if (ctx.logging) restore(ctx)
+  // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
+  if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)
   serviceReleaser.register(ctx, ctx.svc)
   serviceContexts.set(service, ctx)
   return service

@@ -417,6 +417,63 @@ describe.each(MODES)('stream with odd cursors ($mode)', ({ logged }) => {
 
 // --- createChatRunService: bad options ------------------------------------------------------------------
 
+// --- the lifecycle methods (LC-1..LC-4) -------------------------------------------------------------------
+
+describe.each(MODES)('the lifecycle methods with odd input ($mode)', ({ logged }) => {
+  it('get() with a non-string or hostile id is null; createOrReuse with odd meta creates; foreign runs throw (INP-1)', () => {
+    const runs = createRuns(logged ? tmpDir : null)
+    for (const id of [
+      undefined,
+      null,
+      42,
+      {},
+      '',
+      '../../etc',
+      '/',
+      '\\',
+      '..',
+      'a\u0000b',
+      '00000000-0000-4000-8000-000000000000',
+    ]) {
+      expect(runs.get(id)).toBeNull()
+    }
+    for (const meta of [undefined, null, 'x', 7, { clientRequestId: ['r'] }, { clientRequestId: '' }]) {
+      expect(runs.createOrReuse(meta).kind).toBe('created')
+    }
+    const other = createRuns(null).create()
+    for (const bad of [{}, other, 'run', 5]) {
+      expect(() => runs.prepareRestart(bad)).toThrow(/prepareRestart\(run\): expected a run object/)
+      expect(() => runs.persistState(bad)).toThrow(/persistState\(run\): expected a run object/)
+    }
+    expect(() => runs.prepareRestart(null)).toThrow(TypeError)
+    for (const falsy of [null, undefined, 0, '']) expect(runs.persistState(falsy)).toBeUndefined()
+    // A host value the state file cannot hold is left out, never thrown.
+    const run = runs.create({ workspaceScope: { big: 10n } })
+    run.failureDetail = { big: 10n }
+    // JSON cannot hold it: the 'end' data falls back to what the core can store.
+    run.resumable = {
+      toJSON() {
+        throw new Error('toJSON')
+      },
+    }
+    expect(() => runs.persistState(run)).not.toThrow()
+    expect(() => runs.finish(run, 'failed', 1, null)).not.toThrow()
+    expect(run.events.at(-1).data).toEqual({
+      code: 1,
+      signal: null,
+      status: 'failed',
+      terminalAt: run.terminalAt,
+      resumable: false,
+      endedWithUnfinishedWork: false,
+    })
+    if (logged) {
+      const state = JSON.parse(fs.readFileSync(path.join(tmpDir, run.id, 'state.json'), 'utf8'))
+      expect(state).toMatchObject({ status: 'failed', failureDetail: null, resumable: true })
+      expect('workspaceScope' in state).toBe(false)
+    }
+  })
+})
+
 describe('createChatRunService with bad options (OPT-1, OPT-2)', () => {
   const base = baseOptions()
   const cases: [string, () => unknown, typeof TypeError | typeof RangeError, string][] = [

@@ -165,7 +165,7 @@ describe.skipIf(skipReason !== null)('example daemon in a real browser (chromium
       .split('\n')
       .map((l) => JSON.parse(l))
     expect(log.map((r) => r.event)).toEqual([...Array(LINES).fill('stdout'), 'end'])
-    expect(log.at(-1).data).toEqual({ code: 0, signal: null, status: 'succeeded' })
+    expect(log.at(-1).data).toMatchObject({ code: 0, signal: null, status: 'succeeded' })
   }, 60_000)
 
   it('cancels from the page and the agent process group is gone', async () => {

@@ -1,12 +1,10 @@
 // The read mirror of lib/run.js and its drift check: mirrorDrift() names every field on which a
 // run's mirror disagrees with the core, and stays empty through everything the service and the
 // host do. (The setup file helpers/mirror-check.ts runs the same check after every test.)
-import fs from 'node:fs'
 import { createRequire } from 'node:module'
-import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { createChatRunService } from '../index.js'
-import { FakeChild, readLines, useTempDirs, waitFor } from './helpers'
+import { FakeChild, useTempDirs } from './helpers'
 
 interface RunState {
   ctx: { svc: number }
@@ -199,29 +197,39 @@ describe('mirrorDrift: nothing the service or the host does makes the mirror dri
     for (const run of [acp, a]) expect(mirrorDrift(run)).toEqual([])
   })
 
-  it('restored runs: the mirror starts from what the core restored', async () => {
+  it('hydrated runs (LC-2): the mirror starts from what the core hydrated', () => {
     const dir = tmpDir()
     const first = makeService({ runsLogDir: dir })
     const done = first.create({ projectId: 'p' })
     first.emit(done, 'agent', { a: 1 })
     first.emit(done, 'error', { error: { message: 'm', code: 'c' } })
     first.finish(done, 'failed', 2, 'SIGTERM')
-    const active = first.create({ conversationId: 'c' })
-    first.emit(active, 'agent', {})
-    // Values the core stores differently from the host's: the snapshot holds the core's.
+    const active = first.create({ projectId: 'p', conversationId: 'c' })
+    first.emit(active, 'start', {})
+    // Values the core stores differently from the host's: the state file holds the core's.
     ;(active as { updatedAt: unknown }).updatedAt = 'later'
     active.status = 'running'
-    const snapshot = (run: { eventsLogPath: string | null }) => path.join(path.dirname(run.eventsLogPath!), 'run.json')
-    const written = () =>
-      readLines(done.eventsLogPath!).length === 3 &&
-      fs.existsSync(snapshot(active)) &&
-      fs.readFileSync(snapshot(active), 'utf8').includes('"running"')
-    expect(await waitFor(written)).toBe(true)
+    first.persistState(active)
 
     const second = makeService({ runsLogDir: dir })
-    const restored = second.list()
-    expect(restored.map((r) => r.id).sort()).toEqual([done.id, active.id].sort())
-    for (const run of restored) expect(mirrorDrift(run)).toEqual([])
+    expect(second.list()).toEqual([])
+    const hydrated = second.list({ projectId: 'p' })
+    expect(hydrated.map((r) => r.id)).toEqual([done.id, active.id])
+    for (const run of hydrated) expect(mirrorDrift(run)).toEqual([])
+    expect(hydrated.map((r) => [r.status, r.terminalTrigger])).toEqual([
+      ['failed', 'finish'],
+      ['failed', 'daemon_restart'],
+    ])
+  })
+
+  it('prepareRestart (LC-4): the mirror follows the reset and the next verdict', () => {
+    const svc = makeService()
+    const run = svc.create()
+    svc.fail(run, 'E', 'm')
+    expect(svc.prepareRestart(run)).toBe(run)
+    expect(mirrorDrift(run)).toEqual([])
+    svc.finish(run, 'succeeded', 0, null)
+    expect(mirrorDrift(run)).toEqual([])
   })
 })
 

@@ -115,10 +115,12 @@ describe.skipIf(notLinux)('cancel / shutdownActive / signalChild on real process
     await runs.shutdownActive({ graceMs: 200 })
     expect(Date.now() - t0).toBeLessThan(3000)
 
+    // LC-7 (replaces SHD-3's finish before the child exits): each run is finished after its tree
+    // is gone, with the real last signal: SIGKILL for the group that ignored SIGTERM.
+    expect(started.map(({ run }) => run.signal)).toEqual(['SIGTERM', 'SIGKILL', 'SIGTERM'])
     for (const { run, child, kids } of started) {
       expect(run.status).toBe('canceled')
       expect(run.cancelRequested).toBe(true)
-      expect(run.signal).toBe('SIGTERM') // SHD-3: finished before the child exits
       expect(child.exitCode !== null || child.signalCode !== null).toBe(true)
       expect(await waitFor(() => groupMembers(child.pid).length === 0, 1000)).toBe(true)
       for (const pid of kids) expect(pidAlive(pid)).toBe(false)
@@ -127,7 +129,7 @@ describe.skipIf(notLinux)('cancel / shutdownActive / signalChild on real process
     expect(runs.list({ status: 'active' })).toEqual([])
   })
 
-  it("a child in the test's own group with processGroupId null is signalled by pid only", async () => {
+  it("a child in the test's own group with processGroupId null: cancel reaches it and its descendant one by one, never the group (LC-7)", async () => {
     const runs = createRuns()
     const run = runs.create({ projectId: 'p' })
     const child = start('sleep 30 & echo $!; wait', { detached: false })
@@ -140,11 +142,11 @@ describe.skipIf(notLinux)('cancel / shutdownActive / signalChild on real process
 
     expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', childExited: true, processGroupId: null })
     expect(child.signalCode).toBe('SIGTERM')
-    expect(kill).not.toHaveBeenCalled() // the pid is numeric, so kill(2) was used directly
-    // Only the child's pid was signalled: its grandchild (same group) and this process live on.
-    expect(pidAlive(kid)).toBe(true)
+    expect(kill).not.toHaveBeenCalled() // the pid is numeric: signalled natively, by identity
+    // LC-7 (replaces "by pid only"): the grandchild, a descendant captured at the SIGTERM step, is
+    // gone too; this process, in the same group, lives on (the group itself is never signalled).
+    expect(await waitFor(() => !pidAlive(kid), 1000)).toBe(true)
     expect(pidAlive(process.pid)).toBe(true)
-    // afterEach kills the orphaned grandchild by pid.
   })
 
   it('signalChild with a valid group returns true, reaches the whole group and does not call child.kill', async () => {
@@ -197,17 +199,24 @@ describe.skipIf(notLinux)('IMP-13: the leftover group is reaped after its leader
   const LEADER_DIES_GRANDCHILD_IGNORES_TERM = '(trap "" TERM; exec sleep 30) & echo $!; wait'
 
   it('cancel(): a grandchild that ignores SIGTERM is gone once the leader has exited', async () => {
-    const runs = createRuns()
-    const run = runs.create({})
-    const child = start(LEADER_DIES_GRANDCHILD_IGNORES_TERM, { detached: true })
-    const [grandchild] = await grandchildren(child, 1)
-    attach(run, child, { group: true })
+    const restore = withEnv({ OD_CHAT_RUN_CANCEL_GRACE_MS: '200', OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS: '500' })
+    try {
+      const runs = createRuns()
+      const run = runs.create({})
+      const child = start(LEADER_DIES_GRANDCHILD_IGNORES_TERM, { detached: true })
+      const [grandchild] = await grandchildren(child, 1)
+      attach(run, child, { group: true })
 
-    const body = await runs.cancel(run)
+      const body = await runs.cancel(run)
 
-    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', childExited: true })
-    expect(await waitFor(() => !pidAlive(grandchild), 2000)).toBe(true)
-    expect(await waitFor(() => groupMembers(child.pid).length === 0, 2000)).toBe(true)
+      // LC-7 (amends IMP-13 and CAN-7): the run is finished once the whole tree is gone, and
+      // the verdict carries the signal that took: SIGKILL, for the grandchild.
+      expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
+      expect(pidAlive(grandchild)).toBe(false)
+      expect(groupMembers(child.pid)).toEqual([])
+    } finally {
+      restore()
+    }
   })
 
   it('shutdownActive(): the same leftover is reaped before the promise resolves', async () => {

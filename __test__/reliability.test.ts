@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
@@ -16,9 +16,10 @@ import {
   ends,
 } from './helpers'
 
-// Never lose an event, never leak: replay beyond the history, restart survival, bounded
-// resources, crash durability and the health snapshot. Scenarios that need a process of their
-// own (SIGKILL, ulimit, a million emits) run __test__/fixtures/reliability-worker.cjs.
+// Never lose an event, never leak: replay beyond the history, bounded resources, crash durability
+// and the health snapshot. Scenarios that need a process of their own (SIGKILL, ulimit, a million
+// emits) run __test__/fixtures/reliability-worker.cjs. (Restart survival, LC-1/LC-2, is
+// __test__/lifecycle-restart.test.ts.)
 
 const WORKER = fixture('reliability-worker.cjs')
 const tempDir = useTempDirs('reliability-')
@@ -70,56 +71,6 @@ describe('replay beyond the history (IMP-3)', () => {
     runs.stream(run, req('0'), res())
     runs.emit(run, 'stdout', { n: 3001 })
     expect(sentIds(clients[0])).toEqual(range(1, 3001))
-  })
-})
-
-describe('runs survive a daemon restart', () => {
-  it('after SIGKILL of a real Node process mid-run, a new service finds both runs; the active one is failed and replayable', async () => {
-    const child = spawn(process.execPath, [WORKER, 'restart-before', tmp], { stdio: ['ignore', 'pipe', 'inherit'] })
-    let out = ''
-    child.stdout.setEncoding('utf8')
-    const ids = await new Promise<{ done: string; active: string }>((resolve, reject) => {
-      child.stdout.on('data', (chunk: string) => {
-        out += chunk
-        if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0]))
-      })
-      child.once('exit', () => reject(new Error(`worker exited early: ${out}`)))
-    })
-    const exited = new Promise((resolve) => child.once('exit', resolve))
-    child.kill('SIGKILL')
-    await exited
-
-    const { runs, clients } = service({ maxEvents: 10 })
-    const done = runs.get(ids.done)!
-    const active = runs.get(ids.active)!
-    expect(runs.statusBody(done)).toMatchObject({
-      status: 'succeeded',
-      exitCode: 0,
-      agentId: 'agent-x',
-      projectId: 'p',
-    })
-    expect(runs.statusBody(active)).toMatchObject({
-      status: 'failed',
-      errorCode: 'RUN_INTERRUPTED_BY_RESTART',
-      conversationId: 'c-active',
-    })
-    expect(runs.list({ projectId: 'p' })).toEqual([done, active])
-    expect(runs.list({ conversationId: 'c-active' })).toEqual([active])
-    expect(runs.list({ status: 'active' })).toEqual([])
-    // The log is replayable: 120 events, then the closing end line written at restore.
-    runs.stream(active, req('0'), res())
-    expect(sentIds(clients[0])).toEqual(range(1, 121))
-    expect(sentRecords(clients[0]).at(-1)).toMatchObject({ event: 'end', data: { status: 'failed' } })
-    const snapshot = path.join(tmp, ids.active, 'run.json')
-    expect(fs.statSync(snapshot).mode & 0o777).toBe(0o600)
-    expect(JSON.parse(fs.readFileSync(snapshot, 'utf8'))).toMatchObject({
-      status: 'failed',
-      errorCode: 'RUN_INTERRUPTED_BY_RESTART',
-    })
-    // A third service does not mark anything twice.
-    const again = service().runs
-    expect(again.statusBody(again.get(ids.active)!)).toMatchObject({ status: 'failed' })
-    expect(fs.readFileSync(active.eventsLogPath!, 'utf8').trim().split('\n')).toHaveLength(121)
   })
 })
 

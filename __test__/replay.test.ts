@@ -2,7 +2,7 @@
 // facade keeps (weakly) for the next client of the same run. Every check compares what a
 // client receives from a run that was replayed before (cache warm) with what it receives from
 // an identical run that never was (straight from the core).
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { fakeClient, fakeReq, fakeRes, makeRuns, useTempDirs, type FakeClient } from './helpers'
 
 /** One record as a client got it: [event, data, id]. */
@@ -36,9 +36,14 @@ function fill(svc: ReturnType<typeof service>['svc'], run: unknown, n: number) {
 const CURSORS = ['-1', '0', '1', '1.5', '63', '64', '65', '100', '149', '150', '151', '500', 'abc', undefined]
 
 const tempDir = useTempDirs('replay-log-')
+afterEach(() => {
+  vi.useRealTimers()
+})
 
 describe('stream() replay batch', () => {
   it('a warm run replays exactly what a never-replayed twin replays, for every cursor', () => {
+    // One clock for both twins: their 'end' data carries terminalAt (LC-5).
+    vi.useFakeTimers({ toFake: ['Date'] })
     const cold = service()
     const warm = service()
     for (const terminal of [false, true]) {

@@ -1,4 +1,4 @@
-// SPEC §6 create (CRE-1..CRE-5, IMP-12 meta), get (GET-1) and list (LST-1..LST-3).
+// SPEC §6 create (CRE-1..CRE-5, IMP-12 meta, LC-3's two keys), get (GET-1) and list (LST-1..LST-3).
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
@@ -29,7 +29,7 @@ describe('§6 create / get / list (CRE, GET, LST)', () => {
     expect(runs.create().id).toMatch(UUID_V4)
   })
 
-  it('CRE-1: only the nine meta keys are read', () => {
+  it('CRE-1/LC-3: only the eleven meta keys are read', () => {
     const { runs } = makeRuns()
     const read = new Set<string>()
     const target = { projectId: 'p', status: 'running', id: 'forged', events: [1], extra: 'x', nextEventId: 9 }
@@ -50,7 +50,8 @@ describe('§6 create / get / list (CRE, GET, LST)', () => {
     expect('extra' in run).toBe(false)
   })
 
-  it('CRE-2: create registers the run in insertion order, emits nothing, touches no file, starts no timer', () => {
+  // LC-1 amends CRE-2: with logging on, create writes the run's state file (and nothing else).
+  it('CRE-2/LC-1: create registers the run in insertion order, emits nothing, starts no timer; the only file is its state file', () => {
     vi.useFakeTimers()
     const dir = tempDir()
     const { runs } = makeRuns({ runsLogDir: dir })
@@ -62,8 +63,19 @@ describe('§6 create / get / list (CRE, GET, LST)', () => {
     expect(runs.get(b.id)).toBe(b)
     expect(a.events).toEqual([])
     expect(a.nextEventId).toBe(1)
-    expect(fs.readdirSync(dir)).toEqual([])
+    expect(fs.readdirSync(dir).sort()).toEqual([a.id, b.id, c.id].sort())
+    for (const run of [a, b, c]) expect(fs.readdirSync(path.join(dir, run.id))).toEqual(['state.json'])
     expect(new Set([a.id, b.id, c.id]).size).toBe(3)
+    // Without logging nothing is touched (LOG-2).
+    const cwd = process.cwd()
+    const empty = tempDir()
+    process.chdir(empty)
+    try {
+      makeRuns().runs.create()
+      expect(fs.readdirSync(empty)).toEqual([])
+    } finally {
+      process.chdir(cwd)
+    }
   })
 
   it('CRE-3: the seven id fields are stored verbatim when non-empty strings (not trimmed), else null', () => {
@@ -102,10 +114,19 @@ describe('§6 create / get / list (CRE, GET, LST)', () => {
     const dir = tempDir()
     const abs = makeRuns({ runsLogDir: dir }).runs.create()
     expect(abs.eventsLogPath).toBe(path.join(dir, abs.id, 'events.jsonl'))
-    const rel = makeRuns({ runsLogDir: 'some/./dir/../logs/' }).runs.create()
-    expect(rel.eventsLogPath).toBe(path.join('some/./dir/../logs/', rel.id, 'events.jsonl'))
-    expect(rel.eventsLogPath).toBe(`some/logs/${rel.id}/events.jsonl`)
-    expect(fs.existsSync('some')).toBe(false)
+    // A relative runsLogDir is resolved against the cwd when a file is written (LC-1: the state
+    // file, at create).
+    const cwd = process.cwd()
+    const work = tempDir()
+    process.chdir(work)
+    try {
+      const rel = makeRuns({ runsLogDir: 'some/./dir/../logs/' }).runs.create()
+      expect(rel.eventsLogPath).toBe(path.join('some/./dir/../logs/', rel.id, 'events.jsonl'))
+      expect(rel.eventsLogPath).toBe(`some/logs/${rel.id}/events.jsonl`)
+      expect(fs.readdirSync(path.join(work, 'some', 'logs', rel.id))).toEqual(['state.json'])
+    } finally {
+      process.chdir(cwd)
+    }
     expect(makeRuns().runs.create().eventsLogPath).toBeNull()
   })
 

@@ -1,6 +1,7 @@
 // SPEC §16 the per-run JSONL event log: path (LOG-1), disabled logging (LOG-2), creation (LOG-3),
 // the line format (LOG-4), order (LOG-5), unserializable data and disk errors (LOG-6), nothing after
-// finish or drop (LOG-7/IMP-1/IMP-2) and no leaked descriptors (LOG-8).
+// finish or drop (LOG-7/IMP-1/IMP-2) and no leaked descriptors (LOG-8). LC-1 amends LOG-3 (the
+// run's directory and its state.json exist from create() on) and FIN-3's 'end' data (LC-5).
 import fs from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
@@ -22,8 +23,8 @@ describe('§16 per-run JSONL event log', () => {
     runs.finish(run, 'succeeded', 0, null)
     await runs.shutdownActive()
     expect(fs.readdirSync(tmp)).toEqual([run.id])
-    // events.jsonl plus the durable status snapshot next to it (restart survival).
-    expect(fs.readdirSync(path.join(tmp, run.id)).sort()).toEqual(['events.jsonl', 'run.json'])
+    // events.jsonl plus the durable state file next to it (LC-1).
+    expect(fs.readdirSync(path.join(tmp, run.id)).sort()).toEqual(['events.jsonl', 'state.json'])
   })
 
   it('LOG-2: runsLogDir null/undefined/empty touches nothing (not even relative to the cwd)', async () => {
@@ -46,18 +47,21 @@ describe('§16 per-run JSONL event log', () => {
     }
   })
 
-  it('LOG-3: create() alone creates no directory; a run that never emits has no directory', async () => {
+  // LC-1 replaces "create() touches nothing" (which holds with logging off: LOG-2): create() makes
+  // the run's directory and its state.json; the journal appears with the first emit.
+  it('LOG-3/LC-1: create() makes the directory with only state.json; the journal comes with the first emit; a dropped run leaves nothing', async () => {
     const { runs } = makeRuns({ runsLogDir: tmp })
     const run = runs.create()
     const other = runs.create()
     await sleep(30)
-    expect(fs.existsSync(path.join(tmp, run.id))).toBe(false)
+    expect(fs.readdirSync(path.join(tmp, run.id))).toEqual(['state.json'])
     runs.drop(other)
     runs.emit(run, 'a', 1)
     runs.finish(run, 'succeeded', 0, null)
     await runs.shutdownActive()
     expect(fs.existsSync(path.join(tmp, other.id))).toBe(false)
     expect(fs.readdirSync(tmp)).toEqual([run.id])
+    expect(fs.readdirSync(path.join(tmp, run.id)).sort()).toEqual(['events.jsonl', 'state.json'])
   })
 
   it('LOG-3: the first emit creates the directory recursively with mode 0777 & ~umask and the file with 0666 & ~umask', async () => {
@@ -95,11 +99,19 @@ describe('§16 per-run JSONL event log', () => {
     await runs.shutdownActive()
     const lines = readLines(run.eventsLogPath)
     expect(lines).toHaveLength(1)
+    const timestamp = run.events[0].timestamp
     expect(JSON.parse(lines[0])).toEqual({
       id: 1,
       event: 'end',
-      data: { code: null, signal: 'SIGTERM', status: 'canceled' },
-      timestamp: run.events[0].timestamp,
+      data: {
+        code: null,
+        signal: 'SIGTERM',
+        status: 'canceled',
+        terminalAt: timestamp,
+        resumable: false,
+        endedWithUnfinishedWork: false,
+      },
+      timestamp,
     })
   })
 
@@ -125,7 +137,8 @@ describe('§16 per-run JSONL event log', () => {
     })
     const endRec = run.events.at(-1)
     expect(lines[2]).toBe(
-      `{"id":3,"event":"end","data":{"code":0,"signal":null,"status":"succeeded"},"timestamp":${endRec.timestamp}}`,
+      `{"id":3,"event":"end","data":{"code":0,"signal":null,"status":"succeeded","terminalAt":${endRec.timestamp},` +
+        `"resumable":false,"endedWithUnfinishedWork":false},"timestamp":${endRec.timestamp}}`,
     )
     expect(raw.endsWith('\n')).toBe(true)
     expect(lines).toHaveLength(4) // 3 lines + trailing ''
@@ -169,7 +182,14 @@ describe('§16 per-run JSONL event log', () => {
       [2, 'stdout'],
       [3, 'end'],
     ])
-    expect(parsed[2].data).toEqual({ code: 1, signal: null, status: 'failed' })
+    expect(parsed[2].data).toEqual({
+      code: 1,
+      signal: null,
+      status: 'failed',
+      terminalAt: parsed[2].timestamp,
+      resumable: false,
+      endedWithUnfinishedWork: false,
+    })
   })
 
   it('LOG-5: many emits across runs are written whole, one line per record, in order', async () => {
@@ -258,7 +278,9 @@ describe('§16 per-run JSONL event log', () => {
     expect(sentIds(late)).toEqual([3, 4])
   })
 
-  it('LOG-7/IMP-2: files are never deleted on eviction or drop; drop closes the log (later emits not written)', async () => {
+  // LC-1/LC-2 amend this: drop removes the run's state file (a dropped run is never found again);
+  // its journal stays. get() brings an evicted run back from disk (here: the very object).
+  it('LOG-7/IMP-2: journals are never deleted on eviction or drop; drop closes the log (later emits not written)', async () => {
     const { runs } = makeRuns({ runsLogDir: tmp, ttlMs: 1 })
     const evicted = runs.create()
     runs.emit(evicted, 'a', 1)
@@ -268,10 +290,14 @@ describe('§16 per-run JSONL event log', () => {
     runs.drop(dropped)
     runs.emit(dropped, 'a', 2)
     await sleep(50)
-    expect(runs.get(evicted.id)).toBeNull()
+    expect(runs.list()).toEqual([])
+    expect(runs.get(evicted.id)).toBe(evicted)
+    expect(runs.get(dropped.id)).toBeNull()
     await runs.shutdownActive()
     expect(readLines(evicted.eventsLogPath)).toHaveLength(2)
+    expect(fs.existsSync(path.join(tmp, evicted.id, 'state.json'))).toBe(true)
     expect(readLines(dropped.eventsLogPath).map((l) => JSON.parse(l).id)).toEqual([1])
+    expect(fs.readdirSync(path.join(tmp, dropped.id))).toEqual(['events.jsonl'])
   })
 
   // Linux only: counts open descriptors through /proc/self/fd.

@@ -6,6 +6,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createChatRunService } from '../index.js'
 import {
   baseOptions,
+  END_DATA_KEYS,
+  endData,
   FakeChild,
   fakeClient,
   flush,
@@ -20,6 +22,8 @@ import {
 } from './helpers'
 
 const tempDir = useTempDirs('spec-finish-wait-drop-')
+// (FIN-3's test has a local `endData`.)
+const endDataOf = endData
 
 afterEach(() => {
   vi.useRealTimers()
@@ -55,7 +59,7 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     runs.finish(run, 'succeeded')
     expect(run.exitCode).toBeNull()
     expect(run.signal).toBeNull()
-    expect(run.events[0].data).toEqual({ code: null, signal: null, status: 'succeeded' })
+    expect(run.events[0].data).toEqual(endData(null, null, 'succeeded', run.events[0].timestamp))
 
     const odd = runs.create()
     runs.finish(odd, 'paused', 3, 'SIGSTOP')
@@ -106,15 +110,16 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
       'c2.end:2',
       'waiter:failed:0:2',
     ])
-    expect(Object.keys(endData[0])).toEqual(['code', 'signal', 'status'])
-    expect(endData[0]).toEqual({ code: 2, signal: 'SIGHUP', status: 'failed' })
+    // LC-5: the verdict, then the terminal facts.
+    expect(Object.keys(endData[0])).toEqual(END_DATA_KEYS)
+    expect(endData[0]).toEqual(endDataOf(2, 'SIGHUP', 'failed', 7_777))
     expect(run.events.at(-1)).toEqual({
       id: 2,
       event: 'end',
-      data: { code: 2, signal: 'SIGHUP', status: 'failed' },
+      data: endDataOf(2, 'SIGHUP', 'failed', 7_777),
       timestamp: 7_777,
     })
-    expect(Object.keys(run.events.at(-1).data)).toEqual(['code', 'signal', 'status'])
+    expect(Object.keys(run.events.at(-1).data)).toEqual(END_DATA_KEYS)
     expect(run.clients.size).toBe(0)
     expect(run.waiters.size).toBe(0)
     expect(run.updatedAt).toBe(7_777)
@@ -135,11 +140,12 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     runs.finish(run, 'succeeded', 0, null)
     expect(await waitFor(() => readLines(file).length === 3 && openFdsOn(file) === 0)).toBe(true)
     const lines = readLines(file).map((l) => JSON.parse(l))
+    const timestamp = run.events.at(-1).timestamp
     expect(lines.at(-1)).toEqual({
       id: 3,
       event: 'end',
-      data: { code: 0, signal: null, status: 'succeeded' },
-      timestamp: run.events.at(-1).timestamp,
+      data: endData(0, null, 'succeeded', timestamp),
+      timestamp,
     })
     expect(Object.keys(lines.at(-1))).toEqual(['id', 'event', 'data', 'timestamp'])
 
@@ -197,7 +203,8 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     runs.emit(run, 'agent', { a: 1 })
     runs.finish(run, 'succeeded', 0, null)
     await runs.shutdownActive()
-    expect(await waitFor(() => runs.get(run.id) === null)).toBe(true)
+    // (With logging, get() would bring the evicted run back from disk: LC-2.)
+    expect(await waitFor(() => runs.list().length === 0)).toBe(true)
     await sleep(20)
     expect(readLines(run.eventsLogPath).map((l) => JSON.parse(l).event)).toEqual(['agent', 'end'])
   })
@@ -217,7 +224,7 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     expect(c.send.mock.calls[0][0]).toBe('error')
     expect(c.send.mock.calls[0][1]).toBe(payload)
     expect(c.send.mock.calls[0][2]).toBe(1)
-    expect(c.send.mock.calls[1]).toEqual(['end', { code: 1, signal: null, status: 'failed' }, 2])
+    expect(c.send.mock.calls[1]).toEqual(['end', endData(1, null, 'failed', run.events[1].timestamp), 2])
     expect(run).toMatchObject({ status: 'failed', exitCode: 1, signal: null, error: 'the message', errorCode: 'CODE' })
     expect(run.events.map((e: any) => e.event)).toEqual(['error', 'end'])
     expect(run.events[0].data).toEqual(JSON.parse(JSON.stringify(payload)))
@@ -467,7 +474,7 @@ describe('§17 Improvements touching §1-§9 (IMP-2, IMP-6, IMP-9, IMP-10)', () 
       expect(() => runs.finish(run, 'succeeded', 0, null)).not.toThrow()
       expect(badSend.end).toHaveBeenCalledTimes(1)
       expect(badEnd.end).toHaveBeenCalledTimes(1)
-      expect(good.send).toHaveBeenCalledWith('end', { code: 0, signal: null, status: 'succeeded' }, 2)
+      expect(good.send).toHaveBeenCalledWith('end', endData(0, null, 'succeeded', expect.any(Number)), 2)
       expect(good.end).toHaveBeenCalledTimes(1)
       expect(run.clients.size).toBe(0)
       expect(run.waiters.size).toBe(0)
@@ -476,7 +483,8 @@ describe('§17 Improvements touching §1-§9 (IMP-2, IMP-6, IMP-9, IMP-10)', () 
         true,
       )
       expect(JSON.parse(readLines(run.eventsLogPath)[1]).event).toBe('end')
-      expect(await waitFor(() => runs.get(run.id) === null)).toBe(true)
+      // (Evicted: out of the registry. With logging, get() would bring it back from disk: LC-2.)
+      expect(await waitFor(() => runs.list().length === 0)).toBe(true)
     },
   )
 
@@ -553,7 +561,7 @@ describe('§17 Improvements touching §1-§9 (IMP-2, IMP-6, IMP-9, IMP-10)', () 
       await sleep(30)
       expect(run).toMatchObject({ status: 'failed', exitCode: 1, signal: null })
       expect(run.events.map((e: any) => [e.event, e.data])).toEqual([
-        ['end', { code: 1, signal: null, status: 'failed' }],
+        ['end', endData(1, null, 'failed', expect.any(Number))],
       ])
       expect(c.end).toHaveBeenCalledTimes(1)
       await expect(w).resolves.toMatchObject({ status: 'failed', exitCode: 1 })

@@ -21,12 +21,13 @@ describe('§1 Module surface (MOD)', () => {
     expect([...TERMINAL_RUN_STATUSES]).toEqual(['succeeded', 'failed', 'canceled'])
   })
 
-  it('MOD-2: the service is a plain object with exactly the 15 own enumerable function properties', () => {
+  // LC-3, LC-4 and LC-6 add createOrReuse, prepareRestart and persistState to the 15 of Part I.
+  it('MOD-2: the service is a plain object with exactly the 18 own enumerable function properties, in order', () => {
     const { runs } = makeRuns()
     expect(Object.getPrototypeOf(runs)).toBe(Object.prototype)
     const keys = Object.keys(runs)
-    expect(keys).toHaveLength(15)
-    expect(new Set(keys)).toEqual(new Set(METHODS))
+    expect(keys).toHaveLength(18)
+    expect(keys).toEqual(METHODS)
     for (const key of METHODS) {
       expect(typeof runs[key]).toBe('function')
       expect(Object.getOwnPropertyDescriptor(runs, key)?.enumerable).toBe(true)
@@ -58,6 +59,9 @@ describe('§1 Module surface (MOD)', () => {
     expect(runs.finish(other, 'succeeded', 0, null)).toBeUndefined()
     expect(runs.fail(runs.create(), 'C', 'm')).toBeUndefined()
     expect(runs.drop(runs.create())).toBeUndefined()
+    expect(runs.persistState(other)).toBeUndefined()
+    expect(runs.prepareRestart(other)).toBe(other)
+    expect(runs.createOrReuse({ clientRequestId: 'r' })).toMatchObject({ kind: 'created' })
   })
 
   it('MOD-3: cancel and shutdownActive never throw synchronously; failures become rejected promises', async () => {
@@ -153,6 +157,12 @@ describe('§1 Module surface (MOD)', () => {
     expect(c.status).toBe('canceled')
     expect(d.status).toBe('canceled')
     expect(list()).toEqual([a, b])
+    const { createOrReuse, prepareRestart, persistState } = runs
+    expect([a, b].map(persistState)).toEqual([undefined, undefined])
+    expect([a, b].map(prepareRestart)).toEqual([a, b])
+    const [made]: any[] = [{ clientRequestId: 'x' }].map(createOrReuse)
+    expect(made.kind).toBe('created')
+    expect([{ clientRequestId: 'x' }].map(createOrReuse)[0]).toEqual({ kind: 'reused', run: made.run })
   })
 })
 
@@ -218,6 +228,13 @@ describe('§2 Options (OPT) and IMP-12 option validation', () => {
     ['runsLogDir', {}, 'TypeError'],
     ['runsLogDir', true, 'TypeError'],
     ['runsLogDir', ['/tmp'], 'TypeError'],
+    // LC-6: the hooks are functions; durableFields an array of strings.
+    ['onEventEmitted', 'log', 'TypeError'],
+    ['beforeFinish', {}, 'TypeError'],
+    ['onTerminal', 5, 'TypeError'],
+    ['durableFields', 'userPrompt', 'TypeError'],
+    ['durableFields', null, 'TypeError'],
+    ['durableFields', ['ok', 7], 'TypeError'],
   ]
   for (const [key, value, kind] of cases) {
     it(`OPT-2/IMP-12: ${key} = ${typeof value === 'string' ? JSON.stringify(value) : Array.isArray(value) ? '[array]' : String(value)} throws a ${kind} naming the option`, () => {
@@ -246,6 +263,9 @@ describe('§2 Options (OPT) and IMP-12 option validation', () => {
       { runsLogDir: null },
       { runsLogDir: '' },
       { runsLogDir: 'relative/logs' },
+      { onEventEmitted: () => {}, beforeFinish: null, onTerminal: undefined },
+      { durableFields: [] },
+      { durableFields: ['userPrompt', 'model', 'userPrompt'] },
     ]
     for (const extra of ok) {
       expect(() => createChatRunService({ ...baseOptions(), ...extra } as any)).not.toThrow()

@@ -81,7 +81,7 @@ describe('§11 shutdownActive', () => {
     expect(later.child.signals).toEqual([])
   })
 
-  it('SHD-3: abort, SIGTERM and finish(canceled, null, SIGTERM) happen synchronously and in order before the call returns', async () => {
+  it('SHD-3 / LC-7: abort and SIGTERM happen synchronously and in order; the finish waits for the child to exit', async () => {
     const log: string[] = []
     const { runs, sse } = makeRuns()
     const child = new FakeChild({ log })
@@ -96,23 +96,24 @@ describe('§11 shutdownActive', () => {
     })
     run.updatedAt = 1
     const t0 = Date.now()
-    const p = runs.shutdownActive({ graceMs: 10 })
-    expect(log).toEqual(['abort', 'kill:SIGTERM', 'client.end'])
+    const p = runs.shutdownActive({ graceMs: 100 })
+    expect(log).toEqual(['abort', 'kill:SIGTERM'])
     expect(run.cancelRequested).toBe(true)
     expect(run.updatedAt).toBeGreaterThanOrEqual(t0)
+    // LC-7 replaces SHD-3's finish before the child exits: the run is still running here.
+    expect(run.status).toBe('running')
+    child.die(0, null) // the child exits inside the grace: its exit is the verdict
+    await p
+    expect(log).toEqual(['abort', 'kill:SIGTERM', 'client.end'])
+    expect(child.signals).toEqual(['SIGTERM'])
     expect(run.status).toBe('canceled')
-    expect(run.exitCode).toBeNull()
+    expect(run.exitCode).toBe(0)
     expect(run.signal).toBe('SIGTERM')
+    expect(typeof run.childExitObservedAt).toBe('number')
     expect(run.events.at(-1)).toMatchObject({
       event: 'end',
-      data: { code: null, signal: 'SIGTERM', status: 'canceled' },
+      data: { code: 0, signal: 'SIGTERM', status: 'canceled' },
     })
-    child.die(0, null) // the child exits later: the verdict stays
-    await p
-    expect(run.status).toBe('canceled')
-    expect(run.exitCode).toBeNull()
-    expect(run.signal).toBe('SIGTERM')
-    expect(run.childExitObservedAt).toBeNull()
   })
 
   it('SHD-3: a throwing abort is swallowed and the run is still signalled and finished', async () => {
@@ -141,7 +142,8 @@ describe('§11 shutdownActive', () => {
       expect(child.signals).toEqual(['SIGTERM', 'SIGKILL'])
       expect(elapsed - (child.times[1] - t0)).toBeGreaterThanOrEqual(480)
       expect(elapsed).toBeLessThan(2000)
-      expect(run.signal).toBe('SIGTERM')
+      // LC-7: finished after the force wait, with the signal that was sent last.
+      expect(run.signal).toBe('SIGKILL')
     } finally {
       delete process.env.OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS
     }

@@ -3,7 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { fakeClient, flush, makeRuns, notLinux, openFdsOn, readLines, sleep, useTempDirs } from './helpers'
+import { endData, fakeClient, flush, makeRuns, notLinux, openFdsOn, readLines, sleep, useTempDirs } from './helpers'
 
 const tempDir = useTempDirs('spec-start-emit-errors-')
 
@@ -110,7 +110,7 @@ describe('§7 start / emit (STA, EMT)', () => {
       errorCode: 'AGENT_EXECUTION_FAILED',
     })
     expect(errRun.events.map((e: any) => e.event)).toEqual(['error', 'end'])
-    expect(errRun.events[1].data).toEqual({ code: 1, signal: null, status: 'failed' })
+    expect(errRun.events[1].data).toEqual(endData(1, null, 'failed', errRun.events[1].timestamp))
     expect(strRun).toMatchObject({ status: 'failed', error: 'plain reason' })
     expect(objRun).toMatchObject({ status: 'failed', error: '[object Object]' })
   })
@@ -267,7 +267,7 @@ describe('§7 start / emit (STA, EMT)', () => {
         [2, 'agent'],
         [3, 'end'],
       ])
-      expect(lines[2].data).toEqual({ code: 0, signal: null, status: 'succeeded' })
+      expect(lines[2].data).toEqual(endData(0, null, 'succeeded', lines[2].timestamp))
       expect(run.events.map((e: any) => e.id)).toEqual([1, 2, 3, 4, 5])
       expect(openFdsOn(run.eventsLogPath)).toBe(0)
     },

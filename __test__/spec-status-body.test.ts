@@ -1,10 +1,10 @@
-// SPEC §15 statusBody(run): the 22 keys and their sources (SB-1), what it never shows (SB-2) and
-// detached use (SB-3).
+// SPEC §15 statusBody(run): the keys and their sources (SB-1, with the nine keys LC-5 adds after
+// errorCode), what it never shows (SB-2) and detached use (SB-3).
 import { describe, expect, it } from 'vitest'
 import { FakeChild, IMPOSSIBLE_PGID, makeRuns, STATUS_BODY_KEYS } from './helpers'
 
 describe('§15 statusBody', () => {
-  it('SB-1: exactly the 22 keys in order, fresh object each call, childExited true with no child', () => {
+  it('SB-1/LC-5: exactly the 31 keys in order, fresh object each call, childExited true with no child', () => {
     const { runs } = makeRuns()
     const run = runs.create({
       projectId: 'p',
@@ -38,10 +38,44 @@ describe('§15 statusBody', () => {
       signal: null,
       error: null,
       errorCode: null,
+      clientRequestId: 'r',
+      terminalAt: null,
+      cancelOrigin: null,
+      terminalTrigger: null,
+      failureCategory: null,
+      failureDetail: null,
+      failureAction: null,
+      resumable: false,
+      endedWithUnfinishedWork: false,
       eventsLogPath: null,
       mediaExecution: { mode: 'enabled' },
       toolBundle: { mcpServers: [] },
     })
+  })
+
+  it('SB-1/LC-5: the terminal facts and the host failure fields (null/false defaults, host values as they are)', () => {
+    const { runs } = makeRuns()
+    const run = runs.create({ clientRequestId: 'req' })
+    runs.finish(run, 'failed', 1, null)
+    run.failureCategory = 'process_exit'
+    run.failureDetail = { code: 9 }
+    run.failureAction = 'retry'
+    run.resumable = 0
+    run.endedWithUnfinishedWork = 'yes'
+    expect(runs.statusBody(run)).toMatchObject({
+      clientRequestId: 'req',
+      terminalAt: run.events.at(-1).timestamp,
+      cancelOrigin: null,
+      terminalTrigger: 'finish',
+      failureCategory: 'process_exit',
+      failureDetail: { code: 9 },
+      failureAction: 'retry',
+      resumable: 0,
+      endedWithUnfinishedWork: true,
+    })
+    run.clientRequestId = undefined
+    run.resumable = undefined
+    expect(runs.statusBody(run)).toMatchObject({ clientRequestId: null, resumable: false })
   })
 
   it('SB-1: childPid comes from child.pid when it is a number, else run.childPid ?? null', () => {
@@ -85,7 +119,8 @@ describe('§15 statusBody', () => {
     expect(Object.keys(body)).toEqual(STATUS_BODY_KEYS)
   })
 
-  it('SB-2: no clientRequestId, events, child, acpSession, clients, waiters, analyticsTelemetry, full toolBundle or host props', () => {
+  // LC-5 ends SB-2's rule for clientRequestId (now a key of its own).
+  it('SB-2: no events, child, acpSession, clients, waiters, analyticsTelemetry, full toolBundle or host props', () => {
     const { runs } = makeRuns()
     const run = runs.create({
       clientRequestId: 'req-1',
@@ -98,7 +133,6 @@ describe('§15 statusBody', () => {
     run.acpSession = { abort() {} }
     const body = runs.statusBody(run)
     for (const k of [
-      'clientRequestId',
       'events',
       'child',
       'acpSession',
@@ -112,7 +146,7 @@ describe('§15 statusBody', () => {
       expect(k in body).toBe(false)
     }
     expect(JSON.stringify(body)).not.toContain('secret-cmd')
-    expect(JSON.stringify(body)).not.toContain('req-1')
+    expect(body.clientRequestId).toBe('req-1')
     expect(Object.keys(body)).toEqual(STATUS_BODY_KEYS)
   })
 

@@ -5,6 +5,7 @@ import fs from 'node:fs'
 import { beforeEach, describe, expect, it } from 'vitest'
 import {
   cleanups,
+  endData,
   ends,
   fakeClient,
   fakeReq,
@@ -111,7 +112,7 @@ describe('§10 stream(run, req, res)', () => {
     const res = fakeRes()
     runs.stream(run, fakeReq('4'), res)
     expect(sse[0].calls).toEqual([
-      { type: 'send', event: 'end', data: { code: 0, signal: null, status: 'succeeded' }, id: 4 },
+      { type: 'send', event: 'end', data: endData(0, null, 'succeeded', expect.any(Number)), id: 4 },
       { type: 'end' },
     ])
     expect(run.clients.size).toBe(0)
@@ -245,7 +246,7 @@ describe('§10 stream(run, req, res)', () => {
     runs.emit(run, 'agent', { late: true }) // id 5, after end
     runs.stream(run, fakeReq('5'), fakeRes())
     expect(sse[0].calls).toEqual([
-      { type: 'send', event: 'end', data: { code: 0, signal: null, status: 'succeeded' }, id: 4 },
+      { type: 'send', event: 'end', data: endData(0, null, 'succeeded', expect.any(Number)), id: 4 },
       { type: 'end' },
     ])
   })
@@ -299,7 +300,7 @@ describe('§10 stream(run, req, res)', () => {
         { type: 'send', event: 'agent', data: { n: 4 }, id: 4 },
         { type: 'send', event: 'agent', data: { n: 5 }, id: 5 },
         { type: 'send', event: 'agent', data: { n: 6 }, id: 6 },
-        { type: 'send', event: 'end', data: { code: 0, signal: null, status: 'succeeded' }, id: 7 },
+        { type: 'send', event: 'end', data: endData(0, null, 'succeeded', expect.any(Number)), id: 7 },
         { type: 'end' },
       ])
     })

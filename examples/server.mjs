@@ -3,8 +3,9 @@
 //   POST /api/runs                       {conversationId?, projectId?, lines?} → 202 {runId}; spawns
 //                                        examples/agent.cjs in its own process group
 //   GET  /api/runs/:id/events            SSE; honours Last-Event-ID and ?after=
-//   GET  /api/runs/:id                   status body (404 when unknown)
-//   POST /api/runs/:id/cancel            cancel → final status body
+//   GET  /api/runs/:id                   status body (404 when unknown); a run of an earlier process
+//                                        over the same RUNS_LOG_DIR is loaded from disk (SPEC LC-2)
+//   POST /api/runs/:id/cancel            cancel(run, 'user_stop') → final status body
 //   GET  /api/runs?conversationId=&projectId=&status=   status bodies
 //   POST /api/runs/:id/drop-connections  TEST-ONLY: destroys the sockets of the run's live SSE
 //                                        responses, to simulate a network cut (clients reconnect
@@ -13,6 +14,11 @@
 //
 // SIGINT/SIGTERM: `await runs.shutdownActive()` (every active run is canceled, its process group
 // signalled, every JSONL log flushed and closed), then the server closes and the process exits.
+//
+// Restart: run it twice with the same RUNS_LOG_DIR and kill the first one (kill -9) mid-run. The
+// second one lists nothing at first (GET /api/runs), but GET /api/runs/<id> finds an earlier run;
+// one that was active when its process died shows status 'failed', errorCode 'DAEMON_RESTARTED'.
+// At boot it prints one such run.
 //
 // Usage: npm start, or node examples/server.mjs (PORT=0 picks a free port; logs go to a fresh temp
 //        dir; one demo run starts at boot and is echoed to the terminal, DEMO_RUN=0 skips it)
@@ -24,8 +30,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import express from 'express'
-import { createChatRunService } from '../index.js'
+import { createChatRunService, getChatRunServiceStats } from '../index.js'
 import { startAgent } from './agent-process.mjs'
+import { exitWithParent } from './supervisor.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const PUBLIC_DIR = path.join(here, 'public')
@@ -189,7 +196,7 @@ export async function startServer({
     const run = findRun(req, res)
     if (!run) return
     try {
-      res.json(await runs.cancel(run))
+      res.json(await runs.cancel(run, 'user_stop'))
     } catch (err) {
       next(err)
     }
@@ -236,6 +243,19 @@ export async function startServer({
   return { url, port: realPort, runsLogDir, runs, attachments, close }
 }
 
+// A restart (SPEC LC-2): the runs an earlier process left in runsLogDir are indexed, not loaded;
+// get(id) loads one. Prints how many there are and the state of one of them.
+function reportEarlierRuns(runs, runsLogDir) {
+  const { indexed } = getChatRunServiceStats(runs).hydration
+  if (indexed === 0) return
+  const earlier = fs.readdirSync(runsLogDir).find((name) => fs.existsSync(path.join(runsLogDir, name, 'state.json')))
+  const run = earlier === undefined ? null : runs.get(earlier)
+  if (run === null) return
+  const why = run.errorCode ? ` ${run.errorCode}: ${run.error}` : ''
+  console.log(`  restart: ${indexed} run(s) of earlier processes; GET /api/runs/<id> loads one, e.g.`)
+  console.log(`           ${run.id} ${run.status}${why}`)
+}
+
 async function main() {
   const runsLogDir = process.env.RUNS_LOG_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-server-'))
   const port = Number(process.env.PORT || 0)
@@ -250,7 +270,8 @@ async function main() {
   console.log(
     `  status: curl ${url}/api/runs/$RUN   list: curl '${url}/api/runs?status=active'   cancel: curl -X POST ${url}/api/runs/$RUN/cancel`,
   )
-  console.log(`  logs:   ${runsLogDir}/<runId>/events.jsonl`)
+  console.log(`  logs:   ${runsLogDir}/<runId>/events.jsonl (+ state.json)`)
+  reportEarlierRuns(srv.runs, runsLogDir)
   console.log('  Ctrl-C cancels active runs (runs.shutdownActive()) and exits.')
   if (process.env.DEMO_RUN !== '0') {
     // The embedded default: one run of the example agent, echoed here as it streams.
@@ -286,6 +307,7 @@ async function main() {
   }
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGTERM', () => stop('SIGTERM'))
+  exitWithParent(() => stop('parent process exited')) // e.g. a wrapper killed outright: see supervisor.mjs
 }
 
 const invokedDirectly = (() => {

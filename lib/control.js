@@ -1,13 +1,24 @@
 'use strict'
-// Stopping runs (SPEC §11): signalChild, cancel and shutdownActive. The core plans (which step
-// next, how long to wait: crates/core/src/escalation.rs) and signals (IMP-5); this file carries
-// the plan out with what only JS holds: the child and acpSession objects, timers, promises.
+// Stopping runs (SPEC §11 as LC-5 and LC-7 amend it): signalChild, cancel and shutdownActive.
+// The core plans (which step next, how long to wait: crates/core/src/escalation.rs), records
+// the cancel origin, and owns the run's process tree (crates/core/src/tree: captured when the
+// host attaches the child, signalled by identity, asked whether anything of it is alive). This
+// file carries the plan out with what only JS holds: the child and acpSession objects, the
+// child's stdin, timers, promises.
+//
+// The teardown (LC-7): from the first step of a plan with a child until its finish step, the run
+// is "tearing down" (`s.teardown`, see lib/run.js). A finish called meanwhile (typically the
+// host's child 'close' handler) is parked (lib/lifecycle.js) and becomes the verdict when the
+// barrier ends; once one is parked, emits other than 'diagnostic' are dropped (lib/emit.js).
+// The barrier ends when the child exited and nothing of its tree is alive, or the last wait
+// expired; the teardown then reports survivors ('termination_failed') and finishes the run.
 
 const os = require('node:os')
 const native = require('../loader.js')
 const { ChatRun, own, syncCancelBegun } = require('./run.js')
-const { exited, statusBody } = require('./status.js')
-const { finish, wait } = require('./lifecycle.js')
+const { exited, isTerminal, statusBody } = require('./status.js')
+const { finishWith, wait } = require('./lifecycle.js')
+const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 
 const { EscalationStep, Delivery } = native
@@ -16,6 +27,15 @@ const EMPTY = Object.freeze({})
 const IS_WINDOWS = process.platform === 'win32'
 // Signal name -> number on this OS (a null-prototype copy: no inherited keys).
 const SIGNAL_NUMBERS = Object.assign(Object.create(null), os.constants.signals)
+// How often a wait asks the core whether the tree is gone (the child's own events wake it too).
+const TREE_POLL_MS = 50
+// The longest the first SIGTERM waits for the child's stdin to flush and close (LC-7).
+const STDIN_CLOSE_MS = 100
+const STREAM_END_EVENTS = ['finish', 'close', 'error']
+// LC-5: what a cancel without a string origin records, and shutdownActive's trigger.
+const UNKNOWN_ORIGIN = 'unknown'
+const CANCEL_TRIGGER = 'cancel'
+const SHUTDOWN_TRIGGER = 'daemon_shutdown'
 
 /** SIG-1..SIG-4: the verified group or the pid through the core, else child.kill(). */
 function signalChild(ctx, run, signal) {
@@ -38,98 +58,234 @@ function signalChild(ctx, run, signal) {
   }
 }
 
-// WCE: resolves true when the child exits (or already has), false after `ms`. The timer is
-// ref'd (TMR-4) so a pending SIGKILL step keeps Node alive; it is cleared on exit.
-function waitForExit(child, ms) {
-  if (exited(child)) return Promise.resolve(true)
+/**
+ * LC-7: SIGTERM or SIGKILL to the run's whole process tree. The core signals what it captured
+ * (the child, its verified group, every descendant, each by identity); a child it could not
+ * capture (no pid, a fake, an unsupported OS) gets child.kill() unless it exited. Records in
+ * the teardown whether SIGKILL reached anything (the verdict's signal, CAN-6 as LC-7 amends it).
+ */
+function signalTree(ctx, run, s, signal) {
+  const child = run.child
+  const running = Boolean(child) && !exited(child)
+  const pid = child && typeof child.pid === 'number' ? child.pid : NaN
+  const group = typeof run.processGroupId === 'number' ? run.processGroupId : NaN
+  const reached = native.runSignalTree(ctx.svc, s.slot, pid, group, running, signal === 'SIGKILL')
+  let delivered = reached.child || reached.group || reached.others > 0
+  // (Without a pid the core cannot have reached this child: what it reports is the tree it
+  // captured for an earlier child, which it keeps.)
+  if (running && (Number.isNaN(pid) || (!reached.child && !reached.childGone))) {
+    try {
+      child.kill(signal)
+      delivered = true
+    } catch {
+      // SIG-3: a throwing kill() counts as not delivered.
+    }
+  }
+  if (delivered && signal === 'SIGKILL' && s.teardown !== null) s.teardown.killed = true
+}
+
+/**
+ * LC-7: when the host says stdin is open, the child's stdin is ended (errors swallowed) and
+ * `stdinOpen` becomes false. Ending a pipe completes asynchronously (pending writes flush, then
+ * the write side shuts down), so this returns a promise of that, bounded by STDIN_CLOSE_MS, and
+ * the plan's next step (the first SIGTERM) waits for it: the child sees EOF before the signal.
+ * Returns null when there was nothing to wait for.
+ */
+function closeStdin(run) {
+  if (!run.stdinOpen) return null
+  const stdin = run.child?.stdin
+  let closing = null
+  if (stdin && !stdin.destroyed && !stdin.writableEnded && typeof stdin.end === 'function') {
+    try {
+      // Errors of the end (EPIPE once the child is gone) are swallowed, now and later.
+      if (typeof stdin.on === 'function') stdin.on('error', ignore)
+      stdin.end()
+      if (typeof stdin.once === 'function' && !stdin.writableFinished) closing = streamClosed(stdin)
+    } catch {
+      // Best effort: the signals follow.
+    }
+  }
+  run.stdinOpen = false
+  return closing
+}
+
+function ignore() {}
+
+// Resolves once `stream` finished, closed or failed, or after STDIN_CLOSE_MS (a ref'd timer, TMR-4).
+function streamClosed(stream) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer)
+      for (const event of STREAM_END_EVENTS) stream.off?.(event, done)
+      resolve()
+    }
+    const timer = setTimeout(done, STDIN_CLOSE_MS)
+    for (const event of STREAM_END_EVENTS) stream.once(event, done)
+  })
+}
+
+/**
+ * The barrier's wait (WCE, as LC-7 extends it): resolves true once the child exited and nothing
+ * of the run's process tree is alive, false after `ms`. The child's 'exit'/'close' wake it;
+ * while the core holds a live tree it is also polled every TREE_POLL_MS. Every timer is ref'd
+ * (TMR-4) and cleared when the wait settles.
+ */
+function waitForTree(ctx, s, child, ms) {
+  const treeGone = () => native.runTreeAlive(ctx.svc, s.slot) === 0
+  if (exited(child) && treeGone()) return Promise.resolve(true)
   return new Promise((resolve) => {
     let timer
+    let poll = null
     const settle = (value) => {
       clearTimeout(timer)
-      if (typeof child.off === 'function') {
+      if (poll !== null) clearInterval(poll)
+      if (child && typeof child.off === 'function') {
         child.off('close', onExit)
         child.off('exit', onExit)
       }
       resolve(value)
     }
-    const onExit = () => settle(true)
-    if (typeof child.once === 'function') {
+    const check = () => {
+      if (exited(child) && treeGone()) settle(true)
+    }
+    // A child event with nothing of the tree left ends the wait at once; with a tree left, the
+    // poll below notices when it is gone.
+    const onExit = () => {
+      if (treeGone()) settle(true)
+      else if (poll === null) poll = setInterval(check, TREE_POLL_MS)
+    }
+    if (child && typeof child.once === 'function') {
       child.once('close', onExit)
       child.once('exit', onExit)
     }
+    if (!treeGone()) poll = setInterval(check, TREE_POLL_MS)
     timer = setTimeout(settle, ms, false)
   })
 }
 
-// CAN-6: the verdict from the child's own exit, noting when the exit was first observed.
-function finishFromChild(ctx, run, fallback) {
+/**
+ * The end of the barrier: reports what survived (SIGKILL path only), then the verdict. A finish
+ * the host called during the teardown was parked and is applied first (the first verdict wins);
+ * otherwise CAN-6: the verdict from the child's own exit. The signal is the real last one: SIGKILL
+ * when SIGKILL reached anything, else the child's signalCode, else the fallback.
+ */
+function endTeardown(ctx, run, s, fallback, trigger) {
+  const t = s.teardown
+  s.teardown = null
   const child = run.child
+  if (fallback === 'SIGKILL') reportSurvivors(ctx, run, s, child)
+  // A tree that exited inside the abort grace never reached the stdin step: stdin closes now.
+  closeStdin(run)
   if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
-  finish(ctx, run, 'canceled', child?.exitCode ?? null, child?.signalCode ?? fallback)
+  if (t !== null) for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, trigger)
+  const signal = fallback === 'SIGKILL' && t !== null && t.killed ? 'SIGKILL' : (child?.signalCode ?? fallback)
+  finishWith(ctx, run, 'canceled', child?.exitCode ?? null, signal, trigger)
+}
+
+// LC-7: anything of the tree still alive after SIGKILL and the force wait (or a child object
+// that never reported its exit) becomes one 'diagnostic' record before 'end' (the core SIGKILLs
+// each survivor once more). Nothing is reported for a run that is already terminal (dropped, or
+// finished by another plan's teardown).
+function reportSurvivors(ctx, run, s, child) {
+  const remaining = native.runTreeSurvivors(ctx.svc, s.slot)
+  if ((remaining.length === 0 && exited(child)) || isTerminal(s.status)) return
+  const pid = child && typeof child.pid === 'number' ? child.pid : (run.childPid ?? null)
+  emit(ctx, run, 'diagnostic', {
+    type: 'termination_failed',
+    reason: exited(child) ? 'process_tree_alive_after_sigkill' : 'child_alive_after_sigkill',
+    child_pid: pid,
+    process_group_id: run.processGroupId ?? null,
+    remaining_pids: remaining,
+  })
 }
 
 // Carries out the core's cancel/shutdown plan step by step.
 async function drive(ctx, run, s, shutdown, step) {
-  for (;;) {
-    if (step > 0) {
-      const childExited = await waitForExit(run.child, step)
-      step = native.runEscalationNext(ctx.svc, s.slot, shutdown, childExited)
-      continue
-    }
-    switch (step) {
-      case EscalationStep.Done:
-        // cancel() resolves to the status body; shutdownActive() resolves to undefined.
-        return shutdown ? undefined : statusBody(run)
-      case EscalationStep.Abort:
-        try {
-          run.acpSession.abort()
-        } catch {
-          // CAN-4 / SHD-3: abort errors are swallowed.
+  const trigger = shutdown ? SHUTDOWN_TRIGGER : CANCEL_TRIGGER
+  try {
+    for (;;) {
+      if (step > 0) {
+        const treeExited = await waitForTree(ctx, s, run.child, step)
+        step = native.runEscalationNext(ctx.svc, s.slot, shutdown, treeExited)
+        continue
+      }
+      switch (step) {
+        case EscalationStep.Done:
+          // cancel() resolves to the status body; shutdownActive() resolves to undefined.
+          return shutdown ? undefined : statusBody(run)
+        case EscalationStep.Abort:
+          try {
+            run.acpSession.abort()
+          } catch {
+            // CAN-4 / SHD-3: abort errors are swallowed.
+          }
+          break
+        case EscalationStep.CloseStdin: {
+          const closing = closeStdin(run)
+          if (closing !== null) await closing
+          break
         }
-        break
-      case EscalationStep.Sigterm:
-        signalChild(ctx, run, 'SIGTERM')
-        break
-      case EscalationStep.Sigkill:
-        signalChild(ctx, run, 'SIGKILL')
-        break
-      case EscalationStep.FinishNow:
-        finish(ctx, run, 'canceled', null, 'SIGTERM')
-        break
-      case EscalationStep.FinishTerm:
-        finishFromChild(ctx, run, 'SIGTERM')
-        break
-      case EscalationStep.FinishKill:
-        finishFromChild(ctx, run, 'SIGKILL')
-        break
-      default:
-        throw new Error(`chat-run-service: unknown escalation step ${step}`)
+        case EscalationStep.Sigterm:
+          signalTree(ctx, run, s, 'SIGTERM')
+          break
+        case EscalationStep.Sigkill:
+          signalTree(ctx, run, s, 'SIGKILL')
+          break
+        case EscalationStep.FinishNow:
+          // CAN-3: a run without a child (nothing was torn down).
+          finishWith(ctx, run, 'canceled', null, 'SIGTERM', trigger)
+          break
+        case EscalationStep.FinishTerm:
+          endTeardown(ctx, run, s, 'SIGTERM', trigger)
+          break
+        case EscalationStep.FinishKill:
+          endTeardown(ctx, run, s, 'SIGKILL', trigger)
+          break
+        default:
+          throw new Error(`chat-run-service: unknown escalation step ${step}`)
+      }
+      step = native.runEscalationNext(ctx.svc, s.slot, shutdown, false)
     }
-    step = native.runEscalationNext(ctx.svc, s.slot, shutdown, false)
+  } finally {
+    // A plan that threw still releases what it parked (the host's verdict is not lost).
+    const t = s.teardown
+    if (t !== null && t.owner === shutdown) {
+      s.teardown = null
+      for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, trigger)
+    }
   }
 }
 
-/** CAN-1..CAN-6, IMP-11: one plan per run at a time; a second call shares its promise. */
-async function cancel(ctx, run) {
+/** LC-7: a plan with a child tears the run down; a second plan joins the first one's teardown. */
+function beginTeardown(s, hasChild, shutdown) {
+  if (hasChild && s.teardown === null) s.teardown = { parked: [], killed: false, owner: shutdown }
+}
+
+/** CAN-1..CAN-6, IMP-11, LC-5, LC-7: one plan per run at a time; a second call shares its promise. */
+async function cancel(ctx, run, origin) {
   const s = own(ctx, run, 'cancel')
   if (s.cancelPromise) return s.cancelPromise
   const now = Date.now()
   const [abortGrace, cancelGrace, forceWait] = cancelEnv()
+  const recorded = typeof origin === 'string' ? origin : UNKNOWN_ORIGIN
+  const hasChild = Boolean(run.child)
   const step = native.runCancelBegin(
     ctx.svc,
     s.slot,
-    Boolean(run.child),
+    hasChild,
     Boolean(run.acpSession?.abort),
     abortGrace,
     cancelGrace,
     forceWait,
+    recorded,
     now,
   )
   if (step === EscalationStep.Terminal) return statusBody(run)
   // (s.cancelPromise is null here, checked above.) The core still holds a cancel plan whose
   // promise has already settled, e.g. after a throw: wait for the run's verdict.
   if (step === EscalationStep.InFlight) return wait(ctx, run)
-  syncCancelBegun(s, now)
+  syncCancelBegun(s, now, recorded)
+  beginTeardown(s, hasChild, false)
   const outcome = drive(ctx, run, s, false, step)
   s.cancelPromise = outcome
   try {
@@ -139,7 +295,7 @@ async function cancel(ctx, run) {
   }
 }
 
-/** SHD-1..SHD-5: every registered active run at once; logs flushed before it resolves. */
+/** SHD-1..SHD-5, LC-5, LC-7: every registered active run at once; logs flushed before it resolves. */
 async function shutdownActive(ctx, shutdownOptions) {
   const o = shutdownOptions !== null && typeof shutdownOptions === 'object' ? shutdownOptions : EMPTY
   const graceMs = typeof o.graceMs === 'number' && o.graceMs >= 0 ? o.graceMs : ctx.opts.shutdownGraceMs
@@ -148,8 +304,10 @@ async function shutdownActive(ctx, shutdownOptions) {
     try {
       const s = ChatRun.stateOf(run)
       const now = Date.now()
-      const step = native.runShutdownBegin(ctx.svc, s.slot, Boolean(run.acpSession?.abort), graceMs, now)
-      syncCancelBegun(s, now)
+      const hasChild = Boolean(run.child)
+      const step = native.runShutdownBegin(ctx.svc, s.slot, hasChild, Boolean(run.acpSession?.abort), graceMs, now)
+      syncCancelBegun(s, now, SHUTDOWN_TRIGGER)
+      beginTeardown(s, hasChild, true)
       return drive(ctx, run, s, true, step)
     } catch (err) {
       // SHD-5: one run's failure rejects the result, the others are still processed.

@@ -1,10 +1,13 @@
 'use strict'
 // emit() (SPEC §7, §8): the error fields of an 'error' event, the record the core numbers and
-// stores (and logs), then the live fan-out. The hot path: one native call per event.
+// stores (and logs), the state file for the lifecycle events (LC-1), the onEventEmitted hook
+// (LC-6), then the live fan-out. The hot path: one native call per event.
 
 const native = require('../loader.js')
 const { own, syncEmitted, syncErrorFields } = require('./run.js')
 const { fanOut } = require('./stream.js')
+const { persist } = require('./state.js')
+const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
 // Distinct event names a service passes to the core as numbers; later new names go as strings.
@@ -59,15 +62,23 @@ function record(ctx, s, event, data, now) {
   return native.runEmitEncoded(ctx.svc, s.slot, eventJson, dataJson, persist, now)
 }
 
-/** EMT-1..EMT-6 (EMT-4, the ring bound, is the core's). */
+/** EMT-1..EMT-6 (EMT-4, the ring bound, is the core's); LC-1's state file; LC-6's hook. */
 function emit(ctx, run, event, data) {
   const s = own(ctx, run, 'emit')
+  // LC-7: from a parked finish until its 'end', only diagnostics go through.
+  if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
   if (event === 'error') applyErrorFields(ctx, s, data)
   const now = Date.now()
   const id = record(ctx, s, event, data, now)
   syncEmitted(s, id, now)
+  // LC-1: only these three events write the state file (never an ordinary emit).
+  if (ctx.logging && (event === 'start' || event === 'error' || event === 'end')) persist(ctx, run, s)
+  const emitted = { id, event, data, timestamp: now }
+  // LC-6: the record itself, numbered, before fan-out (the ring's trim cannot hide it).
+  const onEventEmitted = ctx.opts.onEventEmitted
+  if (onEventEmitted !== null) callHook(ctx, 'onEventEmitted', onEventEmitted, run, emitted)
   fanOut(run, event, data, id)
-  return { id, event, data, timestamp: now }
+  return emitted
 }
 
 module.exports = { emit }

@@ -1,14 +1,17 @@
 'use strict'
-// A run's way to its verdict (SPEC §7, §9): start, finish (the first verdict wins, exactly one
-// 'end'), fail, drop, and the waiters resolved by either.
+// A run's way to its verdict (SPEC §7, §9, LC-5, LC-6): start, finish (the first verdict wins,
+// exactly one 'end'; the host's hooks between the verdict and its 'end'), fail, drop, and the
+// waiters resolved by either.
 
 const native = require('../loader.js')
-const { own, syncFinished, syncDropped } = require('./run.js')
+const { own, syncVerdict, syncEnded, syncDropped } = require('./run.js')
 const { textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { isTerminal, statusBody } = require('./status.js')
 const { fanOut, endClients } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
+const { hostJson } = require('./state.js')
+const { callHook, finalize } = require('./hooks.js')
 const { describe } = require('./describe.js')
 
 const EMPTY = Object.freeze({})
@@ -28,40 +31,110 @@ function resolveWaiters(run) {
   waiters.clear()
 }
 
-/** FIN-1..FIN-5. */
-function finish(ctx, run, status, code = null, signal = null) {
-  const s = own(ctx, run, 'finish')
-  const now = Date.now()
-  const endData = { code, signal, status }
-  let endJson
-  try {
-    endJson = JSON.stringify(endData)
-  } catch {
-    endJson = JSON.stringify({ code: null, signal: null, status: textOrNull(status) })
+// The 'end' data (FIN-3, LC-5): the verdict, then the terminal facts.
+function endDataOf(run, status, code, signal, terminalAt) {
+  return {
+    code,
+    signal,
+    status,
+    terminalAt,
+    resumable: run.resumable ?? false,
+    endedWithUnfinishedWork: !!run.endedWithUnfinishedWork,
   }
-  const endId = native.runFinish(
+}
+
+/**
+ * FIN-1..FIN-5 with LC-5 and LC-6. `trigger` is the terminal transition's terminalTrigger:
+ * 'finish' (the host's finish/fail), 'start_failed', 'cancel', 'daemon_shutdown'. In order:
+ * beforeFinish, the verdict (core), the state file (core, same call), onTerminal, run.onFinalize,
+ * the 'end' record, clients ended, waiters resolved, eviction scheduled. A finish from inside a
+ * hook is a no-op (the run already has its verdict).
+ */
+function finishWith(ctx, run, status, code = null, signal = null, trigger = 'finish') {
+  const s = own(ctx, run, 'finish')
+  // LC-7: during a cancel/shutdown teardown the verdict is parked; the teardown applies it when
+  // its barrier ends (lib/control.js), and meanwhile emits other than 'diagnostic' are dropped.
+  if (s.teardown !== null) {
+    s.teardown.parked.push([status, code, signal])
+    return
+  }
+  if (s.finishing || isTerminal(s.status)) return
+  const now = Date.now()
+  const terminal = isTerminal(status)
+  const { beforeFinish, onTerminal, onEventEmitted } = ctx.opts
+  if (terminal && beforeFinish !== null) {
+    s.finishing = true
+    try {
+      callHook(ctx, 'beforeFinish', beforeFinish, run, status, code, signal, now)
+    } finally {
+      s.finishing = false
+    }
+  }
+  const applied = native.runFinishBegin(
     ctx.svc,
     s.slot,
     textOrNull(status),
     numberOrNull(code),
     signalOrNull(signal),
-    endJson,
+    trigger,
+    ctx.logging ? hostJson(ctx, run) : undefined,
     now,
   )
-  if (endId === 0) return
-  syncFinished(s, status, code, signal, endId, now)
+  if (!applied) return
+  syncVerdict(s, status, code, signal, now, trigger)
+  if (terminal) {
+    s.finishing = true
+    try {
+      callHook(ctx, 'onTerminal', onTerminal, run, status, now)
+      finalize(ctx, run)
+    } finally {
+      s.finishing = false
+    }
+  }
+  const terminalAt = terminal ? now : null
+  let endData
+  let endJson
+  try {
+    endData = endDataOf(run, status, code, signal, terminalAt)
+    endJson = JSON.stringify(endData)
+  } catch {
+    // Unserializable verdict values (or a throwing getter): what the core can store.
+    endData = {
+      code: numberOrNull(code),
+      signal: signalOrNull(signal),
+      status: textOrNull(status),
+      terminalAt,
+      resumable: false,
+      endedWithUnfinishedWork: false,
+    }
+    endJson = JSON.stringify(endData)
+  }
+  const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, now)
+  syncEnded(s, endId)
+  if (onEventEmitted !== null) {
+    callHook(ctx, 'onEventEmitted', onEventEmitted, run, { id: endId, event: 'end', data: endData, timestamp: now })
+  }
   fanOut(run, 'end', endData, endId)
   endClients(run)
   resolveWaiters(run)
   scheduleEviction(s)
 }
 
+/** The public finish(run, status, code, signal): trigger 'finish' (extra arguments ignored). */
+function finish(ctx, run, status, code = null, signal = null) {
+  finishWith(ctx, run, status, code, signal, 'finish')
+}
+
 /** FAL-1: an 'error' event, then the 'failed' verdict; nothing for a terminal run. */
-function fail(ctx, run, code, message, init = {}) {
+function failWith(ctx, run, code, message, init = {}, trigger = 'finish') {
   const s = own(ctx, run, 'fail')
   if (isTerminal(s.status)) return
   emit(ctx, run, 'error', ctx.opts.createSseErrorPayload(code, message, init))
-  finish(ctx, run, 'failed', 1, null)
+  finishWith(ctx, run, 'failed', 1, null, trigger)
+}
+
+function fail(ctx, run, code, message, init = {}) {
+  failWith(ctx, run, code, message, init, 'finish')
 }
 
 /** STA-1..STA-6: stamps telemetry, calls the starter; its rejection fails the run (IMP-10). */
@@ -75,11 +148,12 @@ function start(ctx, run, starter) {
   }
   result.catch((err) => {
     try {
-      fail(ctx, run, 'AGENT_EXECUTION_FAILED', err instanceof Error ? err.message : String(err))
+      const message = err instanceof Error ? err.message : String(err)
+      failWith(ctx, run, 'AGENT_EXECUTION_FAILED', message, undefined, 'start_failed')
     } catch {
       // IMP-10: the run still ends, and no rejection escapes.
       try {
-        if (!isTerminal(s.status)) finish(ctx, run, 'failed', 1, null)
+        if (!isTerminal(s.status)) finishWith(ctx, run, 'failed', 1, null, 'start_failed')
       } catch {
         // nothing left to do
       }
@@ -95,10 +169,15 @@ function wait(ctx, run) {
   return new Promise((resolve) => run.waiters.add(resolve))
 }
 
-/** DRP-1/DRP-2: out of the registry, canceled, without an 'end' record. */
+/**
+ * DRP-1/DRP-2: out of the registry, canceled, without an 'end' record; run.onFinalize first
+ * (LC-6); its state file is removed (a dropped run is never hydrated), terminalTrigger 'drop'.
+ */
 function drop(ctx, run) {
   if (!run) return
   const s = own(ctx, run, 'drop')
+  if (isTerminal(s.status)) return
+  finalize(ctx, run)
   const now = Date.now()
   if (!native.runDrop(ctx.svc, s.slot, now)) return
   ctx.runs[s.slot] = undefined
@@ -108,4 +187,4 @@ function drop(ctx, run) {
   resolveWaiters(run)
 }
 
-module.exports = { finish, fail, start, wait, drop }
+module.exports = { finish, finishWith, fail, failWith, start, wait, drop }

@@ -5,8 +5,6 @@
 // other scalar becomes 0 ("not a string, not an object, not false"). Unreadable input (a
 // throwing getter) counts as invalid.
 
-const { nonEmptyString } = require('./convert.js')
-
 // Bounds of the lowering: deeper or larger inputs count as invalid.
 const LOWER_MAX_DEPTH = 8
 const LOWER_MAX_ITEMS = 65536
@@ -52,15 +50,4 @@ function lowerJson(value) {
   }
 }
 
-/** The id fields the core does not index, for the durable run snapshot. */
-function otherIdsJson(meta) {
-  return JSON.stringify({
-    assistantMessageId: nonEmptyString(meta.assistantMessageId),
-    clientRequestId: nonEmptyString(meta.clientRequestId),
-    agentId: nonEmptyString(meta.agentId),
-    appliedPluginSnapshotId: nonEmptyString(meta.appliedPluginSnapshotId),
-    pluginId: nonEmptyString(meta.pluginId),
-  })
-}
-
-module.exports = { lowerJson, otherIdsJson }
+module.exports = { lowerJson }

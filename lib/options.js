@@ -62,7 +62,33 @@ function readOptions(options) {
     ttlMs: optionNumber(options, 'ttlMs', { allowInfinity: true, min: 0 }),
     shutdownGraceMs: optionNumber(options, 'shutdownGraceMs', { allowInfinity: true, min: 0 }),
     runsLogDir: runsLogDir || null,
+    onEventEmitted: optionHook(options, 'onEventEmitted'),
+    beforeFinish: optionHook(options, 'beforeFinish'),
+    onTerminal: optionHook(options, 'onTerminal'),
+    durableFields: optionDurableFields(options),
   }
+}
+
+/** LC-6: a hook option is a function, or undefined/null for none. */
+function optionHook(options, key) {
+  const value = options[key]
+  if (value === undefined || value === null) return null
+  if (typeof value !== 'function') {
+    throw new TypeError(`createChatRunService: options.${key} must be a function, got ${describe(value)}`)
+  }
+  return value
+}
+
+/** LC-6: `durableFields` is an array of strings (default none); a copy is kept. */
+function optionDurableFields(options) {
+  const value = options.durableFields
+  if (value === undefined) return []
+  if (!Array.isArray(value) || !value.every((name) => typeof name === 'string')) {
+    throw new TypeError(
+      `createChatRunService: options.durableFields must be an array of run field names (strings), got ${describe(value)}`,
+    )
+  }
+  return Array.from(new Set(value))
 }
 
 // --- the event log -----------------------------------------------------------------------------

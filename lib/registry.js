@@ -1,16 +1,19 @@
 'use strict'
-// The service's registry of runs (SPEC §6): create, the runs an earlier service left in
-// runsLogDir, get/list, and eviction after ttlMs. The core keeps the registry and its indexes;
-// `ctx.runs` maps each core slot to its run object (identity for get/list/shutdownActive).
+// The service's registry of runs (SPEC §6, LC-2): create, get/list (loading runs from
+// runsLogDir when they are not in memory), and eviction after ttlMs. The core keeps the registry
+// and its indexes, and the disk indexes; `ctx.runs` maps each core slot to its run object
+// (identity for get/list/shutdownActive).
 
 const native = require('../loader.js')
-const { ChatRun, adopt, createdFields, restoredFields } = require('./run.js')
+const { ChatRun, adopt, createdFields, hydratedFields } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
-const { lowerJson, otherIdsJson } = require('./lower.js')
+const { lowerJson } = require('./lower.js')
+const { createdHostJson, applyHostFields } = require('./state.js')
+const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
 
-/** CRE-1..CRE-5. */
+/** CRE-1..CRE-5, LC-1 (the state file is written before this returns), LC-3's two keys. */
 function create(ctx, meta) {
   const m = meta !== null && typeof meta === 'object' ? meta : EMPTY
   const now = Date.now()
@@ -24,56 +27,100 @@ function create(ctx, meta) {
       conversationId,
       lowerJson(m.mediaExecution),
       lowerJson(m.toolBundle),
-      logging ? otherIdsJson(m) : undefined,
+      nonEmptyString(m.clientRequestId),
+      logging ? createdHostJson(m) : undefined,
       now,
     ),
   )
   const logPath = logging ? ctx.logPrefix + id + ctx.logSuffix : null
-  return adopt(ctx, slot, id, logPath, m, media, bundle, summary, now, createdFields(projectId, conversationId, now))
+  const run = adopt(
+    ctx,
+    slot,
+    id,
+    logPath,
+    m,
+    media,
+    bundle,
+    summary,
+    now,
+    createdFields(projectId, conversationId, now),
+  )
+  // LC-3: opaque, kept only when the key is there.
+  if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
+  return run
 }
 
-// Runs an earlier service left in runsLogDir (see crates/core/src/durable.rs): registered again,
-// terminal, their history readable from the log (IMP-3), evicted after ttlMs like any other.
-function restore(ctx) {
-  const now = Date.now()
-  for (const { slot, snapshot } of native.restoreRuns(ctx.svc, ctx.opts.runsLogDir, now)) {
-    // Every field is present and typed: the core fills the defaults (crates/core/src/durable.rs).
-    const snap = JSON.parse(snapshot)
-    const { ids, mediaExecution, toolBundle } = snap.meta
-    const logPath = ctx.logPrefix + snap.id + ctx.logSuffix
-    const summary = JSON.stringify(toolBundle)
-    const run = adopt(
-      ctx,
-      slot,
-      snap.id,
-      logPath,
-      ids,
-      mediaExecution,
-      toolBundle,
-      summary,
-      snap.createdAt,
-      restoredFields(snap),
-    )
-    scheduleEviction(ChatRun.stateOf(run))
+function plainObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+/**
+ * LC-2: the run object of a run the core just hydrated into `slot`, built from its state file
+ * (runHydrated). It is terminal: eviction is scheduled, and onTerminal hears of it (LC-6).
+ */
+function adoptHydrated(ctx, slot) {
+  const { state, nextEventId, cancelRequested } = JSON.parse(native.runHydrated(ctx.svc, slot))
+  // A run of the previous version carries its policy and redacted bundle; others the defaults.
+  const media = plainObject(state.mediaExecution) ? state.mediaExecution : { mode: 'enabled' }
+  const bundle =
+    plainObject(state.toolBundle) && Array.isArray(state.toolBundle.mcpServers) ? state.toolBundle : { mcpServers: [] }
+  const logPath = ctx.logPrefix + state.id + ctx.logSuffix
+  const run = adopt(
+    ctx,
+    slot,
+    state.id,
+    logPath,
+    state,
+    media,
+    bundle,
+    JSON.stringify(bundle),
+    state.createdAt,
+    hydratedFields(state, nextEventId, cancelRequested),
+  )
+  applyHostFields(ctx, run, state)
+  const s = ChatRun.stateOf(run)
+  scheduleEviction(s)
+  callHook(ctx, 'onTerminal', ctx.opts.onTerminal, run, s.status, s.terminalAt)
+  return run
+}
+
+/**
+ * LC-2: the run with `id` that is not registered: a run TTL eviction took out while the host
+ * still holds it comes back as that same object (RUN-2); otherwise the core loads it from disk.
+ * Null when there is none (or `id` is not a run id: the core never makes a path of it).
+ */
+function hydrate(ctx, id) {
+  const kept = ctx.evicted.get(id)?.deref()
+  if (kept !== undefined) {
+    ctx.evicted.delete(id)
+    const s = ChatRun.stateOf(kept)
+    if (native.runReregister(ctx.svc, s.slot)) {
+      ctx.runs[s.slot] = kept
+      scheduleEviction(s)
+      return kept
+    }
   }
+  const slot = native.runHydrate(ctx.svc, id, Date.now())
+  if (slot < 0) return null
+  return ctx.runs[slot] ?? adoptHydrated(ctx, slot)
 }
 
-/** GET-1. */
+/** GET-1, LC-2. */
 function get(ctx, id) {
   if (typeof id !== 'string') return null
   const slot = native.runGet(ctx.svc, id)
-  return slot < 0 ? null : (ctx.runs[slot] ?? null)
+  if (slot >= 0) return ctx.runs[slot] ?? null
+  return ctx.logging ? hydrate(ctx, id) : null
 }
 
-/** LST-1..LST-3. */
+/** LST-1..LST-3, LC-2 (a project's durable runs are loaded first). */
 function list(ctx, filter) {
   const f = filter !== null && typeof filter === 'object' ? filter : EMPTY
-  const slots = native.runList(
-    ctx.svc,
-    nonEmptyString(f.projectId),
-    nonEmptyString(f.conversationId),
-    nonEmptyString(f.status),
-  )
+  const projectId = nonEmptyString(f.projectId)
+  if (ctx.logging && projectId !== null) {
+    for (const id of native.projectDurableRuns(ctx.svc, projectId)) hydrate(ctx, id)
+  }
+  const slots = native.runList(ctx.svc, projectId, nonEmptyString(f.conversationId), nonEmptyString(f.status))
   const runs = ctx.runs
   const out = new Array(slots.length)
   for (let i = 0; i < slots.length; i++) out[i] = runs[slots[i]]
@@ -82,16 +129,38 @@ function list(ctx, filter) {
 
 /**
  * FIN-5: evict the run of mirror `s` after ttlMs (an unref'd timer, TMR-3), unless runs are kept
- * forever. The timer holds the mirror, not the run, so its slot cannot be reused meanwhile.
+ * forever. The timer holds the mirror, not the run, so its slot cannot be reused meanwhile. A
+ * pending eviction is replaced (and voided by prepareRestart, LC-4).
  */
 function scheduleEviction(s) {
   const delay = s.ctx.ttlDelay
-  if (delay !== null) setTimeout(evict, delay, s).unref()
+  if (s.evictTimer !== null) clearTimeout(s.evictTimer)
+  s.evictTimer = delay === null ? null : setTimeout(evict, delay, s).unref()
 }
+
+/** LC-4: the run's pending eviction is void. */
+function cancelEviction(s) {
+  if (s.evictTimer !== null) clearTimeout(s.evictTimer)
+  s.evictTimer = null
+}
+
+// How many evicted runs ctx.evicted holds before dead entries are swept.
+const EVICTED_SWEEP_MIN = 1024
 
 function evict(s) {
+  s.evictTimer = null
   const ctx = s.ctx
-  if (native.runEvict(ctx.svc, s.slot)) ctx.runs[s.slot] = undefined
+  if (!native.runEvict(ctx.svc, s.slot)) return
+  const run = ctx.runs[s.slot]
+  ctx.runs[s.slot] = undefined
+  // With logging, get(id) brings an evicted run back: the same object while the host holds it.
+  if (ctx.logging && run !== undefined) {
+    ctx.evicted.set(run.id, new WeakRef(run))
+    if (ctx.evicted.size > ctx.evictedSweepAt) {
+      for (const [id, ref] of ctx.evicted) if (ref.deref() === undefined) ctx.evicted.delete(id)
+      ctx.evictedSweepAt = Math.max(EVICTED_SWEEP_MIN, 2 * ctx.evicted.size)
+    }
+  }
 }
 
-module.exports = { create, restore, get, list, scheduleEviction }
+module.exports = { create, get, list, hydrate, scheduleEviction, cancelEviction, EVICTED_SWEEP_MIN }

@@ -11,35 +11,48 @@
 //
 // field               | written in the core by                             | copied into the mirror by
 // --------------------|----------------------------------------------------|-------------------------------
-// projectId           | runCreate, restoreRuns; host: runSetText            | newMirror; setter
-// conversationId      | runCreate, restoreRuns; host: runSetText            | newMirror; setter
-// status              | runCreate, restoreRuns, runFinish, runDrop;         | newMirror, syncFinished,
+// projectId           | runCreate, runHydrate; host: runSetText             | newMirror; setter
+// conversationId      | runCreate, runHydrate; host: runSetText             | newMirror; setter
+// status              | runCreate, runHydrate, runFinishBegin, runDrop;     | newMirror, syncVerdict,
 //                     |   host: runSetText                                  |   syncDropped; setter
-// updatedAt           | runCreate, restoreRuns, runEmit*, runFinish,        | newMirror, syncEmitted,
-//                     |   runDrop, runCancelBegin, runShutdownBegin;        |   syncFinished, syncDropped,
+// updatedAt           | runCreate, runHydrate, runEmit*, runFinishBegin,    | newMirror, syncEmitted,
+//                     |   runDrop, runCancelBegin, runShutdownBegin;        |   syncVerdict, syncDropped,
 //                     |   host: runSetNumber                                |   syncCancelBegun; setter
-// nextEventId         | runCreate, restoreRuns, runEmit*, runFinish ('end') | newMirror, syncEmitted,
-//                     |   (never the host: read-only)                       |   syncFinished
-// exitCode, signal    | restoreRuns, runFinish; host: runSetNumber/Text     | newMirror, syncFinished; setter
-// error, errorCode    | restoreRuns, runSetError (emit of 'error', §8);     | newMirror, syncErrorFields;
+// nextEventId         | runCreate, runHydrate, runEmit*, runFinishEnd       | newMirror, syncEmitted,
+//                     |   ('end') (never the host: read-only)               |   syncEnded
+// exitCode, signal    | runHydrate, runFinishBegin; host: runSetNumber/Text | newMirror, syncVerdict; setter
+// error, errorCode    | runHydrate, runSetError (emit of 'error', §8);      | newMirror, syncErrorFields;
 //                     |   host: runSetText                                  |   setter
-// cancelRequested     | restoreRuns, runCancelBegin, runShutdownBegin;      | newMirror, syncCancelBegun;
+// cancelRequested     | runHydrate, runCancelBegin, runShutdownBegin;       | newMirror, syncCancelBegun;
 //                     |   host: runSetNumber (0/1)                          |   setter
-// childExitObservedAt | host only: runSetNumber (cancel's CAN-6 writes it   | newMirror (null); setter
-//                     |   through the setter too)                           |
+// childExitObservedAt | host only: runSetNumber (cancel's CAN-6 writes it   | newMirror (null), syncRestarted;
+//                     |   through the setter too); runPrepareRestart        |   setter
+// cancelOrigin        | runCancelBegin, runShutdownBegin (LC-5: the first   | newMirror, syncCancelBegun,
+//                     |   origin wins), runHydrate, runPrepareRestart       |   syncRestarted
+//                     |   (cleared) (never the host: read-only)             |
+// terminalAt,         | runFinishBegin (a terminal verdict), runDrop,       | newMirror, syncVerdict,
+//   terminalTrigger   |   runHydrate, runPrepareRestart (cleared)           |   syncDropped, syncRestarted
+//                     |   (never the host: read-only, LC-5)                 |
+//
+// Besides, runPrepareRestart (LC-4) resets status, updatedAt, exitCode, signal, error, errorCode,
+// cancelRequested: syncRestarted copies that. A hydrated run's mirror is built by newMirror from
+// hydratedFields (the state file as the core now holds it, runHydrated).
 //
 // Each sync runs right after its native call, with one exception the SPEC orders: drop() calls
 // the clients' end() between runDrop and syncDropped, so they still read the status from before
-// the drop (DRP-1).
+// the drop (DRP-1); and finish() is two native calls (runFinishBegin, then the hooks, then
+// runFinishEnd), each with its own sync.
 //
 // The setters are the accessor table CORE_FIELDS: one place for "the host wrote a field". The
 // mirror object also carries what only JS holds for the run: its service context and slot, the
 // parsed `run.events` (a cache of runEvents, dropped whenever the history grows), the last replay
-// batch, the create-time tool bundle and summary, and the pending cancel() promise.
+// batch, the create-time tool bundle and summary, the pending cancel() promise, the pending TTL
+// eviction timer, and whether a finish() is between its verdict and its 'end' (its hooks run).
 
 const native = require('../loader.js')
 const { describe } = require('./describe.js')
 const { nonEmptyString, textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
+const { defineProcessFields } = require('./attach.js')
 
 // --- the mirror: one initialisation, one sync per core call ------------------------------------
 
@@ -59,11 +72,21 @@ function newMirror(ctx, slot, bundle, summary, core) {
     errorCode: core.errorCode,
     cancelRequested: core.cancelRequested,
     childExitObservedAt: null,
+    terminalAt: core.terminalAt,
+    terminalTrigger: core.terminalTrigger,
+    cancelOrigin: core.cancelOrigin,
+    // LC-7: the host's child and group (accessors: lib/attach.js) and the teardown in progress
+    // (lib/control.js: { parked, killed, owner } while a cancel or shutdown tears the run down).
+    child: null,
+    processGroupId: null,
+    teardown: null,
     events: null,
     replayed: null,
     bundle,
     summary,
     cancelPromise: null,
+    evictTimer: null,
+    finishing: false,
   }
 }
 
@@ -80,25 +103,32 @@ function createdFields(projectId, conversationId, now) {
     error: null,
     errorCode: null,
     cancelRequested: false,
+    terminalAt: null,
+    terminalTrigger: null,
+    cancelOrigin: null,
   }
 }
 
 /**
- * restoreRuns' fields, as the core typed and defaulted them (crates/core/src/durable.rs): text
- * fields string or null, numbers or null, `updatedAt` always a number.
+ * runHydrated's fields (LC-2): the run's state file as the core now holds it (text fields string
+ * or null, numbers or null, `updatedAt` always a number: crates/core/src/durable/), its next id and
+ * its cancelRequested.
  */
-function restoredFields(snap) {
+function hydratedFields(state, nextEventId, cancelRequested) {
   return {
-    projectId: snap.projectId,
-    conversationId: snap.conversationId,
-    status: snap.status,
-    updatedAt: snap.updatedAt,
-    nextEventId: snap.nextEventId,
-    exitCode: snap.exitCode,
-    signal: snap.signal,
-    error: snap.error,
-    errorCode: snap.errorCode,
-    cancelRequested: snap.cancelRequested,
+    projectId: state.projectId,
+    conversationId: state.conversationId,
+    status: state.status,
+    updatedAt: state.updatedAt,
+    nextEventId,
+    exitCode: state.exitCode,
+    signal: state.signal,
+    error: state.error,
+    errorCode: state.errorCode,
+    cancelRequested,
+    terminalAt: state.terminalAt,
+    terminalTrigger: state.terminalTrigger,
+    cancelOrigin: state.cancelOrigin ?? null,
   }
 }
 
@@ -115,12 +145,23 @@ function syncErrorFields(s, message, code) {
   if (code !== undefined) s.errorCode = code
 }
 
-/** After runFinish returned the 'end' record's id (not 0): the verdict, as the host passed it. */
-function syncFinished(s, status, code, signal, endId, now) {
+/**
+ * After runFinishBegin returned true: the verdict, as the host passed it; for a terminal status
+ * also the terminal facts (LC-5).
+ */
+function syncVerdict(s, status, code, signal, now, trigger) {
   s.status = status
   s.exitCode = code
   s.signal = signal
   s.updatedAt = now
+  if (status === 'succeeded' || status === 'failed' || status === 'canceled') {
+    s.terminalAt = now
+    s.terminalTrigger = trigger
+  }
+}
+
+/** After runFinishEnd returned the 'end' record's id. */
+function syncEnded(s, endId) {
   s.nextEventId = endId + 1
   s.events = null
 }
@@ -129,12 +170,30 @@ function syncFinished(s, status, code, signal, endId, now) {
 function syncDropped(s, now) {
   s.status = 'canceled'
   s.updatedAt = now
+  s.terminalAt = now
+  s.terminalTrigger = 'drop'
 }
 
-/** After runCancelBegin (a plan step) or runShutdownBegin. */
-function syncCancelBegun(s, now) {
+/** After runPrepareRestart returned the previous updatedAt (LC-4): queued again, verdict cleared. */
+function syncRestarted(s, now) {
+  s.status = 'queued'
+  s.updatedAt = now
+  s.exitCode = null
+  s.signal = null
+  s.error = null
+  s.errorCode = null
+  s.cancelRequested = false
+  s.childExitObservedAt = null
+  s.cancelOrigin = null
+  s.terminalAt = null
+  s.terminalTrigger = null
+}
+
+/** After runCancelBegin (a plan step) or runShutdownBegin; LC-5: the first origin wins. */
+function syncCancelBegun(s, now, origin) {
   s.cancelRequested = true
   s.updatedAt = now
+  if (s.cancelOrigin === null) s.cancelOrigin = origin
 }
 
 // --- the run object ----------------------------------------------------------------------------
@@ -151,6 +210,7 @@ class ChatRun {
     this.id = id
     this.assistantMessageId = nonEmptyString(meta.assistantMessageId)
     this.clientRequestId = nonEmptyString(meta.clientRequestId)
+    this.requestFingerprint = nonEmptyString(meta.requestFingerprint)
     this.agentId = nonEmptyString(meta.agentId)
     this.appliedPluginSnapshotId = nonEmptyString(meta.appliedPluginSnapshotId)
     this.pluginId = nonEmptyString(meta.pluginId)
@@ -159,10 +219,8 @@ class ChatRun {
     this.createdAt = now
     this.clients = new Set()
     this.waiters = new Set()
-    this.child = null
     this.acpSession = null
     this.childPid = null
-    this.processGroupId = null
     this.eventsLogPath = eventsLogPath
     this.eventsLogStream = null
   }
@@ -185,7 +243,28 @@ class ChatRun {
   set nextEventId(_value) {
     throw new TypeError('run.nextEventId is owned by the service (ids are assigned by emit())')
   }
+  get terminalAt() {
+    return this.#s.terminalAt
+  }
+  set terminalAt(_value) {
+    throw new TypeError('run.terminalAt is owned by the service (set by the terminal transition)')
+  }
+  get terminalTrigger() {
+    return this.#s.terminalTrigger
+  }
+  set terminalTrigger(_value) {
+    throw new TypeError('run.terminalTrigger is owned by the service (set by the terminal transition)')
+  }
+  get cancelOrigin() {
+    return this.#s.cancelOrigin
+  }
+  set cancelOrigin(_value) {
+    throw new TypeError('run.cancelOrigin is owned by the service (cancel(run, origin) records it)')
+  }
 }
+
+// LC-7: run.child and run.processGroupId, whose writes capture the child's process tree.
+defineProcessFields(ChatRun.prototype, ChatRun.stateOf)
 
 // cancelRequested crosses as 0/1; the core stores a boolean.
 function setFlag(svc, slot, code, value) {
@@ -237,7 +316,7 @@ let observer = null
 
 /**
  * The run object for a core slot, registered for get()/list() and for release on collection.
- * `core` holds the core-owned fields (createdFields / restoredFields).
+ * `core` holds the core-owned fields (createdFields / hydratedFields).
  */
 function adopt(ctx, slot, id, logPath, ids, media, bundle, summary, createdAt, core) {
   const state = newMirror(ctx, slot, bundle, summary, core)
@@ -263,16 +342,17 @@ function own(ctx, run, method) {
 
 /**
  * Test support: `fn(run)` is called with every run any service adopts from now on (created or
- * restored); `null` turns it off. Costs one comparison per adopt when off.
+ * hydrated); `null` turns it off. Costs one comparison per adopt when off.
  */
 function observeRuns(fn) {
   observer = typeof fn === 'function' ? fn : null
 }
 
 // What the core stores for a mirror value, per field: the setters' conversions, and the
-// read-only nextEventId as it is.
+// read-only fields as they are.
 const STORED = new Map(CORE_FIELDS.map(([field, , , convert]) => [field, convert]))
-STORED.set('nextEventId', (value) => value)
+const READ_ONLY = ['nextEventId', 'terminalAt', 'terminalTrigger', 'cancelOrigin']
+for (const field of READ_ONLY) STORED.set(field, (value) => value)
 
 // A value as it reads back from the core's JSON: napi turns lone surrogates into U+FFFD on the
 // way in, and JSON has no NaN or Infinity (null) and no -0 (0).
@@ -309,11 +389,13 @@ module.exports = {
   adopt,
   own,
   createdFields,
-  restoredFields,
+  hydratedFields,
   syncEmitted,
   syncErrorFields,
-  syncFinished,
+  syncVerdict,
+  syncEnded,
   syncDropped,
+  syncRestarted,
   syncCancelBegun,
   observeRuns,
   mirrorDrift,

@@ -31,7 +31,7 @@ function summaryOf(run) {
   return JSON.parse(native.summarizeToolBundle(lowerJson(bundle) ?? 'null'))
 }
 
-/** §15. Reads every field through the run object, so host writes show. */
+/** §15 with LC-5's keys. Reads every field through the run object, so host writes show. */
 function statusBody(run) {
   const child = run.child
   return {
@@ -54,6 +54,16 @@ function statusBody(run) {
     signal: run.signal,
     error: run.error ?? null,
     errorCode: run.errorCode ?? null,
+    // LC-5: the terminal facts and the host's failure fields.
+    clientRequestId: run.clientRequestId ?? null,
+    terminalAt: run.terminalAt ?? null,
+    cancelOrigin: run.cancelOrigin ?? null,
+    terminalTrigger: run.terminalTrigger ?? null,
+    failureCategory: run.failureCategory ?? null,
+    failureDetail: run.failureDetail ?? null,
+    failureAction: run.failureAction ?? null,
+    resumable: run.resumable ?? false,
+    endedWithUnfinishedWork: !!run.endedWithUnfinishedWork,
     eventsLogPath: run.eventsLogPath ?? null,
     mediaExecution: run.mediaExecution ?? { mode: 'enabled' },
     toolBundle: summaryOf(run),

@@ -8,8 +8,9 @@ use napi_derive::napi;
 
 /// What the facade must do next in a cancel or shutdown plan. `runCancelBegin`,
 /// `runShutdownBegin` and `runEscalationNext` return a number: a positive one is a wait in ms
-/// for the child's `exit`/`close` (then call `runEscalationNext` with whether it exited), a
-/// negative one is one of these codes.
+/// for the run's process tree to exit (LC-7: the child's `exit`/`close` and `runTreeAlive`
+/// reaching 0; then call `runEscalationNext` with whether it did), a negative one is one of
+/// these codes.
 #[napi]
 #[derive(Debug, PartialEq, Eq)]
 pub enum EscalationStep {
@@ -17,20 +18,24 @@ pub enum EscalationStep {
     Done = -1,
     /// Call `acpSession.abort()`, swallowing errors.
     Abort = -2,
-    /// `signalChild(run, 'SIGTERM')`.
+    /// SIGTERM to the run's process tree (`runSignalTree`, then `child.kill` if it says so).
     Sigterm = -3,
-    /// `signalChild(run, 'SIGKILL')`.
+    /// SIGKILL to the run's process tree, likewise.
     Sigkill = -4,
-    /// `finish(run, 'canceled', null, 'SIGTERM')` now.
+    /// `finish(run, 'canceled', null, 'SIGTERM')` now (a run without a child).
     FinishNow = -5,
-    /// Finish from the child's state, `SIGTERM` when it has no signal (CAN-6).
+    /// The tree exited: finish from the child's state, `SIGTERM` when it has no signal (CAN-6).
     FinishTerm = -6,
-    /// Finish from the child's state, `SIGKILL` when it has no signal (CAN-6).
+    /// The last wait is over: report survivors (`runTreeSurvivors`, LC-7's
+    /// `termination_failed`), then finish from the child's state with `SIGKILL` (CAN-6).
     FinishKill = -7,
     /// `runCancelBegin` only: a cancel is already running; share its outcome (IMP-11).
     InFlight = -8,
     /// `runCancelBegin` only: the run is already terminal; nothing changed (CAN-1).
     Terminal = -9,
+    /// LC-7: when `run.stdinOpen`, end the child's open stdin (errors swallowed), then
+    /// `run.stdinOpen = false`.
+    CloseStdin = -10,
 }
 
 impl EscalationStep {
@@ -45,13 +50,12 @@ pub(crate) fn step_code(step: Step) -> f64 {
         Step::WaitExit(ms) => ms,
         Step::Done => EscalationStep::Done.code(),
         Step::Abort => EscalationStep::Abort.code(),
+        Step::CloseStdin => EscalationStep::CloseStdin.code(),
         Step::SigTerm => EscalationStep::Sigterm.code(),
         Step::SigKill => EscalationStep::Sigkill.code(),
         Step::FinishNow => EscalationStep::FinishNow.code(),
         Step::FinishFromChild(Fallback::SigTerm) => EscalationStep::FinishTerm.code(),
         Step::FinishFromChild(Fallback::SigKill) => EscalationStep::FinishKill.code(),
-        // `Service::next_step` carries it out and never returns it.
-        Step::ReapGroup => EscalationStep::Done.code(),
     }
 }
 
@@ -85,6 +89,30 @@ impl From<signals::Delivery> for Delivery {
             signals::Delivery::Group => Delivery::Group,
             signals::Delivery::Pid => Delivery::Pid,
             signals::Delivery::Gone => Delivery::Gone,
+        }
+    }
+}
+
+/// What one signal step of a cancel or shutdown reached (`runSignalTree`, LC-7).
+#[napi(object)]
+pub struct TreeSignal {
+    /// The child itself was signalled natively (by pidfd/identity, or through its group).
+    pub child: bool,
+    /// The child was captured and has exited: nothing may be sent to its pid.
+    pub child_gone: bool,
+    /// The verified process group was signalled.
+    pub group: bool,
+    /// How many other processes of the tree were signalled one by one.
+    pub others: u32,
+}
+
+impl From<chat_run_core::tree::Reached> for TreeSignal {
+    fn from(reached: chat_run_core::tree::Reached) -> Self {
+        Self {
+            child: reached.child,
+            child_gone: reached.child_gone,
+            group: reached.group,
+            others: reached.others,
         }
     }
 }

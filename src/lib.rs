@@ -2,10 +2,13 @@
 //! methods) that convert arguments, call the core and convert the result. No rule of the
 //! service lives here; the core crate has no napi dependency, so it cannot leak the other way.
 //!
-//! - [`service`]: functions on a whole service (create / destroy, get, list, restore, stats,
-//!   flush) and the service-independent ones (defaults, timer clamp, policy summary).
-//! - [`run`]: functions on one run (create, emit, finish, host field writes, replay, cancel
-//!   and shutdown steps, signalling).
+//! - [`service`]: functions on a whole service (create / destroy, get, list, stats, flush)
+//!   and the service-independent ones (defaults, timer clamp, policy summary).
+//! - [`durable`]: the state file and hydration (LC-1..LC-4): the index scan, hydrating a
+//!   run, finding one by `clientRequestId`, re-registering, persisting, `prepareRestart`.
+//! - [`run`]: functions on one run (create, emit, finish, host field writes, replay).
+//! - [`control`]: stopping runs (the cancel and shutdown steps, the shutdown snapshot,
+//!   signalling the child and its process tree).
 //! - [`codes`]: the numeric `#[napi]` enums JS compares against (`binding.d.ts` names them).
 //! - [`text`]: the UTF-8 reader for the hot `emit` argument and the Latin-1 fast path out.
 //! - `instances`: the services of one Node environment, in napi instance data.
@@ -18,6 +21,8 @@ use chat_run_core::CoreError;
 use napi::{Error, Status};
 
 pub mod codes;
+pub mod control;
+pub mod durable;
 mod instances;
 pub mod run;
 pub mod service;

@@ -1,21 +1,21 @@
 //! Functions on one run of a service: `(svc, slot, …)`.
 
-use chat_run_core::escalation::CancelGraces;
+use chat_run_core::emit::Verdict;
 use chat_run_core::history::EventName;
-use chat_run_core::signals;
-use chat_run_core::{CreateMeta, PlanKind};
-use napi::bindgen_prelude::Either;
+use chat_run_core::CreateMeta;
 use napi::{Env, JsString, Result};
 use napi_derive::napi;
 
-use crate::codes::{cancel_start_code, step_code, Delivery, NumberField, TextField};
+use crate::codes::{NumberField, TextField};
 use crate::instances::{instances, service};
 use crate::map_error;
 use crate::text::{js_text, JsText};
 
 /// `create(meta)`: the id strings are passed only when they are non-empty strings; the two
-/// policies as their JSON lowering (absent = undefined); `otherIds` (JSON of the remaining id
-/// fields) only when logging is on, for the durable snapshot.
+/// policies as their JSON lowering (absent = undefined); `clientRequestId` (LC-3's key); `host`
+/// only when logging is on: the JSON of the run's host-owned `state.json` values (the other id
+/// fields, `requestFingerprint`, `workspaceScope`), written with the state file before this
+/// returns (LC-1).
 ///
 /// Returns one JSON text, `[slot, id, mediaExecution, toolBundle, toolSummaryJson]`: a single
 /// string and a single `JSON.parse` in JS build the slot, the id and both policy objects (a
@@ -29,7 +29,8 @@ pub fn run_create(
     conversation_id: Option<String>,
     media_execution: Option<String>,
     tool_bundle: Option<String>,
-    other_ids: Option<String>,
+    client_request_id: Option<String>,
+    host: Option<String>,
     now: f64,
 ) -> Result<String> {
     let meta = CreateMeta::from_lowered(
@@ -37,7 +38,8 @@ pub fn run_create(
         conversation_id,
         media_execution.as_deref(),
         tool_bundle.as_deref(),
-        other_ids.as_deref(),
+        client_request_id,
+        host.as_deref(),
     );
     service(env, svc)?
         .create(meta, now)
@@ -109,22 +111,41 @@ pub fn run_set_error(
         .map_err(map_error)
 }
 
-/// `finish`: returns the `'end'` record id, or 0 when the run was already terminal.
+/// `finish`, first half (LC-5, LC-6): the verdict, with the terminal facts when `status` is
+/// terminal (`terminalAt = now`, `terminalTrigger = trigger`), then the state file persisted
+/// with `host` (the run's host-owned values as JSON; absent without logging). False when the
+/// run was already terminal (nothing changed). The facade runs its hooks, then `runFinishEnd`.
 #[napi]
 #[allow(clippy::too_many_arguments)]
-pub fn run_finish(
+pub fn run_finish_begin(
     env: &Env,
     svc: u32,
     slot: u32,
     status: Option<String>,
     exit_code: Option<f64>,
     signal: Option<String>,
-    end_data: String,
+    trigger: String,
+    host: Option<String>,
     now: f64,
-) -> Result<f64> {
+) -> Result<bool> {
+    let verdict = Verdict {
+        status,
+        exit_code,
+        signal,
+        trigger: Some(trigger),
+    };
     service(env, svc)?
-        .finish(slot, status, exit_code, signal, &end_data, now)
-        .map(|id| id.map_or(0.0, |id| id as f64))
+        .finish_begin(slot, verdict, host.as_deref(), now)
+        .map_err(map_error)
+}
+
+/// `finish`, second half: the `'end'` record (`JSON.stringify` of its data), then the log is
+/// closed. Returns the record's id.
+#[napi]
+pub fn run_finish_end(env: &Env, svc: u32, slot: u32, end_data: String, now: f64) -> Result<f64> {
+    service(env, svc)?
+        .finish_end(slot, &end_data, now)
+        .map(|id| id as f64)
         .map_err(map_error)
 }
 
@@ -197,88 +218,6 @@ pub fn run_set_number(
 ) -> Result<()> {
     service(env, svc)?
         .set_number(slot, field.into(), value)
-        .map_err(map_error)
-}
-
-/// `cancel()`: CAN-1/CAN-2 and the first step: a wait in ms, or an `EscalationStep` code
-/// (`Terminal` / `InFlight` included). The three env values are JS `Number()` results (NaN
-/// when unset).
-#[napi]
-#[allow(clippy::too_many_arguments)]
-pub fn run_cancel_begin(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    has_child: bool,
-    has_abort: bool,
-    pi_abort_grace: f64,
-    cancel_grace: f64,
-    force_wait: f64,
-    now: f64,
-) -> Result<f64> {
-    let graces = CancelGraces::from_env(pi_abort_grace, cancel_grace, force_wait);
-    service(env, svc)?
-        .cancel_begin(slot, has_child, has_abort, graces, now)
-        .map(cancel_start_code)
-        .map_err(map_error)
-}
-
-/// `shutdownActive()` for one run of the snapshot: the first step of its plan (a wait in ms or
-/// an `EscalationStep` code).
-#[napi]
-pub fn run_shutdown_begin(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    has_abort: bool,
-    grace_ms: f64,
-    now: f64,
-) -> Result<f64> {
-    service(env, svc)?
-        .shutdown_begin(slot, has_abort, grace_ms, now)
-        .map(step_code)
-        .map_err(map_error)
-}
-
-/// The next step of the cancel (`shutdown = false`) or shutdown plan (a wait in ms or an
-/// `EscalationStep` code); `exited` answers the previous wait.
-#[napi]
-pub fn run_escalation_next(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    shutdown: bool,
-    exited: bool,
-) -> Result<f64> {
-    let kind = if shutdown {
-        PlanKind::Shutdown
-    } else {
-        PlanKind::Cancel
-    };
-    service(env, svc)?
-        .next_step(slot, kind, exited)
-        .map(step_code)
-        .map_err(map_error)
-}
-
-/// `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a
-/// number.
-#[napi]
-pub fn run_signal(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    pid: f64,
-    group: f64,
-    signal: Either<String, f64>,
-) -> Result<Delivery> {
-    let spec = match &signal {
-        Either::A(name) => signals::parse_signal_name(name),
-        Either::B(number) => signals::parse_signal_number(*number),
-    };
-    service(env, svc)?
-        .signal(slot, pid, group, spec)
-        .map(Delivery::from)
         .map_err(map_error)
 }
 

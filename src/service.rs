@@ -82,36 +82,7 @@ pub fn summarize_tool_bundle(lowered: String) -> String {
     chat_run_core::policy::tool_bundle_summary_json(&lowered)
 }
 
-/// One run `restoreRuns` found and registered again.
-#[napi(object)]
-pub struct RestoredRun {
-    /// The run's slot in this service.
-    pub slot: u32,
-    /// The run as restored, as JSON: the `run.json` snapshot after the log's verdict was
-    /// applied (or the run was marked failed as interrupted), with every field filled in:
-    /// `id`, `createdAt`, `updatedAt`, `nextEventId`, `projectId`, `conversationId`, `status`,
-    /// `exitCode`, `signal`, `error`, `errorCode`, `cancelRequested`, and `meta` with `ids`
-    /// (`assistantMessageId`, `clientRequestId`, `agentId`, `appliedPluginSnapshotId`,
-    /// `pluginId`), `mediaExecution` and `toolBundle` (the redacted summary).
-    pub snapshot: String,
-}
-
-/// Reads back the runs an earlier service left in `dir` (the `runsLogDir`).
-#[napi]
-pub fn restore_runs(env: &Env, svc: u32, dir: String, now: f64) -> Result<Vec<RestoredRun>> {
-    service(env, svc)?
-        .restore(std::path::Path::new(&dir), now)
-        .into_iter()
-        .map(|restored| {
-            Ok(RestoredRun {
-                slot: restored.slot,
-                snapshot: restored.snapshot.to_json().map_err(map_error)?,
-            })
-        })
-        .collect()
-}
-
-/// `get(id)`: the slot, or -1.
+/// `get(id)`: the registered run's slot, or -1 (`runHydrate` loads one from disk, LC-2).
 #[napi]
 pub fn run_get(env: &Env, svc: u32, id: String) -> Result<i64> {
     Ok(service(env, svc)?.get(&id).map_or(-1, i64::from))
@@ -138,12 +109,6 @@ pub fn run_list(
 #[napi]
 pub fn intern_event(env: &Env, svc: u32, name: String) -> Result<u32> {
     Ok(service(env, svc)?.intern_event(&name))
-}
-
-/// `shutdownActive()`: the registered non-terminal runs, in creation order.
-#[napi]
-pub fn shutdown_snapshot(env: &Env, svc: u32) -> Result<Vec<u32>> {
-    Ok(service(env, svc)?.shutdown_snapshot())
 }
 
 /// Resolves once every log line queued so far is written and closed files are closed (IMP-4).

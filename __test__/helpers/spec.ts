@@ -1,6 +1,6 @@
 // Shapes the SPEC fixes, checked by several files.
 
-/** §1 MOD-2: the service's 15 methods. */
+/** §1 MOD-2: the service's 18 methods, in order (LC-3, LC-4 and LC-6 add the last three). */
 export const METHODS = [
   'create',
   'start',
@@ -17,9 +17,12 @@ export const METHODS = [
   'signalChild',
   'statusBody',
   'isTerminal',
+  'createOrReuse',
+  'prepareRestart',
+  'persistState',
 ]
 
-/** §15 SB-1: the 22 status-body keys, in order. */
+/** §15 SB-1 with LC-5: the 31 status-body keys, in order. */
 export const STATUS_BODY_KEYS = [
   'id',
   'projectId',
@@ -40,6 +43,15 @@ export const STATUS_BODY_KEYS = [
   'signal',
   'error',
   'errorCode',
+  'clientRequestId',
+  'terminalAt',
+  'cancelOrigin',
+  'terminalTrigger',
+  'failureCategory',
+  'failureDetail',
+  'failureAction',
+  'resumable',
+  'endedWithUnfinishedWork',
   'eventsLogPath',
   'mediaExecution',
   'toolBundle',
@@ -63,6 +75,7 @@ export const RUN_FIELDS = [
   'conversationId',
   'assistantMessageId',
   'clientRequestId',
+  'requestFingerprint',
   'agentId',
   'appliedPluginSnapshotId',
   'pluginId',
@@ -85,12 +98,14 @@ export const RUN_FIELDS = [
   'error',
   'errorCode',
   'cancelRequested',
+  'terminalAt',
+  'terminalTrigger',
   'eventsLogPath',
   'eventsLogStream',
 ]
 
-/** §6 CRE-1: the only meta keys create() reads. */
-export const META_KEYS = new Set([...ID_FIELDS, 'mediaExecution', 'toolBundle'])
+/** §6 CRE-1 and LC-3: the only meta keys create() reads. */
+export const META_KEYS = new Set([...ID_FIELDS, 'mediaExecution', 'toolBundle', 'requestFingerprint', 'workspaceScope'])
 
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
@@ -117,3 +132,15 @@ export const exampleToolBundle = () => ({
     { id: 'bad id', command: 'x' },
   ],
 })
+
+/** FIN-3 with LC-5: the keys of an 'end' record's data, in order. */
+export const END_DATA_KEYS = ['code', 'signal', 'status', 'terminalAt', 'resumable', 'endedWithUnfinishedWork']
+
+/**
+ * FIN-3 with LC-5: the data of the 'end' record `finish(run, status, code, signal)` writes at
+ * `terminalAt` (null for a non-terminal status), for a run without resumable /
+ * endedWithUnfinishedWork. `terminalAt` may be an asymmetric matcher (`expect.any(Number)`).
+ */
+export function endData(code: unknown, signal: unknown, status: unknown, terminalAt: unknown) {
+  return { code, signal, status, terminalAt, resumable: false, endedWithUnfinishedWork: false }
+}

@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http'
 
 import {
   createChatRunService,
+  getChatRunServiceStats,
   TERMINAL_RUN_STATUSES,
   type AcpSessionLike,
   type ChatRun,
@@ -17,6 +18,7 @@ import {
   type ChatRunServiceOptions,
   type ChatRunStatusBody,
   type ChildLike,
+  type CreateOrReuseResult,
   type ListFilter,
   type McpServerConfig,
   type MediaExecutionPolicy,
@@ -27,6 +29,7 @@ import {
   type SseResponse,
   type ShutdownOptions,
   type TerminalRunStatus,
+  type TerminalTrigger,
   type ToolBundle,
   type ToolBundleSummary,
 } from '../../index.js'
@@ -139,6 +142,33 @@ createChatRunService({ createSseResponse: true, createSseErrorPayload })
 // @ts-expect-error typo in an option name is caught by excess-property checking
 createChatRunService({ createSseResponse, createSseErrorPayload, maxEvent: 10 })
 
+// LC-6: hooks and durable fields, with contextual types.
+createChatRunService({
+  createSseResponse,
+  createSseErrorPayload,
+  runsLogDir: '/var/lib/od/runs',
+  durableFields: ['userPrompt', 'model'],
+  onEventEmitted: (hookRun, record) => {
+    const id: number = record.id
+    const project: string | null = hookRun.projectId
+    void id
+    void project
+  },
+  beforeFinish: (hookRun, status, code, signal, terminalAt) => {
+    hookRun.endedWithUnfinishedWork = status === 'succeeded' && code === 0 && signal === null && terminalAt > 0
+  },
+  onTerminal: (hookRun, status, terminalAt) => {
+    const at: number | null = terminalAt
+    void hookRun.terminalTrigger
+    void status
+    void at
+  },
+})
+// @ts-expect-error durableFields are field names
+createChatRunService({ createSseResponse, createSseErrorPayload, durableFields: [1] })
+// @ts-expect-error a hook is a function
+createChatRunService({ createSseResponse, createSseErrorPayload, onTerminal: 'log' })
+
 // ---------------------------------------------------------------------------------------------
 // The exported Set and status types
 // ---------------------------------------------------------------------------------------------
@@ -233,8 +263,17 @@ for (const server of summary.mcpServers) {
     void mode
   }
 }
-// @ts-expect-error clientRequestId is not part of the status body (SB-2)
-void body.clientRequestId
+// LC-5: the status body carries the request id and the terminal facts.
+const bodyRequest: string | null = body.clientRequestId
+const bodyTrigger: TerminalTrigger | null = body.terminalTrigger
+const bodyTerminalAt: number | null = body.terminalAt
+const bodyOrigin: string | null = body.cancelOrigin
+const bodyUnfinished: boolean = body.endedWithUnfinishedWork
+void bodyRequest
+void bodyTrigger
+void bodyTerminalAt
+void bodyOrigin
+void bodyUnfinished
 // @ts-expect-error the status body never exposes the full tool bundle's secrets
 void body.toolBundle.mcpServers[0]?.command
 void bodyStatus
@@ -242,7 +281,7 @@ void childExited
 void logPath
 void policy
 
-// The status body has exactly the 22 keys of SPEC §15 (missing or extra keys fail here).
+// The status body has exactly the 31 keys of SPEC §15 and LC-5 (missing or extra keys fail here).
 const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
   id: true,
   projectId: true,
@@ -263,6 +302,15 @@ const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
   signal: true,
   error: true,
   errorCode: true,
+  clientRequestId: true,
+  terminalAt: true,
+  cancelOrigin: true,
+  terminalTrigger: true,
+  failureCategory: true,
+  failureDetail: true,
+  failureAction: true,
+  resumable: true,
+  endedWithUnfinishedWork: true,
   eventsLogPath: true,
   mediaExecution: true,
   toolBundle: true,
@@ -499,6 +547,9 @@ runs.stream(run, minimalReq, {})
 async function main(): Promise<void> {
   const waited: ChatRunStatusBody = await runs.wait(run)
   const canceled: ChatRunStatusBody = await runs.cancel(run)
+  await runs.cancel(run, 'user_stop')
+  // @ts-expect-error the cancel origin is a string
+  await runs.cancel(run, 5)
   const shutdownOptions: ShutdownOptions = { graceMs: 100 }
   const nothing: void = await runs.shutdownActive({ graceMs: 100 })
   await runs.shutdownActive()
@@ -520,3 +571,48 @@ void main
 // AcpSessionLike on its own
 const session: AcpSessionLike = { abort: () => Promise.resolve() }
 void session
+
+// ---------------------------------------------------------------------------------------------
+// Durable runs (LC-1..LC-6)
+// ---------------------------------------------------------------------------------------------
+
+const reuse: CreateOrReuseResult = runs.createOrReuse({ clientRequestId: 'req-1', requestFingerprint: 'fp' })
+if (reuse.kind === 'conflict') {
+  const existing: ChatRun = reuse.run
+  void existing
+}
+// @ts-expect-error kind is one of three
+const impossible: CreateOrReuseResult['kind'] = 'maybe'
+void impossible
+runs.createOrReuse({ workspaceScope: { workspaceId: 'w' } })
+const fingerprint: string | null = run.requestFingerprint
+const restarted: ChatRun | null = runs.prepareRestart(run)
+runs.persistState(run)
+runs.persistState(null)
+const trigger: TerminalTrigger | null = run.terminalTrigger
+const terminalAt: number | null = run.terminalAt
+run.onFinalize = () => {}
+run.failureCategory = 'process_exit'
+run.resumable = true
+// @ts-expect-error terminalAt is the service's
+run.terminalAt = 5
+// @ts-expect-error terminalTrigger is the service's
+run.terminalTrigger = 'finish'
+const endFacts: ChatRunEndData = {
+  code: 0,
+  signal: null,
+  status: 'succeeded',
+  terminalAt: 1,
+  resumable: false,
+  endedWithUnfinishedWork: false,
+}
+const stats = getChatRunServiceStats(runs)
+const hydrated: number = stats.hydration.hydrated + stats.hydration.indexed + stats.hydration.skipped
+const stateWrites: number = stats.stateFile.written + stats.stateFile.failed
+void fingerprint
+void restarted
+void trigger
+void terminalAt
+void endFacts
+void hydrated
+void stateWrites

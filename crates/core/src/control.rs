@@ -1,15 +1,21 @@
 //! Stopping runs: `cancel()` and `shutdownActive()` as plans the facade steps through
-//! ([`crate::escalation`] builds them), signalling the run's child behind the IMP-5 guard,
-//! and the IMP-13 reap of its verified process group.
+//! ([`crate::escalation`] builds them), the cancel origin (LC-5), signalling the run's child
+//! behind the IMP-5 guard (`signalChild`), and the run's process tree (LC-7, [`crate::tree`]):
+//! captured when the host attaches the child, signalled as a whole at each step, and asked
+//! whether anything of it is still alive while the facade waits (the barrier).
 //!
 //! The facade asks for the first step (`cancel_begin`, `shutdown_begin`), carries it out with
 //! the objects only JS holds, and asks for the next one with [`Service::next_step`], saying
-//! whether the child exited during the last wait.
+//! whether the tree exited during the last wait.
 
 use crate::error::CoreResult;
 use crate::escalation::{CancelGraces, Escalation, Step};
 use crate::service::Service;
 use crate::signals::{self, ChildHandle, Delivery, SignalSpec};
+use crate::tree::{Kill, Reached, System};
+
+/// LC-5: the cancel origin `shutdownActive()` records.
+pub const DAEMON_SHUTDOWN: &str = "daemon_shutdown";
 
 /// Which plan [`Service::next_step`] advances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,19 +36,24 @@ pub enum CancelStart {
 }
 
 impl Service {
-    /// CAN-1/CAN-2 and the first step of the plan (IMP-11 for a second call).
+    /// CAN-1/CAN-2 and the first step of the plan (IMP-11 for a second call). LC-5: the
+    /// origin is recorded first (the first origin wins) and the state persisted, before any
+    /// signal.
     pub fn cancel_begin(
         &mut self,
         slot: u32,
         has_child: bool,
         has_abort: bool,
         graces: CancelGraces,
+        origin: &str,
         now: f64,
     ) -> CoreResult<CancelStart> {
         let run = self.run_mut(slot)?;
         if run.is_terminal() {
             return Ok(CancelStart::Terminal);
         }
+        self.record_cancel_origin(slot, origin)?;
+        let run = self.run_mut(slot)?;
         if run.cancel.is_some() {
             return Ok(CancelStart::InFlight);
         }
@@ -63,37 +74,43 @@ impl Service {
             .collect()
     }
 
-    /// SHD-3 for one run of the snapshot: marks it `cancelRequested` with a fresh `updatedAt`
-    /// and returns the first step of its shutdown plan.
+    /// SHD-3 for one run of the snapshot: records the `daemon_shutdown` origin (LC-5), marks
+    /// it `cancelRequested` with a fresh `updatedAt` and returns the first step of its
+    /// shutdown plan.
     pub fn shutdown_begin(
         &mut self,
         slot: u32,
+        has_child: bool,
         has_abort: bool,
         grace_ms: f64,
         now: f64,
     ) -> CoreResult<Step> {
+        self.record_cancel_origin(slot, DAEMON_SHUTDOWN)?;
         let run = self.run_mut(slot)?;
         run.cancel_requested = true;
         run.updated_at = now;
-        let mut plan = Escalation::shutdown(has_abort, grace_ms);
+        let mut plan = Escalation::shutdown(has_child, has_abort, grace_ms);
         let step = plan.next(false);
         run.shutdown = Some(plan);
         Ok(step)
     }
 
-    /// The next step of a plan; `exited` answers the previous wait. IMP-13's
-    /// [`Step::ReapGroup`] needs nothing from JS, so it is carried out here and the step after
-    /// it is returned instead: this never returns `ReapGroup`.
-    pub fn next_step(&mut self, slot: u32, kind: PlanKind, exited: bool) -> CoreResult<Step> {
-        let mut step = self.advance_plan(slot, kind, exited)?;
-        while step == Step::ReapGroup {
-            self.reap_group(slot)?;
-            step = self.advance_plan(slot, kind, false)?;
+    /// LC-5: the first origin wins; recording it persists the run's state (LC-1).
+    fn record_cancel_origin(&mut self, slot: u32, origin: &str) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        if run.cancel_origin.is_some() {
+            return Ok(());
         }
-        Ok(step)
+        run.cancel_origin = Some(origin.to_owned());
+        self.persist_state(slot)
     }
 
-    /// Advances a plan by one step, `ReapGroup` included; a finished plan is dropped.
+    /// The next step of a plan; `exited` answers the previous wait (the tree exited).
+    pub fn next_step(&mut self, slot: u32, kind: PlanKind, exited: bool) -> CoreResult<Step> {
+        self.advance_plan(slot, kind, exited)
+    }
+
+    /// Advances a plan by one step; a finished plan is dropped.
     fn advance_plan(&mut self, slot: u32, kind: PlanKind, exited: bool) -> CoreResult<Step> {
         let run = self.run_mut(slot)?;
         let plan = match kind {
@@ -145,14 +162,62 @@ impl Service {
         Ok(handle.signal(signal))
     }
 
-    /// IMP-13: SIGKILL what is left of the run's verified process group (never a group that
-    /// was not verified while the child lived). True when a signal was delivered.
-    pub fn reap_group(&mut self, slot: u32) -> CoreResult<bool> {
-        let run = self.run(slot)?;
-        Ok(match run.verified_group {
-            Some(pgid) => signals::signal_group(pgid, SignalSpec::Number(9)),
-            None => false,
-        })
+    /// LC-7: the host set `run.child` or `run.processGroupId`. `pid` is the child's pid (NaN
+    /// without one), `group` the host's group id (NaN without one), `alive` whether the child
+    /// is still running as far as JS knows. Captures the child (a live direct child of this
+    /// process only), verifies the group while the child lives (IMP-5) and captures the tree.
+    pub fn attach(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<()> {
+        self.attach_child(slot, pid, group, alive)?;
+        self.run_mut(slot)?.tree.capture(&System);
+        Ok(())
+    }
+
+    /// [`Service::attach`] without the capture.
+    fn attach_child(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        let pid = signals::as_pid(pid);
+        run.tree.set_child(&System, pid, alive);
+        if let Some(child) = run.tree.child().filter(|_| run.tree.child_alive(&System)) {
+            if let Ok(pgid) = signals::verify_group(group, Some(child.pid)) {
+                run.verified_group = Some(pgid);
+                run.tree.set_group(&System, pgid);
+            }
+        }
+        Ok(())
+    }
+
+    /// LC-7: one signal step of a cancel or shutdown, to the whole tree: the verified group
+    /// and every captured process, each by identity (a recycled pid is never hit), after a
+    /// fresh capture. `pid`/`group`/`alive` are the host's current values (CAN-8: a
+    /// replaced child is attached first). What the facade must still do: `child.kill()` when
+    /// the child was not reached and is neither captured nor known to be gone.
+    pub fn signal_tree(
+        &mut self,
+        slot: u32,
+        pid: f64,
+        group: f64,
+        alive: bool,
+        kill: bool,
+    ) -> CoreResult<Reached> {
+        // The signal step captures the tree itself.
+        self.attach_child(slot, pid, group, alive)?;
+        let run = self.run_mut(slot)?;
+        let kill = if kill { Kill::Kill } else { Kill::Term };
+        Ok(run.tree.signal(&System, kill))
+    }
+
+    /// LC-7, while the facade waits: how many processes of the run's tree are alive (a fresh
+    /// capture; a process found only now gets the last signal sent).
+    pub fn tree_alive(&mut self, slot: u32) -> CoreResult<u32> {
+        let run = self.run_mut(slot)?;
+        let alive = run.tree.alive(&System);
+        Ok(u32::try_from(alive).unwrap_or(u32::MAX))
+    }
+
+    /// LC-7, the end of the barrier: the pids of the tree still alive after the last wait
+    /// (what `termination_failed` reports), each SIGKILLed once more.
+    pub fn tree_survivors(&mut self, slot: u32) -> CoreResult<Vec<i32>> {
+        Ok(self.run_mut(slot)?.tree.survivors(&System))
     }
 }
 
@@ -164,13 +229,14 @@ mod tests {
     use crate::test_support::service;
 
     #[test]
-    fn next_step_carries_out_the_reap_and_never_returns_it() {
+    fn lc_7_a_cancel_plan_with_a_child_ends_in_its_finish_step() {
         let mut svc = service(Some(10), None);
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
         let graces = CancelGraces::from_env(f64::NAN, f64::NAN, f64::NAN);
         assert_eq!(
-            svc.cancel_begin(slot, true, false, graces, 1.0).unwrap(),
-            CancelStart::Step(Step::SigTerm)
+            svc.cancel_begin(slot, true, false, graces, "user_stop", 1.0)
+                .unwrap(),
+            CancelStart::Step(Step::CloseStdin)
         );
         let mut steps = Vec::new();
         let mut exited = false;
@@ -185,6 +251,7 @@ mod tests {
         assert_eq!(
             steps,
             vec![
+                Step::SigTerm,
                 Step::WaitExit(3000.0),
                 Step::FinishFromChild(Fallback::SigTerm),
                 Step::Done
@@ -193,17 +260,34 @@ mod tests {
     }
 
     #[test]
-    fn can_1_and_imp_11_terminal_and_concurrent_cancels() {
+    fn can_1_imp_11_lc_5_terminal_and_concurrent_cancels_and_the_first_origin() {
         let mut svc = service(Some(10), None);
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
         let graces = CancelGraces::from_env(f64::NAN, f64::NAN, f64::NAN);
-        let first = svc.cancel_begin(slot, true, false, graces, 7.0).unwrap();
-        assert_eq!(first, CancelStart::Step(Step::SigTerm));
+        let first = svc
+            .cancel_begin(slot, true, false, graces, "user_stop", 7.0)
+            .unwrap();
+        assert_eq!(first, CancelStart::Step(Step::CloseStdin));
         assert!(svc.state(slot).unwrap().cancel_requested);
         assert_eq!(svc.state(slot).unwrap().updated_at, 7.0);
         assert_eq!(
-            svc.cancel_begin(slot, true, false, graces, 8.0).unwrap(),
+            svc.cancel_begin(slot, true, false, graces, "project_deleted", 8.0)
+                .unwrap(),
             CancelStart::InFlight
+        );
+        assert_eq!(
+            svc.state(slot).unwrap().cancel_origin.as_deref(),
+            Some("user_stop")
+        );
+        svc.shutdown_begin(slot, true, false, 10.0, 8.5).unwrap();
+        assert_eq!(
+            svc.state(slot).unwrap().cancel_origin.as_deref(),
+            Some("user_stop"),
+            "the first origin wins over the shutdown's"
+        );
+        assert_eq!(
+            svc.advance_plan(slot, PlanKind::Cancel, false).unwrap(),
+            Step::SigTerm
         );
         assert_eq!(
             svc.advance_plan(slot, PlanKind::Cancel, false).unwrap(),
@@ -215,22 +299,43 @@ mod tests {
         );
         assert_eq!(
             svc.advance_plan(slot, PlanKind::Cancel, false).unwrap(),
-            Step::ReapGroup
-        );
-        assert!(
-            !svc.reap_group(slot).unwrap(),
-            "no verified group, nothing to reap"
-        );
-        assert_eq!(
-            svc.advance_plan(slot, PlanKind::Cancel, false).unwrap(),
             Step::Done
         );
         svc.finish(slot, Some("canceled".into()), None, None, "{}", 9.0)
             .unwrap();
         assert_eq!(
-            svc.cancel_begin(slot, true, false, graces, 10.0).unwrap(),
+            svc.cancel_begin(slot, true, false, graces, "late", 10.0)
+                .unwrap(),
             CancelStart::Terminal
         );
+        assert_eq!(
+            svc.state(slot).unwrap().cancel_origin.as_deref(),
+            Some("user_stop")
+        );
+    }
+
+    #[test]
+    fn lc_5_shutdown_records_daemon_shutdown() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        svc.shutdown_begin(slot, false, false, 10.0, 1.0).unwrap();
+        assert_eq!(
+            svc.state(slot).unwrap().cancel_origin.as_deref(),
+            Some(DAEMON_SHUTDOWN)
+        );
+    }
+
+    #[test]
+    fn lc_7_a_fake_pid_attaches_nothing_and_signals_nothing() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        // Pid 1 (init) is alive, but not a child of this process: never captured.
+        svc.attach(slot, 1.0, 1.0, true).unwrap();
+        assert_eq!(svc.tree_alive(slot).unwrap(), 0);
+        assert_eq!(svc.state(slot).unwrap().verified_group, None);
+        let reached = svc.signal_tree(slot, 1.0, 1.0, true, false).unwrap();
+        assert_eq!(reached, Reached::default());
+        assert!(svc.tree_survivors(slot).unwrap().is_empty());
     }
 
     #[test]
@@ -244,7 +349,7 @@ mod tests {
             .unwrap();
         svc.drop_run(c, 1.0).unwrap();
         assert_eq!(svc.shutdown_snapshot(), vec![a, d]);
-        svc.shutdown_begin(a, false, 10.0, 5.0).unwrap();
+        svc.shutdown_begin(a, true, false, 10.0, 5.0).unwrap();
         assert!(svc.state(a).unwrap().cancel_requested);
         assert_eq!(svc.state(a).unwrap().updated_at, 5.0);
         assert!(!svc.state(b).unwrap().cancel_requested);

@@ -1,6 +1,8 @@
-//! Writing to a run: `emit` (with interned event names), `set_error`, `finish`, and what
-//! they queue for the log writer: the JSONL lines, the status snapshots, the close of a
-//! finished run's file, and the flush barrier.
+//! Writing to a run: `emit` (with interned event names), `set_error`, `finish` (in two steps,
+//! so the host's hooks run between the verdict and its `'end'` record: LC-6),
+//! `prepare_restart` (LC-4), and what they queue for the log writer: the JSONL lines, the close
+//! of a finished run's file, and the flush barrier. The state file (LC-1) is written by
+//! [`crate::durable::state`], synchronously, at the points these functions name.
 
 use std::sync::Arc;
 
@@ -8,6 +10,19 @@ use crate::error::{CoreError, CoreResult};
 use crate::history::EventName;
 use crate::log_writer::{LogFailure, LogLine, LogOperation, LogWriter};
 use crate::service::Service;
+
+/// LC-5: the trigger of a terminal transition the host asked for (`finish`, `fail`).
+pub const TRIGGER_FINISH: &str = "finish";
+
+/// A verdict for [`Service::finish_begin`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    pub status: Option<String>,
+    pub exit_code: Option<f64>,
+    pub signal: Option<String>,
+    /// LC-5's `terminalTrigger` (recorded only when `status` is terminal).
+    pub trigger: Option<String>,
+}
 
 impl Service {
     /// The writer thread, started on first use (and tried again on the next use if the
@@ -40,7 +55,6 @@ impl Service {
         run.next_event_id += 1;
         let target = run.log.clone();
         let closed = run.log_closed;
-        let first = !run.snapshotted;
         let logs = target.is_some() && persist && !closed;
         let pushed = run.history.push_shared(id, event, data_json, now, logs);
         run.updated_at = now;
@@ -52,7 +66,7 @@ impl Service {
             // IMP-1: a late event after finish/drop goes to memory and clients only.
             self.after_close += 1;
         } else if let (Some(target), Some(pushed)) = (target, pushed) {
-            let queued = match self.writer() {
+            match self.writer() {
                 Ok(writer) => {
                     // The writer thread formats the line from the parts the history keeps.
                     let line = LogLine::Parts {
@@ -61,19 +75,14 @@ impl Service {
                         data: pushed.data,
                         timestamp: now,
                     };
-                    writer.append_line(&target, line, pushed.line_len as usize)
+                    // (A refused line is counted and reported by the writer.)
+                    writer.append_line(&target, line, pushed.line_len as usize);
                 }
                 Err(error) => {
                     self.log_shared.fail(1, || {
                         LogFailure::io(target.path.clone(), LogOperation::StartWriter, &error)
                     });
-                    false
                 }
-            };
-            // The first snapshot goes with the first line that is on its way (it creates
-            // the run's directory); a refused line leaves it to the next one.
-            if first && queued {
-                self.write_snapshot(slot, true);
             }
         }
         Ok(id)
@@ -117,8 +126,10 @@ impl Service {
         Ok(())
     }
 
-    /// FIN-1..FIN-3 (core part): the first terminal verdict wins. Returns the id of the
-    /// `'end'` record, or `None` when the run was already terminal.
+    /// FIN-1..FIN-3 (core part) in one step, for callers with no hooks between the verdict
+    /// and its `'end'` record: [`Service::finish_begin`] (trigger `'finish'`), then
+    /// [`Service::finish_end`]. Returns the id of the `'end'` record, or `None` when the run
+    /// was already terminal.
     pub fn finish(
         &mut self,
         slot: u32,
@@ -128,45 +139,120 @@ impl Service {
         end_data_json: &str,
         now: f64,
     ) -> CoreResult<Option<u64>> {
-        let run = self.run_mut(slot)?;
-        if run.is_terminal() {
+        self.finish_with(
+            slot,
+            status,
+            exit_code,
+            signal,
+            TRIGGER_FINISH,
+            end_data_json,
+            now,
+        )
+    }
+
+    /// [`Service::finish`] with the LC-5 trigger of the transition.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_with(
+        &mut self,
+        slot: u32,
+        status: Option<String>,
+        exit_code: Option<f64>,
+        signal: Option<String>,
+        trigger: &str,
+        end_data_json: &str,
+        now: f64,
+    ) -> CoreResult<Option<u64>> {
+        let verdict = Verdict {
+            status,
+            exit_code,
+            signal,
+            trigger: Some(trigger.to_owned()),
+        };
+        if !self.finish_begin(slot, verdict, None, now)? {
             return Ok(None);
         }
-        run.status = status;
-        run.exit_code = exit_code;
-        run.signal = signal;
+        self.finish_end(slot, end_data_json, now).map(Some)
+    }
+
+    /// FIN-1/FIN-3 first half: the first terminal verdict wins. Sets `status`, `exitCode`,
+    /// `signal`, `updatedAt`; for a terminal status also the terminal facts (LC-5:
+    /// `terminalAt = now`, `terminalTrigger`); then persists the state file with the host's
+    /// values (LC-1, `host_json` as in [`Service::persist_state_with`]). False (nothing
+    /// changed) when the run was already terminal. The run is terminal from here on, so a
+    /// `finish` from a hook before [`Service::finish_end`] is a no-op.
+    pub fn finish_begin(
+        &mut self,
+        slot: u32,
+        verdict: Verdict,
+        host_json: Option<&str>,
+        now: f64,
+    ) -> CoreResult<bool> {
+        let run = self.run_mut(slot)?;
+        if run.is_terminal() {
+            return Ok(false);
+        }
+        run.status = verdict.status;
+        run.exit_code = verdict.exit_code;
+        run.signal = verdict.signal;
         run.updated_at = now;
+        if run.is_terminal() {
+            run.terminal_at = Some(now);
+            run.terminal_trigger = verdict.trigger;
+        }
+        self.persist_state_with(slot, host_json)?;
+        Ok(true)
+    }
+
+    /// FIN-3 second half: the `'end'` record (its data as the facade serialized it), then the
+    /// log is closed (IMP-1). Returns the record's id.
+    pub fn finish_end(&mut self, slot: u32, end_data_json: &str, now: f64) -> CoreResult<u64> {
         let id = self.emit(slot, EventName::Text("end"), Some(end_data_json), true, now)?;
         let run = self.run_mut(slot)?;
         run.end_event_id = Some(id);
-        // No snapshot: the 'end' line just queued is the durable verdict (see durable.rs).
         self.close_log(slot)?;
-        Ok(Some(id))
+        Ok(id)
     }
 
-    /// Queues the run's `run.json`: always when `first` (its directory is being created by
-    /// the first line), otherwise only once a first snapshot exists and the log is still open.
-    pub(crate) fn write_snapshot(&mut self, slot: u32, first: bool) {
-        let Ok(run) = self.run_mut(slot) else {
-            return;
-        };
-        if run.log.is_none() || run.log_closed || (!first && !run.snapshotted) {
-            return;
+    /// LC-4 (core part): a terminal run goes back to `queued` for a retry, with the same id:
+    /// `updatedAt = now`; `exitCode`, `signal`, `error`, `errorCode`, `cancelOrigin`, the terminal
+    /// facts and `childExitObservedAt` cleared; `cancelRequested` false; the cancel and shutdown
+    /// plans, the child's handle and the captured process tree dropped; the log open for append again; the run registered
+    /// again if it had been evicted; the state file persisted (with `host_json`). Returns the
+    /// previous `updatedAt`, or `None` (nothing changed) for a run that is not terminal or was
+    /// dropped.
+    pub fn prepare_restart(
+        &mut self,
+        slot: u32,
+        host_json: Option<&str>,
+        now: f64,
+    ) -> CoreResult<Option<f64>> {
+        let run = self.run(slot)?;
+        if !run.is_terminal() || run.dropped {
+            return Ok(None);
         }
-        run.snapshotted = true;
-        let Ok(json) = run.snapshot().to_json() else {
-            return;
-        };
-        let target = run.log.clone();
-        if let (Some(target), Ok(writer)) = (target, self.writer()) {
-            writer.snapshot(&target, json);
-        }
-    }
-
-    /// LC-1: writes the run's durable state file synchronously (before the caller returns).
-    /// Placeholder for the lifecycle work: the durable-state implementation replaces it.
-    pub fn persist_state(&mut self, slot: u32) -> CoreResult<()> {
-        self.run(slot).map(|_| ())
+        self.reregister(slot)?;
+        let run = self.run_mut(slot)?;
+        let previous = run.updated_at;
+        run.status = Some(crate::run::QUEUED.to_owned());
+        run.updated_at = now;
+        run.exit_code = None;
+        run.signal = None;
+        run.error = None;
+        run.error_code = None;
+        run.cancel_origin = None;
+        run.terminal_at = None;
+        run.terminal_trigger = None;
+        run.child_exit_observed_at = None;
+        run.cancel_requested = false;
+        run.cancel = None;
+        run.shutdown = None;
+        run.child_handle = None;
+        run.verified_group = None;
+        run.tree = Default::default();
+        run.end_event_id = None;
+        run.log_closed = false;
+        self.persist_state_with(slot, host_json)?;
+        Ok(Some(previous))
     }
 
     /// IMP-1/IMP-2: close the run's log for good.
@@ -257,6 +343,71 @@ mod tests {
         assert_eq!(run.exit_code, Some(0.0));
         assert_eq!(run.signal, None);
         assert_eq!(run.history.len(), 1);
+    }
+
+    #[test]
+    fn lc_5_a_terminal_verdict_sets_the_terminal_facts_and_finish_end_adds_the_end_record() {
+        use super::Verdict;
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let paused = Verdict {
+            status: Some("paused".into()),
+            trigger: Some("finish".into()),
+            ..Verdict::default()
+        };
+        assert!(svc.finish_begin(slot, paused, None, 1.0).unwrap());
+        let run = svc.state(slot).unwrap();
+        assert_eq!(
+            (run.terminal_at, run.terminal_trigger.as_deref()),
+            (None, None)
+        );
+        assert_eq!(svc.finish_end(slot, "{}", 1.0).unwrap(), 1);
+        let canceled = Verdict {
+            status: Some("canceled".into()),
+            signal: Some("SIGTERM".into()),
+            trigger: Some("cancel".into()),
+            ..Verdict::default()
+        };
+        assert!(svc.finish_begin(slot, canceled.clone(), None, 2.0).unwrap());
+        let run = svc.state(slot).unwrap();
+        assert_eq!(run.terminal_at, Some(2.0));
+        assert_eq!(run.terminal_trigger.as_deref(), Some("cancel"));
+        assert!(run.history.len() == 1, "no 'end' before finish_end");
+        assert!(!svc.finish_begin(slot, canceled, None, 3.0).unwrap());
+        assert_eq!(svc.finish_end(slot, "{}", 2.0).unwrap(), 2);
+        assert!(svc.state(slot).unwrap().log_closed);
+    }
+
+    #[test]
+    fn lc_4_prepare_restart_reopens_a_terminal_run_for_a_new_verdict() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        assert_eq!(svc.prepare_restart(slot, None, 1.0).unwrap(), None);
+        svc.set_error(slot, Some("m".into()), Some("E".into()))
+            .unwrap();
+        svc.finish(slot, Some("failed".into()), Some(1.0), None, "{}", 5.0)
+            .unwrap();
+        assert!(svc.evict(slot).unwrap());
+        assert_eq!(svc.prepare_restart(slot, None, 9.0).unwrap(), Some(5.0));
+        let run = svc.state(slot).unwrap();
+        assert_eq!(run.status.as_deref(), Some("queued"));
+        assert_eq!(
+            (run.error.as_deref(), run.error_code.as_deref()),
+            (None, None)
+        );
+        assert_eq!(
+            (run.exit_code, run.terminal_at, run.updated_at),
+            (None, None, 9.0)
+        );
+        assert!(!run.log_closed);
+        assert_eq!(svc.get(&run.id.clone()), Some(slot), "registered again");
+        let end = svc
+            .finish(slot, Some("succeeded".into()), Some(0.0), None, "{}", 10.0)
+            .unwrap();
+        assert_eq!(end, Some(2), "a new verdict with its own end");
+        let dropped = svc.create(CreateMeta::default(), 0.0).slot;
+        svc.drop_run(dropped, 1.0).unwrap();
+        assert_eq!(svc.prepare_restart(dropped, None, 2.0).unwrap(), None);
     }
 
     #[test]

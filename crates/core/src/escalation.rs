@@ -1,9 +1,14 @@
-//! The cancel and shutdown plans (SPEC CAN-3..CAN-6, SHD-3..SHD-4, IMP-13) as a small step
-//! machine. [`crate::control`] keeps one per run and steps it for the facade.
+//! The cancel and shutdown plans (SPEC CAN-3..CAN-6, SHD-3..SHD-4 as LC-7 amends them) as a
+//! small step machine. [`crate::control`] keeps one per run and steps it for the facade.
 //!
 //! The core decides *what* happens and *how long* to wait; the JS facade carries out each step
-//! with values only JS holds (the ACP session, the child object and its `exit`/`close` events)
-//! and reports back whether the child exited during a wait.
+//! with values only JS holds (the ACP session, the child object and its `exit`/`close` events,
+//! its stdin) and reports back whether the run's process tree exited during a wait (LC-7's
+//! barrier: the child exited and nothing of its tree is alive).
+//!
+//! Every plan with a child ends in a finish step, and only there: the run is finished after
+//! its tree is gone or the last wait expired, never before (LC-7 replaces SHD-3's finish
+//! before the child exits).
 
 use crate::timing;
 
@@ -12,19 +17,19 @@ use crate::timing;
 pub enum Step {
     /// Call `acpSession.abort()`, swallowing errors.
     Abort,
-    /// `signalChild(run, 'SIGTERM')`.
+    /// LC-7: close the child's stdin (when `run.stdinOpen`), then `run.stdinOpen = false`.
+    CloseStdin,
+    /// SIGTERM to the run's whole process tree (LC-7).
     SigTerm,
-    /// `signalChild(run, 'SIGKILL')`.
+    /// SIGKILL to the run's whole process tree (LC-7).
     SigKill,
-    /// Wait up to this many ms for the child's `exit`/`close`, then report whether it exited.
+    /// Wait up to this many ms for the tree to exit, then report whether it did.
     WaitExit(f64),
-    /// `finish(run, 'canceled', null, 'SIGTERM')` right now (queued run, or shutdown).
+    /// `finish(run, 'canceled', null, 'SIGTERM')` right now (a run without a child).
     FinishNow,
-    /// CAN-6: finish from the child's state with the given fallback signal.
+    /// CAN-6: finish from the child's state with the given fallback signal; after SIGKILL,
+    /// first report whatever of the tree survived (LC-7's `termination_failed`).
     FinishFromChild(Fallback),
-    /// IMP-13: SIGKILL whatever is left of the run's verified process group (grandchildren that
-    /// outlived the leader), ignoring ESRCH.
-    ReapGroup,
     /// The plan is over: resolve with the status body.
     Done,
 }
@@ -38,8 +43,8 @@ pub enum Fallback {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
     Do(Step),
-    /// Wait; if the child exited, take `on_exit` (when set) and jump to the plan's tail,
-    /// otherwise continue with the next op.
+    /// Wait; if the tree exited, take `on_exit` (when set) and end the plan, otherwise
+    /// continue with the next op.
     Wait {
         ms: f64,
         on_exit: Option<Step>,
@@ -70,86 +75,85 @@ impl CancelGraces {
 pub struct Escalation {
     ops: Vec<Op>,
     pc: usize,
-    /// Where an early exit continues: the reap step (or the end).
-    tail: usize,
-    /// Set while a wait is outstanding: what to do if the child exited.
+    /// Set while a wait is outstanding: what to do if the tree exited.
     waiting_on_exit: Option<Option<Step>>,
 }
 
 impl Escalation {
-    /// CAN-3/CAN-4/CAN-5 for a non-terminal run, then IMP-13.
+    /// CAN-3/CAN-4/CAN-5 for a non-terminal run, as LC-7 amends them: stdin is closed just
+    /// before the first SIGTERM (after the abort grace on the ACP path), every signal goes to
+    /// the whole tree, and every wait is for the whole tree.
     pub fn cancel(has_child: bool, has_abort: bool, graces: CancelGraces) -> Self {
+        if !has_child {
+            return Self::new(vec![Op::Do(Step::CloseStdin), Op::Do(Step::FinishNow)]);
+        }
         let term = Some(Step::FinishFromChild(Fallback::SigTerm));
-        let kill = Step::FinishFromChild(Fallback::SigKill);
-        let mut ops = if !has_child {
-            return Self::new(vec![Op::Do(Step::FinishNow)]);
-        } else if has_abort {
+        let mut ops = Vec::with_capacity(8);
+        let grace = if has_abort {
             let g = graces.abort_grace_ms;
-            vec![
+            ops.extend([
                 Op::Do(Step::Abort),
                 Op::Wait {
                     ms: g,
                     on_exit: term,
                 },
-                Op::Do(Step::SigTerm),
-                Op::Wait {
-                    ms: g,
-                    on_exit: term,
-                },
-            ]
+            ]);
+            g
         } else {
-            vec![
-                Op::Do(Step::SigTerm),
-                Op::Wait {
-                    ms: graces.cancel_grace_ms,
-                    on_exit: term,
-                },
-            ]
+            graces.cancel_grace_ms
         };
         ops.extend([
-            Op::Do(Step::SigKill),
+            Op::Do(Step::CloseStdin),
+            Op::Do(Step::SigTerm),
             Op::Wait {
-                ms: graces.force_wait_ms,
-                on_exit: Some(kill),
+                ms: grace,
+                on_exit: term,
             },
-            Op::Do(kill),
-            Op::Do(Step::ReapGroup),
         ]);
-        Self::new(ops)
+        Self::escalate(ops, graces.force_wait_ms)
     }
 
-    /// SHD-3/SHD-4 for one run of a shutdown snapshot, then IMP-13.
-    pub fn shutdown(has_abort: bool, grace_ms: f64) -> Self {
-        let mut ops = Vec::with_capacity(7);
+    /// SHD-3/SHD-4 for one run of a shutdown snapshot, as LC-7 amends them: abort, stdin,
+    /// SIGTERM to the tree, `graceMs`, SIGKILL, the fixed 500 ms, and the finish only then (or
+    /// as soon as the tree is gone).
+    pub fn shutdown(has_child: bool, has_abort: bool, grace_ms: f64) -> Self {
+        let mut ops = Vec::with_capacity(8);
         if has_abort {
             ops.push(Op::Do(Step::Abort));
         }
+        ops.push(Op::Do(Step::CloseStdin));
+        if !has_child {
+            ops.push(Op::Do(Step::FinishNow));
+            return Self::new(ops);
+        }
         ops.extend([
             Op::Do(Step::SigTerm),
-            Op::Do(Step::FinishNow),
             Op::Wait {
                 ms: timing::timer_delay(grace_ms),
-                on_exit: None,
+                on_exit: Some(Step::FinishFromChild(Fallback::SigTerm)),
             },
+        ]);
+        Self::escalate(ops, timing::FORCE_WAIT_MS)
+    }
+
+    /// The common tail: SIGKILL, the force wait, the finish.
+    fn escalate(mut ops: Vec<Op>, force_wait_ms: f64) -> Self {
+        let kill = Step::FinishFromChild(Fallback::SigKill);
+        ops.extend([
             Op::Do(Step::SigKill),
             Op::Wait {
-                ms: timing::FORCE_WAIT_MS,
-                on_exit: None,
+                ms: force_wait_ms,
+                on_exit: Some(kill),
             },
-            Op::Do(Step::ReapGroup),
+            Op::Do(kill),
         ]);
         Self::new(ops)
     }
 
     fn new(ops: Vec<Op>) -> Self {
-        let tail = match ops.last() {
-            Some(Op::Do(Step::ReapGroup)) => ops.len() - 1,
-            _ => ops.len(),
-        };
         Self {
             ops,
             pc: 0,
-            tail,
             waiting_on_exit: None,
         }
     }
@@ -158,7 +162,7 @@ impl Escalation {
     pub fn next(&mut self, exited: bool) -> Step {
         if let Some(on_exit) = self.waiting_on_exit.take() {
             if exited {
-                self.pc = self.tail;
+                self.pc = self.ops.len();
                 if let Some(step) = on_exit {
                     return step;
                 }
@@ -207,23 +211,23 @@ mod tests {
     }
 
     #[test]
-    fn can_3_queued_run_finishes_at_once_without_abort() {
+    fn can_3_queued_run_closes_stdin_and_finishes_at_once_without_abort() {
         let steps = steps_of(Escalation::cancel(false, true, graces()), None);
-        assert_eq!(steps, vec![Step::FinishNow, Step::Done]);
+        assert_eq!(steps, vec![Step::CloseStdin, Step::FinishNow, Step::Done]);
     }
 
     #[test]
-    fn can_5_sigterm_then_grace_then_sigkill_then_force_wait() {
+    fn can_5_lc_7_stdin_then_sigterm_then_grace_then_sigkill_then_force_wait() {
         let steps = steps_of(Escalation::cancel(true, false, graces()), None);
         assert_eq!(
             steps,
             vec![
+                Step::CloseStdin,
                 Step::SigTerm,
                 Step::WaitExit(40.0),
                 Step::SigKill,
                 Step::WaitExit(20.0),
                 Step::FinishFromChild(Fallback::SigKill),
-                Step::ReapGroup,
                 Step::Done
             ]
         );
@@ -231,73 +235,82 @@ mod tests {
         assert_eq!(
             exited,
             vec![
+                Step::CloseStdin,
                 Step::SigTerm,
                 Step::WaitExit(40.0),
                 Step::FinishFromChild(Fallback::SigTerm),
-                Step::ReapGroup,
                 Step::Done
             ]
         );
         let killed = steps_of(Escalation::cancel(true, false, graces()), Some(1));
         assert_eq!(
-            &killed[4..],
-            &[
-                Step::FinishFromChild(Fallback::SigKill),
-                Step::ReapGroup,
-                Step::Done
-            ]
+            &killed[5..],
+            &[Step::FinishFromChild(Fallback::SigKill), Step::Done]
         );
     }
 
     #[test]
-    fn can_4_acp_abort_waits_before_each_signal() {
+    fn can_4_lc_7_acp_abort_waits_and_stdin_closes_only_after_the_abort_grace() {
         let steps = steps_of(Escalation::cancel(true, true, graces()), None);
         assert_eq!(
             steps,
             vec![
                 Step::Abort,
                 Step::WaitExit(3000.0),
+                Step::CloseStdin,
                 Step::SigTerm,
                 Step::WaitExit(3000.0),
                 Step::SigKill,
                 Step::WaitExit(20.0),
                 Step::FinishFromChild(Fallback::SigKill),
-                Step::ReapGroup,
                 Step::Done
             ]
         );
         let after_abort = steps_of(Escalation::cancel(true, true, graces()), Some(0));
-        assert_eq!(after_abort[2], Step::FinishFromChild(Fallback::SigTerm));
+        assert_eq!(
+            after_abort,
+            vec![
+                Step::Abort,
+                Step::WaitExit(3000.0),
+                Step::FinishFromChild(Fallback::SigTerm),
+                Step::Done
+            ]
+        );
         let after_term = steps_of(Escalation::cancel(true, true, graces()), Some(1));
-        assert_eq!(after_term[4], Step::FinishFromChild(Fallback::SigTerm));
+        assert_eq!(after_term[5], Step::FinishFromChild(Fallback::SigTerm));
     }
 
     #[test]
-    fn shd_3_and_4_finish_before_waiting_then_sigkill_with_fixed_force_wait() {
-        let steps = steps_of(Escalation::shutdown(true, 10.0), None);
+    fn shd_3_shd_4_lc_7_finish_only_after_the_barrier_with_the_fixed_force_wait() {
+        let steps = steps_of(Escalation::shutdown(true, true, 10.0), None);
         assert_eq!(
             steps,
             vec![
                 Step::Abort,
+                Step::CloseStdin,
                 Step::SigTerm,
-                Step::FinishNow,
                 Step::WaitExit(10.0),
                 Step::SigKill,
                 Step::WaitExit(500.0),
-                Step::ReapGroup,
+                Step::FinishFromChild(Fallback::SigKill),
                 Step::Done
             ]
         );
-        let exited = steps_of(Escalation::shutdown(false, 0.0), Some(0));
+        let exited = steps_of(Escalation::shutdown(true, false, 0.0), Some(0));
         assert_eq!(
             exited,
             vec![
+                Step::CloseStdin,
                 Step::SigTerm,
-                Step::FinishNow,
                 Step::WaitExit(1.0),
-                Step::ReapGroup,
+                Step::FinishFromChild(Fallback::SigTerm),
                 Step::Done
             ]
+        );
+        let queued = steps_of(Escalation::shutdown(false, true, 10.0), None);
+        assert_eq!(
+            queued,
+            vec![Step::Abort, Step::CloseStdin, Step::FinishNow, Step::Done]
         );
     }
 }

@@ -9,11 +9,13 @@
 //!   conversation, create / get / list, host field writes, drop / evict / release.
 //! - [`run`]: one run's state ([`RunState`], with its one constructor), the terminal statuses,
 //!   the host-writable fields ([`TextField`], [`NumberField`]) and [`MirrorFields`].
-//! - [`emit`]: emit, event-name interning, `set_error`, `finish`, and queueing log lines and
-//!   status snapshots to the writer.
+//! - [`emit`]: emit, event-name interning, `set_error`, `finish` (in two steps for the hooks),
+//!   `prepare_restart`, and queueing log lines to the writer.
 //! - [`replay`]: what `stream()` replays for a cursor, and the compact batch it crosses in.
-//! - [`control`]: cancel and shutdown (the plan stepping), signalling the child, the IMP-13 reap.
-//! - [`durable`]: the typed `run.json` snapshot and restoring runs after a restart.
+//! - [`control`]: cancel and shutdown (the plan stepping, the cancel origin), signalling the
+//!   child, the run's process tree (LC-7).
+//! - [`durable`]: runs that outlive their process: each run's `state.json` (LC-1), the disk
+//!   indexes and lazy hydration (LC-2), and reading the previous version's `run.json`.
 //! - [`stats`]: the health snapshot, in the shape the JS facade returns.
 //! - [`config`]: construction options and their defaults; [`service_table`]: the services
 //!   of one host environment, addressed by ids that are never reused.
@@ -22,6 +24,8 @@
 //! - [`backfill`]: reads evicted records back from a run's log for old cursors (IMP-3).
 //! - [`escalation`]: the cancel / shutdown plan as a step machine.
 //! - [`signals`]: the process-group guard (IMP-5) and the `kill`/`killpg` calls.
+//! - [`tree`]: a run's process tree (LC-7): the child, its group and its descendants, captured
+//!   and signalled by identity (pid and start time).
 //! - [`timing`]: the timer clamp and the env-var rules (TMR, ENV).
 //! - [`policy`]: mediaExecution / toolBundle normalization and the redacted summary.
 //! - [`error`]: what can go wrong, with the messages users see.
@@ -45,6 +49,7 @@ pub mod service_table;
 pub mod signals;
 pub mod stats;
 pub mod timing;
+pub mod tree;
 
 #[cfg(test)]
 mod test_support;

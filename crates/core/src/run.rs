@@ -1,5 +1,5 @@
 //! One run's core-owned state ([`RunState`]), built by one constructor for `create` and for
-//! `restore`, and the rules about a single run: which statuses are terminal (TRM-1), which
+//! hydration, and the rules about a single run: which statuses are terminal (TRM-1), which
 //! fields the host may write ([`TextField`], [`NumberField`]) and what the host sees of them
 //! ([`MirrorFields`]).
 
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::durable::SnapshotMeta;
+use crate::durable::HostFields;
 use crate::error::CoreResult;
 use crate::escalation::Escalation;
 use crate::history::History;
@@ -50,11 +50,11 @@ pub enum NumberField {
 
 /// One run's core-owned state. Fields are read through [`crate::Service::state`]; they are
 /// written only by the service (host writes go through [`crate::Service::set_text`] and
-/// [`crate::Service::set_number`], which keep the indexes and the snapshot in step).
+/// [`crate::Service::set_number`], which keep the indexes in step).
 pub struct RunState {
     pub id: String,
-    /// Creation order within the service (also the registry's key).
-    pub(crate) seq: u64,
+    /// Where the run sorts in the registry (creation order; see [`OrderKey`]).
+    pub(crate) order: OrderKey,
     pub project_id: Option<String>,
     pub conversation_id: Option<String>,
     /// `None` when the host wrote a non-string status.
@@ -78,15 +78,20 @@ pub struct RunState {
     pub(crate) registered: bool,
     pub(crate) cancel: Option<Escalation>,
     pub(crate) shutdown: Option<Escalation>,
-    /// The group id IMP-5 verified for this run's child, kept so IMP-13 can reap it later.
+    /// The group id IMP-5 verified for this run's child (by `signalChild` or the LC-7 attach).
     pub verified_group: Option<i32>,
     /// The child's pidfd (or pid), opened at its first signal while it was alive.
     pub(crate) child_handle: Option<ChildHandle>,
-    /// What the snapshot carries that never changes (other ids, policy, redacted bundle);
-    /// only kept when the run has a log.
-    pub(crate) meta: Option<SnapshotMeta>,
-    /// True once the run's directory exists and its first snapshot is queued.
-    pub(crate) snapshotted: bool,
+    /// LC-7: the run's captured process tree (the child, its group, its descendants).
+    pub(crate) tree: crate::tree::Tree,
+    /// LC-3: the `clientRequestId` the run was created (or hydrated) with, the key
+    /// `createOrReuse` finds it by.
+    pub(crate) request_key: Option<String>,
+    /// LC-1: the host-owned values of `state.json` as the facade last passed them (and, for a
+    /// hydrated run, every other field its file held).
+    pub(crate) host: HostFields,
+    /// Left the registry through `drop` (never found by id again; its state file is gone).
+    pub(crate) dropped: bool,
     /// LC-5: who asked for the cancel (`cancel(run, origin)`; the first origin wins).
     pub cancel_origin: Option<String>,
     /// LC-5: what made the run terminal (e.g. `daemon_restart` for an interrupted run).
@@ -98,20 +103,46 @@ pub struct RunState {
 /// What a new run starts from.
 pub(crate) struct NewRun {
     pub id: String,
-    pub seq: u64,
+    pub order: OrderKey,
     pub max_events: Option<usize>,
     pub log: Option<Arc<LogTarget>>,
-    pub meta: Option<SnapshotMeta>,
     pub now: f64,
+}
+
+/// A run's place in the registry. Runs created by this service sort by creation sequence
+/// (`major = 2 * seq + 1`); a run hydrated from disk is slotted in by its `createdAt`, before
+/// the first run of this service created after it (an even `major`, then its `createdAt` and
+/// the hydration sequence), so `list()` stays in creation order across restarts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderKey {
+    pub(crate) major: u64,
+    pub(crate) created: u64,
+    pub(crate) tie: u64,
+}
+
+impl OrderKey {
+    /// The key of the `seq`-th run created by this service.
+    pub(crate) fn created(seq: u64) -> Self {
+        Self {
+            major: 2 * seq + 1,
+            created: 0,
+            tie: 0,
+        }
+    }
+
+    /// True for a run created by this service (not hydrated).
+    pub(crate) fn is_created(&self) -> bool {
+        self.major % 2 == 1
+    }
 }
 
 impl RunState {
     /// The one constructor: a registered `queued` run with no events, created at `now`
-    /// (CRE-3). `restore` starts from it too and overlays what the snapshot recorded.
+    /// (CRE-3). Hydration starts from it too and overlays what the state file recorded.
     pub(crate) fn new(new: NewRun) -> Self {
         Self {
             id: new.id,
-            seq: new.seq,
+            order: new.order,
             project_id: None,
             conversation_id: None,
             status: Some(QUEUED.to_owned()),
@@ -133,8 +164,10 @@ impl RunState {
             shutdown: None,
             verified_group: None,
             child_handle: None,
-            meta: new.meta,
-            snapshotted: false,
+            tree: crate::tree::Tree::default(),
+            request_key: None,
+            host: HostFields::default(),
+            dropped: false,
             cancel_origin: None,
             terminal_trigger: None,
             terminal_at: None,
@@ -159,6 +192,9 @@ impl RunState {
             error_code: self.error_code.as_deref(),
             cancel_requested: self.cancel_requested,
             child_exit_observed_at: self.child_exit_observed_at,
+            terminal_at: self.terminal_at,
+            terminal_trigger: self.terminal_trigger.as_deref(),
+            cancel_origin: self.cancel_origin.as_deref(),
         }
     }
 }
@@ -180,6 +216,11 @@ pub struct MirrorFields<'a> {
     pub error_code: Option<&'a str>,
     pub cancel_requested: bool,
     pub child_exit_observed_at: Option<f64>,
+    /// LC-5: read-only for the host.
+    pub terminal_at: Option<f64>,
+    pub terminal_trigger: Option<&'a str>,
+    /// LC-5: read-only for the host (`cancel(run, origin)` records it).
+    pub cancel_origin: Option<&'a str>,
 }
 
 impl MirrorFields<'_> {
@@ -212,10 +253,9 @@ mod tests {
     fn mirror_fields_keep_their_js_names_and_order() {
         let run = RunState::new(NewRun {
             id: "r".into(),
-            seq: 1,
+            order: OrderKey::created(1),
             max_events: Some(1),
             log: None,
-            meta: None,
             now: 5.0,
         });
         assert_eq!(
@@ -223,7 +263,8 @@ mod tests {
             concat!(
                 r#"{"projectId":null,"conversationId":null,"status":"queued","updatedAt":5.0,"#,
                 r#""nextEventId":1,"exitCode":null,"signal":null,"error":null,"errorCode":null,"#,
-                r#""cancelRequested":false,"childExitObservedAt":null}"#
+                r#""cancelRequested":false,"childExitObservedAt":null,"terminalAt":null,"#,
+                r#""terminalTrigger":null,"cancelOrigin":null}"#
             )
         );
     }

@@ -6,8 +6,9 @@
 //! keeps working (RUN-8) until its JS object is collected and the facade releases the slot.
 //!
 //! This file owns the slab and the indexes: create / get / list, host writes of core fields,
-//! drop / evict / release. The other jobs are `impl Service` blocks in their own files:
-//! [`crate::emit`], [`crate::replay`], [`crate::control`], [`crate::durable`], [`crate::stats`].
+//! drop / evict / re-register / release. The other jobs are `impl Service` blocks in their own
+//! files: [`crate::emit`], [`crate::replay`], [`crate::control`], [`crate::durable`] (the state
+//! file, the disk indexes, hydration), [`crate::stats`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,11 +17,11 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 
 use crate::config::ServiceConfig;
-use crate::durable::{RunIds, SnapshotMeta};
+use crate::durable::{DiskIndex, HostFields};
 use crate::error::{CoreError, CoreResult};
 use crate::log_writer::{LogShared, LogTarget, LogWriter};
 use crate::policy;
-use crate::run::{NewRun, NumberField, RunState, TextField};
+use crate::run::{NewRun, NumberField, OrderKey, RunState, TextField};
 
 /// The fields `create()` reads (CRE-3), as the facade lowered them.
 #[derive(Default)]
@@ -30,27 +31,33 @@ pub struct CreateMeta {
     /// The lowered JSON of `meta.mediaExecution` / `meta.toolBundle` (`None` = undefined).
     pub media_execution: Option<serde_json::Value>,
     pub tool_bundle: Option<serde_json::Value>,
-    /// The other id fields (`assistantMessageId`, …), kept for the durable snapshot; only
-    /// passed when logging is on.
-    pub other_ids: Option<RunIds>,
+    /// LC-3: `meta.clientRequestId` (a non-empty string), the key `createOrReuse` finds the
+    /// run by.
+    pub client_request_id: Option<String>,
+    /// LC-1: the host's values of the state file (ids, `requestFingerprint`,
+    /// `workspaceScope`, …); only passed when logging is on.
+    pub host: Option<HostFields>,
 }
 
 impl CreateMeta {
-    /// From the JSON texts the facade passes: the two policies as their lowering, the other
-    /// ids as `{assistantMessageId, …}`. A text that does not parse counts as absent.
+    /// From the JSON texts the facade passes: the two policies as their lowering, the host's
+    /// state-file values as one object (see [`HostFields`]). A text that does not parse counts
+    /// as absent.
     pub fn from_lowered(
         project_id: Option<String>,
         conversation_id: Option<String>,
         media_execution: Option<&str>,
         tool_bundle: Option<&str>,
-        other_ids: Option<&str>,
+        client_request_id: Option<String>,
+        host: Option<&str>,
     ) -> Self {
         Self {
             project_id,
             conversation_id,
             media_execution: media_execution.and_then(|t| serde_json::from_str(t).ok()),
             tool_bundle: tool_bundle.and_then(|t| serde_json::from_str(t).ok()),
-            other_ids: other_ids.and_then(|t| serde_json::from_str(t).ok()),
+            client_request_id,
+            host: host.and_then(HostFields::parse),
         }
     }
 }
@@ -83,10 +90,8 @@ impl Created {
     }
 }
 
-/// A run's normalized policies: the values the snapshot keeps, and the JSON the facade parses.
+/// A run's normalized policies, as the JSON the facade parses.
 struct Policies {
-    media: serde_json::Value,
-    summary: serde_json::Value,
     media_json: Box<RawValue>,
     bundle_json: Box<RawValue>,
     summary_json: Box<RawValue>,
@@ -101,8 +106,6 @@ impl Policies {
             media_json: raw_json(&media),
             bundle_json: raw_json(&bundle),
             summary_json: raw_json(&summary),
-            media,
-            summary,
         }
     }
 }
@@ -123,16 +126,16 @@ pub struct ListFilter<'a> {
 
 /// Registered runs grouped by one id field, each group in creation order.
 #[derive(Default)]
-struct GroupIndex(HashMap<String, BTreeMap<u64, u32>>);
+struct GroupIndex(HashMap<String, BTreeMap<OrderKey, u32>>);
 
 impl GroupIndex {
-    fn add(&mut self, key: Option<&str>, seq: u64, slot: u32) {
+    fn add(&mut self, key: Option<&str>, seq: OrderKey, slot: u32) {
         if let Some(key) = key {
             self.0.entry(key.to_owned()).or_default().insert(seq, slot);
         }
     }
 
-    fn remove(&mut self, key: Option<&str>, seq: u64) {
+    fn remove(&mut self, key: Option<&str>, seq: OrderKey) {
         let Some(key) = key else {
             return;
         };
@@ -150,6 +153,12 @@ impl GroupIndex {
             .into_iter()
             .flat_map(|g| g.values().copied())
     }
+
+    fn newest(&self, key: &str) -> Option<u32> {
+        self.0
+            .get(key)
+            .and_then(|g| g.values().next_back().copied())
+    }
 }
 
 /// One `createChatRunService` instance.
@@ -157,13 +166,17 @@ pub struct Service {
     pub(crate) cfg: ServiceConfig,
     slab: Vec<Option<RunState>>,
     free: Vec<u32>,
-    /// Registry in creation order: seq → slot.
-    pub(crate) order: BTreeMap<u64, u32>,
+    /// Registry in creation order (see [`OrderKey`]) → slot.
+    pub(crate) order: BTreeMap<OrderKey, u32>,
     by_id: HashMap<String, u32>,
     /// Registered runs by conversation and by project, each in creation order: `list` with
     /// either filter touches only the matching runs.
     by_conversation: GroupIndex,
     by_project: GroupIndex,
+    /// Registered runs by the `clientRequestId` they were created with (LC-3).
+    by_request: GroupIndex,
+    /// What is known of the runs on disk (LC-2).
+    pub(crate) disk: DiskIndex,
     next_seq: u64,
     next_log_key: u64,
     pub(crate) log_shared: Arc<LogShared>,
@@ -189,6 +202,8 @@ impl Service {
             by_id: HashMap::new(),
             by_conversation: GroupIndex::default(),
             by_project: GroupIndex::default(),
+            by_request: GroupIndex::default(),
+            disk: DiskIndex::default(),
             next_seq: 0,
             next_log_key: 0,
             log_shared: Arc::new(log_shared),
@@ -236,7 +251,13 @@ impl Service {
         self.next_seq
     }
 
-    /// CRE-1..CRE-5.
+    /// How many runs this service created.
+    pub(crate) fn created_count(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// CRE-1..CRE-5, and LC-1: with logging on, the run's directory and its `state.json` exist
+    /// when this returns.
     pub fn create(&mut self, meta: CreateMeta, now: f64) -> Created {
         let mut id_buf = uuid::Uuid::encode_buffer();
         let id: String = uuid::Uuid::new_v4()
@@ -251,13 +272,6 @@ impl Service {
             computed = Policies::of(meta.media_execution.as_ref(), meta.tool_bundle.as_ref());
             &computed
         };
-        let snapshot_meta = self.cfg.log.as_ref().map(|_| {
-            SnapshotMeta::new(
-                meta.other_ids.unwrap_or_default(),
-                policies.media.clone(),
-                policies.summary.clone(),
-            )
-        });
         let media_execution = policies.media_json.clone();
         let tool_bundle = policies.bundle_json.clone();
         let tool_summary = policies.summary_json.clone();
@@ -265,17 +279,27 @@ impl Service {
         let log = events_log_path
             .as_ref()
             .map(|path| self.log_target(PathBuf::from(path)));
+        let order = OrderKey::created(self.next_seq());
         let mut run = RunState::new(NewRun {
             id: id.clone(),
-            seq: self.next_seq(),
+            order,
             max_events: self.cfg.max_events,
             log,
-            meta: snapshot_meta,
             now,
         });
         run.project_id = meta.project_id;
         run.conversation_id = meta.conversation_id;
+        run.request_key = meta.client_request_id;
+        let durable = run.log.is_some();
+        if let Some(host) = meta.host {
+            run.host = host;
+        }
+        let disk_entry = durable.then(|| (run.project_id.clone(), run.request_key.clone()));
         let slot = self.insert(run);
+        if let Some((project_id, request)) = disk_entry {
+            self.write_state(slot);
+            self.disk.add(&id, project_id, request, now);
+        }
         Created {
             slot,
             id,
@@ -288,8 +312,6 @@ impl Service {
 
     /// Puts a run in the slab and registers it.
     pub(crate) fn insert(&mut self, run: RunState) -> u32 {
-        let (seq, id) = (run.seq, run.id.clone());
-        let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slab[slot as usize] = Some(run);
@@ -300,21 +322,54 @@ impl Service {
                 (self.slab.len() - 1) as u32
             }
         };
+        self.register(slot);
+        slot
+    }
+
+    /// Adds a live run to the registry and its indexes.
+    fn register(&mut self, slot: u32) {
+        let Ok(run) = self.run_mut(slot) else {
+            return;
+        };
+        run.registered = true;
+        let (seq, id) = (run.order, run.id.clone());
+        let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
+        let request = run.request_key.clone();
         self.order.insert(seq, slot);
         self.by_id.insert(id, slot);
         self.by_conversation.add(conversation.as_deref(), seq, slot);
         self.by_project.add(project.as_deref(), seq, slot);
-        slot
+        self.by_request.add(request.as_deref(), seq, slot);
     }
 
-    /// True when a run with this id is registered.
-    pub(crate) fn has_id(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
-    }
-
-    /// GET-1.
+    /// GET-1: the registered run with this id (see [`Service::hydrate`] for LC-2).
     pub fn get(&self, id: &str) -> Option<u32> {
         self.by_id.get(id).copied()
+    }
+
+    /// LC-3: the newest registered run created with this `clientRequestId`.
+    pub fn find_request(&self, client_request_id: &str) -> Option<u32> {
+        self.by_request.newest(client_request_id)
+    }
+
+    /// Puts a live run that left the registry by TTL eviction back into it, in its old place
+    /// (for `get` after eviction while the host still holds the run, and for `prepareRestart`,
+    /// LC-4). Another registered run with the same id leaves the registry. False for a dropped
+    /// run, which never comes back.
+    pub fn reregister(&mut self, slot: u32) -> CoreResult<bool> {
+        let run = self.run(slot)?;
+        if run.dropped {
+            return Ok(false);
+        }
+        if run.registered {
+            return Ok(true);
+        }
+        let id = run.id.clone();
+        if let Some(other) = self.get(&id) {
+            self.unregister(other)?;
+        }
+        self.register(slot);
+        Ok(true)
     }
 
     /// LST-2, in creation order.
@@ -349,9 +404,9 @@ impl Service {
             .collect()
     }
 
-    /// A host write of a core-owned text field (RUN-3; `None` for a non-string value). A
-    /// status write queues the run's status snapshot when it has one; project and
-    /// conversation writes move the run between the `list` indexes (LST-3).
+    /// A host write of a core-owned text field (RUN-3; `None` for a non-string value). Project
+    /// and conversation writes move the run between the `list` indexes (LST-3), a project write
+    /// between the disk's project groups too.
     pub fn set_text(
         &mut self,
         slot: u32,
@@ -360,14 +415,16 @@ impl Service {
     ) -> CoreResult<()> {
         let run = self.run_mut(slot)?;
         match field {
-            TextField::Status => {
-                run.status = value;
-                self.write_snapshot(slot, false);
-            }
+            TextField::Status => run.status = value,
             TextField::ProjectId => {
                 let old = std::mem::replace(&mut run.project_id, value);
+                let (seq, new) = (run.order, run.project_id.clone());
+                if run.log.is_some() && !run.dropped {
+                    let id = run.id.clone();
+                    self.disk.set_project(&id, new.clone());
+                }
+                let run = self.run(slot)?;
                 if run.registered {
-                    let (seq, new) = (run.seq, run.project_id.clone());
                     self.by_project.remove(old.as_deref(), seq);
                     self.by_project.add(new.as_deref(), seq, slot);
                 }
@@ -375,7 +432,7 @@ impl Service {
             TextField::ConversationId => {
                 let old = std::mem::replace(&mut run.conversation_id, value);
                 if run.registered {
-                    let (seq, new) = (run.seq, run.conversation_id.clone());
+                    let (seq, new) = (run.order, run.conversation_id.clone());
                     self.by_conversation.remove(old.as_deref(), seq);
                     self.by_conversation.add(new.as_deref(), seq, slot);
                 }
@@ -405,17 +462,24 @@ impl Service {
         Ok(())
     }
 
-    /// DRP-1/DRP-2 (core part). Returns false for a terminal run (no-op).
+    /// DRP-1/DRP-2 (core part), with LC-5's terminal facts (`terminalTrigger: 'drop'`). The
+    /// run's state file is removed and the disk indexes forget it: a dropped run is never found
+    /// again, by this service or a later one. Returns false for a terminal run (no-op).
     pub fn drop_run(&mut self, slot: u32, now: f64) -> CoreResult<bool> {
         let run = self.run(slot)?;
         if run.is_terminal() {
             return Ok(false);
         }
         self.unregister(slot)?;
+        self.delete_state(slot);
         let run = self.run_mut(slot)?;
         run.status = Some("canceled".to_owned());
         run.updated_at = now;
-        self.write_snapshot(slot, false);
+        run.terminal_at = Some(now);
+        run.terminal_trigger = Some("drop".to_owned());
+        run.dropped = true;
+        let id = run.id.clone();
+        self.disk.remove(&id);
         self.close_log(slot)?;
         Ok(true)
     }
@@ -426,10 +490,12 @@ impl Service {
             return Ok(());
         }
         run.registered = false;
-        let (seq, id) = (run.seq, run.id.clone());
+        let (seq, id) = (run.order, run.id.clone());
         let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
+        let request = run.request_key.clone();
         self.by_conversation.remove(conversation.as_deref(), seq);
         self.by_project.remove(project.as_deref(), seq);
+        self.by_request.remove(request.as_deref(), seq);
         self.order.remove(&seq);
         if self.by_id.get(&id) == Some(&slot) {
             self.by_id.remove(&id);
@@ -492,6 +558,7 @@ mod tests {
                 None,
                 Some(r#"{"mode":"question"}"#),
                 Some(r#"{"mcpServers":[{"id":"t","label":"say \"hi\"","command":"x"}]}"#),
+                None,
                 Some("not json"),
             ),
             0.0,

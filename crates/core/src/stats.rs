@@ -5,21 +5,35 @@
 //! { runs: { registered, active, byStatus: { <status>: count, … }, live },
 //!   events: { retained, retainedBytes },
 //!   log: { enabled, linesWritten, openFiles, queue: { lines, bytes },
-//!          notPersisted: { diskError, queueFull, unserializable, afterClose } } }
+//!          notPersisted: { diskError, queueFull, unserializable, afterClose } },
+//!   stateFile: { written, failed },
+//!   hydration: { indexed, hydrated, skipped } }
 //! ```
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use crate::durable::HydrationStats;
 use crate::error::CoreResult;
 use crate::service::Service;
 
 /// Snapshot of a service's health.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stats {
     pub runs: RunStats,
     pub events: EventStats,
     pub log: LogStats,
+    pub state_file: StateFileStats,
+    pub hydration: HydrationStats,
+}
+
+/// The runs' `state.json` writes (LC-1): done, and failed (each failure is also counted here
+/// only; the first failure of the service is reported, OBS-2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StateFileStats {
+    pub written: u64,
+    pub failed: u64,
 }
 
 /// The runs of the service.
@@ -121,6 +135,11 @@ impl Service {
                     after_close: self.after_close,
                 },
             },
+            state_file: StateFileStats {
+                written: self.disk.stats.state_written,
+                failed: self.disk.stats.state_failed,
+            },
+            hydration: self.disk.stats,
         };
         for run in self.live_runs() {
             stats.runs.live += 1;
@@ -188,13 +207,19 @@ mod tests {
                         "unserializable": 0,
                         "afterClose": 0
                     }
-                }
+                },
+                "stateFile": { "written": 0, "failed": 0 },
+                "hydration": { "indexed": 0, "hydrated": 0, "skipped": 0 }
             })
         );
         // Key order is part of the shape (preserve_order keeps it in the comparison above
         // only for maps, so check the text too).
         let text = svc.stats().to_json().unwrap();
         assert!(text.starts_with(r#"{"runs":{"registered":4,"active":3,"byStatus":{"queued":1,"running":1,"failed":1,"":1},"live":5},"events":{"retained":2,"retainedBytes":"#));
-        assert!(text.ends_with(r#"},"log":{"enabled":false,"linesWritten":0,"openFiles":0,"queue":{"lines":0,"bytes":0},"notPersisted":{"diskError":0,"queueFull":0,"unserializable":0,"afterClose":0}}}"#));
+        assert!(text.ends_with(concat!(
+            r#"},"log":{"enabled":false,"linesWritten":0,"openFiles":0,"queue":{"lines":0,"bytes":0},"#,
+            r#""notPersisted":{"diskError":0,"queueFull":0,"unserializable":0,"afterClose":0}},"#,
+            r#""stateFile":{"written":0,"failed":0},"hydration":{"indexed":0,"hydrated":0,"skipped":0}}"#
+        )));
     }
 }

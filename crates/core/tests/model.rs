@@ -15,8 +15,8 @@
 //! - LOG-5/IMP-1/IMP-2: after a flush barrier, each run's `events.jsonl` holds exactly the
 //!   model's persisted lines, in order (no `persist=false` line, nothing after close);
 //! - LST-2/GET-1/SHD-2: `list`, `get` and the shutdown snapshot equal the model's filters;
-//! - CAN-3..CAN-6/SHD-3/IMP-11: the escalation steps equal a reference plan (as the facade
-//!   sees them through `next_step`, which carries out IMP-13's reap itself).
+//! - CAN-3..CAN-6/SHD-3/IMP-11/LC-7: the escalation steps equal a reference plan (as the
+//!   facade sees them through `next_step`; the finish comes after the last wait).
 //!
 //! Defaults: 256 cases of up to 60 steps, a fixed seed. `PROPTEST_CASES=5000` and
 //! `PROPTEST_RNG_SEED=<n>` run it harder or elsewhere.
@@ -476,12 +476,13 @@ fn cancel_reference(
     let term = Step::FinishFromChild(Fallback::SigTerm);
     let kill = Step::FinishFromChild(Fallback::SigKill);
     if !has_child {
-        return vec![Step::FinishNow, Step::Done];
+        return vec![Step::CloseStdin, Step::FinishNow, Step::Done];
     }
     let plan = if has_abort {
         vec![
             R::Do(Step::Abort),
             R::Wait(g.abort_grace_ms, term),
+            R::Do(Step::CloseStdin),
             R::Do(Step::SigTerm),
             R::Wait(g.abort_grace_ms, term),
             R::Do(Step::SigKill),
@@ -490,6 +491,7 @@ fn cancel_reference(
         ]
     } else {
         vec![
+            R::Do(Step::CloseStdin),
             R::Do(Step::SigTerm),
             R::Wait(g.cancel_grace_ms, term),
             R::Do(Step::SigKill),
@@ -511,8 +513,6 @@ fn cancel_reference(
             }
         }
     }
-    // IMP-13: the leftover group is reaped at the end of every plan that had a child, inside
-    // `next_step` (the facade never sees that step).
     out.push(Step::Done);
     out
 }
@@ -522,7 +522,8 @@ fn shutdown_reference(has_abort: bool, answers: &[bool]) -> Vec<&'static str> {
     if has_abort {
         plan.push("abort");
     }
-    plan.extend(["sigterm", "finish_now", "wait", "sigkill", "wait"]);
+    // LC-7: the finish comes after the barrier (the tree gone, or the last wait over).
+    plan.extend(["close_stdin", "sigterm", "wait", "sigkill", "wait"]);
     let mut out = Vec::new();
     let mut answers = answers.iter();
     for op in plan {
@@ -531,19 +532,19 @@ fn shutdown_reference(has_abort: bool, answers: &[bool]) -> Vec<&'static str> {
             break;
         }
     }
-    out.push("done");
+    out.extend(["finish_from_child", "done"]);
     out
 }
 
 fn step_name(step: Step) -> &'static str {
     match step {
         Step::Abort => "abort",
+        Step::CloseStdin => "close_stdin",
         Step::SigTerm => "sigterm",
         Step::SigKill => "sigkill",
         Step::WaitExit(_) => "wait",
         Step::FinishNow => "finish_now",
         Step::FinishFromChild(_) => "finish_from_child",
-        Step::ReapGroup => panic!("next_step never hands ReapGroup to the facade"),
         Step::Done => "done",
     }
 }
@@ -729,8 +730,7 @@ impl Harness {
                     self.finish(i, Some("canceled"), None, Some(signal));
                     false
                 }
-                Step::Abort | Step::SigTerm | Step::SigKill => false,
-                Step::ReapGroup => panic!("next_step never hands ReapGroup to the facade"),
+                Step::Abort | Step::CloseStdin | Step::SigTerm | Step::SigKill => false,
             };
             step = self.svc.next_step(slot, PlanKind::Cancel, exited).unwrap();
             assert!(
@@ -760,7 +760,7 @@ impl Harness {
         let slot = self.model.runs[i].slot;
         let got = self
             .svc
-            .cancel_begin(slot, has_child, has_abort, self.graces, self.now)
+            .cancel_begin(slot, has_child, has_abort, self.graces, "unknown", self.now)
             .unwrap();
         let m = &mut self.model.runs[i];
         if m.terminal() {
@@ -846,7 +846,7 @@ impl Harness {
                 .unwrap();
             let mut step = self
                 .svc
-                .shutdown_begin(slot, has_abort, 10.0, self.now)
+                .shutdown_begin(slot, true, has_abort, 10.0, self.now)
                 .unwrap();
             let m = &mut self.model.runs[i];
             m.cancel_requested = true;
@@ -858,10 +858,14 @@ impl Harness {
                 let exited = match step {
                     Step::Done => break,
                     Step::WaitExit(_) => answers.next().unwrap_or(false),
-                    Step::FinishNow => {
+                    Step::FinishFromChild(fallback) => {
+                        let signal = match fallback {
+                            Fallback::SigTerm => "SIGTERM",
+                            Fallback::SigKill => "SIGKILL",
+                        };
                         assert!(
-                            self.finish(i, Some("canceled"), None, Some("SIGTERM")),
-                            "SHD-3 finish"
+                            self.finish(i, Some("canceled"), None, Some(signal)),
+                            "SHD-3/LC-7 finish after the barrier"
                         );
                         false
                     }

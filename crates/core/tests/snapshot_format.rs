@@ -1,36 +1,37 @@
-//! The typed `run.json` reads what the untyped code wrote, and writes the same bytes.
+//! Runs left by the previous version of this package (a `run.json` beside each log, no
+//! `state.json`) still hydrate (LC-1's migration), and their `run.json` reads and writes the
+//! same bytes.
 //!
-//! `tests/fixtures/snapshot-v1/` was produced by the service as it was before the snapshot
-//! became a serde struct (`durable::snapshot` with 14 parameters, `restore` over a
-//! `serde_json::Map`): four runs in a `runsLogDir` left by a service that was then dropped
+//! `tests/fixtures/snapshot-v1/runs/` was written by that version (four runs in a `runsLogDir`
+//! left by a service that was then dropped):
 //!
 //! - `51d0…`: full meta (every id, a media policy, a bundle with a secret header), an
-//!   `'error'` event, finished `succeeded` (its `run.json` still says `running`: `finish`
-//!   writes no snapshot, the log's `'end'` line is the verdict);
+//!   `'error'` event, finished `succeeded` (its `run.json` still says `running`: that version's
+//!   `finish` wrote no snapshot, the log's `'end'` line is the verdict);
 //! - `f83c…`: `running`, with `cancelRequested`, `exitCode` and `signal` written by the host:
-//!   interrupted by the restart;
+//!   interrupted;
 //! - `ad5e…`: dropped (`canceled` snapshot);
-//! - `2cc1…`: finished `failed` by SIGKILL (snapshot `queued`);
-//!
-//! and, next to them, what that code's restore (at `now = 9000`) handed to JS for each run and
-//! the `run.json` it rewrote for the interrupted one.
+//! - `2cc1…`: finished `failed` by SIGKILL (snapshot `queued`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use chat_run_core::durable::{RunSnapshot, INTERRUPTED_CODE, SNAPSHOT_FILE};
+use chat_run_core::durable::{RunSnapshot, INTERRUPTED_CODE, SNAPSHOT_FILE, STATE_FILE};
 use chat_run_core::log_writer::{LogLimits, LogShared};
-use chat_run_core::{LogLayout, Service, ServiceConfig};
-use serde_json::Value;
+use chat_run_core::{ListFilter, LogLayout, Service, ServiceConfig};
+use serde_json::{json, Value};
 
+const SUCCEEDED: &str = "51d0e635-c245-4563-803d-e9252490a464";
 const INTERRUPTED: &str = "f83c364a-81da-4303-a5cc-be3c46422dcd";
+const DROPPED: &str = "ad5e83e0-c75c-4f97-9f26-2453429425ac";
+const KILLED: &str = "2cc18791-ff17-4bc7-a6cf-1248bd434fd3";
 const NOW: f64 = 9000.0;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/snapshot-v1")
 }
 
-/// A private copy of the fixture's `runs/` (restore appends to logs and rewrites snapshots).
+/// A private copy of the fixture's `runs/` (hydration appends to logs and writes state files).
 fn copy_runs(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("chat-run-core-v1-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -47,7 +48,7 @@ fn copy_runs(name: &str) -> PathBuf {
 }
 
 fn service(dir: &Path) -> Service {
-    Service::new(
+    let mut service = Service::new(
         ServiceConfig {
             max_events: Some(2000),
             log: Some(LogLayout {
@@ -57,20 +58,15 @@ fn service(dir: &Path) -> Service {
             log_limits: LogLimits::default(),
         },
         LogShared::new(None),
-    )
+    );
+    service.index_runs(dir);
+    service
 }
 
-/// JSON with every number as an f64 (`0` and `0.0` are the same number to JS).
-fn as_js(value: Value) -> Value {
-    match value {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Null, Value::Number),
-        Value::Array(items) => Value::Array(items.into_iter().map(as_js).collect()),
-        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, as_js(v))).collect()),
-        other => other,
-    }
+fn state(svc: &Service, id: &str) -> Value {
+    let slot = svc.get(id).unwrap();
+    let hydrated: Value = serde_json::from_str(&svc.hydrated_json(slot).unwrap()).unwrap();
+    hydrated["state"].clone()
 }
 
 #[test]
@@ -84,45 +80,89 @@ fn v1_snapshots_read_back_and_write_the_same_bytes() {
 }
 
 #[test]
-fn v1_runs_restore_to_what_the_untyped_restore_handed_to_js() {
-    let dir = copy_runs("restore");
+fn lc_1_a_v1_runs_dir_is_indexed_and_its_runs_hydrate_with_their_verdicts() {
+    let dir = copy_runs("hydrate");
     let mut svc = service(&dir);
-    let restored = svc.restore(&dir, NOW);
-    let before: Vec<Value> =
-        fs::read_to_string(fixture().join("restored-by-the-untyped-restore.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
-    assert_eq!(restored.len(), before.len());
-    for (now, then) in restored.iter().zip(before) {
-        let mut now_json: Value = serde_json::from_str(&now.snapshot.to_json().unwrap()).unwrap();
-        let mut then_json = then;
-        // `seq` is the creation order in the service that holds the run: the restoring one.
-        now_json["seq"] = Value::Null;
-        then_json["seq"] = Value::Null;
-        assert_eq!(as_js(now_json), as_js(then_json));
-        // The core holds what it handed over.
-        let run = svc.state(now.slot).unwrap();
-        assert_eq!(run.snapshot().id, now.snapshot.id);
-        assert_eq!(run.status, now.snapshot.status);
-        assert_eq!(Some(run.next_event_id), now.snapshot.next_event_id);
-        assert_eq!(Some(run.updated_at), now.snapshot.updated_at);
-        assert_eq!(svc.get(&run.id), Some(now.slot));
+    let stats = svc.stats();
+    assert_eq!((stats.hydration.indexed, stats.hydration.skipped), (4, 0));
+    assert!(
+        svc.list(&ListFilter::default()).is_empty(),
+        "LC-2: nothing loaded"
+    );
+    for id in [SUCCEEDED, INTERRUPTED, DROPPED, KILLED] {
+        assert!(svc.hydrate(id, NOW).is_some(), "{id}");
     }
-    let interrupted = svc.state(svc.get(INTERRUPTED).unwrap()).unwrap();
-    assert_eq!(interrupted.error_code.as_deref(), Some(INTERRUPTED_CODE));
-    // The interrupted run's rewritten run.json and its closing 'end' line, byte for byte.
+
+    let succeeded = state(&svc, SUCCEEDED);
+    assert_eq!(succeeded["status"], "succeeded");
+    assert_eq!(succeeded["exitCode"], 0);
+    assert_eq!(succeeded["error"], "boom");
+    assert_eq!(succeeded["errorCode"], "E_BOOM");
+    assert_eq!(succeeded["terminalAt"], 1003);
+    assert_eq!(succeeded["assistantMessageId"], "am-1");
+    assert_eq!(succeeded["clientRequestId"], "cr-1");
+    assert_eq!(succeeded["pluginId"], "pl-1");
+    assert_eq!(succeeded["mediaExecution"], json!({ "mode": "question" }));
+    assert_eq!(
+        succeeded["toolBundle"]["mcpServers"][0],
+        json!({ "id": "s1", "label": "Search", "transport": "http", "enabled": true, "authMode": "oauth" })
+    );
+    let slot = svc.get(SUCCEEDED).unwrap();
+    assert_eq!(svc.state(slot).unwrap().next_event_id, 4);
+    assert!(
+        !dir.join(SUCCEEDED).join(STATE_FILE).exists(),
+        "a terminal old run is only read"
+    );
+
+    let killed = state(&svc, KILLED);
+    assert_eq!(
+        (&killed["status"], &killed["signal"], &killed["exitCode"]),
+        (&json!("failed"), &json!("SIGKILL"), &Value::Null)
+    );
+    assert_eq!(state(&svc, DROPPED)["status"], "canceled");
+
+    // The interrupted run: failed, two records after the log's last id, a state file written.
+    let interrupted = state(&svc, INTERRUPTED);
+    assert_eq!(interrupted["status"], "failed");
+    assert_eq!(interrupted["errorCode"], INTERRUPTED_CODE);
+    assert_eq!(interrupted["terminalTrigger"], "daemon_restart");
+    let slot = svc.get(INTERRUPTED).unwrap();
+    let run = svc.state(slot).unwrap();
+    assert!(run.cancel_requested);
+    assert_eq!(run.next_event_id, 5);
+    let written: Value =
+        serde_json::from_str(&fs::read_to_string(dir.join(INTERRUPTED).join(STATE_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(written, interrupted);
+    assert_eq!(written["schemaVersion"], 1);
+    let log = fs::read_to_string(dir.join(INTERRUPTED).join("events.jsonl")).unwrap();
+    let last: Vec<Value> = log
+        .lines()
+        .skip(2)
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(last.len(), 2);
+    assert_eq!(
+        (&last[0]["id"], &last[0]["event"]),
+        (&json!(3), &json!("error"))
+    );
+    assert_eq!(
+        last[1],
+        json!({ "id": 4, "event": "end", "data": { "code": 1, "signal": null, "status": "failed",
+            "terminalAt": 9000, "resumable": false, "endedWithUnfinishedWork": false },
+            "timestamp": 9000 })
+    );
+    // The old run.json is never written again.
     assert_eq!(
         fs::read_to_string(dir.join(INTERRUPTED).join(SNAPSHOT_FILE)).unwrap(),
-        fs::read_to_string(fixture().join("interrupted-run.json-after-restore")).unwrap()
+        fs::read_to_string(fixture().join("runs").join(INTERRUPTED).join(SNAPSHOT_FILE)).unwrap()
     );
-    let log = fs::read_to_string(dir.join(INTERRUPTED).join("events.jsonl")).unwrap();
-    assert_eq!(
-        log.lines().last(),
-        Some(
-            r#"{"id":3,"event":"end","data":{"code":null,"signal":null,"status":"failed"},"timestamp":9000}"#
-        )
-    );
+    // Creation order, by the old runs' createdAt.
+    let ids: Vec<String> = svc
+        .list(&ListFilter::default())
+        .into_iter()
+        .map(|slot| svc.state(slot).unwrap().id.clone())
+        .collect();
+    assert_eq!(ids, vec![SUCCEEDED, INTERRUPTED, DROPPED, KILLED]);
     let _ = fs::remove_dir_all(&dir);
 }

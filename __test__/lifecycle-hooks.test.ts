@@ -1,0 +1,262 @@
+// SPEC §21 LC-5 (terminal facts: terminalAt, terminalTrigger, the end data and status body keys)
+// and LC-6 (the hooks onEventEmitted, beforeFinish, onTerminal, run.onFinalize; each call isolated).
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { END_DATA_KEYS, fakeClient, makeRuns, sleep, useTempDirs } from './helpers'
+
+const tempDir = useTempDirs('lifecycle-hooks-')
+let tmp: string
+let warnings: Array<{ code?: string; message: string }>
+const onWarning = (w: Error & { code?: string }) => warnings.push({ code: w.code, message: w.message })
+beforeEach(() => {
+  tmp = tempDir()
+  warnings = []
+  process.on('warning', onWarning)
+})
+afterEach(() => {
+  process.off('warning', onWarning)
+  vi.useRealTimers()
+})
+
+describe('LC-6: hooks', () => {
+  it('at a terminal transition: beforeFinish, state set, state persisted, onTerminal, onFinalize, end emitted, clients ended, waiters resolved, eviction scheduled', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setTimeout', 'clearTimeout'] })
+    vi.setSystemTime(5_000)
+    const order: string[] = []
+    const state = () => JSON.parse(fs.readFileSync(path.join(tmp, run.id, 'state.json'), 'utf8'))
+    const { runs } = makeRuns({
+      runsLogDir: tmp,
+      ttlMs: 100,
+      onEventEmitted: (r: any, record: any) => order.push(`onEventEmitted:${record.event}:${record.id}`),
+      beforeFinish: (r: any, status: string, code: number, signal: null, terminalAt: number) => {
+        order.push(`beforeFinish:${status}:${code}:${signal}:${terminalAt}:${r.status}`)
+        r.endedWithUnfinishedWork = true
+      },
+      onTerminal: (r: any, status: string, terminalAt: number) =>
+        order.push(`onTerminal:${status}:${terminalAt}:${r.status}:${state().status}:${r.events.at(-1).event}`),
+    })
+    const run = runs.create({ projectId: 'p' })
+    run.status = 'running'
+    runs.emit(run, 'agent', { n: 1 })
+    run.onFinalize = () => order.push(`onFinalize:${run.status}:${run.events.at(-1).event}`)
+    run.clients.add({
+      send: (event: string, data: any) => order.push(`send:${event}:${data.endedWithUnfinishedWork}`),
+      end: () => order.push('client.end'),
+      cleanup: () => {},
+    })
+    const waited = runs.wait(run).then((body: any) => order.push(`waiter:${body.status}`))
+    run.waiters.add((body: any) => order.push(`waiter.sync:${body.terminalAt}`))
+    runs.finish(run, 'succeeded', 0, null)
+    expect(run.onFinalize).toBeNull()
+    await waited
+    expect(order).toEqual([
+      'onEventEmitted:agent:1',
+      'beforeFinish:succeeded:0:null:5000:running',
+      'onTerminal:succeeded:5000:succeeded:succeeded:agent',
+      'onFinalize:succeeded:agent',
+      'onEventEmitted:end:2',
+      'send:end:true',
+      'client.end',
+      'waiter.sync:5000',
+      'waiter:succeeded',
+    ])
+    expect(state()).toMatchObject({ status: 'succeeded', endedWithUnfinishedWork: true, terminalAt: 5000 })
+    // Eviction last, after ttlMs.
+    expect(runs.list()).toEqual([run])
+    vi.advanceTimersByTime(100)
+    expect(runs.list()).toEqual([])
+    // The first verdict wins: nothing runs twice.
+    runs.finish(run, 'failed', 1, null)
+    expect(order).toHaveLength(9)
+  })
+
+  it('onEventEmitted sees every record once, numbered, before fan-out, even when maxEvents trims it at once', () => {
+    const seen: any[] = []
+    const { runs } = makeRuns({
+      maxEvents: 1,
+      onEventEmitted: (r: any, record: any) => seen.push([r, record, r.clients.size]),
+    })
+    const run = runs.create()
+    const client = fakeClient()
+    run.clients.add(client)
+    const first = runs.emit(run, 'a', { n: 1 })
+    runs.emit(run, 'b', { n: 2 })
+    runs.fail(run, 'E', 'm')
+    expect(seen.map(([, record]) => [record.id, record.event])).toEqual([
+      [1, 'a'],
+      [2, 'b'],
+      [3, 'error'],
+      [4, 'end'],
+    ])
+    expect(seen[0][0]).toBe(run)
+    // The record emit() returns, with the caller's own data.
+    expect(seen[0][1]).toBe(first)
+    expect(run.events).toHaveLength(1)
+    expect(client.send).toHaveBeenCalledTimes(4)
+  })
+
+  it('a throwing hook is swallowed and reported once per service (CHAT_RUN_HOOK_ERROR); the run goes on', async () => {
+    const boom = () => {
+      throw new Error('hook failed')
+    }
+    const { runs } = makeRuns({ onEventEmitted: boom, beforeFinish: boom, onTerminal: boom })
+    const run = runs.create()
+    run.onFinalize = boom
+    const waited = runs.wait(run)
+    expect(runs.emit(run, 'agent', 1).id).toBe(1)
+    expect(() => runs.finish(run, 'succeeded', 0, null)).not.toThrow()
+    await expect(waited).resolves.toMatchObject({ status: 'succeeded' })
+    expect(run.events.map((e: any) => e.event)).toEqual(['agent', 'end'])
+    const other = runs.create()
+    other.onFinalize = boom
+    runs.drop(other)
+    await sleep(10)
+    const reported = warnings.filter((w) => w.code === 'CHAT_RUN_HOOK_ERROR')
+    expect(reported).toHaveLength(1)
+    expect(reported[0].message).toContain('onEventEmitted')
+    expect(reported[0].message).toContain('hook failed')
+    // Each service reports its own first one.
+    const second = makeRuns({ beforeFinish: boom }).runs
+    second.finish(second.create(), 'failed', 1, null)
+    await sleep(10)
+    expect(warnings.filter((w) => w.code === 'CHAT_RUN_HOOK_ERROR')).toHaveLength(2)
+  })
+
+  it('run.onFinalize runs exactly once per run: on finish, fail, a rejected start, drop; never for a non-terminal finish', async () => {
+    const { runs } = makeRuns()
+    const calls: string[] = []
+    const make = (name: string) => {
+      const run = runs.create()
+      run.onFinalize = vi.fn(() => calls.push(name))
+      return run
+    }
+    const finished = make('finish')
+    runs.finish(finished, 'paused', null, null)
+    expect(calls).toEqual([])
+    runs.finish(finished, 'succeeded', 0, null)
+    runs.finish(finished, 'failed', 1, null)
+    runs.fail(make('fail'), 'E', 'm')
+    const started = make('start')
+    runs.start(started, () => Promise.reject(new Error('no')))
+    const dropped = make('drop')
+    runs.drop(dropped)
+    runs.drop(dropped)
+    await sleep(5)
+    expect(calls).toEqual(['finish', 'fail', 'drop', 'start'])
+    // A finish from inside onFinalize is a no-op (the run already has its verdict).
+    const nested = runs.create()
+    nested.onFinalize = () => runs.finish(nested, 'failed', 9, null)
+    runs.finish(nested, 'succeeded', 0, null)
+    expect(nested).toMatchObject({ status: 'succeeded', exitCode: 0 })
+    expect(nested.events.filter((e: any) => e.event === 'end')).toHaveLength(1)
+  })
+
+  it('beforeFinish runs once, before the single terminal transition; it may set what the verdict carries', () => {
+    const beforeFinish = vi.fn((run: any, status: string) => {
+      run.resumable = status === 'failed'
+      // A finish from inside the hook does not take over the verdict.
+      runs.finish(run, 'canceled', null, 'SIGTERM')
+    })
+    const { runs } = makeRuns({ beforeFinish })
+    const run = runs.create()
+    runs.finish(run, 'paused', null, null)
+    expect(beforeFinish).not.toHaveBeenCalled()
+    runs.finish(run, 'failed', 1, null)
+    runs.finish(run, 'succeeded', 0, null)
+    expect(beforeFinish).toHaveBeenCalledOnce()
+    expect(beforeFinish.mock.calls[0].slice(1)).toEqual(['failed', 1, null, run.terminalAt])
+    expect(run.status).toBe('failed')
+    expect(run.events.at(-1).data).toMatchObject({ status: 'failed', resumable: true })
+  })
+
+  it('onTerminal also hears of every terminal run hydrated from disk', () => {
+    const first = makeRuns({ runsLogDir: tmp }).runs
+    const a = first.create({ projectId: 'p' })
+    first.finish(a, 'succeeded', 0, null)
+    const b = first.create({ projectId: 'p' })
+    const onTerminal = vi.fn()
+    const { runs } = makeRuns({ runsLogDir: tmp, onTerminal })
+    const hydrated = runs.list({ projectId: 'p' })
+    expect(onTerminal.mock.calls).toEqual([
+      [hydrated[0], 'succeeded', a.terminalAt],
+      [hydrated[1], 'failed', hydrated[1].terminalAt],
+    ])
+    expect(hydrated[1]).toMatchObject({ id: b.id, terminalTrigger: 'daemon_restart' })
+    // Hydrating again in a new service tells it again (the host's outbox dedupes).
+    makeRuns({ runsLogDir: tmp, onTerminal }).runs.get(a.id)
+    expect(onTerminal).toHaveBeenCalledTimes(3)
+  })
+})
+
+describe('LC-5: terminal facts', () => {
+  it('every terminal transition sets terminalAt and terminalTrigger: finish, fail, start_failed, drop (read-only for the host)', async () => {
+    const { runs } = makeRuns()
+    const created = runs.create()
+    expect(created).toMatchObject({ terminalAt: null, terminalTrigger: null })
+    expect(() => {
+      created.terminalAt = 5
+    }).toThrow(TypeError)
+    expect(() => {
+      created.terminalTrigger = 'x'
+    }).toThrow(TypeError)
+    const finished = runs.create()
+    runs.finish(finished, 'succeeded', 0, null)
+    const failed = runs.create()
+    runs.fail(failed, 'E', 'm')
+    const started = runs.create()
+    runs.start(started, () => Promise.reject(new Error('spawn failed')))
+    const dropped = runs.create()
+    runs.drop(dropped)
+    const paused = runs.create()
+    runs.finish(paused, 'paused', null, null)
+    await sleep(5)
+    for (const [run, trigger] of [
+      [finished, 'finish'],
+      [failed, 'finish'],
+      [started, 'start_failed'],
+      [dropped, 'drop'],
+    ] as const) {
+      expect(run.terminalTrigger).toBe(trigger)
+      expect(run.terminalAt).toEqual(expect.any(Number))
+      expect(runs.statusBody(run)).toMatchObject({ terminalTrigger: trigger, terminalAt: run.terminalAt })
+    }
+    expect(finished.terminalAt).toBe(finished.events.at(-1).timestamp)
+    // A non-terminal finish (FIN-2) is no terminal transition.
+    expect(paused).toMatchObject({ terminalAt: null, terminalTrigger: null })
+    expect(paused.events[0].data).toMatchObject({ status: 'paused', terminalAt: null })
+  })
+
+  it('the end data is code, signal, status, terminalAt, resumable, endedWithUnfinishedWork (host values read at the transition)', () => {
+    const { runs } = makeRuns()
+    const run = runs.create()
+    run.resumable = true
+    run.endedWithUnfinishedWork = 1
+    const client = fakeClient()
+    run.clients.add(client)
+    runs.finish(run, 'failed', 3, 'SIGHUP')
+    const data = run.events.at(-1).data
+    expect(Object.keys(data)).toEqual(END_DATA_KEYS)
+    expect(data).toEqual({
+      code: 3,
+      signal: 'SIGHUP',
+      status: 'failed',
+      terminalAt: run.terminalAt,
+      resumable: true,
+      endedWithUnfinishedWork: true,
+    })
+    expect(client.send).toHaveBeenCalledWith('end', data, 1)
+  })
+
+  it('cancel() and shutdownActive() are terminal transitions with their own triggers', async () => {
+    const { runs } = makeRuns()
+    const canceled = runs.create()
+    await runs.cancel(canceled, 'user_stop')
+    const shut = runs.create()
+    await runs.shutdownActive({ graceMs: 1 })
+    expect(canceled).toMatchObject({ status: 'canceled', terminalTrigger: 'cancel' })
+    expect(shut).toMatchObject({ status: 'canceled', terminalTrigger: 'daemon_shutdown' })
+    expect(canceled.terminalAt).toEqual(expect.any(Number))
+    expect(shut.terminalAt).toEqual(expect.any(Number))
+  })
+})

@@ -1,0 +1,337 @@
+// SPEC §21 LC-1 and LC-2 across a restart: a daemon SIGKILLed mid-run, a service created right after
+// create() or cancel(), the lazy hydration of get/list, the previous version's run.json, and what
+// runsLogDir may hold besides runs.
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { getChatRunServiceStats } from '../index.js'
+import { fakeReq, fakeRes, fixture, makeRuns, readLines, ROOT, sentIds, useTempDirs, waitFor } from './helpers'
+
+const tempDir = useTempDirs('lifecycle-restart-')
+let tmp: string
+beforeEach(() => {
+  tmp = tempDir()
+})
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+const service = (extra: Record<string, unknown> = {}) => makeRuns({ runsLogDir: tmp, ...extra })
+const stateOf = (dir: string, id: string) => JSON.parse(fs.readFileSync(path.join(dir, id, 'state.json'), 'utf8'))
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+const RESTART_MESSAGE = 'Run interrupted because the daemon restarted.'
+
+describe('LC-2: a daemon killed mid-run', () => {
+  it('a new service finds the SIGKILLed run failed/DAEMON_RESTARTED with its two records, in the journal and run.events; the file is rewritten', async () => {
+    const child = spawn(process.execPath, [fixture('lifecycle-worker.cjs'), tmp], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    try {
+      let out = ''
+      child.stdout.setEncoding('utf8')
+      const ids = await new Promise<{ done: string; active: string }>((resolve, reject) => {
+        child.stdout.on('data', (chunk: string) => {
+          out += chunk
+          if (out.includes('\n')) resolve(JSON.parse(out.split('\n')[0]))
+        })
+        child.once('exit', () => reject(new Error(`worker exited early: ${out}`)))
+      })
+      expect(ids, out).toHaveProperty('active')
+      expect(stateOf(tmp, ids.active).status).toBe('running')
+      child.kill('SIGKILL')
+      await exited
+
+      const onTerminal = vi.fn()
+      const { runs, sse } = service({ maxEvents: 10, onTerminal })
+      // The daemon's own suite: a fresh service on a used data dir lists nothing.
+      expect(runs.list()).toEqual([])
+      expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 2, hydrated: 0, skipped: 0 })
+
+      const active = runs.get(ids.active)
+      expect(active).toMatchObject({
+        id: ids.active,
+        status: 'failed',
+        errorCode: 'DAEMON_RESTARTED',
+        error: RESTART_MESSAGE,
+        exitCode: 1,
+        signal: null,
+        terminalTrigger: 'daemon_restart',
+        terminalRecoveryReason: 'daemon_restart',
+        conversationId: 'c-active',
+        clientRequestId: 'req-active',
+      })
+      expect(active.terminalAt).toEqual(expect.any(Number))
+      expect(onTerminal).toHaveBeenCalledExactlyOnceWith(active, 'failed', active.terminalAt)
+      // run.events: the journal's last maxEvents records, then the two added ones.
+      expect(active.events.map((e: any) => e.id)).toEqual(range(114, 123))
+      expect(active.events.slice(-2)).toEqual([
+        {
+          id: 122,
+          event: 'error',
+          data: { error: { code: 'DAEMON_RESTARTED', message: RESTART_MESSAGE, retryable: true } },
+          timestamp: active.terminalAt,
+        },
+        {
+          id: 123,
+          event: 'end',
+          data: {
+            code: 1,
+            signal: null,
+            status: 'failed',
+            terminalAt: active.terminalAt,
+            resumable: false,
+            endedWithUnfinishedWork: false,
+          },
+          timestamp: active.terminalAt,
+        },
+      ])
+      const journal = readLines(active.eventsLogPath).map((line) => JSON.parse(line))
+      expect(journal.map((r) => r.id)).toEqual(range(1, 123))
+      expect(journal.slice(-2)).toEqual(active.events.slice(-2))
+      expect(stateOf(tmp, ids.active)).toMatchObject({
+        schemaVersion: 1,
+        id: ids.active,
+        status: 'failed',
+        errorCode: 'DAEMON_RESTARTED',
+        error: RESTART_MESSAGE,
+        terminalTrigger: 'daemon_restart',
+        terminalRecoveryReason: 'daemon_restart',
+        terminalAt: active.terminalAt,
+      })
+      expect(fs.statSync(path.join(tmp, ids.active, 'state.json')).mode & 0o777).toBe(0o600)
+      // Replay beyond the history reads the journal (IMP-3); the stream ends (terminal).
+      runs.stream(active, fakeReq(undefined, '0'), fakeRes())
+      expect(sentIds(sse[0])).toEqual(range(1, 123))
+
+      const done = runs.get(ids.done)
+      expect(done).toMatchObject({ status: 'succeeded', exitCode: 0, agentId: 'agent-x', terminalTrigger: 'finish' })
+      expect(runs.list()).toEqual([done, active])
+      expect(runs.list({ projectId: 'p' })).toEqual([done, active])
+      expect(runs.list({ status: 'active' })).toEqual([])
+      expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 2, hydrated: 2, skipped: 0 })
+
+      // A third service marks nothing twice.
+      const again = service().runs
+      expect(again.get(ids.active)).toMatchObject({ status: 'failed', terminalAt: active.terminalAt })
+      expect(readLines(active.eventsLogPath)).toHaveLength(123)
+      expect(fs.readdirSync(tmp).sort()).toEqual([ids.done, ids.active].sort())
+      expect(fs.readdirSync(path.join(tmp, ids.active)).sort()).toEqual(['events.jsonl', 'state.json'])
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+      await exited
+    }
+  })
+})
+
+describe('LC-1: the state file is on disk when the call returns', () => {
+  it('a new service created right after create() finds the run: 1,000 tries, zero misses', () => {
+    let misses = 0
+    for (let i = 0; i < 1000; i++) {
+      const dir = path.join(tmp, String(i))
+      const run = makeRuns({ runsLogDir: dir }).runs.create({ projectId: 'p' })
+      const found = makeRuns({ runsLogDir: dir }).runs.get(run.id)
+      if (found?.id !== run.id || found.status !== 'failed' || found.errorCode !== 'DAEMON_RESTARTED') misses++
+    }
+    expect(misses).toBe(0)
+  })
+
+  it('a new service created right after await cancel() (no child) finds the run canceled: 1,000 tries, zero misses', async () => {
+    let misses = 0
+    for (let i = 0; i < 1000; i++) {
+      const dir = path.join(tmp, String(i))
+      const { runs } = makeRuns({ runsLogDir: dir })
+      const run = runs.create({ projectId: 'p' })
+      await runs.cancel(run, 'user_stop')
+      const found = makeRuns({ runsLogDir: dir }).runs.get(run.id)
+      if (found?.status !== 'canceled' || found.signal !== 'SIGTERM' || found.terminalTrigger !== 'cancel') misses++
+    }
+    expect(misses).toBe(0)
+  })
+})
+
+describe('LC-2: lazy hydration', () => {
+  it('construction loads no run; get() and list({ projectId }) hydrate, in creation order, as the same objects afterwards', () => {
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(1_000)
+    const first = service().runs
+    const a = first.create({ projectId: 'p', conversationId: 'c' })
+    first.finish(a, 'succeeded', 0, null)
+    vi.setSystemTime(2_000)
+    const b = first.create({ projectId: 'q' })
+    first.fail(b, 'E', 'broken')
+    vi.setSystemTime(3_000)
+    const c = first.create({ projectId: 'p' })
+    first.finish(c, 'canceled', null, 'SIGTERM')
+
+    vi.setSystemTime(4_000)
+    const { runs } = service()
+    expect(runs.list()).toEqual([])
+    expect(runs.list({ conversationId: 'c' })).toEqual([])
+    const mine = runs.create({ projectId: 'p' })
+    const project = runs.list({ projectId: 'p' })
+    expect(project.map((r: any) => r.id)).toEqual([a.id, c.id, mine.id])
+    expect(project[2]).toBe(mine)
+    expect(runs.list({ projectId: 'p' })).toEqual(project)
+    expect(runs.get(a.id)).toBe(project[0])
+    expect(runs.list({ conversationId: 'c' })).toEqual([project[0]])
+    expect(runs.list()).toEqual(project)
+    const hydratedB = runs.get(b.id)
+    expect(hydratedB).toMatchObject({ status: 'failed', error: 'broken', errorCode: 'E', exitCode: 1 })
+    expect(runs.list()).toEqual([project[0], hydratedB, project[1], mine])
+    // A hydrated run is terminal, has no child and a closed log.
+    expect(hydratedB.child).toBeNull()
+    runs.emit(hydratedB, 'late', 1)
+    expect(getChatRunServiceStats(runs).log.notPersisted.afterClose).toBe(1)
+  })
+
+  it('get() after TTL eviction brings the run back from disk: the same object while the host holds it', async () => {
+    vi.useFakeTimers()
+    const { runs } = service({ ttlMs: 1000 })
+    const run = runs.create({ projectId: 'p' })
+    runs.emit(run, 'agent', { n: 1 })
+    runs.finish(run, 'succeeded', 0, null)
+    vi.advanceTimersByTime(1000)
+    expect(runs.list()).toEqual([])
+    expect(runs.get(run.id)).toBe(run)
+    expect(runs.list()).toEqual([run])
+    // ... and evicted again after ttlMs.
+    vi.advanceTimersByTime(1000)
+    expect(runs.list()).toEqual([])
+    expect(runs.list({ projectId: 'p' })).toEqual([run])
+    // Another service over the same directory gets its own object, from the files.
+    vi.useRealTimers()
+    expect(await waitFor(() => readLines(run.eventsLogPath).length === 2)).toBe(true)
+    const other = service().runs.get(run.id)
+    expect(other).not.toBe(run)
+    expect(other).toMatchObject({ id: run.id, status: 'succeeded', projectId: 'p' })
+    expect(other.events.map((e: any) => e.event)).toEqual(['agent', 'end'])
+  })
+
+  it('an id without the shape of a run id is answered null without reaching the filesystem', () => {
+    const logs = path.join(tmp, 'logs')
+    fs.mkdirSync(logs)
+    // Valid-looking state files at the very paths the hostile ids would name.
+    const plant = (relative: string, id: string) => {
+      const dir = path.join(logs, relative)
+      fs.mkdirSync(dir, { recursive: true })
+      fs.writeFileSync(path.join(dir, 'state.json'), JSON.stringify({ schemaVersion: 1, id, status: 'succeeded' }))
+    }
+    const outside = '11111111-1111-4111-8111-111111111111'
+    plant(path.join('..', 'outside', outside), `../outside/${outside}`)
+    plant('not-a-uuid', 'not-a-uuid')
+    plant('x..y', 'x..y')
+    const { runs } = makeRuns({ runsLogDir: logs })
+    for (const id of [
+      `../outside/${outside}`,
+      'not-a-uuid',
+      'x..y',
+      '../../etc',
+      '/',
+      '\\',
+      '..',
+      'a\u0000b',
+      `${outside}/`,
+      `${outside}\\x`,
+      `${outside}\u0000`,
+      outside.toUpperCase().replace('-4', '/4'),
+    ]) {
+      expect(runs.get(id), JSON.stringify(id)).toBeNull()
+    }
+    // The run-shaped id is looked up (and found missing: no file under logs/).
+    expect(runs.get(outside)).toBeNull()
+    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 0, hydrated: 0, skipped: 2 })
+  })
+
+  it('garbage in runsLogDir never throws, never hides a valid run, and is counted as skipped', () => {
+    const valid = service().runs.create({ projectId: 'p' })
+    const uuid = (n: number) =>
+      `${String(n).repeat(8)}-${String(n).repeat(4)}-4${String(n).repeat(3)}-8${String(n).repeat(3)}-${String(n).repeat(12)}`
+    const write = (name: string, file: string, text: string) => {
+      fs.mkdirSync(path.join(tmp, name), { recursive: true })
+      fs.writeFileSync(path.join(tmp, name, file), text)
+    }
+    fs.writeFileSync(path.join(tmp, 'README.txt'), 'a foreign file')
+    fs.mkdirSync(path.join(tmp, uuid(1))) // an empty directory
+    write(uuid(2), 'events.jsonl', '{"id":1,"event":"a","data":1,"timestamp":1}\n') // a journal, no state
+    write(uuid(3), 'state.json', '{"schemaVersion":1,"id":"') // half-written
+    write(uuid(4), 'state.json', 'not json at all')
+    write(uuid(5), 'state.json', JSON.stringify({ schemaVersion: 1, id: uuid(6), status: 'failed' })) // foreign
+    write(uuid(7), 'state.json', JSON.stringify({ schemaVersion: 2, id: uuid(7), status: 'failed' }))
+    write(uuid(8), 'state.json', JSON.stringify([1, 2]))
+    write(uuid(9), 'run.json', JSON.stringify({ version: 7, id: uuid(9) }))
+    write('not-a-run', 'state.json', JSON.stringify({ schemaVersion: 1, id: 'not-a-run' }))
+    fs.mkdirSync(path.join(tmp, uuid(3), 'state.json.123.abc.tmp'))
+
+    let runs: any
+    expect(() => {
+      runs = service().runs
+    }).not.toThrow()
+    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 0, skipped: 10 })
+    for (let n = 1; n <= 9; n++) expect(runs.get(uuid(n))).toBeNull()
+    expect(runs.list({ projectId: 'p' }).map((r: any) => r.id)).toEqual([valid.id])
+    expect(runs.get(valid.id)).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED' })
+    // Each invalid entry counts once, however often it is asked for.
+    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 1, skipped: 10 })
+  })
+
+  it('a partial last journal line is terminated before the two records are appended', async () => {
+    const first = service().runs
+    const run = first.create({})
+    first.emit(run, 'start', {})
+    first.emit(run, 'agent', { n: 1 })
+    expect(await waitFor(() => readLines(run.eventsLogPath).length === 2)).toBe(true)
+    // The daemon died while writing line 3.
+    fs.appendFileSync(run.eventsLogPath, '{"id":3,"event":"ag')
+    const hydrated = service().runs.get(run.id)
+    expect(hydrated.events.map((e: any) => [e.id, e.event])).toEqual([
+      [1, 'start'],
+      [2, 'agent'],
+      [3, 'error'],
+      [4, 'end'],
+    ])
+    const text = fs.readFileSync(run.eventsLogPath, 'utf8')
+    expect(text.split('\n')[2]).toBe('{"id":3,"event":"ag')
+    expect(
+      readLines(run.eventsLogPath)
+        .slice(3)
+        .map((l) => JSON.parse(l)),
+    ).toEqual(hydrated.events.slice(2))
+    first.drop(run)
+  })
+})
+
+describe('LC-1: the previous version of this package (run.json)', () => {
+  it('a runsLogDir it left hydrates: verdicts from its logs, the interrupted run failed with a state file written, run.json left as it was', () => {
+    const fixtureRuns = path.join(ROOT, 'crates', 'core', 'tests', 'fixtures', 'snapshot-v1', 'runs')
+    fs.cpSync(fixtureRuns, tmp, { recursive: true })
+    const { runs } = service()
+    expect(runs.list()).toEqual([])
+    const project = runs.list({ projectId: 'proj-1' })
+    expect(project.map((r: any) => [r.id, r.status, r.errorCode])).toEqual([
+      ['51d0e635-c245-4563-803d-e9252490a464', 'succeeded', 'E_BOOM'],
+      ['f83c364a-81da-4303-a5cc-be3c46422dcd', 'failed', 'DAEMON_RESTARTED'],
+    ])
+    expect(project[0]).toMatchObject({
+      assistantMessageId: 'am-1',
+      clientRequestId: 'cr-1',
+      agentId: 'ag-1',
+      pluginId: 'pl-1',
+      error: 'boom',
+      mediaExecution: { mode: 'question' },
+    })
+    expect(runs.statusBody(project[0]).toolBundle).toEqual({
+      mcpServers: [{ id: 's1', label: 'Search', transport: 'http', enabled: true, authMode: 'oauth' }],
+    })
+    expect(project[1].cancelRequested).toBe(true)
+    expect(project[1].events.map((e: any) => e.event)).toEqual(['stdout', 'stdout', 'error', 'end'])
+    const interrupted = path.join(tmp, project[1].id)
+    expect(fs.readdirSync(interrupted).sort()).toEqual(['events.jsonl', 'run.json', 'state.json'])
+    expect(fs.readFileSync(path.join(interrupted, 'run.json'), 'utf8')).toBe(
+      fs.readFileSync(path.join(fixtureRuns, project[1].id, 'run.json'), 'utf8'),
+    )
+    expect(runs.get('2cc18791-ff17-4bc7-a6cf-1248bd434fd3')).toMatchObject({ status: 'failed', signal: 'SIGKILL' })
+    expect(runs.get('ad5e83e0-c75c-4f97-9f26-2453429425ac')).toMatchObject({ status: 'canceled' })
+  })
+})

@@ -1,0 +1,223 @@
+// SPEC §21 LC-3 (create keeps requestFingerprint and workspaceScope; createOrReuse) and LC-4
+// (prepareRestart: a terminal run reopened for a retry, same object and id).
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { FakeChild, makeRuns, readLines, useTempDirs, waitFor } from './helpers'
+
+const tempDir = useTempDirs('lifecycle-reuse-')
+let tmp: string
+beforeEach(() => {
+  tmp = tempDir()
+})
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+const stateOf = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+
+describe('LC-3: createOrReuse', () => {
+  it("'created', then 'reused' for the same clientRequestId, 'conflict' when both fingerprints are set and differ", () => {
+    const { runs } = makeRuns()
+    const first = runs.createOrReuse({ projectId: 'p', clientRequestId: 'req', requestFingerprint: 'fp1' })
+    expect(first.kind).toBe('created')
+    expect(first.run).toMatchObject({ clientRequestId: 'req', requestFingerprint: 'fp1', status: 'queued' })
+    expect(runs.list()).toEqual([first.run])
+    expect(runs.createOrReuse({ clientRequestId: 'req', requestFingerprint: 'fp1' })).toEqual({
+      kind: 'reused',
+      run: first.run,
+    })
+    // A missing or empty fingerprint on either side is no conflict.
+    expect(runs.createOrReuse({ clientRequestId: 'req' })).toEqual({ kind: 'reused', run: first.run })
+    expect(runs.createOrReuse({ clientRequestId: 'req', requestFingerprint: '' }).kind).toBe('reused')
+    expect(runs.createOrReuse({ clientRequestId: 'req', requestFingerprint: 'fp2' })).toEqual({
+      kind: 'conflict',
+      run: first.run,
+    })
+    // A terminal run is reused too (the host decides about a retry: LC-4).
+    runs.finish(first.run, 'failed', 1, null)
+    expect(runs.createOrReuse({ clientRequestId: 'req' })).toEqual({ kind: 'reused', run: first.run })
+    // No (or an empty) clientRequestId always creates; other keys create as create() does.
+    for (const meta of [{}, { clientRequestId: '' }, { clientRequestId: 5 }, null, undefined]) {
+      expect(runs.createOrReuse(meta).kind).toBe('created')
+    }
+    const fresh = runs.createOrReuse({ clientRequestId: 'other', requestFingerprint: 'x', workspaceScope: { w: 1 } })
+    expect(fresh.kind).toBe('created')
+    expect(fresh.run.workspaceScope).toEqual({ w: 1 })
+    expect(runs.list()).toHaveLength(7)
+    // A dropped run is never reused.
+    runs.drop(fresh.run)
+    expect(runs.createOrReuse({ clientRequestId: 'other' }).kind).toBe('created')
+  })
+
+  it('works across a restart: an interrupted durable request is reused (failed/DAEMON_RESTARTED), not started twice', () => {
+    const before = makeRuns({ runsLogDir: tmp }).runs
+    const original = before.create({ projectId: 'p', clientRequestId: 'req-1', requestFingerprint: 'same' })
+    original.status = 'running'
+    before.emit(original, 'start', {})
+    const done = before.create({ projectId: 'p', clientRequestId: 'req-2', requestFingerprint: 'a' })
+    before.finish(done, 'succeeded', 0, null)
+
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const reused = runs.createOrReuse({ projectId: 'p', clientRequestId: 'req-1', requestFingerprint: 'same' })
+    expect(reused.kind).toBe('reused')
+    expect(reused.run).toMatchObject({
+      id: original.id,
+      status: 'failed',
+      errorCode: 'DAEMON_RESTARTED',
+      error: 'Run interrupted because the daemon restarted.',
+      requestFingerprint: 'same',
+      terminalTrigger: 'daemon_restart',
+    })
+    expect(reused.run.events.slice(-2).map((e: any) => e.event)).toEqual(['error', 'end'])
+    expect(runs.createOrReuse({ clientRequestId: 'req-1', requestFingerprint: 'same' }).run).toBe(reused.run)
+    const conflict = runs.createOrReuse({ clientRequestId: 'req-2', requestFingerprint: 'b' })
+    expect(conflict).toMatchObject({ kind: 'conflict', run: { id: done.id, status: 'succeeded' } })
+    expect(runs.createOrReuse({ clientRequestId: 'req-3' }).kind).toBe('created')
+    expect(fs.readdirSync(tmp)).toHaveLength(3)
+  })
+})
+
+describe('LC-4: prepareRestart', () => {
+  it('null unless the run is terminal; otherwise the same run goes back to queued with the verdict and the child cleared', () => {
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(10_000)
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const run = runs.create({ projectId: 'p', clientRequestId: 'brief-1', requestFingerprint: 'same' })
+    expect(runs.prepareRestart(run)).toBeNull()
+    run.status = 'running'
+    const child = new FakeChild()
+    child.exitCode = 1
+    run.child = child
+    run.childPid = 42
+    run.acpSession = { abort() {} }
+    run.stdinOpen = true
+    run.failureCategory = 'billing'
+    run.failureDetail = { balance: 0 }
+    run.failureAction = 'recharge'
+    runs.emit(run, 'error', { error: { code: 'AMR_INSUFFICIENT_BALANCE', message: 'insufficient balance' } })
+    run.childExitObservedAt = 10_000
+    runs.finish(run, 'failed', 1, null)
+    const events = run.events.length
+    vi.setSystemTime(22_345)
+
+    expect(runs.prepareRestart(run)).toBe(run)
+    expect(runs.get(run.id)).toBe(run)
+    expect(run).toMatchObject({
+      id: run.id,
+      status: 'queued',
+      updatedAt: 22_345,
+      exitCode: null,
+      signal: null,
+      error: null,
+      errorCode: null,
+      failureCategory: null,
+      failureDetail: null,
+      failureAction: null,
+      cancelOrigin: null,
+      terminalTrigger: null,
+      terminalAt: null,
+      child: null,
+      acpSession: null,
+      childPid: null,
+      processGroupId: null,
+      childExitObservedAt: null,
+      cancelRequested: false,
+      stdinOpen: false,
+      manualResumeAttemptCount: 1,
+      rechargeWaitDurationMs: 12_345,
+    })
+    expect(runs.statusBody(run)).toMatchObject({ status: 'queued', clientRequestId: 'brief-1', error: null })
+    expect(run.events).toHaveLength(events + 1)
+    expect(run.events.at(-1)).toEqual({
+      id: events + 1,
+      event: 'run_resume_attempted',
+      data: { runId: run.id, attempt: 1, reason: 'recharge', rechargeWaitDurationMs: 12_345 },
+      timestamp: 22_345,
+    })
+    expect(stateOf(run.id)).toMatchObject({
+      status: 'queued',
+      updatedAt: 22_345,
+      error: null,
+      failureAction: null,
+      terminalAt: null,
+    })
+    expect(runs.list({ status: 'active' })).toEqual([run])
+    // A second attempt adds up.
+    runs.finish(run, 'failed', 1, null)
+    vi.setSystemTime(30_000)
+    runs.prepareRestart(run)
+    expect(run).toMatchObject({ manualResumeAttemptCount: 2, rechargeWaitDurationMs: 12_345 + 7_655 })
+  })
+
+  it('a later finish is a new verdict with its own end; the log is appended to again; the pending eviction is void', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'setTimeout', 'clearTimeout'] })
+    vi.setSystemTime(1_000)
+    const { runs } = makeRuns({ runsLogDir: tmp, ttlMs: 1_000 })
+    const run = runs.create({ projectId: 'p' })
+    runs.emit(run, 'agent', { n: 1 })
+    runs.finish(run, 'failed', 1, null)
+    vi.advanceTimersByTime(900)
+    runs.prepareRestart(run)
+    runs.emit(run, 'agent', { n: 2 })
+    vi.advanceTimersByTime(200)
+    // The first finish's eviction did not fire on the reopened run.
+    expect(runs.list()).toEqual([run])
+    const wait = runs.wait(run)
+    runs.finish(run, 'succeeded', 0, null)
+    await expect(wait).resolves.toMatchObject({ status: 'succeeded', terminalTrigger: 'finish' })
+    expect(run.events.filter((e: any) => e.event === 'end').map((e: any) => e.data.status)).toEqual([
+      'failed',
+      'succeeded',
+    ])
+    vi.advanceTimersByTime(999)
+    expect(runs.list()).toEqual([run])
+    vi.advanceTimersByTime(1)
+    expect(runs.list()).toEqual([])
+    vi.useRealTimers()
+    expect(await waitFor(() => readLines(run.eventsLogPath).length === 5)).toBe(true)
+    expect(readLines(run.eventsLogPath).map((l) => JSON.parse(l).event)).toEqual([
+      'agent',
+      'end',
+      'run_resume_attempted',
+      'agent',
+      'end',
+    ])
+  })
+
+  it('works on an evicted run the host kept, and on a run hydrated after a restart; never on a dropped run', async () => {
+    const { runs } = makeRuns({ runsLogDir: tmp, ttlMs: 10 })
+    const evicted = runs.create({ projectId: 'p' })
+    runs.finish(evicted, 'failed', 1, null)
+    expect(await waitFor(() => runs.list().length === 0)).toBe(true)
+    expect(runs.prepareRestart(evicted)).toBe(evicted)
+    expect(runs.list()).toEqual([evicted])
+    expect(runs.get(evicted.id)).toBe(evicted)
+
+    const dropped = runs.create()
+    runs.drop(dropped)
+    expect(runs.prepareRestart(dropped)).toBeNull()
+    expect(dropped.status).toBe('canceled')
+
+    // The daemon restarts while the run is queued again: hydrated as interrupted, then retried.
+    expect(await waitFor(() => readLines(evicted.eventsLogPath).length === 2)).toBe(true)
+    const later = makeRuns({ runsLogDir: tmp }).runs
+    const hydrated = later.get(evicted.id)
+    expect(hydrated).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED' })
+    expect(later.prepareRestart(hydrated)).toBe(hydrated)
+    expect(hydrated).toMatchObject({ status: 'queued', errorCode: null, terminalTrigger: null })
+    expect(later.list()).toEqual([hydrated])
+    later.finish(hydrated, 'succeeded', 0, null)
+    expect(hydrated.events.map((e: any) => e.event)).toEqual([
+      'end',
+      'run_resume_attempted',
+      'error',
+      'end',
+      'run_resume_attempted',
+      'end',
+    ])
+    expect(hydrated.events.map((e: any) => e.id)).toEqual([1, 2, 3, 4, 5, 6])
+    expect(() => runs.prepareRestart({})).toThrow(TypeError)
+    runs.drop(evicted)
+  })
+})

@@ -1,0 +1,293 @@
+// SPEC §21 LC-1: each run's state.json (upstream's format, written synchronously at the lifecycle
+// points and nowhere else), files written by an upstream daemon, the host's durableFields (LC-6) and
+// workspaceScope (LC-3), and disk failures.
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { getChatRunServiceStats } from '../index.js'
+import { makeRuns, useTempDirs } from './helpers'
+
+const tempDir = useTempDirs('lifecycle-state-')
+let tmp: string
+beforeEach(() => {
+  tmp = tempDir()
+})
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+const service = (extra: Record<string, unknown> = {}) => makeRuns({ runsLogDir: tmp, ...extra }).runs
+const statePath = (id: string) => path.join(tmp, id, 'state.json')
+const stateText = (id: string) => fs.readFileSync(statePath(id), 'utf8')
+const stateOf = (id: string) => JSON.parse(stateText(id))
+const written = (runs: unknown) => getChatRunServiceStats(runs as never).stateFile.written
+
+/** The fields of state.json, in order: upstream's names (LC-1). */
+const STATE_KEYS = [
+  'schemaVersion',
+  'id',
+  'projectId',
+  'conversationId',
+  'assistantMessageId',
+  'clientRequestId',
+  'requestFingerprint',
+  'agentId',
+  'status',
+  'createdAt',
+  'updatedAt',
+  'terminalAt',
+  'exitCode',
+  'signal',
+  'error',
+  'errorCode',
+  'failureCategory',
+  'failureDetail',
+  'failureAction',
+  'cancelOrigin',
+  'terminalTrigger',
+  'terminalRecoveryReason',
+  'resumable',
+  'endedWithUnfinishedWork',
+]
+
+describe('LC-1: the state file', () => {
+  it('carries every upstream field name, in order: one JSON object and a newline, mode 0600, nothing else left behind', () => {
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(1_717_171_717_171)
+    const runs = service()
+    const run = runs.create({
+      projectId: 'p',
+      conversationId: 'c',
+      assistantMessageId: 'm',
+      clientRequestId: 'r',
+      requestFingerprint: 'fp',
+      agentId: 'claude',
+      pluginId: 'not-in-the-file',
+    })
+    const text = stateText(run.id)
+    expect(text.endsWith('}\n')).toBe(true)
+    expect(text.indexOf('\n')).toBe(text.length - 1)
+    const state = JSON.parse(text)
+    expect(Object.keys(state)).toEqual(STATE_KEYS)
+    expect(state).toEqual({
+      schemaVersion: 1,
+      id: run.id,
+      projectId: 'p',
+      conversationId: 'c',
+      assistantMessageId: 'm',
+      clientRequestId: 'r',
+      requestFingerprint: 'fp',
+      agentId: 'claude',
+      status: 'queued',
+      createdAt: 1_717_171_717_171,
+      updatedAt: 1_717_171_717_171,
+      terminalAt: null,
+      exitCode: null,
+      signal: null,
+      error: null,
+      errorCode: null,
+      failureCategory: null,
+      failureDetail: null,
+      failureAction: null,
+      cancelOrigin: null,
+      terminalTrigger: null,
+      terminalRecoveryReason: null,
+      resumable: false,
+      endedWithUnfinishedWork: false,
+    })
+    // Integral numbers as JSON.stringify writes them (no ".0").
+    expect(text).toContain('"createdAt":1717171717171,')
+    expect(fs.statSync(statePath(run.id)).mode & 0o777).toBe(0o600)
+    expect(fs.readdirSync(tmp)).toEqual([run.id])
+    expect(fs.readdirSync(path.join(tmp, run.id))).toEqual(['state.json'])
+    expect(run.requestFingerprint).toBe('fp')
+  })
+
+  it('is written before the call returns at create, the start/error/end emits, finish, persistState and prepareRestart, and never on an ordinary emit', () => {
+    const runs = service()
+    const run = runs.create({ projectId: 'p' })
+    expect(written(runs)).toBe(1)
+    run.status = 'running'
+    for (let n = 0; n < 100; n++) runs.emit(run, 'agent', { n })
+    expect(written(runs)).toBe(1)
+    expect(stateOf(run.id).status).toBe('queued')
+    runs.emit(run, 'start', { status: 'running' })
+    expect(written(runs)).toBe(2)
+    expect(stateOf(run.id)).toMatchObject({ status: 'running', updatedAt: run.updatedAt })
+    runs.emit(run, 'error', { error: { message: 'slow', code: 'SLOW' } })
+    expect(written(runs)).toBe(3)
+    expect(stateOf(run.id)).toMatchObject({ error: 'slow', errorCode: 'SLOW' })
+    run.failureCategory = 'process_exit'
+    run.endedWithUnfinishedWork = true
+    runs.finish(run, 'failed', 1, null)
+    expect(written(runs)).toBe(4)
+    expect(stateOf(run.id)).toMatchObject({
+      status: 'failed',
+      exitCode: 1,
+      terminalAt: run.terminalAt,
+      terminalTrigger: 'finish',
+      failureCategory: 'process_exit',
+      endedWithUnfinishedWork: true,
+    })
+    run.failureDetail = { stage: 'spawn' }
+    runs.persistState(run)
+    expect(written(runs)).toBe(5)
+    expect(stateOf(run.id).failureDetail).toEqual({ stage: 'spawn' })
+    runs.prepareRestart(run)
+    expect(written(runs)).toBe(6)
+    expect(stateOf(run.id)).toMatchObject({ status: 'queued', failureCategory: null, failureDetail: null })
+    // A direct 'end' emit (not finish) writes it too.
+    runs.emit(run, 'end', {})
+    expect(written(runs)).toBe(7)
+    expect(getChatRunServiceStats(runs).stateFile.failed).toBe(0)
+  })
+
+  it('an upstream-shaped state.json hydrates: a terminal one as it is, a non-terminal one as interrupted, unknown fields kept on rewrite', () => {
+    const done = '0b7c7a0e-1a46-4c36-9a85-1f1f6a1b2c3d'
+    const active = '5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b'
+    const upstream = (id: string, status: string, extra: object) => ({
+      schemaVersion: 1,
+      id,
+      projectId: 'p',
+      conversationId: 'c',
+      assistantMessageId: 'm',
+      agentId: 'amr',
+      status,
+      createdAt: 1000,
+      updatedAt: 2000,
+      exitCode: status === 'succeeded' ? 0 : null,
+      signal: null,
+      error: null,
+      errorCode: null,
+      artifactCount: 2,
+      endedWithUnfinishedWork: false,
+      userPrompt: 'draw a cat',
+      analyticsRecovery: { insertId: 'x', context: {}, properties: {} },
+      ...extra,
+    })
+    for (const [id, state] of [
+      [done, upstream(done, 'succeeded', { terminalRecoveryReason: 'analytics_incomplete' })],
+      [active, upstream(active, 'running', { langfuseCompletedAt: 5 })],
+    ] as const) {
+      fs.mkdirSync(path.join(tmp, id))
+      fs.writeFileSync(statePath(id), `${JSON.stringify(state)}\n`)
+    }
+    fs.writeFileSync(
+      path.join(tmp, active, 'events.jsonl'),
+      '{"id":1,"event":"start","data":{},"timestamp":1001}\n{"id":2,"event":"agent","data":{"t":"x"},"timestamp":1002}\n',
+    )
+    const runs = service()
+    const finished = runs.get(done)
+    expect(finished).toMatchObject({
+      id: done,
+      status: 'succeeded',
+      exitCode: 0,
+      assistantMessageId: 'm',
+      agentId: 'amr',
+      createdAt: 1000,
+      updatedAt: 2000,
+      terminalRecoveryReason: 'analytics_incomplete',
+      events: [],
+    })
+    expect(runs.statusBody(finished)).toMatchObject({ status: 'succeeded', terminalAt: null, resumable: false })
+    // Read only: a terminal file is not rewritten.
+    expect(stateOf(done)).toEqual(upstream(done, 'succeeded', { terminalRecoveryReason: 'analytics_incomplete' }))
+
+    const interrupted = runs.get(active)
+    expect(interrupted).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED', nextEventId: 5 })
+    expect(interrupted.events.map((e: any) => e.event)).toEqual(['start', 'agent', 'error', 'end'])
+    const rewritten = stateOf(active)
+    expect(rewritten).toMatchObject({
+      status: 'failed',
+      errorCode: 'DAEMON_RESTARTED',
+      terminalRecoveryReason: 'daemon_restart',
+      // Unknown to this package, kept as they were.
+      artifactCount: 2,
+      userPrompt: 'draw a cat',
+      analyticsRecovery: { insertId: 'x', context: {}, properties: {} },
+      langfuseCompletedAt: 5,
+    })
+    expect(Object.keys(rewritten).slice(0, STATE_KEYS.length)).toEqual(STATE_KEYS)
+  })
+
+  it('the host durable fields (LC-6) are written at every engine write and restored onto hydrated runs; workspaceScope (LC-3) only when given', () => {
+    const runs = service({ durableFields: ['userPrompt', 'model', 'pluginId', 'status', 'huge'] })
+    const scope = { schemaVersion: 1, workspaceId: 'w' }
+    const run = runs.create({ projectId: 'p', workspaceScope: scope, pluginId: 'plug' })
+    const plain = runs.create({ projectId: 'p' })
+    expect(run.workspaceScope).toBe(scope)
+    expect('workspaceScope' in plain).toBe(false)
+    expect(stateOf(run.id).workspaceScope).toEqual(scope)
+    expect('workspaceScope' in stateOf(plain.id)).toBe(false)
+    run.userPrompt = 'draw a cat'
+    run.model = { name: 'm1', effort: 3 }
+    run.huge = 10n // not JSON: left out
+    runs.emit(run, 'start', {})
+    expect(stateOf(run.id)).toMatchObject({
+      userPrompt: 'draw a cat',
+      model: { name: 'm1', effort: 3 },
+      pluginId: 'plug',
+    })
+    expect('huge' in stateOf(run.id)).toBe(false)
+    // A durable field by a name the file already has is not written twice (the engine's value wins).
+    expect(stateText(run.id).match(/"status":/g)).toHaveLength(1)
+    run.userPrompt = 'draw two cats'
+    runs.finish(run, 'succeeded', 0, null)
+    expect(stateOf(run.id).userPrompt).toBe('draw two cats')
+
+    const again = service({ durableFields: ['userPrompt', 'model', 'pluginId'] }).get(run.id)
+    expect(again).toMatchObject({
+      userPrompt: 'draw two cats',
+      model: { name: 'm1', effort: 3 },
+      pluginId: 'plug',
+      workspaceScope: scope,
+      status: 'succeeded',
+    })
+    // A service that does not list a field still keeps it in the file when it rewrites it.
+    const other = service()
+    const hydrated = other.get(run.id)
+    expect('userPrompt' in hydrated).toBe(false)
+    other.prepareRestart(hydrated)
+    expect(stateOf(run.id)).toMatchObject({ userPrompt: 'draw two cats', status: 'queued' })
+  })
+
+  it('a state file that cannot be written is counted and reported once (CHAT_RUN_LOG_ERROR); the run goes on in memory', async () => {
+    const warnings: Array<{ code?: string; message: string }> = []
+    const onWarning = (w: Error & { code?: string }) => warnings.push({ code: w.code, message: w.message })
+    process.on('warning', onWarning)
+    try {
+      const file = path.join(tmp, 'not-a-dir')
+      fs.writeFileSync(file, 'x')
+      const { runs } = makeRuns({ runsLogDir: file })
+      const run = runs.create({})
+      runs.emit(run, 'start', {})
+      runs.finish(run, 'succeeded', 0, null)
+      expect(run.status).toBe('succeeded')
+      expect(run.events.map((e: any) => e.event)).toEqual(['start', 'end'])
+      expect(getChatRunServiceStats(runs).stateFile).toEqual({ written: 0, failed: 3 })
+      await vi.waitFor(() => expect(warnings.filter((w) => w.code === 'CHAT_RUN_LOG_ERROR')).toHaveLength(1))
+      expect(warnings[0].message).toContain(path.join(file, run.id, 'state.json'))
+      expect(fs.readFileSync(file, 'utf8')).toBe('x')
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+
+  it('without logging no state file exists and nothing touches the filesystem (LOG-2)', () => {
+    const cwd = process.cwd()
+    process.chdir(tmp)
+    try {
+      const { runs } = makeRuns()
+      const run = runs.create({ clientRequestId: 'r' })
+      runs.emit(run, 'start', {})
+      runs.persistState(run)
+      runs.finish(run, 'failed', 1, null)
+      runs.prepareRestart(run)
+      expect(runs.get('11111111-1111-4111-8111-111111111111')).toBeNull()
+      expect(getChatRunServiceStats(runs).stateFile).toEqual({ written: 0, failed: 0 })
+      expect(fs.readdirSync(tmp)).toEqual([])
+    } finally {
+      process.chdir(cwd)
+    }
+  })
+})

@@ -1,0 +1,554 @@
+// SPEC LC-7 (teardown of the whole process tree) and the cancel origin of LC-5, against real
+// processes: trees whose leader exits first, agents spawned without a process group, the verdict's
+// real last signal, `termination_failed`, a parked finish, stdin closed before SIGTERM. The
+// ordering rules with fake children come first (they run everywhere).
+//
+// Safety rules of this file: only processes this file started are ever signalled, each by pid
+// after its start time (field 22 of /proc/<pid>/stat) was checked against the one recorded when it
+// was started, never a group and never by name; every child's exit is awaited before the test
+// ends. The process-tree tests are Linux only (describe.skipIf): they read /proc.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { EventEmitter } from 'node:events'
+import fs from 'node:fs'
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import {
+  FakeChild,
+  fakeReq,
+  fakeRes,
+  fixture,
+  makeRuns,
+  notLinux,
+  SHORT_CANCEL_GRACES,
+  sleep,
+  statFields,
+  waitFor,
+  withEnv,
+} from './helpers'
+
+const TREE = fixture('lc7-tree.sh')
+const STDIN = fixture('lc7-stdin.cjs')
+const FIXTURE_NAMES = ['lc7-tree.sh', 'lc7-stdin.cjs']
+
+// --- processes this file started, by identity ------------------------------------------------------
+
+type Ident = { pid: number; start: string }
+
+/** (pid, start time) of a live process, or null. */
+function identity(pid: number): Ident | null {
+  const fields = statFields(pid)
+  return fields === null ? null : { pid, start: fields[19] }
+}
+
+/** The process is still the one recorded, and neither a zombie nor dead. */
+function alive(id: Ident): boolean {
+  const fields = statFields(id.pid)
+  return fields !== null && fields[19] === id.start && fields[0] !== 'Z' && fields[0] !== 'X'
+}
+
+let started: Ident[] = []
+let children: ChildProcess[] = []
+
+function track(pid: number): Ident {
+  const id = identity(pid)
+  if (id === null) throw new Error(`process ${pid} is already gone`)
+  started.push(id)
+  return id
+}
+
+afterEach(async () => {
+  for (const id of started) {
+    if (alive(id)) {
+      try {
+        process.kill(id.pid, 'SIGKILL')
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) resolve()
+          else child.once('exit', () => resolve())
+        }),
+    ),
+  )
+  started = []
+  children = []
+})
+
+/** Live processes whose command line names one of this file's fixtures. */
+function fixtureLeftovers(): number[] {
+  const found: number[] = []
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue
+    try {
+      const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8')
+      const fields = statFields(Number(entry))
+      if (fields && fields[0] !== 'Z' && FIXTURE_NAMES.some((name) => cmdline.includes(name))) {
+        found.push(Number(entry))
+      }
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found
+}
+
+type Leader = ChildProcess & { pid: number; ident: Ident; out: () => string }
+
+/** `sh lc7-tree.sh leader THEN KIND...`, stdin and stdout piped, like an agent the host spawned. */
+function startLeader(then: string, kinds: string[], { detached }: { detached: boolean }): Leader {
+  const child = spawn('sh', [TREE, 'leader', then, ...kinds], { detached, stdio: ['pipe', 'pipe', 'inherit'] })
+  if (typeof child.pid !== 'number') throw new Error('spawn failed')
+  children.push(child)
+  const ident = track(child.pid)
+  let out = ''
+  child.stdout!.setEncoding('utf8')
+  child.stdout!.on('data', (chunk: string) => {
+    out += chunk
+  })
+  return Object.assign(child, { ident, out: () => out }) as Leader
+}
+
+/**
+ * A printed process is in place: it exec'd its `sleep` (so a `trap '' TERM` before it is set), or
+ * it is a `nested` shell.
+ */
+function settled(pid: number): boolean {
+  try {
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+    return cmdline.startsWith('sleep\0') || cmdline.includes('nested')
+  } catch {
+    return false
+  }
+}
+
+/** The `n` pids the tree printed, each recorded by identity once it is in place. */
+async function printedPids(leader: Leader, n: number): Promise<Ident[]> {
+  const pids = () =>
+    leader
+      .out()
+      .split('\n')
+      .filter((line) => /^\d+$/.test(line))
+      .slice(0, n)
+      .map(Number)
+  const ready = () => pids().length >= n && pids().every(settled)
+  if (!(await waitFor(ready, 5000))) throw new Error(`printed ${JSON.stringify(leader.out())}`)
+  return pids().map((pid) => track(pid))
+}
+
+const exitOf = (child: ChildProcess) =>
+  new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve()
+    else child.once('exit', () => resolve())
+  })
+
+/** The host's pattern: the child is assigned as soon as it is spawned. */
+function attach(runs: any, child: Leader, { group }: { group: boolean }) {
+  const run = runs.create({ projectId: 'p' })
+  run.status = 'running'
+  run.child = child
+  if (group) run.processGroupId = child.pid
+  return run
+}
+
+// --- the ordering rules, with fake children ---------------------------------------------------------
+
+/** A fake stdin that logs its end() and finishes on the next tick, as a pipe does. */
+function fakeStdin(log: string[]) {
+  const stdin = new EventEmitter() as any
+  stdin.destroyed = false
+  stdin.writableEnded = false
+  stdin.writableFinished = false
+  stdin.end = () => {
+    log.push('stdin.end')
+    stdin.writableEnded = true
+    setImmediate(() => {
+      stdin.writableFinished = true
+      stdin.emit('finish')
+    })
+  }
+  return stdin
+}
+
+describe('LC-7 stdin, origin and parking (fake children)', () => {
+  let restore: () => void
+  beforeEach(() => {
+    restore = withEnv(SHORT_CANCEL_GRACES)
+  })
+  afterEach(() => restore())
+
+  it('LC-7: cancel closes stdin just before the first SIGTERM, and stdinOpen becomes false', async () => {
+    const { runs } = makeRuns()
+    const log: string[] = []
+    const child = new FakeChild({ closeOn: 'SIGTERM', log }) as any
+    child.stdin = fakeStdin(log)
+    const run = runs.create()
+    run.child = child
+    run.stdinOpen = true
+    const body = await runs.cancel(run)
+    expect(log).toEqual(['stdin.end', 'kill:SIGTERM'])
+    expect(run.stdinOpen).toBe(false)
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+  })
+
+  it('LC-7: with acpSession.abort, stdin is closed only after the abort grace, never before abort()', async () => {
+    process.env.PI_ABORT_GRACE_MS = '200' // restored after the test
+    const { runs } = makeRuns()
+    const log: string[] = []
+    const child = new FakeChild({ closeOn: 'SIGTERM', log }) as any
+    child.stdin = fakeStdin(log)
+    const run = runs.create()
+    run.child = child
+    run.stdinOpen = true
+    run.acpSession = { abort: () => log.push('abort') }
+    const p = runs.cancel(run)
+    expect(log).toEqual(['abort'])
+    expect(run.stdinOpen).toBe(true)
+    await sleep(20)
+    expect(log).toEqual(['abort']) // still inside the 200 ms abort grace
+    await p
+    expect(log).toEqual(['abort', 'stdin.end', 'kill:SIGTERM'])
+    expect(run.stdinOpen).toBe(false)
+  })
+
+  it('LC-7: a tree that exits inside the abort grace gets no signal, and stdinOpen is false once the run is finished', async () => {
+    const { runs } = makeRuns()
+    const log: string[] = []
+    const child = new FakeChild({ log }) as any
+    child.stdin = fakeStdin(log)
+    const run = runs.create()
+    run.child = child
+    run.stdinOpen = true
+    run.acpSession = {
+      abort: () => {
+        log.push('abort')
+        setTimeout(() => child.die(0, null), 5)
+      },
+    }
+    const body = await runs.cancel(run)
+    expect(log).toEqual(['abort', 'stdin.end'])
+    expect(run.stdinOpen).toBe(false)
+    expect(body).toMatchObject({ status: 'canceled', exitCode: 0, signal: 'SIGTERM', childExited: true })
+  })
+
+  it('LC-7: shutdownActive closes stdin after abort() and before SIGTERM', async () => {
+    const { runs } = makeRuns()
+    const log: string[] = []
+    const child = new FakeChild({ closeOn: 'SIGTERM', log }) as any
+    child.stdin = fakeStdin(log)
+    const run = runs.create()
+    run.child = child
+    run.stdinOpen = true
+    run.acpSession = { abort: () => log.push('abort') }
+    await runs.shutdownActive({ graceMs: 50 })
+    expect(log).toEqual(['abort', 'stdin.end', 'kill:SIGTERM'])
+    expect(run.stdinOpen).toBe(false)
+  })
+
+  it('LC-7: a queued run (no child) gets stdinOpen false before it finishes', async () => {
+    const { runs } = makeRuns()
+    const run = runs.create()
+    run.stdinOpen = true
+    let seenAtEnd: unknown = 'not called'
+    runs.stream(run, fakeReq(undefined), fakeRes())
+    const [client] = run.clients
+    client.end.mockImplementation(() => {
+      seenAtEnd = run.stdinOpen
+    })
+    await runs.cancel(run)
+    expect(seenAtEnd).toBe(false)
+    expect(run.status).toBe('canceled')
+  })
+
+  it('LC-5: cancel(run, origin) records the first origin, read-only; non-strings give unknown; shutdown uses daemon_shutdown', async () => {
+    const { runs } = makeRuns()
+    const a = runs.create()
+    expect(a.cancelOrigin).toBeNull()
+    await runs.cancel(a, 'user_stop')
+    expect(a.cancelOrigin).toBe('user_stop')
+    expect(runs.statusBody(a).status).toBe('canceled')
+    await runs.cancel(a, 'project_deleted') // terminal: nothing changes
+    expect(a.cancelOrigin).toBe('user_stop')
+    expect(() => {
+      a.cancelOrigin = 'x'
+    }).toThrow(TypeError)
+
+    const b = runs.create()
+    await runs.cancel(b, 42)
+    expect(b.cancelOrigin).toBe('unknown')
+    const c = runs.create()
+    await runs.cancel(c)
+    expect(c.cancelOrigin).toBe('unknown')
+
+    const d = runs.create()
+    d.child = new FakeChild({ closeOn: 'SIGKILL' })
+    const first = runs.cancel(d, 'user_stop')
+    const second = runs.cancel(d, 'other')
+    await runs.shutdownActive({ graceMs: 10 })
+    await Promise.all([first, second])
+    expect(d.cancelOrigin).toBe('user_stop')
+
+    const e = runs.create()
+    await runs.shutdownActive({ graceMs: 10 })
+    expect(e.cancelOrigin).toBe('daemon_shutdown')
+  })
+
+  it('LC-7: a finish during the teardown is parked: the verdict after the barrier, later emits dropped except diagnostic', async () => {
+    const { runs, sse } = makeRuns()
+    const child = new FakeChild() // exits only when the test says so
+    const run = runs.create()
+    run.status = 'running'
+    run.child = child
+    runs.stream(run, fakeReq(undefined), fakeRes())
+    const p = runs.cancel(run, 'user_stop')
+    // Agent output during the grace window (before any finish) is kept.
+    expect(runs.emit(run, 'agent', { n: 1 })).toMatchObject({ event: 'agent' })
+    expect(runs.finish(run, 'failed', 1, null)).toBeUndefined()
+    expect(run.status).toBe('running') // parked, not applied
+    expect(runs.emit(run, 'agent', { n: 2 })).toBeNull()
+    expect(runs.emit(run, 'diagnostic', { type: 'note' })).toMatchObject({ event: 'diagnostic' })
+    runs.finish(run, 'succeeded', 0, null) // a later finish: the first verdict wins
+    child.die(null, 'SIGTERM')
+    const body = await p
+    expect(body).toMatchObject({ status: 'failed', exitCode: 1, signal: null, cancelRequested: true })
+    expect(run.events.map((e: any) => e.event)).toEqual(['agent', 'diagnostic', 'end'])
+    expect(run.events.at(-1).data).toMatchObject({ code: 1, signal: null, status: 'failed' })
+    expect(sse[0].calls.map((c: any) => (c.type === 'send' ? c.event : c.type))).toEqual([
+      'agent',
+      'diagnostic',
+      'end',
+      'end',
+    ])
+    // After 'end', emits are late events again (EMT-5): kept, not dropped.
+    expect(runs.emit(run, 'late', 1)).toMatchObject({ event: 'late' })
+  })
+
+  it('LC-7: a fake child that never exits is reported as termination_failed before end', async () => {
+    const { runs } = makeRuns()
+    const child = new FakeChild()
+    const run = runs.create()
+    run.child = child
+    run.processGroupId = null
+    const body = await runs.cancel(run)
+    expect(child.signals).toEqual(['SIGTERM', 'SIGKILL'])
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: false })
+    const [diagnostic, end] = run.events.slice(-2)
+    expect(end.event).toBe('end')
+    expect(diagnostic).toMatchObject({
+      event: 'diagnostic',
+      data: {
+        type: 'termination_failed',
+        reason: expect.any(String),
+        child_pid: null,
+        process_group_id: null,
+        remaining_pids: [],
+      },
+    })
+  })
+
+  it('LC-7: a child whose getter throws still rejects the cancel, and a parked finish is not lost', async () => {
+    const { runs } = makeRuns()
+    const child = new FakeChild()
+    const run = runs.create()
+    run.child = child
+    const p = runs.cancel(run)
+    runs.finish(run, 'failed', 2, null)
+    // The next step reads run.child: make it throw.
+    Object.defineProperty(run, 'child', {
+      configurable: true,
+      get() {
+        throw new Error('child getter boom')
+      },
+    })
+    await expect(p).rejects.toThrow('child getter boom')
+    expect(run.status).toBe('failed')
+    expect(run.exitCode).toBe(2)
+  })
+})
+
+// --- real process trees ---------------------------------------------------------------------------
+
+describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
+  let restore: () => void
+  let before = 0
+  beforeAll(() => {
+    before = fixtureLeftovers().length
+  })
+  beforeEach(() => {
+    restore = withEnv({
+      OD_CHAT_RUN_CANCEL_GRACE_MS: '300',
+      OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS: '500',
+      PI_ABORT_GRACE_MS: '300',
+      OD_CHAT_RUN_SHUTDOWN_GRACE_MS: undefined,
+    })
+  })
+  afterEach(() => restore())
+
+  for (const how of ['cancel', 'shutdownActive'] as const) {
+    it(`LC-7 (${how}): a detached leader that exited first leaves no process of its tree alive`, async () => {
+      const { runs } = makeRuns({ runsLogDir: null })
+      const leader = startLeader('exit-on-line', ['hold', 'hold-noterm'], { detached: true })
+      const run = attach(runs, leader, { group: true })
+      const kids = await printedPids(leader, 2)
+      leader.stdin!.write('go\n')
+      await exitOf(leader)
+      expect(leader.exitCode).toBe(0)
+      await sleep(50)
+      expect(run.status).toBe('running') // 'close' never fired: the grandchildren hold stdout
+      expect(kids.every(alive)).toBe(true)
+
+      const t0 = Date.now()
+      if (how === 'cancel') await runs.cancel(run, 'user_stop')
+      else await runs.shutdownActive({ graceMs: 300 })
+
+      expect(kids.filter(alive)).toEqual([])
+      expect(Date.now() - t0).toBeLessThan(3000)
+      // The tree took SIGKILL (hold-noterm ignores SIGTERM): that is the verdict's signal.
+      expect(runs.statusBody(run)).toMatchObject({
+        status: 'canceled',
+        exitCode: 0,
+        signal: 'SIGKILL',
+        childExited: true,
+      })
+      expect(run.cancelOrigin).toBe(how === 'cancel' ? 'user_stop' : 'daemon_shutdown')
+      expect(run.events.map((e: any) => e.event)).toEqual(['end'])
+    })
+
+    it(`LC-7 (${how}): an agent spawned without a group loses every descendant, the one ignoring SIGTERM too`, async () => {
+      const { runs } = makeRuns({ runsLogDir: null })
+      const leader = startLeader('wait', ['hold', 'hold-noterm', 'nested'], { detached: false })
+      const run = attach(runs, leader, { group: false })
+      const kids = await printedPids(leader, 4) // hold, hold-noterm, nested and nested's own
+      expect(Number(statFields(leader.pid)![2])).toBe(Number(statFields('self')![2])) // our group
+
+      if (how === 'cancel') {
+        const body = await runs.cancel(run)
+        expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
+      } else {
+        await runs.shutdownActive({ graceMs: 300 })
+        expect(run.signal).toBe('SIGKILL')
+      }
+      expect(alive(leader.ident)).toBe(false)
+      expect(kids.filter(alive)).toEqual([])
+    })
+  }
+
+  it('LC-7: a tree that exits on SIGTERM gives the verdict SIGTERM, at once, without a diagnostic', async () => {
+    process.env.OD_CHAT_RUN_CANCEL_GRACE_MS = '5000' // restored after the test
+    const { runs } = makeRuns({ runsLogDir: null })
+    const leader = startLeader('wait', ['hold', 'hold'], { detached: false })
+    const run = attach(runs, leader, { group: false })
+    const kids = await printedPids(leader, 2)
+    const t0 = Date.now()
+    const body = await runs.cancel(run)
+    expect(Date.now() - t0).toBeLessThan(2000) // the barrier ended it, not the 5 s grace
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', exitCode: null, childExited: true })
+    expect(typeof body.childExitObservedAt).toBe('number')
+    expect(kids.filter(alive)).toEqual([])
+    expect(run.events.map((e: any) => e.event)).toEqual(['end'])
+  })
+
+  it('LC-7: the barrier waits for the tree, not only the child; a parked host verdict wins', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const leader = startLeader('wait', ['quiet-noterm'], { detached: false })
+    const run = attach(runs, leader, { group: false })
+    const [kid] = await printedPids(leader, 1)
+    const seen: unknown[] = []
+    // The host's close handler: the leader dies on SIGTERM and closes its stdout at once.
+    leader.on('close', () => {
+      seen.push(`close:${run.status}`)
+      runs.finish(run, 'failed', 1, null)
+      seen.push(`after-finish:${run.status}`)
+      seen.push(runs.emit(run, 'agent', { late: true }))
+      seen.push(runs.emit(run, 'diagnostic', { type: 'child_closed' })?.event)
+    })
+    const t0 = Date.now()
+    const body = await runs.cancel(run)
+    const elapsed = Date.now() - t0
+    expect(seen).toEqual(['close:running', 'after-finish:running', null, 'diagnostic'])
+    expect(elapsed).toBeGreaterThanOrEqual(290) // SIGKILL came after the grace: the kid ignored SIGTERM
+    expect(alive(kid)).toBe(false)
+    expect(body).toMatchObject({ status: 'failed', exitCode: 1, signal: null })
+    expect(run.events.map((e: any) => e.event)).toEqual(['diagnostic', 'end'])
+  })
+
+  it('LC-7: a host that clears run.child when the child closes does not lose the rest of the tree', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const leader = startLeader('wait', ['quiet-noterm'], { detached: false })
+    const run = attach(runs, leader, { group: false })
+    const [kid] = await printedPids(leader, 1)
+    leader.on('close', () => {
+      run.child = null
+    })
+    const body = await runs.cancel(run)
+    expect(run.child).toBeNull()
+    expect(alive(kid)).toBe(false)
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+  })
+
+  it('LC-7: stdin is closed before SIGTERM: the child observes EOF first, stdinOpen is false after', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const child = spawn(process.execPath, [STDIN], { stdio: ['pipe', 'pipe', 'inherit'] })
+    children.push(child)
+    track(child.pid!)
+    let out = ''
+    child.stdout!.setEncoding('utf8')
+    child.stdout!.on('data', (chunk: string) => {
+      out += chunk
+    })
+    expect(await waitFor(() => out.includes('READY'), 5000)).toBe(true)
+    const run = runs.create()
+    run.status = 'running'
+    run.child = child
+    run.stdinOpen = true
+    const body = await runs.cancel(run)
+    expect(out.split('\n').filter(Boolean)).toEqual(['READY', 'EOF', 'TERM'])
+    expect(run.stdinOpen).toBe(false)
+    expect(body).toMatchObject({ status: 'canceled', exitCode: 0, signal: 'SIGTERM', childExited: true })
+  })
+
+  it('LC-7: a pid that is not a child of this process is never captured or signalled', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    // A real process this file started, handed over as a fake child's pid (as a buggy host
+    // might): it is not the run's child, so cancel must not touch it.
+    // Its grandchild (a child of the bystander, in the bystander's group) is named as the pid.
+    const bystander = startLeader('wait', ['hold'], { detached: true })
+    const [bystanderKid] = await printedPids(bystander, 1)
+    const fake = new FakeChild({ pid: bystanderKid.pid, closeOn: 'SIGTERM' })
+    const run = runs.create()
+    run.child = fake
+    run.processGroupId = bystander.pid
+    await runs.cancel(run)
+    expect(fake.signals).toEqual(['SIGTERM']) // the fake's own kill(): the fallback
+    expect(alive(bystander.ident)).toBe(true)
+    expect(alive(bystanderKid)).toBe(true)
+  })
+
+  it('LC-7 documented limit: without a group, a grandchild born after the last capture whose parent exited first is not found', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const leader = startLeader('late-exit', ['hold'], { detached: false })
+    const run = attach(runs, leader, { group: false })
+    leader.stdin!.write('go\n') // the leader starts its grandchild only now, then exits
+    const [orphan] = await printedPids(leader, 1)
+    await exitOf(leader)
+    expect(Number(statFields(orphan.pid)![1])).not.toBe(leader.pid) // reparented
+    const body = await runs.cancel(run)
+    expect(body).toMatchObject({ status: 'canceled', childExited: true })
+    // Not part of any tree the service can see any more: it survives (afterEach kills it).
+    expect(alive(orphan)).toBe(true)
+  })
+
+  it('leaves no fixture process behind', async () => {
+    expect(await waitFor(() => fixtureLeftovers().length <= before, 2000)).toBe(true)
+  })
+})
+
+describe.skipIf(notLinux)('LC-7 leak check', () => {
+  it('no process of this file is alive once every test has cleaned up', async () => {
+    expect(await waitFor(() => started.every((id) => !alive(id)), 2000)).toBe(true)
+    expect(fixtureLeftovers()).toEqual([])
+  })
+})

@@ -1,0 +1,454 @@
+//! Loading one run from disk into the registry (LC-2), for `get`, `list({ projectId })` and
+//! `createOrReuse`.
+//!
+//! A hydrated run is terminal, has no child and a closed log; its history is the journal's last
+//! `maxEvents` records (older ones replay through IMP-3's backfill). A file that says its run was
+//! still active (the daemon died, or another writer left it so) is an interrupted run: it
+//! becomes `failed` with [`INTERRUPTED_CODE`], two records (`'error'`, then `'end'`) are added
+//! after the journal's last id, in memory and in the journal, and the state file is rewritten.
+//! A run the previous version of this package left (a `run.json`, no `state.json`) hydrates the
+//! same way, its verdict first taken from its log as that version's restore did.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::index::ordered_bits;
+use super::journal;
+use super::legacy::{read_log_state, RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
+use super::state::{run_dir, StateFile, STATE_FILE};
+use super::{is_run_id, DAEMON_RESTART, INTERRUPTED_CODE, INTERRUPTED_MESSAGE};
+use crate::error::CoreResult;
+use crate::history::{self, EventName, History};
+use crate::log_writer::{LogFailure, LogOperation};
+use crate::run::{is_terminal, NewRun, OrderKey, RunState};
+use crate::service::Service;
+
+/// What the service did with the runs on disk (part of the stats, OBS-1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HydrationStats {
+    /// Runs the construction scan indexed.
+    pub indexed: u64,
+    /// Runs loaded into memory from disk.
+    pub hydrated: u64,
+    /// Entries of `runsLogDir` that are not valid runs (counted once each).
+    pub skipped: u64,
+    /// State files written, and writes that failed.
+    #[serde(skip)]
+    pub state_written: u64,
+    #[serde(skip)]
+    pub state_failed: u64,
+}
+
+/// A run's files as read.
+enum Load {
+    /// No state file (nor `run.json`): not a durable run.
+    Missing,
+    /// A file that is not a valid state file of this run.
+    Invalid,
+    Found(Box<Loaded>),
+}
+
+struct Loaded {
+    file: StateFile,
+    /// `nextEventId` of an old `run.json` (1 otherwise).
+    next_event_id: u64,
+    /// `cancelRequested` of an old `run.json`.
+    cancel_requested: bool,
+}
+
+fn read(path: &Path) -> Result<Option<String>, ()> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+fn load(dir: &Path, log_path: &Path, id: &str) -> Load {
+    match read(&dir.join(STATE_FILE)) {
+        Ok(Some(text)) => {
+            return match StateFile::parse(&text, id) {
+                Some(file) => Load::Found(Box::new(Loaded {
+                    file,
+                    next_event_id: 1,
+                    cancel_requested: false,
+                })),
+                None => Load::Invalid,
+            }
+        }
+        Ok(None) => {}
+        Err(()) => return Load::Invalid,
+    }
+    match read(&dir.join(SNAPSHOT_FILE)) {
+        Ok(Some(text)) => match RunSnapshot::parse(&text) {
+            Some(snapshot) if snapshot.version == SNAPSHOT_VERSION && snapshot.id == id => {
+                Load::Found(Box::new(from_legacy(snapshot, log_path)))
+            }
+            _ => Load::Invalid,
+        },
+        Ok(None) => Load::Missing,
+        Err(()) => Load::Invalid,
+    }
+}
+
+/// An old `run.json` as a state file: its fields under the new names, the ones the new file has
+/// no field for kept as extra fields (`appliedPluginSnapshotId`, `pluginId`, `mediaExecution`,
+/// `toolBundle`: the redacted summary), and the log's verdict when the snapshot still says the
+/// run was active (that version's `finish` wrote none).
+fn from_legacy(snapshot: RunSnapshot, log_path: &Path) -> Loaded {
+    let ids = snapshot.meta.ids;
+    let mut file = StateFile {
+        schema_version: Value::from(1),
+        id: snapshot.id,
+        project_id: snapshot.project_id,
+        conversation_id: snapshot.conversation_id,
+        status: snapshot.status,
+        created_at: snapshot.created_at,
+        updated_at: snapshot.updated_at,
+        exit_code: snapshot.exit_code,
+        signal: snapshot.signal,
+        error: snapshot.error,
+        error_code: snapshot.error_code,
+        ..StateFile::default()
+    };
+    file.host.assistant_message_id = ids.assistant_message_id;
+    file.host.client_request_id = ids.client_request_id;
+    file.host.agent_id = ids.agent_id;
+    let extra = &mut file.host.extra;
+    if let Some(id) = ids.applied_plugin_snapshot_id {
+        extra.insert("appliedPluginSnapshotId".into(), Value::String(id));
+    }
+    if let Some(id) = ids.plugin_id {
+        extra.insert("pluginId".into(), Value::String(id));
+    }
+    extra.insert("mediaExecution".into(), snapshot.meta.media_execution.0);
+    extra.insert("toolBundle".into(), snapshot.meta.tool_bundle.0);
+    if is_terminal(file.status.as_deref()) {
+        file.terminal_at = file.updated_at;
+    } else {
+        let log = read_log_state(log_path);
+        if let Some((end, at)) = log.end {
+            let status = end.get("status").and_then(Value::as_str);
+            if is_terminal(status) {
+                file.status = status.map(str::to_owned);
+                file.exit_code = end.get("code").and_then(Value::as_f64);
+                file.signal = end.get("signal").and_then(Value::as_str).map(str::to_owned);
+                file.updated_at = Some(at);
+                file.terminal_at = Some(at);
+                if log.error.is_some() {
+                    file.error = log.error;
+                }
+                if log.error_code.is_some() {
+                    file.error_code = log.error_code;
+                }
+            }
+        }
+    }
+    Loaded {
+        file,
+        next_event_id: snapshot.next_event_id.unwrap_or(1),
+        cancel_requested: snapshot.cancel_requested,
+    }
+}
+
+/// `data` of the `'error'` record an interrupted run gets.
+fn interrupted_error_data() -> String {
+    serde_json::json!({
+        "error": {
+            "code": INTERRUPTED_CODE,
+            "message": INTERRUPTED_MESSAGE,
+            "retryable": true,
+        }
+    })
+    .to_string()
+}
+
+/// `data` of the `'end'` record an interrupted run gets (LC-5's key order).
+fn interrupted_end_data(terminal_at: f64, ended_with_unfinished_work: bool) -> String {
+    let mut data = String::from(r#"{"code":1,"signal":null,"status":"failed","terminalAt":"#);
+    history::push_json_number(&mut data, terminal_at);
+    data.push_str(r#","resumable":false,"endedWithUnfinishedWork":"#);
+    data.push_str(if ended_with_unfinished_work {
+        "true"
+    } else {
+        "false"
+    });
+    data.push('}');
+    data
+}
+
+/// LC-2: an interrupted run becomes `failed` (`DAEMON_RESTARTED`, trigger and recovery reason
+/// `daemon_restart`) and gets its two records, in memory and appended to its journal (a torn
+/// last line ended first). Returns the journal append's outcome.
+fn mark_interrupted(run: &mut RunState, log_path: &Path, now: f64) -> io::Result<()> {
+    run.status = Some("failed".to_owned());
+    run.error = Some(INTERRUPTED_MESSAGE.to_owned());
+    run.error_code = Some(INTERRUPTED_CODE.to_owned());
+    run.exit_code = Some(1.0);
+    run.signal = None;
+    run.updated_at = now;
+    run.terminal_at = Some(now);
+    run.terminal_trigger = Some(DAEMON_RESTART.to_owned());
+    run.host.terminal_recovery_reason = Some(DAEMON_RESTART.to_owned());
+    run.host.resumable = false;
+    let error_data = interrupted_error_data();
+    let end_data = interrupted_end_data(now, run.host.ended_with_unfinished_work);
+    let error_id = run.next_event_id;
+    let end_id = error_id + 1;
+    let lines = [
+        history::record_line(error_id, EventName::Text("error"), Some(&error_data), now),
+        history::record_line(end_id, EventName::Text("end"), Some(&end_data), now),
+    ];
+    run.history
+        .push(error_id, EventName::Text("error"), Some(&error_data), now);
+    run.history
+        .push(end_id, EventName::Text("end"), Some(&end_data), now);
+    run.next_event_id = end_id + 1;
+    run.end_event_id = Some(end_id);
+    journal::append_lines(log_path, &lines)
+}
+
+impl Service {
+    /// The registry key of a run hydrated now that was created at `created_at`: just before
+    /// the first run this service created after it (see [`OrderKey`]).
+    fn hydrated_order(&mut self, created_at: f64) -> OrderKey {
+        self.disk.order_tie += 1;
+        let major = self
+            .order
+            .iter()
+            .find(|(key, slot)| {
+                key.is_created() && self.run(**slot).is_ok_and(|r| r.created_at > created_at)
+            })
+            .map_or(2 * self.created_count() + 2, |(key, _)| key.major - 1);
+        OrderKey {
+            major,
+            created: ordered_bits(created_at),
+            tie: self.disk.order_tie,
+        }
+    }
+
+    /// LC-2: the registered run with this id, else the run loaded from its files under
+    /// `runsLogDir` (registered from now on). `None` without logging, for an id that is not a
+    /// run id (no filesystem access then), and when no valid state file exists (an invalid one
+    /// is counted as skipped). A dropped run's file is gone, so it is never found again.
+    pub fn hydrate(&mut self, id: &str, now: f64) -> Option<u32> {
+        if let Some(slot) = self.get(id) {
+            return Some(slot);
+        }
+        if !is_run_id(id) {
+            return None;
+        }
+        let log_path = PathBuf::from(self.cfg.log.as_ref()?.path_of(id));
+        let dir = run_dir(&log_path);
+        let loaded = match load(&dir, &log_path, id) {
+            Load::Missing => return None,
+            Load::Invalid => {
+                self.disk.skip(id);
+                return None;
+            }
+            Load::Found(loaded) => loaded,
+        };
+        let Loaded {
+            file,
+            next_event_id,
+            cancel_requested,
+        } = *loaded;
+        let created_at = file.created_at.unwrap_or(now);
+        let order = self.hydrated_order(created_at);
+        let target = self.log_target(log_path.clone());
+        target
+            .dir_ready
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut run = RunState::new(NewRun {
+            id: id.to_owned(),
+            order,
+            max_events: self.cfg.max_events,
+            log: Some(target),
+            now,
+        });
+        run.project_id = file.project_id;
+        run.conversation_id = file.conversation_id;
+        run.status = file.status;
+        run.created_at = created_at;
+        run.updated_at = file.updated_at.unwrap_or(created_at);
+        run.terminal_at = file.terminal_at;
+        run.exit_code = file.exit_code;
+        run.signal = file.signal;
+        run.error = file.error;
+        run.error_code = file.error_code;
+        run.cancel_origin = file.cancel_origin;
+        run.terminal_trigger = file.terminal_trigger;
+        run.cancel_requested = cancel_requested;
+        run.request_key = file.host.client_request_id.clone();
+        run.host = file.host;
+        run.log_closed = true;
+        let tail = journal::read_tail(&log_path, self.cfg.max_events);
+        run.end_event_id = journal::fill_history(&mut run.history, &tail);
+        run.next_event_id = (tail.last_id + 1).max(next_event_id);
+        if run
+            .history
+            .newest_id()
+            .is_some_and(|newest| newest + 1 != run.next_event_id)
+        {
+            // Ids were used that the journal lacks (lines lost): the history must stay
+            // contiguous with the records added next, so it starts over (IMP-3 still reads the
+            // journal).
+            run.history = History::new(self.cfg.max_events);
+            run.end_event_id = None;
+        }
+        let interrupted = !run.is_terminal();
+        let appended = interrupted.then(|| mark_interrupted(&mut run, &log_path, now));
+        let (project_id, request) = (run.project_id.clone(), run.request_key.clone());
+        let slot = self.insert(run);
+        if let Some(Err(error)) = appended {
+            self.log_shared.fail(2, || {
+                LogFailure::io(log_path.clone(), LogOperation::Write, &error)
+            });
+        }
+        if interrupted {
+            self.write_state(slot);
+        }
+        self.disk.add(id, project_id, request, created_at);
+        self.disk.stats.hydrated += 1;
+        Some(slot)
+    }
+
+    /// What the facade builds a hydrated run's object from, as JSON:
+    /// `{"state":<its state file as now written>,"nextEventId":n,"cancelRequested":b}`.
+    pub fn hydrated_json(&self, slot: u32) -> CoreResult<String> {
+        let run = self.run(slot)?;
+        Ok(format!(
+            r#"{{"state":{},"nextEventId":{},"cancelRequested":{}}}"#,
+            run.state_json()?,
+            run.next_event_id,
+            run.cancel_requested
+        ))
+    }
+
+    /// LC-2: the durable runs of `project_id` that are not registered (to hydrate for
+    /// `list({ projectId })`), oldest first.
+    pub fn unregistered_project_runs(&self, project_id: &str) -> Vec<String> {
+        let mut ids = self.disk.project_runs(project_id);
+        ids.retain(|id| self.get(id).is_none());
+        ids
+    }
+
+    /// LC-3: the newest durable run created for `client_request_id`, when it is not
+    /// registered.
+    pub fn unregistered_request_run(&self, client_request_id: &str) -> Option<String> {
+        self.disk
+            .request_run(client_request_id)
+            .filter(|id| self.get(id).is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ListFilter;
+    use crate::test_support::{emit, flush, log_dir, meta, service};
+
+    fn layout_of(dir: &Path) -> crate::config::LogLayout {
+        crate::config::LogLayout {
+            prefix: format!("{}/", dir.display()),
+            suffix: "/events.jsonl".into(),
+        }
+    }
+
+    fn state_of(dir: &Path, id: &str) -> Value {
+        serde_json::from_str(&fs::read_to_string(dir.join(id).join(STATE_FILE)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn lc_2_a_run_left_active_hydrates_failed_with_two_records_and_a_rewritten_file() {
+        let (dir, layout) = log_dir("hydrate-interrupted");
+        let mut old = service(Some(10), Some(layout));
+        let run = old.create(meta("p", "c"), 1.0);
+        emit(&mut old, run.slot, "1");
+        emit(&mut old, run.slot, "2");
+        old.persist_state_with(run.slot, Some(r#"{"endedWithUnfinishedWork":true}"#))
+            .unwrap();
+        flush(&old);
+        drop(old);
+
+        let mut new = service(Some(10), Some(layout_of(&dir)));
+        new.index_runs(&dir);
+        assert!(
+            new.list(&ListFilter::default()).is_empty(),
+            "nothing loaded"
+        );
+        let slot = new.hydrate(&run.id, 50.0).unwrap();
+        let state = new.state(slot).unwrap();
+        assert_eq!(state.status.as_deref(), Some("failed"));
+        assert_eq!(state.error_code.as_deref(), Some(INTERRUPTED_CODE));
+        assert_eq!(state.terminal_trigger.as_deref(), Some(DAEMON_RESTART));
+        assert_eq!(state.terminal_at, Some(50.0));
+        assert_eq!(state.next_event_id, 5);
+        let events: Vec<Value> = serde_json::from_str(&new.events_json(slot).unwrap()).unwrap();
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[2]["event"], "error");
+        assert_eq!(events[2]["data"]["error"]["code"], INTERRUPTED_CODE);
+        assert_eq!(events[2]["data"]["error"]["retryable"], true);
+        assert_eq!(
+            events[3]["data"],
+            serde_json::json!({ "code": 1, "signal": null, "status": "failed", "terminalAt": 50,
+                "resumable": false, "endedWithUnfinishedWork": true })
+        );
+        let file = state_of(&dir, &run.id);
+        assert_eq!(file["status"], "failed");
+        assert_eq!(file["terminalRecoveryReason"], DAEMON_RESTART);
+        let journal = fs::read_to_string(dir.join(&run.id).join("events.jsonl")).unwrap();
+        assert_eq!(journal.lines().count(), 4);
+        // Hydrating again (a third service) marks nothing twice.
+        let mut third = service(Some(10), Some(layout_of(&dir)));
+        let again = third.hydrate(&run.id, 99.0).unwrap();
+        assert_eq!(third.state(again).unwrap().terminal_at, Some(50.0));
+        assert_eq!(third.state(again).unwrap().next_event_id, 5);
+        assert_eq!(third.stats().hydration.hydrated, 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_hostile_ids_and_missing_runs_touch_nothing() {
+        let (dir, layout) = log_dir("hydrate-hostile");
+        let mut svc = service(Some(10), Some(layout));
+        for id in ["../../etc", "/", "\\", "a\0b", "..", ""] {
+            assert_eq!(svc.hydrate(id, 1.0), None);
+        }
+        assert_eq!(
+            svc.hydrate("11111111-1111-4111-8111-111111111111", 1.0),
+            None
+        );
+        assert!(!dir.exists(), "nothing created");
+        let mut off = service(Some(10), None);
+        assert_eq!(
+            off.hydrate("11111111-1111-4111-8111-111111111111", 1.0),
+            None
+        );
+    }
+
+    #[test]
+    fn lc_2_a_hydrated_run_sorts_by_creation_among_this_services_runs() {
+        let (dir, layout) = log_dir("hydrate-order");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let early = old.create(meta("p", "c"), 5.0);
+        old.finish(early.slot, Some("succeeded".into()), None, None, "{}", 6.0)
+            .unwrap();
+        drop(old);
+        let mut new = service(Some(10), Some(layout));
+        new.index_runs(&dir);
+        let before = new.create(meta("p", "c"), 1.0).slot;
+        let after = new.create(meta("p", "c"), 10.0).slot;
+        let hydrated = new.hydrate(&early.id, 20.0).unwrap();
+        assert_eq!(
+            new.list(&ListFilter::default()),
+            vec![before, hydrated, after]
+        );
+        assert_eq!(new.unregistered_project_runs("p"), Vec::<String>::new());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

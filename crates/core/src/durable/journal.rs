@@ -1,0 +1,330 @@
+//! A run's journal (`events.jsonl`) as hydration reads it: the last id, and the newest records
+//! in an unbroken id sequence (what a hydrated run's history holds); and appending to a journal
+//! whose writer is gone (the records hydration adds to an interrupted run).
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::history::{EventName, History};
+
+#[derive(Deserialize)]
+struct IdOnly {
+    id: u64,
+}
+
+/// One journal record, borrowed from its line. `event` and `data` keep their JSON text (`None`:
+/// the key is absent; a JSON `null` is `Some("null")`).
+#[derive(Deserialize)]
+struct Line<'a> {
+    id: u64,
+    #[serde(default, borrow, deserialize_with = "present")]
+    event: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "number")]
+    timestamp: f64,
+}
+
+/// A key that is present, `null` included.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// A timestamp that is not a number reads as 0.
+fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(value.as_f64().unwrap_or(0.0))
+}
+
+/// What hydration needs of a journal.
+#[derive(Debug, Default, PartialEq)]
+pub struct Tail {
+    /// The id of the last whole record (0 for an empty or missing journal).
+    pub last_id: u64,
+    /// The newest whole lines whose ids run without a gap up to `last_id`, at most `cap` of
+    /// them (older records, and those before a gap, stay reachable through IMP-3's backfill).
+    pub lines: VecDeque<String>,
+}
+
+/// A journal longer than this, with a bounded history, is read from its end (only the tail's
+/// bytes are read) instead of from its start.
+const READ_FROM_END_ABOVE: u64 = 8 << 20;
+/// Bytes read per step when reading from the end.
+const CHUNK: u64 = 1 << 20;
+
+/// The id of a journal line: a whole JSON object with a numeric `id` (a torn or foreign line has
+/// none).
+fn line_id(text: &str) -> Option<u64> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<IdOnly>(text)
+        .ok()
+        .map(|line| line.id)
+}
+
+/// Reads the journal at `path` (whole, well-formed lines with growing ids only, as IMP-3's
+/// reader takes them). A missing or unreadable file gives an empty tail. A long journal with a
+/// bounded `cap` is read from its end.
+pub fn read_tail(path: &Path, cap: Option<usize>) -> Tail {
+    if let Some(cap) = cap {
+        let len = std::fs::metadata(path).map_or(0, |m| m.len());
+        if len > READ_FROM_END_ABOVE {
+            if let Ok(tail) = read_tail_from_end(path, cap, len) {
+                return tail;
+            }
+        }
+    }
+    read_tail_from_start(path, cap)
+}
+
+/// [`read_tail`] for a journal written in id order (one writer): from the last whole line back,
+/// while the ids go down by one, at most `cap` lines. A line out of order ends the tail there (the
+/// older records stay reachable through IMP-3).
+fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
+    let mut file = File::open(path)?;
+    let mut tail = Tail::default();
+    let mut newest_first: Vec<String> = Vec::new();
+    // Bytes after `pos` that do not yet form a whole line (their start is before `pos`).
+    let mut carry: Vec<u8> = Vec::new();
+    let mut pos = len;
+    let mut expected: Option<u64> = None;
+    let mut take = |bytes: &[u8], tail: &mut Tail, expected: &mut Option<u64>| -> bool {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return true;
+        };
+        let Some(id) = line_id(text) else {
+            return true;
+        };
+        match *expected {
+            None => tail.last_id = id,
+            Some(want) if want == id => {}
+            Some(_) => return false,
+        }
+        newest_first.push(text.to_owned());
+        *expected = id.checked_sub(1).filter(|&next| next > 0);
+        newest_first.len() < cap && expected.is_some()
+    };
+    'outer: while pos > 0 {
+        let start = pos.saturating_sub(CHUNK);
+        let mut buf = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf)?;
+        buf.extend_from_slice(&carry);
+        pos = start;
+        // Whole lines are those after a newline in `buf` (or from the file's start).
+        let mut end = buf.len();
+        while let Some(newline) = buf[..end].iter().rposition(|&b| b == b'\n') {
+            if !take(&buf[newline + 1..end], &mut tail, &mut expected) {
+                break 'outer;
+            }
+            end = newline;
+        }
+        carry = buf[..end].to_vec();
+        if pos == 0 && !take(&carry, &mut tail, &mut expected) {
+            break;
+        }
+    }
+    newest_first.reverse();
+    tail.lines = newest_first.into();
+    Ok(tail)
+}
+
+fn read_tail_from_start(path: &Path, cap: Option<usize>) -> Tail {
+    let mut tail = Tail::default();
+    let Ok(file) = File::open(path) else {
+        return tail;
+    };
+    for line in BufReader::new(file).split(b'\n') {
+        let Ok(bytes) = line else {
+            break;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        let Some(id) = line_id(&text) else {
+            continue;
+        };
+        if id <= tail.last_id {
+            continue;
+        }
+        if id != tail.last_id + 1 {
+            tail.lines.clear();
+        }
+        tail.last_id = id;
+        tail.lines.push_back(text);
+        if cap.is_some_and(|cap| tail.lines.len() > cap) {
+            tail.lines.pop_front();
+        }
+    }
+    tail
+}
+
+/// Puts the tail's records into `history` (ids contiguous, as it requires). Returns the id of
+/// the last `'end'` record among them.
+pub fn fill_history(history: &mut History, tail: &Tail) -> Option<u64> {
+    let mut end = None;
+    for text in &tail.lines {
+        let Ok(line) = serde_json::from_str::<Line<'_>>(text) else {
+            // A line IdOnly accepted always parses here; stop rather than leave a gap.
+            break;
+        };
+        let data = line.data.map(RawValue::get);
+        // A string name is stored as the string (re-escaped exactly as JSON.stringify does);
+        // any other name, or one that does not decode, as its JSON text.
+        let decoded: Option<String> = line
+            .event
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+        if decoded.as_deref() == Some("end") {
+            end = Some(line.id);
+        }
+        let name = match (&decoded, line.event) {
+            (Some(text), _) => EventName::Text(text),
+            (None, raw) => EventName::Json(raw.map(RawValue::get)),
+        };
+        history.push(line.id, name, data, line.timestamp);
+    }
+    end
+}
+
+/// Appends `lines` (each without its newline) to the journal at `path` in one write, first
+/// ending a torn last line (a crash mid-write) so the new lines stay whole. Creates the file.
+pub fn append_lines(path: &Path, lines: &[String]) -> io::Result<()> {
+    let mut file = OpenOptions::new().append(true).create(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
+    if len > 0 {
+        let mut last = [0u8; 1];
+        let mut reader = File::open(path)?;
+        reader.seek(SeekFrom::Start(len - 1))?;
+        reader.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            out.push(b'\n');
+        }
+    }
+    for line in lines {
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    file.write_all(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("chat-run-journal-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn lc_2_the_tail_is_the_newest_unbroken_run_of_ids_up_to_cap() {
+        let path = file(
+            "gap.jsonl",
+            concat!(
+                "{\"id\":1,\"event\":\"a\",\"data\":1,\"timestamp\":1}\n",
+                "garbage\n",
+                "{\"id\":2,\"event\":\"a\",\"data\":2,\"timestamp\":2}\n",
+                "{\"id\":4,\"event\":\"a\",\"data\":4,\"timestamp\":4}\n",
+                "{\"id\":3,\"event\":\"a\",\"data\":3,\"timestamp\":3}\n",
+                "{\"id\":5,\"event\":\"a\",\"data\":5,\"timestamp\":5}\n",
+                "{\"id\":6,\"event\":\"a\",\"data\":6,\"timestamp\":6}\n",
+                "{\"id\":7,\"ev"
+            ),
+        );
+        let tail = read_tail(&path, Some(10));
+        assert_eq!(tail.last_id, 6);
+        let ids: Vec<u64> = tail
+            .lines
+            .iter()
+            .map(|l| serde_json::from_str::<IdOnly>(l).unwrap().id)
+            .collect();
+        assert_eq!(ids, vec![4, 5, 6], "the gap at 3 cuts the tail");
+        assert_eq!(read_tail(&path, Some(2)).lines.len(), 2);
+        assert_eq!(
+            read_tail(&path.with_extension("missing"), None),
+            Tail::default()
+        );
+    }
+
+    #[test]
+    fn lc_2_the_history_rebuilt_from_the_tail_gives_back_the_same_lines() {
+        let lines = [
+            r#"{"id":7,"event":"agent","data":{"type":"text","s":"a\"b"},"timestamp":1717171717171}"#,
+            r#"{"id":8,"data":null,"timestamp":2}"#,
+            r#"{"id":9,"event":5,"timestamp":3.5}"#,
+            r#"{"id":10,"event":"end","data":{"code":0},"timestamp":4}"#,
+        ];
+        let path = file("same.jsonl", &format!("{}\n", lines.join("\n")));
+        let tail = read_tail(&path, None);
+        let mut history = History::new(None);
+        assert_eq!(fill_history(&mut history, &tail), Some(10));
+        let back: Vec<String> = history.iter().map(|r| r.line).collect();
+        assert_eq!(back, lines);
+    }
+
+    #[test]
+    fn lc_2_a_long_journal_read_from_its_end_gives_the_same_tail() {
+        // Lines of different sizes, garbage, an empty line and a torn last line; above the size
+        // where the end is read first.
+        let mut text = String::from("garbage\n\n");
+        let mut id: u64 = 0;
+        while text.len() as u64 <= READ_FROM_END_ABOVE + 3 * CHUNK {
+            id += 1;
+            let pad = "x".repeat(((id * 37) % 3000) as usize);
+            text.push_str(&format!(
+                "{{\"id\":{id},\"event\":\"a\",\"data\":\"{pad}\",\"timestamp\":{id}}}\n"
+            ));
+            if id % 1000 == 0 {
+                text.push_str("not a record\n");
+            }
+        }
+        text.push_str(&format!("{{\"id\":{},\"ev", id + 1));
+        let path = file("long.jsonl", &text);
+        for cap in [1, 2, 999, 1000, 1001, 5000, 100_000] {
+            let backwards = read_tail_from_end(&path, cap, text.len() as u64).unwrap();
+            assert_eq!(
+                backwards,
+                read_tail_from_start(&path, Some(cap)),
+                "cap {cap}"
+            );
+            assert_eq!(backwards.last_id, id);
+        }
+        assert_eq!(read_tail(&path, Some(10)).lines.len(), 10);
+        // A gap ends the tail there, as from the start.
+        let gap = file(
+            "long-gap.jsonl",
+            &text.replacen(&format!("{{\"id\":{},", id - 5), "{\"id\":0,", 1),
+        );
+        let backwards = read_tail_from_end(&gap, 100, fs::metadata(&gap).unwrap().len()).unwrap();
+        assert_eq!(backwards, read_tail_from_start(&gap, Some(100)));
+        assert_eq!(backwards.lines.len(), 5);
+        let _ = fs::remove_file(&path);
+        let _ = fs::remove_file(&gap);
+    }
+
+    #[test]
+    fn lc_2_appending_ends_a_torn_last_line_first() {
+        let path = file("torn.jsonl", "{\"id\":1}\n{\"id\":2,\"ev");
+        append_lines(&path, &["{\"id\":3}".to_owned(), "{\"id\":4}".to_owned()]).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{\"id\":1}\n{\"id\":2,\"ev\n{\"id\":3}\n{\"id\":4}\n"
+        );
+        assert_eq!(read_tail(&path, None).last_id, 4);
+        let fresh = path.with_extension("fresh");
+        let _ = fs::remove_file(&fresh);
+        append_lines(&fresh, &["{\"id\":1}".to_owned()]).unwrap();
+        assert_eq!(fs::read_to_string(&fresh).unwrap(), "{\"id\":1}\n");
+    }
+}

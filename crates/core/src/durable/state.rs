@@ -1,0 +1,547 @@
+//! `state.json` (LC-1): its typed form, the values the host owns in it, and writing it.
+//!
+//! The file carries, in this order: `schemaVersion` (1), `id`, `projectId`, `conversationId`,
+//! `assistantMessageId`, `clientRequestId`, `requestFingerprint`, `agentId`, `status`,
+//! `createdAt`, `updatedAt`, `terminalAt`, `exitCode`, `signal`, `error`, `errorCode`,
+//! `failureCategory`, `failureDetail`, `failureAction`, `cancelOrigin`, `terminalTrigger`,
+//! `terminalRecoveryReason`, `resumable`, `endedWithUnfinishedWork`, then every other field:
+//! `workspaceScope`, the host's `durableFields`, and whatever unknown field a file read back
+//! held (kept on rewrite).
+//!
+//! Some of these live in the core ([`crate::RunState`]: ids, status, times, the verdict, the
+//! terminal facts); the others live on the host's run object. Those cross as one JSON text
+//! ([`HostFields`]) with the native call that writes the file, and only with it: the facade
+//! builds that text at the lifecycle points, never on an ordinary emit. The core keeps the last
+//! one, so a write the core makes on its own (the cancel origin, hydration) has them too.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::lenient;
+use crate::error::CoreResult;
+use crate::log_writer::{LogFailure, LogOperation};
+use crate::run::RunState;
+use crate::service::Service;
+
+/// File name of the durable state inside a run's directory.
+pub const STATE_FILE: &str = "state.json";
+/// `schemaVersion` of the files this version reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Every key the file's typed part writes. An extra field by one of these names (from the host
+/// or a file) is dropped, so no key is ever written twice.
+pub const STATE_KEYS: [&str; 24] = [
+    "schemaVersion",
+    "id",
+    "projectId",
+    "conversationId",
+    "assistantMessageId",
+    "clientRequestId",
+    "requestFingerprint",
+    "agentId",
+    "status",
+    "createdAt",
+    "updatedAt",
+    "terminalAt",
+    "exitCode",
+    "signal",
+    "error",
+    "errorCode",
+    "failureCategory",
+    "failureDetail",
+    "failureAction",
+    "cancelOrigin",
+    "terminalTrigger",
+    "terminalRecoveryReason",
+    "resumable",
+    "endedWithUnfinishedWork",
+];
+
+/// The values of `state.json` that the host's run object holds: the facade passes them as one
+/// JSON text at each write; a hydrated run starts from what its file held. Lenient: a value of
+/// the wrong type reads as the field's default.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HostFields {
+    #[serde(deserialize_with = "lenient")]
+    pub assistant_message_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub client_request_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub request_fingerprint: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub agent_id: Option<String>,
+    /// Any JSON value the host assigned (`null` when none).
+    pub failure_category: Value,
+    pub failure_detail: Value,
+    pub failure_action: Value,
+    #[serde(deserialize_with = "lenient")]
+    pub terminal_recovery_reason: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub resumable: bool,
+    #[serde(deserialize_with = "lenient")]
+    pub ended_with_unfinished_work: bool,
+    /// `workspaceScope`, the host's durable fields, and unknown fields of a file read back, in
+    /// the order they were first seen.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl HostFields {
+    /// The facade's JSON text; `None` when it is not a JSON object.
+    pub fn parse(text: &str) -> Option<Self> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Object(_)) => serde_json::from_value::<Self>(value)
+                .ok()
+                .map(Self::without_reserved),
+            _ => None,
+        }
+    }
+
+    fn without_reserved(mut self) -> Self {
+        self.extra
+            .retain(|key, _| !STATE_KEYS.contains(&key.as_str()));
+        self
+    }
+
+    /// Takes the host's newer values: every typed field, and each extra field the newer text
+    /// carries (an extra field it does not carry keeps its earlier value, so a field a file
+    /// held survives the host's writes).
+    pub fn merge(&mut self, newer: HostFields) {
+        let HostFields {
+            assistant_message_id,
+            client_request_id,
+            request_fingerprint,
+            agent_id,
+            failure_category,
+            failure_detail,
+            failure_action,
+            terminal_recovery_reason,
+            resumable,
+            ended_with_unfinished_work,
+            extra,
+        } = newer;
+        self.assistant_message_id = assistant_message_id;
+        self.client_request_id = client_request_id;
+        self.request_fingerprint = request_fingerprint;
+        self.agent_id = agent_id;
+        self.failure_category = failure_category;
+        self.failure_detail = failure_detail;
+        self.failure_action = failure_action;
+        self.terminal_recovery_reason = terminal_recovery_reason;
+        self.resumable = resumable;
+        self.ended_with_unfinished_work = ended_with_unfinished_work;
+        for (key, value) in extra {
+            self.extra.insert(key, value);
+        }
+    }
+}
+
+/// A `state.json` read back: the core's fields, and the host's ([`HostFields`], unknown fields
+/// included). Lenient per field; [`StateFile::parse`] rejects what is not a state file at all.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct StateFile {
+    /// Must be the number 1.
+    pub schema_version: Value,
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+    #[serde(deserialize_with = "lenient")]
+    pub project_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub conversation_id: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub status: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub created_at: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
+    pub updated_at: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
+    pub terminal_at: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
+    pub exit_code: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
+    pub signal: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub error: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub error_code: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub cancel_origin: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    pub terminal_trigger: Option<String>,
+    #[serde(flatten)]
+    pub host: HostFields,
+}
+
+impl StateFile {
+    /// A state file of run `id` (LC-2's validation: a JSON object, `schemaVersion === 1`, `id`
+    /// equal to the directory name); `None` for anything else.
+    pub fn parse(text: &str, id: &str) -> Option<Self> {
+        let value = match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Object(_)) => value,
+            _ => return None,
+        };
+        let file: Self = serde_json::from_value(value).ok()?;
+        let version_ok = file.schema_version.as_f64() == Some(SCHEMA_VERSION as f64);
+        (version_ok && file.id == id).then(|| Self {
+            host: file.host.clone().without_reserved(),
+            ..file
+        })
+    }
+}
+
+/// A JS number as `JSON.stringify` writes it: an integral value without a fraction, a
+/// non-finite one as `null`.
+fn js_number<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if !value.is_finite() {
+        serializer.serialize_none()
+    } else if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
+        serializer.serialize_i64(*value as i64)
+    } else {
+        serializer.serialize_f64(*value)
+    }
+}
+
+fn js_number_or_null<S: Serializer>(value: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => js_number(value, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// The file as written, borrowed from the run.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StateOut<'a> {
+    schema_version: u64,
+    id: &'a str,
+    project_id: Option<&'a str>,
+    conversation_id: Option<&'a str>,
+    assistant_message_id: Option<&'a str>,
+    client_request_id: Option<&'a str>,
+    request_fingerprint: Option<&'a str>,
+    agent_id: Option<&'a str>,
+    status: Option<&'a str>,
+    #[serde(serialize_with = "js_number")]
+    created_at: f64,
+    #[serde(serialize_with = "js_number")]
+    updated_at: f64,
+    #[serde(serialize_with = "js_number_or_null")]
+    terminal_at: Option<f64>,
+    #[serde(serialize_with = "js_number_or_null")]
+    exit_code: Option<f64>,
+    signal: Option<&'a str>,
+    error: Option<&'a str>,
+    error_code: Option<&'a str>,
+    failure_category: &'a Value,
+    failure_detail: &'a Value,
+    failure_action: &'a Value,
+    cancel_origin: Option<&'a str>,
+    terminal_trigger: Option<&'a str>,
+    terminal_recovery_reason: Option<&'a str>,
+    resumable: bool,
+    ended_with_unfinished_work: bool,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+}
+
+impl RunState {
+    /// The run's `state.json` as of now (one JSON object, no newline).
+    pub fn state_json(&self) -> CoreResult<String> {
+        let host = &self.host;
+        let out = StateOut {
+            schema_version: SCHEMA_VERSION,
+            id: &self.id,
+            project_id: self.project_id.as_deref(),
+            conversation_id: self.conversation_id.as_deref(),
+            assistant_message_id: host.assistant_message_id.as_deref(),
+            client_request_id: host.client_request_id.as_deref(),
+            request_fingerprint: host.request_fingerprint.as_deref(),
+            agent_id: host.agent_id.as_deref(),
+            status: self.status.as_deref(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            terminal_at: self.terminal_at,
+            exit_code: self.exit_code,
+            signal: self.signal.as_deref(),
+            error: self.error.as_deref(),
+            error_code: self.error_code.as_deref(),
+            failure_category: &host.failure_category,
+            failure_detail: &host.failure_detail,
+            failure_action: &host.failure_action,
+            cancel_origin: self.cancel_origin.as_deref(),
+            terminal_trigger: self.terminal_trigger.as_deref(),
+            terminal_recovery_reason: host.terminal_recovery_reason.as_deref(),
+            resumable: host.resumable,
+            ended_with_unfinished_work: host.ended_with_unfinished_work,
+            extra: &host.extra,
+        };
+        Ok(serde_json::to_string(&out)?)
+    }
+}
+
+/// Writes `json` and a newline as `<dir>/state.json`, atomically: a temp file
+/// `state.json.<pid>.<uuid>.tmp` (mode 0600) in the same directory, then `rename`. The
+/// directory is created when missing. A failed write removes its temp file. Not fsynced: the
+/// file survives a crash of the daemon, not a power cut.
+pub fn write_state_file(dir: &Path, json: &str) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let mut uuid = uuid::Uuid::encode_buffer();
+    let tmp = dir.join(format!(
+        "{STATE_FILE}.{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid)
+    ));
+    let result = (|| {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp)?;
+        let mut bytes = Vec::with_capacity(json.len() + 1);
+        bytes.extend_from_slice(json.as_bytes());
+        bytes.push(b'\n');
+        file.write_all(&bytes)?;
+        drop(file);
+        fs::rename(&tmp, dir.join(STATE_FILE))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The directory of a run whose journal is at `log_path`.
+pub(crate) fn run_dir(log_path: &Path) -> PathBuf {
+    log_path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+impl Service {
+    /// LC-1: writes the run's `state.json` now (synchronously, before returning), with the
+    /// host values the facade passed last. Nothing without logging, nothing for a dropped run.
+    /// A disk failure is counted and reported (OBS-2); the run goes on in memory.
+    pub fn persist_state(&mut self, slot: u32) -> CoreResult<()> {
+        self.persist_state_with(slot, None)
+    }
+
+    /// [`Service::persist_state`], first taking the host's values (`host_json`, see
+    /// [`HostFields`]; a text that is not a JSON object changes nothing).
+    pub fn persist_state_with(&mut self, slot: u32, host_json: Option<&str>) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        if let Some(host) = host_json.and_then(HostFields::parse) {
+            run.host.merge(host);
+        }
+        self.write_state(slot);
+        Ok(())
+    }
+
+    /// Writes the run's state file; false when nothing was written (no log, dropped, or the
+    /// write failed, which is counted and reported).
+    pub(crate) fn write_state(&mut self, slot: u32) -> bool {
+        let Ok(run) = self.run(slot) else {
+            return false;
+        };
+        let Some(target) = run.log.clone() else {
+            return false;
+        };
+        if run.dropped {
+            return false;
+        }
+        let dir = run_dir(&target.path);
+        let written = run
+            .state_json()
+            .map_err(|error| io::Error::other(error.to_string()))
+            .and_then(|json| write_state_file(&dir, &json));
+        match written {
+            Ok(()) => {
+                // The journal's directory exists now: its first line needs no mkdir.
+                target
+                    .dir_ready
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.disk.stats.state_written += 1;
+                true
+            }
+            Err(error) => {
+                self.disk.stats.state_failed += 1;
+                self.log_shared.fail(0, || {
+                    LogFailure::io(dir.join(STATE_FILE), LogOperation::Snapshot, &error)
+                });
+                false
+            }
+        }
+    }
+
+    /// Removes the run's state file, and its directory when nothing else is in it (`drop`: as
+    /// far as a later service can tell, the run never existed; a journal stays). Best effort.
+    pub(crate) fn delete_state(&mut self, slot: u32) {
+        let Ok(run) = self.run(slot) else {
+            return;
+        };
+        if let Some(target) = run.log.as_ref() {
+            let dir = run_dir(&target.path);
+            let _ = fs::remove_file(dir.join(STATE_FILE));
+            // Fails, harmlessly, when the journal (or anything else) is there.
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lc_1_host_fields_read_leniently_and_keep_extras_in_order() {
+        let host = HostFields::parse(
+            r#"{"assistantMessageId":"m","clientRequestId":5,"failureCategory":{"a":1},
+                "resumable":"yes","endedWithUnfinishedWork":true,"workspaceScope":{"w":1},
+                "zeta":1,"alpha":2,"status":"running","id":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(host.assistant_message_id.as_deref(), Some("m"));
+        assert_eq!(host.client_request_id, None);
+        assert_eq!(host.failure_category, serde_json::json!({ "a": 1 }));
+        assert!(!host.resumable);
+        assert!(host.ended_with_unfinished_work);
+        let keys: Vec<&str> = host.extra.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            vec!["workspaceScope", "zeta", "alpha"],
+            "reserved keys dropped"
+        );
+        assert_eq!(HostFields::parse("[1]"), None);
+        assert_eq!(HostFields::parse("nope"), None);
+    }
+
+    #[test]
+    fn lc_1_a_newer_host_text_replaces_typed_fields_and_overlays_extras() {
+        let mut host = HostFields::parse(r#"{"agentId":"a","kept":1,"changed":1}"#).unwrap();
+        host.merge(HostFields::parse(r#"{"changed":2,"added":3}"#).unwrap());
+        assert_eq!(host.agent_id, None);
+        assert_eq!(
+            Value::Object(host.extra),
+            serde_json::json!({ "kept": 1, "changed": 2, "added": 3 })
+        );
+    }
+
+    #[test]
+    fn lc_2_a_state_file_is_validated_by_version_and_id() {
+        let id = "11111111-1111-4111-8111-111111111111";
+        let ok =
+            format!(r#"{{"schemaVersion":1,"id":"{id}","status":"running","exitCode":"x","x":1}}"#);
+        let file = StateFile::parse(&ok, id).unwrap();
+        assert_eq!(file.status.as_deref(), Some("running"));
+        assert_eq!(file.exit_code, None);
+        assert_eq!(file.host.extra.get("x"), Some(&serde_json::json!(1)));
+        assert!(StateFile::parse(&ok, "22222222-2222-4222-8222-222222222222").is_none());
+        for bad in [
+            format!(r#"{{"schemaVersion":2,"id":"{id}"}}"#),
+            format!(r#"{{"schemaVersion":"1","id":"{id}"}}"#),
+            format!(r#"{{"id":"{id}"}}"#),
+            format!(r#"{{"schemaVersion":1,"id":"{id}""#),
+            "[]".to_owned(),
+            String::new(),
+        ] {
+            assert!(StateFile::parse(&bad, id).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lc_1_create_writes_the_file_drop_removes_it_and_a_dropped_run_is_never_written_again() {
+        use crate::service::CreateMeta;
+        use crate::test_support::{log_dir, service};
+        let (dir, layout) = log_dir("state-create-drop");
+        let mut svc = service(Some(10), Some(layout));
+        let created = svc.create(
+            CreateMeta::from_lowered(
+                Some("p".into()),
+                None,
+                None,
+                None,
+                Some("req".into()),
+                Some(r#"{"clientRequestId":"req","requestFingerprint":"fp","workspaceScope":{"w":1}}"#),
+            ),
+            1_717_171_717_171.0,
+        );
+        let path = dir.join(&created.id).join(STATE_FILE);
+        let state: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let keys: Vec<&str> = state
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected: Vec<&str> = STATE_KEYS.to_vec();
+        expected.push("workspaceScope");
+        assert_eq!(keys, expected);
+        assert_eq!(state["createdAt"], serde_json::json!(1_717_171_717_171_u64));
+        assert_eq!(state["requestFingerprint"], "fp");
+        assert_eq!(svc.stats().state_file.written, 1);
+        svc.persist_state_with(created.slot, Some(r#"{"failureCategory":"x"}"#))
+            .unwrap();
+        let state: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(state["failureCategory"], "x");
+        assert_eq!(
+            state["workspaceScope"],
+            serde_json::json!({ "w": 1 }),
+            "kept"
+        );
+        assert_eq!(state["requestFingerprint"], Value::Null, "replaced");
+        assert!(svc.drop_run(created.slot, 2.0).unwrap());
+        assert!(
+            !dir.join(&created.id).exists(),
+            "an empty run directory goes too"
+        );
+        svc.persist_state(created.slot).unwrap();
+        assert!(!path.exists());
+        assert_eq!(svc.hydrate(&created.id, 3.0), None);
+        assert_eq!(svc.stats().state_file.written, 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_1_the_file_is_one_object_and_a_newline_written_atomically_owner_only() {
+        let dir = std::env::temp_dir().join(format!("chat-run-state-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let run_dir = dir.join("run");
+        write_state_file(&run_dir, r#"{"a":1}"#).unwrap();
+        write_state_file(&run_dir, r#"{"a":2}"#).unwrap();
+        assert_eq!(
+            fs::read_to_string(run_dir.join(STATE_FILE)).unwrap(),
+            "{\"a\":2}\n"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(run_dir.join(STATE_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let names: Vec<String> = fs::read_dir(&run_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![STATE_FILE.to_owned()],
+            "no temp file left behind"
+        );
+        // A directory that cannot be created: an error, and no temp file anywhere.
+        fs::write(dir.join("file"), "x").unwrap();
+        assert!(write_state_file(&dir.join("file"), "{}").is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,131 @@
+//! Linux: `/proc/<pid>/stat` for the table, a pidfd for every signal.
+//!
+//! The stat line is `pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt
+//! majflt cmajflt utime stime cutime cstime priority nice num_threads itrealvalue starttime …`.
+//! `comm` may hold spaces and `)`, so the fields are read after the **last** `)`.
+
+use std::fmt::Write as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::{Kill, ProcId, ProcInfo, Sent};
+
+/// Parses one `/proc/<pid>/stat` line (the pid is the directory's, not re-read from the text).
+pub(super) fn parse_stat(pid: i32, text: &str) -> Option<ProcInfo> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?;
+    let ppid: i32 = fields.next()?.parse().ok()?;
+    let pgrp: i32 = fields.next()?.parse().ok()?;
+    // session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
+    // priority nice num_threads itrealvalue, then starttime.
+    let start: u64 = fields.nth(16)?.parse().ok()?;
+    Some(ProcInfo {
+        id: ProcId { pid, start },
+        ppid,
+        pgrp,
+        alive: !matches!(state, "Z" | "X" | "x"),
+    })
+}
+
+pub(super) fn probe(pid: i32) -> Option<ProcInfo> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &text)
+}
+
+pub(super) fn snapshot() -> Vec<ProcInfo> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(256);
+    let mut path = String::with_capacity(24);
+    let mut text = String::with_capacity(512);
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        path.clear();
+        // Writing to a String cannot fail.
+        let _ = write!(path, "/proc/{pid}/stat");
+        text.clear();
+        // A process may exit between the listing and the read: skip it.
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if std::io::Read::read_to_string(&mut file, &mut text).is_err() {
+            continue;
+        }
+        if let Some(info) = parse_stat(pid, &text) {
+            out.push(info);
+        }
+    }
+    out
+}
+
+fn signo(kill: Kill) -> i32 {
+    match kill {
+        Kill::Term => libc::SIGTERM,
+        Kill::Kill => libc::SIGKILL,
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes two plain integers and returns a new descriptor or -1; it
+    // reads and writes no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `fd` was just returned by the kernel, is valid and owned by nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pidfd_send(fd: &OwnedFd, sig: i32) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal takes a descriptor we own, a signal number, a null siginfo
+    // pointer (allowed: the kernel then fills it as for kill(2)) and flags 0.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The pidfd is opened first, the start time checked second: if the check passes, the pid
+/// still belonged to the captured process after the descriptor was opened, so the descriptor
+/// is that process and the signal cannot reach anything else. Without pidfds (kernels before
+/// 5.3) the start time is checked just before `kill(2)`: a pid recycled in the microseconds
+/// between is the one residual risk.
+pub(super) fn signal(id: ProcId, kill: Kill) -> Sent {
+    let fd = pidfd_open(id.pid);
+    match probe(id.pid) {
+        Some(info) if info.id == id && info.alive => {}
+        _ => return Sent::Gone,
+    }
+    let sig = signo(kill);
+    let result = match &fd {
+        Some(fd) => pidfd_send(fd, sig),
+        // SAFETY: kill(2) takes two plain integers; `id.pid` ≥ 2 (checked by the caller).
+        None => match unsafe { libc::kill(id.pid, sig) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        },
+    };
+    match result {
+        Ok(()) => Sent::Delivered,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Sent::Gone,
+        Err(_) => Sent::Failed,
+    }
+}
+
+pub(super) fn signal_group(pgid: i32, kill: Kill) -> bool {
+    // SAFETY: kill(2) with a negative pid signals that group; `pgid` ≥ 2 (checked by the
+    // caller), so this is never 0 (our own group) or -1 (everything).
+    unsafe { libc::kill(-pgid, signo(kill)) == 0 }
+}

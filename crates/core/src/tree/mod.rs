@@ -1,0 +1,361 @@
+//! A run's process tree (LC-7): the child, its verified process group (IMP-5) and every
+//! descendant, found natively and remembered per run, so that `cancel()` and
+//! `shutdownActive()` can stop all of it and wait until all of it is gone.
+//!
+//! A process is known by its identity, [`ProcId`]: its pid together with its start time. A
+//! signal only ever goes to a process whose start time still matches the one captured (and on
+//! Linux through a pidfd opened before that check, so the check and the signal are about the
+//! same process): a pid that was reused by an unrelated process is never signalled.
+//!
+//! What is captured, and when ([`Tree::capture`]): the child when the host attaches it (only a
+//! live direct child of this process), then at every capture the descendants of every captured
+//! process that is still alive, and the live members of the verified group while one of them is
+//! a captured process. Capture happens when the host sets `run.child` / `run.processGroupId`,
+//! at every signal step and while the facade waits for the tree to exit. So a tree whose leader
+//! already exited is still found: its grandchildren were captured while the leader lived, or
+//! are members of its group.
+//!
+//! The limit that remains (measured in `__test__/teardown.test.ts`): without a process group,
+//! a process born after the last capture whose parent exits before the next one is reparented
+//! to init and is no longer anybody's descendant; nothing here can find it. See SPEC LC-7.
+//!
+//! The operating system is behind [`ProcessTable`], so the logic is tested with a scripted
+//! table ([`tests`]) as well as with real processes. [`System`] is the real one: Linux reads
+//! `/proc`, macOS asks `proc_pidinfo`, Windows takes a toolhelp snapshot; elsewhere nothing is
+//! found and the facade falls back to `child.kill()`.
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as os;
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as os;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as os;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+mod other;
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+use other as os;
+
+/// One process, as it can be told apart from any later process with the same pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProcId {
+    pub pid: i32,
+    /// When it started, in the OS's own unit (Linux: clock ticks since boot; macOS: µs since
+    /// the epoch; Windows: the creation FILETIME).
+    pub start: u64,
+}
+
+/// What the process table says about one process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub id: ProcId,
+    pub ppid: i32,
+    /// Its process group (0 where there are none).
+    pub pgrp: i32,
+    /// Running or sleeping: not a zombie and not dead.
+    pub alive: bool,
+}
+
+/// The two signals a teardown sends. On Windows both terminate the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kill {
+    Term,
+    Kill,
+}
+
+/// The outcome of signalling one process by identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// The signal reached the captured process.
+    Delivered,
+    /// The captured process is gone (exited, or its pid now belongs to another process):
+    /// nothing was sent.
+    Gone,
+    /// It is alive but the signal could not be sent (EPERM, or no way to signal here).
+    Failed,
+}
+
+/// The operating system's process table, as the tree needs it.
+pub trait ProcessTable {
+    /// Every process there is.
+    fn snapshot(&self) -> Vec<ProcInfo>;
+    /// One process, by pid.
+    fn probe(&self, pid: i32) -> Option<ProcInfo>;
+    /// Sends `kill` to the process `id`, only if it is still that process.
+    fn signal(&self, id: ProcId, kill: Kill) -> Sent;
+    /// Sends `kill` to a whole process group (already verified by the caller).
+    fn signal_group(&self, pgid: i32, kill: Kill) -> bool;
+    /// This process's pid.
+    fn own_pid(&self) -> i32;
+}
+
+/// The real process table of this machine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct System;
+
+impl ProcessTable for System {
+    fn snapshot(&self) -> Vec<ProcInfo> {
+        os::snapshot()
+    }
+    fn probe(&self, pid: i32) -> Option<ProcInfo> {
+        if pid < 1 {
+            return None;
+        }
+        os::probe(pid)
+    }
+    fn signal(&self, id: ProcId, kill: Kill) -> Sent {
+        // Never init, the kernel's pids or this process, whatever the table says.
+        if id.pid < 2 || id.pid == self.own_pid() {
+            return Sent::Failed;
+        }
+        os::signal(id, kill)
+    }
+    fn signal_group(&self, pgid: i32, kill: Kill) -> bool {
+        pgid >= 2 && os::signal_group(pgid, kill)
+    }
+    fn own_pid(&self) -> i32 {
+        i32::try_from(std::process::id()).unwrap_or(i32::MAX)
+    }
+}
+
+/// What one signal step reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reached {
+    /// The child itself was signalled (directly or as a member of the signalled group).
+    pub child: bool,
+    /// The child is captured and known to be gone: nothing may be sent to its pid.
+    pub child_gone: bool,
+    /// The verified group was signalled.
+    pub group: bool,
+    /// Other processes of the tree that were signalled one by one.
+    pub others: u32,
+}
+
+impl Reached {
+    /// Anything at all was signalled.
+    pub fn any(&self) -> bool {
+        self.child || self.group || self.others > 0
+    }
+}
+
+/// A process group IMP-5 verified for the run's child, and who led it then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Group {
+    pgid: i32,
+    /// The process whose pid is the group id, when one was alive at verification.
+    leader: Option<ProcId>,
+}
+
+/// One run's captured process tree.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    /// The child the host attached, when it was captured (a live direct child of ours).
+    child: Option<ProcId>,
+    /// The child's pid as the host gave it, captured or not (a new pid is a new child).
+    child_pid: Option<i32>,
+    /// The verified group (IMP-5), for this child.
+    group: Option<Group>,
+    /// Every captured process not yet seen gone, the child included.
+    captured: Vec<ProcId>,
+    /// The last signal the teardown sent; processes found later get it too.
+    last: Option<Kill>,
+}
+
+impl Tree {
+    /// The host attached a child (`pid`, when it has one, and whether it is still running)
+    /// with a group IMP-5 verified for it (`group`), then the tree is captured. See
+    /// [`Tree::set_child`] and [`Tree::set_group`].
+    pub fn attach(
+        &mut self,
+        table: &impl ProcessTable,
+        pid: Option<i32>,
+        alive: bool,
+        group: Option<i32>,
+    ) {
+        self.set_child(table, pid, alive);
+        if let Some(pgid) = group {
+            self.set_group(table, pgid);
+        }
+        self.capture(table);
+    }
+
+    /// A pid other than the current child's starts a new tree; no pid (the host cleared
+    /// `run.child`, or set one without a pid) keeps the tree captured so far. The child is
+    /// captured only when it is alive and a direct child of this process (so a fake or stale
+    /// pid never brings an unrelated process into the tree).
+    pub fn set_child(&mut self, table: &impl ProcessTable, pid: Option<i32>, alive: bool) {
+        let Some(pid) = pid else {
+            return;
+        };
+        if Some(pid) != self.child_pid {
+            *self = Tree::default();
+            self.child_pid = Some(pid);
+            if alive {
+                let own = table.own_pid();
+                if let Some(info) = table.probe(pid).filter(|i| i.alive && i.ppid == own) {
+                    self.child = Some(info.id);
+                    self.captured.push(info.id);
+                }
+            }
+        }
+    }
+
+    /// Records the group IMP-5 verified for the live child, with its leader at this moment.
+    pub fn set_group(&mut self, table: &impl ProcessTable, pgid: i32) {
+        if self.group.map(|g| g.pgid) != Some(pgid) {
+            let leader = table.probe(pgid).filter(|i| i.alive).map(|i| i.id);
+            self.group = Some(Group { pgid, leader });
+        }
+    }
+
+    /// The captured child, if any.
+    pub fn child(&self) -> Option<ProcId> {
+        self.child
+    }
+
+    /// The captured child is still running.
+    pub fn child_alive(&self, table: &impl ProcessTable) -> bool {
+        self.child
+            .is_some_and(|id| table.probe(id.pid).is_some_and(|i| i.id == id && i.alive))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.captured.is_empty() && self.group.is_none()
+    }
+
+    /// Re-scans the process table: drops captured processes that are gone, adds the live
+    /// descendants of the captured ones and the live members of the verified group while it
+    /// is still ours. Returns the newly captured processes.
+    pub fn capture(&mut self, table: &impl ProcessTable) -> Vec<ProcId> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let snapshot = table.snapshot();
+        self.capture_from(&snapshot, table.own_pid())
+    }
+
+    fn capture_from(&mut self, snapshot: &[ProcInfo], own: i32) -> Vec<ProcId> {
+        let live = |id: &ProcId| snapshot.iter().any(|p| p.id == *id && p.alive);
+        self.captured.retain(live);
+        let mut added = Vec::new();
+        if let Some(pgid) = self.our_group(snapshot) {
+            for p in snapshot {
+                if p.alive && p.pgrp == pgid && p.id.pid != own && !self.captured.contains(&p.id) {
+                    self.captured.push(p.id);
+                    added.push(p.id);
+                }
+            }
+        }
+        // Descendants: breadth first from every live captured process. A process counts as a
+        // child of a parent only if it started no earlier than that parent did (a ppid that
+        // names a recycled pid cannot make an older process look like a descendant).
+        let mut frontier: Vec<ProcId> = self.captured.clone();
+        while let Some(parent) = frontier.pop() {
+            for p in snapshot {
+                if p.alive
+                    && p.ppid == parent.pid
+                    && p.id.start >= parent.start
+                    && p.id.pid != own
+                    && !self.captured.contains(&p.id)
+                {
+                    self.captured.push(p.id);
+                    added.push(p.id);
+                    frontier.push(p.id);
+                }
+            }
+        }
+        added
+    }
+
+    /// The verified group's id while it is still the run's group. A group id is not reused
+    /// while the group has a member; a new group with the same id can only be made by a new
+    /// process with that pid. So the group is ours while a captured process is in it, or
+    /// while no process other than the leader seen at verification holds the id as its pid
+    /// and leads a group of that id.
+    fn our_group(&self, snapshot: &[ProcInfo]) -> Option<i32> {
+        let group = self.group?;
+        let member_captured = snapshot
+            .iter()
+            .any(|p| p.alive && p.pgrp == group.pgid && self.captured.contains(&p.id));
+        let foreign_leader = snapshot.iter().any(|p| {
+            p.alive && p.id.pid == group.pgid && p.pgrp == group.pgid && Some(p.id) != group.leader
+        });
+        (member_captured || !foreign_leader).then_some(group.pgid)
+    }
+
+    /// One signal step: capture again, then signal the group (when verified, still ours and
+    /// not empty) and every other live captured process by identity. Members of a signalled
+    /// group are not signalled a second time.
+    pub fn signal(&mut self, table: &impl ProcessTable, kill: Kill) -> Reached {
+        self.last = Some(kill);
+        let mut reached = Reached {
+            child_gone: self.child.is_some(),
+            ..Reached::default()
+        };
+        if self.is_empty() {
+            return reached;
+        }
+        let snapshot = table.snapshot();
+        self.capture_from(&snapshot, table.own_pid());
+        reached.child_gone = self.child.is_some_and(|c| !self.captured.contains(&c));
+        let mut grouped: Vec<ProcId> = Vec::new();
+        if let Some(pgid) = self.our_group(&snapshot) {
+            let members: Vec<ProcId> = snapshot
+                .iter()
+                .filter(|p| p.alive && p.pgrp == pgid)
+                .map(|p| p.id)
+                .collect();
+            if !members.is_empty() && table.signal_group(pgid, kill) {
+                reached.group = true;
+                reached.child = self.child.is_some_and(|c| members.contains(&c));
+                grouped = members;
+            }
+        }
+        for id in self.captured.clone() {
+            if grouped.contains(&id) {
+                continue;
+            }
+            if table.signal(id, kill) == Sent::Delivered {
+                if Some(id) == self.child {
+                    reached.child = true;
+                } else {
+                    reached.others += 1;
+                }
+            }
+        }
+        reached
+    }
+
+    /// While the facade waits: captures again (a newly found process gets the last signal
+    /// sent, if any) and returns how many processes of the tree are alive.
+    pub fn alive(&mut self, table: &impl ProcessTable) -> usize {
+        for id in self.capture(table) {
+            if let Some(kill) = self.last {
+                table.signal(id, kill);
+            }
+        }
+        self.captured.len()
+    }
+
+    /// The end of the barrier: the pids still alive after the last wait (empty when the tree
+    /// is gone). Each of them gets one more SIGKILL, the last reap (IMP-13).
+    pub fn survivors(&mut self, table: &impl ProcessTable) -> Vec<i32> {
+        self.capture(table);
+        let pids: Vec<i32> = self.captured.iter().map(|id| id.pid).collect();
+        for id in self.captured.clone() {
+            table.signal(id, Kill::Kill);
+        }
+        pids
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,400 @@
+//! The tree logic against a scripted process table, then against real processes (Linux).
+
+use std::cell::RefCell;
+
+use super::*;
+
+const OWN: i32 = 100;
+
+/// One scripted process: how it reacts to signals, and what it received.
+#[derive(Clone, Debug)]
+struct Fake {
+    info: ProcInfo,
+    /// The weakest signal that kills it (`None`: nothing does).
+    dies_on: Option<Kill>,
+    got: Vec<Kill>,
+}
+
+#[derive(Default)]
+struct FakeTable {
+    procs: RefCell<Vec<Fake>>,
+    groups_signalled: RefCell<Vec<(i32, Kill)>>,
+}
+
+impl FakeTable {
+    fn add(&self, pid: i32, start: u64, ppid: i32, pgrp: i32, dies_on: Option<Kill>) {
+        self.procs.borrow_mut().push(Fake {
+            info: ProcInfo {
+                id: ProcId { pid, start },
+                ppid,
+                pgrp,
+                alive: true,
+            },
+            dies_on,
+            got: Vec::new(),
+        });
+    }
+
+    fn got(&self, pid: i32) -> Vec<Kill> {
+        self.procs
+            .borrow()
+            .iter()
+            .filter(|p| p.info.id.pid == pid)
+            .flat_map(|p| p.got.clone())
+            .collect()
+    }
+
+    fn alive(&self, pid: i32) -> bool {
+        self.procs
+            .borrow()
+            .iter()
+            .any(|p| p.info.id.pid == pid && p.info.alive)
+    }
+
+    /// The process exits on its own; its children are reparented to init (pid 1).
+    fn exit(&self, pid: i32) {
+        let mut procs = self.procs.borrow_mut();
+        for p in procs.iter_mut() {
+            if p.info.id.pid == pid {
+                p.info.alive = false;
+            }
+        }
+        for p in procs.iter_mut() {
+            if p.info.ppid == pid && p.info.alive {
+                p.info.ppid = 1;
+            }
+        }
+    }
+
+    /// The pid is recycled: the old process is reaped, a new one takes its number.
+    fn recycle(&self, pid: i32, start: u64, ppid: i32) {
+        self.procs.borrow_mut().retain(|p| p.info.id.pid != pid);
+        self.add(pid, start, ppid, pid, Some(Kill::Term));
+    }
+
+    fn deliver(p: &mut Fake, kill: Kill) {
+        p.got.push(kill);
+        let dies = matches!(
+            (p.dies_on, kill),
+            (Some(Kill::Term), _) | (Some(Kill::Kill), Kill::Kill)
+        );
+        if dies {
+            p.info.alive = false;
+        }
+    }
+}
+
+impl ProcessTable for FakeTable {
+    fn snapshot(&self) -> Vec<ProcInfo> {
+        self.procs.borrow().iter().map(|p| p.info).collect()
+    }
+    fn probe(&self, pid: i32) -> Option<ProcInfo> {
+        self.procs
+            .borrow()
+            .iter()
+            .find(|p| p.info.id.pid == pid)
+            .map(|p| p.info)
+    }
+    fn signal(&self, id: ProcId, kill: Kill) -> Sent {
+        let mut procs = self.procs.borrow_mut();
+        match procs.iter_mut().find(|p| p.info.id == id && p.info.alive) {
+            Some(p) => {
+                Self::deliver(p, kill);
+                Sent::Delivered
+            }
+            None => Sent::Gone,
+        }
+    }
+    fn signal_group(&self, pgid: i32, kill: Kill) -> bool {
+        self.groups_signalled.borrow_mut().push((pgid, kill));
+        let mut any = false;
+        for p in self.procs.borrow_mut().iter_mut() {
+            if p.info.pgrp == pgid && p.info.alive {
+                Self::deliver(p, kill);
+                any = true;
+            }
+        }
+        any
+    }
+    fn own_pid(&self) -> i32 {
+        OWN
+    }
+}
+
+#[test]
+fn lc_7_attach_captures_only_a_live_direct_child_of_ours() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, 10, Some(Kill::Term));
+    table.add(20, 5, 999, 20, Some(Kill::Term)); // somebody else's process
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(20), true, None);
+    assert_eq!(
+        tree.child(),
+        None,
+        "a pid that is not our child is never captured"
+    );
+    assert_eq!(tree.alive(&table), 0);
+    tree.attach(&table, Some(10), false, None);
+    assert_eq!(
+        tree.child(),
+        None,
+        "an exited child (pid may be reused) is not captured"
+    );
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    assert_eq!(tree.child(), Some(ProcId { pid: 10, start: 5 }));
+}
+
+#[test]
+fn lc_7_descendants_are_captured_while_the_leader_lives_and_reaped_after_it_exits() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, Some(Kill::Term)); // the child, in our own group (no detached)
+    table.add(11, 6, 10, OWN, None); // a grandchild that ignores even SIGKILL in this script
+    table.add(12, 7, 11, OWN, Some(Kill::Kill)); // a great-grandchild that ignores SIGTERM
+    table.add(50, 1, OWN, OWN, Some(Kill::Term)); // a sibling: our child, not the run's
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    assert_eq!(tree.alive(&table), 3);
+    // The leader exits before the cancel: its descendants are orphaned (ppid 1).
+    table.exit(10);
+    let reached = tree.signal(&table, Kill::Term);
+    assert!(reached.child_gone && !reached.child);
+    assert_eq!(reached.others, 2);
+    assert_eq!(table.got(11), vec![Kill::Term]);
+    assert_eq!(table.got(12), vec![Kill::Term]);
+    assert!(
+        table.got(50).is_empty(),
+        "a process outside the tree is never signalled"
+    );
+    assert!(
+        table.got(10).is_empty(),
+        "an exited child is never signalled"
+    );
+    let reached = tree.signal(&table, Kill::Kill);
+    assert_eq!(reached.others, 2);
+    assert!(!table.alive(12));
+    // The grandchild survives everything: the barrier reports it, with one more SIGKILL.
+    assert_eq!(tree.alive(&table), 1);
+    assert_eq!(tree.survivors(&table), vec![11]);
+    assert_eq!(table.got(11), vec![Kill::Term, Kill::Kill, Kill::Kill]);
+}
+
+#[test]
+fn lc_7_termination_failed_has_no_survivors_when_the_tree_is_gone() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, Some(Kill::Term));
+    table.add(11, 6, 10, OWN, Some(Kill::Term));
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    let reached = tree.signal(&table, Kill::Term);
+    assert!(reached.child && reached.others == 1 && reached.any());
+    assert_eq!(tree.alive(&table), 0);
+    assert!(tree.survivors(&table).is_empty());
+}
+
+#[test]
+fn lc_7_pid_reuse_a_recycled_pid_is_never_signalled() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, Some(Kill::Term));
+    table.add(11, 6, 10, OWN, Some(Kill::Term));
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    assert_eq!(tree.alive(&table), 2);
+    // Both exit and are reaped; their pids go to unrelated processes started later.
+    table.recycle(10, 900, OWN);
+    table.recycle(11, 901, 1);
+    let reached = tree.signal(&table, Kill::Kill);
+    assert!(!reached.any());
+    assert!(reached.child_gone);
+    assert!(table.got(10).is_empty() && table.got(11).is_empty());
+    assert_eq!(tree.alive(&table), 0);
+    assert!(tree.survivors(&table).is_empty());
+    assert!(table.got(10).is_empty() && table.got(11).is_empty());
+}
+
+#[test]
+fn lc_7_a_recycled_parent_pid_does_not_make_an_older_process_a_descendant() {
+    let table = FakeTable::default();
+    table.add(10, 50, OWN, OWN, Some(Kill::Term));
+    // Process 30 started before the child; its recorded parent pid 10 was an older process.
+    table.add(30, 20, 10, OWN, Some(Kill::Term));
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    tree.signal(&table, Kill::Term);
+    assert!(table.got(30).is_empty());
+}
+
+#[test]
+fn lc_7_the_verified_group_is_signalled_once_and_only_while_it_is_ours() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, 10, Some(Kill::Term)); // a detached leader
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, Some(10));
+    // After the attach: a grandchild in the group, then the leader exits. Nothing captured is
+    // alive any more, but the group still is the run's: found through it.
+    table.add(11, 6, 10, 10, None);
+    table.exit(10);
+    table.add(12, 7, 1, 10, Some(Kill::Term));
+    let reached = tree.signal(&table, Kill::Term);
+    assert!(reached.group && !reached.child && reached.child_gone);
+    assert_eq!(reached.others, 0, "group members are not signalled twice");
+    assert_eq!(table.got(11), vec![Kill::Term]);
+    assert_eq!(table.got(12), vec![Kill::Term]);
+    assert!(table.got(10).is_empty());
+    assert_eq!(tree.alive(&table), 1);
+    // The group dies; its id is recycled: a new process 10 leads a new group 10.
+    table.exit(11);
+    table.recycle(10, 800, 1);
+    table.add(13, 801, 10, 10, Some(Kill::Term));
+    let before = table.groups_signalled.borrow().len();
+    let reached = tree.signal(&table, Kill::Kill);
+    assert!(!reached.any());
+    assert_eq!(table.groups_signalled.borrow().len(), before);
+    assert!(table.got(10).is_empty() && table.got(13).is_empty());
+    assert_eq!(tree.alive(&table), 0);
+}
+
+#[test]
+fn lc_7_a_process_found_while_waiting_gets_the_last_signal() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, None);
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    assert_eq!(tree.alive(&table), 1);
+    table.add(11, 6, 10, OWN, None);
+    assert_eq!(tree.alive(&table), 2);
+    assert!(
+        table.got(11).is_empty(),
+        "nothing was sent yet: nothing to repeat"
+    );
+    tree.signal(&table, Kill::Term);
+    table.add(12, 7, 11, OWN, None);
+    assert_eq!(tree.alive(&table), 3);
+    assert_eq!(table.got(12), vec![Kill::Term]);
+}
+
+#[test]
+fn lc_7_a_new_child_pid_starts_a_new_tree() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, Some(Kill::Term));
+    table.add(11, 6, 10, OWN, Some(Kill::Term));
+    table.add(20, 8, OWN, OWN, Some(Kill::Term));
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    // No pid (the host cleared run.child, or a fake replaced it): the tree is kept.
+    tree.attach(&table, None, false, None);
+    assert_eq!(tree.alive(&table), 2);
+    tree.attach(&table, Some(20), true, None);
+    tree.signal(&table, Kill::Term);
+    assert!(table.got(10).is_empty() && table.got(11).is_empty());
+    assert_eq!(table.got(20), vec![Kill::Term]);
+}
+
+#[cfg(target_os = "linux")]
+mod linux_real {
+    use super::*;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn stat_lines_are_read_after_the_last_parenthesis() {
+        let line = "42 (a) b) c (d)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 1 2";
+        let info = linux::parse_stat(42, line).unwrap();
+        assert_eq!(
+            info.id,
+            ProcId {
+                pid: 42,
+                start: 123456
+            }
+        );
+        assert_eq!((info.ppid, info.pgrp, info.alive), (7, 42, true));
+        let zombie = "43 (z) Z 7 43 43 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0";
+        assert!(!linux::parse_stat(43, zombie).unwrap().alive);
+        assert!(linux::parse_stat(1, "garbage").is_none());
+        assert!(linux::parse_stat(1, "1 (x) S 0").is_none());
+    }
+
+    fn wait_gone(pid: i32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if System.probe(pid).is_none_or(|i| !i.alive) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn lc_7_real_tree_is_found_and_killed_and_a_stale_start_time_is_never_signalled() {
+        // sh -c 'sleep 30 & echo $!; trap "" TERM; sleep 30 & echo $!; wait'
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30 & echo $!; (trap '' TERM; exec sleep 30) & echo $!; wait")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = String::new();
+        let mut stdout = child.stdout.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while out.lines().count() < 2 && Instant::now() < deadline {
+            let mut buf = [0u8; 64];
+            let n = std::io::Read::read(&mut stdout, &mut buf).unwrap();
+            out.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        let kids: Vec<i32> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+        let pid = child.id() as i32;
+        let mut tree = Tree::default();
+        tree.attach(&System, Some(pid), true, None);
+        assert_eq!(tree.alive(&System), 3, "the child and both grandchildren");
+
+        // Pid reuse safety: the same pid with another start time is never signalled.
+        let real = System.probe(kids[0]).unwrap();
+        let stale = ProcId {
+            pid: real.id.pid,
+            start: real.id.start + 1,
+        };
+        assert_eq!(System.signal(stale, Kill::Kill), Sent::Gone);
+        assert!(System.probe(kids[0]).unwrap().alive);
+
+        let reached = tree.signal(&System, Kill::Term);
+        assert!(reached.child);
+        assert_eq!(reached.others, 2);
+        let _ = child.wait();
+        assert!(wait_gone(kids[0]));
+        assert!(
+            System.probe(kids[1]).is_some_and(|i| i.alive),
+            "ignores SIGTERM"
+        );
+        assert_eq!(tree.alive(&System), 1);
+        let reached = tree.signal(&System, Kill::Kill);
+        assert!(reached.child_gone && reached.others == 1);
+        assert!(wait_gone(kids[1]));
+        assert_eq!(tree.alive(&System), 0);
+        assert!(tree.survivors(&System).is_empty());
+    }
+
+    #[test]
+    fn lc_7_never_init_or_self() {
+        let own = System.own_pid();
+        let me = System.probe(own).unwrap();
+        assert_eq!(System.signal(me.id, Kill::Term), Sent::Failed);
+        let init = ProcId { pid: 1, start: 0 };
+        assert_eq!(System.signal(init, Kill::Term), Sent::Failed);
+        assert!(!System.signal_group(1, Kill::Term));
+        assert!(!System.signal_group(0, Kill::Term));
+    }
+
+    #[test]
+    fn snapshot_cost_is_small() {
+        let t0 = Instant::now();
+        let n = 20;
+        let mut count = 0;
+        for _ in 0..n {
+            count = System.snapshot().len();
+        }
+        let per = t0.elapsed() / n;
+        eprintln!("snapshot of {count} processes: {per:?}");
+        assert!(count > 1);
+    }
+}

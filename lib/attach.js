@@ -1,0 +1,56 @@
+'use strict'
+// LC-7: the run's process tree is captured while the child lives, so the facade must see the
+// host's writes of `run.child` and `run.processGroupId`. Both are accessors on the run prototype
+// (RUN-1 still holds: `'child' in run`, reads and writes work, the host's own fields spread as
+// before); the value lives in the run's private state, and a write that carries a numeric pid or
+// group makes one native call, runAttach, which captures the child (only a live direct child of
+// this process), verifies the group (IMP-5) and captures the tree (crates/core/src/tree).
+
+const native = require('../loader.js')
+
+// exited(child) is status.js's (SPEC §0); status.js requires run.js, which requires this file,
+// so it is looked up on first use.
+let exitedRule = null
+function exited(child) {
+  exitedRule ??= require('./status.js').exited
+  return exitedRule(child)
+}
+
+// After a write of either field: the child's pid and the group as numbers (NaN when absent).
+function attach(s) {
+  const child = s.child
+  let pid = NaN
+  let alive = false
+  if (child) {
+    try {
+      if (typeof child.pid === 'number') pid = child.pid
+      alive = !exited(child)
+    } catch {
+      // A child whose getters throw has no pid we could trust.
+      pid = NaN
+    }
+  }
+  const group = typeof s.processGroupId === 'number' ? s.processGroupId : NaN
+  if (Number.isNaN(pid) && Number.isNaN(group)) return
+  native.runAttach(s.ctx.svc, s.slot, pid, group, alive)
+}
+
+/** Defines `child` and `processGroupId` on the run prototype; `stateOf(run)` is its state. */
+function defineProcessFields(proto, stateOf) {
+  for (const field of ['child', 'processGroupId']) {
+    Object.defineProperty(proto, field, {
+      configurable: true,
+      enumerable: false,
+      get() {
+        return stateOf(this)[field]
+      },
+      set(value) {
+        const s = stateOf(this)
+        s[field] = value
+        attach(s)
+      },
+    })
+  }
+}
+
+module.exports = { defineProcessFields }

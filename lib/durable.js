@@ -1,0 +1,85 @@
+'use strict'
+// The lifecycle methods LC-1, LC-3 and LC-4 add to a service: persistState, createOrReuse and
+// prepareRestart.
+
+const native = require('../loader.js')
+const { own, syncRestarted } = require('./run.js')
+const { nonEmptyString } = require('./convert.js')
+const { isTerminal } = require('./status.js')
+const { create, hydrate, cancelEviction } = require('./registry.js')
+const { emit } = require('./emit.js')
+const { hostJson, persist } = require('./state.js')
+
+const EMPTY = Object.freeze({})
+
+/** LC-1: writes the run's state file now (nothing without logging; a falsy `run` is a no-op). */
+function persistState(ctx, run) {
+  if (!run) return
+  persist(ctx, run, own(ctx, run, 'persistState'))
+}
+
+// The newest run created with this clientRequestId: registered, else on disk (hydrated).
+function findRequest(ctx, clientRequestId) {
+  const slot = native.runFindRequest(ctx.svc, clientRequestId)
+  if (slot >= 0) return ctx.runs[slot] ?? null
+  if (!ctx.logging) return null
+  const id = native.requestDurableRun(ctx.svc, clientRequestId)
+  return id === null ? null : hydrate(ctx, id)
+}
+
+/**
+ * LC-3: `{ kind, run }`: 'reused' with the run created for the same non-empty clientRequestId
+ * (in memory, or on disk: hydrated, so an interrupted request is reused, not started twice);
+ * 'conflict' with that run when both requestFingerprints are non-empty and differ; else
+ * 'created' with a new run.
+ */
+function createOrReuse(ctx, meta) {
+  const m = meta !== null && typeof meta === 'object' ? meta : EMPTY
+  const clientRequestId = nonEmptyString(m.clientRequestId)
+  if (clientRequestId !== null) {
+    const existing = findRequest(ctx, clientRequestId)
+    if (existing !== null) {
+      const theirs = nonEmptyString(existing.requestFingerprint)
+      const ours = nonEmptyString(m.requestFingerprint)
+      return { kind: theirs !== null && ours !== null && theirs !== ours ? 'conflict' : 'reused', run: existing }
+    }
+  }
+  return { kind: 'created', run: create(ctx, m) }
+}
+
+const finiteOr0 = (value) => (Number.isFinite(value) ? value : 0)
+
+/**
+ * LC-4: a terminal run goes back to 'queued' for a retry, same object, same id; null for a run
+ * that is not terminal (or was dropped, or is still inside its finish's hooks).
+ */
+function prepareRestart(ctx, run) {
+  const s = own(ctx, run, 'prepareRestart')
+  if (s.finishing || s.terminalTrigger === 'drop' || !isTerminal(s.status)) return null
+  const now = Date.now()
+  const previous = typeof s.updatedAt === 'number' ? s.updatedAt : now
+  run.child = null
+  run.acpSession = null
+  run.childPid = null
+  run.processGroupId = null
+  run.stdinOpen = false
+  run.failureCategory = null
+  run.failureDetail = null
+  run.failureAction = null
+  const attempt = finiteOr0(run.manualResumeAttemptCount) + 1
+  const rechargeWaitDurationMs = finiteOr0(run.rechargeWaitDurationMs) + (now - previous)
+  run.manualResumeAttemptCount = attempt
+  run.rechargeWaitDurationMs = rechargeWaitDurationMs
+  // An evicted run comes back into the registry; a run hydrated under its id meanwhile leaves it.
+  const other = native.runGet(ctx.svc, run.id)
+  if (other >= 0 && other !== s.slot) ctx.runs[other] = undefined
+  if (native.runPrepareRestart(ctx.svc, s.slot, ctx.logging ? hostJson(ctx, run) : undefined, now) === null) return null
+  cancelEviction(s)
+  ctx.evicted.delete(run.id)
+  ctx.runs[s.slot] = run
+  syncRestarted(s, now)
+  emit(ctx, run, 'run_resume_attempted', { runId: run.id, attempt, reason: 'recharge', rechargeWaitDurationMs })
+  return run
+}
+
+module.exports = { persistState, createOrReuse, prepareRestart }

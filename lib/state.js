@@ -1,0 +1,132 @@
+'use strict'
+// The host's part of a run's state.json (SPEC LC-1, LC-6). The core writes the file; the values
+// only the run object holds (ids the host may rewrite, requestFingerprint, the failure fields,
+// resumable, endedWithUnfinishedWork, terminalRecoveryReason, workspaceScope, the options'
+// durableFields) cross as ONE JSON text with the native call that writes it, and only at the
+// lifecycle points (create, the start/error/end emits, finish, persistState, prepareRestart):
+// an ordinary emit never builds it. See docs/ARCHITECTURE.md, "The state file".
+
+const native = require('../loader.js')
+const { nonEmptyString } = require('./convert.js')
+
+/** The file's own fields: a durable field by one of these names is never written twice. */
+const STATE_KEYS = new Set([
+  'schemaVersion',
+  'id',
+  'projectId',
+  'conversationId',
+  'assistantMessageId',
+  'clientRequestId',
+  'requestFingerprint',
+  'agentId',
+  'status',
+  'createdAt',
+  'updatedAt',
+  'terminalAt',
+  'exitCode',
+  'signal',
+  'error',
+  'errorCode',
+  'failureCategory',
+  'failureDetail',
+  'failureAction',
+  'cancelOrigin',
+  'terminalTrigger',
+  'terminalRecoveryReason',
+  'resumable',
+  'endedWithUnfinishedWork',
+])
+
+/** The options' durableFields the file does not already carry under that name. */
+function extraDurableFields(durableFields) {
+  return durableFields.filter((name) => !STATE_KEYS.has(name) && name !== 'workspaceScope')
+}
+
+// A value JSON can carry (JSON.stringify does not throw on it), else `fallback`.
+function jsonable(value, fallback) {
+  try {
+    JSON.stringify(value)
+    return value
+  } catch {
+    return fallback
+  }
+}
+
+/**
+ * The run's host-owned state-file values as one JSON text, or undefined when the run cannot be
+ * read (a throwing getter): the core then keeps the values it had. A value JSON cannot carry
+ * (BigInt, a cycle) is left out (a failure field: null).
+ */
+function hostJson(ctx, run) {
+  try {
+    const host = {
+      assistantMessageId: run.assistantMessageId,
+      clientRequestId: run.clientRequestId,
+      requestFingerprint: run.requestFingerprint,
+      agentId: run.agentId,
+      failureCategory: jsonable(run.failureCategory ?? null, null),
+      failureDetail: jsonable(run.failureDetail ?? null, null),
+      failureAction: jsonable(run.failureAction ?? null, null),
+      terminalRecoveryReason: run.terminalRecoveryReason ?? null,
+      resumable: Boolean(run.resumable),
+      endedWithUnfinishedWork: Boolean(run.endedWithUnfinishedWork),
+    }
+    if ('workspaceScope' in run) addExtra(host, 'workspaceScope', run.workspaceScope)
+    for (const name of ctx.durableFields) addExtra(host, name, run[name])
+    return JSON.stringify(host)
+  } catch {
+    return undefined
+  }
+}
+
+function addExtra(host, name, value) {
+  if (value === undefined) return
+  const kept = jsonable(value, undefined)
+  if (kept !== undefined) host[name] = kept
+}
+
+/** `create(meta)`'s state-file values (the run object does not exist yet): from `meta`. */
+function createdHostJson(meta) {
+  const host = {
+    assistantMessageId: nonEmptyString(meta.assistantMessageId),
+    clientRequestId: nonEmptyString(meta.clientRequestId),
+    requestFingerprint: nonEmptyString(meta.requestFingerprint),
+    agentId: nonEmptyString(meta.agentId),
+  }
+  if ('workspaceScope' in meta) addExtra(host, 'workspaceScope', meta.workspaceScope)
+  try {
+    return JSON.stringify(host)
+  } catch {
+    return undefined
+  }
+}
+
+/** LC-1: writes the run's state file now, with its host values (nothing without logging). */
+function persist(ctx, run, s) {
+  if (ctx.logging) native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+}
+
+/**
+ * A hydrated run's host fields, from its state file (LC-2, LC-6): the failure fields,
+ * terminalRecoveryReason, resumable, endedWithUnfinishedWork, workspaceScope when the file has it,
+ * and the options' durableFields the file holds.
+ */
+function applyHostFields(ctx, run, state) {
+  run.failureCategory = state.failureCategory ?? null
+  run.failureDetail = state.failureDetail ?? null
+  run.failureAction = state.failureAction ?? null
+  run.terminalRecoveryReason = state.terminalRecoveryReason ?? null
+  run.resumable = state.resumable === true
+  run.endedWithUnfinishedWork = state.endedWithUnfinishedWork === true
+  if (Object.hasOwn(state, 'workspaceScope')) run.workspaceScope = state.workspaceScope
+  for (const name of ctx.durableFields) {
+    if (!Object.hasOwn(state, name)) continue
+    try {
+      run[name] = state[name]
+    } catch {
+      // A name the run object does not let the host assign (events, nextEventId, ...).
+    }
+  }
+}
+
+module.exports = { STATE_KEYS, extraDurableFields, hostJson, createdHostJson, persist, applyHostFields }

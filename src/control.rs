@@ -1,0 +1,147 @@
+//! Functions that stop a run: the cancel and shutdown plans step by step, and signalling the
+//! run's child and process tree. Conversion only; the plans and the tree live in the core
+//! (`escalation`, `control`, `signals`, `tree`).
+
+use chat_run_core::escalation::CancelGraces;
+use chat_run_core::signals;
+use chat_run_core::PlanKind;
+use napi::bindgen_prelude::Either;
+use napi::{Env, Result};
+use napi_derive::napi;
+
+use crate::codes::{cancel_start_code, step_code, Delivery, TreeSignal};
+use crate::instances::service;
+use crate::map_error;
+
+/// `shutdownActive()`: the registered non-terminal runs, in creation order.
+#[napi]
+pub fn shutdown_snapshot(env: &Env, svc: u32) -> Result<Vec<u32>> {
+    Ok(service(env, svc)?.shutdown_snapshot())
+}
+
+/// `cancel()`: CAN-1/CAN-2 and the first step: a wait in ms, or an `EscalationStep` code
+/// (`Terminal` / `InFlight` included). The three env values are JS `Number()` results (NaN
+/// when unset). `origin` is recorded first (LC-5: the first origin wins) and the state
+/// persisted, before any signal.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn run_cancel_begin(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    has_child: bool,
+    has_abort: bool,
+    pi_abort_grace: f64,
+    cancel_grace: f64,
+    force_wait: f64,
+    origin: String,
+    now: f64,
+) -> Result<f64> {
+    let graces = CancelGraces::from_env(pi_abort_grace, cancel_grace, force_wait);
+    service(env, svc)?
+        .cancel_begin(slot, has_child, has_abort, graces, &origin, now)
+        .map(cancel_start_code)
+        .map_err(map_error)
+}
+
+/// `shutdownActive()` for one run of the snapshot: records the `daemon_shutdown` origin
+/// (LC-5) and returns the first step of its plan (a wait in ms or an `EscalationStep` code).
+#[napi]
+pub fn run_shutdown_begin(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    has_child: bool,
+    has_abort: bool,
+    grace_ms: f64,
+    now: f64,
+) -> Result<f64> {
+    service(env, svc)?
+        .shutdown_begin(slot, has_child, has_abort, grace_ms, now)
+        .map(step_code)
+        .map_err(map_error)
+}
+
+/// The next step of the cancel (`shutdown = false`) or shutdown plan (a wait in ms or an
+/// `EscalationStep` code); `exited` answers the previous wait (the tree exited).
+#[napi]
+pub fn run_escalation_next(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    shutdown: bool,
+    exited: bool,
+) -> Result<f64> {
+    let kind = if shutdown {
+        PlanKind::Shutdown
+    } else {
+        PlanKind::Cancel
+    };
+    service(env, svc)?
+        .next_step(slot, kind, exited)
+        .map(step_code)
+        .map_err(map_error)
+}
+
+/// `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a
+/// number.
+#[napi]
+pub fn run_signal(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    pid: f64,
+    group: f64,
+    signal: Either<String, f64>,
+) -> Result<Delivery> {
+    let spec = match &signal {
+        Either::A(name) => signals::parse_signal_name(name),
+        Either::B(number) => signals::parse_signal_number(*number),
+    };
+    service(env, svc)?
+        .signal(slot, pid, group, spec)
+        .map(Delivery::from)
+        .map_err(map_error)
+}
+
+/// LC-7: the host set `run.child` / `run.processGroupId`. `pid` and `group` are NaN when
+/// absent; `alive` is false when the child already exited. Captures the child (a live direct
+/// child of this process only), verifies the group while the child lives (IMP-5) and captures
+/// its process tree.
+#[napi]
+pub fn run_attach(env: &Env, svc: u32, slot: u32, pid: f64, group: f64, alive: bool) -> Result<()> {
+    service(env, svc)?
+        .attach(slot, pid, group, alive)
+        .map_err(map_error)
+}
+
+/// LC-7: SIGTERM (`kill = false`) or SIGKILL to the run's whole process tree, each process by
+/// identity. `pid`, `group` and `alive` are the host's current values (as for `runAttach`).
+#[napi]
+pub fn run_signal_tree(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    pid: f64,
+    group: f64,
+    alive: bool,
+    kill: bool,
+) -> Result<TreeSignal> {
+    service(env, svc)?
+        .signal_tree(slot, pid, group, alive, kill)
+        .map(TreeSignal::from)
+        .map_err(map_error)
+}
+
+/// LC-7's barrier, while the facade waits: how many processes of the run's tree are alive.
+#[napi]
+pub fn run_tree_alive(env: &Env, svc: u32, slot: u32) -> Result<u32> {
+    service(env, svc)?.tree_alive(slot).map_err(map_error)
+}
+
+/// LC-7, after the last wait: the pids of the run's tree still alive (each SIGKILLed once
+/// more); non-empty means `termination_failed`.
+#[napi]
+pub fn run_tree_survivors(env: &Env, svc: u32, slot: u32) -> Result<Vec<i32>> {
+    service(env, svc)?.tree_survivors(slot).map_err(map_error)
+}

@@ -1,0 +1,88 @@
+//! Functions on the runs on disk (LC-1..LC-4): indexing `runsLogDir`, hydrating a run,
+//! finding runs by project or `clientRequestId`, putting an evicted run back, persisting the
+//! state file and reopening a run for a retry. Conversion only (`crates/core/src/durable/`).
+
+use napi::{Env, Result};
+use napi_derive::napi;
+
+use crate::instances::service;
+use crate::map_error;
+
+/// At construction (LC-2): indexes the runs under `dir` (the `runsLogDir`) without loading any.
+#[napi]
+pub fn index_runs(env: &Env, svc: u32, dir: String) -> Result<()> {
+    service(env, svc)?.index_runs(std::path::Path::new(&dir));
+    Ok(())
+}
+
+/// `get(id)` past the registry (LC-2): the slot of the run loaded from disk (registered from
+/// now on; `runHydrated` gives what to build its object from), or -1. An id that is not a run
+/// id never reaches the filesystem.
+#[napi]
+pub fn run_hydrate(env: &Env, svc: u32, id: String, now: f64) -> Result<i64> {
+    Ok(service(env, svc)?.hydrate(&id, now).map_or(-1, i64::from))
+}
+
+/// A hydrated run, as the JSON `{"state":{…},"nextEventId":n,"cancelRequested":b}` (its state
+/// file as the core now holds it).
+#[napi]
+pub fn run_hydrated(env: &Env, svc: u32, slot: u32) -> Result<String> {
+    service(env, svc)?.hydrated_json(slot).map_err(map_error)
+}
+
+/// `list({ projectId })` (LC-2): the ids of that project's durable runs that are not
+/// registered, oldest first.
+#[napi]
+pub fn project_durable_runs(env: &Env, svc: u32, project_id: String) -> Result<Vec<String>> {
+    Ok(service(env, svc)?.unregistered_project_runs(&project_id))
+}
+
+/// `createOrReuse` (LC-3): the newest registered run created with this `clientRequestId`, or -1.
+#[napi]
+pub fn run_find_request(env: &Env, svc: u32, client_request_id: String) -> Result<i64> {
+    Ok(service(env, svc)?
+        .find_request(&client_request_id)
+        .map_or(-1, i64::from))
+}
+
+/// `createOrReuse` (LC-3): the id of the newest durable run created with this
+/// `clientRequestId` when it is not registered, or null.
+#[napi]
+pub fn request_durable_run(
+    env: &Env,
+    svc: u32,
+    client_request_id: String,
+) -> Result<Option<String>> {
+    Ok(service(env, svc)?.unregistered_request_run(&client_request_id))
+}
+
+/// Puts a run that TTL eviction took out of the registry back in (another registered run with
+/// its id leaves). False for a dropped run.
+#[napi]
+pub fn run_reregister(env: &Env, svc: u32, slot: u32) -> Result<bool> {
+    service(env, svc)?.reregister(slot).map_err(map_error)
+}
+
+/// `persistState(run)` and the `start`/`error`/`end` emits (LC-1): writes the state file now,
+/// taking `host` (the run's host-owned values as JSON) first. Nothing without logging.
+#[napi]
+pub fn run_persist_state(env: &Env, svc: u32, slot: u32, host: Option<String>) -> Result<()> {
+    service(env, svc)?
+        .persist_state_with(slot, host.as_deref())
+        .map_err(map_error)
+}
+
+/// `prepareRestart(run)` (LC-4, core part): the previous `updatedAt`, or null when the run is
+/// not terminal (nothing changed).
+#[napi]
+pub fn run_prepare_restart(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    host: Option<String>,
+    now: f64,
+) -> Result<Option<f64>> {
+    service(env, svc)?
+        .prepare_restart(slot, host.as_deref(), now)
+        .map_err(map_error)
+}
