@@ -343,6 +343,15 @@ mod linux_real {
             out.push_str(std::str::from_utf8(&buf[..n]).unwrap());
         }
         let kids: Vec<i32> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+        // The second grandchild prints its pid before its subshell has set the trap: wait until
+        // it has exec'd `sleep` (after the trap), or a SIGTERM could still reach the shell.
+        let comm = format!("/proc/{}/comm", kids[1]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep")
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let pid = child.id() as i32;
         let mut tree = Tree::default();
         tree.attach(&System, Some(pid), true, None);
