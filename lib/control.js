@@ -158,7 +158,9 @@ function waitForTree(ctx, s, child, ms) {
       child.once('close', onExit)
       child.once('exit', onExit)
     }
-    if (!treeGone()) poll = setInterval(check, TREE_POLL_MS)
+    // No check now: a live child was just signalled or is still running, so the tree is not
+    // gone yet; its exit event or the poll answers (each answer is cheap once it is gone).
+    poll = setInterval(check, TREE_POLL_MS)
     timer = setTimeout(settle, ms, false)
   })
 }

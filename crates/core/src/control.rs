@@ -12,7 +12,7 @@ use crate::error::CoreResult;
 use crate::escalation::{CancelGraces, Escalation, Step};
 use crate::service::Service;
 use crate::signals::{self, ChildHandle, Delivery, SignalSpec};
-use crate::tree::{Kill, Reached, System};
+use crate::tree::{Kill, Reached};
 
 /// LC-5: the cancel origin `shutdownActive()` records.
 pub const DAEMON_SHUTDOWN: &str = "daemon_shutdown";
@@ -168,19 +168,25 @@ impl Service {
     /// process only), verifies the group while the child lives (IMP-5) and captures the tree.
     pub fn attach(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<()> {
         self.attach_child(slot, pid, group, alive)?;
-        self.run_mut(slot)?.tree.capture(&System);
+        let table = self.processes.clone();
+        self.run_mut(slot)?.tree.capture(&table);
         Ok(())
     }
 
     /// [`Service::attach`] without the capture.
     fn attach_child(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<()> {
+        let table = self.processes.clone();
         let run = self.run_mut(slot)?;
         let pid = signals::as_pid(pid);
-        run.tree.set_child(&System, pid, alive);
-        if let Some(child) = run.tree.child().filter(|_| run.tree.child_alive(&System)) {
+        run.tree.set_child(&table, pid, alive);
+        // The same child with the group already verified for it: nothing to verify again.
+        if run.tree.group().is_some() && signals::as_pid(group) == run.tree.group() {
+            return Ok(());
+        }
+        if let Some(child) = run.tree.child().filter(|_| run.tree.child_alive(&table)) {
             if let Ok(pgid) = signals::verify_group(group, Some(child.pid)) {
                 run.verified_group = Some(pgid);
-                run.tree.set_group(&System, pgid);
+                run.tree.set_group(&table, pgid);
             }
         }
         Ok(())
@@ -201,23 +207,26 @@ impl Service {
     ) -> CoreResult<Reached> {
         // The signal step captures the tree itself.
         self.attach_child(slot, pid, group, alive)?;
+        let table = self.processes.clone();
         let run = self.run_mut(slot)?;
         let kill = if kill { Kill::Kill } else { Kill::Term };
-        Ok(run.tree.signal(&System, kill))
+        Ok(run.tree.signal(&table, kill))
     }
 
     /// LC-7, while the facade waits: how many processes of the run's tree are alive (a fresh
     /// capture; a process found only now gets the last signal sent).
     pub fn tree_alive(&mut self, slot: u32) -> CoreResult<u32> {
+        let table = self.processes.clone();
         let run = self.run_mut(slot)?;
-        let alive = run.tree.alive(&System);
+        let alive = run.tree.alive(&table);
         Ok(u32::try_from(alive).unwrap_or(u32::MAX))
     }
 
     /// LC-7, the end of the barrier: the pids of the tree still alive after the last wait
     /// (what `termination_failed` reports), each SIGKILLed once more.
     pub fn tree_survivors(&mut self, slot: u32) -> CoreResult<Vec<i32>> {
-        Ok(self.run_mut(slot)?.tree.survivors(&System))
+        let table = self.processes.clone();
+        Ok(self.run_mut(slot)?.tree.survivors(&table))
     }
 }
 

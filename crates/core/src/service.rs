@@ -190,6 +190,8 @@ pub struct Service {
     pub(crate) unserializable: u64,
     /// Lines not persisted because the run's log was already closed (IMP-1).
     pub(crate) after_close: u64,
+    /// The process table the teardowns of this service read (LC-7), scans shared briefly.
+    pub(crate) processes: crate::tree::SharedTable,
 }
 
 impl Service {
@@ -212,6 +214,7 @@ impl Service {
             default_policies: Policies::of(None, None),
             unserializable: 0,
             after_close: 0,
+            processes: crate::tree::SharedTable::default(),
         }
     }
 
