@@ -286,6 +286,12 @@ export declare function serviceStats(svc: number): string
 export declare function shutdownSnapshot(svc: number): Array<number>
 
 /**
+ * `shutdownActive()` started the teardown of every run of its snapshot: the process-table scan
+ * the snapshot pinned for that loop is released.
+ */
+export declare function shutdownStarted(svc: number): void
+
+/**
  * The redacted summary of an arbitrary (lowered) bundle, for runs whose bundle the host
  * replaced, as JSON.
  */

@@ -302,7 +302,22 @@ async function shutdownActive(ctx, shutdownOptions) {
   const o = shutdownOptions !== null && typeof shutdownOptions === 'object' ? shutdownOptions : EMPTY
   const graceMs = typeof o.graceMs === 'number' && o.graceMs >= 0 ? o.graceMs : ctx.opts.shutdownGraceMs
   const runs = Array.from(native.shutdownSnapshot(ctx.svc), (slot) => ctx.runs[slot])
-  const tasks = runs.map((run) => {
+  let tasks
+  try {
+    tasks = startShutdown(ctx, runs, graceMs)
+  } finally {
+    // The snapshot pinned one process-table scan for the loop above; later steps scan afresh.
+    native.shutdownStarted(ctx.svc)
+  }
+  const results = await Promise.allSettled(tasks)
+  if (ctx.logging) await native.flushLogs(ctx.svc)
+  const failure = results.find((r) => r.status === 'rejected')
+  if (failure) throw failure.reason
+}
+
+// SHD-3 as LC-7 amends it: every run's teardown starts, synchronously and in order.
+function startShutdown(ctx, runs, graceMs) {
+  return runs.map((run) => {
     try {
       const s = ChatRun.stateOf(run)
       const now = Date.now()
@@ -316,10 +331,6 @@ async function shutdownActive(ctx, shutdownOptions) {
       return Promise.reject(err)
     }
   })
-  const results = await Promise.allSettled(tasks)
-  if (ctx.logging) await native.flushLogs(ctx.svc)
-  const failure = results.find((r) => r.status === 'rejected')
-  if (failure) throw failure.reason
 }
 
 module.exports = { signalChild, cancel, shutdownActive }

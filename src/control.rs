@@ -19,6 +19,14 @@ pub fn shutdown_snapshot(env: &Env, svc: u32) -> Result<Vec<u32>> {
     Ok(service(env, svc)?.shutdown_snapshot())
 }
 
+/// `shutdownActive()` started the teardown of every run of its snapshot: the process-table scan
+/// the snapshot pinned for that loop is released.
+#[napi]
+pub fn shutdown_started(env: &Env, svc: u32) -> Result<()> {
+    service(env, svc)?.end_shutdown_start();
+    Ok(())
+}
+
 /// `cancel()`: CAN-1/CAN-2 and the first step: a wait in ms, or an `EscalationStep` code
 /// (`Terminal` / `InFlight` included). The three env values are JS `Number()` results (NaN
 /// when unset). `origin` is recorded first (LC-5: the first origin wins) and the state

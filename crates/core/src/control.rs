@@ -67,6 +67,9 @@ impl Service {
 
     /// SHD-2: snapshot of the registered non-terminal runs in creation order.
     pub fn shutdown_snapshot(&self) -> Vec<u32> {
+        // One scan of the process table serves every run's first teardown steps, which the
+        // facade starts in one synchronous loop; it ends the pin with `end_shutdown_start`.
+        self.processes.pin();
         self.order
             .values()
             .copied()
@@ -160,6 +163,11 @@ impl Service {
             }
         }
         Ok(handle.signal(signal))
+    }
+
+    /// The facade started every run's teardown of a shutdown: scans are fresh again.
+    pub fn end_shutdown_start(&self) {
+        self.processes.unpin();
     }
 
     /// LC-7: the host set `run.child` or `run.processGroupId`. `pid` is the child's pid (NaN

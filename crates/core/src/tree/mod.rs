@@ -103,6 +103,10 @@ pub trait ProcessTable {
     fn fresh_snapshot(&self) -> Vec<ProcInfo> {
         self.snapshot()
     }
+    /// A scan that may be shared with other recent requests (discovery only).
+    fn recent_snapshot(&self) -> Vec<ProcInfo> {
+        self.snapshot()
+    }
     /// Whether any process (a zombie counts) is still in group `pgid`.
     fn group_exists(&self, pgid: i32) -> bool {
         self.snapshot().iter().any(|p| p.pgrp == pgid)
@@ -181,43 +185,72 @@ struct Group {
     leader: Option<ProcId>,
 }
 
-/// How long one full scan of the process table serves further requests. A shutdown steps every
-/// run in the same tick; without sharing, each run's step would scan `/proc` on its own (about
-/// 0.4 ms for 200 processes), which made a 100-run shutdown ~20x slower than signalling alone.
-/// A process forked inside this window is found by the next scan (the waits poll), and the
-/// survivors check at the end of a barrier always scans afresh.
+/// How long one full scan serves the discovery polls of the waits ([`Tree::alive`]): while a
+/// shutdown waits on many runs, their polls fire in the same timer batch and share one scan.
+/// Only discovery reads it (a process forked inside the window is found by the next poll);
+/// captures at attach and at signal steps scan afresh, and whether a captured process is gone
+/// is always asked of the OS directly.
 pub const SNAPSHOT_REUSE: Duration = Duration::from_millis(10);
 
-/// The machine's process table ([`System`]) with full scans shared for [`SNAPSHOT_REUSE`]. One
-/// per service (per-environment state, never a static); clones share the same cache.
+/// The machine's process table ([`System`]) as a service uses it: fresh scans, except that
+/// a shutdown pins one scan for the synchronous loop that starts every run's teardown (one
+/// scan instead of one per run), and the waits' discovery polls share scans for
+/// [`SNAPSHOT_REUSE`]. One per service (per-environment state, never a static); clones share.
 #[derive(Clone, Debug, Default)]
 pub struct SharedTable {
-    cache: Arc<Mutex<Option<Scan>>>,
+    cache: Arc<Mutex<Scans>>,
 }
 
-/// One full scan and when it was taken.
-type Scan = (Instant, Vec<ProcInfo>);
+#[derive(Debug, Default)]
+struct Scans {
+    pinned: Option<Vec<ProcInfo>>,
+    recent: Option<(Instant, Vec<ProcInfo>)>,
+}
+
+impl SharedTable {
+    /// Takes a fresh scan that every capture uses until [`SharedTable::unpin`].
+    pub fn pin(&self) {
+        let procs = System.snapshot();
+        if let Ok(mut scans) = self.cache.lock() {
+            scans.pinned = Some(procs);
+        }
+    }
+
+    /// Back to fresh scans.
+    pub fn unpin(&self) {
+        if let Ok(mut scans) = self.cache.lock() {
+            scans.pinned = None;
+        }
+    }
+}
 
 impl ProcessTable for SharedTable {
     fn snapshot(&self) -> Vec<ProcInfo> {
-        let Ok(mut cache) = self.cache.lock() else {
+        if let Ok(scans) = self.cache.lock() {
+            if let Some(pinned) = scans.pinned.as_ref() {
+                return pinned.clone();
+            }
+        }
+        System.snapshot()
+    }
+    fn recent_snapshot(&self) -> Vec<ProcInfo> {
+        let Ok(mut scans) = self.cache.lock() else {
             return System.snapshot();
         };
-        if let Some((taken, procs)) = cache.as_ref() {
+        if let Some(pinned) = scans.pinned.as_ref() {
+            return pinned.clone();
+        }
+        if let Some((taken, procs)) = scans.recent.as_ref() {
             if taken.elapsed() <= SNAPSHOT_REUSE {
                 return procs.clone();
             }
         }
         let procs = System.snapshot();
-        *cache = Some((Instant::now(), procs.clone()));
+        scans.recent = Some((Instant::now(), procs.clone()));
         procs
     }
     fn fresh_snapshot(&self) -> Vec<ProcInfo> {
-        let procs = System.snapshot();
-        if let Ok(mut cache) = self.cache.lock() {
-            *cache = Some((Instant::now(), procs.clone()));
-        }
-        procs
+        System.snapshot()
     }
     fn probe(&self, pid: i32) -> Option<ProcInfo> {
         System.probe(pid)
@@ -443,7 +476,8 @@ impl Tree {
         if self.captured.is_empty() && !group_left {
             return 0;
         }
-        for id in self.capture(table) {
+        let snapshot = table.recent_snapshot();
+        for id in self.capture_from(table, &snapshot) {
             if let Some(kill) = self.last {
                 table.signal(id, kill);
             }
