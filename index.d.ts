@@ -76,18 +76,40 @@ export interface SseResponse {
  * `exitCode` or `signalCode` is not `null` counts as exited and is never signalled.
  */
 export interface ChildLike {
-  /** OS process id; when a number, it is reported as the status body's `childPid`. */
+  /**
+   * OS process id; when a number, it is reported as the status body's `childPid`, and the child and
+   * its descendants are captured as the run's process tree (SPEC LC-7) when the host sets `run.child`.
+   */
   readonly pid?: number | undefined
   /** Exit code once the child has exited, else `null`. */
   readonly exitCode: number | null
   /** Signal that terminated the child, else `null`. */
   readonly signalCode: NodeJS.Signals | (string & {}) | null
-  /** Sends `signal` to the child; `signalChild` returns this result (or `false` if it throws). */
+  /**
+   * Sends `signal` to the child; `signalChild` returns this result (or `false` if it throws). Used
+   * without a pid, on Windows by `signalChild`, and by cancel/shutdown for a child the process tree
+   * did not capture.
+   */
   kill(signal?: NodeJS.Signals | number): boolean
-  /** Optional: when present, cancel/shutdown wait for `'close'`/`'exit'` instead of only timing out. */
+  /** Optional: `'close'`/`'exit'` end a cancel/shutdown wait early, once nothing of the run's tree is alive. */
   once?(event: 'close' | 'exit', listener: () => void): unknown
   /** Optional: when present, used to remove the listeners added with `once` after each wait. */
   off?(event: 'close' | 'exit', listener: () => void): unknown
+  /**
+   * Optional: the child's stdin. While `run.stdinOpen` is truthy, cancel/shutdown call `end()` on it
+   * (unless `destroyed` or `writableEnded`; errors swallowed through `on('error')`) before the first
+   * SIGTERM, which waits up to 100 ms for `'finish'`/`'close'`/`'error'` (through `once`) unless
+   * `writableFinished` (SPEC LC-7). A Node `ChildProcess`'s `stdin` fits.
+   */
+  readonly stdin?: {
+    end(): unknown
+    readonly destroyed?: boolean
+    readonly writableEnded?: boolean
+    readonly writableFinished?: boolean
+    on?(event: 'error', listener: (err: Error) => void): unknown
+    once?(event: 'finish' | 'close' | 'error', listener: () => void): unknown
+    off?(event: 'finish' | 'close' | 'error', listener: () => void): unknown
+  } | null
 }
 
 /**
@@ -374,15 +396,21 @@ export interface ChatRun {
   readonly clients: Set<SseClient>
   /** Pending `wait()` resolvers; `finish`/`drop` call each once with a status body, then clear it. */
   readonly waiters: Set<(body: ChatRunStatusBody) => void>
-  /** The agent's child process, set by the host; `null` means queued (cancel finishes at once). */
+  /**
+   * The agent's child process, set by the host; `null` means queued (cancel finishes at once). Setting
+   * it captures the child's process tree (SPEC LC-7); an accessor, so `{ ...run }` does not show it.
+   */
   child: ChildLike | null
   /** The agent's ACP/RPC session, set by the host; its `abort()` is tried before signals. */
   acpSession: AcpSessionLike | null
   /** Child pid recorded by the host; reported when `child.pid` is not a number. */
   childPid: number | null
-  /** Process group to signal instead of the child; honoured only if ≥ 2, not the daemon's, and the child's own. */
+  /**
+   * Process group to signal instead of the child; honoured only if ≥ 2, not the daemon's, and the child's
+   * own. Setting it verifies the group while the child lives (IMP-5); an accessor, like `child`.
+   */
   processGroupId: number | null
-  /** When `cancel` first observed the child's exit (ms), else `null`. */
+  /** When a cancel or shutdown first observed the child's exit (ms), else `null`. */
   childExitObservedAt: number | null
   /** Exit code recorded by `finish`. */
   exitCode: number | null
@@ -426,7 +454,12 @@ export interface ChatRun {
   readonly eventsLogStream: unknown
   /** Absent until `start`, which replaces it with a copy of the old keys plus `startRequestedAt: now`. */
   analyticsTelemetry?: Record<string, unknown> & { startRequestedAt?: number }
-  /** Host-added fields (`stdinOpen`, `userPrompt`, …) are kept and ignored by the service. */
+  /**
+   * Host field: the child's stdin is open. Cancel and shutdown end `child.stdin` before the first SIGTERM
+   * and set it to `false`; `prepareRestart` sets it to `false` (SPEC LC-7, LC-4).
+   */
+  stdinOpen?: boolean
+  /** Other host-added fields (`userPrompt`, …) are kept and ignored by the service. */
   [extra: string]: unknown
 }
 
@@ -595,7 +628,7 @@ export type ListFilter = {
 
 /** Options of `shutdownActive()`. */
 export type ShutdownOptions = {
-  /** Time each child gets to exit after SIGTERM before SIGKILL (ms); invalid values use `shutdownGraceMs`. */
+  /** Time each run's process tree gets to exit after SIGTERM before SIGKILL (ms); invalid values use `shutdownGraceMs`. */
   graceMs?: number | undefined
 }
 
@@ -635,26 +668,33 @@ export interface ChatRunService {
    */
   readonly stream: (run: ChatRun, req: SseRequest, res: SseResponse) => void
   /**
-   * Cancels a run: queued runs finish at once; otherwise `acpSession.abort()`, SIGTERM, then SIGKILL.
-   * Resolves to the final status body; never throws synchronously and never rejects for a terminal run.
-   * `origin` (default `'unknown'`, e.g. `'user_stop'`) is recorded as `run.cancelOrigin` (first wins).
+   * Cancels a run: records `origin` (default `'unknown'`, e.g. `'user_stop'`) as `run.cancelOrigin` (first
+   * wins); a run without a child finishes at once; otherwise `acpSession.abort()`, stdin closed, SIGTERM
+   * then SIGKILL to the run's whole process tree. The run finishes once the child exited and nothing of
+   * its tree is alive, or after the last wait (survivors: a `termination_failed` diagnostic first); a
+   * `finish` meanwhile is parked until then (SPEC LC-7). Resolves to the final status body; never throws
+   * synchronously and never rejects for a terminal run.
    */
   readonly cancel: (run: ChatRun, origin?: string) => Promise<ChatRunStatusBody>
   /**
-   * Finishes every active run as `'canceled'`/`'SIGTERM'` at once, then SIGKILLs children still alive
-   * after `graceMs`. Resolves when all are done and every log is flushed and closed.
+   * Tears every active run down at once, as `cancel` does (origin `'daemon_shutdown'`): abort, stdin
+   * closed, SIGTERM to each process tree, SIGKILL after `graceMs`, then 500 ms; each run finishes as
+   * `'canceled'` once its tree is gone or that wait is over. Resolves when all are done and every log is
+   * flushed and closed.
    */
   readonly shutdownActive: (opts?: ShutdownOptions | null) => Promise<void>
   /** Resolves with a status body when the run finishes or is dropped (at once if already terminal); never rejects. */
   readonly wait: (run: ChatRun) => Promise<ChatRunStatusBody>
   /**
    * Appends an event, logs it, fans it out to `run.clients` and returns the record with the caller's `data`.
-   * `'error'` events also update `run.error`/`run.errorCode`. No terminal guard.
+   * `'error'` events also update `run.error`/`run.errorCode`. No terminal guard. Returns `null` and records
+   * nothing while a `finish` is parked during a cancel/shutdown teardown, except for `'diagnostic'` (SPEC LC-7).
    */
-  readonly emit: <T = undefined>(run: ChatRun, event: string, data?: T) => ChatRunEvent<T>
+  readonly emit: <T = undefined>(run: ChatRun, event: string, data?: T) => ChatRunEvent<T> | null
   /**
    * Ends a run once (no-op when already terminal): records status/code/signal, emits `'end'`, ends clients,
-   * resolves waiters, closes the log, schedules eviction. `code` and `signal` default to `null`.
+   * resolves waiters, closes the log, schedules eviction. `code` and `signal` default to `null`. During a
+   * cancel/shutdown teardown the call is parked and applied when the teardown ends (SPEC LC-7).
    */
   readonly finish: (
     run: ChatRun,
@@ -664,7 +704,7 @@ export interface ChatRunService {
   ) => void
   /**
    * Emits `'error'` with `createSseErrorPayload(code, message, init)` then finishes as `'failed'` (code 1).
-   * A no-op on a terminal run; `init` defaults to `{}`.
+   * A no-op on a terminal run; `init` defaults to `{}`. During a teardown the finish is parked, as `finish`'s.
    */
   readonly fail: (run: ChatRun, code: string, message: string, init?: Record<string, unknown>) => void
   /**

@@ -5,7 +5,17 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
-import { fakeClient, makeRuns, notLinux, openFdsUnder, readLines, sentIds, sleep, useTempDirs } from './helpers'
+import {
+  fakeClient,
+  isWindows,
+  makeRuns,
+  notLinux,
+  openFdsUnder,
+  readLines,
+  sentIds,
+  sleep,
+  useTempDirs,
+} from './helpers'
 
 describe('§16 per-run JSONL event log', () => {
   const tempDir = useTempDirs('spec-log-')
@@ -64,18 +74,22 @@ describe('§16 per-run JSONL event log', () => {
     expect(fs.readdirSync(path.join(tmp, run.id)).sort()).toEqual(['events.jsonl', 'state.json'])
   })
 
-  it('LOG-3: the first emit creates the directory recursively with mode 0777 & ~umask and the file with 0666 & ~umask', async () => {
-    const deep = path.join(tmp, 'a', 'b', 'c')
-    const { runs } = makeRuns({ runsLogDir: deep })
-    const run = runs.create()
-    runs.emit(run, 'a', 1)
-    runs.finish(run, 'succeeded', 0, null)
-    await runs.shutdownActive()
-    const umask = process.umask()
-    expect(fs.statSync(path.dirname(run.eventsLogPath)).mode & 0o777).toBe(0o777 & ~umask)
-    expect(fs.statSync(run.eventsLogPath).mode & 0o777).toBe(0o666 & ~umask)
-    expect(readLines(run.eventsLogPath)).toHaveLength(2)
-  })
+  // POSIX only: Windows has no umask and no such mode bits.
+  it.skipIf(isWindows)(
+    'LOG-3: the first emit creates the directory recursively with mode 0777 & ~umask and the file with 0666 & ~umask',
+    async () => {
+      const deep = path.join(tmp, 'a', 'b', 'c')
+      const { runs } = makeRuns({ runsLogDir: deep })
+      const run = runs.create()
+      runs.emit(run, 'a', 1)
+      runs.finish(run, 'succeeded', 0, null)
+      await runs.shutdownActive()
+      const umask = process.umask()
+      expect(fs.statSync(path.dirname(run.eventsLogPath)).mode & 0o777).toBe(0o777 & ~umask)
+      expect(fs.statSync(run.eventsLogPath).mode & 0o777).toBe(0o666 & ~umask)
+      expect(readLines(run.eventsLogPath)).toHaveLength(2)
+    },
+  )
 
   it('LOG-3: an existing file is appended to and never truncated', async () => {
     const { runs } = makeRuns({ runsLogDir: tmp })

@@ -6,11 +6,13 @@ import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { ROOT, useTempDirs } from './helpers'
 
-const tsc = path.join(ROOT, 'node_modules', '.bin', 'tsc')
+// tsc's own entry point run by this Node (not the node_modules/.bin shim, which on Windows is a .cmd
+// that spawnSync cannot start without a shell).
+const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
 const TSC_TIMEOUT_MS = 120_000
 
 function runTsc(args: string[]): { status: number | null; output: string } {
-  const result = spawnSync(tsc, args, { cwd: ROOT, encoding: 'utf8', timeout: TSC_TIMEOUT_MS })
+  const result = spawnSync(process.execPath, [tsc, ...args], { cwd: ROOT, encoding: 'utf8', timeout: TSC_TIMEOUT_MS })
   if (result.error) throw result.error
   return { status: result.status, output: `${result.stdout ?? ''}${result.stderr ?? ''}` }
 }

@@ -352,12 +352,16 @@ run.errorCode = 'AGENT_STALLED'
 run.updatedAt = Date.now()
 run.projectId = 'back-filled'
 run.mediaExecution = { mode: 'disabled' }
-run.stdinOpen = true // host-added fields are allowed...
-run.userPrompt = 'hello'
+run.stdinOpen = true // LC-7: cancel/shutdown end child.stdin before SIGTERM, then set it false
+const stdinStillOpen: boolean | undefined = run.stdinOpen
+// @ts-expect-error stdinOpen is a boolean
+run.stdinOpen = 'yes'
+run.userPrompt = 'hello' // host-added fields are allowed...
 // @ts-expect-error ...and read back as unknown, so the host must narrow them
 const prompt: string = run.userPrompt
 void prompt
 void startedAt
+void stdinStillOpen
 
 const client: SseClient = {
   send: (event, data, id) => void [event, data, id],
@@ -436,6 +440,11 @@ class FakeChildProcess extends EventEmitter {
 }
 run.child = new FakeChildProcess()
 run.child = { exitCode: 0, signalCode: null, kill: () => false } // a minimal fake without once/off
+// A fake with a stdin: only end() is required (LC-7 closes it before SIGTERM).
+run.child = { exitCode: null, signalCode: null, kill: () => true, stdin: { end: () => {} } }
+run.child = { exitCode: null, signalCode: null, kill: () => true, stdin: null }
+// @ts-expect-error a stdin must have end()
+run.child = { exitCode: null, signalCode: null, kill: () => true, stdin: { write: () => true } }
 run.child = null
 void childLike
 
@@ -444,13 +453,18 @@ void childLike
 // ---------------------------------------------------------------------------------------------
 
 const record = runs.emit(run, 'agent', { type: 'text_delta', delta: 'hello' })
-const delta: string = record.data.delta // emit returns the caller's own data
-const recordId: number = record.id
-const noData: ChatRunEvent<undefined> = runs.emit(run, 'heartbeat')
+if (record !== null) {
+  const delta: string = record.data.delta // emit returns the caller's own data
+  const recordId: number = record.id
+  void delta
+  void recordId
+}
+const noData: ChatRunEvent<undefined> | null = runs.emit(run, 'heartbeat')
 runs.emit(run, 'error', { message: 'stalled', error: { code: 'AGENT_EXECUTION_FAILED', message: 'stalled' } })
-void delta
-void recordId
+// @ts-expect-error emit returns null while a finish is parked during a teardown (LC-7)
+const alwaysRecord: ChatRunEvent = runs.emit(run, 'agent', {})
 void noData
+void alwaysRecord
 
 const { emit, statusBody, isTerminal } = runs // methods are closures and work detached
 emit(run, 'stdout', { text: 'hi' })
