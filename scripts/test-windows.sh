@@ -199,8 +199,9 @@ inspect_windows() {
 # ---------------------------------------------------------------------------------------------
 write_children_test() {
   cat >"$APP/__test__/win32-real-children.test.mjs" <<'EOF'
-// Written by scripts/test-windows.sh. Real node.exe children on Windows: there are no process groups,
-// every signal goes through child.kill(), which Node turns into TerminateProcess.
+// Written by scripts/test-windows.sh. Real node.exe children on Windows: there are no process groups;
+// signalChild() goes through child.kill() (TerminateProcess), cancel() and shutdownActive() stop the
+// captured process tree through the core (toolhelp snapshot, TerminateProcess by identity).
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'

@@ -34,8 +34,10 @@ pub enum LogOperation {
     CreateDir,
     Open,
     Write,
-    /// Replacing the run's `run.json`.
+    /// Replacing the run's `run.json` (legacy snapshots).
     Snapshot,
+    /// Writing the run's `state.json` (LC-1).
+    StateFile,
     /// The writer's queue stayed at its cap (see [`LogLimits`]).
     Queue,
     /// The writer thread could not be started.
@@ -50,6 +52,7 @@ impl fmt::Display for LogOperation {
             LogOperation::Open => "open",
             LogOperation::Write => "write",
             LogOperation::Snapshot => "snapshot",
+            LogOperation::StateFile => "write the state file of",
             LogOperation::Queue => "queue",
             LogOperation::StartWriter => "start a writer thread for",
         })
@@ -106,9 +109,13 @@ impl LogFailure {
 
 impl fmt::Display for LogFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.operation {
+            LogOperation::StateFile => "run",
+            _ => "run event log",
+        };
         write!(
             f,
-            "could not {} the run event log {}: {} (events still reach clients and memory; further log errors of this service are only counted)",
+            "could not {} the {what} {}: {} (events still reach clients and memory; further log errors of this service are only counted)",
             self.operation,
             self.path.display(),
             self.cause

@@ -374,7 +374,7 @@ impl Service {
             Err(error) => {
                 self.disk.stats.state_failed += 1;
                 self.log_shared.fail(0, || {
-                    LogFailure::io(dir.join(STATE_FILE), LogOperation::Snapshot, &error)
+                    LogFailure::io(dir.join(STATE_FILE), LogOperation::StateFile, &error)
                 });
                 false
             }
