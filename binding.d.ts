@@ -292,6 +292,12 @@ export declare function shutdownSnapshot(svc: number): Array<number>
 export declare function shutdownStarted(svc: number): void
 
 /**
+ * The fields `state.json` itself carries, in order (LC-1): a host durable field by one of
+ * these names is never written twice. Read once by the facade.
+ */
+export declare function stateFileKeys(): Array<string>
+
+/**
  * The redacted summary of an arbitrary (lowered) bundle, for runs whose bundle the host
  * replaced, as JSON.
  */

@@ -879,6 +879,7 @@ module.exports.serviceDefaults = nativeBinding.serviceDefaults
 module.exports.serviceStats = nativeBinding.serviceStats
 module.exports.shutdownSnapshot = nativeBinding.shutdownSnapshot
 module.exports.shutdownStarted = nativeBinding.shutdownStarted
+module.exports.stateFileKeys = nativeBinding.stateFileKeys
 module.exports.summarizeToolBundle = nativeBinding.summarizeToolBundle
 module.exports.terminalStatuses = nativeBinding.terminalStatuses
 module.exports.TextField = nativeBinding.TextField

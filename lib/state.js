@@ -10,32 +10,7 @@ const native = require('../loader.js')
 const { nonEmptyString } = require('./convert.js')
 
 /** The file's own fields: a durable field by one of these names is never written twice. */
-const STATE_KEYS = new Set([
-  'schemaVersion',
-  'id',
-  'projectId',
-  'conversationId',
-  'assistantMessageId',
-  'clientRequestId',
-  'requestFingerprint',
-  'agentId',
-  'status',
-  'createdAt',
-  'updatedAt',
-  'terminalAt',
-  'exitCode',
-  'signal',
-  'error',
-  'errorCode',
-  'failureCategory',
-  'failureDetail',
-  'failureAction',
-  'cancelOrigin',
-  'terminalTrigger',
-  'terminalRecoveryReason',
-  'resumable',
-  'endedWithUnfinishedWork',
-])
+const STATE_KEYS = new Set(native.stateFileKeys())
 
 /** The options' durableFields the file does not already carry under that name. */
 function extraDurableFields(durableFields) {

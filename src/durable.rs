@@ -8,6 +8,13 @@ use napi_derive::napi;
 use crate::instances::service;
 use crate::map_error;
 
+/// The fields `state.json` itself carries, in order (LC-1): a host durable field by one of
+/// these names is never written twice. Read once by the facade.
+#[napi]
+pub fn state_file_keys() -> Vec<&'static str> {
+    chat_run_core::durable::state::STATE_KEYS.to_vec()
+}
+
 /// At construction (LC-2): indexes the runs under `dir` (the `runsLogDir`) without loading any.
 #[napi]
 pub fn index_runs(env: &Env, svc: u32, dir: String) -> Result<()> {

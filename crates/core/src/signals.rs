@@ -204,41 +204,19 @@ mod imp {
 
     #[cfg(target_os = "linux")]
     pub fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
-        use std::os::fd::FromRawFd;
         if pid < 2 {
             return None;
         }
-        // SAFETY: pidfd_open takes two plain integers and returns a new descriptor or -1; it
-        // reads and writes no memory of ours.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-        // SAFETY: `fd` was just returned by the kernel, is valid and owned by nobody else.
-        Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        crate::tree::pidfd_open(pid)
     }
 
     #[cfg(target_os = "linux")]
     pub fn pidfd_send(fd: &std::os::fd::OwnedFd, spec: SignalSpec) -> std::io::Result<()> {
-        use std::os::fd::AsRawFd;
         let sig = match spec {
             SignalSpec::Probe => 0,
             SignalSpec::Number(n) => n,
         };
-        // SAFETY: pidfd_send_signal takes a descriptor we own, a signal number, a null siginfo
-        // pointer (allowed: the kernel then fills it as for kill(2)) and flags 0.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        crate::tree::pidfd_send(fd, sig)
     }
 }
 

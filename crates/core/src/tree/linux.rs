@@ -69,7 +69,8 @@ fn signo(kill: Kill) -> i32 {
     }
 }
 
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+/// A pidfd for `pid` (Linux ≥ 5.3), or `None`. Shared with the IMP-5 child handle (signals.rs).
+pub(crate) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes two plain integers and returns a new descriptor or -1; it
     // reads and writes no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -78,7 +79,8 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn pidfd_send(fd: &OwnedFd, sig: i32) -> std::io::Result<()> {
+/// Signal number `sig` (0 probes) to the process behind `fd`.
+pub(crate) fn pidfd_send(fd: &OwnedFd, sig: i32) -> std::io::Result<()> {
     // SAFETY: pidfd_send_signal takes a descriptor we own, a signal number, a null siginfo
     // pointer (allowed: the kernel then fills it as for kill(2)) and flags 0.
     let rc = unsafe {

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 mod linux;
 #[cfg(target_os = "linux")]
 use linux as os;
+#[cfg(target_os = "linux")]
+pub(crate) use linux::{pidfd_open, pidfd_send};
 
 #[cfg(target_os = "macos")]
 mod macos;
