@@ -1,11 +1,16 @@
 // Side-by-side benchmark: the native chat-run service against the JS baseline (bench/baseline.js).
 //
-//   node bench/run.mjs [scenario ...] [--rounds N] [--quick]
+//   node bench/run.mjs [scenario[/pattern] ...] [--rounds N] [--quick] [--node PATH]
 //
-// Every scenario runs in a fresh `node --expose-gc` process per implementation and round; rounds
-// alternate the order (native first, then baseline first, ...). The table shows the medians over
-// the rounds and the ratio native/baseline against the goals in bench/README.md. Results are also
-// written to bench/results/latest.json.
+// Every scenario runs in a fresh `node --expose-gc` process per implementation, pattern and round;
+// rounds alternate the order (native first, then baseline first, ...; and burst first, then
+// yielding first). The emit scenarios run in two patterns, `burst` (the emit loop never yields to
+// the event loop) and `yielding` (it awaits setImmediate after every round); each pattern is its
+// own row. The table shows the medians over the rounds, the ratio native/baseline and the min-max
+// of the per-round ratios (native of round i / baseline of round i), and marks, per scenario and
+// metric, the pattern whose ratio is worse for native; the summary table and the goals use that
+// worse pattern. `--node PATH` (or BENCH_NODE=PATH) runs the scenario processes on another Node
+// binary. Results are also written to bench/results/latest.json.
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
@@ -16,19 +21,22 @@ import { fileURLToPath } from 'node:url'
 const here = path.dirname(fileURLToPath(import.meta.url))
 
 // Goals: ratio = native median / baseline median; `op` says which side of `ratio` passes.
+// `better` says which direction is good for native when there is no goal (used to pick the worse
+// pattern). Scenarios listed in EMIT run in both PATTERNS.
 const SCENARIOS = {
   'emit-persist': [
     { key: 'eventsPerSec', label: 'emit throughput (events/s)', goal: { op: '>=', ratio: 3 } },
     { key: 'durableMs', label: 'time until durable (ms)', goal: { op: '<=', ratio: 0.4 } },
-    { key: 'loopMs', label: 'emit loop (ms)' },
-    { key: 'finishToDurableMs', label: 'finish all + flush (ms)' },
+    { key: 'loopMs', label: 'emit loop (ms)', better: 'lower' },
+    { key: 'finishToDurableMs', label: 'finish all + flush (ms)', better: 'lower' },
   ],
   'emit-memory': [
     { key: 'rssBytesPerEvent', label: 'RSS growth (B/event)', goal: { op: '<=', ratio: 0.3 } },
     { key: 'heapExtBytesPerEvent', label: 'heap+external growth (B/event)', goal: { op: '<=', ratio: 0.3 } },
     { key: 'gcMs', label: 'forced full gc() (ms)', goal: { op: '<=', ratio: 0.05 } },
-    { key: 'emitLoopMs', label: 'emit loop incl. JSON.parse (ms)' },
+    { key: 'emitLoopMs', label: 'emit loop incl. JSON.parse (ms)', better: 'lower' },
   ],
+  'emit-nolog': [{ key: 'loopMs', label: 'emit loop, 2M emits / 1000 runs (ms)', better: 'lower' }],
   'replay-sse': [
     { key: 'nsPerFrameFirst', label: 'ns/frame, first pass', goal: { op: '<=', ratio: 1.2 } },
     { key: 'nsPerFrameWarm', label: 'ns/frame, warm pass', goal: { op: '<=', ratio: 1.0 } },
@@ -44,17 +52,38 @@ const SCENARIOS = {
     { key: 'groupsAlive', label: 'groups alive after resolve (max)', reduce: 'max' },
   ],
 }
+const PATTERNS = ['burst', 'yielding']
+const EMIT = new Set(['emit-persist', 'emit-memory', 'emit-nolog', 'lifecycle'])
+const patternsOf = (name) => (EMIT.has(name) ? PATTERNS : [null])
+const rowName = (name, pattern) => (pattern ? `${name}/${pattern}` : name)
+const betterOf = (m) => (m.goal ? (m.goal.op === '>=' ? 'higher' : 'lower') : (m.better ?? 'lower'))
 
 function parseArgs(argv) {
-  const out = { names: [], rounds: 3, quick: false }
+  // selected: scenario name -> Set of patterns (null for a scenario without patterns)
+  const out = { selected: new Map(), rounds: 3, quick: false, node: process.env.BENCH_NODE || null }
+  const select = (name, pattern) => {
+    if (!out.selected.has(name)) out.selected.set(name, new Set())
+    for (const p of pattern === undefined ? patternsOf(name) : [pattern]) out.selected.get(name).add(p)
+  }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
+    const [name, pattern, extra] = arg.split('/')
     if (arg === '--quick') out.quick = true
     else if (arg === '--rounds') out.rounds = Number(argv[++i])
     else if (arg.startsWith('--rounds=')) out.rounds = Number(arg.slice(9))
-    else if (arg in SCENARIOS) out.names.push(arg)
+    else if (arg === '--node') out.node = argv[++i]
+    else if (arg.startsWith('--node=')) out.node = arg.slice(7)
+    else if (
+      name in SCENARIOS &&
+      extra === undefined &&
+      (pattern === undefined || (EMIT.has(name) && PATTERNS.includes(pattern)))
+    )
+      select(name, pattern)
     else {
-      process.stderr.write(`unknown argument ${arg}; scenarios: ${Object.keys(SCENARIOS).join(', ')}\n`)
+      process.stderr.write(
+        `unknown argument ${arg}; scenarios: ${Object.keys(SCENARIOS).join(', ')}` +
+          ` (emit scenarios also as <name>/${PATTERNS.join('|')})\n`,
+      )
       process.exit(2)
     }
   }
@@ -62,7 +91,14 @@ function parseArgs(argv) {
     process.stderr.write('--rounds must be an integer >= 1\n')
     process.exit(2)
   }
-  if (out.names.length === 0) out.names = Object.keys(SCENARIOS)
+  if (out.node !== null && (typeof out.node !== 'string' || out.node === '')) {
+    process.stderr.write('--node needs a path\n')
+    process.exit(2)
+  }
+  if (out.selected.size === 0) for (const name of Object.keys(SCENARIOS)) select(name)
+  // Keep the scenarios in their declared order and the patterns in PATTERNS order.
+  out.names = Object.keys(SCENARIOS).filter((n) => out.selected.has(n))
+  out.patterns = Object.fromEntries(out.names.map((n) => [n, patternsOf(n).filter((p) => out.selected.get(n).has(p))]))
   return out
 }
 
@@ -84,11 +120,16 @@ function fmt(x) {
   return x.toPrecision(3)
 }
 
-function runOne(name, impl, quick) {
+function minMax(values) {
+  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x))
+  return v.length === 0 ? null : [Math.min(...v), Math.max(...v)]
+}
+
+function runOne(nodeBin, name, pattern, impl, quick) {
   const script = path.join(here, 'scenarios', `${name}.mjs`)
-  const args = ['--expose-gc', script, impl, ...(quick ? ['--quick'] : [])]
+  const args = ['--expose-gc', script, impl, ...(pattern ? ['--pattern', pattern] : []), ...(quick ? ['--quick'] : [])]
   const t0 = process.hrtime.bigint()
-  const res = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 600_000, maxBuffer: 64 << 20 })
+  const res = spawnSync(nodeBin, args, { encoding: 'utf8', timeout: 600_000, maxBuffer: 64 << 20 })
   const wallMs = Number(process.hrtime.bigint() - t0) / 1e6
   const lines = (res.stdout || '').trim().split('\n').filter(Boolean)
   let result = null
@@ -99,21 +140,23 @@ function runOne(name, impl, quick) {
   }
   if (res.status !== 0 || !result) {
     const why = res.error ? res.error.message : `exit ${res.status} signal ${res.signal}`
-    process.stderr.write(`  ${name} ${impl}: FAILED (${why})\n${res.stderr || ''}\n`)
+    process.stderr.write(`  ${rowName(name, pattern)} ${impl}: FAILED (${why})\n${res.stderr || ''}\n`)
     return { ok: false, wallMs, error: why, stderr: res.stderr }
   }
-  if (res.stderr && res.stderr.trim()) process.stderr.write(`  ${name} ${impl} stderr: ${res.stderr.trim()}\n`)
+  if (res.stderr && res.stderr.trim())
+    process.stderr.write(`  ${rowName(name, pattern)} ${impl} stderr: ${res.stderr.trim()}\n`)
   return { ok: true, wallMs, ...result }
 }
 
-function table(rows) {
-  const header = ['scenario', 'metric', 'native', 'baseline', 'native/baseline', 'goal', 'result']
+/** A text table; columns listed in `right` are right-aligned. */
+function table(header, rows, right) {
   const all = [header, ...rows]
   const widths = header.map((_, c) => Math.max(...all.map((r) => String(r[c]).length)))
   const line = (r) =>
     r
-      .map((cell, c) => (c >= 2 && c <= 4 ? String(cell).padStart(widths[c]) : String(cell).padEnd(widths[c])))
+      .map((cell, c) => (right.includes(c) ? String(cell).padStart(widths[c]) : String(cell).padEnd(widths[c])))
       .join(' | ')
+      .trimEnd()
   return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...rows.map(line)].join('\n')
 }
 
@@ -143,13 +186,22 @@ function buildInfo() {
   return { head, dirty, addon: addonInfo }
 }
 
+const nodeBin = opts.node ? path.resolve(opts.node) : process.execPath
+const nodeVersion = (() => {
+  const r = spawnSync(nodeBin, ['--version'], { encoding: 'utf8' })
+  if (r.status !== 0) {
+    process.stderr.write(`cannot run ${nodeBin} --version: ${r.error?.message ?? r.stderr}\n`)
+    process.exit(2)
+  }
+  return r.stdout.trim()
+})()
 const build = buildInfo()
 const started = new Date()
 const startedAt = process.hrtime.bigint()
 const loadStart = os.loadavg()
 console.log(`$ ${command}`)
 console.log(
-  `# ${started.toISOString()}  node ${process.version}  ${os.cpus().length} cpus (${os.cpus()[0]?.model ?? '?'})  ` +
+  `# ${started.toISOString()}  node ${nodeVersion}${opts.node ? ` (${nodeBin})` : ''}  ${os.cpus().length} cpus (${os.cpus()[0]?.model ?? '?'})  ` +
     `loadavg ${loadStart.map((x) => x.toFixed(2)).join(' ')}  rounds ${opts.rounds}${opts.quick ? '  QUICK (sizes / 10)' : ''}`,
 )
 console.log(
@@ -159,71 +211,137 @@ console.log(
       : 'addon: none found'),
 )
 console.log(
-  '# each cell: median over rounds, each round a fresh `node --expose-gc` process per implementation, order alternated',
+  '# each cell: median over rounds, each round a fresh `node --expose-gc` process per implementation and pattern,' +
+    ' order alternated; min-max: of the per-round ratios native/baseline',
 )
 
+// results[name].patterns[pattern ?? '-'] = { samples: { native: [], baseline: [] } }
 const results = {}
 for (const name of opts.names) {
-  const samples = { native: [], baseline: [] }
+  results[name] = { patterns: {} }
+  for (const p of opts.patterns[name]) results[name].patterns[p ?? '-'] = { samples: { native: [], baseline: [] } }
   for (let round = 0; round < opts.rounds; round++) {
     const order = round % 2 === 0 ? ['native', 'baseline'] : ['baseline', 'native']
-    for (const impl of order) {
-      const r = runOne(name, impl, opts.quick)
-      samples[impl].push(r)
-      process.stderr.write(
-        `  ${name} round ${round + 1} ${impl}: ${(r.wallMs / 1000).toFixed(1)} s${r.ok && r.verified === false ? ' (VERIFICATION FAILED)' : ''}\n`,
-      )
+    const patterns = round % 2 === 0 ? opts.patterns[name] : [...opts.patterns[name]].reverse()
+    for (const pattern of patterns) {
+      for (const impl of order) {
+        const r = runOne(nodeBin, name, pattern, impl, opts.quick)
+        results[name].patterns[pattern ?? '-'].samples[impl].push(r)
+        process.stderr.write(
+          `  ${rowName(name, pattern)} round ${round + 1} ${impl}: ${(r.wallMs / 1000).toFixed(1)} s` +
+            `${r.ok && r.verified !== true ? ' (VERIFICATION FAILED)' : ''}\n`,
+        )
+      }
     }
   }
-  results[name] = { samples }
 }
 
-const rows = []
+const fmtRange = (mm) => (mm ? `${fmt(mm[0])}..${fmt(mm[1])}x` : '')
+const rows = [] // full table: every pattern
+const summaryRows = [] // the worse pattern per scenario and metric
 let goals = 0
 let met = 0
 const problems = []
 for (const name of opts.names) {
-  const { samples } = results[name]
-  const valid = (impl) => samples[impl].every((s) => s.ok && s.verified === true)
-  const verifiedBoth = valid('native') && valid('baseline')
-  if (!verifiedBoth) {
-    for (const impl of ['native', 'baseline']) {
-      samples[impl].forEach((s, i) => {
-        if (!s.ok) problems.push(`${name} ${impl} round ${i + 1}: process failed (${s.error})`)
-        else if (s.verified !== true) problems.push(`${name} ${impl} round ${i + 1}: verification failed`)
+  const entry = results[name]
+  entry.verified = true
+  entry.metrics = []
+  for (const [pkey, pr] of Object.entries(entry.patterns)) {
+    const { samples } = pr
+    const label = rowName(name, pkey === '-' ? null : pkey)
+    const valid = (impl) => samples[impl].every((s) => s.ok && s.verified === true)
+    pr.verified = valid('native') && valid('baseline')
+    if (!pr.verified) {
+      entry.verified = false
+      for (const impl of ['native', 'baseline']) {
+        samples[impl].forEach((s, i) => {
+          if (!s.ok) problems.push(`${label} ${impl} round ${i + 1}: process failed (${s.error})`)
+          else if (s.verified !== true) problems.push(`${label} ${impl} round ${i + 1}: verification failed`)
+        })
+      }
+    }
+    pr.metrics = SCENARIOS[name].map((m) => {
+      const pick = (impl) => samples[impl].filter((s) => s.ok).map((s) => s[m.key])
+      const reduce = m.reduce === 'max' ? (v) => Math.max(...v) : median
+      const native = reduce(pick('native'))
+      const baseline = reduce(pick('baseline'))
+      const ratio = baseline === 0 ? NaN : native / baseline
+      // Per-round ratios: round i's native process against round i's baseline process.
+      const roundRatios = samples.native.map((s, i) => {
+        const b = samples.baseline[i]
+        return s.ok && b?.ok && b[m.key] !== 0 ? s[m.key] / b[m.key] : NaN
+      })
+      let pass = null
+      if (m.goal) {
+        pass = pr.verified && (m.goal.op === '>=' ? ratio >= m.goal.ratio : ratio <= m.goal.ratio)
+        if (m.goal.allDead) pass = pass && samples.native.every((s) => s.ok && s.allDead === true)
+      }
+      return {
+        key: m.key,
+        label: m.label,
+        native,
+        baseline,
+        ratio,
+        roundRatios,
+        ratioMinMax: m.reduce === 'max' ? null : minMax(roundRatios),
+        nativeMinMax: minMax(pick('native')),
+        baselineMinMax: minMax(pick('baseline')),
+        goal: m.goal ?? null,
+        pass,
+        verified: pr.verified,
+      }
+    })
+  }
+  // Per metric: the pattern whose ratio is worse for native (an unverified pattern counts as worse).
+  SCENARIOS[name].forEach((m, k) => {
+    const keys = Object.keys(entry.patterns)
+    const score = (pkey) => {
+      const x = entry.patterns[pkey].metrics[k]
+      if (!x.verified || !Number.isFinite(x.ratio)) return Infinity
+      return betterOf(m) === 'higher' ? -x.ratio : x.ratio
+    }
+    const worst = keys.reduce((a, b) => (score(b) > score(a) ? b : a))
+    const goalText = m.goal ? `${m.goal.op} ${m.goal.ratio}x${m.goal.allDead ? ', all groups dead' : ''}` : '-'
+    const status = (x) => (x.pass === null ? '' : x.pass ? 'PASS' : x.verified ? 'FAIL' : 'INVALID')
+    for (const pkey of keys) {
+      const x = entry.patterns[pkey].metrics[k]
+      rows.push({
+        name,
+        k,
+        cells: [
+          rowName(name, pkey === '-' ? null : pkey),
+          m.label,
+          fmt(x.native),
+          fmt(x.baseline),
+          m.reduce === 'max' ? '' : `${fmt(x.ratio)}x`,
+          fmtRange(x.ratioMinMax),
+          goalText,
+          status(x),
+          keys.length > 1 && pkey === worst ? '<- worse' : '',
+        ],
       })
     }
-  }
-  const metrics = []
-  for (const m of SCENARIOS[name]) {
-    const pick = (impl) => samples[impl].filter((s) => s.ok).map((s) => s[m.key])
-    const reduce = m.reduce === 'max' ? (v) => Math.max(...v) : median
-    const native = reduce(pick('native'))
-    const baseline = reduce(pick('baseline'))
-    const ratio = baseline === 0 ? NaN : native / baseline
-    let goalText = ''
-    let pass = null
+    const w = entry.patterns[worst].metrics[k]
     if (m.goal) {
       goals++
-      goalText = `${m.goal.op} ${m.goal.ratio}x${m.goal.allDead ? ', all groups dead' : ''}`
-      pass = verifiedBoth && (m.goal.op === '>=' ? ratio >= m.goal.ratio : ratio <= m.goal.ratio)
-      if (m.goal.allDead) pass = pass && samples.native.every((s) => s.ok && s.allDead === true)
-      if (pass) met++
+      if (w.pass) met++
     }
-    metrics.push({ key: m.key, label: m.label, native, baseline, ratio, goal: m.goal ?? null, pass })
-    rows.push([
+    entry.metrics.push({ ...w, pattern: worst === '-' ? null : worst })
+    summaryRows.push([
       name,
       m.label,
-      fmt(native),
-      fmt(baseline),
-      m.reduce === 'max' ? '' : `${fmt(ratio)}x`,
-      goalText || '-',
-      pass === null ? '' : pass ? 'PASS' : verifiedBoth ? 'FAIL' : 'INVALID',
+      worst,
+      fmt(w.native),
+      fmt(w.baseline),
+      m.reduce === 'max' ? '' : `${fmt(w.ratio)}x`,
+      fmtRange(w.ratioMinMax),
+      goalText,
+      status(w),
     ])
-  }
-  results[name].metrics = metrics
-  results[name].verified = verifiedBoth
+  })
 }
+// Full table: group the rows by scenario, then metric, then pattern.
+rows.sort((a, b) => opts.names.indexOf(a.name) - opts.names.indexOf(b.name) || a.k - b.k)
 
 const buildEnd = buildInfo()
 if (buildEnd.addon?.sha256 !== build.addon?.sha256 || buildEnd.head !== build.head) {
@@ -234,7 +352,23 @@ if (buildEnd.addon?.sha256 !== build.addon?.sha256 || buildEnd.head !== build.he
 const wallSeconds = Number(process.hrtime.bigint() - startedAt) / 1e9
 const loadEnd = os.loadavg()
 console.log('')
-console.log(table(rows))
+console.log('## every pattern (`<- worse`: the pattern whose native/baseline is worse for native, per metric)')
+console.log(
+  table(
+    ['scenario', 'metric', 'native', 'baseline', 'native/baseline', 'min-max', 'goal', 'result', ''],
+    rows.map((r) => r.cells),
+    [2, 3, 4, 5],
+  ),
+)
+console.log('')
+console.log('## summary: the worse pattern per scenario and metric (goals are counted on these rows)')
+console.log(
+  table(
+    ['scenario', 'metric', 'pattern', 'native', 'baseline', 'native/baseline', 'min-max', 'goal', 'result'],
+    summaryRows,
+    [3, 4, 5, 6],
+  ),
+)
 console.log('')
 if (problems.length) for (const p of problems) console.log(`! ${p}`)
 else console.log('# every process verified its own output (line counts on disk, frames, results, dead groups)')
@@ -253,7 +387,9 @@ fs.writeFileSync(
       build,
       startedAt: started.toISOString(),
       wallSeconds,
-      node: process.version,
+      node: nodeVersion,
+      nodeBin,
+      driverNode: process.version,
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model ?? null,
       loadavgStart: loadStart,

@@ -1,6 +1,9 @@
 // Shared helpers of the benchmark scenarios. Each scenario runs as
-//   node --expose-gc bench/scenarios/<name>.mjs <native|baseline> [--quick]
-// in its own process and prints exactly one JSON line of metrics on stdout.
+//   node --expose-gc bench/scenarios/<name>.mjs <native|baseline> [--pattern burst|yielding] [--quick]
+// in its own process and prints exactly one JSON line of metrics on stdout. The emit scenarios
+// (emit-persist, emit-memory, emit-nolog, lifecycle) require --pattern: `burst` emits in a tight
+// loop that never yields to the event loop (a burst of agent output arriving at once), `yielding`
+// awaits `setImmediate` after every round of the loop (as a daemon does between stdout chunks).
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
 
@@ -8,7 +11,9 @@ const require = createRequire(import.meta.url)
 
 export const impl = process.argv[2]
 if (impl !== 'native' && impl !== 'baseline') {
-  process.stderr.write(`usage: node --expose-gc ${process.argv[1]} <native|baseline> [--quick]\n`)
+  process.stderr.write(
+    `usage: node --expose-gc ${process.argv[1]} <native|baseline> [--pattern burst|yielding] [--quick]\n`,
+  )
   process.exit(2)
 }
 if (typeof globalThis.gc !== 'function') {
@@ -19,6 +24,23 @@ if (typeof globalThis.gc !== 'function') {
 /** `--quick` divides every size by 10 (correctness runs). */
 export const quick = process.argv.includes('--quick')
 export const size = (n) => (quick ? Math.max(1, Math.round(n / 10)) : n)
+
+export const PATTERNS = ['burst', 'yielding']
+const patternArg = (() => {
+  const i = process.argv.indexOf('--pattern')
+  if (i !== -1) return process.argv[i + 1]
+  const eq = process.argv.find((a) => a.startsWith('--pattern='))
+  return eq === undefined ? undefined : eq.slice('--pattern='.length)
+})()
+
+/** The emit pattern of an emit scenario (exits with usage 2 when --pattern is missing or unknown). */
+export function emitPattern() {
+  if (!PATTERNS.includes(patternArg)) {
+    process.stderr.write(`${process.argv[1]}: --pattern ${PATTERNS.join('|')} is required\n`)
+    process.exit(2)
+  }
+  return patternArg
+}
 
 export const { createChatRunService } = require(impl === 'native' ? '../../index.js' : '../baseline.js')
 
@@ -70,5 +92,6 @@ export const EVENT = 'agent'
 export const deltaData = (i) => ({ type: 'text_delta', delta: DELTAS[i & 255] })
 
 export function report(scenario, metrics) {
-  process.stdout.write(JSON.stringify({ scenario, impl, quick, ...metrics }) + '\n')
+  const pattern = PATTERNS.includes(patternArg) ? patternArg : undefined
+  process.stdout.write(JSON.stringify({ scenario, impl, pattern, quick, ...metrics }) + '\n')
 }

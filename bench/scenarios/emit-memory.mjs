@@ -1,9 +1,13 @@
 // emit-memory: 1000 runs x 2000 events retained (maxEvents 2000, no runsLogDir). Each event's
 // data is the JSON.parse of an 80-byte agent line with its own 48-char delta (as a daemon gets
-// it from an agent's stdout), interleaved across runs. After gc(): retained bytes per event as
+// it from an agent's stdout), interleaved across runs (one event per run per round, so 1000 emits a
+// round). --pattern burst: the loop never yields; --pattern yielding: it awaits setImmediate after
+// every round (the emitLoopMs then includes those turns of the event loop). After gc(): retained bytes per event as
 // process RSS growth (counts native memory) and as V8 heapUsed + external growth; then the ms of
 // one forced full gc() over the retained state.
-import { DELTAS, EVENT, deltaData, gc, makeService, now, report, size } from './_common.mjs'
+import { DELTAS, EVENT, deltaData, emitPattern, gc, makeService, now, report, size, yieldToLoop } from './_common.mjs'
+
+const yielding = emitPattern() === 'yielding'
 
 const RUNS = size(1000)
 const EVENTS = size(2000)
@@ -35,6 +39,7 @@ for (let e = 0; e < EVENTS; e++) {
     const line = '{"type":"text_delta","delta":"' + head + r.toString(36).padStart(4, '0') + '"}'
     svc.emit(runs[r], EVENT, JSON.parse(line))
   }
+  if (yielding) await yieldToLoop()
 }
 const t1 = now()
 

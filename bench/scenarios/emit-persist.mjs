@@ -1,13 +1,29 @@
 // emit-persist: 200 runs x 2000 `text_delta` events (80 B of JSON data each), runsLogDir set,
-// one SSE client per run. Events arrive interleaved across runs (one event per run per round),
-// and the loop yields to the event loop after every round, as a daemon does between the stdout
-// chunks of its agents. Metrics: events/s of the emit loop; ms from loop start until every byte
+// one SSE client per run. Events arrive interleaved across runs (one event per run per round, so
+// 200 emits a round). --pattern yielding: the loop yields to the event loop (setImmediate) after
+// every round, as a daemon does between the stdout chunks of its agents; --pattern burst: it never
+// yields, as when a burst of agent output arrives at once (write streams / the writer queue absorb
+// all of it, and the flushing happens after the loop). Metrics: events/s of the emit loop; ms from loop start until every byte
 // is on disk (all runs finished, then `await shutdownActive()`, which resolves after the flush
 // barrier (native) or after every write stream closed (baseline)). Line counts are verified.
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { EVENT, deltaData, gc, makeService, now, noopRes, report, size, yieldToLoop, impl } from './_common.mjs'
+import {
+  EVENT,
+  deltaData,
+  emitPattern,
+  gc,
+  makeService,
+  now,
+  noopRes,
+  report,
+  size,
+  yieldToLoop,
+  impl,
+} from './_common.mjs'
+
+const yielding = emitPattern() === 'yielding'
 
 const RUNS = size(200)
 const EVENTS = size(2000)
@@ -37,7 +53,7 @@ for (let e = 0; e < EVENTS; e++) {
   for (let r = 0; r < RUNS; r++) {
     svc.emit(runs[r], EVENT, deltaData(e + r))
   }
-  await yieldToLoop()
+  if (yielding) await yieldToLoop()
 }
 const t1 = now()
 for (const run of runs) svc.finish(run, 'succeeded', 0, null)
