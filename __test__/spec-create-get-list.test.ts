@@ -2,7 +2,16 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { exampleToolBundle, ID_FIELDS, isWindows, makeRuns, META_KEYS, useTempDirs, UUID_V4 } from './helpers'
+import {
+  EXAMPLE_TOOL_BUNDLE_SERVERS,
+  exampleToolBundle,
+  ID_FIELDS,
+  isWindows,
+  makeRuns,
+  META_KEYS,
+  useTempDirs,
+  UUID_V4,
+} from './helpers'
 
 const tempDir = useTempDirs('spec-create-get-list-')
 
@@ -144,26 +153,7 @@ describe('§6 create / get / list (CRE, GET, LST)', () => {
     expect(run.mediaExecution).toEqual({ mode: 'question', allowedSurfaces: ['video', 'image'] })
     expect(Object.keys(run.mediaExecution)).toEqual(['mode', 'allowedSurfaces'])
     expect(run.mediaExecution).not.toBe(media)
-    expect(run.toolBundle).toEqual({
-      mcpServers: [
-        {
-          id: 'run-tools',
-          transport: 'stdio',
-          enabled: true,
-          command: 'node',
-          args: ['server.js', '--token=secret'],
-          env: { API_TOKEN: 'secret' },
-        },
-        {
-          id: 'remote',
-          transport: 'http',
-          enabled: true,
-          url: 'https://api.example.com/mcp?key=abc',
-          authMode: 'oauth',
-          headers: { Authorization: 'Bearer t' },
-        },
-      ],
-    })
+    expect(run.toolBundle).toEqual({ mcpServers: EXAMPLE_TOOL_BUNDLE_SERVERS })
     const invalid = runs.create({ mediaExecution: { mode: 'disabled', allowedSurfaces: ['gif'] }, toolBundle: 'x' })
     expect(invalid.mediaExecution).toEqual({ mode: 'enabled' })
     expect(invalid.toolBundle).toEqual({ mcpServers: [] })

@@ -3,7 +3,7 @@
 // statusBody().
 import fs from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { exampleToolBundle, makeRuns, useTempDirs } from './helpers'
+import { EXAMPLE_TOOL_BUNDLE_SERVERS, exampleToolBundle, makeRuns, useTempDirs } from './helpers'
 
 const tempDir = useTempDirs('spec-sum4-')
 
@@ -107,29 +107,10 @@ describe('§13 toolBundle normalization (through create)', () => {
     return s.length === 1 ? s[0] : undefined
   }
 
-  const EXAMPLE_OUTPUT = [
-    {
-      id: 'run-tools',
-      transport: 'stdio',
-      enabled: true,
-      command: 'node',
-      args: ['server.js', '--token=secret'],
-      env: { API_TOKEN: 'secret' },
-    },
-    {
-      id: 'remote',
-      transport: 'http',
-      enabled: true,
-      url: 'https://api.example.com/mcp?key=abc',
-      authMode: 'oauth',
-      headers: { Authorization: 'Bearer t' },
-    },
-  ]
-
   it('TB (§13 example): the full example normalizes exactly, with key order', () => {
     const tb = bundle(exampleToolBundle())
-    expect(tb).toEqual({ mcpServers: EXAMPLE_OUTPUT })
-    expect(JSON.stringify(tb)).toBe(JSON.stringify({ mcpServers: EXAMPLE_OUTPUT }))
+    expect(tb).toEqual({ mcpServers: EXAMPLE_TOOL_BUNDLE_SERVERS })
+    expect(JSON.stringify(tb)).toBe(JSON.stringify({ mcpServers: EXAMPLE_TOOL_BUNDLE_SERVERS }))
   })
 
   it('TB-1: non-plain raw or non-array mcpServers gives { mcpServers: [] }; no other keys', () => {

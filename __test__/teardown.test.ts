@@ -173,6 +173,16 @@ function fakeStdin(log: string[]) {
   return stdin
 }
 
+/** A queued run whose fake child has an open stdin; every stdin end and signal goes to `log`. */
+function runWithStdin(runs: ReturnType<typeof makeRuns>['runs'], log: string[], closeOn?: 'SIGTERM') {
+  const child = new FakeChild(closeOn ? { closeOn, log } : { log }) as any
+  child.stdin = fakeStdin(log)
+  const run = runs.create()
+  run.child = child
+  run.stdinOpen = true
+  return { run, child }
+}
+
 describe('LC-7 stdin, origin and parking (fake children)', () => {
   let restore: () => void
   beforeEach(() => {
@@ -183,11 +193,7 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
   it('LC-7: cancel closes stdin just before the first SIGTERM, and stdinOpen becomes false', async () => {
     const { runs } = makeRuns()
     const log: string[] = []
-    const child = new FakeChild({ closeOn: 'SIGTERM', log }) as any
-    child.stdin = fakeStdin(log)
-    const run = runs.create()
-    run.child = child
-    run.stdinOpen = true
+    const { run } = runWithStdin(runs, log, 'SIGTERM')
     const body = await runs.cancel(run)
     expect(log).toEqual(['stdin.end', 'kill:SIGTERM'])
     expect(run.stdinOpen).toBe(false)
@@ -198,11 +204,7 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
     process.env.PI_ABORT_GRACE_MS = '200' // restored after the test
     const { runs } = makeRuns()
     const log: string[] = []
-    const child = new FakeChild({ closeOn: 'SIGTERM', log }) as any
-    child.stdin = fakeStdin(log)
-    const run = runs.create()
-    run.child = child
-    run.stdinOpen = true
+    const { run } = runWithStdin(runs, log, 'SIGTERM')
     run.acpSession = { abort: () => log.push('abort') }
     const p = runs.cancel(run)
     expect(log).toEqual(['abort'])
@@ -217,11 +219,7 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
   it('LC-7: a tree that exits inside the abort grace gets no signal, and stdinOpen is false once the run is finished', async () => {
     const { runs } = makeRuns()
     const log: string[] = []
-    const child = new FakeChild({ log }) as any
-    child.stdin = fakeStdin(log)
-    const run = runs.create()
-    run.child = child
-    run.stdinOpen = true
+    const { run, child } = runWithStdin(runs, log)
     run.acpSession = {
       abort: () => {
         log.push('abort')
@@ -237,11 +235,7 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
   it('LC-7: shutdownActive closes stdin after abort() and before SIGTERM', async () => {
     const { runs } = makeRuns()
     const log: string[] = []
-    const child = new FakeChild({ closeOn: 'SIGTERM', log }) as any
-    child.stdin = fakeStdin(log)
-    const run = runs.create()
-    run.child = child
-    run.stdinOpen = true
+    const { run } = runWithStdin(runs, log, 'SIGTERM')
     run.acpSession = { abort: () => log.push('abort') }
     await runs.shutdownActive({ graceMs: 50 })
     expect(log).toEqual(['abort', 'stdin.end', 'kill:SIGTERM'])

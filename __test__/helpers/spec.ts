@@ -144,3 +144,23 @@ export const END_DATA_KEYS = ['code', 'signal', 'status', 'terminalAt', 'resumab
 export function endData(code: unknown, signal: unknown, status: unknown, terminalAt: unknown) {
   return { code, signal, status, terminalAt, resumable: false, endedWithUnfinishedWork: false }
 }
+
+/** §13: what `exampleToolBundle()` normalizes to (the `mcpServers` of the run's toolBundle). */
+export const EXAMPLE_TOOL_BUNDLE_SERVERS = [
+  {
+    id: 'run-tools',
+    transport: 'stdio',
+    enabled: true,
+    command: 'node',
+    args: ['server.js', '--token=secret'],
+    env: { API_TOKEN: 'secret' },
+  },
+  {
+    id: 'remote',
+    transport: 'http',
+    enabled: true,
+    url: 'https://api.example.com/mcp?key=abc',
+    authMode: 'oauth',
+    headers: { Authorization: 'Bearer t' },
+  },
+]
