@@ -174,6 +174,10 @@ describe('LC-6: hooks', () => {
     const first = makeRuns({ runsLogDir: tmp }).runs
     const a = first.create({ projectId: 'p' })
     first.finish(a, 'succeeded', 0, null)
+    // LC-2: the files keep createdAt in ms; runs of one ms are ordered by id. Let the clock move.
+    while (Date.now() === a.createdAt) {
+      // spin (at most about 1 ms)
+    }
     const b = first.create({ projectId: 'p' })
     const onTerminal = vi.fn()
     const { runs } = makeRuns({ runsLogDir: tmp, onTerminal })
