@@ -24,7 +24,7 @@
 // Each of those functions takes the service's context (see serviceContext) as its first
 // argument instead of closing over it.
 
-const native = require('./loader.js')
+const native = require('./lib/core.js')
 const { describe } = require('./lib/describe.js')
 const { readOptions, timerDelay, logLayout, reportLogError } = require('./lib/options.js')
 const { create, get, list, EVICTED_SWEEP_MIN } = require('./lib/registry.js')

@@ -6,7 +6,7 @@
 // group makes one native call, runAttach, which captures the child (only a live direct child of
 // this process), verifies the group (IMP-5) and captures the tree (crates/core/src/tree).
 
-const native = require('../loader.js')
+const native = require('./core.js')
 
 // exited(child) is status.js's (SPEC §0); status.js requires run.js, which requires this file,
 // so it is looked up on first use.

@@ -14,7 +14,7 @@
 // expired; the teardown then reports survivors ('termination_failed') and finishes the run.
 
 const os = require('node:os')
-const native = require('../loader.js')
+const native = require('./core.js')
 const { ChatRun, own, syncCancelBegun } = require('./run.js')
 const { exited, isTerminal, statusBody } = require('./status.js')
 const { finishWith, wait } = require('./lifecycle.js')

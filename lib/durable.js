@@ -2,7 +2,7 @@
 // The lifecycle methods LC-1, LC-3 and LC-4 add to a service: persistState, createOrReuse and
 // prepareRestart.
 
-const native = require('../loader.js')
+const native = require('./core.js')
 const { own, syncRestarted } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { isTerminal } = require('./status.js')

@@ -3,7 +3,7 @@
 // stores (and logs), the state file for the lifecycle events (LC-1), the onEventEmitted hook
 // (LC-6), then the live fan-out. The hot path: one native call per event.
 
-const native = require('../loader.js')
+const native = require('./core.js')
 const { own, syncEmitted, syncErrorFields } = require('./run.js')
 const { fanOut } = require('./stream.js')
 const { persist } = require('./state.js')

@@ -3,7 +3,7 @@
 // exactly one 'end'; the host's hooks between the verdict and its 'end'), fail, drop, and the
 // waiters resolved by either.
 
-const native = require('../loader.js')
+const native = require('./core.js')
 const { own, syncVerdict, syncEnded, syncDropped } = require('./run.js')
 const { textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { isTerminal, statusBody } = require('./status.js')

@@ -4,7 +4,7 @@
 // per use, validated or parsed here, in one place.
 
 const path = require('node:path')
-const native = require('../loader.js')
+const native = require('./core.js')
 const { describe } = require('./describe.js')
 
 // --- the rules the core owns ----------------------------------------------------------------

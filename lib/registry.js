@@ -4,7 +4,7 @@
 // and its indexes, and the disk indexes; `ctx.runs` maps each core slot to its run object
 // (identity for get/list/shutdownActive).
 
-const native = require('../loader.js')
+const native = require('./core.js')
 const { ChatRun, adopt, createdFields, hydratedFields } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')

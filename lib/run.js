@@ -49,7 +49,7 @@
 // batch, the create-time tool bundle and summary, the pending cancel() promise, the pending TTL
 // eviction timer, and whether a finish() is between its verdict and its 'end' (its hooks run).
 
-const native = require('../loader.js')
+const native = require('./core.js')
 const { describe } = require('./describe.js')
 const { nonEmptyString, textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { defineProcessFields } = require('./attach.js')

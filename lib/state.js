@@ -6,7 +6,7 @@
 // lifecycle points (create, the start/error/end emits, finish, persistState, prepareRestart):
 // an ordinary emit never builds it. See docs/ARCHITECTURE.md, "The state file".
 
-const native = require('../loader.js')
+const native = require('./core.js')
 const { nonEmptyString } = require('./convert.js')
 
 /** The file's own fields: a durable field by one of these names is never written twice. */

@@ -2,7 +2,7 @@
 // What a run's status is and how it is reported: the terminal rule, the exited rule (SPEC §0),
 // the status body (§15) and the service's health snapshot.
 
-const native = require('../loader.js')
+const native = require('./core.js')
 const { ChatRun } = require('./run.js')
 const { lowerJson } = require('./lower.js')
 

@@ -2,7 +2,7 @@
 // Sending events to SSE clients: stream() (replay, then live), the replay batches the core
 // sends, and the fan-out of live events and of the end to a run's clients.
 
-const native = require('../loader.js')
+const native = require('./core.js')
 const { own } = require('./run.js')
 const { isTerminal } = require('./status.js')
 
