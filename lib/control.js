@@ -74,14 +74,20 @@ function signalTree(ctx, run, s, signal) {
   // (Without a pid the core cannot have reached this child: what it reports is the tree it
   // captured for an earlier child, which it keeps.)
   if (running && (Number.isNaN(pid) || (!reached.child && !reached.childGone))) {
-    try {
-      child.kill(signal)
-      delivered = true
-    } catch {
-      // SIG-3: a throwing kill() counts as not delivered.
-    }
+    if (killChild(child, signal)) delivered = true
   }
   if (delivered && signal === 'SIGKILL' && s.teardown !== null) s.teardown.killed = true
+}
+
+// The fallback for a child the core could not reach: child.kill(); true unless it threw
+// (SIG-3: a throwing kill() counts as not delivered).
+function killChild(child, signal) {
+  try {
+    child.kill(signal)
+    return true
+  } catch {
+    return false
+  }
 }
 
 /**
@@ -315,16 +321,53 @@ async function shutdownActive(ctx, shutdownOptions) {
   if (failure) throw failure.reason
 }
 
-// SHD-3 as LC-7 amends it: every run's teardown starts, synchronously and in order.
+const NO_CHILD = Object.freeze({ pid: NaN, running: false })
+
+// The child's pid (NaN without one) and whether it is running, as signalTree reads them; null
+// when a getter throws.
+function childValues(child) {
+  try {
+    return { pid: typeof child.pid === 'number' ? child.pid : NaN, running: !exited(child) }
+  } catch {
+    return null
+  }
+}
+
+// SHD-3 as LC-7 amends it: every run's teardown starts, synchronously and in order. One
+// crossing per run: the core also takes the stdin step when there is nothing to close and the
+// SIGTERM step when no abort() comes first (runShutdownStart); the rest is drive()'s.
 function startShutdown(ctx, runs, graceMs) {
   return runs.map((run) => {
     try {
       const s = ChatRun.stateOf(run)
       const now = Date.now()
-      const hasChild = Boolean(run.child)
-      const step = native.runShutdownBegin(ctx.svc, s.slot, hasChild, Boolean(run.acpSession?.abort), graceMs, now)
+      const child = run.child
+      const hasChild = Boolean(child)
+      const hasAbort = Boolean(run.acpSession?.abort)
+      const host = hasChild ? childValues(child) : NO_CHILD
+      let step =
+        host === null
+          ? // A child whose getters throw: the steps one by one (signalTree throws as before).
+            native.runShutdownBegin(ctx.svc, s.slot, hasChild, hasAbort, graceMs, now)
+          : native.runShutdownStart(
+              ctx.svc,
+              s.slot,
+              hasChild,
+              hasAbort,
+              Boolean(run.stdinOpen),
+              graceMs,
+              now,
+              host.pid,
+              typeof run.processGroupId === 'number' ? run.processGroupId : NaN,
+              host.running,
+            )
       syncCancelBegun(s, now, SHUTDOWN_TRIGGER)
       beginTeardown(s, hasChild, true)
+      if (step === EscalationStep.Sigterm && host !== null) {
+        // The SIGTERM step was taken, but the child itself was not reached natively.
+        killChild(child, 'SIGTERM')
+        step = native.runEscalationNext(ctx.svc, s.slot, true, false)
+      }
       return drive(ctx, run, s, true, step)
     } catch (err) {
       // SHD-5: one run's failure rejects the result, the others are still processed.

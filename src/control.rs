@@ -2,6 +2,7 @@
 //! run's child and process tree. Conversion only; the plans and the tree live in the core
 //! (`escalation`, `control`, `signals`, `tree`).
 
+use chat_run_core::control::ShutdownStart;
 use chat_run_core::escalation::CancelGraces;
 use chat_run_core::signals;
 use chat_run_core::PlanKind;
@@ -9,7 +10,7 @@ use napi::bindgen_prelude::Either;
 use napi::{Env, Result};
 use napi_derive::napi;
 
-use crate::codes::{cancel_start_code, step_code, Delivery, TreeSignal};
+use crate::codes::{cancel_start_code, step_code, Delivery, EscalationStep, TreeSignal};
 use crate::instances::service;
 use crate::map_error;
 
@@ -68,6 +69,38 @@ pub fn run_shutdown_begin(
         .shutdown_begin(slot, has_child, has_abort, grace_ms, now)
         .map(step_code)
         .map_err(map_error)
+}
+
+/// `shutdownActive()` for one run of the snapshot, in one crossing: `runShutdownBegin`, then,
+/// when the run has no `acpSession.abort` and no open stdin (`stdinOpen` false), the stdin step
+/// (nothing to close) and the SIGTERM step (`runSignalTree` with the host's `pid`, `group` and
+/// `alive`). Returns the step to carry out next (a wait in ms or an `EscalationStep` code), or
+/// `EscalationStep.Sigterm` when the SIGTERM step was taken but the child could not be reached
+/// natively: the facade then calls `child.kill('SIGTERM')` and asks `runEscalationNext`.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn run_shutdown_start(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    has_child: bool,
+    has_abort: bool,
+    stdin_open: bool,
+    grace_ms: f64,
+    now: f64,
+    pid: f64,
+    group: f64,
+    alive: bool,
+) -> Result<f64> {
+    let start = service(env, svc)?
+        .shutdown_start(
+            slot, has_child, has_abort, stdin_open, grace_ms, now, pid, group, alive,
+        )
+        .map_err(map_error)?;
+    Ok(match start {
+        ShutdownStart::Step(step) => step_code(step),
+        ShutdownStart::ChildKill => f64::from(EscalationStep::Sigterm as i32),
+    })
 }
 
 /// The next step of the cancel (`shutdown = false`) or shutdown plan (a wait in ms or an

@@ -17,6 +17,17 @@ use crate::tree::{Kill, Reached};
 /// LC-5: the cancel origin `shutdownActive()` records.
 pub const DAEMON_SHUTDOWN: &str = "daemon_shutdown";
 
+/// Outcome of [`Service::shutdown_start`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ShutdownStart {
+    /// The facade carries out this step of the plan next (after the SIGTERM step when the core
+    /// took it).
+    Step(Step),
+    /// The core took the SIGTERM step, but the child is running and was not reached (not
+    /// captured, no pid): the facade must `child.kill('SIGTERM')`, then ask for the next step.
+    ChildKill,
+}
+
 /// Which plan [`Service::next_step`] advances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanKind {
@@ -96,6 +107,40 @@ impl Service {
         let step = plan.next(false);
         run.shutdown = Some(plan);
         Ok(step)
+    }
+
+    /// SHD-3 for one run of the snapshot in one call, as far as the core can take it:
+    /// [`Service::shutdown_begin`], then the steps that need nothing of JS. The `CloseStdin`
+    /// step is passed when `stdin_open` is false (there is nothing to close), and the SIGTERM
+    /// step is carried out here ([`Service::signal_tree`], with the host's `pid`, `group` and
+    /// `alive`); an `Abort` step, or stdin to close, stops at that step. The order of the steps
+    /// is the plan's: nothing is signalled before `abort()` or before stdin is closed.
+    #[allow(clippy::too_many_arguments)]
+    pub fn shutdown_start(
+        &mut self,
+        slot: u32,
+        has_child: bool,
+        has_abort: bool,
+        stdin_open: bool,
+        grace_ms: f64,
+        now: f64,
+        pid: f64,
+        group: f64,
+        alive: bool,
+    ) -> CoreResult<ShutdownStart> {
+        let mut step = self.shutdown_begin(slot, has_child, has_abort, grace_ms, now)?;
+        if step == Step::CloseStdin && !stdin_open {
+            step = self.next_step(slot, PlanKind::Shutdown, false)?;
+        }
+        if step != Step::SigTerm {
+            return Ok(ShutdownStart::Step(step));
+        }
+        let reached = self.signal_tree(slot, pid, group, alive, false)?;
+        if alive && (signals::as_pid(pid).is_none() || !(reached.child || reached.child_gone)) {
+            return Ok(ShutdownStart::ChildKill);
+        }
+        let next = self.next_step(slot, PlanKind::Shutdown, false)?;
+        Ok(ShutdownStart::Step(next))
     }
 
     /// LC-5: the first origin wins; recording it persists the run's state (LC-1).
@@ -353,6 +398,60 @@ mod tests {
         let reached = svc.signal_tree(slot, 1.0, 1.0, true, false).unwrap();
         assert_eq!(reached, Reached::default());
         assert!(svc.tree_survivors(slot).unwrap().is_empty());
+    }
+
+    #[test]
+    fn shd_3_lc_7_shutdown_start_stops_before_what_js_must_do() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        // An abort comes first: nothing is signalled, JS aborts.
+        let start = svc
+            .shutdown_start(slot, true, true, false, 10.0, 1.0, 1.0, 1.0, true)
+            .unwrap();
+        assert_eq!(start, ShutdownStart::Step(Step::Abort));
+        assert_eq!(
+            svc.state(slot).unwrap().cancel_origin.as_deref(),
+            Some(DAEMON_SHUTDOWN)
+        );
+        // Stdin to close: JS closes it before any signal.
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let start = svc
+            .shutdown_start(slot, true, false, true, 10.0, 1.0, 1.0, 1.0, true)
+            .unwrap();
+        assert_eq!(start, ShutdownStart::Step(Step::CloseStdin));
+        // No child: the stdin step is passed, the run finishes at once.
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let start = svc
+            .shutdown_start(
+                slot,
+                false,
+                false,
+                false,
+                10.0,
+                1.0,
+                f64::NAN,
+                f64::NAN,
+                false,
+            )
+            .unwrap();
+        assert_eq!(start, ShutdownStart::Step(Step::FinishNow));
+        // A child the core cannot capture (pid 1 is not ours): SIGTERM is the facade's
+        // child.kill(), then the grace.
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let start = svc
+            .shutdown_start(slot, true, false, false, 10.0, 1.0, 1.0, 1.0, true)
+            .unwrap();
+        assert_eq!(start, ShutdownStart::ChildKill);
+        assert_eq!(
+            svc.next_step(slot, PlanKind::Shutdown, false).unwrap(),
+            Step::WaitExit(10.0)
+        );
+        // An exited child needs no fallback.
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let start = svc
+            .shutdown_start(slot, true, false, false, 10.0, 1.0, 1.0, 1.0, false)
+            .unwrap();
+        assert_eq!(start, ShutdownStart::Step(Step::WaitExit(10.0)));
     }
 
     #[test]

@@ -99,6 +99,30 @@ pub(crate) fn pidfd_send(fd: &OwnedFd, sig: i32) -> std::io::Result<()> {
     }
 }
 
+/// The process behind `fd` has not exited: a pidfd becomes readable when its process exits
+/// (a zombie is readable too), so `poll` with no timeout answers without touching `/proc`.
+pub(super) fn pidfd_alive(fd: &OwnedFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1, timeout 0: poll only writes `revents` of it.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    // 0: nothing ready, the process runs. An error (not expected for a valid pidfd) counts as
+    // alive: the barrier then waits on rather than declare the tree gone.
+    ready <= 0
+}
+
+/// Sends `kill` through a pidfd that is known to be the captured process.
+pub(super) fn signal_pidfd(fd: &OwnedFd, kill: Kill) -> Sent {
+    match pidfd_send(fd, signo(kill)) {
+        Ok(()) => Sent::Delivered,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Sent::Gone,
+        Err(_) => Sent::Failed,
+    }
+}
+
 /// The pidfd is opened first, the start time checked second: if the check passes, the pid
 /// still belonged to the captured process after the descriptor was opened, so the descriptor
 /// is that process and the signal cannot reach anything else. Without pidfds (kernels before

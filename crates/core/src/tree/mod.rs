@@ -88,6 +88,15 @@ pub enum Sent {
     Failed,
 }
 
+/// A handle on one process that can never come to mean another one (Linux: a pidfd). The tree
+/// holds one for its captured child: whether the child is alive, and signalling it, then cost
+/// one syscall each instead of a read of `/proc/<pid>/stat`.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    #[cfg(target_os = "linux")]
+    fd: Arc<std::os::fd::OwnedFd>,
+}
+
 /// The operating system's process table, as the tree needs it.
 pub trait ProcessTable {
     /// Every process there is.
@@ -112,6 +121,19 @@ pub trait ProcessTable {
     /// Whether any process (a zombie counts) is still in group `pgid`.
     fn group_exists(&self, pgid: i32) -> bool {
         self.snapshot().iter().any(|p| p.pgrp == pgid)
+    }
+    /// A handle on whatever process has `pid` now (`None` where the OS has no such handles).
+    /// The caller checks the process's identity *after* opening it (see [`Tree::set_child`]).
+    fn open_handle(&self, _pid: i32) -> Option<Handle> {
+        None
+    }
+    /// The process behind `handle` is still running (a zombie is not).
+    fn handle_alive(&self, _handle: &Handle) -> bool {
+        false
+    }
+    /// Sends `kill` to the process behind `handle` (`Gone` once it exited).
+    fn handle_signal(&self, _handle: &Handle, _kill: Kill) -> Sent {
+        Sent::Failed
     }
 }
 
@@ -156,6 +178,21 @@ impl ProcessTable for System {
     #[cfg(not(unix))]
     fn group_exists(&self, _pgid: i32) -> bool {
         false
+    }
+    #[cfg(target_os = "linux")]
+    fn open_handle(&self, pid: i32) -> Option<Handle> {
+        if pid < 2 || pid == self.own_pid() {
+            return None;
+        }
+        linux::pidfd_open(pid).map(|fd| Handle { fd: Arc::new(fd) })
+    }
+    #[cfg(target_os = "linux")]
+    fn handle_alive(&self, handle: &Handle) -> bool {
+        linux::pidfd_alive(&handle.fd)
+    }
+    #[cfg(target_os = "linux")]
+    fn handle_signal(&self, handle: &Handle, kill: Kill) -> Sent {
+        linux::signal_pidfd(&handle.fd, kill)
     }
 }
 
@@ -269,6 +306,15 @@ impl ProcessTable for SharedTable {
     fn group_exists(&self, pgid: i32) -> bool {
         System.group_exists(pgid)
     }
+    fn open_handle(&self, pid: i32) -> Option<Handle> {
+        System.open_handle(pid)
+    }
+    fn handle_alive(&self, handle: &Handle) -> bool {
+        System.handle_alive(handle)
+    }
+    fn handle_signal(&self, handle: &Handle, kill: Kill) -> Sent {
+        System.handle_signal(handle, kill)
+    }
 }
 
 /// One run's captured process tree.
@@ -276,6 +322,9 @@ impl ProcessTable for SharedTable {
 pub struct Tree {
     /// The child the host attached, when it was captured (a live direct child of ours).
     child: Option<ProcId>,
+    /// A handle on the captured child, opened before its identity was checked (so it is that
+    /// process), where the OS has them.
+    child_handle: Option<Handle>,
     /// The child's pid as the host gave it, captured or not (a new pid is a new child).
     child_pid: Option<i32>,
     /// The verified group (IMP-5), for this child.
@@ -317,8 +366,12 @@ impl Tree {
             self.child_pid = Some(pid);
             if alive {
                 let own = table.own_pid();
+                // The handle first, the identity second: if the pid is still our live child
+                // after the handle was opened, the handle is that child.
+                let handle = table.open_handle(pid);
                 if let Some(info) = table.probe(pid).filter(|i| i.alive && i.ppid == own) {
                     self.child = Some(info.id);
+                    self.child_handle = handle;
                     self.captured.push(info.id);
                 }
             }
@@ -345,8 +398,33 @@ impl Tree {
 
     /// The captured child is still running.
     pub fn child_alive(&self, table: &impl ProcessTable) -> bool {
-        self.child
-            .is_some_and(|id| table.probe(id.pid).is_some_and(|i| i.id == id && i.alive))
+        self.child.is_some_and(|id| self.is_alive(table, id))
+    }
+
+    /// The captured process `id` is still running: through the child's handle when it is the
+    /// child, otherwise asked of the process table (same pid, same start time, not a zombie).
+    fn is_alive(&self, table: &impl ProcessTable, id: ProcId) -> bool {
+        alive_by(table, id, self.child, self.child_handle.as_ref())
+    }
+
+    /// Drops the captured processes that are gone.
+    fn retain_alive(&mut self, table: &impl ProcessTable) {
+        let (child, handle) = (self.child, self.child_handle.as_ref());
+        self.captured
+            .retain(|&id| alive_by(table, id, child, handle));
+    }
+
+    /// Signals one captured process by identity (the child through its handle).
+    fn signal_one(&self, table: &impl ProcessTable, id: ProcId, kill: Kill) -> Sent {
+        match self
+            .child_handle
+            .as_ref()
+            .filter(|_| Some(id) == self.child)
+        {
+            Some(handle) if !table.handle_alive(handle) => Sent::Gone,
+            Some(handle) => table.handle_signal(handle, kill),
+            None => table.signal(id, kill),
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -369,11 +447,7 @@ impl Tree {
         // Whether a captured process is gone is asked of the OS directly, never read from the
         // snapshot: a shared snapshot may predate a process captured since (SNAPSHOT_REUSE),
         // and its absence there must not drop it.
-        self.captured.retain(|id| {
-            table
-                .probe(id.pid)
-                .is_some_and(|info| info.id == *id && info.alive)
-        });
+        self.retain_alive(table);
         let mut added = Vec::new();
         if let Some(pgid) = self.our_group(snapshot) {
             for p in snapshot {
@@ -452,7 +526,7 @@ impl Tree {
             if grouped.contains(&id) {
                 continue;
             }
-            if table.signal(id, kill) == Sent::Delivered {
+            if self.signal_one(table, id, kill) == Sent::Delivered {
                 if Some(id) == self.child {
                     reached.child = true;
                 } else {
@@ -469,11 +543,7 @@ impl Tree {
     /// `kill(-pgid, 0)`), the tree is gone and no full scan is needed: a child's exit event
     /// then costs no scan of the process table.
     pub fn alive(&mut self, table: &impl ProcessTable) -> usize {
-        self.captured.retain(|id| {
-            table
-                .probe(id.pid)
-                .is_some_and(|info| info.id == *id && info.alive)
-        });
+        self.retain_alive(table);
         let group_left = self.group.is_some_and(|g| table.group_exists(g.pgid));
         if self.captured.is_empty() && !group_left {
             return 0;
@@ -481,7 +551,7 @@ impl Tree {
         let snapshot = table.recent_snapshot();
         for id in self.capture_from(table, &snapshot) {
             if let Some(kill) = self.last {
-                table.signal(id, kill);
+                self.signal_one(table, id, kill);
             }
         }
         self.captured.len()
@@ -496,9 +566,25 @@ impl Tree {
         }
         let pids: Vec<i32> = self.captured.iter().map(|id| id.pid).collect();
         for id in self.captured.clone() {
-            table.signal(id, Kill::Kill);
+            self.signal_one(table, id, Kill::Kill);
         }
         pids
+    }
+}
+
+/// Whether the captured process `id` is alive: `handle` answers for `child`, the table's probe
+/// for everything else.
+fn alive_by(
+    table: &impl ProcessTable,
+    id: ProcId,
+    child: Option<ProcId>,
+    handle: Option<&Handle>,
+) -> bool {
+    match handle.filter(|_| Some(id) == child) {
+        Some(handle) => table.handle_alive(handle),
+        None => table
+            .probe(id.pid)
+            .is_some_and(|info| info.id == id && info.alive),
     }
 }
 

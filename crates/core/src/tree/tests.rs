@@ -384,6 +384,31 @@ mod linux_real {
     }
 
     #[test]
+    fn lc_7_the_child_is_held_by_a_pidfd_and_a_zombie_counts_as_gone() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let mut tree = Tree::default();
+        tree.attach(&System, Some(pid), true, None);
+        assert!(tree.child_handle.is_some(), "this kernel has pidfds");
+        assert!(tree.child_alive(&System));
+        assert_eq!(tree.alive(&System), 1);
+        let reached = tree.signal(&System, Kill::Term);
+        assert!(reached.child && !reached.child_gone);
+        // Not reaped yet: the child is a zombie, which the handle reports as gone.
+        assert!(wait_gone(pid));
+        assert_eq!(tree.alive(&System), 0);
+        assert!(!tree.child_alive(&System));
+        let reached = tree.signal(&System, Kill::Kill);
+        assert!(reached.child_gone && !reached.child);
+        // Reaped: the pid may be anybody's now; the handle still refuses it.
+        let _ = child.wait();
+        let handle = tree.child_handle.clone().unwrap();
+        assert!(!System.handle_alive(&handle));
+        assert_eq!(System.handle_signal(&handle, Kill::Kill), Sent::Gone);
+        assert!(tree.survivors(&System).is_empty());
+    }
+
+    #[test]
     fn lc_7_never_init_or_self() {
         let own = System.own_pid();
         let me = System.probe(own).unwrap();
