@@ -67,6 +67,48 @@ describe('stream() replay batch', () => {
     }
   })
 
+  it('a run with one event name (the batch without per-record names) replays the same warm and cold', () => {
+    const cold = service()
+    const warm = service()
+    for (const cursor of CURSORS) {
+      const a = cold.svc.create({})
+      const b = warm.svc.create({})
+      for (let i = 0; i < 150; i++) {
+        cold.svc.emit(a as never, 'agent', { type: 'text_delta', delta: `chunk ${i}` })
+        warm.svc.emit(b as never, 'agent', { type: 'text_delta', delta: `chunk ${i}` })
+      }
+      warm.replay(b, '0')
+      warm.replay(b, '140')
+      const expected = cold.replay(a, cursor)
+      expect(expected.frames.every((f) => f[0] === 'agent')).toBe(true)
+      expect(warm.replay(b, cursor), `cursor ${String(cursor)}`).toEqual(expected)
+    }
+  })
+
+  it('IMP-7: records emitted from inside sends of a one-name replay follow the snapshot once each, in order', () => {
+    for (const warmFirst of [false, true]) {
+      let run: any
+      let emitted = 0
+      const { runs: svc, sse } = makeRuns({}, () =>
+        fakeClient({
+          onSend: (_c, _e, _d, id) => {
+            // Two records from inside the snapshot, one more from inside the first tail batch.
+            if ((id === 3 || id === 4 || id === 6) && emitted < 3 && sse.length === (warmFirst ? 2 : 1)) {
+              emitted++
+              svc.emit(run, 'agent', { n: 5 + emitted })
+            }
+          },
+        }),
+      )
+      run = svc.create({})
+      for (let i = 1; i <= 5; i++) svc.emit(run, 'agent', { n: i })
+      if (warmFirst) svc.stream(run, fakeReq('2'), fakeRes())
+      svc.stream(run, fakeReq('2'), fakeRes())
+      const frames = framesOf(sse.at(-1)!)
+      expect(frames, `warmFirst ${warmFirst}`).toEqual([3, 4, 5, 6, 7, 8].map((id) => ['agent', { n: id }, id]))
+    }
+  })
+
   it('keeps absent data apart from null, and every event name, through the batch', () => {
     const { svc, replay } = service()
     const run = svc.create({})

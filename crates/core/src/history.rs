@@ -233,6 +233,10 @@ impl Block {
                 let Some(bytes) = take(len as usize) else {
                     break;
                 };
+                if i < skip {
+                    // Before the cursor: stepped over, not checked.
+                    continue;
+                }
                 let Ok(text) = std::str::from_utf8(bytes) else {
                     break;
                 };
