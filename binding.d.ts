@@ -248,6 +248,16 @@ export declare function runSetText(svc: number, slot: number, field: TextField, 
 export declare function runShutdownBegin(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, graceMs: number, now: number): number
 
 /**
+ * `shutdownActive()` for one run of the snapshot, in one crossing: `runShutdownBegin`, then,
+ * when the run has no `acpSession.abort` and no open stdin (`stdinOpen` false), the stdin step
+ * (nothing to close) and the SIGTERM step (`runSignalTree` with the host's `pid`, `group` and
+ * `alive`). Returns the step to carry out next (a wait in ms or an `EscalationStep` code), or
+ * `EscalationStep.Sigterm` when the SIGTERM step was taken but the child could not be reached
+ * natively: the facade then calls `child.kill('SIGTERM')` and asks `runEscalationNext`.
+ */
+export declare function runShutdownStart(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, stdinOpen: boolean, graceMs: number, now: number, pid: number, group: number, alive: boolean): number
+
+/**
  * `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a
  * number.
  */

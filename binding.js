@@ -871,6 +871,7 @@ module.exports.runSetError = nativeBinding.runSetError
 module.exports.runSetNumber = nativeBinding.runSetNumber
 module.exports.runSetText = nativeBinding.runSetText
 module.exports.runShutdownBegin = nativeBinding.runShutdownBegin
+module.exports.runShutdownStart = nativeBinding.runShutdownStart
 module.exports.runSignal = nativeBinding.runSignal
 module.exports.runSignalTree = nativeBinding.runSignalTree
 module.exports.runTreeAlive = nativeBinding.runTreeAlive
