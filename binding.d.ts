@@ -33,6 +33,14 @@ export declare const enum Delivery {
 export declare function destroyService(svc: number): void
 
 /**
+ * Stores the first `count` records of a batch of staged emits, in order: `header` holds five
+ * numbers per record (slot, id, event name, flags, timestamp) and `text` the records' event
+ * and data JSON parts, each followed by a line feed (see the core's `batch` module). Returns
+ * how many records were stored.
+ */
+export declare function emitStaged(svc: number, count: number, header: Float64Array, text: string): number
+
+/**
  * What the facade must do next in a cancel or shutdown plan. `runCancelBegin`,
  * `runShutdownBegin` and `runEscalationNext` return a number: a positive one is a wait in ms
  * for the run's process tree to exit (LC-7: the child's `exit`/`close` and `runTreeAlive`
@@ -74,7 +82,7 @@ export declare function flushLogs(svc: number): Promise<undefined>
 /** At construction (LC-2): indexes the runs under `dir` (the `runsLogDir`) without loading any. */
 export declare function indexRuns(svc: number, dir: string): void
 
-/** Registers an event name for `runEmitNamed` (the facade caches the number). */
+/** Registers an event name for the staged emits of `emitStaged` (the facade caches the number). */
 export declare function internEvent(svc: number, name: string): number
 
 /** A core-owned numeric field the host assigned (`runSetNumber`; `CancelRequested` as 0 / 1). */
@@ -139,20 +147,6 @@ export declare function runCreate(svc: number, projectId: string | undefined | n
 
 /** `drop`: false when the run was already terminal (nothing changed). */
 export declare function runDrop(svc: number, slot: number, now: number): boolean
-
-/**
- * The general `emit`: the event as a JSON fragment (absent = omitted), and `persist = false`
- * when `data` could not be serialized (the record keeps `data: null`, no log line). Returns
- * the record's id.
- */
-export declare function runEmitEncoded(svc: number, slot: number, eventJson: string | undefined | null, data: string | undefined | null, persist: boolean, now: number): number
-
-/**
- * The hot `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`
- * (`undefined` = the key is omitted). The text is copied once, into a buffer reused across
- * calls. Returns the record's id.
- */
-export declare function runEmitNamed(svc: number, slot: number, event: number, data: string | undefined, now: number): number
 
 /**
  * The next step of the cancel (`shutdown = false`) or shutdown plan (a wait in ms or an

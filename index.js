@@ -51,6 +51,7 @@ const serviceContexts = new WeakMap()
  * - `durableFields`: the options' durableFields the state file does not carry by itself (LC-6)
  * - `evicted`: run id -> WeakRef of a run TTL eviction took out (get() brings back the same
  *   object while the host holds it); `hookErrorReported`: a hook threw once already (LC-6)
+ * - `stage`: the emits waiting for their batch (lib/staging.js, BND-6), made on first emit
  */
 function serviceContext(opts) {
   const [logPrefix, logSuffix] = logLayout(opts.runsLogDir)
@@ -68,6 +69,7 @@ function serviceContext(opts) {
     evicted: new Map(),
     evictedSweepAt: EVICTED_SWEEP_MIN,
     hookErrorReported: false,
+    stage: null,
   }
 }
 

@@ -1,13 +1,15 @@
 'use strict'
 // emit() (SPEC §7, §8): the error fields of an 'error' event, the record the core numbers and
 // stores (and logs), the state file for the lifecycle events (LC-1), the onEventEmitted hook
-// (LC-6), then the live fan-out. The hot path: one native call per event.
+// (LC-6), then the live fan-out. The hot path: no native call; the record is staged and reaches
+// the core with its batch (lib/staging.js, BND-6).
 
 const native = require('./core.js')
 const { own, syncEmitted, syncErrorFields } = require('./run.js')
 const { fanOut } = require('./stream.js')
 const { persist } = require('./state.js')
 const { callHook } = require('./hooks.js')
+const { stage } = require('./staging.js')
 
 const EMPTY = Object.freeze({})
 // Distinct event names a service passes to the core as numbers; later new names go as strings.
@@ -29,8 +31,9 @@ function applyErrorFields(ctx, s, data) {
   }
 }
 
-// EMT-2 steps 2-6 in the core; returns the record's id.
-function record(ctx, s, event, data, now) {
+// EMT-2 steps 2-6: the record, numbered here from the mirror (the core gives the same id when
+// the batch arrives: BND-6), is staged for the core with its JSON.
+function record(ctx, s, id, event, data, now) {
   let dataJson
   let persist = true
   try {
@@ -50,7 +53,10 @@ function record(ctx, s, event, data, now) {
       name = native.internEvent(ctx.svc, event)
       eventNames.set(event, name)
     }
-    if (name !== undefined) return native.runEmitNamed(ctx.svc, s.slot, name, dataJson, now)
+    if (name !== undefined) {
+      stage(ctx, s.slot, id, name, undefined, dataJson, true, now)
+      return
+    }
   }
   let eventJson
   try {
@@ -59,7 +65,7 @@ function record(ctx, s, event, data, now) {
     eventJson = JSON.stringify(String(event))
     persist = false
   }
-  return native.runEmitEncoded(ctx.svc, s.slot, eventJson, dataJson, persist, now)
+  stage(ctx, s.slot, id, null, eventJson, dataJson, persist, now)
 }
 
 /** EMT-1..EMT-6 (EMT-4, the ring bound, is the core's); LC-1's state file; LC-6's hook. */
@@ -69,7 +75,8 @@ function emit(ctx, run, event, data) {
   if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
   if (event === 'error') applyErrorFields(ctx, s, data)
   const now = Date.now()
-  const id = record(ctx, s, event, data, now)
+  const id = s.nextEventId
+  record(ctx, s, id, event, data, now)
   syncEmitted(s, id, now)
   // LC-1: only these three events write the state file (never an ordinary emit).
   if (ctx.logging && (event === 'start' || event === 'error' || event === 'end')) persist(ctx, run, s)

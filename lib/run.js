@@ -15,10 +15,10 @@
 // conversationId      | runCreate, runHydrate; host: runSetText             | newMirror; setter
 // status              | runCreate, runHydrate, runFinishBegin, runDrop;     | newMirror, syncVerdict,
 //                     |   host: runSetText                                  |   syncDropped; setter
-// updatedAt           | runCreate, runHydrate, runEmit*, runFinishBegin,    | newMirror, syncEmitted,
+// updatedAt           | runCreate, runHydrate, emitStaged, runFinishBegin,  | newMirror, syncEmitted,
 //                     |   runDrop, runCancelBegin, runShutdownBegin;        |   syncVerdict, syncDropped,
 //                     |   host: runSetNumber                                |   syncCancelBegun; setter
-// nextEventId         | runCreate, runHydrate, runEmit*, runFinishEnd       | newMirror, syncEmitted,
+// nextEventId         | runCreate, runHydrate, emitStaged, runFinishEnd     | newMirror, syncEmitted,
 //                     |   ('end') (never the host: read-only)               |   syncEnded
 // exitCode, signal    | runHydrate, runFinishBegin; host: runSetNumber/Text | newMirror, syncVerdict; setter
 // error, errorCode    | runHydrate, runSetError (emit of 'error', §8);      | newMirror, syncErrorFields;
@@ -38,7 +38,11 @@
 // cancelRequested: syncRestarted copies that. A hydrated run's mirror is built by newMirror from
 // hydratedFields (the state file as the core now holds it, runHydrated).
 //
-// Each sync runs right after its native call, with one exception the SPEC orders: drop() calls
+// Each sync runs right after its native call, with two exceptions. emit() crosses no boundary
+// (BND-6): it numbers the record from the mirror's nextEventId, syncEmitted advances the mirror
+// at once, and the core reaches the same values when the batch arrives (lib/staging.js), which
+// is before any other native call, so no reader of the core sees it behind. And the SPEC orders
+// one: drop() calls
 // the clients' end() between runDrop and syncDropped, so they still read the status from before
 // the drop (DRP-1); and finish() is two native calls (runFinishBegin, then the hooks, then
 // runFinishEnd), each with its own sync.
@@ -132,7 +136,7 @@ function hydratedFields(state, nextEventId, cancelRequested) {
   }
 }
 
-/** After runEmitNamed/runEmitEncoded returned `id`: the core numbered the record and stamped it. */
+/** After emit() staged record `id` stamped `now` (the core stores both with the batch, BND-6). */
 function syncEmitted(s, id, now) {
   s.nextEventId = id + 1
   s.updatedAt = now

@@ -9,6 +9,7 @@
 //! - [`run`]: functions on one run (create, emit, finish, host field writes, replay).
 //! - [`control`]: stopping runs (the cancel and shutdown steps, the shutdown snapshot,
 //!   signalling the child and its process tree).
+//! - [`staged`]: the batch of staged emits (BND-6), one call per batch.
 //! - [`codes`]: the numeric `#[napi]` enums JS compares against (`binding.d.ts` names them).
 //! - [`text`]: the UTF-8 reader for the hot `emit` argument and the Latin-1 fast path out.
 //! - `instances`: the services of one Node environment, in napi instance data.
@@ -26,6 +27,7 @@ pub mod durable;
 mod instances;
 pub mod run;
 pub mod service;
+pub mod staged;
 pub mod text;
 
 /// A core error as the napi error JS sees: the core's message, prefixed with the package name,
@@ -35,7 +37,8 @@ pub(crate) fn map_error(error: CoreError) -> Error {
         CoreError::UnknownService(_)
         | CoreError::UnknownRun(_)
         | CoreError::UnknownEventName(_)
-        | CoreError::EventDataNotUtf8(_) => Status::InvalidArg,
+        | CoreError::EventDataNotUtf8(_)
+        | CoreError::StagedBatch(_) => Status::InvalidArg,
         CoreError::EventDataNotText => Status::StringExpected,
         CoreError::TooManyServices | CoreError::Encode(_) => Status::GenericFailure,
     };

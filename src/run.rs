@@ -1,7 +1,6 @@
 //! Functions on one run of a service: `(svc, slot, …)`.
 
 use chat_run_core::emit::Verdict;
-use chat_run_core::history::EventName;
 use chat_run_core::CreateMeta;
 use napi::{Env, JsString, Result};
 use napi_derive::napi;
@@ -9,7 +8,7 @@ use napi_derive::napi;
 use crate::codes::{NumberField, TextField};
 use crate::instances::{instances, service};
 use crate::map_error;
-use crate::text::{js_text, JsText};
+use crate::text::js_text;
 
 /// `create(meta)`: the id strings are passed only when they are non-empty strings; the two
 /// policies as their JSON lowering (absent = undefined); `clientRequestId` (LC-3's key); `host`
@@ -44,56 +43,6 @@ pub fn run_create(
     service(env, svc)?
         .create(meta, now)
         .reply_json()
-        .map_err(map_error)
-}
-
-/// The hot `emit`: an event name registered with `internEvent`, and `JSON.stringify(data)`
-/// (`undefined` = the key is omitted). The text is copied once, into a buffer reused across
-/// calls. Returns the record's id.
-#[napi]
-pub fn run_emit_named(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    event: u32,
-    #[napi(ts_arg_type = "string | undefined")] data: Option<JsText>,
-    now: f64,
-) -> Result<f64> {
-    let instances = instances(env)?;
-    let service = instances.services.get_mut(svc).map_err(map_error)?;
-    let scratch = &mut instances.scratch;
-    let text = data
-        .map(|data| data.read(scratch))
-        .transpose()
-        .map_err(map_error)?;
-    service
-        .emit_named(slot, event, text, now)
-        .map(|id| id as f64)
-        .map_err(map_error)
-}
-
-/// The general `emit`: the event as a JSON fragment (absent = omitted), and `persist = false`
-/// when `data` could not be serialized (the record keeps `data: null`, no log line). Returns
-/// the record's id.
-#[napi]
-pub fn run_emit_encoded(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    event_json: Option<String>,
-    data: Option<String>,
-    persist: bool,
-    now: f64,
-) -> Result<f64> {
-    service(env, svc)?
-        .emit(
-            slot,
-            EventName::Json(event_json.as_deref()),
-            data.as_deref(),
-            persist,
-            now,
-        )
-        .map(|id| id as f64)
         .map_err(map_error)
 }
 

@@ -105,7 +105,7 @@ pub fn run_list(
     Ok(Uint32Array::new(service(env, svc)?.list(&filter)))
 }
 
-/// Registers an event name for `runEmitNamed` (the facade caches the number).
+/// Registers an event name for the staged emits of `emitStaged` (the facade caches the number).
 #[napi]
 pub fn intern_event(env: &Env, svc: u32, name: String) -> Result<u32> {
     Ok(service(env, svc)?.intern_event(&name))

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{CoreError, CoreResult};
+use crate::error::CoreResult;
 use crate::history::EventName;
 use crate::log_writer::{LogFailure, LogLine, LogOperation, LogWriter};
 use crate::service::Service;
@@ -88,25 +88,12 @@ impl Service {
         Ok(id)
     }
 
-    /// Registers an event name and returns its number for [`Service::emit_named`]. The facade
-    /// keeps the name → number map (and bounds it); the core only stores the texts.
+    /// Registers an event name and returns its number, which a staged record can carry instead
+    /// of the name ([`crate::batch`]). The facade keeps the name → number map (and bounds it);
+    /// the core only stores the texts.
     pub fn intern_event(&mut self, name: &str) -> u32 {
         self.event_names.push(Arc::from(name));
         (self.event_names.len() - 1) as u32
-    }
-
-    /// `emit` with an event name registered by [`Service::intern_event`].
-    pub fn emit_named(
-        &mut self,
-        slot: u32,
-        event: u32,
-        data_json: Option<&str>,
-        now: f64,
-    ) -> CoreResult<u64> {
-        let Some(name) = self.event_names.get(event as usize).cloned() else {
-            return Err(CoreError::UnknownEventName(event));
-        };
-        self.emit(slot, EventName::Text(&name), data_json, true, now)
     }
 
     /// §8: records what the facade extracted from an `'error'` event.
@@ -305,16 +292,18 @@ mod tests {
     fn interned_event_names_emit_the_same_records_as_strings() {
         let mut svc = service(Some(10), None);
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
-        let agent = svc.intern_event("agent");
-        assert_eq!(svc.emit_named(slot, agent, Some("1"), 5.0).unwrap(), 1);
+        let agent = f64::from(svc.intern_event("agent"));
+        let staged = [f64::from(slot), 1.0, agent, 3.0, 5.0];
+        assert_eq!(svc.emit_staged(&staged, "1\n").unwrap(), 1);
         svc.emit(slot, EventName::Text("agent"), Some("1"), true, 5.0)
             .unwrap();
         let events: Vec<serde_json::Value> =
             serde_json::from_str(&svc.events_json(slot).unwrap()).unwrap();
         assert_eq!(events[0]["event"], "agent");
         assert_eq!(events[0]["data"], events[1]["data"]);
+        let unknown = [f64::from(slot), 3.0, 99.0, 0.0, 5.0];
         assert_eq!(
-            svc.emit_named(slot, 99, None, 5.0),
+            svc.emit_staged(&unknown, ""),
             Err(CoreError::UnknownEventName(99))
         );
     }

@@ -20,6 +20,8 @@ pub enum CoreError {
     EventDataNotText,
     /// The event data text was not valid UTF-8.
     EventDataNotUtf8(std::str::Utf8Error),
+    /// A batch of staged emits (BND-6) that does not follow its format; the text says how.
+    StagedBatch(String),
     /// A reply could not be encoded as JSON.
     Encode(String),
 }
@@ -43,6 +45,9 @@ impl fmt::Display for CoreError {
             ),
             CoreError::EventDataNotText => f.write_str("expected the event data as a JSON string"),
             CoreError::EventDataNotUtf8(error) => write!(f, "event data is not UTF-8 ({error})"),
+            CoreError::StagedBatch(problem) => {
+                write!(f, "malformed batch of staged emits: {problem}")
+            }
             CoreError::Encode(error) => write!(f, "could not encode a reply as JSON ({error})"),
         }
     }

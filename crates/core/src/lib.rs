@@ -11,6 +11,7 @@
 //!   the host-writable fields ([`TextField`], [`NumberField`]) and [`MirrorFields`].
 //! - [`emit`]: emit, event-name interning, `set_error`, `finish` (in two steps for the hooks),
 //!   `prepare_restart`, and queueing log lines to the writer.
+//! - [`batch`]: the batches of staged emits the facade hands over in one call (BND-6).
 //! - [`replay`]: what `stream()` replays for a cursor, and the compact batch it crosses in.
 //! - [`control`]: cancel and shutdown (the plan stepping, the cancel origin), signalling the
 //!   child, the run's process tree (LC-7).
@@ -33,6 +34,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod backfill;
+pub mod batch;
 pub mod config;
 pub mod control;
 pub mod durable;

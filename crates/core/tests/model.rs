@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chat_run_core::batch;
 use chat_run_core::escalation::{CancelGraces, Fallback, Step};
-use chat_run_core::history::EventName;
 use chat_run_core::log_writer::{LogLimits, LogShared};
 use chat_run_core::policy::js_trim;
 use chat_run_core::replay::{self, Sent};
@@ -44,9 +44,9 @@ use serde_json::{json, Value};
 
 #[derive(Clone, Debug)]
 enum Ev {
-    /// A well-formed JS string (`native.runEmit`).
+    /// A well-formed JS string (interned by the facade when the record persists).
     Text(String),
-    /// `JSON.stringify(event)` of a non-string event (`native.runEmitEncoded`); `None` is
+    /// `JSON.stringify(event)` of a non-string event (in the batch's text); `None` is
     /// `undefined` (the key is omitted).
     Json(Option<&'static str>),
 }
@@ -611,22 +611,41 @@ impl Harness {
                 }
             }
         }
-        let name = match event {
-            Ev::Text(t) => EventName::Text(t),
-            Ev::Json(j) => EventName::Json(*j),
-        };
+        // lib/emit.js + lib/staging.js (BND-6): the facade numbers the record itself and hands
+        // it over in a batch (here of one record); a persisted string name crosses interned.
         let slot = self.model.runs[i].slot;
-        let id = self
-            .svc
-            .emit(slot, name, data_json.as_deref(), persist, self.now)
-            .unwrap();
+        let id = self.model.runs[i].next_id;
+        let mut text = String::new();
+        let name = match event {
+            Ev::Text(t) if persist => f64::from(self.svc.intern_event(t)),
+            Ev::Text(t) => {
+                text.push_str(&serde_json::to_string(t).unwrap());
+                text.push('\n');
+                batch::NAME_IN_TEXT
+            }
+            Ev::Json(Some(json)) => {
+                text.push_str(json);
+                text.push('\n');
+                batch::NAME_IN_TEXT
+            }
+            Ev::Json(None) => batch::NAME_ABSENT,
+        };
+        let mut flags = if persist { batch::PERSIST } else { 0 };
+        if let Some(data) = &data_json {
+            text.push_str(data);
+            text.push('\n');
+            flags |= batch::DATA_IN_TEXT;
+        }
+        let header = [f64::from(slot), id as f64, name, f64::from(flags), self.now];
+        let stored = self.svc.emit_staged(&header, &text).unwrap();
+        assert_eq!(stored, 1, "BND-6: the batch of one record was not stored");
         self.model_record(i, event, data_json.as_deref(), persist);
         let m = &self.model.runs[i];
         assert_eq!(
-            id,
-            m.next_id - 1,
-            "EMT-3: emit returned id {id}, model expects {}",
-            m.next_id - 1
+            self.svc.state(slot).unwrap().next_event_id,
+            m.next_id,
+            "EMT-3: the core's next id after emit {id}, model expects {}",
+            m.next_id
         );
         id
     }

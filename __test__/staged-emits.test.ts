@@ -1,0 +1,200 @@
+// SPEC BND-6: emits are staged in JS and reach the core in batches. Nothing that reads or changes
+// the core may miss a record or see them out of order: reads right after emit, finish/cancel/
+// shutdown right after emit, emits from inside hooks and client sends, several services at once,
+// batches larger than one crossing; and a daemon killed between emit and the batch loses at most
+// the records of that stretch, never a line in the middle.
+import { spawn } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { describe, expect, it } from 'vitest'
+import { getChatRunServiceStats } from '../index.js'
+import { fakeReq, fakeRes, fixture, makeRuns, readLines, sentIds, useTempDirs } from './helpers'
+
+const requireNode = createRequire(import.meta.url)
+const { MAX_RECORDS } = requireNode('../lib/staging.js') as { MAX_RECORDS: number }
+const tempDir = useTempDirs('staged-emits-')
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+const ids = (records: Array<{ id: number }>) => records.map((record) => record.id)
+const logIds = (file: string) => readLines(file).map((line) => JSON.parse(line).id as number)
+// More than two full batches and a partial one.
+const MANY = 2 * MAX_RECORDS + 100
+
+describe('BND-6: reads right after emit see every staged record', () => {
+  it('run.events, stream() and the stats, in the same stretch as the emits', () => {
+    const { runs, sse } = makeRuns({ maxEvents: MANY + 10 })
+    const run = runs.create({ projectId: 'p' })
+    const returned: number[] = []
+    for (let n = 1; n <= MANY; n++) returned.push(runs.emit(run, 'stdout', { n }).id)
+    expect(returned).toEqual(range(1, MANY))
+    expect(ids(run.events)).toEqual(range(1, MANY))
+    expect(run.events.at(-1).data).toEqual({ n: MANY })
+    expect(getChatRunServiceStats(runs).events.retained).toBe(MANY)
+    runs.stream(run, fakeReq(String(MANY - 5)), fakeRes())
+    expect(sentIds(sse[0])).toEqual(range(MANY - 4, MANY))
+    // One more emit after the read: the cached run.events must not hide it.
+    runs.emit(run, 'stdout', { n: MANY + 1 })
+    expect(run.events.length).toBe(MANY + 1)
+    expect(sentIds(sse[0]).at(-1)).toBe(MANY + 1)
+  })
+
+  it("finish right after emits numbers 'end' after them, and the log keeps id order", async () => {
+    const dir = tempDir()
+    const { runs } = makeRuns({ runsLogDir: dir, maxEvents: 10 })
+    const run = runs.create({ projectId: 'p' })
+    for (let n = 1; n <= MANY; n++) runs.emit(run, 'stdout', { n })
+    runs.finish(run, 'succeeded', 0, null)
+    expect(run.events.at(-1)).toMatchObject({ id: MANY + 1, event: 'end' })
+    expect(runs.statusBody(run)).toMatchObject({ status: 'succeeded' })
+    await runs.shutdownActive()
+    expect(logIds(run.eventsLogPath)).toEqual(range(1, MANY + 1))
+  })
+
+  it("an 'error' emit sets error/errorCode at once, and odd event names and data keep their records", () => {
+    const { runs } = makeRuns({ maxEvents: 20 })
+    const run = runs.create({ projectId: 'p' })
+    runs.emit(run, 'stdout', { n: 1 })
+    runs.emit(run, 'error', { error: { message: 'boom', code: 'E_BOOM' } })
+    expect(runs.statusBody(run)).toMatchObject({ error: 'boom', errorCode: 'E_BOOM' })
+    runs.emit(run, 7, { n: 2 })
+    runs.emit(run, undefined, undefined)
+    runs.emit(run, 'stdout', { big: 1n })
+    runs.emit(run, { kind: 'object' }, [1, 2])
+    runs.emit(run, 'line\nbreak', 'text with\na line feed')
+    expect(run.events.map((record: any) => [record.id, record.event, record.data])).toEqual([
+      [1, 'stdout', { n: 1 }],
+      [2, 'error', { error: { message: 'boom', code: 'E_BOOM' } }],
+      [3, 7, { n: 2 }],
+      [4, undefined, undefined],
+      [5, 'stdout', null],
+      [6, { kind: 'object' }, [1, 2]],
+      [7, 'line\nbreak', 'text with\na line feed'],
+    ])
+    expect(getChatRunServiceStats(runs).events.retained).toBe(7)
+  })
+})
+
+describe('BND-6: emits from inside the emit path keep one order', () => {
+  it('an onEventEmitted hook that emits: run.events, the log and the returned ids agree', async () => {
+    const dir = tempDir()
+    const order: number[] = []
+    let runs: any
+    ;({ runs } = makeRuns({
+      runsLogDir: dir,
+      maxEvents: 5000,
+      onEventEmitted: (run: any, record: any) => {
+        order.push(record.id)
+        if (record.event === 'stdout') runs.emit(run, 'derived', { of: record.id })
+      },
+    }))
+    const run = runs.create({ projectId: 'p' })
+    for (let n = 1; n <= MAX_RECORDS; n++) runs.emit(run, 'stdout', { n })
+    const events = run.events
+    expect(ids(events)).toEqual(range(1, 2 * MAX_RECORDS))
+    for (const record of events) {
+      if (record.event === 'derived') expect(record.data.of).toBe(record.id - 1)
+    }
+    expect(order.toSorted((a, b) => a - b)).toEqual(range(1, 2 * MAX_RECORDS))
+    runs.finish(run, 'succeeded', 0, null)
+    await runs.shutdownActive()
+    expect(logIds(run.eventsLogPath)).toEqual(range(1, 2 * MAX_RECORDS + 1))
+  })
+
+  it('a client whose send() emits: every client sees ids in order, and the core holds them all', () => {
+    const { runs, sse } = makeRuns({ maxEvents: 5000 }, (index) => {
+      const calls: any[] = []
+      return {
+        calls,
+        send(event: string, data: any, id: number) {
+          calls.push({ type: 'send', event, data, id })
+          if (index === 0 && event === 'stdout') runs.emit(run, 'echo', { of: id })
+        },
+        end() {},
+        cleanup() {},
+      }
+    })
+    const run = runs.create({ projectId: 'p' })
+    runs.stream(run, fakeReq(undefined), fakeRes())
+    runs.stream(run, fakeReq(undefined), fakeRes())
+    for (let n = 1; n <= 600; n++) runs.emit(run, 'stdout', { n })
+    expect(ids(run.events)).toEqual(range(1, 1200))
+    for (const client of sse) {
+      const seen = sentIds(client as any)
+      expect(seen.toSorted((a, b) => a - b)).toEqual(range(1, 1200))
+    }
+    expect(sentIds(sse[0] as any)).toEqual(range(1, 1200))
+  })
+
+  it('two services emitting in turn keep their own ids and records', () => {
+    const a = makeRuns({ maxEvents: 5000 }).runs
+    const b = makeRuns({ maxEvents: 5000 }).runs
+    const runA = a.create({ projectId: 'a' })
+    const runB = b.create({ projectId: 'b' })
+    for (let n = 1; n <= MAX_RECORDS + 7; n++) {
+      a.emit(runA, 'stdout', { a: n })
+      b.emit(runB, 'stdout', { b: n })
+      if (n % 3 === 0) b.emit(runB, 'extra', { b: n })
+    }
+    expect(ids(runA.events)).toEqual(range(1, MAX_RECORDS + 7))
+    expect(runA.events.every((record: any) => 'a' in record.data)).toBe(true)
+    const extras = Math.floor((MAX_RECORDS + 7) / 3)
+    expect(ids(runB.events)).toEqual(range(1, MAX_RECORDS + 7 + extras))
+    expect(runB.events.every((record: any) => 'b' in record.data)).toBe(true)
+  })
+
+  it('cancel and drop right after emits see them', async () => {
+    const { runs } = makeRuns({ maxEvents: 100 })
+    const run = runs.create({ projectId: 'p' })
+    run.status = 'running'
+    for (let n = 1; n <= 30; n++) runs.emit(run, 'stdout', { n })
+    await runs.cancel(run, 'user')
+    expect(run.status).toBe('canceled')
+    expect(ids(run.events)).toEqual(range(1, 31))
+    const other = runs.create({ projectId: 'p' })
+    for (let n = 1; n <= 30; n++) runs.emit(other, 'stdout', { n })
+    runs.drop(other)
+    expect(ids(other.events)).toEqual(range(1, 30))
+  })
+})
+
+/** Runs the crash worker and returns what it printed before it killed itself. */
+async function crashWorker(dir: string, mode: string, count: number) {
+  const child = spawn(process.execPath, [fixture('staged-worker.cjs'), dir, mode, String(count)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let out = ''
+  child.stdout.setEncoding('utf8')
+  child.stdout.on('data', (chunk: string) => {
+    out += chunk
+  })
+  const signal = await new Promise((resolve) => child.once('exit', (_code, sig) => resolve(sig)))
+  expect(signal, out).toBe('SIGKILL')
+  return JSON.parse(out.split('\n')[0]) as { id: string; lines?: number }
+}
+
+describe('BND-6: a daemon killed between emit and the batch', () => {
+  it('killed in the same stretch: the log holds exactly the batches handed over, whole and in order; a restart finds no gap', async () => {
+    const dir = tempDir()
+    const count = 2 * MAX_RECORDS + 500
+    const { id } = await crashWorker(dir, 'same-stretch', count)
+    const { runs } = makeRuns({ runsLogDir: dir, maxEvents: 10 })
+    const run = runs.get(id)
+    // 'start' (id 1) reached the core with the state file write; then two full batches did.
+    const handed = 1 + 2 * MAX_RECORDS
+    const journal = readLines(run.eventsLogPath)
+    // The journal: ids 1..handed, each line whole, then the two records the restart added.
+    expect(journal.slice(0, handed).map((line) => JSON.parse(line).id)).toEqual(range(1, handed))
+    expect(run).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED' })
+    expect(ids(run.events).slice(-2)).toEqual([handed + 1, handed + 2])
+    expect(logIds(run.eventsLogPath)).toEqual(range(1, handed + 2))
+  })
+
+  it('killed after the stretch returned to the event loop: every record is on disk', async () => {
+    const dir = tempDir()
+    const count = 300
+    const { id, lines } = await crashWorker(dir, 'next-tick', count)
+    expect(lines).toBe(count + 1)
+    const { runs } = makeRuns({ runsLogDir: dir, maxEvents: 10 })
+    const run = runs.get(id)
+    expect(run).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED' })
+    expect(logIds(run.eventsLogPath)).toEqual(range(1, count + 3))
+  })
+})

@@ -1,0 +1,120 @@
+'use strict'
+// Staged emits (SPEC BND-6). A crossing into Rust costs more than the work an emit asks of the
+// core, so emit() does not cross: it numbers the record from the run's mirror, keeps its parts
+// here (a few numbers in a reused Float64Array, the JSON texts in an array) and hands every
+// staged record of a service to the core in one call, emitStaged, when the first of these
+// comes:
+//
+// - the end of the current synchronous stretch (a microtask queued by the first staged record),
+// - a full batch (MAX_RECORDS records or MAX_TEXT characters of JSON),
+// - any other call into the core: lib/core.js calls flushStaged() before each one, so nothing
+//   the core answers (run.events, stream, statusBody, stats, finish, cancel, shutdown, the
+//   state file, a hydration) can miss a record, and the records always precede what follows.
+//
+// The header layout and the text format are the core's (crates/core/src/batch.rs).
+
+const binding = require('../loader.js')
+
+const FIELDS = 5 // slot, id, event name, flags, timestamp
+const NAME_IN_TEXT = -1
+const NAME_ABSENT = -2
+const DATA_IN_TEXT = 1
+const PERSIST = 2
+// One crossing per this many records at most; and the JSON a batch holds, in UTF-16 units.
+const MAX_RECORDS = 1024
+const MAX_TEXT = 512 * 1024
+
+// The services (their contexts) with staged records, in the order they staged the first one.
+const dirty = []
+let flushQueued = false
+
+function newStage() {
+  return { count: 0, header: new Float64Array(MAX_RECORDS * FIELDS), parts: [], textLength: 0 }
+}
+
+/**
+ * Stages one record of `ctx`'s service for run `slot` with `id`. `name`: an interned event name
+ * number, or null with `eventJson` (a string, or undefined for an absent event). `dataJson`:
+ * `JSON.stringify(data)` (undefined for an absent key). `persist` is false when the data could
+ * not be serialized (LOG-6).
+ */
+function stage(ctx, slot, id, name, eventJson, dataJson, persist, now) {
+  let stage = ctx.stage
+  if (stage === null) stage = ctx.stage = newStage()
+  if (stage.count === 0) {
+    dirty.push(ctx)
+    if (!flushQueued) {
+      flushQueued = true
+      queueMicrotask(flushQueuedStages)
+    }
+  }
+  const parts = stage.parts
+  let nameField = name
+  if (name === null) {
+    if (eventJson === undefined) {
+      nameField = NAME_ABSENT
+    } else {
+      nameField = NAME_IN_TEXT
+      parts.push(eventJson)
+      stage.textLength += eventJson.length + 1
+    }
+  }
+  let flags = persist ? PERSIST : 0
+  if (dataJson !== undefined) {
+    flags |= DATA_IN_TEXT
+    parts.push(dataJson)
+    stage.textLength += dataJson.length + 1
+  }
+  const at = stage.count * FIELDS
+  const header = stage.header
+  header[at] = slot
+  header[at + 1] = id
+  header[at + 2] = nameField
+  header[at + 3] = flags
+  header[at + 4] = now
+  stage.count++
+  if (stage.count === MAX_RECORDS || stage.textLength >= MAX_TEXT) flushStaged()
+}
+
+/** True while some record waits for its batch. */
+function hasStaged() {
+  return dirty.length !== 0
+}
+
+// Hands one service's staged records to the core. The stage is emptied first, so a failure
+// (which would be a bug: every record names a live run and the id the core gives next) is
+// thrown once and never replayed.
+function flushStage(ctx) {
+  const stage = ctx.stage
+  const count = stage.count
+  if (count === 0) return
+  const parts = stage.parts
+  const text = parts.length === 0 ? '' : parts.join('\n') + '\n'
+  stage.count = 0
+  stage.parts = []
+  stage.textLength = 0
+  binding.emitStaged(ctx.svc, count, stage.header, text)
+}
+
+/** Hands every staged record of every service to the core, in the order they were staged. */
+function flushStaged() {
+  let failure = null
+  while (dirty.length !== 0) {
+    const services = dirty.splice(0, dirty.length)
+    for (const ctx of services) {
+      try {
+        flushStage(ctx)
+      } catch (error) {
+        failure ??= error
+      }
+    }
+  }
+  if (failure !== null) throw failure
+}
+
+function flushQueuedStages() {
+  flushQueued = false
+  flushStaged()
+}
+
+module.exports = { stage, hasStaged, flushStaged, MAX_RECORDS, MAX_TEXT }
