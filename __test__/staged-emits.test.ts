@@ -10,13 +10,40 @@ import { getChatRunServiceStats } from '../index.js'
 import { fakeReq, fakeRes, fixture, makeRuns, readLines, sentIds, useTempDirs } from './helpers'
 
 const requireNode = createRequire(import.meta.url)
-const { MAX_RECORDS } = requireNode('../lib/staging.js') as { MAX_RECORDS: number }
+const { MAX_RECORDS, MAX_TEXT, hasStaged } = requireNode('../lib/staging.js') as {
+  MAX_RECORDS: number
+  MAX_TEXT: number
+  hasStaged(): boolean
+}
 const tempDir = useTempDirs('staged-emits-')
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
 const ids = (records: Array<{ id: number }>) => records.map((record) => record.id)
 const logIds = (file: string) => readLines(file).map((line) => JSON.parse(line).id as number)
 // More than two full batches and a partial one.
 const MANY = 2 * MAX_RECORDS + 100
+
+describe('BND-6: when a batch is handed over', () => {
+  it('at MAX_RECORDS records, at MAX_TEXT characters, at the end of the stretch', async () => {
+    const { runs } = makeRuns({ maxEvents: 10 })
+    const run = runs.create({ projectId: 'p' })
+    expect(hasStaged()).toBe(false)
+    for (let n = 1; n < MAX_RECORDS; n++) runs.emit(run, 'stdout', { n })
+    expect(hasStaged()).toBe(true)
+    runs.emit(run, 'stdout', { n: MAX_RECORDS })
+    expect(hasStaged()).toBe(false)
+    // Large records: the text bound comes first.
+    const big = 'x'.repeat(Math.ceil(MAX_TEXT / 4))
+    for (let n = 0; n < 3; n++) runs.emit(run, 'stdout', { big })
+    expect(hasStaged()).toBe(true)
+    runs.emit(run, 'stdout', { big })
+    expect(hasStaged()).toBe(false)
+    runs.emit(run, 'stdout', { n: 0 })
+    expect(hasStaged()).toBe(true)
+    await Promise.resolve()
+    expect(hasStaged()).toBe(false)
+    expect(run.events.at(-1).id).toBe(MAX_RECORDS + 5)
+  })
+})
 
 describe('BND-6: reads right after emit see every staged record', () => {
   it('run.events, stream() and the stats, in the same stretch as the emits', () => {
@@ -177,8 +204,8 @@ describe('BND-6: a daemon killed between emit and the batch', () => {
     const { id } = await crashWorker(dir, 'same-stretch', count)
     const { runs } = makeRuns({ runsLogDir: dir, maxEvents: 10 })
     const run = runs.get(id)
-    // 'start' (id 1) reached the core with the state file write; then two full batches did.
-    const handed = 1 + 2 * MAX_RECORDS
+    // 'start' (id 1) reached the core with the state file write; then every full batch did.
+    const handed = 1 + Math.floor(count / MAX_RECORDS) * MAX_RECORDS
     const journal = readLines(run.eventsLogPath)
     // The journal: ids 1..handed, each line whole, then the two records the restart added.
     expect(journal.slice(0, handed).map((line) => JSON.parse(line).id)).toEqual(range(1, handed))

@@ -20,29 +20,35 @@ import { fileURLToPath } from 'node:url'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
-// Goals: ratio = native median / baseline median; `op` says which side of `ratio` passes.
-// `better` says which direction is good for native when there is no goal (used to pick the worse
-// pattern). Scenarios listed in EMIT run in both PATTERNS.
+// Goals: ratio = native median / baseline median; `op` says which side of `ratio` passes;
+// `patterns` overrides `ratio` for one pattern (emit-persist's throughput: 2x in a burst, 3x
+// yielding). A goal is met only when every pattern of the scenario meets it. `better` says which
+// direction is good for native when there is no goal (used to pick the worse pattern). Scenarios
+// listed in EMIT run in both PATTERNS.
 const SCENARIOS = {
   'emit-persist': [
-    { key: 'eventsPerSec', label: 'emit throughput (events/s)', goal: { op: '>=', ratio: 3 } },
+    {
+      key: 'eventsPerSec',
+      label: 'emit throughput (events/s)',
+      goal: { op: '>=', ratio: 2, patterns: { yielding: 3 } },
+    },
     { key: 'durableMs', label: 'time until durable (ms)', goal: { op: '<=', ratio: 0.4 } },
     { key: 'loopMs', label: 'emit loop (ms)', better: 'lower' },
     { key: 'finishToDurableMs', label: 'finish all + flush (ms)', better: 'lower' },
   ],
   'emit-memory': [
-    { key: 'rssBytesPerEvent', label: 'RSS growth (B/event)', goal: { op: '<=', ratio: 0.3 } },
-    { key: 'heapExtBytesPerEvent', label: 'heap+external growth (B/event)', goal: { op: '<=', ratio: 0.3 } },
-    { key: 'gcMs', label: 'forced full gc() (ms)', goal: { op: '<=', ratio: 0.05 } },
+    { key: 'rssBytesPerEvent', label: 'RSS growth (B/event)', goal: { op: '<=', ratio: 0.1 } },
+    { key: 'heapExtBytesPerEvent', label: 'heap+external growth (B/event)', goal: { op: '<=', ratio: 0.01 } },
+    { key: 'gcMs', label: 'forced full gc() (ms)', goal: { op: '<=', ratio: 0.01 } },
     { key: 'emitLoopMs', label: 'emit loop incl. JSON.parse (ms)', better: 'lower' },
   ],
-  'emit-nolog': [{ key: 'loopMs', label: 'emit loop, 2M emits / 1000 runs (ms)', better: 'lower' }],
+  'emit-nolog': [{ key: 'loopMs', label: 'emit loop, 2M emits / 1000 runs (ms)', goal: { op: '<=', ratio: 1.0 } }],
   'replay-sse': [
-    { key: 'nsPerFrameFirst', label: 'ns/frame, first pass', goal: { op: '<=', ratio: 1.2 } },
+    { key: 'nsPerFrameFirst', label: 'ns/frame, first pass', goal: { op: '<=', ratio: 1.5 } },
     { key: 'nsPerFrameWarm', label: 'ns/frame, warm pass', goal: { op: '<=', ratio: 1.0 } },
   ],
   list: [{ key: 'usPerList', label: 'us per list({ conversationId })', goal: { op: '<=', ratio: 0.1 } }],
-  lifecycle: [{ key: 'runsPerSec', label: 'runs/s', goal: { op: '>=', ratio: 1.5 } }],
+  lifecycle: [{ key: 'runsPerSec', label: 'runs/s', goal: { op: '>=', ratio: 1.0 } }],
   shutdown: [
     {
       key: 'shutdownMs',
@@ -57,6 +63,16 @@ const EMIT = new Set(['emit-persist', 'emit-memory', 'emit-nolog', 'lifecycle'])
 const patternsOf = (name) => (EMIT.has(name) ? PATTERNS : [null])
 const rowName = (name, pattern) => (pattern ? `${name}/${pattern}` : name)
 const betterOf = (m) => (m.goal ? (m.goal.op === '>=' ? 'higher' : 'lower') : (m.better ?? 'lower'))
+// The goal's ratio for one pattern ('-' when the scenario has none).
+const goalRatio = (goal, pkey) => goal.patterns?.[pkey] ?? goal.ratio
+const goalTextOf = (goal, pkey) => {
+  if (!goal) return '-'
+  const dead = goal.allDead ? ', all groups dead' : ''
+  if (pkey !== null) return `${goal.op} ${goalRatio(goal, pkey)}x${dead}`
+  const per = Object.entries(goal.patterns ?? {})
+  if (per.length === 0) return `${goal.op} ${goal.ratio}x${dead}`
+  return `${goal.op} ${goal.ratio}x, ${per.map(([p, r]) => `${r}x ${p}`).join(', ')}${dead}`
+}
 
 function parseArgs(argv) {
   // selected: scenario name -> Set of patterns (null for a scenario without patterns)
@@ -273,7 +289,8 @@ for (const name of opts.names) {
       })
       let pass = null
       if (m.goal) {
-        pass = pr.verified && (m.goal.op === '>=' ? ratio >= m.goal.ratio : ratio <= m.goal.ratio)
+        const target = goalRatio(m.goal, pkey)
+        pass = pr.verified && (m.goal.op === '>=' ? ratio >= target : ratio <= target)
         if (m.goal.allDead) pass = pass && samples.native.every((s) => s.ok && s.allDead === true)
       }
       return {
@@ -301,8 +318,13 @@ for (const name of opts.names) {
       return betterOf(m) === 'higher' ? -x.ratio : x.ratio
     }
     const worst = keys.reduce((a, b) => (score(b) > score(a) ? b : a))
-    const goalText = m.goal ? `${m.goal.op} ${m.goal.ratio}x${m.goal.allDead ? ', all groups dead' : ''}` : '-'
     const status = (x) => (x.pass === null ? '' : x.pass ? 'PASS' : x.verified ? 'FAIL' : 'INVALID')
+    // The goal holds only when it holds in every pattern.
+    const all = keys.map((pkey) => entry.patterns[pkey].metrics[k])
+    const overall = {
+      pass: m.goal ? all.every((x) => x.pass) : null,
+      verified: all.every((x) => x.verified),
+    }
     for (const pkey of keys) {
       const x = entry.patterns[pkey].metrics[k]
       rows.push({
@@ -315,7 +337,7 @@ for (const name of opts.names) {
           fmt(x.baseline),
           m.reduce === 'max' ? '' : `${fmt(x.ratio)}x`,
           fmtRange(x.ratioMinMax),
-          goalText,
+          goalTextOf(m.goal, pkey === '-' ? null : pkey),
           status(x),
           keys.length > 1 && pkey === worst ? '<- worse' : '',
         ],
@@ -324,9 +346,9 @@ for (const name of opts.names) {
     const w = entry.patterns[worst].metrics[k]
     if (m.goal) {
       goals++
-      if (w.pass) met++
+      if (overall.pass) met++
     }
-    entry.metrics.push({ ...w, pattern: worst === '-' ? null : worst })
+    entry.metrics.push({ ...w, pattern: worst === '-' ? null : worst, goalMet: overall.pass })
     summaryRows.push([
       name,
       m.label,
@@ -335,8 +357,8 @@ for (const name of opts.names) {
       fmt(w.baseline),
       m.reduce === 'max' ? '' : `${fmt(w.ratio)}x`,
       fmtRange(w.ratioMinMax),
-      goalText,
-      status(w),
+      goalTextOf(m.goal, null),
+      status(overall),
     ])
   })
 }
