@@ -46,6 +46,22 @@ impl Service {
     /// hands out ids itself, and a record whose id disagrees is refused (with the records after
     /// it) rather than stored under another id than the one its callers saw.
     pub fn emit_staged(&mut self, header: &[f64], text: &str) -> CoreResult<usize> {
+        // The batch's log lines are queued together at its end (one lock, one reservation),
+        // in record order, also when a record is refused.
+        self.pending_lines = Some(std::mem::take(&mut self.spare_lines));
+        let applied = self.apply_staged(header, text);
+        if let Some(mut pending) = self.pending_lines.take() {
+            if let Some(writer) = self.writer.as_ref() {
+                writer.append_lines(&mut pending);
+            }
+            // Emptied; kept for its capacity. Outside a batch, `pending_lines` is `None`.
+            pending.clear();
+            self.spare_lines = pending;
+        }
+        applied
+    }
+
+    fn apply_staged(&mut self, header: &[f64], text: &str) -> CoreResult<usize> {
         if header.len() % FIELDS_PER_RECORD != 0 {
             return Err(CoreError::StagedBatch(format!(
                 "the header holds {} numbers, expected a multiple of {FIELDS_PER_RECORD}",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::error::CoreResult;
 use crate::history::EventName;
-use crate::log_writer::{LogFailure, LogLine, LogOperation, LogWriter};
+use crate::log_writer::{LogFailure, LogLine, LogOperation, LogWriter, PendingLine};
 use crate::service::Service;
 
 /// LC-5: the trigger of a terminal transition the host asked for (`finish`, `fail`).
@@ -66,8 +66,8 @@ impl Service {
             // IMP-1: a late event after finish/drop goes to memory and clients only.
             self.after_close += 1;
         } else if let (Some(target), Some(pushed)) = (target, pushed) {
-            match self.writer() {
-                Ok(writer) => {
+            match self.writer().map(|_| ()) {
+                Ok(()) => {
                     // The writer thread formats the line from the parts the history keeps.
                     let line = LogLine::Parts {
                         id,
@@ -75,8 +75,14 @@ impl Service {
                         data: pushed.data,
                         timestamp: now,
                     };
-                    // (A refused line is counted and reported by the writer.)
-                    writer.append_line(&target, line, pushed.line_len as usize);
+                    let len = pushed.line_len as usize;
+                    if let Some(pending) = self.pending_lines.as_mut() {
+                        // A batch of staged emits queues its lines together (crate::batch).
+                        pending.push(PendingLine { target, line, len });
+                    } else if let Some(writer) = self.writer.as_ref() {
+                        // (A refused line is counted and reported by the writer.)
+                        writer.append_line(&target, line, len);
+                    }
                 }
                 Err(error) => {
                     self.log_shared.fail(1, || {

@@ -231,6 +231,18 @@ impl LogShared {
         }
     }
 
+    /// Reserves room for `lines` lines of `bytes` in all, only when it is there now (never
+    /// waits: a batch that does not fit goes line by line, through [`LogShared::reserve`]).
+    fn reserve_now(&self, lines: usize, bytes: usize, cap: usize) -> bool {
+        let queued = self.queued_bytes.load(Ordering::Acquire);
+        if queued.saturating_add(bytes) > cap && queued != 0 {
+            return false;
+        }
+        self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        self.queued_lines.fetch_add(lines, Ordering::Relaxed);
+        true
+    }
+
     /// Reserves room for `bytes`, waiting up to `wait` at the cap. False means no room.
     fn reserve(&self, bytes: usize, cap: usize, wait: Duration) -> bool {
         let fits = |queued: usize| queued.saturating_add(bytes) <= cap || queued == 0;
@@ -288,6 +300,14 @@ impl LogTarget {
     }
 }
 
+/// A line waiting to be queued with the rest of its batch ([`LogWriter::append_lines`]):
+/// its file, its parts and its length without the line feed.
+pub struct PendingLine {
+    pub target: Arc<LogTarget>,
+    pub line: LogLine,
+    pub len: usize,
+}
+
 /// A line to append: either ready text, or the record's parts, formatted on the writer thread.
 pub enum LogLine {
     Text(Arc<str>),
@@ -339,6 +359,22 @@ impl Mailbox {
         }
         state.queue.push(command);
         let wake = urgent || state.parked;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// `push` for several commands under one lock (one wake at most); they come back when
+    /// the mailbox is closed.
+    fn push_all(&self, commands: &mut Vec<Command>) -> Result<(), ()> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(());
+        }
+        state.queue.append(commands);
+        let wake = state.parked;
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -453,6 +489,36 @@ impl LogWriter {
             return false;
         }
         true
+    }
+
+    /// [`LogWriter::append_line`] for the lines of one batch of staged emits (BND-6), in
+    /// order: one reservation and one lock for all of them when they fit under the queue cap
+    /// now, else line by line (with the cap's wait and its accounting). Empties `lines`.
+    pub fn append_lines(&self, lines: &mut Vec<PendingLine>) {
+        let count = lines.len();
+        let bytes: usize = lines.iter().map(|pending| pending.len + 1).sum();
+        if count == 0 {
+            return;
+        }
+        if !self
+            .shared
+            .reserve_now(count, bytes, self.limits.max_queued_bytes)
+        {
+            for pending in lines.drain(..) {
+                self.append_line(&pending.target, pending.line, pending.len);
+            }
+            return;
+        }
+        let mut commands: Vec<Command> = lines
+            .drain(..)
+            .map(|pending| Command::Append(pending.target, pending.line))
+            .collect();
+        if self.mailbox.push_all(&mut commands).is_err() {
+            self.shared.dequeued(count, bytes);
+            self.shared
+                .lines_dropped
+                .fetch_add(count as u64, Ordering::Relaxed);
+        }
     }
 
     /// Queues an atomic rewrite of the run's `run.json`, after every line queued before it.
@@ -877,5 +943,55 @@ mod tests {
         assert!(shared.reserve(10, 100, Duration::from_secs(5)));
         let _ = handle.join();
         assert_eq!(shared.queue_depth(), (1, 10));
+    }
+
+    #[test]
+    fn bnd_6_a_batch_of_lines_is_queued_in_order_and_goes_line_by_line_at_the_cap() {
+        let dir = temp_dir("batch");
+        let shared = Arc::new(LogShared::new(None));
+        let limits = LogLimits {
+            max_queued_bytes: 64,
+            backpressure_wait: Duration::ZERO,
+            ..LogLimits::default()
+        };
+        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), limits) else {
+            panic!("spawn failed")
+        };
+        let target = Arc::new(LogTarget::new(1, dir.join("run").join("events.jsonl")));
+        let line = |i: u32| {
+            let text: Arc<str> = Arc::from(format!("{{\"id\":{i}}}"));
+            PendingLine {
+                target: Arc::clone(&target),
+                len: text.len(),
+                line: LogLine::Text(text),
+            }
+        };
+        // Fits under the cap: one reservation, queued in order.
+        let mut batch: Vec<PendingLine> = (1..=3).map(line).collect();
+        writer.append_lines(&mut batch);
+        assert!(batch.is_empty());
+        writer.sync(Duration::from_secs(10));
+        // Twenty lines of 9 bytes do not fit under 64 at once: line by line, each reserved
+        // when there is room (an empty queue always takes one), none reordered.
+        let mut batch: Vec<PendingLine> = (4..=23).map(line).collect();
+        writer.append_lines(&mut batch);
+        writer.close(1);
+        writer.sync(Duration::from_secs(10));
+        let text = std::fs::read_to_string(&target.path).unwrap_or_default();
+        let ids: Vec<u32> = text
+            .lines()
+            .filter_map(|l| {
+                l.trim_start_matches("{\"id\":")
+                    .trim_end_matches('}')
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let refused = shared.lines_dropped() as usize;
+        assert_eq!(ids.len() + refused, 23, "every line written or counted");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
+        assert_eq!(&ids[..3], &[1, 2, 3]);
+        assert_eq!(shared.queue_depth(), (0, 0));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

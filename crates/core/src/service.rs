@@ -181,6 +181,10 @@ pub struct Service {
     next_log_key: u64,
     pub(crate) log_shared: Arc<LogShared>,
     pub(crate) writer: Option<LogWriter>,
+    /// While a batch of staged emits is applied: its log lines, queued together at its end.
+    pub(crate) pending_lines: Option<Vec<crate::log_writer::PendingLine>>,
+    /// The (empty) vector the next batch collects its lines in.
+    pub(crate) spare_lines: Vec<crate::log_writer::PendingLine>,
     /// Event names the facade registered with [`Service::intern_event`], so the hot `emit`
     /// path crosses the boundary with a number instead of a string.
     pub(crate) event_names: Vec<Arc<str>>,
@@ -210,6 +214,8 @@ impl Service {
             next_log_key: 0,
             log_shared: Arc::new(log_shared),
             writer: None,
+            pending_lines: None,
+            spare_lines: Vec::new(),
             event_names: Vec::new(),
             default_policies: Policies::of(None, None),
             unserializable: 0,
