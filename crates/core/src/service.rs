@@ -130,8 +130,14 @@ struct GroupIndex(HashMap<String, BTreeMap<OrderKey, u32>>);
 
 impl GroupIndex {
     fn add(&mut self, key: Option<&str>, seq: OrderKey, slot: u32) {
-        if let Some(key) = key {
-            self.0.entry(key.to_owned()).or_default().insert(seq, slot);
+        let Some(key) = key else {
+            return;
+        };
+        // The key is copied only for a new group (most creates join an existing one).
+        if let Some(group) = self.0.get_mut(key) {
+            group.insert(seq, slot);
+        } else {
+            self.0.insert(key.to_owned(), BTreeMap::from([(seq, slot)]));
         }
     }
 
