@@ -48,15 +48,11 @@ impl Service {
     pub fn emit_staged(&mut self, header: &[f64], text: &str) -> CoreResult<usize> {
         // The batch's log lines are queued together at its end (one lock, one reservation),
         // in record order, also when a record is refused.
-        self.pending_lines = Some(std::mem::take(&mut self.spare_lines));
+        self.pending_lines = Some(Vec::new());
         let applied = self.apply_staged(header, text);
-        if let Some(mut pending) = self.pending_lines.take() {
-            if let Some(writer) = self.writer.as_ref() {
-                writer.append_lines(&mut pending);
-            }
-            // Emptied; kept for its capacity. Outside a batch, `pending_lines` is `None`.
-            pending.clear();
-            self.spare_lines = pending;
+        if let (Some(mut pending), Some(writer)) = (self.pending_lines.take(), self.writer.as_ref())
+        {
+            writer.append_lines(&mut pending);
         }
         applied
     }

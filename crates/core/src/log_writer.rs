@@ -368,12 +368,12 @@ impl Mailbox {
 
     /// `push` for several commands under one lock (one wake at most); they come back when
     /// the mailbox is closed.
-    fn push_all(&self, commands: &mut Vec<Command>) -> Result<(), ()> {
+    fn push_all(&self, commands: impl Iterator<Item = Command>) -> Result<(), ()> {
         let mut state = self.lock();
         if state.closed {
             return Err(());
         }
-        state.queue.append(commands);
+        state.queue.extend(commands);
         let wake = state.parked;
         drop(state);
         if wake {
@@ -509,11 +509,10 @@ impl LogWriter {
             }
             return;
         }
-        let mut commands: Vec<Command> = lines
+        let commands = lines
             .drain(..)
-            .map(|pending| Command::Append(pending.target, pending.line))
-            .collect();
-        if self.mailbox.push_all(&mut commands).is_err() {
+            .map(|pending| Command::Append(pending.target, pending.line));
+        if self.mailbox.push_all(commands).is_err() {
             self.shared.dequeued(count, bytes);
             self.shared
                 .lines_dropped

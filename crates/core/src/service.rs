@@ -189,8 +189,6 @@ pub struct Service {
     pub(crate) writer: Option<LogWriter>,
     /// While a batch of staged emits is applied: its log lines, queued together at its end.
     pub(crate) pending_lines: Option<Vec<crate::log_writer::PendingLine>>,
-    /// The (empty) vector the next batch collects its lines in.
-    pub(crate) spare_lines: Vec<crate::log_writer::PendingLine>,
     /// Event names the facade registered with [`Service::intern_event`], so the hot `emit`
     /// path crosses the boundary with a number instead of a string.
     pub(crate) event_names: Vec<Arc<str>>,
@@ -221,7 +219,6 @@ impl Service {
             log_shared: Arc::new(log_shared),
             writer: None,
             pending_lines: None,
-            spare_lines: Vec::new(),
             event_names: Vec::new(),
             default_policies: Policies::of(None, None),
             unserializable: 0,
