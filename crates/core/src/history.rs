@@ -144,100 +144,231 @@ struct Name {
     fragment: Option<Arc<str>>,
 }
 
-/// One record of the uncompressed tail.
+/// One record of the uncompressed tail; its data JSON, if any, follows the previous records'
+/// in the history's `tail_text`.
 #[derive(Debug)]
 struct Hot {
-    event: u32,
     timestamp: f64,
-    data: Option<Arc<str>>,
-    line_len: u32,
+    event: u32,
+    /// Byte length of the data JSON, or [`NO_DATA`] (the `data` key is omitted). Records come
+    /// from JS strings (at most 2^29 UTF-16 units, so under 2^31 UTF-8 bytes): a length always
+    /// fits.
+    data_len: u32,
+}
+
+impl Hot {
+    fn data_bytes(&self) -> usize {
+        if self.data_len == NO_DATA {
+            0
+        } else {
+            self.data_len as usize
+        }
+    }
 }
 
 /// A sealed, compressed run of up to [`BLOCK_LEN`] records.
 #[derive(Debug)]
 struct Block {
     first_id: u64,
-    /// Serialized size of each record's line (for `retained_bytes` when trimming).
-    line_lens: Box<[u32]>,
-    /// LZ4 (size-prepended) of: per record `event u32 | timestamp f64 | data len u32 | data`.
+    len: u32,
+    /// The uncompressed size (u32 LE), then the LZ4 block of: the headers' length (u32 LE); per
+    /// record a header: `varint event`, the timestamp as [`put_timestamp`] writes it, then
+    /// `varint 0` for no data, or `varint (data length + 1)` and `varint prefix`, the bytes its
+    /// data JSON shares with the previous record's that has one; then, back to back, the rest
+    /// of each data JSON after that prefix. Agent events of one kind start alike (`{"type":
+    /// "text_delta","delta":"`), so the prefix is where much of a record goes; the headers come
+    /// first so that the texts sit together for LZ4.
     packed: Box<[u8]>,
 }
 
 const NO_DATA: u32 = u32::MAX;
 
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn get_varint(input: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *input.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Timestamps are mostly whole milliseconds that grow slowly: such a timestamp is written as
+/// the zigzag of its difference from the previous whole one, shifted left by one (`prev` is the
+/// last whole timestamp, 0 at the start of a block); any other value as `1` and its 8 bytes.
+fn put_timestamp(out: &mut Vec<u8>, timestamp: f64, prev: &mut i64) {
+    if timestamp.fract() == 0.0 && timestamp.abs() < 9_007_199_254_740_992.0 {
+        let whole = timestamp as i64;
+        let delta = whole.wrapping_sub(*prev);
+        let zigzag = ((delta << 1) ^ (delta >> 63)) as u64;
+        put_varint(out, zigzag << 1);
+        *prev = whole;
+    } else {
+        put_varint(out, 1);
+        out.extend_from_slice(&timestamp.to_le_bytes());
+    }
+}
+
+fn get_timestamp(input: &[u8], at: &mut usize, prev: &mut i64) -> Option<f64> {
+    let tag = get_varint(input, at)?;
+    if tag & 1 == 1 {
+        let bytes = input.get(*at..at.checked_add(8)?)?;
+        *at += 8;
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(bytes);
+        return Some(f64::from_le_bytes(raw));
+    }
+    let zigzag = tag >> 1;
+    let delta = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
+    *prev = prev.wrapping_add(delta);
+    Some(*prev as f64)
+}
+
+/// The length of the common prefix of `a` and `b`, in bytes.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Scratch buffers for sealing, reused across seals so that sealing allocates only the
+/// block's final, exactly sized buffer.
+#[derive(Default)]
+struct SealScratch {
+    raw: Vec<u8>,
+    suffixes: Vec<u8>,
+    compressed: Vec<u8>,
+}
+
+thread_local! {
+    static SEAL_SCRATCH: std::cell::RefCell<SealScratch> =
+        std::cell::RefCell::new(SealScratch::default());
+}
+
 impl Block {
-    fn seal(first_id: u64, records: &[Hot]) -> Self {
-        let mut raw = Vec::with_capacity(
-            records
-                .iter()
-                .map(|r| 16 + r.data.as_ref().map_or(0, |d| d.len()))
-                .sum(),
-        );
-        for record in records {
-            raw.extend_from_slice(&record.event.to_le_bytes());
-            raw.extend_from_slice(&record.timestamp.to_le_bytes());
-            match &record.data {
-                Some(data) => {
-                    let len = u32::try_from(data.len()).unwrap_or(NO_DATA - 1);
-                    raw.extend_from_slice(&len.to_le_bytes());
-                    raw.extend_from_slice(&data.as_bytes()[..len as usize]);
+    /// Seals `records`, whose data JSON texts are `text` back to back.
+    fn seal(first_id: u64, records: &VecDeque<Hot>, text: &str) -> Self {
+        SEAL_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let SealScratch {
+                raw,
+                suffixes,
+                compressed,
+            } = &mut *scratch;
+            raw.clear();
+            suffixes.clear();
+            raw.extend_from_slice(&[0; 4]);
+            let text = text.as_bytes();
+            let mut prev_stamp = 0i64;
+            let mut prev_data: &[u8] = &[];
+            let mut at = 0usize;
+            for record in records {
+                put_varint(raw, u64::from(record.event));
+                put_timestamp(raw, record.timestamp, &mut prev_stamp);
+                if record.data_len == NO_DATA {
+                    put_varint(raw, 0);
+                    continue;
                 }
-                None => raw.extend_from_slice(&NO_DATA.to_le_bytes()),
+                let end = (at + record.data_len as usize).min(text.len());
+                let data = &text[at..end];
+                at = end;
+                let prefix = common_prefix(prev_data, data);
+                put_varint(raw, data.len() as u64 + 1);
+                put_varint(raw, prefix as u64);
+                suffixes.extend_from_slice(&data[prefix..]);
+                prev_data = data;
             }
-        }
-        Self {
-            first_id,
-            line_lens: records.iter().map(|r| r.line_len).collect(),
-            packed: lz4_flex::compress_prepend_size(&raw).into_boxed_slice(),
-        }
+            let headers = u32::try_from(raw.len() - 4).unwrap_or(u32::MAX);
+            raw[..4].copy_from_slice(&headers.to_le_bytes());
+            raw.extend_from_slice(suffixes);
+            compressed.clear();
+            compressed.resize(4 + lz4_flex::block::get_maximum_output_size(raw.len()), 0);
+            let size = u32::try_from(raw.len()).unwrap_or(u32::MAX);
+            compressed[..4].copy_from_slice(&size.to_le_bytes());
+            // The output was sized by the codec's own bound, so compression cannot run out of
+            // room; were it to fail anyway, the block would read back as empty (its records
+            // lost from memory, still in the log) rather than panic.
+            let written = lz4_flex::block::compress_into(raw, &mut compressed[4..]).unwrap_or(0);
+            Self {
+                first_id,
+                len: records.len() as u32,
+                packed: Box::from(&compressed[..4 + written]),
+            }
+        })
     }
 
     fn len(&self) -> usize {
-        self.line_lens.len()
+        self.len as usize
     }
 
     /// Calls `f` with the block's records from index `skip` on, at most `limit` of them;
     /// returns how many it visited. Decoding stops at the first corrupt byte (only a bug
     /// could cause one).
     fn visit(&self, skip: usize, limit: usize, f: &mut impl FnMut(Part<'_>)) -> usize {
-        let Ok(raw) = lz4_flex::decompress_size_prepended(&self.packed) else {
+        let Some((size, body)) = self.packed.split_first_chunk::<4>() else {
             return 0;
         };
-        let mut at = 0usize;
-        let mut take = |n: usize| -> Option<&[u8]> {
-            let slice = raw.get(at..at.checked_add(n)?)?;
-            at += n;
-            Some(slice)
+        let Ok(raw) = lz4_flex::block::decompress(body, u32::from_le_bytes(*size) as usize) else {
+            return 0;
         };
+        let Some((headers, _)) = raw.split_first_chunk::<4>() else {
+            return 0;
+        };
+        let mut at = 4usize;
+        let mut data_at = 4 + u32::from_le_bytes(*headers) as usize;
+        let mut prev_stamp = 0i64;
+        // The last data JSON decoded (each one is stored as its common prefix with it and the
+        // rest), and the buffer the next one is built in.
+        let mut prev_data: Vec<u8> = Vec::new();
+        let mut next_data: Vec<u8> = Vec::new();
         let mut visited = 0;
         for i in 0..self.len() {
             if visited == limit {
                 break;
             }
-            let Some(head) = take(16) else {
+            let Some(event) = get_varint(&raw, &mut at).and_then(|v| u32::try_from(v).ok()) else {
                 break;
             };
-            let word = |from: usize| -> [u8; 4] {
-                let mut bytes = [0u8; 4];
-                bytes.copy_from_slice(&head[from..from + 4]);
-                bytes
+            let Some(timestamp) = get_timestamp(&raw, &mut at, &mut prev_stamp) else {
+                break;
             };
-            let event = u32::from_le_bytes(word(0));
-            let mut stamp = [0u8; 8];
-            stamp.copy_from_slice(&head[4..12]);
-            let timestamp = f64::from_le_bytes(stamp);
-            let len = u32::from_le_bytes(word(12));
-            let data = if len == NO_DATA {
+            let Some(len) = get_varint(&raw, &mut at) else {
+                break;
+            };
+            let data = if len == 0 {
                 None
             } else {
-                let Some(bytes) = take(len as usize) else {
+                let len = (len - 1) as usize;
+                let Some(prefix) = get_varint(&raw, &mut at).map(|p| p as usize) else {
                     break;
                 };
+                if prefix > len || prefix > prev_data.len() {
+                    break;
+                }
+                let end = data_at.saturating_add(len - prefix);
+                let Some(suffix) = raw.get(data_at..end) else {
+                    break;
+                };
+                data_at = end;
+                next_data.clear();
+                next_data.extend_from_slice(&prev_data[..prefix]);
+                next_data.extend_from_slice(suffix);
+                std::mem::swap(&mut prev_data, &mut next_data);
                 if i < skip {
-                    // Before the cursor: stepped over, not checked.
+                    // Before the cursor: rebuilt (the next records may share its prefix), not
+                    // checked.
                     continue;
                 }
-                let Ok(text) = std::str::from_utf8(bytes) else {
+                let Ok(text) = std::str::from_utf8(&prev_data) else {
                     break;
                 };
                 Some(text)
@@ -265,13 +396,53 @@ pub struct History {
     len: usize,
     /// Sealed blocks, oldest first; the first may start before `first_id` (trimmed records).
     blocks: VecDeque<Block>,
+    /// The line length of each record of the front block, computed when trimming first reaches
+    /// it (empty until then), so blocks need not carry one per record.
+    front_lens: Vec<u32>,
     /// Id of the first record of `tail`.
     tail_first_id: u64,
     tail: VecDeque<Hot>,
+    /// The data JSON of the tail's records back to back, from `tail_text_start` on (the bytes
+    /// before it belong to records trimmed off the tail's front).
+    tail_text: String,
+    tail_text_start: usize,
     /// Interned event names.
     names: Vec<Name>,
     bytes: usize,
-    scratch: String,
+}
+
+/// The length of the line `write_line` would produce, without building it.
+fn line_len(names: &[Name], id: u64, event: u32, data: Option<&str>, timestamp: f64) -> u32 {
+    let digits = |mut n: u64| {
+        let mut d = 1;
+        while n >= 10 {
+            n /= 10;
+            d += 1;
+        }
+        d
+    };
+    // {"id": N ,"timestamp": T }
+    let mut len = 6 + digits(id) + 13 + 1;
+    if let Some(fragment) = names
+        .get(event as usize)
+        .and_then(|name| name.fragment.as_deref())
+    {
+        len += 9 + fragment.len(); // ,"event":
+    }
+    if let Some(data) = data {
+        len += 8 + data.len(); // ,"data":
+    }
+    len += if timestamp.is_finite()
+        && timestamp.fract() == 0.0
+        && timestamp.abs() < 9_007_199_254_740_992.0
+    {
+        usize::from(timestamp < 0.0) + digits(timestamp.abs() as u64)
+    } else {
+        let mut text = String::new();
+        push_json_number(&mut text, timestamp);
+        text.len()
+    };
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 impl History {
@@ -282,11 +453,13 @@ impl History {
             first_id: 0,
             len: 0,
             blocks: VecDeque::new(),
+            front_lens: Vec::new(),
             tail_first_id: 0,
             tail: VecDeque::new(),
+            tail_text: String::new(),
+            tail_text_start: 0,
             names: Vec::new(),
             bytes: 0,
-            scratch: String::new(),
         }
     }
 
@@ -316,35 +489,8 @@ impl History {
         (self.names.len() - 1) as u32
     }
 
-    /// The length of the line `write_line` would produce, without building it.
-    fn line_len(&mut self, id: u64, event: u32, data: Option<&str>, timestamp: f64) -> u32 {
-        let digits = |mut n: u64| {
-            let mut d = 1;
-            while n >= 10 {
-                n /= 10;
-                d += 1;
-            }
-            d
-        };
-        // {"id": N ,"timestamp": T }
-        let mut len = 6 + digits(id) + 13 + 1;
-        if let Some(fragment) = self.fragment(event) {
-            len += 9 + fragment.len(); // ,"event":
-        }
-        if let Some(data) = data {
-            len += 8 + data.len(); // ,"data":
-        }
-        len += if timestamp.is_finite()
-            && timestamp.fract() == 0.0
-            && timestamp.abs() < 9_007_199_254_740_992.0
-        {
-            usize::from(timestamp < 0.0) + digits(timestamp.abs() as u64)
-        } else {
-            self.scratch.clear();
-            push_json_number(&mut self.scratch, timestamp);
-            self.scratch.len()
-        };
-        u32::try_from(len).unwrap_or(u32::MAX)
+    fn line_len(&self, id: u64, event: u32, data: Option<&str>, timestamp: f64) -> u32 {
+        line_len(&self.names, id, event, data, timestamp)
     }
 
     fn fragment(&self, event: u32) -> Option<&str> {
@@ -371,14 +517,13 @@ impl History {
     ) -> Option<Pushed> {
         let event = self.intern(event);
         let line_len = self.line_len(id, event, data, timestamp);
-        let data: Option<Arc<str>> = data.map(Arc::from);
         let pushed = share.then(|| Pushed {
             line_len,
             event: self
                 .names
                 .get(event as usize)
                 .and_then(|n| n.fragment.clone()),
-            data: data.clone(),
+            data: data.map(Arc::from),
         });
         if self.len == 0 {
             self.first_id = id;
@@ -386,11 +531,17 @@ impl History {
         if self.tail.is_empty() {
             self.tail_first_id = id;
         }
+        let data_len = match data {
+            Some(text) => {
+                self.tail_text.push_str(text);
+                u32::try_from(text.len()).unwrap_or(NO_DATA - 1)
+            }
+            None => NO_DATA,
+        };
         self.tail.push_back(Hot {
-            event,
             timestamp,
-            data,
-            line_len,
+            event,
+            data_len,
         });
         self.len += 1;
         self.bytes += line_len as usize;
@@ -400,9 +551,15 @@ impl History {
             }
         }
         if self.tail.len() >= BLOCK_LEN {
-            let hot: Vec<Hot> = self.tail.drain(..).collect();
-            let block = Block::seal(self.tail_first_id, &hot);
-            self.tail_first_id += hot.len() as u64;
+            let block = Block::seal(
+                self.tail_first_id,
+                &self.tail,
+                &self.tail_text[self.tail_text_start..],
+            );
+            self.tail_first_id += self.tail.len() as u64;
+            self.tail.clear();
+            self.tail_text.clear();
+            self.tail_text_start = 0;
             self.blocks.push_back(block);
         }
         pushed
@@ -411,16 +568,47 @@ impl History {
     fn pop_front(&mut self) {
         if let Some(block) = self.blocks.front() {
             let index = (self.first_id - block.first_id) as usize;
-            self.bytes -= block.line_lens.get(index).copied().unwrap_or(0) as usize;
+            if index == 0 || self.front_lens.len() != block.len() {
+                self.front_lens = self.line_lens_of(block);
+            }
+            self.bytes -= self.front_lens.get(index).copied().unwrap_or(0) as usize;
             if index + 1 >= block.len() {
                 self.blocks.pop_front();
+                self.front_lens.clear();
             }
         } else if let Some(hot) = self.tail.pop_front() {
-            self.bytes -= hot.line_len as usize;
+            let id = self.tail_first_id;
+            let start = self.tail_text_start;
+            let end = start + hot.data_bytes();
+            let data = (hot.data_len != NO_DATA).then(|| &self.tail_text[start..end]);
+            let line_len = line_len(&self.names, id, hot.event, data, hot.timestamp);
+            self.bytes -= line_len as usize;
             self.tail_first_id += 1;
+            self.tail_text_start = end;
+            // A history shorter than a block never seals: drop the trimmed text once it is
+            // most of the buffer.
+            if self.tail_text_start > 4096 && self.tail_text_start * 2 > self.tail_text.len() {
+                self.tail_text.drain(..self.tail_text_start);
+                self.tail_text_start = 0;
+            }
         }
         self.first_id += 1;
         self.len -= 1;
+    }
+
+    /// The line length of each record of `block`.
+    fn line_lens_of(&self, block: &Block) -> Vec<u32> {
+        let mut lens = Vec::with_capacity(block.len());
+        block.visit(0, usize::MAX, &mut |part| {
+            lens.push(line_len(
+                &self.names,
+                part.id,
+                part.event,
+                part.data,
+                part.timestamp,
+            ));
+        });
+        lens
     }
 
     pub fn len(&self) -> usize {
@@ -492,17 +680,20 @@ impl History {
             let skip = from.saturating_sub(block.first_id) as usize;
             left -= block.visit(skip, left, &mut f);
         }
+        let mut at = self.tail_text_start;
         for (i, hot) in self.tail.iter().enumerate() {
             if left == 0 {
                 return;
             }
+            let start = at;
+            at += hot.data_bytes();
             let id = self.tail_first_id + i as u64;
             if id >= from {
                 f(Part {
                     id,
                     event: hot.event,
                     timestamp: hot.timestamp,
-                    data: hot.data.as_deref(),
+                    data: (hot.data_len != NO_DATA).then(|| &self.tail_text[start..at]),
                 });
                 left -= 1;
             }
@@ -692,6 +883,92 @@ mod tests {
         }
         let total: usize = history.iter().map(|r| r.line.len()).sum();
         assert_eq!(history.retained_bytes(), total);
+    }
+
+    #[test]
+    fn timestamps_of_every_kind_survive_sealing() {
+        let stamps = [
+            1_796_500_000_000.0,
+            1_796_500_000_007.0,
+            1_796_499_999_000.0, // back in time
+            -5.0,
+            -0.0,
+            0.5,
+            f64::NAN,
+            f64::INFINITY,
+            9_007_199_254_740_991.0,
+            -9_007_199_254_740_991.0,
+            1e300,
+            3.0,
+        ];
+        let mut history = History::new(None);
+        let mut expected = Vec::new();
+        for id in 1..=(BLOCK_LEN as u64 * 2) {
+            let ts = stamps[id as usize % stamps.len()];
+            let data = (id % 5 != 0).then(|| format!("[{id}]"));
+            history.push(id, EventName::Text("e"), data.as_deref(), ts);
+            expected.push(record_line(id, EventName::Text("e"), data.as_deref(), ts));
+        }
+        assert_eq!(history.blocks.len(), 2, "everything sealed");
+        let lines: Vec<String> = history.iter().map(|r| r.line).collect();
+        assert_eq!(lines, expected);
+    }
+
+    #[test]
+    fn data_sharing_a_prefix_round_trips_even_when_the_prefix_splits_a_character() {
+        let data = [
+            "{\"t\":\"é1\"}",
+            "{\"t\":\"è2\"}", // é and è share their first UTF-8 byte
+            "{\"t\":\"è2\"}",
+            "",
+            "{\"t\":\"😀\"}",
+            "{\"t\":\"😁\"}",
+            "{\"u\":1}",
+            "{\"t\":\"é1\",\"more\":[1,2,3]}",
+        ];
+        let mut history = History::new(None);
+        let mut expected = Vec::new();
+        for id in 1..=(BLOCK_LEN as u64 * 3) {
+            let text = data[id as usize % data.len()];
+            // Some records without data in between: the prefix is taken from the last one with.
+            let text = (id % 3 != 0).then_some(text);
+            history.push(id, EventName::Text("e"), text, id as f64);
+            expected.push(record_line(id, EventName::Text("e"), text, id as f64));
+        }
+        let lines: Vec<String> = history.iter().map(|r| r.line).collect();
+        assert_eq!(lines, expected);
+        for from in [1, 2, 63, 64, 65, 100, 192] {
+            let ids: Vec<u64> = history.range(from).map(|r| r.id).collect();
+            assert_eq!(ids, (from..=192).collect::<Vec<u64>>());
+            assert_eq!(
+                history.get(from).map(|r| r.line),
+                Some(expected[from as usize - 1].clone())
+            );
+        }
+    }
+
+    #[test]
+    fn a_history_shorter_than_a_block_keeps_its_text_bounded() {
+        let mut history = History::new(Some(3));
+        let data = "x".repeat(100);
+        for id in 1..=10_000u64 {
+            history.push(id, EventName::Text("e"), Some(&data), id as f64);
+        }
+        assert!(history.blocks.is_empty());
+        assert!(
+            history.tail_text.len() < 3 * 4096,
+            "trimmed text is dropped: {} bytes held",
+            history.tail_text.len()
+        );
+        let lines: Vec<String> = history.iter().map(|r| r.line).collect();
+        let expected: Vec<String> = (9998..=10_000u64)
+            .map(|id| record_line(id, EventName::Text("e"), Some(&data), id as f64))
+            .collect();
+        assert_eq!(lines, expected);
+        assert_eq!(
+            history.retained_bytes(),
+            expected.iter().map(String::len).sum::<usize>()
+        );
     }
 
     #[test]
