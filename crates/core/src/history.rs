@@ -558,7 +558,11 @@ impl History {
             );
             self.tail_first_id += self.tail.len() as u64;
             self.tail.clear();
-            self.tail_text.clear();
+            // Released, not kept for the next block: kept, it would hold a whole block's text
+            // (up to twice that, grown by doubling) for every run, most of them idle, about
+            // 2 B more per retained event than growing it again (at about 25 ns more per
+            // record in the core).
+            self.tail_text = String::new();
             self.tail_text_start = 0;
             self.blocks.push_back(block);
         }
