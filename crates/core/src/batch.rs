@@ -15,6 +15,7 @@
 
 use crate::error::{CoreError, CoreResult};
 use crate::history::EventName;
+use crate::log_writer::{LogBatch, LogFailure, LogOperation};
 use crate::service::Service;
 
 /// Numbers per record in the header.
@@ -48,11 +49,16 @@ impl Service {
     pub fn emit_staged(&mut self, header: &[f64], text: &str) -> CoreResult<usize> {
         // The batch's log lines are queued together at its end (one lock, one reservation),
         // in record order, also when a record is refused.
-        self.pending_lines = Some(Vec::new());
+        self.pending_lines = Some(LogBatch::default());
         let applied = self.apply_staged(header, text);
-        if let (Some(mut pending), Some(writer)) = (self.pending_lines.take(), self.writer.as_ref())
-        {
-            writer.append_lines(&mut pending);
+        if let Some(pending) = self.pending_lines.take().filter(|batch| !batch.is_empty()) {
+            match self.writer() {
+                // (Refused lines are counted and reported by the writer.)
+                Ok(writer) => writer.append_batch(pending),
+                Err(error) => self.log_shared.fail(pending.len() as u64, || {
+                    LogFailure::io(pending.first_path(), LogOperation::StartWriter, &error)
+                }),
+            }
         }
         applied
     }

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use crate::error::CoreResult;
+use crate::error::{CoreError, CoreResult};
 use crate::history::EventName;
-use crate::log_writer::{LogFailure, LogLine, LogOperation, LogWriter, PendingLine};
+use crate::log_writer::{LogBatch, LogFailure, LogOperation, LogWriter};
 use crate::service::Service;
 
 /// LC-5: the trigger of a terminal transition the host asked for (`finish`, `fail`).
@@ -50,46 +50,45 @@ impl Service {
         persist: bool,
         now: f64,
     ) -> CoreResult<u64> {
-        let run = self.run_mut(slot)?;
+        let run = self
+            .slab
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut)
+            .ok_or(CoreError::UnknownRun(slot))?;
         let id = run.next_event_id;
         run.next_event_id += 1;
-        let target = run.log.clone();
-        let closed = run.log_closed;
-        let logs = target.is_some() && persist && !closed;
-        let pushed = run.history.push_shared(id, event, data_json, now, logs);
+        let pushed = run.history.push(id, event, data_json, now);
         run.updated_at = now;
-        if target.is_none() {
+        let Some(target) = run.log.as_ref() else {
             // Logging disabled: nothing to persist, nothing to count.
-        } else if !persist {
+            return Ok(id);
+        };
+        if !persist {
             self.unserializable += 1;
-        } else if closed {
+            return Ok(id);
+        }
+        if run.log_closed {
             // IMP-1: a late event after finish/drop goes to memory and clients only.
             self.after_close += 1;
-        } else if let (Some(target), Some(pushed)) = (target, pushed) {
-            match self.writer().map(|_| ()) {
-                Ok(()) => {
-                    // The writer thread formats the line from the parts the history keeps.
-                    let line = LogLine::Parts {
-                        id,
-                        event: pushed.event,
-                        data: pushed.data,
-                        timestamp: now,
-                    };
-                    let len = pushed.line_len as usize;
-                    if let Some(pending) = self.pending_lines.as_mut() {
-                        // A batch of staged emits queues its lines together (crate::batch).
-                        pending.push(PendingLine { target, line, len });
-                    } else if let Some(writer) = self.writer.as_ref() {
-                        // (A refused line is counted and reported by the writer.)
-                        writer.append_line(&target, line, len);
-                    }
-                }
-                Err(error) => {
-                    self.log_shared.fail(1, || {
-                        LogFailure::io(target.path.clone(), LogOperation::StartWriter, &error)
-                    });
-                }
-            }
+            return Ok(id);
+        }
+        // The writer thread formats the line from the record's parts.
+        let event = run.history.name_fragment(pushed.event);
+        let len = pushed.line_len as usize;
+        if let Some(batch) = self.pending_lines.as_mut() {
+            // A batch of staged emits queues its lines together (crate::batch).
+            batch.push(target, id, event, data_json, now, len);
+            return Ok(id);
+        }
+        let mut single = LogBatch::default();
+        single.push(target, id, event, data_json, now, len);
+        let target = Arc::clone(target);
+        match self.writer() {
+            // (A refused line is counted and reported by the writer.)
+            Ok(writer) => writer.append_batch(single),
+            Err(error) => self.log_shared.fail(1, || {
+                LogFailure::io(target.path.clone(), LogOperation::StartWriter, &error)
+            }),
         }
         Ok(id)
     }

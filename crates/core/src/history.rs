@@ -126,14 +126,12 @@ pub struct Part<'a> {
 }
 
 /// What `push` stored, for the log writer to format the same line off the JS thread.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Pushed {
     /// Length of the record's line.
     pub line_len: u32,
-    /// The event's JSON fragment (`None`: key omitted).
-    pub event: Option<Arc<str>>,
-    /// `JSON.stringify(data)` (`None`: key omitted).
-    pub data: Option<Arc<str>>,
+    /// The record's interned event name (see [`History::name_fragment`]).
+    pub event: u32,
 }
 
 /// An interned event name: the raw JS string (for a `Text` name) and the JSON fragment the line
@@ -501,30 +499,15 @@ impl History {
 
     /// Appends record `id` (ids must be contiguous) and trims from the front while over
     /// capacity (EMT-2 step 4, EMT-4).
-    pub fn push(&mut self, id: u64, event: EventName<'_>, data: Option<&str>, timestamp: f64) {
-        self.push_shared(id, event, data, timestamp, false);
-    }
-
-    /// `push`, also returning the stored parts (shared, not copied) when `share` is set, for
-    /// the log writer to format the same line off the JS thread.
-    pub fn push_shared(
+    pub fn push(
         &mut self,
         id: u64,
         event: EventName<'_>,
         data: Option<&str>,
         timestamp: f64,
-        share: bool,
-    ) -> Option<Pushed> {
+    ) -> Pushed {
         let event = self.intern(event);
         let line_len = self.line_len(id, event, data, timestamp);
-        let pushed = share.then(|| Pushed {
-            line_len,
-            event: self
-                .names
-                .get(event as usize)
-                .and_then(|n| n.fragment.clone()),
-            data: data.map(Arc::from),
-        });
         if self.len == 0 {
             self.first_id = id;
         }
@@ -566,7 +549,7 @@ impl History {
             self.tail_text_start = 0;
             self.blocks.push_back(block);
         }
-        pushed
+        Pushed { line_len, event }
     }
 
     fn pop_front(&mut self) {
@@ -702,6 +685,11 @@ impl History {
                 left -= 1;
             }
         }
+    }
+
+    /// The JSON fragment of an interned event name (`None`: the key is omitted).
+    pub fn name_fragment(&self, event: u32) -> Option<&str> {
+        self.fragment(event)
     }
 
     /// The JSON fragment of a part's event name (`None`: the key is omitted).

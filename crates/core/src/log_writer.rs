@@ -300,27 +300,127 @@ impl LogTarget {
     }
 }
 
-/// A line waiting to be queued with the rest of its batch ([`LogWriter::append_lines`]):
-/// its file, its parts and its length without the line feed.
-pub struct PendingLine {
-    pub target: Arc<LogTarget>,
-    pub line: LogLine,
-    pub len: usize,
+/// The log lines of a batch of emits, queued as one command ([`LogWriter::append_batch`]):
+/// the parts of every line (its event JSON and data JSON) back to back in one text, and per
+/// line its file, id, timestamp and part lengths. The writer formats the lines from these, off
+/// the JS thread; a batch costs a few allocations however many lines it holds.
+#[derive(Default)]
+pub struct LogBatch {
+    /// The files of the lines; consecutive lines of one file share an entry.
+    targets: Vec<Arc<LogTarget>>,
+    lines: Vec<BatchLine>,
+    text: String,
+    /// Queue bytes of the lines (each line's length with its newline).
+    bytes: usize,
 }
 
-/// A line to append: either ready text, or the record's parts, formatted on the writer thread.
-pub enum LogLine {
-    Text(Arc<str>),
-    Parts {
+struct BatchLine {
+    /// Index into `targets`.
+    target: u32,
+    id: u64,
+    timestamp: f64,
+    /// Byte lengths of the parts in the text, [`ABSENT`] for an omitted key.
+    event: u32,
+    data: u32,
+}
+
+const ABSENT: u32 = u32::MAX;
+
+/// One line of a [`LogBatch`], its parts borrowed from the batch's text.
+struct LineParts<'a> {
+    target: &'a Arc<LogTarget>,
+    id: u64,
+    event: Option<&'a str>,
+    data: Option<&'a str>,
+    timestamp: f64,
+}
+
+impl LogBatch {
+    /// Adds a record's line. `len`: the line's length without its newline. Parts come from JS
+    /// strings (under 2^31 bytes), so their lengths fit the batch's 32-bit fields.
+    pub fn push(
+        &mut self,
+        target: &Arc<LogTarget>,
         id: u64,
-        event: Option<Arc<str>>,
-        data: Option<Arc<str>>,
+        event: Option<&str>,
+        data: Option<&str>,
         timestamp: f64,
-    },
+        len: usize,
+    ) {
+        if !self
+            .targets
+            .last()
+            .is_some_and(|last| Arc::ptr_eq(last, target))
+        {
+            self.targets.push(Arc::clone(target));
+        }
+        let mut part = |text: Option<&str>| match text {
+            Some(text) => {
+                self.text.push_str(text);
+                u32::try_from(text.len()).unwrap_or(ABSENT - 1)
+            }
+            None => ABSENT,
+        };
+        let event = part(event);
+        let data = part(data);
+        self.lines.push(BatchLine {
+            target: (self.targets.len() - 1) as u32,
+            id,
+            timestamp,
+            event,
+            data,
+        });
+        self.bytes += len + 1;
+    }
+
+    /// How many lines the batch holds.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The file of the batch's first line (empty when the batch is), for a report.
+    pub fn first_path(&self) -> PathBuf {
+        self.targets
+            .first()
+            .map(|target| target.path.clone())
+            .unwrap_or_default()
+    }
+
+    /// The lines in order, with their parts.
+    fn parts(&self) -> impl Iterator<Item = LineParts<'_>> {
+        let mut at = 0usize;
+        self.lines.iter().filter_map(move |line| {
+            let mut part = |len: u32| {
+                if len == ABSENT {
+                    return Some(None);
+                }
+                let end = at + len as usize;
+                let text = self.text.get(at..end)?;
+                at = end;
+                Some(Some(text))
+            };
+            let event = part(line.event)?;
+            let data = part(line.data)?;
+            Some(LineParts {
+                target: self.targets.get(line.target as usize)?,
+                id: line.id,
+                event,
+                data,
+                timestamp: line.timestamp,
+            })
+        })
+    }
 }
 
 enum Command {
-    Append(Arc<LogTarget>, LogLine),
+    /// One line, ready text without its newline.
+    Append(Arc<LogTarget>, Arc<str>),
+    /// The lines of a batch of emits, in order.
+    Batch(LogBatch),
     /// Replace the run's status snapshot (after every line queued before it).
     Snapshot(Arc<LogTarget>, String),
     Close(u64),
@@ -359,22 +459,6 @@ impl Mailbox {
         }
         state.queue.push(command);
         let wake = urgent || state.parked;
-        drop(state);
-        if wake {
-            self.ready.notify_one();
-        }
-        Ok(())
-    }
-
-    /// `push` for several commands under one lock (one wake at most); they come back when
-    /// the mailbox is closed.
-    fn push_all(&self, commands: impl Iterator<Item = Command>) -> Result<(), ()> {
-        let mut state = self.lock();
-        if state.closed {
-            return Err(());
-        }
-        state.queue.extend(commands);
-        let wake = state.parked;
         drop(state);
         if wake {
             self.ready.notify_one();
@@ -456,32 +540,13 @@ impl LogWriter {
     /// Queues one line (without its trailing newline). False when the line was refused (queue
     /// full past the backpressure wait, or the thread is gone); the refusal is counted.
     pub fn append(&self, target: &Arc<LogTarget>, line: &Arc<str>) -> bool {
-        self.append_line(target, LogLine::Text(Arc::clone(line)), line.len())
-    }
-
-    /// Queues one record given as parts (`len`: its line length without the newline).
-    pub fn append_line(&self, target: &Arc<LogTarget>, line: LogLine, len: usize) -> bool {
-        let bytes = len + 1;
-        let limits = &self.limits;
-        if !self
-            .shared
-            .reserve(bytes, limits.max_queued_bytes, limits.backpressure_wait)
-        {
-            self.shared.lines_dropped.fetch_add(1, Ordering::Relaxed);
-            self.shared.report(|| LogFailure {
-                path: target.path.clone(),
-                operation: LogOperation::Queue,
-                cause: LogFailureCause::QueueFull {
-                    queued_bytes: self.shared.queued_bytes.load(Ordering::Relaxed),
-                    cap: limits.max_queued_bytes,
-                    wait: limits.backpressure_wait,
-                },
-            });
+        let bytes = line.len() + 1;
+        if !self.reserve_or_report(target, 1, bytes) {
             return false;
         }
         if self
             .mailbox
-            .push(Command::Append(Arc::clone(target), line), false)
+            .push(Command::Append(Arc::clone(target), Arc::clone(line)), false)
             .is_err()
         {
             self.shared.dequeued(1, bytes);
@@ -491,32 +556,56 @@ impl LogWriter {
         true
     }
 
-    /// [`LogWriter::append_line`] for the lines of one batch of staged emits (BND-6), in
-    /// order: one reservation and one lock for all of them when they fit under the queue cap
-    /// now, else line by line (with the cap's wait and its accounting). Empties `lines`.
-    pub fn append_lines(&self, lines: &mut Vec<PendingLine>) {
-        let count = lines.len();
-        let bytes: usize = lines.iter().map(|pending| pending.len + 1).sum();
+    /// Room in the queue for `lines` lines of `bytes` bytes, waiting up to the backpressure
+    /// wait; when there is none, the lines are counted as dropped and reported.
+    fn reserve_or_report(&self, target: &LogTarget, lines: usize, bytes: usize) -> bool {
+        let limits = &self.limits;
+        if self
+            .shared
+            .reserve(bytes, limits.max_queued_bytes, limits.backpressure_wait)
+        {
+            return true;
+        }
+        self.shared
+            .lines_dropped
+            .fetch_add(lines as u64, Ordering::Relaxed);
+        self.shared.report(|| LogFailure {
+            path: target.path.clone(),
+            operation: LogOperation::Queue,
+            cause: LogFailureCause::QueueFull {
+                queued_bytes: self.shared.queued_bytes.load(Ordering::Relaxed),
+                cap: limits.max_queued_bytes,
+                wait: limits.backpressure_wait,
+            },
+        });
+        false
+    }
+
+    /// Queues the lines of a batch of emits (BND-6), in order: as one command when they fit
+    /// under the queue cap now, else line by line, each with the cap's wait and accounting
+    /// (as [`LogWriter::append`] would).
+    pub fn append_batch(&self, batch: LogBatch) {
+        let (count, bytes) = (batch.len(), batch.bytes);
         if count == 0 {
             return;
         }
-        if !self
+        if self
             .shared
             .reserve_now(count, bytes, self.limits.max_queued_bytes)
         {
-            for pending in lines.drain(..) {
-                self.append_line(&pending.target, pending.line, pending.len);
+            if self.mailbox.push(Command::Batch(batch), false).is_err() {
+                self.shared.dequeued(count, bytes);
+                self.shared
+                    .lines_dropped
+                    .fetch_add(count as u64, Ordering::Relaxed);
             }
             return;
         }
-        let commands = lines
-            .drain(..)
-            .map(|pending| Command::Append(pending.target, pending.line));
-        if self.mailbox.push_all(commands).is_err() {
-            self.shared.dequeued(count, bytes);
-            self.shared
-                .lines_dropped
-                .fetch_add(count as u64, Ordering::Relaxed);
+        let mut text = String::new();
+        for line in batch.parts() {
+            text.clear();
+            crate::history::write_line(&mut text, line.id, line.event, line.data, line.timestamp);
+            self.append(line.target, &Arc::from(text.as_str()));
         }
     }
 
@@ -567,6 +656,71 @@ struct Pending {
     lines: u64,
 }
 
+/// The lines taken from the mailbox, grouped by file in order of first appearance, so that each
+/// file gets one `write(2)`; emptied buffers are kept for the next round.
+#[derive(Default)]
+struct Grouped {
+    files: Vec<Pending>,
+    /// Target key → index in `files`.
+    index: HashMap<u64, usize>,
+    spare: Vec<String>,
+}
+
+impl Grouped {
+    fn slot(&mut self, target: &Arc<LogTarget>) -> &mut Pending {
+        let index = match self.index.entry(target.key) {
+            Entry::Occupied(entry) => *entry.get(),
+            Entry::Vacant(entry) => {
+                let bytes = self.spare.pop().unwrap_or_default();
+                self.files.push(Pending {
+                    target: Arc::clone(target),
+                    bytes,
+                    lines: 0,
+                });
+                *entry.insert(self.files.len() - 1)
+            }
+        };
+        &mut self.files[index]
+    }
+
+    fn line(&mut self, target: &Arc<LogTarget>, line: &str) {
+        let slot = self.slot(target);
+        slot.bytes.push_str(line);
+        slot.bytes.push('\n');
+        slot.lines += 1;
+    }
+
+    fn batch(&mut self, batch: &LogBatch) {
+        for line in batch.parts() {
+            let slot = self.slot(line.target);
+            crate::history::write_line(
+                &mut slot.bytes,
+                line.id,
+                line.event,
+                line.data,
+                line.timestamp,
+            );
+            slot.bytes.push('\n');
+            slot.lines += 1;
+        }
+    }
+
+    /// Writes every file's lines, in order of first appearance.
+    fn flush(&mut self, files: &mut Files, shared: &LogShared) {
+        self.index.clear();
+        for mut pending in self.files.drain(..) {
+            let (lines, bytes) = (pending.lines as usize, pending.bytes.len());
+            write_batch(&pending, files, shared);
+            shared.dequeued(lines, bytes);
+            // Kept for reuse unless it grew large (one run's burst).
+            if pending.bytes.capacity() <= 1 << 20 && self.spare.len() < 1024 {
+                pending.bytes.clear();
+                self.spare.push(std::mem::take(&mut pending.bytes));
+            }
+        }
+    }
+}
+
 struct Files {
     open: HashMap<u64, OpenFile>,
     max_open: usize,
@@ -579,14 +733,15 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
         max_open,
         tick: 0,
     };
-    let mut pending: Vec<Pending> = Vec::new();
+    let mut pending = Grouped::default();
     let mut active = false;
     while let Some(batch) = mailbox.take(active) {
         for command in batch {
             match command {
-                Command::Append(target, line) => queue_line(&mut pending, target, line),
+                Command::Append(target, line) => pending.line(&target, &line),
+                Command::Batch(batch) => pending.batch(&batch),
                 Command::Snapshot(target, json) => {
-                    flush_pending(&mut pending, &mut files, shared);
+                    pending.flush(&mut files, shared);
                     let path = crate::durable::snapshot_path(&target.path);
                     match crate::durable::write_atomic(&path, json.as_bytes()) {
                         // A directory deleted under a live run is not recreated by its snapshot.
@@ -597,63 +752,23 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
                     }
                 }
                 Command::Close(key) => {
-                    flush_pending(&mut pending, &mut files, shared);
+                    pending.flush(&mut files, shared);
                     if files.open.remove(&key).is_some() {
                         shared.open_files.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
                 Command::Barrier(done) => {
-                    flush_pending(&mut pending, &mut files, shared);
+                    pending.flush(&mut files, shared);
                     done();
                 }
             }
         }
-        flush_pending(&mut pending, &mut files, shared);
+        pending.flush(&mut files, shared);
         active = true;
     }
     shared
         .open_files
         .fetch_sub(files.open.len() as u64, Ordering::Relaxed);
-}
-
-fn queue_line(pending: &mut Vec<Pending>, target: Arc<LogTarget>, line: LogLine) {
-    let slot = match pending.iter_mut().rposition(|p| p.target.key == target.key) {
-        Some(index) => &mut pending[index],
-        None => {
-            pending.push(Pending {
-                target,
-                bytes: String::with_capacity(256),
-                lines: 0,
-            });
-            let last = pending.len() - 1;
-            &mut pending[last]
-        }
-    };
-    match line {
-        LogLine::Text(text) => slot.bytes.push_str(&text),
-        LogLine::Parts {
-            id,
-            event,
-            data,
-            timestamp,
-        } => crate::history::write_line(
-            &mut slot.bytes,
-            id,
-            event.as_deref(),
-            data.as_deref(),
-            timestamp,
-        ),
-    }
-    slot.bytes.push('\n');
-    slot.lines += 1;
-}
-
-fn flush_pending(pending: &mut Vec<Pending>, files: &mut Files, shared: &LogShared) {
-    for batch in pending.drain(..) {
-        let (lines, bytes) = (batch.lines as usize, batch.bytes.len());
-        write_batch(batch, files, shared);
-        shared.dequeued(lines, bytes);
-    }
 }
 
 /// Closes the least recently written file when the descriptor budget is used up.
@@ -672,7 +787,7 @@ fn make_room(files: &mut Files, shared: &LogShared) {
     }
 }
 
-fn write_batch(batch: Pending, files: &mut Files, shared: &LogShared) {
+fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
     let key = batch.target.key;
     files.tick += 1;
     let tick = files.tick;
@@ -949,47 +1064,61 @@ mod tests {
         let dir = temp_dir("batch");
         let shared = Arc::new(LogShared::new(None));
         let limits = LogLimits {
-            max_queued_bytes: 64,
+            max_queued_bytes: 256,
             backpressure_wait: Duration::ZERO,
             ..LogLimits::default()
         };
         let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), limits) else {
             panic!("spawn failed")
         };
-        let target = Arc::new(LogTarget::new(1, dir.join("run").join("events.jsonl")));
-        let line = |i: u32| {
-            let text: Arc<str> = Arc::from(format!("{{\"id\":{i}}}"));
-            PendingLine {
-                target: Arc::clone(&target),
-                len: text.len(),
-                line: LogLine::Text(text),
+        let targets = [1, 2].map(|key| {
+            Arc::new(LogTarget::new(
+                key,
+                dir.join(format!("run-{key}")).join("events.jsonl"),
+            ))
+        });
+        let batch_of = |ids: std::ops::RangeInclusive<u64>| {
+            let mut batch = LogBatch::default();
+            for id in ids {
+                // Both files interleaved, as emits of two runs are.
+                let target = &targets[(id % 2) as usize];
+                let data = format!("[{id}]");
+                let event = (id % 3 != 0).then_some("\"e\"");
+                let mut line = String::new();
+                crate::history::write_line(&mut line, id, event, Some(&data), 5.0);
+                batch.push(target, id, event, Some(&data), 5.0, line.len());
             }
+            batch
         };
-        // Fits under the cap: one reservation, queued in order.
-        let mut batch: Vec<PendingLine> = (1..=3).map(line).collect();
-        writer.append_lines(&mut batch);
-        assert!(batch.is_empty());
+        // Fits under the cap: one command, each file's lines in order.
+        writer.append_batch(batch_of(1..=3));
         writer.sync(Duration::from_secs(10));
-        // Twenty lines of 9 bytes do not fit under 64 at once: line by line, each reserved
-        // when there is room (an empty queue always takes one), none reordered.
-        let mut batch: Vec<PendingLine> = (4..=23).map(line).collect();
-        writer.append_lines(&mut batch);
+        // Thirty lines of about 40 bytes do not fit under 256 at once: line by line, each
+        // reserved when there is room (an empty queue always takes one), none reordered.
+        writer.append_batch(batch_of(4..=33));
         writer.close(1);
+        writer.close(2);
         writer.sync(Duration::from_secs(10));
-        let text = std::fs::read_to_string(&target.path).unwrap_or_default();
-        let ids: Vec<u32> = text
-            .lines()
-            .filter_map(|l| {
-                l.trim_start_matches("{\"id\":")
-                    .trim_end_matches('}')
-                    .parse()
-                    .ok()
-            })
-            .collect();
+        let mut written = 0;
+        for (parity, target) in targets.iter().enumerate() {
+            let text = std::fs::read_to_string(&target.path).unwrap_or_default();
+            let ids: Vec<u64> = text
+                .lines()
+                .map(|line| {
+                    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let id = value["id"].as_u64().unwrap();
+                    assert_eq!(value["data"], serde_json::json!([id]));
+                    assert_eq!(value["event"].is_string(), id % 3 != 0, "{line}");
+                    id
+                })
+                .collect();
+            assert!(ids.iter().all(|id| id % 2 == parity as u64), "{ids:?}");
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
+            written += ids.len();
+        }
         let refused = shared.lines_dropped() as usize;
-        assert_eq!(ids.len() + refused, 23, "every line written or counted");
-        assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
-        assert_eq!(&ids[..3], &[1, 2, 3]);
+        assert_eq!(written + refused, 33, "every line written or counted");
+        assert!(written >= 3, "the first batch fits");
         assert_eq!(shared.queue_depth(), (0, 0));
         let _ = std::fs::remove_dir_all(&dir);
     }

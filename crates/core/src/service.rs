@@ -170,7 +170,7 @@ impl GroupIndex {
 /// One `createChatRunService` instance.
 pub struct Service {
     pub(crate) cfg: ServiceConfig,
-    slab: Vec<Option<RunState>>,
+    pub(crate) slab: Vec<Option<RunState>>,
     free: Vec<u32>,
     /// Registry in creation order (see [`OrderKey`]) → slot.
     pub(crate) order: BTreeMap<OrderKey, u32>,
@@ -188,7 +188,7 @@ pub struct Service {
     pub(crate) log_shared: Arc<LogShared>,
     pub(crate) writer: Option<LogWriter>,
     /// While a batch of staged emits is applied: its log lines, queued together at its end.
-    pub(crate) pending_lines: Option<Vec<crate::log_writer::PendingLine>>,
+    pub(crate) pending_lines: Option<crate::log_writer::LogBatch>,
     /// Event names the facade registered with [`Service::intern_event`], so the hot `emit`
     /// path crosses the boundary with a number instead of a string.
     pub(crate) event_names: Vec<Arc<str>>,
