@@ -27,9 +27,36 @@ pub(super) fn parse_stat(pid: i32, text: &str) -> Option<ProcInfo> {
     })
 }
 
+/// A `/proc/<pid>/stat` line is a few hundred bytes: one `read` into this buffer takes it whole
+/// (a longer one is read on into a `Vec`).
+const STAT_BUFFER: usize = 1024;
+
+/// Reads `path` (a `/proc/<pid>/stat`) with one `open`, usually one `read`, and one `close`:
+/// `read_to_string` would also ask for the file's size and position, which `/proc` does not
+/// know, for three more syscalls per process of a scan.
+fn read_stat(path: &str, out: &mut Vec<u8>) -> Option<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    out.clear();
+    let mut buffer = [0u8; STAT_BUFFER];
+    loop {
+        let read = file.read(&mut buffer).ok()?;
+        out.extend_from_slice(&buffer[..read]);
+        // /proc hands out the whole line in one read when it fits: a short read is the end.
+        if read < buffer.len() {
+            return Some(());
+        }
+    }
+}
+
+fn stat_of(pid: i32, path: &str, bytes: &mut Vec<u8>) -> Option<ProcInfo> {
+    read_stat(path, bytes)?;
+    parse_stat(pid, std::str::from_utf8(bytes).ok()?)
+}
+
 pub(super) fn probe(pid: i32) -> Option<ProcInfo> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(pid, &text)
+    let mut bytes = Vec::with_capacity(STAT_BUFFER);
+    stat_of(pid, &format!("/proc/{pid}/stat"), &mut bytes)
 }
 
 pub(super) fn snapshot() -> Vec<ProcInfo> {
@@ -38,7 +65,7 @@ pub(super) fn snapshot() -> Vec<ProcInfo> {
     };
     let mut out = Vec::with_capacity(256);
     let mut path = String::with_capacity(24);
-    let mut text = String::with_capacity(512);
+    let mut bytes = Vec::with_capacity(STAT_BUFFER);
     for entry in dir.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
@@ -47,15 +74,8 @@ pub(super) fn snapshot() -> Vec<ProcInfo> {
         path.clear();
         // Writing to a String cannot fail.
         let _ = write!(path, "/proc/{pid}/stat");
-        text.clear();
         // A process may exit between the listing and the read: skip it.
-        let Ok(mut file) = std::fs::File::open(&path) else {
-            continue;
-        };
-        if std::io::Read::read_to_string(&mut file, &mut text).is_err() {
-            continue;
-        }
-        if let Some(info) = parse_stat(pid, &text) {
+        if let Some(info) = stat_of(pid, &path, &mut bytes) {
             out.push(info);
         }
     }

@@ -162,7 +162,10 @@ impl ProcessTable for System {
         pgid >= 2 && os::signal_group(pgid, kill)
     }
     fn own_pid(&self) -> i32 {
-        i32::try_from(std::process::id()).unwrap_or(i32::MAX)
+        // Asked once: a Node process does not fork without exec, so its pid never changes
+        // under a loaded addon (and getpid is a syscall per signal step otherwise).
+        static OWN_PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+        *OWN_PID.get_or_init(|| i32::try_from(std::process::id()).unwrap_or(i32::MAX))
     }
     #[cfg(unix)]
     fn group_exists(&self, pgid: i32) -> bool {
