@@ -5,6 +5,7 @@
 // every round (the emitLoopMs then includes those turns of the event loop). After gc(): retained bytes per event as
 // process RSS growth (counts native memory) and as V8 heapUsed + external growth; then the ms of
 // one forced full gc() over the retained state.
+import v8 from 'node:v8'
 import { DELTAS, EVENT, deltaData, emitPattern, gc, makeService, now, report, size, yieldToLoop } from './_common.mjs'
 
 const yielding = emitPattern() === 'yielding'
@@ -14,7 +15,16 @@ const EVENTS = size(2000)
 
 function memory() {
   const m = process.memoryUsage()
-  return { rss: m.rss, heapExt: m.heapUsed + m.external, heapUsed: m.heapUsed, external: m.external }
+  // V8's young generation: scratch space for short-lived objects whose size V8 grows under
+  // allocation pressure and keeps; reported to explain RSS, not subtracted from it.
+  const young = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')
+  return {
+    rss: m.rss,
+    heapExt: m.heapUsed + m.external,
+    heapUsed: m.heapUsed,
+    external: m.external,
+    youngGen: young ? young.space_size : 0,
+  }
 }
 
 const svc = makeService({ maxEvents: 2000 })
@@ -65,6 +75,8 @@ report('emit-memory', {
   gcFirstMs,
   emitLoopMs: t1 - t0,
   rssAfterMB: after.rss / 1048576,
+  youngGenBeforeMB: before.youngGen / 1048576,
+  youngGenAfterMB: after.youngGen / 1048576,
   heapUsedAfterMB: after.heapUsed / 1048576,
   verified: retained === events && runs[0].events.length === Math.min(EVENTS, 2000),
 })
