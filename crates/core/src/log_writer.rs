@@ -656,6 +656,11 @@ struct Pending {
     lines: u64,
 }
 
+/// How many emptied per-file buffers the writer keeps for the next round, and the largest it
+/// keeps.
+const SPARE_BUFFERS: usize = 256;
+const SPARE_BUFFER_BYTES: usize = 64 * 1024;
+
 /// The lines taken from the mailbox, grouped by file in order of first appearance, so that each
 /// file gets one `write(2)`; emptied buffers are kept for the next round.
 #[derive(Default)]
@@ -712,8 +717,9 @@ impl Grouped {
             let (lines, bytes) = (pending.lines as usize, pending.bytes.len());
             write_batch(&pending, files, shared);
             shared.dequeued(lines, bytes);
-            // Kept for reuse unless it grew large (one run's burst).
-            if pending.bytes.capacity() <= 1 << 20 && self.spare.len() < 1024 {
+            // Kept for reuse unless it grew large (one run's burst): at most
+            // SPARE_BUFFERS × SPARE_BUFFER_BYTES (16 MiB) stay with the writer.
+            if pending.bytes.capacity() <= SPARE_BUFFER_BYTES && self.spare.len() < SPARE_BUFFERS {
                 pending.bytes.clear();
                 self.spare.push(std::mem::take(&mut pending.bytes));
             }
