@@ -980,4 +980,100 @@ mod tests {
             ]
         );
     }
+
+    mod model {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// A record as the test describes it: (event, data, timestamp).
+        type Spec = (EventName<'static>, Option<String>, f64);
+
+        fn event() -> impl Strategy<Value = EventName<'static>> {
+            prop_oneof![
+                Just(EventName::Text("agent")),
+                Just(EventName::Text("stdout")),
+                Just(EventName::Text("é\"\n")),
+                Just(EventName::Json(Some("42"))),
+                Just(EventName::Json(None)),
+            ]
+        }
+
+        /// Data JSON texts that often share prefixes with each other (as agent events do),
+        /// with multi-byte characters where a shared prefix can end inside one.
+        fn data() -> impl Strategy<Value = Option<String>> {
+            let piece = prop_oneof![
+                Just("{\"type\":\"text_delta\",\"delta\":\"".to_owned()),
+                Just("é".to_owned()),
+                Just("è".to_owned()),
+                Just("😀".to_owned()),
+                "[a-c]{0,6}",
+                Just("\\\"".to_owned()),
+            ];
+            // Valid JSON, as `JSON.stringify` hands it over: an agent-like object around the
+            // pieces, or the pieces as a bare string.
+            let json = (prop::collection::vec(piece, 0..5), any::<bool>()).prop_map(|(p, wrap)| {
+                let text = serde_json::to_string(&p.concat()).unwrap_or_default();
+                if wrap {
+                    format!("{{\"type\":\"text_delta\",\"delta\":{text}}}")
+                } else {
+                    text
+                }
+            });
+            prop::option::weighted(0.85, json)
+        }
+
+        fn timestamp() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                4 => (1_796_500_000_000u64..1_796_500_000_100).prop_map(|t| t as f64),
+                1 => Just(-0.0),
+                1 => Just(f64::NAN),
+                1 => -1e6f64..1e6,
+                1 => Just(9_007_199_254_740_993.0),
+                1 => Just(-12.0),
+            ]
+        }
+
+        fn record() -> impl Strategy<Value = Spec> {
+            (event(), data(), timestamp())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// The compressed history reads back exactly what a plain list of the last `cap`
+            /// lines holds: every line, ranges, single records, the byte count.
+            #[test]
+            fn history_reads_back_what_a_plain_list_holds(
+                cap in prop_oneof![Just(None), (1usize..200).prop_map(Some)],
+                records in prop::collection::vec(record(), 0..400),
+                first_id in 1u64..1_000,
+            ) {
+                let mut history = History::new(cap);
+                let mut lines: Vec<(u64, String)> = Vec::new();
+                for (offset, (event, data, ts)) in records.iter().enumerate() {
+                    let id = first_id + offset as u64;
+                    history.push(id, *event, data.as_deref(), *ts);
+                    lines.push((id, record_line(id, *event, data.as_deref(), *ts)));
+                }
+                let kept = cap.map_or(lines.len(), |cap| cap.min(lines.len()));
+                let expected = &lines[lines.len() - kept..];
+                let got: Vec<(u64, String)> = history.iter().map(|r| (r.id, r.line)).collect();
+                prop_assert_eq!(&got[..], expected);
+                prop_assert_eq!(history.len(), kept);
+                prop_assert_eq!(
+                    history.retained_bytes(),
+                    expected.iter().map(|(_, line)| line.len()).sum::<usize>()
+                );
+                for (id, line) in expected.iter().step_by(7) {
+                    prop_assert_eq!(history.get(*id).map(|r| r.line), Some(line.clone()));
+                    let from: Vec<u64> = history.range(*id).map(|r| r.id).collect();
+                    let want: Vec<u64> = expected.iter().map(|(i, _)| *i).filter(|i| i >= id).collect();
+                    prop_assert_eq!(from, want);
+                }
+                let parsed: Vec<serde_json::Value> =
+                    serde_json::from_str(&history.to_json_array()).unwrap_or_default();
+                prop_assert_eq!(parsed.len(), kept);
+            }
+        }
+    }
 }
