@@ -249,6 +249,9 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// The largest scratch buffer kept between seals (a block of ordinary events needs a few KiB).
+const SEAL_SCRATCH_KEPT: usize = 1 << 20;
+
 /// Scratch buffers for sealing, reused across seals so that sealing allocates only the
 /// block's final, exactly sized buffer.
 #[derive(Default)]
@@ -307,11 +310,18 @@ impl Block {
             // room; were it to fail anyway, the block would read back as empty (its records
             // lost from memory, still in the log) rather than panic.
             let written = lz4_flex::block::compress_into(raw, &mut compressed[4..]).unwrap_or(0);
-            Self {
+            let block = Self {
                 first_id,
                 len: records.len() as u32,
                 packed: Box::from(&compressed[..4 + written]),
+            };
+            // A block of very large events grew the buffers: they are not kept at that size.
+            for buffer in [raw, suffixes, compressed] {
+                if buffer.capacity() > SEAL_SCRATCH_KEPT {
+                    *buffer = Vec::new();
+                }
             }
+            block
         })
     }
 
