@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::error::{CoreError, CoreResult};
 use crate::history::EventName;
-use crate::log_writer::{LogBatch, LogFailure, LogOperation};
+use crate::log_writer::{LogBatch, LogFailure, LogOperation, LogWriter};
 use crate::service::Service;
 
 /// Numbers per record in the header.
@@ -52,7 +52,11 @@ impl Service {
     pub fn emit_staged(&mut self, header: &[f64], text: &str) -> CoreResult<usize> {
         // The batch's log lines are queued together at its end (one lock, one reservation),
         // in record order, also when a record is refused.
-        self.pending_lines = Some(LogBatch::default());
+        self.pending_lines = Some(
+            self.writer
+                .as_ref()
+                .map_or_else(LogBatch::default, LogWriter::batch),
+        );
         let applied = self.apply_staged(header, text);
         if let Some(pending) = self.pending_lines.take().filter(|batch| !batch.is_empty()) {
             match self.writer() {
@@ -222,6 +226,43 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, (1..=100).collect::<Vec<u64>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bnd_6_batches_reused_after_the_writer_wrote_them_start_empty() {
+        let (dir, layout) = log_dir("batch-reuse");
+        let mut svc = service(Some(10), Some(layout));
+        let slots: Vec<u32> = (0..3)
+            .map(|_| svc.create(CreateMeta::default(), 0.0).slot)
+            .collect();
+        let name = f64::from(svc.intern_event("stdout"));
+        let mut next = [1u32; 3];
+        for round in 0..20u32 {
+            let mut header = Vec::new();
+            let mut text = String::new();
+            for (i, &slot) in slots.iter().enumerate() {
+                header.extend([f64::from(slot), f64::from(next[i]), name, 3.0, 1.0]);
+                text.push_str(&format!("[{round},{i}]\n"));
+                next[i] += 1;
+            }
+            assert_eq!(svc.emit_staged(&header, &text).unwrap(), 3);
+            // The writer writes the batch and hands it back before the next one is filled.
+            flush(&svc);
+        }
+        for (i, &slot) in slots.iter().enumerate() {
+            let id = svc.state(slot).unwrap().id.clone();
+            let log = std::fs::read_to_string(dir.join(&id).join("events.jsonl")).unwrap();
+            let lines: Vec<serde_json::Value> = log
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 20, "one line per round for run {i}");
+            for (round, line) in lines.iter().enumerate() {
+                assert_eq!(line["id"], round as u64 + 1);
+                assert_eq!(line["data"], serde_json::json!([round, i]));
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

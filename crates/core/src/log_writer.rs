@@ -281,7 +281,10 @@ impl LogShared {
     }
 }
 
-/// One run's log file.
+/// One run's log file. Aligned to a cache line of its own: the writer thread reads it while the
+/// JS thread counts references to it for every line it queues, and the counts (at the start of
+/// the `Arc`'s allocation) then stay on another line than the fields the writer reads.
+#[repr(align(64))]
 pub struct LogTarget {
     pub key: u64,
     pub path: PathBuf,
@@ -373,6 +376,17 @@ impl LogBatch {
         self.bytes += len + 1;
     }
 
+    /// Empties the batch, keeping its buffers (unless a very large batch grew them).
+    pub fn clear(&mut self) {
+        self.targets.clear();
+        self.lines.clear();
+        self.text.clear();
+        self.bytes = 0;
+        if self.text.capacity() > SPARE_BUFFER_BYTES {
+            self.text = String::new();
+        }
+    }
+
     /// How many lines the batch holds.
     pub fn len(&self) -> usize {
         self.lines.len()
@@ -441,9 +455,15 @@ struct Mailbox {
 
 struct MailboxState {
     queue: Vec<Command>,
+    /// Batches the writer has written, handed back with their contents so that the JS thread
+    /// drops their references and reuses their buffers ([`LogWriter::batch`]).
+    spare: Vec<LogBatch>,
     parked: bool,
     closed: bool,
 }
+
+/// How many written batches wait to be reused.
+const SPARE_BATCHES: usize = 4;
 
 impl Mailbox {
     fn lock(&self) -> MutexGuard<'_, MailboxState> {
@@ -469,6 +489,24 @@ impl Mailbox {
     fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
+    }
+
+    /// Hands written batches back for reuse (at most [`SPARE_BATCHES`] wait; the rest are
+    /// dropped here).
+    fn give_back(&self, batches: &mut Vec<LogBatch>) {
+        let mut state = self.lock();
+        while state.spare.len() < SPARE_BATCHES {
+            match batches.pop() {
+                Some(batch) => state.spare.push(batch),
+                None => break,
+            }
+        }
+        drop(state);
+        batches.clear();
+    }
+
+    fn take_spare(&self) -> Option<LogBatch> {
+        self.lock().spare.pop()
     }
 
     /// The next batch, in order; `None` once closed and drained.
@@ -519,6 +557,7 @@ impl LogWriter {
         let mailbox = Arc::new(Mailbox {
             state: Mutex::new(MailboxState {
                 queue: Vec::new(),
+                spare: Vec::new(),
                 parked: false,
                 closed: false,
             }),
@@ -579,6 +618,14 @@ impl LogWriter {
             },
         });
         false
+    }
+
+    /// An empty batch to fill, reusing one the writer has written when there is one (its
+    /// references are dropped here, on the thread that took them).
+    pub fn batch(&self) -> LogBatch {
+        let mut batch = self.mailbox.take_spare().unwrap_or_default();
+        batch.clear();
+        batch
     }
 
     /// Queues the lines of a batch of emits (BND-6), in order: as one command when they fit
@@ -740,12 +787,16 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
         tick: 0,
     };
     let mut pending = Grouped::default();
+    let mut written: Vec<LogBatch> = Vec::new();
     let mut active = false;
     while let Some(batch) = mailbox.take(active) {
         for command in batch {
             match command {
                 Command::Append(target, line) => pending.line(&target, &line),
-                Command::Batch(batch) => pending.batch(&batch),
+                Command::Batch(batch) => {
+                    pending.batch(&batch);
+                    written.push(batch);
+                }
                 Command::Snapshot(target, json) => {
                     pending.flush(&mut files, shared);
                     let path = crate::durable::snapshot_path(&target.path);
@@ -770,6 +821,7 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
             }
         }
         pending.flush(&mut files, shared);
+        mailbox.give_back(&mut written);
         active = true;
     }
     shared
