@@ -566,7 +566,8 @@ impl History {
     fn pop_front(&mut self) {
         if let Some(block) = self.blocks.front() {
             let index = (self.first_id - block.first_id) as usize;
-            if index == 0 || self.front_lens.len() != block.len() {
+            // (Emptied whenever the front block is dropped: a length mismatch means "not yet".)
+            if self.front_lens.len() != block.len() {
                 self.front_lens = self.line_lens_of(block);
             }
             self.bytes -= self.front_lens.get(index).copied().unwrap_or(0) as usize;

@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::backfill;
@@ -309,14 +309,10 @@ fn push_numbers<T: std::fmt::Display>(out: &mut String, values: impl Iterator<It
 #[derive(Deserialize)]
 struct LineParts<'a> {
     id: u64,
-    #[serde(default, borrow, deserialize_with = "present")]
+    #[serde(default, borrow, deserialize_with = "crate::durable::journal::present")]
     event: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
+    #[serde(default, borrow, deserialize_with = "crate::durable::journal::present")]
     data: Option<&'a RawValue>,
-}
-
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// One `send(event, data, id)` a replay makes (`None`: that argument is `undefined`).

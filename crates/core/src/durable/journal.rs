@@ -30,8 +30,11 @@ struct Line<'a> {
     timestamp: f64,
 }
 
-/// A key that is present, `null` included.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+/// A key that is present, `null` included (`#[serde(default, deserialize_with = "present")]`
+/// leaves an absent key `None`). Replay reads log lines with it too.
+pub(crate) fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
