@@ -60,31 +60,9 @@ mkdir -p "$DIST" "$TOOLS/bin" "$LOGS"
 export PATH="$TOOLS/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
 
-SUMMARY=()
-FAILED=0
-T0=$(date +%s)
-
-# step NAME COMMAND...: runs COMMAND with its output in dist/logs/NAME.log, records ok/FAIL and time.
-step() {
-  local name="$1"
-  shift
-  local log="$LOGS/$name.log" start end status
-  start=$(date +%s)
-  printf '==> %-40s ' "$name"
-  "$@" >"$log" 2>&1
-  status=$?
-  end=$(date +%s)
-  if [ "$status" -eq 0 ]; then
-    printf 'ok    %4ss\n' "$((end - start))"
-    SUMMARY+=("$(printf '%-44s ok    %4ss' "$name" "$((end - start))")")
-  else
-    printf 'FAIL  %4ss  (see %s)\n' "$((end - start))" "${log#"$ROOT"/}"
-    tail -n 25 "$log" | sed 's/^/    | /'
-    SUMMARY+=("$(printf '%-44s FAIL  %4ss  %s' "$name" "$((end - start))" "${log#"$ROOT"/}")")
-    FAILED=1
-  fi
-  return "$status"
-}
+STEP_WIDTH=40
+# shellcheck source=scripts/steps.sh
+source "$ROOT/scripts/steps.sh"
 
 triple_suffix() { # rust triple -> napi-rs platform suffix
   case "$1" in

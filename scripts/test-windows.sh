@@ -56,30 +56,10 @@ export DEBIAN_FRONTEND=noninteractive
 export WINEPREFIX="$WIN/wineprefix" WINEDEBUG=-all WINEDLLOVERRIDES='mscoree,mshtml=' WINEARCH=win64
 unset DISPLAY
 
-SUMMARY=()
-FAILED=0
-T0=$(date +%s)
-
-# step NAME COMMAND...: runs COMMAND with its output in dist/logs/windows-NAME.log, records ok/FAIL.
-step() {
-  local name="$1"
-  shift
-  local log="$LOGS/windows-$name.log" start status
-  start=$(date +%s)
-  printf '==> %-34s ' "$name"
-  "$@" >"$log" 2>&1
-  status=$?
-  if [ "$status" -eq 0 ]; then
-    printf 'ok    %4ss\n' "$(($(date +%s) - start))"
-    SUMMARY+=("$(printf '%-38s ok    %4ss' "$name" "$(($(date +%s) - start))")")
-  else
-    printf 'FAIL  %4ss  (see %s)\n' "$(($(date +%s) - start))" "${log#"$ROOT"/}"
-    tail -n 25 "$log" | sed 's/^/    | /'
-    SUMMARY+=("$(printf '%-38s FAIL  %4ss  %s' "$name" "$(($(date +%s) - start))" "${log#"$ROOT"/}")")
-    FAILED=1
-  fi
-  return "$status"
-}
+STEP_LOG_PREFIX=windows-
+STEP_WIDTH=34
+# shellcheck source=scripts/steps.sh
+source "$ROOT/scripts/steps.sh"
 
 # wine_node LOG ARGS...: node.exe under Wine with stdout/stderr in LOG (a file, never a pipe).
 wine_node() {
