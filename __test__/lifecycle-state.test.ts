@@ -107,7 +107,7 @@ describe('LC-1: the state file', () => {
     },
   )
 
-  it('is written before the call returns at create, the start/error/end emits, finish, persistState and prepareRestart, and never on an ordinary emit', () => {
+  it('is written before the call returns at create, the start/error/end emits, finish, persistState and prepareRestart, and never on an ordinary emit; no replaced copy is ever left', async () => {
     const runs = service()
     const run = runs.create({ projectId: 'p' })
     expect(written(runs)).toBe(1)
@@ -125,6 +125,8 @@ describe('LC-1: the state file', () => {
     run.endedWithUnfinishedWork = true
     runs.finish(run, 'failed', 1, null)
     expect(written(runs)).toBe(4)
+    // A rewrite leaves no copy behind, at once (the journal is the log writer's, maybe not there yet).
+    expect(fs.readdirSync(path.join(tmp, run.id)).filter((name) => name !== 'events.jsonl')).toEqual(['state.json'])
     expect(stateOf(run.id)).toMatchObject({
       status: 'failed',
       exitCode: 1,
@@ -144,6 +146,11 @@ describe('LC-1: the state file', () => {
     runs.emit(run, 'end', {})
     expect(written(runs)).toBe(7)
     expect(getChatRunServiceStats(runs).stateFile.failed).toBe(0)
+    // Once shutdownActive() resolved (the writer is done), the journal and the state file only.
+    await runs.shutdownActive()
+    expect(fs.readdirSync(path.join(tmp, run.id)).sort()).toEqual(['events.jsonl', 'state.json'])
+    // (A direct 'end' emit is not a verdict: the run was still active, and shutdown canceled it.)
+    expect(stateOf(run.id).status).toBe('canceled')
   })
 
   it('an upstream-shaped state.json hydrates: a terminal one as it is, a non-terminal one as interrupted, unknown fields kept on rewrite', () => {

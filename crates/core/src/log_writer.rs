@@ -438,8 +438,6 @@ enum Command {
     /// Replace the run's status snapshot (after every line queued before it).
     Snapshot(Arc<LogTarget>, String),
     Close(u64),
-    /// Remove a file nobody reads any more (the old content of a replaced state file).
-    Remove(PathBuf),
     Barrier(Box<dyn FnOnce() + Send>),
 }
 
@@ -665,14 +663,6 @@ impl LogWriter {
             .push(Command::Snapshot(Arc::clone(target), json), false);
     }
 
-    /// Removes `path` on the writer's thread, so that the caller does not wait for the file
-    /// system to free it; at once when the thread is gone. Barriers wait for it like for lines.
-    pub fn remove_file(&self, path: PathBuf) {
-        if let Err(Command::Remove(path)) = self.mailbox.push(Command::Remove(path), false) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-
     /// Queues the close of a run's file, after every line queued before it.
     pub fn close(&self, key: u64) {
         let _ = self.mailbox.push(Command::Close(key), false);
@@ -823,9 +813,6 @@ fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
                     if files.open.remove(&key).is_some() {
                         shared.open_files.fetch_sub(1, Ordering::Relaxed);
                     }
-                }
-                Command::Remove(path) => {
-                    let _ = std::fs::remove_file(path);
                 }
                 Command::Barrier(done) => {
                     pending.flush(&mut files, shared);
