@@ -245,32 +245,57 @@ pub struct SharedTable {
 
 #[derive(Debug, Default)]
 struct Scans {
-    pinned: Option<Vec<ProcInfo>>,
+    pin: Pin,
     recent: Option<(Instant, Vec<ProcInfo>)>,
 }
 
+/// Whether a shutdown's scan is in force.
+#[derive(Debug, Default)]
+enum Pin {
+    #[default]
+    Off,
+    /// Pinned, not scanned yet: the first capture scans (a shutdown whose runs have no child
+    /// never reads the process table).
+    Armed,
+    Taken(Vec<ProcInfo>),
+}
+
+impl Scans {
+    /// The pinned scan, taken now if the pin is armed; None when nothing is pinned.
+    fn pinned(&mut self) -> Option<Vec<ProcInfo>> {
+        match &self.pin {
+            Pin::Off => None,
+            Pin::Taken(procs) => Some(procs.clone()),
+            Pin::Armed => {
+                let procs = System.snapshot();
+                self.pin = Pin::Taken(procs.clone());
+                Some(procs)
+            }
+        }
+    }
+}
+
 impl SharedTable {
-    /// Takes a fresh scan that every capture uses until [`SharedTable::unpin`].
+    /// From now until [`SharedTable::unpin`], every capture uses one scan, taken by the first.
     pub fn pin(&self) {
-        let procs = System.snapshot();
         if let Ok(mut scans) = self.cache.lock() {
-            scans.pinned = Some(procs);
+            scans.pin = Pin::Armed;
         }
     }
 
     /// Back to fresh scans.
     pub fn unpin(&self) {
         if let Ok(mut scans) = self.cache.lock() {
-            scans.pinned = None;
+            scans.pin = Pin::Off;
         }
     }
 }
 
 impl ProcessTable for SharedTable {
     fn snapshot(&self) -> Vec<ProcInfo> {
-        if let Ok(scans) = self.cache.lock() {
-            if let Some(pinned) = scans.pinned.as_ref() {
-                return pinned.clone();
+        if let Ok(mut scans) = self.cache.lock() {
+            if let Some(pinned) = scans.pinned() {
+                return pinned;
             }
         }
         System.snapshot()
@@ -279,8 +304,8 @@ impl ProcessTable for SharedTable {
         let Ok(mut scans) = self.cache.lock() else {
             return System.snapshot();
         };
-        if let Some(pinned) = scans.pinned.as_ref() {
-            return pinned.clone();
+        if let Some(pinned) = scans.pinned() {
+            return pinned;
         }
         if let Some((taken, procs)) = scans.recent.as_ref() {
             if taken.elapsed() <= SNAPSHOT_REUSE {
