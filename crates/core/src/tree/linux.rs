@@ -82,6 +82,87 @@ pub(super) fn snapshot() -> Vec<ProcInfo> {
     out
 }
 
+/// Whether this kernel lists each task's children (`/proc/<pid>/task/<tid>/children`,
+/// `CONFIG_PROC_CHILDREN`, on in the usual distribution kernels). Asked once.
+fn children_listed() -> bool {
+    static LISTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LISTED.get_or_init(|| std::path::Path::new("/proc/thread-self/children").exists())
+}
+
+/// How many processes one [`descendants`] call reads at most (a bound against a runaway fork
+/// loop; beyond it the caller gets what was found so far, the next capture goes on).
+const MAX_DESCENDANTS: usize = 65_536;
+
+/// The live descendants of `roots` (and zombies among them), read from the lists of children
+/// the kernel keeps per task, or `None` when this kernel keeps none. A root that is gone, or
+/// whose pid now names another process (start time), is skipped; a listed child counts only if
+/// it is still that parent's (its ppid) and started no earlier (as in [`super::Tree`]'s scan).
+/// For a tree of a few processes this reads a few small files instead of the whole table.
+pub(super) fn descendants(roots: &[ProcId]) -> Option<Vec<ProcInfo>> {
+    if !children_listed() {
+        return None;
+    }
+    let mut out: Vec<ProcInfo> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = Vec::with_capacity(STAT_BUFFER);
+    let mut path = String::with_capacity(48);
+    let mut frontier: Vec<ProcId> = Vec::new();
+    for root in roots {
+        path.clear();
+        let _ = write!(path, "/proc/{}/stat", root.pid);
+        if stat_of(root.pid, &path, &mut bytes).is_some_and(|info| info.id == *root && info.alive) {
+            frontier.push(*root);
+        }
+    }
+    let mut listed = Vec::with_capacity(STAT_BUFFER);
+    while let Some(parent) = frontier.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", parent.pid)) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            path.clear();
+            let _ = write!(path, "/proc/{}/task/{tid}/children", parent.pid);
+            if read_stat(&path, &mut listed).is_none() {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(&listed) else {
+                continue;
+            };
+            for pid in text
+                .split_ascii_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                if out.len() >= MAX_DESCENDANTS {
+                    return Some(out);
+                }
+                if !seen.insert(pid) {
+                    continue;
+                }
+                path.clear();
+                let _ = write!(path, "/proc/{pid}/stat");
+                let Some(info) = stat_of(pid, &path, &mut bytes) else {
+                    continue;
+                };
+                if info.ppid != parent.pid || info.id.start < parent.start {
+                    continue;
+                }
+                if info.alive {
+                    frontier.push(info.id);
+                }
+                out.push(info);
+            }
+        }
+    }
+    Some(out)
+}
+
 fn signo(kill: Kill) -> i32 {
     match kill {
         Kill::Term => libc::SIGTERM,

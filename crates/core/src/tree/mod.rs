@@ -118,6 +118,12 @@ pub trait ProcessTable {
     fn recent_snapshot(&self) -> Vec<ProcInfo> {
         self.snapshot()
     }
+    /// The live descendants of `roots` (zombies may be among them), read from per-process
+    /// lists of children where the OS keeps them, or `None` (the caller scans the whole table).
+    /// Always read now, never shared.
+    fn descendants(&self, _roots: &[ProcId]) -> Option<Vec<ProcInfo>> {
+        None
+    }
     /// Whether any process (a zombie counts) is still in group `pgid`.
     fn group_exists(&self, pgid: i32) -> bool {
         self.snapshot().iter().any(|p| p.pgrp == pgid)
@@ -166,6 +172,10 @@ impl ProcessTable for System {
         // under a loaded addon (and getpid is a syscall per signal step otherwise).
         static OWN_PID: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
         *OWN_PID.get_or_init(|| i32::try_from(std::process::id()).unwrap_or(i32::MAX))
+    }
+    #[cfg(target_os = "linux")]
+    fn descendants(&self, roots: &[ProcId]) -> Option<Vec<ProcInfo>> {
+        linux::descendants(roots)
     }
     #[cfg(unix)]
     fn group_exists(&self, pgid: i32) -> bool {
@@ -319,6 +329,9 @@ impl ProcessTable for SharedTable {
     fn fresh_snapshot(&self) -> Vec<ProcInfo> {
         System.snapshot()
     }
+    fn descendants(&self, roots: &[ProcId]) -> Option<Vec<ProcInfo>> {
+        System.descendants(roots)
+    }
     fn probe(&self, pid: i32) -> Option<ProcInfo> {
         System.probe(pid)
     }
@@ -466,8 +479,26 @@ impl Tree {
         if self.is_empty() {
             return Vec::new();
         }
-        let snapshot = table.snapshot();
-        self.capture_from(table, &snapshot)
+        let found = self.candidates(table, Scan::Shared);
+        self.capture_from(table, &found)
+    }
+
+    /// What a capture looks through: without a verified group it adds descendants only, so
+    /// where the OS lists each process's children ([`ProcessTable::descendants`]) those lists
+    /// are read, a few small files for a small tree instead of every process there is. With a
+    /// group (whose members need not descend from anything captured), or where the OS keeps
+    /// no such lists, the whole table, as `scan` says.
+    fn candidates(&self, table: &impl ProcessTable, scan: Scan) -> Vec<ProcInfo> {
+        if self.group.is_none() {
+            if let Some(found) = table.descendants(&self.captured) {
+                return found;
+            }
+        }
+        match scan {
+            Scan::Shared => table.snapshot(),
+            Scan::Recent => table.recent_snapshot(),
+            Scan::Fresh => table.fresh_snapshot(),
+        }
     }
 
     fn capture_from(&mut self, table: &impl ProcessTable, snapshot: &[ProcInfo]) -> Vec<ProcId> {
@@ -576,8 +607,8 @@ impl Tree {
         if self.captured.is_empty() && !group_left {
             return 0;
         }
-        let snapshot = table.recent_snapshot();
-        for id in self.capture_from(table, &snapshot) {
+        let found = self.candidates(table, Scan::Recent);
+        for id in self.capture_from(table, &found) {
             if let Some(kill) = self.last {
                 self.signal_one(table, id, kill);
             }
@@ -589,8 +620,8 @@ impl Tree {
     /// is gone). Each of them gets one more SIGKILL, the last reap (IMP-13).
     pub fn survivors(&mut self, table: &impl ProcessTable) -> Vec<i32> {
         if !self.is_empty() {
-            let snapshot = table.fresh_snapshot();
-            self.capture_from(table, &snapshot);
+            let found = self.candidates(table, Scan::Fresh);
+            self.capture_from(table, &found);
         }
         let pids: Vec<i32> = self.captured.iter().map(|id| id.pid).collect();
         for id in self.captured.clone() {
@@ -598,6 +629,17 @@ impl Tree {
         }
         pids
     }
+}
+
+/// Which scan of the whole table a capture falls back to (see [`SharedTable`]).
+#[derive(Clone, Copy)]
+enum Scan {
+    /// [`ProcessTable::snapshot`]: the shutdown's pinned scan while there is one.
+    Shared,
+    /// [`ProcessTable::recent_snapshot`]: discovery during a wait.
+    Recent,
+    /// [`ProcessTable::fresh_snapshot`]: what decides that something survived.
+    Fresh,
 }
 
 /// Whether the captured process `id` is alive: `handle` answers for `child`, the table's probe

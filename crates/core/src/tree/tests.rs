@@ -383,6 +383,81 @@ mod linux_real {
         assert!(tree.survivors(&System).is_empty());
     }
 
+    /// The pids of the live descendants of `root` in a scan of the whole table.
+    fn scanned_descendants(root: ProcId) -> Vec<i32> {
+        let snapshot = System.snapshot();
+        let mut found: Vec<ProcId> = Vec::new();
+        let mut frontier = vec![root];
+        while let Some(parent) = frontier.pop() {
+            for p in &snapshot {
+                if p.alive && p.ppid == parent.pid && p.id.start >= parent.start {
+                    found.push(p.id);
+                    frontier.push(p.id);
+                }
+            }
+        }
+        let mut pids: Vec<i32> = found.iter().map(|id| id.pid).collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    #[test]
+    fn lc_7_the_lists_of_children_find_what_a_scan_of_the_table_finds() {
+        // A child with two grandchildren, one of which has a child of its own.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30 & sh -c 'sleep 30 & wait' & wait")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let root = System.probe(pid).unwrap().id;
+        // Whatever happens below, everything this test started is SIGKILLed at the end.
+        struct Reap(ProcId);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                for p in scanned_descendants(self.0) {
+                    if let Some(info) = System.probe(p) {
+                        System.signal(info.id, Kill::Kill);
+                    }
+                }
+                System.signal(self.0, Kill::Kill);
+            }
+        }
+        let _reap = Reap(root);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while scanned_descendants(root).len() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let scanned = scanned_descendants(root);
+        assert_eq!(scanned.len(), 3, "two grandchildren and a great-grandchild");
+        let listed = System
+            .descendants(&[root])
+            .expect("this kernel lists children");
+        let mut pids: Vec<i32> = listed
+            .iter()
+            .filter(|p| p.alive)
+            .map(|p| p.id.pid)
+            .collect();
+        pids.sort_unstable();
+        assert_eq!(pids, scanned);
+        // A root whose start time does not match (a recycled pid) has no descendants.
+        let stale = ProcId {
+            pid,
+            start: root.start + 1,
+        };
+        assert_eq!(System.descendants(&[stale]).map(|v| v.len()), Some(0));
+        // Cleanup through the tree, which captures from the lists now (no group).
+        let mut tree = Tree::default();
+        tree.attach(&System, Some(pid), true, None);
+        assert_eq!(tree.alive(&System), 4);
+        tree.signal(&System, Kill::Kill);
+        let _ = child.wait();
+        for gone in scanned {
+            assert!(wait_gone(gone));
+        }
+        assert_eq!(tree.alive(&System), 0);
+    }
+
     #[test]
     fn lc_7_the_child_is_held_by_a_pidfd_and_a_zombie_counts_as_gone() {
         let mut child = Command::new("sleep").arg("30").spawn().unwrap();
