@@ -890,6 +890,13 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
 }
 
 /// LOG-3: create the directory recursively (once), then open for append (never truncate).
+///
+/// Once the run's directory has existed (the state file at `create` made it, or an earlier
+/// open), it is never created again: a directory that vanished was removed by someone (the
+/// host deleting a conversation, a test cleaning up right after `finish`), and bringing back a
+/// directory holding a stray tail of the journal would leave a run without its state file.
+/// The lines fail instead (counted and reported, LOG-6), as the upstream module's lines go
+/// nowhere once its open stream's file is unlinked.
 fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
     let open = || {
         OpenOptions::new()
@@ -897,12 +904,14 @@ fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
             .create(true)
             .open(&target.path)
     };
-    if target.dir_ready.load(Ordering::Relaxed) {
+    if target.dir_ready.load(Ordering::SeqCst) {
         match open() {
-            Ok(file) => return Ok(file),
-            // The directory vanished since: create it again below.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err((LogOperation::Open, e)),
+            // The service itself removed the directory (`drop` of a run whose journal was not
+            // written yet), and said so before removing it: create it again below.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && !target.dir_ready.load(Ordering::SeqCst) => {}
+            opened => return opened.map_err(|e| (LogOperation::Open, e)),
         }
     }
     if let Some(dir) = target.path.parent() {
@@ -1010,6 +1019,39 @@ mod tests {
         barrier(&writer);
         let text = std::fs::read_to_string(blocker.join("events.jsonl")).unwrap_or_default();
         assert_eq!(text, "{\"id\":3}\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_6_a_run_directory_removed_after_it_existed_is_not_created_again() {
+        let dir = temp_dir("vanished");
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap_or(());
+        let shared = Arc::new(LogShared::new(None));
+        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), LogLimits::default()) else {
+            panic!("spawn failed")
+        };
+        let target = Arc::new(LogTarget::new(3, run.join("events.jsonl")));
+        writer.append(&target, &Arc::from("{\"id\":1}"));
+        writer.close(3);
+        barrier(&writer);
+        assert_eq!(shared.lines_written(), 1);
+        // Removed by someone else while the file is closed: the next line fails, no directory.
+        std::fs::remove_dir_all(&run).unwrap_or(());
+        writer.append(&target, &Arc::from("{\"id\":2}"));
+        writer.close(3);
+        barrier(&writer);
+        assert!(!run.exists(), "the directory is not brought back");
+        assert_eq!(shared.lines_failed(), 1);
+        // A directory that never existed is still created (LOG-3).
+        let fresh = Arc::new(LogTarget::new(4, dir.join("fresh").join("events.jsonl")));
+        writer.append(&fresh, &Arc::from("{\"id\":1}"));
+        writer.close(4);
+        barrier(&writer);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("fresh").join("events.jsonl")).unwrap_or_default(),
+            "{\"id\":1}\n"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

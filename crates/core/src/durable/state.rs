@@ -454,6 +454,12 @@ impl Service {
         if let Some(target) = run.log.as_ref() {
             let dir = run_dir(&target.path);
             let _ = fs::remove_file(dir.join(STATE_FILE));
+            // The journal's lines emitted before the drop are kept (LOG-7), and the writer may
+            // not have reached them yet: it may create the directory again, and is told so
+            // before the directory goes.
+            target
+                .dir_ready
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             // Fails, harmlessly, when the journal (or anything else) is there.
             let _ = fs::remove_dir(&dir);
         }
