@@ -54,6 +54,42 @@ describe('§5 The run object (RUN)', () => {
     expect(Object.isSealed(run)).toBe(false)
   })
 
+  it('RUN-1: an object that only inherits from a run (a deep-cloning diff printer makes one) reads undefined and refuses writes', () => {
+    const { runs } = makeRuns()
+    const run = runs.create({ projectId: 'p' })
+    const clone = Object.create(Object.getPrototypeOf(run)) as Record<string, unknown>
+    for (const field of [
+      'status',
+      'projectId',
+      'updatedAt',
+      'events',
+      'nextEventId',
+      'terminalAt',
+      'terminalTrigger',
+      'cancelOrigin',
+      'child',
+      'processGroupId',
+    ]) {
+      expect(clone[field], field).toBeUndefined()
+    }
+    expect(() => {
+      clone.status = 'running'
+    }).toThrow(/^run\.status: this object is not a run created by createChatRunService/)
+    expect(() => {
+      clone.child = null
+    }).toThrow(/^run\.child: this object is not a run created by createChatRunService/)
+    expect(run.status).toBe('queued')
+    // A failed deep equality on a run reports the difference, not a TypeError from a getter.
+    let failure: unknown = null
+    try {
+      expect(run).toEqual({ status: 'running' })
+    } catch (err) {
+      failure = err
+    }
+    expect(failure).toBeInstanceOf(Error)
+    expect((failure as Error).name).toBe('AssertionError')
+  })
+
   it('RUN-1: host-added properties survive Object.keys and spread', () => {
     const { runs } = makeRuns()
     const run = runs.create({ projectId: 'p' })

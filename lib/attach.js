@@ -35,17 +35,20 @@ function attach(s) {
   native.runAttach(s.ctx.svc, s.slot, pid, group, alive)
 }
 
-/** Defines `child` and `processGroupId` on the run prototype; `stateOf(run)` is its state. */
-function defineProcessFields(proto, stateOf) {
+/**
+ * Defines `child` and `processGroupId` on the run prototype; `stateOf(run)` is its state
+ * (undefined for an object that is not a run: reads give undefined, writes call `notARun`).
+ */
+function defineProcessFields(proto, stateOf, notARun) {
   for (const field of ['child', 'processGroupId']) {
     Object.defineProperty(proto, field, {
       configurable: true,
       enumerable: false,
       get() {
-        return stateOf(this)[field]
+        return stateOf(this)?.[field]
       },
       set(value) {
-        const s = stateOf(this)
+        const s = stateOf(this) ?? notARun(field)
         s[field] = value
         attach(s)
       },

@@ -233,8 +233,13 @@ class ChatRun {
     return run !== null && typeof run === 'object' && #s in run ? run.#s : undefined
   }
 
+  // Every accessor reads `undefined` on an object that is not a run but inherits from this
+  // prototype (`Object.create(Object.getPrototypeOf(run))`, as a deep-cloning diff printer
+  // makes), instead of throwing from a getter; writes there throw `notARun`.
+
   get events() {
-    const s = this.#s
+    const s = ChatRun.stateOf(this)
+    if (s === undefined) return undefined
     if (s.events === null) s.events = JSON.parse(native.runEvents(s.ctx.svc, s.slot))
     return s.events
   }
@@ -242,33 +247,40 @@ class ChatRun {
     throw new TypeError('run.events is a read-only view of the native event history; use emit() to add events')
   }
   get nextEventId() {
-    return this.#s.nextEventId
+    return ChatRun.stateOf(this)?.nextEventId
   }
   set nextEventId(_value) {
     throw new TypeError('run.nextEventId is owned by the service (ids are assigned by emit())')
   }
   get terminalAt() {
-    return this.#s.terminalAt
+    return ChatRun.stateOf(this)?.terminalAt
   }
   set terminalAt(_value) {
     throw new TypeError('run.terminalAt is owned by the service (set by the terminal transition)')
   }
   get terminalTrigger() {
-    return this.#s.terminalTrigger
+    return ChatRun.stateOf(this)?.terminalTrigger
   }
   set terminalTrigger(_value) {
     throw new TypeError('run.terminalTrigger is owned by the service (set by the terminal transition)')
   }
   get cancelOrigin() {
-    return this.#s.cancelOrigin
+    return ChatRun.stateOf(this)?.cancelOrigin
   }
   set cancelOrigin(_value) {
     throw new TypeError('run.cancelOrigin is owned by the service (cancel(run, origin) records it)')
   }
 }
 
+/** Throws for a write of `field` on an object that only inherits from a run's prototype. */
+function notARun(field) {
+  throw new TypeError(
+    `run.${field}: this object is not a run created by createChatRunService (it only inherits from one's prototype)`,
+  )
+}
+
 // LC-7: run.child and run.processGroupId, whose writes capture the child's process tree.
-defineProcessFields(ChatRun.prototype, ChatRun.stateOf)
+defineProcessFields(ChatRun.prototype, ChatRun.stateOf, notARun)
 
 // cancelRequested crosses as 0/1; the core stores a boolean.
 function setFlag(svc, slot, code, value) {
@@ -297,10 +309,10 @@ for (const [field, write, code, convert] of CORE_FIELDS) {
     configurable: true,
     enumerable: false,
     get() {
-      return ChatRun.stateOf(this)[field]
+      return ChatRun.stateOf(this)?.[field]
     },
     set(value) {
-      const s = ChatRun.stateOf(this)
+      const s = ChatRun.stateOf(this) ?? notARun(field)
       const stored = convert(value)
       write(s.ctx.svc, s.slot, code, stored)
       s[field] = value
