@@ -2,7 +2,7 @@
 // run's mirror disagrees with the core, and stays empty through everything the service and the
 // host do. (The setup file helpers/mirror-check.ts runs the same check after every test.)
 import { createRequire } from 'node:module'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { createChatRunService } from '../index.js'
 import { FakeChild, useTempDirs } from './helpers'
 
@@ -204,7 +204,11 @@ describe('mirrorDrift: nothing the service or the host does makes the mirror dri
     first.emit(done, 'agent', { a: 1 })
     first.emit(done, 'error', { error: { message: 'm', code: 'c' } })
     first.finish(done, 'failed', 2, 'SIGTERM')
+    // Runs on disk list by createdAt, then by id: a later millisecond keeps creation order.
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(done.createdAt + 1)
     const active = first.create({ projectId: 'p', conversationId: 'c' })
+    vi.useRealTimers()
     first.emit(active, 'start', {})
     // Values the core stores differently from the host's: the state file holds the core's.
     ;(active as { updatedAt: unknown }).updatedAt = 'later'
