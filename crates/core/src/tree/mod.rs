@@ -565,7 +565,9 @@ impl Tree {
         if self.is_empty() {
             return reached;
         }
-        let snapshot = table.snapshot();
+        // Without a group the view is the lists of children; with one it is the whole table
+        // (the group's members are read from it).
+        let snapshot = self.candidates(table, Scan::Shared);
         self.capture_from(table, &snapshot);
         reached.child_gone = self.child.is_some_and(|c| !self.captured.contains(&c));
         let mut grouped: Vec<ProcId> = Vec::new();
