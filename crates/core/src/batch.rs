@@ -170,22 +170,11 @@ mod tests {
             .unwrap();
         let agent = f64::from(batched.intern_event("agent"));
         let header = [
-            f64::from(a),
-            1.0,
-            agent,
-            3.0,
-            5.0, //
-            f64::from(b),
-            1.0,
-            NAME_IN_TEXT,
-            2.0,
-            6.0, //
-            f64::from(a),
-            2.0,
-            NAME_ABSENT,
-            1.0,
-            7.0,
-        ];
+            [f64::from(a), 1.0, agent, 3.0, 5.0],
+            [f64::from(b), 1.0, NAME_IN_TEXT, 2.0, 6.0],
+            [f64::from(a), 2.0, NAME_ABSENT, 1.0, 7.0],
+        ]
+        .concat();
         let stored = batched
             .emit_staged(&header, "{\"x\":1}\n42\n[1]\n")
             .unwrap();
@@ -271,22 +260,11 @@ mod tests {
         let mut svc = service(Some(10), None);
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
         let header = [
-            f64::from(slot),
-            1.0,
-            NAME_ABSENT,
-            0.0,
-            1.0, //
-            f64::from(slot),
-            5.0,
-            NAME_ABSENT,
-            0.0,
-            1.0, //
-            f64::from(slot),
-            2.0,
-            NAME_ABSENT,
-            0.0,
-            1.0,
-        ];
+            [f64::from(slot), 1.0, NAME_ABSENT, 0.0, 1.0],
+            [f64::from(slot), 5.0, NAME_ABSENT, 0.0, 1.0],
+            [f64::from(slot), 2.0, NAME_ABSENT, 0.0, 1.0],
+        ]
+        .concat();
         let error = svc.emit_staged(&header, "").unwrap_err();
         assert!(error.to_string().contains("id 5"), "{error}");
         assert_eq!(svc.state(slot).unwrap().next_event_id, 2);
