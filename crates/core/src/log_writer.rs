@@ -928,6 +928,14 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// Starts a writer thread for a test; a test cannot go on without one.
+    fn spawn(shared: Arc<LogShared>, limits: LogLimits) -> LogWriter {
+        match LogWriter::spawn(shared, limits) {
+            Ok(writer) => writer,
+            Err(error) => panic!("the log writer thread did not start: {error}"),
+        }
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "chat-run-writer-{name}-{}-{:?}",
@@ -953,11 +961,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("run")).unwrap_or(());
         std::fs::write(&path, "existing\n").unwrap_or(());
         let shared = Arc::new(LogShared::new(None));
-        let writer =
-            LogWriter::spawn(Arc::clone(&shared), LogLimits::default()).map_err(|e| e.to_string());
-        let Ok(writer) = writer else {
-            panic!("spawn failed")
-        };
+        let writer = spawn(Arc::clone(&shared), LogLimits::default());
         let target = Arc::new(LogTarget::new(1, path.clone()));
         for i in 0..1000 {
             assert!(writer.append(&target, &Arc::from(format!("{{\"id\":{i}}}"))));
@@ -989,9 +993,7 @@ mod tests {
                 r.push(f);
             }
         }))));
-        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), LogLimits::default()) else {
-            panic!("spawn failed")
-        };
+        let writer = spawn(Arc::clone(&shared), LogLimits::default());
         let target = Arc::new(LogTarget::new(7, blocker.join("events.jsonl")));
         writer.append(&target, &Arc::from("{\"id\":1}"));
         barrier(&writer);
@@ -1028,9 +1030,7 @@ mod tests {
         let run = dir.join("run");
         std::fs::create_dir_all(&run).unwrap_or(());
         let shared = Arc::new(LogShared::new(None));
-        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), LogLimits::default()) else {
-            panic!("spawn failed")
-        };
+        let writer = spawn(Arc::clone(&shared), LogLimits::default());
         let target = Arc::new(LogTarget::new(3, run.join("events.jsonl")));
         writer.append(&target, &Arc::from("{\"id\":1}"));
         writer.close(3);
@@ -1082,9 +1082,7 @@ mod tests {
     #[test]
     fn barrier_runs_even_when_nothing_is_queued() {
         let shared = Arc::new(LogShared::new(None));
-        let Ok(writer) = LogWriter::spawn(shared, LogLimits::default()) else {
-            panic!("spawn failed")
-        };
+        let writer = spawn(shared, LogLimits::default());
         barrier(&writer);
     }
 
@@ -1096,9 +1094,7 @@ mod tests {
             max_open_files: 4,
             ..LogLimits::default()
         };
-        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), limits) else {
-            panic!("spawn failed")
-        };
+        let writer = spawn(Arc::clone(&shared), limits);
         let targets: Vec<Arc<LogTarget>> = (0..40)
             .map(|key| {
                 Arc::new(LogTarget::new(
@@ -1168,9 +1164,7 @@ mod tests {
             backpressure_wait: Duration::ZERO,
             ..LogLimits::default()
         };
-        let Ok(writer) = LogWriter::spawn(Arc::clone(&shared), limits) else {
-            panic!("spawn failed")
-        };
+        let writer = spawn(Arc::clone(&shared), limits);
         let targets = [1, 2].map(|key| {
             Arc::new(LogTarget::new(
                 key,
