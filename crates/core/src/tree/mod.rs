@@ -480,6 +480,7 @@ impl Tree {
             return Vec::new();
         }
         let found = self.candidates(table, Scan::Shared);
+        self.retain_alive(table);
         self.capture_from(table, &found)
     }
 
@@ -501,12 +502,13 @@ impl Tree {
         }
     }
 
+    /// Adds what `snapshot` shows of the tree: the verified group's members while it is ours,
+    /// and the descendants of every captured process. Callers drop the captured processes that
+    /// are gone first ([`Self::retain_alive`]): whether one is gone is asked of the OS directly,
+    /// never read from the snapshot, since a shared snapshot may predate a process captured
+    /// since (SNAPSHOT_REUSE) and its absence there must not drop it.
     fn capture_from(&mut self, table: &impl ProcessTable, snapshot: &[ProcInfo]) -> Vec<ProcId> {
         let own = table.own_pid();
-        // Whether a captured process is gone is asked of the OS directly, never read from the
-        // snapshot: a shared snapshot may predate a process captured since (SNAPSHOT_REUSE),
-        // and its absence there must not drop it.
-        self.retain_alive(table);
         let mut added = Vec::new();
         if let Some(pgid) = self.our_group(snapshot) {
             for p in snapshot {
@@ -568,6 +570,7 @@ impl Tree {
         // Without a group the view is the lists of children; with one it is the whole table
         // (the group's members are read from it).
         let snapshot = self.candidates(table, Scan::Shared);
+        self.retain_alive(table);
         self.capture_from(table, &snapshot);
         reached.child_gone = self.child.is_some_and(|c| !self.captured.contains(&c));
         let mut grouped: Vec<ProcId> = Vec::new();
@@ -602,7 +605,8 @@ impl Tree {
     /// sent, if any) and returns how many processes of the tree are alive. When no captured
     /// process is alive (a probe each) and the verified group has no member left (one
     /// `kill(-pgid, 0)`), the tree is gone and no full scan is needed: a child's exit event
-    /// then costs no scan of the process table.
+    /// then costs no scan of the process table. Each captured process is probed once per call;
+    /// one that dies during the scan is counted until the next call.
     pub fn alive(&mut self, table: &impl ProcessTable) -> usize {
         self.retain_alive(table);
         let group_left = self.group.is_some_and(|g| table.group_exists(g.pgid));
@@ -623,6 +627,7 @@ impl Tree {
     pub fn survivors(&mut self, table: &impl ProcessTable) -> Vec<i32> {
         if !self.is_empty() {
             let found = self.candidates(table, Scan::Fresh);
+            self.retain_alive(table);
             self.capture_from(table, &found);
         }
         let pids: Vec<i32> = self.captured.iter().map(|id| id.pid).collect();
