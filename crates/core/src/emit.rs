@@ -243,6 +243,7 @@ impl Service {
         run.tree = Default::default();
         run.end_event_id = None;
         run.log_closed = false;
+        run.host.forget_attempt();
         self.persist_state_with(slot, host_json)?;
         Ok(Some(previous))
     }

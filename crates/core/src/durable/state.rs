@@ -61,6 +61,19 @@ pub const STATE_KEYS: [&str; 24] = [
     "endedWithUnfinishedWork",
 ];
 
+/// The host fields that describe one attempt of a run (SPEC HF-6): `prepareRestart` drops them
+/// from the file, as the facade drops them from the run (lib/host-fields.js, ATTEMPT_FIELDS).
+pub const ATTEMPT_FIELDS: [&str; 8] = [
+    "artifactCount",
+    "artifactPaths",
+    "removedPaths",
+    "artifactOutcome",
+    "deliverableValid",
+    "deliverableValidation",
+    "deliverableEntryFile",
+    "deliverableArtifactKind",
+];
+
 /// The values of `state.json` that the host's run object holds: the facade passes them as one
 /// JSON text at each write; a hydrated run starts from what its file held. Lenient: a value of
 /// the wrong type reads as the field's default.
@@ -100,6 +113,13 @@ impl HostFields {
                 .map(Self::without_reserved),
             _ => None,
         }
+    }
+
+    /// HF-6: forgets what the previous attempt observed ([`ATTEMPT_FIELDS`]); the next host
+    /// text brings the new attempt's values.
+    pub fn forget_attempt(&mut self) {
+        self.extra
+            .retain(|key, _| !ATTEMPT_FIELDS.contains(&key.as_str()));
     }
 
     fn without_reserved(mut self) -> Self {
@@ -524,6 +544,45 @@ mod tests {
         ] {
             assert!(StateFile::parse(&bad, id).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hf_6_prepare_restart_drops_the_previous_attempts_fields_from_the_file() {
+        use crate::service::CreateMeta;
+        use crate::test_support::{log_dir, service};
+        let (dir, layout) = log_dir("state-attempt");
+        let mut svc = service(Some(10), Some(layout));
+        let created = svc.create(CreateMeta::default(), 1.0);
+        let attempt = r#"{"artifactCount":2,"artifactPaths":["a.png"],"removedPaths":["b"],"deliverableValid":true,"model":"m","designSystemScope":{"d":1}}"#;
+        svc.persist_state_with(created.slot, Some(attempt)).unwrap();
+        svc.finish(
+            created.slot,
+            Some("failed".into()),
+            Some(1.0),
+            None,
+            "{}",
+            2.0,
+        )
+        .unwrap();
+        let read = |path: &std::path::Path| -> Value {
+            serde_json::from_str(&fs::read_to_string(path).unwrap_or_default()).unwrap_or_default()
+        };
+        let path = dir.join(&created.id).join(STATE_FILE);
+        assert_eq!(read(&path)["artifactPaths"], serde_json::json!(["a.png"]));
+        // The facade's text for the new attempt carries only what the run still holds.
+        let restarted = svc
+            .prepare_restart(created.slot, Some(r#"{"artifactCount":0}"#), 3.0)
+            .unwrap();
+        assert_eq!(restarted, Some(2.0));
+        let state = read(&path);
+        for gone in ["artifactPaths", "removedPaths", "deliverableValid"] {
+            assert!(state.get(gone).is_none(), "{gone} was dropped: {state}");
+        }
+        assert_eq!(state["artifactCount"], 0);
+        assert_eq!(state["model"], "m", "not an attempt's observation");
+        assert_eq!(state["designSystemScope"], serde_json::json!({ "d": 1 }));
+        assert_eq!(state["status"], "queued");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
