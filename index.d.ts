@@ -283,7 +283,8 @@ export type ToolBundleSummary = {
 
 /**
  * Metadata read by `create` (and `createOrReuse`). Each id field is kept verbatim when it is a
- * non-empty string (not trimmed), otherwise stored as `null`. No other key is read.
+ * non-empty string (not trimmed), otherwise stored as `null`; the daemon fields (SPEC HF-1) are
+ * kept when they have their shape, otherwise `null`. No other key is read.
  */
 export type RunCreateMeta = {
   /** Project the run belongs to; used by `list` filters. */
@@ -308,7 +309,53 @@ export type RunCreateMeta = {
   mediaExecution?: MediaExecutionPolicyInput | null | undefined
   /** Run-scoped MCP servers to sanitize (SPEC §13); missing means `{ mcpServers: [] }`. */
   toolBundle?: ToolBundleInput | null | undefined
+  /** Skill the run uses; kept when a non-empty string (SPEC HF-1), reported and persisted. */
+  skillId?: string | null | undefined
+  /** The project's metadata (a plain object); the status body's `workspace` is derived from it (HF-2). */
+  projectMetadata?: ProjectMetadata | null | undefined
+  /** Browser availability as the host probed it; kept when an object, reported when truthy (HF-1, HF-2). */
+  browserUse?: unknown
+  /** `'chat'`, `'design'` or `'plan'`; anything else is stored as `null` (HF-1). */
+  sessionMode?: SessionMode | (string & {}) | null | undefined
+  /** The run's context (a plain object), kept by reference; not reported (HF-1). */
+  context?: Record<string, unknown> | null | undefined
+  /** Opaque to the service: kept on the run and in its state file only when the key is present (HF-4). */
+  designSystemScope?: unknown
 }
+
+/** The session modes `create` keeps (SPEC HF-1). */
+export type SessionMode = 'chat' | 'design' | 'plan'
+
+/** The part of a project's metadata the status body's `workspace` is derived from (SPEC HF-2). */
+export type ProjectMetadata = {
+  /** The folder the project lives in, for a folder-backed project. */
+  baseDir?: string | null
+  /** An orchestrator's scratch checkout of the project. */
+  orchestratorWorkspace?: {
+    kind: 'scratch'
+    sourceLabel?: string
+    sourceRef?: string
+    baseRevision?: string
+    writeback?: 'external'
+  } | null
+  [extra: string]: unknown
+}
+
+/** Where a run's project lives (`statusBody(run).workspace`, SPEC HF-2). */
+export type RunWorkspace =
+  | { storage: { kind: 'od-owned'; baseDir: null }; provenance: null }
+  | {
+      storage: { kind: 'folder-backed'; baseDir: string | null }
+      provenance:
+        | { kind: 'user-local'; writeback: 'in-place' }
+        | {
+            kind: 'orchestrator-scratch'
+            writeback: 'external'
+            sourceLabel?: string
+            sourceRef?: string
+            baseRevision?: string
+          }
+    }
 
 // ---------------------------------------------------------------------------------------------
 // Events, runs, status bodies
@@ -331,7 +378,8 @@ export type ChatRunEvent<T = unknown> = {
 
 /**
  * `data` of the `'end'` event that `finish` emits, key order `code, signal, status, terminalAt,
- * resumable, endedWithUnfinishedWork` (SPEC LC-5).
+ * resumable, endedWithUnfinishedWork`, then `artifactCount` and `artifactPaths` when the run has
+ * them, `failureCategory`, `failureDetail`, and `termination` when set (SPEC LC-5, HF-3).
  */
 export type ChatRunEndData = {
   /** Exit code passed to `finish` (`null` by default). */
@@ -346,6 +394,16 @@ export type ChatRunEndData = {
   resumable: unknown
   /** `!!run.endedWithUnfinishedWork` at that moment (a host field). */
   endedWithUnfinishedWork: boolean
+  /** `run.artifactCount` when it is a finite number (HF-3). */
+  artifactCount?: number
+  /** `run.artifactPaths` when it is an array (HF-3). */
+  artifactPaths?: unknown[]
+  /** `run.failureCategory ?? null` (HF-3). */
+  failureCategory: unknown
+  /** `run.failureDetail ?? null` (HF-3). */
+  failureDetail: unknown
+  /** `run.termination` when truthy (HF-3). */
+  termination?: unknown
 }
 
 /**
@@ -448,6 +506,28 @@ export interface ChatRun {
   manualResumeAttemptCount?: number
   /** Time spent terminal before each `prepareRestart`, summed (ms, SPEC LC-4). */
   rechargeWaitDurationMs?: number
+  /** From `create` meta (HF-1); reported and persisted. */
+  skillId?: string | null
+  /** From `create` meta (HF-1); the status body's `workspace` is derived from it at each call. */
+  projectMetadata?: ProjectMetadata | null
+  /** From `create` meta (HF-1); reported when truthy. */
+  browserUse?: unknown
+  /** From `create` meta (HF-1). */
+  sessionMode?: SessionMode | null
+  /** From `create` meta (HF-1). */
+  context?: Record<string, unknown> | null
+  /** From `create` meta when the key was there (HF-4); persisted in the state file. */
+  designSystemScope?: unknown
+  /** Host field: artifacts the attempt produced; reported, in the `'end'` data and persisted (HF-2..HF-4); `prepareRestart` clears it. */
+  artifactCount?: number
+  /** Host field: project-relative paths of those artifacts (HF-2..HF-4); `prepareRestart` clears it. */
+  artifactPaths?: string[]
+  /** Host field: paths the attempt removed (HF-2); `prepareRestart` clears it. */
+  removedPaths?: string[]
+  /** Host field: how the run's teardown went; reported when truthy, in the `'end'` data and persisted (HF-2..HF-4). */
+  termination?: unknown
+  /** Host field: the prompt; persisted when a string and restored on hydration (HF-4, HF-5). */
+  userPrompt?: string
   /** `<runsLogDir>/<id>/events.jsonl` when logging is enabled, else `null`. */
   readonly eventsLogPath: string | null
   /** Implementation-defined log handle (`null` when none); the host must not touch it. */
@@ -459,13 +539,14 @@ export interface ChatRun {
    * and set it to `false`; `prepareRestart` sets it to `false` (SPEC LC-7, LC-4).
    */
   stdinOpen?: boolean
-  /** Other host-added fields (`userPrompt`, …) are kept and ignored by the service. */
+  /** Other host-added fields are kept and ignored by the service (the daemon's own: SPEC §22). */
   [extra: string]: unknown
 }
 
 /**
- * The fresh plain object `statusBody(run)` returns: exactly these 31 keys, in this order (SPEC §15,
- * LC-5). It never contains `events`, `child`, the full tool bundle or other host-added fields.
+ * The fresh plain object `statusBody(run)` returns: these 37 keys, in this order (SPEC §15, LC-5,
+ * HF-2), then the optional keys below that the run holds a value of the right shape for. It never
+ * contains `events`, `child`, the full tool bundle or other host-added fields.
  */
 export type ChatRunStatusBody = {
   /** `run.id`. */
@@ -478,7 +559,17 @@ export type ChatRunStatusBody = {
   assistantMessageId: string | null
   /** `run.agentId`, verbatim. */
   agentId: string | null
-  /** `run.appliedPluginSnapshotId ?? null`. */
+  /** `run.skillId ?? null` (HF-2). */
+  skillId: string | null
+  /** `run.designSystemId ?? null` (HF-2). */
+  designSystemId: unknown
+  /** `run.designSystemRequestedId ?? null` (HF-2). */
+  designSystemRequestedId: unknown
+  /** `run.designSystemSelectionSource ?? null` (HF-2). */
+  designSystemSelectionSource: unknown
+  /** `run.designSystemDigest ?? null` (HF-2). */
+  designSystemDigest: unknown
+  /** `run.appliedPluginSnapshotId` when a non-empty string, else `null` (HF-2). */
   appliedPluginSnapshotId: string | null
   /** `run.pluginId ?? null`. */
   pluginId: string | null
@@ -526,10 +617,47 @@ export type ChatRunStatusBody = {
   endedWithUnfinishedWork: boolean
   /** `run.eventsLogPath ?? null`. */
   eventsLogPath: string | null
+  /** Where the project lives, from `run.projectMetadata` at this call (HF-2). */
+  workspace: RunWorkspace
   /** `run.mediaExecution`, or `{ mode: 'enabled' }` when the host cleared it. */
   mediaExecution: MediaExecutionPolicy
   /** Redacted summary of `run.toolBundle`. */
   toolBundle: ToolBundleSummary
+  // HF-2's optional keys, in this order, each present only when the run's value has the shape named.
+  /** `run.termination` when truthy. */
+  termination?: unknown
+  /** `run.artifactCount` when a finite number. */
+  artifactCount?: number
+  /** `run.artifactPaths` when an array. */
+  artifactPaths?: unknown[]
+  /** `run.removedPaths` when an array. */
+  removedPaths?: unknown[]
+  /** `run.promptCache` when truthy. */
+  promptCache?: unknown
+  /** `run.nativeSessionRecovery` when truthy. */
+  nativeSessionRecovery?: unknown
+  /** `run.browserUse` when truthy. */
+  browserUse?: unknown
+  /** `run.clientType` when a string. */
+  clientType?: string
+  /** `run.externalPluginAnalytics` when truthy. */
+  externalPluginAnalytics?: unknown
+  /** `run.manualResumeAttemptCount` when a number. */
+  manualResumeAttemptCount?: number
+  /** `run.rechargeWaitDurationMs` when a number. */
+  rechargeWaitDurationMs?: number
+  /** `run.artifactOriginStatus` when a string. */
+  artifactOriginStatus?: string
+  /** `run.artifactVersionId` when a string. */
+  artifactVersionId?: string
+  /** `run.deliverableValid` when a boolean. */
+  deliverableValid?: boolean
+  /** `run.deliverableValidation` when a string. */
+  deliverableValidation?: string
+  /** `run.deliverableEntryFile` when a string. */
+  deliverableEntryFile?: string
+  /** `run.deliverableArtifactKind` when a string. */
+  deliverableArtifactKind?: string
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -717,7 +845,7 @@ export interface ChatRunService {
    * Returns `false` without signalling when there is no child or it has exited.
    */
   readonly signalChild: (run: ChatRun, signal: NodeJS.Signals | number) => boolean
-  /** Returns a fresh status body (31 keys, secrets redacted) computed from the run's current fields. */
+  /** Returns a fresh status body (37 keys and HF-2's optional ones, secrets redacted) computed from the run's current fields. */
   readonly statusBody: (run: ChatRun) => ChatRunStatusBody
   /** True only for `'succeeded'`, `'failed'` and `'canceled'`; non-strings give `false`. */
   readonly isTerminal: (status: unknown) => status is TerminalRunStatus

@@ -467,6 +467,8 @@ describe.each(MODES)('the lifecycle methods with odd input ($mode)', ({ logged }
       terminalAt: run.terminalAt,
       resumable: false,
       endedWithUnfinishedWork: false,
+      failureCategory: null,
+      failureDetail: null,
     })
     if (logged) {
       const state = JSON.parse(fs.readFileSync(path.join(tmpDir, run.id, 'state.json'), 'utf8'))

@@ -231,11 +231,12 @@ describe('LC-5: terminal facts', () => {
     expect(paused.events[0].data).toMatchObject({ status: 'paused', terminalAt: null })
   })
 
-  it('the end data is code, signal, status, terminalAt, resumable, endedWithUnfinishedWork (host values read at the transition)', () => {
+  it('the end data is code, signal, status, terminalAt, resumable, endedWithUnfinishedWork, failureCategory, failureDetail (host values read at the transition)', () => {
     const { runs } = makeRuns()
     const run = runs.create()
     run.resumable = true
     run.endedWithUnfinishedWork = 1
+    run.failureCategory = 'process_exit'
     const client = fakeClient()
     run.clients.add(client)
     runs.finish(run, 'failed', 3, 'SIGHUP')
@@ -248,6 +249,8 @@ describe('LC-5: terminal facts', () => {
       terminalAt: run.terminalAt,
       resumable: true,
       endedWithUnfinishedWork: true,
+      failureCategory: 'process_exit',
+      failureDetail: null,
     })
     expect(client.send).toHaveBeenCalledWith('end', data, 1)
   })

@@ -71,7 +71,8 @@ describe('LC-1: the state file', () => {
       expect(text.endsWith('}\n')).toBe(true)
       expect(text.indexOf('\n')).toBe(text.length - 1)
       const state = JSON.parse(text)
-      expect(Object.keys(state)).toEqual(STATE_KEYS)
+      // LC-1's fields, then HF-4's two that every file has.
+      expect(Object.keys(state)).toEqual([...STATE_KEYS, 'artifactCount', 'appliedPluginSnapshotId'])
       expect(state).toEqual({
         schemaVersion: 1,
         id: run.id,
@@ -97,6 +98,8 @@ describe('LC-1: the state file', () => {
         terminalRecoveryReason: null,
         resumable: false,
         endedWithUnfinishedWork: false,
+        artifactCount: 0,
+        appliedPluginSnapshotId: null,
       })
       // Integral numbers as JSON.stringify writes them (no ".0").
       expect(text).toContain('"createdAt":1717171717171,')
@@ -222,7 +225,7 @@ describe('LC-1: the state file', () => {
   })
 
   it('the host durable fields (LC-6) are written at every engine write and restored onto hydrated runs; workspaceScope (LC-3) only when given', () => {
-    const runs = service({ durableFields: ['userPrompt', 'model', 'pluginId', 'status', 'huge'] })
+    const runs = service({ durableFields: ['userPrompt', 'model', 'pluginId', 'status', 'huge', 'note'] })
     const scope = { schemaVersion: 1, workspaceId: 'w' }
     const run = runs.create({ projectId: 'p', workspaceScope: scope, pluginId: 'plug' })
     const plain = runs.create({ projectId: 'p' })
@@ -232,6 +235,7 @@ describe('LC-1: the state file', () => {
     expect('workspaceScope' in stateOf(plain.id)).toBe(false)
     run.userPrompt = 'draw a cat'
     run.model = { name: 'm1', effort: 3 }
+    run.note = 'kept'
     run.huge = 10n // not JSON: left out
     runs.emit(run, 'start', {})
     expect(stateOf(run.id)).toMatchObject({
@@ -254,12 +258,14 @@ describe('LC-1: the state file', () => {
       workspaceScope: scope,
       status: 'succeeded',
     })
-    // A service that does not list a field still keeps it in the file when it rewrites it.
+    // A service that does not list a field still keeps it in the file when it rewrites it; the
+    // daemon's own fields (HF-5: userPrompt, model, ...) come back without being listed.
     const other = service()
     const hydrated = other.get(run.id)
-    expect('userPrompt' in hydrated).toBe(false)
+    expect('note' in hydrated).toBe(false)
+    expect(hydrated.userPrompt).toBe('draw two cats')
     other.prepareRestart(hydrated)
-    expect(stateOf(run.id)).toMatchObject({ userPrompt: 'draw two cats', status: 'queued' })
+    expect(stateOf(run.id)).toMatchObject({ note: 'kept', userPrompt: 'draw two cats', status: 'queued' })
   })
 
   it('a state file that cannot be written is counted and reported once (CHAT_RUN_LOG_ERROR); the run goes on in memory', async () => {

@@ -124,6 +124,8 @@ describe('§16 per-run JSONL event log', () => {
         terminalAt: timestamp,
         resumable: false,
         endedWithUnfinishedWork: false,
+        failureCategory: null,
+        failureDetail: null,
       },
       timestamp,
     })
@@ -152,7 +154,8 @@ describe('§16 per-run JSONL event log', () => {
     const endRec = run.events.at(-1)
     expect(lines[2]).toBe(
       `{"id":3,"event":"end","data":{"code":0,"signal":null,"status":"succeeded","terminalAt":${endRec.timestamp},` +
-        `"resumable":false,"endedWithUnfinishedWork":false},"timestamp":${endRec.timestamp}}`,
+        `"resumable":false,"endedWithUnfinishedWork":false,"failureCategory":null,"failureDetail":null},` +
+        `"timestamp":${endRec.timestamp}}`,
     )
     expect(raw.endsWith('\n')).toBe(true)
     expect(lines).toHaveLength(4) // 3 lines + trailing ''
@@ -203,6 +206,8 @@ describe('§16 per-run JSONL event log', () => {
       terminalAt: parsed[2].timestamp,
       resumable: false,
       endedWithUnfinishedWork: false,
+      failureCategory: null,
+      failureDetail: null,
     })
   })
 

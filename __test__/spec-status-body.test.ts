@@ -1,10 +1,11 @@
 // SPEC §15 statusBody(run): the keys and their sources (SB-1, with the nine keys LC-5 adds after
-// errorCode), what it never shows (SB-2) and detached use (SB-3).
+// errorCode and the six HF-2 adds), what it never shows (SB-2) and detached use (SB-3). HF-2's
+// conditional keys: __test__/host-fields.test.ts.
 import { describe, expect, it } from 'vitest'
 import { FakeChild, IMPOSSIBLE_PGID, makeRuns, STATUS_BODY_KEYS } from './helpers'
 
 describe('§15 statusBody', () => {
-  it('SB-1/LC-5: exactly the 31 keys in order, fresh object each call, childExited true with no child', () => {
+  it('SB-1/LC-5/HF-2: exactly the 37 keys in order, fresh object each call, childExited true with no child', () => {
     const { runs } = makeRuns()
     const run = runs.create({
       projectId: 'p',
@@ -24,6 +25,11 @@ describe('§15 statusBody', () => {
       conversationId: 'c',
       assistantMessageId: 'm',
       agentId: 'ag',
+      skillId: null,
+      designSystemId: null,
+      designSystemRequestedId: null,
+      designSystemSelectionSource: null,
+      designSystemDigest: null,
       appliedPluginSnapshotId: 'snap',
       pluginId: 'plug',
       status: 'queued',
@@ -48,6 +54,7 @@ describe('§15 statusBody', () => {
       resumable: false,
       endedWithUnfinishedWork: false,
       eventsLogPath: null,
+      workspace: { storage: { kind: 'od-owned', baseDir: null }, provenance: null },
       mediaExecution: { mode: 'enabled' },
       toolBundle: { mcpServers: [] },
     })
@@ -119,7 +126,7 @@ describe('§15 statusBody', () => {
     expect(Object.keys(body)).toEqual(STATUS_BODY_KEYS)
   })
 
-  // LC-5 ends SB-2's rule for clientRequestId (now a key of its own).
+  // LC-5 ends SB-2's rule for clientRequestId (now a key of its own); HF-2 reports clientType.
   it('SB-2: no events, child, acpSession, clients, waiters, analyticsTelemetry, full toolBundle or host props', () => {
     const { runs } = makeRuns()
     const run = runs.create({
@@ -127,7 +134,7 @@ describe('§15 statusBody', () => {
       toolBundle: { mcpServers: [{ id: 'a', command: 'secret-cmd' }] },
     })
     run.stdinOpen = true
-    run.clientType = 'cli'
+    run.hostNote = 'cli'
     run.userPrompt = 'hello'
     run.analyticsTelemetry = { x: 1 }
     run.acpSession = { abort() {} }
@@ -140,7 +147,7 @@ describe('§15 statusBody', () => {
       'waiters',
       'analyticsTelemetry',
       'stdinOpen',
-      'clientType',
+      'hostNote',
       'userPrompt',
     ]) {
       expect(k in body).toBe(false)

@@ -9,6 +9,7 @@ const { isTerminal } = require('./status.js')
 const { create, hydrate, cancelEviction } = require('./registry.js')
 const { emit } = require('./emit.js')
 const { hostJson, persist } = require('./state.js')
+const { forgetAttempt } = require('./host-fields.js')
 
 const EMPTY = Object.freeze({})
 
@@ -66,6 +67,7 @@ function prepareRestart(ctx, run) {
   run.failureCategory = null
   run.failureDetail = null
   run.failureAction = null
+  forgetAttempt(run)
   const attempt = finiteOr0(run.manualResumeAttemptCount) + 1
   const rechargeWaitDurationMs = finiteOr0(run.rechargeWaitDurationMs) + (now - previous)
   run.manualResumeAttemptCount = attempt

@@ -11,6 +11,7 @@ const { fanOut, endClients } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
 const { hostJson } = require('./state.js')
+const { addEndFacts } = require('./host-fields.js')
 const { callHook, finalize } = require('./hooks.js')
 const { describe } = require('./describe.js')
 
@@ -31,9 +32,9 @@ function resolveWaiters(run) {
   waiters.clear()
 }
 
-// The 'end' data (FIN-3, LC-5): the verdict, then the terminal facts.
+// The 'end' data (FIN-3, LC-5, HF-3): the verdict, then the terminal facts.
 function endDataOf(run, status, code, signal, terminalAt) {
-  return {
+  const data = {
     code,
     signal,
     status,
@@ -41,6 +42,7 @@ function endDataOf(run, status, code, signal, terminalAt) {
     resumable: run.resumable ?? false,
     endedWithUnfinishedWork: !!run.endedWithUnfinishedWork,
   }
+  return addEndFacts(data, run)
 }
 
 /**
@@ -106,6 +108,8 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
       terminalAt,
       resumable: false,
       endedWithUnfinishedWork: false,
+      failureCategory: null,
+      failureDetail: null,
     }
     endJson = JSON.stringify(endData)
   }

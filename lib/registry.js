@@ -9,6 +9,7 @@ const { ChatRun, adopt, createdFields, hydratedFields } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields } = require('./state.js')
+const { createdHostFields } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
@@ -20,6 +21,7 @@ function create(ctx, meta) {
   const projectId = nonEmptyString(m.projectId)
   const conversationId = nonEmptyString(m.conversationId)
   const logging = ctx.logging
+  const fields = createdHostFields(m)
   const [slot, id, media, bundle, summary] = JSON.parse(
     native.runCreate(
       ctx.svc,
@@ -28,7 +30,7 @@ function create(ctx, meta) {
       lowerJson(m.mediaExecution),
       lowerJson(m.toolBundle),
       nonEmptyString(m.clientRequestId),
-      logging ? createdHostJson(m) : undefined,
+      logging ? createdHostJson(m, fields) : undefined,
       now,
     ),
   )
@@ -45,8 +47,10 @@ function create(ctx, meta) {
     now,
     createdFields(projectId, conversationId, now),
   )
-  // LC-3: opaque, kept only when the key is there.
+  Object.assign(run, fields)
+  // LC-3, HF-1: opaque, kept only when the key is there.
   if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
+  if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope
   return run
 }
 

@@ -1,20 +1,24 @@
 'use strict'
 // The host's part of a run's state.json (SPEC LC-1, LC-6). The core writes the file; the values
 // only the run object holds (ids the host may rewrite, requestFingerprint, the failure fields,
-// resumable, endedWithUnfinishedWork, terminalRecoveryReason, workspaceScope, the options'
-// durableFields) cross as ONE JSON text with the native call that writes it, and only at the
+// resumable, endedWithUnfinishedWork, terminalRecoveryReason, the daemon's fields of SPEC §22
+// (lib/host-fields.js), the options' durableFields) cross as ONE JSON text with the native call that writes it, and only at the
 // lifecycle points (create, the start/error/end emits, finish, persistState, prepareRestart):
 // an ordinary emit never builds it. See docs/ARCHITECTURE.md, "The state file".
 
 const native = require('./core.js')
 const { nonEmptyString } = require('./convert.js')
+const { addDurable, restoreDurable } = require('./host-fields.js')
 
 /** The file's own fields: a durable field by one of these names is never written twice. */
 const STATE_KEYS = new Set(native.stateFileKeys())
 
-/** The options' durableFields the file does not already carry under that name. */
+/**
+ * The options' durableFields the file does not already carry under that name. A name of HF-4's
+ * (model, workspaceScope, ...) stays: the host's durable field writes its value whatever its shape.
+ */
 function extraDurableFields(durableFields) {
-  return durableFields.filter((name) => !STATE_KEYS.has(name) && name !== 'workspaceScope')
+  return durableFields.filter((name) => !STATE_KEYS.has(name))
 }
 
 // A value JSON can carry (JSON.stringify does not throw on it), else `fallback`.
@@ -46,7 +50,7 @@ function hostJson(ctx, run) {
       resumable: Boolean(run.resumable),
       endedWithUnfinishedWork: Boolean(run.endedWithUnfinishedWork),
     }
-    if ('workspaceScope' in run) addExtra(host, 'workspaceScope', run.workspaceScope)
+    addDurable(host, run, addExtra)
     for (const name of ctx.durableFields) addExtra(host, name, run[name])
     return JSON.stringify(host)
   } catch {
@@ -60,15 +64,20 @@ function addExtra(host, name, value) {
   if (kept !== undefined) host[name] = kept
 }
 
-/** `create(meta)`'s state-file values (the run object does not exist yet): from `meta`. */
-function createdHostJson(meta) {
+/**
+ * `create(meta)`'s state-file values (the run object does not exist yet): from `meta`, and from
+ * `fields`, the HF-1 fields create() derived from it.
+ */
+function createdHostJson(meta, fields) {
   const host = {
     assistantMessageId: nonEmptyString(meta.assistantMessageId),
     clientRequestId: nonEmptyString(meta.clientRequestId),
     requestFingerprint: nonEmptyString(meta.requestFingerprint),
     agentId: nonEmptyString(meta.agentId),
   }
-  if ('workspaceScope' in meta) addExtra(host, 'workspaceScope', meta.workspaceScope)
+  const source = { ...fields, appliedPluginSnapshotId: nonEmptyString(meta.appliedPluginSnapshotId) }
+  for (const name of ['workspaceScope', 'designSystemScope']) if (name in meta) source[name] = meta[name]
+  addDurable(host, source, addExtra)
   try {
     return JSON.stringify(host)
   } catch {
@@ -82,9 +91,9 @@ function persist(ctx, run, s) {
 }
 
 /**
- * A hydrated run's host fields, from its state file (LC-2, LC-6): the failure fields,
- * terminalRecoveryReason, resumable, endedWithUnfinishedWork, workspaceScope when the file has it,
- * and the options' durableFields the file holds.
+ * A hydrated run's host fields, from its state file (LC-2, LC-6, HF-5): the failure fields,
+ * terminalRecoveryReason, resumable, endedWithUnfinishedWork, the HF-4 fields the file holds
+ * (workspaceScope among them), and the options' durableFields the file holds.
  */
 function applyHostFields(ctx, run, state) {
   run.failureCategory = state.failureCategory ?? null
@@ -93,7 +102,7 @@ function applyHostFields(ctx, run, state) {
   run.terminalRecoveryReason = state.terminalRecoveryReason ?? null
   run.resumable = state.resumable === true
   run.endedWithUnfinishedWork = state.endedWithUnfinishedWork === true
-  if (Object.hasOwn(state, 'workspaceScope')) run.workspaceScope = state.workspaceScope
+  restoreDurable(run, state)
   for (const name of ctx.durableFields) {
     if (!Object.hasOwn(state, name)) continue
     try {

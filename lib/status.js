@@ -5,6 +5,8 @@
 const native = require('./core.js')
 const { ChatRun } = require('./run.js')
 const { lowerJson } = require('./lower.js')
+const { nonEmptyString } = require('./convert.js')
+const { addReported, workspaceOf } = require('./host-fields.js')
 
 // The terminal rule (MOD-1) lives in the Rust core (crates/core/src/run.rs, TERMINAL_STATUSES /
 // is_terminal): the exported Set is built from it once; isTerminal below is the hot path's copy
@@ -31,16 +33,21 @@ function summaryOf(run) {
   return JSON.parse(native.summarizeToolBundle(lowerJson(bundle) ?? 'null'))
 }
 
-/** §15 with LC-5's keys. Reads every field through the run object, so host writes show. */
+/** §15 with LC-5's and HF-2's keys. Reads every field through the run object, so host writes show. */
 function statusBody(run) {
   const child = run.child
-  return {
+  const body = {
     id: run.id,
     projectId: run.projectId,
     conversationId: run.conversationId,
     assistantMessageId: run.assistantMessageId,
     agentId: run.agentId,
-    appliedPluginSnapshotId: run.appliedPluginSnapshotId ?? null,
+    skillId: run.skillId ?? null,
+    designSystemId: run.designSystemId ?? null,
+    designSystemRequestedId: run.designSystemRequestedId ?? null,
+    designSystemSelectionSource: run.designSystemSelectionSource ?? null,
+    designSystemDigest: run.designSystemDigest ?? null,
+    appliedPluginSnapshotId: nonEmptyString(run.appliedPluginSnapshotId),
     pluginId: run.pluginId ?? null,
     status: run.status,
     createdAt: run.createdAt,
@@ -65,9 +72,11 @@ function statusBody(run) {
     resumable: run.resumable ?? false,
     endedWithUnfinishedWork: !!run.endedWithUnfinishedWork,
     eventsLogPath: run.eventsLogPath ?? null,
+    workspace: workspaceOf(run.projectMetadata),
     mediaExecution: run.mediaExecution ?? { mode: 'enabled' },
     toolBundle: summaryOf(run),
   }
+  return addReported(body, run)
 }
 
 /**

@@ -22,13 +22,21 @@ export const METHODS = [
   'persistState',
 ]
 
-/** §15 SB-1 with LC-5: the 31 status-body keys, in order. */
+/**
+ * §15 SB-1 with LC-5 and HF-2: the 37 status-body keys every body has, in order (HF-2's
+ * conditional keys follow them when the run has such values).
+ */
 export const STATUS_BODY_KEYS = [
   'id',
   'projectId',
   'conversationId',
   'assistantMessageId',
   'agentId',
+  'skillId',
+  'designSystemId',
+  'designSystemRequestedId',
+  'designSystemSelectionSource',
+  'designSystemDigest',
   'appliedPluginSnapshotId',
   'pluginId',
   'status',
@@ -53,6 +61,7 @@ export const STATUS_BODY_KEYS = [
   'resumable',
   'endedWithUnfinishedWork',
   'eventsLogPath',
+  'workspace',
   'mediaExecution',
   'toolBundle',
 ]
@@ -102,10 +111,27 @@ export const RUN_FIELDS = [
   'terminalTrigger',
   'eventsLogPath',
   'eventsLogStream',
+  'skillId',
+  'projectMetadata',
+  'browserUse',
+  'sessionMode',
+  'context',
 ]
 
-/** §6 CRE-1 and LC-3: the only meta keys create() reads. */
-export const META_KEYS = new Set([...ID_FIELDS, 'mediaExecution', 'toolBundle', 'requestFingerprint', 'workspaceScope'])
+/** §6 CRE-1, LC-3 and HF-1: the only meta keys create() reads. */
+export const META_KEYS = new Set([
+  ...ID_FIELDS,
+  'mediaExecution',
+  'toolBundle',
+  'requestFingerprint',
+  'workspaceScope',
+  'skillId',
+  'projectMetadata',
+  'browserUse',
+  'sessionMode',
+  'context',
+  'designSystemScope',
+])
 
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
 
@@ -133,16 +159,35 @@ export const exampleToolBundle = () => ({
   ],
 })
 
-/** FIN-3 with LC-5: the keys of an 'end' record's data, in order. */
-export const END_DATA_KEYS = ['code', 'signal', 'status', 'terminalAt', 'resumable', 'endedWithUnfinishedWork']
+/** FIN-3 with LC-5 and HF-3: the keys of an 'end' record's data, in order (no artifact values). */
+export const END_DATA_KEYS = [
+  'code',
+  'signal',
+  'status',
+  'terminalAt',
+  'resumable',
+  'endedWithUnfinishedWork',
+  'failureCategory',
+  'failureDetail',
+]
 
 /**
- * FIN-3 with LC-5: the data of the 'end' record `finish(run, status, code, signal)` writes at
- * `terminalAt` (null for a non-terminal status), for a run without resumable /
- * endedWithUnfinishedWork. `terminalAt` may be an asymmetric matcher (`expect.any(Number)`).
+ * FIN-3 with LC-5 and HF-3: the data of the 'end' record `finish(run, status, code, signal)`
+ * writes at `terminalAt` (null for a non-terminal status), for a run without resumable /
+ * endedWithUnfinishedWork, failure fields or artifact values. `terminalAt` may be an asymmetric
+ * matcher (`expect.any(Number)`).
  */
 export function endData(code: unknown, signal: unknown, status: unknown, terminalAt: unknown) {
-  return { code, signal, status, terminalAt, resumable: false, endedWithUnfinishedWork: false }
+  return {
+    code,
+    signal,
+    status,
+    terminalAt,
+    resumable: false,
+    endedWithUnfinishedWork: false,
+    failureCategory: null,
+    failureDetail: null,
+  }
 }
 
 /** §13: what `exampleToolBundle()` normalizes to (the `mcpServers` of the run's toolBundle). */

@@ -281,13 +281,19 @@ void childExited
 void logPath
 void policy
 
-// The status body has exactly the 31 keys of SPEC §15 and LC-5 (missing or extra keys fail here).
+// The status body has exactly the keys of SPEC §15, LC-5 and HF-2, the optional ones included
+// (missing or extra keys fail here).
 const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
   id: true,
   projectId: true,
   conversationId: true,
   assistantMessageId: true,
   agentId: true,
+  skillId: true,
+  designSystemId: true,
+  designSystemRequestedId: true,
+  designSystemSelectionSource: true,
+  designSystemDigest: true,
   appliedPluginSnapshotId: true,
   pluginId: true,
   status: true,
@@ -312,10 +318,31 @@ const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
   resumable: true,
   endedWithUnfinishedWork: true,
   eventsLogPath: true,
+  workspace: true,
   mediaExecution: true,
   toolBundle: true,
+  termination: true,
+  artifactCount: true,
+  artifactPaths: true,
+  removedPaths: true,
+  promptCache: true,
+  nativeSessionRecovery: true,
+  browserUse: true,
+  clientType: true,
+  externalPluginAnalytics: true,
+  manualResumeAttemptCount: true,
+  rechargeWaitDurationMs: true,
+  artifactOriginStatus: true,
+  artifactVersionId: true,
+  deliverableValid: true,
+  deliverableValidation: true,
+  deliverableEntryFile: true,
+  deliverableArtifactKind: true,
 }
 void statusBodyKeys
+// HF-2: the workspace's storage is OD-owned or folder-backed.
+const storageKind: 'od-owned' | 'folder-backed' = body.workspace.storage.kind
+void storageKind
 
 // The status body is a plain JSON-ish object that can go where a record is expected.
 const asRecord: Record<string, unknown> = body
@@ -356,10 +383,13 @@ run.stdinOpen = true // LC-7: cancel/shutdown end child.stdin before SIGTERM, th
 const stdinStillOpen: boolean | undefined = run.stdinOpen
 // @ts-expect-error stdinOpen is a boolean
 run.stdinOpen = 'yes'
-run.userPrompt = 'hello' // host-added fields are allowed...
-// @ts-expect-error ...and read back as unknown, so the host must narrow them
-const prompt: string = run.userPrompt
+run.userPrompt = 'hello' // a daemon field of SPEC §22, typed
+const prompt: string | undefined = run.userPrompt
 void prompt
+run.routeNote = 'hello' // host-added fields are allowed...
+// @ts-expect-error ...and read back as unknown, so the host must narrow them
+const note: string = run.routeNote
+void note
 void startedAt
 void stdinStillOpen
 
@@ -619,7 +649,14 @@ const endFacts: ChatRunEndData = {
   terminalAt: 1,
   resumable: false,
   endedWithUnfinishedWork: false,
+  artifactCount: 2,
+  failureCategory: null,
+  failureDetail: null,
 }
+// HF-1: the daemon fields create() takes.
+const planned = runs.create({ skillId: 's', sessionMode: 'plan', projectMetadata: { baseDir: '/srv' }, context: {} })
+// @ts-expect-error artifactPaths is an array of paths
+planned.artifactPaths = 'a.png'
 const stats = getChatRunServiceStats(runs)
 const hydrated: number = stats.hydration.hydrated + stats.hydration.indexed + stats.hydration.skipped
 const stateWrites: number = stats.stateFile.written + stats.stateFile.failed

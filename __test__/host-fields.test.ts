@@ -1,0 +1,297 @@
+// SPEC §22 (HF-1..HF-6): the fields the daemon keeps on a run and reads back through the service:
+// what create() takes from meta, the status body's and the 'end' data's keys, the state file's
+// fields, what a hydrated run gets back, and what prepareRestart forgets.
+import fs from 'node:fs'
+import path from 'node:path'
+import { beforeEach, describe, expect, it } from 'vitest'
+import { makeRuns, STATUS_BODY_KEYS, useTempDirs } from './helpers'
+
+const tempDir = useTempDirs('host-fields-')
+let tmp: string
+beforeEach(() => {
+  tmp = tempDir()
+})
+
+const logged = (extra: Record<string, unknown> = {}) => makeRuns({ runsLogDir: tmp, ...extra }).runs
+const stateOf = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+const OD_OWNED = { storage: { kind: 'od-owned', baseDir: null }, provenance: null }
+
+describe('§22 the daemon fields of a run', () => {
+  it('HF-1: create() keeps skillId, projectMetadata, browserUse, sessionMode and context when they have their shape, else null', () => {
+    const { runs } = makeRuns()
+    const context = { workspaceItems: [{ id: 'f', kind: 'file' }] }
+    const metadata = { baseDir: '/srv/site' }
+    const browser = { requested: true, available: false }
+    const valid = runs.create({
+      skillId: 'skill-1',
+      projectMetadata: metadata,
+      browserUse: browser,
+      sessionMode: 'plan',
+      context,
+    })
+    expect(valid).toMatchObject({ skillId: 'skill-1', sessionMode: 'plan' })
+    expect(valid.projectMetadata).toBe(metadata)
+    expect(valid.browserUse).toBe(browser)
+    expect(valid.context).toBe(context)
+    for (const mode of ['chat', 'design']) expect(runs.create({ sessionMode: mode }).sessionMode).toBe(mode)
+    const invalid = runs.create({
+      skillId: '',
+      projectMetadata: ['x'],
+      browserUse: 'yes',
+      sessionMode: 'review',
+      context: [],
+    })
+    expect(invalid).toMatchObject({
+      skillId: null,
+      projectMetadata: null,
+      browserUse: null,
+      sessionMode: null,
+      context: null,
+    })
+    // None of them is a status body key of its own but skillId and browserUse (HF-2).
+    const body = runs.statusBody(valid)
+    expect(body).toMatchObject({ skillId: 'skill-1', browserUse: browser })
+    expect('sessionMode' in body || 'context' in body || 'projectMetadata' in body).toBe(false)
+  })
+
+  it('HF-2: workspace is computed from run.projectMetadata at each call: OD-owned, a folder, an orchestrator scratch checkout', () => {
+    const { runs } = makeRuns()
+    const run = runs.create({ projectId: 'pending' })
+    expect(runs.statusBody(run).workspace).toEqual(OD_OWNED)
+    run.projectMetadata = { importedFrom: 'folder', baseDir: ' /Users/a/site ' }
+    expect(runs.statusBody(run).workspace).toEqual({
+      storage: { kind: 'folder-backed', baseDir: '/Users/a/site' },
+      provenance: { kind: 'user-local', writeback: 'in-place' },
+    })
+    run.projectMetadata = {
+      baseDir: '/tmp/scratch',
+      orchestratorWorkspace: {
+        kind: 'scratch',
+        sourceLabel: 'checkout:main',
+        sourceRef: 'main@abc',
+        writeback: 'external',
+      },
+    }
+    expect(runs.statusBody(run).workspace).toEqual({
+      storage: { kind: 'folder-backed', baseDir: '/tmp/scratch' },
+      provenance: {
+        kind: 'orchestrator-scratch',
+        writeback: 'external',
+        sourceLabel: 'checkout:main',
+        sourceRef: 'main@abc',
+      },
+    })
+    // A scratch description that is not exactly one (an unknown key, another kind or writeback,
+    // an empty source) does not count; the base directory alone still does.
+    for (const orchestratorWorkspace of [
+      { kind: 'scratch', extra: 1 },
+      { kind: 'clone' },
+      { kind: 'scratch', writeback: 'in-place' },
+      { kind: 'scratch', sourceRef: ' ' },
+      ['scratch'],
+    ]) {
+      run.projectMetadata = { baseDir: '/srv', orchestratorWorkspace }
+      expect(runs.statusBody(run).workspace.provenance).toEqual({ kind: 'user-local', writeback: 'in-place' })
+    }
+    run.projectMetadata = { baseDir: '   ' }
+    expect(runs.statusBody(run).workspace).toEqual(OD_OWNED)
+    run.projectMetadata = 'not an object'
+    expect(runs.statusBody(run).workspace).toEqual(OD_OWNED)
+  })
+
+  it('HF-2: the conditional keys appear, after the fixed ones, only when the run holds a value of their shape', () => {
+    const { runs } = makeRuns()
+    const run = runs.create()
+    const shaped: Record<string, unknown> = {
+      termination: { outcome: 'verified' },
+      artifactCount: 2,
+      artifactPaths: ['a.png'],
+      removedPaths: ['old.txt'],
+      promptCache: { hit: true },
+      nativeSessionRecovery: { state: 'captured_not_resumed' },
+      browserUse: { available: true },
+      clientType: 'desktop',
+      externalPluginAnalytics: { externalPluginId: 'x' },
+      manualResumeAttemptCount: 0,
+      rechargeWaitDurationMs: 0,
+      artifactOriginStatus: 'new',
+      artifactVersionId: 'v1',
+      deliverableValid: false,
+      deliverableValidation: 'entry_missing',
+      deliverableEntryFile: 'index.html',
+      deliverableArtifactKind: 'html',
+    }
+    Object.assign(run, shaped)
+    const body = runs.statusBody(run)
+    expect(Object.keys(body)).toEqual([...STATUS_BODY_KEYS, ...Object.keys(shaped)])
+    expect(body).toMatchObject(shaped)
+    expect(body.artifactPaths).toBe(shaped.artifactPaths)
+    // The wrong shape leaves the key out: no NaN count, no path string, no empty truthy check.
+    Object.assign(run, {
+      termination: null,
+      artifactCount: Number.NaN,
+      artifactPaths: 'a.png',
+      removedPaths: {},
+      promptCache: 0,
+      nativeSessionRecovery: '',
+      browserUse: null,
+      clientType: 5,
+      externalPluginAnalytics: false,
+      manualResumeAttemptCount: '1',
+      rechargeWaitDurationMs: null,
+      artifactOriginStatus: {},
+      artifactVersionId: 1,
+      deliverableValid: 'yes',
+      deliverableValidation: null,
+      deliverableEntryFile: 0,
+      deliverableArtifactKind: [],
+    })
+    expect(Object.keys(runs.statusBody(run))).toEqual(STATUS_BODY_KEYS)
+    // The design-system keys read the host's values as they are.
+    run.designSystemId = 'ds'
+    run.designSystemDigest = 'sha'
+    expect(runs.statusBody(run)).toMatchObject({
+      designSystemId: 'ds',
+      designSystemDigest: 'sha',
+      designSystemRequestedId: null,
+    })
+  })
+
+  it('HF-3: the end record and what wait() resolves with carry artifactCount and artifactPaths when the run has them, and the failure fields', async () => {
+    const { runs } = makeRuns()
+    const run = runs.create({ projectId: 'p' })
+    run.artifactCount = 2
+    run.artifactPaths = ['existing.png', 'renders/new.png']
+    run.failureCategory = 'agent'
+    const waited = runs.wait(run)
+    runs.finish(run, 'succeeded', 0, null)
+    const end = run.events.at(-1)
+    expect(end.event).toBe('end')
+    expect(end.data).toEqual({
+      code: 0,
+      signal: null,
+      status: 'succeeded',
+      terminalAt: run.terminalAt,
+      resumable: false,
+      endedWithUnfinishedWork: false,
+      artifactCount: 2,
+      artifactPaths: ['existing.png', 'renders/new.png'],
+      failureCategory: 'agent',
+      failureDetail: null,
+    })
+    await expect(waited).resolves.toMatchObject({
+      status: 'succeeded',
+      artifactCount: 2,
+      artifactPaths: ['existing.png', 'renders/new.png'],
+    })
+    const plain = runs.create()
+    plain.artifactCount = Infinity
+    runs.finish(plain, 'failed', 1, null)
+    expect('artifactCount' in plain.events.at(-1).data).toBe(false)
+  })
+
+  it('HF-4: the state file carries artifactCount (0 when unset), appliedPluginSnapshotId, the scopes, and the daemon fields that have their shape', () => {
+    const runs = logged()
+    const designSystemScope = { kind: 'workspace-resource', designSystemId: 'user:brand' }
+    const run = runs.create({ skillId: 'sk', designSystemScope, appliedPluginSnapshotId: 'snap-1' })
+    expect(run.designSystemScope).toBe(designSystemScope)
+    expect(stateOf(run.id)).toMatchObject({
+      artifactCount: 0,
+      skillId: 'sk',
+      designSystemScope,
+      appliedPluginSnapshotId: 'snap-1',
+    })
+    Object.assign(run, {
+      artifactCount: 3,
+      artifactPaths: ['a.png'],
+      userPrompt: 'draw',
+      model: 'm',
+      analyticsRecovery: { insertId: 'i' },
+      manualResumeAttemptCount: 1,
+      deliverableValid: true,
+      langfuseCompletedAt: 5,
+      resolvedModelId: 42, // not a string: not written
+      promptCache: null, // not truthy: not written
+    })
+    runs.persistState(run)
+    const state = stateOf(run.id)
+    expect(state).toMatchObject({
+      artifactCount: 3,
+      artifactPaths: ['a.png'],
+      userPrompt: 'draw',
+      model: 'm',
+      analyticsRecovery: { insertId: 'i' },
+      manualResumeAttemptCount: 1,
+      deliverableValid: true,
+      langfuseCompletedAt: 5,
+    })
+    expect('resolvedModelId' in state || 'promptCache' in state).toBe(false)
+    // Written once each, after LC-1's own fields.
+    const keys = Object.keys(state)
+    expect(new Set(keys).size).toBe(keys.length)
+    expect(keys.indexOf('artifactCount')).toBeGreaterThan(keys.indexOf('endedWithUnfinishedWork'))
+  })
+
+  it('HF-5: a hydrated run gets back the daemon fields its state file holds; appliedPluginSnapshotId as it was, the status body reporting only a non-empty string', () => {
+    const first = logged()
+    const run = first.create({ projectId: 'p', skillId: 'sk', appliedPluginSnapshotId: 'snap' })
+    Object.assign(run, { artifactCount: 2, model: 'm', clientType: 'cli' })
+    first.finish(run, 'succeeded', 0, null)
+    const hydrated = logged().get(run.id)
+    expect(hydrated).toMatchObject({ skillId: 'sk', appliedPluginSnapshotId: 'snap', artifactCount: 2, model: 'm' })
+    expect(logged().statusBody(logged().get(run.id))).toMatchObject({
+      artifactCount: 2,
+      clientType: 'cli',
+      skillId: 'sk',
+    })
+
+    for (const value of [null, '', { invalid: true }]) {
+      const file = path.join(tmp, run.id, 'state.json')
+      fs.writeFileSync(file, JSON.stringify({ ...stateOf(run.id), appliedPluginSnapshotId: value }))
+      const cold = logged()
+      const again = cold.get(run.id)
+      expect(Object.hasOwn(again, 'appliedPluginSnapshotId')).toBe(true)
+      expect(again.appliedPluginSnapshotId).toEqual(value)
+      cold.persistState(again)
+      expect(Object.hasOwn(stateOf(run.id), 'appliedPluginSnapshotId')).toBe(true)
+      expect(stateOf(run.id).appliedPluginSnapshotId).toEqual(value)
+      expect(cold.statusBody(again).appliedPluginSnapshotId).toBeNull()
+    }
+  })
+
+  it('HF-6: prepareRestart forgets what the previous attempt observed, on the run, in the status body and in the file', () => {
+    const runs = logged()
+    const run = runs.create({ projectId: 'p' })
+    Object.assign(run, {
+      artifactCount: 2,
+      artifactPaths: ['index.html'],
+      removedPaths: ['sketch.py'],
+      deliverableValid: true,
+      deliverableEntryFile: 'index.html',
+      endedWithUnfinishedWork: true,
+      model: 'kept',
+    })
+    runs.finish(run, 'failed', 1, null)
+    expect(runs.statusBody(run).removedPaths).toEqual(['sketch.py'])
+    expect(stateOf(run.id)).toMatchObject({ artifactPaths: ['index.html'], deliverableValid: true })
+    expect(runs.prepareRestart(run)).toBe(run)
+    for (const name of ['artifactCount', 'artifactPaths', 'removedPaths', 'deliverableValid', 'deliverableEntryFile']) {
+      expect(run[name]).toBeUndefined()
+      expect(name in runs.statusBody(run)).toBe(false)
+    }
+    expect(run.endedWithUnfinishedWork).toBe(false)
+    const state = stateOf(run.id)
+    expect(state).toMatchObject({ status: 'queued', artifactCount: 0, endedWithUnfinishedWork: false, model: 'kept' })
+    for (const name of ['artifactPaths', 'removedPaths', 'deliverableValid', 'deliverableEntryFile']) {
+      expect(name in state).toBe(false)
+    }
+    // The second attempt reports only its own observations.
+    run.removedPaths = ['second.txt']
+    expect(runs.statusBody(run).removedPaths).toEqual(['second.txt'])
+    // A run that is not terminal is left as it is.
+    const active = runs.create()
+    active.removedPaths = ['stale.txt']
+    expect(runs.prepareRestart(active)).toBeNull()
+    expect(active.removedPaths).toEqual(['stale.txt'])
+  })
+})

@@ -1,0 +1,193 @@
+'use strict'
+// The fields the daemon keeps on a run and reads back through the service (SPEC §22, HF-1..HF-6):
+// what create() takes from `meta`, what the status body and the 'end' data report, what the state
+// file carries and a hydrated run gets back, what prepareRestart forgets. The service never
+// interprets them: each has one shape check, and a value that fails it is left out (or null).
+// The engine's own fields (status, ids, the verdict, the terminal facts) are elsewhere.
+
+const { nonEmptyString } = require('./convert.js')
+
+const plainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value)
+const isObject = (value) => value !== null && typeof value === 'object'
+const isString = (value) => typeof value === 'string'
+const isNumber = (value) => typeof value === 'number'
+const isBoolean = (value) => typeof value === 'boolean'
+const isTruthy = (value) => Boolean(value)
+const isFinite = (value) => Number.isFinite(value)
+
+const SESSION_MODES = new Set(['chat', 'design', 'plan'])
+
+/** HF-1: the run fields create() takes from `meta`, normalized. */
+function createdHostFields(meta) {
+  return {
+    skillId: nonEmptyString(meta.skillId),
+    projectMetadata: plainObject(meta.projectMetadata) ? meta.projectMetadata : null,
+    browserUse: isObject(meta.browserUse) ? meta.browserUse : null,
+    sessionMode: SESSION_MODES.has(meta.sessionMode) ? meta.sessionMode : null,
+    context: plainObject(meta.context) ? meta.context : null,
+  }
+}
+
+// A trimmed non-empty string, else null.
+function trimmed(value) {
+  return typeof value === 'string' && value.trim() !== '' ? value.trim() : null
+}
+
+// An orchestrator's scratch checkout, as the project metadata describes it; null unless it is
+// exactly that (an object of the known keys, kind 'scratch', writeback 'external' when given,
+// each source field a non-empty string when given).
+const SCRATCH_KEYS = new Set(['kind', 'sourceLabel', 'sourceRef', 'baseRevision', 'writeback'])
+const SCRATCH_SOURCES = ['sourceLabel', 'sourceRef', 'baseRevision']
+
+function scratchWorkspace(value) {
+  if (!plainObject(value)) return null
+  if (Object.keys(value).some((key) => !SCRATCH_KEYS.has(key))) return null
+  if (trimmed(value.kind) !== 'scratch') return null
+  if (value.writeback != null && trimmed(value.writeback) !== 'external') return null
+  const provenance = { kind: 'orchestrator-scratch', writeback: 'external' }
+  for (const key of SCRATCH_SOURCES) {
+    if (value[key] == null) continue
+    const text = trimmed(value[key])
+    if (text === null) return null
+    provenance[key] = text
+  }
+  return provenance
+}
+
+/** HF-2: where the run's project lives, from `run.projectMetadata` as it is now. */
+function workspaceOf(metadata) {
+  const record = plainObject(metadata) ? metadata : null
+  const baseDir = trimmed(record?.baseDir)
+  const scratch = scratchWorkspace(record?.orchestratorWorkspace)
+  if (scratch !== null) return { storage: { kind: 'folder-backed', baseDir }, provenance: scratch }
+  if (baseDir !== null) {
+    return { storage: { kind: 'folder-backed', baseDir }, provenance: { kind: 'user-local', writeback: 'in-place' } }
+  }
+  return { storage: { kind: 'od-owned', baseDir: null }, provenance: null }
+}
+
+// HF-2: the status body's keys that appear only when the run's value has this shape.
+const REPORTED = [
+  ['termination', isTruthy],
+  ['artifactCount', isFinite],
+  ['artifactPaths', Array.isArray],
+  ['removedPaths', Array.isArray],
+  ['promptCache', isTruthy],
+  ['nativeSessionRecovery', isTruthy],
+  ['browserUse', isTruthy],
+  ['clientType', isString],
+  ['externalPluginAnalytics', isTruthy],
+  ['manualResumeAttemptCount', isNumber],
+  ['rechargeWaitDurationMs', isNumber],
+  ['artifactOriginStatus', isString],
+  ['artifactVersionId', isString],
+  ['deliverableValid', isBoolean],
+  ['deliverableValidation', isString],
+  ['deliverableEntryFile', isString],
+  ['deliverableArtifactKind', isString],
+]
+
+/** HF-2: adds the conditional keys to a status body. */
+function addReported(body, run) {
+  for (const [name, shaped] of REPORTED) {
+    const value = run[name]
+    if (shaped(value)) body[name] = value
+  }
+  return body
+}
+
+/** HF-3: the 'end' data's keys after LC-5's. */
+function addEndFacts(data, run) {
+  if (isFinite(run.artifactCount)) data.artifactCount = run.artifactCount
+  if (Array.isArray(run.artifactPaths)) data.artifactPaths = run.artifactPaths
+  data.failureCategory = run.failureCategory ?? null
+  data.failureDetail = run.failureDetail ?? null
+  if (run.termination) data.termination = run.termination
+  return data
+}
+
+// HF-4: the state file's optional fields, written when the run's value has this shape. The
+// opaque ones (kept as they are, whatever they hold) follow.
+const DURABLE = [
+  ['termination', isTruthy],
+  ['artifactPaths', Array.isArray],
+  ['userPrompt', isString],
+  ['model', isString],
+  ['resolvedModelId', isString],
+  ['preflightAgentCliVersion', isString],
+  ['reasoning', isString],
+  ['skillId', isString],
+  ['designSystemId', isString],
+  ['designSystemDigest', isString],
+  ['designSystemSelectionSource', isString],
+  ['clientType', isString],
+  ['analyticsTelemetry', isTruthy],
+  ['promptTelemetry', isTruthy],
+  ['promptCache', isTruthy],
+  ['analyticsRecovery', isTruthy],
+  ['externalPluginAnalytics', isTruthy],
+  ['manualResumeAttemptCount', isNumber],
+  ['rechargeWaitDurationMs', isNumber],
+  ['artifactOriginStatus', isString],
+  ['artifactVersionId', isString],
+  ['deliverableValid', isBoolean],
+  ['deliverableValidation', isString],
+  ['deliverableEntryFile', isString],
+  ['deliverableArtifactKind', isString],
+  ['langfuseCompletedAt', isNumber],
+]
+// Kept verbatim when the run has the key (LC-3's workspaceScope is one of them).
+const OPAQUE = ['workspaceScope', 'designSystemScope', 'appliedPluginSnapshotId']
+
+/** Every state-file field of this section: a host durable field by one of these names is not added twice. */
+const HOST_FILE_KEYS = new Set(['artifactCount', ...DURABLE.map(([name]) => name), ...OPAQUE])
+
+/**
+ * HF-4: adds this section's fields to the host part of a state file. `source` is the run, or
+ * create()'s `meta` (the run does not exist yet); `keep(host, name, value)` adds a value JSON
+ * can carry.
+ */
+function addDurable(host, source, keep) {
+  host.artifactCount = isFinite(source.artifactCount) ? source.artifactCount : 0
+  for (const [name, shaped] of DURABLE) {
+    const value = source[name]
+    if (shaped(value)) keep(host, name, value)
+  }
+  for (const name of OPAQUE) if (name in source) keep(host, name, source[name])
+}
+
+/** HF-5: a hydrated run gets back each of these fields its state file holds. */
+function restoreDurable(run, state) {
+  for (const name of HOST_FILE_KEYS) if (Object.hasOwn(state, name)) run[name] = state[name]
+}
+
+// HF-6: what one attempt observed; prepareRestart forgets it (the core drops these names from
+// the state file in the same step: crates/core/src/durable/state.rs, ATTEMPT_FIELDS).
+const ATTEMPT_FIELDS = [
+  'artifactCount',
+  'artifactPaths',
+  'removedPaths',
+  'artifactOutcome',
+  'deliverableValid',
+  'deliverableValidation',
+  'deliverableEntryFile',
+  'deliverableArtifactKind',
+]
+
+/** HF-6: prepareRestart's part: the attempt's observations go, the unfinished-work flag resets. */
+function forgetAttempt(run) {
+  for (const name of ATTEMPT_FIELDS) if (name in run) run[name] = undefined
+  run.endedWithUnfinishedWork = false
+}
+
+module.exports = {
+  createdHostFields,
+  workspaceOf,
+  addReported,
+  addEndFacts,
+  addDurable,
+  restoreDurable,
+  forgetAttempt,
+  HOST_FILE_KEYS,
+  ATTEMPT_FIELDS,
+}
