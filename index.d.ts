@@ -528,6 +528,18 @@ export interface ChatRun {
   termination?: unknown
   /** Host field: the prompt; persisted when a string and restored on hydration (HF-4, HF-5). */
   userPrompt?: string
+  /** Set by `setAnalyticsRecovery` (SPEC HF-7); persisted. */
+  analyticsRecovery?: { context?: unknown; properties?: unknown; insertId?: unknown; completedAt?: number }
+  /** Set by `markLangfuseCompleted` (SPEC HF-7); persisted. */
+  langfuseCompletedAt?: number
+  /** Set by `setDeliverableValidation` (SPEC HF-7); reported and persisted; `prepareRestart` clears it. */
+  deliverableValid?: boolean
+  /** Set by `setDeliverableValidation` (SPEC HF-7). */
+  deliverableValidation?: string
+  /** Set by `setDeliverableValidation` (SPEC HF-7). */
+  deliverableEntryFile?: string
+  /** Set by `setDeliverableValidation` (SPEC HF-7). */
+  deliverableArtifactKind?: string
   /** `<runsLogDir>/<id>/events.jsonl` when logging is enabled, else `null`. */
   readonly eventsLogPath: string | null
   /** Implementation-defined log handle (`null` when none); the host must not touch it. */
@@ -863,6 +875,36 @@ export interface ChatRunService {
   readonly prepareRestart: <R extends ChatRun>(run: R) => R | null
   /** Writes the run's `state.json` now, with the host's durable fields (SPEC LC-1); a no-op without logging. */
   readonly persistState: (run: ChatRun | null | undefined) => void
+  /** Sets `run.analyticsRecovery` to `{ context, properties, insertId }` and persists it (SPEC HF-7). */
+  readonly setAnalyticsRecovery: (run: ChatRun | null | undefined, recovery: AnalyticsRecoveryInput) => void
+  /** Stamps `run.analyticsRecovery.completedAt` (now) and persists it; nothing without one (SPEC HF-7). */
+  readonly markAnalyticsCompleted: (run: ChatRun | null | undefined) => void
+  /** Sets `run.langfuseCompletedAt` (now) and persists it (SPEC HF-7). */
+  readonly markLangfuseCompleted: (run: ChatRun | null | undefined) => void
+  /** Records the deliverable check's verdict on the run and persists it (SPEC HF-7). */
+  readonly setDeliverableValidation: (run: ChatRun | null | undefined, result: DeliverableValidationInput) => void
+}
+
+/** What `setAnalyticsRecovery` keeps (SPEC HF-7); other keys are ignored. */
+export type AnalyticsRecoveryInput = {
+  /** The analytics context to replay after a restart. */
+  context?: unknown
+  /** The event properties to replay. */
+  properties?: unknown
+  /** The id that makes the replayed event idempotent. */
+  insertId?: unknown
+}
+
+/** What `setDeliverableValidation` reads (SPEC HF-7). */
+export type DeliverableValidationInput = {
+  /** Only `true` makes `deliverableValid` true. */
+  valid?: unknown
+  /** The check's verdict; `'entry_missing'` when not a string. */
+  validation?: unknown
+  /** The deliverable's entry file, when a string. */
+  entryFile?: unknown
+  /** The artifact kind, when a string. */
+  artifactKind?: unknown
 }
 
 /**

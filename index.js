@@ -28,7 +28,15 @@ const native = require('./lib/core.js')
 const { describe } = require('./lib/describe.js')
 const { readOptions, timerDelay, logLayout, reportLogError } = require('./lib/options.js')
 const { create, get, list, EVICTED_SWEEP_MIN } = require('./lib/registry.js')
-const { persistState, createOrReuse, prepareRestart } = require('./lib/durable.js')
+const {
+  persistState,
+  createOrReuse,
+  prepareRestart,
+  setAnalyticsRecovery,
+  markAnalyticsCompleted,
+  markLangfuseCompleted,
+  setDeliverableValidation,
+} = require('./lib/durable.js')
 const { extraDurableFields } = require('./lib/state.js')
 const { emit } = require('./lib/emit.js')
 const { start, wait, finish, fail, drop } = require('./lib/lifecycle.js')
@@ -40,7 +48,7 @@ const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require(
 // object, its runs and their pending timers all hold it).
 const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
-// itself to exactly its 18 methods).
+// itself to exactly its 22 methods).
 const serviceContexts = new WeakMap()
 
 /**
@@ -78,7 +86,7 @@ function serviceContext(opts) {
  */
 function createChatRunService(options) {
   const ctx = serviceContext(readOptions(options))
-  // MOD-2 and SPEC §0: exactly these 18 methods, in this order; each a closure that works
+  // MOD-2 and SPEC §0: exactly these 22 methods, in this order; each a closure that works
   // detached, never uses `this` and ignores extra arguments.
   const service = {
     create: (meta) => create(ctx, meta),
@@ -99,6 +107,10 @@ function createChatRunService(options) {
     createOrReuse: (meta) => createOrReuse(ctx, meta),
     prepareRestart: (run) => prepareRestart(ctx, run),
     persistState: (run) => persistState(ctx, run),
+    setAnalyticsRecovery: (run, recovery) => setAnalyticsRecovery(ctx, run, recovery),
+    markAnalyticsCompleted: (run) => markAnalyticsCompleted(ctx, run),
+    markLangfuseCompleted: (run) => markLangfuseCompleted(ctx, run),
+    setDeliverableValidation: (run, result) => setDeliverableValidation(ctx, run, result),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)

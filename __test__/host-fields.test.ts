@@ -294,4 +294,56 @@ describe('§22 the daemon fields of a run', () => {
     expect(runs.prepareRestart(active)).toBeNull()
     expect(active.removedPaths).toEqual(['stale.txt'])
   })
+
+  it('HF-7: the checkpoint methods set their fields and persist them at once; odd input changes nothing, a foreign run throws', () => {
+    const runs = logged()
+    const run = runs.create({ projectId: 'p' })
+    runs.markAnalyticsCompleted(run) // no analyticsRecovery yet: nothing
+    expect('analyticsRecovery' in run).toBe(false)
+    runs.setAnalyticsRecovery(run, {
+      context: { deviceId: 'd' },
+      properties: { page: 'chat' },
+      insertId: 'i-1',
+      extra: 1,
+    })
+    expect(run.analyticsRecovery).toEqual({ context: { deviceId: 'd' }, properties: { page: 'chat' }, insertId: 'i-1' })
+    expect(stateOf(run.id).analyticsRecovery).toEqual(run.analyticsRecovery)
+    runs.markAnalyticsCompleted(run)
+    runs.markLangfuseCompleted(run)
+    expect(stateOf(run.id)).toMatchObject({
+      analyticsRecovery: { insertId: 'i-1', completedAt: expect.any(Number) },
+      langfuseCompletedAt: expect.any(Number),
+    })
+    runs.setDeliverableValidation(run, { valid: 'yes', entryFile: 'index.html', artifactKind: 7 })
+    expect(run).toMatchObject({
+      deliverableValid: false,
+      deliverableValidation: 'entry_missing',
+      deliverableEntryFile: 'index.html',
+      deliverableArtifactKind: undefined,
+    })
+    expect(stateOf(run.id)).toMatchObject({ deliverableValid: false, deliverableEntryFile: 'index.html' })
+    expect(runs.statusBody(run)).toMatchObject({ deliverableValid: false, deliverableValidation: 'entry_missing' })
+    // A restarted service finds them.
+    expect(logged().get(run.id)).toMatchObject({ analyticsRecovery: { insertId: 'i-1' }, deliverableValid: false })
+
+    const before = JSON.stringify(stateOf(run.id))
+    for (const call of [
+      () => runs.setAnalyticsRecovery(run, 'not an object'),
+      () => runs.setDeliverableValidation(run, null),
+      () => runs.setAnalyticsRecovery(null, {}),
+      () => runs.markLangfuseCompleted(undefined),
+    ]) {
+      expect(call()).toBeUndefined()
+    }
+    expect(JSON.stringify(stateOf(run.id))).toBe(before)
+    const foreign = makeRuns().runs.create()
+    for (const name of [
+      'setAnalyticsRecovery',
+      'markAnalyticsCompleted',
+      'markLangfuseCompleted',
+      'setDeliverableValidation',
+    ]) {
+      expect(() => runs[name](foreign, {})).toThrow(new RegExp(`^${name}\\(run\\): expected a run object`))
+    }
+  })
 })

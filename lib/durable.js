@@ -1,6 +1,6 @@
 'use strict'
 // The lifecycle methods LC-1, LC-3 and LC-4 add to a service: persistState, createOrReuse and
-// prepareRestart.
+// prepareRestart; and HF-7's checkpoints, which set a daemon field and persist it.
 
 const native = require('./core.js')
 const { own, syncRestarted } = require('./run.js')
@@ -17,6 +17,55 @@ const EMPTY = Object.freeze({})
 function persistState(ctx, run) {
   if (!run) return
   persist(ctx, run, own(ctx, run, 'persistState'))
+}
+
+/**
+ * HF-7: `run.analyticsRecovery = { context, properties, insertId }` from `recovery`, persisted. A
+ * falsy run, or a `recovery` that is not an object, changes nothing.
+ */
+function setAnalyticsRecovery(ctx, run, recovery) {
+  if (!run) return
+  const s = own(ctx, run, 'setAnalyticsRecovery')
+  if (recovery === null || typeof recovery !== 'object') return
+  const { context, properties, insertId } = recovery
+  run.analyticsRecovery = { context, properties, insertId }
+  persist(ctx, run, s)
+}
+
+/** HF-7: stamps `run.analyticsRecovery.completedAt` (now) and persists; nothing without one. */
+function markAnalyticsCompleted(ctx, run) {
+  if (!run) return
+  const s = own(ctx, run, 'markAnalyticsCompleted')
+  const recovery = run.analyticsRecovery
+  if (recovery === null || typeof recovery !== 'object') return
+  recovery.completedAt = Date.now()
+  persist(ctx, run, s)
+}
+
+/** HF-7: `run.langfuseCompletedAt = now`, persisted. */
+function markLangfuseCompleted(ctx, run) {
+  if (!run) return
+  const s = own(ctx, run, 'markLangfuseCompleted')
+  run.langfuseCompletedAt = Date.now()
+  persist(ctx, run, s)
+}
+
+/**
+ * HF-7: the deliverable check's verdict on the run, persisted: `deliverableValid` (`valid ===
+ * true`), `deliverableValidation` (a string, else 'entry_missing'), `deliverableEntryFile` and
+ * `deliverableArtifactKind` (strings, else undefined). A `result` that is not an object changes
+ * nothing.
+ */
+function setDeliverableValidation(ctx, run, result) {
+  if (!run) return
+  const s = own(ctx, run, 'setDeliverableValidation')
+  if (result === null || typeof result !== 'object') return
+  const text = (value) => (typeof value === 'string' ? value : undefined)
+  run.deliverableValid = result.valid === true
+  run.deliverableValidation = text(result.validation) ?? 'entry_missing'
+  run.deliverableEntryFile = text(result.entryFile)
+  run.deliverableArtifactKind = text(result.artifactKind)
+  persist(ctx, run, s)
 }
 
 // The newest run created with this clientRequestId: registered, else on disk (hydrated).
@@ -84,4 +133,12 @@ function prepareRestart(ctx, run) {
   return run
 }
 
-module.exports = { persistState, createOrReuse, prepareRestart }
+module.exports = {
+  persistState,
+  createOrReuse,
+  prepareRestart,
+  setAnalyticsRecovery,
+  markAnalyticsCompleted,
+  markLangfuseCompleted,
+  setDeliverableValidation,
+}

@@ -1,6 +1,9 @@
 // Shapes the SPEC fixes, checked by several files.
 
-/** §1 MOD-2: the service's 18 methods, in order (LC-3, LC-4 and LC-6 add the last three). */
+/**
+ * §1 MOD-2: the service's 22 methods, in order (LC-3, LC-4 and LC-6 add createOrReuse,
+ * prepareRestart and persistState; HF-7 the last four).
+ */
 export const METHODS = [
   'create',
   'start',
@@ -20,6 +23,10 @@ export const METHODS = [
   'createOrReuse',
   'prepareRestart',
   'persistState',
+  'setAnalyticsRecovery',
+  'markAnalyticsCompleted',
+  'markLangfuseCompleted',
+  'setDeliverableValidation',
 ]
 
 /**
