@@ -66,33 +66,44 @@ function workspaceOf(metadata) {
   return { storage: { kind: 'od-owned', baseDir: null }, provenance: null }
 }
 
-// HF-2: the status body's keys that appear only when the run's value has this shape.
-const REPORTED = [
-  ['termination', isTruthy],
-  ['artifactCount', isFinite],
-  ['artifactPaths', Array.isArray],
-  ['removedPaths', Array.isArray],
-  ['promptCache', isTruthy],
-  ['nativeSessionRecovery', isTruthy],
-  ['browserUse', isTruthy],
-  ['clientType', isString],
-  ['externalPluginAnalytics', isTruthy],
-  ['manualResumeAttemptCount', isNumber],
-  ['rechargeWaitDurationMs', isNumber],
-  ['artifactOriginStatus', isString],
-  ['artifactVersionId', isString],
-  ['deliverableValid', isBoolean],
-  ['deliverableValidation', isString],
-  ['deliverableEntryFile', isString],
-  ['deliverableArtifactKind', isString],
-]
-
-/** HF-2: adds the conditional keys to a status body. */
+// HF-2: the status body's keys that appear only when the run's value has their shape, in this
+// order. Written out (not a loop over names): a named read is inline-cached, a computed one is not,
+// and statusBody runs for every waiter and every status request.
 function addReported(body, run) {
-  for (const [name, shaped] of REPORTED) {
-    const value = run[name]
-    if (shaped(value)) body[name] = value
-  }
+  const termination = run.termination
+  if (termination) body.termination = termination
+  const artifactCount = run.artifactCount
+  if (isFinite(artifactCount)) body.artifactCount = artifactCount
+  const artifactPaths = run.artifactPaths
+  if (Array.isArray(artifactPaths)) body.artifactPaths = artifactPaths
+  const removedPaths = run.removedPaths
+  if (Array.isArray(removedPaths)) body.removedPaths = removedPaths
+  const promptCache = run.promptCache
+  if (promptCache) body.promptCache = promptCache
+  const nativeSessionRecovery = run.nativeSessionRecovery
+  if (nativeSessionRecovery) body.nativeSessionRecovery = nativeSessionRecovery
+  const browserUse = run.browserUse
+  if (browserUse) body.browserUse = browserUse
+  const clientType = run.clientType
+  if (isString(clientType)) body.clientType = clientType
+  const externalPluginAnalytics = run.externalPluginAnalytics
+  if (externalPluginAnalytics) body.externalPluginAnalytics = externalPluginAnalytics
+  const manualResumeAttemptCount = run.manualResumeAttemptCount
+  if (isNumber(manualResumeAttemptCount)) body.manualResumeAttemptCount = manualResumeAttemptCount
+  const rechargeWaitDurationMs = run.rechargeWaitDurationMs
+  if (isNumber(rechargeWaitDurationMs)) body.rechargeWaitDurationMs = rechargeWaitDurationMs
+  const artifactOriginStatus = run.artifactOriginStatus
+  if (isString(artifactOriginStatus)) body.artifactOriginStatus = artifactOriginStatus
+  const artifactVersionId = run.artifactVersionId
+  if (isString(artifactVersionId)) body.artifactVersionId = artifactVersionId
+  const deliverableValid = run.deliverableValid
+  if (isBoolean(deliverableValid)) body.deliverableValid = deliverableValid
+  const deliverableValidation = run.deliverableValidation
+  if (isString(deliverableValidation)) body.deliverableValidation = deliverableValidation
+  const deliverableEntryFile = run.deliverableEntryFile
+  if (isString(deliverableEntryFile)) body.deliverableEntryFile = deliverableEntryFile
+  const deliverableArtifactKind = run.deliverableArtifactKind
+  if (isString(deliverableArtifactKind)) body.deliverableArtifactKind = deliverableArtifactKind
   return body
 }
 
