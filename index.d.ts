@@ -542,8 +542,12 @@ export interface ChatRun {
   deliverableArtifactKind?: string
   /** `<runsLogDir>/<id>/events.jsonl` when logging is enabled, else `null`. */
   readonly eventsLogPath: string | null
-  /** Implementation-defined log handle (`null` when none); the host must not touch it. */
-  readonly eventsLogStream: unknown
+  /**
+   * While the run's journal is open: a `stream.Writable` handle on it (`path` is `eventsLogPath`) that
+   * finishes once the log closed and its lines are on disk, so `stream.finished()` can wait for the
+   * journal; `null` otherwise (SPEC LOG-9). The service writes the journal: writes through it fail.
+   */
+  eventsLogStream: (NodeJS.WritableStream & { readonly path: string | null }) | null
   /** Absent until `start`, which replaces it with a copy of the old keys plus `startRequestedAt: now`. */
   analyticsTelemetry?: Record<string, unknown> & { startRequestedAt?: number }
   /**

@@ -4,6 +4,8 @@
 // run's directory and its state.json exist from create() on) and FIN-3's 'end' data (LC-5).
 import fs from 'node:fs'
 import path from 'node:path'
+import { Writable } from 'node:stream'
+import { finished } from 'node:stream/promises'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
 import {
   fakeClient,
@@ -349,5 +351,65 @@ describe('§16 per-run JSONL event log', () => {
     } finally {
       process.chdir(cwd)
     }
+  })
+
+  it('LOG-9: eventsLogStream is a journal handle while the journal is open; it finishes once the lines are on disk', async () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const run = runs.create({ projectId: 'p' })
+    expect(run.eventsLogStream).toBeNull() // before the first emit
+    const deltas = 500
+    for (let i = 0; i < deltas; i++) runs.emit(run, 'agent', { type: 'text_delta', delta: `chunk ${i}` })
+    const log = run.eventsLogStream
+    expect(log).toBeInstanceOf(Writable)
+    expect(run.eventsLogStream).toBe(log)
+    expect(log.path).toBe(run.eventsLogPath)
+    // A write through it is refused, by its callback, without an uncaught 'error'.
+    const refused = await new Promise<Error | null | undefined>((resolve) => log.write('x\n', resolve))
+    expect(refused?.message).toMatch(/written by the service/)
+    const again = runs.create()
+    runs.emit(again, 'a', 1)
+    const open = again.eventsLogStream
+    const flushed = finished(open)
+    runs.finish(again, 'succeeded', 0, null)
+    expect(again.eventsLogStream).toBeNull() // closed with the log
+    await flushed
+    expect(readLines(again.eventsLogPath).map((l) => JSON.parse(l).event)).toEqual(['a', 'end'])
+    // The failed write above destroyed the first handle; a run's handle is per open journal.
+    runs.finish(run, 'succeeded', 0, null)
+    await runs.shutdownActive()
+    expect(readLines(run.eventsLogPath)).toHaveLength(deltas + 1)
+    // Logging off: always null. A host value replaces the field.
+    const { runs: memory } = makeRuns()
+    const inMemory = memory.create()
+    memory.emit(inMemory, 'a', 1)
+    expect(inMemory.eventsLogStream).toBeNull()
+    inMemory.eventsLogStream = 'mine'
+    expect(inMemory.eventsLogStream).toBe('mine')
+    expect(Object.keys(inMemory)).toContain('eventsLogStream')
+  })
+
+  it('LOG-9: prepareRestart reopens the journal (a new handle), a hydrated run has none', async () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const run = runs.create()
+    runs.emit(run, 'a', 1)
+    const first = run.eventsLogStream
+    const firstDone = finished(first)
+    runs.finish(run, 'failed', 1, null)
+    await firstDone
+    expect(runs.prepareRestart(run)).toBe(run)
+    const second = run.eventsLogStream // run_resume_attempted was emitted
+    expect(second).toBeInstanceOf(Writable)
+    expect(second).not.toBe(first)
+    const secondDone = finished(second)
+    runs.finish(run, 'succeeded', 0, null)
+    await secondDone
+    expect(readLines(run.eventsLogPath).map((l) => JSON.parse(l).event)).toEqual([
+      'a',
+      'end',
+      'run_resume_attempted',
+      'end',
+    ])
+    const { runs: restarted } = makeRuns({ runsLogDir: tmp })
+    expect(restarted.get(run.id).eventsLogStream).toBeNull()
   })
 })

@@ -83,6 +83,8 @@ function adoptHydrated(ctx, slot) {
   )
   applyHostFields(ctx, run, state)
   const s = ChatRun.stateOf(run)
+  // A hydrated run's log is closed (it reopens with prepareRestart): no journal handle.
+  s.journal = false
   scheduleEviction(s)
   callHook(ctx, 'onTerminal', ctx.opts.onTerminal, run, s.status, s.terminalAt)
   return run

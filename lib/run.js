@@ -51,9 +51,12 @@
 // mirror object also carries what only JS holds for the run: its service context and slot, the
 // parsed `run.events` (a cache of runEvents, dropped whenever the history grows), the last replay
 // batch, the create-time tool bundle and summary, the pending cancel() promise, the pending TTL
-// eviction timer, and whether a finish() is between its verdict and its 'end' (its hooks run).
+// eviction timer, whether a finish() is between its verdict and its 'end' (its hooks run), and
+// the journal handle run.eventsLogStream handed out (LOG-9: closed by syncEnded and syncDropped,
+// reopened by syncRestarted; a hydrated run's log is closed from the start).
 
 const native = require('./core.js')
+const { journalHandle, closeJournal, reopenJournal } = require('./journal.js')
 const { describe } = require('./describe.js')
 const { nonEmptyString, textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { defineProcessFields } = require('./attach.js')
@@ -91,6 +94,9 @@ function newMirror(ctx, slot, bundle, summary, core) {
     cancelPromise: null,
     evictTimer: null,
     finishing: false,
+    // LOG-9: the journal handle run.eventsLogStream hands out (lib/journal.js): null before the
+    // first read, false once the log closed.
+    journal: null,
   }
 }
 
@@ -168,6 +174,7 @@ function syncVerdict(s, status, code, signal, now, trigger) {
 function syncEnded(s, endId) {
   s.nextEventId = endId + 1
   s.events = null
+  closeJournal(s)
 }
 
 /** After runDrop returned true. */
@@ -176,6 +183,7 @@ function syncDropped(s, now) {
   s.updatedAt = now
   s.terminalAt = now
   s.terminalTrigger = 'drop'
+  closeJournal(s)
 }
 
 /** After runPrepareRestart returned the previous updatedAt (LC-4): queued again, verdict cleared. */
@@ -191,6 +199,7 @@ function syncRestarted(s, now) {
   s.cancelOrigin = null
   s.terminalAt = null
   s.terminalTrigger = null
+  reopenJournal(s)
 }
 
 /** After runCancelBegin (a plan step) or runShutdownBegin; LC-5: the first origin wins. */
@@ -226,7 +235,6 @@ class ChatRun {
     this.acpSession = null
     this.childPid = null
     this.eventsLogPath = eventsLogPath
-    this.eventsLogStream = null
   }
 
   static stateOf(run) {
@@ -266,6 +274,16 @@ class ChatRun {
   }
   get cancelOrigin() {
     return ChatRun.stateOf(this)?.cancelOrigin
+  }
+  /** LOG-9: a handle on the open journal, made on first read; null when it is not open. */
+  get eventsLogStream() {
+    const s = ChatRun.stateOf(this)
+    return s === undefined ? undefined : journalHandle(s, this)
+  }
+  /** A host value replaces the handle for good: the field becomes a plain data property. */
+  set eventsLogStream(value) {
+    if (ChatRun.stateOf(this) === undefined) notARun('eventsLogStream')
+    Object.defineProperty(this, 'eventsLogStream', { value, writable: true, enumerable: true, configurable: true })
   }
   set cancelOrigin(_value) {
     throw new TypeError('run.cancelOrigin is owned by the service (cancel(run, origin) records it)')

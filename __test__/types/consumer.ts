@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import type { ServerResponse } from 'node:http'
+import { finished } from 'node:stream/promises'
 
 import {
   createChatRunService,
@@ -390,6 +391,9 @@ run.routeNote = 'hello' // host-added fields are allowed...
 // @ts-expect-error ...and read back as unknown, so the host must narrow them
 const note: string = run.routeNote
 void note
+// LOG-9: the journal handle can be waited on.
+const journal = run.eventsLogStream
+if (journal !== null) void finished(journal)
 void startedAt
 void stdinStillOpen
 
