@@ -1,0 +1,245 @@
+//! The writer thread: takes what the mailbox holds, groups the lines of each file, appends them
+//! with one `write(2)` per file, and keeps at most `max_open_files` descriptors open (least
+//! recently written closed first).
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{Command, LogBatch, LogFailure, LogOperation, LogShared, LogTarget, Mailbox};
+
+struct OpenFile {
+    file: File,
+    path: PathBuf,
+    last_used: u64,
+}
+
+struct Pending {
+    target: Arc<LogTarget>,
+    bytes: String,
+    lines: u64,
+}
+
+/// How many emptied per-file buffers the writer keeps for the next round, and the largest it
+/// keeps.
+const SPARE_BUFFERS: usize = 256;
+pub(super) const SPARE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The lines taken from the mailbox, grouped by file in order of first appearance, so that each
+/// file gets one `write(2)`; emptied buffers are kept for the next round.
+#[derive(Default)]
+struct Grouped {
+    files: Vec<Pending>,
+    /// Target key → index in `files`.
+    index: HashMap<u64, usize>,
+    spare: Vec<String>,
+}
+
+impl Grouped {
+    fn slot(&mut self, target: &Arc<LogTarget>) -> &mut Pending {
+        let index = match self.index.entry(target.key) {
+            Entry::Occupied(entry) => *entry.get(),
+            Entry::Vacant(entry) => {
+                let bytes = self.spare.pop().unwrap_or_default();
+                self.files.push(Pending {
+                    target: Arc::clone(target),
+                    bytes,
+                    lines: 0,
+                });
+                *entry.insert(self.files.len() - 1)
+            }
+        };
+        &mut self.files[index]
+    }
+
+    fn line(&mut self, target: &Arc<LogTarget>, line: &str) {
+        let slot = self.slot(target);
+        slot.bytes.push_str(line);
+        slot.bytes.push('\n');
+        slot.lines += 1;
+    }
+
+    fn batch(&mut self, batch: &LogBatch) {
+        for line in batch.parts() {
+            let slot = self.slot(line.target);
+            crate::history::write_line(
+                &mut slot.bytes,
+                line.id,
+                line.event,
+                line.data,
+                line.timestamp,
+            );
+            slot.bytes.push('\n');
+            slot.lines += 1;
+        }
+    }
+
+    /// Writes every file's lines, in order of first appearance.
+    fn flush(&mut self, files: &mut Files, shared: &LogShared) {
+        self.index.clear();
+        for mut pending in self.files.drain(..) {
+            let (lines, bytes) = (pending.lines as usize, pending.bytes.len());
+            write_batch(&pending, files, shared);
+            shared.dequeued(lines, bytes);
+            // Kept for reuse unless it grew large (one run's burst): at most
+            // SPARE_BUFFERS × SPARE_BUFFER_BYTES (16 MiB) stay with the writer.
+            if pending.bytes.capacity() <= SPARE_BUFFER_BYTES && self.spare.len() < SPARE_BUFFERS {
+                pending.bytes.clear();
+                self.spare.push(std::mem::take(&mut pending.bytes));
+            }
+        }
+    }
+}
+
+struct Files {
+    open: HashMap<u64, OpenFile>,
+    max_open: usize,
+    tick: u64,
+}
+
+pub(super) fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize) {
+    let mut files = Files {
+        open: HashMap::new(),
+        max_open,
+        tick: 0,
+    };
+    let mut pending = Grouped::default();
+    let mut written: Vec<LogBatch> = Vec::new();
+    let mut active = false;
+    while let Some(batch) = mailbox.take(active) {
+        for command in batch {
+            match command {
+                Command::Append(target, line) => pending.line(&target, &line),
+                Command::Batch(batch) => {
+                    pending.batch(&batch);
+                    written.push(batch);
+                }
+                Command::Snapshot(target, json) => {
+                    pending.flush(&mut files, shared);
+                    let path = crate::durable::snapshot_path(&target.path);
+                    match crate::durable::write_atomic(&path, json.as_bytes()) {
+                        // A directory deleted under a live run is not recreated by its snapshot.
+                        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                            shared.report(|| LogFailure::io(path, LogOperation::Snapshot, &error))
+                        }
+                        _ => {}
+                    }
+                }
+                Command::Close(key) => {
+                    pending.flush(&mut files, shared);
+                    if files.open.remove(&key).is_some() {
+                        shared.open_files.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                Command::Barrier(done) => {
+                    pending.flush(&mut files, shared);
+                    done();
+                }
+            }
+        }
+        pending.flush(&mut files, shared);
+        mailbox.give_back(&mut written);
+        active = true;
+    }
+    shared
+        .open_files
+        .fetch_sub(files.open.len() as u64, Ordering::Relaxed);
+}
+
+/// Closes the least recently written file when the descriptor budget is used up.
+fn make_room(files: &mut Files, shared: &LogShared) {
+    while files.open.len() >= files.max_open {
+        let Some(oldest) = files
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.last_used)
+            .map(|(key, _)| *key)
+        else {
+            return;
+        };
+        files.open.remove(&oldest);
+        shared.open_files.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
+    let key = batch.target.key;
+    files.tick += 1;
+    let tick = files.tick;
+    if !files.open.contains_key(&key) {
+        make_room(files, shared);
+    }
+    let open = match files.open.entry(key) {
+        Entry::Occupied(entry) => entry.into_mut(),
+        Entry::Vacant(entry) => match open_log(&batch.target) {
+            Ok(file) => {
+                shared.open_files.fetch_add(1, Ordering::Relaxed);
+                entry.insert(OpenFile {
+                    file,
+                    path: batch.target.path.clone(),
+                    last_used: tick,
+                })
+            }
+            Err((operation, error)) => {
+                shared.fail(batch.lines, || {
+                    LogFailure::io(batch.target.path.clone(), operation, &error)
+                });
+                return;
+            }
+        },
+    };
+    open.last_used = tick;
+    match open.file.write_all(batch.bytes.as_bytes()) {
+        Ok(()) => {
+            shared
+                .lines_written
+                .fetch_add(batch.lines, Ordering::Relaxed);
+        }
+        Err(error) => {
+            let path = open.path.clone();
+            files.open.remove(&key);
+            shared.open_files.fetch_sub(1, Ordering::Relaxed);
+            shared.fail(batch.lines, || {
+                LogFailure::io(path, LogOperation::Write, &error)
+            });
+        }
+    }
+}
+
+/// LOG-3: create the directory recursively (once), then open for append (never truncate).
+///
+/// Once the run's directory has existed (the state file at `create` made it, or an earlier
+/// open), it is never created again: a directory that vanished was removed by someone (the
+/// host deleting a conversation, a test cleaning up right after `finish`), and bringing back a
+/// directory holding a stray tail of the journal would leave a run without its state file.
+/// The lines fail instead (counted and reported, LOG-6), as the upstream module's lines go
+/// nowhere once its open stream's file is unlinked.
+fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
+    let open = || {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&target.path)
+    };
+    if target.dir_ready.load(Ordering::SeqCst) {
+        match open() {
+            // The service itself removed the directory (`drop` of a run whose journal was not
+            // written yet), and said so before removing it: create it again below.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && !target.dir_ready.load(Ordering::SeqCst) => {}
+            opened => return opened.map_err(|e| (LogOperation::Open, e)),
+        }
+    }
+    if let Some(dir) = target.path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|e| (LogOperation::CreateDir, e))?;
+        }
+    }
+    target.dir_ready.store(true, Ordering::Relaxed);
+    open().map_err(|e| (LogOperation::Open, e))
+}
