@@ -17,15 +17,14 @@ const isFinite = (value) => Number.isFinite(value)
 
 const SESSION_MODES = new Set(['chat', 'design', 'plan'])
 
-/** HF-1: the run fields create() takes from `meta`, normalized. */
+// HF-1: how create() keeps each of its meta fields (the run's constructor applies them).
+const plainObjectOrNull = (value) => (plainObject(value) ? value : null)
+const objectOrNull = (value) => (isObject(value) ? value : null)
+const sessionModeOrNull = (value) => (SESSION_MODES.has(value) ? value : null)
+
+/** HF-1: the state-file values create() derives from `meta` (the run object does not exist yet). */
 function createdHostFields(meta) {
-  return {
-    skillId: nonEmptyString(meta.skillId),
-    projectMetadata: plainObject(meta.projectMetadata) ? meta.projectMetadata : null,
-    browserUse: isObject(meta.browserUse) ? meta.browserUse : null,
-    sessionMode: SESSION_MODES.has(meta.sessionMode) ? meta.sessionMode : null,
-    context: plainObject(meta.context) ? meta.context : null,
-  }
+  return { skillId: nonEmptyString(meta.skillId) }
 }
 
 // A trimmed non-empty string, else null.
@@ -193,6 +192,9 @@ function forgetAttempt(run) {
 
 module.exports = {
   createdHostFields,
+  plainObjectOrNull,
+  objectOrNull,
+  sessionModeOrNull,
   workspaceOf,
   addReported,
   addEndFacts,

@@ -47,7 +47,6 @@ function create(ctx, meta) {
     now,
     createdFields(projectId, conversationId, now),
   )
-  Object.assign(run, fields)
   // LC-3, HF-1: opaque, kept only when the key is there.
   if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
   if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope

@@ -60,6 +60,7 @@ const { journalHandle, closeJournal, reopenJournal } = require('./journal.js')
 const { describe } = require('./describe.js')
 const { nonEmptyString, textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { defineProcessFields } = require('./attach.js')
+const { plainObjectOrNull, objectOrNull, sessionModeOrNull } = require('./host-fields.js')
 
 // --- the mirror: one initialisation, one sync per core call ------------------------------------
 
@@ -227,6 +228,12 @@ class ChatRun {
     this.agentId = nonEmptyString(meta.agentId)
     this.appliedPluginSnapshotId = nonEmptyString(meta.appliedPluginSnapshotId)
     this.pluginId = nonEmptyString(meta.pluginId)
+    // HF-1, set here so that every run has one shape (lib/host-fields.js).
+    this.skillId = nonEmptyString(meta.skillId)
+    this.projectMetadata = plainObjectOrNull(meta.projectMetadata)
+    this.browserUse = objectOrNull(meta.browserUse)
+    this.sessionMode = sessionModeOrNull(meta.sessionMode)
+    this.context = plainObjectOrNull(meta.context)
     this.mediaExecution = media
     this.toolBundle = bundle
     this.createdAt = now
