@@ -5,8 +5,6 @@
 // interprets them: each has one shape check, and a value that fails it is left out (or null).
 // The engine's own fields (status, ids, the verdict, the terminal facts) are elsewhere.
 
-const { nonEmptyString } = require('./convert.js')
-
 const plainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value)
 const isObject = (value) => value !== null && typeof value === 'object'
 const isString = (value) => typeof value === 'string'
@@ -21,11 +19,6 @@ const SESSION_MODES = new Set(['chat', 'design', 'plan'])
 const plainObjectOrNull = (value) => (plainObject(value) ? value : null)
 const objectOrNull = (value) => (isObject(value) ? value : null)
 const sessionModeOrNull = (value) => (SESSION_MODES.has(value) ? value : null)
-
-/** HF-1: the state-file values create() derives from `meta` (the run object does not exist yet). */
-function createdHostFields(meta) {
-  return { skillId: nonEmptyString(meta.skillId) }
-}
 
 // A trimmed non-empty string, else null.
 function trimmed(value) {
@@ -191,7 +184,6 @@ function forgetAttempt(run) {
 }
 
 module.exports = {
-  createdHostFields,
   plainObjectOrNull,
   objectOrNull,
   sessionModeOrNull,
@@ -201,6 +193,4 @@ module.exports = {
   addDurable,
   restoreDurable,
   forgetAttempt,
-  HOST_FILE_KEYS,
-  ATTEMPT_FIELDS,
 }

@@ -9,7 +9,6 @@ const { ChatRun, adopt, createdFields, hydratedFields } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields } = require('./state.js')
-const { createdHostFields } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
@@ -21,7 +20,6 @@ function create(ctx, meta) {
   const projectId = nonEmptyString(m.projectId)
   const conversationId = nonEmptyString(m.conversationId)
   const logging = ctx.logging
-  const fields = createdHostFields(m)
   const [slot, id, media, bundle, summary] = JSON.parse(
     native.runCreate(
       ctx.svc,
@@ -30,7 +28,7 @@ function create(ctx, meta) {
       lowerJson(m.mediaExecution),
       lowerJson(m.toolBundle),
       nonEmptyString(m.clientRequestId),
-      logging ? createdHostJson(m, fields) : undefined,
+      logging ? createdHostJson(m) : undefined,
       now,
     ),
   )

@@ -64,18 +64,19 @@ function addExtra(host, name, value) {
   if (kept !== undefined) host[name] = kept
 }
 
-/**
- * `create(meta)`'s state-file values (the run object does not exist yet): from `meta`, and from
- * `fields`, the HF-1 fields create() derived from it.
- */
-function createdHostJson(meta, fields) {
+/** `create(meta)`'s state-file values (the run object does not exist yet): from `meta`. */
+function createdHostJson(meta) {
   const host = {
     assistantMessageId: nonEmptyString(meta.assistantMessageId),
     clientRequestId: nonEmptyString(meta.clientRequestId),
     requestFingerprint: nonEmptyString(meta.requestFingerprint),
     agentId: nonEmptyString(meta.agentId),
   }
-  const source = { ...fields, appliedPluginSnapshotId: nonEmptyString(meta.appliedPluginSnapshotId) }
+  // What the run's constructor will hold for the HF-4 fields create() sets (HF-1).
+  const source = {
+    skillId: nonEmptyString(meta.skillId),
+    appliedPluginSnapshotId: nonEmptyString(meta.appliedPluginSnapshotId),
+  }
   for (const name of ['workspaceScope', 'designSystemScope']) if (name in meta) source[name] = meta[name]
   addDurable(host, source, addExtra)
   try {
