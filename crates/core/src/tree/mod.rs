@@ -479,9 +479,17 @@ impl Tree {
         if self.is_empty() {
             return Vec::new();
         }
-        let found = self.candidates(table, Scan::Shared);
+        self.rescan(table, Scan::Shared).1
+    }
+
+    /// One capture: reads what `scan` says, drops the captured processes that are gone, then
+    /// adds what the view shows. Returns the view (a signal step reads the group from it) and
+    /// the newly captured processes.
+    fn rescan(&mut self, table: &impl ProcessTable, scan: Scan) -> (Vec<ProcInfo>, Vec<ProcId>) {
+        let found = self.candidates(table, scan);
         self.retain_alive(table);
-        self.capture_from(table, &found)
+        let added = self.capture_from(table, &found);
+        (found, added)
     }
 
     /// What a capture looks through: without a verified group it adds descendants only, so
@@ -503,10 +511,11 @@ impl Tree {
     }
 
     /// Adds what `snapshot` shows of the tree: the verified group's members while it is ours,
-    /// and the descendants of every captured process. Callers drop the captured processes that
-    /// are gone first ([`Self::retain_alive`]): whether one is gone is asked of the OS directly,
-    /// never read from the snapshot, since a shared snapshot may predate a process captured
-    /// since (SNAPSHOT_REUSE) and its absence there must not drop it.
+    /// and the descendants of every captured process. Its callers ([`Self::rescan`], `alive`)
+    /// drop the captured processes that are gone first ([`Self::retain_alive`]): whether one is
+    /// gone is asked of the OS directly, never read from the snapshot, since a shared snapshot
+    /// may predate a process captured since (SNAPSHOT_REUSE) and its absence there must not
+    /// drop it.
     fn capture_from(&mut self, table: &impl ProcessTable, snapshot: &[ProcInfo]) -> Vec<ProcId> {
         let own = table.own_pid();
         let mut added = Vec::new();
@@ -569,9 +578,7 @@ impl Tree {
         }
         // Without a group the view is the lists of children; with one it is the whole table
         // (the group's members are read from it).
-        let snapshot = self.candidates(table, Scan::Shared);
-        self.retain_alive(table);
-        self.capture_from(table, &snapshot);
+        let (snapshot, _) = self.rescan(table, Scan::Shared);
         reached.child_gone = self.child.is_some_and(|c| !self.captured.contains(&c));
         let mut grouped: Vec<ProcId> = Vec::new();
         if let Some(pgid) = self.our_group(&snapshot) {
@@ -626,9 +633,7 @@ impl Tree {
     /// is gone). Each of them gets one more SIGKILL, the last reap (IMP-13).
     pub fn survivors(&mut self, table: &impl ProcessTable) -> Vec<i32> {
         if !self.is_empty() {
-            let found = self.candidates(table, Scan::Fresh);
-            self.retain_alive(table);
-            self.capture_from(table, &found);
+            self.rescan(table, Scan::Fresh);
         }
         let pids: Vec<i32> = self.captured.iter().map(|id| id.pid).collect();
         for id in self.captured.clone() {
