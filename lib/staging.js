@@ -23,7 +23,8 @@ const PERSIST = 2
 // One crossing per this many records at most, and the JSON a batch holds, in UTF-16 units.
 // Small batches keep the joined text and the parts array in V8's young generation and short-
 // lived (128 records against 1024: 31 against 43 B of RSS per retained event in the
-// emit-memory benchmark, measured with the history blocks of that time), while the crossing (~250 ns) is still paid only once per 128 emits.
+// emit-memory benchmark, measured with the history blocks of that time), while the crossing
+// (~250 ns) is still paid only once per 128 emits.
 const MAX_RECORDS = 128
 const MAX_TEXT = 64 * 1024
 

@@ -50,6 +50,8 @@ impl Service {
         persist: bool,
         now: f64,
     ) -> CoreResult<u64> {
+        // The slab field alone, not `run_mut`: the counters and the pending batch below are
+        // other fields of `self`, written while `run` is still borrowed.
         let run = self
             .slab
             .get_mut(slot as usize)
