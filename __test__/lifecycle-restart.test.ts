@@ -1,7 +1,7 @@
 // SPEC §21 LC-1 and LC-2 across a restart: a daemon SIGKILLed mid-run, a service created right after
 // create() or cancel(), the lazy hydration of get/list, the previous version's run.json, and what
 // runsLogDir may hold besides runs.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
@@ -290,6 +290,49 @@ describe('LC-2: lazy hydration', () => {
     // Each invalid entry counts once, however often it is asked for.
     expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 1, skipped: 10 })
   })
+
+  // A plain open of a FIFO waits for its other end: before the core refused anything but
+  // regular files, this construction never returned. POSIX only (mkfifo).
+  it.skipIf(isWindows)(
+    'a FIFO or a directory in place of a state file or a journal never blocks: skipped, or the run hydrates without its journal',
+    async () => {
+      const uuid = (n: number) =>
+        `${n}${n}${n}${n}${n}${n}${n}${n}-${n}${n}${n}${n}-4${n}${n}${n}-8${n}${n}${n}-${String(n).repeat(12)}`
+      const mkfifo = (file: string) => expect(spawnSync('mkfifo', [file]).status).toBe(0)
+      for (const n of [1, 2, 3]) fs.mkdirSync(path.join(tmp, uuid(n)))
+      mkfifo(path.join(tmp, uuid(1), 'state.json'))
+      fs.mkdirSync(path.join(tmp, uuid(2), 'state.json'))
+      // A run the previous process left running, whose journal is now a FIFO.
+      const state = { schemaVersion: 1, id: uuid(3), projectId: 'p', status: 'running', createdAt: 1, updatedAt: 1 }
+      fs.writeFileSync(path.join(tmp, uuid(3), 'state.json'), JSON.stringify(state))
+      mkfifo(path.join(tmp, uuid(3), 'events.jsonl'))
+      const warnings: string[] = []
+      const onWarning = (w: Error & { code?: string }) => warnings.push(`${w.code}: ${w.message}`)
+      process.on('warning', onWarning)
+      try {
+        const { runs } = service()
+        expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 0, skipped: 2 })
+        expect(runs.get(uuid(1))).toBeNull()
+        expect(runs.get(uuid(2))).toBeNull()
+        const run = runs.get(uuid(3))
+        expect(run).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED' })
+        expect(run.events.map((e: any) => [e.id, e.event])).toEqual([
+          [1, 'error'],
+          [2, 'end'],
+        ])
+        expect(runs.list({ projectId: 'p' })).toEqual([run])
+        // The two records could not be appended to a FIFO: reported, and the flush barrier of
+        // shutdownActive still resolves.
+        await runs.shutdownActive()
+        await waitFor(() => warnings.length > 0)
+        expect(warnings).toEqual([expect.stringContaining(`CHAT_RUN_LOG_ERROR: `)])
+        expect(warnings[0]).toContain(path.join(uuid(3), 'events.jsonl'))
+        expect(fs.statSync(path.join(tmp, uuid(3), 'events.jsonl')).isFIFO()).toBe(true)
+      } finally {
+        process.off('warning', onWarning)
+      }
+    },
+  )
 
   it('a partial last journal line is terminated before the two records are appended', async () => {
     const first = service().runs

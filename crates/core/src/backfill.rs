@@ -5,7 +5,6 @@
 //! the first well-formed line of each id in `(after, before)` yields them in order, once each.
 //! Unreadable or torn lines are skipped (the stream then continues as without a log).
 
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -28,7 +27,7 @@ pub fn normalize_cursor(cursor: f64) -> f64 {
 /// Lines of `path` whose record id is strictly between `after` and `before`, in id order,
 /// each id at most once. A missing or unreadable file gives nothing.
 pub fn read_range(path: &Path, after: f64, before: u64) -> Vec<String> {
-    let Ok(file) = File::open(path) else {
+    let Ok(file) = crate::files::open_read(path) else {
         return Vec::new();
     };
     let mut out = Vec::new();

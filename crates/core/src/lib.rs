@@ -23,6 +23,8 @@
 //! - [`history`]: the `maxEvents` event ring, kept compressed.
 //! - [`log_writer`]: the JSONL appender thread (batched writes, close, flush barrier).
 //! - [`backfill`]: reads evicted records back from a run's log for old cursors (IMP-3).
+//! - [`files`]: opening what `runsLogDir` holds without blocking on a FIFO or reading a
+//!   directory (only regular files are read or appended to).
 //! - [`escalation`]: the cancel / shutdown plan as a step machine.
 //! - [`signals`]: the process-group guard (IMP-5) and the `kill`/`killpg` calls.
 //! - [`tree`]: a run's process tree (LC-7): the child, its group and its descendants, captured
@@ -41,6 +43,7 @@ pub mod durable;
 pub mod emit;
 pub mod error;
 pub mod escalation;
+pub mod files;
 pub mod history;
 pub mod log_writer;
 pub mod policy;

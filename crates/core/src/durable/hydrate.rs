@@ -9,7 +9,6 @@
 //! A run the previous version of this package left (a `run.json`, no `state.json`) hydrates the
 //! same way, its verdict first taken from its log as that version's restore did.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +21,7 @@ use super::legacy::{read_log_state, RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION
 use super::state::{run_dir, StateFile, STATE_FILE};
 use super::{is_run_id, DAEMON_RESTART, INTERRUPTED_CODE, INTERRUPTED_MESSAGE};
 use crate::error::CoreResult;
+use crate::files;
 use crate::history::{self, EventName, History};
 use crate::log_writer::{LogFailure, LogOperation};
 use crate::run::{is_terminal, NewRun, OrderKey, RunState};
@@ -61,7 +61,7 @@ struct Loaded {
 }
 
 fn read(path: &Path) -> Result<Option<String>, ()> {
-    match fs::read_to_string(path) {
+    match files::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(_) => Err(()),
@@ -351,6 +351,7 @@ mod tests {
     use super::*;
     use crate::service::ListFilter;
     use crate::test_support::{emit, flush, log_dir, meta, service};
+    use std::fs;
 
     fn layout_of(dir: &Path) -> crate::config::LogLayout {
         crate::config::LogLayout {

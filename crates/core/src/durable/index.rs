@@ -12,6 +12,7 @@ use super::hydrate::HydrationStats;
 use super::is_run_id;
 use super::legacy::{RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
 use super::state::{StateFile, STATE_FILE};
+use crate::files;
 use crate::service::Service;
 
 /// The ordering key of a run on disk: its `createdAt` (ordered bits), then its id.
@@ -145,7 +146,7 @@ struct Entry {
 
 /// Reads `<run_dir>/state.json`, else `<run_dir>/run.json` (the previous format), of run `id`.
 fn read_entry(run_dir: &Path, id: &str) -> Option<Entry> {
-    if let Ok(text) = fs::read_to_string(run_dir.join(STATE_FILE)) {
+    if let Ok(text) = files::read_to_string(&run_dir.join(STATE_FILE)) {
         let file = StateFile::parse(&text, id)?;
         return Some(Entry {
             project_id: file.project_id,
@@ -153,7 +154,7 @@ fn read_entry(run_dir: &Path, id: &str) -> Option<Entry> {
             created_at: file.created_at.unwrap_or(0.0),
         });
     }
-    let text = fs::read_to_string(run_dir.join(SNAPSHOT_FILE)).ok()?;
+    let text = files::read_to_string(&run_dir.join(SNAPSHOT_FILE)).ok()?;
     let snapshot = RunSnapshot::parse(&text)?;
     (snapshot.version == SNAPSHOT_VERSION && snapshot.id == id).then(|| Entry {
         project_id: snapshot.project_id,

@@ -3,13 +3,14 @@
 //! whose writer is gone (the records hydration adds to an interrupted run).
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use crate::files;
 use crate::history::{EventName, History};
 
 #[derive(Deserialize)]
@@ -90,7 +91,7 @@ pub fn read_tail(path: &Path, cap: Option<usize>) -> Tail {
 /// while the ids go down by one, at most `cap` lines. A line out of order ends the tail there (the
 /// older records stay reachable through IMP-3).
 fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
-    let mut file = File::open(path)?;
+    let mut file = files::open_read(path)?;
     let mut tail = Tail::default();
     let mut newest_first: Vec<String> = Vec::new();
     // Bytes after `pos` that do not yet form a whole line (their start is before `pos`).
@@ -140,7 +141,7 @@ fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
 
 fn read_tail_from_start(path: &Path, cap: Option<usize>) -> Tail {
     let mut tail = Tail::default();
-    let Ok(file) = File::open(path) else {
+    let Ok(file) = files::open_read(path) else {
         return tail;
     };
     for line in BufReader::new(file).split(b'\n') {
@@ -198,12 +199,12 @@ pub fn fill_history(history: &mut History, tail: &Tail) -> Option<u64> {
 /// Appends `lines` (each without its newline) to the journal at `path` in one write, first
 /// ending a torn last line (a crash mid-write) so the new lines stay whole. Creates the file.
 pub fn append_lines(path: &Path, lines: &[String]) -> io::Result<()> {
-    let mut file = OpenOptions::new().append(true).create(true).open(path)?;
+    let mut file = files::open_regular(path, OpenOptions::new().append(true).create(true))?;
     let len = file.metadata()?.len();
     let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
     if len > 0 {
         let mut last = [0u8; 1];
-        let mut reader = File::open(path)?;
+        let mut reader = files::open_read(path)?;
         reader.seek(SeekFrom::Start(len - 1))?;
         reader.read_exact(&mut last)?;
         if last[0] != b'\n' {

@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::lenient;
 use crate::error::CoreResult;
+use crate::files;
 use crate::policy;
 
 /// File name of the status snapshot inside a run's directory.
@@ -154,7 +155,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(&tmp)?;
+        let mut file = files::open_regular(&tmp, &mut options)?;
         file.write_all(bytes)?;
         // No fsync: the guarantee is survival of a daemon crash (the page cache outlives the
         // process), not of a power cut, and an fsync here would stall every log line queued

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::files;
+
 use super::{Command, LogBatch, LogFailure, LogOperation, LogShared, LogTarget, Mailbox};
 
 struct OpenFile {
@@ -219,12 +221,7 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
 /// The lines fail instead (counted and reported, LOG-6), as the upstream module's lines go
 /// nowhere once its open stream's file is unlinked.
 fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
-    let open = || {
-        OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&target.path)
-    };
+    let open = || files::open_regular(&target.path, OpenOptions::new().append(true).create(true));
     if target.dir_ready.load(Ordering::SeqCst) {
         match open() {
             // The service itself removed the directory (`drop` of a run whose journal was not

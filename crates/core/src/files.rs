@@ -1,0 +1,107 @@
+//! Opening the files of `runsLogDir` without trusting what is there. The directory is shared
+//! with other programs (an upstream daemon, the host's own cleanup, whatever a user put
+//! there), so a path the core reads or appends to may name a FIFO, a socket, a device or a
+//! directory. A plain `open` of a FIFO blocks until the other end shows up, which would hang
+//! the JS thread (a hydration, a `list({ projectId })`, the construction's index scan) or the
+//! writer thread (and with it `flushLogs` and `shutdownActive`). So every such open here is
+//! non-blocking and then checked: anything but a regular file is an error of kind
+//! `InvalidInput`, which the callers already treat as an unreadable (skipped, counted) file.
+//! Symbolic links are followed, as the upstream module's `fs` calls follow them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::path::Path;
+
+/// Opens `path` with `options`, provided it is a regular file (after following links).
+/// On Unix the open itself cannot block: `O_NONBLOCK` makes a FIFO without a writer open at
+/// once (for reading) or fail with `ENXIO` (for writing). The flag stays set on the returned
+/// file; for a regular file it changes nothing (reads and writes of regular files never
+/// return `EAGAIN`).
+pub fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if file.metadata()?.is_file() {
+        Ok(file)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ))
+    }
+}
+
+/// [`open_regular`] for reading.
+pub fn open_read(path: &Path) -> io::Result<File> {
+    open_regular(path, OpenOptions::new().read(true))
+}
+
+/// The whole of the regular file `path` as UTF-8 (`InvalidData` when it is not).
+pub fn read_to_string(path: &Path) -> io::Result<String> {
+    let mut text = String::new();
+    open_read(path)?.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::log_dir;
+    use std::io::Write;
+    use std::path::PathBuf;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let (dir, _) = log_dir(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_regular_file_reads_and_appends() {
+        let dir = temp_dir("files-regular");
+        let path = dir.join("state.json");
+        std::fs::write(&path, "{}\n").unwrap();
+        assert_eq!(read_to_string(&path).unwrap(), "{}\n");
+        let mut file = open_regular(&path, OpenOptions::new().append(true)).unwrap();
+        file.write_all(b"[]\n").unwrap();
+        assert_eq!(read_to_string(&path).unwrap(), "{}\n[]\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_is_refused_not_read() {
+        let dir = temp_dir("files-dir");
+        let error = read_to_string(&dir).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_file_keeps_its_not_found() {
+        let dir = temp_dir("files-missing");
+        let error = read_to_string(&dir.join("nothing")).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // A FIFO nobody writes to: a blocking open would never return, so this test would hang.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_at_once_for_reading_and_for_appending() {
+        let dir = temp_dir("files-fifo");
+        let path = dir.join("events.jsonl");
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: `c_path` is a valid NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            read_to_string(&path).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        // Without a reader, the non-blocking open for writing fails (ENXIO) instead of waiting.
+        assert!(open_regular(&path, OpenOptions::new().append(true).create(true)).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
