@@ -206,12 +206,13 @@ impl StateFile {
             Ok(value @ Value::Object(_)) => value,
             _ => return None,
         };
-        let file: Self = serde_json::from_value(value).ok()?;
+        let mut file: Self = serde_json::from_value(value).ok()?;
         let version_ok = file.schema_version.as_f64() == Some(SCHEMA_VERSION as f64);
-        (version_ok && file.id == id).then(|| Self {
-            host: file.host.clone().without_reserved(),
-            ..file
-        })
+        if !version_ok || file.id != id {
+            return None;
+        }
+        file.host = std::mem::take(&mut file.host).without_reserved();
+        Some(file)
     }
 }
 
