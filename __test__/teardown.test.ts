@@ -96,11 +96,31 @@ function fixtureLeftovers(): number[] {
   return found
 }
 
+/**
+ * The live `sleep 3600` a `hold-print` child of this file became, as an identity, when `pid` is
+ * one: exactly that command line, started no earlier than `leader` (a pid reused by anything
+ * else is never taken for one of ours).
+ */
+function ownSleeper(pid: number, leader: Ident): Ident | null {
+  const id = identity(pid)
+  if (id === null || !alive(id) || BigInt(id.start) < BigInt(leader.start)) return null
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8') === 'sleep\u00003600\u0000' ? id : null
+  } catch {
+    return null
+  }
+}
+
 type Leader = ChildProcess & { pid: number; ident: Ident; out: () => string }
 
 /** `sh lc7-tree.sh leader THEN KIND...`, stdin and stdout piped, like an agent the host spawned. */
 function startLeader(then: string, kinds: string[], { detached }: { detached: boolean }): Leader {
-  const child = spawn('sh', [TREE, 'leader', then, ...kinds], { detached, stdio: ['pipe', 'pipe', 'inherit'] })
+  return startTree(['leader', then, ...kinds], { detached })
+}
+
+/** `sh lc7-tree.sh ARGS...`, stdin and stdout piped. */
+function startTree(args: string[], { detached }: { detached: boolean }): Leader {
+  const child = spawn('sh', [TREE, ...args], { detached, stdio: ['pipe', 'pipe', 'inherit'] })
   if (typeof child.pid !== 'number') throw new Error('spawn failed')
   children.push(child)
   const ident = track(child.pid)
@@ -519,6 +539,30 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     expect(fake.signals).toEqual(['SIGTERM']) // the fake's own kill(): the fallback
     expect(alive(bystander.ident)).toBe(true)
     expect(alive(bystanderKid)).toBe(true)
+  })
+
+  it('LC-7: a leader forking children while it is killed leaves none behind (the tree is stopped before SIGKILL)', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    // No group: each child is found as a descendant only. Killing the leader between one of
+    // its forks and the next scan would orphan that child to init, out of reach.
+    const leader = startTree(['spawner', '2000'], { detached: false })
+    const run = attach(runs, leader, { group: false })
+    const printed = () =>
+      leader
+        .out()
+        .split('\n')
+        .filter((line) => /^\d+$/.test(line))
+        .map(Number)
+    expect(await waitFor(() => printed().length >= 20, 5000)).toBe(true)
+    const body = await runs.cancel(run)
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
+    await sleep(200) // a child that escaped has printed its pid by now
+    const survivors = printed()
+      .map((pid) => ownSleeper(pid, leader.ident))
+      .filter((id): id is Ident => id !== null)
+    started.push(...survivors) // afterEach kills what escaped
+    expect(printed().length).toBeGreaterThan(20)
+    expect(survivors).toEqual([])
   })
 
   it('LC-7 documented limit: without a group, a grandchild born after the last capture whose parent exited first is not found', async () => {

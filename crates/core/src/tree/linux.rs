@@ -24,6 +24,8 @@ pub(super) fn parse_stat(pid: i32, text: &str) -> Option<ProcInfo> {
         ppid,
         pgrp,
         alive: !matches!(state, "Z" | "X" | "x"),
+        // T: stopped by a signal; t: stopped by a tracer.
+        stopped: matches!(state, "T" | "t"),
     })
 }
 
@@ -230,12 +232,20 @@ pub(super) fn signal_pidfd(fd: &OwnedFd, kill: Kill) -> Sent {
 /// 5.3) the start time is checked just before `kill(2)`: a pid recycled in the microseconds
 /// between is the one residual risk.
 pub(super) fn signal(id: ProcId, kill: Kill) -> Sent {
+    send(id, signo(kill))
+}
+
+/// SIGSTOP to the process `id`, as [`signal`] sends its signals.
+pub(super) fn stop(id: ProcId) -> Sent {
+    send(id, libc::SIGSTOP)
+}
+
+fn send(id: ProcId, sig: i32) -> Sent {
     let fd = pidfd_open(id.pid);
     match probe(id.pid) {
         Some(info) if info.id == id && info.alive => {}
         _ => return Sent::Gone,
     }
-    let sig = signo(kill);
     let result = match &fd {
         Some(fd) => pidfd_send(fd, sig),
         // SAFETY: kill(2) takes two plain integers; `id.pid` ≥ 2 (checked by the caller).
@@ -252,7 +262,15 @@ pub(super) fn signal(id: ProcId, kill: Kill) -> Sent {
 }
 
 pub(super) fn signal_group(pgid: i32, kill: Kill) -> bool {
+    send_group(pgid, signo(kill))
+}
+
+pub(super) fn stop_group(pgid: i32) -> bool {
+    send_group(pgid, libc::SIGSTOP)
+}
+
+fn send_group(pgid: i32, sig: i32) -> bool {
     // SAFETY: kill(2) with a negative pid signals that group; `pgid` ≥ 2 (checked by the
     // caller), so this is never 0 (our own group) or -1 (everything).
-    unsafe { libc::kill(-pgid, signo(kill)) == 0 }
+    unsafe { libc::kill(-pgid, sig) == 0 }
 }

@@ -35,6 +35,7 @@ pub(super) fn probe(pid: i32) -> Option<ProcInfo> {
         ppid: i32::try_from(info.pbi_ppid).ok()?,
         pgrp: i32::try_from(info.pbi_pgid).ok()?,
         alive: info.pbi_status != libc::SZOMB,
+        stopped: info.pbi_status == libc::SSTOP,
     })
 }
 
@@ -70,12 +71,21 @@ fn signo(kill: Kill) -> i32 {
 }
 
 pub(super) fn signal(id: ProcId, kill: Kill) -> Sent {
+    send(id, signo(kill))
+}
+
+/// SIGSTOP to the process `id`, as [`signal`] sends its signals.
+pub(super) fn stop(id: ProcId) -> Sent {
+    send(id, libc::SIGSTOP)
+}
+
+fn send(id: ProcId, sig: i32) -> Sent {
     match probe(id.pid) {
         Some(info) if info.id == id && info.alive => {}
         _ => return Sent::Gone,
     }
     // SAFETY: kill(2) takes two plain integers; `id.pid` ≥ 2 (checked by the caller).
-    if unsafe { libc::kill(id.pid, signo(kill)) } == 0 {
+    if unsafe { libc::kill(id.pid, sig) } == 0 {
         Sent::Delivered
     } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
         Sent::Gone
@@ -85,7 +95,15 @@ pub(super) fn signal(id: ProcId, kill: Kill) -> Sent {
 }
 
 pub(super) fn signal_group(pgid: i32, kill: Kill) -> bool {
+    send_group(pgid, signo(kill))
+}
+
+pub(super) fn stop_group(pgid: i32) -> bool {
+    send_group(pgid, libc::SIGSTOP)
+}
+
+fn send_group(pgid: i32, sig: i32) -> bool {
     // SAFETY: kill(2) with a negative pid signals that group; `pgid` ≥ 2 (checked by the
     // caller), so this is never 0 (our own group) or -1 (everything).
-    unsafe { libc::kill(-pgid, signo(kill)) == 0 }
+    unsafe { libc::kill(-pgid, sig) == 0 }
 }

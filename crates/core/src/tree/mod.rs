@@ -15,17 +15,23 @@
 //! already exited is still found: its grandchildren were captured while the leader lived, or
 //! are members of its group.
 //!
-//! The limit that remains (measured in `__test__/teardown.test.ts`): without a process group,
-//! a process born after the last capture whose parent exits before the next one is reparented
-//! to init and is no longer anybody's descendant; nothing here can find it. See SPEC LC-7.
+//! Before the SIGKILL step the tree is stopped ([`freeze`]), so that nothing of it can fork
+//! between the last capture and the kill. The limit that remains (measured in
+//! `__test__/teardown.test.ts`): without a process group, a process born after the last capture
+//! whose parent exits on its own before the next one is reparented to init and is no longer
+//! anybody's descendant; nothing here can find it. See SPEC LC-7.
 //!
 //! The operating system is behind [`ProcessTable`], so the logic is tested with a scripted
 //! table ([`tests`]) as well as with real processes. [`System`] is the real one: Linux reads
 //! `/proc`, macOS asks `proc_pidinfo`, Windows takes a toolhelp snapshot; elsewhere nothing is
 //! found and the facade falls back to `child.kill()`.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+#[cfg(target_os = "linux")]
+use std::sync::Arc;
+
+mod freeze;
+mod shared;
+pub use shared::{SharedTable, SNAPSHOT_REUSE};
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -65,8 +71,10 @@ pub struct ProcInfo {
     pub ppid: i32,
     /// Its process group (0 where there are none).
     pub pgrp: i32,
-    /// Running or sleeping: not a zombie and not dead.
+    /// Running, sleeping or stopped: not a zombie and not dead.
     pub alive: bool,
+    /// Stopped (SIGSTOP): it cannot fork until it is continued (see `freeze`).
+    pub stopped: bool,
 }
 
 /// The two signals a teardown sends. On Windows both terminate the process.
@@ -109,6 +117,12 @@ pub trait ProcessTable {
     fn signal_group(&self, pgid: i32, kill: Kill) -> bool;
     /// This process's pid.
     fn own_pid(&self) -> i32;
+    /// Stops the process `id` (SIGSTOP), only if it is still that process. `Failed` where
+    /// processes cannot be stopped: the teardown then goes on without the freeze. (No default:
+    /// a wrapper that forgot to pass it on would silently turn the freeze off.)
+    fn stop(&self, id: ProcId) -> Sent;
+    /// Stops a whole process group (already verified by the caller).
+    fn stop_group(&self, pgid: i32) -> bool;
     /// Every process there is, read now: what decides that something survived never comes
     /// from a shared snapshot (see [`SharedTable`]).
     fn fresh_snapshot(&self) -> Vec<ProcInfo> {
@@ -166,6 +180,16 @@ impl ProcessTable for System {
     }
     fn signal_group(&self, pgid: i32, kill: Kill) -> bool {
         pgid >= 2 && os::signal_group(pgid, kill)
+    }
+    fn stop(&self, id: ProcId) -> Sent {
+        // The same guard as `signal`.
+        if id.pid < 2 || id.pid == self.own_pid() {
+            return Sent::Failed;
+        }
+        os::stop(id)
+    }
+    fn stop_group(&self, pgid: i32) -> bool {
+        pgid >= 2 && os::stop_group(pgid)
     }
     fn own_pid(&self) -> i32 {
         // Asked once: a Node process does not fork without exec, so its pid never changes
@@ -235,127 +259,6 @@ struct Group {
     pgid: i32,
     /// The process whose pid is the group id, when one was alive at verification.
     leader: Option<ProcId>,
-}
-
-/// How long one full scan serves the discovery polls of the waits ([`Tree::alive`]): while a
-/// shutdown waits on many runs, their polls fire in the same timer batch and share one scan.
-/// Only discovery reads it (a process forked inside the window is found by the next poll);
-/// captures at attach and at signal steps scan afresh, and whether a captured process is gone
-/// is always asked of the OS directly.
-pub const SNAPSHOT_REUSE: Duration = Duration::from_millis(10);
-
-/// The machine's process table ([`System`]) as a service uses it: fresh scans, except that
-/// a shutdown pins one scan for the synchronous loop that starts every run's teardown (one
-/// scan instead of one per run), and the waits' discovery polls share scans for
-/// [`SNAPSHOT_REUSE`]. One per service (per-environment state, never a static); clones share.
-#[derive(Clone, Debug, Default)]
-pub struct SharedTable {
-    cache: Arc<Mutex<Scans>>,
-}
-
-#[derive(Debug, Default)]
-struct Scans {
-    pin: Pin,
-    recent: Option<(Instant, Vec<ProcInfo>)>,
-}
-
-/// Whether a shutdown's scan is in force.
-#[derive(Debug, Default)]
-enum Pin {
-    #[default]
-    Off,
-    /// Pinned, not scanned yet: the first capture scans (a shutdown whose runs have no child
-    /// never reads the process table).
-    Armed,
-    Taken(Vec<ProcInfo>),
-}
-
-impl Scans {
-    /// The pinned scan, taken now if the pin is armed; None when nothing is pinned.
-    fn pinned(&mut self) -> Option<Vec<ProcInfo>> {
-        match &self.pin {
-            Pin::Off => None,
-            Pin::Taken(procs) => Some(procs.clone()),
-            Pin::Armed => {
-                let procs = System.snapshot();
-                self.pin = Pin::Taken(procs.clone());
-                Some(procs)
-            }
-        }
-    }
-}
-
-impl SharedTable {
-    /// From now until [`SharedTable::unpin`], every capture uses one scan, taken by the first.
-    pub fn pin(&self) {
-        if let Ok(mut scans) = self.cache.lock() {
-            scans.pin = Pin::Armed;
-        }
-    }
-
-    /// Back to fresh scans.
-    pub fn unpin(&self) {
-        if let Ok(mut scans) = self.cache.lock() {
-            scans.pin = Pin::Off;
-        }
-    }
-}
-
-impl ProcessTable for SharedTable {
-    fn snapshot(&self) -> Vec<ProcInfo> {
-        if let Ok(mut scans) = self.cache.lock() {
-            if let Some(pinned) = scans.pinned() {
-                return pinned;
-            }
-        }
-        System.snapshot()
-    }
-    fn recent_snapshot(&self) -> Vec<ProcInfo> {
-        let Ok(mut scans) = self.cache.lock() else {
-            return System.snapshot();
-        };
-        if let Some(pinned) = scans.pinned() {
-            return pinned;
-        }
-        if let Some((taken, procs)) = scans.recent.as_ref() {
-            if taken.elapsed() <= SNAPSHOT_REUSE {
-                return procs.clone();
-            }
-        }
-        let procs = System.snapshot();
-        scans.recent = Some((Instant::now(), procs.clone()));
-        procs
-    }
-    fn fresh_snapshot(&self) -> Vec<ProcInfo> {
-        System.snapshot()
-    }
-    fn descendants(&self, roots: &[ProcId]) -> Option<Vec<ProcInfo>> {
-        System.descendants(roots)
-    }
-    fn probe(&self, pid: i32) -> Option<ProcInfo> {
-        System.probe(pid)
-    }
-    fn signal(&self, id: ProcId, kill: Kill) -> Sent {
-        System.signal(id, kill)
-    }
-    fn signal_group(&self, pgid: i32, kill: Kill) -> bool {
-        System.signal_group(pgid, kill)
-    }
-    fn own_pid(&self) -> i32 {
-        System.own_pid()
-    }
-    fn group_exists(&self, pgid: i32) -> bool {
-        System.group_exists(pgid)
-    }
-    fn open_handle(&self, pid: i32) -> Option<Handle> {
-        System.open_handle(pid)
-    }
-    fn handle_alive(&self, handle: &Handle) -> bool {
-        System.handle_alive(handle)
-    }
-    fn handle_signal(&self, handle: &Handle, kill: Kill) -> Sent {
-        System.handle_signal(handle, kill)
-    }
 }
 
 /// One run's captured process tree.
@@ -498,7 +401,7 @@ impl Tree {
     /// group (whose members need not descend from anything captured), or where the OS keeps
     /// no such lists, the whole table, as `scan` says.
     fn candidates(&self, table: &impl ProcessTable, scan: Scan) -> Vec<ProcInfo> {
-        if self.group.is_none() {
+        if self.group.is_none() && !matches!(scan, Scan::Whole) {
             if let Some(found) = table.descendants(&self.captured) {
                 return found;
             }
@@ -506,7 +409,7 @@ impl Tree {
         match scan {
             Scan::Shared => table.snapshot(),
             Scan::Recent => table.recent_snapshot(),
-            Scan::Fresh => table.fresh_snapshot(),
+            Scan::Fresh | Scan::Whole => table.fresh_snapshot(),
         }
     }
 
@@ -575,6 +478,9 @@ impl Tree {
         };
         if self.is_empty() {
             return reached;
+        }
+        if kill == Kill::Kill {
+            self.freeze(table);
         }
         // Without a group the view is the lists of children; with one it is the whole table
         // (the group's members are read from it).
@@ -652,6 +558,10 @@ enum Scan {
     Recent,
     /// [`ProcessTable::fresh_snapshot`]: what decides that something survived.
     Fresh,
+    /// [`ProcessTable::fresh_snapshot`] even without a group: the kernel's lists of children
+    /// can miss a child while siblings come and go (they are exact only for a stopped tree),
+    /// the whole table cannot (see `freeze`).
+    Whole,
 }
 
 /// Whether the captured process `id` is alive: `handle` answers for `child`, the table's probe

@@ -18,3 +18,11 @@ pub(super) fn signal(_id: ProcId, _kill: Kill) -> Sent {
 pub(super) fn signal_group(_pgid: i32, _kill: Kill) -> bool {
     false
 }
+
+pub(super) fn stop(_id: ProcId) -> Sent {
+    Sent::Failed
+}
+
+pub(super) fn stop_group(_pgid: i32) -> bool {
+    false
+}

@@ -19,6 +19,12 @@ struct Fake {
 struct FakeTable {
     procs: RefCell<Vec<Fake>>,
     groups_signalled: RefCell<Vec<(i32, Kill)>>,
+    /// Forks in flight: (parent, child pid, child start). One completes when its parent is
+    /// stopped (the child is the parent's) or killed unstopped (the parent is gone at once, so
+    /// the child is reparented to init).
+    forks: RefCell<Vec<(i32, i32, u64)>>,
+    /// The pids that were stopped, in order.
+    stopped: RefCell<Vec<i32>>,
 }
 
 impl FakeTable {
@@ -29,6 +35,7 @@ impl FakeTable {
                 ppid,
                 pgrp,
                 alive: true,
+                stopped: false,
             },
             dies_on,
             got: Vec::new(),
@@ -72,6 +79,19 @@ impl FakeTable {
         self.add(pid, start, ppid, pid, Some(Kill::Term));
     }
 
+    fn fork_in_flight(&self, parent: i32, child: i32, start: u64) {
+        self.forks.borrow_mut().push((parent, child, start));
+    }
+
+    /// Completes `parent`'s fork in flight, if any: the child appears with `ppid`.
+    fn complete_fork(&self, parent: i32, ppid: i32) {
+        let pending: Vec<(i32, i32, u64)> = self.forks.borrow().clone();
+        self.forks.borrow_mut().retain(|f| f.0 != parent);
+        for (_, child, start) in pending.into_iter().filter(|f| f.0 == parent) {
+            self.add(child, start, ppid, OWN, Some(Kill::Kill));
+        }
+    }
+
     fn deliver(p: &mut Fake, kill: Kill) {
         p.got.push(kill);
         let dies = matches!(
@@ -96,14 +116,46 @@ impl ProcessTable for FakeTable {
             .map(|p| p.info)
     }
     fn signal(&self, id: ProcId, kill: Kill) -> Sent {
-        let mut procs = self.procs.borrow_mut();
-        match procs.iter_mut().find(|p| p.info.id == id && p.info.alive) {
-            Some(p) => {
-                Self::deliver(p, kill);
-                Sent::Delivered
+        let unstopped_kill = {
+            let mut procs = self.procs.borrow_mut();
+            match procs.iter_mut().find(|p| p.info.id == id && p.info.alive) {
+                Some(p) => {
+                    let running = !p.info.stopped;
+                    Self::deliver(p, kill);
+                    kill == Kill::Kill && running
+                }
+                None => return Sent::Gone,
             }
-            None => Sent::Gone,
+        };
+        if unstopped_kill {
+            self.complete_fork(id.pid, 1);
         }
+        Sent::Delivered
+    }
+    fn stop(&self, id: ProcId) -> Sent {
+        {
+            let mut procs = self.procs.borrow_mut();
+            let Some(p) = procs.iter_mut().find(|p| p.info.id == id && p.info.alive) else {
+                return Sent::Gone;
+            };
+            p.info.stopped = true;
+        }
+        self.stopped.borrow_mut().push(id.pid);
+        self.complete_fork(id.pid, id.pid);
+        Sent::Delivered
+    }
+    fn stop_group(&self, pgid: i32) -> bool {
+        let members: Vec<ProcId> = self
+            .procs
+            .borrow()
+            .iter()
+            .filter(|p| p.info.pgrp == pgid && p.info.alive)
+            .map(|p| p.info.id)
+            .collect();
+        for id in &members {
+            self.stop(*id);
+        }
+        !members.is_empty()
     }
     fn signal_group(&self, pgid: i32, kill: Kill) -> bool {
         self.groups_signalled.borrow_mut().push((pgid, kill));
@@ -525,4 +577,42 @@ mod linux_real {
         eprintln!("snapshot of {count} processes: {per:?}");
         assert!(count > 1);
     }
+}
+
+#[test]
+fn lc_7_sigkill_is_preceded_by_a_freeze_so_a_fork_in_flight_is_found_and_killed() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, Some(Kill::Kill)); // ignores SIGTERM; no group of its own
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    table.fork_in_flight(10, 11, 6);
+    tree.signal(&table, Kill::Term);
+    assert!(table.alive(10));
+    let reached = tree.signal(&table, Kill::Kill);
+    // The fork completed when 10 stopped: 11 is 10's child, found by the next read, stopped,
+    // then killed with it. Without the freeze 10 died mid-fork and 11 went to init, unseen.
+    assert_eq!(*table.stopped.borrow(), vec![10, 11]);
+    assert!(!table.alive(10) && !table.alive(11));
+    assert_eq!(table.got(11), vec![Kill::Kill]);
+    assert_eq!(
+        reached,
+        Reached {
+            child: true,
+            child_gone: false,
+            group: false,
+            others: 1
+        }
+    );
+    assert_eq!(tree.alive(&table), 0);
+}
+
+#[test]
+fn lc_7_a_sigterm_step_stops_nothing() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, Some(Kill::Kill));
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    tree.signal(&table, Kill::Term);
+    assert!(table.stopped.borrow().is_empty());
+    assert_eq!(table.got(10), vec![Kill::Term]);
 }

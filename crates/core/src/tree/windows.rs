@@ -103,6 +103,7 @@ fn info(pid: i32, ppid: i32) -> Option<ProcInfo> {
         ppid,
         pgrp: 0,
         alive: process.running(),
+        stopped: false,
     })
 }
 
@@ -135,5 +136,15 @@ pub(super) fn signal(id: ProcId, _kill: Kill) -> Sent {
 }
 
 pub(super) fn signal_group(_pgid: i32, _kill: Kill) -> bool {
+    false
+}
+
+/// No freeze on Windows: a process keeps its parent's pid after the parent exits, so a child
+/// born during the teardown stays findable, and TerminateProcess is immediate.
+pub(super) fn stop(_id: ProcId) -> Sent {
+    Sent::Failed
+}
+
+pub(super) fn stop_group(_pgid: i32) -> bool {
     false
 }

@@ -1,0 +1,85 @@
+//! Stopping a tree before it is killed (LC-7). The SIGKILL step signals each captured process
+//! in turn (and the verified group at once). A process that forks meanwhile can have a child
+//! the last capture did not see, and once that parent is killed the child is reparented to init
+//! and is nobody's descendant: out of reach for good (an agent stuck in a restart loop left
+//! one such child behind in most teardowns, `__test__/teardown.test.ts`).
+//!
+//! So before SIGKILL every captured process gets SIGSTOP, which cannot be caught or ignored;
+//! the freeze waits until each one has stopped (a fork in flight has then either completed,
+//! its child in the process table, or been undone by the kernel to restart after the stop),
+//! reads the whole process table again and stops what is new, until a read finds nothing new. Then nothing of the tree can fork any more, and SIGKILL reaches all of
+//! it (a stopped process dies of SIGKILL at once; nothing stopped is ever left stopped, since
+//! the SIGKILL step always follows).
+//!
+//! Where processes cannot be stopped ([`ProcessTable::stop`] fails: Windows, where a process
+//! keeps its parent's pid and so stays findable anyway), nothing is stopped and the SIGKILL
+//! step runs as before.
+
+use std::time::{Duration, Instant};
+
+use super::{ProcId, ProcessTable, Scan, Sent, Tree};
+
+/// Rounds of stop-and-read at most. Each round finds what the previous round's processes
+/// forked just before they stopped; a tree is still after two or three.
+const ROUNDS: usize = 8;
+/// How long one round waits for its processes to stop. A process in uninterruptible sleep
+/// stops only when it leaves it; past this the SIGKILL step goes on without waiting for it.
+const STOP_WAIT: Duration = Duration::from_millis(20);
+/// Between two looks at whether they stopped.
+const STOP_POLL: Duration = Duration::from_micros(200);
+
+impl Tree {
+    /// Stops the whole captured tree (see the module). Returns how many processes got SIGSTOP.
+    pub(super) fn freeze(&mut self, table: &impl ProcessTable) -> usize {
+        let mut seen: Vec<ProcId> = Vec::new();
+        let mut stopped = 0;
+        for _ in 0..ROUNDS {
+            // The whole table, read now: a list of children read while its siblings are
+            // exiting can skip a live one (Linux says so of `/proc/<pid>/task/<tid>/children`).
+            let (snapshot, _) = self.rescan(table, Scan::Whole);
+            let round: Vec<ProcId> = self
+                .captured
+                .iter()
+                .copied()
+                .filter(|id| !seen.contains(id))
+                .collect();
+            if round.is_empty() {
+                break;
+            }
+            seen.extend(&round);
+            // The group at once (its members cannot slip between two signals), then each
+            // process by identity (members that left the group, descendants outside it).
+            if let Some(pgid) = self.our_group(&snapshot) {
+                table.stop_group(pgid);
+            }
+            let sent: Vec<ProcId> = round
+                .into_iter()
+                .filter(|&id| table.stop(id) == Sent::Delivered)
+                .collect();
+            if sent.is_empty() {
+                break;
+            }
+            stopped += sent.len();
+            wait_stopped(table, &sent);
+        }
+        stopped
+    }
+}
+
+/// Waits (at most [`STOP_WAIT`]) until none of `ids` is still running.
+fn wait_stopped(table: &impl ProcessTable, ids: &[ProcId]) {
+    let deadline = Instant::now() + STOP_WAIT;
+    while ids.iter().any(|&id| running(table, id)) {
+        if Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(STOP_POLL);
+    }
+}
+
+/// `id` is still that process, alive and not stopped.
+fn running(table: &impl ProcessTable, id: ProcId) -> bool {
+    table
+        .probe(id.pid)
+        .is_some_and(|p| p.id == id && p.alive && !p.stopped)
+}
