@@ -10,6 +10,12 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * LC-7, the watch: captures the process tree of every run that is not terminal. Returns how
+ * many runs still hold a live captured process (0: the facade stops its timer).
+ */
+export declare function captureTrees(svc: number): number
+
+/**
  * Creates a service and returns its id. `maxEvents` is a validated integer ≥ 1 or
  * `Infinity`; the log layout is `logPrefix + runId + logSuffix` (both from Node's
  * `path.join`), or absent when logging is off. `onLogError` receives one message for the
@@ -113,9 +119,9 @@ export declare function requestDurableRun(svc: number, clientRequestId: string):
  * LC-7: the host set `run.child` / `run.processGroupId`. `pid` and `group` are NaN when
  * absent; `alive` is false when the child already exited. Captures the child (a live direct
  * child of this process only), verifies the group while the child lives (IMP-5) and captures
- * its process tree.
+ * its process tree. True when the tree has a live process (the facade's watch then runs).
  */
-export declare function runAttach(svc: number, slot: number, pid: number, group: number, alive: boolean): void
+export declare function runAttach(svc: number, slot: number, pid: number, group: number, alive: boolean): boolean
 
 /**
  * `cancel()`: CAN-1/CAN-2 and the first step: a wait in ms, or an `EscalationStep` code

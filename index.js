@@ -60,6 +60,7 @@ const serviceContexts = new WeakMap()
  * - `evicted`: run id -> WeakRef of a run TTL eviction took out (get() brings back the same
  *   object while the host holds it); `hookErrorReported`: a hook threw once already (LC-6)
  * - `stage`: the emits waiting for their batch (lib/staging.js, BND-6), made on first emit
+ * - `treeWatch`: the timer of the process-tree watch (lib/attach.js, LC-7) while one runs
  */
 function serviceContext(opts) {
   const [logPrefix, logSuffix] = logLayout(opts.runsLogDir)
@@ -78,6 +79,7 @@ function serviceContext(opts) {
     evictedSweepAt: EVICTED_SWEEP_MIN,
     hookErrorReported: false,
     stage: null,
+    treeWatch: null,
   }
 }
 

@@ -565,6 +565,23 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     expect(survivors).toEqual([])
   })
 
+  it('LC-7: without a group, a grandchild is captured by the watch while its parent lives, and killed after the parent exited', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    // The leader starts its grandchild after run.child was set (so the capture at attach saw
+    // only the leader), lives 1.5 s more, then exits: its grandchild goes to init. Only a
+    // capture in between (the 1 s watch) knows it.
+    const leader = startLeader('linger-exit', ['hold-noterm'], { detached: false })
+    const run = attach(runs, leader, { group: false })
+    leader.stdin!.write('go\n') // the grandchild starts only now
+    const [grandchild] = await printedPids(leader, 1)
+    await exitOf(leader)
+    expect(Number(statFields(grandchild.pid)![1])).not.toBe(leader.pid) // reparented
+    expect(run.status).toBe('running') // it holds the leader's stdout: no 'close'
+    const body = await runs.cancel(run)
+    expect(alive(grandchild)).toBe(false)
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
+  })
+
   it('LC-7 documented limit: without a group, a grandchild born after the last capture whose parent exited first is not found', async () => {
     const { runs } = makeRuns({ runsLogDir: null })
     const leader = startLeader('late-exit', ['hold'], { detached: false })

@@ -4,7 +4,8 @@
 // (RUN-1 still holds: `'child' in run`, reads and writes work, the host's own fields spread as
 // before); the value lives in the run's private state, and a write that carries a numeric pid or
 // group makes one native call, runAttach, which captures the child (only a live direct child of
-// this process), verifies the group (IMP-5) and captures the tree (crates/core/src/tree).
+// this process), verifies the group (IMP-5) and captures the tree (crates/core/src/tree). While
+// any run holds a live tree, the service's watch captures again every TREE_WATCH_MS.
 
 const native = require('./core.js')
 
@@ -32,7 +33,25 @@ function attach(s) {
   }
   const group = typeof s.processGroupId === 'number' ? s.processGroupId : NaN
   if (Number.isNaN(pid) && Number.isNaN(group)) return
-  native.runAttach(s.ctx.svc, s.slot, pid, group, alive)
+  if (native.runAttach(s.ctx.svc, s.slot, pid, group, alive)) watchTrees(s.ctx)
+}
+
+// LC-7: how often the service captures the trees of its runs between the steps, so that a
+// descendant is known while its parent lives (see captureTrees). One unref'd timer per service,
+// only while some run holds a live tree.
+const TREE_WATCH_MS = 1000
+
+function watchTrees(ctx) {
+  if (ctx.treeWatch !== null) return
+  ctx.treeWatch = setInterval(watchTick, TREE_WATCH_MS, ctx)
+  ctx.treeWatch.unref()
+}
+
+function watchTick(ctx) {
+  if (native.captureTrees(ctx.svc) === 0) {
+    clearInterval(ctx.treeWatch)
+    ctx.treeWatch = null
+  }
 }
 
 /**

@@ -148,12 +148,26 @@ pub fn run_signal(
 /// LC-7: the host set `run.child` / `run.processGroupId`. `pid` and `group` are NaN when
 /// absent; `alive` is false when the child already exited. Captures the child (a live direct
 /// child of this process only), verifies the group while the child lives (IMP-5) and captures
-/// its process tree.
+/// its process tree. True when the tree has a live process (the facade's watch then runs).
 #[napi]
-pub fn run_attach(env: &Env, svc: u32, slot: u32, pid: f64, group: f64, alive: bool) -> Result<()> {
+pub fn run_attach(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    pid: f64,
+    group: f64,
+    alive: bool,
+) -> Result<bool> {
     service(env, svc)?
         .attach(slot, pid, group, alive)
         .map_err(map_error)
+}
+
+/// LC-7, the watch: captures the process tree of every run that is not terminal. Returns how
+/// many runs still hold a live captured process (0: the facade stops its timer).
+#[napi]
+pub fn capture_trees(env: &Env, svc: u32) -> Result<u32> {
+    Ok(service(env, svc)?.capture_trees())
 }
 
 /// LC-7: SIGTERM (`kill = false`) or SIGKILL to the run's whole process tree, each process by

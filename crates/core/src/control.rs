@@ -219,11 +219,30 @@ impl Service {
     /// without one), `group` the host's group id (NaN without one), `alive` whether the child
     /// is still running as far as JS knows. Captures the child (a live direct child of this
     /// process only), verifies the group while the child lives (IMP-5) and captures the tree.
-    pub fn attach(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<()> {
+    /// Returns whether the tree has a live process: the facade then keeps the watch going
+    /// ([`Service::capture_trees`]).
+    pub fn attach(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<bool> {
         self.attach_child(slot, pid, group, alive)?;
         let table = self.processes.clone();
-        self.run_mut(slot)?.tree.capture(&table);
-        Ok(())
+        let tree = &mut self.run_mut(slot)?.tree;
+        tree.capture(&table);
+        Ok(tree.watch(&table))
+    }
+
+    /// LC-7, between the steps (the facade's watch, every `TREE_WATCH_MS`): captures the tree
+    /// of every run that is not terminal, so a descendant is known while its parent lives. A
+    /// parent that exits later hands its children to init, where no capture finds them any
+    /// more; what was captured before is still signalled by identity. Returns how many runs
+    /// still hold a live captured process (0: the watch can stop until the next attach).
+    pub fn capture_trees(&mut self) -> u32 {
+        let table = self.processes.clone();
+        let mut watched: u32 = 0;
+        for run in self.slab.iter_mut().flatten() {
+            if !run.is_terminal() && run.tree.watch(&table) {
+                watched = watched.saturating_add(1);
+            }
+        }
+        watched
     }
 
     /// [`Service::attach`] without the capture.
@@ -469,5 +488,46 @@ mod tests {
         assert!(svc.state(a).unwrap().cancel_requested);
         assert_eq!(svc.state(a).unwrap().updated_at, 5.0);
         assert!(!svc.state(b).unwrap().cancel_requested);
+    }
+
+    // LC-7's watch, with a real child of this test process (Linux: the tree reads /proc).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lc_7_the_watch_counts_runs_with_a_live_tree_and_skips_terminal_ones() {
+        let mut svc = service(Some(10), None);
+        let idle = svc.create(CreateMeta::default(), 0.0).slot;
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        assert_eq!(svc.capture_trees(), 0, "no run has a child");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = f64::from(child.id());
+        assert!(!svc.attach(idle, f64::NAN, f64::NAN, false).unwrap());
+        assert!(svc.attach(slot, pid, f64::NAN, true).unwrap());
+        assert_eq!(svc.capture_trees(), 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(svc.capture_trees(), 0, "its tree is gone");
+
+        // A terminal run is not watched, whatever its tree holds.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(svc
+            .attach(idle, f64::from(child.id()), f64::NAN, true)
+            .unwrap());
+        assert_eq!(svc.capture_trees(), 1);
+        let verdict = crate::emit::Verdict {
+            status: Some("succeeded".into()),
+            exit_code: Some(0.0),
+            signal: None,
+            trigger: Some("finish".into()),
+        };
+        assert!(svc.finish_begin(idle, verdict, None, 1.0).unwrap());
+        assert_eq!(svc.capture_trees(), 0);
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -385,6 +385,17 @@ impl Tree {
         self.rescan(table, Scan::Shared).1
     }
 
+    /// The watch between steps ([`crate::service::Service::capture_trees`]): a capture that
+    /// may share a recent scan with the other runs' (with a group), or reads the lists of
+    /// children (without one). True while anything captured is alive.
+    pub fn watch(&mut self, table: &impl ProcessTable) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        self.rescan(table, Scan::Recent);
+        !self.captured.is_empty()
+    }
+
     /// One capture: reads what `scan` says, drops the captured processes that are gone, then
     /// adds what the view shows. Returns the view (a signal step reads the group from it) and
     /// the newly captured processes.
