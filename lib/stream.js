@@ -18,7 +18,7 @@ function safeCall(target, method, ...args) {
 /** EMT-2 step 7: a live event to every client of the run. */
 function fanOut(run, event, data, id) {
   const clients = run.clients
-  if (!clients) return
+  if (!clients || clients.size === 0) return
   for (const client of clients) safeCall(client, 'send', event, data, id)
 }
 
