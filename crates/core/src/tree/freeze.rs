@@ -7,7 +7,7 @@
 //! So before SIGKILL every captured process gets SIGSTOP, which cannot be caught or ignored;
 //! the freeze waits until each one has stopped (a fork in flight has then either completed,
 //! its child in the process table, or been undone by the kernel to restart after the stop),
-//! reads the whole process table again and stops what is new, until a read finds nothing new. Then nothing of the tree can fork any more, and SIGKILL reaches all of
+//! reads the tree again and stops what is new, until a read finds nothing new. Then nothing of the tree can fork any more, and SIGKILL reaches all of
 //! it (a stopped process dies of SIGKILL at once; nothing stopped is ever left stopped, since
 //! the SIGKILL step always follows).
 //!
@@ -34,9 +34,12 @@ impl Tree {
         let mut seen: Vec<ProcId> = Vec::new();
         let mut stopped = 0;
         for _ in 0..ROUNDS {
-            // The whole table, read now: a list of children read while its siblings are
-            // exiting can skip a live one (Linux says so of `/proc/<pid>/task/<tid>/children`).
-            let (snapshot, _) = self.rescan(table, Scan::Whole);
+            // Read now. Without a group that is the kernel's lists of children, exact only for
+            // a stopped process (`/proc/<pid>/task/<tid>/children` can skip a child while its
+            // siblings come and go): the first round may miss one, the next, reading the same
+            // parent stopped, finds it; the loop ends on a round that read every captured
+            // process's list after it was stopped.
+            let (snapshot, _) = self.rescan(table, Scan::Fresh);
             let round: Vec<ProcId> = self
                 .captured
                 .iter()

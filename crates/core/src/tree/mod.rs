@@ -412,7 +412,7 @@ impl Tree {
     /// group (whose members need not descend from anything captured), or where the OS keeps
     /// no such lists, the whole table, as `scan` says.
     fn candidates(&self, table: &impl ProcessTable, scan: Scan) -> Vec<ProcInfo> {
-        if self.group.is_none() && !matches!(scan, Scan::Whole) {
+        if self.group.is_none() {
             if let Some(found) = table.descendants(&self.captured) {
                 return found;
             }
@@ -420,7 +420,7 @@ impl Tree {
         match scan {
             Scan::Shared => table.snapshot(),
             Scan::Recent => table.recent_snapshot(),
-            Scan::Fresh | Scan::Whole => table.fresh_snapshot(),
+            Scan::Fresh => table.fresh_snapshot(),
         }
     }
 
@@ -569,10 +569,6 @@ enum Scan {
     Recent,
     /// [`ProcessTable::fresh_snapshot`]: what decides that something survived.
     Fresh,
-    /// [`ProcessTable::fresh_snapshot`] even without a group: the kernel's lists of children
-    /// can miss a child while siblings come and go (they are exact only for a stopped tree),
-    /// the whole table cannot (see `freeze`).
-    Whole,
 }
 
 /// Whether the captured process `id` is alive: `handle` answers for `child`, the table's probe
