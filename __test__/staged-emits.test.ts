@@ -150,6 +150,46 @@ describe('BND-6: emits from inside the emit path keep one order', () => {
     expect(sentIds(sse[0] as any)).toEqual(range(1, 1200))
   })
 
+  it('data whose toJSON or getter emits to the same run: the nested emit takes the earlier id, no id twice, nothing lost', async () => {
+    const dir = tempDir()
+    const { runs, sse } = makeRuns({ runsLogDir: dir })
+    const run = runs.create({ projectId: 'p' })
+    runs.stream(run, fakeReq(undefined), fakeRes())
+    runs.emit(run, 'stdout', { n: 1 })
+    let nested = 0
+    const viaToJSON = {
+      toJSON() {
+        if (nested++ < 2) runs.emit(run, 'nested', { depth: nested })
+        return { outer: 'toJSON' }
+      },
+    }
+    const outer = runs.emit(run, 'stdout', viaToJSON)
+    const viaGetter = {
+      get text() {
+        runs.emit(run, 'nested', { from: 'getter' })
+        return 'got'
+      },
+    }
+    const second = runs.emit(run, 'stdout', viaGetter)
+    runs.emit(run, 'stdout', { n: 'last' })
+    // Each nested emit ran inside the outer one's JSON.stringify, before the outer took its id.
+    expect([outer.id, second.id]).toEqual([3, 5])
+    const events = run.events.map((e: any) => [e.id, e.event, e.data])
+    expect(events).toEqual([
+      [1, 'stdout', { n: 1 }],
+      [2, 'nested', { depth: 1 }],
+      [3, 'stdout', { outer: 'toJSON' }],
+      [4, 'nested', { from: 'getter' }],
+      [5, 'stdout', { text: 'got' }],
+      [6, 'stdout', { n: 'last' }],
+    ])
+    expect(run.nextEventId).toBe(7)
+    expect(sentIds(sse[0])).toEqual(range(1, 6))
+    runs.finish(run, 'succeeded', 0, null)
+    await runs.shutdownActive()
+    expect(logIds(run.eventsLogPath)).toEqual(range(1, 7))
+  })
+
   it('two services emitting in turn keep their own ids and records', () => {
     const a = makeRuns({ maxEvents: 5000 }).runs
     const b = makeRuns({ maxEvents: 5000 }).runs

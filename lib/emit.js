@@ -31,9 +31,12 @@ function applyErrorFields(ctx, s, data) {
   }
 }
 
-// EMT-2 steps 2-6: the record, numbered here from the mirror (the core gives the same id when
-// the batch arrives: BND-6), is staged for the core with its JSON.
-function record(ctx, s, id, event, data, now) {
+// EMT-2 steps 2-6, first half: the record's JSON. This is where the host's code can run inside
+// emit (a toJSON, a getter, a Proxy), and that code may emit to the same run: so the JSON is made
+// before the record takes its id, and a nested emit simply takes the ids before this one.
+// Returns [name, eventJson, dataJson, persist] for stage(): `name` an interned event number or
+// null (then `eventJson`, undefined for an absent event).
+function serialize(ctx, event, data) {
   let dataJson
   let persist = true
   try {
@@ -53,10 +56,7 @@ function record(ctx, s, id, event, data, now) {
       name = native.internEvent(ctx.svc, event)
       eventNames.set(event, name)
     }
-    if (name !== undefined) {
-      stage(ctx, s.slot, id, name, undefined, dataJson, true, now)
-      return
-    }
+    if (name !== undefined) return [name, undefined, dataJson, true]
   }
   let eventJson
   try {
@@ -65,7 +65,7 @@ function record(ctx, s, id, event, data, now) {
     eventJson = JSON.stringify(String(event))
     persist = false
   }
-  stage(ctx, s.slot, id, null, eventJson, dataJson, persist, now)
+  return [null, eventJson, dataJson, persist]
 }
 
 /** EMT-1..EMT-6 (EMT-4, the ring bound, is the core's); LC-1's state file; LC-6's hook. */
@@ -74,9 +74,12 @@ function emit(ctx, run, event, data) {
   // LC-7: from a parked finish until its 'end', only diagnostics go through.
   if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
   if (event === 'error') applyErrorFields(ctx, s, data)
+  const [name, eventJson, dataJson, persistable] = serialize(ctx, event, data)
+  // EMT-2 steps 2-6, second half: numbered from the mirror (the core gives the same id when the
+  // batch arrives: BND-6) after the host's code above ran, and staged with its JSON.
   const now = Date.now()
   const id = s.nextEventId
-  record(ctx, s, id, event, data, now)
+  stage(ctx, s.slot, id, name, eventJson, dataJson, persistable, now)
   syncEmitted(s, id, now)
   // LC-1: only these three events write the state file (never an ordinary emit).
   if (ctx.logging && (event === 'start' || event === 'error' || event === 'end')) persist(ctx, run, s)
