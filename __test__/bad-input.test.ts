@@ -421,6 +421,23 @@ describe.each(MODES)('stream with odd cursors ($mode)', ({ logged }) => {
 
 // --- the lifecycle methods (LC-1..LC-4) -------------------------------------------------------------------
 
+describe('a Proxy whose every trap throws, passed where a run belongs', () => {
+  it("gets the method's own TypeError, not the trap's exception (INP-1)", () => {
+    const { runs } = makeRuns()
+    const trap = () => {
+      throw new Error('trap')
+    }
+    const hostile = new Proxy({}, { get: trap, has: trap, ownKeys: trap, getPrototypeOf: trap })
+    for (const call of [
+      () => runs.wait(hostile),
+      () => runs.persistState(hostile),
+      () => runs.emit(hostile, 'a', {}),
+    ]) {
+      expect(call).toThrow(/expected a run object returned by this service's create\(\), got an object \(unreadable\)/)
+    }
+  })
+})
+
 describe.each(MODES)('the lifecycle methods with odd input ($mode)', ({ logged }) => {
   it('get() with a non-string or hostile id is null; createOrReuse with odd meta creates; foreign runs throw (INP-1)', () => {
     const runs = createRuns(logged ? tmpDir : null)

@@ -8,8 +8,19 @@ function describe(value) {
   const type = typeof value
   if (type === 'string') return `the string ${JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value)}`
   if (type === 'number' || type === 'boolean' || type === 'bigint') return `${type} ${String(value)}`
-  if (type === 'object') return `an object (${value.constructor?.name ?? 'no prototype'})`
+  if (type === 'object') return `an object (${constructorName(value)})`
   return type
+}
+
+// The name of an object's constructor; a Proxy or getter that throws (or lies) does not turn the
+// caller's TypeError into its own exception.
+function constructorName(value) {
+  try {
+    const name = value.constructor?.name
+    return typeof name === 'string' ? name : 'no prototype'
+  } catch {
+    return 'unreadable'
+  }
 }
 
 module.exports = { describe }
