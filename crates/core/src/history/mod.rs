@@ -145,9 +145,30 @@ fn get_timestamp(input: &[u8], at: &mut usize, prev: &mut i64) -> Option<f64> {
     Some(*prev as f64)
 }
 
-/// The length of the common prefix of `a` and `b`, in bytes.
+/// The length of the common prefix of `a` and `b`, in bytes. Eight bytes at a time (records
+/// of one kind share tens of bytes, and a byte loop over them was half of sealing a block):
+/// the first differing byte of two words is where their XOR's lowest set bit is.
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+    let mut same = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let diff = word(x) ^ word(y);
+        if diff != 0 {
+            return same + (diff.trailing_zeros() / 8) as usize;
+        }
+        same += 8;
+    }
+    same + a[same..]
+        .iter()
+        .zip(&b[same..])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// Eight bytes (a chunk of `chunks_exact(8)`) as a little-endian word.
+fn word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    u64::from_le_bytes(word)
 }
 
 /// The largest scratch buffer kept between seals (a block of ordinary events needs a few KiB).
@@ -947,6 +968,24 @@ mod tests {
 
         fn record() -> impl Strategy<Value = Spec> {
             (event(), data(), timestamp())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// The word-at-a-time prefix is the byte-at-a-time one.
+            #[test]
+            fn common_prefix_is_the_bytewise_one(
+                shared in prop::collection::vec(any::<u8>(), 0..40),
+                a in prop::collection::vec(any::<u8>(), 0..20),
+                b in prop::collection::vec(any::<u8>(), 0..20),
+            ) {
+                let a = [shared.clone(), a].concat();
+                let b = [shared, b].concat();
+                let bytewise = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+                prop_assert_eq!(common_prefix(&a, &b), bytewise);
+                prop_assert_eq!(common_prefix(&b, &a), bytewise);
+            }
         }
 
         proptest! {
