@@ -47,8 +47,16 @@ function watchTrees(ctx) {
   ctx.treeWatch.unref()
 }
 
+// A timer callback must never throw (it would be the daemon's uncaught exception): a failing
+// capture stops the watch; the next attach starts it again.
 function watchTick(ctx) {
-  if (native.captureTrees(ctx.svc) === 0) {
+  let watched = 0
+  try {
+    watched = native.captureTrees(ctx.svc)
+  } catch {
+    watched = 0
+  }
+  if (watched === 0) {
     clearInterval(ctx.treeWatch)
     ctx.treeWatch = null
   }

@@ -11,7 +11,8 @@
 //! live direct child of this process), then at every capture the descendants of every captured
 //! process that is still alive, and the live members of the verified group while one of them is
 //! a captured process. Capture happens when the host sets `run.child` / `run.processGroupId`,
-//! at every signal step and while the facade waits for the tree to exit. So a tree whose leader
+//! every second while the run is not terminal ([`Tree::watch`], the facade's timer), at every
+//! signal step and while the facade waits for the tree to exit. So a tree whose leader
 //! already exited is still found: its grandchildren were captured while the leader lived, or
 //! are members of its group.
 //!
