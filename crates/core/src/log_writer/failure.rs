@@ -17,7 +17,7 @@ pub enum LogOperation {
     Snapshot,
     /// Writing the run's `state.json` (LC-1).
     StateFile,
-    /// The writer's queue stayed at its cap (see [`LogLimits`]).
+    /// The writer's queue stayed at its cap (see [`super::LogLimits`]).
     Queue,
     /// The writer thread could not be started.
     StartWriter,

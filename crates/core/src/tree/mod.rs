@@ -16,14 +16,14 @@
 //! already exited is still found: its grandchildren were captured while the leader lived, or
 //! are members of its group.
 //!
-//! Before the SIGKILL step the tree is stopped ([`freeze`]), so that nothing of it can fork
+//! Before the SIGKILL step the tree is stopped (`freeze.rs`), so that nothing of it can fork
 //! between the last capture and the kill. The limit that remains (measured in
 //! `__test__/teardown.test.ts`): without a process group, a process born after the last capture
 //! whose parent exits on its own before the next one is reparented to init and is no longer
 //! anybody's descendant; nothing here can find it. See SPEC LC-7.
 //!
 //! The operating system is behind [`ProcessTable`], so the logic is tested with a scripted
-//! table ([`tests`]) as well as with real processes. [`System`] is the real one: Linux reads
+//! table (`tests.rs`) as well as with real processes. [`System`] is the real one: Linux reads
 //! `/proc`, macOS asks `proc_pidinfo`, Windows takes a toolhelp snapshot; elsewhere nothing is
 //! found and the facade falls back to `child.kill()`.
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Handle, Kill, ProcId, ProcInfo, ProcessTable, Sent, System};
 
-/// How long one full scan serves the discovery polls of the waits ([`Tree::alive`]): while a
+/// How long one full scan serves the discovery polls of the waits ([`super::Tree::alive`]): while a
 /// shutdown waits on many runs, their polls fire in the same timer batch and share one scan.
 /// Only discovery reads it (a process forked inside the window is found by the next poll);
 /// captures at attach and at signal steps scan afresh, and whether a captured process is gone
