@@ -15,4 +15,8 @@ describe('native handle lifetimes under garbage collection', () => {
   it('an eviction timer that outlives its run never evicts a newer run in a reused slot', () => {
     expect(report.freshStillRegistered).toBe(true)
   })
+
+  it('a service the host let go of is freed at once, though its finished runs await their TTL eviction', () => {
+    expect(report.droppedServicesFreed).toBe(20)
+  })
 })

@@ -132,13 +132,25 @@ function list(ctx, filter) {
 
 /**
  * FIN-5: evict the run of mirror `s` after ttlMs (an unref'd timer, TMR-3), unless runs are kept
- * forever. The timer holds the mirror, not the run, so its slot cannot be reused meanwhile. A
- * pending eviction is replaced (and voided by prepareRestart, LC-4).
+ * forever. A pending eviction is replaced (and voided by prepareRestart, LC-4).
+ *
+ * The timer holds the mirror weakly. While the service is in use the mirror cannot go (the
+ * registry holds the run, the run its mirror), so the eviction happens as scheduled. Once the
+ * host let go of the service and of all its runs, nothing can observe an eviction any more: a
+ * strong reference here would keep the whole service (its native registry, history and writer
+ * thread) alive for up to ttlMs (30 minutes by default); with a weak one it is collected and
+ * freed at once, and the timer finds nothing. A slot is only released when its mirror is
+ * collected, so a live mirror's slot is never a reused one.
  */
 function scheduleEviction(s) {
   const delay = s.ctx.ttlDelay
   if (s.evictTimer !== null) clearTimeout(s.evictTimer)
-  s.evictTimer = delay === null ? null : setTimeout(evict, delay, s).unref()
+  s.evictTimer = delay === null ? null : setTimeout(evictIfAlive, delay, new WeakRef(s)).unref()
+}
+
+function evictIfAlive(ref) {
+  const s = ref.deref()
+  if (s !== undefined) evict(s)
 }
 
 /** LC-4: the run's pending eviction is void. */
