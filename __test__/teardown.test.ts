@@ -596,6 +596,27 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     expect(alive(orphan)).toBe(true)
   })
 
+  it('a finished run holds no descriptor on its child while it waits for its TTL eviction', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const fds = () => fs.readdirSync('/proc/self/fd').length
+    const before = fds()
+    const finished: any[] = []
+    for (let i = 0; i < 40; i++) {
+      const child = spawn('true', [], { stdio: 'ignore' })
+      children.push(child)
+      const run = runs.create({ projectId: 'p' })
+      run.status = 'running'
+      run.child = child
+      expect(runs.signalChild(run, 0)).toBe(true) // opens the signalling handle too
+      await exitOf(child)
+      runs.finish(run, 'succeeded', 0, null)
+      finished.push(run)
+    }
+    // Still registered (ttlMs is a minute in makeRuns), and no pidfd left open for any of them.
+    expect(finished.every((run) => runs.get(run.id) === run)).toBe(true)
+    expect(fds() - before).toBeLessThan(5)
+  })
+
   it('leaves no fixture process behind', async () => {
     expect(await waitFor(() => fixtureLeftovers().length <= before, 2000)).toBe(true)
   })

@@ -192,6 +192,7 @@ impl Service {
         if run.is_terminal() {
             run.terminal_at = Some(now);
             run.terminal_trigger = verdict.trigger;
+            run.release_process_handles();
         }
         self.persist_state_with(slot, host_json)?;
         Ok(true)

@@ -178,6 +178,17 @@ impl RunState {
         is_terminal(self.status.as_deref())
     }
 
+    /// At the terminal transition: closes the descriptors held on the child (its pidfds, for
+    /// signalling and for the tree). A finished run stays registered until its TTL eviction
+    /// (30 minutes by default), and a descriptor each would add up to the process's limit in
+    /// a busy daemon. Identity is not lost: the tree still knows the child by pid and start
+    /// time, and a later `signalChild` on a child Node has not reaped opens a fresh pidfd (its
+    /// pid cannot have been reused before that).
+    pub(crate) fn release_process_handles(&mut self) {
+        self.child_handle = None;
+        self.tree.release_handle();
+    }
+
     /// The run's host-visible core fields (see [`MirrorFields`]).
     pub fn mirror_fields(&self) -> MirrorFields<'_> {
         MirrorFields {

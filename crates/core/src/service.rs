@@ -490,6 +490,7 @@ impl Service {
         run.terminal_at = Some(now);
         run.terminal_trigger = Some("drop".to_owned());
         run.dropped = true;
+        run.release_process_handles();
         let id = run.id.clone();
         self.disk.remove(&id);
         self.close_log(slot)?;

@@ -323,6 +323,12 @@ impl Tree {
         }
     }
 
+    /// Closes the handle held on the child (see `RunState::release_process_handles`); the child
+    /// stays known by identity, each look at it becomes a probe.
+    pub fn release_handle(&mut self) {
+        self.child_handle = None;
+    }
+
     /// Records the group IMP-5 verified for the live child, with its leader at this moment.
     pub fn set_group(&mut self, table: &impl ProcessTable, pgid: i32) {
         if self.group.map(|g| g.pgid) != Some(pgid) {
