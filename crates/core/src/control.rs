@@ -226,7 +226,7 @@ impl Service {
         let table = self.processes.clone();
         let tree = &mut self.run_mut(slot)?.tree;
         tree.capture(&table);
-        Ok(tree.watch(&table))
+        Ok(tree.holds_live())
     }
 
     /// LC-7, between the steps (the facade's watch, every `TREE_WATCH_MS`): captures the tree

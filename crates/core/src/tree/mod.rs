@@ -400,6 +400,11 @@ impl Tree {
             return false;
         }
         self.rescan(table, Scan::Recent);
+        self.holds_live()
+    }
+
+    /// Something captured was alive at the last capture (which drops what is gone).
+    pub fn holds_live(&self) -> bool {
         !self.captured.is_empty()
     }
 
