@@ -282,6 +282,9 @@ class ChatRun {
   get cancelOrigin() {
     return ChatRun.stateOf(this)?.cancelOrigin
   }
+  set cancelOrigin(_value) {
+    throw new TypeError('run.cancelOrigin is owned by the service (cancel(run, origin) records it)')
+  }
   /** LOG-9: a handle on the open journal, made on first read; null when it is not open. */
   get eventsLogStream() {
     const s = ChatRun.stateOf(this)
@@ -291,9 +294,6 @@ class ChatRun {
   set eventsLogStream(value) {
     if (ChatRun.stateOf(this) === undefined) notARun('eventsLogStream')
     Object.defineProperty(this, 'eventsLogStream', { value, writable: true, enumerable: true, configurable: true })
-  }
-  set cancelOrigin(_value) {
-    throw new TypeError('run.cancelOrigin is owned by the service (cancel(run, origin) records it)')
   }
 }
 
