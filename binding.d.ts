@@ -10,6 +10,12 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * The host fields that describe one attempt (HF-6), which `prepareRestart` forgets: the core
+ * drops them from the state file, the facade from the run object. Read once by the facade.
+ */
+export declare function attemptFields(): Array<string>
+
+/**
  * LC-7, the watch: captures the process tree of every run that is not terminal. Returns how
  * many runs still hold a live captured process (0: the facade stops its timer).
  */

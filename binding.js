@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.attemptFields = nativeBinding.attemptFields
 module.exports.captureTrees = nativeBinding.captureTrees
 module.exports.createService = nativeBinding.createService
 module.exports.Delivery = nativeBinding.Delivery

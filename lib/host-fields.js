@@ -5,6 +5,8 @@
 // interprets them: each has one shape check, and a value that fails it is left out (or null).
 // The engine's own fields (status, ids, the verdict, the terminal facts) are elsewhere.
 
+const native = require('./core.js')
+
 const plainObject = (value) => value !== null && typeof value === 'object' && !Array.isArray(value)
 const isObject = (value) => value !== null && typeof value === 'object'
 const isString = (value) => typeof value === 'string'
@@ -164,18 +166,10 @@ function restoreDurable(run, state) {
   for (const name of HOST_FILE_KEYS) if (Object.hasOwn(state, name)) run[name] = state[name]
 }
 
-// HF-6: what one attempt observed; prepareRestart forgets it (the core drops these names from
-// the state file in the same step: crates/core/src/durable/state.rs, ATTEMPT_FIELDS).
-const ATTEMPT_FIELDS = [
-  'artifactCount',
-  'artifactPaths',
-  'removedPaths',
-  'artifactOutcome',
-  'deliverableValid',
-  'deliverableValidation',
-  'deliverableEntryFile',
-  'deliverableArtifactKind',
-]
+// HF-6: what one attempt observed; prepareRestart forgets it. The list is the core's
+// (crates/core/src/durable/state.rs, ATTEMPT_FIELDS), which drops the same names from the state
+// file in the same step.
+const ATTEMPT_FIELDS = native.attemptFields()
 
 /** HF-6: prepareRestart's part: the attempt's observations go, the unfinished-work flag resets. */
 function forgetAttempt(run) {

@@ -15,6 +15,13 @@ pub fn state_file_keys() -> Vec<&'static str> {
     chat_run_core::durable::state::STATE_KEYS.to_vec()
 }
 
+/// The host fields that describe one attempt (HF-6), which `prepareRestart` forgets: the core
+/// drops them from the state file, the facade from the run object. Read once by the facade.
+#[napi]
+pub fn attempt_fields() -> Vec<&'static str> {
+    chat_run_core::durable::state::ATTEMPT_FIELDS.to_vec()
+}
+
 /// At construction (LC-2): indexes the runs under `dir` (the `runsLogDir`) without loading any.
 #[napi]
 pub fn index_runs(env: &Env, svc: u32, dir: String) -> Result<()> {

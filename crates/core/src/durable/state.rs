@@ -62,7 +62,8 @@ pub const STATE_KEYS: [&str; 24] = [
 ];
 
 /// The host fields that describe one attempt of a run (SPEC HF-6): `prepareRestart` drops them
-/// from the file, as the facade drops them from the run (lib/host-fields.js, ATTEMPT_FIELDS).
+/// from the file, and the facade (reading this list through the binding, `attemptFields`) from
+/// the run.
 pub const ATTEMPT_FIELDS: [&str; 8] = [
     "artifactCount",
     "artifactPaths",
