@@ -55,7 +55,7 @@ impl Service {
         let run = self
             .slab
             .get_mut(slot as usize)
-            .and_then(Option::as_mut)
+            .and_then(Option::as_deref_mut)
             .ok_or(CoreError::UnknownRun(slot))?;
         let id = run.next_event_id;
         run.next_event_id += 1;

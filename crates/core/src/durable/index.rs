@@ -40,7 +40,7 @@ struct DiskRun {
 pub struct DiskIndex {
     /// `runsLogDir` as the host passed it (set by the scan).
     pub(crate) dir: Option<PathBuf>,
-    runs: HashMap<String, DiskRun>,
+    runs: crate::IdMap<DiskRun>,
     by_project: HashMap<String, BTreeSet<DiskKey>>,
     by_request: HashMap<String, BTreeSet<DiskKey>>,
     /// Ids found invalid (counted once each in `stats.skipped`).
