@@ -224,7 +224,7 @@ describe('LC-1: the state file', () => {
     expect(Object.keys(rewritten).slice(0, STATE_KEYS.length)).toEqual(STATE_KEYS)
   })
 
-  it('the host durable fields (LC-6) are written at every engine write and restored onto hydrated runs; workspaceScope (LC-3) only when given', () => {
+  it('the host durable fields (LC-6) are written at every engine write and restored onto hydrated runs; workspaceScope (LC-3) only when given', async () => {
     const runs = service({ durableFields: ['userPrompt', 'model', 'pluginId', 'status', 'huge', 'note'] })
     const scope = { schemaVersion: 1, workspaceId: 'w' }
     const run = runs.create({ projectId: 'p', workspaceScope: scope, pluginId: 'plug' })
@@ -266,6 +266,9 @@ describe('LC-1: the state file', () => {
     expect(hydrated.userPrompt).toBe('draw two cats')
     other.prepareRestart(hydrated)
     expect(stateOf(run.id)).toMatchObject({ note: 'kept', userPrompt: 'draw two cats', status: 'queued' })
+    // prepareRestart's 'run_resume_attempted' line is written after this test's temp dir is
+    // gone unless the test waits for it (a later test would hear that write fail).
+    await other.shutdownActive()
   })
 
   it('a state file that cannot be written is counted and reported once (CHAT_RUN_LOG_ERROR); the run goes on in memory', async () => {
