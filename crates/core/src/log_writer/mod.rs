@@ -345,8 +345,13 @@ enum Command {
     /// Replace the run's status snapshot (after every line queued before it).
     Snapshot(Arc<LogTarget>, String),
     Close(u64),
+    /// Drop a file handle on the writer's thread (see [`LogWriter::release`]).
+    Release(std::fs::File),
     Barrier(Box<dyn FnOnce() + Send>),
 }
+
+/// How many files [`LogWriter::release`] lets wait for the writer at a time.
+const MAX_RELEASING: usize = 16;
 
 /// How long the writer keeps polling after it wrote something before it parks. While it
 /// polls, appends do not wake it (a burst costs no futex call per line); once parked, the next
@@ -358,6 +363,8 @@ const ACTIVE_POLL: Duration = Duration::from_millis(1);
 struct Mailbox {
     state: Mutex<MailboxState>,
     ready: Condvar,
+    /// Files handed to the writer by [`LogWriter::release`] that it has not closed yet.
+    releasing: AtomicUsize,
 }
 
 struct MailboxState {
@@ -469,6 +476,7 @@ impl LogWriter {
                 closed: false,
             }),
             ready: Condvar::new(),
+            releasing: AtomicUsize::new(0),
         });
         let thread_mailbox = Arc::clone(&mailbox);
         let thread_shared = Arc::clone(&shared);
@@ -573,6 +581,24 @@ impl LogWriter {
     /// Queues the close of a run's file, after every line queued before it.
     pub fn close(&self, key: u64) {
         let _ = self.mailbox.push(Command::Close(key), false);
+    }
+
+    /// Closes `file` on the writer's thread instead of the caller's: the last handle of a
+    /// replaced `state.json`'s old content, whose blocks the file system frees at that close
+    /// (`durable::write_state_file`). Closed at once when the thread is gone.
+    /// At most [`MAX_RELEASING`] wait at a time: past that (a burst of terminal writes while
+    /// the writer is busy) the file is closed here, so held handles never crowd out the
+    /// descriptors the journals need.
+    pub fn release(&self, file: std::fs::File) {
+        let releasing = &self.mailbox.releasing;
+        if releasing.fetch_add(1, Ordering::Relaxed) >= MAX_RELEASING {
+            releasing.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        if self.mailbox.push(Command::Release(file), false).is_err() {
+            // (The command came back and was dropped: the file is closed here.)
+            releasing.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Calls `done` once every command queued before it has been carried out.
@@ -759,6 +785,34 @@ mod tests {
         let shared = Arc::new(LogShared::new(None));
         let writer = spawn(shared, LogLimits::default());
         barrier(&writer);
+    }
+
+    #[test]
+    fn released_files_are_closed_by_the_writer_and_never_more_than_the_cap_wait() {
+        let dir = temp_dir("release");
+        std::fs::create_dir_all(&dir).unwrap();
+        let shared = Arc::new(LogShared::new(None));
+        let writer = spawn(shared, LogLimits::default());
+        // The writer is held inside a barrier until `go` is sent.
+        let (go, wait) = mpsc::channel::<()>();
+        writer.barrier(Box::new(move || {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+        }));
+        let files: Vec<std::fs::File> = (0..MAX_RELEASING + 8)
+            .map(|i| std::fs::File::create(dir.join(i.to_string())).unwrap())
+            .collect();
+        for file in files {
+            writer.release(file);
+        }
+        // The first MAX_RELEASING wait for the writer; the rest were closed at once.
+        assert_eq!(
+            writer.mailbox.releasing.load(Ordering::Relaxed),
+            MAX_RELEASING
+        );
+        go.send(()).unwrap();
+        assert!(writer.sync(Duration::from_secs(10)));
+        assert_eq!(writer.mailbox.releasing.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

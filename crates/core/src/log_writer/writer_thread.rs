@@ -137,6 +137,11 @@ pub(super) fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize)
                         shared.open_files.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
+                // The close frees what the file system still held for it (see `release`).
+                Command::Release(file) => {
+                    drop(file);
+                    mailbox.releasing.fetch_sub(1, Ordering::Relaxed);
+                }
                 Command::Barrier(done) => {
                     pending.flush(&mut files, shared);
                     done();
