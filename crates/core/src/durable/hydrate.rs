@@ -183,8 +183,14 @@ fn interrupted_end_data(terminal_at: f64, ended_with_unfinished_work: bool) -> S
 
 /// LC-2: an interrupted run becomes `failed` (`DAEMON_RESTARTED`, trigger and recovery reason
 /// `daemon_restart`) and gets its two records, in memory and appended to its journal (a torn
-/// last line ended first). Returns the journal append's outcome.
-fn mark_interrupted(run: &mut RunState, log_path: &Path, now: f64) -> io::Result<()> {
+/// last line ended first), unless `add_records` is false: its journal already ends with them
+/// (see the call). Returns the journal append's outcome.
+fn mark_interrupted(
+    run: &mut RunState,
+    log_path: &Path,
+    now: f64,
+    add_records: bool,
+) -> io::Result<()> {
     run.status = Some("failed".to_owned());
     run.error = Some(INTERRUPTED_MESSAGE.to_owned());
     run.error_code = Some(INTERRUPTED_CODE.to_owned());
@@ -195,6 +201,9 @@ fn mark_interrupted(run: &mut RunState, log_path: &Path, now: f64) -> io::Result
     run.terminal_trigger = Some(DAEMON_RESTART.to_owned());
     run.host.terminal_recovery_reason = Some(DAEMON_RESTART.to_owned());
     run.host.resumable = false;
+    if !add_records {
+        return Ok(());
+    }
     let error_data = interrupted_error_data();
     let end_data = interrupted_end_data(now, run.host.ended_with_unfinished_work);
     let error_id = run.next_event_id;
@@ -301,7 +310,12 @@ impl Service {
             run.end_event_id = None;
         }
         let interrupted = !run.is_terminal();
-        let appended = interrupted.then(|| mark_interrupted(&mut run, &log_path, now));
+        // A journal whose last record is an 'end' while the file says active: a hydration
+        // that appended the two records crashed before it rewrote the state file (the engine
+        // writes a verdict's state file before its 'end' line). Marked again, not appended
+        // again.
+        let ended = run.end_event_id.is_some() && run.end_event_id == run.history.newest_id();
+        let appended = interrupted.then(|| mark_interrupted(&mut run, &log_path, now, !ended));
         let (project_id, request) = (run.project_id.clone(), run.request_key.clone());
         let slot = self.insert(run);
         if let Some(Err(error)) = appended {
@@ -410,6 +424,52 @@ mod tests {
         assert_eq!(third.state(again).unwrap().terminal_at, Some(50.0));
         assert_eq!(third.state(again).unwrap().next_event_id, 5);
         assert_eq!(third.stats().hydration.hydrated, 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_hydration_that_crashed_before_its_state_write_adds_no_second_pair_of_records() {
+        let (dir, layout) = log_dir("hydrate-crashed");
+        let mut old = service(Some(10), Some(layout));
+        let run = old.create(meta("p", "c"), 1.0);
+        emit(&mut old, run.slot, "1");
+        old.persist_state(run.slot).unwrap();
+        flush(&old);
+        drop(old);
+        let state_path = dir.join(&run.id).join(STATE_FILE);
+        let active = fs::read_to_string(&state_path).unwrap();
+        // The first restart appends its two records; its state write is then undone, as if
+        // the process had died between the two.
+        let mut first = service(Some(10), Some(layout_of(&dir)));
+        first.hydrate(&run.id, 50.0).unwrap();
+        fs::write(&state_path, &active).unwrap();
+        let journal = dir.join(&run.id).join("events.jsonl");
+        assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
+
+        let mut second = service(Some(10), Some(layout_of(&dir)));
+        let slot = second.hydrate(&run.id, 60.0).unwrap();
+        assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
+        let state = second.state(slot).unwrap();
+        assert_eq!(state.status.as_deref(), Some("failed"));
+        assert_eq!(state.error_code.as_deref(), Some(INTERRUPTED_CODE));
+        assert_eq!(state.next_event_id, 4);
+        let events: Vec<Value> = serde_json::from_str(&second.events_json(slot).unwrap()).unwrap();
+        let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+        assert_eq!(names, ["stdout", "error", "end"]);
+        assert_eq!(state_of(&dir, &run.id)["status"], "failed");
+
+        // A run that ended once and was restarted (an 'end' earlier in its journal, other
+        // records after it) is still marked with its own two records.
+        let mut third = service(Some(10), Some(layout_of(&dir)));
+        let again = third.hydrate(&run.id, 70.0).unwrap();
+        third.prepare_restart(again, None, 71.0).unwrap();
+        emit(&mut third, again, "2");
+        flush(&third);
+        drop(third);
+        let mut fourth = service(Some(10), Some(layout_of(&dir)));
+        let slot = fourth.hydrate(&run.id, 80.0).unwrap();
+        assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 6);
+        assert_eq!(fourth.state(slot).unwrap().terminal_at, Some(80.0));
         let _ = fs::remove_dir_all(&dir);
     }
 
