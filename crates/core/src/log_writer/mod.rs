@@ -586,6 +586,7 @@ impl LogWriter {
     /// Closes `file` on the writer's thread instead of the caller's: the last handle of a
     /// replaced `state.json`'s old content, whose blocks the file system frees at that close
     /// (`durable::write_state_file`). Closed at once when the thread is gone.
+    ///
     /// At most [`MAX_RELEASING`] wait at a time: past that (a burst of terminal writes while
     /// the writer is busy) the file is closed here, so held handles never crowd out the
     /// descriptors the journals need.
