@@ -111,7 +111,9 @@ impl Stats {
 }
 
 impl Service {
-    pub fn stats(&self) -> Stats {
+    /// OBS-1. Waits for the construction scan of `runsLogDir` (its counts are part of it).
+    pub fn stats(&mut self) -> Stats {
+        self.disk.settle();
         let shared = &self.log_shared;
         let (queue_lines, queue_bytes) = shared.queue_depth();
         let mut stats = Stats {

@@ -916,7 +916,7 @@ impl Harness {
     }
 
     /// LOG-5 / IMP-1 / IMP-2: each log file equals the model's persisted lines.
-    fn check_logs(&self) {
+    fn check_logs(&mut self) {
         self.flush();
         let mut total = 0u64;
         for m in &self.model.runs {
@@ -964,7 +964,7 @@ impl Harness {
     }
 
     /// Invariants after every step.
-    fn check(&self) {
+    fn check(&mut self) {
         let max = self.model.max_events;
         let mut registered = 0;
         let mut active = 0;

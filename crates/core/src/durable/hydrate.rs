@@ -345,7 +345,7 @@ impl Service {
 
     /// LC-2: the durable runs of `project_id` that are not registered (to hydrate for
     /// `list({ projectId })`), oldest first.
-    pub fn unregistered_project_runs(&self, project_id: &str) -> Vec<String> {
+    pub fn unregistered_project_runs(&mut self, project_id: &str) -> Vec<String> {
         let mut ids = self.disk.project_runs(project_id);
         ids.retain(|id| self.get(id).is_none());
         ids
@@ -353,7 +353,7 @@ impl Service {
 
     /// LC-3: the newest durable run created for `client_request_id`, when it is not
     /// registered.
-    pub fn unregistered_request_run(&self, client_request_id: &str) -> Option<String> {
+    pub fn unregistered_request_run(&mut self, client_request_id: &str) -> Option<String> {
         self.disk
             .request_run(client_request_id)
             .filter(|id| self.get(id).is_none())
