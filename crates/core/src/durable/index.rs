@@ -122,6 +122,20 @@ impl DiskIndex {
         }
     }
 
+    /// The running scan, to queue a change on; `None` once it is done (a finished scan is
+    /// applied here, so the queue never outlives it: a service that never reads its index
+    /// would otherwise queue every create for good).
+    fn running_scan(&mut self) -> Option<&mut PendingScan> {
+        if self
+            .scan
+            .as_ref()
+            .is_some_and(|scan| scan.thread.is_finished())
+        {
+            self.settle();
+        }
+        self.scan.as_mut()
+    }
+
     fn apply(&mut self, found: Vec<Found>) {
         for item in found {
             match item {
@@ -142,7 +156,7 @@ impl DiskIndex {
         request: Option<String>,
         created_at: f64,
     ) {
-        if let Some(scan) = &mut self.scan {
+        if let Some(scan) = self.running_scan() {
             scan.changes
                 .push(Change::Add(id.to_owned(), project_id, request, created_at));
             return;
@@ -174,7 +188,7 @@ impl DiskIndex {
 
     /// Forgets a run (its state file is gone).
     pub(crate) fn remove(&mut self, id: &str) {
-        if let Some(scan) = &mut self.scan {
+        if let Some(scan) = self.running_scan() {
             scan.changes.push(Change::Remove(id.to_owned()));
             return;
         }
@@ -199,7 +213,7 @@ impl DiskIndex {
 
     /// The host moved a durable run to another project.
     pub(crate) fn set_project(&mut self, id: &str, project_id: Option<String>) {
-        if let Some(scan) = &mut self.scan {
+        if let Some(scan) = self.running_scan() {
             scan.changes
                 .push(Change::SetProject(id.to_owned(), project_id));
             return;
@@ -230,7 +244,7 @@ impl DiskIndex {
 
     /// Counts an invalid entry of the directory, once per name.
     pub(crate) fn skip(&mut self, name: &str) {
-        if let Some(scan) = &mut self.scan {
+        if let Some(scan) = self.running_scan() {
             scan.changes.push(Change::Skip(name.to_owned()));
             return;
         }
@@ -313,6 +327,32 @@ fn scan_dir(dir: &Path) -> Vec<Found> {
 mod tests {
     use super::*;
     use crate::test_support::{log_dir, meta, service};
+
+    #[test]
+    fn lc_2_a_finished_scan_is_applied_by_the_next_change_so_nothing_queues_for_good() {
+        let (dir, layout) = log_dir("index-scan-done");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let a = old.create(meta("p", "c"), 1.0).id;
+        drop(old);
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        let started = std::time::Instant::now();
+        while !svc
+            .disk
+            .scan
+            .as_ref()
+            .is_some_and(|s| s.thread.is_finished())
+        {
+            assert!(started.elapsed().as_secs() < 10, "the scan ends");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // No index read yet: the first change applies the scan and then itself, unqueued.
+        svc.disk.skip("x");
+        assert!(svc.disk.scan.is_none());
+        assert_eq!(svc.disk.project_runs("p"), vec![a]);
+        assert_eq!((svc.disk.stats.indexed, svc.disk.stats.skipped), (1, 1));
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn lc_2_changes_made_while_the_scan_runs_apply_after_its_findings() {
