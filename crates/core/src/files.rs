@@ -2,8 +2,8 @@
 //! with other programs (an upstream daemon, the host's own cleanup, whatever a user put
 //! there), so a path the core reads or appends to may name a FIFO, a socket, a device or a
 //! directory. A plain `open` of a FIFO blocks until the other end shows up, which would hang
-//! the JS thread (a hydration, a `list({ projectId })`, the construction's index scan) or the
-//! writer thread (and with it `flushLogs` and `shutdownActive`). So every such open here is
+//! the JS thread (a hydration, a `list({ projectId })`), the index scan (and with it the first
+//! read of the index) or the writer thread (and with it `flushLogs` and `shutdownActive`). So every such open here is
 //! non-blocking and then checked: anything but a regular file is an error of kind
 //! `InvalidInput`, which the callers already treat as an unreadable (skipped, counted) file.
 //! Symbolic links are followed, as the upstream module's `fs` calls follow them.
@@ -49,7 +49,7 @@ pub fn open_read(path: &Path) -> io::Result<File> {
 ///
 /// Sized from the one `fstat` the regular-file check made: `File`'s own `read_to_string` would
 /// ask the OS for the size and the position again (two more system calls per file, for each of
-/// the thousands of state files the index reads at construction).
+/// the thousands of state files the index scan reads).
 pub fn read_to_string(path: &Path) -> io::Result<String> {
     let (mut file, len) = open_checked(path, OpenOptions::new().read(true))?;
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));

@@ -17,7 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ProcId, ProcessTable, Scan, Sent, Tree};
+use super::{ProcId, ProcInfo, ProcessTable, Scan, Sent, Tree};
 
 /// Rounds of stop-and-read at most. Each round finds what the previous round's processes
 /// forked just before they stopped; a tree is still after two or three.
@@ -29,10 +29,11 @@ const STOP_WAIT: Duration = Duration::from_millis(20);
 const STOP_POLL: Duration = Duration::from_micros(200);
 
 impl Tree {
-    /// Stops the whole captured tree (see the module). Returns how many processes got SIGSTOP.
-    pub(super) fn freeze(&mut self, table: &impl ProcessTable) -> usize {
+    /// Stops the whole captured tree (see the module). Returns the view of its last read when
+    /// that read found nothing new (the capture is then current, and the SIGKILL step needs no
+    /// read of its own); `None` when the rounds ended otherwise.
+    pub(super) fn freeze(&mut self, table: &impl ProcessTable) -> Option<Vec<ProcInfo>> {
         let mut seen: Vec<ProcId> = Vec::new();
-        let mut stopped = 0;
         for _ in 0..ROUNDS {
             // Read now. Without a group that is the kernel's lists of children, exact only for
             // a stopped process (`/proc/<pid>/task/<tid>/children` can skip a child while its
@@ -47,7 +48,7 @@ impl Tree {
                 .filter(|id| !seen.contains(id))
                 .collect();
             if round.is_empty() {
-                break;
+                return Some(snapshot);
             }
             seen.extend(&round);
             // The group at once (its members cannot slip between two signals), then each
@@ -60,12 +61,11 @@ impl Tree {
                 .filter(|&id| table.stop(id) == Sent::Delivered)
                 .collect();
             if sent.is_empty() {
-                break;
+                return None;
             }
-            stopped += sent.len();
             wait_stopped(table, &sent);
         }
-        stopped
+        None
     }
 }
 

@@ -502,12 +502,18 @@ impl Tree {
         if self.is_empty() {
             return reached;
         }
-        if kill == Kill::Kill {
-            self.freeze(table);
-        }
         // Without a group the view is the lists of children; with one it is the whole table
-        // (the group's members are read from it).
-        let (snapshot, _) = self.rescan(table, Scan::Shared);
+        // (the group's members are read from it). Before SIGKILL the freeze's last read is
+        // that view when it found the tree still.
+        let frozen = if kill == Kill::Kill {
+            self.freeze(table)
+        } else {
+            None
+        };
+        let snapshot = match frozen {
+            Some(snapshot) => snapshot,
+            None => self.rescan(table, Scan::Shared).0,
+        };
         reached.child_gone = self.child.is_some_and(|c| !self.captured.contains(&c));
         let mut grouped: Vec<ProcId> = Vec::new();
         if let Some(pgid) = self.our_group(&snapshot) {
