@@ -18,11 +18,11 @@ use std::path::Path;
 /// file; for a regular file it changes nothing (reads and writes of regular files never
 /// return `EAGAIN`).
 pub fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    open_checked(path, options).map(|(file, _)| file)
+    open_regular_with_len(path, options).map(|(file, _)| file)
 }
 
 /// [`open_regular`], with the size the check read.
-fn open_checked(path: &Path, options: &mut OpenOptions) -> io::Result<(File, u64)> {
+pub fn open_regular_with_len(path: &Path, options: &mut OpenOptions) -> io::Result<(File, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -51,7 +51,7 @@ pub fn open_read(path: &Path) -> io::Result<File> {
 /// ask the OS for the size and the position again (two more system calls per file, for each of
 /// the thousands of state files the index scan reads).
 pub fn read_to_string(path: &Path) -> io::Result<String> {
-    let (mut file, len) = open_checked(path, OpenOptions::new().read(true))?;
+    let (mut file, len) = open_regular_with_len(path, OpenOptions::new().read(true))?;
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
     // Through `Read::take`, which reads into the reserved space without asking for a size hint.
     Read::by_ref(&mut file)

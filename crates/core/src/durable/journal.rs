@@ -199,14 +199,17 @@ pub fn fill_history(history: &mut History, tail: &Tail) -> Option<u64> {
 /// Appends `lines` (each without its newline) to the journal at `path` in one write, first
 /// ending a torn last line (a crash mid-write) so the new lines stay whole. Creates the file.
 pub fn append_lines(path: &Path, lines: &[String]) -> io::Result<()> {
-    let mut file = files::open_regular(path, OpenOptions::new().append(true).create(true))?;
-    let len = file.metadata()?.len();
+    // One descriptor reads the last byte and appends (in append mode a write goes to the end
+    // whatever the position).
+    let (mut file, len) = files::open_regular_with_len(
+        path,
+        OpenOptions::new().read(true).append(true).create(true),
+    )?;
     let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
     if len > 0 {
         let mut last = [0u8; 1];
-        let mut reader = files::open_read(path)?;
-        reader.seek(SeekFrom::Start(len - 1))?;
-        reader.read_exact(&mut last)?;
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
         if last[0] != b'\n' {
             out.push(b'\n');
         }
