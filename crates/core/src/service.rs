@@ -368,11 +368,11 @@ impl Service {
             return;
         };
         run.registered = true;
-        let (seq, id) = (run.order, run.id.clone());
+        let (seq, key) = (run.order, IdKey::of(&run.id));
         let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
         let request = run.request_key.clone();
         self.order.insert(seq, slot);
-        self.by_id.insert(IdKey::of(&id), slot);
+        self.by_id.insert(key, slot);
         self.by_conversation.add(conversation.as_deref(), seq, slot);
         self.by_project.add(project.as_deref(), seq, slot);
         self.by_request.add(request.as_deref(), seq, slot);
@@ -527,14 +527,13 @@ impl Service {
             return Ok(());
         }
         run.registered = false;
-        let (seq, id) = (run.order, run.id.clone());
+        let (seq, key) = (run.order, IdKey::of(&run.id));
         let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
         let request = run.request_key.clone();
         self.by_conversation.remove(conversation.as_deref(), seq);
         self.by_project.remove(project.as_deref(), seq);
         self.by_request.remove(request.as_deref(), seq);
         self.order.remove(&seq);
-        let key = IdKey::of(&id);
         if self.by_id.get(&key) == Some(&slot) {
             self.by_id.remove(&key);
         }
