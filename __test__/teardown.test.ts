@@ -503,6 +503,26 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
   })
 
+  it('LC-7: a retry that replaces run.child keeps what the first attempt left running in the tree', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    // The first attempt: a detached leader whose helper (in its group, ignoring SIGTERM) outlives it.
+    const first = startLeader('exit-on-line', ['quiet-noterm'], { detached: true })
+    const run = attach(runs, first, { group: true })
+    const [helper] = await printedPids(first, 1)
+    first.stdin!.write('go\n')
+    await exitOf(first)
+    // The host retries: a new agent, its own group, assigned to the same run.
+    const retry = startLeader('wait', ['hold'], { detached: true })
+    run.child = retry
+    run.processGroupId = retry.pid
+    const [kid] = await printedPids(retry, 1)
+    expect(alive(helper)).toBe(true)
+
+    const body = await runs.cancel(run, 'user_stop')
+    expect([helper, kid, retry.ident].filter(alive)).toEqual([])
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
+  })
+
   it('LC-7: stdin is closed before SIGTERM: the child observes EOF first, stdinOpen is false after', async () => {
     const { runs } = makeRuns({ runsLogDir: null })
     const child = spawn(process.execPath, [STDIN], { stdio: ['pipe', 'pipe', 'inherit'] })

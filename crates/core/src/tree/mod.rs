@@ -298,16 +298,25 @@ impl Tree {
         self.capture(table);
     }
 
-    /// A pid other than the current child's starts a new tree; no pid (the host cleared
-    /// `run.child`, or set one without a pid) keeps the tree captured so far. The child is
-    /// captured only when it is alive and a direct child of this process (so a fake or stale
-    /// pid never brings an unrelated process into the tree).
+    /// A pid other than the current child's is a new child (the host replaced `run.child`, as
+    /// a retry does); no pid (the host cleared `run.child`, or set one without a pid) keeps
+    /// the tree captured so far. The new child is captured only when it is alive and a direct
+    /// child of this process (so a fake or stale pid never brings an unrelated process into
+    /// the tree). What the earlier child left alive stays part of the run's tree: it is
+    /// captured once more (its group's members and descendants, as they are now), and those
+    /// processes keep being signalled by identity; the earlier group itself is no longer
+    /// signalled as a group, nor the earlier child through its handle.
     pub fn set_child(&mut self, table: &impl ProcessTable, pid: Option<i32>, alive: bool) {
         let Some(pid) = pid else {
             return;
         };
         if Some(pid) != self.child_pid {
-            *self = Tree::default();
+            let earlier = self.leave_child(table);
+            *self = Tree {
+                captured: earlier,
+                last: self.last,
+                ..Tree::default()
+            };
             self.child_pid = Some(pid);
             if alive {
                 let own = table.own_pid();
@@ -317,10 +326,22 @@ impl Tree {
                 if let Some(info) = table.probe(pid).filter(|i| i.alive && i.ppid == own) {
                     self.child = Some(info.id);
                     self.child_handle = handle;
-                    self.captured.push(info.id);
+                    if !self.captured.contains(&info.id) {
+                        self.captured.push(info.id);
+                    }
                 }
             }
         }
+    }
+
+    /// The processes of the current child's tree that are alive, captured once more, for the
+    /// next child's tree to keep (see [`Tree::set_child`]).
+    fn leave_child(&mut self, table: &impl ProcessTable) -> Vec<ProcId> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        self.rescan(table, Scan::Fresh);
+        std::mem::take(&mut self.captured)
     }
 
     /// Closes the handle held on the child (see `RunState::release_process_handles`); the child

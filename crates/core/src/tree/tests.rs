@@ -326,20 +326,48 @@ fn lc_7_a_process_found_while_waiting_gets_the_last_signal() {
 }
 
 #[test]
-fn lc_7_a_new_child_pid_starts_a_new_tree() {
+fn lc_7_a_replaced_child_leaves_what_its_tree_still_runs_in_the_run_s_tree() {
     let table = FakeTable::default();
-    table.add(10, 5, OWN, OWN, Some(Kill::Term));
-    table.add(11, 6, 10, OWN, Some(Kill::Term));
-    table.add(20, 8, OWN, OWN, Some(Kill::Term));
+    table.add(10, 5, OWN, 10, Some(Kill::Term)); // the first attempt, detached
+    table.add(11, 6, 10, OWN, Some(Kill::Term)); // its helper, outside the group
+    table.add(20, 8, OWN, OWN, Some(Kill::Term)); // the retry
+    table.add(40, 2, OWN, OWN, Some(Kill::Term)); // another child of ours, not the run's
     let mut tree = Tree::default();
-    tree.attach(&table, Some(10), true, None);
+    tree.attach(&table, Some(10), true, Some(10));
     // No pid (the host cleared run.child, or a fake replaced it): the tree is kept.
     tree.attach(&table, None, false, None);
     assert_eq!(tree.alive(&table), 2);
+    // The first attempt exits; a member of its group born since is found when the child is
+    // replaced (its group is gone from the tree after that, its members are not).
+    table.add(12, 7, 1, 10, Some(Kill::Term)); // an orphan in its group
+    table.exit(10);
     tree.attach(&table, Some(20), true, None);
-    tree.signal(&table, Kill::Term);
-    assert!(table.got(10).is_empty() && table.got(11).is_empty());
+    assert_eq!(tree.child(), Some(ProcId { pid: 20, start: 8 }));
+    assert_eq!(
+        tree.group(),
+        None,
+        "the earlier child's group is not the new child's"
+    );
+    assert_eq!(tree.alive(&table), 3);
+    let reached = tree.signal(&table, Kill::Term);
+    assert!(reached.child && !reached.group);
+    assert_eq!(reached.others, 2);
     assert_eq!(table.got(20), vec![Kill::Term]);
+    assert_eq!(table.got(11), vec![Kill::Term]);
+    assert_eq!(table.got(12), vec![Kill::Term]);
+    assert!(
+        table.got(10).is_empty(),
+        "the exited first attempt is never signalled"
+    );
+    assert!(
+        table.got(40).is_empty(),
+        "a process outside the run is never signalled"
+    );
+    assert!(
+        table.groups_signalled.borrow().is_empty(),
+        "the earlier group is not signalled as a group"
+    );
+    assert_eq!(tree.alive(&table), 0);
 }
 
 #[cfg(target_os = "linux")]
