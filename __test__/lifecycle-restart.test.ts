@@ -56,6 +56,10 @@ describe('LC-2: a daemon killed mid-run', () => {
         expect(stateOf(tmp, ids.active).status).toBe('running')
         child.kill('SIGKILL')
         await exited
+        // A kill in the middle of a state write leaves its temp file, named after the dead
+        // daemon's pid (LC-1: no leftover may remain once the run is hydrated).
+        const leftover = `state.json.${child.pid}.0f0e0d0c-0b0a-4908-8706-050403020100.tmp`
+        fs.writeFileSync(path.join(tmp, ids.active, leftover), '{"status":"running"}\n')
 
         const onTerminal = vi.fn()
         const { runs, sse } = service({ maxEvents: 10, onTerminal })

@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::index::ordered_bits;
 use super::journal;
 use super::legacy::{read_log_state, RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
-use super::state::{run_dir, StateFile, STATE_FILE};
+use super::state::{run_dir, sweep_stale_temps, StateFile, STATE_FILE};
 use super::{is_run_id, DAEMON_RESTART, INTERRUPTED_CODE, INTERRUPTED_MESSAGE};
 use crate::error::CoreResult;
 use crate::files;
@@ -261,6 +261,8 @@ impl Service {
             }
             Load::Found(loaded) => loaded,
         };
+        // What a daemon killed in the middle of a state write left (LC-1).
+        sweep_stale_temps(&dir);
         let Loaded {
             file,
             next_event_id,
@@ -424,6 +426,53 @@ mod tests {
         assert_eq!(third.state(again).unwrap().terminal_at, Some(50.0));
         assert_eq!(third.state(again).unwrap().next_event_id, 5);
         assert_eq!(third.stats().hydration.hydrated, 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A pid no process can have (above Linux's largest pid_max, 2^22).
+    const DEAD_PID: u32 = 2_000_000_000;
+
+    #[test]
+    fn lc_1_temp_files_of_a_writer_that_died_are_removed_when_the_run_is_hydrated() {
+        let (dir, layout) = log_dir("hydrate-temps");
+        let mut old = service(Some(10), Some(layout));
+        let run = old.create(meta("p", "c"), 1.0);
+        emit(&mut old, run.slot, "1");
+        flush(&old);
+        drop(old);
+        let run_dir = dir.join(&run.id);
+        let uuid = "0f0e0d0c-0b0a-4908-8706-050403020100";
+        let dead = format!("{STATE_FILE}.{DEAD_PID}.{uuid}.tmp");
+        let legacy_dead = format!("run.json.tmp-{DEAD_PID}");
+        // Left alone: a writer that may still run (this process), and names of other shapes.
+        let own = format!("{STATE_FILE}.{}.{uuid}.tmp", std::process::id());
+        let others = [
+            format!("{STATE_FILE}.{DEAD_PID}.not-a-uuid.tmp"),
+            format!("{STATE_FILE}.x{DEAD_PID}.{uuid}.tmp"),
+            "notes.tmp".to_owned(),
+        ];
+        for name in [&dead, &legacy_dead, &own].into_iter().chain(&others) {
+            fs::write(run_dir.join(name), "{}").unwrap();
+        }
+
+        let mut new = service(Some(10), Some(layout_of(&dir)));
+        let slot = new.hydrate(&run.id, 50.0).unwrap();
+        assert_eq!(
+            new.state(slot).unwrap().error_code.as_deref(),
+            Some(INTERRUPTED_CODE)
+        );
+        let mut left: Vec<String> = fs::read_dir(&run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        let mut expected: Vec<String> = [STATE_FILE, "events.jsonl", own.as_str()]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(others.iter().cloned())
+            .collect();
+        expected.sort();
+        assert_eq!(left, expected);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use super::hydrate::HydrationStats;
 use super::is_run_id;
 use super::legacy::{RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
-use super::state::{StateFile, STATE_FILE};
+use super::state::{sweep_stale_temps, StateFile, STATE_FILE};
 use crate::files;
 use crate::service::Service;
 
@@ -317,7 +317,12 @@ fn scan_dir(dir: &Path) -> Vec<Found> {
         }
         found.push(match read_entry(&entry.path(), name) {
             Some(run) => Found::Run(name.to_owned(), run),
-            None => Found::Invalid(name.to_owned()),
+            None => {
+                // A run whose first state write was cut short by a crash has only its temp
+                // file (LC-1); a valid run's are swept when it is hydrated.
+                sweep_stale_temps(&entry.path());
+                Found::Invalid(name.to_owned())
+            }
         });
     }
     found
@@ -351,6 +356,27 @@ mod tests {
         assert!(svc.disk.scan.is_none());
         assert_eq!(svc.disk.project_runs("p"), vec![a]);
         assert_eq!((svc.disk.stats.indexed, svc.disk.stats.skipped), (1, 1));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_1_a_run_directory_left_with_only_a_dead_writers_temp_file_is_swept_by_the_scan() {
+        let (dir, layout) = log_dir("index-temps");
+        let id = "0f0e0d0c-0b0a-4908-8706-050403020100";
+        let run_dir = dir.join(id);
+        fs::create_dir_all(&run_dir).unwrap();
+        let dead = format!("{STATE_FILE}.2000000000.{id}.tmp");
+        // pid 1 is always alive: its temp file is left alone.
+        let live = format!("{STATE_FILE}.1.{id}.tmp");
+        fs::write(run_dir.join(&dead), "{}").unwrap();
+        fs::write(run_dir.join(&live), "{}").unwrap();
+        let mut svc = service(None, Some(layout));
+        svc.index_runs(&dir);
+        svc.settle_index();
+        assert_eq!(svc.disk.stats.skipped, 1);
+        assert!(!run_dir.join(&dead).exists());
+        #[cfg(any(target_os = "linux", target_os = "macos"))]
+        assert!(run_dir.join(&live).exists());
         let _ = fs::remove_dir_all(&dir);
     }
 

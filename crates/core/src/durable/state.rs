@@ -414,6 +414,74 @@ fn exchange(_from: &Path, _to: &Path) -> bool {
     false
 }
 
+/// Removes the temp files that writers which no longer run left in the run directory `dir`
+/// (LC-1: a daemon killed between a state write's first step and its last leaves
+/// `state.json.<pid>.<uuid>.tmp`, as the previous version could leave `run.json.tmp-<pid>`).
+/// A temp file is left alone while the process its name gives may still be writing it: this
+/// process, a live process with that pid (another daemon on the same `runsLogDir`, or an
+/// unrelated process that took the pid: a leftover then stays until a later sweep), or any
+/// process where this OS cannot be asked. Only names of exactly these shapes are touched.
+/// Best effort: what cannot be read or removed stays. Returns how many were removed.
+pub(crate) fn sweep_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_writer) else {
+            continue;
+        };
+        if writer_may_run(pid) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The writer's pid in a temp file name of a state write (`state.json.<pid>.<uuid>.tmp`) or of
+/// the previous version's snapshot (`run.json.tmp-<pid>`); `None` for any other name.
+fn temp_writer(name: &str) -> Option<u32> {
+    if let Some(rest) = name
+        .strip_prefix(STATE_FILE)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+    {
+        let (pid, uuid) = rest.split_once('.')?;
+        return super::is_run_id(uuid).then(|| parse_pid(pid)).flatten();
+    }
+    name.strip_prefix(super::SNAPSHOT_FILE)
+        .and_then(|rest| rest.strip_prefix(".tmp-"))
+        .and_then(parse_pid)
+}
+
+/// A pid as `std::process::id()` formats it: decimal digits only.
+fn parse_pid(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Whether process `pid` may still be writing its temp file.
+fn writer_may_run(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    #[cfg(any(target_os = "linux", target_os = "macos", windows))]
+    {
+        use crate::tree::ProcessTable;
+        i32::try_from(pid).is_ok_and(|pid| crate::tree::System.probe(pid).is_some_and(|p| p.alive))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+    {
+        true
+    }
+}
+
 /// The directory of a run whose journal is at `log_path`.
 pub(crate) fn run_dir(log_path: &Path) -> PathBuf {
     log_path
