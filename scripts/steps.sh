@@ -34,3 +34,28 @@ step() {
   fi
   return "$status"
 }
+
+# check_pe_dll OBJDUMP FILE FORMAT: FILE is a PE DLL whose format OBJDUMP names FORMAT
+# (`pei-x86-64` for mingw's objdump, `coff-arm64` for llvm-objdump), exports the N-API entry
+# point and imports nothing from node itself: napi-build links a stand-in libnode.dll for a
+# windows-gnu target, which must not leak into the binary (N-API is looked up in the host process
+# when the addon loads).
+check_pe_dll() {
+  local objdump="$1" file="$2" want="$3" headers imports
+  file "$file" || return 1
+  headers="$("$objdump" -p "$file")" || return 1
+  grep -qE "file format $want\$" <<<"$headers" || {
+    echo "not $want: $(grep -m1 'file format' <<<"$headers")"
+    return 1
+  }
+  grep -qw napi_register_module_v1 <<<"$headers" || {
+    echo "napi_register_module_v1 is not exported"
+    return 1
+  }
+  imports="$(grep 'DLL Name:' <<<"$headers" | awk '{print $3}' | sort -fu | paste -sd' ' -)"
+  echo "$want; exports napi_register_module_v1; imports: $imports"
+  if grep -qiE '^(lib)?node(\.exe|\.dll)$' <<<"$(tr ' ' '\n' <<<"$imports")"; then
+    echo "it imports from node itself: the stand-in libnode.dll leaked into the binary"
+    return 1
+  fi
+}

@@ -158,22 +158,6 @@ build_windows() {
   LIBNODE_PATH="$stub" npx napi build --platform --release --target "$TARGET" --output-dir "$DIST" --no-js --dts binding.d.ts
 }
 
-inspect_windows() {
-  local f="$1" imports
-  file "$f" || return 1
-  x86_64-w64-mingw32-objdump -p "$f" >"$WIN/objdump.txt" || return 1
-  grep -q 'napi_register_module_v1' "$WIN/objdump.txt" || {
-    echo "napi_register_module_v1 is not exported"
-    return 1
-  }
-  imports="$(grep 'DLL Name:' "$WIN/objdump.txt" | awk '{print $3}' | sort -fu | paste -sd' ' -)"
-  echo "exports napi_register_module_v1; imports: $imports"
-  if grep -qiE '^(lib)?node(\.exe|\.dll)$' <<<"$(tr ' ' '\n' <<<"$imports")"; then
-    echo "it imports from node itself: the stand-in libnode.dll leaked into the binary"
-    return 1
-  fi
-}
-
 # ---------------------------------------------------------------------------------------------
 # 3. the scratch project and the tests under Wine
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +364,7 @@ if [ -n "${TEST_WINDOWS_BINARY:-}" ]; then
 else
   step build-$TARGET build_windows
 fi
-step inspect-$TARGET inspect_windows "$BUILT"
+step inspect-$TARGET check_pe_dll x86_64-w64-mingw32-objdump "$BUILT" pei-x86-64
 if [ -f "$BUILT" ] && [ -f "$NODE_EXE" ]; then
   step prepare-app prepare_app "$BUILT" &&
     step load-under-wine load_check &&
