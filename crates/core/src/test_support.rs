@@ -5,6 +5,9 @@ use crate::history::EventName;
 use crate::log_writer::{LogLimits, LogShared};
 use crate::service::{CreateMeta, Service};
 
+/// A pid no process can have (above Linux's largest `pid_max`, 2^22, and macOS's 99,999).
+pub const NO_SUCH_PID: u32 = 2_000_000_000;
+
 pub fn service(max_events: Option<usize>, log: Option<LogLayout>) -> Service {
     Service::new(
         ServiceConfig {

@@ -366,7 +366,7 @@ impl Service {
 mod tests {
     use super::*;
     use crate::service::ListFilter;
-    use crate::test_support::{emit, flush, log_dir, meta, service};
+    use crate::test_support::{emit, flush, log_dir, meta, service, NO_SUCH_PID};
     use std::fs;
 
     fn layout_of(dir: &Path) -> crate::config::LogLayout {
@@ -429,9 +429,6 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
-    /// A pid no process can have (above Linux's largest pid_max, 2^22).
-    const DEAD_PID: u32 = 2_000_000_000;
-
     #[test]
     fn lc_1_temp_files_of_a_writer_that_died_are_removed_when_the_run_is_hydrated() {
         let (dir, layout) = log_dir("hydrate-temps");
@@ -442,13 +439,13 @@ mod tests {
         drop(old);
         let run_dir = dir.join(&run.id);
         let uuid = "0f0e0d0c-0b0a-4908-8706-050403020100";
-        let dead = format!("{STATE_FILE}.{DEAD_PID}.{uuid}.tmp");
-        let legacy_dead = format!("run.json.tmp-{DEAD_PID}");
+        let dead = format!("{STATE_FILE}.{NO_SUCH_PID}.{uuid}.tmp");
+        let legacy_dead = format!("run.json.tmp-{NO_SUCH_PID}");
         // Left alone: a writer that may still run (this process), and names of other shapes.
         let own = format!("{STATE_FILE}.{}.{uuid}.tmp", std::process::id());
         let others = [
-            format!("{STATE_FILE}.{DEAD_PID}.not-a-uuid.tmp"),
-            format!("{STATE_FILE}.x{DEAD_PID}.{uuid}.tmp"),
+            format!("{STATE_FILE}.{NO_SUCH_PID}.not-a-uuid.tmp"),
+            format!("{STATE_FILE}.x{NO_SUCH_PID}.{uuid}.tmp"),
             "notes.tmp".to_owned(),
         ];
         for name in [&dead, &legacy_dead, &own].into_iter().chain(&others) {

@@ -331,7 +331,7 @@ fn scan_dir(dir: &Path) -> Vec<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{log_dir, meta, service};
+    use crate::test_support::{log_dir, meta, service, NO_SUCH_PID};
 
     #[test]
     fn lc_2_a_finished_scan_is_applied_by_the_next_change_so_nothing_queues_for_good() {
@@ -365,7 +365,7 @@ mod tests {
         let id = "0f0e0d0c-0b0a-4908-8706-050403020100";
         let run_dir = dir.join(id);
         fs::create_dir_all(&run_dir).unwrap();
-        let dead = format!("{STATE_FILE}.2000000000.{id}.tmp");
+        let dead = format!("{STATE_FILE}.{NO_SUCH_PID}.{id}.tmp");
         // pid 1 is always alive: its temp file is left alone.
         let live = format!("{STATE_FILE}.1.{id}.tmp");
         fs::write(run_dir.join(&dead), "{}").unwrap();
