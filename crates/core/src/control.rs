@@ -222,7 +222,7 @@ impl Service {
     /// Returns whether the tree has a live process: the facade then keeps the watch going
     /// ([`Service::capture_trees`]).
     pub fn attach(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<bool> {
-        self.attach_child(slot, pid, group, alive)?;
+        self.attach_child(slot, pid, group, alive, true)?;
         let table = self.processes.clone();
         let tree = &mut self.run_mut(slot)?.tree;
         tree.capture(&table);
@@ -245,12 +245,25 @@ impl Service {
         watched
     }
 
-    /// [`Service::attach`] without the capture.
-    fn attach_child(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<()> {
+    /// [`Service::attach`] without the capture. `host_write`: the host has just written
+    /// `run.child` or `run.processGroupId` (see [`crate::tree::Tree::host_set_child`]), rather
+    /// than a signal step passing the host's current values.
+    fn attach_child(
+        &mut self,
+        slot: u32,
+        pid: f64,
+        group: f64,
+        alive: bool,
+        host_write: bool,
+    ) -> CoreResult<()> {
         let table = self.processes.clone();
         let run = self.run_mut(slot)?;
         let pid = signals::as_pid(pid);
-        run.tree.set_child(&table, pid, alive);
+        if host_write {
+            run.tree.host_set_child(&table, pid, alive);
+        } else {
+            run.tree.set_child(&table, pid, alive);
+        }
         // The same child with the group already verified for it: nothing to verify again.
         if run.tree.group().is_some() && signals::as_pid(group) == run.tree.group() {
             return Ok(());
@@ -278,7 +291,7 @@ impl Service {
         kill: bool,
     ) -> CoreResult<Reached> {
         // The signal step captures the tree itself.
-        self.attach_child(slot, pid, group, alive)?;
+        self.attach_child(slot, pid, group, alive, false)?;
         let table = self.processes.clone();
         let run = self.run_mut(slot)?;
         let kill = if kill { Kill::Kill } else { Kill::Term };

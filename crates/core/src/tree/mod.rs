@@ -291,7 +291,7 @@ impl Tree {
         alive: bool,
         group: Option<i32>,
     ) {
-        self.set_child(table, pid, alive);
+        self.host_set_child(table, pid, alive);
         if let Some(pgid) = group {
             self.set_group(table, pgid);
         }
@@ -305,12 +305,31 @@ impl Tree {
     /// the tree). What the earlier child left alive stays part of the run's tree: it is
     /// captured once more (its group's members and descendants, as they are now), and those
     /// processes keep being signalled by identity; the earlier group itself is no longer
-    /// signalled as a group, nor the earlier child through its handle.
+    /// signalled as a group, nor the earlier child through its handle. A signal step passes
+    /// the host's child this way (it may have been replaced without a write the service saw).
     pub fn set_child(&mut self, table: &impl ProcessTable, pid: Option<i32>, alive: bool) {
+        self.switch_child(table, pid, alive, false);
+    }
+
+    /// [`Tree::set_child`] for a write of the host (`run.child`): there the same pid is a new
+    /// child too when the captured child is gone while the host says its child runs and a
+    /// live process of another start time has the pid (the OS gave the earlier child's pid to
+    /// the new one). Only asked at a host write, so a signal step costs no extra look.
+    pub fn host_set_child(&mut self, table: &impl ProcessTable, pid: Option<i32>, alive: bool) {
+        self.switch_child(table, pid, alive, true);
+    }
+
+    fn switch_child(
+        &mut self,
+        table: &impl ProcessTable,
+        pid: Option<i32>,
+        alive: bool,
+        check_reuse: bool,
+    ) {
         let Some(pid) = pid else {
             return;
         };
-        if Some(pid) != self.child_pid {
+        if Some(pid) != self.child_pid || (check_reuse && alive && self.pid_reused(table, pid)) {
             let earlier = self.leave_child(table);
             *self = Tree {
                 captured: earlier,
@@ -332,6 +351,19 @@ impl Tree {
                 }
             }
         }
+    }
+
+    /// The captured child (whose pid is `pid`) has exited and a live process of another start
+    /// time now has that pid. Asks the table only once the child's handle (or a probe) says
+    /// the child is gone, so a running child costs one look at its handle.
+    fn pid_reused(&self, table: &impl ProcessTable, pid: i32) -> bool {
+        let Some(child) = self.child else {
+            return false;
+        };
+        !self.is_alive(table, child)
+            && table
+                .probe(pid)
+                .is_some_and(|info| info.alive && info.id != child)
     }
 
     /// The processes of the current child's tree that are alive, captured once more, for the

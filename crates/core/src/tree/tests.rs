@@ -370,6 +370,31 @@ fn lc_7_a_replaced_child_leaves_what_its_tree_still_runs_in_the_run_s_tree() {
     assert_eq!(tree.alive(&table), 0);
 }
 
+#[test]
+fn lc_7_a_new_child_that_got_the_earlier_child_s_pid_is_captured_as_the_child() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, Some(Kill::Term));
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    // The child exits and is reaped; the retry the host spawns gets the same pid.
+    table.recycle(10, 900, OWN);
+    // The exited child object again (its exit seen): nothing changes.
+    tree.attach(&table, Some(10), false, None);
+    assert_eq!(tree.child(), Some(ProcId { pid: 10, start: 5 }));
+    // The new child object, running: it is the run's child now.
+    tree.attach(&table, Some(10), true, None);
+    assert_eq!(
+        tree.child(),
+        Some(ProcId {
+            pid: 10,
+            start: 900
+        })
+    );
+    let reached = tree.signal(&table, Kill::Term);
+    assert!(reached.child && !reached.child_gone);
+    assert_eq!(table.got(10), vec![Kill::Term]);
+}
+
 #[cfg(target_os = "linux")]
 mod linux_real {
     use super::*;
