@@ -60,9 +60,9 @@ pub struct DiskIndex {
     scan: Option<PendingScan>,
 }
 
-/// The scan of `dir` on its thread, and this service's changes to the index since it started.
+/// The scan of [`DiskIndex::dir`] on its thread, and this service's changes to the index since
+/// it started.
 struct PendingScan {
-    dir: PathBuf,
     thread: JoinHandle<Vec<Found>>,
     changes: Vec<Change>,
 }
@@ -93,7 +93,6 @@ impl DiskIndex {
         match spawned {
             Ok(thread) => {
                 self.scan = Some(PendingScan {
-                    dir: dir.to_path_buf(),
                     thread,
                     changes: Vec::new(),
                 })
@@ -108,7 +107,10 @@ impl DiskIndex {
         let Some(scan) = self.scan.take() else {
             return;
         };
-        let found = scan.thread.join().unwrap_or_else(|_| scan_dir(&scan.dir));
+        let found = scan
+            .thread
+            .join()
+            .unwrap_or_else(|_| self.dir.as_deref().map(scan_dir).unwrap_or_default());
         self.apply(found);
         for change in scan.changes {
             match change {
