@@ -45,6 +45,12 @@ export declare const enum Delivery {
 export declare function destroyService(svc: number): void
 
 /**
+ * `createOrReuse` (LC-3) and `findByPluginWorkflowId` (HF-8): the id of the newest durable run
+ * created with this key when it is not registered, or null.
+ */
+export declare function durableRunByKey(svc: number, lookup: RunLookup, key: string): string | null
+
+/**
  * Stores the first `count` records of a batch of staged emits, in order: `header` holds five
  * numbers per record (slot, id, event name, flags, timestamp) and `text` the records' event
  * and data JSON parts, each followed by a line feed (see the core's `batch` module). Returns
@@ -116,12 +122,6 @@ export declare const enum NumberField {
 export declare function projectDurableRuns(svc: number, projectId: string): Array<string>
 
 /**
- * `createOrReuse` (LC-3): the id of the newest durable run created with this
- * `clientRequestId` when it is not registered, or null.
- */
-export declare function requestDurableRun(svc: number, clientRequestId: string): string | null
-
-/**
  * LC-7: the host set `run.child` / `run.processGroupId`. `pid` and `group` are NaN when
  * absent; `alive` is false when the child already exited. Captures the child (a live direct
  * child of this process only), verifies the group while the child lives (IMP-5) and captures
@@ -146,7 +146,8 @@ export declare function runCoreFields(svc: number, slot: number): string
 
 /**
  * `create(meta)`: the id strings are passed only when they are non-empty strings; the two
- * policies as their JSON lowering (absent = undefined); `clientRequestId` (LC-3's key); `host`
+ * policies as their JSON lowering (absent = undefined); `clientRequestId` (LC-3's key) and the
+ * plugin workflow id of `externalPluginAnalytics` (HF-8's key), each a non-empty string; `host`
  * only when logging is on: the JSON of the run's host-owned `state.json` values (the other id
  * fields, `requestFingerprint`, `workspaceScope`), written with the state file before this
  * returns (LC-1).
@@ -155,7 +156,7 @@ export declare function runCoreFields(svc: number, slot: number): string
  * string and a single `JSON.parse` in JS build the slot, the id and both policy objects (a
  * returned object would cost a property set and a string per field).
  */
-export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, clientRequestId: string | undefined | null, host: string | undefined | null, now: number): string
+export declare function runCreate(svc: number, projectId: string | undefined | null, conversationId: string | undefined | null, mediaExecution: string | undefined | null, toolBundle: string | undefined | null, clientRequestId: string | undefined | null, pluginWorkflowId: string | undefined | null, host: string | undefined | null, now: number): string
 
 /** `drop`: false when the run was already terminal (nothing changed). */
 export declare function runDrop(svc: number, slot: number, now: number): boolean
@@ -172,8 +173,11 @@ export declare function runEvents(svc: number, slot: number): string
 /** The TTL eviction: true when the run was still terminal and left the registry. */
 export declare function runEvict(svc: number, slot: number): boolean
 
-/** `createOrReuse` (LC-3): the newest registered run created with this `clientRequestId`, or -1. */
-export declare function runFindRequest(svc: number, clientRequestId: string): number
+/**
+ * `createOrReuse` (LC-3) and `findByPluginWorkflowId` (HF-8): the newest registered run
+ * created with this key, or -1.
+ */
+export declare function runFindByKey(svc: number, lookup: RunLookup, key: string): number
 
 /**
  * `finish`, first half (LC-5, LC-6): the verdict, with the terminal facts when `status` is
@@ -207,6 +211,14 @@ export declare function runHydrated(svc: number, slot: number): string
 
 /** `list(filter)`: slots in creation order (a typed array: one copy, no per-element calls). */
 export declare function runList(svc: number, projectId?: string | undefined | null, conversationId?: string | undefined | null, status?: string | undefined | null): Uint32Array
+
+/** The key `runFindByKey` and `durableRunByKey` find a run by (LC-3, HF-8). */
+export declare const enum RunLookup {
+  /** The `clientRequestId` the run was created with (`createOrReuse`). */
+  ClientRequestId = 0,
+  /** The plugin workflow id of its `externalPluginAnalytics` (`findByPluginWorkflowId`). */
+  PluginWorkflowId = 1,
+}
 
 /**
  * `persistState(run)` and the `start`/`error`/`end` emits (LC-1): writes the state file now,

@@ -287,6 +287,11 @@ export type ToolBundleSummary = {
  * kept when they have their shape, otherwise `null`. No other key is read.
  */
 export type RunCreateMeta = {
+  /**
+   * The external plugin's attribution hints: when `externalPluginId` is `'open-design'`, the run's
+   * `externalPluginAnalytics` is made from them (SPEC HF-8); otherwise they are ignored.
+   */
+  analyticsHints?: Partial<ExternalPluginAnalytics> | Record<string, unknown> | null | undefined
   /** Project the run belongs to; used by `list` filters. */
   projectId?: string | null | undefined
   /** Conversation the run belongs to; used by `list` filters. */
@@ -555,6 +560,21 @@ export interface ChatRun {
    * and set it to `false`; `prepareRestart` sets it to `false` (SPEC LC-7, LC-4).
    */
   stdinOpen?: boolean
+  /**
+   * The open-design plugin's attribution, made by `create` from `meta.analyticsHints`, else `null`;
+   * reported, persisted, and the key `findByPluginWorkflowId` finds the run by (SPEC HF-8).
+   */
+  externalPluginAnalytics: ExternalPluginAnalytics | null
+  /**
+   * Host field: the timer handle of a pending same-run retry; `cancel`, `shutdownActive` and
+   * `prepareRestart` clear the timer and set it to `null` (SPEC HF-9).
+   */
+  retryRestartTimer: ReturnType<typeof setTimeout> | null
+  /**
+   * Host field: a runtime failure was seen before a cancel; the cancel then waits for the child's
+   * `'close'` (the host's close handler gives the verdict), not its `'exit'` (SPEC CAN-9).
+   */
+  runtimeFailureObservedBeforeCancellation?: boolean
   /** Other host-added fields are kept and ignored by the service (the daemon's own: SPEC §22). */
   [extra: string]: unknown
 }
@@ -887,6 +907,42 @@ export interface ChatRunService {
   readonly markLangfuseCompleted: (run: ChatRun | null | undefined) => void
   /** Records the deliverable check's verdict on the run and persists it (SPEC HF-7). */
   readonly setDeliverableValidation: (run: ChatRun | null | undefined, result: DeliverableValidationInput) => void
+  /**
+   * The newest run created with this plugin workflow id (its `externalPluginAnalytics`), in memory or
+   * on disk across a restart; `null` when there is none or the id is not a non-empty string (SPEC HF-8).
+   */
+  readonly findByPluginWorkflowId: (pluginWorkflowId: unknown) => ChatRun | null
+}
+
+/**
+ * A run's attribution to the open-design plugin (`run.externalPluginAnalytics`, SPEC HF-8): every
+ * key is present, each the hint's value as the host gave it (unchecked, possibly `undefined`).
+ */
+export type ExternalPluginAnalytics = {
+  /** Where the request entered. */
+  entrySurface: unknown
+  /** The product hosting the plugin. */
+  hostProduct: unknown
+  /** Always `'open-design'`. */
+  externalPluginId: 'open-design'
+  /** The plugin's version. */
+  externalPluginVersion: unknown
+  /** How the plugin was installed. */
+  distributionMechanism: unknown
+  /** Who published it. */
+  publisherClass: unknown
+  /** How sure the attribution is. */
+  attributionQuality: unknown
+  /** The plugin workflow: the key `findByPluginWorkflowId` finds the run by (when a non-empty string). */
+  pluginWorkflowId: unknown
+  /** A digest of the logical request. */
+  logicalRequestDigest: unknown
+  /** The digest's version. */
+  logicalRequestDigestVersion: unknown
+  /** The brief's state. */
+  briefState: unknown
+  /** The generation SLO window (ms). */
+  generationSloWindowMs: unknown
 }
 
 /** What `setAnalyticsRecovery` keeps (SPEC HF-7); other keys are ignored. */

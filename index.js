@@ -31,6 +31,7 @@ const { create, get, list, EVICTED_SWEEP_MIN } = require('./lib/registry.js')
 const {
   persistState,
   createOrReuse,
+  findByPluginWorkflowId,
   prepareRestart,
   setAnalyticsRecovery,
   markAnalyticsCompleted,
@@ -48,7 +49,7 @@ const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require(
 // object, its runs and their pending timers all hold it).
 const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
-// itself to exactly its 22 methods).
+// itself to exactly its 23 methods).
 const serviceContexts = new WeakMap()
 
 /**
@@ -88,7 +89,7 @@ function serviceContext(opts) {
  */
 function createChatRunService(options) {
   const ctx = serviceContext(readOptions(options))
-  // MOD-2 and SPEC §0: exactly these 22 methods, in this order; each a closure that works
+  // MOD-2 and SPEC §0: exactly these 23 methods, in this order; each a closure that works
   // detached, never uses `this` and ignores extra arguments.
   const service = {
     create: (meta) => create(ctx, meta),
@@ -113,6 +114,7 @@ function createChatRunService(options) {
     markAnalyticsCompleted: (run) => markAnalyticsCompleted(ctx, run),
     markLangfuseCompleted: (run) => markLangfuseCompleted(ctx, run),
     setDeliverableValidation: (run, result) => setDeliverableValidation(ctx, run, result),
+    findByPluginWorkflowId: (pluginWorkflowId) => findByPluginWorkflowId(ctx, pluginWorkflowId),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)

@@ -1,10 +1,10 @@
-// SPEC §22 (HF-1..HF-6): the fields the daemon keeps on a run and reads back through the service:
+// SPEC §22 (HF-1..HF-9): the fields the daemon keeps on a run and reads back through the service:
 // what create() takes from meta, the status body's and the 'end' data's keys, the state file's
 // fields, what a hydrated run gets back, and what prepareRestart forgets.
 import fs from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { makeRuns, STATUS_BODY_KEYS, useTempDirs } from './helpers'
+import { makeRuns, sleep, STATUS_BODY_KEYS, useTempDirs } from './helpers'
 
 const tempDir = useTempDirs('host-fields-')
 let tmp: string
@@ -338,5 +338,171 @@ describe('§22 the daemon fields of a run', () => {
     ]) {
       expect(() => runs[name](foreign, {})).toThrow(new RegExp(`^${name}\\(run\\): expected a run object`))
     }
+  })
+
+  const HINTS = {
+    entrySurface: 'external_mcp',
+    hostProduct: 'codex_cli',
+    externalPluginId: 'open-design',
+    externalPluginVersion: '0.4.0',
+    distributionMechanism: 'git_marketplace',
+    publisherClass: 'open_design_first_party',
+    attributionQuality: 'session_correlated',
+    pluginWorkflowId: 'wf-1',
+    logicalRequestDigest: 'a'.repeat(64),
+    logicalRequestDigestVersion: 1,
+    generationSloWindowMs: 2_700_000,
+  }
+
+  it('HF-8: create() makes externalPluginAnalytics from open-design hints only, in the fixed key order; reported and in the first state file', () => {
+    const runs = logged()
+    const run = runs.create({ projectId: 'p', analyticsHints: { ...HINTS, extra: 'ignored', briefState: 'draft' } })
+    expect(Object.keys(run.externalPluginAnalytics)).toEqual([
+      'entrySurface',
+      'hostProduct',
+      'externalPluginId',
+      'externalPluginVersion',
+      'distributionMechanism',
+      'publisherClass',
+      'attributionQuality',
+      'pluginWorkflowId',
+      'logicalRequestDigest',
+      'logicalRequestDigestVersion',
+      'briefState',
+      'generationSloWindowMs',
+    ])
+    expect(run.externalPluginAnalytics).toEqual({ ...HINTS, briefState: 'draft' })
+    expect(runs.statusBody(run).externalPluginAnalytics).toEqual({ ...HINTS, briefState: 'draft' })
+    expect(stateOf(run.id).externalPluginAnalytics).toEqual({ ...HINTS, briefState: 'draft' })
+    for (const hints of [{ ...HINTS, externalPluginId: 'other' }, [HINTS], null, 'open-design', undefined]) {
+      const other = runs.create({ analyticsHints: hints })
+      expect(other.externalPluginAnalytics).toBeNull()
+      expect(runs.statusBody(other)).not.toHaveProperty('externalPluginAnalytics')
+      expect(stateOf(other.id)).not.toHaveProperty('externalPluginAnalytics')
+    }
+    const throwing = {
+      get externalPluginId(): string {
+        throw new Error('getter')
+      },
+    }
+    expect(runs.create({ analyticsHints: throwing }).externalPluginAnalytics).toBeNull()
+  })
+
+  it('HF-8: findByPluginWorkflowId finds the newest run created with the workflow id, not a dropped one, and keeps the first attribution on reuse', () => {
+    const { runs } = makeRuns()
+    const older = runs.create({ analyticsHints: HINTS })
+    const newer = runs.create({ analyticsHints: HINTS })
+    const other = runs.create({ analyticsHints: { ...HINTS, pluginWorkflowId: 'wf-2' } })
+    expect(runs.findByPluginWorkflowId('wf-1')).toBe(newer)
+    expect(runs.findByPluginWorkflowId('wf-2')).toBe(other)
+    for (const id of ['', 'nope', null, undefined, 7, { pluginWorkflowId: 'wf-1' }]) {
+      expect(runs.findByPluginWorkflowId(id)).toBeNull()
+    }
+    // The key is the value the run was created with: a later host write does not move it.
+    other.externalPluginAnalytics = { ...HINTS, pluginWorkflowId: 'wf-3' }
+    expect(runs.findByPluginWorkflowId('wf-3')).toBeNull()
+    expect(runs.findByPluginWorkflowId('wf-2')).toBe(other)
+    runs.drop(newer)
+    expect(runs.findByPluginWorkflowId('wf-1')).toBe(older)
+    // A workflow id that is not a non-empty string is no key.
+    const unnamed = runs.create({ analyticsHints: { ...HINTS, pluginWorkflowId: '' } })
+    expect(unnamed.externalPluginAnalytics).toMatchObject({ pluginWorkflowId: '' })
+    expect(runs.findByPluginWorkflowId('')).toBeNull()
+
+    const request = { clientRequestId: 'req-1', requestFingerprint: 'same', analyticsHints: HINTS }
+    const created = runs.createOrReuse(request)
+    const retried = runs.createOrReuse({
+      ...request,
+      analyticsHints: { ...HINTS, externalPluginVersion: '9.9.9', pluginWorkflowId: 'wf-9' },
+    })
+    expect(retried).toEqual({ kind: 'reused', run: created.run })
+    expect(retried.run.externalPluginAnalytics).toMatchObject({
+      externalPluginVersion: '0.4.0',
+      pluginWorkflowId: 'wf-1',
+    })
+    expect(runs.findByPluginWorkflowId('wf-9')).toBeNull()
+  })
+
+  it('HF-8: after a restart the workflow id finds the run on disk, ours or an upstream-shaped state file written by hand', () => {
+    const first = logged()
+    const run = first.create({ projectId: 'p1', analyticsHints: HINTS })
+    first.finish(run, 'succeeded', 0, null)
+    const handId = '018f6f2e-4444-4444-8444-444444444444'
+    fs.mkdirSync(path.join(tmp, handId))
+    const hand = {
+      schemaVersion: 1,
+      id: handId,
+      projectId: 'p2',
+      conversationId: null,
+      status: 'succeeded',
+      createdAt: 1,
+      updatedAt: 2,
+      externalPluginAnalytics: { externalPluginId: 'open-design', pluginWorkflowId: 'wf-hand', briefState: 'final' },
+    }
+    fs.writeFileSync(path.join(tmp, handId, 'state.json'), `${JSON.stringify(hand)}\n`)
+    const foreignId = '018f6f2e-5555-4555-8555-555555555555'
+    fs.mkdirSync(path.join(tmp, foreignId))
+    fs.writeFileSync(
+      path.join(tmp, foreignId, 'state.json'),
+      `${JSON.stringify({ ...hand, id: foreignId, externalPluginAnalytics: { externalPluginId: 'x', pluginWorkflowId: 'wf-x' } })}\n`,
+    )
+
+    const restarted = logged()
+    const found = restarted.findByPluginWorkflowId('wf-1')
+    expect(found).not.toBe(run)
+    expect(found).toMatchObject({
+      id: run.id,
+      projectId: 'p1',
+      status: 'succeeded',
+      externalPluginAnalytics: {
+        externalPluginId: 'open-design',
+        pluginWorkflowId: 'wf-1',
+        logicalRequestDigest: 'a'.repeat(64),
+      },
+    })
+    expect(restarted.get(run.id)).toBe(found)
+    expect(restarted.findByPluginWorkflowId('wf-1')).toBe(found)
+    expect(restarted.findByPluginWorkflowId('wf-hand')).toMatchObject({ id: handId, projectId: 'p2' })
+    expect(restarted.findByPluginWorkflowId('wf-x')).toBeNull()
+    // Without logging nothing is on disk to find.
+    expect(makeRuns().runs.findByPluginWorkflowId('wf-1')).toBeNull()
+  })
+
+  it('HF-9: cancel, shutdownActive and prepareRestart clear a pending retry timer; a terminal run keeps its own', async () => {
+    const { runs } = makeRuns()
+    const fired: string[] = []
+    const pending = (name: string) => setTimeout(() => fired.push(name), 30)
+
+    const canceled = runs.create()
+    expect(canceled.retryRestartTimer).toBeNull()
+    canceled.retryRestartTimer = pending('cancel')
+    await runs.cancel(canceled)
+    expect(canceled.retryRestartTimer).toBeNull()
+
+    const stopped = runs.create()
+    stopped.retryRestartTimer = pending('shutdown')
+    const finished = runs.create()
+    runs.finish(finished, 'failed', 1, null)
+    const kept = pending('terminal')
+    finished.retryRestartTimer = kept
+    await runs.shutdownActive({ graceMs: 10 })
+    expect(stopped.retryRestartTimer).toBeNull()
+    expect(await runs.cancel(finished)).toMatchObject({ status: 'failed' })
+    expect(finished.retryRestartTimer).toBe(kept)
+
+    const reopened = runs.create()
+    runs.finish(reopened, 'failed', 1, null)
+    reopened.retryRestartTimer = pending('prepareRestart')
+    expect(runs.prepareRestart(reopened)).toBe(reopened)
+    expect(reopened.retryRestartTimer).toBeNull()
+
+    // Something that is not a timer is set back to null and nothing throws.
+    const odd = runs.create()
+    odd.retryRestartTimer = { not: 'a timer' }
+    await runs.cancel(odd)
+    expect(odd.retryRestartTimer).toBeNull()
+
+    await sleep(80)
+    expect(fired).toEqual(['terminal'])
   })
 })

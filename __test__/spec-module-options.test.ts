@@ -21,12 +21,13 @@ describe('§1 Module surface (MOD)', () => {
     expect([...TERMINAL_RUN_STATUSES]).toEqual(['succeeded', 'failed', 'canceled'])
   })
 
-  // LC-3, LC-4 and LC-6 add createOrReuse, prepareRestart and persistState to the 15 of Part I.
-  it('MOD-2: the service is a plain object with exactly the 22 own enumerable function properties, in order', () => {
+  // LC-3, LC-4 and LC-6 add createOrReuse, prepareRestart and persistState to the 15 of Part I; HF-7 its four
+  // checkpoints; HF-8 findByPluginWorkflowId.
+  it('MOD-2: the service is a plain object with exactly the 23 own enumerable function properties, in order', () => {
     const { runs } = makeRuns()
     expect(Object.getPrototypeOf(runs)).toBe(Object.prototype)
     const keys = Object.keys(runs)
-    expect(keys).toHaveLength(22)
+    expect(keys).toHaveLength(23)
     expect(keys).toEqual(METHODS)
     for (const key of METHODS) {
       expect(typeof runs[key]).toBe('function')

@@ -311,6 +311,45 @@ describe('§11 cancel', () => {
     expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
   })
 
+  it("CAN-9: with runtimeFailureObservedBeforeCancellation the wait ends at the child's close, so the host's close handler gives the verdict", async () => {
+    const { runs } = makeRuns()
+    // The child exits on SIGTERM at once; its 'close' (stdio drained) comes 15 ms later, inside
+    // the 30 ms grace of this block's environment.
+    const cancelOne = async (flagged: boolean) => {
+      const child = new FakeChild({ closeOn: 'SIGTERM', emitEvents: ['exit'] })
+      child.once('exit', () => setTimeout(() => child.emit('close', null, 'SIGTERM'), 15))
+      const run = runningWithChild(runs, child)
+      // The host's own close handler (registered first, as the daemon's is) classifies the failure.
+      child.on('close', () => runs.fail(run, 'AGENT_RUNTIME_ERROR', 'the agent crashed'))
+      if (flagged) run.runtimeFailureObservedBeforeCancellation = true
+      const body = await runs.cancel(run, 'user_stop')
+      return { run, body }
+    }
+    // A close that never comes: the waits run out, and the teardown's listener is gone after.
+    const silent = new FakeChild()
+    const stuck = runningWithChild(runs, silent)
+    stuck.runtimeFailureObservedBeforeCancellation = true
+    expect(await runs.cancel(stuck)).toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+    expect(silent.listenerCount('close')).toBe(0)
+    expect(silent.listenerCount('exit')).toBe(0)
+
+    const flagged = await cancelOne(true)
+    expect(flagged.body).toMatchObject({
+      status: 'failed',
+      errorCode: 'AGENT_RUNTIME_ERROR',
+      cancelOrigin: 'user_stop',
+      terminalTrigger: 'cancel',
+    })
+    expect(flagged.run.events.map((e: { event: string }) => e.event)).toEqual(['error', 'end'])
+
+    // Without the flag the exit ends the wait, and the late close handler finds the run terminal.
+    const plain = await cancelOne(false)
+    expect(plain.body).toMatchObject({ status: 'canceled', signal: 'SIGTERM', errorCode: null })
+    await sleep(40)
+    expect(plain.run.status).toBe('canceled')
+    expect(plain.run.events.map((e: { event: string }) => e.event)).toEqual(['end'])
+  })
+
   it('IMP-11: two concurrent cancel() calls send one SIGTERM and resolve to the same body', async () => {
     const { runs } = makeRuns()
     const child = new FakeChild({ closeOn: 'SIGKILL' })

@@ -20,6 +20,7 @@ const { exited, isTerminal, statusBody } = require('./status.js')
 const { finishWith, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
+const { clearRetryRestart } = require('./host-fields.js')
 
 const { EscalationStep, Delivery } = native
 
@@ -134,11 +135,14 @@ function streamClosed(stream) {
  * The barrier's wait (WCE, as LC-7 extends it): resolves true once the child exited and nothing
  * of the run's process tree is alive, false after `ms`. The child's 'exit'/'close' wake it;
  * while the core holds a live tree it is also polled every TREE_POLL_MS. Every timer is ref'd
- * (TMR-4) and cleared when the wait settles.
+ * (TMR-4) and cleared when the wait settles. With `closeOnly` (CAN-9) the child counts as done
+ * only once its 'close' was seen, when the teardown watches for it.
  */
-function waitForTree(ctx, s, child, ms) {
+function waitForTree(ctx, s, child, ms, closeOnly) {
   const treeGone = () => native.runTreeAlive(ctx.svc, s.slot) === 0
-  if (exited(child) && treeGone()) return Promise.resolve(true)
+  const t = s.teardown
+  const childDone = closeOnly && t !== null && t.closed !== null ? () => t.closed : () => exited(child)
+  if (childDone() && treeGone()) return Promise.resolve(true)
   return new Promise((resolve) => {
     let timer
     let poll = null
@@ -152,11 +156,12 @@ function waitForTree(ctx, s, child, ms) {
       resolve(value)
     }
     const check = () => {
-      if (exited(child) && treeGone()) settle(true)
+      if (childDone() && treeGone()) settle(true)
     }
     // A child event with nothing of the tree left ends the wait at once; with a tree left, the
     // poll below notices when it is gone.
     const onExit = () => {
+      if (!childDone()) return
       if (treeGone()) settle(true)
       else if (poll === null) poll = setInterval(check, TREE_POLL_MS)
     }
@@ -179,6 +184,7 @@ function waitForTree(ctx, s, child, ms) {
  */
 function endTeardown(ctx, run, s, fallback, trigger) {
   const t = s.teardown
+  unwatchClose(t)
   s.teardown = null
   const child = run.child
   if (fallback === 'SIGKILL') reportSurvivors(ctx, run, s, child)
@@ -213,7 +219,11 @@ async function drive(ctx, run, s, shutdown, step) {
   try {
     for (;;) {
       if (step > 0) {
-        const treeExited = await waitForTree(ctx, s, run.child, step)
+        // CAN-9: a runtime failure the host saw before this cancel is classified by its close
+        // handler, so a cancel waits for the child's 'close', not its 'exit'.
+        const closeOnly = !shutdown && run.runtimeFailureObservedBeforeCancellation === true
+        if (closeOnly) watchClose(s.teardown, run.child)
+        const treeExited = await waitForTree(ctx, s, run.child, step, closeOnly)
         step = native.runEscalationNext(ctx.svc, s.slot, shutdown, treeExited)
         continue
       }
@@ -255,6 +265,7 @@ async function drive(ctx, run, s, shutdown, step) {
       step = native.runEscalationNext(ctx.svc, s.slot, shutdown, false)
     }
   } finally {
+    unwatchClose(s.teardown)
     // A plan that threw still releases what it parked (the host's verdict is not lost).
     const t = s.teardown
     if (t !== null && t.owner === shutdown) {
@@ -264,9 +275,33 @@ async function drive(ctx, run, s, shutdown, step) {
   }
 }
 
-/** LC-7: a plan with a child tears the run down; a second plan joins the first one's teardown. */
+/**
+ * LC-7: a plan with a child tears the run down; a second plan joins the first one's teardown.
+ * `closed` is whether the child's 'close' was seen since a cancel began (null: not watched).
+ */
 function beginTeardown(s, hasChild, shutdown) {
-  if (hasChild && s.teardown === null) s.teardown = { parked: [], killed: false, owner: shutdown }
+  if (hasChild && s.teardown === null) {
+    s.teardown = { parked: [], killed: false, owner: shutdown, closed: null, watched: null, onClose: null }
+  }
+}
+
+// CAN-9: the teardown notes the child's 'close' from the start of a cancel (or the first wait)
+// that must see it; unwatchClose removes the listener when the plan ends.
+function watchClose(t, child) {
+  if (t === null || t.closed !== null || typeof child?.once !== 'function') return
+  t.closed = false
+  t.watched = child
+  t.onClose = () => {
+    t.closed = true
+  }
+  child.once('close', t.onClose)
+}
+
+function unwatchClose(t) {
+  if (t === null || t.onClose === null) return
+  if (typeof t.watched.off === 'function') t.watched.off('close', t.onClose)
+  t.watched = null
+  t.onClose = null
 }
 
 /** CAN-1..CAN-6, IMP-11, LC-5, LC-7: one plan per run at a time; a second call shares its promise. */
@@ -293,7 +328,9 @@ async function cancel(ctx, run, origin) {
   // promise has already settled, e.g. after a throw: wait for the run's verdict.
   if (step === EscalationStep.InFlight) return wait(ctx, run)
   syncCancelBegun(s, now, recorded)
+  clearRetryRestart(run)
   beginTeardown(s, hasChild, false)
+  if (hasChild && run.runtimeFailureObservedBeforeCancellation === true) watchClose(s.teardown, run.child)
   const outcome = drive(ctx, run, s, false, step)
   s.cancelPromise = outcome
   try {
@@ -362,6 +399,7 @@ function startShutdown(ctx, runs, graceMs) {
               host.running,
             )
       syncCancelBegun(s, now, SHUTDOWN_TRIGGER)
+      clearRetryRestart(run)
       beginTeardown(s, hasChild, true)
       if (step === EscalationStep.Sigterm && host !== null) {
         // The SIGTERM step was taken, but the child itself was not reached natively.

@@ -9,7 +9,9 @@ const { isTerminal } = require('./status.js')
 const { create, hydrate, cancelEviction } = require('./registry.js')
 const { emit } = require('./emit.js')
 const { hostJson, persist } = require('./state.js')
-const { forgetAttempt } = require('./host-fields.js')
+const { forgetAttempt, clearRetryRestart } = require('./host-fields.js')
+
+const { RunLookup } = native
 
 const EMPTY = Object.freeze({})
 
@@ -68,13 +70,23 @@ function setDeliverableValidation(ctx, run, result) {
   persist(ctx, run, s)
 }
 
-// The newest run created with this clientRequestId: registered, else on disk (hydrated).
-function findRequest(ctx, clientRequestId) {
-  const slot = native.runFindRequest(ctx.svc, clientRequestId)
+// The newest run created with this key (RunLookup): registered, else on disk (hydrated).
+function findByKey(ctx, lookup, key) {
+  const slot = native.runFindByKey(ctx.svc, lookup, key)
   if (slot >= 0) return ctx.runs[slot] ?? null
   if (!ctx.logging) return null
-  const id = native.requestDurableRun(ctx.svc, clientRequestId)
+  const id = native.durableRunByKey(ctx.svc, lookup, key)
   return id === null ? null : hydrate(ctx, id)
+}
+
+/**
+ * HF-8: the newest run created with this plugin workflow id (its externalPluginAnalytics of the
+ * open-design plugin), registered or on disk (hydrated); null for anything else, a dropped run
+ * included. The match uses the value the run was created (or hydrated) with.
+ */
+function findByPluginWorkflowId(ctx, pluginWorkflowId) {
+  if (typeof pluginWorkflowId !== 'string' || pluginWorkflowId === '') return null
+  return findByKey(ctx, RunLookup.PluginWorkflowId, pluginWorkflowId)
 }
 
 /**
@@ -87,7 +99,7 @@ function createOrReuse(ctx, meta) {
   const m = meta !== null && typeof meta === 'object' ? meta : EMPTY
   const clientRequestId = nonEmptyString(m.clientRequestId)
   if (clientRequestId !== null) {
-    const existing = findRequest(ctx, clientRequestId)
+    const existing = findByKey(ctx, RunLookup.ClientRequestId, clientRequestId)
     if (existing !== null) {
       const theirs = nonEmptyString(existing.requestFingerprint)
       const ours = nonEmptyString(m.requestFingerprint)
@@ -108,6 +120,7 @@ function prepareRestart(ctx, run) {
   if (s.finishing || s.terminalTrigger === 'drop' || !isTerminal(s.status)) return null
   const now = Date.now()
   const previous = typeof s.updatedAt === 'number' ? s.updatedAt : now
+  clearRetryRestart(run)
   run.child = null
   run.acpSession = null
   run.childPid = null
@@ -136,6 +149,7 @@ function prepareRestart(ctx, run) {
 module.exports = {
   persistState,
   createOrReuse,
+  findByPluginWorkflowId,
   prepareRestart,
   setAnalyticsRecovery,
   markAnalyticsCompleted,

@@ -27,6 +27,63 @@ function trimmed(value) {
   return typeof value === 'string' && value.trim() !== '' ? value.trim() : null
 }
 
+// HF-8: the plugin that attributes its runs, and the keys a run keeps of its analyticsHints, in
+// this order (the key names and the plugin id are upstream's: its files read them).
+const OPEN_DESIGN_PLUGIN_ID = 'open-design'
+const PLUGIN_ANALYTICS_KEYS = [
+  'entrySurface',
+  'hostProduct',
+  'externalPluginId',
+  'externalPluginVersion',
+  'distributionMechanism',
+  'publisherClass',
+  'attributionQuality',
+  'pluginWorkflowId',
+  'logicalRequestDigest',
+  'logicalRequestDigestVersion',
+  'briefState',
+  'generationSloWindowMs',
+]
+
+/**
+ * HF-8: `run.externalPluginAnalytics` of a run created with `meta.analyticsHints`: a new object
+ * of PLUGIN_ANALYTICS_KEYS (each as given, undefined included) when the hints are a plain object
+ * of the open-design plugin, else null. A getter that throws gives null.
+ */
+function pluginAnalyticsOf(hints) {
+  if (!plainObject(hints)) return null
+  try {
+    if (hints.externalPluginId !== OPEN_DESIGN_PLUGIN_ID) return null
+    const analytics = {}
+    for (const key of PLUGIN_ANALYTICS_KEYS) analytics[key] = hints[key]
+    return analytics
+  } catch {
+    return null
+  }
+}
+
+/** HF-8: the workflow id a run is found by (a non-empty string), else null. */
+function pluginWorkflowIdOf(analytics) {
+  const id = analytics?.pluginWorkflowId
+  return typeof id === 'string' && id !== '' ? id : null
+}
+
+/**
+ * A pending same-run retry the host scheduled (`run.retryRestartTimer`, a timer handle) is
+ * cleared and the field set to null: a run canceled, shut down or reopened must not be started
+ * again by a retry timer of its earlier attempt.
+ */
+function clearRetryRestart(run) {
+  const timer = run.retryRestartTimer
+  if (!timer) return
+  try {
+    clearTimeout(timer)
+  } catch {
+    // Not a timer: nothing was pending.
+  }
+  run.retryRestartTimer = null
+}
+
 // An orchestrator's scratch checkout, as the project metadata describes it; null unless it is
 // exactly that (an object of the known keys, kind 'scratch', writeback 'external' when given,
 // each source field a non-empty string when given).
@@ -178,6 +235,9 @@ function forgetAttempt(run) {
 }
 
 module.exports = {
+  pluginAnalyticsOf,
+  pluginWorkflowIdOf,
+  clearRetryRestart,
   plainObjectOrNull,
   objectOrNull,
   sessionModeOrNull,

@@ -9,16 +9,21 @@ const { ChatRun, adopt, createdFields, hydratedFields } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields } = require('./state.js')
+const { pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
 
-/** CRE-1..CRE-5, LC-1 (the state file is written before this returns), LC-3's two keys. */
+/**
+ * CRE-1..CRE-5, LC-1 (the state file is written before this returns), LC-3's two keys, HF-8's
+ * plugin attribution.
+ */
 function create(ctx, meta) {
   const m = meta !== null && typeof meta === 'object' ? meta : EMPTY
   const now = Date.now()
   const projectId = nonEmptyString(m.projectId)
   const conversationId = nonEmptyString(m.conversationId)
+  const analytics = pluginAnalyticsOf(m.analyticsHints)
   const logging = ctx.logging
   const [slot, id, media, bundle, summary] = JSON.parse(
     native.runCreate(
@@ -28,7 +33,8 @@ function create(ctx, meta) {
       lowerJson(m.mediaExecution),
       lowerJson(m.toolBundle),
       nonEmptyString(m.clientRequestId),
-      logging ? createdHostJson(m) : undefined,
+      pluginWorkflowIdOf(analytics),
+      logging ? createdHostJson(m, analytics) : undefined,
       now,
     ),
   )
@@ -45,6 +51,7 @@ function create(ctx, meta) {
     now,
     createdFields(projectId, conversationId, now),
   )
+  run.externalPluginAnalytics = analytics
   // LC-3, HF-1: opaque, kept only when the key is there.
   if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
   if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope

@@ -236,11 +236,15 @@ class ChatRun {
     this.context = plainObjectOrNull(meta.context)
     this.mediaExecution = media
     this.toolBundle = bundle
+    // HF-8: create() sets it from meta.analyticsHints; a hydrated run gets its file's (HF-5).
+    this.externalPluginAnalytics = null
     this.createdAt = now
     this.clients = new Set()
     this.waiters = new Set()
     this.acpSession = null
     this.childPid = null
+    // The host's pending same-run retry; cancel, shutdown and prepareRestart clear it.
+    this.retryRestartTimer = null
     this.eventsLogPath = eventsLogPath
   }
 

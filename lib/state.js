@@ -64,8 +64,11 @@ function addExtra(host, name, value) {
   if (kept !== undefined) host[name] = kept
 }
 
-/** `create(meta)`'s state-file values (the run object does not exist yet): from `meta`. */
-function createdHostJson(meta) {
+/**
+ * `create(meta)`'s state-file values (the run object does not exist yet): from `meta`, and the
+ * run's `externalPluginAnalytics` (HF-8, made from `meta.analyticsHints`).
+ */
+function createdHostJson(meta, externalPluginAnalytics) {
   const host = {
     assistantMessageId: nonEmptyString(meta.assistantMessageId),
     clientRequestId: nonEmptyString(meta.clientRequestId),
@@ -76,6 +79,7 @@ function createdHostJson(meta) {
   const source = {
     skillId: nonEmptyString(meta.skillId),
     appliedPluginSnapshotId: nonEmptyString(meta.appliedPluginSnapshotId),
+    externalPluginAnalytics,
   }
   for (const name of ['workspaceScope', 'designSystemScope']) if (name in meta) source[name] = meta[name]
   addDurable(host, source, addExtra)

@@ -2,6 +2,7 @@
 //! and their conversions from and to the core's types.
 
 use chat_run_core::escalation::{Fallback, Step};
+use chat_run_core::lookup::Lookup;
 use chat_run_core::signals;
 use chat_run_core::CancelStart;
 use napi_derive::napi;
@@ -169,6 +170,25 @@ impl From<NumberField> for chat_run_core::NumberField {
             NumberField::ExitCode => Self::ExitCode,
             NumberField::ChildExitObservedAt => Self::ChildExitObservedAt,
             NumberField::CancelRequested => Self::CancelRequested,
+        }
+    }
+}
+
+/// The key `runFindByKey` and `durableRunByKey` find a run by (LC-3, HF-8).
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunLookup {
+    /// The `clientRequestId` the run was created with (`createOrReuse`).
+    ClientRequestId = 0,
+    /// The plugin workflow id of its `externalPluginAnalytics` (`findByPluginWorkflowId`).
+    PluginWorkflowId = 1,
+}
+
+impl From<RunLookup> for Lookup {
+    fn from(lookup: RunLookup) -> Self {
+        match lookup {
+            RunLookup::ClientRequestId => Lookup::ClientRequestId,
+            RunLookup::PluginWorkflowId => Lookup::PluginWorkflowId,
         }
     }
 }

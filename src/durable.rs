@@ -1,10 +1,11 @@
 //! Functions on the runs on disk (LC-1..LC-4): indexing `runsLogDir`, hydrating a run,
-//! finding runs by project or `clientRequestId`, putting an evicted run back, persisting the
+//! finding runs by project, `clientRequestId` or plugin workflow id, putting an evicted run back, persisting the
 //! state file and reopening a run for a retry. Conversion only (`crates/core/src/durable/`).
 
 use napi::{Env, Result};
 use napi_derive::napi;
 
+use crate::codes::RunLookup;
 use crate::instances::service;
 use crate::map_error;
 
@@ -51,23 +52,25 @@ pub fn project_durable_runs(env: &Env, svc: u32, project_id: String) -> Result<V
     Ok(service(env, svc)?.unregistered_project_runs(&project_id))
 }
 
-/// `createOrReuse` (LC-3): the newest registered run created with this `clientRequestId`, or -1.
+/// `createOrReuse` (LC-3) and `findByPluginWorkflowId` (HF-8): the newest registered run
+/// created with this key, or -1.
 #[napi]
-pub fn run_find_request(env: &Env, svc: u32, client_request_id: String) -> Result<i64> {
+pub fn run_find_by_key(env: &Env, svc: u32, lookup: RunLookup, key: String) -> Result<i64> {
     Ok(service(env, svc)?
-        .find_request(&client_request_id)
+        .find(lookup.into(), &key)
         .map_or(-1, i64::from))
 }
 
-/// `createOrReuse` (LC-3): the id of the newest durable run created with this
-/// `clientRequestId` when it is not registered, or null.
+/// `createOrReuse` (LC-3) and `findByPluginWorkflowId` (HF-8): the id of the newest durable run
+/// created with this key when it is not registered, or null.
 #[napi]
-pub fn request_durable_run(
+pub fn durable_run_by_key(
     env: &Env,
     svc: u32,
-    client_request_id: String,
+    lookup: RunLookup,
+    key: String,
 ) -> Result<Option<String>> {
-    Ok(service(env, svc)?.unregistered_request_run(&client_request_id))
+    Ok(service(env, svc)?.unregistered_keyed_run(lookup.into(), &key))
 }
 
 /// Puts a run that TTL eviction took out of the registry back in (another registered run with

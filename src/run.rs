@@ -1,6 +1,7 @@
 //! Functions on one run of a service: `(svc, slot, …)`.
 
 use chat_run_core::emit::Verdict;
+use chat_run_core::lookup::LookupKeys;
 use chat_run_core::CreateMeta;
 use napi::{Env, JsString, Result};
 use napi_derive::napi;
@@ -11,7 +12,8 @@ use crate::map_error;
 use crate::text::js_text;
 
 /// `create(meta)`: the id strings are passed only when they are non-empty strings; the two
-/// policies as their JSON lowering (absent = undefined); `clientRequestId` (LC-3's key); `host`
+/// policies as their JSON lowering (absent = undefined); `clientRequestId` (LC-3's key) and the
+/// plugin workflow id of `externalPluginAnalytics` (HF-8's key), each a non-empty string; `host`
 /// only when logging is on: the JSON of the run's host-owned `state.json` values (the other id
 /// fields, `requestFingerprint`, `workspaceScope`), written with the state file before this
 /// returns (LC-1).
@@ -29,15 +31,20 @@ pub fn run_create(
     media_execution: Option<String>,
     tool_bundle: Option<String>,
     client_request_id: Option<String>,
+    plugin_workflow_id: Option<String>,
     host: Option<String>,
     now: f64,
 ) -> Result<String> {
+    let keys = LookupKeys {
+        client_request_id,
+        plugin_workflow_id,
+    };
     let meta = CreateMeta::from_lowered(
         project_id,
         conversation_id,
         media_execution.as_deref(),
         tool_bundle.as_deref(),
-        client_request_id,
+        keys,
         host.as_deref(),
     );
     service(env, svc)?

@@ -27,6 +27,7 @@ export const METHODS = [
   'markAnalyticsCompleted',
   'markLangfuseCompleted',
   'setDeliverableValidation',
+  'findByPluginWorkflowId',
 ]
 
 /**
@@ -138,6 +139,7 @@ export const META_KEYS = new Set([
   'sessionMode',
   'context',
   'designSystemScope',
+  'analyticsHints',
 ])
 
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/

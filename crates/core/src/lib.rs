@@ -15,6 +15,8 @@
 //! - [`replay`]: what `stream()` replays for a cursor, and the compact batch it crosses in.
 //! - [`control`]: cancel and shutdown (the plan stepping, the cancel origin), signalling the
 //!   child, the run's process tree (LC-7).
+//! - [`lookup`]: the keys a run is found by besides its id (`clientRequestId`, the plugin
+//!   workflow id).
 //! - [`durable`]: runs that outlive their process: each run's `state.json` (LC-1), the disk
 //!   indexes and lazy hydration (LC-2), and reading the previous version's `run.json`.
 //! - [`stats`]: the health snapshot, in the shape the JS facade returns.
@@ -46,6 +48,7 @@ pub mod escalation;
 pub mod files;
 pub mod history;
 pub mod log_writer;
+pub mod lookup;
 pub mod policy;
 pub mod replay;
 pub mod run;

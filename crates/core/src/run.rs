@@ -84,9 +84,9 @@ pub struct RunState {
     pub(crate) child_handle: Option<ChildHandle>,
     /// LC-7: the run's captured process tree (the child, its group, its descendants).
     pub(crate) tree: crate::tree::Tree,
-    /// LC-3: the `clientRequestId` the run was created (or hydrated) with, the key
-    /// `createOrReuse` finds it by.
-    pub(crate) request_key: Option<String>,
+    /// LC-3, HF-8: the keys the run was created (or hydrated) with, that `createOrReuse` and
+    /// `findByPluginWorkflowId` find it by.
+    pub(crate) keys: crate::lookup::LookupKeys,
     /// LC-1: the host-owned values of `state.json` as the facade last passed them (and, for a
     /// hydrated run, every other field its file held).
     pub(crate) host: HostFields,
@@ -165,7 +165,7 @@ impl RunState {
             verified_group: None,
             child_handle: None,
             tree: crate::tree::Tree::default(),
-            request_key: None,
+            keys: crate::lookup::LookupKeys::default(),
             host: HostFields::default(),
             dropped: false,
             cancel_origin: None,

@@ -20,6 +20,7 @@ use crate::config::ServiceConfig;
 use crate::durable::{DiskIndex, HostFields};
 use crate::error::{CoreError, CoreResult};
 use crate::log_writer::{LogShared, LogTarget, LogWriter};
+use crate::lookup::{Lookup, LookupKeys};
 use crate::policy;
 use crate::run::{NewRun, NumberField, OrderKey, RunState, TextField};
 
@@ -31,9 +32,10 @@ pub struct CreateMeta {
     /// The lowered JSON of `meta.mediaExecution` / `meta.toolBundle` (`None` = undefined).
     pub media_execution: Option<serde_json::Value>,
     pub tool_bundle: Option<serde_json::Value>,
-    /// LC-3: `meta.clientRequestId` (a non-empty string), the key `createOrReuse` finds the
-    /// run by.
-    pub client_request_id: Option<String>,
+    /// LC-3, HF-8: `meta.clientRequestId` and the plugin workflow id of
+    /// `meta.analyticsHints` (each a non-empty string), the keys `createOrReuse` and
+    /// `findByPluginWorkflowId` find the run by.
+    pub keys: LookupKeys,
     /// LC-1: the host's values of the state file (ids, `requestFingerprint`,
     /// `workspaceScope`, …); only passed when logging is on.
     pub host: Option<HostFields>,
@@ -48,7 +50,7 @@ impl CreateMeta {
         conversation_id: Option<String>,
         media_execution: Option<&str>,
         tool_bundle: Option<&str>,
-        client_request_id: Option<String>,
+        keys: LookupKeys,
         host: Option<&str>,
     ) -> Self {
         Self {
@@ -56,7 +58,7 @@ impl CreateMeta {
             conversation_id,
             media_execution: media_execution.and_then(|t| serde_json::from_str(t).ok()),
             tool_bundle: tool_bundle.and_then(|t| serde_json::from_str(t).ok()),
-            client_request_id,
+            keys,
             host: host.and_then(HostFields::parse),
         }
     }
@@ -202,8 +204,8 @@ pub struct Service {
     /// either filter touches only the matching runs.
     by_conversation: GroupIndex,
     by_project: GroupIndex,
-    /// Registered runs by the `clientRequestId` they were created with (LC-3).
-    by_request: GroupIndex,
+    /// Registered runs by each of their lookup keys (LC-3, HF-8), in [`Lookup::slot`] order.
+    by_key: [GroupIndex; 2],
     /// What is known of the runs on disk (LC-2).
     pub(crate) disk: DiskIndex,
     next_seq: u64,
@@ -235,7 +237,7 @@ impl Service {
             by_id: HashMap::default(),
             by_conversation: GroupIndex::default(),
             by_project: GroupIndex::default(),
-            by_request: GroupIndex::default(),
+            by_key: Default::default(),
             disk: DiskIndex::default(),
             next_seq: 0,
             next_log_key: 0,
@@ -324,16 +326,16 @@ impl Service {
         });
         run.project_id = meta.project_id;
         run.conversation_id = meta.conversation_id;
-        run.request_key = meta.client_request_id;
+        run.keys = meta.keys;
         let durable = run.log.is_some();
         if let Some(host) = meta.host {
             run.host = host;
         }
-        let disk_entry = durable.then(|| (run.project_id.clone(), run.request_key.clone()));
+        let disk_entry = durable.then(|| (run.project_id.clone(), run.keys.clone()));
         let slot = self.insert(run);
-        if let Some((project_id, request)) = disk_entry {
+        if let Some((project_id, keys)) = disk_entry {
             self.write_state(slot);
-            self.disk.add(&id, project_id, request, now);
+            self.disk.add(&id, project_id, keys, now);
         }
         Created {
             slot,
@@ -370,12 +372,14 @@ impl Service {
         run.registered = true;
         let (seq, key) = (run.order, IdKey::of(&run.id));
         let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
-        let request = run.request_key.clone();
+        let keys = run.keys.clone();
         self.order.insert(seq, slot);
         self.by_id.insert(key, slot);
         self.by_conversation.add(conversation.as_deref(), seq, slot);
         self.by_project.add(project.as_deref(), seq, slot);
-        self.by_request.add(request.as_deref(), seq, slot);
+        for lookup in Lookup::ALL {
+            self.by_key[lookup.slot()].add(keys.get(lookup), seq, slot);
+        }
     }
 
     /// GET-1: the registered run with this id (see [`Service::hydrate`] for LC-2).
@@ -383,9 +387,9 @@ impl Service {
         self.by_id.get(&IdKey::of(id)).copied()
     }
 
-    /// LC-3: the newest registered run created with this `clientRequestId`.
-    pub fn find_request(&self, client_request_id: &str) -> Option<u32> {
-        self.by_request.newest(client_request_id)
+    /// LC-3, HF-8: the newest registered run created with this key.
+    pub fn find(&self, lookup: Lookup, key: &str) -> Option<u32> {
+        self.by_key[lookup.slot()].newest(key)
     }
 
     /// Puts a live run that left the registry by TTL eviction back into it, in its old place
@@ -529,10 +533,12 @@ impl Service {
         run.registered = false;
         let (seq, key) = (run.order, IdKey::of(&run.id));
         let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
-        let request = run.request_key.clone();
+        let keys = run.keys.clone();
         self.by_conversation.remove(conversation.as_deref(), seq);
         self.by_project.remove(project.as_deref(), seq);
-        self.by_request.remove(request.as_deref(), seq);
+        for lookup in Lookup::ALL {
+            self.by_key[lookup.slot()].remove(keys.get(lookup), seq);
+        }
         self.order.remove(&seq);
         if self.by_id.get(&key) == Some(&slot) {
             self.by_id.remove(&key);
@@ -622,7 +628,7 @@ mod tests {
                 None,
                 Some(r#"{"mode":"question"}"#),
                 Some(r#"{"mcpServers":[{"id":"t","label":"say \"hi\"","command":"x"}]}"#),
-                None,
+                LookupKeys::default(),
                 Some("not json"),
             ),
             0.0,

@@ -24,6 +24,7 @@ use crate::error::CoreResult;
 use crate::files;
 use crate::history::{self, EventName, History};
 use crate::log_writer::{LogFailure, LogOperation};
+use crate::lookup::Lookup;
 use crate::run::{is_terminal, NewRun, OrderKey, RunState};
 use crate::service::Service;
 
@@ -294,7 +295,7 @@ impl Service {
         run.cancel_origin = file.cancel_origin;
         run.terminal_trigger = file.terminal_trigger;
         run.cancel_requested = cancel_requested;
-        run.request_key = file.host.client_request_id.clone();
+        run.keys = file.host.lookup_keys();
         run.host = file.host;
         run.log_closed = true;
         let tail = journal::read_tail(&log_path, self.cfg.max_events);
@@ -318,7 +319,7 @@ impl Service {
         // again.
         let ended = run.end_event_id.is_some() && run.end_event_id == run.history.newest_id();
         let appended = interrupted.then(|| mark_interrupted(&mut run, &log_path, now, !ended));
-        let (project_id, request) = (run.project_id.clone(), run.request_key.clone());
+        let (project_id, keys) = (run.project_id.clone(), run.keys.clone());
         let slot = self.insert(run);
         if let Some(Err(error)) = appended {
             self.log_shared.fail(2, || {
@@ -328,7 +329,7 @@ impl Service {
         if interrupted {
             self.write_state(slot);
         }
-        self.disk.add(id, project_id, request, created_at);
+        self.disk.add(id, project_id, keys, created_at);
         self.disk.stats.hydrated += 1;
         Some(slot)
     }
@@ -353,11 +354,10 @@ impl Service {
         ids
     }
 
-    /// LC-3: the newest durable run created for `client_request_id`, when it is not
-    /// registered.
-    pub fn unregistered_request_run(&mut self, client_request_id: &str) -> Option<String> {
+    /// LC-3, HF-8: the newest durable run created with this key, when it is not registered.
+    pub fn unregistered_keyed_run(&mut self, lookup: Lookup, key: &str) -> Option<String> {
         self.disk
-            .request_run(client_request_id)
+            .keyed_run(lookup, key)
             .filter(|id| self.get(id).is_none())
     }
 }
@@ -556,6 +556,84 @@ mod tests {
             vec![before, hydrated, after]
         );
         assert_eq!(new.unregistered_project_runs("p"), Vec::<String>::new());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn hf_8_a_plugin_workflow_id_finds_its_run_registered_after_a_restart_and_not_once_dropped() {
+        use crate::lookup::LookupKeys;
+        use crate::service::CreateMeta;
+        let (dir, layout) = log_dir("hydrate-workflow");
+        let analytics = r#"{"externalPluginAnalytics":{"externalPluginId":"open-design","pluginWorkflowId":"w"}}"#;
+        let workflow = |id: &str| LookupKeys {
+            client_request_id: None,
+            plugin_workflow_id: Some(id.into()),
+        };
+        let mut old = service(Some(10), Some(layout));
+        let first = old.create(
+            CreateMeta::from_lowered(
+                Some("p".into()),
+                None,
+                None,
+                None,
+                workflow("w"),
+                Some(analytics),
+            ),
+            1.0,
+        );
+        let second = old.create(
+            CreateMeta::from_lowered(
+                Some("p".into()),
+                None,
+                None,
+                None,
+                workflow("w"),
+                Some(analytics),
+            ),
+            2.0,
+        );
+        // A host text naming another workflow than the create-time key: the key stands.
+        let other = old.create(
+            CreateMeta::from_lowered(None, None, None, None, workflow("v"), Some(analytics)),
+            3.0,
+        );
+        assert_eq!(
+            old.find(Lookup::PluginWorkflowId, "w"),
+            Some(second.slot),
+            "the newest"
+        );
+        assert_eq!(old.find(Lookup::PluginWorkflowId, "v"), Some(other.slot));
+        assert_eq!(old.find(Lookup::ClientRequestId, "w"), None);
+        assert!(old.drop_run(second.slot, 4.0).unwrap());
+        assert_eq!(
+            old.find(Lookup::PluginWorkflowId, "w"),
+            Some(first.slot),
+            "a dropped run is never found"
+        );
+        flush(&old);
+        drop(old);
+
+        // A restart: the scan reads each file's externalPluginAnalytics (the file of `other`
+        // names "w" too, so after a restart it is the newest run for "w").
+        let mut new = service(Some(10), Some(layout_of(&dir)));
+        new.index_runs(&dir);
+        assert_eq!(
+            new.unregistered_keyed_run(Lookup::PluginWorkflowId, "w")
+                .as_deref(),
+            Some(other.id.as_str())
+        );
+        assert_eq!(
+            new.unregistered_keyed_run(Lookup::PluginWorkflowId, "v"),
+            None
+        );
+        let slot = new.hydrate(&first.id, 5.0).unwrap();
+        assert_eq!(new.find(Lookup::PluginWorkflowId, "w"), Some(slot));
+        assert_eq!(
+            new.unregistered_keyed_run(Lookup::PluginWorkflowId, "w")
+                .as_deref(),
+            Some(other.id.as_str()),
+            "a registered run is not reported as unregistered"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -1,6 +1,6 @@
 //! What a service knows of the runs on disk without loading them (LC-2): which durable runs
-//! belong to a project (for `list({ projectId })`) and which run a `clientRequestId` names (for
-//! `createOrReuse`). Built from one scan of `runsLogDir`, started at construction, that reads
+//! belong to a project (for `list({ projectId })`) and which run a `clientRequestId` (for
+//! `createOrReuse`) or a plugin workflow id (for `findByPluginWorkflowId`, HF-8) names. Built from one scan of `runsLogDir`, started at construction, that reads
 //! each run's state file (or old `run.json`) once, and kept up to date by this service's own
 //! creates, project writes and drops.
 //!
@@ -21,6 +21,7 @@ use super::is_run_id;
 use super::legacy::{RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
 use super::state::{sweep_stale_temps, StateFile, STATE_FILE};
 use crate::files;
+use crate::lookup::{Lookup, LookupKeys};
 use crate::service::Service;
 
 /// The ordering key of a run on disk: its `createdAt` (ordered bits), then its id.
@@ -39,7 +40,7 @@ pub(crate) fn ordered_bits(created_at: f64) -> u64 {
 #[derive(Clone, Debug)]
 struct DiskRun {
     project_id: Option<String>,
-    request: Option<String>,
+    keys: LookupKeys,
     created: u64,
 }
 
@@ -50,7 +51,8 @@ pub struct DiskIndex {
     pub(crate) dir: Option<PathBuf>,
     runs: crate::IdMap<DiskRun>,
     by_project: HashMap<String, BTreeSet<DiskKey>>,
-    by_request: HashMap<String, BTreeSet<DiskKey>>,
+    /// By each lookup key (LC-3, HF-8), in [`Lookup::slot`] order.
+    by_key: [HashMap<String, BTreeSet<DiskKey>>; 2],
     /// Ids found invalid (counted once each in `stats.skipped`).
     invalid: BTreeSet<String>,
     /// Hydrations so far (the last part of a hydrated run's registry key).
@@ -75,7 +77,7 @@ enum Found {
 
 /// A change to the index made while the scan ran.
 enum Change {
-    Add(String, Option<String>, Option<String>, f64),
+    Add(String, Option<String>, LookupKeys, f64),
     Remove(String),
     SetProject(String, Option<String>),
     Skip(String),
@@ -114,8 +116,8 @@ impl DiskIndex {
         self.apply(found);
         for change in scan.changes {
             match change {
-                Change::Add(id, project, request, created_at) => {
-                    self.add(&id, project, request, created_at)
+                Change::Add(id, project, keys, created_at) => {
+                    self.add(&id, project, keys, created_at)
                 }
                 Change::Remove(id) => self.remove(&id),
                 Change::SetProject(id, project) => self.set_project(&id, project),
@@ -142,7 +144,7 @@ impl DiskIndex {
         for item in found {
             match item {
                 Found::Run(id, entry) => {
-                    self.add(&id, entry.project_id, entry.request, entry.created_at);
+                    self.add(&id, entry.project_id, entry.keys, entry.created_at);
                     self.stats.indexed += 1;
                 }
                 Found::Invalid(name) => self.skip(&name),
@@ -155,12 +157,12 @@ impl DiskIndex {
         &mut self,
         id: &str,
         project_id: Option<String>,
-        request: Option<String>,
+        keys: LookupKeys,
         created_at: f64,
     ) {
         if let Some(scan) = self.running_scan() {
             scan.changes
-                .push(Change::Add(id.to_owned(), project_id, request, created_at));
+                .push(Change::Add(id.to_owned(), project_id, keys, created_at));
             return;
         }
         self.remove(id);
@@ -172,17 +174,19 @@ impl DiskIndex {
                 .or_default()
                 .insert(key.clone());
         }
-        if let Some(request) = &request {
-            self.by_request
-                .entry(request.clone())
-                .or_default()
-                .insert(key);
+        for lookup in Lookup::ALL {
+            if let Some(value) = keys.get(lookup) {
+                self.by_key[lookup.slot()]
+                    .entry(value.to_owned())
+                    .or_default()
+                    .insert(key.clone());
+            }
         }
         self.runs.insert(
             id.to_owned(),
             DiskRun {
                 project_id,
-                request,
+                keys,
                 created,
             },
         );
@@ -198,15 +202,17 @@ impl DiskIndex {
             return;
         };
         let key = (old.created, id.to_owned());
+        let [by_request, by_workflow] = &mut self.by_key;
         for (index, group) in [
-            (&mut self.by_project, old.project_id),
-            (&mut self.by_request, old.request),
+            (&mut self.by_project, old.project_id.as_deref()),
+            (by_request, old.keys.get(Lookup::ClientRequestId)),
+            (by_workflow, old.keys.get(Lookup::PluginWorkflowId)),
         ] {
             if let Some(group_key) = group {
-                if let Some(set) = index.get_mut(&group_key) {
+                if let Some(set) = index.get_mut(group_key) {
                     set.remove(&key);
                     if set.is_empty() {
-                        index.remove(&group_key);
+                        index.remove(group_key);
                     }
                 }
             }
@@ -222,7 +228,7 @@ impl DiskIndex {
         }
         if let Some(run) = self.runs.get(id).cloned() {
             let created_at = f64::from_bits(run.created);
-            self.add(id, project_id, run.request, created_at);
+            self.add(id, project_id, run.keys, created_at);
         }
     }
 
@@ -235,11 +241,11 @@ impl DiskIndex {
             .unwrap_or_default()
     }
 
-    /// The newest durable run created for `client_request_id`.
-    pub(crate) fn request_run(&mut self, client_request_id: &str) -> Option<String> {
+    /// The newest durable run created with this key.
+    pub(crate) fn keyed_run(&mut self, lookup: Lookup, key: &str) -> Option<String> {
         self.settle();
-        self.by_request
-            .get(client_request_id)
+        self.by_key[lookup.slot()]
+            .get(key)
             .and_then(|set| set.iter().next_back())
             .map(|(_, id)| id.clone())
     }
@@ -259,7 +265,7 @@ impl DiskIndex {
 /// What the scan takes from a run's file.
 struct Entry {
     project_id: Option<String>,
-    request: Option<String>,
+    keys: LookupKeys,
     created_at: f64,
 }
 
@@ -268,8 +274,8 @@ fn read_entry(run_dir: &Path, id: &str) -> Option<Entry> {
     if let Ok(text) = files::read_to_string(&run_dir.join(STATE_FILE)) {
         let file = StateFile::parse(&text, id)?;
         return Some(Entry {
+            keys: file.host.lookup_keys(),
             project_id: file.project_id,
-            request: file.host.client_request_id,
             created_at: file.created_at.unwrap_or(0.0),
         });
     }
@@ -277,7 +283,10 @@ fn read_entry(run_dir: &Path, id: &str) -> Option<Entry> {
     let snapshot = RunSnapshot::parse(&text)?;
     (snapshot.version == SNAPSHOT_VERSION && snapshot.id == id).then(|| Entry {
         project_id: snapshot.project_id,
-        request: snapshot.meta.ids.client_request_id,
+        keys: LookupKeys {
+            client_request_id: snapshot.meta.ids.client_request_id,
+            plugin_workflow_id: None,
+        },
         created_at: snapshot.created_at.unwrap_or(0.0),
     })
 }
@@ -399,7 +408,7 @@ mod tests {
         svc.disk.add(
             "c0000000-0000-4000-8000-000000000000",
             Some("p".into()),
-            None,
+            LookupKeys::default(),
             9.0,
         );
         svc.disk.skip("not-a-run");
@@ -415,18 +424,49 @@ mod tests {
 
     #[test]
     fn lc_2_the_indexes_follow_adds_project_moves_and_removals_in_creation_order() {
+        let keys = |request: Option<&str>, workflow: Option<&str>| LookupKeys {
+            client_request_id: request.map(str::to_owned),
+            plugin_workflow_id: workflow.map(str::to_owned),
+        };
         let mut index = DiskIndex::default();
-        index.add("b", Some("p".into()), Some("r".into()), 2.0);
-        index.add("a", Some("p".into()), Some("r".into()), 1.0);
-        index.add("c", Some("q".into()), None, 3.0);
+        index.add("b", Some("p".into()), keys(Some("r"), Some("w")), 2.0);
+        index.add("a", Some("p".into()), keys(Some("r"), Some("w")), 1.0);
+        index.add("c", Some("q".into()), keys(None, Some("v")), 3.0);
         assert_eq!(index.project_runs("p"), vec!["a", "b"]);
-        assert_eq!(index.request_run("r").as_deref(), Some("b"), "the newest");
+        for lookup in Lookup::ALL {
+            let key = keys(Some("r"), Some("w"));
+            let key = key.get(lookup).unwrap();
+            assert_eq!(
+                index.keyed_run(lookup, key).as_deref(),
+                Some("b"),
+                "the newest"
+            );
+        }
+        assert_eq!(
+            index.keyed_run(Lookup::ClientRequestId, "w"),
+            None,
+            "each key has its own index"
+        );
         index.set_project("c", Some("p".into()));
         assert_eq!(index.project_runs("p"), vec!["a", "b", "c"]);
         assert!(index.project_runs("q").is_empty());
+        assert_eq!(
+            index.keyed_run(Lookup::PluginWorkflowId, "v").as_deref(),
+            Some("c"),
+            "a project move keeps the keys"
+        );
         index.remove("b");
         assert_eq!(index.project_runs("p"), vec!["a", "c"]);
-        assert_eq!(index.request_run("r").as_deref(), Some("a"));
+        assert_eq!(
+            index.keyed_run(Lookup::ClientRequestId, "r").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            index.keyed_run(Lookup::PluginWorkflowId, "w").as_deref(),
+            Some("a")
+        );
+        index.remove("a");
+        assert_eq!(index.keyed_run(Lookup::PluginWorkflowId, "w"), None);
         index.skip("x");
         index.skip("x");
         assert_eq!(index.stats.skipped, 1);

@@ -116,6 +116,16 @@ impl HostFields {
         }
     }
 
+    /// The run's lookup keys as this file (or the host's text) holds them (LC-3, HF-8).
+    pub fn lookup_keys(&self) -> crate::lookup::LookupKeys {
+        crate::lookup::LookupKeys {
+            client_request_id: self.client_request_id.clone().filter(|id| !id.is_empty()),
+            plugin_workflow_id: crate::lookup::plugin_workflow_id(
+                self.extra.get("externalPluginAnalytics"),
+            ),
+        }
+    }
+
     /// HF-6: forgets what the previous attempt observed ([`ATTEMPT_FIELDS`]); the next host
     /// text brings the new attempt's values.
     pub fn forget_attempt(&mut self) {
@@ -682,7 +692,10 @@ mod tests {
                 None,
                 None,
                 None,
-                Some("req".into()),
+                crate::lookup::LookupKeys {
+                    client_request_id: Some("req".into()),
+                    plugin_workflow_id: None,
+                },
                 Some(r#"{"clientRequestId":"req","requestFingerprint":"fp","workspaceScope":{"w":1}}"#),
             ),
             1_717_171_717_171.0,
