@@ -116,6 +116,13 @@ export declare const enum NumberField {
 }
 
 /**
+ * The plugin whose runs carry a workflow id (HF-8): the facade makes
+ * `run.externalPluginAnalytics` only from hints of this plugin, as the core's disk index reads
+ * state files. Read once by the facade.
+ */
+export declare function openDesignPluginId(): string
+
+/**
  * `list({ projectId })` (LC-2): the ids of that project's durable runs that are not
  * registered, oldest first.
  */

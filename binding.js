@@ -847,6 +847,7 @@ module.exports.flushLogs = nativeBinding.flushLogs
 module.exports.indexRuns = nativeBinding.indexRuns
 module.exports.internEvent = nativeBinding.internEvent
 module.exports.NumberField = nativeBinding.NumberField
+module.exports.openDesignPluginId = nativeBinding.openDesignPluginId
 module.exports.projectDurableRuns = nativeBinding.projectDurableRuns
 module.exports.runAttach = nativeBinding.runAttach
 module.exports.runCancelBegin = nativeBinding.runCancelBegin

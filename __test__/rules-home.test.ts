@@ -9,6 +9,7 @@ const native = requireNode('../loader.js') as {
   terminalStatuses(): string[]
   serviceDefaults(): string
   timerDelay(ms: number): number | null
+  openDesignPluginId(): string
 }
 
 const options = { createSseResponse: () => ({ send() {}, end() {}, cleanup() {} }), createSseErrorPayload: () => ({}) }
@@ -29,6 +30,15 @@ describe('the facade follows the core rules', () => {
   it('OPT-2: the defaults a service applies are the core defaults', () => {
     const defaults = JSON.parse(native.serviceDefaults())
     expect(defaults).toMatchObject({ maxEvents: 2000, ttlMs: 1_800_000, shutdownGraceMs: 3000 })
+  })
+
+  it('HF-8: the plugin id create() attributes runs of is the one the core indexes state files by', () => {
+    expect(native.openDesignPluginId()).toBe('open-design')
+    const { create } = createChatRunService(options)
+    const id = native.openDesignPluginId()
+    expect(create({ analyticsHints: { externalPluginId: id } }).externalPluginAnalytics).toMatchObject({
+      externalPluginId: id,
+    })
   })
 
   it('TMR-1/TMR-2: the timer clamp', () => {

@@ -27,9 +27,10 @@ function trimmed(value) {
   return typeof value === 'string' && value.trim() !== '' ? value.trim() : null
 }
 
-// HF-8: the plugin that attributes its runs, and the keys a run keeps of its analyticsHints, in
-// this order (the key names and the plugin id are upstream's: its files read them).
-const OPEN_DESIGN_PLUGIN_ID = 'open-design'
+// HF-8: the plugin that attributes its runs (the core's constant, crates/core/src/lookup.rs, which
+// its disk index reads state files by), and the keys a run keeps of its analyticsHints, in this
+// order (the key names and the plugin id are upstream's: its files read them).
+const OPEN_DESIGN_PLUGIN_ID = native.openDesignPluginId()
 const PLUGIN_ANALYTICS_KEYS = [
   'entrySurface',
   'hostProduct',

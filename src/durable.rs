@@ -23,6 +23,14 @@ pub fn attempt_fields() -> Vec<&'static str> {
     chat_run_core::durable::state::ATTEMPT_FIELDS.to_vec()
 }
 
+/// The plugin whose runs carry a workflow id (HF-8): the facade makes
+/// `run.externalPluginAnalytics` only from hints of this plugin, as the core's disk index reads
+/// state files. Read once by the facade.
+#[napi]
+pub fn open_design_plugin_id() -> &'static str {
+    chat_run_core::lookup::OPEN_DESIGN_PLUGIN_ID
+}
+
 /// At construction (LC-2): indexes the runs under `dir` (the `runsLogDir`) without loading any.
 #[napi]
 pub fn index_runs(env: &Env, svc: u32, dir: String) -> Result<()> {
