@@ -423,10 +423,12 @@ describe('§22 the daemon fields of a run', () => {
     expect(runs.findByPluginWorkflowId('wf-9')).toBeNull()
   })
 
-  it('HF-8: after a restart the workflow id finds the run on disk, ours or an upstream-shaped state file written by hand', () => {
+  it('HF-8: after a restart the workflow id finds the run on disk, ours or an upstream-shaped state file written by hand', async () => {
     const first = logged()
     const run = first.create({ projectId: 'p1', analyticsHints: HINTS })
     first.finish(run, 'succeeded', 0, null)
+    // Its journal is written before the directory goes away with the test.
+    await first.shutdownActive()
     const handId = '018f6f2e-4444-4444-8444-444444444444'
     fs.mkdirSync(path.join(tmp, handId))
     const hand = {

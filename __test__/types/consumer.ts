@@ -20,6 +20,7 @@ import {
   type ChatRunStatusBody,
   type ChildLike,
   type CreateOrReuseResult,
+  type ExternalPluginAnalytics,
   type ListFilter,
   type McpServerConfig,
   type MediaExecutionPolicy,
@@ -633,6 +634,21 @@ if (reuse.kind === 'conflict') {
 const impossible: CreateOrReuseResult['kind'] = 'maybe'
 void impossible
 runs.createOrReuse({ workspaceScope: { workspaceId: 'w' } })
+// HF-8: plugin attribution and the lookup by workflow id; HF-9 and CAN-9: the host's retry fields.
+const attributed = runs.create({ analyticsHints: { externalPluginId: 'open-design', pluginWorkflowId: 'wf-1' } })
+const analytics: ExternalPluginAnalytics | null = attributed.externalPluginAnalytics
+if (analytics !== null) {
+  const pluginId: 'open-design' = analytics.externalPluginId
+  void pluginId
+}
+const byWorkflow: ChatRun | null = runs.findByPluginWorkflowId('wf-1')
+void byWorkflow
+attributed.retryRestartTimer = setTimeout(() => {}, 10)
+attributed.retryRestartTimer = null
+attributed.runtimeFailureObservedBeforeCancellation = true
+// @ts-expect-error findByPluginWorkflowId returns a run or null, never a list
+const notAList: ChatRun[] = runs.findByPluginWorkflowId('wf-1')
+void notAList
 const fingerprint: string | null = run.requestFingerprint
 const restarted: ChatRun | null = runs.prepareRestart(run)
 runs.persistState(run)
