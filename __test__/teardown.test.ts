@@ -1,4 +1,5 @@
-// SPEC LC-7 (teardown of the whole process tree) and the cancel origin of LC-5, against real
+// SPEC LC-7 (teardown of the whole process tree), the cancel origin of LC-5 and CAN-9 (a cancel after a
+// runtime failure waits for the close), against real
 // processes: trees whose leader exits first, agents spawned without a process group, the verdict's
 // real last signal, `termination_failed`, a parked finish, stdin closed before SIGTERM. The
 // ordering rules with fake children come first (they run everywhere).
@@ -543,6 +544,53 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     expect(run.stdinOpen).toBe(false)
     expect(body).toMatchObject({ status: 'canceled', exitCode: 0, signal: 'SIGTERM', childExited: true })
   })
+
+  // The agent's stdout is also held by a process outside its tree (a helper that left it, here a
+  // `sleep` reparented away from the agent), so its 'close' comes only when the test ends that helper.
+  for (const flagged of [true, false]) {
+    it(`CAN-9: ${flagged ? 'with' : 'without'} runtimeFailureObservedBeforeCancellation the cancel ends at the real child's ${flagged ? "'close'" : "'exit'"}`, async () => {
+      const { runs } = makeRuns({ runsLogDir: null })
+      const child = spawn('sh', ['-c', '(sleep 30 & echo "$!"); exec "$0" "$1"', process.execPath, STDIN], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      })
+      children.push(child)
+      const agent = track(child.pid!)
+      let out = ''
+      child.stdout!.setEncoding('utf8')
+      child.stdout!.on('data', (chunk: string) => {
+        out += chunk
+      })
+      expect(await waitFor(() => out.includes('READY'), 5000)).toBe(true)
+      const holderPid = Number(out.split('\n')[0])
+      const holder = track(holderPid)
+      expect(Number(statFields(holderPid)![1])).not.toBe(child.pid) // not the agent's child: outside its tree
+      const run = runs.create()
+      run.status = 'running'
+      run.child = child
+      // The daemon's close handler classifies the failure.
+      child.on('close', () => runs.fail(run, 'AGENT_RUNTIME_ERROR', 'the agent crashed'))
+      if (flagged) run.runtimeFailureObservedBeforeCancellation = true
+      const canceled = runs.cancel(run, 'user_stop')
+      expect(await waitFor(() => child.exitCode !== null, 2000)).toBe(true)
+      await sleep(100)
+      expect(run.status).toBe(flagged ? 'running' : 'canceled')
+      expect(alive(agent)).toBe(false)
+      // The helper goes (by identity): the pipe closes, 'close' fires, the host's handler runs.
+      expect(alive(holder)).toBe(true)
+      process.kill(holder.pid, 'SIGTERM')
+      const body = await canceled
+      expect(await waitFor(() => !alive(holder), 2000)).toBe(true)
+      if (flagged) {
+        expect(body).toMatchObject({ status: 'failed', errorCode: 'AGENT_RUNTIME_ERROR', terminalTrigger: 'cancel' })
+        expect(run.events.map((e: any) => e.event)).toEqual(['error', 'end'])
+      } else {
+        expect(body).toMatchObject({ status: 'canceled', exitCode: 0, signal: 'SIGTERM', errorCode: null })
+        expect(await waitFor(() => child.listenerCount('close') === 1 && out.includes('TERM'), 2000)).toBe(true)
+        await sleep(50)
+        expect(run.events.map((e: any) => e.event)).toEqual(['end'])
+      }
+    })
+  }
 
   it('LC-7: a pid that is not a child of this process is never captured or signalled', async () => {
     const { runs } = makeRuns({ runsLogDir: null })
