@@ -1,8 +1,8 @@
-// SPEC LC-7 (teardown of the whole process tree), the cancel origin of LC-5 and CAN-9 (a cancel after a
-// runtime failure waits for the close), against real
-// processes: trees whose leader exits first, agents spawned without a process group, the verdict's
-// real last signal, `termination_failed`, a parked finish, stdin closed before SIGTERM. The
-// ordering rules with fake children come first (they run everywhere).
+// SPEC LC-7 (teardown of the whole process tree), the cancel origin of LC-5 and CAN-9 (a cancel
+// after a runtime failure waits for the child's close), against real processes: trees whose leader
+// exits first, agents spawned without a process group, the verdict's real last signal,
+// `termination_failed`, a parked finish, stdin closed before SIGTERM. The ordering rules with fake
+// children come first (they run everywhere).
 //
 // Safety rules of this file: only processes this file started are ever signalled, each by pid
 // after its start time (field 22 of /proc/<pid>/stat) was checked against the one recorded when it
