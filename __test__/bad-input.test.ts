@@ -415,6 +415,24 @@ describe.each(MODES)('stream with odd cursors ($mode)', ({ logged }) => {
     expect(run.clients.has(lastClient)).toBe(true)
     expect(res.on).toHaveBeenCalledWith('close', expect.any(Function))
   })
+
+  it('a live run and a res without on(): the replay is sent, the client ended and not registered, a TypeError names res (INP-5)', () => {
+    const runs = createRunsCapturing(logged ? tmpDir : null)
+    const run = runs.create()
+    runs.emit(run, 'agent', { n: 1 })
+    for (const res of [null, undefined, {}, { on: 'close' }]) {
+      expect(() => runs.stream(run, header('0'), res)).toThrow(
+        /^stream\(run, req, res\): expected res to have on\('close', listener\) \(an http\.ServerResponse\), got /,
+      )
+      expect(lastClient!.send).toHaveBeenCalledWith('agent', { n: 1 }, 1)
+      expect(lastClient!.end).toHaveBeenCalledTimes(1)
+      expect(run.clients.has(lastClient)).toBe(false)
+    }
+    expect(run.clients.size).toBe(0)
+    // The run goes on: a later finish has no client of those to end.
+    runs.finish(run, 'succeeded', 0, null)
+    expect(lastClient!.end).toHaveBeenCalledTimes(1)
+  })
 })
 
 // --- createChatRunService: bad options ------------------------------------------------------------------

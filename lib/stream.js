@@ -5,6 +5,7 @@
 const native = require('./core.js')
 const { own } = require('./run.js')
 const { isTerminal } = require('./status.js')
+const { describe } = require('./describe.js')
 
 /** IMP-6: calls `target[method](...args)`; one broken client never breaks the run or the others. */
 function safeCall(target, method, ...args) {
@@ -110,6 +111,13 @@ function stream(ctx, run, req, res) {
   if (isTerminal(s.status)) {
     safeCall(sse, 'end')
     return
+  }
+  // INP-5: a response without on() could never remove its client: ended, not registered.
+  if (typeof res?.on !== 'function') {
+    safeCall(sse, 'end')
+    throw new TypeError(
+      `stream(run, req, res): expected res to have on('close', listener) (an http.ServerResponse), got ${describe(res)}`,
+    )
   }
   run.clients.add(sse)
   res.on('close', () => {
