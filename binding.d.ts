@@ -16,6 +16,12 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare function attemptFields(): Array<string>
 
 /**
+ * ENV: the cancel grace for `OD_CHAT_RUN_CANCEL_GRACE_MS` (or its fallback) as JS `Number()`
+ * read it: finite and > 0, else 3000, clamped as a timer (`reapProcessGroup`'s SIGKILL delay).
+ */
+export declare function cancelGraceMs(parsed: number): number
+
+/**
  * LC-7, the watch: captures the process tree of every run that is not terminal. Returns how
  * many runs still hold a live captured process (0: the facade stops its timer).
  */
@@ -325,6 +331,20 @@ export declare function shutdownSnapshot(svc: number): Array<number>
  * the snapshot pinned for that loop is released.
  */
 export declare function shutdownStarted(svc: number): void
+
+/**
+ * `signalChildProcess(child, processGroupId, signal)` (native part, no run): the group when
+ * IMP-5 verifies it is the child's own; false when nothing was sent (the facade then calls
+ * `child.kill(signal)`). `pid`/`group` are NaN when absent.
+ */
+export declare function signalChildGroup(pid: number, group: number, signal: string | number): boolean
+
+/**
+ * `signalProcessGroup(processGroupId, signal)`: the group only while one of this service's
+ * runs holds it (its verified group, or a group a process of its tree is alive in) and IMP-5's
+ * id rules allow it. True when the signal was sent.
+ */
+export declare function signalHeldGroup(svc: number, group: number, signal: string | number): boolean
 
 /**
  * The fields `state.json` itself carries, in order (LC-1): a host durable field by one of

@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.attemptFields = nativeBinding.attemptFields
+module.exports.cancelGraceMs = nativeBinding.cancelGraceMs
 module.exports.captureTrees = nativeBinding.captureTrees
 module.exports.createService = nativeBinding.createService
 module.exports.Delivery = nativeBinding.Delivery
@@ -883,6 +884,8 @@ module.exports.serviceDefaults = nativeBinding.serviceDefaults
 module.exports.serviceStats = nativeBinding.serviceStats
 module.exports.shutdownSnapshot = nativeBinding.shutdownSnapshot
 module.exports.shutdownStarted = nativeBinding.shutdownStarted
+module.exports.signalChildGroup = nativeBinding.signalChildGroup
+module.exports.signalHeldGroup = nativeBinding.signalHeldGroup
 module.exports.stateFileKeys = nativeBinding.stateFileKeys
 module.exports.summarizeToolBundle = nativeBinding.summarizeToolBundle
 module.exports.terminalStatuses = nativeBinding.terminalStatuses

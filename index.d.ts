@@ -912,6 +912,27 @@ export interface ChatRunService {
    * on disk across a restart; `null` when there is none or the id is not a non-empty string (SPEC HF-8).
    */
   readonly findByPluginWorkflowId: (pluginWorkflowId: unknown) => ChatRun | null
+  /**
+   * Sends `signal` to an explicit child (an escalation timer's own, not whatever `run.child` is now):
+   * to its process group when `processGroupId` is verified as the child's own, else `child.kill(signal)`.
+   * `false` for no child or an exited one (SPEC SIG-5).
+   */
+  readonly signalChildProcess: (
+    child: ChildLike | null | undefined,
+    processGroupId: number | null | undefined,
+    signal: NodeJS.Signals | number,
+  ) => boolean
+  /**
+   * Sends `signal` to a whole process group, only while one of this service's runs holds it (its
+   * verified group, or a group a process of its tree is alive in); never a reserved id or the
+   * daemon's own group. `true` when the signal was sent; always `false` on Windows (SPEC SIG-6).
+   */
+  readonly signalProcessGroup: (processGroupId: unknown, signal: NodeJS.Signals | number) => boolean
+  /**
+   * SIGTERM to a held process group now, SIGKILL to what is left of it after the cancel grace (an
+   * unref'd timer). `true` when the SIGTERM was sent (SPEC SIG-6).
+   */
+  readonly reapProcessGroup: (processGroupId: unknown) => boolean
 }
 
 /**

@@ -42,14 +42,21 @@ const { extraDurableFields } = require('./lib/state.js')
 const { emit } = require('./lib/emit.js')
 const { start, wait, finish, fail, drop } = require('./lib/lifecycle.js')
 const { stream } = require('./lib/stream.js')
-const { signalChild, cancel, shutdownActive } = require('./lib/control.js')
+const {
+  signalChild,
+  signalChildProcess,
+  signalProcessGroup,
+  reapProcessGroup,
+  cancel,
+  shutdownActive,
+} = require('./lib/control.js')
 const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require('./lib/status.js')
 
 // Frees a service's native registry once nothing references its context any more (the service
 // object, its runs and their pending timers all hold it).
 const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
-// itself to exactly its 23 methods).
+// itself to exactly its 26 methods).
 const serviceContexts = new WeakMap()
 
 /**
@@ -89,7 +96,7 @@ function serviceContext(opts) {
  */
 function createChatRunService(options) {
   const ctx = serviceContext(readOptions(options))
-  // MOD-2 and SPEC §0: exactly these 23 methods, in this order; each a closure that works
+  // MOD-2 and SPEC §0: exactly these 26 methods, in this order; each a closure that works
   // detached, never uses `this` and ignores extra arguments.
   const service = {
     create: (meta) => create(ctx, meta),
@@ -115,6 +122,9 @@ function createChatRunService(options) {
     markLangfuseCompleted: (run) => markLangfuseCompleted(ctx, run),
     setDeliverableValidation: (run, result) => setDeliverableValidation(ctx, run, result),
     findByPluginWorkflowId: (pluginWorkflowId) => findByPluginWorkflowId(ctx, pluginWorkflowId),
+    signalChildProcess: (child, processGroupId, signal) => signalChildProcess(child, processGroupId, signal),
+    signalProcessGroup: (processGroupId, signal) => signalProcessGroup(ctx, processGroupId, signal),
+    reapProcessGroup: (processGroupId) => reapProcessGroup(ctx, processGroupId),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)

@@ -287,6 +287,12 @@ type CaseReport = {
   sentinelAlive: boolean
   bystanderAlive: boolean
   selfGotSignal: boolean
+  // SIG-5/SIG-6 with the same id (absent for the by-hand control)
+  childProcessReturned?: unknown
+  groupReturned?: unknown
+  reapReturned?: unknown
+  helperUsr2?: number
+  helperThrew?: string
 }
 
 if (unshareProblem !== null) {
@@ -294,72 +300,96 @@ if (unshareProblem !== null) {
     it.skip(`skipped: ${unshareProblem}`, () => {})
   })
 } else {
-  describe.skipIf(notLinux)('IMP-5 dangerous processGroupId values (pid namespace)', () => {
-    let report: { pid: number; ownGroup: number; selfAlive: boolean; cases: CaseReport[] } | null = null
-    let cases = new Map<string, CaseReport>()
-    let diagnostics = ''
+  describe.skipIf(notLinux)(
+    'IMP-5 dangerous processGroupId values (pid namespace), with signalChild, SIG-5 and SIG-6',
+    () => {
+      let report: { pid: number; ownGroup: number; selfAlive: boolean; cases: CaseReport[] } | null = null
+      let cases = new Map<string, CaseReport>()
+      let diagnostics = ''
 
-    function runFixture() {
-      if (report !== null || diagnostics !== '') return
-      const result = spawnSync(
-        'unshare',
-        ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, FIXTURE],
-        {
-          encoding: 'utf8',
-          timeout: 30_000,
-        },
-      )
-      if (typeof result.pid === 'number') everStarted.add(result.pid)
-      diagnostics = `status ${result.status}, signal ${result.signal}, error ${result.error?.message}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`
-      const line = (result.stdout ?? '').trim().split('\n').pop() ?? ''
-      try {
-        const outer = JSON.parse(line)
-        expect(outer.outerPid, diagnostics).toBe(1)
-        report = outer.report
-      } catch {
-        report = null
+      function runFixture() {
+        if (report !== null || diagnostics !== '') return
+        const result = spawnSync(
+          'unshare',
+          ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, FIXTURE],
+          {
+            encoding: 'utf8',
+            timeout: 30_000,
+          },
+        )
+        if (typeof result.pid === 'number') everStarted.add(result.pid)
+        diagnostics = `status ${result.status}, signal ${result.signal}, error ${result.error?.message}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`
+        const line = (result.stdout ?? '').trim().split('\n').pop() ?? ''
+        try {
+          const outer = JSON.parse(line)
+          expect(outer.outerPid, diagnostics).toBe(1)
+          report = outer.report
+        } catch {
+          report = null
+        }
+        if (report) for (const c of report.cases) cases.set(c.case, c)
       }
-      if (report) for (const c of report.cases) cases.set(c.case, c)
-    }
 
-    it('the fixture runs as pid 1 of a fresh namespace and reports every case', () => {
-      const t0 = Date.now()
-      runFixture()
-      expect(report, diagnostics).not.toBeNull()
-      expect(report!.selfAlive).toBe(true)
-      // The inner script is a group member, not its leader: "own group" and "process.pid" differ.
-      expect(report!.ownGroup).not.toBe(report!.pid)
-      expect([...cases.keys()]).toEqual(expect.arrayContaining(DANGEROUS_CASES))
-      for (const c of cases.values()) expect(c.ready, c.case).toBe(true)
-      expect(Date.now() - t0).toBeLessThan(10_000)
-    })
-
-    it('the detectors work: a real kill(0) is seen, a valid group is signalled as a group', () => {
-      runFixture()
-      const byHand = cases.get('control: kill(0) by hand')!
-      expect(byHand).toMatchObject({ bystanderAlive: false, selfGotSignal: true, sentinelAlive: true })
-      const valid = cases.get('control: victim group')!
-      expect(valid).toMatchObject({ returned: true, victimGotSignal: true, sentinelAlive: true, bystanderAlive: true })
-    })
-
-    it.each(DANGEROUS_CASES)(
-      'processGroupId %s: no foreign process is signalled, the child pid is (returned true)',
-      (name) => {
+      it('the fixture runs as pid 1 of a fresh namespace and reports every case', () => {
+        const t0 = Date.now()
         runFixture()
-        const c = cases.get(name)
-        expect(c, diagnostics).toBeDefined()
-        expect(c).toMatchObject({
-          threw: null,
-          sentinelAlive: true,
-          bystanderAlive: true,
-          selfGotSignal: false,
+        expect(report, diagnostics).not.toBeNull()
+        expect(report!.selfAlive).toBe(true)
+        // The inner script is a group member, not its leader: "own group" and "process.pid" differ.
+        expect(report!.ownGroup).not.toBe(report!.pid)
+        expect([...cases.keys()]).toEqual(expect.arrayContaining(DANGEROUS_CASES))
+        for (const c of cases.values()) expect(c.ready, c.case).toBe(true)
+        expect(Date.now() - t0).toBeLessThan(10_000)
+      })
+
+      it('the detectors work: a real kill(0) is seen, a valid group is signalled as a group', () => {
+        runFixture()
+        const byHand = cases.get('control: kill(0) by hand')!
+        expect(byHand).toMatchObject({ bystanderAlive: false, selfGotSignal: true, sentinelAlive: true })
+        const valid = cases.get('control: victim group')!
+        expect(valid).toMatchObject({
           returned: true,
           victimGotSignal: true,
-          victimAlive: true,
+          sentinelAlive: true,
+          bystanderAlive: true,
         })
-      },
-    )
-  })
+        // SIG-5/SIG-6 reach a group the run holds: once each, then the reap's SIGTERM ends it.
+        expect(valid).toMatchObject({
+          childProcessReturned: true,
+          groupReturned: true,
+          helperUsr2: 2,
+          reapReturned: true,
+          victimAlive: false,
+        })
+      })
+
+      it.each(DANGEROUS_CASES)(
+        'processGroupId %s: no foreign process is signalled, the child pid is (returned true)',
+        (name) => {
+          runFixture()
+          const c = cases.get(name)
+          expect(c, diagnostics).toBeDefined()
+          expect(c).toMatchObject({
+            threw: null,
+            sentinelAlive: true,
+            bystanderAlive: true,
+            selfGotSignal: false,
+            returned: true,
+            victimGotSignal: true,
+            victimAlive: true,
+          })
+          // SIG-5 falls back to the child itself; SIG-6 refuses the id and sends nothing.
+          expect(c).toMatchObject({
+            childProcessReturned: true,
+            groupReturned: false,
+            reapReturned: false,
+            helperUsr2: 1,
+          })
+          expect(c).not.toHaveProperty('helperThrew')
+        },
+      )
+    },
+  )
 }
 
 // --- final leak check ---------------------------------------------------------------------------------

@@ -81,6 +81,39 @@ describe('§11 signalChild', () => {
     expect(run.childExitObservedAt).toBeNull()
   })
 
+  it('SIG-5: signalChildProcess signals the explicit child (a pid-less fake through kill), never run.child; nothing for an exited one', () => {
+    const { runs } = makeRuns()
+    const { signalChildProcess } = runs
+    const run = runs.create()
+    const current = new FakeChild()
+    run.child = current
+    const earlier = new FakeChild()
+    expect(signalChildProcess(earlier, IMPOSSIBLE_PGID, 'SIGTERM')).toBe(true)
+    expect(earlier.signals).toEqual(['SIGTERM'])
+    expect(current.signals).toEqual([])
+    expect(signalChildProcess(new FakeChild({ ret: false }), null, 9)).toBe(false)
+    expect(signalChildProcess(new FakeChild({ throws: true }), undefined, 'SIGTERM')).toBe(false)
+    const exited = new FakeChild()
+    exited.exitCode = 0
+    expect(signalChildProcess(exited, IMPOSSIBLE_PGID, 'SIGTERM')).toBe(false)
+    expect(exited.signals).toEqual([])
+    for (const missing of [null, undefined]) expect(signalChildProcess(missing, 5, 'SIGTERM')).toBe(false)
+  })
+
+  it('SIG-6: signalProcessGroup and reapProcessGroup send nothing for a group no run holds, whatever the id', () => {
+    const { runs } = makeRuns()
+    const { signalProcessGroup, reapProcessGroup } = runs
+    const run = runs.create()
+    run.child = new FakeChild()
+    run.processGroupId = IMPOSSIBLE_PGID
+    for (const id of [IMPOSSIBLE_PGID, 2.5, Number.NaN, '7', null, undefined, {}]) {
+      expect(signalProcessGroup(id, 'SIGTERM')).toBe(false)
+      expect(signalProcessGroup(id, 0)).toBe(false)
+      expect(reapProcessGroup(id)).toBe(false)
+    }
+    expect(run.child.signals).toEqual([])
+  })
+
   it('SIG-1: signalChild works detached from the service', () => {
     const { runs } = makeRuns()
     const { signalChild } = runs

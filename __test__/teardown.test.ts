@@ -592,6 +592,55 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     })
   }
 
+  it('SIG-6: reapProcessGroup ends what an earlier attempt left in its group; a group no run holds is never signalled', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const first = startLeader('exit-on-line', ['hold', 'hold-noterm'], { detached: true })
+    const run = attach(runs, first, { group: true })
+    const kids = await printedPids(first, 2)
+    // A group this file started that no run has.
+    const other = startLeader('wait', ['hold'], { detached: true })
+    const otherKids = await printedPids(other, 1)
+    first.stdin!.write('go\n')
+    await exitOf(first)
+    // The host's retry teardown: the earlier group is kept aside, the run's child cleared.
+    const earlierGroup = run.processGroupId
+    run.child = null
+    run.processGroupId = null
+
+    expect(runs.signalProcessGroup(other.pid, 'SIGTERM')).toBe(false)
+    expect(runs.reapProcessGroup(other.pid)).toBe(false)
+    expect(runs.signalProcessGroup(earlierGroup, 0)).toBe(true) // a probe: held, nothing dies
+    expect(kids.every(alive)).toBe(true)
+    const t0 = Date.now()
+    expect(runs.reapProcessGroup(earlierGroup)).toBe(true)
+    // hold dies of the SIGTERM, hold-noterm of the SIGKILL after the 300 ms grace.
+    expect(await waitFor(() => !alive(kids[0]), 2000)).toBe(true)
+    expect(await waitFor(() => !alive(kids[1]), 3000)).toBe(true)
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250)
+    expect(alive(other.ident) && otherKids.every(alive)).toBe(true)
+    // The group is gone: nothing is left to signal.
+    expect(runs.signalProcessGroup(earlierGroup, 'SIGTERM')).toBe(false)
+    expect(runs.reapProcessGroup(earlierGroup)).toBe(false)
+  })
+
+  it("SIG-5: signalChildProcess reaches an explicit child's own group, and only the child for a group that is not its own", async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const a = startLeader('wait', ['hold'], { detached: true })
+    const aKids = await printedPids(a, 1)
+    const b = startLeader('wait', ['hold'], { detached: true })
+    const bKids = await printedPids(b, 1)
+    expect(runs.signalChildProcess(a, a.pid, 'SIGTERM')).toBe(true)
+    await exitOf(a)
+    expect(await waitFor(() => aKids.every((k) => !alive(k)), 2000)).toBe(true)
+    expect(runs.signalChildProcess(a, a.pid, 'SIGTERM')).toBe(false) // exited: nothing is sent
+    // b with a group that is not its own: b itself (child.kill), its group untouched.
+    expect(runs.signalChildProcess(b, a.pid, 'SIGTERM')).toBe(true)
+    await exitOf(b)
+    expect(b.signalCode).toBe('SIGTERM')
+    expect(bKids.every(alive)).toBe(true)
+    expect(runs.signalChildProcess(null, a.pid, 'SIGTERM')).toBe(false)
+  })
+
   it('LC-7: a pid that is not a child of this process is never captured or signalled', async () => {
     const { runs } = makeRuns({ runsLogDir: null })
     // A real process this file started, handed over as a fake child's pid (as a buggy host

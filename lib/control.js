@@ -38,6 +38,12 @@ const UNKNOWN_ORIGIN = 'unknown'
 const CANCEL_TRIGGER = 'cancel'
 const SHUTDOWN_TRIGGER = 'daemon_shutdown'
 
+// A signal as it crosses: a name this OS knows as its number (cheaper than a string; same
+// signal), any other value as a number or a string (the core refuses what it does not know).
+function signalArg(signal) {
+  return typeof signal === 'number' ? signal : (SIGNAL_NUMBERS[signal] ?? String(signal))
+}
+
 /** SIG-1..SIG-4: the verified group or the pid through the core, else child.kill(). */
 function signalChild(ctx, run, signal) {
   const child = run.child
@@ -46,17 +52,57 @@ function signalChild(ctx, run, signal) {
   if (!IS_WINDOWS) {
     const pid = typeof child.pid === 'number' ? child.pid : NaN
     const group = typeof run.processGroupId === 'number' ? run.processGroupId : NaN
-    // A name this OS knows crosses as its number (cheaper than a string; same signal).
-    const spec = typeof signal === 'number' ? signal : (SIGNAL_NUMBERS[signal] ?? String(signal))
-    const delivery = native.runSignal(ctx.svc, s.slot, pid, group, spec)
+    const delivery = native.runSignal(ctx.svc, s.slot, pid, group, signalArg(signal))
     if (delivery === Delivery.Gone) return false
     if (delivery !== Delivery.Fallback) return true
   }
+  return sendKill(child, signal)
+}
+
+// child.kill(signal)'s own result; false when it throws (SIG-3).
+function sendKill(child, signal) {
   try {
     return child.kill(signal)
   } catch {
     return false
   }
+}
+
+/**
+ * SIG-5: `signal` to an explicit child (an escalation timer's own generation, not whatever
+ * run.child is now): its group when IMP-5 verifies that `processGroupId` is the child's own,
+ * else child.kill(signal). False for no child or an exited one.
+ */
+function signalChildProcess(child, processGroupId, signal) {
+  if (!child || exited(child)) return false
+  if (!IS_WINDOWS) {
+    const pid = typeof child.pid === 'number' ? child.pid : NaN
+    const group = typeof processGroupId === 'number' ? processGroupId : NaN
+    if (native.signalChildGroup(pid, group, signalArg(signal))) return true
+  }
+  return sendKill(child, signal)
+}
+
+/**
+ * SIG-6: `signal` to a whole process group, the child of the run that had it may be gone
+ * (an earlier attempt's survivors): only a group one of this service's runs holds, and never
+ * a group IMP-5's id rules refuse. True when the signal was sent; always false on Windows.
+ */
+function signalProcessGroup(ctx, processGroupId, signal) {
+  if (IS_WINDOWS || typeof processGroupId !== 'number') return false
+  return native.signalHeldGroup(ctx.svc, processGroupId, signalArg(signal))
+}
+
+/**
+ * SIG-6: SIGTERM to the group now and, after the cancel grace, SIGKILL to what is left of it
+ * (an unref'd timer; the group must still be held then). True when the SIGTERM was sent.
+ */
+function reapProcessGroup(ctx, processGroupId) {
+  if (!signalProcessGroup(ctx, processGroupId, 'SIGTERM')) return false
+  const grace = native.cancelGraceMs(cancelEnv()[1])
+  const timer = setTimeout(() => signalProcessGroup(ctx, processGroupId, 'SIGKILL'), grace)
+  timer.unref()
+  return true
 }
 
 /**
@@ -414,4 +460,4 @@ function startShutdown(ctx, runs, graceMs) {
   })
 }
 
-module.exports = { signalChild, cancel, shutdownActive }
+module.exports = { signalChild, signalChildProcess, signalProcessGroup, reapProcessGroup, cancel, shutdownActive }

@@ -135,14 +135,43 @@ pub fn run_signal(
     group: f64,
     signal: Either<String, f64>,
 ) -> Result<Delivery> {
-    let spec = match &signal {
-        Either::A(name) => signals::parse_signal_name(name),
-        Either::B(number) => signals::parse_signal_number(*number),
-    };
     service(env, svc)?
-        .signal(slot, pid, group, spec)
+        .signal(slot, pid, group, spec_of(&signal))
         .map(Delivery::from)
         .map_err(map_error)
+}
+
+/// A Node signal argument (a name or a number) as the core's signal; `None` when this OS has
+/// no such signal.
+fn spec_of(signal: &Either<String, f64>) -> Option<signals::SignalSpec> {
+    match signal {
+        Either::A(name) => signals::parse_signal_name(name),
+        Either::B(number) => signals::parse_signal_number(*number),
+    }
+}
+
+/// `signalChildProcess(child, processGroupId, signal)` (native part, no run): the group when
+/// IMP-5 verifies it is the child's own; false when nothing was sent (the facade then calls
+/// `child.kill(signal)`). `pid`/`group` are NaN when absent.
+#[napi]
+pub fn signal_child_group(pid: f64, group: f64, signal: Either<String, f64>) -> bool {
+    spec_of(&signal).is_some_and(|spec| signals::signal_child_group(pid, group, spec))
+}
+
+/// `signalProcessGroup(processGroupId, signal)`: the group only while one of this service's
+/// runs holds it (its verified group, or a group a process of its tree is alive in) and IMP-5's
+/// id rules allow it. True when the signal was sent.
+#[napi]
+pub fn signal_held_group(
+    env: &Env,
+    svc: u32,
+    group: f64,
+    signal: Either<String, f64>,
+) -> Result<bool> {
+    let Some(spec) = spec_of(&signal) else {
+        return Ok(false);
+    };
+    Ok(service(env, svc)?.signal_held_group(group, spec))
 }
 
 /// LC-7: the host set `run.child` / `run.processGroupId`. `pid` and `group` are NaN when

@@ -69,6 +69,13 @@ pub fn timer_delay(ms: f64) -> Option<f64> {
     timing::timer_delay_or_none(ms)
 }
 
+/// ENV: the cancel grace for `OD_CHAT_RUN_CANCEL_GRACE_MS` (or its fallback) as JS `Number()`
+/// read it: finite and > 0, else 3000, clamped as a timer (`reapProcessGroup`'s SIGKILL delay).
+#[napi]
+pub fn cancel_grace_ms(parsed: f64) -> f64 {
+    timing::cancel_grace(parsed)
+}
+
 /// The terminal statuses (TRM-1), in their fixed order.
 #[napi]
 pub fn terminal_statuses() -> Vec<&'static str> {

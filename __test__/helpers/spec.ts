@@ -28,6 +28,9 @@ export const METHODS = [
   'markLangfuseCompleted',
   'setDeliverableValidation',
   'findByPluginWorkflowId',
+  'signalChildProcess',
+  'signalProcessGroup',
+  'reapProcessGroup',
 ]
 
 /**

@@ -646,6 +646,11 @@ void byWorkflow
 attributed.retryRestartTimer = setTimeout(() => {}, 10)
 attributed.retryRestartTimer = null
 attributed.runtimeFailureObservedBeforeCancellation = true
+// SIG-5 / SIG-6: the signalling helpers of a retry's teardown.
+const sentToChild: boolean = runs.signalChildProcess(run.child, run.processGroupId, 'SIGTERM')
+const sentToGroup: boolean = runs.signalProcessGroup(run.processGroupId, 'SIGKILL')
+const reaping: boolean = runs.reapProcessGroup(run.processGroupId)
+void [sentToChild, sentToGroup, reaping]
 // @ts-expect-error findByPluginWorkflowId returns a run or null, never a list
 const notAList: ChatRun[] = runs.findByPluginWorkflowId('wf-1')
 void notAList

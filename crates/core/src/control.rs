@@ -12,7 +12,7 @@ use crate::error::CoreResult;
 use crate::escalation::{CancelGraces, Escalation, Step};
 use crate::service::Service;
 use crate::signals::{self, ChildHandle, Delivery, SignalSpec};
-use crate::tree::{Kill, Reached};
+use crate::tree::{Kill, ProcessTable, Reached};
 
 /// LC-5: the cancel origin `shutdownActive()` records.
 pub const DAEMON_SHUTDOWN: &str = "daemon_shutdown";
@@ -296,6 +296,27 @@ impl Service {
         let run = self.run_mut(slot)?;
         let kill = if kill { Kill::Kill } else { Kill::Term };
         Ok(run.tree.signal(&table, kill))
+    }
+
+    /// `signalProcessGroup(pgid, signal)` / `reapProcessGroup(pgid)`: `signal` to the process
+    /// group `pgid` only when IMP-5's id rules allow it, the group has a live member and one
+    /// of this service's runs holds it ([`crate::tree::Tree::holds_group`]: its verified
+    /// group, or a group a process it captured is alive in). A group no run of this service
+    /// knows (a stale id whose number a new group now has, another program's group) is never
+    /// signalled. True when the signal was sent.
+    pub fn signal_held_group(&self, pgid: f64, signal: SignalSpec) -> bool {
+        let Ok(pgid) = signals::check_group_id(pgid) else {
+            return false;
+        };
+        let snapshot = self.processes.fresh_snapshot();
+        let has_member = snapshot.iter().any(|p| p.alive && p.pgrp == pgid);
+        has_member
+            && self
+                .slab
+                .iter()
+                .flatten()
+                .any(|run| run.tree.holds_group(&snapshot, pgid))
+            && signals::signal_group(pgid, signal)
     }
 
     /// LC-7, while the facade waits: how many processes of the run's tree are alive (a fresh

@@ -123,6 +123,17 @@ pub fn as_pid(value: f64) -> Option<i32> {
 
 /// IMP-5: returns the group id when it is safe to signal for this child.
 pub fn verify_group(pgid: f64, child_pid: Option<i32>) -> Result<i32, GroupRefusal> {
+    let pgid = check_group_id(pgid)?;
+    let pid = child_pid.ok_or(GroupRefusal::NoChildPid)?;
+    match imp::group_of(pid) {
+        Some(actual) if actual == pgid => Ok(pgid),
+        _ => Err(GroupRefusal::ChildNotInGroup),
+    }
+}
+
+/// IMP-5's rules on the id alone: an integer from 2 to `i32::MAX` that is neither the daemon's
+/// own group nor its pid. Whose group it is remains for the caller to establish.
+pub fn check_group_id(pgid: f64) -> Result<i32, GroupRefusal> {
     if !(pgid.fract() == 0.0 && pgid.is_finite()) {
         return Err(GroupRefusal::NotAnInteger);
     }
@@ -136,11 +147,14 @@ pub fn verify_group(pgid: f64, child_pid: Option<i32>) -> Result<i32, GroupRefus
     if u32::try_from(pgid).ok() == Some(std::process::id()) {
         return Err(GroupRefusal::OwnPid);
     }
-    let pid = child_pid.ok_or(GroupRefusal::NoChildPid)?;
-    match imp::group_of(pid) {
-        Some(actual) if actual == pgid => Ok(pgid),
-        _ => Err(GroupRefusal::ChildNotInGroup),
-    }
+    Ok(pgid)
+}
+
+/// `signalChildProcess` (an explicit child and group, no run): `signal` to the group when
+/// IMP-5 verifies it is the child's own (the child is not reaped yet, so its pid is still
+/// its); false when nothing was sent, and the facade then uses `child.kill(signal)`.
+pub fn signal_child_group(child_pid: f64, group: f64, signal: SignalSpec) -> bool {
+    verify_group(group, as_pid(child_pid)).is_ok_and(|pgid| signal_group(pgid, signal))
 }
 
 /// Sends `signal` to an already verified group.

@@ -543,6 +543,18 @@ impl Tree {
         (member_captured || !foreign_leader).then_some(group.pgid)
     }
 
+    /// Whether group `pgid` is one of this tree's, as `snapshot` shows the process table: the
+    /// verified group while it is still the run's ([`Tree::our_group`]), or a group one of
+    /// the captured processes is alive in (a group id is not reused while it has a member),
+    /// such as an earlier child's group after a retry replaced the child.
+    pub fn holds_group(&self, snapshot: &[ProcInfo], pgid: i32) -> bool {
+        let verified = self.group.is_some_and(|g| g.pgid == pgid);
+        (verified && self.our_group(snapshot) == Some(pgid))
+            || snapshot
+                .iter()
+                .any(|p| p.alive && p.pgrp == pgid && self.captured.contains(&p.id))
+    }
+
     /// One signal step: capture again, then signal the group (when verified, still ours and
     /// not empty) and every other live captured process by identity. Members of a signalled
     /// group are not signalled a second time.

@@ -307,6 +307,37 @@ fn lc_7_the_verified_group_is_signalled_once_and_only_while_it_is_ours() {
 }
 
 #[test]
+fn signal_process_group_a_group_is_held_while_it_is_the_run_s_or_a_captured_process_is_in_it() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, 10, Some(Kill::Term)); // a detached leader
+    table.add(30, 9, OWN, 30, Some(Kill::Term)); // another group of ours, not the run's
+    let mut tree = Tree::default();
+    assert!(
+        !tree.holds_group(&table.snapshot(), 10),
+        "an empty tree holds nothing"
+    );
+    tree.attach(&table, Some(10), true, Some(10));
+    assert!(tree.holds_group(&table.snapshot(), 10));
+    assert!(!tree.holds_group(&table.snapshot(), 30));
+    assert!(!tree.holds_group(&table.snapshot(), OWN));
+    // The leader exits; its group lives on in a member captured while it lived.
+    table.add(11, 6, 10, 10, None);
+    tree.capture(&table);
+    table.exit(10);
+    assert!(tree.holds_group(&table.snapshot(), 10));
+    // A retry replaces the child: the earlier group is no longer the verified one, but a
+    // captured process is still in it.
+    table.add(20, 8, OWN, 20, Some(Kill::Term));
+    tree.attach(&table, Some(20), true, Some(20));
+    assert!(tree.holds_group(&table.snapshot(), 10));
+    assert!(tree.holds_group(&table.snapshot(), 20));
+    // The earlier group dies and its id is recycled by a new, foreign group: not held.
+    table.exit(11);
+    table.recycle(10, 900, 1);
+    assert!(!tree.holds_group(&table.snapshot(), 10));
+}
+
+#[test]
 fn lc_7_a_process_found_while_waiting_gets_the_last_signal() {
     let table = FakeTable::default();
     table.add(10, 5, OWN, OWN, None);
