@@ -342,9 +342,10 @@ export declare function signalChildGroup(pid: number, group: number, signal: str
 /**
  * `signalProcessGroup(processGroupId, signal)`: the group only while one of this service's
  * runs holds it (its verified group, or a group a process of its tree is alive in) and IMP-5's
- * id rules allow it. True when the signal was sent.
+ * id rules allow it; with `slot` (`signalChild` of a run whose child exited), only while that
+ * run holds it. True when the signal was sent.
  */
-export declare function signalHeldGroup(svc: number, group: number, signal: string | number): boolean
+export declare function signalHeldGroup(svc: number, group: number, signal: string | number, slot?: number | undefined | null): boolean
 
 /**
  * The fields `state.json` itself carries, in order (LC-1): a host durable field by one of

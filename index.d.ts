@@ -878,7 +878,8 @@ export interface ChatRunService {
   readonly drop: (run: ChatRun | null | undefined) => void
   /**
    * Sends `signal` to the run's verified process group, else to `run.child`; returns whether it was sent.
-   * Returns `false` without signalling when there is no child or it has exited.
+   * Returns `false` without signalling when there is no child; for an exited child, signals its group
+   * only while the run holds it (the survivors that inherited its output, SPEC SIG-6).
    */
   readonly signalChild: (run: ChatRun, signal: NodeJS.Signals | number) => boolean
   /** Returns a fresh status body (37 keys and HF-2's optional ones, secrets redacted) computed from the run's current fields. */

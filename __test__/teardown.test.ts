@@ -623,6 +623,34 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     expect(runs.reapProcessGroup(earlierGroup)).toBe(false)
   })
 
+  it("SIG-1/SIG-6: signalChild on a run whose leader exited reaches the group's survivors, so the leader's close fires", async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const leader = startLeader('exit-on-line', ['hold'], { detached: true })
+    const run = attach(runs, leader, { group: true })
+    const [kid] = await printedPids(leader, 1)
+    let closed = false
+    leader.on('close', () => {
+      closed = true
+    })
+    leader.stdin!.write('go\n')
+    await exitOf(leader)
+    await sleep(50)
+    expect(closed).toBe(false) // the survivor holds the leader's stdout
+    // A run of another group id (not held by this run) gets nothing.
+    const other = startLeader('wait', ['hold'], { detached: true })
+    const [otherKid] = await printedPids(other, 1)
+    const stranger = runs.create()
+    stranger.child = { pid: undefined, exitCode: 0, signalCode: null, kill: () => true }
+    stranger.processGroupId = other.pid
+    expect(runs.signalChild(stranger, 'SIGTERM')).toBe(false)
+    expect(alive(otherKid)).toBe(true)
+
+    expect(runs.signalChild(run, 'SIGTERM')).toBe(true)
+    expect(await waitFor(() => !alive(kid), 2000)).toBe(true)
+    expect(await waitFor(() => closed, 2000)).toBe(true)
+    expect(runs.signalChild(run, 'SIGTERM')).toBe(false) // the group is gone
+  })
+
   it("SIG-5: signalChildProcess reaches an explicit child's own group, and only the child for a group that is not its own", async () => {
     const { runs } = makeRuns({ runsLogDir: null })
     const a = startLeader('wait', ['hold'], { detached: true })

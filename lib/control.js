@@ -44,10 +44,19 @@ function signalArg(signal) {
   return typeof signal === 'number' ? signal : (SIGNAL_NUMBERS[signal] ?? String(signal))
 }
 
-/** SIG-1..SIG-4: the verified group or the pid through the core, else child.kill(). */
+/**
+ * SIG-1..SIG-4: the verified group or the pid through the core, else child.kill(). A child that
+ * exited: its group only, while the run holds it (SIG-1 as SIG-6 amends it: the survivors that
+ * inherited its output), else nothing.
+ */
 function signalChild(ctx, run, signal) {
   const child = run.child
-  if (!child || exited(child)) return false
+  if (!child) return false
+  if (exited(child)) {
+    if (IS_WINDOWS || typeof run.processGroupId !== 'number') return false
+    const s = own(ctx, run, 'signalChild')
+    return native.signalHeldGroup(ctx.svc, run.processGroupId, signalArg(signal), s.slot)
+  }
   const s = own(ctx, run, 'signalChild')
   if (!IS_WINDOWS) {
     const pid = typeof child.pid === 'number' ? child.pid : NaN
@@ -90,7 +99,7 @@ function signalChildProcess(child, processGroupId, signal) {
  */
 function signalProcessGroup(ctx, processGroupId, signal) {
   if (IS_WINDOWS || typeof processGroupId !== 'number') return false
-  return native.signalHeldGroup(ctx.svc, processGroupId, signalArg(signal))
+  return native.signalHeldGroup(ctx.svc, processGroupId, signalArg(signal), undefined)
 }
 
 /**

@@ -160,18 +160,20 @@ pub fn signal_child_group(pid: f64, group: f64, signal: Either<String, f64>) -> 
 
 /// `signalProcessGroup(processGroupId, signal)`: the group only while one of this service's
 /// runs holds it (its verified group, or a group a process of its tree is alive in) and IMP-5's
-/// id rules allow it. True when the signal was sent.
+/// id rules allow it; with `slot` (`signalChild` of a run whose child exited), only while that
+/// run holds it. True when the signal was sent.
 #[napi]
 pub fn signal_held_group(
     env: &Env,
     svc: u32,
     group: f64,
     signal: Either<String, f64>,
+    slot: Option<u32>,
 ) -> Result<bool> {
     let Some(spec) = spec_of(&signal) else {
         return Ok(false);
     };
-    Ok(service(env, svc)?.signal_held_group(group, spec))
+    Ok(service(env, svc)?.signal_held_group(group, spec, slot))
 }
 
 /// LC-7: the host set `run.child` / `run.processGroupId`. `pid` and `group` are NaN when

@@ -304,19 +304,23 @@ impl Service {
     /// group, or a group a process it captured is alive in). A group no run of this service
     /// knows (a stale id whose number a new group now has, another program's group) is never
     /// signalled. True when the signal was sent.
-    pub fn signal_held_group(&self, pgid: f64, signal: SignalSpec) -> bool {
+    /// `only`: a run's slot, for `signalChild(run)` on an exited child (SIG-1 as SIG-6 amends
+    /// it): then only that run's tree may hold the group.
+    pub fn signal_held_group(&self, pgid: f64, signal: SignalSpec, only: Option<u32>) -> bool {
         let Ok(pgid) = signals::check_group_id(pgid) else {
             return false;
         };
         let snapshot = self.processes.fresh_snapshot();
         let has_member = snapshot.iter().any(|p| p.alive && p.pgrp == pgid);
-        has_member
-            && self
-                .slab
-                .iter()
-                .flatten()
-                .any(|run| run.tree.holds_group(&snapshot, pgid))
-            && signals::signal_group(pgid, signal)
+        let held = |slot: usize| {
+            let run = self.slab.get(slot).and_then(Option::as_ref);
+            run.is_some_and(|run| run.tree.holds_group(&snapshot, pgid))
+        };
+        let held = match only {
+            Some(slot) => held(slot as usize),
+            None => (0..self.slab.len()).any(held),
+        };
+        has_member && held && signals::signal_group(pgid, signal)
     }
 
     /// LC-7, while the facade waits: how many processes of the run's tree are alive (a fresh
