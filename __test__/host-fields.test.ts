@@ -1,4 +1,4 @@
-// SPEC §22 (HF-1..HF-9): the fields the daemon keeps on a run and reads back through the service:
+// SPEC §22 (HF-1..HF-10): the fields the daemon keeps on a run and reads back through the service:
 // what create() takes from meta, the status body's and the 'end' data's keys, the state file's
 // fields, what a hydrated run gets back, and what prepareRestart forgets.
 import fs from 'node:fs'
@@ -286,6 +286,41 @@ describe('§22 the daemon fields of a run', () => {
     active.removedPaths = ['stale.txt']
     expect(runs.prepareRestart(active)).toBeNull()
     expect(active.removedPaths).toEqual(['stale.txt'])
+  })
+
+  it('HF-10: prepareRestart resets the retry state of the previous attempt; resumable is false in the file too', () => {
+    const runs = logged()
+    const run = runs.create({ projectId: 'p' })
+    Object.assign(run, {
+      resumable: true,
+      runtimeFailureObservedBeforeCancellation: true,
+      retryAttemptCount: 2,
+      retryFinalResult: 'exhausted',
+      retrySuppressedReason: 'budget',
+      retryOriginFailure: { code: 'AGENT_EXECUTION_FAILED' },
+      retryOriginErrorCode: 'AGENT_EXECUTION_FAILED',
+      retryStrategy: 'kept',
+    })
+    runs.finish(run, 'failed', 1, null)
+    expect(stateOf(run.id).resumable).toBe(true)
+    expect(runs.prepareRestart(run)).toBe(run)
+    expect(run).toMatchObject({
+      resumable: false,
+      runtimeFailureObservedBeforeCancellation: false,
+      retryAttemptCount: 0,
+      retryFinalResult: undefined,
+      retrySuppressedReason: undefined,
+      retryOriginFailure: null,
+      retryOriginErrorCode: null,
+      retryStrategy: 'kept',
+    })
+    expect(runs.statusBody(run).resumable).toBe(false)
+    expect(stateOf(run.id).resumable).toBe(false)
+    // A run that never had them gets them too, as upstream's reopened runs do.
+    const plain = runs.create()
+    runs.finish(plain, 'succeeded', 0, null)
+    runs.prepareRestart(plain)
+    expect(plain).toMatchObject({ retryAttemptCount: 0, retryOriginFailure: null, resumable: false })
   })
 
   it('HF-7: the checkpoint methods set their fields and persist them at once; odd input changes nothing, a foreign run throws', () => {

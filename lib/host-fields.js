@@ -229,10 +229,26 @@ function restoreDurable(run, state) {
 // file in the same step.
 const ATTEMPT_FIELDS = native.attemptFields()
 
-/** HF-6: prepareRestart's part: the attempt's observations go, the unfinished-work flag resets. */
+// HF-10: the daemon's retry state of a run, as prepareRestart resets it for the next attempt
+// (upstream's names and values).
+const RETRY_RESET = [
+  ['resumable', false],
+  ['runtimeFailureObservedBeforeCancellation', false],
+  ['retryAttemptCount', 0],
+  ['retryFinalResult', undefined],
+  ['retrySuppressedReason', undefined],
+  ['retryOriginFailure', null],
+  ['retryOriginErrorCode', null],
+]
+
+/**
+ * HF-6, HF-10: prepareRestart's part: the attempt's observations go, the unfinished-work flag and
+ * the daemon's retry state reset.
+ */
 function forgetAttempt(run) {
   for (const name of ATTEMPT_FIELDS) if (name in run) run[name] = undefined
   run.endedWithUnfinishedWork = false
+  for (const [name, value] of RETRY_RESET) run[name] = value
 }
 
 module.exports = {
