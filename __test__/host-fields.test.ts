@@ -323,6 +323,53 @@ describe('§22 the daemon fields of a run', () => {
     expect(plain).toMatchObject({ retryAttemptCount: 0, retryOriginFailure: null, resumable: false })
   })
 
+  it("HF-11: a verdict marks unfinished work from a cut-off turn or an open task of the last todo snapshot; the host's true stays", async () => {
+    const runs = logged()
+    const verdict = (fields: Record<string, unknown>) => {
+      const run = runs.create()
+      Object.assign(run, fields)
+      runs.finish(run, 'succeeded', 0, null)
+      const end = run.events.at(-1)
+      return {
+        flag: run.endedWithUnfinishedWork,
+        end: end.data.endedWithUnfinishedWork,
+        file: stateOf(run.id).endedWithUnfinishedWork,
+      }
+    }
+    const open = {
+      lastTodoSnapshot: [
+        { content: 'a', status: 'completed' },
+        { content: 'b', status: 'in_progress' },
+      ],
+    }
+    expect(verdict(open)).toEqual({ flag: true, end: true, file: true })
+    expect(verdict({ truncatedMidTurn: true })).toEqual({ flag: true, end: true, file: true })
+    expect(verdict({ endedWithUnfinishedWork: true, lastTodoSnapshot: [] })).toEqual({
+      flag: true,
+      end: true,
+      file: true,
+    })
+    for (const finished of [
+      { lastTodoSnapshot: [{ status: 'completed' }] },
+      { lastTodoSnapshot: [] },
+      { lastTodoSnapshot: 'not a list' },
+      { lastTodoSnapshot: [null, 'text', 7] },
+      {},
+    ]) {
+      expect(verdict(finished)).toMatchObject({ end: false, file: false })
+    }
+    // A snapshot whose getter throws leaves the flag as the host left it.
+    const hostile = runs.create()
+    Object.defineProperty(hostile, 'lastTodoSnapshot', {
+      get() {
+        throw new Error('getter')
+      },
+    })
+    runs.finish(hostile, 'failed', 1, null)
+    expect(hostile.status).toBe('failed')
+    expect(runs.statusBody(hostile).endedWithUnfinishedWork).toBe(false)
+  })
+
   it('HF-7: the checkpoint methods set their fields and persist them at once; odd input changes nothing, a foreign run throws', () => {
     const runs = logged()
     const run = runs.create({ projectId: 'p' })

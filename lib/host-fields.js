@@ -229,6 +229,23 @@ function restoreDurable(run, state) {
 // file in the same step.
 const ATTEMPT_FIELDS = native.attemptFields()
 
+/**
+ * HF-11: at a verdict, `run.endedWithUnfinishedWork` becomes true when the run's last turn was cut
+ * off (`truncatedMidTurn`) or its last todo snapshot (`lastTodoSnapshot`, the TodoWrite `todos`
+ * array) holds a task whose status is not 'completed'; a true value the host set stays. A getter
+ * that throws changes nothing.
+ */
+function settleUnfinishedWork(run) {
+  try {
+    if (run.endedWithUnfinishedWork) return
+    const todos = run.lastTodoSnapshot
+    const openTask = Array.isArray(todos) && todos.some((todo) => isObject(todo) && todo.status !== 'completed')
+    if (run.truncatedMidTurn || openTask) run.endedWithUnfinishedWork = true
+  } catch {
+    // The host's own getters: the flag stays as it was.
+  }
+}
+
 // HF-10: the daemon's retry state of a run, as prepareRestart resets it for the next attempt
 // (upstream's names and values).
 const RETRY_RESET = [
@@ -264,4 +281,5 @@ module.exports = {
   addDurable,
   restoreDurable,
   forgetAttempt,
+  settleUnfinishedWork,
 }

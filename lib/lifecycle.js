@@ -11,7 +11,7 @@ const { fanOut, endClients } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
 const { hostJson } = require('./state.js')
-const { addEndFacts } = require('./host-fields.js')
+const { addEndFacts, settleUnfinishedWork } = require('./host-fields.js')
 const { callHook, finalize } = require('./hooks.js')
 const { describe } = require('./describe.js')
 
@@ -72,6 +72,8 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
       s.finishing = false
     }
   }
+  // HF-11: what the run's work signals say, before the verdict's state file and 'end' carry it.
+  settleUnfinishedWork(run)
   const applied = native.runFinishBegin(
     ctx.svc,
     s.slot,
