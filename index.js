@@ -16,7 +16,8 @@
 //   emit.js       emit and the error fields of an 'error' event
 //   lifecycle.js  start, finish, fail, wait, drop
 //   stream.js     stream (replay, then live) and the fan-out to clients
-//   control.js    signalChild, cancel, shutdownActive (the escalation executor)
+//   control.js    cancel, shutdownActive (the escalation executor)
+//   signal.js     signalChild, signalChildProcess, signalProcessGroup, reapProcessGroup
 //   status.js     the terminal and exited rules, statusBody, the stats snapshot
 //   lower.js      host values lowered to JSON for the core's normalizers
 //   convert.js    what the core stores for a host value
@@ -42,14 +43,8 @@ const { extraDurableFields } = require('./lib/state.js')
 const { emit } = require('./lib/emit.js')
 const { start, wait, finish, fail, drop } = require('./lib/lifecycle.js')
 const { stream } = require('./lib/stream.js')
-const {
-  signalChild,
-  signalChildProcess,
-  signalProcessGroup,
-  reapProcessGroup,
-  cancel,
-  shutdownActive,
-} = require('./lib/control.js')
+const { signalChild, signalChildProcess, signalProcessGroup, reapProcessGroup } = require('./lib/signal.js')
+const { cancel, shutdownActive } = require('./lib/control.js')
 const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require('./lib/status.js')
 
 // Frees a service's native registry once nothing references its context any more (the service

@@ -1,5 +1,6 @@
 'use strict'
-// Stopping runs (SPEC §11 as LC-5 and LC-7 amend it): signalChild, cancel and shutdownActive.
+// Stopping runs (SPEC §11 as LC-5 and LC-7 amend it): cancel and shutdownActive (signalling one
+// child or group on the host's request is lib/signal.js).
 // The core plans (which step next, how long to wait: crates/core/src/escalation.rs), records
 // the cancel origin, and owns the run's process tree (crates/core/src/tree: captured when the
 // host attaches the child, signalled by identity, asked whether anything of it is alive). This
@@ -13,7 +14,6 @@
 // The barrier ends when the child exited and nothing of its tree is alive, or the last wait
 // expired; the teardown then reports survivors ('termination_failed') and finishes the run.
 
-const os = require('node:os')
 const native = require('./core.js')
 const { ChatRun, own, syncCancelBegun } = require('./run.js')
 const { exited, isTerminal, statusBody } = require('./status.js')
@@ -22,12 +22,9 @@ const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { clearRetryRestart } = require('./host-fields.js')
 
-const { EscalationStep, Delivery } = native
+const { EscalationStep } = native
 
 const EMPTY = Object.freeze({})
-const IS_WINDOWS = process.platform === 'win32'
-// Signal name -> number on this OS (a null-prototype copy: no inherited keys).
-const SIGNAL_NUMBERS = Object.assign(Object.create(null), os.constants.signals)
 // How often a wait asks the core whether the tree is gone (the child's own events wake it too).
 const TREE_POLL_MS = 50
 // The longest the first SIGTERM waits for the child's stdin to flush and close (LC-7).
@@ -37,82 +34,6 @@ const STREAM_END_EVENTS = ['finish', 'close', 'error']
 const UNKNOWN_ORIGIN = 'unknown'
 const CANCEL_TRIGGER = 'cancel'
 const SHUTDOWN_TRIGGER = 'daemon_shutdown'
-
-// A signal as it crosses: a name this OS knows as its number (cheaper than a string; same
-// signal), any other value as a number or a string (the core refuses what it does not know).
-function signalArg(signal) {
-  return typeof signal === 'number' ? signal : (SIGNAL_NUMBERS[signal] ?? String(signal))
-}
-
-/**
- * SIG-1..SIG-4: the verified group or the pid through the core, else child.kill(). A child that
- * exited: its group only, while the run holds it (SIG-1 as SIG-6 amends it: the survivors that
- * inherited its output), else nothing.
- */
-function signalChild(ctx, run, signal) {
-  const child = run.child
-  if (!child) return false
-  if (exited(child)) {
-    if (IS_WINDOWS || typeof run.processGroupId !== 'number') return false
-    const s = own(ctx, run, 'signalChild')
-    return native.signalHeldGroup(ctx.svc, run.processGroupId, signalArg(signal), s.slot)
-  }
-  const s = own(ctx, run, 'signalChild')
-  if (!IS_WINDOWS) {
-    const pid = typeof child.pid === 'number' ? child.pid : NaN
-    const group = typeof run.processGroupId === 'number' ? run.processGroupId : NaN
-    const delivery = native.runSignal(ctx.svc, s.slot, pid, group, signalArg(signal))
-    if (delivery === Delivery.Gone) return false
-    if (delivery !== Delivery.Fallback) return true
-  }
-  return sendKill(child, signal)
-}
-
-// child.kill(signal)'s own result; false when it throws (SIG-3).
-function sendKill(child, signal) {
-  try {
-    return child.kill(signal)
-  } catch {
-    return false
-  }
-}
-
-/**
- * SIG-5: `signal` to an explicit child (an escalation timer's own generation, not whatever
- * run.child is now): its group when IMP-5 verifies that `processGroupId` is the child's own,
- * else child.kill(signal). False for no child or an exited one.
- */
-function signalChildProcess(child, processGroupId, signal) {
-  if (!child || exited(child)) return false
-  if (!IS_WINDOWS) {
-    const pid = typeof child.pid === 'number' ? child.pid : NaN
-    const group = typeof processGroupId === 'number' ? processGroupId : NaN
-    if (native.signalChildGroup(pid, group, signalArg(signal))) return true
-  }
-  return sendKill(child, signal)
-}
-
-/**
- * SIG-6: `signal` to a whole process group, the child of the run that had it may be gone
- * (an earlier attempt's survivors): only a group one of this service's runs holds, and never
- * a group IMP-5's id rules refuse. True when the signal was sent; always false on Windows.
- */
-function signalProcessGroup(ctx, processGroupId, signal) {
-  if (IS_WINDOWS || typeof processGroupId !== 'number') return false
-  return native.signalHeldGroup(ctx.svc, processGroupId, signalArg(signal), undefined)
-}
-
-/**
- * SIG-6: SIGTERM to the group now and, after the cancel grace, SIGKILL to what is left of it
- * (an unref'd timer; the group must still be held then). True when the SIGTERM was sent.
- */
-function reapProcessGroup(ctx, processGroupId) {
-  if (!signalProcessGroup(ctx, processGroupId, 'SIGTERM')) return false
-  const grace = native.cancelGraceMs(cancelEnv()[1])
-  const timer = setTimeout(() => signalProcessGroup(ctx, processGroupId, 'SIGKILL'), grace)
-  timer.unref()
-  return true
-}
 
 /**
  * LC-7: SIGTERM or SIGKILL to the run's whole process tree. The core signals what it captured
@@ -354,7 +275,11 @@ function watchClose(t, child) {
 
 function unwatchClose(t) {
   if (t === null || t.onClose === null) return
-  if (typeof t.watched.off === 'function') t.watched.off('close', t.onClose)
+  try {
+    t.watched.off?.('close', t.onClose)
+  } catch {
+    // The host's child object: its listener stays, and only ever sets the flag.
+  }
   t.watched = null
   t.onClose = null
 }
@@ -469,4 +394,4 @@ function startShutdown(ctx, runs, graceMs) {
   })
 }
 
-module.exports = { signalChild, signalChildProcess, signalProcessGroup, reapProcessGroup, cancel, shutdownActive }
+module.exports = { cancel, shutdownActive }

@@ -304,6 +304,7 @@ impl Service {
     /// group, or a group a process it captured is alive in). A group no run of this service
     /// knows (a stale id whose number a new group now has, another program's group) is never
     /// signalled. True when the signal was sent.
+    ///
     /// `only`: a run's slot, for `signalChild(run)` on an exited child (SIG-1 as SIG-6 amends
     /// it): then only that run's tree may hold the group.
     pub fn signal_held_group(&self, pgid: f64, signal: SignalSpec, only: Option<u32>) -> bool {
