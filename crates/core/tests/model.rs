@@ -29,6 +29,7 @@ use std::time::Duration;
 use chat_run_core::batch;
 use chat_run_core::escalation::{CancelGraces, Fallback, Step};
 use chat_run_core::log_writer::{LogLimits, LogShared};
+use chat_run_core::lookup::{Lookup, LookupKeys};
 use chat_run_core::policy::js_trim;
 use chat_run_core::replay::{self, Sent};
 use chat_run_core::{
@@ -56,6 +57,9 @@ enum Op {
     Create {
         project: Option<&'static str>,
         conversation: Option<&'static str>,
+        /// LC-3's `clientRequestId` and HF-8's plugin workflow id.
+        request: Option<&'static str>,
+        workflow: Option<&'static str>,
     },
     Emit {
         run: usize,
@@ -208,10 +212,12 @@ fn cursor_strategy() -> impl Strategy<Value = f64> {
 fn op_strategy() -> impl Strategy<Value = Op> {
     let project = prop::option::of(prop::sample::select(&["p1", "p2", "  "][..]));
     let conversation = prop::option::of(prop::sample::select(&["c1", "c2"][..]));
+    let request = prop::option::of(prop::sample::select(&["r1", "r2"][..]));
+    let workflow = prop::option::of(prop::sample::select(&["w1", "w2"][..]));
     let run = 0usize..8;
     prop_oneof![
-        4 => (project.clone(), conversation.clone())
-            .prop_map(|(project, conversation)| Op::Create { project, conversation }),
+        4 => (project.clone(), conversation.clone(), request, workflow)
+            .prop_map(|(project, conversation, request, workflow)| Op::Create { project, conversation, request, workflow }),
         24 => (run.clone(), event_strategy(), prop::option::weighted(0.9, data_strategy()), prop::bool::weighted(0.9))
             .prop_map(|(run, event, data, persist)| Op::Emit { run, event, data, persist }),
         6 => (
@@ -267,6 +273,8 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 Op::Create {
                     project: Some("p1"),
                     conversation: Some("c1"),
+                    request: Some("r1"),
+                    workflow: Some("w1"),
                 },
             );
             Case {
@@ -299,6 +307,8 @@ struct PlanTrace {
 struct MRun {
     slot: u32,
     id: String,
+    /// The lookup keys it was created with (LC-3, HF-8).
+    keys: LookupKeys,
     project: Option<String>,
     conversation: Option<String>,
     status: Option<String>,
@@ -1020,6 +1030,22 @@ impl Harness {
             all,
             "LST-2 unfiltered"
         );
+        // LC-3, HF-8: each key finds the newest registered run created with it.
+        for (lookup, values) in [
+            (Lookup::ClientRequestId, ["r1", "r2"]),
+            (Lookup::PluginWorkflowId, ["w1", "w2"]),
+        ] {
+            for value in values {
+                let newest = self
+                    .model
+                    .runs
+                    .iter()
+                    .rev()
+                    .find(|m| m.registered && m.keys.get(lookup) == Some(value))
+                    .map(|m| m.slot);
+                assert_eq!(self.svc.find(lookup, value), newest, "{lookup:?} {value}");
+            }
+        }
         let stats = self.svc.stats();
         assert_eq!(stats.runs.registered, registered);
         assert_eq!(stats.runs.active, active);
@@ -1040,11 +1066,18 @@ impl Harness {
             Op::Create {
                 project,
                 conversation,
+                request,
+                workflow,
             } => {
+                let keys = LookupKeys {
+                    client_request_id: request.map(str::to_owned),
+                    plugin_workflow_id: workflow.map(str::to_owned),
+                };
                 let created = self.svc.create(
                     CreateMeta {
                         project_id: project.map(str::to_owned),
                         conversation_id: conversation.map(str::to_owned),
+                        keys: keys.clone(),
                         ..CreateMeta::default()
                     },
                     self.now,
@@ -1065,6 +1098,7 @@ impl Harness {
                 self.model.runs.push(MRun {
                     slot: created.slot,
                     id: created.id,
+                    keys,
                     project: project.map(str::to_owned),
                     conversation: conversation.map(str::to_owned),
                     status: Some("queued".into()),
@@ -1373,6 +1407,8 @@ fn model_replay_rules_by_hand() {
         &Op::Create {
             project: None,
             conversation: None,
+            request: None,
+            workflow: None,
         },
         None,
     );
