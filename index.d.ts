@@ -575,6 +575,8 @@ export interface ChatRun {
    * `'close'` (the host's close handler gives the verdict), not its `'exit'` (SPEC CAN-9).
    */
   runtimeFailureObservedBeforeCancellation?: boolean
+  /** The media failures `noteMediaTaskFailure` recorded, each marked once recovered; persisted (SPEC HF-12). */
+  mediaTaskFailures?: MediaTaskFailure[]
   /** Other host-added fields are kept and ignored by the service (the daemon's own: SPEC §22). */
   [extra: string]: unknown
 }
@@ -934,6 +936,49 @@ export interface ChatRunService {
    * unref'd timer). `true` when the SIGTERM was sent (SPEC SIG-6).
    */
   readonly reapProcessGroup: (processGroupId: unknown) => boolean
+  /**
+   * Notes a media task of run `runId` that failed (`taskId` a non-empty string), persisted; `false` for
+   * an unknown run or no `taskId`. Unrecovered at the verdict, it makes the run end with unfinished
+   * work (SPEC HF-12).
+   */
+  readonly noteMediaTaskFailure: (runId: string, failure: MediaTaskFailure) => boolean
+  /**
+   * Notes a media task of run `runId` that succeeded: it recovers each noted failure with the same
+   * `output` and `surface` that it started no earlier than. `true` when one was recovered (SPEC HF-12).
+   */
+  readonly noteMediaTaskRecovery: (runId: string, success: MediaTaskSuccess) => boolean
+}
+
+/** A failed media task, as `noteMediaTaskFailure` records it on `run.mediaTaskFailures` (SPEC HF-12). */
+export type MediaTaskFailure = {
+  /** The task (a non-empty string). */
+  taskId: string
+  /** What it was to produce (a file name); without one the failure can never be recovered. */
+  output?: string
+  /** Its kind of media (`'image'`, `'video'`, …). */
+  surface?: string
+  /** When it failed (ms). */
+  failedAt?: number
+  /** What went wrong, as the daemon describes it. */
+  error?: unknown
+  /** Set by `noteMediaTaskRecovery`: the task that produced the output instead. */
+  recoveredByTaskId?: string
+  /** Set by `noteMediaTaskRecovery`: when that task completed (ms). */
+  recoveredAt?: number
+}
+
+/** A media task that succeeded, as `noteMediaTaskRecovery` reads it (SPEC HF-12). */
+export type MediaTaskSuccess = {
+  /** The task (a non-empty string). */
+  taskId: string
+  /** What it produced. */
+  output?: string
+  /** Its kind of media. */
+  surface?: string
+  /** When it started (ms): it recovers only failures at or before this time. */
+  startedAt?: number
+  /** When it completed (ms): the failure's `recoveredAt` (now when absent). */
+  completedAt?: number
 }
 
 /**

@@ -1,4 +1,4 @@
-// SPEC §22 (HF-1..HF-10): the fields the daemon keeps on a run and reads back through the service:
+// SPEC §22 (HF-1..HF-12): the fields the daemon keeps on a run and reads back through the service:
 // what create() takes from meta, the status body's and the 'end' data's keys, the state file's
 // fields, what a hydrated run gets back, and what prepareRestart forgets.
 import fs from 'node:fs'
@@ -368,6 +368,59 @@ describe('§22 the daemon fields of a run', () => {
     runs.finish(hostile, 'failed', 1, null)
     expect(hostile.status).toBe('failed')
     expect(runs.statusBody(hostile).endedWithUnfinishedWork).toBe(false)
+  })
+
+  it('HF-12: a media failure recovered by a later task of the same output keeps the verdict finished, across a restart', async () => {
+    const runs = logged()
+    const run = runs.create({ projectId: 'p' })
+    const failure = { taskId: 't1', output: 'cover.png', surface: 'image', failedAt: 1000, error: { message: 'quota' } }
+    expect(runs.noteMediaTaskFailure(run.id, failure)).toBe(true)
+    expect(stateOf(run.id).mediaTaskFailures).toEqual([failure])
+    const retry = { taskId: 't2', output: 'cover.png', surface: 'image', startedAt: 1000, completedAt: 1500 }
+    expect(runs.noteMediaTaskRecovery(run.id, retry)).toBe(true)
+    expect(runs.noteMediaTaskRecovery(run.id, { ...retry, taskId: 't3' })).toBe(false) // already recovered
+    const recovered = { ...failure, recoveredByTaskId: 't2', recoveredAt: 1500 }
+    expect(run.mediaTaskFailures).toEqual([recovered])
+    expect(stateOf(run.id).mediaTaskFailures).toEqual([recovered])
+    runs.finish(run, 'succeeded', 0, null)
+    expect(run.endedWithUnfinishedWork).toBeFalsy()
+    await runs.shutdownActive()
+    const restored = logged().get(run.id)
+    expect(restored).toMatchObject({ endedWithUnfinishedWork: false, mediaTaskFailures: [recovered] })
+  })
+
+  it('HF-12: a success of another output, surface, run or an earlier start recovers nothing, and the verdict has unfinished work', () => {
+    const runs = logged()
+    const run = runs.create()
+    const other = runs.create()
+    runs.noteMediaTaskFailure(run.id, { taskId: 'f', output: 'clip.mp4', surface: 'video', failedAt: 50 })
+    const good = { taskId: 's', output: 'clip.mp4', surface: 'video', startedAt: 60, completedAt: 70 }
+    for (const wrong of [
+      { ...good, output: 'other.mp4' },
+      { ...good, surface: 'image' },
+      { ...good, startedAt: 49 },
+      { ...good, startedAt: undefined },
+      { ...good, taskId: '' },
+      'not an object',
+    ]) {
+      expect(runs.noteMediaTaskRecovery(run.id, wrong)).toBe(false)
+    }
+    expect(runs.noteMediaTaskRecovery(other.id, good)).toBe(false)
+    // A failure without an output can never be recovered, even by a matching success for the other one.
+    runs.noteMediaTaskFailure(run.id, { taskId: 'legacy', surface: 'video', failedAt: 10 })
+    expect(runs.noteMediaTaskRecovery(run.id, good)).toBe(true)
+    expect(run.mediaTaskFailures.map((f: any) => [f.taskId, f.recoveredByTaskId])).toEqual([
+      ['f', 's'],
+      ['legacy', undefined],
+    ])
+    runs.finish(run, 'succeeded', 0, null)
+    expect(run.endedWithUnfinishedWork).toBe(true)
+    expect(run.events.at(-1).data.endedWithUnfinishedWork).toBe(true)
+    // Odd input: an unknown run, a failure without a taskId, a non-string id.
+    expect(runs.noteMediaTaskFailure('no-such-run', { taskId: 'x' })).toBe(false)
+    expect(runs.noteMediaTaskFailure(other.id, { output: 'x' })).toBe(false)
+    expect(runs.noteMediaTaskFailure(42 as any, { taskId: 'x' })).toBe(false)
+    expect(other.mediaTaskFailures).toBeUndefined()
   })
 
   it('HF-7: the checkpoint methods set their fields and persist them at once; odd input changes nothing, a foreign run throws', () => {

@@ -22,12 +22,13 @@ describe('§1 Module surface (MOD)', () => {
   })
 
   // LC-3, LC-4 and LC-6 add createOrReuse, prepareRestart and persistState to the 15 of Part I; HF-7 its four
-  // checkpoints; HF-8 findByPluginWorkflowId; SIG-5/SIG-6 the three signalling helpers.
-  it('MOD-2: the service is a plain object with exactly the 26 own enumerable function properties, in order', () => {
+  // checkpoints; HF-8 findByPluginWorkflowId; SIG-5/SIG-6 the three signalling helpers;
+  // HF-12 the two media-task notes.
+  it('MOD-2: the service is a plain object with exactly the 28 own enumerable function properties, in order', () => {
     const { runs } = makeRuns()
     expect(Object.getPrototypeOf(runs)).toBe(Object.prototype)
     const keys = Object.keys(runs)
-    expect(keys).toHaveLength(26)
+    expect(keys).toHaveLength(28)
     expect(keys).toEqual(METHODS)
     for (const key of METHODS) {
       expect(typeof runs[key]).toBe('function')

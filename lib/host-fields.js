@@ -198,6 +198,7 @@ const DURABLE = [
   ['deliverableEntryFile', isString],
   ['deliverableArtifactKind', isString],
   ['langfuseCompletedAt', isNumber],
+  ['mediaTaskFailures', Array.isArray],
 ]
 // Kept verbatim when the run has the key (LC-3's workspaceScope is one of them).
 const OPAQUE = ['workspaceScope', 'designSystemScope', 'appliedPluginSnapshotId']
@@ -229,18 +230,24 @@ function restoreDurable(run, state) {
 // file in the same step.
 const ATTEMPT_FIELDS = native.attemptFields()
 
+/** HF-12: a media failure noted on the run that no later success recovered. */
+function mediaWorkUnfinished(run) {
+  const failures = run.mediaTaskFailures
+  return Array.isArray(failures) && failures.some((f) => isObject(f) && f.recoveredByTaskId === undefined)
+}
+
 /**
  * HF-11: at a verdict, `run.endedWithUnfinishedWork` becomes true when the run's last turn was cut
  * off (`truncatedMidTurn`) or its last todo snapshot (`lastTodoSnapshot`, the TodoWrite `todos`
- * array) holds a task whose status is not 'completed'; a true value the host set stays. A getter
- * that throws changes nothing.
+ * array) holds a task whose status is not 'completed', or a noted media failure is unrecovered
+ * (HF-12); a true value the host set stays. A getter that throws changes nothing.
  */
 function settleUnfinishedWork(run) {
   try {
     if (run.endedWithUnfinishedWork) return
     const todos = run.lastTodoSnapshot
     const openTask = Array.isArray(todos) && todos.some((todo) => isObject(todo) && todo.status !== 'completed')
-    if (run.truncatedMidTurn || openTask) run.endedWithUnfinishedWork = true
+    if (run.truncatedMidTurn || openTask || mediaWorkUnfinished(run)) run.endedWithUnfinishedWork = true
   } catch {
     // The host's own getters: the flag stays as it was.
   }

@@ -31,6 +31,8 @@ export const METHODS = [
   'signalChildProcess',
   'signalProcessGroup',
   'reapProcessGroup',
+  'noteMediaTaskFailure',
+  'noteMediaTaskRecovery',
 ]
 
 /**

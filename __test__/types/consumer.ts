@@ -21,6 +21,7 @@ import {
   type ChildLike,
   type CreateOrReuseResult,
   type ExternalPluginAnalytics,
+  type MediaTaskFailure,
   type ListFilter,
   type McpServerConfig,
   type MediaExecutionPolicy,
@@ -651,6 +652,16 @@ const sentToChild: boolean = runs.signalChildProcess(run.child, run.processGroup
 const sentToGroup: boolean = runs.signalProcessGroup(run.processGroupId, 'SIGKILL')
 const reaping: boolean = runs.reapProcessGroup(run.processGroupId)
 void [sentToChild, sentToGroup, reaping]
+// HF-12: media-task evidence.
+const noted: boolean = runs.noteMediaTaskFailure(run.id, {
+  taskId: 't1',
+  output: 'a.png',
+  surface: 'image',
+  failedAt: 1,
+})
+const recoveredMedia: boolean = runs.noteMediaTaskRecovery(run.id, { taskId: 't2', output: 'a.png', startedAt: 2 })
+const mediaFailures: MediaTaskFailure[] | undefined = run.mediaTaskFailures
+void [noted, recoveredMedia, mediaFailures]
 // @ts-expect-error findByPluginWorkflowId returns a run or null, never a list
 const notAList: ChatRun[] = runs.findByPluginWorkflowId('wf-1')
 void notAList
