@@ -151,6 +151,13 @@ export declare function runAttach(svc: number, slot: number, pid: number, group:
 export declare function runCancelBegin(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, piAbortGrace: number, cancelGrace: number, forceWait: number, origin: string, now: number): number
 
 /**
+ * `cancel(run, origin)` of a run whose `'succeeded'` verdict waits for the host's artifact
+ * delivery (HF-13): the verdict becomes `'canceled'` (origin, trigger, times), the state file
+ * is written with `host`. False when the run is not `'succeeded'`.
+ */
+export declare function runCancelPendingDelivery(svc: number, slot: number, origin: string, host: string | undefined | null, now: number): boolean
+
+/**
  * Test support: the core's view of one run's host-visible fields, as JSON, so the test suites
  * can check after every test that the facade's read mirror agrees with the core (a drift fails
  * a test). Not used on any production path.

@@ -852,6 +852,7 @@ module.exports.openDesignPluginId = nativeBinding.openDesignPluginId
 module.exports.projectDurableRuns = nativeBinding.projectDurableRuns
 module.exports.runAttach = nativeBinding.runAttach
 module.exports.runCancelBegin = nativeBinding.runCancelBegin
+module.exports.runCancelPendingDelivery = nativeBinding.runCancelPendingDelivery
 module.exports.runCoreFields = nativeBinding.runCoreFields
 module.exports.runCreate = nativeBinding.runCreate
 module.exports.runDrop = nativeBinding.runDrop

@@ -577,6 +577,10 @@ export interface ChatRun {
   runtimeFailureObservedBeforeCancellation?: boolean
   /** The media failures `noteMediaTaskFailure` recorded, each marked once recovered; persisted (SPEC HF-12). */
   mediaTaskFailures?: MediaTaskFailure[]
+  /** Host field: the run's artifact must still be delivered; its `'succeeded'` waits for a receipt (SPEC HF-13). */
+  artifactDeliveryRequired?: boolean
+  /** The applied delivery receipt (SPEC HF-13); reported and persisted, forgotten by `prepareRestart`. */
+  artifactDelivery?: ArtifactDelivery
   /** Other host-added fields are kept and ignored by the service (the daemon's own: SPEC §22). */
   [extra: string]: unknown
 }
@@ -696,6 +700,8 @@ export type ChatRunStatusBody = {
   deliverableEntryFile?: string
   /** `run.deliverableArtifactKind` when a string. */
   deliverableArtifactKind?: string
+  /** `run.artifactDelivery` when truthy (HF-13). */
+  artifactDelivery?: ArtifactDelivery
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -947,6 +953,47 @@ export interface ChatRunService {
    * `output` and `surface` that it started no earlier than. `true` when one was recovered (SPEC HF-12).
    */
   readonly noteMediaTaskRecovery: (runId: string, success: MediaTaskSuccess) => boolean
+  /**
+   * The host's receipt for the artifact of a finished run marked `artifactDeliveryRequired`: applied once
+   * (the first receipt wins), persisted; a failed delivery revises the run to `'failed'` with
+   * `ARTIFACT_DELIVERY_FAILED`. Otherwise `applied: false` and the reason (SPEC HF-13).
+   */
+  readonly acknowledgeArtifactDelivery: (run: ChatRun, receipt: ArtifactDeliveryReceipt) => ArtifactDeliveryResult
+}
+
+/** What `acknowledgeArtifactDelivery` reads (SPEC HF-13). */
+export type ArtifactDeliveryReceipt = {
+  /** Whether the host delivered the artifact. */
+  status: 'succeeded' | 'failed'
+  /** The host's per-file report (kept as given; `[]` when not an array). */
+  files?: unknown[]
+  /** Why the delivery failed (the run's `error`). */
+  error?: string
+}
+
+/** `run.artifactDelivery` once a receipt was applied (SPEC HF-13). */
+export type ArtifactDelivery = {
+  status: 'succeeded' | 'failed'
+  files: unknown[]
+  /** For a failed delivery: the run's `error`. */
+  error?: string
+}
+
+/** What `acknowledgeArtifactDelivery` returns (SPEC HF-13). */
+export type ArtifactDeliveryResult = {
+  /** Whether the receipt was applied. */
+  applied: boolean
+  /** Why it was not. */
+  reason?:
+    | 'run-canceled'
+    | 'run-not-terminal'
+    | 'artifact-delivery-not-required'
+    | 'artifact-delivery-already-succeeded'
+    | 'artifact-delivery-already-failed'
+    | 'run-failed'
+    | 'invalid-receipt'
+  /** The run, as it is now. */
+  run: ChatRun
 }
 
 /** A failed media task, as `noteMediaTaskFailure` records it on `run.mediaTaskFailures` (SPEC HF-12). */

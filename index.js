@@ -19,6 +19,7 @@
 //   control.js    cancel, shutdownActive (the escalation executor)
 //   signal.js     signalChild, signalChildProcess, signalProcessGroup, reapProcessGroup
 //   media-tasks.js noteMediaTaskFailure, noteMediaTaskRecovery (HF-12)
+//   delivery.js   acknowledgeArtifactDelivery, a Stop before the receipt (HF-13)
 //   status.js     the terminal and exited rules, statusBody, the stats snapshot
 //   lower.js      host values lowered to JSON for the core's normalizers
 //   convert.js    what the core stores for a host value
@@ -47,13 +48,14 @@ const { stream } = require('./lib/stream.js')
 const { signalChild, signalChildProcess, signalProcessGroup, reapProcessGroup } = require('./lib/signal.js')
 const { cancel, shutdownActive } = require('./lib/control.js')
 const { noteMediaTaskFailure, noteMediaTaskRecovery } = require('./lib/media-tasks.js')
+const { acknowledgeArtifactDelivery } = require('./lib/delivery.js')
 const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require('./lib/status.js')
 
 // Frees a service's native registry once nothing references its context any more (the service
 // object, its runs and their pending timers all hold it).
 const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
-// itself to exactly its 28 methods).
+// itself to exactly its 29 methods).
 const serviceContexts = new WeakMap()
 
 /**
@@ -93,7 +95,7 @@ function serviceContext(opts) {
  */
 function createChatRunService(options) {
   const ctx = serviceContext(readOptions(options))
-  // MOD-2 and SPEC §0: exactly these 28 methods, in this order; each a closure that works
+  // MOD-2 and SPEC §0: exactly these 29 methods, in this order; each a closure that works
   // detached, never uses `this` and ignores extra arguments.
   const service = {
     create: (meta) => create(ctx, meta),
@@ -124,6 +126,7 @@ function createChatRunService(options) {
     reapProcessGroup: (processGroupId) => reapProcessGroup(ctx, processGroupId),
     noteMediaTaskFailure: (runId, failure) => noteMediaTaskFailure(ctx, runId, failure),
     noteMediaTaskRecovery: (runId, success) => noteMediaTaskRecovery(ctx, runId, success),
+    acknowledgeArtifactDelivery: (run, receipt) => acknowledgeArtifactDelivery(ctx, run, receipt),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)

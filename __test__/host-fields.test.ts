@@ -1,4 +1,4 @@
-// SPEC §22 (HF-1..HF-12): the fields the daemon keeps on a run and reads back through the service:
+// SPEC §22 (HF-1..HF-13): the fields the daemon keeps on a run and reads back through the service:
 // what create() takes from meta, the status body's and the 'end' data's keys, the state file's
 // fields, what a hydrated run gets back, and what prepareRestart forgets.
 import fs from 'node:fs'
@@ -120,6 +120,7 @@ describe('§22 the daemon fields of a run', () => {
       deliverableValidation: 'entry_missing',
       deliverableEntryFile: 'index.html',
       deliverableArtifactKind: 'html',
+      artifactDelivery: { status: 'succeeded', files: [] },
     }
     Object.assign(run, shaped)
     const body = runs.statusBody(run)
@@ -145,6 +146,7 @@ describe('§22 the daemon fields of a run', () => {
       deliverableValidation: null,
       deliverableEntryFile: 0,
       deliverableArtifactKind: [],
+      artifactDelivery: null,
     })
     expect(Object.keys(runs.statusBody(run))).toEqual(STATUS_BODY_KEYS)
     // The design-system keys read the host's values as they are.
@@ -421,6 +423,122 @@ describe('§22 the daemon fields of a run', () => {
     expect(runs.noteMediaTaskFailure(other.id, { output: 'x' })).toBe(false)
     expect(runs.noteMediaTaskFailure(42 as any, { taskId: 'x' })).toBe(false)
     expect(other.mediaTaskFailures).toBeUndefined()
+  })
+
+  it('HF-13: a failed delivery receipt revises a succeeded run to failed, once; it is reported, persisted and survives a restart', async () => {
+    const runs = logged()
+    const run = runs.create({ projectId: 'p' })
+    run.artifactDeliveryRequired = true
+    runs.finish(run, 'succeeded', 0, null)
+    const files = [{ name: 'index.html', saved: true, readBack: false }]
+    const result = runs.acknowledgeArtifactDelivery(run, { status: 'failed', files, error: 'read-back failed' })
+    expect(result).toEqual({ applied: true, run })
+    expect(run).toMatchObject({
+      status: 'failed',
+      errorCode: 'ARTIFACT_DELIVERY_FAILED',
+      error: 'read-back failed',
+      exitCode: 0,
+    })
+    expect(runs.statusBody(run).artifactDelivery).toEqual({ status: 'failed', files, error: 'read-back failed' })
+    expect(stateOf(run.id)).toMatchObject({
+      status: 'failed',
+      errorCode: 'ARTIFACT_DELIVERY_FAILED',
+      artifactDeliveryRequired: true,
+      artifactDelivery: { status: 'failed', files },
+    })
+    // The first receipt wins.
+    expect(runs.acknowledgeArtifactDelivery(run, { status: 'succeeded', files: [] })).toEqual({
+      applied: false,
+      reason: 'artifact-delivery-already-failed',
+      run,
+    })
+    expect(run.status).toBe('failed')
+    // Still a terminal run: a cancel changes nothing.
+    expect(await runs.cancel(run)).toMatchObject({ status: 'failed', cancelOrigin: null })
+    await runs.shutdownActive()
+    expect(logged().get(run.id)).toMatchObject({
+      status: 'failed',
+      artifactDelivery: { status: 'failed' },
+      artifactDeliveryRequired: true,
+    })
+  })
+
+  it('HF-13: a success receipt keeps the verdict; receipts are refused before the verdict, after a cancel, without the flag and when invalid', () => {
+    const runs = logged()
+    const pending = runs.create()
+    pending.artifactDeliveryRequired = true
+    expect(runs.acknowledgeArtifactDelivery(pending, { status: 'succeeded' })).toMatchObject({
+      applied: false,
+      reason: 'run-not-terminal',
+    })
+    runs.finish(pending, 'succeeded', 0, null)
+    for (const bad of [null, 'ok', { status: 'done' }, {}]) {
+      expect(runs.acknowledgeArtifactDelivery(pending, bad as any)).toMatchObject({
+        applied: false,
+        reason: 'invalid-receipt',
+      })
+    }
+    expect(runs.statusBody(pending)).not.toHaveProperty('artifactDelivery')
+    expect(runs.acknowledgeArtifactDelivery(pending, { status: 'succeeded', files: 'nope' as any })).toMatchObject({
+      applied: true,
+    })
+    expect(pending.artifactDelivery).toEqual({ status: 'succeeded', files: [] })
+    expect(runs.acknowledgeArtifactDelivery(pending, { status: 'failed', error: 'late' })).toMatchObject({
+      applied: false,
+      reason: 'artifact-delivery-already-succeeded',
+    })
+    expect(pending.status).toBe('succeeded')
+
+    const ordinary = runs.create()
+    runs.finish(ordinary, 'succeeded', 0, null)
+    expect(runs.acknowledgeArtifactDelivery(ordinary, { status: 'failed' })).toMatchObject({
+      applied: false,
+      reason: 'artifact-delivery-not-required',
+    })
+    const agentFailed = runs.create()
+    agentFailed.artifactDeliveryRequired = true
+    runs.finish(agentFailed, 'failed', 1, null)
+    expect(runs.acknowledgeArtifactDelivery(agentFailed, { status: 'failed' })).toMatchObject({
+      applied: false,
+      reason: 'run-failed',
+    })
+    const foreign = makeRuns().runs.create()
+    expect(() => runs.acknowledgeArtifactDelivery(foreign, { status: 'succeeded' })).toThrow(
+      /^acknowledgeArtifactDelivery\(run\): expected a run object/,
+    )
+  })
+
+  it('HF-13: a Stop while the receipt is pending ends the succeeded run as canceled with its origin; a late receipt is refused', async () => {
+    const runs = logged()
+    const run = runs.create()
+    run.artifactDeliveryRequired = true
+    runs.finish(run, 'succeeded', 0, null)
+    const ends = run.events.filter((e: any) => e.event === 'end').length
+    const body = await runs.cancel(run, 'user_stop')
+    expect(body).toMatchObject({
+      status: 'canceled',
+      exitCode: 0,
+      cancelRequested: true,
+      cancelOrigin: 'user_stop',
+      terminalTrigger: 'cancel',
+    })
+    expect(typeof body.terminalAt).toBe('number')
+    expect(run.events.filter((e: any) => e.event === 'end').length).toBe(ends) // no second 'end'
+    expect(stateOf(run.id)).toMatchObject({ status: 'canceled', cancelOrigin: 'user_stop', terminalTrigger: 'cancel' })
+    expect(runs.acknowledgeArtifactDelivery(run, { status: 'failed', error: 'too late' })).toMatchObject({
+      applied: false,
+      reason: 'run-canceled',
+      run: { status: 'canceled' },
+    })
+    expect(runs.statusBody(run)).not.toHaveProperty('artifactDelivery')
+    // prepareRestart forgets a receipt (HF-6): the next attempt needs its own.
+    const again = runs.create()
+    again.artifactDeliveryRequired = true
+    runs.finish(again, 'succeeded', 0, null)
+    runs.acknowledgeArtifactDelivery(again, { status: 'succeeded', files: [] })
+    runs.prepareRestart(again)
+    expect(again.artifactDelivery).toBeUndefined()
+    expect(stateOf(again.id)).not.toHaveProperty('artifactDelivery')
   })
 
   it('HF-7: the checkpoint methods set their fields and persist them at once; odd input changes nothing, a foreign run throws', () => {

@@ -21,6 +21,7 @@ const { finishWith, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { clearRetryRestart } = require('./host-fields.js')
+const { deliveryPending, stopPendingDelivery } = require('./delivery.js')
 
 const { EscalationStep } = native
 
@@ -291,6 +292,8 @@ async function cancel(ctx, run, origin) {
   const now = Date.now()
   const [abortGrace, cancelGrace, forceWait] = cancelEnv()
   const recorded = typeof origin === 'string' ? origin : UNKNOWN_ORIGIN
+  // HF-13: a Stop while the host still owes the artifact's delivery receipt ends the run.
+  if (deliveryPending(run, s) && stopPendingDelivery(ctx, run, s, recorded, now)) return statusBody(run)
   const hasChild = Boolean(run.child)
   const step = native.runCancelBegin(
     ctx.svc,

@@ -156,6 +156,8 @@ function addReported(body, run) {
   if (isString(deliverableEntryFile)) body.deliverableEntryFile = deliverableEntryFile
   const deliverableArtifactKind = run.deliverableArtifactKind
   if (isString(deliverableArtifactKind)) body.deliverableArtifactKind = deliverableArtifactKind
+  const artifactDelivery = run.artifactDelivery
+  if (artifactDelivery) body.artifactDelivery = artifactDelivery
   return body
 }
 
@@ -199,6 +201,8 @@ const DURABLE = [
   ['deliverableArtifactKind', isString],
   ['langfuseCompletedAt', isNumber],
   ['mediaTaskFailures', Array.isArray],
+  ['artifactDeliveryRequired', isBoolean],
+  ['artifactDelivery', isTruthy],
 ]
 // Kept verbatim when the run has the key (LC-3's workspaceScope is one of them).
 const OPAQUE = ['workspaceScope', 'designSystemScope', 'appliedPluginSnapshotId']

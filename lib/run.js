@@ -13,26 +13,29 @@
 // --------------------|----------------------------------------------------|-------------------------------
 // projectId           | runCreate, runHydrate; host: runSetText             | newMirror; setter
 // conversationId      | runCreate, runHydrate; host: runSetText             | newMirror; setter
-// status              | runCreate, runHydrate, runFinishBegin, runDrop;     | newMirror, syncVerdict,
-//                     |   host: runSetText                                  |   syncDropped; setter
+// status              | runCreate, runHydrate, runFinishBegin, runDrop,     | newMirror, syncVerdict,
+//                     |   runCancelPendingDelivery; host: runSetText        |   syncDropped,
+//                     |                                                     |   syncDeliveryStopped; setter
 // updatedAt           | runCreate, runHydrate, emitStaged, runFinishBegin,  | newMirror, syncEmitted,
-//                     |   runDrop, runCancelBegin, runShutdownBegin;        |   syncVerdict, syncDropped,
-//                     |   host: runSetNumber                                |   syncCancelBegun; setter
+//                     |   runDrop, runCancelBegin, runShutdownBegin,        |   syncVerdict, syncDropped,
+//                     |   runCancelPendingDelivery; host: runSetNumber      |   syncCancelBegun; setter
 // nextEventId         | runCreate, runHydrate, emitStaged, runFinishEnd     | newMirror, syncEmitted,
 //                     |   ('end') (never the host: read-only)               |   syncEnded
 // exitCode, signal    | runHydrate, runFinishBegin; host: runSetNumber/Text | newMirror, syncVerdict; setter
 // error, errorCode    | runHydrate, runSetError (emit of 'error', §8);      | newMirror, syncErrorFields;
 //                     |   host: runSetText                                  |   setter
-// cancelRequested     | runHydrate, runCancelBegin, runShutdownBegin;       | newMirror, syncCancelBegun;
-//                     |   host: runSetNumber (0/1)                          |   setter
+// cancelRequested     | runHydrate, runCancelBegin, runShutdownBegin,       | newMirror, syncCancelBegun;
+//                     |   runCancelPendingDelivery; host: runSetNumber (0/1)|   setter
 // childExitObservedAt | host only: runSetNumber (cancel's CAN-6 writes it   | newMirror (null), syncRestarted;
 //                     |   through the setter too); runPrepareRestart        |   setter
-// cancelOrigin        | runCancelBegin, runShutdownBegin (LC-5: the first   | newMirror, syncCancelBegun,
-//                     |   origin wins), runHydrate, runPrepareRestart       |   syncRestarted
-//                     |   (cleared) (never the host: read-only)             |
+// cancelOrigin        | runCancelBegin, runShutdownBegin,                   | newMirror, syncCancelBegun,
+//                     |   runCancelPendingDelivery (LC-5: the first origin  |   syncRestarted
+//                     |   wins), runHydrate, runPrepareRestart (cleared)    |
+//                     |   (never the host: read-only)                       |
 // terminalAt,         | runFinishBegin (a terminal verdict), runDrop,       | newMirror, syncVerdict,
-//   terminalTrigger   |   runHydrate, runPrepareRestart (cleared)           |   syncDropped, syncRestarted
-//                     |   (never the host: read-only, LC-5)                 |
+//   terminalTrigger   |   runCancelPendingDelivery, runHydrate,             |   syncDropped, syncRestarted,
+//                     |   runPrepareRestart (cleared) (never the host:      |   syncDeliveryStopped
+//                     |   read-only, LC-5)                                  |
 //
 // Besides, runPrepareRestart (LC-4) resets status, updatedAt, exitCode, signal, error, errorCode,
 // cancelRequested: syncRestarted copies that. A hydrated run's mirror is built by newMirror from
@@ -208,6 +211,14 @@ function syncCancelBegun(s, now, origin) {
   s.cancelRequested = true
   s.updatedAt = now
   if (s.cancelOrigin === null) s.cancelOrigin = origin
+}
+
+/** After runCancelPendingDelivery returned true (HF-13): the 'succeeded' verdict became a Stop. */
+function syncDeliveryStopped(s, now, origin) {
+  syncCancelBegun(s, now, origin)
+  s.status = 'canceled'
+  s.terminalAt = now
+  s.terminalTrigger = 'cancel'
 }
 
 // --- the run object ----------------------------------------------------------------------------
@@ -442,6 +453,7 @@ module.exports = {
   syncDropped,
   syncRestarted,
   syncCancelBegun,
+  syncDeliveryStopped,
   observeRuns,
   mirrorDrift,
 }

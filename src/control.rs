@@ -124,6 +124,23 @@ pub fn run_escalation_next(
         .map_err(map_error)
 }
 
+/// `cancel(run, origin)` of a run whose `'succeeded'` verdict waits for the host's artifact
+/// delivery (HF-13): the verdict becomes `'canceled'` (origin, trigger, times), the state file
+/// is written with `host`. False when the run is not `'succeeded'`.
+#[napi]
+pub fn run_cancel_pending_delivery(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    origin: String,
+    host: Option<String>,
+    now: f64,
+) -> Result<bool> {
+    service(env, svc)?
+        .cancel_pending_delivery(slot, &origin, host.as_deref(), now)
+        .map_err(map_error)
+}
+
 /// `signalChild` (native part): `pid`/`group` are NaN when absent; `signal` is a name or a
 /// number.
 #[napi]

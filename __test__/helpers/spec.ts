@@ -33,6 +33,7 @@ export const METHODS = [
   'reapProcessGroup',
   'noteMediaTaskFailure',
   'noteMediaTaskRecovery',
+  'acknowledgeArtifactDelivery',
 ]
 
 /**

@@ -21,6 +21,7 @@ import {
   type ChildLike,
   type CreateOrReuseResult,
   type ExternalPluginAnalytics,
+  type ArtifactDeliveryResult,
   type MediaTaskFailure,
   type ListFilter,
   type McpServerConfig,
@@ -341,6 +342,7 @@ const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
   deliverableValidation: true,
   deliverableEntryFile: true,
   deliverableArtifactKind: true,
+  artifactDelivery: true,
 }
 void statusBodyKeys
 // HF-2: the workspace's storage is OD-owned or folder-backed.
@@ -662,6 +664,19 @@ const noted: boolean = runs.noteMediaTaskFailure(run.id, {
 const recoveredMedia: boolean = runs.noteMediaTaskRecovery(run.id, { taskId: 't2', output: 'a.png', startedAt: 2 })
 const mediaFailures: MediaTaskFailure[] | undefined = run.mediaTaskFailures
 void [noted, recoveredMedia, mediaFailures]
+// HF-13: the artifact delivery receipt.
+run.artifactDeliveryRequired = true
+const receipt: ArtifactDeliveryResult = runs.acknowledgeArtifactDelivery(run, {
+  status: 'failed',
+  files: [],
+  error: 'x',
+})
+if (!receipt.applied) {
+  const why: ArtifactDeliveryResult['reason'] = receipt.reason
+  void why
+}
+// @ts-expect-error a receipt's status is 'succeeded' or 'failed'
+runs.acknowledgeArtifactDelivery(run, { status: 'maybe' })
 // @ts-expect-error findByPluginWorkflowId returns a run or null, never a list
 const notAList: ChatRun[] = runs.findByPluginWorkflowId('wf-1')
 void notAList

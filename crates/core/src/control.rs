@@ -16,6 +16,8 @@ use crate::tree::{Kill, ProcessTable, Reached};
 
 /// LC-5: the cancel origin `shutdownActive()` records.
 pub const DAEMON_SHUTDOWN: &str = "daemon_shutdown";
+/// LC-5: the terminal trigger of a `cancel()`.
+pub const CANCEL_TRIGGER: &str = "cancel";
 
 /// Outcome of [`Service::shutdown_start`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,6 +76,35 @@ impl Service {
         let step = plan.next(false);
         run.cancel = Some(plan);
         Ok(CancelStart::Step(step))
+    }
+
+    /// HF-13: Stop of a run whose `'succeeded'` verdict still waits for the host's artifact
+    /// delivery (the facade has checked `artifactDeliveryRequired` and that no receipt came):
+    /// the verdict becomes `'canceled'`, with the cancel origin (the first wins),
+    /// `cancelRequested`, `terminalTrigger: 'cancel'`, `terminalAt` and `updatedAt` now; the
+    /// state file is written with `host` (the host's values, as at every write). False, and
+    /// nothing changed, when the run's status is not `'succeeded'`.
+    pub fn cancel_pending_delivery(
+        &mut self,
+        slot: u32,
+        origin: &str,
+        host: Option<&str>,
+        now: f64,
+    ) -> CoreResult<bool> {
+        let run = self.run_mut(slot)?;
+        if run.status.as_deref() != Some("succeeded") {
+            return Ok(false);
+        }
+        run.status = Some("canceled".to_owned());
+        run.cancel_requested = true;
+        run.updated_at = now;
+        run.terminal_at = Some(now);
+        run.terminal_trigger = Some(CANCEL_TRIGGER.to_owned());
+        if run.cancel_origin.is_none() {
+            run.cancel_origin = Some(origin.to_owned());
+        }
+        self.persist_state_with(slot, host)?;
+        Ok(true)
     }
 
     /// SHD-2: snapshot of the registered non-terminal runs in creation order.
@@ -527,6 +558,34 @@ mod tests {
         assert!(svc.state(a).unwrap().cancel_requested);
         assert_eq!(svc.state(a).unwrap().updated_at, 5.0);
         assert!(!svc.state(b).unwrap().cancel_requested);
+    }
+
+    #[test]
+    fn hf_13_only_a_succeeded_run_is_revised_to_canceled_and_the_first_origin_stays() {
+        let mut svc = service(Some(10), None);
+        let queued = svc.create(CreateMeta::default(), 0.0).slot;
+        assert!(!svc
+            .cancel_pending_delivery(queued, "user_stop", None, 1.0)
+            .unwrap());
+        assert_eq!(svc.state(queued).unwrap().status.as_deref(), Some("queued"));
+        let done = svc.create(CreateMeta::default(), 0.0).slot;
+        svc.finish(done, Some("succeeded".into()), Some(0.0), None, "{}", 2.0)
+            .unwrap();
+        assert!(svc
+            .cancel_pending_delivery(done, "user_stop", None, 3.0)
+            .unwrap());
+        let state = svc.state(done).unwrap();
+        assert_eq!(state.status.as_deref(), Some("canceled"));
+        assert_eq!(state.terminal_trigger.as_deref(), Some(CANCEL_TRIGGER));
+        assert_eq!((state.terminal_at, state.updated_at), (Some(3.0), 3.0));
+        assert!(state.cancel_requested);
+        assert_eq!(state.cancel_origin.as_deref(), Some("user_stop"));
+        assert_eq!(state.exit_code, Some(0.0), "the process verdict stays");
+        assert!(
+            !svc.cancel_pending_delivery(done, "again", None, 4.0)
+                .unwrap(),
+            "a canceled run is final"
+        );
     }
 
     // LC-7's watch, with a real child of this test process (Linux: the tree reads /proc).

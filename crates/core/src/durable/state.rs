@@ -64,11 +64,12 @@ pub const STATE_KEYS: [&str; 24] = [
 /// The host fields that describe one attempt of a run (SPEC HF-6): `prepareRestart` drops them
 /// from the file, and the facade (reading this list through the binding, `attemptFields`) from
 /// the run.
-pub const ATTEMPT_FIELDS: [&str; 8] = [
+pub const ATTEMPT_FIELDS: [&str; 9] = [
     "artifactCount",
     "artifactPaths",
     "removedPaths",
     "artifactOutcome",
+    "artifactDelivery",
     "deliverableValid",
     "deliverableValidation",
     "deliverableEntryFile",
