@@ -773,6 +773,12 @@ export interface ChatRunServiceOptions {
    */
   onTerminal?: ((run: ChatRun, status: RunStatus, terminalAt: number | null) => unknown) | null | undefined
   /**
+   * Called with every status body `statusBody` (and `wait`, `cancel`) builds for a run of this service,
+   * last: the host may add its own keys (run analytics, diagnostics). Isolated like the other hooks; a
+   * status body asked for from inside it is not passed to it again (SPEC HF-14).
+   */
+  onStatusBody?: ((run: ChatRun, body: ChatRunStatusBody) => unknown) | null | undefined
+  /**
    * Host run fields written into `state.json` at every write and restored onto hydrated runs (SPEC LC-6).
    * Not an array of strings: `TypeError`.
    * @defaultValue `[]`

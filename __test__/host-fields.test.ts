@@ -1,4 +1,4 @@
-// SPEC §22 (HF-1..HF-13): the fields the daemon keeps on a run and reads back through the service:
+// SPEC §22 (HF-1..HF-14): the fields the daemon keeps on a run and reads back through the service:
 // what create() takes from meta, the status body's and the 'end' data's keys, the state file's
 // fields, what a hydrated run gets back, and what prepareRestart forgets.
 import fs from 'node:fs'
@@ -539,6 +539,55 @@ describe('§22 the daemon fields of a run', () => {
     runs.prepareRestart(again)
     expect(again.artifactDelivery).toBeUndefined()
     expect(stateOf(again.id)).not.toHaveProperty('artifactDelivery')
+  })
+
+  it('HF-14: onStatusBody adds its keys to every status body of the service, last, isolated, never for a body it asks for itself', async () => {
+    const seen: string[] = []
+    const { runs } = makeRuns({
+      onStatusBody: (run: any, body: any) => {
+        seen.push(run.id)
+        body.executionDiagnostics = { events: run.events.length, nested: runs.statusBody(run).status }
+      },
+    })
+    const run = runs.create()
+    runs.emit(run, 'agent', { n: 1 })
+    const body = runs.statusBody(run)
+    expect(Object.keys(body).at(-1)).toBe('executionDiagnostics')
+    expect(body.executionDiagnostics).toEqual({ events: 1, nested: 'queued' })
+    expect(seen).toEqual([run.id])
+    const waited = runs.wait(run)
+    runs.finish(run, 'succeeded', 0, null)
+    expect((await waited).executionDiagnostics).toEqual({ events: 2, nested: 'succeeded' })
+    expect((await runs.cancel(run)).executionDiagnostics).toMatchObject({ nested: 'succeeded' })
+    // Not for a status body of something that is not a run of this service.
+    const other = makeRuns().runs.create()
+    expect(runs.statusBody(other)).not.toHaveProperty('executionDiagnostics')
+    expect(runs.statusBody({ id: 'x' } as any)).not.toHaveProperty('executionDiagnostics')
+
+    // A throwing hook: the body as built, one warning for the service.
+    const warnings: string[] = []
+    const onWarning = (w: Error & { code?: string }) => {
+      if (w.code === 'CHAT_RUN_HOOK_ERROR') warnings.push(w.message)
+    }
+    process.on('warning', onWarning)
+    try {
+      const throwing = makeRuns({
+        onStatusBody: () => {
+          throw new Error('analytics down')
+        },
+      }).runs
+      const r = throwing.create()
+      expect(throwing.statusBody(r).status).toBe('queued')
+      expect(throwing.statusBody(r).status).toBe('queued')
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toMatch(/onStatusBody hook threw \(analytics down\)/)
+    } finally {
+      process.off('warning', onWarning)
+    }
+    expect(() => makeRuns({ onStatusBody: 'yes' })).toThrow(
+      /options\.onStatusBody must be a function, got the string "yes"/,
+    )
   })
 
   it('HF-7: the checkpoint methods set their fields and persist them at once; odd input changes nothing, a foreign run throws', () => {

@@ -1,6 +1,6 @@
 'use strict'
-// The host's hooks (SPEC LC-6): onEventEmitted, beforeFinish, onTerminal (options) and
-// run.onFinalize (a function on the run). Each call is isolated: an exception is swallowed, and
+// The host's hooks (SPEC LC-6, HF-14): onEventEmitted, beforeFinish, onTerminal, onStatusBody
+// (options) and run.onFinalize (a function on the run). Each call is isolated: an exception is swallowed, and
 // the first one of a service is reported with process.emitWarning (code CHAT_RUN_HOOK_ERROR).
 
 const { describe } = require('./describe.js')

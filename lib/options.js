@@ -65,6 +65,7 @@ function readOptions(options) {
     onEventEmitted: optionHook(options, 'onEventEmitted'),
     beforeFinish: optionHook(options, 'beforeFinish'),
     onTerminal: optionHook(options, 'onTerminal'),
+    onStatusBody: optionHook(options, 'onStatusBody'),
     durableFields: optionDurableFields(options),
   }
 }

@@ -7,6 +7,7 @@ const { ChatRun } = require('./run.js')
 const { lowerJson } = require('./lower.js')
 const { nonEmptyString } = require('./convert.js')
 const { addReported, workspaceOf } = require('./host-fields.js')
+const { callHook } = require('./hooks.js')
 
 // The terminal rule (MOD-1) lives in the Rust core (crates/core/src/run.rs, TERMINAL_STATUSES /
 // is_terminal): the exported Set is built from it once; isTerminal below is the hot path's copy
@@ -76,7 +77,20 @@ function statusBody(run) {
     mediaExecution: run.mediaExecution ?? { mode: 'enabled' },
     toolBundle: summaryOf(run),
   }
-  return addReported(body, run)
+  addReported(body, run)
+  // HF-14: the host's own keys (its policy: run analytics, diagnostics), isolated like every hook;
+  // a status body the hook itself asks for is not passed to it again.
+  const ctx = ChatRun.stateOf(run)?.ctx
+  const onStatusBody = ctx?.opts.onStatusBody
+  if (onStatusBody && !ctx.inStatusBodyHook) {
+    ctx.inStatusBodyHook = true
+    try {
+      callHook(ctx, 'onStatusBody', onStatusBody, run, body)
+    } finally {
+      ctx.inStatusBodyHook = false
+    }
+  }
+  return body
 }
 
 /**

@@ -675,6 +675,14 @@ if (!receipt.applied) {
   const why: ArtifactDeliveryResult['reason'] = receipt.reason
   void why
 }
+// HF-14: the host's own status-body keys.
+createChatRunService({
+  createSseResponse: () => ({ send() {}, end() {}, cleanup() {} }),
+  createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
+  onStatusBody: (hooked: ChatRun, hookedBody: ChatRunStatusBody) => {
+    ;(hookedBody as ChatRunStatusBody & { executionDiagnostics?: unknown }).executionDiagnostics = hooked.events.length
+  },
+})
 // @ts-expect-error a receipt's status is 'succeeded' or 'failed'
 runs.acknowledgeArtifactDelivery(run, { status: 'maybe' })
 // @ts-expect-error findByPluginWorkflowId returns a run or null, never a list
