@@ -202,20 +202,9 @@ impl DiskIndex {
             return;
         };
         let key = (old.created, id.to_owned());
-        let [by_request, by_workflow] = &mut self.by_key;
-        for (index, group) in [
-            (&mut self.by_project, old.project_id.as_deref()),
-            (by_request, old.keys.get(Lookup::ClientRequestId)),
-            (by_workflow, old.keys.get(Lookup::PluginWorkflowId)),
-        ] {
-            if let Some(group_key) = group {
-                if let Some(set) = index.get_mut(group_key) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        index.remove(group_key);
-                    }
-                }
-            }
+        leave_group(&mut self.by_project, old.project_id.as_deref(), &key);
+        for lookup in Lookup::ALL {
+            leave_group(&mut self.by_key[lookup.slot()], old.keys.get(lookup), &key);
         }
     }
 
@@ -258,6 +247,19 @@ impl DiskIndex {
         }
         if self.invalid.insert(name.to_owned()) {
             self.stats.skipped += 1;
+        }
+    }
+}
+
+/// Takes `key` out of `index`'s group `group` (a group left empty goes).
+fn leave_group(index: &mut HashMap<String, BTreeSet<DiskKey>>, group: Option<&str>, key: &DiskKey) {
+    let Some(group) = group else {
+        return;
+    };
+    if let Some(set) = index.get_mut(group) {
+        set.remove(key);
+        if set.is_empty() {
+            index.remove(group);
         }
     }
 }
