@@ -3,6 +3,7 @@
 use crate::config::{LogLayout, ServiceConfig};
 use crate::history::EventName;
 use crate::log_writer::{LogLimits, LogShared};
+use crate::lookup::LookupKeys;
 use crate::service::{CreateMeta, Service};
 
 /// A pid no process can have (above Linux's largest `pid_max`, 2^22, and macOS's 99,999).
@@ -25,6 +26,27 @@ pub fn meta(project: &str, conversation: &str) -> CreateMeta {
         conversation_id: Some(conversation.into()),
         ..CreateMeta::default()
     }
+}
+
+/// Lookup keys (LC-3's `clientRequestId`, HF-8's plugin workflow id).
+pub fn keys(request: Option<&str>, workflow: Option<&str>) -> LookupKeys {
+    LookupKeys {
+        client_request_id: request.map(str::to_owned),
+        plugin_workflow_id: workflow.map(str::to_owned),
+    }
+}
+
+/// `create(meta)`'s input for a run of `project` with lookup `keys` and the host's state-file
+/// values `host` (a JSON text), as the facade passes them with logging on.
+pub fn keyed_meta(project: Option<&str>, keys: LookupKeys, host: &str) -> CreateMeta {
+    CreateMeta::from_lowered(
+        project.map(str::to_owned),
+        None,
+        None,
+        None,
+        keys,
+        Some(host),
+    )
 }
 
 /// An `stdout` event with `data` at time 10.

@@ -561,42 +561,14 @@ mod tests {
 
     #[test]
     fn hf_8_a_plugin_workflow_id_finds_its_run_registered_after_a_restart_and_not_once_dropped() {
-        use crate::lookup::LookupKeys;
-        use crate::service::CreateMeta;
+        use crate::test_support::{keyed_meta, keys};
         let (dir, layout) = log_dir("hydrate-workflow");
         let analytics = r#"{"externalPluginAnalytics":{"externalPluginId":"open-design","pluginWorkflowId":"w"}}"#;
-        let workflow = |id: &str| LookupKeys {
-            client_request_id: None,
-            plugin_workflow_id: Some(id.into()),
-        };
         let mut old = service(Some(10), Some(layout));
-        let first = old.create(
-            CreateMeta::from_lowered(
-                Some("p".into()),
-                None,
-                None,
-                None,
-                workflow("w"),
-                Some(analytics),
-            ),
-            1.0,
-        );
-        let second = old.create(
-            CreateMeta::from_lowered(
-                Some("p".into()),
-                None,
-                None,
-                None,
-                workflow("w"),
-                Some(analytics),
-            ),
-            2.0,
-        );
+        let first = old.create(keyed_meta(Some("p"), keys(None, Some("w")), analytics), 1.0);
+        let second = old.create(keyed_meta(Some("p"), keys(None, Some("w")), analytics), 2.0);
         // A host text naming another workflow than the create-time key: the key stands.
-        let other = old.create(
-            CreateMeta::from_lowered(None, None, None, None, workflow("v"), Some(analytics)),
-            3.0,
-        );
+        let other = old.create(keyed_meta(None, keys(None, Some("v")), analytics), 3.0);
         assert_eq!(
             old.find(Lookup::PluginWorkflowId, "w"),
             Some(second.slot),

@@ -344,7 +344,7 @@ fn scan_dir(dir: &Path) -> Vec<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{log_dir, meta, service, NO_SUCH_PID};
+    use crate::test_support::{keys, log_dir, meta, service, NO_SUCH_PID};
 
     #[test]
     fn lc_2_a_finished_scan_is_applied_by_the_next_change_so_nothing_queues_for_good() {
@@ -426,10 +426,6 @@ mod tests {
 
     #[test]
     fn lc_2_the_indexes_follow_adds_project_moves_and_removals_in_creation_order() {
-        let keys = |request: Option<&str>, workflow: Option<&str>| LookupKeys {
-            client_request_id: request.map(str::to_owned),
-            plugin_workflow_id: workflow.map(str::to_owned),
-        };
         let mut index = DiskIndex::default();
         index.add("b", Some("p".into()), keys(Some("r"), Some("w")), 2.0);
         index.add("a", Some("p".into()), keys(Some("r"), Some("w")), 1.0);

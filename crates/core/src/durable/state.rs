@@ -683,21 +683,14 @@ mod tests {
 
     #[test]
     fn lc_1_create_writes_the_file_drop_removes_it_and_a_dropped_run_is_never_written_again() {
-        use crate::service::CreateMeta;
-        use crate::test_support::{log_dir, service};
+        use crate::test_support::{keyed_meta, keys, log_dir, service};
         let (dir, layout) = log_dir("state-create-drop");
         let mut svc = service(Some(10), Some(layout));
         let created = svc.create(
-            CreateMeta::from_lowered(
-                Some("p".into()),
-                None,
-                None,
-                None,
-                crate::lookup::LookupKeys {
-                    client_request_id: Some("req".into()),
-                    plugin_workflow_id: None,
-                },
-                Some(r#"{"clientRequestId":"req","requestFingerprint":"fp","workspaceScope":{"w":1}}"#),
+            keyed_meta(
+                Some("p"),
+                keys(Some("req"), None),
+                r#"{"clientRequestId":"req","requestFingerprint":"fp","workspaceScope":{"w":1}}"#,
             ),
             1_717_171_717_171.0,
         );
