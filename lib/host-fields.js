@@ -63,7 +63,11 @@ function pluginAnalyticsOf(hints) {
   }
 }
 
-/** HF-8: the workflow id a run is found by (a non-empty string), else null. */
+/**
+ * HF-8: the workflow id a run is found by (a non-empty string), else null. The core reads a state
+ * file's by the same rule (crates/core/src/lookup.rs, plugin_workflow_id); this copy saves create()
+ * a crossing with the whole analytics object.
+ */
 function pluginWorkflowIdOf(analytics) {
   const id = analytics?.pluginWorkflowId
   return typeof id === 'string' && id !== '' ? id : null

@@ -26,9 +26,8 @@ function exited(child) {
 }
 
 // The tool bundle summary (§14): computed by the core at create; recomputed when the host
-// replaced the bundle (or this is not one of our runs).
-function summaryOf(run) {
-  const s = ChatRun.stateOf(run)
+// replaced the bundle (or this is not one of our runs: `s` undefined).
+function summaryOf(run, s) {
   const bundle = run.toolBundle
   if (s !== undefined && bundle === s.bundle) return JSON.parse(s.summary)
   return JSON.parse(native.summarizeToolBundle(lowerJson(bundle) ?? 'null'))
@@ -36,6 +35,7 @@ function summaryOf(run) {
 
 /** §15 with LC-5's and HF-2's keys. Reads every field through the run object, so host writes show. */
 function statusBody(run) {
+  const s = ChatRun.stateOf(run)
   const child = run.child
   const body = {
     id: run.id,
@@ -75,12 +75,12 @@ function statusBody(run) {
     eventsLogPath: run.eventsLogPath ?? null,
     workspace: workspaceOf(run.projectMetadata),
     mediaExecution: run.mediaExecution ?? { mode: 'enabled' },
-    toolBundle: summaryOf(run),
+    toolBundle: summaryOf(run, s),
   }
   addReported(body, run)
   // HF-14: the host's own keys (its policy: run analytics, diagnostics), isolated like every hook;
   // a status body the hook itself asks for is not passed to it again.
-  const ctx = ChatRun.stateOf(run)?.ctx
+  const ctx = s?.ctx
   const onStatusBody = ctx?.opts.onStatusBody
   if (onStatusBody && !ctx.inStatusBodyHook) {
     ctx.inStatusBodyHook = true
