@@ -237,11 +237,27 @@ fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
             opened => return opened.map_err(|e| (LogOperation::Open, e)),
         }
     }
-    if let Some(dir) = target.path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| (LogOperation::CreateDir, e))?;
-        }
-    }
+    create_run_dir(target)?;
     target.dir_ready.store(true, Ordering::Relaxed);
-    open().map_err(|e| (LogOperation::Open, e))
+    match open() {
+        // `drop` removes the directory once, after saying so, and it may do that between the
+        // mkdir above and this open (the lines emitted before the drop would then be lost):
+        // the directory is made once more.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_run_dir(target)?;
+            open()
+        }
+        opened => opened,
+    }
+    .map_err(|e| (LogOperation::Open, e))
+}
+
+/// The run's directory, with its parents (an existing one is fine).
+fn create_run_dir(target: &LogTarget) -> Result<(), (LogOperation, io::Error)> {
+    match target.path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| (LogOperation::CreateDir, e))
+        }
+        _ => Ok(()),
+    }
 }
