@@ -38,10 +38,13 @@ const req = (cursor: string) => fakeReq(undefined, cursor)
 const res = () => fakeRes()
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
 
-function worker(args: string[], { ulimit }: { ulimit?: number } = {}) {
-  const command = ulimit
-    ? ['sh', ['-c', `ulimit -n ${ulimit} && exec "$0" "$@"`, process.execPath, WORKER, ...args]]
-    : [process.execPath, [WORKER, ...args]]
+/** Runs a worker scenario; `ulimit` caps its open files, `fileBlocks` its file size (512-byte blocks). */
+function worker(args: string[], { ulimit, fileBlocks }: { ulimit?: number; fileBlocks?: number } = {}) {
+  const limits = [ulimit ? `ulimit -n ${ulimit}` : '', fileBlocks ? `ulimit -f ${fileBlocks}` : ''].filter(Boolean)
+  const command =
+    limits.length > 0
+      ? ['sh', ['-c', `${limits.join(' && ')} && exec "$0" "$@"`, process.execPath, WORKER, ...args]]
+      : [process.execPath, [WORKER, ...args]]
   const result = spawnSync(command[0] as string, command[1] as string[], { encoding: 'utf8', timeout: 120_000 })
   const last = result.stdout.trim().split('\n').at(-1) ?? ''
   if (!last.startsWith('{')) throw new Error(`worker ${args[0]} printed ${result.stdout}\n${result.stderr}`)
@@ -109,6 +112,55 @@ describe('bounded resources', () => {
         `max queue ${(r.maxQueueBytes / 2 ** 20).toFixed(1)} MiB, refused ${r.stats.log.notPersisted.queueFull}, rss ${r.rssMb.toFixed(0)} MiB`,
     )
   })
+})
+
+describe('a journal that cannot grow: a full disk, a file size limit (LOG-6)', () => {
+  // POSIX only: `ulimit -f`. Node ignores SIGXFSZ, so the write that crosses the limit is cut
+  // short (the bytes up to it land) and every later write fails with EFBIG, as on a full disk.
+  it.skipIf(isWindows)(
+    'a write cut short is taken back: whole lines only, counted exactly, and later appends stay readable',
+    async () => {
+      const total = 2000
+      const r = worker(['file-size-limit', tmp, String(total)], { fileBlocks: 64 })
+      expect(r.error).toBeUndefined()
+      const text = fs.readFileSync(r.path, 'utf8')
+      // What landed is whole batches, up to the limit (where the cut falls depends on how the
+      // writer thread grouped the lines).
+      expect(text.length).toBeGreaterThan(0)
+      expect(text.length).toBeLessThanOrEqual(64 * 512)
+      expect(text.endsWith('\n')).toBe(true)
+      const ids = text
+        .slice(0, -1)
+        .split('\n')
+        .map((line) => JSON.parse(line).id)
+      // In id order, each once. A batch that did not fit was taken back whole; a smaller one
+      // after it may still fit, so the ids can skip what was lost (counted below).
+      expect(ids[0]).toBe(1)
+      expect(ids.every((id, i) => i === 0 || id > ids[i - 1])).toBe(true)
+      expect(ids.length).toBeLessThan(total)
+      // Every line is either on disk or counted as lost to the disk (2000 emits and the 'end').
+      expect(r.stats.log.linesWritten).toBe(ids.length)
+      expect(r.stats.log.notPersisted.diskError).toBe(total + 1 - ids.length)
+
+      // Room again (a new process without the limit): the run comes back and what it appends
+      // starts on a line of its own.
+      const { runs } = service()
+      const run = runs.get(r.id)
+      expect(run.status).toBe('succeeded')
+      expect(runs.prepareRestart(run)).toBe(run)
+      runs.emit(run, 'stdout', { after: 'the limit' })
+      runs.finish(run, 'succeeded', 0, null)
+      await runs.shutdownActive()
+      const records = fs
+        .readFileSync(r.path, 'utf8')
+        .trimEnd()
+        .split('\n')
+        .map((line) => JSON.parse(line))
+      expect(records.slice(0, ids.length).map((record) => record.id)).toEqual(ids)
+      expect(records.at(-2)).toMatchObject({ event: 'stdout', data: { after: 'the limit' } })
+      expect(records.at(-1)).toMatchObject({ event: 'end', data: { status: 'succeeded' } })
+    },
+  )
 })
 
 describe('crash durability', () => {

@@ -198,6 +198,10 @@ pub struct LogTarget {
     /// Set once the directory is known to exist, so reopening a file the descriptor cap
     /// closed costs one `open(2)` and no `mkdir` walk.
     pub dir_ready: AtomicBool,
+    /// Set once the writer made sure the file ends with a whole line (its first write to it:
+    /// a crash or a full disk may have left a torn last line). Cleared when a failed write
+    /// could not be taken back, so the next write checks again.
+    pub tail_whole: AtomicBool,
 }
 
 impl LogTarget {
@@ -206,6 +210,7 @@ impl LogTarget {
             key,
             path,
             dir_ready: AtomicBool::new(false),
+            tail_whole: AtomicBool::new(false),
         }
     }
 }
@@ -678,6 +683,28 @@ mod tests {
         assert_eq!(lines[1000], "{\"id\":999}");
         assert_eq!(shared.lines_written(), 1000);
         assert_eq!(shared.open_files(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_3_a_torn_last_line_is_ended_before_the_first_append() {
+        let dir = temp_dir("torn");
+        let path = dir.join("run").join("events.jsonl");
+        std::fs::create_dir_all(dir.join("run")).unwrap_or(());
+        // What a crash mid-write (or a full disk) can leave: a last line without its newline.
+        std::fs::write(&path, "{\"id\":1}\n{\"id\":2,\"ev").unwrap_or(());
+        let shared = Arc::new(LogShared::new(None));
+        let writer = spawn(Arc::clone(&shared), LogLimits::default());
+        let target = Arc::new(LogTarget::new(1, path.clone()));
+        assert!(writer.append(&target, &Arc::from("{\"id\":3}")));
+        // Closed and reopened: the check is made once per target, not again.
+        writer.close(1);
+        assert!(writer.append(&target, &Arc::from("{\"id\":4}")));
+        writer.close(1);
+        barrier(&writer);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(text, "{\"id\":1}\n{\"id\":2,\"ev\n{\"id\":3}\n{\"id\":4}\n");
+        assert_eq!(shared.lines_written(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

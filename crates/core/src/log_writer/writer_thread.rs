@@ -5,7 +5,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -200,13 +200,31 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
         },
     };
     open.last_used = tick;
-    match open.file.write_all(batch.bytes.as_bytes()) {
+    let target = &batch.target;
+    let mut result = Ok(());
+    if !target.tail_whole.load(Ordering::Relaxed) {
+        result = end_torn_line(&mut open.file).map_err(|error| (error, 0));
+        if result.is_ok() {
+            target.tail_whole.store(true, Ordering::Relaxed);
+        }
+    }
+    if result.is_ok() {
+        result = append(&mut open.file, batch.bytes.as_bytes());
+    }
+    match result {
         Ok(()) => {
             shared
                 .lines_written
                 .fetch_add(batch.lines, Ordering::Relaxed);
         }
-        Err(error) => {
+        Err((error, written)) => {
+            // A write that failed part way (a full disk, a file size limit) is taken back, so
+            // the file keeps ending with a whole line and the next batch's lines stay
+            // readable; the batch's lines all count as not persisted. When it cannot be taken
+            // back, the next write ends the torn line first.
+            if written > 0 && take_back(&open.file, written).is_err() {
+                target.tail_whole.store(false, Ordering::Relaxed);
+            }
             let path = open.path.clone();
             files.open.remove(&key);
             shared.open_files.fetch_sub(1, Ordering::Relaxed);
@@ -215,6 +233,45 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
             });
         }
     }
+}
+
+/// Appends `bytes`; on failure, the error and how many bytes did reach the file.
+fn append(file: &mut File, bytes: &[u8]) -> Result<(), (io::Error, u64)> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match file.write(&bytes[written..]) {
+            Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written as u64)),
+            Ok(n) => written += n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err((error, written as u64)),
+        }
+    }
+    Ok(())
+}
+
+/// Cuts the last `written` bytes, the part of a failed batch that reached the file. (On
+/// Windows a file opened for appending cannot be resized; the error leaves the torn line to
+/// `end_torn_line`.)
+fn take_back(file: &File, written: u64) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    file.set_len(len.saturating_sub(written))
+}
+
+/// Ends a torn last line (a crash mid-write, or a write that could not be taken back) with a
+/// line feed, so that the lines appended next are whole lines of their own. The file is open
+/// for reading and appending: the read position does not move where appends go.
+fn end_torn_line(file: &mut File) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    file.write_all(b"\n")
 }
 
 /// LOG-3: create the directory recursively (once), then open for append (never truncate).
@@ -226,7 +283,13 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
 /// The lines fail instead (counted and reported, LOG-6), as the upstream module's lines go
 /// nowhere once its open stream's file is unlinked.
 fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
-    let open = || files::open_regular(&target.path, OpenOptions::new().append(true).create(true));
+    // Read as well: the first write checks the file's last byte (`end_torn_line`).
+    let open = || {
+        files::open_regular(
+            &target.path,
+            OpenOptions::new().read(true).append(true).create(true),
+        )
+    };
     if target.dir_ready.load(Ordering::SeqCst) {
         match open() {
             // The service itself removed the directory (`drop` of a run whose journal was not
