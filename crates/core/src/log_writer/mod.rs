@@ -62,8 +62,12 @@ pub struct LogShared {
     lines_failed: AtomicU64,
     lines_dropped: AtomicU64,
     open_files: AtomicU64,
+    /// Lines waiting for the writer thread (what the queue cap bounds).
     queued_bytes: AtomicUsize,
     queued_lines: AtomicUsize,
+    /// Lines the writer thread took and has not written yet.
+    writing_bytes: AtomicUsize,
+    writing_lines: AtomicUsize,
     waiting: AtomicBool,
     room: Mutex<()>,
     room_freed: Condvar,
@@ -80,6 +84,8 @@ impl LogShared {
             open_files: AtomicU64::new(0),
             queued_bytes: AtomicUsize::new(0),
             queued_lines: AtomicUsize::new(0),
+            writing_bytes: AtomicUsize::new(0),
+            writing_lines: AtomicUsize::new(0),
             waiting: AtomicBool::new(false),
             room: Mutex::new(()),
             room_freed: Condvar::new(),
@@ -105,11 +111,11 @@ impl LogShared {
         self.open_files.load(Ordering::Relaxed)
     }
 
-    /// Lines and bytes waiting for the writer thread.
+    /// Lines and bytes not written yet: waiting for the writer thread, or taken by it.
     pub fn queue_depth(&self) -> (usize, usize) {
         (
-            self.queued_lines.load(Ordering::Relaxed),
-            self.queued_bytes.load(Ordering::Relaxed),
+            self.queued_lines.load(Ordering::Relaxed) + self.writing_lines.load(Ordering::Relaxed),
+            self.queued_bytes.load(Ordering::Relaxed) + self.writing_bytes.load(Ordering::Relaxed),
         )
     }
 
@@ -129,9 +135,31 @@ impl LogShared {
         self.report(failure);
     }
 
+    /// Lines that leave the queue unwritten (their command could not be queued).
     fn dequeued(&self, lines: usize, bytes: usize) {
         self.queued_lines.fetch_sub(lines, Ordering::Relaxed);
         self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.wake_waiters();
+    }
+
+    /// The writer thread took these lines: they no longer count against the cap, which bounds
+    /// what waits (while the writer writes one oversized line, the lines after it can queue).
+    fn taken(&self, lines: usize, bytes: usize) {
+        if lines == 0 {
+            return;
+        }
+        self.writing_lines.fetch_add(lines, Ordering::Relaxed);
+        self.writing_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.dequeued(lines, bytes);
+    }
+
+    /// The writer thread is done with these lines (written or failed).
+    fn written_out(&self, lines: usize, bytes: usize) {
+        self.writing_lines.fetch_sub(lines, Ordering::Relaxed);
+        self.writing_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    fn wake_waiters(&self) {
         if self.waiting.load(Ordering::Acquire) {
             let _guard = self.room.lock();
             self.room_freed.notify_all();
@@ -353,6 +381,17 @@ enum Command {
     /// Drop a file handle on the writer's thread (see [`LogWriter::release`]).
     Release(std::fs::File),
     Barrier(Box<dyn FnOnce() + Send>),
+}
+
+impl Command {
+    /// The lines and bytes this command holds against the queue cap.
+    fn queued(&self) -> (usize, usize) {
+        match self {
+            Command::Append(_, line) => (1, line.len() + 1),
+            Command::Batch(batch) => (batch.len(), batch.bytes),
+            _ => (0, 0),
+        }
+    }
 }
 
 /// How many files [`LogWriter::release`] lets wait for the writer at a time.
@@ -910,6 +949,47 @@ mod tests {
         assert!(shared.reserve(10, 100, Duration::from_secs(5)));
         let _ = handle.join();
         assert_eq!(shared.queue_depth(), (1, 10));
+    }
+
+    #[test]
+    fn bnd_3_lines_after_an_oversized_line_queue_while_the_writer_writes_it() {
+        let dir = temp_dir("oversized");
+        let path = dir.join("run").join("events.jsonl");
+        let shared = Arc::new(LogShared::new(None));
+        // A cap far below the line and no wait at all: the small lines get in only because the
+        // line the writer took no longer counts against the cap.
+        let limits = LogLimits {
+            max_queued_bytes: 1024 * 1024,
+            backpressure_wait: Duration::ZERO,
+            ..LogLimits::default()
+        };
+        let writer = spawn(Arc::clone(&shared), limits);
+        let target = Arc::new(LogTarget::new(1, path.clone()));
+        let big = format!("{{\"id\":1,\"data\":\"{}\"}}", "x".repeat(64 * 1024 * 1024));
+        assert!(writer.append(&target, &Arc::from(big.as_str())));
+        let start = Instant::now();
+        while shared.writing_bytes.load(Ordering::Relaxed) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the writer never took the line"
+            );
+            thread::yield_now();
+        }
+        // Still not on disk (writing 64 MiB takes far longer than this), yet the queue has room.
+        for id in 2..=11 {
+            assert!(writer.append(&target, &Arc::from(format!("{{\"id\":{id}}}"))));
+        }
+        writer.close(1);
+        barrier(&writer);
+        assert_eq!(shared.lines_dropped(), 0);
+        assert_eq!(shared.lines_written(), 11);
+        assert_eq!(shared.queue_depth(), (0, 0));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 11);
+        assert_eq!(lines[1], "{\"id\":2}");
+        assert_eq!(lines[10], "{\"id\":11}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

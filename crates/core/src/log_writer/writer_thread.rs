@@ -86,7 +86,7 @@ impl Grouped {
         for mut pending in self.files.drain(..) {
             let (lines, bytes) = (pending.lines as usize, pending.bytes.len());
             write_batch(&pending, files, shared);
-            shared.dequeued(lines, bytes);
+            shared.written_out(lines, bytes);
             // Kept for reuse unless it grew large (one run's burst): at most
             // SPARE_BUFFERS × SPARE_BUFFER_BYTES (16 MiB) stay with the writer.
             if pending.bytes.capacity() <= SPARE_BUFFER_BYTES && self.spare.len() < SPARE_BUFFERS {
@@ -113,6 +113,11 @@ pub(super) fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize)
     let mut written: Vec<LogBatch> = Vec::new();
     let mut active = false;
     while let Some(batch) = mailbox.take(active) {
+        let (lines, bytes) = batch.iter().fold((0, 0), |(lines, bytes), command| {
+            let (l, b) = command.queued();
+            (lines + l, bytes + b)
+        });
+        shared.taken(lines, bytes);
         for command in batch {
             match command {
                 Command::Append(target, line) => pending.line(&target, &line),
