@@ -50,13 +50,29 @@ pub fn open_read(path: &Path) -> io::Result<File> {
 /// Sized from the one `fstat` the regular-file check made: `File`'s own `read_to_string` would
 /// ask the OS for the size and the position again (two more system calls per file, for each of
 /// the thousands of state files the index scan reads).
-pub fn read_to_string(path: &Path) -> io::Result<String> {
+///
+/// A file of more than `max` bytes is not read (`InvalidData`): a stray huge file where a small
+/// one is expected would otherwise cost its whole size in memory and time on every read.
+pub fn read_to_string(path: &Path, max: u64) -> io::Result<String> {
     let (mut file, len) = open_regular_with_len(path, OpenOptions::new().read(true))?;
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", path.display()),
+        )
+    };
+    if len > max {
+        return Err(too_large());
+    }
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
-    // Through `Read::take`, which reads into the reserved space without asking for a size hint.
+    // Through `Read::take`, which reads into the reserved space without asking for a size hint
+    // (and stops a file that grows while it is read).
     Read::by_ref(&mut file)
-        .take(u64::MAX)
+        .take(max.saturating_add(1))
         .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
     String::from_utf8(bytes).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
@@ -78,17 +94,29 @@ mod tests {
         let dir = temp_dir("files-regular");
         let path = dir.join("state.json");
         std::fs::write(&path, "{}\n").unwrap();
-        assert_eq!(read_to_string(&path).unwrap(), "{}\n");
+        assert_eq!(read_to_string(&path, u64::MAX).unwrap(), "{}\n");
         let mut file = open_regular(&path, OpenOptions::new().append(true)).unwrap();
         file.write_all(b"[]\n").unwrap();
-        assert_eq!(read_to_string(&path).unwrap(), "{}\n[]\n");
+        assert_eq!(read_to_string(&path, u64::MAX).unwrap(), "{}\n[]\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_larger_than_the_limit_is_not_read() {
+        let dir = temp_dir("files-large");
+        let path = dir.join("state.json");
+        std::fs::write(&path, "0123456789").unwrap();
+        assert_eq!(read_to_string(&path, 10).unwrap(), "0123456789");
+        let error = read_to_string(&path, 9).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("larger than 9 bytes"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn a_directory_is_refused_not_read() {
         let dir = temp_dir("files-dir");
-        let error = read_to_string(&dir).unwrap_err();
+        let error = read_to_string(&dir, u64::MAX).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -96,7 +124,7 @@ mod tests {
     #[test]
     fn a_missing_file_keeps_its_not_found() {
         let dir = temp_dir("files-missing");
-        let error = read_to_string(&dir.join("nothing")).unwrap_err();
+        let error = read_to_string(&dir.join("nothing"), u64::MAX).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -111,7 +139,7 @@ mod tests {
         // SAFETY: `c_path` is a valid NUL-terminated path that outlives the call.
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
         assert_eq!(
-            read_to_string(&path).unwrap_err().kind(),
+            read_to_string(&path, u64::MAX).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
         // Without a reader, the non-blocking open for writing fails (ENXIO) instead of waiting.

@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::index::ordered_bits;
 use super::journal;
 use super::legacy::{read_log_state, RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
-use super::state::{run_dir, sweep_stale_temps, StateFile, STATE_FILE};
+use super::state::{run_dir, sweep_stale_temps, StateFile, MAX_STATE_FILE_BYTES, STATE_FILE};
 use super::{is_run_id, DAEMON_RESTART, INTERRUPTED_CODE, INTERRUPTED_MESSAGE};
 use crate::error::CoreResult;
 use crate::files;
@@ -62,7 +62,7 @@ struct Loaded {
 }
 
 fn read(path: &Path) -> Result<Option<String>, ()> {
-    match files::read_to_string(path) {
+    match files::read_to_string(path, MAX_STATE_FILE_BYTES) {
         Ok(text) => Ok(Some(text)),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(_) => Err(()),

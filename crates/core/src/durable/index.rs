@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use super::hydrate::HydrationStats;
 use super::is_run_id;
 use super::legacy::{RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
-use super::state::{sweep_stale_temps, StateFile, STATE_FILE};
+use super::state::{sweep_stale_temps, StateFile, MAX_STATE_FILE_BYTES, STATE_FILE};
 use crate::files;
 use crate::lookup::{Lookup, LookupKeys};
 use crate::service::Service;
@@ -273,7 +273,7 @@ struct Entry {
 
 /// Reads `<run_dir>/state.json`, else `<run_dir>/run.json` (the previous format), of run `id`.
 fn read_entry(run_dir: &Path, id: &str) -> Option<Entry> {
-    if let Ok(text) = files::read_to_string(&run_dir.join(STATE_FILE)) {
+    if let Ok(text) = files::read_to_string(&run_dir.join(STATE_FILE), MAX_STATE_FILE_BYTES) {
         let file = StateFile::parse(&text, id)?;
         return Some(Entry {
             keys: file.host.lookup_keys(),
@@ -281,7 +281,7 @@ fn read_entry(run_dir: &Path, id: &str) -> Option<Entry> {
             created_at: file.created_at.unwrap_or(0.0),
         });
     }
-    let text = files::read_to_string(&run_dir.join(SNAPSHOT_FILE)).ok()?;
+    let text = files::read_to_string(&run_dir.join(SNAPSHOT_FILE), MAX_STATE_FILE_BYTES).ok()?;
     let snapshot = RunSnapshot::parse(&text)?;
     (snapshot.version == SNAPSHOT_VERSION && snapshot.id == id).then(|| Entry {
         project_id: snapshot.project_id,
@@ -390,6 +390,28 @@ mod tests {
         assert!(!run_dir.join(&dead).exists());
         #[cfg(any(target_os = "linux", target_os = "macos"))]
         assert!(run_dir.join(&live).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_state_file_larger_than_the_limit_is_skipped_unread() {
+        let (dir, layout) = log_dir("index-large");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let id = old.create(meta("p", "c"), 1.0).id;
+        drop(old);
+        // Still valid JSON (trailing whitespace), but past the limit.
+        let path = dir.join(&id).join(STATE_FILE);
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str(&" ".repeat(MAX_STATE_FILE_BYTES as usize));
+        fs::write(&path, text).unwrap();
+
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        svc.settle_index();
+        let stats = svc.stats().hydration;
+        assert_eq!((stats.indexed, stats.skipped), (0, 1));
+        assert!(svc.unregistered_project_runs("p").is_empty());
+        assert_eq!(svc.hydrate(&id, 2.0), None);
         let _ = fs::remove_dir_all(&dir);
     }
 

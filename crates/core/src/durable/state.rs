@@ -31,6 +31,10 @@ use crate::service::Service;
 pub const STATE_FILE: &str = "state.json";
 /// `schemaVersion` of the files this version reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
+/// The largest state file (`state.json`, or an old `run.json`) read back, and written. A run's
+/// state is a few kilobytes; a larger file in `runsLogDir` is not a state file of ours, and
+/// reading it whole at every scan and lookup would cost its size in memory and time.
+pub const MAX_STATE_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Every key the file's typed part writes. An extra field by one of these names (from the host
 /// or a file) is dropped, so no key is ever written twice.
@@ -337,6 +341,16 @@ impl RunState {
 /// handle is dropped, which the service does on its log writer's thread
 /// ([`crate::log_writer::LogWriter::release`]). `None` when there is nothing to release.
 pub fn write_state_file(dir: &Path, json: &str) -> io::Result<Option<fs::File>> {
+    // What a restart would not read back is not written (the previous file stays).
+    let size = json.len() as u64 + 1;
+    if size > MAX_STATE_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the run's state is {size} bytes, more than the {MAX_STATE_FILE_BYTES} a restart reads back (the host's durable fields are too large)"
+            ),
+        ));
+    }
     let mut uuid = uuid::Uuid::encode_buffer();
     let tmp = dir.join(format!(
         "{STATE_FILE}.{}.{}.tmp",
@@ -782,6 +796,33 @@ mod tests {
         // A directory that cannot be created: an error, and no temp file anywhere.
         fs::write(dir.join("file"), "x").unwrap();
         assert!(write_state_file(&dir.join("file"), "{}").is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_1_a_state_larger_than_a_restart_reads_back_is_not_written_and_the_old_file_stays() {
+        let dir = std::env::temp_dir().join(format!("chat-run-state-big-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let run_dir = dir.join("run");
+        assert!(write_state_file(&run_dir, r#"{"a":1}"#).is_ok());
+        // With its newline, one byte over the limit.
+        let big = format!(
+            r#"{{"a":"{}"}}"#,
+            "x".repeat(MAX_STATE_FILE_BYTES as usize - 8)
+        );
+        assert_eq!(big.len() as u64, MAX_STATE_FILE_BYTES);
+        let error = write_state_file(&run_dir, &big).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("durable fields"), "{error}");
+        assert_eq!(
+            fs::read_to_string(run_dir.join(STATE_FILE)).unwrap(),
+            "{\"a\":1}\n"
+        );
+        assert_eq!(
+            fs::read_dir(&run_dir).unwrap().count(),
+            1,
+            "no temp file left"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 }
