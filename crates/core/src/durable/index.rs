@@ -14,6 +14,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::hydrate::HydrationStats;
@@ -67,6 +69,17 @@ pub struct DiskIndex {
 struct PendingScan {
     thread: JoinHandle<Vec<Found>>,
     changes: Vec<Change>,
+    /// Set when the service goes away first: the scan stops at its next entry (nobody would
+    /// read what it finds, and a large `runsLogDir` takes a while).
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for DiskIndex {
+    fn drop(&mut self) {
+        if let Some(scan) = &self.scan {
+            scan.stop.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One directory entry, as the scan judged it.
@@ -89,17 +102,20 @@ impl DiskIndex {
         self.settle();
         self.dir = Some(dir.to_path_buf());
         let owned = dir.to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name("chat-run-index".into())
-            .spawn(move || scan_dir(&owned));
+            .spawn(move || scan_dir(&owned, &stopped));
         match spawned {
             Ok(thread) => {
                 self.scan = Some(PendingScan {
                     thread,
                     changes: Vec::new(),
+                    stop,
                 })
             }
-            Err(_) => self.apply(scan_dir(dir)),
+            Err(_) => self.apply(scan_dir(dir, &stop)),
         }
     }
 
@@ -109,10 +125,11 @@ impl DiskIndex {
         let Some(scan) = self.scan.take() else {
             return;
         };
-        let found = scan
-            .thread
-            .join()
-            .unwrap_or_else(|_| self.dir.as_deref().map(scan_dir).unwrap_or_default());
+        let found = scan.thread.join().unwrap_or_else(|_| {
+            let dir = self.dir.as_deref();
+            dir.map(|dir| scan_dir(dir, &AtomicBool::new(false)))
+                .unwrap_or_default()
+        });
         self.apply(found);
         for change in scan.changes {
             match change {
@@ -312,13 +329,17 @@ impl Service {
     }
 }
 
-/// The scan itself: each entry of `dir`, in directory order. A missing directory finds nothing.
-fn scan_dir(dir: &Path) -> Vec<Found> {
+/// The scan itself: each entry of `dir`, in directory order, until `stop` is set. A missing
+/// directory finds nothing.
+fn scan_dir(dir: &Path, stop: &AtomicBool) -> Vec<Found> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut found = Vec::new();
     for entry in entries.flatten() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
             found.push(Found::Invalid(name.to_string_lossy().into_owned()));
@@ -390,6 +411,26 @@ mod tests {
         assert!(!run_dir.join(&dead).exists());
         #[cfg(any(target_os = "linux", target_os = "macos"))]
         assert!(run_dir.join(&live).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_scan_stops_when_its_service_goes_away_first() {
+        let (dir, layout) = log_dir("index-stop");
+        let mut old = service(Some(10), Some(layout));
+        for i in 0..50 {
+            old.create(meta("p", &format!("c{i}")), 1.0);
+        }
+        drop(old);
+        // A stopped scan reads no further entry.
+        assert_eq!(scan_dir(&dir, &AtomicBool::new(false)).len(), 50);
+        assert!(scan_dir(&dir, &AtomicBool::new(true)).is_empty());
+        // Dropping the index (its service) stops the scan it started.
+        let mut index = DiskIndex::default();
+        index.start_scan(&dir);
+        let stop = index.scan.as_ref().map(|scan| Arc::clone(&scan.stop));
+        drop(index);
+        assert!(stop.is_some_and(|stop| stop.load(Ordering::Relaxed)));
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -321,11 +321,17 @@ fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
 }
 
 /// The run's directory, with its parents (an existing one is fine).
+///
+/// `create_dir_all` reports `AlreadyExists` when the directory it found at `mkdir` is gone by
+/// the time it checks that it is one: `drop` removing an empty run directory at that moment.
+/// It is made once more (the service removes a run's directory once).
 fn create_run_dir(target: &LogTarget) -> Result<(), (LogOperation, io::Error)> {
     match target.path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).map_err(|e| (LogOperation::CreateDir, e))
+        Some(dir) if !dir.as_os_str().is_empty() => match std::fs::create_dir_all(dir) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std::fs::create_dir_all(dir),
+            created => created,
         }
+        .map_err(|e| (LogOperation::CreateDir, e)),
         _ => Ok(()),
     }
 }
