@@ -206,17 +206,13 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
     };
     open.last_used = tick;
     let target = &batch.target;
-    let mut result = Ok(());
     if !target.tail_whole.load(Ordering::Relaxed) {
-        result = end_torn_line(&mut open.file).map_err(|error| (error, 0));
-        if result.is_ok() {
-            target.tail_whole.store(true, Ordering::Relaxed);
-        }
+        // A repair, best effort: a file that cannot be read back (opened write-only, an I/O
+        // error) is appended to as it is, never left unwritten for it.
+        let _ = end_torn_line(&mut open.file);
+        target.tail_whole.store(true, Ordering::Relaxed);
     }
-    if result.is_ok() {
-        result = append(&mut open.file, batch.bytes.as_bytes());
-    }
-    match result {
+    match append(&mut open.file, batch.bytes.as_bytes()) {
         Ok(()) => {
             shared
                 .lines_written
@@ -288,12 +284,16 @@ fn end_torn_line(file: &mut File) -> io::Result<()> {
 /// The lines fail instead (counted and reported, LOG-6), as the upstream module's lines go
 /// nowhere once its open stream's file is unlinked.
 fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
-    // Read as well: the first write checks the file's last byte (`end_torn_line`).
-    let open = || {
-        files::open_regular(
-            &target.path,
-            OpenOptions::new().read(true).append(true).create(true),
-        )
+    // Read as well: the first write checks the file's last byte (`end_torn_line`). A journal
+    // this process may append to but not read is opened for appending only.
+    let open = || match files::open_regular(
+        &target.path,
+        OpenOptions::new().read(true).append(true).create(true),
+    ) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            files::open_regular(&target.path, OpenOptions::new().append(true).create(true))
+        }
+        opened => opened,
     };
     if target.dir_ready.load(Ordering::SeqCst) {
         match open() {
