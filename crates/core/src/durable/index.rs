@@ -9,7 +9,8 @@
 //! does not wait for it. The first read of the index waits for it instead (`list({ projectId })`,
 //! `createOrReuse`, the stats); what this service changed in the index meanwhile is kept in
 //! order and applied after the scan's findings, so the result is the one a scan at
-//! construction would have given.
+//! construction would have given. A service dropped before its scan ended stops it at the next
+//! entry.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
