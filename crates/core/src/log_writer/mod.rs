@@ -11,7 +11,9 @@
 //! Resources are bounded ([`LogLimits`]): at most `max_open_files` descriptors per service
 //! (least recently written files are closed and reopened for append when needed, so thousands
 //! of concurrent runs never hit `EMFILE`), and at most `max_queued_bytes` of lines waiting for
-//! the thread. At that cap `append` waits up to `backpressure_wait` for room (the JS thread is
+//! the thread (what it has taken and is writing no longer counts, so one oversized line does
+//! not hold back the lines after it: at most twice the cap, plus one such line, is held). At
+//! that cap `append` waits up to `backpressure_wait` for room (the JS thread is
 //! never blocked longer), then refuses the line: it is counted as dropped and reported, never
 //! lost silently. The record itself stays in the run's in-memory history.
 
@@ -38,7 +40,7 @@ pub type FailureSink = Box<dyn Fn(LogFailure) + Send + Sync>;
 pub struct LogLimits {
     /// Log files kept open at once, per service.
     pub max_open_files: usize,
-    /// Bytes of lines queued for the writer thread, per service.
+    /// Bytes of lines waiting for the writer thread to take them, per service.
     pub max_queued_bytes: usize,
     /// How long `append` may wait for room at the cap before it refuses the line.
     pub backpressure_wait: Duration,
