@@ -17,8 +17,8 @@ function runOf(ctx, runId) {
   return typeof runId === 'string' ? get(ctx, runId) : null
 }
 
-// The run's failure list, as a fresh array the run then holds (a value of another shape is
-// replaced).
+// The run's failure list (empty when the field holds anything but an array; the callers replace
+// the field with a new array).
 function failuresOf(run) {
   const list = run.mediaTaskFailures
   return Array.isArray(list) ? list : []

@@ -9,7 +9,7 @@
 //! Symbolic links are followed, as the upstream module's `fs` calls follow them.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Opens `path` with `options`, provided it is a regular file (after following links).
@@ -38,6 +38,19 @@ pub fn open_regular_with_len(path: &Path, options: &mut OpenOptions) -> io::Resu
             format!("{} is not a regular file", path.display()),
         ))
     }
+}
+
+/// Whether `file` (open for reading, `len` bytes long) ends in the middle of a line: its last
+/// byte is not a line feed (a crash or a full disk cut the last write short). The read position
+/// moves; in append mode that does not change where writes go.
+pub fn ends_mid_line(file: &mut File, len: u64) -> io::Result<bool> {
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// [`open_regular`] for reading.

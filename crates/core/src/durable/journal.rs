@@ -206,13 +206,8 @@ pub fn append_lines(path: &Path, lines: &[String]) -> io::Result<()> {
         OpenOptions::new().read(true).append(true).create(true),
     )?;
     let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
-    if len > 0 {
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::Start(len - 1))?;
-        file.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            out.push(b'\n');
-        }
+    if files::ends_mid_line(&mut file, len)? {
+        out.push(b'\n');
     }
     for line in lines {
         out.extend_from_slice(line.as_bytes());

@@ -5,7 +5,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -263,16 +263,10 @@ fn take_back(file: &File, written: u64) -> io::Result<()> {
 /// for reading and appending: the read position does not move where appends go.
 fn end_torn_line(file: &mut File) -> io::Result<()> {
     let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(());
+    if files::ends_mid_line(file, len)? {
+        file.write_all(b"\n")?;
     }
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1))?;
-    file.read_exact(&mut last)?;
-    if last[0] == b'\n' {
-        return Ok(());
-    }
-    file.write_all(b"\n")
+    Ok(())
 }
 
 /// LOG-3: create the directory recursively (once), then open for append (never truncate).
