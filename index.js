@@ -69,10 +69,12 @@ const serviceContexts = new WeakMap()
  *   `inStatusBodyHook`: the onStatusBody hook is running (HF-14: not called again from within)
  * - `stage`: the emits waiting for their batch (lib/staging.js, BND-6), made on first emit
  * - `treeWatch`: the timer of the process-tree watch (lib/attach.js, LC-7) while one runs
+ * - `selfRef`: a WeakRef of this context, which the eviction timers hold (lib/registry.js);
+ *   `evictTokens`: the last token an eviction timer was given
  */
 function serviceContext(opts) {
   const [logPrefix, logSuffix] = logLayout(opts.runsLogDir)
-  return {
+  const ctx = {
     svc: native.createService(opts.maxEvents, logPrefix, logSuffix, reportLogError),
     runs: [],
     opts,
@@ -89,7 +91,11 @@ function serviceContext(opts) {
     inStatusBodyHook: false,
     stage: null,
     treeWatch: null,
+    selfRef: null,
+    evictTokens: 0,
   }
+  ctx.selfRef = new WeakRef(ctx)
+  return ctx
 }
 
 /**

@@ -196,6 +196,30 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     expect(runs.get(retried.id)).toBe(retried)
   })
 
+  it('FIN-5, LC-4: a rescheduled eviction replaces the pending one; only the last schedule evicts', () => {
+    vi.useFakeTimers()
+    const { runs } = makeRuns({ ttlMs: 1_000 })
+    const run = runs.create()
+    const other = runs.create()
+    runs.finish(run, 'failed', 1, null)
+    vi.advanceTimersByTime(500)
+    // The retry voids the eviction due at 1000; its second verdict schedules one due at 1500.
+    expect(runs.prepareRestart(run)).toBe(run)
+    runs.finish(run, 'succeeded', 0, null)
+    vi.advanceTimersByTime(200)
+    runs.finish(other, 'succeeded', 0, null)
+    vi.advanceTimersByTime(799)
+    expect(runs.get(run.id)).toBe(run)
+    vi.advanceTimersByTime(1)
+    expect(runs.get(run.id)).toBeNull()
+    expect(runs.get(other.id)).toBe(other)
+    vi.advanceTimersByTime(199)
+    expect(runs.get(other.id)).toBe(other)
+    vi.advanceTimersByTime(1)
+    expect(runs.get(other.id)).toBeNull()
+    expect(runs.list()).toEqual([])
+  })
+
   it('FIN-5: eviction leaves the log file in place', async () => {
     const dir = tempDir()
     const { runs } = makeRuns({ runsLogDir: dir, ttlMs: 20 })

@@ -141,23 +141,34 @@ function list(ctx, filter) {
  * FIN-5: evict the run of mirror `s` after ttlMs (an unref'd timer, TMR-3), unless runs are kept
  * forever. A pending eviction is replaced (and voided by prepareRestart, LC-4).
  *
- * The timer holds the mirror weakly. While the service is in use the mirror cannot go (the
- * registry holds the run, the run its mirror), so the eviction happens as scheduled. Once the
- * host let go of the service and of all its runs, nothing can observe an eviction any more: a
- * strong reference here would keep the whole service (its native registry, history and writer
- * thread) alive for up to ttlMs (30 minutes by default); with a weak one it is collected and
- * freed at once, and the timer finds nothing. A slot is only released when its mirror is
- * collected, so a live mirror's slot is never a reused one.
+ * The timer holds the service weakly (its one WeakRef, `ctx.selfRef`) and names the run by its
+ * slot and a token. While the service is in use the run cannot go (the registry holds it), so the
+ * eviction happens as scheduled. Once the host let go of the service and of all its runs, nothing
+ * can observe an eviction any more: a strong reference here would keep the whole service (its
+ * native registry, history and writer thread) alive for up to ttlMs (30 minutes by default); with
+ * a weak one it is collected and freed at once, and the timer finds nothing. The token tells the
+ * timer that the run in the slot is still the one it was set for, with this very schedule.
+ * (One WeakRef per service rather than per run: making a WeakRef is one of the dearest steps of a
+ * run's whole lifecycle, the target kept alive to the end of the current job.)
  */
 function scheduleEviction(s) {
-  const delay = s.ctx.ttlDelay
+  const ctx = s.ctx
+  const delay = ctx.ttlDelay
   if (s.evictTimer !== null) clearTimeout(s.evictTimer)
-  s.evictTimer = delay === null ? null : setTimeout(evictIfAlive, delay, new WeakRef(s)).unref()
+  if (delay === null) {
+    s.evictTimer = null
+    return
+  }
+  const token = ++ctx.evictTokens
+  s.evictToken = token
+  s.evictTimer = setTimeout(evictIfCurrent, delay, ctx.selfRef, s.slot, token).unref()
 }
 
-function evictIfAlive(ref) {
-  const s = ref.deref()
-  if (s !== undefined) evict(s)
+function evictIfCurrent(ctxRef, slot, token) {
+  const ctx = ctxRef.deref()
+  if (ctx === undefined) return
+  const s = ChatRun.stateOf(ctx.runs[slot])
+  if (s !== undefined && s.evictTimer !== null && s.evictToken === token) evict(s)
 }
 
 /** LC-4: the run's pending eviction is void. */

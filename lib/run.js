@@ -97,6 +97,7 @@ function newMirror(ctx, slot, bundle, summary, core) {
     summary,
     cancelPromise: null,
     evictTimer: null,
+    evictToken: 0,
     finishing: false,
     // LOG-9: the journal handle run.eventsLogStream hands out (lib/journal.js): null before the
     // first read, false once the log closed.

@@ -26,7 +26,8 @@ function fanOut(run, event, data, id) {
 /** FIN/DRP: ends and forgets every client of the run. */
 function endClients(run) {
   const clients = run.clients
-  if (!clients) return
+  // (An empty Set is left alone: clear() allocates a new table even then.)
+  if (!clients || clients.size === 0) return
   for (const client of clients) safeCall(client, 'end')
   clients.clear()
 }
