@@ -16,6 +16,11 @@ describe('native handle lifetimes under garbage collection', () => {
     expect(report.freshStillRegistered).toBe(true)
   })
 
+  it('runs that left the registry and that nothing holds give their native slots back; registered ones keep theirs', () => {
+    expect(report.leftRunsReleased).toEqual({ live: 2, registered: 2 })
+    expect(report.keptRunsReachable).toBe(true)
+  })
+
   it('a service the host let go of is freed at once, though its finished runs await their TTL eviction', () => {
     expect(report.droppedServicesFreed).toBe(20)
   })

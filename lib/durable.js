@@ -3,7 +3,7 @@
 // prepareRestart; and HF-7's checkpoints, which set a daemon field and persist it.
 
 const native = require('./core.js')
-const { own, syncRestarted } = require('./run.js')
+const { ChatRun, own, releaseWhenUnreachable, syncRestarted } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { isTerminal } = require('./status.js')
 const { create, hydrate, cancelEviction } = require('./registry.js')
@@ -136,7 +136,11 @@ function prepareRestart(ctx, run) {
   run.rechargeWaitDurationMs = rechargeWaitDurationMs
   // An evicted run comes back into the registry; a run hydrated under its id meanwhile leaves it.
   const other = native.runGet(ctx.svc, run.id)
-  if (other >= 0 && other !== s.slot) ctx.runs[other] = undefined
+  if (other >= 0 && other !== s.slot) {
+    const replaced = ChatRun.stateOf(ctx.runs[other])
+    ctx.runs[other] = undefined
+    if (replaced !== undefined) releaseWhenUnreachable(replaced)
+  }
   if (native.runPrepareRestart(ctx.svc, s.slot, ctx.logging ? hostJson(ctx, run) : undefined, now) === null) return null
   cancelEviction(s)
   ctx.evicted.delete(run.id)

@@ -4,7 +4,7 @@
 // waiters resolved by either.
 
 const native = require('./core.js')
-const { own, syncVerdict, syncEnded, syncDropped } = require('./run.js')
+const { own, releaseWhenUnreachable, syncVerdict, syncEnded, syncDropped } = require('./run.js')
 const { textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { isTerminal, statusBody } = require('./status.js')
 const { fanOut, endClients } = require('./stream.js')
@@ -187,6 +187,7 @@ function drop(ctx, run) {
   const now = Date.now()
   if (!native.runDrop(ctx.svc, s.slot, now)) return
   ctx.runs[s.slot] = undefined
+  releaseWhenUnreachable(s)
   // DRP-1: the clients end before the status changes (the mirror syncs after them).
   endClients(run)
   syncDropped(s, now)

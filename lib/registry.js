@@ -5,7 +5,7 @@
 // (identity for get/list/shutdownActive).
 
 const native = require('./core.js')
-const { ChatRun, adopt, createdFields, hydratedFields } = require('./run.js')
+const { ChatRun, adopt, releaseWhenUnreachable, createdFields, hydratedFields } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields } = require('./state.js')
@@ -186,6 +186,7 @@ function evict(s) {
   if (!native.runEvict(ctx.svc, s.slot)) return
   const run = ctx.runs[s.slot]
   ctx.runs[s.slot] = undefined
+  releaseWhenUnreachable(s)
   // With logging, get(id) brings an evicted run back: the same object while the host holds it.
   if (ctx.logging && run !== undefined) {
     ctx.evicted.set(run.id, new WeakRef(run))
