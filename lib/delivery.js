@@ -9,13 +9,12 @@ const native = require('./core.js')
 const { own, syncDeliveryStopped } = require('./run.js')
 const { isTerminal } = require('./status.js')
 const { hostJson, persist } = require('./state.js')
+const { isObject } = require('./host-fields.js')
 
 /** The error code of a run whose artifact delivery failed. */
 const DELIVERY_FAILED = 'ARTIFACT_DELIVERY_FAILED'
 const DEFAULT_MESSAGE = 'The artifact could not be delivered.'
 const RECEIPT_STATUSES = new Set(['succeeded', 'failed'])
-
-const isObject = (value) => value !== null && typeof value === 'object'
 
 /** Whether the run's 'succeeded' verdict still waits for a receipt the host must give. */
 function deliveryPending(run, s) {

@@ -284,6 +284,8 @@ function forgetAttempt(run) {
 }
 
 module.exports = {
+  isObject,
+  plainObject,
   pluginAnalyticsOf,
   pluginWorkflowIdOf,
   clearRetryRestart,

@@ -8,8 +8,8 @@
 const { get } = require('./registry.js')
 const { own } = require('./run.js')
 const { persist } = require('./state.js')
+const { isObject } = require('./host-fields.js')
 
-const isObject = (value) => value !== null && typeof value === 'object'
 const isText = (value) => typeof value === 'string' && value !== ''
 
 /** The run with this id (registered, or loaded from disk), or null. */

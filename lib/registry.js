@@ -9,7 +9,7 @@ const { ChatRun, adopt, releaseWhenUnreachable, createdFields, hydratedFields } 
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields } = require('./state.js')
-const { pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
+const { plainObject, pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
@@ -56,10 +56,6 @@ function create(ctx, meta) {
   if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
   if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope
   return run
-}
-
-function plainObject(value) {
-  return value !== null && typeof value === 'object' && !Array.isArray(value)
 }
 
 /**
