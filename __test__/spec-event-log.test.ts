@@ -7,6 +7,7 @@ import path from 'node:path'
 import { Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import { beforeEach, describe, expect, it, vi } from 'vitest'
+import { getChatRunServiceStats } from '../index.js'
 import {
   fakeClient,
   isWindows,
@@ -131,6 +132,37 @@ describe('§16 per-run JSONL event log', () => {
       },
       timestamp,
     })
+  })
+
+  // A host's cleanup right after finish (the daemon's tests remove their data directory in
+  // afterEach): nothing may appear in the run's directory after finish returned, or a recursive
+  // removal fails with ENOTEMPTY; and the lines of the removed run are not errors.
+  it('LOG-3: the journal exists when finish returns; removing the directory then loses no line and reports nothing', async () => {
+    const warnings: string[] = []
+    const onWarning = (warning: Error & { code?: string }) => {
+      if (warning.code === 'CHAT_RUN_LOG_ERROR') warnings.push(warning.message)
+    }
+    process.on('warning', onWarning)
+    try {
+      const { runs } = makeRuns({ runsLogDir: tmp })
+      for (let i = 0; i < 50; i++) {
+        const run = runs.create({ projectId: 'p' })
+        runs.emit(run, 'agent', { n: i })
+        runs.finish(run, 'succeeded', 0, null)
+        const dir = path.dirname(run.eventsLogPath)
+        expect(fs.readdirSync(dir).sort()).toEqual(['events.jsonl', 'state.json'])
+        fs.rmSync(dir, { recursive: true })
+      }
+      await runs.shutdownActive()
+      await sleep(10)
+      expect(fs.readdirSync(tmp)).toEqual([])
+      const { log } = getChatRunServiceStats(runs)
+      expect(log.linesWritten).toBe(100)
+      expect(log.notPersisted.diskError).toBe(0)
+      expect(warnings).toEqual([])
+    } finally {
+      process.off('warning', onWarning)
+    }
   })
 
   it('LOG-4: the exact line text is JSON.stringify(record) + "\\n", keys id,event,data,timestamp', async () => {

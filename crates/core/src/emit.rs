@@ -74,6 +74,7 @@ impl Service {
             self.after_close += 1;
             return Ok(id);
         }
+        run.log_lines_queued = true;
         // The writer thread formats the line from the record's parts.
         let event = run.history.name_fragment(pushed.event);
         let len = pushed.line_len as usize;
@@ -258,9 +259,16 @@ impl Service {
             return Ok(());
         }
         run.log_closed = true;
-        let key = run.log.as_ref().map(|t| t.key);
-        if let (Some(key), Some(writer)) = (key, self.writer.as_ref()) {
-            writer.close(key);
+        let lines_queued = run.log_lines_queued;
+        let Some(target) = run.log.clone() else {
+            return Ok(());
+        };
+        if let Some(writer) = self.writer.as_ref() {
+            // LOG-3: the journal of a run with lines exists once its log is closed.
+            if lines_queued && !target.created() {
+                target.open_early(&self.log_shared);
+            }
+            writer.close(&target);
         }
         Ok(())
     }

@@ -74,6 +74,8 @@ pub struct RunState {
     pub(crate) log: Option<Arc<LogTarget>>,
     /// IMP-1/IMP-2: once set, nothing of this run is persisted again.
     pub log_closed: bool,
+    /// A journal line of this run was queued (its journal must exist once the log is closed).
+    pub(crate) log_lines_queued: bool,
     /// In the registry (what `get`, `list` and `shutdownActive` see).
     pub(crate) registered: bool,
     pub(crate) cancel: Option<Escalation>,
@@ -159,6 +161,7 @@ impl RunState {
             child_exit_observed_at: None,
             log: new.log,
             log_closed: false,
+            log_lines_queued: false,
             registered: true,
             cancel: None,
             shutdown: None,

@@ -6,19 +6,14 @@
 //! reads a set written by that version). Its run's verdict may be only in the log: that
 //! version's `finish` wrote no snapshot, so a snapshot that says the run was active is settled by
 //! the log's last `'end'` record ([`read_log_state`]) before hydration calls it interrupted.
-//!
-//! [`write_atomic`] and [`snapshot_path`] stay for the log writer's `Snapshot` command.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::lenient;
 use crate::error::CoreResult;
-use crate::files;
 use crate::policy;
 
 /// File name of the status snapshot inside a run's directory.
@@ -142,37 +137,6 @@ impl RunSnapshot {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a sibling temp file (mode 0600), then rename. The
-/// directory must exist (the run's first log line creates it); a snapshot never recreates a
-/// directory someone deleted.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = files::open_regular(&tmp, &mut options)?;
-        file.write_all(bytes)?;
-        // No fsync: the guarantee is survival of a daemon crash (the page cache outlives the
-        // process), not of a power cut, and an fsync here would stall every log line queued
-        // behind it on the writer thread.
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// The snapshot path for a run's log path.
-pub fn snapshot_path(log_path: &Path) -> PathBuf {
-    log_path.with_file_name(SNAPSHOT_FILE)
-}
-
 /// What a run's log says about its end: the last id, the last `'end'` record and the error
 /// fields its `'error'` records set (SPEC §8, in order).
 #[derive(Debug, Default, PartialEq)]
@@ -238,6 +202,8 @@ fn error_fields(data: Option<&Value>) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::path::PathBuf;
 
     #[test]
     fn missing_null_and_ill_typed_fields_read_as_their_defaults() {
@@ -278,25 +244,6 @@ mod tests {
             std::env::temp_dir().join(format!("chat-run-durable-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
-    }
-
-    #[test]
-    fn snapshots_are_written_atomically_with_owner_only_permissions() {
-        let d = dir("atomic");
-        let path = d.join("x").join(SNAPSHOT_FILE);
-        fs::create_dir_all(d.join("x")).unwrap();
-        write_atomic(&path, b"{\"a\":1}").unwrap();
-        write_atomic(&path, b"{\"a\":2}").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "{\"a\":2}");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600);
-        }
-        let leftovers: Vec<_> = fs::read_dir(d.join("x")).unwrap().flatten().collect();
-        assert_eq!(leftovers.len(), 1, "no temp file left behind");
-        let _ = fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -32,10 +32,7 @@ pub mod state;
 
 pub use hydrate::HydrationStats;
 pub use index::DiskIndex;
-pub use legacy::{
-    read_log_state, snapshot_path, write_atomic, LogState, RunIds, RunSnapshot, SnapshotMeta,
-    SNAPSHOT_FILE,
-};
+pub use legacy::{read_log_state, LogState, RunIds, RunSnapshot, SnapshotMeta, SNAPSHOT_FILE};
 pub use state::{HostFields, StateFile, SCHEMA_VERSION, STATE_FILE};
 
 /// `errorCode` of a run whose file said it was active when a service hydrated it (LC-2).

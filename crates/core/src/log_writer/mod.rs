@@ -71,6 +71,8 @@ pub struct LogShared {
     writing_bytes: AtomicUsize,
     writing_lines: AtomicUsize,
     waiting: AtomicBool,
+    /// Journals opened early that wait for the writer ([`LogTarget::open_early`]).
+    early_open: Arc<AtomicUsize>,
     room: Mutex<()>,
     room_freed: Condvar,
 }
@@ -89,6 +91,7 @@ impl LogShared {
             writing_bytes: AtomicUsize::new(0),
             writing_lines: AtomicUsize::new(0),
             waiting: AtomicBool::new(false),
+            early_open: Arc::new(AtomicUsize::new(0)),
             room: Mutex::new(()),
             room_freed: Condvar::new(),
         }
@@ -232,7 +235,29 @@ pub struct LogTarget {
     /// a crash or a full disk may have left a torn last line). Cleared when a failed write
     /// could not be taken back, so the next write checks again.
     pub tail_whole: AtomicBool,
+    /// Set once the journal was opened by the writer or by [`LogTarget::open_early`]: the file
+    /// exists (unless someone removed it since).
+    created: AtomicBool,
+    /// The journal [`LogTarget::open_early`] opened, until the writer takes it.
+    early: Mutex<Option<EarlyFile>>,
 }
+
+/// A journal opened on the JS thread, counted while it waits for the writer.
+struct EarlyFile {
+    file: Option<std::fs::File>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Drop for EarlyFile {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many journals opened early may wait for the writer at once, per service: past that (a
+/// burst of runs finishing right after their first line while the writer is busy) the writer
+/// opens them itself, so these descriptors stay a small addition to `max_open_files`.
+const MAX_EARLY_OPEN: usize = 64;
 
 impl LogTarget {
     pub fn new(key: u64, path: PathBuf) -> Self {
@@ -241,7 +266,49 @@ impl LogTarget {
             path,
             dir_ready: AtomicBool::new(false),
             tail_whole: AtomicBool::new(false),
+            created: AtomicBool::new(false),
+            early: Mutex::new(None),
         }
+    }
+
+    /// Whether the journal was created (opened by the writer or early).
+    pub fn created(&self) -> bool {
+        self.created.load(Ordering::Acquire)
+    }
+
+    /// LOG-3: creates (opens) the journal on the calling thread and leaves the descriptor for
+    /// the writer to write through. The service calls it when it closes a run's log (`finish`,
+    /// `drop`) and the writer has not created the file yet (a run that ends right after its
+    /// first line): then nothing creates a file in the run's directory after that call returned,
+    /// so a host that removes the directory at once (a test's cleanup, a conversation deleted)
+    /// never races with a file appearing in it (`ENOTEMPTY`), and the lines still on their way
+    /// go to the unlinked file without an error, as an upstream write stream's do. A failure
+    /// here is left to the writer, which tries the open again and reports it.
+    pub fn open_early(&self, shared: &LogShared) {
+        if self.created() || shared.early_open.load(Ordering::Relaxed) >= MAX_EARLY_OPEN {
+            return;
+        }
+        if let Ok(file) = writer_thread::open_log(self) {
+            shared.early_open.fetch_add(1, Ordering::Relaxed);
+            let early = EarlyFile {
+                file: Some(file),
+                waiting: Arc::clone(&shared.early_open),
+            };
+            *self.early.lock().unwrap_or_else(PoisonError::into_inner) = Some(early);
+            self.created.store(true, Ordering::Release);
+        }
+    }
+
+    /// The journal opened early, if it still waits (the writer takes it when it needs the file,
+    /// and drops it at the run's `Close`).
+    fn take_early(&self) -> Option<std::fs::File> {
+        let mut early = self
+            .early
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        // (`early` is dropped here, which uncounts it.)
+        early.file.take()
     }
 }
 
@@ -377,9 +444,8 @@ enum Command {
     Append(Arc<LogTarget>, Arc<str>),
     /// The lines of a batch of emits, in order.
     Batch(LogBatch),
-    /// Replace the run's status snapshot (after every line queued before it).
-    Snapshot(Arc<LogTarget>, String),
-    Close(u64),
+    /// Close the run's file (and drop a journal opened early that was not needed).
+    Close(Arc<LogTarget>),
     /// Drop a file handle on the writer's thread (see [`LogWriter::release`]).
     Release(std::fs::File),
     Barrier(Box<dyn FnOnce() + Send>),
@@ -617,16 +683,9 @@ impl LogWriter {
         }
     }
 
-    /// Queues an atomic rewrite of the run's `run.json`, after every line queued before it.
-    pub fn snapshot(&self, target: &Arc<LogTarget>, json: String) {
-        let _ = self
-            .mailbox
-            .push(Command::Snapshot(Arc::clone(target), json), false);
-    }
-
     /// Queues the close of a run's file, after every line queued before it.
-    pub fn close(&self, key: u64) {
-        let _ = self.mailbox.push(Command::Close(key), false);
+    pub fn close(&self, target: &Arc<LogTarget>) {
+        let _ = self.mailbox.push(Command::Close(Arc::clone(target)), false);
     }
 
     /// Closes `file` on the writer's thread instead of the caller's: the last handle of a
@@ -714,7 +773,7 @@ mod tests {
         for i in 0..1000 {
             assert!(writer.append(&target, &Arc::from(format!("{{\"id\":{i}}}"))));
         }
-        writer.close(1);
+        writer.close(&target);
         barrier(&writer);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -739,9 +798,9 @@ mod tests {
         let target = Arc::new(LogTarget::new(1, path.clone()));
         assert!(writer.append(&target, &Arc::from("{\"id\":3}")));
         // Closed and reopened: the check is made once per target, not again.
-        writer.close(1);
+        writer.close(&target);
         assert!(writer.append(&target, &Arc::from("{\"id\":4}")));
-        writer.close(1);
+        writer.close(&target);
         barrier(&writer);
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(text, "{\"id\":1}\n{\"id\":2,\"ev\n{\"id\":3}\n{\"id\":4}\n");
@@ -787,7 +846,7 @@ mod tests {
         // Fix the directory: the next line is written.
         std::fs::remove_file(&blocker).unwrap_or(());
         writer.append(&target, &Arc::from("{\"id\":3}"));
-        writer.close(7);
+        writer.close(&target);
         barrier(&writer);
         let text = std::fs::read_to_string(blocker.join("events.jsonl")).unwrap_or_default();
         assert_eq!(text, "{\"id\":3}\n");
@@ -803,25 +862,60 @@ mod tests {
         let writer = spawn(Arc::clone(&shared), LogLimits::default());
         let target = Arc::new(LogTarget::new(3, run.join("events.jsonl")));
         writer.append(&target, &Arc::from("{\"id\":1}"));
-        writer.close(3);
+        writer.close(&target);
         barrier(&writer);
         assert_eq!(shared.lines_written(), 1);
         // Removed by someone else while the file is closed: the next line fails, no directory.
         std::fs::remove_dir_all(&run).unwrap_or(());
         writer.append(&target, &Arc::from("{\"id\":2}"));
-        writer.close(3);
+        writer.close(&target);
         barrier(&writer);
         assert!(!run.exists(), "the directory is not brought back");
         assert_eq!(shared.lines_failed(), 1);
         // A directory that never existed is still created (LOG-3).
         let fresh = Arc::new(LogTarget::new(4, dir.join("fresh").join("events.jsonl")));
         writer.append(&fresh, &Arc::from("{\"id\":1}"));
-        writer.close(4);
+        writer.close(&fresh);
         barrier(&writer);
         assert_eq!(
             std::fs::read_to_string(dir.join("fresh").join("events.jsonl")).unwrap_or_default(),
             "{\"id\":1}\n"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_3_a_journal_opened_early_is_written_through_after_its_directory_is_removed() {
+        let dir = temp_dir("early");
+        let run = dir.join("run");
+        std::fs::create_dir_all(&run).unwrap_or(());
+        let shared = Arc::new(LogShared::new(None));
+        let writer = spawn(Arc::clone(&shared), LogLimits::default());
+        let target = Arc::new(LogTarget::new(5, run.join("events.jsonl")));
+        target.open_early(&shared);
+        assert!(
+            target.path.is_file(),
+            "the journal exists once open_early returns"
+        );
+        assert_eq!(shared.early_open.load(Ordering::Relaxed), 1);
+        // The host removes the directory before the writer got to the line.
+        std::fs::remove_dir_all(&run).unwrap_or(());
+        writer.append(&target, &Arc::from("{\"id\":1}"));
+        writer.close(&target);
+        barrier(&writer);
+        assert!(!run.exists(), "nothing is created again");
+        assert_eq!((shared.lines_written(), shared.lines_failed()), (1, 0));
+        assert_eq!(shared.early_open.load(Ordering::Relaxed), 0);
+        // A file the writer did not need is closed with the run's log; a created journal is not
+        // opened again.
+        let other = Arc::new(LogTarget::new(6, dir.join("other").join("events.jsonl")));
+        other.open_early(&shared);
+        assert!(other.created());
+        other.open_early(&shared);
+        assert_eq!(shared.early_open.load(Ordering::Relaxed), 1);
+        writer.close(&other);
+        barrier(&writer);
+        assert_eq!(shared.early_open.load(Ordering::Relaxed), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -981,7 +1075,7 @@ mod tests {
         for id in 2..=11 {
             assert!(writer.append(&target, &Arc::from(format!("{{\"id\":{id}}}"))));
         }
-        writer.close(1);
+        writer.close(&target);
         barrier(&writer);
         assert_eq!(shared.lines_dropped(), 0);
         assert_eq!(shared.lines_written(), 11);
@@ -1029,8 +1123,8 @@ mod tests {
         // Thirty lines of about 40 bytes do not fit under 256 at once: line by line, each
         // reserved when there is room (an empty queue always takes one), none reordered.
         writer.append_batch(batch_of(4..=33));
-        writer.close(1);
-        writer.close(2);
+        writer.close(&targets[0]);
+        writer.close(&targets[1]);
         writer.sync(Duration::from_secs(10));
         let mut written = 0;
         for (parity, target) in targets.iter().enumerate() {

@@ -125,20 +125,10 @@ pub(super) fn run_writer(mailbox: &Mailbox, shared: &LogShared, max_open: usize)
                     pending.batch(&batch);
                     written.push(batch);
                 }
-                Command::Snapshot(target, json) => {
+                Command::Close(target) => {
                     pending.flush(&mut files, shared);
-                    let path = crate::durable::snapshot_path(&target.path);
-                    match crate::durable::write_atomic(&path, json.as_bytes()) {
-                        // A directory deleted under a live run is not recreated by its snapshot.
-                        Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                            shared.report(|| LogFailure::io(path, LogOperation::Snapshot, &error))
-                        }
-                        _ => {}
-                    }
-                }
-                Command::Close(key) => {
-                    pending.flush(&mut files, shared);
-                    if files.open.remove(&key).is_some() {
+                    drop(target.take_early());
+                    if files.open.remove(&target.key).is_some() {
                         shared.open_files.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
@@ -187,8 +177,13 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
     }
     let open = match files.open.entry(key) {
         Entry::Occupied(entry) => entry.into_mut(),
-        Entry::Vacant(entry) => match open_log(&batch.target) {
+        Entry::Vacant(entry) => match batch
+            .target
+            .take_early()
+            .map_or_else(|| open_log(&batch.target), Ok)
+        {
             Ok(file) => {
+                batch.target.created.store(true, Ordering::Release);
                 shared.open_files.fetch_add(1, Ordering::Relaxed);
                 entry.insert(OpenFile {
                     file,
@@ -277,7 +272,7 @@ fn end_torn_line(file: &mut File) -> io::Result<()> {
 /// directory holding a stray tail of the journal would leave a run without its state file.
 /// The lines fail instead (counted and reported, LOG-6), as the upstream module's lines go
 /// nowhere once its open stream's file is unlinked.
-fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
+pub(super) fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
     // Read as well: the first write checks the file's last byte (`end_torn_line`). A journal
     // this process may append to but not read is opened for appending only.
     let open = || match files::open_regular(
