@@ -17,15 +17,17 @@
 //! never blocked longer), then refuses the line: it is counted as dropped and reported, never
 //! lost silently. The record itself stays in the run's in-memory history.
 
+mod batch;
 mod failure;
+mod target;
 mod writer_thread;
 
+pub use batch::LogBatch;
 pub use failure::{LogFailure, LogFailureCause, LogOperation};
+pub use target::LogTarget;
 use writer_thread::run_writer;
-use writer_thread::SPARE_BUFFER_BYTES;
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -218,224 +220,6 @@ impl LogShared {
             self.queued_lines.fetch_add(1, Ordering::Relaxed);
         }
         ok
-    }
-}
-
-/// One run's log file. Aligned to a cache line of its own: the writer thread reads it while the
-/// JS thread counts references to it for every line it queues, and the counts (at the start of
-/// the `Arc`'s allocation) then stay on another line than the fields the writer reads.
-#[repr(align(64))]
-pub struct LogTarget {
-    pub key: u64,
-    pub path: PathBuf,
-    /// Set once the directory is known to exist, so reopening a file the descriptor cap
-    /// closed costs one `open(2)` and no `mkdir` walk.
-    pub dir_ready: AtomicBool,
-    /// Set once the writer made sure the file ends with a whole line (its first write to it:
-    /// a crash or a full disk may have left a torn last line). Cleared when a failed write
-    /// could not be taken back, so the next write checks again.
-    pub tail_whole: AtomicBool,
-    /// Set once the journal was opened by the writer or by [`LogTarget::open_early`]: the file
-    /// exists (unless someone removed it since).
-    created: AtomicBool,
-    /// The journal [`LogTarget::open_early`] opened, until the writer takes it.
-    early: Mutex<Option<EarlyFile>>,
-}
-
-/// A journal opened on the JS thread, counted while it waits for the writer.
-struct EarlyFile {
-    file: Option<std::fs::File>,
-    waiting: Arc<AtomicUsize>,
-}
-
-impl Drop for EarlyFile {
-    fn drop(&mut self) {
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// How many journals opened early may wait for the writer at once, per service: past that (a
-/// burst of runs finishing right after their first line while the writer is busy) the writer
-/// opens them itself, so these descriptors stay a small addition to `max_open_files`.
-const MAX_EARLY_OPEN: usize = 64;
-
-impl LogTarget {
-    pub fn new(key: u64, path: PathBuf) -> Self {
-        Self {
-            key,
-            path,
-            dir_ready: AtomicBool::new(false),
-            tail_whole: AtomicBool::new(false),
-            created: AtomicBool::new(false),
-            early: Mutex::new(None),
-        }
-    }
-
-    /// Whether the journal was created (opened by the writer or early).
-    pub fn created(&self) -> bool {
-        self.created.load(Ordering::Acquire)
-    }
-
-    /// LOG-3: creates (opens) the journal on the calling thread and leaves the descriptor for
-    /// the writer to write through. The service calls it when it closes a run's log (`finish`,
-    /// `drop`) and the writer has not created the file yet (a run that ends right after its
-    /// first line): then nothing creates a file in the run's directory after that call returned,
-    /// so a host that removes the directory at once (a test's cleanup, a conversation deleted)
-    /// never races with a file appearing in it (`ENOTEMPTY`), and the lines still on their way
-    /// go to the unlinked file without an error, as an upstream write stream's do. A failure
-    /// here is left to the writer, which tries the open again and reports it.
-    pub fn open_early(&self, shared: &LogShared) {
-        if self.created() || shared.early_open.load(Ordering::Relaxed) >= MAX_EARLY_OPEN {
-            return;
-        }
-        if let Ok(file) = writer_thread::open_log(self) {
-            shared.early_open.fetch_add(1, Ordering::Relaxed);
-            let early = EarlyFile {
-                file: Some(file),
-                waiting: Arc::clone(&shared.early_open),
-            };
-            *self.early.lock().unwrap_or_else(PoisonError::into_inner) = Some(early);
-            self.created.store(true, Ordering::Release);
-        }
-    }
-
-    /// The journal opened early, if it still waits (the writer takes it when it needs the file,
-    /// and drops it at the run's `Close`).
-    fn take_early(&self) -> Option<std::fs::File> {
-        let mut early = self
-            .early
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        // (`early` is dropped here, which uncounts it.)
-        early.file.take()
-    }
-}
-
-/// The log lines of a batch of emits, queued as one command ([`LogWriter::append_batch`]):
-/// the parts of every line (its event JSON and data JSON) back to back in one text, and per
-/// line its file, id, timestamp and part lengths. The writer formats the lines from these, off
-/// the JS thread; a batch costs a few allocations however many lines it holds.
-#[derive(Default)]
-pub struct LogBatch {
-    /// The files of the lines; consecutive lines of one file share an entry.
-    targets: Vec<Arc<LogTarget>>,
-    lines: Vec<BatchLine>,
-    text: String,
-    /// Queue bytes of the lines (each line's length with its newline).
-    bytes: usize,
-}
-
-struct BatchLine {
-    /// Index into `targets`.
-    target: u32,
-    id: u64,
-    timestamp: f64,
-    /// Byte lengths of the parts in the text, [`ABSENT`] for an omitted key.
-    event: u32,
-    data: u32,
-}
-
-const ABSENT: u32 = u32::MAX;
-
-/// One line of a [`LogBatch`], its parts borrowed from the batch's text.
-struct LineParts<'a> {
-    target: &'a Arc<LogTarget>,
-    id: u64,
-    event: Option<&'a str>,
-    data: Option<&'a str>,
-    timestamp: f64,
-}
-
-impl LogBatch {
-    /// Adds a record's line. `len`: the line's length without its newline. Parts come from JS
-    /// strings (under 2^31 bytes), so their lengths fit the batch's 32-bit fields.
-    pub fn push(
-        &mut self,
-        target: &Arc<LogTarget>,
-        id: u64,
-        event: Option<&str>,
-        data: Option<&str>,
-        timestamp: f64,
-        len: usize,
-    ) {
-        if !self
-            .targets
-            .last()
-            .is_some_and(|last| Arc::ptr_eq(last, target))
-        {
-            self.targets.push(Arc::clone(target));
-        }
-        let mut part = |text: Option<&str>| match text {
-            Some(text) => {
-                self.text.push_str(text);
-                u32::try_from(text.len()).unwrap_or(ABSENT - 1)
-            }
-            None => ABSENT,
-        };
-        let event = part(event);
-        let data = part(data);
-        self.lines.push(BatchLine {
-            target: (self.targets.len() - 1) as u32,
-            id,
-            timestamp,
-            event,
-            data,
-        });
-        self.bytes += len + 1;
-    }
-
-    /// Empties the batch, keeping its buffers (unless a very large batch grew them).
-    pub fn clear(&mut self) {
-        self.targets.clear();
-        self.lines.clear();
-        self.text.clear();
-        self.bytes = 0;
-        if self.text.capacity() > SPARE_BUFFER_BYTES {
-            self.text = String::new();
-        }
-    }
-
-    /// How many lines the batch holds.
-    pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    /// The file of the batch's first line (empty when the batch is), for a report.
-    pub fn first_path(&self) -> PathBuf {
-        self.targets
-            .first()
-            .map(|target| target.path.clone())
-            .unwrap_or_default()
-    }
-
-    /// The lines in order, with their parts.
-    fn parts(&self) -> impl Iterator<Item = LineParts<'_>> {
-        let mut at = 0usize;
-        self.lines.iter().filter_map(move |line| {
-            let mut part = |len: u32| {
-                if len == ABSENT {
-                    return Some(None);
-                }
-                let end = at + len as usize;
-                let text = self.text.get(at..end)?;
-                at = end;
-                Some(Some(text))
-            };
-            let event = part(line.event)?;
-            let data = part(line.data)?;
-            Some(LineParts {
-                target: self.targets.get(line.target as usize)?,
-                id: line.id,
-                event,
-                data,
-                timestamp: line.timestamp,
-            })
-        })
     }
 }
 
@@ -733,6 +517,7 @@ impl LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
     use std::sync::Mutex;
 
     /// Starts a writer thread for a test; a test cannot go on without one.
