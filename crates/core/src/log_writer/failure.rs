@@ -6,15 +6,13 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// What failed when a line or a snapshot did not reach the disk.
+/// What failed when a line or a state file did not reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogOperation {
     /// Creating the run's directory.
     CreateDir,
     Open,
     Write,
-    /// Replacing the run's `run.json` (legacy snapshots).
-    Snapshot,
     /// Writing the run's `state.json` (LC-1).
     StateFile,
     /// The writer's queue stayed at its cap (see [`super::LogLimits`]).
@@ -30,7 +28,6 @@ impl fmt::Display for LogOperation {
             LogOperation::CreateDir => "mkdir",
             LogOperation::Open => "open",
             LogOperation::Write => "write",
-            LogOperation::Snapshot => "snapshot",
             LogOperation::StateFile => "write the state file of",
             LogOperation::Queue => "queue",
             LogOperation::StartWriter => "start a writer thread for",
