@@ -160,6 +160,8 @@ describe('§16 per-run JSONL event log', () => {
       expect(log.linesWritten).toBe(100)
       expect(log.notPersisted.diskError).toBe(0)
       expect(warnings).toEqual([])
+      // The journals opened for these runs are closed with them (LOG-8), deleted files included.
+      if (!notLinux) expect(openFdsUnder(tmp)).toBe(0)
     } finally {
       process.off('warning', onWarning)
     }
