@@ -444,6 +444,26 @@ mod tests {
     }
 
     #[test]
+    fn log_7_lines_emitted_right_before_a_drop_reach_the_journal() {
+        let (dir, layout) = log_dir("drop-race");
+        let mut svc = service(Some(10), Some(layout));
+        let mut paths = Vec::new();
+        for _ in 0..2000 {
+            let created = svc.create(CreateMeta::default(), 0.0);
+            emit(&mut svc, created.slot, "{\"a\":1}");
+            svc.drop_run(created.slot, 1.0).unwrap();
+            paths.push(created.events_log_path.unwrap());
+        }
+        flush(&svc);
+        for path in &paths {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            assert_eq!(text.lines().count(), 1, "{path}");
+        }
+        assert_eq!(svc.stats().log.lines_written, 2000);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn imp_1_log_is_closed_by_finish_and_late_events_are_not_persisted() {
         let (dir, layout) = log_dir("imp1");
         let mut svc = service(Some(10), Some(layout));

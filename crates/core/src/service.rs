@@ -511,6 +511,10 @@ impl Service {
             return Ok(false);
         }
         self.unregister(slot)?;
+        // The log is closed first: a journal still to be created is created now (LOG-3), while
+        // the directory is there, so the state file's removal below leaves the directory to
+        // it; removed first, the directory would be made again under the writer's open.
+        self.close_log(slot)?;
         self.delete_state(slot);
         let run = self.run_mut(slot)?;
         run.status = Some("canceled".to_owned());
@@ -521,7 +525,6 @@ impl Service {
         run.release_process_handles();
         let id = run.id.clone();
         self.disk.remove(&id);
-        self.close_log(slot)?;
         Ok(true)
     }
 
