@@ -218,8 +218,12 @@ function startAgent(runs, run, { detached = false, group = false } = {}) {
             failed(err)
             reject(err)
           })
+          // As the example daemon's handler: a 'close' that comes while a cancel or shutdown tears
+          // the run down is parked and its verdict wins (CAN-6, LC-7), so it says canceled too;
+          // whether it comes before or after the teardown's end depends on how fast the process
+          // leaves the process table (under load, Wine can take longer than one tree poll).
           child.once('close', (code, signal) => {
-            runs.finish(run, code === 0 ? 'succeeded' : 'failed', code, signal)
+            runs.finish(run, code === 0 ? 'succeeded' : run.cancelRequested ? 'canceled' : 'failed', code, signal)
             resolve()
           })
         }),
