@@ -511,9 +511,6 @@ impl Service {
             return Ok(false);
         }
         self.unregister(slot)?;
-        // The log is closed first: a journal still to be created is created now (LOG-3), while
-        // the directory is there, so the state file's removal below leaves the directory to
-        // it; removed first, the directory would be made again under the writer's open.
         self.close_log(slot)?;
         self.delete_state(slot);
         let run = self.run_mut(slot)?;

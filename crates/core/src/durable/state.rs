@@ -575,8 +575,10 @@ impl Service {
         }
     }
 
-    /// Removes the run's state file, and its directory when nothing else is in it (`drop`: as
-    /// far as a later service can tell, the run never existed; a journal stays). Best effort.
+    /// Removes the run's state file, and its directory when the run never queued a journal line
+    /// (`drop`: as far as a later service can tell, the run never existed). The directory of a run
+    /// with lines stays for its journal (LOG-7): the log writer may still be writing there, and a
+    /// directory removed under it would lose them. Best effort.
     pub(crate) fn delete_state(&mut self, slot: u32) {
         let Ok(run) = self.run(slot) else {
             return;
@@ -584,14 +586,10 @@ impl Service {
         if let Some(target) = run.log.as_ref() {
             let dir = run_dir(&target.path);
             let _ = fs::remove_file(dir.join(STATE_FILE));
-            // The journal's lines emitted before the drop are kept (LOG-7), and the writer may
-            // not have reached them yet: it may create the directory again, and is told so
-            // before the directory goes.
-            target
-                .dir_ready
-                .store(false, std::sync::atomic::Ordering::SeqCst);
-            // Fails, harmlessly, when the journal (or anything else) is there.
-            let _ = fs::remove_dir(&dir);
+            if !run.log_lines_queued {
+                // Fails, harmlessly, when something else is there.
+                let _ = fs::remove_dir(&dir);
+            }
         }
     }
 }

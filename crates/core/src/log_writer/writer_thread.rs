@@ -284,43 +284,20 @@ pub(super) fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Er
         }
         opened => opened,
     };
-    if target.dir_ready.load(Ordering::SeqCst) {
-        match open() {
-            // The service itself removed the directory (`drop` of a run whose journal was not
-            // written yet), and said so before removing it: create it again below.
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    && !target.dir_ready.load(Ordering::SeqCst) => {}
-            opened => return opened.map_err(|e| (LogOperation::Open, e)),
-        }
+    if target.dir_ready.load(Ordering::Relaxed) {
+        return open().map_err(|e| (LogOperation::Open, e));
     }
     create_run_dir(target)?;
     target.dir_ready.store(true, Ordering::Relaxed);
-    match open() {
-        // `drop` removes the directory once, after saying so, and it may do that between the
-        // mkdir above and this open (the lines emitted before the drop would then be lost):
-        // the directory is made once more.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_run_dir(target)?;
-            open()
-        }
-        opened => opened,
-    }
-    .map_err(|e| (LogOperation::Open, e))
+    open().map_err(|e| (LogOperation::Open, e))
 }
 
 /// The run's directory, with its parents (an existing one is fine).
-///
-/// `create_dir_all` reports `AlreadyExists` when the directory it found at `mkdir` is gone by
-/// the time it checks that it is one: `drop` removing an empty run directory at that moment.
-/// It is made once more (the service removes a run's directory once).
 fn create_run_dir(target: &LogTarget) -> Result<(), (LogOperation, io::Error)> {
     match target.path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => match std::fs::create_dir_all(dir) {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => std::fs::create_dir_all(dir),
-            created => created,
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| (LogOperation::CreateDir, e))
         }
-        .map_err(|e| (LogOperation::CreateDir, e)),
         _ => Ok(()),
     }
 }
