@@ -247,6 +247,12 @@ export declare const enum RunLookup {
 export declare function runPersistState(svc: number, slot: number, host?: string | undefined | null): void
 
 /**
+ * SHD-5: the cancel (`shutdown = false`) or shutdown plan of the run threw in the facade and is
+ * over; the next `cancel` or `shutdownActive` starts a new one.
+ */
+export declare function runPlanAbandon(svc: number, slot: number, shutdown: boolean): void
+
+/**
  * `prepareRestart(run)` (LC-4, core part): the previous `updatedAt`, or null when the run is
  * not terminal (nothing changed).
  */

@@ -868,6 +868,7 @@ module.exports.runHydrated = nativeBinding.runHydrated
 module.exports.runList = nativeBinding.runList
 module.exports.RunLookup = nativeBinding.RunLookup
 module.exports.runPersistState = nativeBinding.runPersistState
+module.exports.runPlanAbandon = nativeBinding.runPlanAbandon
 module.exports.runPrepareRestart = nativeBinding.runPrepareRestart
 module.exports.runRelease = nativeBinding.runRelease
 module.exports.runReplay = nativeBinding.runReplay

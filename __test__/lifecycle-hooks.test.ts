@@ -123,6 +123,66 @@ describe('LC-6: hooks', () => {
     expect(warnings.filter((w) => w.code === 'CHAT_RUN_HOOK_ERROR')).toHaveLength(2)
   })
 
+  it('a hook whose error object throws when read, or whose promise rejects, is isolated too (no unhandled rejection)', async () => {
+    class UnreadableError extends Error {
+      get message(): string {
+        throw new Error('message getter threw')
+      }
+    }
+    const hostile = new Proxy(
+      {},
+      {
+        getPrototypeOf() {
+          throw new Error('trap threw')
+        },
+      },
+    )
+    const rejections: unknown[] = []
+    const onRejection = (reason: unknown) => rejections.push(reason)
+    process.on('unhandledRejection', onRejection)
+    try {
+      const { runs } = makeRuns({
+        onEventEmitted: () => {
+          throw hostile
+        },
+        beforeFinish: () => {
+          throw new UnreadableError()
+        },
+        onTerminal: async () => {
+          throw new Error('async onTerminal rejected')
+        },
+        onStatusBody: () => Promise.reject(new Error('onStatusBody rejected')),
+      })
+      const run = runs.create()
+      run.onFinalize = async () => {
+        throw new Error('async onFinalize rejected')
+      }
+      const client = fakeClient()
+      run.clients.add(client)
+      const waited = runs.wait(run)
+      expect(runs.emit(run, 'agent', 1).id).toBe(1)
+      expect(() => runs.finish(run, 'succeeded', 0, null)).not.toThrow()
+      await expect(waited).resolves.toMatchObject({ status: 'succeeded' })
+      expect(run.events.map((e: any) => e.event)).toEqual(['agent', 'end'])
+      expect(client.calls.map((c) => c.type)).toEqual(['send', 'send', 'end'])
+      await sleep(20)
+      expect(rejections).toEqual([])
+      const reported = warnings.filter((w) => w.code === 'CHAT_RUN_HOOK_ERROR')
+      expect(reported).toHaveLength(1)
+      expect(reported[0].message).toContain('onEventEmitted')
+      // A service whose first failure is a rejection reports that one.
+      const second = makeRuns({ onTerminal: () => Promise.reject(new Error('late rejection')) }).runs
+      second.finish(second.create(), 'failed', 1, null)
+      await sleep(20)
+      expect(rejections).toEqual([])
+      const both = warnings.filter((w) => w.code === 'CHAT_RUN_HOOK_ERROR')
+      expect(both).toHaveLength(2)
+      expect(both[1].message).toContain('late rejection')
+    } finally {
+      process.off('unhandledRejection', onRejection)
+    }
+  })
+
   it('run.onFinalize runs exactly once per run: on finish, fail, a rejected start, drop; never for a non-terminal finish', async () => {
     const { runs } = makeRuns()
     const calls: string[] = []

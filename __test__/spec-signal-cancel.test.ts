@@ -409,6 +409,63 @@ describe('§11 cancel', () => {
     expect(b2).toEqual(b1)
   })
 
+  it("a host child object whose stdin, off() or abort() misbehaves does not stop the teardown; abort's rejected promise is handled", async () => {
+    const rejections: unknown[] = []
+    const onRejection = (reason: unknown) => rejections.push(reason)
+    process.on('unhandledRejection', onRejection)
+    try {
+      const { runs } = makeRuns()
+      // A stdin getter that throws, and an off() that throws (called from a timer).
+      const child = new FakeChild({ closeOn: 'SIGKILL' })
+      const hostile = new Proxy(child, {
+        get(target, key) {
+          if (key === 'stdin') throw new Error('stdin getter threw')
+          if (key === 'off') {
+            return () => {
+              throw new Error('off threw')
+            }
+          }
+          const value = Reflect.get(target, key, target)
+          return typeof value === 'function' ? value.bind(target) : value
+        },
+      })
+      const run = runningWithChild(runs, hostile)
+      run.stdinOpen = true
+      await expect(runs.cancel(run, 'user_stop')).resolves.toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+      expect(child.signals).toEqual(['SIGTERM', 'SIGKILL'])
+      expect(run.stdinOpen).toBe(false)
+      // An ACP abort() that returns a rejected promise.
+      const acp = runningWithChild(runs, new FakeChild({ closeOn: 'SIGTERM' }))
+      acp.acpSession = { abort: () => Promise.reject(new Error('abort rejected')) }
+      await expect(runs.cancel(acp, 'user_stop')).resolves.toMatchObject({ status: 'canceled' })
+      await sleep(20)
+      expect(rejections).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onRejection)
+    }
+  })
+
+  it('SHD-5: a cancel whose steps threw is over: it rejects, and the next cancel starts a new plan instead of waiting', async () => {
+    const { runs } = makeRuns()
+    const child = new FakeChild({ closeOn: 'SIGTERM', pid: undefined })
+    let broken = true
+    const flaky = new Proxy(child, {
+      get(target, key) {
+        if (broken && key === 'pid') throw new Error('pid getter threw')
+        const value = Reflect.get(target, key, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const run = runningWithChild(runs, flaky)
+    await expect(runs.cancel(run, 'user_stop')).rejects.toThrow('pid getter threw')
+    expect(run.status).toBe('running')
+    broken = false
+    const second = runs.cancel(run, 'project_deleted')
+    const settled = await Promise.race([second, sleep(1000).then(() => 'pending')])
+    expect(settled).toMatchObject({ status: 'canceled', signal: 'SIGTERM', cancelOrigin: 'user_stop' })
+    expect(child.signals).toEqual(['SIGTERM'])
+  })
+
   it('MOD-3 (cancel): cancel never throws synchronously and returns a native Promise', async () => {
     const { runs } = makeRuns()
     const { cancel } = runs

@@ -22,6 +22,7 @@ const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { clearRetryRestart } = require('./host-fields.js')
 const { deliveryPending, stopPendingDelivery } = require('./delivery.js')
+const { ignoreResult } = require('./hooks.js')
 
 const { EscalationStep } = native
 
@@ -77,17 +78,18 @@ function killChild(child, signal) {
  */
 function closeStdin(run) {
   if (!run.stdinOpen) return null
-  const stdin = run.child?.stdin
   let closing = null
-  if (stdin && !stdin.destroyed && !stdin.writableEnded && typeof stdin.end === 'function') {
-    try {
+  try {
+    // The host's objects: a getter that throws is one more reason to go on to the signals.
+    const stdin = run.child?.stdin
+    if (stdin && !stdin.destroyed && !stdin.writableEnded && typeof stdin.end === 'function') {
       // Errors of the end (EPIPE once the child is gone) are swallowed, now and later.
       if (typeof stdin.on === 'function') stdin.on('error', ignore)
       stdin.end()
       if (typeof stdin.once === 'function' && !stdin.writableFinished) closing = streamClosed(stdin)
-    } catch {
-      // Best effort: the signals follow.
     }
+  } catch {
+    // Best effort: the signals follow.
   }
   run.stdinOpen = false
   return closing
@@ -95,16 +97,42 @@ function closeStdin(run) {
 
 function ignore() {}
 
+// Removes `listener` from the host's emitter for each of `events`; an `off` that is missing or
+// throws leaves it there (it only settles what has already settled). Called from timers and
+// event handlers, where a throw would be an uncaught exception.
+function unlisten(emitter, events, listener) {
+  try {
+    if (typeof emitter?.off !== 'function') return
+    for (const event of events) emitter.off(event, listener)
+  } catch {
+    // See above.
+  }
+}
+
+const CHILD_END_EVENTS = ['close', 'exit']
+
+function exitedOrNot(child) {
+  try {
+    return exited(child)
+  } catch {
+    return false
+  }
+}
+
 // Resolves once `stream` finished, closed or failed, or after STDIN_CLOSE_MS (a ref'd timer, TMR-4).
 function streamClosed(stream) {
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer)
-      for (const event of STREAM_END_EVENTS) stream.off?.(event, done)
       resolve()
+      unlisten(stream, STREAM_END_EVENTS, done)
     }
     const timer = setTimeout(done, STDIN_CLOSE_MS)
-    for (const event of STREAM_END_EVENTS) stream.once(event, done)
+    try {
+      for (const event of STREAM_END_EVENTS) stream.once(event, done)
+    } catch {
+      // The host's stream: the timer ends the wait.
+    }
   })
 }
 
@@ -118,7 +146,9 @@ function streamClosed(stream) {
 function waitForTree(ctx, s, child, ms, closeOnly) {
   const treeGone = () => native.runTreeAlive(ctx.svc, s.slot) === 0
   const t = s.teardown
-  const childDone = closeOnly && t !== null && t.closed !== null ? () => t.closed : () => exited(child)
+  // A child object whose exitCode/signalCode getter throws counts as running: the wait then
+  // runs its whole time, as for a child that never exits.
+  const childDone = closeOnly && t !== null && t.closed !== null ? () => t.closed : () => exitedOrNot(child)
   if (childDone() && treeGone()) return Promise.resolve(true)
   return new Promise((resolve) => {
     let timer
@@ -126,11 +156,8 @@ function waitForTree(ctx, s, child, ms, closeOnly) {
     const settle = (value) => {
       clearTimeout(timer)
       if (poll !== null) clearInterval(poll)
-      if (child && typeof child.off === 'function') {
-        child.off('close', onExit)
-        child.off('exit', onExit)
-      }
       resolve(value)
+      unlisten(child, CHILD_END_EVENTS, onExit)
     }
     const check = () => {
       if (childDone() && treeGone()) settle(true)
@@ -142,9 +169,13 @@ function waitForTree(ctx, s, child, ms, closeOnly) {
       if (treeGone()) settle(true)
       else if (poll === null) poll = setInterval(check, TREE_POLL_MS)
     }
-    if (child && typeof child.once === 'function') {
-      child.once('close', onExit)
-      child.once('exit', onExit)
+    try {
+      if (child && typeof child.once === 'function') {
+        child.once('close', onExit)
+        child.once('exit', onExit)
+      }
+    } catch {
+      // The host's child object: without its events, the poll below answers.
     }
     // No check now: a live child was just signalled or is still running, so the tree is not
     // gone yet; its exit event or the poll answers (each answer is cheap once it is gone).
@@ -210,9 +241,10 @@ async function drive(ctx, run, s, shutdown, step) {
           return shutdown ? undefined : statusBody(run)
         case EscalationStep.Abort:
           try {
-            run.acpSession.abort()
+            // CAN-4 / SHD-3: abort errors are swallowed, a rejected promise's too.
+            ignoreResult(run.acpSession.abort(), ignore)
           } catch {
-            // CAN-4 / SHD-3: abort errors are swallowed.
+            // See above.
           }
           break
         case EscalationStep.CloseStdin: {
@@ -241,6 +273,15 @@ async function drive(ctx, run, s, shutdown, step) {
       }
       step = native.runEscalationNext(ctx.svc, s.slot, shutdown, false)
     }
+  } catch (err) {
+    // SHD-5: the plan is over; a later cancel() or shutdownActive() starts a new one rather
+    // than waiting for this one. (A run that was dropped meanwhile has no plan left to drop.)
+    try {
+      native.runPlanAbandon(ctx.svc, s.slot, shutdown)
+    } catch {
+      // See above.
+    }
+    throw err
   } finally {
     unwatchClose(s.teardown)
     // A plan that threw still releases what it parked (the host's verdict is not lost).

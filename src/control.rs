@@ -124,6 +124,20 @@ pub fn run_escalation_next(
         .map_err(map_error)
 }
 
+/// SHD-5: the cancel (`shutdown = false`) or shutdown plan of the run threw in the facade and is
+/// over; the next `cancel` or `shutdownActive` starts a new one.
+#[napi]
+pub fn run_plan_abandon(env: &Env, svc: u32, slot: u32, shutdown: bool) -> Result<()> {
+    let kind = if shutdown {
+        PlanKind::Shutdown
+    } else {
+        PlanKind::Cancel
+    };
+    service(env, svc)?
+        .abandon_plan(slot, kind)
+        .map_err(map_error)
+}
+
 /// `cancel(run, origin)` of a run whose `'succeeded'` verdict waits for the host's artifact
 /// delivery (HF-13): the verdict becomes `'canceled'` (origin, trigger, times), the state file
 /// is written with `host`. False when the run is not `'succeeded'`.

@@ -189,6 +189,17 @@ impl Service {
         self.advance_plan(slot, kind, exited)
     }
 
+    /// SHD-5: a plan whose steps threw in the facade is over. It is dropped, so the next
+    /// `cancel` or `shutdownActive` starts a new plan instead of waiting for this one.
+    pub fn abandon_plan(&mut self, slot: u32, kind: PlanKind) -> CoreResult<()> {
+        let run = self.run_mut(slot)?;
+        match kind {
+            PlanKind::Cancel => run.cancel = None,
+            PlanKind::Shutdown => run.shutdown = None,
+        }
+        Ok(())
+    }
+
     /// Advances a plan by one step; a finished plan is dropped.
     fn advance_plan(&mut self, slot: u32, kind: PlanKind, exited: bool) -> CoreResult<Step> {
         let run = self.run_mut(slot)?;
@@ -407,6 +418,25 @@ mod tests {
                 Step::FinishFromChild(Fallback::SigTerm),
                 Step::Done
             ]
+        );
+    }
+
+    #[test]
+    fn shd_5_an_abandoned_plan_lets_the_next_cancel_start_a_new_one() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        let graces = CancelGraces::from_env(f64::NAN, f64::NAN, f64::NAN);
+        let first = svc.cancel_begin(slot, true, false, graces, "user_stop", 1.0);
+        assert_eq!(first.unwrap(), CancelStart::Step(Step::CloseStdin));
+        let joined = svc.cancel_begin(slot, true, false, graces, "user_stop", 2.0);
+        assert_eq!(joined.unwrap(), CancelStart::InFlight);
+        svc.abandon_plan(slot, PlanKind::Cancel).unwrap();
+        let again = svc.cancel_begin(slot, true, false, graces, "other", 3.0);
+        assert_eq!(again.unwrap(), CancelStart::Step(Step::CloseStdin));
+        assert_eq!(
+            svc.state(slot).unwrap().cancel_origin.as_deref(),
+            Some("user_stop"),
+            "the first origin still wins"
         );
     }
 
