@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { createChatRunService } from '../index.js'
+import { createChatRunService, getChatRunServiceStats } from '../index.js'
 import {
   baseOptions,
   fakeClient,
@@ -247,6 +247,40 @@ describe('create with odd meta', () => {
     expect(runs.statusBody(run)).toMatchObject({ projectId: null, conversationId: null, agentId: '  ' })
     expect(runs.list({ projectId: 42 as any })).toEqual([run]) // a non-string filter does not filter
   })
+
+  it.each(MODES)(
+    'a meta whose getter or trap throws: create throws that error and leaves no run, no index entry, no file ($mode)',
+    async ({ logged }) => {
+      const runs = createRuns(logged ? tmpDir : null)
+      const late = new Proxy(
+        { projectId: 'p', clientRequestId: 'req-1' },
+        {
+          get(target, key) {
+            if (key === 'assistantMessageId') throw new Error('getter threw')
+            return Reflect.get(target, key)
+          },
+        },
+      )
+      expect(() => runs.create(late)).toThrow('getter threw')
+      const hasTrap = new Proxy(
+        { projectId: 'p', clientRequestId: 'req-1' },
+        {
+          has() {
+            throw new Error('has trap threw')
+          },
+        },
+      )
+      expect(() => runs.create(hasTrap)).toThrow('has trap threw')
+      expect(runs.list()).toEqual([])
+      expect(runs.list({ projectId: 'p' })).toEqual([])
+      const { runs: counts } = getChatRunServiceStats(runs)
+      expect(counts).toMatchObject({ registered: 0, active: 0 })
+      await expect(runs.shutdownActive()).resolves.toBeUndefined()
+      if (logged) expect(fs.readdirSync(tmpDir)).toEqual([])
+      // The key was not taken by a run nobody received.
+      expect(runs.createOrReuse({ projectId: 'p', clientRequestId: 'req-1' }).kind).toBe('created')
+    },
+  )
 
   it.each([undefined, null, 42, 'meta', Symbol('m'), () => {}, [1, 2]])(
     'create(%s) treats the meta as {} (CRE-1)',

@@ -5,7 +5,7 @@
 // (identity for get/list/shutdownActive).
 
 const native = require('./core.js')
-const { ChatRun, adopt, releaseWhenUnreachable, createdFields, hydratedFields } = require('./run.js')
+const { ChatRun, adopt, releaseWhenUnreachable, createdFields, hydratedFields, syncDropped } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields } = require('./state.js')
@@ -39,23 +39,30 @@ function create(ctx, meta) {
     ),
   )
   const logPath = logging ? ctx.logPrefix + id + ctx.logSuffix : null
-  const run = adopt(
-    ctx,
-    slot,
-    id,
-    logPath,
-    m,
-    media,
-    bundle,
-    summary,
-    now,
-    createdFields(projectId, conversationId, now),
-  )
-  run.externalPluginAnalytics = analytics
-  // LC-3, HF-1: opaque, kept only when the key is there.
-  if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
-  if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope
-  return run
+  let run = null
+  try {
+    run = adopt(ctx, slot, id, logPath, m, media, bundle, summary, now, createdFields(projectId, conversationId, now))
+    run.externalPluginAnalytics = analytics
+    // LC-3, HF-1: opaque, kept only when the key is there.
+    if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
+    if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope
+    return run
+  } catch (err) {
+    // A meta object whose getter or Proxy trap throws: create() throws that error and leaves
+    // nothing behind, neither a registry entry nor a state file (a run nobody received).
+    ctx.runs[slot] = undefined
+    native.runDrop(ctx.svc, slot, now)
+    if (run === null) {
+      native.runRelease(ctx.svc, slot)
+    } else {
+      // The object exists (a test's observer may hold it): it reads as dropped, and its slot is
+      // released with it.
+      const s = ChatRun.stateOf(run)
+      syncDropped(s, now)
+      releaseWhenUnreachable(s)
+    }
+    throw err
+  }
 }
 
 /**
