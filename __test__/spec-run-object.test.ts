@@ -359,6 +359,33 @@ describe('§5 The run object (RUN)', () => {
     expect(run.clients.size).toBe(0)
   })
 
+  it('INP-2: run.clients and run.waiters keep their Sets: assigning either throws, and finish still ends and resolves', async () => {
+    const { runs } = makeRuns()
+    const run = runs.create()
+    const clients = run.clients
+    const waiters = run.waiters
+    const client = fakeClient()
+    clients.add(client)
+    const waited = runs.wait(run)
+    for (const value of [[], {}, 5, null, new Set()]) {
+      expect(() => {
+        run.clients = value
+      }).toThrow(TypeError)
+      expect(() => {
+        run.waiters = value
+      }).toThrow(TypeError)
+    }
+    expect(() => Object.assign(run, { clients: new Set() })).toThrow(TypeError)
+    expect(run.clients).toBe(clients)
+    expect(run.waiters).toBe(waiters)
+    expect(Object.keys(run)).toEqual(expect.arrayContaining(['clients', 'waiters']))
+    expect({ ...run }.clients).toBe(clients)
+    runs.emit(run, 'agent', 1)
+    runs.finish(run, 'succeeded', 0, null)
+    expect(client.calls.map((c) => c.type)).toEqual(['send', 'send', 'end'])
+    await expect(waited).resolves.toMatchObject({ status: 'succeeded' })
+  })
+
   it('RUN-7: waiters is a real Set of functions; finish calls each once with a status body and clears it', async () => {
     const { runs } = makeRuns()
     const run = runs.create()

@@ -253,8 +253,10 @@ class ChatRun {
     // HF-8: create() sets it from meta.analyticsHints; a hydrated run gets its file's (HF-5).
     this.externalPluginAnalytics = null
     this.createdAt = now
-    this.clients = new Set()
-    this.waiters = new Set()
+    // INP-2: the Sets are the run's own for its life; the host changes their contents, never
+    // the binding (a write throws in strict code, as the types say).
+    Object.defineProperty(this, 'clients', { value: new Set(), enumerable: true })
+    Object.defineProperty(this, 'waiters', { value: new Set(), enumerable: true })
     this.acpSession = null
     this.childPid = null
     // The host's pending same-run retry; cancel, shutdown and prepareRestart clear it.
