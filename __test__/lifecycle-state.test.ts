@@ -271,6 +271,38 @@ describe('LC-1: the state file', () => {
     await other.shutdownActive()
   })
 
+  it('a lone surrogate becomes U+FFFD and a value nested too deep loses only its own field; both ways, nothing else of the run is lost', () => {
+    const runs = service({ durableFields: ['note', 'meta', 'deep'] })
+    const run = runs.create({ projectId: 'p', clientRequestId: 'req-\ud800', agentId: 'agent-1' })
+    run.note = 'cut \ud83d'
+    run.failureDetail = 'detail \udc00'
+    let deep: unknown = 1
+    for (let i = 0; i < 200; i++) deep = [deep]
+    run.deep = deep
+    run.meta = { kept: true }
+    runs.persistState(run)
+    expect(stateOf(run.id)).toMatchObject({
+      clientRequestId: 'req-\ufffd',
+      agentId: 'agent-1',
+      note: 'cut \ufffd',
+      failureDetail: 'detail \ufffd',
+      meta: { kept: true },
+    })
+    expect('deep' in stateOf(run.id)).toBe(false)
+    expect(getChatRunServiceStats(runs).stateFile.failed).toBe(0)
+    runs.finish(run, 'failed', 1, null)
+    // An upstream daemon's file: JSON.stringify escapes a lone surrogate, and nests at will.
+    const upstream = { ...stateOf(run.id), id: '0b0c6f1e-3e5a-4c0e-9a7b-2d6f4f1b1c11', note: 'draw a \ud83d', deep }
+    fs.mkdirSync(path.join(tmp, upstream.id))
+    fs.writeFileSync(statePath(upstream.id), JSON.stringify(upstream) + '\n')
+    expect(stateText(upstream.id)).toContain('\\ud83d')
+    const later = service({ durableFields: ['note', 'meta', 'deep'] })
+    expect(later.get(run.id)).toMatchObject({ status: 'failed', agentId: 'agent-1', note: 'cut \ufffd' })
+    expect(later.get(upstream.id)).toMatchObject({ status: 'failed', note: 'draw a \ufffd', meta: { kept: true } })
+    expect(later.list({ projectId: 'p' })).toHaveLength(2)
+    expect(later.createOrReuse({ projectId: 'p', clientRequestId: 'req-\ud800' }).kind).toBe('reused')
+  })
+
   it('a state file that cannot be written is counted and reported once (CHAT_RUN_LOG_ERROR); the run goes on in memory', async () => {
     const warnings: Array<{ code?: string; message: string }> = []
     // Only this test's directory: an earlier test's service may still report its own log error.

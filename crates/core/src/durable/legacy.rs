@@ -126,10 +126,8 @@ impl Default for ToolBundleSummary {
 impl RunSnapshot {
     /// Parses a `run.json` text; `None` when it is not a JSON object.
     pub fn parse(text: &str) -> Option<Self> {
-        match serde_json::from_str::<Value>(text) {
-            Ok(value @ Value::Object(_)) => serde_json::from_value(value).ok(),
-            _ => None,
-        }
+        let fields = super::parse_object(text)?;
+        serde_json::from_value(Value::Object(fields)).ok()
     }
 
     pub fn to_json(&self) -> CoreResult<String> {

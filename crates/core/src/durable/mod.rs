@@ -20,9 +20,13 @@
 //! - [`hydrate`]: loading one run (and marking it interrupted);
 //! - [`legacy`]: the `run.json` this package wrote before, read for migration only.
 
-use serde::de::DeserializeOwned;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 pub mod hydrate;
 pub mod index;
@@ -68,9 +72,136 @@ where
     Ok(T::deserialize(value).unwrap_or_default())
 }
 
+/// A JSON object as a state file, an old `run.json` or the host's text holds it (LC-1, LC-2),
+/// read without losing what JSON's producers write and `serde_json` would refuse:
+///
+/// - a lone surrogate escape (`"\\ud83d"`, which `JSON.stringify` writes for a string that is
+///   not well-formed UTF-16) reads as U+FFFD, as the core holds every string in UTF-8;
+/// - a value nested deeper than `serde_json`'s limit (128) loses only its own field; every
+///   other field of the object is read.
+///
+/// `None` when the text is not a JSON object.
+pub(crate) fn parse_object(text: &str) -> Option<Map<String, Value>> {
+    let text = well_formed_escapes(text);
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Some(map),
+        Ok(_) => None,
+        // The top level again, each field's value as raw text (read without a depth limit);
+        // then each field on its own. Only a syntax error anywhere fails the whole.
+        Err(_) => {
+            let Fields(fields) = serde_json::from_str(&text).ok()?;
+            Some(
+                fields
+                    .into_iter()
+                    .filter_map(|(key, raw)| Some((key, serde_json::from_str(raw.get()).ok()?)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// A JSON object's fields in order, each value unparsed.
+struct Fields(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut fields = Vec::new();
+                while let Some(field) = map.next_entry()? {
+                    fields.push(field);
+                }
+                Ok(Fields(fields))
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// `text` with every `\\uXXXX` escape of a lone surrogate (one not part of a high-low pair)
+/// replaced by `\\ufffd`, so that `serde_json` reads it (as U+FFFD) instead of failing the
+/// whole text. Outside a JSON string a backslash makes the text invalid anyway.
+fn well_formed_escapes(text: &str) -> Cow<'_, str> {
+    const HIGH: std::ops::Range<u32> = 0xD800..0xDC00;
+    const LOW: std::ops::Range<u32> = 0xDC00..0xE000;
+    let bytes = text.as_bytes();
+    let unit = |at: usize| -> Option<u32> {
+        if bytes.get(at) != Some(&b'\\') || bytes.get(at + 1) != Some(&b'u') {
+            return None;
+        }
+        let hex = std::str::from_utf8(bytes.get(at + 2..at + 6)?).ok()?;
+        u32::from_str_radix(hex, 16).ok()
+    };
+    let mut fixed: Option<Vec<u8>> = None;
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'\\') {
+        at += offset;
+        let Some(code) = unit(at) else {
+            // Any other escape is two bytes (a backslash and the escaped byte).
+            at += 2;
+            continue;
+        };
+        let lone = if HIGH.contains(&code) {
+            if unit(at + 6).is_some_and(|next| LOW.contains(&next)) {
+                at += 12;
+                continue;
+            }
+            true
+        } else {
+            LOW.contains(&code)
+        };
+        if lone {
+            fixed.get_or_insert_with(|| bytes.to_vec())[at + 2..at + 6].copy_from_slice(b"fffd");
+        }
+        at += 6;
+    }
+    match fixed {
+        // Four ASCII hex digits replaced four others: still UTF-8.
+        Some(bytes) => String::from_utf8(bytes).map_or(Cow::Borrowed(text), Cow::Owned),
+        None => Cow::Borrowed(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lc_1_lone_surrogate_escapes_read_as_replacement_characters() {
+        let text =
+            r#"{"a":"x\ud83d","b":"\udc00y","c":"\ud83d\ude00","d":"\\ud800","e":"\ud800\ud800"}"#;
+        let map = parse_object(text).unwrap();
+        assert_eq!(map["a"], "x\u{fffd}");
+        assert_eq!(map["b"], "\u{fffd}y");
+        assert_eq!(map["c"], "\u{1f600}");
+        assert_eq!(map["d"], "\\ud800", "an escaped backslash is not an escape");
+        assert_eq!(map["e"], "\u{fffd}\u{fffd}");
+        assert!(matches!(
+            well_formed_escapes(r#"{"ok":"\u00e9"}"#),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn lc_1_a_value_nested_too_deep_loses_only_its_own_field() {
+        let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+        let text = format!(r#"{{"before":1,"deep":{deep},"after":"kept"}}"#);
+        let map = parse_object(&text).unwrap();
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["before", "after"]);
+        assert_eq!(map["after"], "kept");
+        assert_eq!(parse_object(&format!("[{deep}]")), None);
+        assert_eq!(
+            parse_object(r#"{"a":1,"b":"#),
+            None,
+            "a syntax error fails the whole"
+        );
+        assert_eq!(parse_object("[1]"), None);
+    }
 
     #[test]
     fn lc_2_only_uuid_shaped_ids_are_run_ids() {

@@ -113,12 +113,10 @@ pub struct HostFields {
 impl HostFields {
     /// The facade's JSON text; `None` when it is not a JSON object.
     pub fn parse(text: &str) -> Option<Self> {
-        match serde_json::from_str::<Value>(text) {
-            Ok(value @ Value::Object(_)) => serde_json::from_value::<Self>(value)
-                .ok()
-                .map(Self::without_reserved),
-            _ => None,
-        }
+        let fields = super::parse_object(text)?;
+        serde_json::from_value::<Self>(Value::Object(fields))
+            .ok()
+            .map(Self::without_reserved)
     }
 
     /// The run's lookup keys as this file (or the host's text) holds them (LC-3, HF-8).
@@ -218,11 +216,8 @@ impl StateFile {
     /// A state file of run `id` (LC-2's validation: a JSON object, `schemaVersion === 1`, `id`
     /// equal to the directory name); `None` for anything else.
     pub fn parse(text: &str, id: &str) -> Option<Self> {
-        let value = match serde_json::from_str::<Value>(text) {
-            Ok(value @ Value::Object(_)) => value,
-            _ => return None,
-        };
-        let mut file: Self = serde_json::from_value(value).ok()?;
+        let fields = super::parse_object(text)?;
+        let mut file: Self = serde_json::from_value(Value::Object(fields)).ok()?;
         let version_ok = file.schema_version.as_f64() == Some(SCHEMA_VERSION as f64);
         if !version_ok || file.id != id {
             return None;
