@@ -94,8 +94,10 @@ fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
     let mut file = files::open_read(path)?;
     let mut tail = Tail::default();
     let mut newest_first: Vec<String> = Vec::new();
-    // Bytes after `pos` that do not yet form a whole line (their start is before `pos`).
-    let mut carry: Vec<u8> = Vec::new();
+    // Bytes after `pos` that do not yet form a whole line (their start is before `pos`), as the
+    // pieces read so far, the last one first in the file. Each byte is copied once more, when
+    // its line is whole: a line longer than a chunk costs its length, not its length squared.
+    let mut carry: Vec<Vec<u8>> = Vec::new();
     let mut pos = len;
     let mut expected: Option<u64> = None;
     let mut take = |bytes: &[u8], tail: &mut Tail, expected: &mut Option<u64>| -> bool {
@@ -119,24 +121,35 @@ fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
         let mut buf = vec![0u8; (pos - start) as usize];
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(&mut buf)?;
-        buf.extend_from_slice(&carry);
         pos = start;
         // Whole lines are those after a newline in `buf` (or from the file's start).
         let mut end = buf.len();
         while let Some(newline) = buf[..end].iter().rposition(|&b| b == b'\n') {
-            if !take(&buf[newline + 1..end], &mut tail, &mut expected) {
+            let line = joined(&buf[newline + 1..end], &mut carry);
+            if !take(&line, &mut tail, &mut expected) {
                 break 'outer;
             }
             end = newline;
         }
-        carry = buf[..end].to_vec();
-        if pos == 0 && !take(&carry, &mut tail, &mut expected) {
+        buf.truncate(end);
+        carry.push(buf);
+        if pos == 0 && !take(&joined(&[], &mut carry), &mut tail, &mut expected) {
             break;
         }
     }
     newest_first.reverse();
     tail.lines = newest_first.into();
     Ok(tail)
+}
+
+/// `head` followed by the carried pieces (in file order), which are taken.
+fn joined(head: &[u8], carry: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut line = Vec::with_capacity(head.len() + carry.iter().map(Vec::len).sum::<usize>());
+    line.extend_from_slice(head);
+    for piece in carry.drain(..).rev() {
+        line.extend_from_slice(&piece);
+    }
+    line
 }
 
 fn read_tail_from_start(path: &Path, cap: Option<usize>) -> Tail {
@@ -313,6 +326,33 @@ mod tests {
         assert_eq!(backwards.lines.len(), 5);
         let _ = fs::remove_file(&path);
         let _ = fs::remove_file(&gap);
+    }
+
+    #[test]
+    fn lc_2_lines_longer_than_many_chunks_are_read_whole_from_the_end() {
+        // Garbage without a newline at the start (several chunks), records of which one spans
+        // several chunks, and one that ends exactly at a chunk boundary.
+        let mut text = "g".repeat((READ_FROM_END_ABOVE + 5 * CHUNK) as usize);
+        text.push('\n');
+        let big = "y".repeat((3 * CHUNK + 17) as usize);
+        text.push_str(&format!("{{\"id\":1,\"data\":\"{big}\"}}\n"));
+        text.push_str("{\"id\":2}\n");
+        let line = format!("{{\"id\":3,\"data\":\"{}\"}}\n", "z".repeat(CHUNK as usize));
+        text.push_str(&line);
+        let path = file("long-lines.jsonl", &text);
+        for cap in [1, 2, 3, 10] {
+            let backwards = read_tail_from_end(&path, cap, text.len() as u64).unwrap();
+            assert_eq!(
+                backwards,
+                read_tail_from_start(&path, Some(cap)),
+                "cap {cap}"
+            );
+        }
+        let whole = read_tail_from_end(&path, 10, text.len() as u64).unwrap();
+        assert_eq!(whole.last_id, 3);
+        assert_eq!(whole.lines.len(), 3);
+        assert_eq!(whole.lines[0], format!("{{\"id\":1,\"data\":\"{big}\"}}"));
+        let _ = fs::remove_file(&path);
     }
 
     #[test]
