@@ -330,6 +330,15 @@ impl Service {
     }
 }
 
+/// LC-2: a run directory, or a symbolic link to one (links are followed, as `get` follows them).
+fn is_dir(entry: &fs::DirEntry) -> bool {
+    match entry.file_type() {
+        Ok(kind) if kind.is_symlink() => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
+        Ok(kind) => kind.is_dir(),
+        Err(_) => false,
+    }
+}
+
 /// The scan itself: each entry of `dir`, in directory order, until `stop` is set. A missing
 /// directory finds nothing.
 fn scan_dir(dir: &Path, stop: &AtomicBool) -> Vec<Found> {
@@ -346,7 +355,7 @@ fn scan_dir(dir: &Path, stop: &AtomicBool) -> Vec<Found> {
             found.push(Found::Invalid(name.to_string_lossy().into_owned()));
             continue;
         };
-        if !is_run_id(name) || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        if !is_run_id(name) || !is_dir(&entry) {
             found.push(Found::Invalid(name.to_owned()));
             continue;
         }
@@ -413,6 +422,31 @@ mod tests {
         #[cfg(any(target_os = "linux", target_os = "macos"))]
         assert!(run_dir.join(&live).exists());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn lc_2_a_run_directory_that_is_a_symbolic_link_is_indexed_as_get_finds_it() {
+        let (elsewhere, elsewhere_layout) = log_dir("index-link-target");
+        let (dir, layout) = log_dir("index-link");
+        let mut old = service(Some(10), Some(elsewhere_layout));
+        let a = old.create(meta("p", "c"), 1.0).id;
+        drop(old);
+        fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(elsewhere.join(&a), dir.join(&a)).unwrap();
+        // A link to a file, and a dangling one, are not runs.
+        let b = "0f0e0d0c-0b0a-4908-8706-0504030201ff";
+        fs::write(elsewhere.join("file"), "x").unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("file"), dir.join(b)).unwrap();
+        let c = "0f0e0d0c-0b0a-4908-8706-0504030201fe";
+        std::os::unix::fs::symlink(elsewhere.join("missing"), dir.join(c)).unwrap();
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        svc.settle_index();
+        assert_eq!(svc.disk.project_runs("p"), vec![a]);
+        assert_eq!((svc.disk.stats.indexed, svc.disk.stats.skipped), (1, 2));
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(&elsewhere);
     }
 
     #[test]
