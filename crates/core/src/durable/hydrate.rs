@@ -151,7 +151,10 @@ fn from_legacy(snapshot: RunSnapshot, log_path: &Path) -> Loaded {
     }
     Loaded {
         file,
-        next_event_id: snapshot.next_event_id.unwrap_or(1),
+        next_event_id: snapshot
+            .next_event_id
+            .filter(|&next| next <= journal::MAX_RECORD_ID)
+            .unwrap_or(1),
         cancel_requested: snapshot.cancel_requested,
     }
 }
@@ -220,6 +223,34 @@ fn mark_interrupted(
     run.next_event_id = end_id + 1;
     run.end_event_id = Some(end_id);
     journal::append_lines(log_path, &lines)
+}
+
+/// Whether the journal's tail ends with what [`mark_interrupted`] appends: an `'error'` record
+/// with [`INTERRUPTED_CODE`] and then an `'end'`. With a history too short to hold both, the
+/// `'end'` alone decides, by its time: the two records are stamped at the hydration, after the
+/// file's last write (`updated_at`), while an earlier attempt's `'end'` precedes the write that
+/// made the run active again.
+fn ends_with_interruption(tail: &journal::Tail, updated_at: f64) -> bool {
+    let record =
+        |line: Option<&String>| line.and_then(|line| serde_json::from_str::<Value>(line).ok());
+    let count = tail.lines.len();
+    let Some(end) = record(tail.lines.back()) else {
+        return false;
+    };
+    if end.get("event").and_then(Value::as_str) != Some("end") {
+        return false;
+    }
+    match record(count.checked_sub(2).and_then(|at| tail.lines.get(at))) {
+        Some(error) => {
+            error.get("event").and_then(Value::as_str) == Some("error")
+                && error.pointer("/data/error/code").and_then(Value::as_str)
+                    == Some(INTERRUPTED_CODE)
+        }
+        None => end
+            .get("timestamp")
+            .and_then(Value::as_f64)
+            .is_some_and(|at| at >= updated_at),
+    }
 }
 
 impl Service {
@@ -313,11 +344,14 @@ impl Service {
             run.end_event_id = None;
         }
         let interrupted = !run.is_terminal();
-        // A journal whose last record is an 'end' while the file says active: a hydration
-        // that appended the two records crashed before it rewrote the state file (the engine
+        // A journal that already ends with the two records while the file says active: a
+        // hydration that appended them crashed before it rewrote the state file (the engine
         // writes a verdict's state file before its 'end' line). Marked again, not appended
-        // again.
-        let ended = run.end_event_id.is_some() && run.end_event_id == run.history.newest_id();
+        // again. (Any other 'end' last, such as the previous attempt's after prepareRestart,
+        // gets the two records.)
+        let ended = run.end_event_id.is_some()
+            && run.end_event_id == run.history.newest_id()
+            && ends_with_interruption(&tail, run.updated_at);
         let appended = interrupted.then(|| mark_interrupted(&mut run, &log_path, now, !ended));
         let (project_id, keys) = (run.project_id.clone(), run.keys.clone());
         let slot = self.insert(run);
@@ -517,6 +551,49 @@ mod tests {
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 6);
         assert_eq!(fourth.state(slot).unwrap().terminal_at, Some(80.0));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_crash_right_after_prepare_restart_gets_the_two_records_after_the_old_end() {
+        for max_events in [Some(10), Some(1)] {
+            let (dir, layout) = log_dir("hydrate-prepared");
+            let mut old = service(max_events, Some(layout));
+            let run = old.create(meta("p", "c"), 1.0);
+            emit(&mut old, run.slot, "1");
+            old.finish(
+                run.slot,
+                Some("succeeded".into()),
+                Some(0.0),
+                None,
+                "{}",
+                2.0,
+            )
+            .unwrap();
+            flush(&old);
+            let journal = dir.join(&run.id).join("events.jsonl");
+            let ended = fs::read_to_string(&journal).unwrap();
+            // The host restarts the run; the process dies before anything after it is written.
+            old.prepare_restart(run.slot, None, 3.0).unwrap();
+            flush(&old);
+            drop(old);
+            fs::write(&journal, &ended).unwrap();
+            assert_eq!(state_of(&dir, &run.id)["status"], "queued");
+
+            let mut new = service(max_events, Some(layout_of(&dir)));
+            let slot = new.hydrate(&run.id, 50.0).unwrap();
+            let lines: Vec<Value> = fs::read_to_string(&journal)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            let names: Vec<&str> = lines.iter().filter_map(|l| l["event"].as_str()).collect();
+            assert_eq!(names, ["stdout", "end", "error", "end"], "{max_events:?}");
+            assert_eq!(lines[3]["data"]["status"], "failed");
+            let state = new.state(slot).unwrap();
+            assert_eq!(state.error_code.as_deref(), Some(INTERRUPTED_CODE));
+            assert_eq!(state.next_event_id, 5);
+            let _ = fs::remove_dir_all(&dir);
+        }
     }
 
     #[test]

@@ -61,8 +61,13 @@ const READ_FROM_END_ABOVE: u64 = 8 << 20;
 /// Bytes read per step when reading from the end.
 const CHUNK: u64 = 1 << 20;
 
-/// The id of a journal line: a whole JSON object with a numeric `id` (a torn or foreign line has
-/// none).
+/// The largest id a journal line of a run can have: ids count from 1, one per record, so no run
+/// comes near 2^52; a larger one is a foreign or crafted line. (The records a run gets next must
+/// stay integers JS holds exactly, below 2^53.)
+pub const MAX_RECORD_ID: u64 = 1 << 52;
+
+/// The id of a journal line: a whole JSON object with a numeric `id` from 1 to [`MAX_RECORD_ID`]
+/// (a torn or foreign line has none).
 fn line_id(text: &str) -> Option<u64> {
     if !text.trim_start().starts_with('{') {
         return None;
@@ -70,6 +75,7 @@ fn line_id(text: &str) -> Option<u64> {
     serde_json::from_str::<IdOnly>(text)
         .ok()
         .map(|line| line.id)
+        .filter(|&id| id <= MAX_RECORD_ID)
 }
 
 /// Reads the journal at `path` (whole, well-formed lines with growing ids only, as IMP-3's
@@ -326,6 +332,23 @@ mod tests {
         assert_eq!(backwards.lines.len(), 5);
         let _ = fs::remove_file(&path);
         let _ = fs::remove_file(&gap);
+    }
+
+    #[test]
+    fn lc_2_ids_no_run_reaches_are_foreign_lines() {
+        let text = format!(
+            "{{\"id\":1}}\n{{\"id\":2}}\n{{\"id\":{}}}\n{{\"id\":18446744073709551614}}\n",
+            MAX_RECORD_ID + 1
+        );
+        let path = file("huge-ids.jsonl", &text);
+        let tail = read_tail(&path, Some(10));
+        assert_eq!(tail.last_id, 2);
+        assert_eq!(tail.lines.len(), 2);
+        assert_eq!(
+            read_tail_from_end(&path, 10, text.len() as u64).unwrap(),
+            tail
+        );
+        let _ = fs::remove_file(&path);
     }
 
     #[test]
