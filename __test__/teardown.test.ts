@@ -19,6 +19,7 @@ import {
   fixture,
   makeRuns,
   notLinux,
+  runningWithChild,
   SHORT_CANCEL_GRACES,
   sleep,
   statFields,
@@ -362,6 +363,57 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
         remaining_pids: [],
       },
     })
+  })
+
+  it("LC-7: with a cancel and a shutdown in one teardown, the verdict's signal is SIGKILL when either plan's SIGKILL reached the tree", async () => {
+    const { runs } = makeRuns()
+    // A leader that exits 0 only on SIGKILL (it reports no signal of its own); as for a real
+    // child, its exitCode is set when its 'exit' is emitted, a turn of the event loop later.
+    const child = new FakeChild() as any
+    child.kill = (signal: unknown) => {
+      child.signals.push(signal)
+      if (signal === 'SIGKILL') {
+        setImmediate(() => {
+          child.exitCode = 0
+          child.emit('exit', 0, null)
+          child.emit('close', 0, null)
+        })
+      }
+      return true
+    }
+    const run = runningWithChild(runs, child)
+    // The shutdown's own SIGTERM wait (5 s) is still running when the cancel's SIGKILL lands,
+    // and the shutdown's wait hears the child's exit first.
+    const shutdown = runs.shutdownActive({ graceMs: 5000 })
+    await sleep(5)
+    const canceled = runs.cancel(run, 'user_stop')
+    await Promise.all([canceled, shutdown])
+    expect(child.signals).toEqual(['SIGTERM', 'SIGTERM', 'SIGKILL'])
+    expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', exitCode: 0, signal: 'SIGKILL' })
+  })
+
+  it('SHD-5: a second shutdownActive() joins the teardowns the first one started: one plan, one grace', async () => {
+    const { runs } = makeRuns()
+    const log: string[] = []
+    // Exits on SIGTERM, 60 ms after it; an open stdin is closed first.
+    const child = new FakeChild({ log }) as any
+    child.kill = function (signal: unknown) {
+      child.signals.push(signal)
+      log.push(`kill:${String(signal)}`)
+      if (signal === 'SIGTERM') setTimeout(() => child.die(null, 'SIGTERM'), 60)
+      return true
+    }
+    child.stdin = fakeStdin(log)
+    const run = runningWithChild(runs, child)
+    run.stdinOpen = true
+    const first = runs.shutdownActive({ graceMs: 3000 })
+    const second = runs.shutdownActive({ graceMs: 3000 })
+    await Promise.all([first, second])
+    expect(child.signals).toEqual(['SIGTERM'])
+    expect(log.filter((line) => line === 'stdin.end')).toHaveLength(1)
+    expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+    // A third call after the teardown finds nothing active.
+    await expect(runs.shutdownActive()).resolves.toBeUndefined()
   })
 
   it('LC-7: a child whose getter throws still rejects the cancel, and a parked finish is not lost', async () => {

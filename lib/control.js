@@ -200,7 +200,9 @@ function endTeardown(ctx, run, s, fallback, trigger) {
   closeStdin(run)
   if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
   if (t !== null) for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, trigger)
-  const signal = fallback === 'SIGKILL' && t !== null && t.killed ? 'SIGKILL' : (child?.signalCode ?? fallback)
+  // (Whichever plan ends the barrier: with a cancel and a shutdown in one teardown, the one still
+  // in its SIGTERM wait may see the tree gone after the other's SIGKILL.)
+  const signal = t !== null && t.killed ? 'SIGKILL' : (child?.signalCode ?? fallback)
   finishWith(ctx, run, 'canceled', child?.exitCode ?? null, signal, trigger)
 }
 
@@ -401,6 +403,10 @@ function startShutdown(ctx, runs, graceMs) {
   return runs.map((run) => {
     try {
       const s = ChatRun.stateOf(run)
+      // SHD-5 as LC-7 amends it: a run an earlier shutdownActive() is still tearing down is
+      // joined, not started again (a second plan would restart the grace, or replace the first
+      // plan mid-way and skip it).
+      if (s.shutdownPromise !== null) return s.shutdownPromise
       const now = Date.now()
       const child = run.child
       const hasChild = Boolean(child)
@@ -430,7 +436,13 @@ function startShutdown(ctx, runs, graceMs) {
         killChild(child, 'SIGTERM')
         step = native.runEscalationNext(ctx.svc, s.slot, true, false)
       }
-      return drive(ctx, run, s, true, step)
+      const teardown = drive(ctx, run, s, true, step)
+      s.shutdownPromise = teardown
+      const done = () => {
+        if (s.shutdownPromise === teardown) s.shutdownPromise = null
+      }
+      teardown.then(done, done)
+      return teardown
     } catch (err) {
       // SHD-5: one run's failure rejects the result, the others are still processed.
       return Promise.reject(err)

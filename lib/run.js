@@ -96,6 +96,8 @@ function newMirror(ctx, slot, bundle, summary, core) {
     bundle,
     summary,
     cancelPromise: null,
+    // The run's shutdownActive() teardown while it runs: a second shutdownActive() joins it.
+    shutdownPromise: null,
     evictTimer: null,
     evictToken: 0,
     // Registered with the releaser (it left the registry once: releaseWhenUnreachable).
