@@ -17,13 +17,16 @@ pub(super) fn parse_stat(pid: i32, text: &str) -> Option<ProcInfo> {
     let ppid: i32 = fields.next()?.parse().ok()?;
     let pgrp: i32 = fields.next()?.parse().ok()?;
     // session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
-    // priority nice num_threads itrealvalue, then starttime.
-    let start: u64 = fields.nth(16)?.parse().ok()?;
+    // priority nice, then num_threads, itrealvalue and starttime.
+    let threads: u64 = fields.nth(14)?.parse().ok()?;
+    let start: u64 = fields.nth(1)?.parse().ok()?;
     Some(ProcInfo {
         id: ProcId { pid, start },
         ppid,
         pgrp,
-        alive: !matches!(state, "Z" | "X" | "x"),
+        // A process whose main thread exited (`pthread_exit`) while others run shows `Z` for
+        // its pid, with more than one thread: it is alive (a zombie has one).
+        alive: !matches!(state, "X" | "x") && (state != "Z" || threads > 1),
         // T: stopped by a signal; t: stopped by a tracer.
         stopped: matches!(state, "T" | "t"),
     })

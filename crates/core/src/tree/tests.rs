@@ -446,6 +446,19 @@ mod linux_real {
         assert_eq!((info.ppid, info.pgrp, info.alive), (7, 42, true));
         let zombie = "43 (z) Z 7 43 43 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0";
         assert!(!linux::parse_stat(43, zombie).unwrap().alive);
+        // A live process whose main thread exited (pthread_exit) also shows Z, with its threads.
+        let headless = "44 (h) Z 7 44 44 0 -1 0 0 0 0 0 0 0 0 0 20 0 2 0 99 0 0";
+        let info = linux::parse_stat(44, headless).unwrap();
+        assert!(info.alive);
+        assert_eq!(info.id.start, 99);
+        assert!(
+            !linux::parse_stat(
+                45,
+                "45 (x) X 7 45 45 0 -1 0 0 0 0 0 0 0 0 0 20 0 2 0 99 0 0"
+            )
+            .unwrap()
+            .alive
+        );
         assert!(linux::parse_stat(1, "garbage").is_none());
         assert!(linux::parse_stat(1, "1 (x) S 0").is_none());
     }
