@@ -400,4 +400,56 @@ describe('LC-1: the previous version of this package (run.json)', () => {
     expect(runs.get('2cc18791-ff17-4bc7-a6cf-1248bd434fd3')).toMatchObject({ status: 'failed', signal: 'SIGKILL' })
     expect(runs.get('ad5e83e0-c75c-4f97-9f26-2453429425ac')).toMatchObject({ status: 'canceled' })
   })
+
+  it("a file's tool bundle is summarized again: whatever a crafted run.json or state.json holds, only the summary's keys reach the run and its status body", () => {
+    const secrets = {
+      mcpServers: [
+        { id: 's1', transport: 'stdio', enabled: true, command: 'node', args: ['--token=T1'], env: { KEY: 'T2' } },
+        { id: 's2', transport: 'http', url: 'https://user:T3@example.test/', headers: { auth: 'T4' } },
+      ],
+      extra: 'T5',
+    }
+    const legacy = '6f1d2c3b-4a59-4e68-8f70-1a2b3c4d5e6f'
+    fs.mkdirSync(path.join(tmp, legacy))
+    fs.writeFileSync(
+      path.join(tmp, legacy, 'run.json'),
+      JSON.stringify({
+        version: 1,
+        id: legacy,
+        seq: 1,
+        projectId: 'p',
+        conversationId: null,
+        status: 'succeeded',
+        createdAt: 1,
+        updatedAt: 2,
+        exitCode: 0,
+        signal: null,
+        error: null,
+        errorCode: null,
+        cancelRequested: false,
+        nextEventId: 1,
+        meta: { ids: {}, mediaExecution: { mode: 'enabled' }, toolBundle: secrets },
+      }),
+    )
+    const { runs } = service()
+    const created = runs.create({ projectId: 'p' })
+    runs.finish(created, 'succeeded', 0, null)
+    const statePath = path.join(tmp, created.id, 'state.json')
+    fs.writeFileSync(
+      statePath,
+      JSON.stringify({ ...JSON.parse(fs.readFileSync(statePath, 'utf8')), toolBundle: secrets }),
+    )
+    const later = service().runs
+    for (const id of [legacy, created.id]) {
+      const run = later.get(id)
+      const text = JSON.stringify([run.toolBundle, later.statusBody(run)])
+      for (const secret of ['T1', 'T2', 'T3', 'T4', 'T5', 'command', 'url']) expect(text).not.toContain(secret)
+      expect(later.statusBody(run).toolBundle).toEqual({
+        mcpServers: [
+          { id: 's1', transport: 'stdio', enabled: true },
+          { id: 's2', transport: 'http' },
+        ],
+      })
+    }
+  })
 })

@@ -72,9 +72,11 @@ function create(ctx, meta) {
 function adoptHydrated(ctx, slot) {
   const { state, nextEventId, cancelRequested } = JSON.parse(native.runHydrated(ctx.svc, slot))
   // A run of the previous version carries its policy and redacted bundle; others the defaults.
+  // The bundle is summarized again (§14): a file is input, and only the summary's keys of each
+  // server may reach the status body, whatever a foreign or crafted file holds.
   const media = plainObject(state.mediaExecution) ? state.mediaExecution : { mode: 'enabled' }
-  const bundle =
-    plainObject(state.toolBundle) && Array.isArray(state.toolBundle.mcpServers) ? state.toolBundle : { mcpServers: [] }
+  const summary = native.summarizeToolBundle(lowerJson(state.toolBundle) ?? 'null')
+  const bundle = JSON.parse(summary)
   const logPath = ctx.logPrefix + state.id + ctx.logSuffix
   const run = adopt(
     ctx,
@@ -84,7 +86,7 @@ function adoptHydrated(ctx, slot) {
     state,
     media,
     bundle,
-    JSON.stringify(bundle),
+    summary,
     state.createdAt,
     hydratedFields(state, nextEventId, cancelRequested),
   )
