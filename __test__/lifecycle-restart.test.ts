@@ -404,10 +404,17 @@ describe('LC-1: the previous version of this package (run.json)', () => {
   it("a file's tool bundle is summarized again: whatever a crafted run.json or state.json holds, only the summary's keys reach the run and its status body", () => {
     const secrets = {
       mcpServers: [
-        { id: 's1', transport: 'stdio', enabled: true, command: 'node', args: ['--token=T1'], env: { KEY: 'T2' } },
-        { id: 's2', transport: 'http', url: 'https://user:T3@example.test/', headers: { auth: 'T4' } },
+        {
+          id: 's1',
+          transport: 'stdio',
+          enabled: true,
+          command: 'node',
+          args: ['--token=SECRET-1'],
+          env: { KEY: 'SECRET-2' },
+        },
+        { id: 's2', transport: 'http', url: 'https://user:SECRET-3@example.test/', headers: { auth: 'SECRET-4' } },
       ],
-      extra: 'T5',
+      extra: 'SECRET-5',
     }
     const legacy = '6f1d2c3b-4a59-4e68-8f70-1a2b3c4d5e6f'
     fs.mkdirSync(path.join(tmp, legacy))
@@ -443,7 +450,8 @@ describe('LC-1: the previous version of this package (run.json)', () => {
     for (const id of [legacy, created.id]) {
       const run = later.get(id)
       const text = JSON.stringify([run.toolBundle, later.statusBody(run)])
-      for (const secret of ['T1', 'T2', 'T3', 'T4', 'T5', 'command', 'url']) expect(text).not.toContain(secret)
+      for (const secret of ['SECRET-1', 'SECRET-2', 'SECRET-3', 'SECRET-4', 'SECRET-5', '"command"', '"url"'])
+        expect(text).not.toContain(secret)
       expect(later.statusBody(run).toolBundle).toEqual({
         mcpServers: [
           { id: 's1', transport: 'stdio', enabled: true },
