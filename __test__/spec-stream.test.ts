@@ -218,6 +218,68 @@ describe('§10 stream(run, req, res)', () => {
     expect(sentIds(sse[0])).toEqual([1, 2, 3, 4, 5])
   })
 
+  it("IMP-7: a client registered while a record is handed out (from onEventEmitted, or from another client's send, with an emit nested after it) gets every record exactly once", () => {
+    let runsRef: any
+    let attachInHook = false
+    const { runs, sse } = makeRuns({
+      onEventEmitted: (run: any, record: any) => {
+        if (attachInHook && record.event === 'tool') {
+          attachInHook = false
+          runsRef.stream(run, fakeReq(String(record.id - 1)), fakeRes())
+        }
+      },
+    })
+    runsRef = runs
+    const run = runs.create()
+    runs.emit(run, 'a', 1)
+    attachInHook = true
+    runs.emit(run, 'tool', 2)
+    runs.emit(run, 'b', 3)
+    expect(sentIds(sse[0])).toEqual([2, 3])
+
+    // A host client whose send of record 1 attaches a new client, then emits record 2.
+    const other = runs.create()
+    let nested = false
+    other.clients.add({
+      send: (_event: string, _data: unknown, id: number) => {
+        if (id !== 1 || nested) return
+        nested = true
+        runs.stream(other, fakeReq('0'), fakeRes())
+        runs.emit(other, 'inner', 2)
+      },
+      end: () => {},
+      cleanup: () => {},
+    })
+    runs.emit(other, 'outer', 1)
+    runs.emit(other, 'after', 3)
+    runs.finish(other, 'succeeded', 0, null)
+    expect(sentIds(sse[1])).toEqual([1, 2, 3, 4])
+    expect(ends(sse[1])).toBe(1)
+  })
+
+  it('INP-5: a res whose on() throws, or a req whose query getter throws: the client is ended and not registered / the cursor is absent', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    runs.emit(run, 'a', 1)
+    const res = {
+      on() {
+        throw new Error('on threw')
+      },
+    }
+    expect(() => runs.stream(run, fakeReq(undefined), res)).toThrow('on threw')
+    expect(run.clients.size).toBe(0)
+    expect(ends(sse[0])).toBe(1)
+    const req = {
+      get: () => undefined,
+      get query() {
+        throw new Error('query threw')
+      },
+    }
+    runs.stream(run, req, fakeRes())
+    expect(sentIds(sse[1])).toEqual([1])
+    expect(run.clients.has(sse[1])).toBe(true)
+  })
+
   it('IMP-7: with a full ring trimmed during replay, no record is skipped or duplicated', () => {
     let runsRef: any
     let runRef: any

@@ -7,7 +7,7 @@ const native = require('./core.js')
 const { own, releaseWhenUnreachable, syncVerdict, syncEnded, syncDropped } = require('./run.js')
 const { textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { isTerminal, statusBody } = require('./status.js')
-const { fanOut, endClients } = require('./stream.js')
+const { fanOut, beginHandOut, endHandOut, endClients } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
 const { hostJson } = require('./state.js')
@@ -117,10 +117,15 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
   }
   const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, now)
   syncEnded(s, endId)
-  if (onEventEmitted !== null) {
-    callHook(ctx, 'onEventEmitted', onEventEmitted, run, { id: endId, event: 'end', data: endData, timestamp: now })
+  beginHandOut(s)
+  try {
+    if (onEventEmitted !== null) {
+      callHook(ctx, 'onEventEmitted', onEventEmitted, run, { id: endId, event: 'end', data: endData, timestamp: now })
+    }
+    fanOut(run, s, 'end', endData, endId)
+  } finally {
+    endHandOut(s)
   }
-  fanOut(run, 'end', endData, endId)
   endClients(run)
   resolveWaiters(run)
   scheduleEviction(s)

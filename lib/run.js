@@ -96,6 +96,10 @@ function newMirror(ctx, slot, bundle, summary, core) {
     bundle,
     summary,
     cancelPromise: null,
+    // IMP-7 (lib/stream.js): records being handed out (nested emits), and the clients stream()
+    // registered meanwhile, with the last id their replay sent.
+    handingOut: 0,
+    attachedAt: null,
     // The run's shutdownActive() teardown while it runs: a second shutdownActive() joins it.
     shutdownPromise: null,
     evictTimer: null,

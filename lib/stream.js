@@ -16,11 +16,33 @@ function safeCall(target, method, ...args) {
   }
 }
 
-/** EMT-2 step 7: a live event to every client of the run. */
-function fanOut(run, event, data, id) {
+/**
+ * EMT-2 step 7: a live event to every client of the run. IMP-7: a client that stream()
+ * registered while this record was being handed out (from the onEventEmitted hook or another
+ * client's send) already had it in its replay, and is skipped (`s.attachedAt`, below).
+ */
+function fanOut(run, s, event, data, id) {
   const clients = run.clients
   if (!clients || clients.size === 0) return
-  for (const client of clients) safeCall(client, 'send', event, data, id)
+  for (const client of clients) {
+    // (Read per client: a send may register one, and Set iteration visits it.)
+    const attachedAt = s.attachedAt
+    if (attachedAt !== null && attachedAt.get(client) >= id) continue
+    safeCall(client, 'send', event, data, id)
+  }
+}
+
+/**
+ * Brackets the hand-out of one record (its hook and fan-out): while one is under way, a client
+ * stream() registers remembers the last id its replay sent, so that no fan-out of a record up to
+ * that id sends it again. Nested emits (from a hook or a send) nest.
+ */
+function beginHandOut(s) {
+  s.handingOut++
+}
+
+function endHandOut(s) {
+  if (--s.handingOut === 0) s.attachedAt = null
 }
 
 /** FIN/DRP: ends and forgets every client of the run. */
@@ -66,7 +88,13 @@ function readCursor(req) {
   } catch {
     raw = undefined
   }
-  if (!raw) raw = req?.query?.after
+  if (!raw) {
+    try {
+      raw = req?.query?.after
+    } catch {
+      raw = undefined
+    }
+  }
   if (!raw) raw = 0
   try {
     return Number(raw)
@@ -120,11 +148,22 @@ function stream(ctx, run, req, res) {
       `stream(run, req, res): expected res to have on('close', listener) (an http.ServerResponse), got ${describe(res)}`,
     )
   }
+  // The close listener first: a res whose on() throws leaves no client registered (ended, the
+  // error rethrown), as INP-5 does for a res without on().
+  let closed = false
+  try {
+    res.on('close', () => {
+      closed = true
+      run.clients.delete(sse)
+      safeCall(sse, 'cleanup')
+    })
+  } catch (err) {
+    safeCall(sse, 'end')
+    throw err
+  }
+  if (closed) return
+  if (s.handingOut > 0) (s.attachedAt ??= new Map()).set(sse, seen)
   run.clients.add(sse)
-  res.on('close', () => {
-    run.clients.delete(sse)
-    safeCall(sse, 'cleanup')
-  })
 }
 
-module.exports = { stream, fanOut, endClients }
+module.exports = { stream, fanOut, beginHandOut, endHandOut, endClients }
