@@ -473,6 +473,16 @@ describe.each(MODES)('stream with odd cursors ($mode)', ({ logged }) => {
 
 // --- the lifecycle methods (LC-1..LC-4) -------------------------------------------------------------------
 
+describe('no run at all', () => {
+  it('statusBody and signalChild of null or undefined throw a TypeError naming the method', () => {
+    const runs = createRuns(null)
+    for (const value of [null, undefined]) {
+      expect(() => runs.statusBody(value)).toThrow(/^statusBody\(run\): expected a run object, got (null|undefined)$/)
+      expect(() => runs.signalChild(value, 'SIGTERM')).toThrow(/^signalChild\(run, signal\): expected a run object/)
+    }
+  })
+})
+
 describe('a Proxy whose every trap throws, passed where a run belongs', () => {
   it("gets the method's own TypeError, not the trap's exception (INP-1)", () => {
     const { runs } = makeRuns()

@@ -7,6 +7,7 @@
 
 const os = require('node:os')
 const native = require('./core.js')
+const { describe } = require('./describe.js')
 const { own } = require('./run.js')
 const { exited } = require('./status.js')
 const { cancelEnv } = require('./options.js')
@@ -29,6 +30,9 @@ function signalArg(signal) {
  * inherited its output), else nothing.
  */
 function signalChild(ctx, run, signal) {
+  if (run === null || run === undefined) {
+    throw new TypeError(`signalChild(run, signal): expected a run object, got ${describe(run)}`)
+  }
   const child = run.child
   if (!child) return false
   if (exited(child)) {

@@ -3,6 +3,7 @@
 // the status body (§15) and the service's health snapshot.
 
 const native = require('./core.js')
+const { describe } = require('./describe.js')
 const { ChatRun } = require('./run.js')
 const { lowerJson } = require('./lower.js')
 const { nonEmptyString } = require('./convert.js')
@@ -35,6 +36,9 @@ function summaryOf(run, s) {
 
 /** §15 with LC-5's and HF-2's keys. Reads every field through the run object, so host writes show. */
 function statusBody(run) {
+  if (run === null || run === undefined) {
+    throw new TypeError(`statusBody(run): expected a run object, got ${describe(run)}`)
+  }
   const s = ChatRun.stateOf(run)
   const child = run.child
   const body = {
