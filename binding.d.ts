@@ -109,6 +109,12 @@ export declare function indexRuns(svc: number, dir: string): void
 /** Registers an event name for the staged emits of `emitStaged` (the facade caches the number). */
 export declare function internEvent(svc: number, name: string): number
 
+/**
+ * §12: a media policy read back from a file (a hydrated run's), normalized as `create`
+ * normalizes its input, as JSON.
+ */
+export declare function normalizeStoredMediaExecution(lowered: string): string
+
 /** A core-owned numeric field the host assigned (`runSetNumber`; `CancelRequested` as 0 / 1). */
 export declare const enum NumberField {
   /** `run.updatedAt` (a non-number is kept as NaN). */
@@ -365,6 +371,9 @@ export declare function signalHeldGroup(svc: number, group: number, signal: stri
  * these names is never written twice. Read once by the facade.
  */
 export declare function stateFileKeys(): Array<string>
+
+/** SUM-4: the summary of a tool bundle read back from a file (a hydrated run's), as JSON. */
+export declare function summarizeStoredToolBundle(lowered: string): string
 
 /**
  * The redacted summary of an arbitrary (lowered) bundle, for runs whose bundle the host

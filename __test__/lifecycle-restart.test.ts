@@ -412,7 +412,15 @@ describe('LC-1: the previous version of this package (run.json)', () => {
           args: ['--token=SECRET-1'],
           env: { KEY: 'SECRET-2' },
         },
-        { id: 's2', transport: 'http', url: 'https://user:SECRET-3@example.test/', headers: { auth: 'SECRET-4' } },
+        {
+          id: 's2',
+          transport: 'http',
+          url: 'https://user:SECRET-3@example.test/',
+          headers: { auth: 'SECRET-4' },
+          label: ['SECRET-6'],
+          authMode: { env: { KEY: 'SECRET-7' } },
+        },
+        { id: { token: 'SECRET-8' }, transport: 'stdio' },
       ],
       extra: 'SECRET-5',
     }
@@ -435,7 +443,11 @@ describe('LC-1: the previous version of this package (run.json)', () => {
         errorCode: null,
         cancelRequested: false,
         nextEventId: 1,
-        meta: { ids: {}, mediaExecution: { mode: 'enabled' }, toolBundle: secrets },
+        meta: {
+          ids: {},
+          mediaExecution: { mode: 'enabled', providers: { openai: { apiKey: 'SECRET-9' } } },
+          toolBundle: secrets,
+        },
       }),
     )
     const { runs } = service()
@@ -444,18 +456,34 @@ describe('LC-1: the previous version of this package (run.json)', () => {
     const statePath = path.join(tmp, created.id, 'state.json')
     fs.writeFileSync(
       statePath,
-      JSON.stringify({ ...JSON.parse(fs.readFileSync(statePath, 'utf8')), toolBundle: secrets }),
+      JSON.stringify({
+        ...JSON.parse(fs.readFileSync(statePath, 'utf8')),
+        toolBundle: secrets,
+        mediaExecution: { mode: 'question', providers: { x: { apiKey: 'SECRET-9' } } },
+      }),
     )
     const later = service().runs
     for (const id of [legacy, created.id]) {
       const run = later.get(id)
       const text = JSON.stringify([run.toolBundle, later.statusBody(run)])
-      for (const secret of ['SECRET-1', 'SECRET-2', 'SECRET-3', 'SECRET-4', 'SECRET-5', '"command"', '"url"'])
+      for (const secret of [
+        'SECRET-1',
+        'SECRET-2',
+        'SECRET-3',
+        'SECRET-4',
+        'SECRET-5',
+        'SECRET-6',
+        'SECRET-7',
+        'SECRET-8',
+        'SECRET-9',
+        '"command"',
+        '"url"',
+      ])
         expect(text).not.toContain(secret)
       expect(later.statusBody(run).toolBundle).toEqual({
         mcpServers: [
           { id: 's1', transport: 'stdio', enabled: true },
-          { id: 's2', transport: 'http' },
+          { id: 's2', transport: 'http', enabled: true },
         ],
       })
     }

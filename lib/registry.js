@@ -72,10 +72,11 @@ function create(ctx, meta) {
 function adoptHydrated(ctx, slot) {
   const { state, nextEventId, cancelRequested } = JSON.parse(native.runHydrated(ctx.svc, slot))
   // A run of the previous version carries its policy and redacted bundle; others the defaults.
-  // The bundle is summarized again (§14): a file is input, and only the summary's keys of each
-  // server may reach the status body, whatever a foreign or crafted file holds.
-  const media = plainObject(state.mediaExecution) ? state.mediaExecution : { mode: 'enabled' }
-  const summary = native.summarizeToolBundle(lowerJson(state.toolBundle) ?? 'null')
+  // A file is input: the policy is normalized again (§12), and the bundle summarized again
+  // (SUM-4), so whatever a foreign or crafted file holds, only what create() could have stored
+  // reaches the run and its status body.
+  const media = JSON.parse(native.normalizeStoredMediaExecution(lowerJson(state.mediaExecution) ?? 'null'))
+  const summary = native.summarizeStoredToolBundle(lowerJson(state.toolBundle) ?? 'null')
   const bundle = JSON.parse(summary)
   const logPath = ctx.logPrefix + state.id + ctx.logSuffix
   const run = adopt(

@@ -89,6 +89,19 @@ pub fn summarize_tool_bundle(lowered: String) -> String {
     chat_run_core::policy::tool_bundle_summary_json(&lowered)
 }
 
+/// §12: a media policy read back from a file (a hydrated run's), normalized as `create`
+/// normalizes its input, as JSON.
+#[napi]
+pub fn normalize_stored_media_execution(lowered: String) -> String {
+    chat_run_core::policy::normalize_media_execution_json(&lowered)
+}
+
+/// SUM-4: the summary of a tool bundle read back from a file (a hydrated run's), as JSON.
+#[napi]
+pub fn summarize_stored_tool_bundle(lowered: String) -> String {
+    chat_run_core::policy::stored_tool_bundle_summary_json(&lowered)
+}
+
 /// `get(id)`: the registered run's slot, or -1 (`runHydrate` loads one from disk, LC-2).
 #[napi]
 pub fn run_get(env: &Env, svc: u32, id: String) -> Result<i64> {

@@ -71,6 +71,13 @@ pub fn normalize_media_execution(input: Option<&serde_json::Value>) -> serde_jso
     try_normalize_media_execution(input).unwrap_or_else(default_media_execution)
 }
 
+/// [`normalize_media_execution`] of a lowered JSON text (one that does not parse counts as
+/// absent), as JSON: for a policy read back from a file (a hydrated run's), which is input.
+pub fn normalize_media_execution_json(lowered: &str) -> String {
+    let input: Option<Value> = serde_json::from_str(lowered).ok();
+    normalize_media_execution(input.as_ref()).to_string()
+}
+
 /// `None` = invalid input (MED-7).
 fn try_normalize_media_execution(input: Option<&Value>) -> Option<Value> {
     let obj = match input {
@@ -321,6 +328,58 @@ pub fn tool_bundle_summary(bundle: &serde_json::Value) -> serde_json::Value {
     let mut out = Map::new();
     out.insert("mcpServers".to_owned(), Value::Array(servers));
     Value::Object(out)
+}
+
+/// SUM-4 for a summary read back from a file (a hydrated run's `toolBundle`: what the previous
+/// version stored, or whatever a foreign file holds): the summary of the servers that hold
+/// exactly what a summary of sanitized input can (SV-2's id, SV-3's transport, a boolean
+/// `enabled`, string `label`/`templateId`, SV-7's `authMode`); a server that does not is left
+/// out, a field of the wrong type too. So the no-leak argument holds for input never sanitized.
+pub fn stored_tool_bundle_summary(stored: &Value) -> Value {
+    let servers: Vec<Value> = match stored.get("mcpServers") {
+        Some(Value::Array(servers)) => servers.iter().filter_map(stored_server).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Map::new();
+    out.insert("mcpServers".to_owned(), Value::Array(servers));
+    Value::Object(out)
+}
+
+/// [`stored_tool_bundle_summary`] of a lowered JSON text, as JSON (`null` for one that does not
+/// parse).
+pub fn stored_tool_bundle_summary_json(lowered: &str) -> String {
+    let stored = serde_json::from_str(lowered).unwrap_or(Value::Null);
+    stored_tool_bundle_summary(&stored).to_string()
+}
+
+fn stored_server(server: &Value) -> Option<Value> {
+    let id = match server.get("id") {
+        Some(Value::String(id)) if valid_id(id) == Some(id.as_str()) => id,
+        _ => return None,
+    };
+    let transport = match server.get("transport") {
+        Some(Value::String(t)) if matches!(t.as_str(), "stdio" | "sse" | "http") => t,
+        _ => return None,
+    };
+    let text = |key: &str| match server.get(key) {
+        Some(Value::String(v)) if !v.is_empty() => Some(v.clone()),
+        _ => None,
+    };
+    let mut out = Map::new();
+    out.insert("id".to_owned(), Value::String(id.clone()));
+    if let Some(label) = text("label") {
+        out.insert("label".to_owned(), Value::String(label));
+    }
+    if let Some(template) = text("templateId") {
+        out.insert("templateId".to_owned(), Value::String(template));
+    }
+    out.insert("transport".to_owned(), Value::String(transport.clone()));
+    let enabled = !matches!(server.get("enabled"), Some(Value::Bool(false)));
+    out.insert("enabled".to_owned(), Value::Bool(enabled));
+    if let Some(mode) = text("authMode").filter(|m| m == "none" || m == "oauth") {
+        out.insert("authMode".to_owned(), Value::String(mode));
+    }
+    Some(Value::Object(out))
 }
 
 /// [`tool_bundle_summary`] of a bundle given as its lowered JSON text (one that does not parse
@@ -799,6 +858,34 @@ mod tests {
                 json!({ "id": "a", "transport": "http", "url": "http://h", "command": "c", "args": ["x"], "env": { "K": "v" } })
             ),
             json!([{ "id": "a", "transport": "http", "enabled": true, "url": "http://h/", "authMode": "oauth" }])
+        );
+    }
+
+    #[test]
+    fn sum_4_a_stored_summary_keeps_only_what_a_summary_of_sanitized_input_holds() {
+        let stored = json!({ "mcpServers": [
+            { "id": "s1", "label": "Search", "transport": "http", "enabled": true, "authMode": "oauth",
+              "url": "https://u:p@h/", "headers": { "A": "B" } },
+            { "id": "s2", "label": ["L"], "templateId": { "t": 1 }, "transport": "stdio",
+              "enabled": "yes", "authMode": { "env": { "K": "V" } }, "command": "node" },
+            { "id": "bad id", "transport": "stdio" },
+            { "id": "s3", "transport": { "headers": {} } },
+            { "id": { "secret": 1 }, "transport": "http" },
+            "s4",
+        ], "extra": "x" });
+        assert_eq!(
+            stored_tool_bundle_summary(&stored),
+            json!({ "mcpServers": [
+                { "id": "s1", "label": "Search", "transport": "http", "enabled": true, "authMode": "oauth" },
+                { "id": "s2", "transport": "stdio", "enabled": true },
+            ] })
+        );
+        // A summary this package stored reads back unchanged.
+        let summary = tool_bundle_summary(&tb(example_input()));
+        assert_eq!(stored_tool_bundle_summary(&summary), summary);
+        assert_eq!(
+            stored_tool_bundle_summary_json("not json"),
+            r#"{"mcpServers":[]}"#
         );
     }
 
