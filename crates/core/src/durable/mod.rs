@@ -139,7 +139,10 @@ fn well_formed_escapes(text: &str) -> Cow<'_, str> {
     };
     let mut fixed: Option<Vec<u8>> = None;
     let mut at = 0;
-    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'\\') {
+    while let Some(offset) = bytes
+        .get(at..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\\'))
+    {
         at += offset;
         let Some(code) = unit(at) else {
             // Any other escape is two bytes (a backslash and the escaped byte).
@@ -185,6 +188,27 @@ mod tests {
             well_formed_escapes(r#"{"ok":"\u00e9"}"#),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn lc_1_a_text_cut_anywhere_in_an_escape_never_panics() {
+        let whole = r#"{"a":"x\ud83d\ude00\n\\","b":"\udc00"}"#;
+        for end in 0..=whole.len() {
+            let cut = &whole[..end];
+            let _ = well_formed_escapes(cut);
+            let _ = parse_object(cut);
+        }
+        for text in [
+            "\\",
+            "{\"a\":\"\\",
+            "\\u",
+            "\\ud8",
+            "\\ud800\\",
+            "\\ud800\\u",
+        ] {
+            let _ = parse_object(text);
+        }
+        assert!(parse_object(whole).is_some());
     }
 
     #[test]
