@@ -2,7 +2,18 @@
 // (RUN-3), host-owned properties (RUN-4), the events array (RUN-5), clients (RUN-6), waiters (RUN-7)
 // and evicted or dropped runs (RUN-8).
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { FakeChild, fakeClient, ID_FIELDS, makeRuns, RUN_FIELDS, STATUS_BODY_KEYS, UUID_V4 } from './helpers'
+import {
+  FakeChild,
+  fakeClient,
+  fakeReq,
+  fakeRes,
+  ID_FIELDS,
+  makeRuns,
+  RUN_FIELDS,
+  sleep,
+  STATUS_BODY_KEYS,
+  UUID_V4,
+} from './helpers'
 
 afterEach(() => {
   vi.useRealTimers()
@@ -384,6 +395,42 @@ describe('§5 The run object (RUN)', () => {
     runs.finish(run, 'succeeded', 0, null)
     expect(client.calls.map((c) => c.type)).toEqual(['send', 'send', 'end'])
     await expect(waited).resolves.toMatchObject({ status: 'succeeded' })
+  })
+
+  it('IMP-6: host clients and waiters that return rejected promises never make an unhandled rejection', async () => {
+    const rejections: unknown[] = []
+    const onRejection = (reason: unknown) => rejections.push(reason)
+    process.on('unhandledRejection', onRejection)
+    try {
+      const calls: string[] = []
+      const asyncClient = () => ({
+        send: async (event: string) => {
+          calls.push(`send:${event}`)
+          throw new Error('async send rejected')
+        },
+        end: async () => {
+          calls.push('end')
+          throw new Error('async end rejected')
+        },
+        cleanup: () => {},
+      })
+      const { runs } = makeRuns({}, asyncClient)
+      const run = runs.create()
+      run.clients.add(asyncClient())
+      run.waiters.add(async () => {
+        calls.push('waiter')
+        throw new Error('async waiter rejected')
+      })
+      runs.emit(run, 'agent', 1)
+      runs.finish(run, 'succeeded', 0, null)
+      // A replay to an async client too.
+      runs.stream(run, fakeReq('0'), fakeRes())
+      await sleep(20)
+      expect(calls).toEqual(['send:agent', 'send:end', 'end', 'waiter', 'send:agent', 'send:end', 'end'])
+      expect(rejections).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onRejection)
+    }
   })
 
   it('RUN-7: waiters is a real Set of functions; finish calls each once with a status body and clears it', async () => {

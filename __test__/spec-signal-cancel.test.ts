@@ -445,6 +445,33 @@ describe('§11 cancel', () => {
     }
   })
 
+  it("CAN-9 with a child whose once() throws, or a run whose retryRestartTimer getter throws: the cancel still tears down and the host's verdict lands", async () => {
+    const { runs } = makeRuns()
+    const child = new FakeChild({ closeOn: 'SIGTERM' })
+    const hostile = new Proxy(child, {
+      get(target, key) {
+        if (key === 'once') {
+          return () => {
+            throw new Error('once threw')
+          }
+        }
+        const value = Reflect.get(target, key, target)
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    const run = runningWithChild(runs, hostile)
+    run.runtimeFailureObservedBeforeCancellation = true
+    Object.defineProperty(run, 'retryRestartTimer', {
+      configurable: true,
+      get() {
+        throw new Error('timer getter threw')
+      },
+    })
+    await expect(runs.cancel(run, 'user_stop')).resolves.toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+    expect(child.signals).toEqual(['SIGTERM'])
+    expect(run.status).toBe('canceled')
+  })
+
   it('SHD-5: a cancel whose steps threw is over: it rejects, and the next cancel starts a new plan instead of waiting', async () => {
     const { runs } = makeRuns()
     const child = new FakeChild({ closeOn: 'SIGTERM', pid: undefined })

@@ -194,16 +194,26 @@ function endTeardown(ctx, run, s, fallback, trigger) {
   const t = s.teardown
   unwatchClose(t)
   s.teardown = null
-  const child = run.child
-  if (fallback === 'SIGKILL') reportSurvivors(ctx, run, s, child)
-  // A tree that exited inside the abort grace never reached the stdin step: stdin closes now.
-  closeStdin(run)
-  if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
+  // The child's exit facts, read from the host's object: a getter that throws leaves them
+  // unknown (the fallback), and the verdicts below are still applied.
+  let exitCode = null
+  let childSignal = null
+  try {
+    const child = run.child
+    if (fallback === 'SIGKILL') reportSurvivors(ctx, run, s, child)
+    // A tree that exited inside the abort grace never reached the stdin step: stdin closes now.
+    closeStdin(run)
+    if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
+    exitCode = child?.exitCode ?? null
+    childSignal = child?.signalCode ?? null
+  } catch {
+    // See above.
+  }
   if (t !== null) for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, trigger)
   // (Whichever plan ends the barrier: with a cancel and a shutdown in one teardown, the one still
   // in its SIGTERM wait may see the tree gone after the other's SIGKILL.)
-  const signal = t !== null && t.killed ? 'SIGKILL' : (child?.signalCode ?? fallback)
-  finishWith(ctx, run, 'canceled', child?.exitCode ?? null, signal, trigger)
+  const signal = t !== null && t.killed ? 'SIGKILL' : (childSignal ?? fallback)
+  finishWith(ctx, run, 'canceled', exitCode, signal, trigger)
 }
 
 // LC-7: anything of the tree still alive after SIGKILL and the force wait (or a child object
@@ -308,13 +318,19 @@ function beginTeardown(s, hasChild, shutdown) {
 // CAN-9: the teardown notes the child's 'close' from the start of a cancel (or the first wait)
 // that must see it; unwatchClose removes the listener when the plan ends.
 function watchClose(t, child) {
-  if (t === null || t.closed !== null || typeof child?.once !== 'function') return
-  t.closed = false
-  t.watched = child
-  t.onClose = () => {
-    t.closed = true
+  if (t === null || t.closed !== null) return
+  try {
+    if (typeof child?.once !== 'function') return
+    const onClose = () => {
+      t.closed = true
+    }
+    child.once('close', onClose)
+    t.closed = false
+    t.watched = child
+    t.onClose = onClose
+  } catch {
+    // The host's child object: without its 'close', the wait falls back to the child's exit.
   }
-  child.once('close', t.onClose)
 }
 
 function unwatchClose(t) {

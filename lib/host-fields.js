@@ -79,14 +79,20 @@ function pluginWorkflowIdOf(analytics) {
  * again by a retry timer of its earlier attempt.
  */
 function clearRetryRestart(run) {
-  const timer = run.retryRestartTimer
-  if (!timer) return
+  // The host's field: a getter or setter that throws must not stop the cancel or shutdown that
+  // clears it.
   try {
-    clearTimeout(timer)
+    const timer = run.retryRestartTimer
+    if (!timer) return
+    try {
+      clearTimeout(timer)
+    } catch {
+      // Not a timer: nothing was pending.
+    }
+    run.retryRestartTimer = null
   } catch {
-    // Not a timer: nothing was pending.
+    // See above.
   }
-  run.retryRestartTimer = null
 }
 
 // An orchestrator's scratch checkout, as the project metadata describes it; null unless it is

@@ -12,21 +12,25 @@ const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
 const { hostJson } = require('./state.js')
 const { addEndFacts, settleUnfinishedWork } = require('./host-fields.js')
-const { callHook, finalize } = require('./hooks.js')
+const { callHook, finalize, ignoreResult } = require('./hooks.js')
 const { describe } = require('./describe.js')
 
 const EMPTY = Object.freeze({})
 
 // RUN-7: every waiter once with the status body, then the Set is cleared.
+function ignore() {}
+
 function resolveWaiters(run) {
   const waiters = run.waiters
   if (!waiters || waiters.size === 0) return
   const body = statusBody(run)
   for (const waiter of waiters) {
     try {
-      waiter(body)
+      // A waiter is a promise resolver; a foreign one that throws, or returns a promise that
+      // rejects, is ignored.
+      ignoreResult(waiter(body), ignore)
     } catch {
-      // A waiter is a promise resolver; a foreign one that throws is ignored.
+      // See above.
     }
   }
   waiters.clear()

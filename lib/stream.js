@@ -6,15 +6,21 @@ const native = require('./core.js')
 const { own } = require('./run.js')
 const { isTerminal } = require('./status.js')
 const { describe } = require('./describe.js')
+const { ignoreResult } = require('./hooks.js')
 
-/** IMP-6: calls `target[method](...args)`; one broken client never breaks the run or the others. */
+/**
+ * IMP-6: calls `target[method](...args)`; one broken client never breaks the run or the others
+ * (a throw is swallowed, and so is the rejection of a promise it returns).
+ */
 function safeCall(target, method, ...args) {
   try {
-    target[method](...args)
+    ignoreResult(target[method](...args), ignore)
   } catch {
     // IMP-6: one broken client never breaks the run or the other clients.
   }
 }
+
+function ignore() {}
 
 /**
  * EMT-2 step 7: a live event to every client of the run. IMP-7: a client that stream()
@@ -73,7 +79,7 @@ function sendBatch(sse, batch, start, after) {
     const id = contiguous ? ids + i : ids[i]
     if (id <= after) continue
     try {
-      sse.send(shared ? name : names[nameIndex[i]], datas[i], id)
+      ignoreResult(sse.send(shared ? name : names[nameIndex[i]], datas[i], id), ignore)
     } catch {
       // IMP-6: one broken client never breaks the run or the other clients.
     }
