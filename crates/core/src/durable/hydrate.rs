@@ -226,31 +226,20 @@ fn mark_interrupted(
 }
 
 /// Whether the journal's tail ends with what [`mark_interrupted`] appends: an `'error'` record
-/// with [`INTERRUPTED_CODE`] and then an `'end'`. With a history too short to hold both, the
-/// `'end'` alone decides, by its time: the two records are stamped at the hydration, after the
-/// file's last write (`updated_at`), while an earlier attempt's `'end'` precedes the write that
-/// made the run active again.
-fn ends_with_interruption(tail: &journal::Tail, updated_at: f64) -> bool {
-    let record =
-        |line: Option<&String>| line.and_then(|line| serde_json::from_str::<Value>(line).ok());
+/// with [`INTERRUPTED_CODE`] and then an `'end'`.
+fn ends_with_interruption(tail: &journal::Tail) -> bool {
+    let record = |at: Option<usize>| {
+        at.and_then(|at| tail.lines.get(at))
+            .and_then(|line| serde_json::from_str::<Value>(line).ok())
+    };
     let count = tail.lines.len();
-    let Some(end) = record(tail.lines.back()) else {
+    let (Some(error), Some(end)) = (record(count.checked_sub(2)), record(count.checked_sub(1)))
+    else {
         return false;
     };
-    if end.get("event").and_then(Value::as_str) != Some("end") {
-        return false;
-    }
-    match record(count.checked_sub(2).and_then(|at| tail.lines.get(at))) {
-        Some(error) => {
-            error.get("event").and_then(Value::as_str) == Some("error")
-                && error.pointer("/data/error/code").and_then(Value::as_str)
-                    == Some(INTERRUPTED_CODE)
-        }
-        None => end
-            .get("timestamp")
-            .and_then(Value::as_f64)
-            .is_some_and(|at| at >= updated_at),
-    }
+    end.get("event").and_then(Value::as_str) == Some("end")
+        && error.get("event").and_then(Value::as_str) == Some("error")
+        && error.pointer("/data/error/code").and_then(Value::as_str) == Some(INTERRUPTED_CODE)
 }
 
 impl Service {
@@ -349,9 +338,15 @@ impl Service {
         // writes a verdict's state file before its 'end' line). Marked again, not appended
         // again. (Any other 'end' last, such as the previous attempt's after prepareRestart,
         // gets the two records.)
-        let ended = run.end_event_id.is_some()
+        let ended = interrupted
+            && run.end_event_id.is_some()
             && run.end_event_id == run.history.newest_id()
-            && ends_with_interruption(&tail, run.updated_at);
+            && if tail.lines.len() >= 2 {
+                ends_with_interruption(&tail)
+            } else {
+                // A history shorter than the two records (maxEvents 1): the journal's own end.
+                ends_with_interruption(&journal::read_tail(&log_path, Some(2)))
+            };
         let appended = interrupted.then(|| mark_interrupted(&mut run, &log_path, now, !ended));
         let (project_id, keys) = (run.project_id.clone(), run.keys.clone());
         let slot = self.insert(run);
@@ -550,6 +545,29 @@ mod tests {
         let slot = fourth.hydrate(&run.id, 80.0).unwrap();
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 6);
         assert_eq!(fourth.state(slot).unwrap().terminal_at, Some(80.0));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_with_max_events_1_a_crashed_hydration_still_adds_no_second_pair() {
+        let (dir, layout) = log_dir("hydrate-crashed-one");
+        let mut old = service(Some(1), Some(layout));
+        let run = old.create(meta("p", "c"), 1.0);
+        emit(&mut old, run.slot, "1");
+        flush(&old);
+        drop(old);
+        let state_path = dir.join(&run.id).join(STATE_FILE);
+        let active = fs::read_to_string(&state_path).unwrap();
+        let mut first = service(Some(1), Some(layout_of(&dir)));
+        first.hydrate(&run.id, 1.0).unwrap();
+        // Undone as if the process died before the state write; same millisecond as before.
+        fs::write(&state_path, &active).unwrap();
+        let journal = dir.join(&run.id).join("events.jsonl");
+        assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
+        let mut second = service(Some(1), Some(layout_of(&dir)));
+        let slot = second.hydrate(&run.id, 1.0).unwrap();
+        assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
+        assert_eq!(second.state(slot).unwrap().next_event_id, 4);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -150,7 +150,9 @@ pub struct LogState {
 pub fn read_log_state(path: &Path) -> LogState {
     let mut state = LogState::default();
     for line in crate::backfill::read_range(path, 0.0, u64::MAX) {
-        let Ok(record) = serde_json::from_str::<Value>(&line) else {
+        // (As a state file is read: a lone surrogate escape is U+FFFD, a too deep field is
+        // left out, not the whole record.)
+        let Some(record) = super::parse_object(&line).map(Value::Object) else {
             continue;
         };
         if let Some(id) = record.get("id").and_then(Value::as_u64) {
@@ -254,14 +256,15 @@ mod tests {
             concat!(
                 "{\"id\":1,\"event\":\"error\",\"data\":{\"message\":\" outer \",\"error\":{\"code\":\"E1\"}},\"timestamp\":1}\n",
                 "{\"id\":2,\"event\":\"error\",\"data\":{\"error\":{\"message\":\"inner\"}},\"timestamp\":2}\n",
-                "{\"id\":3,\"event\":\"end\",\"data\":{\"code\":1,\"signal\":null,\"status\":\"failed\"},\"timestamp\":3}\n",
-                "{\"id\":4,\"ev"
+                "{\"id\":3,\"event\":\"error\",\"data\":{\"error\":{\"message\":\"cut \\ud83d\"}},\"timestamp\":3}\n",
+                "{\"id\":4,\"event\":\"end\",\"data\":{\"code\":1,\"signal\":null,\"status\":\"failed\"},\"timestamp\":3}\n",
+                "{\"id\":5,\"ev"
             ),
         )
         .unwrap();
         let state = read_log_state(&path);
-        assert_eq!(state.last_id, 3);
-        assert_eq!(state.error.as_deref(), Some("inner"));
+        assert_eq!(state.last_id, 4);
+        assert_eq!(state.error.as_deref(), Some("cut \u{fffd}"));
         assert_eq!(state.error_code.as_deref(), Some("E1"));
         let (data, ts) = state.end.unwrap();
         assert_eq!(data["status"], "failed");
