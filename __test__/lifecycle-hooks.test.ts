@@ -124,8 +124,10 @@ describe('LC-6: hooks', () => {
   })
 
   it('a hook whose error object throws when read, or whose promise rejects, is isolated too (no unhandled rejection)', async () => {
+    let messageReads = 0
     class UnreadableError extends Error {
       get message(): string {
+        messageReads++
         throw new Error('message getter threw')
       }
     }
@@ -178,6 +180,19 @@ describe('LC-6: hooks', () => {
       const both = warnings.filter((w) => w.code === 'CHAT_RUN_HOOK_ERROR')
       expect(both).toHaveLength(2)
       expect(both[1].message).toContain('late rejection')
+      // A service whose first failure is an error whose message cannot be read.
+      const third = makeRuns({
+        beforeFinish: () => {
+          throw new UnreadableError()
+        },
+      }).runs
+      const reads = messageReads
+      expect(() => third.finish(third.create(), 'failed', 1, null)).not.toThrow()
+      await sleep(20)
+      expect(messageReads).toBe(reads + 1)
+      const all = warnings.filter((w) => w.code === 'CHAT_RUN_HOOK_ERROR')
+      expect(all).toHaveLength(3)
+      expect(all[2].message).toContain('beforeFinish hook threw (an object (UnreadableError))')
     } finally {
       process.off('unhandledRejection', onRejection)
     }
