@@ -268,6 +268,7 @@ impl Service {
             if lines_queued && !target.created() {
                 target.open_early(&self.log_shared);
             }
+            target.mark_closed();
             writer.close(&target);
         }
         Ok(())

@@ -232,7 +232,14 @@ pub fn append_lines(path: &Path, lines: &[String]) -> io::Result<()> {
         out.extend_from_slice(line.as_bytes());
         out.push(b'\n');
     }
-    file.write_all(&out)
+    if let Err(error) = file.write_all(&out) {
+        // A write cut short (a full disk) is taken back: the journal keeps ending where it did,
+        // and no torn record of ours is left for the next writer to glue its lines to. (Where a
+        // file in append mode cannot be resized, the next write ends the torn line first.)
+        let _ = file.set_len(len);
+        return Err(error);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -764,6 +764,50 @@ mod tests {
     }
 
     #[test]
+    fn log_3_a_closed_journal_the_cap_closed_is_not_created_again_once_removed() {
+        let dir = temp_dir("closed-evicted");
+        let shared = Arc::new(LogShared::new(None));
+        let limits = LogLimits {
+            max_open_files: 1,
+            ..LogLimits::default()
+        };
+        let writer = spawn(Arc::clone(&shared), limits);
+        let ended = Arc::new(LogTarget::new(1, dir.join("ended").join("events.jsonl")));
+        let other = Arc::new(LogTarget::new(2, dir.join("other").join("events.jsonl")));
+        writer.append(&ended, &Arc::from("{\"id\":1}"));
+        assert!(writer.sync(Duration::from_secs(10)));
+        // The other run's line takes the one descriptor: the ended run's journal is closed.
+        writer.append(&other, &Arc::from("{\"id\":1}"));
+        assert!(writer.sync(Duration::from_secs(10)));
+        // Its log is closed (finish) while a line is on its way, and the host removes the file.
+        ended.mark_closed();
+        std::fs::remove_file(&ended.path).unwrap_or(());
+        writer.append(&ended, &Arc::from("{\"id\":2}"));
+        writer.close(&ended);
+        barrier(&writer);
+        assert!(
+            !ended.path.exists(),
+            "the removed journal is not created again"
+        );
+        assert_eq!(shared.lines_failed(), 1);
+        // A journal that still exists is reopened and appended to as before.
+        let kept = Arc::new(LogTarget::new(3, dir.join("kept").join("events.jsonl")));
+        writer.append(&kept, &Arc::from("{\"id\":1}"));
+        assert!(writer.sync(Duration::from_secs(10)));
+        writer.append(&other, &Arc::from("{\"id\":2}"));
+        assert!(writer.sync(Duration::from_secs(10)));
+        kept.mark_closed();
+        writer.append(&kept, &Arc::from("{\"id\":2}"));
+        writer.close(&kept);
+        barrier(&writer);
+        assert_eq!(
+            std::fs::read_to_string(&kept.path).unwrap_or_default(),
+            "{\"id\":1}\n{\"id\":2}\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn open_files_stay_under_the_cap_and_evicted_files_are_reopened_for_append() {
         let dir = temp_dir("lru");
         let shared = Arc::new(LogShared::new(None));

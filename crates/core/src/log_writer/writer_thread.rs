@@ -202,9 +202,19 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
     open.last_used = tick;
     let target = &batch.target;
     if !target.tail_whole.load(Ordering::Relaxed) {
-        // A repair, best effort: a file that cannot be read back (opened write-only, an I/O
-        // error) is appended to as it is, never left unwritten for it.
-        let _ = end_torn_line(&mut open.file);
+        // A file that cannot be read back (opened write-only, an I/O error) is appended to as
+        // it is, never left unwritten for it. But when the line feed that ends a torn line
+        // cannot be written (a full disk), appending would glue the batch's first line to the
+        // torn one: the batch fails, and the next one tries the repair again.
+        if let Err(error) = end_torn_line(&mut open.file) {
+            let path = open.path.clone();
+            files.open.remove(&key);
+            shared.open_files.fetch_sub(1, Ordering::Relaxed);
+            shared.fail(batch.lines, || {
+                LogFailure::io(path, LogOperation::Write, &error)
+            });
+            return;
+        }
         target.tail_whole.store(true, Ordering::Relaxed);
     }
     match append(&mut open.file, batch.bytes.as_bytes()) {
@@ -257,11 +267,15 @@ fn take_back(file: &File, written: u64) -> io::Result<()> {
 /// line feed, so that the lines appended next are whole lines of their own. The file is open
 /// for reading and appending: the read position does not move where appends go.
 fn end_torn_line(file: &mut File) -> io::Result<()> {
-    let len = file.metadata()?.len();
-    if files::ends_mid_line(file, len)? {
-        file.write_all(b"\n")?;
+    // Only the line feed's write can fail this: a file whose end cannot be checked is left as
+    // it is.
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Ok(());
+    };
+    match files::ends_mid_line(file, len) {
+        Ok(true) => file.write_all(b"\n"),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// LOG-3: create the directory recursively (once), then open for append (never truncate).
@@ -274,13 +288,17 @@ fn end_torn_line(file: &mut File) -> io::Result<()> {
 /// nowhere once its open stream's file is unlinked.
 pub(super) fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
     // Read as well: the first write checks the file's last byte (`end_torn_line`). A journal
-    // this process may append to but not read is opened for appending only.
+    // this process may append to but not read is opened for appending only. A journal that
+    // existed is not created again once the run's log is closed: the host may have removed it
+    // after the run ended (its lines then fail, counted), and a new file with the journal's
+    // last lines would be a stray in a directory the host is removing.
+    let create = !(target.closed.load(Ordering::Acquire) && target.created());
     let open = || match files::open_regular(
         &target.path,
-        OpenOptions::new().read(true).append(true).create(true),
+        OpenOptions::new().read(true).append(true).create(create),
     ) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            files::open_regular(&target.path, OpenOptions::new().append(true).create(true))
+            files::open_regular(&target.path, OpenOptions::new().append(true).create(create))
         }
         opened => opened,
     };
@@ -299,5 +317,35 @@ fn create_run_dir(target: &LogTarget) -> Result<(), (LogOperation, io::Error)> {
             std::fs::create_dir_all(dir).map_err(|e| (LogOperation::CreateDir, e))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_6_a_torn_line_that_cannot_be_ended_fails_the_repair_and_one_that_cannot_be_read_is_left()
+    {
+        let dir = std::env::temp_dir().join(format!("chat-run-torn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or(());
+        let path = dir.join("events.jsonl");
+        std::fs::write(&path, "{\"id\":1}\n{\"id\":2,\"ev").unwrap_or(());
+        // Readable but not writable: the line feed cannot be written.
+        let mut read_only = OpenOptions::new().read(true).open(&path).unwrap();
+        assert!(end_torn_line(&mut read_only).is_err());
+        // Writable but not readable: its end cannot be checked, it is left as it is.
+        let mut append_only = OpenOptions::new().append(true).open(&path).unwrap();
+        assert!(end_torn_line(&mut append_only).is_ok());
+        let mut both = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        assert!(end_torn_line(&mut both).is_ok());
+        assert!(std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .ends_with("\"ev\n"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
