@@ -69,6 +69,8 @@ const serviceContexts = new WeakMap()
  *   `inStatusBodyHook`: the onStatusBody hook is running (HF-14: not called again from within)
  * - `stage`: the emits waiting for their batch (lib/staging.js, BND-6), made on first emit
  * - `treeWatch`: the timer of the process-tree watch (lib/attach.js, LC-7) while one runs
+ * - `draining`, `drainAgain`: a flush barrier holds the event loop open until the finished
+ *   runs' lines are written (lib/lifecycle.js, IMP-4)
  * - `selfRef`: a WeakRef of this context, which the eviction timers hold (lib/registry.js);
  *   `evictTokens`: the last token an eviction timer was given
  */
@@ -91,6 +93,8 @@ function serviceContext(opts) {
     inStatusBodyHook: false,
     stage: null,
     treeWatch: null,
+    draining: false,
+    drainAgain: false,
     selfRef: null,
     evictTokens: 0,
   }

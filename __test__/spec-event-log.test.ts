@@ -15,6 +15,8 @@ import {
   notLinux,
   openFdsUnder,
   readLines,
+  ROOT,
+  runNodeSync,
   sentIds,
   sleep,
   useTempDirs,
@@ -137,6 +139,26 @@ describe('§16 per-run JSONL event log', () => {
   // A host's cleanup right after finish (the daemon's tests remove their data directory in
   // afterEach): nothing may appear in the run's directory after finish returned, or a recursive
   // removal fails with ENOTEMPTY; and the lines of the removed run are not errors.
+  it('IMP-4: a process whose event loop empties right after finish (no shutdownActive, no exit call) still writes every line', () => {
+    const script = `
+      const { createChatRunService } = require(${JSON.stringify(ROOT)})
+      const runs = createChatRunService({ createSseResponse() {}, createSseErrorPayload() { return {} }, runsLogDir: process.argv[1] })
+      const run = runs.create({})
+      runs.emit(run, 'stdout', { i: 0 })
+      setTimeout(() => {
+        runs.emit(run, 'tool', { pad: 'p'.repeat(40 * 1024 * 1024) })
+        runs.emit(run, 'stdout', { i: 2 })
+        runs.finish(run, 'succeeded', 0, null)
+        process.stdout.write(run.id)
+      }, 20)
+    `
+    const result = runNodeSync(['-e', script, tmp], { timeout: 60_000 })
+    expect(result.status).toBe(0)
+    const lines = readLines(path.join(tmp, result.stdout, 'events.jsonl'))
+    expect(lines.map((line) => JSON.parse(line).id)).toEqual([1, 2, 3, 4])
+    expect(JSON.parse(lines[3]).event).toBe('end')
+  })
+
   it('LOG-3: the journal exists when finish returns; removing the directory then loses no line and reports nothing', async () => {
     const warnings: string[] = []
     const onWarning = (warning: Error & { code?: string }) => {

@@ -20,6 +20,28 @@ const EMPTY = Object.freeze({})
 // RUN-7: every waiter once with the status body, then the Set is cleared.
 function ignore() {}
 
+/**
+ * IMP-4: a run's log is written even when the event loop empties right after its finish (or
+ * drop): the writer thread does not hold the loop open by itself, so one flush barrier per
+ * service is kept pending, which does, until everything queued when it began is written; the
+ * finishes meanwhile ask for one more. (As the upstream module's write streams kept the process
+ * alive until their data was written.)
+ */
+function holdUntilWritten(ctx) {
+  if (!ctx.logging) return
+  if (ctx.draining) {
+    ctx.drainAgain = true
+    return
+  }
+  ctx.draining = true
+  ctx.drainAgain = false
+  const done = () => {
+    ctx.draining = false
+    if (ctx.drainAgain) holdUntilWritten(ctx)
+  }
+  native.flushLogs(ctx.svc).then(done, done)
+}
+
 function resolveWaiters(run) {
   const waiters = run.waiters
   if (!waiters || waiters.size === 0) return
@@ -133,6 +155,7 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
   endClients(run)
   resolveWaiters(run)
   scheduleEviction(s)
+  holdUntilWritten(ctx)
 }
 
 /** The public finish(run, status, code, signal): trigger 'finish' (extra arguments ignored). */
@@ -195,6 +218,7 @@ function drop(ctx, run) {
   finalize(ctx, run)
   const now = Date.now()
   if (!native.runDrop(ctx.svc, s.slot, now)) return
+  holdUntilWritten(ctx)
   ctx.runs[s.slot] = undefined
   releaseWhenUnreachable(s)
   // DRP-1: the clients end before the status changes (the mirror syncs after them).
