@@ -268,7 +268,6 @@ impl Service {
             if lines_queued && !target.created() {
                 target.open_early(&self.log_shared);
             }
-            target.mark_closed();
             writer.close(&target);
         }
         Ok(())

@@ -25,10 +25,6 @@ pub struct LogTarget {
     /// Set once the journal was opened by the writer or by [`LogTarget::open_early`]: the file
     /// exists (unless someone removed it since).
     pub(super) created: AtomicBool,
-    /// Set when the service closed the run's log (`finish`, `drop`): a journal that was created
-    /// is reopened (after the descriptor cap closed it) without `O_CREAT`, so a file the host
-    /// removed after the run ended is not created again (LOG-3).
-    pub(super) closed: AtomicBool,
     /// The journal [`LogTarget::open_early`] opened, until the writer takes it.
     early: Mutex<Option<EarlyFile>>,
 }
@@ -58,7 +54,6 @@ impl LogTarget {
             dir_ready: AtomicBool::new(false),
             tail_whole: AtomicBool::new(false),
             created: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
             early: Mutex::new(None),
         }
     }
@@ -89,11 +84,6 @@ impl LogTarget {
             *self.early.lock().unwrap_or_else(PoisonError::into_inner) = Some(early);
             self.created.store(true, Ordering::Release);
         }
-    }
-
-    /// The service closed the run's log (after [`LogTarget::open_early`], if it was called).
-    pub fn mark_closed(&self) {
-        self.closed.store(true, Ordering::Release);
     }
 
     /// The journal opened early, if it still waits (the writer takes it when it needs the file,

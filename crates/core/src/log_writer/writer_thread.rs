@@ -288,11 +288,12 @@ fn end_torn_line(file: &mut File) -> io::Result<()> {
 /// nowhere once its open stream's file is unlinked.
 pub(super) fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Error)> {
     // Read as well: the first write checks the file's last byte (`end_torn_line`). A journal
-    // this process may append to but not read is opened for appending only. A journal that
-    // existed is not created again once the run's log is closed: the host may have removed it
-    // after the run ended (its lines then fail, counted), and a new file with the journal's
-    // last lines would be a stray in a directory the host is removing.
-    let create = !(target.closed.load(Ordering::Acquire) && target.created());
+    // this process may append to but not read is opened for appending only. A journal this
+    // service created is never created again (a reopen after the descriptor cap closed it): if
+    // it is gone, someone removed it (the host, after the run ended or under a live run), its
+    // lines fail (counted), and a new file holding only the journal's last lines would be a
+    // stray, in a directory the host may be removing.
+    let create = !target.created();
     let open = || match files::open_regular(
         &target.path,
         OpenOptions::new().read(true).append(true).create(create),
