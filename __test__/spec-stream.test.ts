@@ -19,7 +19,7 @@ import {
 } from './helpers'
 
 describe('§10 stream(run, req, res)', () => {
-  it('STR-1: calls createSseResponse(res) exactly once, uses only req.get/req.query/res.on, returns undefined', () => {
+  it('STR-1: calls createSseResponse(res) exactly once, uses only req.get/req.query/res.on (and res.closed/destroyed), returns undefined', () => {
     const { runs, responses } = makeRuns()
     const reqKeys: PropertyKey[] = []
     const resKeys: PropertyKey[] = []
@@ -37,7 +37,8 @@ describe('§10 stream(run, req, res)', () => {
     expect(responses[0]).toBe(res)
     expect(responses[1]).toBe(res)
     expect(new Set(reqKeys.filter((k) => typeof k === 'string'))).toEqual(new Set(['get', 'query']))
-    expect(new Set(resKeys.filter((k) => typeof k === 'string'))).toEqual(new Set(['on']))
+    // (STR-5: a live run's response is asked whether its connection already closed.)
+    expect(new Set(resKeys.filter((k) => typeof k === 'string'))).toEqual(new Set(['on', 'closed', 'destroyed']))
   })
 
   it("STR-2: reads the cursor via req.get('Last-Event-ID'), then req.query.after", () => {
@@ -278,6 +279,32 @@ describe('§10 stream(run, req, res)', () => {
     runs.stream(run, req, fakeRes())
     expect(sentIds(sse[1])).toEqual([1])
     expect(run.clients.has(sse[1])).toBe(true)
+  })
+
+  it('STR-5: a response whose connection already closed (the client hung up before stream ran) gets cleanup() and is not registered', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    runs.emit(run, 'a', 1)
+    for (const state of [{ closed: true }, { destroyed: true }]) {
+      const res = Object.assign(fakeRes(), state)
+      runs.stream(run, fakeReq(undefined), res)
+    }
+    expect(run.clients.size).toBe(0)
+    expect(sse.map((client) => cleanups(client))).toEqual([1, 1])
+    runs.emit(run, 'b', 2)
+    expect(sse.map((client) => sentIds(client))).toEqual([[1], [1]])
+  })
+
+  it('STR-3/STR-4: a replay that re-sent only the last record (a cursor past the end) is not reused for an earlier cursor', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create()
+    for (const n of [1, 2, 3]) runs.emit(run, 'agent', n)
+    runs.finish(run, 'succeeded', 0, null)
+    runs.emit(run, 'diagnostic', { late: true })
+    runs.stream(run, fakeReq('3'), fakeRes())
+    runs.stream(run, fakeReq('9'), fakeRes())
+    runs.stream(run, fakeReq('3'), fakeRes())
+    expect(sse.map((client) => sentIds(client))).toEqual([[4, 5], [4], [4, 5]])
   })
 
   it('IMP-7: with a full ring trimmed during replay, no record is skipped or duplicated', () => {

@@ -117,6 +117,16 @@ function replayed(s, cursor) {
   return cursor >= batch.ids - 1 && cursor < batch.ids + batch.datas.length - 1 ? batch : null
 }
 
+// An http.ServerResponse whose connection is gone (`closed`, or `destroyed` on Node versions
+// without it); a getter that throws counts as open.
+function responseClosed(res) {
+  try {
+    return res.closed === true || res.destroyed === true
+  } catch {
+    return false
+  }
+}
+
 /** §10. */
 function stream(ctx, run, req, res) {
   const s = own(ctx, run, 'stream')
@@ -129,9 +139,10 @@ function stream(ctx, run, req, res) {
     sendBatch(sse, batch, cursor - batch.ids + 1, -Infinity)
   } else {
     batch = decodeReplay(native.runReplay(ctx.svc, s.slot, cursor))
-    // Contiguous ids (always, unless records came back from the log): keep the batch for
-    // the next client of this run, until the next emit or until V8 collects it.
-    if (typeof batch.ids === 'number') {
+    // Contiguous ids (always, unless records came back from the log) after the cursor (not
+    // STR-4's re-sent last record, which is not everything after an earlier cursor): keep the
+    // batch for the next client of this run, until the next emit or until V8 collects it.
+    if (typeof batch.ids === 'number' && !(cursor >= batch.ids)) {
       batch.next = s.nextEventId
       s.replayed = new WeakRef(batch)
     }
@@ -153,6 +164,13 @@ function stream(ctx, run, req, res) {
     throw new TypeError(
       `stream(run, req, res): expected res to have on('close', listener) (an http.ServerResponse), got ${describe(res)}`,
     )
+  }
+  // A response whose connection already closed (the client hung up while the host's route was
+  // still on its way here: its 'close' has fired and will not fire again) would keep its client
+  // registered until the run ends: it gets cleanup() at once instead, as on close.
+  if (responseClosed(res)) {
+    safeCall(sse, 'cleanup')
+    return
   }
   // The close listener first: a res whose on() throws leaves no client registered (ended, the
   // error rethrown), as INP-5 does for a res without on().
