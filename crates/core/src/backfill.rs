@@ -24,9 +24,79 @@ pub fn normalize_cursor(cursor: f64) -> f64 {
     }
 }
 
+/// A journal longer than this is read from its end first (see [`read_range`]).
+const READ_FROM_END_ABOVE: u64 = 1 << 20;
+
 /// Lines of `path` whose record id is strictly between `after` and `before`, in id order,
 /// each id at most once. A missing or unreadable file gives nothing.
+///
+/// A client reattaching just past the in-memory history asks for the last few records of a
+/// journal that may hold hundreds of thousands: a long journal is read from its end, back to
+/// the first id at or below `after`, so the cost is the records asked for (plus those after
+/// `before`), not the journal's size. That reading holds only for a journal whose ids grow
+/// line by line, as one writer writes them; on any line out of that order it gives up and the
+/// journal is read from its start, the reference.
 pub fn read_range(path: &Path, after: f64, before: u64) -> Vec<String> {
+    if let Ok((mut file, len)) =
+        crate::files::open_regular_with_len(path, std::fs::OpenOptions::new().read(true))
+    {
+        if len > READ_FROM_END_ABOVE {
+            if let Some(lines) = read_range_from_end(&mut file, len, after, before) {
+                return lines;
+            }
+        }
+    }
+    read_range_from_start(path, after, before)
+}
+
+/// [`read_range`] from the journal's end; `None` when its ids do not grow line by line (or it
+/// cannot be read), for the caller to read it from the start instead.
+fn read_range_from_end(
+    file: &mut std::fs::File,
+    len: u64,
+    after: f64,
+    before: u64,
+) -> Option<Vec<String>> {
+    let mut newest_first: Vec<String> = Vec::new();
+    let mut previous: Option<u64> = None;
+    let mut ordered = true;
+    crate::files::lines_from_end(file, len, |bytes| {
+        let Some((id, text)) = record_id(bytes) else {
+            return true;
+        };
+        if previous.is_some_and(|p| id >= p) {
+            ordered = false;
+            return false;
+        }
+        previous = Some(id);
+        if (id as f64) <= after {
+            return false;
+        }
+        if id < before {
+            newest_first.push(text);
+        }
+        true
+    })
+    .ok()?;
+    if !ordered {
+        return None;
+    }
+    newest_first.reverse();
+    Some(newest_first)
+}
+
+/// The id and text of a journal line that is a whole record (a torn or foreign line has none).
+fn record_id(bytes: &[u8]) -> Option<(u64, String)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    // A record is an object (serde would also read `[id]` as this struct).
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let IdOnly { id } = serde_json::from_str::<IdOnly>(text).ok()?;
+    Some((id, text.to_owned()))
+}
+
+fn read_range_from_start(path: &Path, after: f64, before: u64) -> Vec<String> {
     let Ok(file) = crate::files::open_read(path) else {
         return Vec::new();
     };
@@ -104,5 +174,53 @@ mod tests {
         );
         let _ = std::fs::remove_file(&path);
         assert!(read_range(&path, 0.0, 10).is_empty());
+    }
+
+    #[test]
+    fn imp_3_a_long_journal_read_from_its_end_gives_what_the_forward_read_gives() {
+        let mut text = String::new();
+        let mut id: u64 = 0;
+        while text.len() as u64 <= 3 * READ_FROM_END_ABOVE {
+            id += 1;
+            let pad = "x".repeat(((id * 53) % 900) as usize);
+            text.push_str(&format!("{{\"id\":{id},\"data\":\"{pad}\"}}\n"));
+            if id % 700 == 0 {
+                text.push_str("torn {\"id\":\n");
+            }
+        }
+        text.push_str("{\"id\":");
+        let path = write("long", &text);
+        let last = id;
+        for (after, before) in [
+            (0.0, 3),
+            (0.0, last + 1),
+            ((last - 20) as f64, last - 5),
+            ((last - 20) as f64, u64::MAX),
+            (last as f64, u64::MAX),
+            (10.5, 200),
+        ] {
+            let mut file = std::fs::File::open(&path).unwrap();
+            let from_end = read_range_from_end(&mut file, text.len() as u64, after, before);
+            assert_eq!(
+                from_end,
+                Some(read_range_from_start(&path, after, before)),
+                "({after}, {before})"
+            );
+            assert_eq!(
+                read_range(&path, after, before),
+                read_range_from_start(&path, after, before)
+            );
+        }
+        // Ids out of order within what is read: the forward read decides.
+        let shuffled = format!("{text}\n{{\"id\":{}}}\n{{\"id\":{}}}\n", last - 5, last + 1);
+        let path = write("shuffled", &shuffled);
+        let after = (last - 10) as f64;
+        let mut file = std::fs::File::open(&path).unwrap();
+        let len = shuffled.len() as u64;
+        assert_eq!(read_range_from_end(&mut file, len, after, u64::MAX), None);
+        let lines = read_range(&path, after, u64::MAX);
+        assert_eq!(lines, read_range_from_start(&path, after, u64::MAX));
+        assert_eq!(lines.len(), 11);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -89,6 +89,54 @@ pub fn read_to_string(path: &Path, max: u64) -> io::Result<String> {
     String::from_utf8(bytes).map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
 }
 
+/// Bytes read per step by [`lines_from_end`].
+const BACKWARD_CHUNK: u64 = 1 << 20;
+
+/// Calls `take` with each line of the first `len` bytes of `file` (without its line feed), from
+/// the last one back to the first, until `take` returns false. The part after the last line
+/// feed counts as a line (it may be torn: the caller's parse tells). Each byte is read once and
+/// copied at most once more, when its line spans chunks: the cost is what is read, not the
+/// file's size.
+pub fn lines_from_end(
+    file: &mut File,
+    len: u64,
+    mut take: impl FnMut(&[u8]) -> bool,
+) -> io::Result<()> {
+    // Bytes after `pos` that do not yet form a whole line (their start is before `pos`), as the
+    // pieces read so far, the last one first in the file.
+    let mut carry: Vec<Vec<u8>> = Vec::new();
+    let mut pos = len;
+    while pos > 0 {
+        let start = pos.saturating_sub(BACKWARD_CHUNK);
+        let mut buf = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf)?;
+        pos = start;
+        // Whole lines are those after a line feed in `buf` (or from the file's start).
+        let mut end = buf.len();
+        while let Some(newline) = buf[..end].iter().rposition(|&b| b == b'\n') {
+            if !take(&joined(&buf[newline + 1..end], &mut carry)) {
+                return Ok(());
+            }
+            end = newline;
+        }
+        buf.truncate(end);
+        carry.push(buf);
+    }
+    take(&joined(&[], &mut carry));
+    Ok(())
+}
+
+/// `head` followed by the carried pieces (in file order), which are taken.
+fn joined(head: &[u8], carry: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut line = Vec::with_capacity(head.len() + carry.iter().map(Vec::len).sum::<usize>());
+    line.extend_from_slice(head);
+    for piece in carry.drain(..).rev() {
+        line.extend_from_slice(&piece);
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

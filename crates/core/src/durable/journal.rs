@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
@@ -58,8 +58,6 @@ pub struct Tail {
 /// A journal longer than this, with a bounded history, is read from its end (only the tail's
 /// bytes are read) instead of from its start.
 const READ_FROM_END_ABOVE: u64 = 8 << 20;
-/// Bytes read per step when reading from the end.
-const CHUNK: u64 = 1 << 20;
 
 /// The largest id a journal line of a run can have: ids count from 1, one per record, so no run
 /// comes near 2^52; a larger one is a foreign or crafted line. (The records a run gets next must
@@ -100,62 +98,26 @@ fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
     let mut file = files::open_read(path)?;
     let mut tail = Tail::default();
     let mut newest_first: Vec<String> = Vec::new();
-    // Bytes after `pos` that do not yet form a whole line (their start is before `pos`), as the
-    // pieces read so far, the last one first in the file. Each byte is copied once more, when
-    // its line is whole: a line longer than a chunk costs its length, not its length squared.
-    let mut carry: Vec<Vec<u8>> = Vec::new();
-    let mut pos = len;
     let mut expected: Option<u64> = None;
-    let mut take = |bytes: &[u8], tail: &mut Tail, expected: &mut Option<u64>| -> bool {
+    files::lines_from_end(&mut file, len, |bytes| {
         let Ok(text) = std::str::from_utf8(bytes) else {
             return true;
         };
         let Some(id) = line_id(text) else {
             return true;
         };
-        match *expected {
+        match expected {
             None => tail.last_id = id,
             Some(want) if want == id => {}
             Some(_) => return false,
         }
         newest_first.push(text.to_owned());
-        *expected = id.checked_sub(1).filter(|&next| next > 0);
+        expected = id.checked_sub(1).filter(|&next| next > 0);
         newest_first.len() < cap && expected.is_some()
-    };
-    'outer: while pos > 0 {
-        let start = pos.saturating_sub(CHUNK);
-        let mut buf = vec![0u8; (pos - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut buf)?;
-        pos = start;
-        // Whole lines are those after a newline in `buf` (or from the file's start).
-        let mut end = buf.len();
-        while let Some(newline) = buf[..end].iter().rposition(|&b| b == b'\n') {
-            let line = joined(&buf[newline + 1..end], &mut carry);
-            if !take(&line, &mut tail, &mut expected) {
-                break 'outer;
-            }
-            end = newline;
-        }
-        buf.truncate(end);
-        carry.push(buf);
-        if pos == 0 && !take(&joined(&[], &mut carry), &mut tail, &mut expected) {
-            break;
-        }
-    }
+    })?;
     newest_first.reverse();
     tail.lines = newest_first.into();
     Ok(tail)
-}
-
-/// `head` followed by the carried pieces (in file order), which are taken.
-fn joined(head: &[u8], carry: &mut Vec<Vec<u8>>) -> Vec<u8> {
-    let mut line = Vec::with_capacity(head.len() + carry.iter().map(Vec::len).sum::<usize>());
-    line.extend_from_slice(head);
-    for piece in carry.drain(..).rev() {
-        line.extend_from_slice(&piece);
-    }
-    line
 }
 
 fn read_tail_from_start(path: &Path, cap: Option<usize>) -> Tail {
@@ -245,6 +207,8 @@ pub fn append_lines(path: &Path, lines: &[String]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// The backward reader's chunk (`files::lines_from_end`).
+    const CHUNK: u64 = 1 << 20;
     use std::fs;
 
     fn file(name: &str, text: &str) -> std::path::PathBuf {
