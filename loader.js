@@ -122,12 +122,34 @@ function noBinaryError(cause) {
   return error
 }
 
+// Node refuses every native addon in this process (`--no-addons`, or the permission model
+// without `--allow-addons`): the binary may be there, it cannot be loaded.
+function addonsDisabled(error) {
+  for (let e = error, depth = 0; e && depth < 12; e = e.cause, depth++) {
+    if (e.code === 'ERR_DLOPEN_DISABLED' || /loading addons is disabled/i.test(String(e.message))) return true
+  }
+  return false
+}
+
+function addonsDisabledError(cause) {
+  const error = new Error(
+    [
+      `${PACKAGE_NAME}: this Node process does not allow native addons, and ${PACKAGE_NAME} is one.`,
+      'Node was started with --no-addons, or with the permission model (--permission, --experimental-permission)',
+      'without --allow-addons. Start it without --no-addons, or add --allow-addons.',
+    ].join('\n'),
+  )
+  error.code = 'ERR_CHAT_RUN_SERVICE_ADDONS_DISABLED'
+  error.cause = cause
+  return error
+}
+
 try {
   module.exports = require('./binding.js')
 } catch (error) {
   // Only binding.js's own "nothing loaded" errors are about a missing binary.
   if (error && /^(Cannot find native binding|Failed to load native binding)/.test(error.message)) {
-    throw noBinaryError(error)
+    throw addonsDisabled(error) ? addonsDisabledError(error) : noBinaryError(error)
   }
   throw error
 }

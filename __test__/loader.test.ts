@@ -263,6 +263,16 @@ describe('loader.js with its inputs replaced', () => {
     expect(error).toBe(conflict)
   })
 
+  it('a Node process that refuses addons (--no-addons) gets its own error naming the flag, not a missing package', () => {
+    const script = `try { require('./index.js') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`
+    const result = runNodeSync(['--no-addons', '-e', script], { cwd: ROOT, timeout: 30_000 })
+    const { code, message } = JSON.parse(result.stdout)
+    expect(code).toBe('ERR_CHAT_RUN_SERVICE_ADDONS_DISABLED')
+    expect(message).toContain('--no-addons')
+    expect(message).toContain('--allow-addons')
+    expect(message).not.toContain('is not installed')
+  })
+
   it('the supported list is exactly package.json napi.targets', () => {
     const { error } = runLoader({
       platform: 'sunos',
