@@ -9,7 +9,7 @@ const { ChatRun, adopt, releaseWhenUnreachable, createdFields, hydratedFields, s
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields } = require('./state.js')
-const { plainObject, pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
+const { pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
