@@ -198,6 +198,54 @@ describe('LC-6: hooks', () => {
     }
   })
 
+  it("LC-4/LC-6: inside a finish (its hooks, its 'end' record's hook and clients) or a drop (its clients' end()), prepareRestart gives null, fail and finish do nothing, and cancel resolves to the final body", async () => {
+    const calls: Record<string, unknown> = {}
+    let runsRef: any
+    const { runs } = makeRuns({
+      beforeFinish: (run: any) => {
+        runsRef.fail(run, 'HOOK_FAIL', 'from beforeFinish')
+        calls.cancel = runsRef.cancel(run, 'user_stop')
+      },
+      onEventEmitted: (run: any, record: any) => {
+        if (record.event === 'end') calls.restartInEnd = runsRef.prepareRestart(run)
+      },
+    })
+    runsRef = runs
+    const run = runs.create()
+    run.clients.add({
+      send: (event: string) => {
+        if (event === 'end') calls.restartInSend = runs.prepareRestart(run)
+      },
+      end: () => {
+        calls.restartInEnd2 = runs.prepareRestart(run)
+      },
+      cleanup: () => {},
+    })
+    const waited = runs.wait(run)
+    runs.finish(run, 'succeeded', 0, null)
+    expect(calls).toMatchObject({ restartInEnd: null, restartInSend: null, restartInEnd2: null })
+    expect(run.events.map((e: any) => e.event)).toEqual(['end'])
+    expect(run).toMatchObject({ status: 'succeeded', error: null, errorCode: null, cancelOrigin: null })
+    await expect(calls.cancel).resolves.toMatchObject({ status: 'succeeded', cancelOrigin: null })
+    await expect(waited).resolves.toMatchObject({ status: 'succeeded' })
+
+    // A drop whose client, on end(), fails or cancels the run.
+    const dropped = runs.create()
+    let canceled: Promise<any> | null = null
+    dropped.clients.add({
+      send: () => {},
+      end: () => {
+        runs.fail(dropped, 'LATE', 'from end()')
+        canceled = runs.cancel(dropped, 'user_stop')
+      },
+      cleanup: () => {},
+    })
+    runs.drop(dropped)
+    expect(dropped.events).toEqual([])
+    expect(dropped).toMatchObject({ status: 'canceled', terminalTrigger: 'drop', error: null })
+    await expect(canceled).resolves.toMatchObject({ status: 'canceled', terminalTrigger: 'drop' })
+  })
+
   it('run.onFinalize runs exactly once per run: on finish, fail, a rejected start, drop; never for a non-terminal finish', async () => {
     const { runs } = makeRuns()
     const calls: string[] = []

@@ -348,6 +348,9 @@ function unwatchClose(t) {
 async function cancel(ctx, run, origin) {
   const s = own(ctx, run, 'cancel')
   if (s.cancelPromise) return s.cancelPromise
+  // A cancel from inside the run's finish or drop (a hook, a client's end()): the verdict is
+  // being given; the cancel records nothing and resolves to that final body.
+  if (s.finishing) return wait(ctx, run)
   const now = Date.now()
   const [abortGrace, cancelGrace, forceWait] = cancelEnv()
   const recorded = typeof origin === 'string' ? origin : UNKNOWN_ORIGIN

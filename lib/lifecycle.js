@@ -87,16 +87,23 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
     return
   }
   if (s.finishing || isTerminal(s.status)) return
+  // LC-4, LC-6: from here to the waiters, a finish, fail or prepareRestart of this run is a
+  // no-op and a cancel waits for this verdict (the hooks, the 'end' record's hook and fan-out,
+  // the clients' end(), the status bodies of the waiters all run inside).
+  s.finishing = true
+  try {
+    applyFinish(ctx, run, s, status, code, signal, trigger)
+  } finally {
+    s.finishing = false
+  }
+}
+
+function applyFinish(ctx, run, s, status, code, signal, trigger) {
   const now = Date.now()
   const terminal = isTerminal(status)
   const { beforeFinish, onTerminal, onEventEmitted } = ctx.opts
   if (terminal && beforeFinish !== null) {
-    s.finishing = true
-    try {
-      callHook(ctx, 'beforeFinish', beforeFinish, run, status, code, signal, now)
-    } finally {
-      s.finishing = false
-    }
+    callHook(ctx, 'beforeFinish', beforeFinish, run, status, code, signal, now)
   }
   // HF-11: what the run's work signals say, before the verdict's state file and 'end' carry it.
   settleUnfinishedWork(run)
@@ -113,13 +120,8 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
   if (!applied) return
   syncVerdict(s, status, code, signal, now, trigger)
   if (terminal) {
-    s.finishing = true
-    try {
-      callHook(ctx, 'onTerminal', onTerminal, run, status, now)
-      finalize(ctx, run)
-    } finally {
-      s.finishing = false
-    }
+    callHook(ctx, 'onTerminal', onTerminal, run, status, now)
+    finalize(ctx, run)
   }
   const terminalAt = terminal ? now : null
   let endData
@@ -166,7 +168,8 @@ function finish(ctx, run, status, code = null, signal = null) {
 /** FAL-1: an 'error' event, then the 'failed' verdict; nothing for a terminal run. */
 function failWith(ctx, run, code, message, init = {}, trigger = 'finish') {
   const s = own(ctx, run, 'fail')
-  if (isTerminal(s.status)) return
+  // LC-6: from inside a finish (its hooks, its clients) a fail is a no-op, its 'error' too.
+  if (s.finishing || isTerminal(s.status)) return
   emit(ctx, run, 'error', ctx.opts.createSseErrorPayload(code, message, init))
   finishWith(ctx, run, 'failed', 1, null, trigger)
 }
@@ -214,17 +217,24 @@ function wait(ctx, run) {
 function drop(ctx, run) {
   if (!run) return
   const s = own(ctx, run, 'drop')
-  if (isTerminal(s.status)) return
-  finalize(ctx, run)
-  const now = Date.now()
-  if (!native.runDrop(ctx.svc, s.slot, now)) return
-  holdUntilWritten(ctx)
-  ctx.runs[s.slot] = undefined
-  releaseWhenUnreachable(s)
-  // DRP-1: the clients end before the status changes (the mirror syncs after them).
-  endClients(run)
-  syncDropped(s, now)
-  resolveWaiters(run)
+  if (isTerminal(s.status) || s.finishing) return
+  // As in a finish: a finish, fail or prepareRestart from its hook or its clients' end() is a
+  // no-op, and a cancel waits for the drop.
+  s.finishing = true
+  try {
+    finalize(ctx, run)
+    const now = Date.now()
+    if (!native.runDrop(ctx.svc, s.slot, now)) return
+    holdUntilWritten(ctx)
+    ctx.runs[s.slot] = undefined
+    releaseWhenUnreachable(s)
+    // DRP-1: the clients end before the status changes (the mirror syncs after them).
+    endClients(run)
+    syncDropped(s, now)
+    resolveWaiters(run)
+  } finally {
+    s.finishing = false
+  }
 }
 
 module.exports = { finish, finishWith, fail, failWith, start, wait, drop }
