@@ -618,6 +618,15 @@ describe('§22 the daemon fields of a run', () => {
     })
     expect(stateOf(run.id)).toMatchObject({ deliverableValid: false, deliverableEntryFile: 'index.html' })
     expect(runs.statusBody(run)).toMatchObject({ deliverableValid: false, deliverableValidation: 'entry_missing' })
+    // A later validation without an entry file clears the file's old one too (a restart shows none).
+    runs.setDeliverableValidation(run, { valid: true, validation: 'ok', entryFile: 'index.html', artifactKind: 'html' })
+    runs.setDeliverableValidation(run, { valid: false })
+    expect(stateOf(run.id)).toMatchObject({ deliverableEntryFile: null, deliverableArtifactKind: null })
+    const restarted = logged()
+    const body = restarted.statusBody(restarted.get(run.id))
+    expect(body).toMatchObject({ deliverableValid: false, deliverableValidation: 'entry_missing' })
+    expect(body).not.toHaveProperty('deliverableEntryFile')
+    expect(body).not.toHaveProperty('deliverableArtifactKind')
     // A restarted service finds them.
     expect(logged().get(run.id)).toMatchObject({ analyticsRecovery: { insertId: 'i-1' }, deliverableValid: false })
 

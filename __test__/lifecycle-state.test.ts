@@ -303,6 +303,17 @@ describe('LC-1: the state file', () => {
     expect(later.createOrReuse({ projectId: 'p', clientRequestId: 'req-\ud800' }).kind).toBe('reused')
   })
 
+  it("durableFields naming '__proto__' (a prototype, never a field) is skipped; the other fields are written as usual", () => {
+    const runs = service({ durableFields: ['__proto__', 'child', 'note'] })
+    const run = runs.create({ projectId: 'p' })
+    run.note = 'kept'
+    run.failureCategory = 'cat'
+    run.resumable = true
+    runs.persistState(run)
+    expect(stateOf(run.id)).toMatchObject({ note: 'kept', failureCategory: 'cat', resumable: true })
+    expect(Object.hasOwn(stateOf(run.id), '__proto__')).toBe(false)
+  })
+
   it('a state file that cannot be written is counted and reported once (CHAT_RUN_LOG_ERROR); the run goes on in memory', async () => {
     const warnings: Array<{ code?: string; message: string }> = []
     // Only this test's directory: an earlier test's service may still report its own log error.

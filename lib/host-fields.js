@@ -214,6 +214,7 @@ const DURABLE = [
   ['artifactDeliveryRequired', isBoolean],
   ['artifactDelivery', isTruthy],
 ]
+const DELIVERABLE_DETAILS = ['deliverableEntryFile', 'deliverableArtifactKind']
 // Kept verbatim when the run has the key (LC-3's workspaceScope is one of them).
 const OPAQUE = ['workspaceScope', 'designSystemScope', 'appliedPluginSnapshotId']
 
@@ -230,6 +231,11 @@ function addDurable(host, source, keep) {
   for (const [name, shaped] of DURABLE) {
     const value = source[name]
     if (shaped(value)) keep(host, name, value)
+  }
+  // HF-7: a deliverable validation that names no entry file or kind (any more) clears what the
+  // file held from an earlier one (a field the run does not hold otherwise keeps the file's).
+  if (isBoolean(source.deliverableValid)) {
+    for (const name of DELIVERABLE_DETAILS) if (!isString(source[name])) keep(host, name, null)
   }
   for (const name of OPAQUE) if (name in source) keep(host, name, source[name])
 }

@@ -18,7 +18,8 @@ const STATE_KEYS = new Set(native.stateFileKeys())
  * (model, workspaceScope, ...) stays: the host's durable field writes its value whatever its shape.
  */
 function extraDurableFields(durableFields) {
-  return durableFields.filter((name) => !STATE_KEYS.has(name))
+  // '__proto__' names an object's prototype, never a field a run holds or a file can restore.
+  return durableFields.filter((name) => !STATE_KEYS.has(name) && name !== '__proto__')
 }
 
 // A value JSON can carry (JSON.stringify does not throw on it), else `fallback`.
