@@ -76,6 +76,22 @@ describe('LC-3: createOrReuse', () => {
     expect(runs.createOrReuse({ clientRequestId: 'req-3' }).kind).toBe('created')
     expect(fs.readdirSync(tmp)).toHaveLength(3)
   })
+
+  it('the newest run with the key wins even when only an older one is registered again (both evicted, the older loaded back)', async () => {
+    const { runs } = makeRuns({ runsLogDir: tmp, ttlMs: 1 })
+    const older = runs.create({ projectId: 'p', clientRequestId: 'r1' })
+    runs.finish(older, 'succeeded', 0, null)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    const newer = runs.create({ projectId: 'p', clientRequestId: 'r1' })
+    runs.finish(newer, 'succeeded', 0, null)
+    await waitFor(() => runs.list().length === 0)
+    const olderId = older.id
+    const newerId = newer.id
+    expect(runs.get(olderId)).not.toBeNull()
+    const found = runs.createOrReuse({ projectId: 'p', clientRequestId: 'r1' })
+    expect(found.kind).toBe('reused')
+    expect(found.run.id).toBe(newerId)
+  })
 })
 
 describe('LC-4: prepareRestart', () => {

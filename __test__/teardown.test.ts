@@ -416,6 +416,41 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
     await expect(runs.shutdownActive()).resolves.toBeUndefined()
   })
 
+  it('LC-7: a run dropped during its teardown is terminal at once: a finish is a no-op (not parked), emit records (EMT-5)', async () => {
+    const { runs } = makeRuns()
+    const run = runningWithChild(runs, new FakeChild())
+    const canceled = runs.cancel(run, 'user_stop')
+    runs.drop(run)
+    runs.finish(run, 'failed', 3, null)
+    expect(run).toMatchObject({ status: 'canceled', terminalTrigger: 'drop' })
+    expect(runs.emit(run, 'agent', { late: true })).toMatchObject({ event: 'agent' })
+    await expect(canceled).resolves.toMatchObject({ status: 'canceled' })
+  })
+
+  it('SHD-5: a shutdown that finds a run whose child the host cleared during a cancel resolves only once the cancel gave its verdict', async () => {
+    const { runs } = makeRuns()
+    const child = new FakeChild({ closeOn: 'SIGKILL' })
+    const run = runningWithChild(runs, child)
+    const canceled = runs.cancel(run, 'user_stop')
+    run.child = null
+    await runs.shutdownActive({ graceMs: 10 })
+    expect(run.status).toBe('canceled')
+    await expect(canceled).resolves.toMatchObject({ status: 'canceled' })
+  })
+
+  it('LC-4: a cancel after prepareRestart (in the same tick as the first cancel) cancels the new attempt', async () => {
+    const { runs } = makeRuns()
+    const run = runs.create()
+    const first = runs.cancel(run, 'user_stop')
+    expect(run.status).toBe('canceled')
+    expect(runs.prepareRestart(run)).toBe(run)
+    expect(run.status).toBe('queued')
+    const second = runs.cancel(run, 'user_stop')
+    expect(run.status).toBe('canceled')
+    await expect(first).resolves.toMatchObject({ status: 'canceled' })
+    await expect(second).resolves.toMatchObject({ status: 'canceled', cancelOrigin: 'user_stop' })
+  })
+
   it('LC-7: a child whose getter throws still rejects the cancel, and a parked finish is not lost', async () => {
     const { runs } = makeRuns()
     const child = new FakeChild()

@@ -455,7 +455,11 @@ function startShutdown(ctx, runs, graceMs) {
         killChild(child, 'SIGTERM')
         step = native.runEscalationNext(ctx.svc, s.slot, true, false)
       }
-      const teardown = drive(ctx, run, s, true, step)
+      // A run whose verdict another teardown holds (this plan found no child: the host cleared
+      // run.child during a cancel, whose barrier is still on) is done when that verdict lands.
+      const teardown = drive(ctx, run, s, true, step).then((value) =>
+        isTerminal(s.status) ? value : wait(ctx, run).then(() => value),
+      )
       s.shutdownPromise = teardown
       const done = () => {
         if (s.shutdownPromise === teardown) s.shutdownPromise = null

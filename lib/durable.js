@@ -70,13 +70,18 @@ function setDeliverableValidation(ctx, run, result) {
   persist(ctx, run, s)
 }
 
-// The newest run created with this key (RunLookup): registered, else on disk (hydrated).
+// The newest run created with this key (RunLookup). With logging the disk index holds every run
+// that has a state file, this service's included: its newest, when not registered (evicted, or
+// an earlier process's), is newer than every registered one, and is loaded; else the newest
+// registered one.
 function findByKey(ctx, lookup, key) {
+  if (ctx.logging) {
+    const id = native.durableRunByKey(ctx.svc, lookup, key)
+    const run = id === null ? null : hydrate(ctx, id)
+    if (run !== null) return run
+  }
   const slot = native.runFindByKey(ctx.svc, lookup, key)
-  if (slot >= 0) return ctx.runs[slot] ?? null
-  if (!ctx.logging) return null
-  const id = native.durableRunByKey(ctx.svc, lookup, key)
-  return id === null ? null : hydrate(ctx, id)
+  return slot >= 0 ? (ctx.runs[slot] ?? null) : null
 }
 
 /**
@@ -118,6 +123,10 @@ const finiteOr0 = (value) => (Number.isFinite(value) ? value : 0)
 function prepareRestart(ctx, run) {
   const s = own(ctx, run, 'prepareRestart')
   if (s.finishing || s.terminalTrigger === 'drop' || !isTerminal(s.status)) return null
+  // A cancel or shutdown of the previous attempt is over (its verdict is the one being reset):
+  // the next cancel starts its own plan rather than returning that one's promise.
+  s.cancelPromise = null
+  s.shutdownPromise = null
   const now = Date.now()
   const previous = typeof s.updatedAt === 'number' ? s.updatedAt : now
   clearRetryRestart(run)

@@ -80,13 +80,14 @@ function endDataOf(run, status, code, signal, terminalAt) {
  */
 function finishWith(ctx, run, status, code = null, signal = null, trigger = 'finish') {
   const s = own(ctx, run, 'finish')
+  // FIN-1 first: a terminal run (dropped during a teardown, say) ignores a finish, parked or not.
+  if (s.finishing || isTerminal(s.status)) return
   // LC-7: during a cancel/shutdown teardown the verdict is parked; the teardown applies it when
   // its barrier ends (lib/control.js), and meanwhile emits other than 'diagnostic' are dropped.
   if (s.teardown !== null) {
     s.teardown.parked.push([status, code, signal])
     return
   }
-  if (s.finishing || isTerminal(s.status)) return
   // LC-4, LC-6: from here to the waiters, a finish, fail or prepareRestart of this run is a
   // no-op and a cancel waits for this verdict (the hooks, the 'end' record's hook and fan-out,
   // the clients' end(), the status bodies of the waiters all run inside).
