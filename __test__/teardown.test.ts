@@ -425,6 +425,14 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
     expect(run).toMatchObject({ status: 'canceled', terminalTrigger: 'drop' })
     expect(runs.emit(run, 'agent', { late: true })).toMatchObject({ event: 'agent' })
     await expect(canceled).resolves.toMatchObject({ status: 'canceled' })
+    // A finish parked before the drop is forgotten with it: emits record at once.
+    const other = runningWithChild(runs, new FakeChild())
+    const second = runs.cancel(other, 'user_stop')
+    runs.finish(other, 'failed', 3, null)
+    expect(runs.emit(other, 'agent', 1)).toBeNull()
+    runs.drop(other)
+    expect(runs.emit(other, 'agent', 2)).toMatchObject({ id: 1, event: 'agent' })
+    await expect(second).resolves.toMatchObject({ status: 'canceled', terminalTrigger: 'drop' })
   })
 
   it('SHD-5: a shutdown that finds a run whose child the host cleared during a cancel resolves only once the cancel gave its verdict', async () => {

@@ -226,6 +226,9 @@ function drop(ctx, run) {
     finalize(ctx, run)
     const now = Date.now()
     if (!native.runDrop(ctx.svc, s.slot, now)) return
+    // A finish parked by a teardown under way can never apply to a dropped run (DRP-2: no
+    // 'end'): it is forgotten, and emits record again (EMT-5) without waiting for that teardown.
+    if (s.teardown !== null) s.teardown.parked.length = 0
     holdUntilWritten(ctx)
     ctx.runs[s.slot] = undefined
     releaseWhenUnreachable(s)
