@@ -446,6 +446,18 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
     await expect(canceled).resolves.toMatchObject({ status: 'canceled' })
   })
 
+  it('LC-4: prepareRestart is null while a teardown still owes the attempt its verdict (a host that wrote a terminal status meanwhile)', async () => {
+    const { runs } = makeRuns()
+    const run = runningWithChild(runs, new FakeChild({ closeOn: 'SIGKILL' }))
+    const canceled = runs.cancel(run, 'user_stop')
+    run.status = 'failed'
+    expect(runs.prepareRestart(run)).toBeNull()
+    // The host's terminal status stands (FIN-1: the teardown's own verdict does nothing then).
+    await expect(canceled).resolves.toMatchObject({ status: 'failed' })
+    expect(runs.prepareRestart(run)).toBe(run)
+    expect(run.status).toBe('queued')
+  })
+
   it('LC-4: a cancel after prepareRestart (in the same tick as the first cancel) cancels the new attempt', async () => {
     const { runs } = makeRuns()
     const run = runs.create()
