@@ -39,7 +39,12 @@ function holdUntilWritten(ctx) {
     ctx.draining = false
     if (ctx.drainAgain) holdUntilWritten(ctx)
   }
-  native.flushLogs(ctx.svc).then(done, done)
+  try {
+    native.flushLogs(ctx.svc).then(done, done)
+  } catch {
+    // Only a service already destroyed refuses: nothing is left to hold the loop for.
+    ctx.draining = false
+  }
 }
 
 function resolveWaiters(run) {
