@@ -77,6 +77,27 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     expect(odd.events).toHaveLength(2)
   })
 
+  it('FIN-2: inside a non-terminal finish nothing is held off: a cancel from its end hook cancels, a shutdown from it settles', async () => {
+    let runsRef: any
+    let canceled: Promise<any> | null = null
+    let shutdown: Promise<any> | null = null
+    const { runs } = makeRuns({
+      onEventEmitted: (run: any, record: any) => {
+        if (record.event !== 'end') return
+        if (canceled === null) canceled = runsRef.cancel(run, 'user_stop')
+        else if (shutdown === null) shutdown = runsRef.shutdownActive()
+      },
+    })
+    runsRef = runs
+    const run = runs.create()
+    runs.finish(run, 'running', null, null)
+    await expect(canceled).resolves.toMatchObject({ status: 'canceled', cancelOrigin: 'user_stop' })
+    const other = runs.create()
+    runs.finish(other, 'running', null, null)
+    await expect(shutdown).resolves.toBeUndefined()
+    expect(other.status).toBe('canceled')
+  })
+
   it('FIN-3: status/exitCode/signal/updatedAt, then end event, then client end() + clear, then waiters + clear', async () => {
     vi.useFakeTimers({ toFake: ['Date'] })
     vi.setSystemTime(1_000)

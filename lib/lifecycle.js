@@ -93,6 +93,11 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
     s.teardown.parked.push([status, code, signal])
     return
   }
+  // A non-terminal finish (FIN-2) gives no verdict: nothing is held off meanwhile.
+  if (!isTerminal(status)) {
+    applyFinish(ctx, run, s, status, code, signal, trigger)
+    return
+  }
   // LC-4, LC-6: from here to the waiters, a finish, fail or prepareRestart of this run is a
   // no-op and a cancel waits for this verdict (the hooks, the 'end' record's hook and fan-out,
   // the clients' end(), the status bodies of the waiters all run inside).
