@@ -201,6 +201,21 @@ describe('LC-4: prepareRestart', () => {
     ])
   })
 
+  it('a reopened run whose journal the host removed starts a new one (its lines are not lost)', async () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const run = runs.create({ projectId: 'p' })
+    runs.emit(run, 'agent', 1)
+    runs.finish(run, 'failed', 1, null)
+    await runs.shutdownActive()
+    fs.rmSync(run.eventsLogPath)
+    expect(runs.prepareRestart(run)).toBe(run)
+    runs.emit(run, 'agent', 2)
+    runs.finish(run, 'succeeded', 0, null)
+    await runs.shutdownActive()
+    const events = readLines(run.eventsLogPath).map((line) => JSON.parse(line).event)
+    expect(events).toEqual(['run_resume_attempted', 'agent', 'end'])
+  })
+
   it('works on an evicted run the host kept, and on a run hydrated after a restart; never on a dropped run', async () => {
     const { runs } = makeRuns({ runsLogDir: tmp, ttlMs: 10 })
     const evicted = runs.create({ projectId: 'p' })

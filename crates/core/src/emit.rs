@@ -247,6 +247,12 @@ impl Service {
         run.tree = Default::default();
         run.end_event_id = None;
         run.log_closed = false;
+        // The new attempt's first line may create the journal again (the host may have removed
+        // the old one on purpose: LOG-3's rule against re-creating it is about lines of a run
+        // nobody reopened).
+        if let Some(target) = run.log.as_ref() {
+            target.reopen();
+        }
         run.host.forget_attempt();
         self.persist_state_with(slot, host_json)?;
         Ok(Some(previous))

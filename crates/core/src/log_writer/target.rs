@@ -86,6 +86,11 @@ impl LogTarget {
         }
     }
 
+    /// `prepareRestart`: the journal may be created again by the next attempt's lines.
+    pub fn reopen(&self) {
+        self.created.store(false, Ordering::Release);
+    }
+
     /// The journal opened early, if it still waits (the writer takes it when it needs the file,
     /// and drops it at the run's `Close`).
     pub(super) fn take_early(&self) -> Option<std::fs::File> {
