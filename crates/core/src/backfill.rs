@@ -61,7 +61,10 @@ fn read_range_from_end(
     let mut previous: Option<u64> = None;
     let mut ordered = true;
     crate::files::lines_from_end(file, len, |bytes| {
-        let Some((id, text)) = record_id(bytes) else {
+        let Some((id, text)) = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| Some((record_id(text)?, text)))
+        else {
             return true;
         };
         if previous.is_some_and(|p| id >= p) {
@@ -73,7 +76,7 @@ fn read_range_from_end(
             return false;
         }
         if id < before {
-            newest_first.push(text);
+            newest_first.push(text.to_owned());
         }
         true
     })
@@ -85,15 +88,17 @@ fn read_range_from_end(
     Some(newest_first)
 }
 
-/// The id and text of a journal line that is a whole record (a torn or foreign line has none).
-fn record_id(bytes: &[u8]) -> Option<(u64, String)> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    // A record is an object (serde would also read `[id]` as this struct).
+/// The id of a journal line that is a whole record: a JSON object with a numeric `id` (a torn or
+/// foreign line has none). The whole line is parsed (unknown keys too, then ignored), which also
+/// rejects a torn line that merely starts like a record; and it must be an object, since serde
+/// would also read `[id]` as this struct.
+pub(crate) fn record_id(text: &str) -> Option<u64> {
     if !text.trim_start().starts_with('{') {
         return None;
     }
-    let IdOnly { id } = serde_json::from_str::<IdOnly>(text).ok()?;
-    Some((id, text.to_owned()))
+    serde_json::from_str::<IdOnly>(text)
+        .ok()
+        .map(|line| line.id)
 }
 
 fn read_range_from_start(path: &Path, after: f64, before: u64) -> Vec<String> {
@@ -109,13 +114,7 @@ fn read_range_from_start(path: &Path, after: f64, before: u64) -> Vec<String> {
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
-        // A record is an object (serde would also read `[id]` as this struct).
-        if !text.trim_start().starts_with('{') {
-            continue;
-        }
-        // Parsing the whole line (unknown keys are still parsed, then ignored) also rejects a
-        // torn line that merely starts like a record.
-        let Ok(IdOnly { id }) = serde_json::from_str::<IdOnly>(&text) else {
+        let Some(id) = record_id(&text) else {
             continue;
         };
         if id >= before {

@@ -13,11 +13,6 @@ use serde_json::value::RawValue;
 use crate::files;
 use crate::history::{EventName, History};
 
-#[derive(Deserialize)]
-struct IdOnly {
-    id: u64,
-}
-
 /// One journal record, borrowed from its line. `event` and `data` keep their JSON text (`None`:
 /// the key is absent; a JSON `null` is `Some("null")`).
 #[derive(Deserialize)]
@@ -67,13 +62,7 @@ pub const MAX_RECORD_ID: u64 = 1 << 52;
 /// The id of a journal line: a whole JSON object with a numeric `id` from 1 to [`MAX_RECORD_ID`]
 /// (a torn or foreign line has none).
 fn line_id(text: &str) -> Option<u64> {
-    if !text.trim_start().starts_with('{') {
-        return None;
-    }
-    serde_json::from_str::<IdOnly>(text)
-        .ok()
-        .map(|line| line.id)
-        .filter(|&id| id <= MAX_RECORD_ID)
+    crate::backfill::record_id(text).filter(|&id| id <= MAX_RECORD_ID)
 }
 
 /// Reads the journal at `path` (whole, well-formed lines with growing ids only, as IMP-3's
@@ -156,7 +145,7 @@ pub fn fill_history(history: &mut History, tail: &Tail) -> Option<u64> {
     let mut end = None;
     for text in &tail.lines {
         let Ok(line) = serde_json::from_str::<Line<'_>>(text) else {
-            // A line IdOnly accepted always parses here; stop rather than leave a gap.
+            // A line `line_id` accepted always parses here; stop rather than leave a gap.
             break;
         };
         let data = line.data.map(RawValue::get);
@@ -236,11 +225,7 @@ mod tests {
         );
         let tail = read_tail(&path, Some(10));
         assert_eq!(tail.last_id, 6);
-        let ids: Vec<u64> = tail
-            .lines
-            .iter()
-            .map(|l| serde_json::from_str::<IdOnly>(l).unwrap().id)
-            .collect();
+        let ids: Vec<u64> = tail.lines.iter().map(|l| line_id(l).unwrap()).collect();
         assert_eq!(ids, vec![4, 5, 6], "the gap at 3 cuts the tail");
         assert_eq!(read_tail(&path, Some(2)).lines.len(), 2);
         assert_eq!(
