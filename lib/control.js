@@ -22,7 +22,7 @@ const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { clearRetryRestart } = require('./host-fields.js')
 const { deliveryPending, stopPendingDelivery } = require('./delivery.js')
-const { ignoreResult } = require('./hooks.js')
+const { ignore, ignoreResult } = require('./hooks.js')
 
 const { EscalationStep } = native
 
@@ -94,8 +94,6 @@ function closeStdin(run) {
   run.stdinOpen = false
   return closing
 }
-
-function ignore() {}
 
 // Removes `listener` from the host's emitter for each of `events`; an `off` that is missing or
 // throws leaves it there (it only settles what has already settled). Called from timers and

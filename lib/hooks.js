@@ -32,6 +32,9 @@ function reportHookError(ctx, name, err) {
   )
 }
 
+/** A callback that does nothing: for errors that are swallowed on purpose. */
+function ignore() {}
+
 /**
  * A host function's return value is ignored, but a promise among them must not become an
  * unhandled rejection (which ends a Node process by default): its rejection goes to `onError`.
@@ -70,4 +73,4 @@ function finalize(ctx, run) {
   callHook(ctx, 'onFinalize', fn)
 }
 
-module.exports = { callHook, finalize, ignoreResult }
+module.exports = { callHook, finalize, ignore, ignoreResult }

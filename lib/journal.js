@@ -8,6 +8,7 @@
 
 const { Writable } = require('node:stream')
 const native = require('./core.js')
+const { ignore } = require('./hooks.js')
 
 class JournalHandle extends Writable {
   #ctx
@@ -30,8 +31,6 @@ class JournalHandle extends Writable {
     native.flushLogs(this.#ctx.svc).then(() => callback(), callback)
   }
 }
-
-function ignore() {}
 
 /** The run's open journal handle, made on first read; null when the journal is not open. */
 function journalHandle(s, run) {

@@ -12,13 +12,12 @@ const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
 const { hostJson } = require('./state.js')
 const { addEndFacts, settleUnfinishedWork } = require('./host-fields.js')
-const { callHook, finalize, ignoreResult } = require('./hooks.js')
+const { callHook, finalize, ignore, ignoreResult } = require('./hooks.js')
 const { describe } = require('./describe.js')
 
 const EMPTY = Object.freeze({})
 
 // RUN-7: every waiter once with the status body, then the Set is cleared.
-function ignore() {}
 
 /**
  * IMP-4: a run's log is written even when the event loop empties right after its finish (or

@@ -6,7 +6,7 @@ const native = require('./core.js')
 const { own } = require('./run.js')
 const { isTerminal } = require('./status.js')
 const { describe } = require('./describe.js')
-const { ignoreResult } = require('./hooks.js')
+const { ignore, ignoreResult } = require('./hooks.js')
 
 /**
  * IMP-6: calls `target[method](...args)`; one broken client never breaks the run or the others
@@ -19,8 +19,6 @@ function safeCall(target, method, ...args) {
     // IMP-6: one broken client never breaks the run or the other clients.
   }
 }
-
-function ignore() {}
 
 /**
  * EMT-2 step 7: a live event to every client of the run. IMP-7: a client that stream()

@@ -320,9 +320,14 @@ fn is_truthy(v: &Value) -> bool {
 /// SPEC §14 SUM-1..SUM-3: the redacted summary `{"mcpServers":[{id,label?,templateId?,transport,enabled,authMode?}]}`
 /// computed from a (normally already normalized) bundle value. Must never copy any other key.
 pub fn tool_bundle_summary(bundle: &serde_json::Value) -> serde_json::Value {
-    // SUM-1: `Value::get` yields `None` for non-objects, so anything else gives `[]`.
+    summary_of(bundle, |server| Some(summarize_server(server)))
+}
+
+/// `{"mcpServers":[...]}` of what `server` makes of each entry of `bundle.mcpServers` (SUM-1:
+/// `Value::get` yields `None` for non-objects, so anything else gives `[]`).
+fn summary_of(bundle: &Value, server: impl Fn(&Value) -> Option<Value>) -> Value {
     let servers: Vec<Value> = match bundle.get("mcpServers") {
-        Some(Value::Array(servers)) => servers.iter().map(summarize_server).collect(),
+        Some(Value::Array(servers)) => servers.iter().filter_map(server).collect(),
         _ => Vec::new(),
     };
     let mut out = Map::new();
@@ -336,13 +341,7 @@ pub fn tool_bundle_summary(bundle: &serde_json::Value) -> serde_json::Value {
 /// `enabled`, string `label`/`templateId`, SV-7's `authMode`); a server that does not is left
 /// out, a field of the wrong type too. So the no-leak argument holds for input never sanitized.
 pub fn stored_tool_bundle_summary(stored: &Value) -> Value {
-    let servers: Vec<Value> = match stored.get("mcpServers") {
-        Some(Value::Array(servers)) => servers.iter().filter_map(stored_server).collect(),
-        _ => Vec::new(),
-    };
-    let mut out = Map::new();
-    out.insert("mcpServers".to_owned(), Value::Array(servers));
-    Value::Object(out)
+    summary_of(stored, stored_server)
 }
 
 /// [`stored_tool_bundle_summary`] of a lowered JSON text, as JSON (`null` for one that does not
