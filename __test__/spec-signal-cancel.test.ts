@@ -125,6 +125,26 @@ describe('§11 signalChild', () => {
   })
 })
 
+/**
+ * `child` seen through a Proxy: `override(key)` may throw, or return a replacement for that key;
+ * anything else reads from the child (its methods bound to it).
+ */
+function hostileChild(child: FakeChild, override: (key: PropertyKey) => unknown) {
+  return new Proxy(child, {
+    get(target, key) {
+      const replaced = override(key)
+      if (replaced !== undefined) return replaced
+      const value = Reflect.get(target, key, target)
+      return typeof value === 'function' ? value.bind(target) : value
+    },
+  })
+}
+
+/** A function that throws `message`. */
+const throwing = (message: string) => () => {
+  throw new Error(message)
+}
+
 describe('§11 cancel', () => {
   let restoreEnv: () => void
   beforeEach(() => {
@@ -417,17 +437,9 @@ describe('§11 cancel', () => {
       const { runs } = makeRuns()
       // A stdin getter that throws, and an off() that throws (called from a timer).
       const child = new FakeChild({ closeOn: 'SIGKILL' })
-      const hostile = new Proxy(child, {
-        get(target, key) {
-          if (key === 'stdin') throw new Error('stdin getter threw')
-          if (key === 'off') {
-            return () => {
-              throw new Error('off threw')
-            }
-          }
-          const value = Reflect.get(target, key, target)
-          return typeof value === 'function' ? value.bind(target) : value
-        },
+      const hostile = hostileChild(child, (key) => {
+        if (key === 'stdin') throw new Error('stdin getter threw')
+        if (key === 'off') return throwing('off threw')
       })
       const run = runningWithChild(runs, hostile)
       run.stdinOpen = true
@@ -448,17 +460,7 @@ describe('§11 cancel', () => {
   it("CAN-9 with a child whose once() throws, or a run whose retryRestartTimer getter throws: the cancel still tears down and the host's verdict lands", async () => {
     const { runs } = makeRuns()
     const child = new FakeChild({ closeOn: 'SIGTERM' })
-    const hostile = new Proxy(child, {
-      get(target, key) {
-        if (key === 'once') {
-          return () => {
-            throw new Error('once threw')
-          }
-        }
-        const value = Reflect.get(target, key, target)
-        return typeof value === 'function' ? value.bind(target) : value
-      },
-    })
+    const hostile = hostileChild(child, (key) => (key === 'once' ? throwing('once threw') : undefined))
     const run = runningWithChild(runs, hostile)
     run.runtimeFailureObservedBeforeCancellation = true
     Object.defineProperty(run, 'retryRestartTimer', {
@@ -476,12 +478,8 @@ describe('§11 cancel', () => {
     const { runs } = makeRuns()
     const child = new FakeChild({ closeOn: 'SIGTERM', pid: undefined })
     let broken = true
-    const flaky = new Proxy(child, {
-      get(target, key) {
-        if (broken && key === 'pid') throw new Error('pid getter threw')
-        const value = Reflect.get(target, key, target)
-        return typeof value === 'function' ? value.bind(target) : value
-      },
+    const flaky = hostileChild(child, (key) => {
+      if (broken && key === 'pid') throw new Error('pid getter threw')
     })
     const run = runningWithChild(runs, flaky)
     await expect(runs.cancel(run, 'user_stop')).rejects.toThrow('pid getter threw')
