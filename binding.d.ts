@@ -52,7 +52,8 @@ export declare function destroyService(svc: number): void
 
 /**
  * `createOrReuse` (LC-3) and `findByPluginWorkflowId` (HF-8): the id of the newest durable run
- * created with this key when it is not registered, or null.
+ * created with this key when it is not registered, or null. Throws when none is known while
+ * part of `runsLogDir` could not be read for want of a resource (the run may be there).
  */
 export declare function durableRunByKey(svc: number, lookup: RunLookup, key: string): string | null
 
@@ -102,6 +103,17 @@ export declare const enum EscalationStep {
 
 /** Resolves once every log line queued so far is written and closed files are closed (IMP-4). */
 export declare function flushLogs(svc: number): Promise<undefined>
+
+/** What `runHydrate` returns instead of a slot (LC-2). */
+export declare const enum HydrateMiss {
+  /** No run with this id (or not a run id, or no `runsLogDir`, or an invalid state file). */
+  NotFound = -1,
+  /**
+   * Its files could not be read for want of a resource (too many open files): nothing was
+   * judged, a later call reads again. `takeUnreadable` says what failed.
+   */
+  Unreadable = -2,
+}
 
 /** At construction (LC-2): indexes the runs under `dir` (the `runsLogDir`) without loading any. */
 export declare function indexRuns(svc: number, dir: string): void
@@ -224,8 +236,8 @@ export declare function runGet(svc: number, id: string): number
 
 /**
  * `get(id)` past the registry (LC-2): the slot of the run loaded from disk (registered from
- * now on; `runHydrated` gives what to build its object from), or -1. An id that is not a run
- * id never reaches the filesystem.
+ * now on; `runHydrated` gives what to build its object from), or a [`HydrateMiss`] code. An id
+ * that is not a run id never reaches the filesystem.
  */
 export declare function runHydrate(svc: number, id: string, now: number): number
 
@@ -380,6 +392,12 @@ export declare function summarizeStoredToolBundle(lowered: string): string
  * replaced, as JSON.
  */
 export declare function summarizeToolBundle(lowered: string): string
+
+/**
+ * The last read of `runsLogDir` that failed for want of a resource (LC-2) since the previous
+ * call, as a message for the host (what could not be read, the OS's error), or null.
+ */
+export declare function takeUnreadable(svc: number): string | null
 
 /** The terminal statuses (TRM-1), in their fixed order. */
 export declare function terminalStatuses(): Array<string>

@@ -904,6 +904,8 @@ export interface ChatRunService {
    * Finds the run created for `meta.clientRequestId` (in memory, or on disk across a restart) and
    * reuses it, reports a `'conflict'` when both request fingerprints are set and differ, or creates a
    * new run (SPEC LC-3).
+   * @throws Error with `code: 'ERR_CHAT_RUN_UNREADABLE'` when that cannot be told because
+   * `runsLogDir` cannot be read for now (out of file descriptors); retry later.
    */
   readonly createOrReuse: (meta?: RunCreateMeta | null) => CreateOrReuseResult
   /**
@@ -925,6 +927,7 @@ export interface ChatRunService {
   /**
    * The newest run created with this plugin workflow id (its `externalPluginAnalytics`), in memory or
    * on disk across a restart; `null` when there is none or the id is not a non-empty string (SPEC HF-8).
+   * @throws Error with `code: 'ERR_CHAT_RUN_UNREADABLE'` when `runsLogDir` cannot be read for now.
    */
   readonly findByPluginWorkflowId: (pluginWorkflowId: unknown) => ChatRun | null
   /**
@@ -1121,10 +1124,12 @@ export type ChatRunServiceStats = {
   /** The runs' `state.json` writes (SPEC LC-1): done, and failed (the first failure is reported once). */
   stateFile: { written: number; failed: number }
   /**
-   * The runs on disk (SPEC LC-2): indexed by the construction scan, loaded into memory since, and
-   * entries of `runsLogDir` that are not valid runs (counted once each).
+   * The runs on disk (SPEC LC-2): indexed by the construction scan, loaded into memory since,
+   * entries of `runsLogDir` that are not valid runs (counted once each), and reads of
+   * `runsLogDir` that failed for want of a resource such as file descriptors (each time; read
+   * again by the next lookup).
    */
-  hydration: { indexed: number; hydrated: number; skipped: number }
+  hydration: { indexed: number; hydrated: number; skipped: number; unreadable: number }
 }
 
 /**

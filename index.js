@@ -66,6 +66,7 @@ const serviceContexts = new WeakMap()
  * - `durableFields`: the options' durableFields the state file does not carry by itself (LC-6)
  * - `evicted`: run id -> WeakRef of a run TTL eviction took out (get() brings back the same
  *   object while the host holds it); `hookErrorReported`: a hook threw once already (LC-6);
+ *   `warnedUnreadable`: a read of runsLogDir failed for now and was warned of (LC-2);
  *   `inStatusBodyHook`: the onStatusBody hook is running (HF-14: not called again from within)
  * - `stage`: the emits waiting for their batch (lib/staging.js, BND-6), made on first emit
  * - `treeWatch`: the timer of the process-tree watch (lib/attach.js, LC-7) while one runs
@@ -90,6 +91,7 @@ function serviceContext(opts) {
     evicted: new Map(),
     evictedSweepAt: EVICTED_SWEEP_MIN,
     hookErrorReported: false,
+    warnedUnreadable: false,
     inStatusBodyHook: false,
     stage: null,
     treeWatch: null,

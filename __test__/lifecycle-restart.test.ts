@@ -65,7 +65,7 @@ describe('LC-2: a daemon killed mid-run', () => {
         const { runs, sse } = service({ maxEvents: 10, onTerminal })
         // The daemon's own suite: a fresh service on a used data dir lists nothing.
         expect(runs.list()).toEqual([])
-        expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 2, hydrated: 0, skipped: 0 })
+        expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 2, hydrated: 0, skipped: 0, unreadable: 0 })
 
         const active = runs.get(ids.active)
         expect(active).toMatchObject({
@@ -128,7 +128,7 @@ describe('LC-2: a daemon killed mid-run', () => {
         expect(runs.list()).toEqual([done, active])
         expect(runs.list({ projectId: 'p' })).toEqual([done, active])
         expect(runs.list({ status: 'active' })).toEqual([])
-        expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 2, hydrated: 2, skipped: 0 })
+        expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 2, hydrated: 2, skipped: 0, unreadable: 0 })
 
         // A third service marks nothing twice.
         const again = service().runs
@@ -260,7 +260,7 @@ describe('LC-2: lazy hydration', () => {
     }
     // The run-shaped id is looked up (and found missing: no file under logs/).
     expect(runs.get(outside)).toBeNull()
-    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 0, hydrated: 0, skipped: 2 })
+    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 0, hydrated: 0, skipped: 2, unreadable: 0 })
   })
 
   it('garbage in runsLogDir never throws, never hides a valid run, and is counted as skipped', () => {
@@ -287,12 +287,12 @@ describe('LC-2: lazy hydration', () => {
     expect(() => {
       runs = service().runs
     }).not.toThrow()
-    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 0, skipped: 10 })
+    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 0, skipped: 10, unreadable: 0 })
     for (let n = 1; n <= 9; n++) expect(runs.get(uuid(n))).toBeNull()
     expect(runs.list({ projectId: 'p' }).map((r: any) => r.id)).toEqual([valid.id])
     expect(runs.get(valid.id)).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED' })
     // Each invalid entry counts once, however often it is asked for.
-    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 1, skipped: 10 })
+    expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 1, skipped: 10, unreadable: 0 })
   })
 
   // A plain open of a FIFO waits for its other end: before the core refused anything but
@@ -319,7 +319,7 @@ describe('LC-2: lazy hydration', () => {
       process.on('warning', onWarning)
       try {
         const { runs } = service()
-        expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 0, skipped: 2 })
+        expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 0, skipped: 2, unreadable: 0 })
         expect(runs.get(uuid(1))).toBeNull()
         expect(runs.get(uuid(2))).toBeNull()
         const run = runs.get(uuid(3))
@@ -366,6 +366,50 @@ describe('LC-2: lazy hydration', () => {
     ).toEqual(hydrated.events.slice(2))
     first.drop(run)
   })
+})
+
+describe('LC-2, LC-3: a process out of file descriptors', () => {
+  // POSIX only: the limit comes from the shell's ulimit.
+  it.skipIf(isWindows)(
+    'nothing read for want of a descriptor is judged: no run is skipped or lost, createOrReuse throws instead of starting a request twice, and every lookup works again once descriptors are free',
+    () => {
+      const child = spawnSync(
+        'bash',
+        ['-c', 'ulimit -n 64 && exec "$0" "$1" "$2"', process.execPath, fixture('fd-exhaustion.cjs'), tmp],
+        { encoding: 'utf8', timeout: 60_000 },
+      )
+      expect(child.status, child.stderr).toBe(0)
+      const { ids, exhausted, released } = JSON.parse(child.stdout)
+      const unreadable = { threw: 'ERR_CHAT_RUN_UNREADABLE' }
+      // A service constructed while no descriptor was free: its scan read nothing.
+      expect(exhausted.during).toMatchObject({
+        get: null,
+        list: { length: 0 },
+        reuse: unreadable,
+        // (It cannot tell whether a run has this key either.)
+        fresh: unreadable,
+        hydration: { indexed: 0, hydrated: 0, skipped: 0 },
+      })
+      expect(exhausted.during.hydration.unreadable).toBeGreaterThan(0)
+      // One constructed before: its index is whole, the runs' files cannot be read.
+      expect(exhausted.before).toMatchObject({
+        get: null,
+        reuse: unreadable,
+        fresh: { kind: 'created' },
+        hydration: { indexed: 10, hydrated: 0, skipped: 0 },
+      })
+      // Descriptors free again: the same services find every run.
+      for (const runs of [released.during, released.before]) {
+        expect(runs.get).toEqual({ id: ids[1], status: 'succeeded' })
+        expect(runs.reuse).toEqual({ kind: 'reused', id: ids[2] })
+        expect(runs.hydration.skipped).toBe(0)
+      }
+      expect(released.during.list).toEqual({ length: 10 })
+      expect(released.before.fresh).toEqual({ kind: 'reused', id: exhausted.before.fresh.id })
+      expect(child.stderr).toContain('CHAT_RUN_READ_ERROR')
+      expect(child.stderr).toContain('Too many open files')
+    },
+  )
 })
 
 describe('LC-1: the previous version of this package (run.json)', () => {

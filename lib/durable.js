@@ -6,7 +6,7 @@ const native = require('./core.js')
 const { ChatRun, own, releaseWhenUnreachable, syncRestarted } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { isTerminal } = require('./status.js')
-const { create, hydrate, cancelEviction } = require('./registry.js')
+const { create, hydrate, unreadableError, cancelEviction } = require('./registry.js')
 const { emit } = require('./emit.js')
 const { hostJson, persist } = require('./state.js')
 const { forgetAttempt, clearRetryRestart } = require('./host-fields.js')
@@ -74,10 +74,19 @@ function setDeliverableValidation(ctx, run, result) {
 // that has a state file, this service's included: its newest, when not registered (evicted, or
 // an earlier process's), is newer than every registered one, and is loaded; else the newest
 // registered one.
+//
+// When part of runsLogDir cannot be read for now (too many open files), this throws rather than
+// answer "none": the run asked for may be there, and createOrReuse would start it twice (LC-3).
 function findByKey(ctx, lookup, key) {
   if (ctx.logging) {
-    const id = native.durableRunByKey(ctx.svc, lookup, key)
-    const run = id === null ? null : hydrate(ctx, id)
+    let id
+    try {
+      id = native.durableRunByKey(ctx.svc, lookup, key)
+    } catch (error) {
+      const message = native.takeUnreadable(ctx.svc)
+      throw message === null ? error : unreadableError(message)
+    }
+    const run = id === null ? null : hydrate(ctx, id, true)
     if (run !== null) return run
   }
   const slot = native.runFindByKey(ctx.svc, lookup, key)

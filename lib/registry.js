@@ -13,6 +13,26 @@ const { pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
+const { HydrateMiss } = native
+
+/**
+ * LC-2: a read of runsLogDir failed for want of a resource (too many open files): the first
+ * time for this service, the core's message becomes a process warning (as the first log error
+ * does); later ones are counted in the stats (`hydration.unreadable`) only.
+ */
+function warnUnreadable(ctx) {
+  const message = native.takeUnreadable(ctx.svc)
+  if (message === null || ctx.warnedUnreadable) return
+  ctx.warnedUnreadable = true
+  process.emitWarning(`chat-run-service: ${message}`, { code: 'CHAT_RUN_READ_ERROR' })
+}
+
+/** LC-3: the error of a lookup that cannot be answered while runsLogDir cannot be read. */
+function unreadableError(message) {
+  const error = new Error(`chat-run-service: ${message}`)
+  error.code = 'ERR_CHAT_RUN_UNREADABLE'
+  return error
+}
 
 /**
  * CRE-1..CRE-5, LC-1 (the state file is written before this returns), LC-3's two keys, HF-8's
@@ -103,9 +123,11 @@ function adoptHydrated(ctx, slot) {
 /**
  * LC-2: the run with `id` that is not registered: a run TTL eviction took out while the host
  * still holds it comes back as that same object (RUN-2); otherwise the core loads it from disk.
- * Null when there is none (or `id` is not a run id: the core never makes a path of it).
+ * Null when there is none (or `id` is not a run id: the core never makes a path of it), and when
+ * its files cannot be read for now (warned once; the next call reads again), unless `strict`:
+ * then that throws, for a caller that must not take "not found" for an answer (createOrReuse).
  */
-function hydrate(ctx, id) {
+function hydrate(ctx, id, strict = false) {
   const kept = ctx.evicted.get(id)?.deref()
   if (kept !== undefined) {
     ctx.evicted.delete(id)
@@ -117,6 +139,11 @@ function hydrate(ctx, id) {
     }
   }
   const slot = native.runHydrate(ctx.svc, id, Date.now())
+  if (slot === HydrateMiss.Unreadable) {
+    if (strict) throw unreadableError(native.takeUnreadable(ctx.svc) ?? `could not read the files of run ${id}`)
+    warnUnreadable(ctx)
+    return null
+  }
   if (slot < 0) return null
   return ctx.runs[slot] ?? adoptHydrated(ctx, slot)
 }
@@ -135,6 +162,8 @@ function list(ctx, filter) {
   const projectId = nonEmptyString(f.projectId)
   if (ctx.logging && projectId !== null) {
     for (const id of native.projectDurableRuns(ctx.svc, projectId)) hydrate(ctx, id)
+    // (A scan that could not read all of runsLogDir leaves runs out: said once, read again next time.)
+    warnUnreadable(ctx)
   }
   const slots = native.runList(ctx.svc, projectId, nonEmptyString(f.conversationId), nonEmptyString(f.status))
   const runs = ctx.runs
@@ -203,4 +232,4 @@ function evict(s) {
   }
 }
 
-module.exports = { create, get, list, hydrate, scheduleEviction, cancelEviction, EVICTED_SWEEP_MIN }
+module.exports = { create, get, list, hydrate, unreadableError, scheduleEviction, cancelEviction, EVICTED_SWEEP_MIN }

@@ -192,3 +192,14 @@ impl From<RunLookup> for Lookup {
         }
     }
 }
+
+/// What `runHydrate` returns instead of a slot (LC-2).
+#[napi]
+#[derive(Debug, PartialEq, Eq)]
+pub enum HydrateMiss {
+    /// No run with this id (or not a run id, or no `runsLogDir`, or an invalid state file).
+    NotFound = -1,
+    /// Its files could not be read for want of a resource (too many open files): nothing was
+    /// judged, a later call reads again. `takeUnreadable` says what failed.
+    Unreadable = -2,
+}

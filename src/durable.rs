@@ -5,7 +5,7 @@
 use napi::{Env, Result};
 use napi_derive::napi;
 
-use crate::codes::RunLookup;
+use crate::codes::{HydrateMiss, RunLookup};
 use crate::instances::service;
 use crate::map_error;
 
@@ -39,11 +39,24 @@ pub fn index_runs(env: &Env, svc: u32, dir: String) -> Result<()> {
 }
 
 /// `get(id)` past the registry (LC-2): the slot of the run loaded from disk (registered from
-/// now on; `runHydrated` gives what to build its object from), or -1. An id that is not a run
-/// id never reaches the filesystem.
+/// now on; `runHydrated` gives what to build its object from), or a [`HydrateMiss`] code. An id
+/// that is not a run id never reaches the filesystem.
 #[napi]
 pub fn run_hydrate(env: &Env, svc: u32, id: String, now: f64) -> Result<i64> {
-    Ok(service(env, svc)?.hydrate(&id, now).map_or(-1, i64::from))
+    Ok(match service(env, svc)?.hydrate(&id, now) {
+        Ok(Some(slot)) => i64::from(slot),
+        Ok(None) => HydrateMiss::NotFound as i64,
+        Err(_) => HydrateMiss::Unreadable as i64,
+    })
+}
+
+/// The last read of `runsLogDir` that failed for want of a resource (LC-2) since the previous
+/// call, as a message for the host (what could not be read, the OS's error), or null.
+#[napi]
+pub fn take_unreadable(env: &Env, svc: u32) -> Result<Option<String>> {
+    Ok(service(env, svc)?
+        .take_unreadable()
+        .map(|unreadable| unreadable.to_string()))
 }
 
 /// A hydrated run, as the JSON `{"state":{…},"nextEventId":n,"cancelRequested":b}` (its state
@@ -70,7 +83,8 @@ pub fn run_find_by_key(env: &Env, svc: u32, lookup: RunLookup, key: String) -> R
 }
 
 /// `createOrReuse` (LC-3) and `findByPluginWorkflowId` (HF-8): the id of the newest durable run
-/// created with this key when it is not registered, or null.
+/// created with this key when it is not registered, or null. Throws when none is known while
+/// part of `runsLogDir` could not be read for want of a resource (the run may be there).
 #[napi]
 pub fn durable_run_by_key(
     env: &Env,
@@ -78,7 +92,9 @@ pub fn durable_run_by_key(
     lookup: RunLookup,
     key: String,
 ) -> Result<Option<String>> {
-    Ok(service(env, svc)?.unregistered_keyed_run(lookup.into(), &key))
+    service(env, svc)?
+        .unregistered_keyed_run(lookup.into(), &key)
+        .map_err(|unreadable| map_error(unreadable.into()))
 }
 
 /// Puts a run that TTL eviction took out of the registry back in (another registered run with

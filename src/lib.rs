@@ -40,7 +40,9 @@ pub(crate) fn map_error(error: CoreError) -> Error {
         | CoreError::EventDataNotUtf8(_)
         | CoreError::StagedBatch(_) => Status::InvalidArg,
         CoreError::EventDataNotText => Status::StringExpected,
-        CoreError::TooManyServices | CoreError::Encode(_) => Status::GenericFailure,
+        CoreError::TooManyServices | CoreError::Encode(_) | CoreError::Unreadable(_) => {
+            Status::GenericFailure
+        }
     };
     Error::new(status, format!("chat-run-service: {error}"))
 }

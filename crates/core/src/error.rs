@@ -24,6 +24,9 @@ pub enum CoreError {
     StagedBatch(String),
     /// A reply could not be encoded as JSON.
     Encode(String),
+    /// Part of `runsLogDir` could not be read for want of a resource, so a lookup cannot be
+    /// answered (LC-2, LC-3).
+    Unreadable(crate::durable::Unreadable),
 }
 
 impl fmt::Display for CoreError {
@@ -49,6 +52,7 @@ impl fmt::Display for CoreError {
                 write!(f, "malformed batch of staged emits: {problem}")
             }
             CoreError::Encode(error) => write!(f, "could not encode a reply as JSON ({error})"),
+            CoreError::Unreadable(unreadable) => unreadable.fmt(f),
         }
     }
 }
@@ -58,6 +62,12 @@ impl std::error::Error for CoreError {}
 impl From<serde_json::Error> for CoreError {
     fn from(error: serde_json::Error) -> Self {
         CoreError::Encode(error.to_string())
+    }
+}
+
+impl From<crate::durable::Unreadable> for CoreError {
+    fn from(unreadable: crate::durable::Unreadable) -> Self {
+        CoreError::Unreadable(unreadable)
     }
 }
 

@@ -12,6 +12,30 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+/// Whether `error` says the process is short of a resource right now (file descriptors,
+/// kernel memory) rather than anything about the file: the same read can succeed later, so what
+/// it was reading must not be judged invalid (LC-2: such a run is neither skipped nor lost, a
+/// later lookup reads it again).
+pub fn is_transient(error: &io::Error) -> bool {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::OutOfMemory | io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+    ) {
+        return true;
+    }
+    #[cfg(unix)]
+    let transient = [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS];
+    // ERROR_TOO_MANY_OPEN_FILES, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY,
+    // ERROR_NO_SYSTEM_RESOURCES.
+    #[cfg(windows)]
+    let transient = [4, 8, 14, 1450];
+    #[cfg(not(any(unix, windows)))]
+    let transient: [i32; 0] = [];
+    error
+        .raw_os_error()
+        .is_some_and(|code| transient.contains(&code))
+}
+
 /// Opens `path` with `options`, provided it is a regular file (after following links).
 /// On Unix the open itself cannot block: `O_NONBLOCK` makes a FIFO without a writer open at
 /// once (for reading) or fail with `ENXIO` (for writing). The flag stays set on the returned

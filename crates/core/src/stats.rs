@@ -7,7 +7,7 @@
 //!   log: { enabled, linesWritten, openFiles, queue: { lines, bytes },
 //!          notPersisted: { diskError, queueFull, unserializable, afterClose } },
 //!   stateFile: { written, failed },
-//!   hydration: { indexed, hydrated, skipped } }
+//!   hydration: { indexed, hydrated, skipped, unreadable } }
 //! ```
 
 use serde::ser::{SerializeMap, Serializer};
@@ -211,7 +211,7 @@ mod tests {
                     }
                 },
                 "stateFile": { "written": 0, "failed": 0 },
-                "hydration": { "indexed": 0, "hydrated": 0, "skipped": 0 }
+                "hydration": { "indexed": 0, "hydrated": 0, "skipped": 0, "unreadable": 0 }
             })
         );
         // Key order is part of the shape (preserve_order keeps it in the comparison above
@@ -221,7 +221,7 @@ mod tests {
         assert!(text.ends_with(concat!(
             r#"},"log":{"enabled":false,"linesWritten":0,"openFiles":0,"queue":{"lines":0,"bytes":0},"#,
             r#""notPersisted":{"diskError":0,"queueFull":0,"unserializable":0,"afterClose":0}},"#,
-            r#""stateFile":{"written":0,"failed":0},"hydration":{"indexed":0,"hydrated":0,"skipped":0}}"#
+            r#""stateFile":{"written":0,"failed":0},"hydration":{"indexed":0,"hydrated":0,"skipped":0,"unreadable":0}}"#
         )));
     }
 }

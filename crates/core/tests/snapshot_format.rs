@@ -90,7 +90,7 @@ fn lc_1_a_v1_runs_dir_is_indexed_and_its_runs_hydrate_with_their_verdicts() {
         "LC-2: nothing loaded"
     );
     for id in [SUCCEEDED, INTERRUPTED, DROPPED, KILLED] {
-        assert!(svc.hydrate(id, NOW).is_some(), "{id}");
+        assert!(svc.hydrate(id, NOW).unwrap().is_some(), "{id}");
     }
 
     let succeeded = state(&svc, SUCCEEDED);

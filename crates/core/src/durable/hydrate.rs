@@ -19,7 +19,7 @@ use super::index::ordered_bits;
 use super::journal;
 use super::legacy::{read_log_state, RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
 use super::state::{run_dir, sweep_stale_temps, StateFile, MAX_STATE_FILE_BYTES, STATE_FILE};
-use super::{is_run_id, DAEMON_RESTART, INTERRUPTED_CODE, INTERRUPTED_MESSAGE};
+use super::{is_run_id, Unreadable, DAEMON_RESTART, INTERRUPTED_CODE, INTERRUPTED_MESSAGE};
 use crate::error::CoreResult;
 use crate::files;
 use crate::history::{self, EventName, History};
@@ -37,6 +37,10 @@ pub struct HydrationStats {
     pub hydrated: u64,
     /// Entries of `runsLogDir` that are not valid runs (counted once each).
     pub skipped: u64,
+    /// Reads of `runsLogDir` (the scan, a run's files) that failed for want of a resource, such
+    /// as file descriptors ([`Unreadable`]), each time; what they would have read is read again
+    /// by a later lookup.
+    pub unreadable: u64,
     /// State files written, and writes that failed.
     #[serde(skip)]
     pub state_written: u64,
@@ -50,6 +54,8 @@ enum Load {
     Missing,
     /// A file that is not a valid state file of this run.
     Invalid,
+    /// A file that could not be read for now.
+    Unreadable(Unreadable),
     Found(Box<Loaded>),
 }
 
@@ -61,11 +67,15 @@ struct Loaded {
     cancel_requested: bool,
 }
 
-fn read(path: &Path) -> Result<Option<String>, ()> {
+/// The file at `path`: its text, `Ok(None)` when it does not exist, `Err(None)` when it cannot
+/// be a state file (unreadable, too large, not UTF-8, not a regular file), `Err(Some(_))` when
+/// it could not be read for now.
+fn read(path: &Path) -> Result<Option<String>, Option<Unreadable>> {
     match files::read_to_string(path, MAX_STATE_FILE_BYTES) {
         Ok(text) => Ok(Some(text)),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(_) => Err(()),
+        Err(error) if files::is_transient(&error) => Err(Some(Unreadable::new(path, &error))),
+        Err(_) => Err(None),
     }
 }
 
@@ -82,7 +92,8 @@ fn load(dir: &Path, log_path: &Path, id: &str) -> Load {
             }
         }
         Ok(None) => {}
-        Err(()) => return Load::Invalid,
+        Err(Some(unreadable)) => return Load::Unreadable(unreadable),
+        Err(None) => return Load::Invalid,
     }
     match read(&dir.join(SNAPSHOT_FILE)) {
         Ok(Some(text)) => match RunSnapshot::parse(&text) {
@@ -92,7 +103,8 @@ fn load(dir: &Path, log_path: &Path, id: &str) -> Load {
             _ => Load::Invalid,
         },
         Ok(None) => Load::Missing,
-        Err(()) => Load::Invalid,
+        Err(Some(unreadable)) => Load::Unreadable(unreadable),
+        Err(None) => Load::Invalid,
     }
 }
 
@@ -265,22 +277,49 @@ impl Service {
     /// `runsLogDir` (registered from now on). `None` without logging, for an id that is not a
     /// run id (no filesystem access then), and when no valid state file exists (an invalid one
     /// is counted as skipped). A dropped run's file is gone, so it is never found again.
-    pub fn hydrate(&mut self, id: &str, now: f64) -> Option<u32> {
+    ///
+    /// `Err` when its state file or journal could not be read for want of a resource (too many
+    /// open files): nothing is registered, counted as skipped or written, and the next call
+    /// reads again.
+    pub fn hydrate(&mut self, id: &str, now: f64) -> Result<Option<u32>, Unreadable> {
         if let Some(slot) = self.get(id) {
-            return Some(slot);
+            return Ok(Some(slot));
         }
         if !is_run_id(id) {
-            return None;
+            return Ok(None);
         }
-        let log_path = PathBuf::from(self.cfg.log.as_ref()?.path_of(id));
+        let Some(log) = self.cfg.log.as_ref() else {
+            return Ok(None);
+        };
+        let log_path = PathBuf::from(log.path_of(id));
         let dir = run_dir(&log_path);
         let loaded = match load(&dir, &log_path, id) {
-            Load::Missing => return None,
+            Load::Missing => return Ok(None),
             Load::Invalid => {
                 self.disk.skip(id);
-                return None;
+                return Ok(None);
             }
+            Load::Unreadable(unreadable) => return Err(self.disk.unreadable(unreadable)),
             Load::Found(loaded) => loaded,
+        };
+        // The journal's tail, read before anything changes: a journal that cannot be opened now
+        // would give the run no history and number its next records from 1 again.
+        let read_journal = |cap| {
+            journal::read_tail(&log_path, cap).map_err(|error| Unreadable::new(&log_path, &error))
+        };
+        let tail = match read_journal(self.cfg.max_events) {
+            Ok(tail) => tail,
+            Err(unreadable) => return Err(self.disk.unreadable(unreadable)),
+        };
+        // For a run left active whose history holds fewer than two records (maxEvents 1), the
+        // journal's last two lines (see `ended` below).
+        let last_two = if !is_terminal(loaded.file.status.as_deref()) && tail.lines.len() < 2 {
+            match read_journal(Some(2)) {
+                Ok(last_two) => Some(last_two),
+                Err(unreadable) => return Err(self.disk.unreadable(unreadable)),
+            }
+        } else {
+            None
         };
         // What a daemon killed in the middle of a state write left (LC-1).
         sweep_stale_temps(&dir);
@@ -318,7 +357,6 @@ impl Service {
         run.keys = file.host.lookup_keys();
         run.host = file.host;
         run.log_closed = true;
-        let tail = journal::read_tail(&log_path, self.cfg.max_events);
         run.end_event_id = journal::fill_history(&mut run.history, &tail);
         run.next_event_id = (tail.last_id + 1).max(next_event_id);
         if run
@@ -341,12 +379,8 @@ impl Service {
         let ended = interrupted
             && run.end_event_id.is_some()
             && run.end_event_id == run.history.newest_id()
-            && if tail.lines.len() >= 2 {
-                ends_with_interruption(&tail)
-            } else {
-                // A history shorter than the two records (maxEvents 1): the journal's own end.
-                ends_with_interruption(&journal::read_tail(&log_path, Some(2)))
-            };
+            // A history shorter than the two records (maxEvents 1): the journal's own end.
+            && ends_with_interruption(last_two.as_ref().unwrap_or(&tail));
         let appended = interrupted.then(|| mark_interrupted(&mut run, &log_path, now, !ended));
         let (project_id, keys) = (run.project_id.clone(), run.keys.clone());
         let slot = self.insert(run);
@@ -360,7 +394,7 @@ impl Service {
         }
         self.disk.add(id, project_id, keys, created_at);
         self.disk.stats.hydrated += 1;
-        Some(slot)
+        Ok(Some(slot))
     }
 
     /// What the facade builds a hydrated run's object from, as JSON:
@@ -384,10 +418,17 @@ impl Service {
     }
 
     /// LC-3, HF-8: the newest durable run created with this key, when it is not registered.
-    pub fn unregistered_keyed_run(&mut self, lookup: Lookup, key: &str) -> Option<String> {
-        self.disk
-            .keyed_run(lookup, key)
-            .filter(|id| self.get(id).is_none())
+    /// `Err` when none is known and part of `runsLogDir` could not be read yet ([`Unreadable`]):
+    /// the run asked for may be there.
+    pub fn unregistered_keyed_run(
+        &mut self,
+        lookup: Lookup,
+        key: &str,
+    ) -> Result<Option<String>, Unreadable> {
+        Ok(self
+            .disk
+            .keyed_run(lookup, key)?
+            .filter(|id| self.get(id).is_none()))
     }
 }
 
@@ -427,7 +468,7 @@ mod tests {
             new.list(&ListFilter::default()).is_empty(),
             "nothing loaded"
         );
-        let slot = new.hydrate(&run.id, 50.0).unwrap();
+        let slot = new.hydrate(&run.id, 50.0).unwrap().unwrap();
         let state = new.state(slot).unwrap();
         assert_eq!(state.status.as_deref(), Some("failed"));
         assert_eq!(state.error_code.as_deref(), Some(INTERRUPTED_CODE));
@@ -451,7 +492,7 @@ mod tests {
         assert_eq!(journal.lines().count(), 4);
         // Hydrating again (a third service) marks nothing twice.
         let mut third = service(Some(10), Some(layout_of(&dir)));
-        let again = third.hydrate(&run.id, 99.0).unwrap();
+        let again = third.hydrate(&run.id, 99.0).unwrap().unwrap();
         assert_eq!(third.state(again).unwrap().terminal_at, Some(50.0));
         assert_eq!(third.state(again).unwrap().next_event_id, 5);
         assert_eq!(third.stats().hydration.hydrated, 1);
@@ -482,7 +523,7 @@ mod tests {
         }
 
         let mut new = service(Some(10), Some(layout_of(&dir)));
-        let slot = new.hydrate(&run.id, 50.0).unwrap();
+        let slot = new.hydrate(&run.id, 50.0).unwrap().unwrap();
         assert_eq!(
             new.state(slot).unwrap().error_code.as_deref(),
             Some(INTERRUPTED_CODE)
@@ -516,13 +557,13 @@ mod tests {
         // The first restart appends its two records; its state write is then undone, as if
         // the process had died between the two.
         let mut first = service(Some(10), Some(layout_of(&dir)));
-        first.hydrate(&run.id, 50.0).unwrap();
+        first.hydrate(&run.id, 50.0).unwrap().unwrap();
         fs::write(&state_path, &active).unwrap();
         let journal = dir.join(&run.id).join("events.jsonl");
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
 
         let mut second = service(Some(10), Some(layout_of(&dir)));
-        let slot = second.hydrate(&run.id, 60.0).unwrap();
+        let slot = second.hydrate(&run.id, 60.0).unwrap().unwrap();
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
         let state = second.state(slot).unwrap();
         assert_eq!(state.status.as_deref(), Some("failed"));
@@ -536,13 +577,13 @@ mod tests {
         // A run that ended once and was restarted (an 'end' earlier in its journal, other
         // records after it) is still marked with its own two records.
         let mut third = service(Some(10), Some(layout_of(&dir)));
-        let again = third.hydrate(&run.id, 70.0).unwrap();
+        let again = third.hydrate(&run.id, 70.0).unwrap().unwrap();
         third.prepare_restart(again, None, 71.0).unwrap();
         emit(&mut third, again, "2");
         flush(&third);
         drop(third);
         let mut fourth = service(Some(10), Some(layout_of(&dir)));
-        let slot = fourth.hydrate(&run.id, 80.0).unwrap();
+        let slot = fourth.hydrate(&run.id, 80.0).unwrap().unwrap();
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 6);
         assert_eq!(fourth.state(slot).unwrap().terminal_at, Some(80.0));
         let _ = fs::remove_dir_all(&dir);
@@ -559,13 +600,13 @@ mod tests {
         let state_path = dir.join(&run.id).join(STATE_FILE);
         let active = fs::read_to_string(&state_path).unwrap();
         let mut first = service(Some(1), Some(layout_of(&dir)));
-        first.hydrate(&run.id, 1.0).unwrap();
+        first.hydrate(&run.id, 1.0).unwrap().unwrap();
         // Undone as if the process died before the state write; same millisecond as before.
         fs::write(&state_path, &active).unwrap();
         let journal = dir.join(&run.id).join("events.jsonl");
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
         let mut second = service(Some(1), Some(layout_of(&dir)));
-        let slot = second.hydrate(&run.id, 1.0).unwrap();
+        let slot = second.hydrate(&run.id, 1.0).unwrap().unwrap();
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
         assert_eq!(second.state(slot).unwrap().next_event_id, 4);
         let _ = fs::remove_dir_all(&dir);
@@ -598,7 +639,7 @@ mod tests {
             assert_eq!(state_of(&dir, &run.id)["status"], "queued");
 
             let mut new = service(max_events, Some(layout_of(&dir)));
-            let slot = new.hydrate(&run.id, 50.0).unwrap();
+            let slot = new.hydrate(&run.id, 50.0).unwrap().unwrap();
             let lines: Vec<Value> = fs::read_to_string(&journal)
                 .unwrap()
                 .lines()
@@ -619,16 +660,18 @@ mod tests {
         let (dir, layout) = log_dir("hydrate-hostile");
         let mut svc = service(Some(10), Some(layout));
         for id in ["../../etc", "/", "\\", "a\0b", "..", ""] {
-            assert_eq!(svc.hydrate(id, 1.0), None);
+            assert_eq!(svc.hydrate(id, 1.0).unwrap(), None);
         }
         assert_eq!(
-            svc.hydrate("11111111-1111-4111-8111-111111111111", 1.0),
+            svc.hydrate("11111111-1111-4111-8111-111111111111", 1.0)
+                .unwrap(),
             None
         );
         assert!(!dir.exists(), "nothing created");
         let mut off = service(Some(10), None);
         assert_eq!(
-            off.hydrate("11111111-1111-4111-8111-111111111111", 1.0),
+            off.hydrate("11111111-1111-4111-8111-111111111111", 1.0)
+                .unwrap(),
             None
         );
     }
@@ -645,7 +688,7 @@ mod tests {
         new.index_runs(&dir);
         let before = new.create(meta("p", "c"), 1.0).slot;
         let after = new.create(meta("p", "c"), 10.0).slot;
-        let hydrated = new.hydrate(&early.id, 20.0).unwrap();
+        let hydrated = new.hydrate(&early.id, 20.0).unwrap().unwrap();
         assert_eq!(
             new.list(&ListFilter::default()),
             vec![before, hydrated, after]
@@ -686,17 +729,20 @@ mod tests {
         new.index_runs(&dir);
         assert_eq!(
             new.unregistered_keyed_run(Lookup::PluginWorkflowId, "w")
+                .unwrap()
                 .as_deref(),
             Some(other.id.as_str())
         );
         assert_eq!(
-            new.unregistered_keyed_run(Lookup::PluginWorkflowId, "v"),
+            new.unregistered_keyed_run(Lookup::PluginWorkflowId, "v")
+                .unwrap(),
             None
         );
-        let slot = new.hydrate(&first.id, 5.0).unwrap();
+        let slot = new.hydrate(&first.id, 5.0).unwrap().unwrap();
         assert_eq!(new.find(Lookup::PluginWorkflowId, "w"), Some(slot));
         assert_eq!(
             new.unregistered_keyed_run(Lookup::PluginWorkflowId, "w")
+                .unwrap()
                 .as_deref(),
             Some(other.id.as_str()),
             "a registered run is not reported as unregistered"

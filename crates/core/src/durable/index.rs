@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::hydrate::HydrationStats;
-use super::is_run_id;
 use super::legacy::{RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
 use super::state::{sweep_stale_temps, StateFile, MAX_STATE_FILE_BYTES, STATE_FILE};
+use super::{is_run_id, Unreadable};
 use crate::files;
 use crate::lookup::{Lookup, LookupKeys};
 use crate::service::Service;
@@ -63,12 +63,22 @@ pub struct DiskIndex {
     pub(crate) stats: HydrationStats,
     /// The construction scan while it runs, with the changes made meanwhile.
     scan: Option<PendingScan>,
+    /// What the last scan could not read for want of a resource (the directory, an entry or a
+    /// state file: [`Unreadable`]); until a scan reads everything, each read of the index scans
+    /// again for the entries it does not know yet.
+    missed: Option<Unreadable>,
+    /// Runs this service forgot (dropped) while a scan still owes entries: a later scan must
+    /// not bring them back.
+    forgotten: BTreeSet<String>,
+    /// The last read that failed for want of a resource since the facade last asked
+    /// ([`Service::take_unreadable`]), for its warning.
+    pub(crate) unreported: Option<Unreadable>,
 }
 
 /// The scan of [`DiskIndex::dir`] on its thread, and this service's changes to the index since
 /// it started.
 struct PendingScan {
-    thread: JoinHandle<Vec<Found>>,
+    thread: JoinHandle<Scan>,
     changes: Vec<Change>,
     /// Set when the service goes away first: the scan stops at its next entry (nobody would
     /// read what it finds, and a large `runsLogDir` takes a while).
@@ -89,6 +99,15 @@ enum Found {
     Invalid(String),
 }
 
+/// What a scan found, and the first thing it could not read for now (then it is incomplete).
+#[derive(Default)]
+struct Scan {
+    found: Vec<Found>,
+    missed: Option<Unreadable>,
+    /// Reads that failed for now (the directory, entries, state files).
+    unreadable: u64,
+}
+
 /// A change to the index made while the scan ran.
 enum Change {
     Add(String, Option<String>, LookupKeys, f64),
@@ -107,7 +126,7 @@ impl DiskIndex {
         let stopped = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name("chat-run-index".into())
-            .spawn(move || scan_dir(&owned, &stopped));
+            .spawn(move || scan_dir(&owned, &stopped, &|_: &str| false));
         match spawned {
             Ok(thread) => {
                 self.scan = Some(PendingScan {
@@ -116,7 +135,7 @@ impl DiskIndex {
                     stop,
                 })
             }
-            Err(_) => self.apply(scan_dir(dir, &stop)),
+            Err(_) => self.apply(scan_dir(dir, &stop, &|_: &str| false)),
         }
     }
 
@@ -128,7 +147,7 @@ impl DiskIndex {
         };
         let found = scan.thread.join().unwrap_or_else(|_| {
             let dir = self.dir.as_deref();
-            dir.map(|dir| scan_dir(dir, &AtomicBool::new(false)))
+            dir.map(|dir| scan_dir(dir, &AtomicBool::new(false), &|_: &str| false))
                 .unwrap_or_default()
         });
         self.apply(found);
@@ -158,9 +177,13 @@ impl DiskIndex {
         self.scan.as_mut()
     }
 
-    fn apply(&mut self, found: Vec<Found>) {
-        for item in found {
+    fn apply(&mut self, scan: Scan) {
+        for item in scan.found {
             match item {
+                // (A later scan reads only what the index does not know: a run this service
+                // created, changed or forgot meanwhile keeps what it knows of it.)
+                Found::Run(id, _)
+                    if self.runs.contains_key(&id) || self.forgotten.contains(&id) => {}
                 Found::Run(id, entry) => {
                     self.add(&id, entry.project_id, entry.keys, entry.created_at);
                     self.stats.indexed += 1;
@@ -168,6 +191,38 @@ impl DiskIndex {
                 Found::Invalid(name) => self.skip(&name),
             }
         }
+        self.stats.unreadable += scan.unreadable;
+        if let Some(missed) = &scan.missed {
+            self.unreported = Some(missed.clone());
+        } else {
+            self.forgotten.clear();
+        }
+        self.missed = scan.missed;
+    }
+
+    /// After a scan that could not read everything (`missed`): scans again, here, for the
+    /// entries the index does not know yet. Nothing to do once a scan read everything.
+    fn rescan(&mut self) {
+        self.settle();
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        if self.missed.is_none() {
+            return;
+        }
+        let scan = scan_dir(&dir, &AtomicBool::new(false), &|name: &str| {
+            self.runs.contains_key(name)
+                || self.invalid.contains(name)
+                || self.forgotten.contains(name)
+        });
+        self.apply(scan);
+    }
+
+    /// Counts a read of a run's files that failed for now, and keeps it for the warning.
+    pub(crate) fn unreadable(&mut self, unreadable: Unreadable) -> Unreadable {
+        self.stats.unreadable += 1;
+        self.unreported = Some(unreadable.clone());
+        unreadable
     }
 
     /// Records a durable run (replacing what was known of it).
@@ -216,6 +271,9 @@ impl DiskIndex {
             scan.changes.push(Change::Remove(id.to_owned()));
             return;
         }
+        if self.missed.is_some() {
+            self.forgotten.insert(id.to_owned());
+        }
         let Some(old) = self.runs.remove(id) else {
             return;
         };
@@ -239,22 +297,32 @@ impl DiskIndex {
         }
     }
 
-    /// The durable runs of a project, oldest first.
+    /// The durable runs of a project, oldest first (those of entries that could not be read
+    /// for now are missing: a later call reads them).
     pub(crate) fn project_runs(&mut self, project_id: &str) -> Vec<String> {
-        self.settle();
+        self.rescan();
         self.by_project
             .get(project_id)
             .map(|set| set.iter().map(|(_, id)| id.clone()).collect())
             .unwrap_or_default()
     }
 
-    /// The newest durable run created with this key.
-    pub(crate) fn keyed_run(&mut self, lookup: Lookup, key: &str) -> Option<String> {
-        self.settle();
-        self.by_key[lookup.slot()]
+    /// The newest durable run created with this key. `Err` when none is known while part of
+    /// the directory could not be read: it may be there.
+    pub(crate) fn keyed_run(
+        &mut self,
+        lookup: Lookup,
+        key: &str,
+    ) -> Result<Option<String>, Unreadable> {
+        self.rescan();
+        let found = self.by_key[lookup.slot()]
             .get(key)
             .and_then(|set| set.iter().next_back())
-            .map(|(_, id)| id.clone())
+            .map(|(_, id)| id.clone());
+        match (found, &self.missed) {
+            (None, Some(missed)) => Err(missed.clone()),
+            (found, _) => Ok(found),
+        }
     }
 
     /// Counts an invalid entry of the directory, once per name.
@@ -289,26 +357,41 @@ struct Entry {
     created_at: f64,
 }
 
-/// Reads `<run_dir>/state.json`, else `<run_dir>/run.json` (the previous format), of run `id`.
-fn read_entry(run_dir: &Path, id: &str) -> Option<Entry> {
-    if let Ok(text) = files::read_to_string(&run_dir.join(STATE_FILE), MAX_STATE_FILE_BYTES) {
-        let file = StateFile::parse(&text, id)?;
-        return Some(Entry {
+/// Reads `<run_dir>/state.json`, else `<run_dir>/run.json` (the previous format), of run `id`:
+/// `Ok(None)` when neither is a valid file of this run, `Err` when one could not be read for
+/// now.
+fn read_entry(run_dir: &Path, id: &str) -> Result<Option<Entry>, Unreadable> {
+    let read = |name: &str| {
+        let path = run_dir.join(name);
+        match files::read_to_string(&path, MAX_STATE_FILE_BYTES) {
+            Ok(text) => Ok(Some(text)),
+            Err(error) if files::is_transient(&error) => Err(Unreadable::new(&path, &error)),
+            Err(_) => Ok(None),
+        }
+    };
+    if let Some(text) = read(STATE_FILE)? {
+        return Ok(StateFile::parse(&text, id).map(|file| Entry {
             keys: file.host.lookup_keys(),
             project_id: file.project_id,
             created_at: file.created_at.unwrap_or(0.0),
-        });
+        }));
     }
-    let text = files::read_to_string(&run_dir.join(SNAPSHOT_FILE), MAX_STATE_FILE_BYTES).ok()?;
-    let snapshot = RunSnapshot::parse(&text)?;
-    (snapshot.version == SNAPSHOT_VERSION && snapshot.id == id).then(|| Entry {
-        project_id: snapshot.project_id,
-        keys: LookupKeys {
-            client_request_id: snapshot.meta.ids.client_request_id,
-            plugin_workflow_id: None,
-        },
-        created_at: snapshot.created_at.unwrap_or(0.0),
-    })
+    let Some(text) = read(SNAPSHOT_FILE)? else {
+        return Ok(None);
+    };
+    let Some(snapshot) = RunSnapshot::parse(&text) else {
+        return Ok(None);
+    };
+    Ok(
+        (snapshot.version == SNAPSHOT_VERSION && snapshot.id == id).then(|| Entry {
+            project_id: snapshot.project_id,
+            keys: LookupKeys {
+                client_request_id: snapshot.meta.ids.client_request_id,
+                plugin_workflow_id: None,
+            },
+            created_at: snapshot.created_at.unwrap_or(0.0),
+        }),
+    )
 }
 
 impl Service {
@@ -328,6 +411,12 @@ impl Service {
     pub fn settle_index(&mut self) {
         self.disk.settle();
     }
+
+    /// The last read of `runsLogDir` that failed for want of a resource (LC-2) since the
+    /// previous call, if any.
+    pub fn take_unreadable(&mut self) -> Option<Unreadable> {
+        self.disk.unreported.take()
+    }
 }
 
 /// LC-2: a run directory, or a symbolic link to one (links are followed, as `get` follows them).
@@ -339,43 +428,68 @@ fn is_dir(entry: &fs::DirEntry) -> bool {
     }
 }
 
-/// The scan itself: each entry of `dir`, in directory order, until `stop` is set. A missing
-/// directory finds nothing.
-fn scan_dir(dir: &Path, stop: &AtomicBool) -> Vec<Found> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
+/// The scan itself: each entry of `dir`, in directory order, until `stop` is set, but those
+/// `known` names (a later scan's: the index has them). A missing directory (or one this
+/// process may not read) finds nothing; what could not be read for want of a resource is left
+/// out and reported (`missed`), not judged.
+fn scan_dir(dir: &Path, stop: &AtomicBool, known: &dyn Fn(&str) -> bool) -> Scan {
+    let mut scan = Scan::default();
+    let miss = |scan: &mut Scan, unreadable: Unreadable| {
+        scan.unreadable += 1;
+        scan.missed.get_or_insert(unreadable);
     };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if files::is_transient(&error) => {
+            miss(&mut scan, Unreadable::new(dir, &error));
+            return scan;
+        }
+        Err(_) => return scan,
+    };
+    for entry in entries {
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) if files::is_transient(&error) => {
+                miss(&mut scan, Unreadable::new(dir, &error));
+                continue;
+            }
+            Err(_) => continue,
+        };
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            found.push(Found::Invalid(name.to_string_lossy().into_owned()));
+            scan.found
+                .push(Found::Invalid(name.to_string_lossy().into_owned()));
             continue;
         };
-        if !is_run_id(name) || !is_dir(&entry) {
-            found.push(Found::Invalid(name.to_owned()));
+        if known(name) {
             continue;
         }
-        found.push(match read_entry(&entry.path(), name) {
-            Some(run) => Found::Run(name.to_owned(), run),
-            None => {
+        if !is_run_id(name) || !is_dir(&entry) {
+            scan.found.push(Found::Invalid(name.to_owned()));
+            continue;
+        }
+        match read_entry(&entry.path(), name) {
+            Ok(Some(run)) => scan.found.push(Found::Run(name.to_owned(), run)),
+            Ok(None) => {
                 // A run whose first state write was cut short by a crash has only its temp
                 // file (LC-1); a valid run's are swept when it is hydrated.
                 sweep_stale_temps(&entry.path());
-                Found::Invalid(name.to_owned())
+                scan.found.push(Found::Invalid(name.to_owned()));
             }
-        });
+            Err(unreadable) => miss(&mut scan, unreadable),
+        }
     }
-    found
+    scan
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::{keys, log_dir, meta, service, NO_SUCH_PID};
+    use std::io;
 
     #[test]
     fn lc_2_a_finished_scan_is_applied_by_the_next_change_so_nothing_queues_for_good() {
@@ -458,8 +572,15 @@ mod tests {
         }
         drop(old);
         // A stopped scan reads no further entry.
-        assert_eq!(scan_dir(&dir, &AtomicBool::new(false)).len(), 50);
-        assert!(scan_dir(&dir, &AtomicBool::new(true)).is_empty());
+        assert_eq!(
+            scan_dir(&dir, &AtomicBool::new(false), &|_: &str| false)
+                .found
+                .len(),
+            50
+        );
+        assert!(scan_dir(&dir, &AtomicBool::new(true), &|_: &str| false)
+            .found
+            .is_empty());
         // Dropping the index (its service) stops the scan it started.
         let mut index = DiskIndex::default();
         index.start_scan(&dir);
@@ -467,6 +588,59 @@ mod tests {
         drop(index);
         assert!(stop.is_some_and(|stop| stop.load(Ordering::Relaxed)));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_scan_that_could_not_read_everything_is_redone_by_the_next_lookup() {
+        let (dir, layout) = log_dir("index-missed");
+        let mut old = service(Some(10), Some(layout));
+        let ids: Vec<String> = (0..3)
+            .map(|i| old.create(meta("p", &format!("c{i}")), f64::from(i)).id)
+            .collect();
+        drop(old);
+        // What a scan gives when it read one run and then ran out of file descriptors.
+        let whole = scan_dir(&dir, &AtomicBool::new(false), &|_: &str| false);
+        let one = whole
+            .found
+            .into_iter()
+            .find(|found| matches!(found, Found::Run(id, _) if *id == ids[0]))
+            .unwrap();
+        let shortage = io::Error::from(io::ErrorKind::OutOfMemory);
+        let mut index = DiskIndex::default();
+        index.dir = Some(dir.clone());
+        index.apply(Scan {
+            found: vec![one],
+            missed: Some(Unreadable::new(&dir, &shortage)),
+            unreadable: 2,
+        });
+        assert_eq!(index.stats.indexed, 1);
+        assert_eq!(index.stats.unreadable, 2);
+        assert!(index.unreported.take().is_some(), "the facade hears of it");
+        // A run this service forgets meanwhile stays forgotten, though its file is still there.
+        index.remove(&ids[1]);
+        // The next lookup scans again, for what the index does not know yet.
+        assert_eq!(
+            index.project_runs("p"),
+            vec![ids[0].clone(), ids[2].clone()]
+        );
+        assert_eq!(index.stats.indexed, 2);
+        assert_eq!(index.stats.skipped, 0, "nothing unread was judged invalid");
+        assert!(index.missed.is_none() && index.forgotten.is_empty());
+        assert!(index.unreported.is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn lc_2_only_a_shortage_of_resources_counts_as_unreadable_for_now() {
+        for code in [libc::EMFILE, libc::ENFILE, libc::ENOMEM] {
+            assert!(files::is_transient(&io::Error::from_raw_os_error(code)));
+        }
+        for code in [libc::EACCES, libc::EIO, libc::ENOENT, libc::EISDIR] {
+            assert!(!files::is_transient(&io::Error::from_raw_os_error(code)));
+        }
+        let invalid = io::Error::new(io::ErrorKind::InvalidData, "not UTF-8");
+        assert!(!files::is_transient(&invalid));
     }
 
     #[test]
@@ -487,7 +661,7 @@ mod tests {
         let stats = svc.stats().hydration;
         assert_eq!((stats.indexed, stats.skipped), (0, 1));
         assert!(svc.unregistered_project_runs("p").is_empty());
-        assert_eq!(svc.hydrate(&id, 2.0), None);
+        assert_eq!(svc.hydrate(&id, 2.0).unwrap(), None);
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -533,13 +707,13 @@ mod tests {
             let key = keys(Some("r"), Some("w"));
             let key = key.get(lookup).unwrap();
             assert_eq!(
-                index.keyed_run(lookup, key).as_deref(),
+                index.keyed_run(lookup, key).unwrap().as_deref(),
                 Some("b"),
                 "the newest"
             );
         }
         assert_eq!(
-            index.keyed_run(Lookup::ClientRequestId, "w"),
+            index.keyed_run(Lookup::ClientRequestId, "w").unwrap(),
             None,
             "each key has its own index"
         );
@@ -547,22 +721,34 @@ mod tests {
         assert_eq!(index.project_runs("p"), vec!["a", "b", "c"]);
         assert!(index.project_runs("q").is_empty());
         assert_eq!(
-            index.keyed_run(Lookup::PluginWorkflowId, "v").as_deref(),
+            index
+                .keyed_run(Lookup::PluginWorkflowId, "v")
+                .unwrap()
+                .as_deref(),
             Some("c"),
             "a project move keeps the keys"
         );
         index.remove("b");
         assert_eq!(index.project_runs("p"), vec!["a", "c"]);
         assert_eq!(
-            index.keyed_run(Lookup::ClientRequestId, "r").as_deref(),
+            index
+                .keyed_run(Lookup::ClientRequestId, "r")
+                .unwrap()
+                .as_deref(),
             Some("a")
         );
         assert_eq!(
-            index.keyed_run(Lookup::PluginWorkflowId, "w").as_deref(),
+            index
+                .keyed_run(Lookup::PluginWorkflowId, "w")
+                .unwrap()
+                .as_deref(),
             Some("a")
         );
         index.remove("a");
-        assert_eq!(index.keyed_run(Lookup::PluginWorkflowId, "w"), None);
+        assert_eq!(
+            index.keyed_run(Lookup::PluginWorkflowId, "w").unwrap(),
+            None
+        );
         index.skip("x");
         index.skip("x");
         assert_eq!(index.stats.skipped, 1);

@@ -66,14 +66,18 @@ fn line_id(text: &str) -> Option<u64> {
 }
 
 /// Reads the journal at `path` (whole, well-formed lines with growing ids only, as IMP-3's
-/// reader takes them). A missing or unreadable file gives an empty tail. A long journal with a
-/// bounded `cap` is read from its end.
-pub fn read_tail(path: &Path, cap: Option<usize>) -> Tail {
+/// reader takes them). A missing or unreadable file gives an empty tail, except when the
+/// process is short of a resource to open it ([`files::is_transient`]: too many open files,
+/// say): that error is returned, since an empty tail would number the run's next records from
+/// 1 again. A long journal with a bounded `cap` is read from its end.
+pub fn read_tail(path: &Path, cap: Option<usize>) -> io::Result<Tail> {
     if let Some(cap) = cap {
         let len = std::fs::metadata(path).map_or(0, |m| m.len());
         if len > READ_FROM_END_ABOVE {
-            if let Ok(tail) = read_tail_from_end(path, cap, len) {
-                return tail;
+            match read_tail_from_end(path, cap, len) {
+                Ok(tail) => return Ok(tail),
+                Err(error) if files::is_transient(&error) => return Err(error),
+                Err(_) => {}
             }
         }
     }
@@ -109,10 +113,12 @@ fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
     Ok(tail)
 }
 
-fn read_tail_from_start(path: &Path, cap: Option<usize>) -> Tail {
+fn read_tail_from_start(path: &Path, cap: Option<usize>) -> io::Result<Tail> {
     let mut tail = Tail::default();
-    let Ok(file) = files::open_read(path) else {
-        return tail;
+    let file = match files::open_read(path) {
+        Ok(file) => file,
+        Err(error) if files::is_transient(&error) => return Err(error),
+        Err(_) => return Ok(tail),
     };
     for line in BufReader::new(file).split(b'\n') {
         let Ok(bytes) = line else {
@@ -136,7 +142,7 @@ fn read_tail_from_start(path: &Path, cap: Option<usize>) -> Tail {
             tail.lines.pop_front();
         }
     }
-    tail
+    Ok(tail)
 }
 
 /// Puts the tail's records into `history` (ids contiguous, as it requires). Returns the id of
@@ -223,13 +229,13 @@ mod tests {
                 "{\"id\":7,\"ev"
             ),
         );
-        let tail = read_tail(&path, Some(10));
+        let tail = read_tail(&path, Some(10)).unwrap();
         assert_eq!(tail.last_id, 6);
         let ids: Vec<u64> = tail.lines.iter().map(|l| line_id(l).unwrap()).collect();
         assert_eq!(ids, vec![4, 5, 6], "the gap at 3 cuts the tail");
-        assert_eq!(read_tail(&path, Some(2)).lines.len(), 2);
+        assert_eq!(read_tail(&path, Some(2)).unwrap().lines.len(), 2);
         assert_eq!(
-            read_tail(&path.with_extension("missing"), None),
+            read_tail(&path.with_extension("missing"), None).unwrap(),
             Tail::default()
         );
     }
@@ -243,7 +249,7 @@ mod tests {
             r#"{"id":10,"event":"end","data":{"code":0},"timestamp":4}"#,
         ];
         let path = file("same.jsonl", &format!("{}\n", lines.join("\n")));
-        let tail = read_tail(&path, None);
+        let tail = read_tail(&path, None).unwrap();
         let mut history = History::new(None);
         assert_eq!(fill_history(&mut history, &tail), Some(10));
         let back: Vec<String> = history.iter().map(|r| r.line).collect();
@@ -272,19 +278,19 @@ mod tests {
             let backwards = read_tail_from_end(&path, cap, text.len() as u64).unwrap();
             assert_eq!(
                 backwards,
-                read_tail_from_start(&path, Some(cap)),
+                read_tail_from_start(&path, Some(cap)).unwrap(),
                 "cap {cap}"
             );
             assert_eq!(backwards.last_id, id);
         }
-        assert_eq!(read_tail(&path, Some(10)).lines.len(), 10);
+        assert_eq!(read_tail(&path, Some(10)).unwrap().lines.len(), 10);
         // A gap ends the tail there, as from the start.
         let gap = file(
             "long-gap.jsonl",
             &text.replacen(&format!("{{\"id\":{},", id - 5), "{\"id\":0,", 1),
         );
         let backwards = read_tail_from_end(&gap, 100, fs::metadata(&gap).unwrap().len()).unwrap();
-        assert_eq!(backwards, read_tail_from_start(&gap, Some(100)));
+        assert_eq!(backwards, read_tail_from_start(&gap, Some(100)).unwrap());
         assert_eq!(backwards.lines.len(), 5);
         let _ = fs::remove_file(&path);
         let _ = fs::remove_file(&gap);
@@ -297,7 +303,7 @@ mod tests {
             MAX_RECORD_ID + 1
         );
         let path = file("huge-ids.jsonl", &text);
-        let tail = read_tail(&path, Some(10));
+        let tail = read_tail(&path, Some(10)).unwrap();
         assert_eq!(tail.last_id, 2);
         assert_eq!(tail.lines.len(), 2);
         assert_eq!(
@@ -323,7 +329,7 @@ mod tests {
             let backwards = read_tail_from_end(&path, cap, text.len() as u64).unwrap();
             assert_eq!(
                 backwards,
-                read_tail_from_start(&path, Some(cap)),
+                read_tail_from_start(&path, Some(cap)).unwrap(),
                 "cap {cap}"
             );
         }
@@ -342,7 +348,7 @@ mod tests {
             fs::read_to_string(&path).unwrap(),
             "{\"id\":1}\n{\"id\":2,\"ev\n{\"id\":3}\n{\"id\":4}\n"
         );
-        assert_eq!(read_tail(&path, None).last_id, 4);
+        assert_eq!(read_tail(&path, None).unwrap().last_id, 4);
         let fresh = path.with_extension("fresh");
         let _ = fs::remove_file(&fresh);
         append_lines(&fresh, &["{\"id\":1}".to_owned()]).unwrap();

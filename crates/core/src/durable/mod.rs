@@ -46,6 +46,37 @@ pub const INTERRUPTED_MESSAGE: &str = "Run interrupted because the daemon restar
 /// `terminalTrigger` and `terminalRecoveryReason` of such a run.
 pub const DAEMON_RESTART: &str = "daemon_restart";
 
+/// LC-2: the files of `runsLogDir` could not be read because the process was short of a
+/// resource ([`crate::files::is_transient`]: too many open files, say). Nothing was judged from
+/// them: the run is neither counted as skipped nor forgotten, and the next lookup reads again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The file or directory that could not be read.
+    pub path: std::path::PathBuf,
+    /// The OS's error.
+    pub message: String,
+}
+
+impl Unreadable {
+    pub fn new(path: &std::path::Path, error: &std::io::Error) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "could not read {}: {}; the runs under runsLogDir are not all known until it can be read (the next lookup tries again)",
+            self.path.display(),
+            self.message
+        )
+    }
+}
+
 /// LC-2: `id` has the shape of a run id as `create` makes them (a hyphenated UUID,
 /// `8-4-4-4-12` hex digits). Only such an id ever becomes a path: `'../../etc'`, `/`, `\`, NUL
 /// or `..` never reach the filesystem.

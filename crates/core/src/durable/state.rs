@@ -738,7 +738,7 @@ mod tests {
         );
         svc.persist_state(created.slot).unwrap();
         assert!(!path.exists());
-        assert_eq!(svc.hydrate(&created.id, 3.0), None);
+        assert_eq!(svc.hydrate(&created.id, 3.0).unwrap(), None);
         assert_eq!(svc.stats().state_file.written, 2);
         let _ = fs::remove_dir_all(&dir);
     }
