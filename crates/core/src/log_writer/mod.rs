@@ -40,7 +40,7 @@ pub type FailureSink = Box<dyn Fn(LogFailure) + Send + Sync>;
 /// The writer's resource bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogLimits {
-    /// Log files kept open at once, per service.
+    /// Log files kept open at once, per service ([`open_files_budget`] by default).
     pub max_open_files: usize,
     /// Bytes of lines waiting for the writer thread to take them, per service.
     pub max_queued_bytes: usize,
@@ -48,10 +48,33 @@ pub struct LogLimits {
     pub backpressure_wait: Duration,
 }
 
+/// Log files a service keeps open at most: 64, or an eighth of the process's file descriptor
+/// limit when that is lower (at least 4). A process started with a low limit (`ulimit -n 100`)
+/// would otherwise give most of its descriptors to the open journals and have none left for the
+/// state files (LC-1), the index scan and hydrations (LC-2), or the host's own sockets. Read
+/// when the service is created.
+pub fn open_files_budget() -> usize {
+    #[cfg(unix)]
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+        .filter(|&soft| soft != nix::sys::resource::RLIM_INFINITY);
+    #[cfg(not(unix))]
+    let limit: Option<u64> = None;
+    budget_for(limit)
+}
+
+fn budget_for(descriptor_limit: Option<u64>) -> usize {
+    const MOST: usize = 64;
+    descriptor_limit.map_or(MOST, |limit| {
+        usize::try_from(limit / 8).map_or(MOST, |eighth| eighth.clamp(4, MOST))
+    })
+}
+
 impl Default for LogLimits {
     fn default() -> Self {
         Self {
-            max_open_files: 64,
+            max_open_files: open_files_budget(),
             max_queued_bytes: 64 * 1024 * 1024,
             backpressure_wait: Duration::from_millis(10),
         }
@@ -975,5 +998,17 @@ mod tests {
         assert!(written >= 3, "the first batch fits");
         assert_eq!(shared.queue_depth(), (0, 0));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bnd_2_the_open_journals_take_at_most_an_eighth_of_the_descriptor_limit() {
+        assert_eq!(budget_for(None), 64);
+        assert_eq!(budget_for(Some(1_048_576)), 64);
+        assert_eq!(budget_for(Some(1024)), 64);
+        assert_eq!(budget_for(Some(256)), 32);
+        assert_eq!(budget_for(Some(100)), 12);
+        assert_eq!(budget_for(Some(16)), 4);
+        assert_eq!(budget_for(Some(0)), 4);
+        assert!((4..=64).contains(&open_files_budget()));
     }
 }
