@@ -294,7 +294,10 @@ impl Service {
         let log_path = PathBuf::from(log.path_of(id));
         let dir = run_dir(&log_path);
         let loaded = match load(&dir, &log_path, id) {
-            Load::Missing => return Ok(None),
+            Load::Missing => {
+                self.disk.gone(id);
+                return Ok(None);
+            }
             Load::Invalid => {
                 self.disk.skip(id);
                 return Ok(None);

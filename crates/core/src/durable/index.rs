@@ -40,6 +40,52 @@ pub(crate) fn ordered_bits(created_at: f64) -> u64 {
     }
 }
 
+/// The runs of one project or one lookup key, in [`DiskKey`] order. Nearly every key names a
+/// single run, which is held inline: a `BTreeSet` allocates a whole node (room for 11 keys,
+/// about 400 bytes) for one, which made a key cost over a kilobyte per durable run.
+#[derive(Debug)]
+enum Group {
+    One(DiskKey),
+    Many(BTreeSet<DiskKey>),
+}
+
+impl Group {
+    fn insert(&mut self, key: DiskKey) {
+        match self {
+            Group::One(one) if *one == key => {}
+            Group::One(one) => {
+                let first = std::mem::take(one);
+                *self = Group::Many(BTreeSet::from([first, key]));
+            }
+            Group::Many(set) => {
+                set.insert(key);
+            }
+        }
+    }
+
+    /// Takes `key` out; true when the group is left empty.
+    fn remove(&mut self, key: &DiskKey) -> bool {
+        match self {
+            Group::One(one) => one == key,
+            Group::Many(set) => {
+                set.remove(key);
+                set.is_empty()
+            }
+        }
+    }
+
+    /// The runs, oldest first.
+    fn ids(&self) -> impl DoubleEndedIterator<Item = &String> {
+        let (one, many) = match self {
+            Group::One(key) => (Some(key), None),
+            Group::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter()
+            .chain(many.into_iter().flatten())
+            .map(|(_, id)| id)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct DiskRun {
     project_id: Option<String>,
@@ -53,9 +99,9 @@ pub struct DiskIndex {
     /// `runsLogDir` as the host passed it (set by the scan).
     pub(crate) dir: Option<PathBuf>,
     runs: crate::IdMap<DiskRun>,
-    by_project: HashMap<String, BTreeSet<DiskKey>>,
+    by_project: HashMap<String, Group>,
     /// By each lookup key (LC-3, HF-8), in [`Lookup::slot`] order.
-    by_key: [HashMap<String, BTreeSet<DiskKey>>; 2],
+    by_key: [HashMap<String, Group>; 2],
     /// Ids found invalid (counted once each in `stats.skipped`).
     invalid: BTreeSet<String>,
     /// Hydrations so far (the last part of a hydrated run's registry key).
@@ -238,21 +284,15 @@ impl DiskIndex {
                 .push(Change::Add(id.to_owned(), project_id, keys, created_at));
             return;
         }
-        self.remove(id);
+        self.unindex(id);
         let created = ordered_bits(created_at);
         let key = (created, id.to_owned());
         if let Some(project) = &project_id {
-            self.by_project
-                .entry(project.clone())
-                .or_default()
-                .insert(key.clone());
+            join_group(&mut self.by_project, project, &key);
         }
         for lookup in Lookup::ALL {
             if let Some(value) = keys.get(lookup) {
-                self.by_key[lookup.slot()]
-                    .entry(value.to_owned())
-                    .or_default()
-                    .insert(key.clone());
+                join_group(&mut self.by_key[lookup.slot()], value, &key);
             }
         }
         self.runs.insert(
@@ -265,7 +305,7 @@ impl DiskIndex {
         );
     }
 
-    /// Forgets a run (its state file is gone).
+    /// Forgets a run this service dropped (its state file is gone).
     pub(crate) fn remove(&mut self, id: &str) {
         if let Some(scan) = self.running_scan() {
             scan.changes.push(Change::Remove(id.to_owned()));
@@ -274,6 +314,21 @@ impl DiskIndex {
         if self.missed.is_some() {
             self.forgotten.insert(id.to_owned());
         }
+        self.unindex(id);
+    }
+
+    /// Forgets a run whose files were found gone (the host removed its directory): an index
+    /// that holds every run a service ever saw must not keep those it can never load.
+    pub(crate) fn gone(&mut self, id: &str) {
+        if let Some(scan) = self.running_scan() {
+            scan.changes.push(Change::Remove(id.to_owned()));
+            return;
+        }
+        self.unindex(id);
+    }
+
+    /// Takes `id` out of every index.
+    fn unindex(&mut self, id: &str) {
         let Some(old) = self.runs.remove(id) else {
             return;
         };
@@ -303,7 +358,7 @@ impl DiskIndex {
         self.rescan();
         self.by_project
             .get(project_id)
-            .map(|set| set.iter().map(|(_, id)| id.clone()).collect())
+            .map(|group| group.ids().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -317,8 +372,8 @@ impl DiskIndex {
         self.rescan();
         let found = self.by_key[lookup.slot()]
             .get(key)
-            .and_then(|set| set.iter().next_back())
-            .map(|(_, id)| id.clone());
+            .and_then(|group| group.ids().next_back())
+            .cloned();
         match (found, &self.missed) {
             (None, Some(missed)) => Err(missed.clone()),
             (found, _) => Ok(found),
@@ -338,14 +393,21 @@ impl DiskIndex {
 }
 
 /// Takes `key` out of `index`'s group `group` (a group left empty goes).
-fn leave_group(index: &mut HashMap<String, BTreeSet<DiskKey>>, group: Option<&str>, key: &DiskKey) {
-    let Some(group) = group else {
+fn leave_group(index: &mut HashMap<String, Group>, group: Option<&str>, key: &DiskKey) {
+    let Some(name) = group else {
         return;
     };
-    if let Some(set) = index.get_mut(group) {
-        set.remove(key);
-        if set.is_empty() {
-            index.remove(group);
+    if index.get_mut(name).is_some_and(|group| group.remove(key)) {
+        index.remove(name);
+    }
+}
+
+/// Puts `key` into `index`'s group `name` (made when missing).
+fn join_group(index: &mut HashMap<String, Group>, name: &str, key: &DiskKey) {
+    match index.get_mut(name) {
+        Some(group) => group.insert(key.clone()),
+        None => {
+            index.insert(name.to_owned(), Group::One(key.clone()));
         }
     }
 }
@@ -628,6 +690,65 @@ mod tests {
         assert!(index.missed.is_none() && index.forgotten.is_empty());
         assert!(index.unreported.is_none());
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_run_whose_directory_the_host_removed_leaves_the_index_when_a_lookup_misses_it() {
+        let (dir, layout) = log_dir("index-gone");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let keyed = crate::test_support::keyed_meta(
+            Some("p"),
+            keys(Some("req"), None),
+            r#"{"clientRequestId":"req"}"#,
+        );
+        let kept = old.create(meta("p", "d"), 1.0).id;
+        let removed = old.create(keyed, 2.0).id;
+        drop(old);
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        svc.settle_index();
+        fs::remove_dir_all(dir.join(&removed)).unwrap();
+        // The index still names it until a lookup finds its files gone.
+        assert_eq!(
+            svc.unregistered_keyed_run(Lookup::ClientRequestId, "req")
+                .unwrap(),
+            Some(removed.clone())
+        );
+        assert_eq!(svc.hydrate(&removed, 3.0).unwrap(), None);
+        assert_eq!(
+            svc.unregistered_keyed_run(Lookup::ClientRequestId, "req")
+                .unwrap(),
+            None
+        );
+        assert_eq!(svc.unregistered_project_runs("p"), vec![kept]);
+        assert_eq!(
+            svc.stats().hydration.skipped,
+            0,
+            "a removed run is no invalid entry"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_group_of_one_run_grows_and_shrinks_in_creation_order() {
+        let key = |created: u64, id: &str| (created, id.to_owned());
+        let mut group = Group::One(key(2, "b"));
+        group.insert(key(2, "b"));
+        assert!(
+            matches!(group, Group::One(_)),
+            "the same run again changes nothing"
+        );
+        group.insert(key(1, "a"));
+        group.insert(key(3, "c"));
+        assert_eq!(group.ids().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(group.ids().next_back().map(String::as_str), Some("c"));
+        assert!(!group.remove(&key(2, "b")));
+        assert!(!group.remove(&key(9, "z")));
+        assert!(!group.remove(&key(1, "a")));
+        assert!(group.remove(&key(3, "c")), "left empty");
+        let mut one = Group::One(key(1, "a"));
+        assert!(!one.remove(&key(1, "x")));
+        assert!(one.remove(&key(1, "a")));
     }
 
     #[cfg(unix)]
