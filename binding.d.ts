@@ -52,8 +52,8 @@ export declare function destroyService(svc: number): void
 
 /**
  * `createOrReuse` (LC-3) and `findByPluginWorkflowId` (HF-8): the id of the newest durable run
- * created with this key when it is not registered, or null. Throws when none is known while
- * part of `runsLogDir` could not be read for want of a resource (the run may be there).
+ * created with this key when it is not registered, or null. Throws while part of `runsLogDir`
+ * could not be read for want of a resource (the newest run with the key may be there).
  */
 export declare function durableRunByKey(svc: number, lookup: RunLookup, key: string): string | null
 

@@ -1109,7 +1109,7 @@ export type ChatRunServiceStats = {
   events: { retained: number; retainedBytes: number }
   /**
    * The JSONL writer: whether logging is on, lines appended, files open now (at most 64 per
-   * service), lines not written yet (waiting for the writer thread or being written), and every line that was not persisted, by
+   * service, fewer under a low descriptor limit), lines not written yet (waiting for the writer thread or being written), and every line that was not persisted, by
    * reason: `diskError` (mkdir/open/write failed), `queueFull` (the 64 MiB queue stayed full past
    * 10 ms), `unserializable` (`JSON.stringify` threw), `afterClose` (emitted after `finish`/`drop`,
    * IMP-1).

@@ -83,8 +83,8 @@ pub fn run_find_by_key(env: &Env, svc: u32, lookup: RunLookup, key: String) -> R
 }
 
 /// `createOrReuse` (LC-3) and `findByPluginWorkflowId` (HF-8): the id of the newest durable run
-/// created with this key when it is not registered, or null. Throws when none is known while
-/// part of `runsLogDir` could not be read for want of a resource (the run may be there).
+/// created with this key when it is not registered, or null. Throws while part of `runsLogDir`
+/// could not be read for want of a resource (the newest run with the key may be there).
 #[napi]
 pub fn durable_run_by_key(
     env: &Env,

@@ -69,9 +69,3 @@ pub use run::{is_terminal, MirrorFields, NumberField, RunState, TextField, TERMI
 pub use service::{CreateMeta, Created, ListFilter, Service};
 pub use service_table::ServiceTable;
 pub use stats::Stats;
-
-/// A map keyed by run id (the disk index's; the registry's keys are `service::IdKey`). foldhash
-/// instead of the standard SipHash: the keys are UUIDs the service made or found in
-/// `runsLogDir`, not strings a client picks, and foldhash is seeded per process too; SipHash
-/// made each growth of such a map (every key hashed again) about twice as long.
-pub(crate) type IdMap<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;

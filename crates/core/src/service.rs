@@ -336,6 +336,7 @@ impl Service {
         if let Some((project_id, keys)) = disk_entry {
             self.write_state(slot);
             self.disk.add(&id, project_id, keys, now);
+            self.disk.sweep_one();
         }
         Created {
             slot,

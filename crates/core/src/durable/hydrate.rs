@@ -421,8 +421,8 @@ impl Service {
     }
 
     /// LC-3, HF-8: the newest durable run created with this key, when it is not registered.
-    /// `Err` when none is known and part of `runsLogDir` could not be read yet ([`Unreadable`]):
-    /// the run asked for may be there.
+    /// `Err` while part of `runsLogDir` could not be read yet ([`Unreadable`]): the newest run
+    /// with the key may be there.
     pub fn unregistered_keyed_run(
         &mut self,
         lookup: Lookup,

@@ -12,8 +12,9 @@
 //! construction would have given. A service dropped before its scan ended stops it at the next
 //! entry.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -98,7 +99,8 @@ struct DiskRun {
 pub struct DiskIndex {
     /// `runsLogDir` as the host passed it (set by the scan).
     pub(crate) dir: Option<PathBuf>,
-    runs: crate::IdMap<DiskRun>,
+    /// By id, in id order (the sweep walks it: [`DiskIndex::sweep_one`]).
+    runs: BTreeMap<String, DiskRun>,
     by_project: HashMap<String, Group>,
     /// By each lookup key (LC-3, HF-8), in [`Lookup::slot`] order.
     by_key: [HashMap<String, Group>; 2],
@@ -116,6 +118,8 @@ pub struct DiskIndex {
     /// Runs this service forgot (dropped) while a scan still owes entries: a later scan must
     /// not bring them back.
     forgotten: BTreeSet<String>,
+    /// The id [`DiskIndex::sweep_one`] looked at last.
+    sweep_cursor: Option<String>,
     /// The last read that failed for want of a resource since the facade last asked
     /// ([`Service::take_unreadable`]), for its warning.
     pub(crate) unreported: Option<Unreadable>,
@@ -327,6 +331,39 @@ impl DiskIndex {
         self.unindex(id);
     }
 
+    /// Looks at one indexed run, the next in id order (round and round), and forgets it when
+    /// its directory is gone. Called at each `create` with logging on, for one `lstat`: a host
+    /// whose retention removes old run directories without asking for them again keeps the
+    /// index at about the runs on disk (each stale entry goes within as many creates as the
+    /// index holds runs). Nothing while the construction scan runs.
+    pub(crate) fn sweep_one(&mut self) {
+        if self.running_scan().is_some() {
+            return;
+        }
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        let after = self
+            .sweep_cursor
+            .as_deref()
+            .and_then(|cursor| {
+                self.runs
+                    .range::<str, _>((Bound::Excluded(cursor), Bound::Unbounded))
+                    .next()
+            })
+            .or_else(|| self.runs.iter().next())
+            .map(|(id, _)| id.clone());
+        let Some(id) = after else {
+            return;
+        };
+        let gone = fs::symlink_metadata(dir.join(&id))
+            .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
+        if gone {
+            self.unindex(&id);
+        }
+        self.sweep_cursor = Some(id);
+    }
+
     /// Takes `id` out of every index.
     fn unindex(&mut self, id: &str) {
         let Some(old) = self.runs.remove(id) else {
@@ -362,8 +399,8 @@ impl DiskIndex {
             .unwrap_or_default()
     }
 
-    /// The newest durable run created with this key. `Err` when none is known while part of
-    /// the directory could not be read: it may be there.
+    /// The newest durable run created with this key. `Err` while part of the directory could
+    /// not be read: the newest may be there.
     pub(crate) fn keyed_run(
         &mut self,
         lookup: Lookup,
@@ -374,9 +411,10 @@ impl DiskIndex {
             .get(key)
             .and_then(|group| group.ids().next_back())
             .cloned();
-        match (found, &self.missed) {
-            (None, Some(missed)) => Err(missed.clone()),
-            (found, _) => Ok(found),
+        // (While entries are unread, even a run found may not be the newest with the key.)
+        match &self.missed {
+            Some(missed) => Err(missed.clone()),
+            None => Ok(found),
         }
     }
 
@@ -726,6 +764,39 @@ mod tests {
             0,
             "a removed run is no invalid entry"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_creates_sweep_the_index_of_runs_whose_directories_the_host_removed() {
+        let (dir, layout) = log_dir("index-sweep");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let ids: Vec<String> = (0..4)
+            .map(|i| old.create(meta("p", &format!("c{i}")), f64::from(i)).id)
+            .collect();
+        drop(old);
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        svc.settle_index();
+        for id in &ids[1..3] {
+            fs::remove_dir_all(dir.join(id)).unwrap();
+        }
+        // Nobody asks for them again; each create looks at one indexed run, so as many
+        // creates as the index holds runs visit every one of them.
+        let mut created = Vec::new();
+        for i in 0..8 {
+            created.push(
+                svc.create(meta("q", &format!("n{i}")), 10.0 + f64::from(i))
+                    .id,
+            );
+        }
+        assert_eq!(
+            svc.unregistered_project_runs("p"),
+            vec![ids[0].clone(), ids[3].clone()]
+        );
+        // Runs whose directories are there stay, this service's own included.
+        assert_eq!(svc.disk.runs.len(), 2 + created.len());
+        assert_eq!(svc.stats().hydration.skipped, 0);
         let _ = fs::remove_dir_all(&dir);
     }
 

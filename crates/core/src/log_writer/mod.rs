@@ -98,6 +98,9 @@ pub struct LogShared {
     waiting: AtomicBool,
     /// Journals opened early that wait for the writer ([`LogTarget::open_early`]).
     early_open: Arc<AtomicUsize>,
+    /// How many of those may wait at once ([`open_files_budget`]): they add to the writer's
+    /// own open journals, so they take no more than those may.
+    pub(crate) max_early_open: usize,
     room: Mutex<()>,
     room_freed: Condvar,
 }
@@ -117,6 +120,7 @@ impl LogShared {
             writing_lines: AtomicUsize::new(0),
             waiting: AtomicBool::new(false),
             early_open: Arc::new(AtomicUsize::new(0)),
+            max_early_open: open_files_budget(),
             room: Mutex::new(()),
             room_freed: Condvar::new(),
         }
@@ -269,7 +273,8 @@ impl Command {
     }
 }
 
-/// How many files [`LogWriter::release`] lets wait for the writer at a time.
+/// How many files [`LogWriter::release`] lets wait for the writer at a time, at most: a quarter
+/// of the service's budget of open journals (BND-2), so 16 under the default.
 const MAX_RELEASING: usize = 16;
 
 /// How long the writer keeps polling after it wrote something before it parks. While it
@@ -376,6 +381,8 @@ pub struct LogWriter {
     mailbox: Arc<Mailbox>,
     shared: Arc<LogShared>,
     limits: LogLimits,
+    /// See [`MAX_RELEASING`].
+    max_releasing: usize,
 }
 
 impl Drop for LogWriter {
@@ -406,6 +413,7 @@ impl LogWriter {
         Ok(Self {
             mailbox,
             shared,
+            max_releasing: (limits.max_open_files / 4).clamp(1, MAX_RELEASING),
             limits,
         })
     }
@@ -499,12 +507,12 @@ impl LogWriter {
     /// replaced `state.json`'s old content, whose blocks the file system frees at that close
     /// (`durable::write_state_file`). Closed at once when the thread is gone.
     ///
-    /// At most [`MAX_RELEASING`] wait at a time: past that (a burst of terminal writes while
+    /// At most `max_releasing` ([`MAX_RELEASING`]) wait at a time: past that (a burst of terminal writes while
     /// the writer is busy) the file is closed here, so held handles never crowd out the
     /// descriptors the journals need.
     pub fn release(&self, file: std::fs::File) {
         let releasing = &self.mailbox.releasing;
-        if releasing.fetch_add(1, Ordering::Relaxed) >= MAX_RELEASING {
+        if releasing.fetch_add(1, Ordering::Relaxed) >= self.max_releasing {
             releasing.fetch_sub(1, Ordering::Relaxed);
             return;
         }
@@ -724,6 +732,35 @@ mod tests {
         writer.close(&other);
         barrier(&writer);
         assert_eq!(shared.early_open.load(Ordering::Relaxed), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_3_past_the_early_descriptors_a_closed_runs_journal_is_still_created_before_close_returns(
+    ) {
+        let dir = temp_dir("early-cap");
+        let shared = Arc::new(LogShared::new(None));
+        // The writer is not started: every journal waits for it, as in a burst of finishes.
+        let targets: Vec<Arc<LogTarget>> = (0..80)
+            .map(|n| {
+                let target = Arc::new(LogTarget::new(
+                    n,
+                    dir.join(n.to_string()).join("events.jsonl"),
+                ));
+                target.open_early(&shared);
+                target
+            })
+            .collect();
+        assert_eq!(
+            shared.early_open.load(Ordering::Relaxed),
+            shared.max_early_open.min(80),
+            "held open"
+        );
+        for target in &targets {
+            assert!(target.path.is_file(), "{}", target.path.display());
+            assert!(target.created());
+        }
+        drop(targets);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -41,11 +41,6 @@ impl Drop for EarlyFile {
     }
 }
 
-/// How many journals opened early may wait for the writer at once, per service: past that (a
-/// burst of runs finishing right after their first line while the writer is busy) the writer
-/// opens them itself, so these descriptors stay a small addition to `max_open_files`.
-const MAX_EARLY_OPEN: usize = 64;
-
 impl LogTarget {
     pub fn new(key: u64, path: PathBuf) -> Self {
         Self {
@@ -71,17 +66,25 @@ impl LogTarget {
     /// never races with a file appearing in it (`ENOTEMPTY`), and the lines still on their way
     /// go to the unlinked file without an error, as an upstream write stream's do. A failure
     /// here is left to the writer, which tries the open again and reports it.
+    ///
+    /// At most [`LogShared::max_early_open`] such descriptors wait per service (the service's
+    /// budget of open journals, BND-2); past that (a burst of runs ending before the writer
+    /// reaches them) the file is still created here, and closed:
+    /// the directory still holds every file it will hold, and the writer opens the file again
+    /// for its lines (which then fail, counted, if the host removed it meanwhile).
     pub fn open_early(&self, shared: &LogShared) {
-        if self.created() || shared.early_open.load(Ordering::Relaxed) >= MAX_EARLY_OPEN {
+        if self.created() {
             return;
         }
         if let Ok(file) = writer_thread::open_log(self) {
-            shared.early_open.fetch_add(1, Ordering::Relaxed);
-            let early = EarlyFile {
-                file: Some(file),
-                waiting: Arc::clone(&shared.early_open),
-            };
-            *self.early.lock().unwrap_or_else(PoisonError::into_inner) = Some(early);
+            if shared.early_open.load(Ordering::Relaxed) < shared.max_early_open {
+                shared.early_open.fetch_add(1, Ordering::Relaxed);
+                let early = EarlyFile {
+                    file: Some(file),
+                    waiting: Arc::clone(&shared.early_open),
+                };
+                *self.early.lock().unwrap_or_else(PoisonError::into_inner) = Some(early);
+            }
             self.created.store(true, Ordering::Release);
         }
     }
