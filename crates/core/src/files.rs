@@ -45,8 +45,26 @@ pub fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> 
     open_regular_with_len(path, options).map(|(file, _)| file)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test support: the next `n` opens of this path on this thread fail as they do when the
+    /// process is short of memory ([`is_transient`]).
+    pub static FAIL_OPEN: std::cell::RefCell<Option<(std::path::PathBuf, u32)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// [`open_regular`], with the size the check read.
 pub fn open_regular_with_len(path: &Path, options: &mut OpenOptions) -> io::Result<(File, u64)> {
+    #[cfg(test)]
+    if FAIL_OPEN.with(|fail| match &mut *fail.borrow_mut() {
+        Some((failing, left)) if failing == path && *left > 0 => {
+            *left -= 1;
+            true
+        }
+        _ => false,
+    }) {
+        return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;

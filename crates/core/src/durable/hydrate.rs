@@ -98,7 +98,14 @@ fn load(dir: &Path, log_path: &Path, id: &str) -> Load {
     match read(&dir.join(SNAPSHOT_FILE)) {
         Ok(Some(text)) => match RunSnapshot::parse(&text) {
             Some(snapshot) if snapshot.version == SNAPSHOT_VERSION && snapshot.id == id => {
-                Load::Found(Box::new(from_legacy(snapshot, log_path)))
+                // That version's verdict may be in its log only: a log that cannot be opened
+                // now must not make a finished run look interrupted.
+                match files::open_read(log_path) {
+                    Err(error) if files::is_transient(&error) => {
+                        Load::Unreadable(Unreadable::new(log_path, &error))
+                    }
+                    _ => Load::Found(Box::new(from_legacy(snapshot, log_path))),
+                }
             }
             _ => Load::Invalid,
         },
@@ -656,6 +663,70 @@ mod tests {
             assert_eq!(state.next_event_id, 5);
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+
+    #[test]
+    fn lc_2_a_journal_that_cannot_be_opened_for_now_leaves_the_run_unloaded_and_untouched() {
+        let (dir, layout) = log_dir("hydrate-unreadable-journal");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let run = old.create(meta("p", "c"), 1.0);
+        for n in 0..3 {
+            emit(&mut old, run.slot, &n.to_string());
+        }
+        flush(&old);
+        // The daemon dies with the run active.
+        drop(old);
+        let journal = dir.join(&run.id).join("events.jsonl");
+        let state = dir.join(&run.id).join("state.json");
+        let (journal_before, state_before) = (
+            fs::read_to_string(&journal).unwrap(),
+            fs::read_to_string(&state).unwrap(),
+        );
+        let mut new = service(Some(10), Some(layout));
+        files::FAIL_OPEN.with(|fail| *fail.borrow_mut() = Some((journal.clone(), 1)));
+        let unreadable = new.hydrate(&run.id, 5.0).unwrap_err();
+        assert_eq!(unreadable.path, journal);
+        assert_eq!(new.get(&run.id), None, "nothing registered");
+        assert_eq!(fs::read_to_string(&journal).unwrap(), journal_before);
+        assert_eq!(fs::read_to_string(&state).unwrap(), state_before);
+        let stats = new.stats().hydration;
+        assert_eq!((stats.unreadable, stats.skipped, stats.hydrated), (1, 0, 0));
+        // Once it can be opened, the run hydrates as interrupted, numbered after its journal.
+        files::FAIL_OPEN.with(|fail| *fail.borrow_mut() = None);
+        let slot = new.hydrate(&run.id, 6.0).unwrap().unwrap();
+        assert_eq!(
+            new.state(slot).unwrap().next_event_id,
+            6,
+            "3 records, then error and end"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_1_a_run_json_whose_log_cannot_be_opened_for_now_is_not_taken_for_interrupted() {
+        // The previous version's run: its run.json says running, its log ends with the verdict.
+        let id = "51d0e635-c245-4563-803d-e9252490a464";
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/snapshot-v1/runs")
+            .join(id);
+        let (dir, layout) = log_dir("hydrate-legacy-unreadable");
+        fs::create_dir_all(dir.join(id)).unwrap();
+        for name in [SNAPSHOT_FILE, "events.jsonl"] {
+            fs::copy(fixture.join(name), dir.join(id).join(name)).unwrap();
+        }
+        let journal = dir.join(id).join("events.jsonl");
+        let mut svc = service(Some(10), Some(layout));
+        // Its first open fails (the log's verdict), the next one would not (the tail).
+        files::FAIL_OPEN.with(|fail| *fail.borrow_mut() = Some((journal.clone(), 1)));
+        assert_eq!(svc.hydrate(id, 5.0).unwrap_err().path, journal);
+        assert!(!dir.join(id).join(STATE_FILE).exists(), "nothing written");
+        files::FAIL_OPEN.with(|fail| *fail.borrow_mut() = None);
+        let slot = svc.hydrate(id, 6.0).unwrap().unwrap();
+        assert_eq!(
+            svc.state(slot).unwrap().status.as_deref(),
+            Some("succeeded")
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
