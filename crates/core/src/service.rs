@@ -11,7 +11,7 @@
 //! file, the disk indexes, hydration), [`crate::stats`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
@@ -336,7 +336,13 @@ impl Service {
         if let Some((project_id, keys)) = disk_entry {
             self.write_state(slot);
             self.disk.add(&id, project_id, keys, now);
-            self.disk.sweep_one();
+            if let Some(layout) = &self.cfg.log {
+                let by_id = &self.by_id;
+                self.disk.sweep_one(
+                    |id| crate::durable::state::run_dir(Path::new(&layout.path_of(id))),
+                    |id| by_id.contains_key(&IdKey::of(id)),
+                );
+            }
         }
         Created {
             slot,

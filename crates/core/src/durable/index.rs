@@ -335,14 +335,20 @@ impl DiskIndex {
     /// its directory is gone. Called at each `create` with logging on, for one `lstat`: a host
     /// whose retention removes old run directories without asking for them again keeps the
     /// index at about the runs on disk (each stale entry goes within as many creates as the
-    /// index holds runs). Nothing while the construction scan runs.
-    pub(crate) fn sweep_one(&mut self) {
+    /// index holds runs). `run_dir` gives a run's directory (as the service writes it);
+    /// `registered` says which runs this service holds in memory, which are never forgotten
+    /// here (a run whose first state write failed has no directory yet). A run is forgotten
+    /// only while the directory that holds the runs has some entry: an empty one (a share
+    /// mounted again later, say) says nothing about a run. Nothing while the construction scan
+    /// runs.
+    pub(crate) fn sweep_one(
+        &mut self,
+        run_dir: impl Fn(&str) -> PathBuf,
+        registered: impl Fn(&str) -> bool,
+    ) {
         if self.running_scan().is_some() {
             return;
         }
-        let Some(dir) = self.dir.clone() else {
-            return;
-        };
         let after = self
             .sweep_cursor
             .as_deref()
@@ -356,12 +362,34 @@ impl DiskIndex {
         let Some(id) = after else {
             return;
         };
-        let gone = fs::symlink_metadata(dir.join(&id))
-            .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
+        let dir = run_dir(&id);
+        let gone = !registered(&id)
+            && fs::symlink_metadata(&dir)
+                .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
+            && dir
+                .parent()
+                .and_then(|runs| fs::read_dir(runs).ok())
+                .is_some_and(|mut entries| entries.next().is_some());
         if gone {
             self.unindex(&id);
         }
         self.sweep_cursor = Some(id);
+    }
+
+    /// A run whose state file was just written, back in the index if a sweep forgot it while
+    /// its directory was missing (nothing while the construction scan runs: its `add` waits
+    /// in the queue).
+    pub(crate) fn ensure(
+        &mut self,
+        id: &str,
+        project_id: &Option<String>,
+        keys: &LookupKeys,
+        created_at: f64,
+    ) {
+        if self.scan.is_some() || self.runs.contains_key(id) || self.dir.is_none() {
+            return;
+        }
+        self.add(id, project_id.clone(), keys.clone(), created_at);
     }
 
     /// Takes `id` out of every index.
@@ -797,6 +825,37 @@ mod tests {
         // Runs whose directories are there stay, this service's own included.
         assert_eq!(svc.disk.runs.len(), 2 + created.len());
         assert_eq!(svc.stats().hydration.skipped, 0);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_the_sweep_never_forgets_a_run_this_service_holds_and_a_state_write_brings_one_back() {
+        let (dir, layout) = log_dir("index-sweep-own");
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        svc.settle_index();
+        let mut keyed = crate::test_support::keyed_meta(
+            Some("p"),
+            keys(Some("req"), None),
+            r#"{"clientRequestId":"req"}"#,
+        );
+        keyed.conversation_id = Some("c".into());
+        let own = svc.create(keyed, 1.0);
+        // Its directory is missing (its first state write failed, or the host removed it).
+        fs::remove_dir_all(dir.join(&own.id)).unwrap();
+        for i in 0..4 {
+            svc.create(meta("q", &format!("n{i}")), 2.0 + f64::from(i));
+        }
+        assert!(svc.disk.runs.contains_key(&own.id), "registered: kept");
+        // Forgotten (as a sweep would, once the run left memory), a state write brings it back.
+        svc.disk.unindex(&own.id);
+        svc.persist_state_with(own.slot, None).unwrap();
+        assert!(dir.join(&own.id).join(STATE_FILE).is_file());
+        assert!(svc.disk.runs.contains_key(&own.id));
+        assert_eq!(
+            svc.disk.keyed_run(Lookup::ClientRequestId, "req").unwrap(),
+            Some(own.id.clone())
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -558,6 +558,15 @@ impl Service {
                     .dir_ready
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.disk.stats.state_written += 1;
+                if let Ok(run) = self.run(slot) {
+                    let (id, project_id, keys, created_at) = (
+                        run.id.clone(),
+                        run.project_id.clone(),
+                        run.keys.clone(),
+                        run.created_at,
+                    );
+                    self.disk.ensure(&id, &project_id, &keys, created_at);
+                }
                 true
             }
             Err(error) => {
