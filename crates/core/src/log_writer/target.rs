@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{writer_thread, LogShared};
+use super::{writer_thread, LogOperation, LogShared};
 
 /// One run's log file. Aligned to a cache line of its own: the writer thread reads it while the
 /// JS thread counts references to it for every line it queues, and the counts (at the start of
@@ -72,21 +72,42 @@ impl LogTarget {
     /// reaches them) the file is still created here, and closed:
     /// the directory still holds every file it will hold, and the writer opens the file again
     /// for its lines (which then fail, counted, if the host removed it meanwhile).
+    ///
+    /// The check and the open happen under the same lock as the writer's own first open
+    /// ([`LogTarget::open_for_writer`]): a writer that found the journal not yet created and is
+    /// about to create it either finishes before this returns, or sees it created and opens it
+    /// without creating it. (Without the lock, its create could land after this returned and
+    /// after the host emptied the directory: `ENOTEMPTY` for the host's removal, seen once in
+    /// 200,000 runs removed right after `finish`.)
     pub fn open_early(&self, shared: &LogShared) {
+        let mut early = self.early.lock().unwrap_or_else(PoisonError::into_inner);
         if self.created() {
             return;
         }
         if let Ok(file) = writer_thread::open_log(self) {
             if shared.early_open.load(Ordering::Relaxed) < shared.max_early_open {
                 shared.early_open.fetch_add(1, Ordering::Relaxed);
-                let early = EarlyFile {
+                *early = Some(EarlyFile {
                     file: Some(file),
                     waiting: Arc::clone(&shared.early_open),
-                };
-                *self.early.lock().unwrap_or_else(PoisonError::into_inner) = Some(early);
+                });
             }
             self.created.store(true, Ordering::Release);
         }
+    }
+
+    /// The writer's first open of the journal: the file opened early if one waits, else the
+    /// journal opened (created unless it was created before, see [`writer_thread::open_log`]),
+    /// under the lock [`LogTarget::open_early`] takes.
+    pub(super) fn open_for_writer(&self) -> Result<std::fs::File, (LogOperation, std::io::Error)> {
+        let mut early = self.early.lock().unwrap_or_else(PoisonError::into_inner);
+        // (Dropping the `EarlyFile` uncounts it.)
+        if let Some(file) = early.take().and_then(|mut waiting| waiting.file.take()) {
+            return Ok(file);
+        }
+        let file = writer_thread::open_log(self)?;
+        self.created.store(true, Ordering::Release);
+        Ok(file)
     }
 
     /// `prepareRestart`: the journal may be created again by the next attempt's lines.

@@ -177,13 +177,8 @@ fn write_batch(batch: &Pending, files: &mut Files, shared: &LogShared) {
     }
     let open = match files.open.entry(key) {
         Entry::Occupied(entry) => entry.into_mut(),
-        Entry::Vacant(entry) => match batch
-            .target
-            .take_early()
-            .map_or_else(|| open_log(&batch.target), Ok)
-        {
+        Entry::Vacant(entry) => match batch.target.open_for_writer() {
             Ok(file) => {
-                batch.target.created.store(true, Ordering::Release);
                 shared.open_files.fetch_add(1, Ordering::Relaxed);
                 entry.insert(OpenFile {
                     file,
