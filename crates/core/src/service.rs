@@ -228,7 +228,8 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(cfg: ServiceConfig, log_shared: LogShared) -> Self {
+    pub fn new(cfg: ServiceConfig, mut log_shared: LogShared) -> Self {
+        log_shared.max_early_open = cfg.log_limits.max_open_files;
         Self {
             cfg,
             slab: Vec::new(),

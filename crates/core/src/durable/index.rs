@@ -376,20 +376,11 @@ impl DiskIndex {
         self.sweep_cursor = Some(id);
     }
 
-    /// A run whose state file was just written, back in the index if a sweep forgot it while
-    /// its directory was missing (nothing while the construction scan runs: its `add` waits
-    /// in the queue).
-    pub(crate) fn ensure(
-        &mut self,
-        id: &str,
-        project_id: &Option<String>,
-        keys: &LookupKeys,
-        created_at: f64,
-    ) {
-        if self.scan.is_some() || self.runs.contains_key(id) || self.dir.is_none() {
-            return;
-        }
-        self.add(id, project_id.clone(), keys.clone(), created_at);
+    /// Whether a run whose state file was just written is missing from the index (a sweep
+    /// forgot it while its directory was missing) and should be added back. False while the
+    /// construction scan runs: the create's `add` waits in its queue.
+    pub(crate) fn lacks(&self, id: &str) -> bool {
+        self.scan.is_none() && self.dir.is_some() && !self.runs.contains_key(id)
     }
 
     /// Takes `id` out of every index.

@@ -558,14 +558,12 @@ impl Service {
                     .dir_ready
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.disk.stats.state_written += 1;
-                if let Ok(run) = self.run(slot) {
-                    let (id, project_id, keys, created_at) = (
-                        run.id.clone(),
-                        run.project_id.clone(),
-                        run.keys.clone(),
-                        run.created_at,
-                    );
-                    self.disk.ensure(&id, &project_id, &keys, created_at);
+                // (A run the index sweep forgot while its directory was missing goes back in.)
+                if let Some(run) = self.run(slot).ok().filter(|run| self.disk.lacks(&run.id)) {
+                    let (id, project_id, keys) =
+                        (run.id.clone(), run.project_id.clone(), run.keys.clone());
+                    let created_at = run.created_at;
+                    self.disk.add(&id, project_id, keys, created_at);
                 }
                 true
             }

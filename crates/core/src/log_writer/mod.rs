@@ -64,10 +64,13 @@ pub fn open_files_budget() -> usize {
     budget_for(limit)
 }
 
+/// The most log files a service keeps open (BND-2).
+const MOST_OPEN_FILES: usize = 64;
+
 fn budget_for(descriptor_limit: Option<u64>) -> usize {
-    const MOST: usize = 64;
-    descriptor_limit.map_or(MOST, |limit| {
-        usize::try_from(limit / 8).map_or(MOST, |eighth| eighth.clamp(4, MOST))
+    descriptor_limit.map_or(MOST_OPEN_FILES, |limit| {
+        usize::try_from(limit / 8)
+            .map_or(MOST_OPEN_FILES, |eighth| eighth.clamp(4, MOST_OPEN_FILES))
     })
 }
 
@@ -98,8 +101,9 @@ pub struct LogShared {
     waiting: AtomicBool,
     /// Journals opened early that wait for the writer ([`LogTarget::open_early`]).
     early_open: Arc<AtomicUsize>,
-    /// How many of those may wait at once ([`open_files_budget`]): they add to the writer's
-    /// own open journals, so they take no more than those may.
+    /// How many of those may wait at once: they add to the writer's own open journals, so
+    /// they take no more than those may (the service sets it from its
+    /// [`LogLimits::max_open_files`]; 64 until then).
     pub(crate) max_early_open: usize,
     room: Mutex<()>,
     room_freed: Condvar,
@@ -120,7 +124,7 @@ impl LogShared {
             writing_lines: AtomicUsize::new(0),
             waiting: AtomicBool::new(false),
             early_open: Arc::new(AtomicUsize::new(0)),
-            max_early_open: open_files_budget(),
+            max_early_open: MOST_OPEN_FILES,
             room: Mutex::new(()),
             room_freed: Condvar::new(),
         }
