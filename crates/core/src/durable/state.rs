@@ -382,12 +382,55 @@ pub fn write_state_file(dir: &Path, json: &str) -> io::Result<Option<fs::File>> 
             let _ = fs::remove_file(&tmp);
             return Ok(old);
         }
-        fs::rename(&tmp, dest).map(|()| None)
+        replace(&tmp, &dest).map(|()| None)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// How often [`replace`] tries again, and its first pause (doubled after each try: at most
+/// 1 + 2 + 4 + 8 + 16 + 32 = 63 ms in all).
+#[cfg(windows)]
+const REPLACE_RETRIES: u32 = 6;
+#[cfg(windows)]
+const REPLACE_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Moves `tmp` over `dest`. On Windows a file that is open elsewhere cannot always be replaced:
+/// where the system or file system lacks POSIX rename semantics (Wine, older Windows, some
+/// network shares) the move fails with `ERROR_ACCESS_DENIED` or `ERROR_SHARING_VIOLATION` for
+/// as long as any handle to the old file is open, even one that allows deletion. Such handles
+/// are short-lived: a restarted service's index scan or a hydration reading the file (both open
+/// it with every share mode and read it at once), a virus scanner or an indexer. So the move is
+/// tried again a few times before the write counts as failed (LC-1), as npm's graceful-fs does
+/// for its renames on Windows.
+fn replace(tmp: &Path, dest: &Path) -> io::Result<()> {
+    #[cfg(windows)]
+    {
+        let mut pause = REPLACE_FIRST_PAUSE;
+        for _ in 0..REPLACE_RETRIES {
+            match fs::rename(tmp, dest) {
+                Err(error) if held_open(&error) => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                done => return done,
+            }
+        }
+    }
+    fs::rename(tmp, dest)
+}
+
+/// Whether a failed move on Windows means "another handle has the file open".
+#[cfg(windows)]
+fn held_open(error: &io::Error) -> bool {
+    const ERROR_ACCESS_DENIED: i32 = 5;
+    const ERROR_SHARING_VIOLATION: i32 = 32;
+    matches!(
+        error.raw_os_error(),
+        Some(ERROR_ACCESS_DENIED | ERROR_SHARING_VIOLATION)
+    )
 }
 
 /// Swaps the names of two existing files in one atomic step; false when that did not happen
@@ -747,6 +790,32 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(svc.hydrate(&created.id, 3.0).unwrap(), None);
         assert_eq!(svc.stats().state_file.written, 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_1_a_state_file_another_handle_holds_open_is_still_replaced() {
+        // A reader (another service's index scan, a hydration, a virus scanner) holds the old
+        // file open for a moment while the state changes: the write waits it out (Windows
+        // without POSIX rename semantics) or replaces it at once, and never fails for it.
+        let dir = std::env::temp_dir().join(format!("chat-run-state-held-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert!(write_state_file(&dir, r#"{"n":0}"#).is_ok());
+        for n in 1..=20 {
+            let path = dir.join(STATE_FILE);
+            let held = crate::files::open_read(&path).unwrap();
+            let reader = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                drop(held);
+            });
+            let written = write_state_file(&dir, &format!("{{\"n\":{n}}}"));
+            assert!(written.is_ok(), "write {n}: {written:?}");
+            reader.join().unwrap();
+            assert_eq!(
+                fs::read_to_string(&path).unwrap(),
+                format!("{{\"n\":{n}}}\n")
+            );
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 
