@@ -20,6 +20,9 @@
 #      default `dyn-symbols` feature resolves every N-API function from the host process at load
 #      time, so nothing is imported from it: an empty stand-in DLL satisfies the build, and the
 #      check proves the .node imports no node/libnode DLL.
+#   2b. for msvc, the core crate's own tests (`cargo test -p chat-run-core`, built for
+#      x86_64-pc-windows-msvc the same way) run under Wine: the state file, journal, hydration and
+#      process-tree code on Windows' file and process semantics.
 #   3. a private Wine prefix (dist/.tools/windows/wineprefix) that reports Windows 10. Wine 8.0
 #      (Debian 12) lacks bcryptprimitives.dll, whose ProcessPrng Rust's std imports on Windows 10+;
 #      when the prefix has none, a 10-line stand-in built here with mingw (ProcessPrng ->
@@ -305,15 +308,18 @@ EOF
 
 prepare_app() (
   set -e
-  local vitest_version ts_version
+  local vitest_version ts_version types_version tools
   vitest_version="$(node -p 'require("./node_modules/vitest/package.json").version')"
   ts_version="$(node -p 'require("./node_modules/typescript/package.json").version')"
+  types_version="$(node -p 'require("./node_modules/@types/node/package.json").version')"
+  tools="vitest@$vitest_version typescript@$ts_version @types/node@$types_version"
   mkdir -p "$APP"
-  if [ "$(cat "$APP/.tools" 2>/dev/null)" != "vitest@$vitest_version typescript@$ts_version" ]; then
+  if [ "$(cat "$APP/.tools" 2>/dev/null)" != "$tools" ]; then
     rm -rf "$APP/node_modules" "$APP/package-lock.json" "$APP/package.json"
-    printf '{ "private": true, "devDependencies": { "vitest": "%s", "typescript": "%s" } }\n' "$vitest_version" "$ts_version" >"$APP/package.json"
+    printf '{ "private": true, "devDependencies": { "vitest": "%s", "typescript": "%s", "@types/node": "%s" } }\n' \
+      "$vitest_version" "$ts_version" "$types_version" >"$APP/package.json"
     (cd "$APP" && npm install --no-audit --no-fund --ignore-scripts --os=win32 --cpu=x64)
-    echo "vitest@$vitest_version typescript@$ts_version" >"$APP/.tools"
+    echo "$tools" >"$APP/.tools"
     mv "$APP/package.json" "$APP/tools-package.json"
   fi
   # The package as the tests see it in the repo: its JS, types, tests and docs.
@@ -358,6 +364,29 @@ load_check() {
   return "$status"
 }
 
+# The core crate's tests, built for the msvc target and run under Wine (each test binary's
+# output in its own log file: Wine's processes cannot write to a pipe here).
+CORE_TEST_LOG="$LOGS/windows-core-tests-output.log"
+core_tests() {
+  local bins status=0 bin
+  bins="$(LIB="$MSVC_DIR/lib" CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_LINKER=rust-lld \
+    cargo test -p chat-run-core --release --target "$TARGET" --no-run --message-format=json |
+    node -e 'let t = ""; process.stdin.on("data", (c) => (t += c)).on("end", () => {
+      for (const line of t.split("\n")) {
+        if (!line.startsWith("{")) continue
+        const m = JSON.parse(line)
+        if (m.reason === "compiler-artifact" && m.executable && m.profile.test) console.log(m.executable)
+      }
+    })')" || return 1
+  : >"$CORE_TEST_LOG"
+  for bin in $bins; do
+    wine "$bin" >"$WIN/core-test.txt" 2>&1 || status=1
+    { echo "== $(basename "$bin")"; cat "$WIN/core-test.txt"; } >>"$CORE_TEST_LOG"
+  done
+  grep -E '^test result:|panicked|FAILED' "$CORE_TEST_LOG"
+  return "$status"
+}
+
 VITEST_LOG="$LOGS/windows-vitest-output.log"
 run_tests() {
   # the seed suite, the cancel/shutdown/teardown tests (their Linux-only parts skip themselves),
@@ -387,6 +416,9 @@ else
 fi
 step inspect-$TARGET check_pe_dll x86_64-w64-mingw32-objdump "$BUILT" pei-x86-64
 [ "$TARGET" = x86_64-pc-windows-msvc ] && step static-crt-$TARGET check_static_crt x86_64-w64-mingw32-objdump "$BUILT"
+if [ "$TARGET" = x86_64-pc-windows-msvc ] && [ -e "$MSVC_DIR/lib/libcmt.lib" ]; then
+  step core-tests-under-wine core_tests
+fi
 if [ -f "$BUILT" ] && [ -f "$NODE_EXE" ]; then
   step prepare-app prepare_app "$BUILT" &&
     step load-under-wine load_check &&
@@ -401,6 +433,10 @@ wineserver -k 2>/dev/null # this prefix's Wine processes only
   [ -f "$WIN/node-version.txt" ] && echo "under Wine: $(wine --version 2>/dev/null), $(tail -n 1 "$WIN/node-version.txt")"
   echo "-- steps"
   printf '%s\n' "${SUMMARY[@]}"
+  if printf '%s\n' "${SUMMARY[@]}" | grep -q '^core-tests-under-wine ' && [ -f "$CORE_TEST_LOG" ]; then
+    echo "-- cargo test -p chat-run-core under Wine: $(grep -E '^test result:' "$CORE_TEST_LOG" |
+      awk '{p += $4; f += $6; i += $8} END {print p " passed, " f " failed, " i " ignored"}')"
+  fi
   if [ -f "$VITEST_LOG" ]; then
     plain="$(sed 's/\x1b\[[0-9;]*m//g' "$VITEST_LOG")"
     # one line per file, plus every failed test
