@@ -36,13 +36,14 @@
 #          their Linux-only parts skip themselves),
 #        - real child processes (written by this script): cancel() and shutdownActive() end real
 #          node.exe children (TerminateProcess through child.kill), the JSONL logs end with 'end'.
-#      TEST_WINDOWS_ALL=1 runs every test file instead (the Linux-only ones skip themselves; some
-#      assert POSIX file modes or paths and fail on Windows: see the summary).
+#      TEST_WINDOWS_ALL=1 runs every test file instead (the Linux-only ones, and those that
+#      assert POSIX file modes or paths, skip themselves on Windows).
 #
 # Environment: DIST_DIR (default dist/), TEST_WINDOWS_TARGET=msvc (default) or gnu,
 # TEST_WINDOWS_BINARY=<file.node> to skip the build and test that file, TEST_WINDOWS_NODE=<major or
-# version> (default: this machine's Node version), TEST_WINDOWS_ALL=1. Node under Wine cannot write to a pipe here (EBADF), so its output goes to
-# files under dist/logs/ and is printed from there.
+# version> (default: this machine's Node version), TEST_WINDOWS_ALL=1. Node under Wine cannot
+# write to a pipe here (EBADF), so its output goes to files under dist/logs/ and is printed from
+# there.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

