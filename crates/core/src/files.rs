@@ -26,9 +26,11 @@ pub fn is_transient(error: &io::Error) -> bool {
     #[cfg(unix)]
     let transient = [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS];
     // ERROR_TOO_MANY_OPEN_FILES, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY,
-    // ERROR_NO_SYSTEM_RESOURCES.
+    // ERROR_NO_SYSTEM_RESOURCES; and ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION: another
+    // program (a virus scanner, a backup tool, an editor) holds the file open without sharing it
+    // for a moment, which says nothing about what the file holds.
     #[cfg(windows)]
-    let transient = [4, 8, 14, 1450];
+    let transient = [4, 8, 14, 1450, 32, 33];
     #[cfg(not(any(unix, windows)))]
     let transient: [i32; 0] = [];
     error

@@ -702,6 +702,47 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    // Windows only: there another program can open a file without sharing it.
+    #[cfg(windows)]
+    #[test]
+    fn lc_2_a_state_file_another_program_holds_unshared_is_read_later_not_skipped() {
+        use std::os::windows::fs::OpenOptionsExt;
+        let (dir, layout) = log_dir("hydrate-unshared");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let run = old.create(meta("p", "c"), 1.0);
+        old.finish(
+            run.slot,
+            Some("succeeded".into()),
+            Some(0.0),
+            None,
+            "{}",
+            2.0,
+        )
+        .unwrap();
+        flush(&old);
+        drop(old);
+        let state = dir.join(&run.id).join(STATE_FILE);
+        // A virus scanner or a backup tool: share mode 0, nobody else may open it meanwhile.
+        let held = fs::OpenOptions::new()
+            .read(true)
+            .share_mode(0)
+            .open(&state)
+            .unwrap();
+        let mut new = service(Some(10), Some(layout));
+        let unreadable = new.hydrate(&run.id, 5.0).unwrap_err();
+        assert_eq!(unreadable.path, state);
+        assert_eq!(new.get(&run.id), None, "nothing registered");
+        let stats = new.stats().hydration;
+        assert_eq!((stats.unreadable, stats.skipped, stats.hydrated), (1, 0, 0));
+        drop(held);
+        let slot = new.hydrate(&run.id, 6.0).unwrap().unwrap();
+        assert_eq!(
+            new.state(slot).unwrap().status.as_deref(),
+            Some("succeeded")
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn lc_1_a_run_json_whose_log_cannot_be_opened_for_now_is_not_taken_for_interrupted() {
         // The previous version's run: its run.json says running, its log ends with the verdict.
