@@ -38,6 +38,59 @@ pub fn is_transient(error: &io::Error) -> bool {
         .is_some_and(|code| transient.contains(&code))
 }
 
+/// What another handle holding a file open can make fail on Windows.
+#[derive(Clone, Copy)]
+pub enum Held {
+    /// Opening it: the other handle shares nothing (`ERROR_SHARING_VIOLATION`) or locked a range
+    /// (`ERROR_LOCK_VIOLATION`).
+    Open,
+    /// Moving another file over it without POSIX rename semantics: any open handle, even one
+    /// that allows deletion (`ERROR_ACCESS_DENIED`), or one that shares nothing
+    /// (`ERROR_SHARING_VIOLATION`).
+    Replace,
+}
+
+/// How often [`while_held`] tries again, and its first pause (doubled after each try: at most
+/// 1 + 2 + 4 + 8 + 16 + 32 = 63 ms in all).
+#[cfg(windows)]
+const HELD_RETRIES: u32 = 6;
+#[cfg(windows)]
+const HELD_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Runs `op`; on Windows, while it fails because another handle holds the file (a virus
+/// scanner, a backup tool, another service's scan: such handles are short-lived), runs it again
+/// after a pause, a few times, before its error stands. Elsewhere `op` runs once: there an open
+/// handle neither blocks an open nor a rename.
+pub fn while_held<T>(mut op: impl FnMut() -> io::Result<T>, what: Held) -> io::Result<T> {
+    #[cfg(windows)]
+    {
+        const ERROR_ACCESS_DENIED: i32 = 5;
+        const ERROR_SHARING_VIOLATION: i32 = 32;
+        const ERROR_LOCK_VIOLATION: i32 = 33;
+        let held = |error: &io::Error| {
+            matches!(
+                (what, error.raw_os_error()),
+                (_, Some(ERROR_SHARING_VIOLATION))
+                    | (Held::Open, Some(ERROR_LOCK_VIOLATION))
+                    | (Held::Replace, Some(ERROR_ACCESS_DENIED))
+            )
+        };
+        let mut pause = HELD_FIRST_PAUSE;
+        for _ in 0..HELD_RETRIES {
+            match op() {
+                Err(error) if held(&error) => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                done => return done,
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    let _ = what;
+    op()
+}
+
 /// Opens `path` with `options`, provided it is a regular file (after following links).
 /// On Unix the open itself cannot block: `O_NONBLOCK` makes a FIFO without a writer open at
 /// once (for reading) or fail with `ENXIO` (for writing). The flag stays set on the returned

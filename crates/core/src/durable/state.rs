@@ -390,47 +390,16 @@ pub fn write_state_file(dir: &Path, json: &str) -> io::Result<Option<fs::File>> 
     result
 }
 
-/// How often [`replace`] tries again, and its first pause (doubled after each try: at most
-/// 1 + 2 + 4 + 8 + 16 + 32 = 63 ms in all).
-#[cfg(windows)]
-const REPLACE_RETRIES: u32 = 6;
-#[cfg(windows)]
-const REPLACE_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
-
 /// Moves `tmp` over `dest`. On Windows a file that is open elsewhere cannot always be replaced:
 /// where the system or file system lacks POSIX rename semantics (Wine, older Windows, some
 /// network shares) the move fails with `ERROR_ACCESS_DENIED` or `ERROR_SHARING_VIOLATION` for
 /// as long as any handle to the old file is open, even one that allows deletion. Such handles
 /// are short-lived: a restarted service's index scan or a hydration reading the file (both open
 /// it with every share mode and read it at once), a virus scanner or an indexer. So the move is
-/// tried again a few times before the write counts as failed (LC-1), as npm's graceful-fs does
+/// tried again for a moment before the write counts as failed (LC-1), as npm's graceful-fs does
 /// for its renames on Windows.
 fn replace(tmp: &Path, dest: &Path) -> io::Result<()> {
-    #[cfg(windows)]
-    {
-        let mut pause = REPLACE_FIRST_PAUSE;
-        for _ in 0..REPLACE_RETRIES {
-            match fs::rename(tmp, dest) {
-                Err(error) if held_open(&error) => {
-                    std::thread::sleep(pause);
-                    pause *= 2;
-                }
-                done => return done,
-            }
-        }
-    }
-    fs::rename(tmp, dest)
-}
-
-/// Whether a failed move on Windows means "another handle has the file open".
-#[cfg(windows)]
-fn held_open(error: &io::Error) -> bool {
-    const ERROR_ACCESS_DENIED: i32 = 5;
-    const ERROR_SHARING_VIOLATION: i32 = 32;
-    matches!(
-        error.raw_os_error(),
-        Some(ERROR_ACCESS_DENIED | ERROR_SHARING_VIOLATION)
-    )
+    crate::files::while_held(|| fs::rename(tmp, dest), crate::files::Held::Replace)
 }
 
 /// Swaps the names of two existing files in one atomic step; false when that did not happen

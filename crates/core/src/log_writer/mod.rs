@@ -704,6 +704,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    // Windows only: there another program can open a file without sharing it.
+    #[cfg(windows)]
+    #[test]
+    fn log_6_a_journal_another_program_holds_unshared_for_a_moment_loses_no_line() {
+        use std::os::windows::fs::OpenOptionsExt;
+        let dir = temp_dir("held-journal");
+        let path = dir.join("events.jsonl");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let shared = Arc::new(LogShared::new(None));
+        let writer = spawn(Arc::clone(&shared), LogLimits::default());
+        for n in 1..=5 {
+            // A virus scanner: share mode 0 for 10 ms, while the writer (re)opens the journal.
+            let held = std::fs::OpenOptions::new()
+                .read(true)
+                .share_mode(0)
+                .open(&path)
+                .unwrap();
+            let scanner = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                drop(held);
+            });
+            let target = Arc::new(LogTarget::new(n, path.clone()));
+            writer.append(&target, &Arc::from(format!("{{\"id\":{n}}}").as_str()));
+            writer.close(&target);
+            barrier(&writer);
+            scanner.join().unwrap();
+        }
+        assert_eq!((shared.lines_written(), shared.lines_failed()), (5, 0));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        drop(writer);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     // (Unix only: Windows removes no directory while a file in it is open, so there the host
     // cannot remove the directory under the journal this test holds open.)
     #[cfg(unix)]

@@ -288,15 +288,24 @@ pub(super) fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Er
     // it is gone, someone removed it (the host, after the run ended or under a live run), its
     // lines fail (counted), and a new file holding only the journal's last lines would be a
     // stray, in a directory the host may be removing.
+    // On Windows another program may hold the journal for a moment without sharing it (a
+    // virus scanner, a backup tool): the open waits that out on this thread before the lines
+    // count as failed (`files::while_held`).
     let create = !target.created();
-    let open = || match files::open_regular(
-        &target.path,
-        OpenOptions::new().read(true).append(true).create(create),
-    ) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            files::open_regular(&target.path, OpenOptions::new().append(true).create(create))
-        }
-        opened => opened,
+    let open = || {
+        files::while_held(
+            || match files::open_regular(
+                &target.path,
+                OpenOptions::new().read(true).append(true).create(create),
+            ) {
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => files::open_regular(
+                    &target.path,
+                    OpenOptions::new().append(true).create(create),
+                ),
+                opened => opened,
+            },
+            files::Held::Open,
+        )
     };
     if target.dir_ready.load(Ordering::Relaxed) {
         return open().map_err(|e| (LogOperation::Open, e));
