@@ -26,17 +26,31 @@ pub fn is_transient(error: &io::Error) -> bool {
     #[cfg(unix)]
     let transient = [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS];
     // ERROR_TOO_MANY_OPEN_FILES, ERROR_NOT_ENOUGH_MEMORY, ERROR_OUTOFMEMORY,
-    // ERROR_NO_SYSTEM_RESOURCES; and ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION: another
-    // program (a virus scanner, a backup tool, an editor) holds the file open without sharing it
-    // for a moment, which says nothing about what the file holds.
+    // ERROR_NO_SYSTEM_RESOURCES; and another program (a virus scanner, a backup tool, an editor)
+    // holding the file open without sharing it for a moment, which says nothing about what the
+    // file holds.
     #[cfg(windows)]
-    let transient = [4, 8, 14, 1450, 32, 33];
+    let transient = [
+        4,
+        8,
+        14,
+        1450,
+        ERROR_SHARING_VIOLATION,
+        ERROR_LOCK_VIOLATION,
+    ];
     #[cfg(not(any(unix, windows)))]
     let transient: [i32; 0] = [];
     error
         .raw_os_error()
         .is_some_and(|code| transient.contains(&code))
 }
+
+#[cfg(windows)]
+const ERROR_ACCESS_DENIED: i32 = 5;
+#[cfg(windows)]
+const ERROR_SHARING_VIOLATION: i32 = 32;
+#[cfg(windows)]
+const ERROR_LOCK_VIOLATION: i32 = 33;
 
 /// What another handle holding a file open can make fail on Windows.
 #[derive(Clone, Copy)]
@@ -64,9 +78,6 @@ const HELD_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1
 pub fn while_held<T>(mut op: impl FnMut() -> io::Result<T>, what: Held) -> io::Result<T> {
     #[cfg(windows)]
     {
-        const ERROR_ACCESS_DENIED: i32 = 5;
-        const ERROR_SHARING_VIOLATION: i32 = 32;
-        const ERROR_LOCK_VIOLATION: i32 = 33;
         let held = |error: &io::Error| {
             matches!(
                 (what, error.raw_os_error()),
