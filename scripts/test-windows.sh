@@ -35,7 +35,8 @@
 #        - the cancel, shutdown and teardown tests (spec-signal-cancel, spec-shutdown, teardown;
 #          their Linux-only parts skip themselves),
 #        - real child processes (written by this script): cancel() and shutdownActive() end real
-#          node.exe children (TerminateProcess through child.kill), the JSONL logs end with 'end'.
+#          node.exe children, the JSONL logs end with 'end', and cancel() also ends a helper the
+#          agent started detached (the whole tree by parent pid; signalChild() alone leaves it).
 #      TEST_WINDOWS_ALL=1 runs every test file instead (the Linux-only ones, and those that
 #      assert POSIX file modes or paths, skip themselves on Windows).
 #
@@ -194,11 +195,26 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createChatRunService } from '../index.js'
 
 const AGENT = "process.stdout.write('ready\\n'); setInterval(() => {}, 1000)"
+// An agent that starts a helper of its own (as agents start MCP servers and dev servers). The
+// helper is detached, so it is outside the agent's libuv job object, whose closing would end it
+// with the agent anyway: only the tree of parent pids leads to it, as for an agent that is not
+// built on libuv.
+const TREE_AGENT = [
+  "const { spawn } = require('node:child_process')",
+  "const helper = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore', detached: true })",
+  "process.stdout.write('helper ' + helper.pid + '\\n')",
+  "setTimeout(() => process.stdout.write('ready\\n'), 200)",
+  'setInterval(() => {}, 1000)',
+].join('; ')
 const children = new Set()
+const helpers = new Set()
 const dirs = []
 afterEach(() => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   children.clear()
+  // (Only the helpers these tests' agents started, by the pid each agent printed.)
+  for (const pid of helpers) if (alive(pid)) process.kill(pid, 'SIGKILL')
+  helpers.clear()
   for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
 })
 
@@ -220,19 +236,21 @@ function alive(pid) {
 }
 
 /** Starts a real node.exe agent the way the daemon's starter does; resolves once it printed 'ready'. */
-function startAgent(runs, run, { detached = false, group = false } = {}) {
+function startAgent(runs, run, { detached = false, group = false, script = AGENT } = {}) {
   return new Promise((ready, failed) => {
     runs.start(
       run,
       () =>
         new Promise((resolve, reject) => {
-          const child = spawn(process.execPath, ['-e', AGENT], { detached, stdio: ['ignore', 'pipe', 'inherit'] })
+          const child = spawn(process.execPath, ['-e', script], { detached, stdio: ['ignore', 'pipe', 'inherit'] })
           children.add(child)
+          child.out = ''
           Object.assign(run, { child, childPid: child.pid, status: 'running' })
           if (group) run.processGroupId = child.pid
           child.stdout.on('data', (chunk) => {
             runs.emit(run, 'stdout', { text: String(chunk) })
-            if (String(chunk).includes('ready')) ready(child)
+            child.out += String(chunk)
+            if (child.out.includes('ready')) ready(child)
           })
           child.once('error', (err) => {
             failed(err)
@@ -269,6 +287,34 @@ describe('win32: cancel and shutdownActive end real child processes', () => {
     await runs.wait(run)
     expect(run.status).toBe('canceled')
     expect(run.cancelRequested).toBe(true)
+  })
+
+  it("cancel() ends the agent's own helper too: the whole tree, without process groups", async () => {
+    const runs = service()
+    const run = runs.create({ projectId: 'p' })
+    const child = await startAgent(runs, run, { script: TREE_AGENT })
+    const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
+    expect(Number.isInteger(helper)).toBe(true)
+    helpers.add(helper)
+    expect(alive(helper)).toBe(true)
+    const body = await runs.cancel(run, 'user')
+    expect(body.status).toBe('canceled')
+    await exited(child)
+    // The barrier (LC-7): cancel() resolved only once the tree was gone.
+    expect(alive(helper)).toBe(false)
+    expect(alive(child.pid)).toBe(false)
+  })
+
+  it('signalChild() ends only the child: its helper outlives it (what the tree teardown is for)', async () => {
+    const runs = service()
+    const run = runs.create({ projectId: 'p' })
+    const child = await startAgent(runs, run, { script: TREE_AGENT })
+    const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
+    helpers.add(helper)
+    expect(runs.signalChild(run, 'SIGTERM')).toBe(true)
+    await exited(child)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(alive(helper)).toBe(true)
   })
 
   it('a processGroupId (detached child) falls back to child.kill(): the child still ends', async () => {
