@@ -289,8 +289,9 @@ pub(super) fn open_log(target: &LogTarget) -> Result<File, (LogOperation, io::Er
     // lines fail (counted), and a new file holding only the journal's last lines would be a
     // stray, in a directory the host may be removing.
     // On Windows another program may hold the journal for a moment without sharing it (a
-    // virus scanner, a backup tool): the open waits that out on this thread before the lines
-    // count as failed (`files::while_held`).
+    // virus scanner, a backup tool): the open waits that out (`files::while_held`, at most
+    // 63 ms) before the lines count as failed; on the writer thread, or on the calling thread
+    // for the early open at `finish` (`LogTarget::open_early`).
     let create = !target.created();
     let open = || {
         files::while_held(
