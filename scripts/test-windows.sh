@@ -36,7 +36,8 @@
 #          their Linux-only parts skip themselves),
 #        - real child processes (written by this script): cancel() and shutdownActive() end real
 #          node.exe children, the JSONL logs end with 'end', and cancel() also ends a helper the
-#          agent started detached (the whole tree by parent pid; signalChild() alone leaves it).
+#          agent started detached (the whole tree by parent pid; signalChild() alone leaves it),
+#          also after the agent exited while the helper holds its stdout (LC-7).
 #      TEST_WINDOWS_ALL=1 runs every test file instead (the Linux-only ones, and those that
 #      assert POSIX file modes or paths, skip themselves on Windows).
 #
@@ -206,6 +207,15 @@ const TREE_AGENT = [
   "setTimeout(() => process.stdout.write('ready\\n'), 200)",
   'setInterval(() => {}, 1000)',
 ].join('; ')
+// A tree whose leader exited first (LC-7), on Windows: the agent starts a helper that inherits its stdout, then exits; the helper
+// keeps the pipe open, so the agent's 'close' never comes and the run stays running.
+const ORPHANING_AGENT = [
+  "const { spawn } = require('node:child_process')",
+  "const helper = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: ['ignore', 'inherit', 'inherit'], detached: true })",
+  "process.stdout.write('helper ' + helper.pid + '\\n')",
+  "setTimeout(() => process.stdout.write('ready\\n'), 200)",
+  'setTimeout(() => process.exit(0), 2500)',
+].join('; ')
 const children = new Set()
 const helpers = new Set()
 const dirs = []
@@ -303,6 +313,21 @@ describe('win32: cancel and shutdownActive end real child processes', () => {
     // The barrier (LC-7): cancel() resolved only once the tree was gone.
     expect(alive(helper)).toBe(false)
     expect(alive(child.pid)).toBe(false)
+  })
+
+  it('an agent that exited while its helper holds its stdout: cancel() still ends the helper', async () => {
+    const runs = service()
+    const run = runs.create({ projectId: 'p' })
+    const child = await startAgent(runs, run, { script: ORPHANING_AGENT })
+    const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
+    helpers.add(helper)
+    await exited(child)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(run.status).toBe('running')
+    expect(alive(helper)).toBe(true)
+    const body = await runs.cancel(run, 'user')
+    expect(body.status).toBe('canceled')
+    expect(alive(helper)).toBe(false)
   })
 
   it('signalChild() ends only the child: its helper outlives it (what the tree teardown is for)', async () => {
