@@ -35,9 +35,9 @@
 #        - the cancel, shutdown and teardown tests (spec-signal-cancel, spec-shutdown, teardown;
 #          their Linux-only parts skip themselves),
 #        - real child processes (written by this script): cancel() and shutdownActive() end real
-#          node.exe children, the JSONL logs end with 'end', and cancel() also ends a helper the
-#          agent started detached (the whole tree by parent pid; signalChild() alone leaves it),
-#          also after the agent exited while the helper holds its stdout (LC-7).
+#          node.exe children, the JSONL logs end with 'end', and both also end a helper the agent
+#          started detached (the whole tree by parent pid; signalChild() alone leaves it), also
+#          after the agent exited while the helper holds its stdout (LC-7).
 #      TEST_WINDOWS_ALL=1 runs every test file instead (the Linux-only ones, and those that
 #      assert POSIX file modes or paths, skip themselves on Windows).
 #
@@ -328,6 +328,23 @@ describe('win32: cancel and shutdownActive end real child processes', () => {
     const body = await runs.cancel(run, 'user')
     expect(body.status).toBe('canceled')
     expect(alive(helper)).toBe(false)
+  })
+
+  it("shutdownActive() ends every run's tree, a leader that exited first included", async () => {
+    const runs = service()
+    const started = []
+    for (const script of [TREE_AGENT, ORPHANING_AGENT]) {
+      const run = runs.create({ projectId: 'p' })
+      const child = await startAgent(runs, run, { script })
+      const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
+      helpers.add(helper)
+      started.push({ run, child, helper })
+    }
+    await exited(started[1].child)
+    expect(started.map(({ helper }) => alive(helper))).toEqual([true, true])
+    await runs.shutdownActive({ graceMs: 200 })
+    expect(started.map(({ run }) => run.status)).toEqual(['canceled', 'canceled'])
+    expect(started.map(({ helper }) => alive(helper))).toEqual([false, false])
   })
 
   it('signalChild() ends only the child: its helper outlives it (what the tree teardown is for)', async () => {
