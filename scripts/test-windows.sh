@@ -279,6 +279,15 @@ function startAgent(runs, run, { detached = false, group = false, script = AGENT
   })
 }
 
+/** startAgent() with an agent that starts a helper: the child and the helper's pid (cleaned up after the test). */
+async function startTreeAgent(runs, run, script) {
+  const child = await startAgent(runs, run, { script })
+  const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
+  expect(Number.isInteger(helper)).toBe(true)
+  helpers.add(helper)
+  return { child, helper }
+}
+
 const exited = (child) =>
   child.exitCode !== null || child.signalCode !== null
     ? Promise.resolve()
@@ -302,10 +311,7 @@ describe('win32: cancel and shutdownActive end real child processes', () => {
   it("cancel() ends the agent's own helper too: the whole tree, without process groups", async () => {
     const runs = service()
     const run = runs.create({ projectId: 'p' })
-    const child = await startAgent(runs, run, { script: TREE_AGENT })
-    const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
-    expect(Number.isInteger(helper)).toBe(true)
-    helpers.add(helper)
+    const { child, helper } = await startTreeAgent(runs, run, TREE_AGENT)
     expect(alive(helper)).toBe(true)
     const body = await runs.cancel(run, 'user')
     expect(body.status).toBe('canceled')
@@ -318,9 +324,7 @@ describe('win32: cancel and shutdownActive end real child processes', () => {
   it('an agent that exited while its helper holds its stdout: cancel() still ends the helper', async () => {
     const runs = service()
     const run = runs.create({ projectId: 'p' })
-    const child = await startAgent(runs, run, { script: ORPHANING_AGENT })
-    const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
-    helpers.add(helper)
+    const { child, helper } = await startTreeAgent(runs, run, ORPHANING_AGENT)
     await exited(child)
     await new Promise((resolve) => setTimeout(resolve, 300))
     expect(run.status).toBe('running')
@@ -335,10 +339,7 @@ describe('win32: cancel and shutdownActive end real child processes', () => {
     const started = []
     for (const script of [TREE_AGENT, ORPHANING_AGENT]) {
       const run = runs.create({ projectId: 'p' })
-      const child = await startAgent(runs, run, { script })
-      const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
-      helpers.add(helper)
-      started.push({ run, child, helper })
+      started.push({ run, ...(await startTreeAgent(runs, run, script)) })
     }
     await exited(started[1].child)
     expect(started.map(({ helper }) => alive(helper))).toEqual([true, true])
@@ -350,9 +351,7 @@ describe('win32: cancel and shutdownActive end real child processes', () => {
   it('signalChild() ends only the child: its helper outlives it (what the tree teardown is for)', async () => {
     const runs = service()
     const run = runs.create({ projectId: 'p' })
-    const child = await startAgent(runs, run, { script: TREE_AGENT })
-    const helper = Number(/helper (\d+)/.exec(child.out)?.[1])
-    helpers.add(helper)
+    const { child, helper } = await startTreeAgent(runs, run, TREE_AGENT)
     expect(runs.signalChild(run, 'SIGTERM')).toBe(true)
     await exited(child)
     await new Promise((resolve) => setTimeout(resolve, 500))

@@ -18,8 +18,10 @@ use serde_json::Value;
 use super::index::ordered_bits;
 use super::journal;
 use super::legacy::{read_log_state, RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
-use super::state::{run_dir, sweep_stale_temps, StateFile, MAX_STATE_FILE_BYTES, STATE_FILE};
-use super::{is_run_id, Unreadable, DAEMON_RESTART, INTERRUPTED_CODE, INTERRUPTED_MESSAGE};
+use super::state::{run_dir, sweep_stale_temps, StateFile, STATE_FILE};
+use super::{
+    is_run_id, read_run_file, Unreadable, DAEMON_RESTART, INTERRUPTED_CODE, INTERRUPTED_MESSAGE,
+};
 use crate::error::CoreResult;
 use crate::files;
 use crate::history::{self, EventName, History};
@@ -67,20 +69,8 @@ struct Loaded {
     cancel_requested: bool,
 }
 
-/// The file at `path`: its text, `Ok(None)` when it does not exist, `Err(None)` when it cannot
-/// be a state file (unreadable, too large, not UTF-8, not a regular file), `Err(Some(_))` when
-/// it could not be read for now.
-fn read(path: &Path) -> Result<Option<String>, Option<Unreadable>> {
-    match files::read_to_string(path, MAX_STATE_FILE_BYTES) {
-        Ok(text) => Ok(Some(text)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) if files::is_transient(&error) => Err(Some(Unreadable::new(path, &error))),
-        Err(_) => Err(None),
-    }
-}
-
 fn load(dir: &Path, log_path: &Path, id: &str) -> Load {
-    match read(&dir.join(STATE_FILE)) {
+    match read_run_file(&dir.join(STATE_FILE)) {
         Ok(Some(text)) => {
             return match StateFile::parse(&text, id) {
                 Some(file) => Load::Found(Box::new(Loaded {
@@ -95,7 +85,7 @@ fn load(dir: &Path, log_path: &Path, id: &str) -> Load {
         Err(Some(unreadable)) => return Load::Unreadable(unreadable),
         Err(None) => return Load::Invalid,
     }
-    match read(&dir.join(SNAPSHOT_FILE)) {
+    match read_run_file(&dir.join(SNAPSHOT_FILE)) {
         Ok(Some(text)) => match RunSnapshot::parse(&text) {
             Some(snapshot) if snapshot.version == SNAPSHOT_VERSION && snapshot.id == id => {
                 // That version's verdict may be in its log only: a log that cannot be opened
@@ -446,7 +436,7 @@ impl Service {
 mod tests {
     use super::*;
     use crate::service::ListFilter;
-    use crate::test_support::{emit, flush, log_dir, meta, service, NO_SUCH_PID};
+    use crate::test_support::{emit, flush, log_dir, meta, service, succeed, NO_SUCH_PID};
     use std::fs;
 
     fn layout_of(dir: &Path) -> crate::config::LogLayout {
@@ -629,15 +619,7 @@ mod tests {
             let mut old = service(max_events, Some(layout));
             let run = old.create(meta("p", "c"), 1.0);
             emit(&mut old, run.slot, "1");
-            old.finish(
-                run.slot,
-                Some("succeeded".into()),
-                Some(0.0),
-                None,
-                "{}",
-                2.0,
-            )
-            .unwrap();
+            succeed(&mut old, run.slot, 2.0);
             flush(&old);
             let journal = dir.join(&run.id).join("events.jsonl");
             let ended = fs::read_to_string(&journal).unwrap();
@@ -710,15 +692,7 @@ mod tests {
         let (dir, layout) = log_dir("hydrate-unshared");
         let mut old = service(Some(10), Some(layout.clone()));
         let run = old.create(meta("p", "c"), 1.0);
-        old.finish(
-            run.slot,
-            Some("succeeded".into()),
-            Some(0.0),
-            None,
-            "{}",
-            2.0,
-        )
-        .unwrap();
+        succeed(&mut old, run.slot, 2.0);
         flush(&old);
         drop(old);
         let state = dir.join(&run.id).join(STATE_FILE);

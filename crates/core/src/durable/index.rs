@@ -22,8 +22,8 @@ use std::thread::JoinHandle;
 
 use super::hydrate::HydrationStats;
 use super::legacy::{RunSnapshot, SNAPSHOT_FILE, SNAPSHOT_VERSION};
-use super::state::{sweep_stale_temps, StateFile, MAX_STATE_FILE_BYTES, STATE_FILE};
-use super::{is_run_id, Unreadable};
+use super::state::{sweep_stale_temps, StateFile, STATE_FILE};
+use super::{is_run_id, read_run_file, Unreadable};
 use crate::files;
 use crate::lookup::{Lookup, LookupKeys};
 use crate::service::Service;
@@ -176,7 +176,7 @@ impl DiskIndex {
         let stopped = Arc::clone(&stop);
         let spawned = std::thread::Builder::new()
             .name("chat-run-index".into())
-            .spawn(move || scan_dir(&owned, &stopped, &|_: &str| false));
+            .spawn(move || scan_dir(&owned, &stopped, &nothing_known));
         match spawned {
             Ok(thread) => {
                 self.scan = Some(PendingScan {
@@ -185,7 +185,7 @@ impl DiskIndex {
                     stop,
                 })
             }
-            Err(_) => self.apply(scan_dir(dir, &stop, &|_: &str| false)),
+            Err(_) => self.apply(scan_dir(dir, &stop, &nothing_known)),
         }
     }
 
@@ -197,7 +197,7 @@ impl DiskIndex {
         };
         let found = scan.thread.join().unwrap_or_else(|_| {
             let dir = self.dir.as_deref();
-            dir.map(|dir| scan_dir(dir, &AtomicBool::new(false), &|_: &str| false))
+            dir.map(|dir| scan_dir(dir, &AtomicBool::new(false), &nothing_known))
                 .unwrap_or_default()
         });
         self.apply(found);
@@ -480,13 +480,11 @@ struct Entry {
 /// `Ok(None)` when neither is a valid file of this run, `Err` when one could not be read for
 /// now.
 fn read_entry(run_dir: &Path, id: &str) -> Result<Option<Entry>, Unreadable> {
-    let read = |name: &str| {
-        let path = run_dir.join(name);
-        match files::read_to_string(&path, MAX_STATE_FILE_BYTES) {
-            Ok(text) => Ok(Some(text)),
-            Err(error) if files::is_transient(&error) => Err(Unreadable::new(&path, &error)),
-            Err(_) => Ok(None),
-        }
+    // (Here a file that cannot be a state file is as good as none: the next one is tried.)
+    let read = |name: &str| match read_run_file(&run_dir.join(name)) {
+        Ok(text) => Ok(text),
+        Err(None) => Ok(None),
+        Err(Some(unreadable)) => Err(unreadable),
     };
     if let Some(text) = read(STATE_FILE)? {
         return Ok(StateFile::parse(&text, id).map(|file| Entry {
@@ -545,6 +543,11 @@ fn is_dir(entry: &fs::DirEntry) -> bool {
         Ok(kind) => kind.is_dir(),
         Err(_) => false,
     }
+}
+
+/// The `known` of a first scan: the index knows no name yet.
+fn nothing_known(_: &str) -> bool {
+    false
 }
 
 /// The scan itself: each entry of `dir`, in directory order, until `stop` is set, but those
@@ -607,6 +610,7 @@ fn scan_dir(dir: &Path, stop: &AtomicBool, known: &dyn Fn(&str) -> bool) -> Scan
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::state::MAX_STATE_FILE_BYTES;
     use crate::test_support::{keys, log_dir, meta, service, NO_SUCH_PID};
     use std::io;
 
@@ -692,12 +696,12 @@ mod tests {
         drop(old);
         // A stopped scan reads no further entry.
         assert_eq!(
-            scan_dir(&dir, &AtomicBool::new(false), &|_: &str| false)
+            scan_dir(&dir, &AtomicBool::new(false), &nothing_known)
                 .found
                 .len(),
             50
         );
-        assert!(scan_dir(&dir, &AtomicBool::new(true), &|_: &str| false)
+        assert!(scan_dir(&dir, &AtomicBool::new(true), &nothing_known)
             .found
             .is_empty());
         // Dropping the index (its service) stops the scan it started.
@@ -718,7 +722,7 @@ mod tests {
             .collect();
         drop(old);
         // What a scan gives when it read one run and then ran out of file descriptors.
-        let whole = scan_dir(&dir, &AtomicBool::new(false), &|_: &str| false);
+        let whole = scan_dir(&dir, &AtomicBool::new(false), &nothing_known);
         let one = whole
             .found
             .into_iter()

@@ -77,6 +77,21 @@ impl fmt::Display for Unreadable {
     }
 }
 
+/// LC-2: one of a run's small files (`state.json`, the previous version's `run.json`): its
+/// text, `Ok(None)` when it does not exist, `Err(None)` when it cannot be such a file
+/// (unreadable, too large, not UTF-8, not a regular file), `Err(Some(_))` when it could not be
+/// read for now ([`crate::files::is_transient`]: nothing may be judged from it).
+pub(crate) fn read_run_file(path: &std::path::Path) -> Result<Option<String>, Option<Unreadable>> {
+    match crate::files::read_to_string(path, state::MAX_STATE_FILE_BYTES) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) if crate::files::is_transient(&error) => {
+            Err(Some(Unreadable::new(path, &error)))
+        }
+        Err(_) => Err(None),
+    }
+}
+
 /// LC-2: `id` has the shape of a run id as `create` makes them (a hyphenated UUID,
 /// `8-4-4-4-12` hex digits). Only such an id ever becomes a path: `'../../etc'`, `/`, `\`, NUL
 /// or `..` never reach the filesystem.
