@@ -190,6 +190,32 @@ describe.skipIf(notLinux)('cancel / shutdownActive / signalChild on real process
     expect(pidAlive(other.pid)).toBe(true)
     expect(pidAlive(otherKid)).toBe(true)
   })
+
+  it('a run.child whose pid is not a child of this process is never signalled natively, nor its group: child.kill() decides (SIG-2, SIG-5)', async () => {
+    const runs = createRuns()
+    const run = runs.create({ projectId: 'p' })
+    // A process this test started, but the grandchild of this process (sh's child), in sh's group.
+    const leader = start('sleep 30 & echo $!; wait', { detached: true })
+    const [grandchild] = await grandchildren(leader, 1)
+    const fake = { pid: grandchild, exitCode: null, signalCode: null, kill: vi.fn(() => 'from kill()') }
+    run.child = fake
+    run.processGroupId = leader.pid // the grandchild's real group
+    run.status = 'running'
+
+    expect(runs.signalChild(run, 'SIGTERM')).toBe('from kill()')
+    expect(runs.signalChildProcess(fake, leader.pid, 'SIGTERM')).toBe('from kill()')
+    expect(fake.kill.mock.calls).toEqual([['SIGTERM'], ['SIGTERM']])
+    await sleep(50)
+    expect(pidAlive(grandchild)).toBe(true)
+    expect(pidAlive(leader.pid)).toBe(true)
+
+    // This process's own pid, probed (signal 0 is harmless): child.kill() too.
+    const self = { pid: process.pid, exitCode: null, signalCode: null, kill: vi.fn(() => false) }
+    run.child = self
+    run.processGroupId = null
+    expect(runs.signalChild(run, 0)).toBe(false)
+    expect(self.kill).toHaveBeenCalledWith(0)
+  })
 })
 
 // --- dangerous group ids, inside a pid namespace ------------------------------------------------------------

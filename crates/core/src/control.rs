@@ -224,6 +224,7 @@ impl Service {
         group: f64,
         signal: Option<SignalSpec>,
     ) -> CoreResult<Delivery> {
+        let table = self.processes.clone();
         let run = self.run_mut(slot)?;
         let Some(signal) = signal else {
             return Ok(Delivery::Fallback);
@@ -233,7 +234,15 @@ impl Service {
         };
         let fresh = run.child_handle.as_ref().map(|h| h.pid) != Some(pid);
         if fresh {
-            run.child_handle = Some(ChildHandle::open(pid));
+            // The handle first, the identity second: only this process's own child is
+            // signalled here (or its group verified); any other pid in `run.child` (a fake
+            // child object, a foreign process, this process itself) is `child.kill()`'s.
+            let handle = ChildHandle::open(pid);
+            if !crate::tree::is_own_child(&table, pid) {
+                run.child_handle = None;
+                return Ok(Delivery::Fallback);
+            }
+            run.child_handle = Some(handle);
         }
         let Some(handle) = run.child_handle.as_ref() else {
             return Ok(Delivery::Fallback);

@@ -151,10 +151,15 @@ pub fn check_group_id(pgid: f64) -> Result<i32, GroupRefusal> {
 }
 
 /// `signalChildProcess` (an explicit child and group, no run): `signal` to the group when
-/// IMP-5 verifies it is the child's own (the child is not reaped yet, so its pid is still
-/// its); false when nothing was sent, and the facade then uses `child.kill(signal)`.
+/// the child is this process's own (not reaped yet, so its pid is still its) and IMP-5
+/// verifies the group is that child's; false when nothing was sent, and the facade then uses
+/// `child.kill(signal)`.
 pub fn signal_child_group(child_pid: f64, group: f64, signal: SignalSpec) -> bool {
-    verify_group(group, as_pid(child_pid)).is_ok_and(|pgid| signal_group(pgid, signal))
+    let Some(pid) = as_pid(child_pid) else {
+        return false;
+    };
+    crate::tree::is_own_child(&crate::tree::System, pid)
+        && verify_group(group, Some(pid)).is_ok_and(|pgid| signal_group(pgid, signal))
 }
 
 /// Sends `signal` to an already verified group.
@@ -355,6 +360,46 @@ mod tests {
         if handle.has_pidfd() {
             assert_eq!(handle.signal(SignalSpec::Number(9)), Delivery::Gone);
         }
+    }
+
+    #[test]
+    fn only_a_child_of_this_process_or_its_group_is_signalled_for_a_host_pid() {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        // A group leader that started a grandchild of this process, in its group.
+        let mut leader = Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let leader_pid = leader.id() as i32;
+        let mut line = String::new();
+        BufReader::new(leader.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let grandchild: i32 = line.trim().parse().unwrap();
+        let table = crate::tree::System;
+        assert!(crate::tree::is_own_child(&table, leader_pid));
+        assert!(!crate::tree::is_own_child(&table, grandchild));
+        assert!(!crate::tree::is_own_child(
+            &table,
+            std::process::id() as i32
+        ));
+        assert!(!crate::tree::is_own_child(&table, 1));
+        // The grandchild is in the leader's group, but is not this process's child: nothing.
+        assert!(!signal_child_group(
+            f64::from(grandchild),
+            f64::from(leader_pid),
+            SignalSpec::Probe
+        ));
+        assert!(signal_child_group(
+            f64::from(leader_pid),
+            f64::from(leader_pid),
+            SignalSpec::Probe
+        ));
+        assert!(signal_group(leader_pid, SignalSpec::Number(9)));
+        let _ = leader.wait();
     }
 
     #[test]

@@ -158,6 +158,18 @@ pub trait ProcessTable {
     }
 }
 
+/// Whether `pid` is a process this process started and has not reaped (its parent is this
+/// process; a zombie counts): the only pid a host's request may have signalled natively, as the
+/// child itself or to verify its group (SIG-2, SIG-5). Any other pid (a fake child object's, a
+/// foreign process's, this process's own) is left to the host's `child.kill()`. Race-free while
+/// the child is not reaped, which is what the facade's `exited(child)` check before the call
+/// establishes for a real `ChildProcess`: until Node reaps it, the pid stays this child's.
+pub fn is_own_child(table: &impl ProcessTable, pid: i32) -> bool {
+    table
+        .probe(pid)
+        .is_some_and(|info| info.ppid == table.own_pid())
+}
+
 /// The real process table of this machine.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct System;
