@@ -47,8 +47,11 @@ export interface SseClient {
   send(event: string, data: unknown, id: number): unknown
   /** Ends the HTTP response; called by `finish`/`drop`, or after replaying a terminal run. */
   end(): unknown
-  /** Releases the writer's resources; called when the response emits `'close'` (live clients only). */
-  cleanup(): unknown
+  /**
+   * Releases the writer's resources; called when the response emits `'close'` (live clients
+   * only). Optional: a client without it is simply not called.
+   */
+  cleanup?(): unknown
 }
 
 /**
@@ -375,7 +378,10 @@ export type ChatRunEvent<T = unknown> = {
   id: number
   /** Event name, stored as given (`'end'` and `'error'` have special meaning). */
   event: string
-  /** The emitted payload. */
+  /**
+   * The emitted payload. A record emitted with `data` `undefined` has no `data` key at all (as
+   * after `JSON.stringify`), so reading it gives `undefined`.
+   */
   data: T
   /** `Date.now()` at emit time. */
   timestamp: number
@@ -815,7 +821,7 @@ export type ShutdownOptions = {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A chat-run registry (SPEC MOD-2): a plain object of 18 closures. Every method works detached
+ * A chat-run registry (SPEC MOD-2): a plain object of 29 closures. Every method works detached
  * (`const { emit } = runs`) and ignores extra arguments, so `list().map(runs.statusBody)` is safe.
  */
 export interface ChatRunService {

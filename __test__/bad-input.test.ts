@@ -1,6 +1,7 @@
 // Bad input: nothing a host can pass makes the service throw where the SPEC says it must not,
 // corrupt the JSONL log, or lose the order of ids. Each block runs with logging disabled and
 // with a temporary log directory where that matters (LOG-2 vs §16).
+import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
@@ -629,5 +630,215 @@ describe('createChatRunService with bad options (OPT-1, OPT-2)', () => {
     ],
   ])('%s is accepted', (_name, extra) => {
     expect(() => createChatRunService({ ...base, ...extra } as any)).not.toThrow()
+  })
+})
+
+// --- host objects that misbehave in ways a host should not, but might -----------------------------------
+
+describe('host objects that misbehave', () => {
+  /** Collects unhandled rejections while `body` runs and for two turns of the loop after it. */
+  async function unhandledDuring(body: () => Promise<unknown>): Promise<unknown[]> {
+    const seen: unknown[] = []
+    const onRejection = (reason: unknown) => seen.push(reason)
+    process.on('unhandledRejection', onRejection)
+    try {
+      await body()
+      await sleep(10)
+      await new Promise((resolve) => setImmediate(resolve))
+    } finally {
+      process.off('unhandledRejection', onRejection)
+    }
+    return seen
+  }
+
+  /** A child that dies on SIGTERM, whose kill() returns `ret`, with an optional stdin. */
+  function misbehavingChild(ret: () => unknown, stdin?: object) {
+    const child: any = new EventEmitter()
+    child.exitCode = null
+    child.signalCode = null
+    child.kill = (signal: string) => {
+      child.signalCode = signal
+      queueMicrotask(() => {
+        child.emit('exit', null, signal)
+        child.emit('close', null, signal)
+      })
+      return ret()
+    }
+    if (stdin) child.stdin = stdin
+    return child
+  }
+
+  it('a kill() or stdin.end() that returns a rejected promise is ignored: the cancel ends the run, nothing goes unhandled', async () => {
+    const runs = createRuns(null)
+    const rejected = () => Promise.reject(new Error('host rejected'))
+    for (const child of [
+      misbehavingChild(rejected),
+      misbehavingChild(() => true, { end: rejected, on() {}, once() {} }),
+    ]) {
+      const run = runs.create()
+      run.status = 'running'
+      run.child = child
+      run.stdinOpen = Boolean(child.stdin)
+      let body: any
+      const unhandled = await unhandledDuring(async () => {
+        body = await runs.cancel(run, 'user')
+      })
+      expect(unhandled).toEqual([])
+      expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+    }
+  })
+
+  it('shutdownActive() called again from the abort() or kill() it runs joins the teardown under way', async () => {
+    for (const via of ['abort', 'kill'] as const) {
+      const runs = createRuns(null)
+      const run = runs.create()
+      run.status = 'running'
+      let aborts = 0
+      let kills = 0
+      const inner: Promise<unknown>[] = []
+      const child = misbehavingChild(() => {
+        kills++
+        if (via === 'kill') inner.push(runs.shutdownActive())
+        return true
+      })
+      run.child = child
+      if (via === 'abort') {
+        run.acpSession = {
+          abort() {
+            aborts++
+            inner.push(runs.shutdownActive())
+          },
+        }
+      }
+      await runs.shutdownActive({ graceMs: 50 })
+      await Promise.all(inner)
+      expect(inner).toHaveLength(1)
+      expect([aborts, kills]).toEqual(via === 'abort' ? [1, 1] : [0, 1])
+      expect(run.status).toBe('canceled')
+      expect(run.events.filter((e: any) => e.event === 'end')).toHaveLength(1)
+    }
+  })
+
+  it('a frozen run is still canceled; prepareRestart refuses a frozen or sealed run before changing anything', async () => {
+    const runs = createRuns(null)
+    const run = runs.create()
+    run.status = 'running'
+    run.child = misbehavingChild(() => true, { end() {}, on() {}, once() {} })
+    run.stdinOpen = true
+    Object.freeze(run)
+    await expect(runs.cancel(run, 'user')).resolves.toMatchObject({ status: 'canceled' })
+
+    for (const lock of [Object.freeze, Object.seal, Object.preventExtensions]) {
+      const failed = runs.create()
+      failed.acpSession = { abort() {} }
+      runs.finish(failed, 'failed', 1, null)
+      failed.failureDetail = 'details'
+      lock(failed)
+      expect(() => runs.prepareRestart(failed)).toThrow(
+        /^prepareRestart\(run\): expected a run object the service can write .*got a frozen, sealed or non-extensible run$/,
+      )
+      expect(failed.status).toBe('failed')
+      expect(failed.acpSession).not.toBeNull()
+      expect(failed.failureDetail).toBe('details')
+    }
+  })
+
+  it('stream() throws a TypeError naming createSseResponse when it returns no client, and registers nothing', () => {
+    for (const returned of [undefined, null, 42, Promise.resolve({ send() {} }), {}]) {
+      const { runs } = makeRuns({ createSseResponse: () => returned } as any)
+      const run = runs.create()
+      runs.emit(run, 'agent', { n: 1 })
+      expect(() => runs.stream(run, fakeReq(), { on() {} })).toThrow(
+        /^stream\(run, req, res\): expected options\.createSseResponse\(res\) to return an SSE client with send\(\) and end\(\), got /,
+      )
+      expect(run.clients.size).toBe(0)
+    }
+  })
+
+  it.each(MODES)(
+    'an event name with no string form is stored without a name and not logged (INP-4, $mode)',
+    async ({ logged }) => {
+      const runs = createRuns(logged ? tmpDir : null)
+      const run = runs.create()
+      const revocable = Proxy.revocable({}, {})
+      revocable.revoke()
+      let deep: unknown[] = []
+      for (let i = 0; i < 10_000; i++) deep = [deep]
+      const names = [
+        {
+          toJSON() {
+            throw new Error('toJSON')
+          },
+          toString() {
+            throw new Error('toString')
+          },
+        },
+        revocable.proxy,
+        deep,
+      ]
+      for (const name of names) expect(() => runs.emit(run, name, { ok: true })).not.toThrow()
+      runs.emit(run, 'agent', { after: true })
+      expect(run.events.map((e: any) => [e.id, 'event' in e])).toEqual([
+        [1, false],
+        [2, false],
+        [3, false],
+        [4, true],
+      ])
+      runs.finish(run, 'succeeded', 0, null)
+      if (!logged) return
+      const lines = (await logLines(runs, run)).map((line) => JSON.parse(line))
+      expect(lines.map((r) => r.id)).toEqual([4, 5])
+    },
+  )
+
+  it('finish with a signal whose String() throws gives the verdict with signal null; beforeFinish runs once', () => {
+    let calls = 0
+    const { runs } = makeRuns({ beforeFinish: () => calls++ } as any)
+    const run = runs.create()
+    const signal = {
+      toString() {
+        throw new Error('bad signal')
+      },
+    }
+    expect(() => runs.finish(run, 'failed', 1, signal)).not.toThrow()
+    runs.finish(run, 'failed', 1, 'SIGTERM')
+    expect(calls).toBe(1)
+    expect(runs.statusBody(run)).toMatchObject({ status: 'failed', exitCode: 1 })
+    expect(run.events.filter((e: any) => e.event === 'end')).toHaveLength(1)
+  })
+
+  it('start() with a starter that is not a function throws a TypeError naming it and stamps nothing', () => {
+    const runs = createRuns(null)
+    const run = runs.create()
+    for (const starter of [42, undefined, null, 'fn', {}]) {
+      expect(() => runs.start(run, starter)).toThrow(/^start\(run, starter\): expected starter to be a function, got /)
+    }
+    expect(run.analyticsTelemetry ?? null).toBeNull()
+  })
+
+  it('a revoked Proxy passed as a run or an option is named in the TypeError of the method or option', () => {
+    const runs = createRuns(null)
+    const revocable = Proxy.revocable({}, {})
+    revocable.revoke()
+    expect(() => runs.emit(revocable.proxy, 'x', {})).toThrow(
+      /^emit\(run\): expected a run object returned by this service's create\(\), got a revoked Proxy$/,
+    )
+    expect(() => createChatRunService({ ...baseOptions(), onTerminal: revocable.proxy } as any)).toThrow(
+      /options\.onTerminal must be a function, got a revoked Proxy$/,
+    )
+  })
+
+  it('durableFields with a hole or a non-string is refused, naming the index', () => {
+    const holed: string[] = []
+    holed[1] = 'a' // a hole at index 0
+    for (const [fields, at] of [
+      [holed, 0],
+      [new Array(2), 0],
+      [['a', Symbol('s')], 1],
+    ] as const) {
+      expect(() => createChatRunService({ ...baseOptions(), durableFields: fields } as any)).toThrow(
+        new RegExp(`options\\.durableFields must be an array of run field names \\(strings\\), got .* at index ${at}$`),
+      )
+    }
   })
 })

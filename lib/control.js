@@ -59,10 +59,11 @@ function signalTree(ctx, run, s, signal) {
 }
 
 // The fallback for a child the core could not reach: child.kill(); true unless it threw
-// (SIG-3: a throwing kill() counts as not delivered).
+// (SIG-3: a throwing kill() counts as not delivered; a rejected promise it returns is ignored).
 function killChild(child, signal) {
   try {
-    child.kill(signal)
+    // (A host's kill() that returns a rejected promise is as isolated as one that throws.)
+    ignoreResult(child.kill(signal), ignore)
     return true
   } catch {
     return false
@@ -85,13 +86,17 @@ function closeStdin(run) {
     if (stdin && !stdin.destroyed && !stdin.writableEnded && typeof stdin.end === 'function') {
       // Errors of the end (EPIPE once the child is gone) are swallowed, now and later.
       if (typeof stdin.on === 'function') stdin.on('error', ignore)
-      stdin.end()
+      ignoreResult(stdin.end(), ignore)
       if (typeof stdin.once === 'function' && !stdin.writableFinished) closing = streamClosed(stdin)
     }
   } catch {
     // Best effort: the signals follow.
   }
-  run.stdinOpen = false
+  try {
+    run.stdinOpen = false
+  } catch {
+    // A frozen run keeps its flag; the teardown goes on.
+  }
   return closing
 }
 
@@ -403,6 +408,15 @@ async function shutdownActive(ctx, shutdownOptions) {
 
 const NO_CHILD = Object.freeze({ pid: NaN, running: false })
 
+// A promise settled later with another promise's outcome (settleWith).
+function deferred() {
+  let settleWith
+  const promise = new Promise((resolve) => {
+    settleWith = resolve
+  })
+  return { promise, settleWith }
+}
+
 // The child's pid (NaN without one) and whether it is running, as signalTree reads them; null
 // when a getter throws.
 function childValues(child) {
@@ -418,12 +432,18 @@ function childValues(child) {
 // SIGTERM step when no abort() comes first (runShutdownStart); the rest is drive()'s.
 function startShutdown(ctx, runs, graceMs) {
   return runs.map((run) => {
+    let s
+    let joined = null
     try {
-      const s = ChatRun.stateOf(run)
+      s = ChatRun.stateOf(run)
       // SHD-5 as LC-7 amends it: a run an earlier shutdownActive() is still tearing down is
       // joined, not started again (a second plan would restart the grace, or replace the first
       // plan mid-way and skip it).
       if (s.shutdownPromise !== null) return s.shutdownPromise
+      // Joined from here on: the host code this teardown runs synchronously (child.kill(),
+      // acpSession.abort(), a hook) may call shutdownActive() again, which must join it too.
+      joined = deferred()
+      s.shutdownPromise = joined.promise
       const now = Date.now()
       const child = run.child
       const hasChild = Boolean(child)
@@ -458,14 +478,19 @@ function startShutdown(ctx, runs, graceMs) {
       const teardown = drive(ctx, run, s, true, step).then((value) =>
         isTerminal(s.status) ? value : wait(ctx, run).then(() => value),
       )
-      s.shutdownPromise = teardown
       const done = () => {
-        if (s.shutdownPromise === teardown) s.shutdownPromise = null
+        if (s.shutdownPromise === joined.promise) s.shutdownPromise = null
       }
       teardown.then(done, done)
-      return teardown
+      joined.settleWith(teardown)
+      return joined.promise
     } catch (err) {
       // SHD-5: one run's failure rejects the result, the others are still processed.
+      if (joined !== null) {
+        if (s.shutdownPromise === joined.promise) s.shutdownPromise = null
+        joined.settleWith(Promise.reject(err))
+        return joined.promise
+      }
       return Promise.reject(err)
     }
   })

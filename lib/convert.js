@@ -18,9 +18,15 @@ function numberOrNull(value) {
   return typeof value === 'number' ? value : null
 }
 
-// `run.signal`: absent stays null, anything else its string form.
+// `run.signal`: absent stays null, anything else its string form (null when even that throws:
+// a finish never fails on the host's signal value).
 function signalOrNull(value) {
-  return value == null ? null : String(value)
+  if (value == null) return null
+  try {
+    return String(value)
+  } catch {
+    return null
+  }
 }
 
 module.exports = { nonEmptyString, textOrNull, numberOrNull, signalOrNull }

@@ -4,7 +4,14 @@
 
 function describe(value) {
   if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
+  let isArray
+  try {
+    isArray = Array.isArray(value)
+  } catch {
+    // Array.isArray throws only for a revoked Proxy.
+    return 'a revoked Proxy'
+  }
+  if (isArray) return 'an array'
   const type = typeof value
   if (type === 'string') return `the string ${JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value)}`
   if (type === 'number' || type === 'boolean' || type === 'bigint') return `${type} ${String(value)}`

@@ -131,6 +131,12 @@ const finiteOr0 = (value) => (Number.isFinite(value) ? value : 0)
  */
 function prepareRestart(ctx, run) {
   const s = own(ctx, run, 'prepareRestart')
+  // Checked before anything changes: the reset writes the run's fields, some of them new.
+  if (!Object.isExtensible(run)) {
+    throw new TypeError(
+      "prepareRestart(run): expected a run object the service can write (it resets the attempt's fields), got a frozen, sealed or non-extensible run",
+    )
+  }
   // (A teardown under way still owes the attempt its verdict: a host that wrote a terminal
   // status meanwhile gets null, as during a finish.)
   if (s.finishing || s.teardown !== null || s.terminalTrigger === 'drop' || !isTerminal(s.status)) return null

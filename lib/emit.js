@@ -62,8 +62,13 @@ function serialize(ctx, event, data) {
   try {
     eventJson = JSON.stringify(event)
   } catch {
-    eventJson = JSON.stringify(String(event))
     persist = false
+    try {
+      eventJson = JSON.stringify(String(event))
+    } catch {
+      // Not even a string form (a throwing toString, a revoked Proxy): stored without a name.
+      eventJson = undefined
+    }
   }
   return [null, eventJson, dataJson, persist]
 }

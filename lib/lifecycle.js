@@ -191,6 +191,9 @@ function fail(ctx, run, code, message, init = {}) {
 /** STA-1..STA-6: stamps telemetry, calls the starter; its rejection fails the run (IMP-10). */
 function start(ctx, run, starter) {
   const s = own(ctx, run, 'start')
+  if (typeof starter !== 'function') {
+    throw new TypeError(`start(run, starter): expected starter to be a function, got ${describe(starter)}`)
+  }
   const previous = run.analyticsTelemetry
   run.analyticsTelemetry = { ...(previous ?? EMPTY), startRequestedAt: Date.now() }
   const result = starter(run)

@@ -84,10 +84,18 @@ function optionHook(options, key) {
 function optionDurableFields(options) {
   const value = options.durableFields
   if (value === undefined) return []
-  if (!Array.isArray(value) || !value.every((name) => typeof name === 'string')) {
+  if (!Array.isArray(value)) {
     throw new TypeError(
       `createChatRunService: options.durableFields must be an array of run field names (strings), got ${describe(value)}`,
     )
+  }
+  // (An index loop, not every(): a hole is an element that is not a string too.)
+  for (let i = 0; i < value.length; i++) {
+    if (typeof value[i] !== 'string') {
+      throw new TypeError(
+        `createChatRunService: options.durableFields must be an array of run field names (strings), got ${describe(value[i])} at index ${i}`,
+      )
+    }
   }
   return Array.from(new Set(value))
 }

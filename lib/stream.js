@@ -129,6 +129,13 @@ function responseClosed(res) {
 function stream(ctx, run, req, res) {
   const s = own(ctx, run, 'stream')
   const sse = ctx.opts.createSseResponse(res)
+  // INP-5: what the factory returned is the client every record goes to; a value that cannot
+  // be one would receive nothing, silently.
+  if (sse === null || (typeof sse !== 'object' && typeof sse !== 'function') || typeof sse.send !== 'function') {
+    throw new TypeError(
+      `stream(run, req, res): expected options.createSseResponse(res) to return an SSE client with send() and end(), got ${describe(sse)}`,
+    )
+  }
   const cursor = readCursor(req)
   // IMP-7: send a snapshot, then whatever was emitted from inside those sends, exactly once.
   let seen = s.nextEventId - 1
