@@ -5,7 +5,7 @@
 //! the first well-formed line of each id in `(after, before)` yields them in order, once each.
 //! Unreadable or torn lines are skipped (the stream then continues as without a log).
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -107,10 +107,7 @@ fn read_range_from_start(path: &Path, after: f64, before: u64) -> Vec<String> {
     };
     let mut out = Vec::new();
     let mut last: Option<u64> = None;
-    for line in BufReader::new(file).split(b'\n') {
-        let Ok(bytes) = line else {
-            break;
-        };
+    for bytes in crate::files::record_lines(BufReader::new(file)) {
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };

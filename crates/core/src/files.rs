@@ -200,19 +200,30 @@ pub fn read_to_string(path: &Path, max: u64) -> io::Result<String> {
 /// Bytes read per step by [`lines_from_end`].
 const BACKWARD_CHUNK: u64 = 1 << 20;
 
+/// A byte no journal record's line holds: a control character other than the tab and the
+/// carriage return JSON allows between tokens (`JSON.stringify` escapes every control
+/// character inside strings, and the line feed ends the line). The zeros a crash can leave at
+/// a file's end are such bytes: a line that has one is skipped as it is read, never gathered.
+fn not_in_a_record(byte: u8) -> bool {
+    byte < 0x20 && byte != b'\t' && byte != b'\r'
+}
+
 /// Calls `take` with each line of the first `len` bytes of `file` (without its line feed), from
 /// the last one back to the first, until `take` returns false. The part after the last line
 /// feed counts as a line (it may be torn: the caller's parse tells). Each byte is read once and
 /// copied at most once more, when its line spans chunks: the cost is what is read, not the
-/// file's size.
+/// file's size. A line holding a byte no record can hold ([`not_in_a_record`]: a crash's zeros)
+/// is skipped without being gathered, so memory stays bounded by the longest record-like line.
 pub fn lines_from_end(
     file: &mut File,
     len: u64,
     mut take: impl FnMut(&[u8]) -> bool,
 ) -> io::Result<()> {
     // Bytes after `pos` that do not yet form a whole line (their start is before `pos`), as the
-    // pieces read so far, the last one first in the file.
+    // pieces read so far, the last one first in the file; or, once one of them held a byte no
+    // record holds, nothing (`garbage`) until that line's start is found.
     let mut carry: Vec<Vec<u8>> = Vec::new();
+    let mut garbage = false;
     let mut pos = len;
     while pos > 0 {
         let start = pos.saturating_sub(BACKWARD_CHUNK);
@@ -223,16 +234,85 @@ pub fn lines_from_end(
         // Whole lines are those after a line feed in `buf` (or from the file's start).
         let mut end = buf.len();
         while let Some(newline) = buf[..end].iter().rposition(|&b| b == b'\n') {
-            if !take(&joined(&buf[newline + 1..end], &mut carry)) {
+            let head = &buf[newline + 1..end];
+            if garbage || head.iter().any(|&b| not_in_a_record(b)) {
+                garbage = false;
+                carry.clear();
+            } else if !take(&joined(head, &mut carry)) {
                 return Ok(());
             }
             end = newline;
         }
         buf.truncate(end);
-        carry.push(buf);
+        if garbage || buf.iter().any(|&b| not_in_a_record(b)) {
+            garbage = true;
+            carry.clear();
+        } else {
+            carry.push(buf);
+        }
     }
-    take(&joined(&[], &mut carry));
+    if !garbage {
+        take(&joined(&[], &mut carry));
+    }
     Ok(())
+}
+
+/// The lines of `reader` (without their line feed), read forward, as `BufRead::split(b'\n')`
+/// gives them, except that a line holding a byte no record holds ([`not_in_a_record`]: a
+/// crash's zeros) comes back empty, its bytes skipped rather than gathered. The last line
+/// counts even without a line feed. A read error ends the lines (the line it cut is dropped).
+pub fn record_lines<R: io::BufRead>(reader: R) -> RecordLines<R> {
+    RecordLines {
+        reader,
+        done: false,
+    }
+}
+
+/// The iterator of [`record_lines`].
+pub struct RecordLines<R> {
+    reader: R,
+    done: bool,
+}
+
+impl<R: io::BufRead> Iterator for RecordLines<R> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut line = Vec::new();
+        let mut garbage = false;
+        let mut read_any = false;
+        loop {
+            let Ok(available) = self.reader.fill_buf() else {
+                // (As `split` gives the error: the line it cut is not given.)
+                self.done = true;
+                return None;
+            };
+            if available.is_empty() {
+                self.done = true;
+                return read_any.then_some(line);
+            }
+            read_any = true;
+            let (piece, found) = match available.iter().position(|&b| b == b'\n') {
+                Some(newline) => (&available[..newline], Some(newline)),
+                None => (available, None),
+            };
+            if !garbage && piece.iter().any(|&b| not_in_a_record(b)) {
+                garbage = true;
+                line = Vec::new();
+            }
+            if !garbage {
+                line.extend_from_slice(piece);
+            }
+            let used = found.map_or(piece.len(), |newline| newline + 1);
+            self.reader.consume(used);
+            if found.is_some() {
+                return Some(line);
+            }
+        }
+    }
 }
 
 /// `head` followed by the carried pieces (in file order), which are taken.
@@ -256,6 +336,69 @@ mod tests {
         let (dir, _) = log_dir(name);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// Lines that span the backward reader's chunks, with and without bytes no record holds:
+    /// both readers give every record-like line (in their order) and skip the others whole.
+    #[test]
+    fn both_line_readers_skip_lines_with_bytes_no_record_holds_without_gathering_them() {
+        let chunk = BACKWARD_CHUNK as usize;
+        let long = |c: u8| vec![c; chunk + chunk / 2];
+        let mut nul_late = long(b'a');
+        nul_late[chunk + 10] = 0; // in the line's last chunk read backward: before any carry
+        let mut nul_early = long(b'b');
+        nul_early[3] = 0; // in the line's first bytes: found after its other pieces were carried
+        let lines: Vec<Vec<u8>> = vec![
+            b"{\"id\":1}".to_vec(),
+            nul_late,
+            b"{\"id\":2}\r".to_vec(),
+            long(b'c'),
+            nul_early,
+            b"{\"id\":3}\t".to_vec(),
+        ];
+        let mut text = lines.join(&b'\n');
+        text.push(b'\n');
+        // A crash's zeros at the end, over more than one chunk, without a line feed.
+        text.extend(std::iter::repeat_n(0u8, 2 * chunk + 7));
+        let dir = temp_dir("files-lines");
+        let path = dir.join("events.jsonl");
+        std::fs::write(&path, &text).unwrap();
+
+        let record_like = |line: &Vec<u8>| !line.iter().any(|&b| not_in_a_record(b));
+        let mut backward = Vec::new();
+        let mut file = File::open(&path).unwrap();
+        lines_from_end(&mut file, text.len() as u64, |line| {
+            backward.push(line.to_vec());
+            true
+        })
+        .unwrap();
+        let mut expected: Vec<Vec<u8>> = lines.iter().filter(|l| record_like(l)).cloned().collect();
+        expected.reverse();
+        assert_eq!(backward.len(), 4);
+        assert!(
+            backward == expected,
+            "backward: the record-like lines, last first"
+        );
+
+        let forward: Vec<Vec<u8>> =
+            record_lines(io::BufReader::new(File::open(&path).unwrap())).collect();
+        let mut expected: Vec<Vec<u8>> = lines
+            .iter()
+            .map(|l| {
+                if record_like(l) {
+                    l.clone()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        expected.push(Vec::new()); // the zeros: a last line without a line feed, skipped
+        assert_eq!(forward.len(), expected.len());
+        assert!(
+            forward == expected,
+            "forward: skipped lines come back empty"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

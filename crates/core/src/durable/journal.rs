@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufReader, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
@@ -120,10 +120,7 @@ fn read_tail_from_start(path: &Path, cap: Option<usize>) -> io::Result<Tail> {
         Err(error) if files::is_transient(&error) => return Err(error),
         Err(_) => return Ok(tail),
     };
-    for line in BufReader::new(file).split(b'\n') {
-        let Ok(bytes) = line else {
-            break;
-        };
+    for bytes in crate::files::record_lines(BufReader::new(file)) {
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
@@ -212,6 +209,28 @@ mod tests {
         let path = dir.join(name);
         fs::write(&path, text).unwrap();
         path
+    }
+
+    /// A crash can leave zeros at a journal's end (the file's size written, its data not): the
+    /// records before them are the tail, read from the end and from the start alike.
+    #[test]
+    fn lc_2_zeros_after_the_last_record_are_skipped_by_both_readers() {
+        let mut text = String::from(concat!(
+            "{\"id\":1,\"event\":\"a\",\"data\":1,\"timestamp\":1}\n",
+            "{\"id\":2,\"event\":\"a\",\"data\":2,\"timestamp\":2}\n",
+        ));
+        let records = text.len();
+        text.push_str(&"\0".repeat((READ_FROM_END_ABOVE + 3 * CHUNK) as usize));
+        let path = file("zeros.jsonl", &text);
+        for cap in [Some(10), None] {
+            let tail = read_tail(&path, cap).unwrap();
+            assert_eq!(tail.last_id, 2, "cap {cap:?}");
+            assert_eq!(tail.lines.len(), 2, "cap {cap:?}");
+            assert_eq!(
+                tail.lines.iter().map(|l| l.len() + 1).sum::<usize>(),
+                records
+            );
+        }
     }
 
     #[test]
