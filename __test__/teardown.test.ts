@@ -539,6 +539,27 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
       expect(run.events.map((e: any) => e.event)).toEqual(['end'])
     })
 
+    it(`LC-7 (${how}): a detached leader attached after it exited, before Node reaped it, still has its group reaped`, async () => {
+      const { runs } = makeRuns({ runsLogDir: null })
+      const leader = startLeader('timed-exit', ['hold', 'hold-noterm'], { detached: true })
+      const kids = await printedPids(leader, 2)
+      // The event loop is held until the leader is a zombie, so Node cannot reap it meanwhile:
+      // the host assigns a child that has exited while its exitCode still says it runs.
+      const deadline = Date.now() + 5000
+      while (statFields(leader.pid)?.[0] !== 'Z' && Date.now() < deadline) {
+        // (busy: no turn of the event loop)
+      }
+      expect(statFields(leader.pid)?.[0]).toBe('Z')
+      expect(leader.exitCode).toBeNull()
+      const run = attach(runs, leader, { group: true })
+
+      if (how === 'cancel') await runs.cancel(run, 'user_stop')
+      else await runs.shutdownActive({ graceMs: 300 })
+
+      expect(kids.filter(alive)).toEqual([])
+      expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+    })
+
     it(`LC-7 (${how}): an agent spawned without a group loses every descendant, the one ignoring SIGTERM too`, async () => {
       const { runs } = makeRuns({ runsLogDir: null })
       const leader = startLeader('wait', ['hold', 'hold-noterm', 'nested'], { detached: false })

@@ -319,7 +319,10 @@ impl Service {
         if run.tree.group().is_some() && signals::as_pid(group) == run.tree.group() {
             return Ok(());
         }
-        if let Some(child) = run.tree.child().filter(|_| run.tree.child_alive(&table)) {
+        // The child is verified while it is not reaped (the host says it runs: Node has not
+        // seen its exit), a zombie included: until Node reaps it, its pid is still its and it is
+        // still in its group, whose members a leader that exited first left behind (LC-7).
+        if let Some(child) = run.tree.child().filter(|_| alive) {
             if let Ok(pgid) = signals::verify_group(group, Some(child.pid)) {
                 run.verified_group = Some(pgid);
                 run.tree.set_group(&table, pgid);

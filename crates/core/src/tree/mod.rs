@@ -274,6 +274,10 @@ struct Group {
     leader: Option<ProcId>,
 }
 
+/// How many groups made by a run's tree are remembered ([`Tree::holds_group`]); a tree that
+/// makes more (each process its own group) keeps the newest.
+const MAX_LED_GROUPS: usize = 64;
+
 /// One run's captured process tree.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
@@ -288,6 +292,10 @@ pub struct Tree {
     group: Option<Group>,
     /// Every captured process not yet seen gone, the child included.
     captured: Vec<ProcId>,
+    /// The groups a process of this tree was seen leading while captured (its pid is the
+    /// group's id: the tree made that group), the verified one included; SIG-6 signals no
+    /// other group. At most [`MAX_LED_GROUPS`], the newest kept.
+    led_groups: Vec<i32>,
     /// The last signal the teardown sent; processes found later get it too.
     last: Option<Kill>,
 }
@@ -345,18 +353,24 @@ impl Tree {
             let earlier = self.leave_child(table);
             *self = Tree {
                 captured: earlier,
+                led_groups: std::mem::take(&mut self.led_groups),
                 last: self.last,
                 ..Tree::default()
             };
             self.child_pid = Some(pid);
             if alive {
                 let own = table.own_pid();
-                // The handle first, the identity second: if the pid is still our live child
-                // after the handle was opened, the handle is that child.
+                // The handle first, the identity second: if the pid is still our child after
+                // the handle was opened, the handle is that child. A child that has exited but
+                // is not reaped yet (a zombie: Node has not seen its exit, so the host still
+                // says it runs) is still that child, and still in its group: captured, so its
+                // group can be verified and what it left in the group reaped (LC-7). Its
+                // handle reports it gone.
                 let handle = table.open_handle(pid);
-                if let Some(info) = table.probe(pid).filter(|i| i.alive && i.ppid == own) {
+                if let Some(info) = table.probe(pid).filter(|i| i.ppid == own) {
                     self.child = Some(info.id);
                     self.child_handle = handle;
+                    self.note_led_group(&info);
                     if !self.captured.contains(&info.id) {
                         self.captured.push(info.id);
                     }
@@ -396,10 +410,28 @@ impl Tree {
 
     /// Records the group IMP-5 verified for the live child, with its leader at this moment.
     pub fn set_group(&mut self, table: &impl ProcessTable, pgid: i32) {
+        self.note_group(pgid);
         if self.group.map(|g| g.pgid) != Some(pgid) {
             let leader = table.probe(pgid).filter(|i| i.alive).map(|i| i.id);
             self.group = Some(Group { pgid, leader });
         }
+    }
+
+    /// Remembers `info`'s group when `info` leads it (see `led_groups`).
+    fn note_led_group(&mut self, info: &ProcInfo) {
+        if info.pgrp == info.id.pid {
+            self.note_group(info.pgrp);
+        }
+    }
+
+    fn note_group(&mut self, pgid: i32) {
+        if pgid < 2 || self.led_groups.contains(&pgid) {
+            return;
+        }
+        if self.led_groups.len() == MAX_LED_GROUPS {
+            self.led_groups.remove(0);
+        }
+        self.led_groups.push(pgid);
     }
 
     /// The verified group recorded for the current child, if any.
@@ -536,6 +568,13 @@ impl Tree {
                 }
             }
         }
+        // The groups captured processes lead, as the view shows them now (a process that made
+        // its own group since its capture, `setsid` or `setpgid(0, 0)`, included).
+        for p in snapshot {
+            if p.alive && p.pgrp == p.id.pid && self.captured.contains(&p.id) {
+                self.note_group(p.pgrp);
+            }
+        }
         added
     }
 
@@ -556,15 +595,19 @@ impl Tree {
     }
 
     /// Whether group `pgid` is one of this tree's, as `snapshot` shows the process table: the
-    /// verified group while it is still the run's ([`Tree::our_group`]), or a group one of
-    /// the captured processes is alive in (a group id is not reused while it has a member),
-    /// such as an earlier child's group after a retry replaced the child.
+    /// verified group while it is still the run's ([`Tree::our_group`]), or a group the tree
+    /// made (one of its processes was seen leading it) that one of the captured processes is
+    /// still alive in (a group id is not reused while it has a member), such as an earlier
+    /// child's group after a retry replaced the child. A group some other process made is not
+    /// the tree's even when a process of the tree joined it (`setpgid` into a group of the
+    /// same session): its other members are not the run's.
     pub fn holds_group(&self, snapshot: &[ProcInfo], pgid: i32) -> bool {
         let verified = self.group.is_some_and(|g| g.pgid == pgid);
         (verified && self.our_group(snapshot) == Some(pgid))
-            || snapshot
-                .iter()
-                .any(|p| p.alive && p.pgrp == pgid && self.captured.contains(&p.id))
+            || (self.led_groups.contains(&pgid)
+                && snapshot
+                    .iter()
+                    .any(|p| p.alive && p.pgrp == pgid && self.captured.contains(&p.id)))
     }
 
     /// One signal step: capture again, then signal the group (when verified, still ours and

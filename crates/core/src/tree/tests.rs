@@ -713,3 +713,49 @@ fn lc_7_a_sigterm_step_stops_nothing() {
     assert!(table.stopped.borrow().is_empty());
     assert_eq!(table.got(10), vec![Kill::Term]);
 }
+
+#[test]
+fn lc_7_a_child_attached_as_a_zombie_is_captured_and_its_group_reaped() {
+    let table = FakeTable::default();
+    // A detached leader started a grandchild in its group and exited before the host attached
+    // it; Node has not reaped it yet, so the host still says it runs.
+    table.add(10, 5, OWN, 10, Some(Kill::Term));
+    table.add(11, 6, 10, 10, Some(Kill::Kill));
+    table.exit(10);
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, Some(10));
+    assert_eq!(
+        tree.child().map(|c| c.pid),
+        Some(10),
+        "the zombie child is captured"
+    );
+    assert!(!tree.child_alive(&table));
+    let reached = tree.signal(&table, Kill::Term);
+    assert!(reached.group && reached.child_gone);
+    assert_eq!(table.got(11), vec![Kill::Term]);
+    assert_eq!(tree.alive(&table), 1);
+    tree.signal(&table, Kill::Kill);
+    assert_eq!(table.got(11), vec![Kill::Term, Kill::Kill]);
+    assert_eq!(tree.alive(&table), 0);
+    // A child that is not ours, zombie or not, is never captured.
+    let mut other = Tree::default();
+    table.add(20, 8, 1, 20, None);
+    table.exit(20);
+    other.attach(&table, Some(20), true, None);
+    assert_eq!(other.child(), None);
+}
+
+#[test]
+fn signal_process_group_a_group_the_tree_did_not_make_is_not_held_though_a_run_process_joined_it() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, OWN, Some(Kill::Term)); // the run's child, in the daemon's group
+    table.add(30, 6, OWN, 30, Some(Kill::Term)); // a decoy of the daemon's, leading group 30
+    table.add(11, 7, 10, 30, Some(Kill::Term)); // the run's grandchild joined group 30
+    table.add(12, 8, 10, 12, Some(Kill::Term)); // another one made its own group, 12
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, None);
+    assert_eq!(tree.alive(&table), 3);
+    assert!(!tree.holds_group(&table.snapshot(), 30));
+    assert!(tree.holds_group(&table.snapshot(), 12));
+    assert!(!tree.holds_group(&table.snapshot(), OWN));
+}
