@@ -25,8 +25,13 @@ export function startAgent(runs, run, { lines, intervalMs }) {
     run.childPid = child.pid ?? null
     run.processGroupId = child.pid ?? null
     run.status = 'running'
-    readline.createInterface({ input: child.stdout }).on('line', (line) => runs.emit(run, 'stdout', { line }))
-    readline.createInterface({ input: child.stderr }).on('line', (line) => runs.emit(run, 'stderr', { line }))
+    // emit() has no terminal guard (as upstream's): a line the pipe still held when a cancel gave
+    // its verdict would follow the 'end' record, so the host checks, as a daemon must.
+    const emitLine = (event, line) => {
+      if (!runs.isTerminal(run.status)) runs.emit(run, event, { line })
+    }
+    readline.createInterface({ input: child.stdout }).on('line', (line) => emitLine('stdout', line))
+    readline.createInterface({ input: child.stderr }).on('line', (line) => emitLine('stderr', line))
     child.once('error', reject)
     child.once('close', (code, signal) => {
       runs.finish(run, code === 0 ? 'succeeded' : run.cancelRequested ? 'canceled' : 'failed', code, signal)

@@ -12,13 +12,15 @@
 //                                        with Last-Event-ID). Do not copy this into a daemon.
 //   GET  /                               examples/public/ (a page that starts, streams and cancels)
 //
-// SIGINT/SIGTERM: `await runs.shutdownActive()` (every active run is canceled, its process group
-// signalled, every JSONL log flushed and closed), then the server closes and the process exits.
+// SIGINT/SIGTERM: no new run is accepted (POST /api/runs gets 503, new connections are refused),
+// `await runs.shutdownActive()` (every active run is canceled, its process group signalled, every
+// JSONL log flushed and closed), then the server closes and the process exits.
 //
 // Restart: run it twice with the same RUNS_LOG_DIR and kill the first one (kill -9) mid-run. The
-// second one lists nothing at first (GET /api/runs), but GET /api/runs/<id> finds an earlier run;
-// one that was active when its process died shows status 'failed', errorCode 'DAEMON_RESTARTED'.
-// At boot it prints one such run.
+// second one loads no earlier run by itself, but GET /api/runs/<id> finds one; a run that was
+// active when its process died shows status 'failed', errorCode 'DAEMON_RESTARTED'. At boot it
+// prints one earlier run, which that lookup loads: GET /api/runs lists that one (and the ones
+// loaded since), not every run on disk.
 //
 // Usage: npm start, or node examples/server.mjs (PORT=0 picks a free port; logs go to a fresh temp
 //        dir; one demo run starts at boot and is echoed to the terminal, DEMO_RUN=0 skips it)
@@ -90,6 +92,11 @@ function consoleClient(run) {
   }
 }
 
+// Whether the request carries a body (a length above 0, or a chunked one).
+function hasBody(req) {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
+}
+
 function optionalString(value) {
   return typeof value === 'string' && value !== '' ? value : undefined
 }
@@ -124,16 +131,34 @@ export async function startServer({
   // Every SSE attach with the cursor the client sent (tests assert that reconnects carry one).
   const attachments = []
 
+  let accepting = true
+
   const app = express()
   app.disable('x-powered-by')
   app.use(express.json({ limit: '64kb' }))
   app.use(express.static(PUBLIC_DIR))
 
   app.post('/api/runs', (req, res) => {
+    // From the first moment of a shutdown on, a run started now would never be canceled.
+    if (!accepting) {
+      res.set('connection', 'close')
+      return res.status(503).json({ error: { code: 'SHUTTING_DOWN', message: 'the daemon is shutting down' } })
+    }
+    if (hasBody(req) && !req.is('application/json')) {
+      return res
+        .status(415)
+        .json({
+          error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'expected a JSON body (content-type: application/json)' },
+        })
+    }
     const body = req.body && typeof req.body === 'object' ? req.body : {}
     let lines = agentLines
     if (body.lines !== undefined && body.lines !== null && body.lines !== '') {
-      const n = Number(body.lines)
+      // A JSON integer, or a string of decimal digits ("5"); nothing else is coerced.
+      const n =
+        typeof body.lines === 'number' || (typeof body.lines === 'string' && /^[0-9]+$/.test(body.lines))
+          ? Number(body.lines)
+          : NaN
       if (!Number.isInteger(n) || n < 1 || n > MAX_LINES) {
         return res
           .status(400)
@@ -159,6 +184,13 @@ export async function startServer({
 
   app.get('/api/runs', (req, res) => {
     const { conversationId, projectId, status } = req.query
+    for (const [name, value] of Object.entries({ conversationId, projectId, status })) {
+      if (value !== undefined && typeof value !== 'string') {
+        return res
+          .status(400)
+          .json({ error: { code: 'BAD_REQUEST', message: `${name} must be given once, as a string` } })
+      }
+    }
     const filter = {
       conversationId: optionalString(conversationId),
       projectId: optionalString(projectId),
@@ -232,12 +264,15 @@ export async function startServer({
   let closing = null
   const close = () =>
     (closing ??= (async () => {
+      // No new run (POST /api/runs answers 503 from now on) and no new connection; idle
+      // keep-alive sockets go now, the rest once their runs are over.
+      accepting = false
+      const closed = new Promise((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
       // Cancels every active run (ends their SSE clients), signals their groups, flushes the logs.
       await runs.shutdownActive()
-      await new Promise((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections() // idle keep-alive sockets and replay-only streams
-      })
+      server.closeAllConnections() // replay-only streams and anything still open
+      await closed
     })())
 
   return { url, port: realPort, runsLogDir, runs, attachments, close }
