@@ -88,6 +88,7 @@ describe('the example daemon', () => {
     await new Promise((resolve) => setTimeout(resolve, 200))
     for (const id of ids) {
       const run = srv.runs.get(id)
+      if (run === null) throw new Error(`run ${id} is gone`)
       const events = run.events.map((e: { event: string }) => e.event)
       expect(events.at(-1), id).toBe('end')
       expect(events.filter((event: string) => event === 'end')).toHaveLength(1)

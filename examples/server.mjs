@@ -145,11 +145,9 @@ export async function startServer({
       return res.status(503).json({ error: { code: 'SHUTTING_DOWN', message: 'the daemon is shutting down' } })
     }
     if (hasBody(req) && !req.is('application/json')) {
-      return res
-        .status(415)
-        .json({
-          error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'expected a JSON body (content-type: application/json)' },
-        })
+      return res.status(415).json({
+        error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'expected a JSON body (content-type: application/json)' },
+      })
     }
     const body = req.body && typeof req.body === 'object' ? req.body : {}
     let lines = agentLines
