@@ -11,6 +11,7 @@ import {
   fakeReq,
   fakeRes,
   finishedRun4,
+  type FakeClientOptions,
   makeRuns,
   readLines,
   sentIds,
@@ -436,5 +437,94 @@ describe('§10 stream(run, req, res)', () => {
       runs.stream(run, fakeReq('1'), fakeRes())
       expect(sentIds(sse[0])).toEqual([5, 6, 7])
     })
+  })
+})
+
+describe('EMT-2, IMP-7, LC-6: records handed out from inside a hand-out reach every client in id order', () => {
+  // Two live clients; `b` is registered after `a`, so a send to `a` runs before `b` got the record.
+  function twoClients(runs: any, run: any, onSendA?: FakeClientOptions['onSend']) {
+    const a = fakeClient({ name: 'a', onSend: onSendA })
+    const b = fakeClient({ name: 'b' })
+    run.clients.add(a)
+    run.clients.add(b)
+    return { a, b }
+  }
+  const transcript = (client: ReturnType<typeof fakeClient>) =>
+    client.calls.map((call) => (call.type === 'send' ? `${call.id}:${call.event}` : call.type))
+
+  it('an emit from onEventEmitted is sent after the record whose hook emitted it', () => {
+    let runs: any
+    ;({ runs } = makeRuns({
+      onEventEmitted: (run: any, record: any) => {
+        if (record.event === 'tool_call') runs.emit(run, 'tool_note', {})
+      },
+    } as any))
+    const run = runs.create()
+    const { a, b } = twoClients(runs, run)
+    runs.emit(run, 'stdout', {})
+    runs.emit(run, 'tool_call', {})
+    runs.emit(run, 'stdout', {})
+    const expected = ['1:stdout', '2:tool_call', '3:tool_note', '4:stdout']
+    expect(run.events.map((e: any) => `${e.id}:${e.event}`)).toEqual(expected)
+    expect(transcript(a)).toEqual(expected)
+    expect(transcript(b)).toEqual(expected)
+  })
+
+  it("an emit from a client's send reaches the clients after it in id order", () => {
+    const { runs } = makeRuns()
+    const run = runs.create()
+    const { a, b } = twoClients(runs, run, (_client, event) => {
+      if (event === 'ping') runs.emit(run, 'pong', {})
+    })
+    runs.emit(run, 'ping', {})
+    expect(transcript(a)).toEqual(['1:ping', '2:pong'])
+    expect(transcript(b)).toEqual(['1:ping', '2:pong'])
+  })
+
+  it('a finish, fail or cancel from onEventEmitted or a send still hands the record to every client, then end', async () => {
+    for (const how of ['finish', 'fail', 'cancel', 'send-finish'] as const) {
+      let runs: any
+      ;({ runs } = makeRuns({
+        onEventEmitted: (run: any, record: any) => {
+          if (record.event !== 'result') return
+          if (how === 'finish') runs.finish(run, 'succeeded', 0, null)
+          if (how === 'fail') runs.fail(run, 'AGENT_EXECUTION_FAILED', 'boom')
+          if (how === 'cancel') void runs.cancel(run, 'user')
+        },
+      } as any))
+      const run = runs.create()
+      const { a, b } = twoClients(runs, run, (_client, event) => {
+        if (how === 'send-finish' && event === 'result') runs.finish(run, 'succeeded', 0, null)
+      })
+      runs.emit(run, 'stdout', {})
+      runs.emit(run, 'result', {})
+      const recorded = run.events.map((e: any) => `${e.id}:${e.event}`)
+      expect(recorded.slice(0, 2), how).toEqual(['1:stdout', '2:result'])
+      expect(recorded.at(-1), how).toMatch(/:end$/)
+      for (const client of [a, b]) expect(transcript(client), `${how} ${client.name}`).toEqual([...recorded, 'end'])
+    }
+  })
+
+  it("a client attached from onTerminal or run.onFinalize gets the 'end' record, then end()", () => {
+    for (const where of ['onTerminal', 'onFinalize'] as const) {
+      const attached: ReturnType<typeof fakeClient>[] = []
+      let runs: any
+      const attach = (run: any) => {
+        runs.stream(run, fakeReq('1'), fakeRes())
+        attached.push(lastClient!)
+      }
+      let lastClient: ReturnType<typeof fakeClient> | null = null
+      ;({ runs } = makeRuns(
+        where === 'onTerminal' ? ({ onTerminal: (run: any) => attach(run) } as any) : {},
+        () => (lastClient = fakeClient()),
+      ))
+      const run = runs.create()
+      if (where === 'onFinalize') run.onFinalize = () => attach(run)
+      runs.emit(run, 'stdout', {})
+      runs.emit(run, 'stdout', {})
+      runs.finish(run, 'succeeded', 0, null)
+      expect(attached, where).toHaveLength(1)
+      expect(transcript(attached[0]), where).toEqual(['2:stdout', '3:end', 'end'])
+    }
   })
 })

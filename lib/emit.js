@@ -6,7 +6,7 @@
 
 const native = require('./core.js')
 const { own, syncEmitted, syncErrorFields } = require('./run.js')
-const { fanOut, beginHandOut, endHandOut } = require('./stream.js')
+const { handOut } = require('./stream.js')
 const { persist } = require('./state.js')
 const { callHook } = require('./hooks.js')
 const { stage } = require('./staging.js')
@@ -91,13 +91,8 @@ function emit(ctx, run, event, data) {
   const emitted = { id, event, data, timestamp: now }
   // LC-6: the record itself, numbered, before fan-out (the ring's trim cannot hide it).
   const onEventEmitted = ctx.opts.onEventEmitted
-  beginHandOut(s)
-  try {
-    if (onEventEmitted !== null) callHook(ctx, 'onEventEmitted', onEventEmitted, run, emitted)
-    fanOut(run, s, event, data, id)
-  } finally {
-    endHandOut(s)
-  }
+  const hook = onEventEmitted === null ? null : () => callHook(ctx, 'onEventEmitted', onEventEmitted, run, emitted)
+  handOut(run, s, event, data, id, hook)
   return emitted
 }
 

@@ -7,7 +7,7 @@ const native = require('./core.js')
 const { own, releaseWhenUnreachable, syncVerdict, syncEnded, syncDropped } = require('./run.js')
 const { textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { isTerminal, statusBody } = require('./status.js')
-const { fanOut, beginHandOut, endHandOut, endClients } = require('./stream.js')
+const { handOut, endClientsInOrder } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
 const { hostJson } = require('./state.js')
@@ -105,6 +105,7 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
     applyFinish(ctx, run, s, status, code, signal, trigger)
   } finally {
     s.finishing = false
+    s.endPending = false
   }
 }
 
@@ -130,6 +131,7 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   if (!applied) return
   syncVerdict(s, status, code, signal, now, trigger)
   if (terminal) {
+    s.endPending = true
     callHook(ctx, 'onTerminal', onTerminal, run, status, now)
     finalize(ctx, run)
   }
@@ -155,16 +157,19 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   }
   const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, now)
   syncEnded(s, endId)
-  beginHandOut(s)
-  try {
-    if (onEventEmitted !== null) {
-      callHook(ctx, 'onEventEmitted', onEventEmitted, run, { id: endId, event: 'end', data: endData, timestamp: now })
-    }
-    fanOut(run, s, 'end', endData, endId)
-  } finally {
-    endHandOut(s)
-  }
-  endClients(run)
+  s.endPending = false
+  const hook =
+    onEventEmitted === null
+      ? null
+      : () =>
+          callHook(ctx, 'onEventEmitted', onEventEmitted, run, {
+            id: endId,
+            event: 'end',
+            data: endData,
+            timestamp: now,
+          })
+  handOut(run, s, 'end', endData, endId, hook)
+  endClientsInOrder(run, s)
   resolveWaiters(run)
   scheduleEviction(s)
   holdUntilWritten(ctx)
@@ -245,7 +250,7 @@ function drop(ctx, run) {
     ctx.runs[s.slot] = undefined
     releaseWhenUnreachable(s)
     // DRP-1: the clients end before the status changes (the mirror syncs after them).
-    endClients(run)
+    endClientsInOrder(run, s)
     syncDropped(s, now)
     resolveWaiters(run)
   } finally {

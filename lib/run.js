@@ -100,6 +100,8 @@ function newMirror(ctx, slot, bundle, summary, core) {
     // registered meanwhile, with the last id their replay sent.
     handingOut: 0,
     attachedAt: null,
+    // EMT-2: the deliveries a nested hand-out queued for the outermost one (lib/stream.js).
+    queued: null,
     // The run's shutdownActive() teardown while it runs: a second shutdownActive() joins it.
     shutdownPromise: null,
     evictTimer: null,
@@ -107,6 +109,9 @@ function newMirror(ctx, slot, bundle, summary, core) {
     // Registered with the releaser (it left the registry once: releaseWhenUnreachable).
     releaseArmed: false,
     finishing: false,
+    // From a terminal verdict until its 'end' record (the finish's hooks run in between): a client
+    // stream() attaches then is live, so it gets that record (lib/stream.js).
+    endPending: false,
     // LOG-9: the journal handle run.eventsLogStream hands out (lib/journal.js): null before the
     // first read, false once the log closed.
     journal: null,

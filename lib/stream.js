@@ -36,17 +36,54 @@ function fanOut(run, s, event, data, id) {
   }
 }
 
+// In a run's queue of deferred deliveries (`s.queued`): the clients' end() of a finish or drop.
+const END_CLIENTS = Symbol('end clients')
+
 /**
- * Brackets the hand-out of one record (its hook and fan-out): while one is under way, a client
- * stream() registers remembers the last id its replay sent, so that no fan-out of a record up to
- * that id sends it again. Nested emits (from a hook or a send) nest.
+ * Hands one record out (EMT-2 steps 6-7, LC-6): `hook` first (the onEventEmitted call, or null),
+ * then the fan-out. Every client sees a run's records in id order, once each (EMT-2, IMP-7), so a
+ * record emitted while another record of the run is being handed out (from that hook, or from a
+ * client's send) is queued and fanned out after it, by the outermost hand-out; so are the
+ * clients' end() of a finish or drop made there (endClientsInOrder). While a hand-out is under
+ * way, a client stream() registers remembers the last id its replay sent, so that no fan-out of a
+ * record up to that id sends it again (`s.attachedAt`).
  */
-function beginHandOut(s) {
+function handOut(run, s, event, data, id, hook) {
   s.handingOut++
+  try {
+    if (hook !== null) hook()
+    if (s.handingOut > 1) {
+      ;(s.queued ??= []).push([event, data, id])
+    } else {
+      fanOut(run, s, event, data, id)
+      drainQueued(run, s)
+    }
+  } finally {
+    if (--s.handingOut === 0) s.attachedAt = null
+  }
 }
 
-function endHandOut(s) {
-  if (--s.handingOut === 0) s.attachedAt = null
+// The deliveries queued while the outermost hand-out ran, in order; those queued meanwhile (by
+// the sends below) join the end of the queue.
+function drainQueued(run, s) {
+  const queue = s.queued
+  if (queue === null) return
+  for (let i = 0; i < queue.length; i++) {
+    const item = queue[i]
+    if (item === END_CLIENTS) endClients(run)
+    else fanOut(run, s, item[0], item[1], item[2])
+  }
+  s.queued = null
+}
+
+/**
+ * FIN/DRP: the clients' end(), after every record handed out before it: at once, or, inside a
+ * hand-out of the run (a finish from the onEventEmitted hook or a client's send), once the
+ * records queued there reached the clients.
+ */
+function endClientsInOrder(run, s) {
+  if (s.handingOut > 0) (s.queued ??= []).push(END_CLIENTS)
+  else endClients(run)
 }
 
 /** FIN/DRP: ends and forgets every client of the run. */
@@ -158,8 +195,10 @@ function stream(ctx, run, req, res) {
     seen = s.nextEventId - 1
     sendBatch(sse, decodeReplay(native.runReplay(ctx.svc, s.slot, from)), 0, from)
   }
-  // Read now, not before the sends: one of them may have finished or dropped the run.
-  if (isTerminal(s.status)) {
+  // Read now, not before the sends: one of them may have finished or dropped the run. (A run
+  // whose finish is running its hooks has its verdict but not yet its 'end' record: the client
+  // is live, so the record reaches it and then its end().)
+  if (isTerminal(s.status) && !s.endPending) {
     safeCall(sse, 'end')
     return
   }
@@ -195,4 +234,4 @@ function stream(ctx, run, req, res) {
   run.clients.add(sse)
 }
 
-module.exports = { stream, fanOut, beginHandOut, endHandOut, endClients }
+module.exports = { stream, handOut, endClientsInOrder }
