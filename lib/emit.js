@@ -8,7 +8,6 @@ const native = require('./core.js')
 const { own, syncEmitted, syncErrorFields } = require('./run.js')
 const { handOut } = require('./stream.js')
 const { persist } = require('./state.js')
-const { callHook } = require('./hooks.js')
 const { stage } = require('./staging.js')
 
 const EMPTY = Object.freeze({})
@@ -90,9 +89,7 @@ function emit(ctx, run, event, data) {
   if (ctx.logging && (event === 'start' || event === 'error' || event === 'end')) persist(ctx, run, s)
   const emitted = { id, event, data, timestamp: now }
   // LC-6: the record itself, numbered, before fan-out (the ring's trim cannot hide it).
-  const onEventEmitted = ctx.opts.onEventEmitted
-  const hook = onEventEmitted === null ? null : () => callHook(ctx, 'onEventEmitted', onEventEmitted, run, emitted)
-  handOut(run, s, event, data, id, hook)
+  handOut(ctx, run, s, emitted)
   return emitted
 }
 

@@ -112,7 +112,7 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
 function applyFinish(ctx, run, s, status, code, signal, trigger) {
   const now = Date.now()
   const terminal = isTerminal(status)
-  const { beforeFinish, onTerminal, onEventEmitted } = ctx.opts
+  const { beforeFinish, onTerminal } = ctx.opts
   if (terminal && beforeFinish !== null) {
     callHook(ctx, 'beforeFinish', beforeFinish, run, status, code, signal, now)
   }
@@ -158,17 +158,7 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, now)
   syncEnded(s, endId)
   s.endPending = false
-  const hook =
-    onEventEmitted === null
-      ? null
-      : () =>
-          callHook(ctx, 'onEventEmitted', onEventEmitted, run, {
-            id: endId,
-            event: 'end',
-            data: endData,
-            timestamp: now,
-          })
-  handOut(run, s, 'end', endData, endId, hook)
+  handOut(ctx, run, s, { id: endId, event: 'end', data: endData, timestamp: now })
   endClientsInOrder(run, s)
   resolveWaiters(run)
   scheduleEviction(s)

@@ -6,7 +6,7 @@ const native = require('./core.js')
 const { own } = require('./run.js')
 const { isTerminal } = require('./status.js')
 const { describe } = require('./describe.js')
-const { ignore, ignoreResult } = require('./hooks.js')
+const { callHook, ignore, ignoreResult } = require('./hooks.js')
 
 /**
  * IMP-6: calls `target[method](...args)`; one broken client never breaks the run or the others
@@ -40,22 +40,23 @@ function fanOut(run, s, event, data, id) {
 const END_CLIENTS = Symbol('end clients')
 
 /**
- * Hands one record out (EMT-2 steps 6-7, LC-6): `hook` first (the onEventEmitted call, or null),
- * then the fan-out. Every client sees a run's records in id order, once each (EMT-2, IMP-7), so a
+ * Hands one record out (EMT-2 steps 6-7, LC-6): the onEventEmitted hook first, with `record`
+ * (`{ id, event, data, timestamp }`), then the fan-out. Every client sees a run's records in id order, once each (EMT-2, IMP-7), so a
  * record emitted while another record of the run is being handed out (from that hook, or from a
  * client's send) is queued and fanned out after it, by the outermost hand-out; so are the
  * clients' end() of a finish or drop made there (endClientsInOrder). While a hand-out is under
  * way, a client stream() registers remembers the last id its replay sent, so that no fan-out of a
  * record up to that id sends it again (`s.attachedAt`).
  */
-function handOut(run, s, event, data, id, hook) {
+function handOut(ctx, run, s, record) {
   s.handingOut++
   try {
-    if (hook !== null) hook()
+    const onEventEmitted = ctx.opts.onEventEmitted
+    if (onEventEmitted !== null) callHook(ctx, 'onEventEmitted', onEventEmitted, run, record)
     if (s.handingOut > 1) {
-      ;(s.queued ??= []).push([event, data, id])
+      ;(s.queued ??= []).push([record.event, record.data, record.id])
     } else {
-      fanOut(run, s, event, data, id)
+      fanOut(run, s, record.event, record.data, record.id)
       drainQueued(run, s)
     }
   } finally {
