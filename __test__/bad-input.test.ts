@@ -776,18 +776,26 @@ describe('host objects that misbehave', () => {
         revocable.proxy,
         deep,
       ]
+      // (The deep array's JSON.stringify overflows the stack on some engines, Node 20-24's, and
+      // not on others, Node 26's: then it is an ordinary name, stored as its JSON and logged.)
+      let deepIsJson = true
+      try {
+        JSON.stringify(deep)
+      } catch {
+        deepIsJson = false
+      }
       for (const name of names) expect(() => runs.emit(run, name, { ok: true })).not.toThrow()
       runs.emit(run, 'agent', { after: true })
       expect(run.events.map((e: any) => [e.id, 'event' in e])).toEqual([
         [1, false],
         [2, false],
-        [3, false],
+        [3, deepIsJson],
         [4, true],
       ])
       runs.finish(run, 'succeeded', 0, null)
       if (!logged) return
       const lines = (await logLines(runs, run)).map((line) => JSON.parse(line))
-      expect(lines.map((r) => r.id)).toEqual([4, 5])
+      expect(lines.map((r) => r.id)).toEqual(deepIsJson ? [3, 4, 5] : [4, 5])
     },
   )
 
