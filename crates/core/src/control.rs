@@ -268,8 +268,9 @@ impl Service {
 
     /// LC-7: the host set `run.child` or `run.processGroupId`. `pid` is the child's pid (NaN
     /// without one), `group` the host's group id (NaN without one), `alive` whether the child
-    /// is still running as far as JS knows. Captures the child (a live direct child of this
-    /// process only), verifies the group while the child lives (IMP-5) and captures the tree.
+    /// is still running as far as JS knows. Captures the child (a direct child of this process
+    /// only, running or a zombie Node has not reaped), verifies the group while it is not
+    /// reaped (IMP-5) and captures the tree.
     /// Returns whether the tree has a live process: the facade then keeps the watch going
     /// ([`Service::capture_trees`]).
     pub fn attach(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<bool> {

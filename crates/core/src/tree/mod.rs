@@ -8,7 +8,7 @@
 //! same process): a pid that was reused by an unrelated process is never signalled.
 //!
 //! What is captured, and when ([`Tree::capture`]): the child when the host attaches it (only a
-//! live direct child of this process), then at every capture the descendants of every captured
+//! direct child of this process that Node has not reaped: running, or a zombie), then at every capture the descendants of every captured
 //! process that is still alive, and the live members of the verified group while one of them is
 //! a captured process. Capture happens when the host sets `run.child` / `run.processGroupId`,
 //! every second while the run is not terminal ([`Tree::watch`], the facade's timer), at every
@@ -281,7 +281,7 @@ const MAX_LED_GROUPS: usize = 64;
 /// One run's captured process tree.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
-    /// The child the host attached, when it was captured (a live direct child of ours).
+    /// The child the host attached, when it was captured (a direct child of ours, not reaped).
     child: Option<ProcId>,
     /// A handle on the captured child, opened before its identity was checked (so it is that
     /// process), where the OS has them.
@@ -320,9 +320,9 @@ impl Tree {
 
     /// A pid other than the current child's is a new child (the host replaced `run.child`, as
     /// a retry does); no pid (the host cleared `run.child`, or set one without a pid) keeps
-    /// the tree captured so far. The new child is captured only when it is alive and a direct
-    /// child of this process (so a fake or stale pid never brings an unrelated process into
-    /// the tree). What the earlier child left alive stays part of the run's tree: it is
+    /// the tree captured so far. The new child is captured only when the host says it runs
+    /// (`alive`: Node has not reaped it) and it is a direct child of this process, running or
+    /// a zombie (so a fake or stale pid never brings an unrelated process into the tree). What the earlier child left alive stays part of the run's tree: it is
     /// captured once more (its group's members and descendants, as they are now), and those
     /// processes keep being signalled by identity; the earlier group itself is no longer
     /// signalled as a group, nor the earlier child through its handle. A signal step passes
@@ -408,7 +408,8 @@ impl Tree {
         self.child_handle = None;
     }
 
-    /// Records the group IMP-5 verified for the live child, with its leader at this moment.
+    /// Records the group IMP-5 verified for the child (not reaped), with its leader at this
+    /// moment (none when the leader is a zombie).
     pub fn set_group(&mut self, table: &impl ProcessTable, pgid: i32) {
         self.note_group(pgid);
         if self.group.map(|g| g.pgid) != Some(pgid) {
