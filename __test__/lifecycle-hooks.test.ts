@@ -246,6 +246,28 @@ describe('LC-6: hooks', () => {
     await expect(canceled).resolves.toMatchObject({ status: 'canceled', terminalTrigger: 'drop' })
   })
 
+  it('LC-6: a cancel from onTerminal or run.onFinalize resolves to the body the waiters get, with what the later hooks set', async () => {
+    for (const where of ['onTerminal', 'onFinalize'] as const) {
+      let canceled: Promise<any> | null = null
+      let runsRef: any
+      const { runs } = makeRuns(
+        where === 'onTerminal' ? { onTerminal: (run: any) => (canceled = runsRef.cancel(run, 'user_stop')) } : {},
+      )
+      runsRef = runs
+      const run = runs.create()
+      run.onFinalize = () => {
+        if (where === 'onFinalize') canceled = runs.cancel(run, 'user_stop')
+        run.failureCategory = 'set-in-onFinalize'
+      }
+      const waited = runs.wait(run)
+      runs.finish(run, 'failed', 1, null)
+      expect(canceled, where).not.toBeNull()
+      const body = await canceled
+      expect(body, where).toEqual(await waited)
+      expect(body, where).toMatchObject({ status: 'failed', failureCategory: 'set-in-onFinalize', cancelOrigin: null })
+    }
+  })
+
   it('run.onFinalize runs exactly once per run: on finish, fail, a rejected start, drop; never for a non-terminal finish', async () => {
     const { runs } = makeRuns()
     const calls: string[] = []

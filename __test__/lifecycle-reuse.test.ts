@@ -77,6 +77,19 @@ describe('LC-3: createOrReuse', () => {
     expect(fs.readdirSync(tmp)).toHaveLength(3)
   })
 
+  it('a fingerprint with a lone surrogate is the same request before and after a restart (the file holds U+FFFD)', () => {
+    const before = makeRuns({ runsLogDir: tmp }).runs
+    const meta = { projectId: 'p', clientRequestId: 'req-s', requestFingerprint: 'fp\ud800' }
+    const first = before.createOrReuse(meta)
+    expect(before.createOrReuse(meta)).toEqual({ kind: 'reused', run: first.run })
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const again = runs.createOrReuse(meta)
+    expect(again.kind).toBe('reused')
+    expect(again.run.id).toBe(first.run.id)
+    expect(runs.createOrReuse({ ...meta, requestFingerprint: 'fp\ufffd' }).kind).toBe('reused')
+    expect(runs.createOrReuse({ ...meta, requestFingerprint: 'other' }).kind).toBe('conflict')
+  })
+
   it('the newest run with the key wins even when only an older one is registered again (both evicted, the older loaded back)', async () => {
     const { runs } = makeRuns({ runsLogDir: tmp, ttlMs: 1 })
     const older = runs.create({ projectId: 'p', clientRequestId: 'r1' })

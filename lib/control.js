@@ -352,8 +352,9 @@ async function cancel(ctx, run, origin) {
   const s = own(ctx, run, 'cancel')
   if (s.cancelPromise) return s.cancelPromise
   // A cancel from inside the run's finish or drop (a hook, a client's end()): the verdict is
-  // being given; the cancel records nothing and resolves to that final body.
-  if (s.finishing) return wait(ctx, run)
+  // being given; the cancel records nothing and resolves to the final body, the one the waiters
+  // get once the finish is over (the hooks after this one may still change the run).
+  if (s.finishing) return new Promise((resolve) => run.waiters.add(resolve))
   const now = Date.now()
   const [abortGrace, cancelGrace, forceWait] = cancelEnv()
   const recorded = typeof origin === 'string' ? origin : UNKNOWN_ORIGIN

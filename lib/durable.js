@@ -117,7 +117,10 @@ function createOrReuse(ctx, meta) {
     if (existing !== null) {
       const theirs = nonEmptyString(existing.requestFingerprint)
       const ours = nonEmptyString(m.requestFingerprint)
-      return { kind: theirs !== null && ours !== null && theirs !== ours ? 'conflict' : 'reused', run: existing }
+      // Compared as the state file holds them (a lone surrogate reads back as U+FFFD, LC-1), so
+      // the same request is reused before and after a restart alike.
+      const differ = theirs !== null && ours !== null && theirs.toWellFormed() !== ours.toWellFormed()
+      return { kind: differ ? 'conflict' : 'reused', run: existing }
     }
   }
   return { kind: 'created', run: create(ctx, m) }
