@@ -783,7 +783,7 @@ export interface ChatRunServiceOptions {
    * last: the host may add its own keys (run analytics, diagnostics). Isolated like the other hooks; a
    * status body asked for from inside it is not passed to it again (SPEC HF-14).
    */
-  onStatusBody?: ((run: ChatRun, body: ChatRunStatusBody) => unknown) | null | undefined
+  onStatusBody?: ((run: ChatRun, body: ChatRunStatusBody & Record<string, unknown>) => unknown) | null | undefined
   /**
    * Host run fields written into `state.json` at every write and restored onto hydrated runs (SPEC LC-6).
    * Not an array of strings: `TypeError`.

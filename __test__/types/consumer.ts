@@ -683,6 +683,16 @@ createChatRunService({
     ;(hookedBody as ChatRunStatusBody & { executionDiagnostics?: unknown }).executionDiagnostics = hooked.events.length
   },
 })
+// The README's form: the hook's body takes the host's keys without a cast.
+createChatRunService({
+  createSseResponse: () => ({ send() {}, end() {} }),
+  createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
+  onStatusBody: (hooked, hookedBody) => {
+    hookedBody.executionDiagnostics = hooked.events.length
+    const status: string = hookedBody.status
+    void status
+  },
+})
 // @ts-expect-error a receipt's status is 'succeeded' or 'failed'
 runs.acknowledgeArtifactDelivery(run, { status: 'maybe' })
 // @ts-expect-error findByPluginWorkflowId returns a run or null, never a list
