@@ -41,9 +41,10 @@ const END_CLIENTS = Symbol('end clients')
 
 /**
  * Hands one record out (EMT-2 steps 6-7, LC-6): the onEventEmitted hook first, with `record`
- * (`{ id, event, data, timestamp }`), then the fan-out. Every client sees a run's records in id order, once each (EMT-2, IMP-7), so a
- * record emitted while another record of the run is being handed out (from that hook, or from a
- * client's send) is queued and fanned out after it, by the outermost hand-out; so are the
+ * (`{ id, event, data, timestamp }`), then the fan-out. Every client sees a run's records in id
+ * order, once each (EMT-2, IMP-7), so a record emitted while another record of the run is being
+ * handed out (from that hook, or from a client's send) is queued and fanned out after it, by the
+ * outermost hand-out; so are the
  * clients' end() of a finish or drop made there (endClientsInOrder). While a hand-out is under
  * way, a client stream() registers remembers the last id its replay sent, so that no fan-out of a
  * record up to that id sends it again (`s.attachedAt`).
@@ -65,16 +66,16 @@ function handOut(ctx, run, s, record) {
 }
 
 // The deliveries queued while the outermost hand-out ran, in order; those queued meanwhile (by
-// the sends below) join the end of the queue.
+// the sends below) follow. Each batch is taken off the run first, so nothing is sent twice.
 function drainQueued(run, s) {
-  const queue = s.queued
-  if (queue === null) return
-  for (let i = 0; i < queue.length; i++) {
-    const item = queue[i]
-    if (item === END_CLIENTS) endClients(run)
-    else fanOut(run, s, item[0], item[1], item[2])
+  while (s.queued !== null) {
+    const queue = s.queued
+    s.queued = null
+    for (const item of queue) {
+      if (item === END_CLIENTS) endClients(run)
+      else fanOut(run, s, item[0], item[1], item[2])
+    }
   }
-  s.queued = null
 }
 
 /**
