@@ -105,6 +105,7 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
     applyFinish(ctx, run, s, status, code, signal, trigger)
   } finally {
     s.finishing = false
+    // (Set by syncVerdict, cleared by syncEnded; a finish that threw in between ends it here.)
     s.endPending = false
   }
 }
@@ -131,7 +132,6 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   if (!applied) return
   syncVerdict(s, status, code, signal, now, trigger)
   if (terminal) {
-    s.endPending = true
     callHook(ctx, 'onTerminal', onTerminal, run, status, now)
     finalize(ctx, run)
   }
@@ -157,7 +157,6 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   }
   const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, now)
   syncEnded(s, endId)
-  s.endPending = false
   handOut(ctx, run, s, { id: endId, event: 'end', data: endData, timestamp: now })
   endClientsInOrder(run, s)
   resolveWaiters(run)

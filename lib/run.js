@@ -175,7 +175,7 @@ function syncErrorFields(s, message, code) {
 
 /**
  * After runFinishBegin returned true: the verdict, as the host passed it; for a terminal status
- * also the terminal facts (LC-5).
+ * also the terminal facts (LC-5), and the 'end' record is pending until syncEnded.
  */
 function syncVerdict(s, status, code, signal, now, trigger) {
   s.status = status
@@ -185,11 +185,13 @@ function syncVerdict(s, status, code, signal, now, trigger) {
   if (status === 'succeeded' || status === 'failed' || status === 'canceled') {
     s.terminalAt = now
     s.terminalTrigger = trigger
+    s.endPending = true
   }
 }
 
 /** After runFinishEnd returned the 'end' record's id. */
 function syncEnded(s, endId) {
+  s.endPending = false
   s.nextEventId = endId + 1
   s.events = null
   closeJournal(s)
