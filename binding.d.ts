@@ -101,6 +101,13 @@ export declare const enum EscalationStep {
   CloseStdin = -10,
 }
 
+/**
+ * IMP-4 at the process's end (the facade's `'exit'` listener): waits, at most
+ * [`timing::EXIT_DRAIN`], until every service of this environment has written and closed the
+ * lines queued so far. Returns false when the time ran out first.
+ */
+export declare function flushAllLogsBlocking(): boolean
+
 /** Resolves once every log line queued so far is written and closed files are closed (IMP-4). */
 export declare function flushLogs(svc: number): Promise<undefined>
 

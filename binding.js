@@ -844,6 +844,7 @@ module.exports.destroyService = nativeBinding.destroyService
 module.exports.durableRunByKey = nativeBinding.durableRunByKey
 module.exports.emitStaged = nativeBinding.emitStaged
 module.exports.EscalationStep = nativeBinding.EscalationStep
+module.exports.flushAllLogsBlocking = nativeBinding.flushAllLogsBlocking
 module.exports.flushLogs = nativeBinding.flushLogs
 module.exports.HydrateMiss = nativeBinding.HydrateMiss
 module.exports.indexRuns = nativeBinding.indexRuns

@@ -24,6 +24,7 @@
 //   lower.js      host values lowered to JSON for the core's normalizers
 //   convert.js    what the core stores for a host value
 //   describe.js   values named in error messages
+//   exit.js       the process's 'exit': staged emits and queued lines written first
 // Each of those functions takes the service's context (see serviceContext) as its first
 // argument instead of closing over it.
 
@@ -50,6 +51,7 @@ const { cancel, shutdownActive } = require('./lib/control.js')
 const { noteMediaTaskFailure, noteMediaTaskRecovery } = require('./lib/media-tasks.js')
 const { acknowledgeArtifactDelivery } = require('./lib/delivery.js')
 const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require('./lib/status.js')
+const { watchProcessExit } = require('./lib/exit.js')
 
 // Frees a service's native registry once nothing references its context any more (the service
 // object, its runs and their pending timers all hold it).
@@ -143,7 +145,11 @@ function createChatRunService(options) {
     acknowledgeArtifactDelivery: (run, receipt) => acknowledgeArtifactDelivery(ctx, run, receipt),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
-  if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)
+  if (ctx.logging) {
+    native.indexRuns(ctx.svc, ctx.opts.runsLogDir)
+    // IMP-4: process.exit() or a crash of the host writes what was emitted before it.
+    watchProcessExit()
+  }
   serviceReleaser.register(ctx, ctx.svc)
   serviceContexts.set(service, ctx)
   return service

@@ -199,6 +199,35 @@ describe('crash durability', () => {
   )
 })
 
+describe('the process ends right after its emits (IMP-4, BND-6)', () => {
+  // process.exit(), an uncaught exception, an unhandled rejection, process.exit() in a worker
+  // thread: the 'exit' listener hands the staged emits to the core and waits for the writer.
+  it.each(['exit', 'throw', 'reject', 'worker'])(
+    '%s: every record emitted before it is on disk, in id order',
+    (how) => {
+      const total = 100_000
+      const result = runNodeSync([WORKER, 'end-right-after-emits', tmp, how, String(total)], { timeout: 60_000 })
+      expect(result.signal).toBeNull()
+      expect(result.status).toBe({ exit: 3, throw: 1, reject: 1, worker: 0 }[how])
+      if (how === 'worker') expect(JSON.parse(result.stdout.trim())).toEqual({ workerExitCode: 3 })
+      const journals = fs.readdirSync(tmp).map((id) => path.join(tmp, id, 'events.jsonl'))
+      expect(journals).toHaveLength(2)
+      let lines = 0
+      for (const journal of journals) {
+        const records = fs
+          .readFileSync(journal, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l))
+        expect(records.map((r) => r.id)).toEqual(range(1, records.length))
+        lines += records.length
+      }
+      // Every emit, and the finished run's 'end' record.
+      expect(lines).toBe(total + 1)
+    },
+  )
+})
+
 describe('visible health: getChatRunServiceStats', () => {
   it('reports runs by status, retained events and bytes, open files and lines not persisted by reason', async () => {
     const warnings: string[] = []

@@ -145,6 +145,16 @@ pub fn flush_logs(env: &Env, svc: u32) -> Result<PromiseRaw<'_, ()>> {
     })
 }
 
+/// IMP-4 at the process's end (the facade's `'exit'` listener): waits, at most
+/// [`timing::EXIT_DRAIN`], until every service of this environment has written and closed the
+/// lines queued so far. Returns false when the time ran out first.
+#[napi]
+pub fn flush_all_logs_blocking(env: &Env) -> Result<bool> {
+    Ok(instances(env)?
+        .services
+        .flush_all_blocking(timing::EXIT_DRAIN))
+}
+
 /// The service's health snapshot as the JSON text `getChatRunServiceStats` returns parsed:
 /// `{ runs: { registered, active, byStatus, live }, events: { retained, retainedBytes },
 /// log: { enabled, linesWritten, openFiles, queue: { lines, bytes }, notPersisted: { diskError,

@@ -11,6 +11,10 @@ pub const DEFAULT_GRACE_MS: f64 = 3000.0;
 /// Default wait after SIGKILL in `cancel()`; `shutdownActive()` always uses it.
 pub const FORCE_WAIT_MS: f64 = 500.0;
 
+/// IMP-4: how long the process's `'exit'` waits at most for the log writers to write what was
+/// queued (a stuck disk must not hold an exiting process for ever).
+pub const EXIT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// TMR-1 and TMR-2: NaN or < 1 becomes 1, above the timer maximum (Infinity included) is clamped.
 pub fn timer_delay(ms: f64) -> f64 {
     if ms.is_nan() || ms < 1.0 {
