@@ -751,6 +751,8 @@ export interface ChatRunServiceOptions {
    * Directory for per-run `<runsLogDir>/<runId>/events.jsonl` logs and `state.json` files (SPEC LC-1);
    * `null` or `''` disables logging and durability (no filesystem access at all). Relative paths
    * resolve against the cwd; other types throw `TypeError`. Runs found there are loaded lazily (LC-2).
+   * The first service with a log adds one `'exit'` listener to `process`: a process that ends by
+   * `process.exit()` or an uncaught error writes what was emitted first (waiting up to 2 s, IMP-4).
    * @defaultValue `null`
    */
   runsLogDir?: string | null | undefined
