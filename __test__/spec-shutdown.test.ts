@@ -244,6 +244,27 @@ describe('§11 shutdownActive', () => {
     expect(child.signals.length).toBe(before)
   })
 
+  it('SHD-5: a run the host re-queues right after the shutdown ended it does not hold the shutdown; the next one ends it again', async () => {
+    const { runs } = makeRuns()
+    const run = runs.create({})
+    const first = runs.shutdownActive()
+    expect(run.status).toBe('canceled')
+    run.status = 'queued' // FIN-5: the host resets the run for a retry, in the same tick
+    await expect(first).resolves.toBeUndefined()
+    expect(runs.list({ status: 'active' })).toEqual([run])
+    await expect(runs.shutdownActive()).resolves.toBeUndefined()
+    expect(run.status).toBe('canceled')
+  })
+
+  it("SHD-5: a run reopened by prepareRestart from a waiter's continuation does not hold the shutdown", async () => {
+    const { runs } = makeRuns()
+    const run = runs.create({})
+    const reopened = runs.wait(run).then(() => runs.prepareRestart(run))
+    await expect(runs.shutdownActive()).resolves.toBeUndefined()
+    expect(await reopened).toBe(run)
+    expect(run.status).toBe('queued')
+  })
+
   describe('SHD-6 / IMP-4 log flush barrier', () => {
     const tempDir = useTempDirs('spec-shd6-')
     let tmp: string

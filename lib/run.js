@@ -104,6 +104,9 @@ function newMirror(ctx, slot, bundle, summary, core) {
     queued: null,
     // The run's shutdownActive() teardown while it runs: a second shutdownActive() joins it.
     shutdownPromise: null,
+    // How many times the run became terminal (a verdict, a drop, a Stop before a receipt): a
+    // teardown is over once this moved, even if the host reset the status since (FIN-5, LC-4).
+    endings: 0,
     evictTimer: null,
     evictToken: 0,
     // Registered with the releaser (it left the registry once: releaseWhenUnreachable).
@@ -186,6 +189,7 @@ function syncVerdict(s, status, code, signal, now, trigger) {
     s.terminalAt = now
     s.terminalTrigger = trigger
     s.endPending = true
+    s.endings++
   }
 }
 
@@ -203,6 +207,7 @@ function syncDropped(s, now) {
   s.updatedAt = now
   s.terminalAt = now
   s.terminalTrigger = 'drop'
+  s.endings++
   closeJournal(s)
 }
 
@@ -235,6 +240,7 @@ function syncDeliveryStopped(s, now, origin) {
   s.status = 'canceled'
   s.terminalAt = now
   s.terminalTrigger = 'cancel'
+  s.endings++
 }
 
 // --- the run object ----------------------------------------------------------------------------
