@@ -470,6 +470,41 @@ describe('EMT-2, IMP-7, LC-6: records handed out from inside a hand-out reach ev
     expect(transcript(b)).toEqual(expected)
   })
 
+  it('records emitted from the hook of a record that a hook emitted keep id order (a chain of hooks)', () => {
+    let runs: any
+    ;({ runs } = makeRuns({
+      onEventEmitted: (run: any, record: any) => {
+        if (record.event === 'tool_call') runs.emit(run, 'tool_started', {})
+        if (record.event === 'tool_started') runs.emit(run, 'progress', {})
+      },
+    } as any))
+    const run = runs.create()
+    const { a, b } = twoClients(runs, run)
+    runs.emit(run, 'tool_call', {})
+    runs.emit(run, 'stdout', {})
+    const expected = ['1:tool_call', '2:tool_started', '3:progress', '4:stdout']
+    expect(run.events.map((e: any) => `${e.id}:${e.event}`)).toEqual(expected)
+    expect(transcript(a)).toEqual(expected)
+    expect(transcript(b)).toEqual(expected)
+  })
+
+  it('a finish from the hook of a record that a hook emitted hands that record out before the end', () => {
+    let runs: any
+    ;({ runs } = makeRuns({
+      onEventEmitted: (run: any, record: any) => {
+        if (record.event === 'agent_exit') runs.emit(run, 'result', { ok: true })
+        if (record.event === 'result') runs.finish(run, 'succeeded', 0, null)
+      },
+    } as any))
+    const run = runs.create()
+    const { a, b } = twoClients(runs, run)
+    runs.emit(run, 'agent_exit', {})
+    const expected = ['1:agent_exit', '2:result', '3:end']
+    expect(run.events.map((e: any) => `${e.id}:${e.event}`)).toEqual(expected)
+    expect(transcript(a)).toEqual([...expected, 'end'])
+    expect(transcript(b)).toEqual([...expected, 'end'])
+  })
+
   it("an emit from a client's send reaches the clients after it in id order", () => {
     const { runs } = makeRuns()
     const run = runs.create()
@@ -526,5 +561,20 @@ describe('EMT-2, IMP-7, LC-6: records handed out from inside a hand-out reach ev
       expect(attached, where).toHaveLength(1)
       expect(transcript(attached[0]), where).toEqual(['2:stdout', '3:end', 'end'])
     }
+  })
+
+  it("a client attached from onTerminal with the last id as its cursor gets only the 'end' record, then end() (no STR-4 re-send)", () => {
+    let client: ReturnType<typeof fakeClient> | null = null
+    let runs: any
+    ;({ runs } = makeRuns({ onTerminal: (run: any) => runs.stream(run, fakeReq('2'), fakeRes()) } as any, () => {
+      client = fakeClient()
+      return client
+    }))
+    const run = runs.create()
+    runs.emit(run, 'stdout', {})
+    runs.emit(run, 'stdout', {})
+    runs.finish(run, 'succeeded', 0, null)
+    expect(client).not.toBeNull()
+    expect(transcript(client!)).toEqual(['3:end', 'end'])
   })
 })

@@ -52,11 +52,13 @@ const END_CLIENTS = Symbol('end clients')
 function handOut(ctx, run, s, record) {
   s.handingOut++
   try {
+    const nested = s.handingOut > 1
+    // A nested record takes its place in the queue before its hook runs, so what the hook emits
+    // (or a finish's 'end' and end()) is queued behind it.
+    if (nested) (s.queued ??= []).push([record.event, record.data, record.id])
     const onEventEmitted = ctx.opts.onEventEmitted
     if (onEventEmitted !== null) callHook(ctx, 'onEventEmitted', onEventEmitted, run, record)
-    if (s.handingOut > 1) {
-      ;(s.queued ??= []).push([record.event, record.data, record.id])
-    } else {
+    if (!nested) {
       fanOut(run, s, record.event, record.data, record.id)
       drainQueued(run, s)
     }
@@ -190,7 +192,9 @@ function stream(ctx, run, req, res) {
       batch.next = s.nextEventId
       s.replayed = new WeakRef(batch)
     }
-    sendBatch(sse, batch, 0, -Infinity)
+    // While a finish runs its hooks, its 'end' record is still to come, live: STR-4's re-send of
+    // the last record (a cursor at the end of a terminal run) does not apply yet.
+    sendBatch(sse, batch, 0, s.endPending && Number.isFinite(cursor) ? cursor : -Infinity)
   }
   while (s.nextEventId - 1 > seen) {
     const from = seen
