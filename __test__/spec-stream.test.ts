@@ -330,6 +330,32 @@ describe('§10 stream(run, req, res)', () => {
     expect(sentIds(sse[0])).toEqual([1, 2, 3, 4, 5])
   })
 
+  it('IMP-7: records emitted from inside a replay send that the ring trims before the replay ends (no log) still reach the client', () => {
+    let runsRef: any
+    let runRef: any
+    let fired = false
+    const { runs, sse } = makeRuns({ maxEvents: 2 }, () =>
+      fakeClient({
+        onSend: () => {
+          if (fired) return
+          fired = true
+          for (let n = 0; n < 3; n++) runsRef.emit(runRef, 'agent', { nested: n })
+        },
+      }),
+    )
+    runsRef = runs
+    const run = (runRef = runs.create())
+    runs.emit(run, 'agent', { n: 1 })
+    runs.stream(run, fakeReq(undefined), fakeRes())
+    runs.emit(run, 'agent', { n: 5 })
+    expect(sentIds(sse[0])).toEqual([1, 2, 3, 4, 5])
+    expect(sse[0].calls.slice(1, 4).map((call: any) => call.data)).toEqual([
+      { nested: 0 },
+      { nested: 1 },
+      { nested: 2 },
+    ])
+  })
+
   it('STR-8/IMP-8: after a late event, a client at the last id gets the end record, not the late one', () => {
     const { runs, sse } = makeRuns()
     const run = finishedRun4(runs)

@@ -102,6 +102,9 @@ function newMirror(ctx, slot, bundle, summary, core) {
     attachedAt: null,
     // EMT-2: the deliveries a nested hand-out queued for the outermost one (lib/stream.js).
     queued: null,
+    // IMP-7: while stream() replays to a client, the records handed out meanwhile (from inside
+    // its sends), one array per replaying client (lib/stream.js).
+    captures: null,
     // The run's shutdownActive() teardown while it runs: a second shutdownActive() joins it.
     shutdownPromise: null,
     // How many times the run became terminal (a verdict, a drop, a Stop before a receipt): a

@@ -50,6 +50,8 @@ const END_CLIENTS = Symbol('end clients')
  * record up to that id sends it again (`s.attachedAt`).
  */
 function handOut(ctx, run, s, record) {
+  // IMP-7: a client being replayed to gets the records emitted meanwhile after its replay.
+  if (s.captures !== null) for (const capture of s.captures) capture.push(record)
   s.handingOut++
   try {
     const nested = s.handingOut > 1
@@ -166,6 +168,46 @@ function responseClosed(res) {
   }
 }
 
+/**
+ * STR-3, STR-4, IMP-3, IMP-7: sends the records after `cursor` (the core's snapshot), then those
+ * emitted from inside those sends, in id order, once each. Returns the last id the client has.
+ */
+function replay(ctx, s, sse, cursor) {
+  const capture = []
+  ;(s.captures ??= []).push(capture)
+  try {
+    let seen = s.nextEventId - 1
+    let batch = replayed(s, cursor)
+    if (batch !== null) {
+      sendBatch(sse, batch, cursor - batch.ids + 1, -Infinity)
+    } else {
+      batch = decodeReplay(native.runReplay(ctx.svc, s.slot, cursor))
+      // Contiguous ids (always, unless records came back from the log) after the cursor (not
+      // STR-4's re-sent last record, which is not everything after an earlier cursor): keep the
+      // batch for the next client of this run, until the next emit or until V8 collects it.
+      if (typeof batch.ids === 'number' && !(cursor >= batch.ids)) {
+        batch.next = s.nextEventId
+        s.replayed = new WeakRef(batch)
+      }
+      // While a finish runs its hooks, its 'end' record is still to come, live: STR-4's re-send
+      // of the last record (a cursor at the end of a terminal run) does not apply yet.
+      sendBatch(sse, batch, 0, s.endPending && Number.isFinite(cursor) ? cursor : -Infinity)
+    }
+    // (The array grows while its sends emit; each record is handed out once, in id order.)
+    for (let i = 0; i < capture.length; i++) {
+      const record = capture[i]
+      if (record.id <= seen) continue
+      seen = record.id
+      safeCall(sse, 'send', record.event, record.data, record.id)
+    }
+    return seen
+  } finally {
+    const captures = s.captures
+    captures.splice(captures.indexOf(capture), 1)
+    if (captures.length === 0) s.captures = null
+  }
+}
+
 /** §10. */
 function stream(ctx, run, req, res) {
   const s = own(ctx, run, 'stream')
@@ -178,29 +220,9 @@ function stream(ctx, run, req, res) {
     )
   }
   const cursor = readCursor(req)
-  // IMP-7: send a snapshot, then whatever was emitted from inside those sends, exactly once.
-  let seen = s.nextEventId - 1
-  let batch = replayed(s, cursor)
-  if (batch !== null) {
-    sendBatch(sse, batch, cursor - batch.ids + 1, -Infinity)
-  } else {
-    batch = decodeReplay(native.runReplay(ctx.svc, s.slot, cursor))
-    // Contiguous ids (always, unless records came back from the log) after the cursor (not
-    // STR-4's re-sent last record, which is not everything after an earlier cursor): keep the
-    // batch for the next client of this run, until the next emit or until V8 collects it.
-    if (typeof batch.ids === 'number' && !(cursor >= batch.ids)) {
-      batch.next = s.nextEventId
-      s.replayed = new WeakRef(batch)
-    }
-    // While a finish runs its hooks, its 'end' record is still to come, live: STR-4's re-send of
-    // the last record (a cursor at the end of a terminal run) does not apply yet.
-    sendBatch(sse, batch, 0, s.endPending && Number.isFinite(cursor) ? cursor : -Infinity)
-  }
-  while (s.nextEventId - 1 > seen) {
-    const from = seen
-    seen = s.nextEventId - 1
-    sendBatch(sse, decodeReplay(native.runReplay(ctx.svc, s.slot, from)), 0, from)
-  }
+  // IMP-7: send a snapshot, then whatever was emitted from inside those sends, exactly once:
+  // those records are captured as they are handed out, so the ring's trim cannot lose them.
+  const seen = replay(ctx, s, sse, cursor)
   // Read now, not before the sends: one of them may have finished or dropped the run. (A run
   // whose finish is running its hooks has its verdict but not yet its 'end' record: the client
   // is live, so the record reaches it and then its end().)
