@@ -131,6 +131,7 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   )
   if (!applied) return
   syncVerdict(s, status, code, signal, now, trigger)
+  const idAfterVerdict = s.nextEventId
   if (terminal) {
     callHook(ctx, 'onTerminal', onTerminal, run, status, now)
     finalize(ctx, run)
@@ -155,9 +156,14 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
     }
     endJson = JSON.stringify(endData)
   }
-  const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, now)
-  syncEnded(s, endId)
-  handOut(ctx, run, s, { id: endId, event: 'end', data: endData, timestamp: now })
+  // Records the hooks emitted came after the verdict: the 'end' follows them in time too, and
+  // the state file, written with the verdict, is written again with that updatedAt (LC-1).
+  const hooksEmitted = s.nextEventId !== idAfterVerdict
+  const endAt = hooksEmitted ? Date.now() : now
+  const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, endAt)
+  syncEnded(s, endId, endAt)
+  if (hooksEmitted && ctx.logging) native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+  handOut(ctx, run, s, { id: endId, event: 'end', data: endData, timestamp: endAt })
   endClientsInOrder(run, s)
   resolveWaiters(run)
   scheduleEviction(s)

@@ -17,7 +17,8 @@
 //                     |   runCancelPendingDelivery; host: runSetText        |   syncDropped,
 //                     |                                                     |   syncDeliveryStopped; setter
 // updatedAt           | runCreate, runHydrate, emitStaged, runFinishBegin,  | newMirror, syncEmitted,
-//                     |   runDrop, runCancelBegin, runShutdownBegin,        |   syncVerdict, syncDropped,
+//                     |   runFinishEnd, runDrop, runCancelBegin,            |   syncVerdict, syncEnded,
+//                     |   runShutdownBegin,                                 |   syncDropped,
 //                     |   runCancelPendingDelivery; host: runSetNumber      |   syncCancelBegun; setter
 // nextEventId         | runCreate, runHydrate, emitStaged, runFinishEnd     | newMirror, syncEmitted,
 //                     |   ('end') (never the host: read-only)               |   syncEnded
@@ -196,9 +197,10 @@ function syncVerdict(s, status, code, signal, now, trigger) {
   }
 }
 
-/** After runFinishEnd returned the 'end' record's id. */
-function syncEnded(s, endId) {
+/** After runFinishEnd returned the 'end' record's id; `at` is the record's time. */
+function syncEnded(s, endId, at) {
   s.endPending = false
+  s.updatedAt = at
   s.nextEventId = endId + 1
   s.events = null
   closeJournal(s)
