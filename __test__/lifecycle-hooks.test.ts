@@ -339,6 +339,28 @@ describe('LC-6: hooks', () => {
     expect(state).toMatchObject({ status: 'succeeded', updatedAt: 5_007, terminalAt: 5_000 })
   })
 
+  it("a record a client's end() emits during a drop keeps its updatedAt: the run and the core agree", () => {
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(5_000)
+    let runs: any
+    let run: any
+    ;({ runs } = makeRuns({ runsLogDir: tmp }, () =>
+      fakeClient({
+        onEnd: () => {
+          vi.setSystemTime(5_004)
+          runs.emit(run, 'diagnostic', { note: 'client gone' })
+        },
+      }),
+    ))
+    run = runs.create({})
+    runs.stream(run, { get: () => undefined, query: {} }, { on() {} })
+    runs.drop(run)
+    expect(run.status).toBe('canceled')
+    expect(run.terminalAt).toBe(5_000)
+    expect(run.updatedAt).toBe(5_004)
+    expect(runs.statusBody(run).updatedAt).toBe(5_004)
+  })
+
   it('onTerminal also hears of every terminal run hydrated from disk', () => {
     const first = makeRuns({ runsLogDir: tmp }).runs
     const a = first.create({ projectId: 'p' })

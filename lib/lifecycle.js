@@ -244,9 +244,11 @@ function drop(ctx, run) {
     holdUntilWritten(ctx)
     ctx.runs[s.slot] = undefined
     releaseWhenUnreachable(s)
-    // DRP-1: the clients end before the status changes (the mirror syncs after them).
+    // DRP-1: the clients end before the status changes (the mirror syncs after them). A record
+    // one of them emits meanwhile (EMT-5) has already moved updatedAt past the drop's time.
+    const idBeforeEnd = s.nextEventId
     endClientsInOrder(run, s)
-    syncDropped(s, now)
+    syncDropped(s, now, s.nextEventId === idBeforeEnd ? now : s.updatedAt)
     resolveWaiters(run)
   } finally {
     s.finishing = false

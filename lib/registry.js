@@ -78,7 +78,7 @@ function create(ctx, meta) {
       // The object exists (a test's observer may hold it): it reads as dropped, and its slot is
       // released with it.
       const s = ChatRun.stateOf(run)
-      syncDropped(s, now)
+      syncDropped(s, now, now)
       releaseWhenUnreachable(s)
     }
     throw err

@@ -206,10 +206,10 @@ function syncEnded(s, endId, at) {
   closeJournal(s)
 }
 
-/** After runDrop returned true. */
-function syncDropped(s, now) {
+/** After runDrop returned true at `now`; `updatedAt` is now's, or a later emit's (drop()). */
+function syncDropped(s, now, updatedAt) {
   s.status = 'canceled'
-  s.updatedAt = now
+  s.updatedAt = updatedAt
   s.terminalAt = now
   s.terminalTrigger = 'drop'
   s.endings++

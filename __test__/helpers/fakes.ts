@@ -25,12 +25,14 @@ export interface FakeClientOptions {
   log?: string[]
   /** Called inside each send, after it is recorded (to emit from within a replay, say). */
   onSend?: (client: FakeClient, event: string, data: unknown, id: number) => void
+  /** Called inside end(), after it is recorded (to emit from a drop's or finish's end of clients). */
+  onEnd?: (client: FakeClient) => void
   /** Every method throws after recording its call. */
   throwing?: boolean
 }
 
 export function fakeClient(options: FakeClientOptions = {}): FakeClient {
-  const { name = 'client', log, onSend, throwing = false } = options
+  const { name = 'client', log, onSend, onEnd, throwing = false } = options
   const client: FakeClient = {
     name,
     calls: [],
@@ -44,6 +46,7 @@ export function fakeClient(options: FakeClientOptions = {}): FakeClient {
     end: vi.fn(() => {
       client.calls.push({ type: 'end' })
       log?.push(`${name}.end`)
+      onEnd?.(client)
       if (throwing) throw new Error('end boom')
     }),
     cleanup: vi.fn(() => {
