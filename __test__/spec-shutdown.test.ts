@@ -256,6 +256,24 @@ describe('§11 shutdownActive', () => {
     expect(run.status).toBe('canceled')
   })
 
+  it('SHD-5: a run a hook ended before its turn in the shutdown, then reset by the host, does not hold the shutdown', async () => {
+    let runs: any
+    let b: any
+    ;({ runs } = makeRuns({
+      onTerminal: (run: any) => {
+        if (run !== b) runs.fail(b, 'AGENT_EXECUTION_FAILED', 'ended by the hook of another run')
+      },
+    } as any))
+    runs.create({})
+    b = runs.create({})
+    const shutdown = runs.shutdownActive()
+    expect(b.status).toBe('failed')
+    b.status = 'running' // FIN-5: the host resets it for a retry
+    await expect(shutdown).resolves.toBeUndefined()
+    await expect(runs.shutdownActive()).resolves.toBeUndefined()
+    expect(b.status).toBe('canceled')
+  })
+
   it("SHD-5: a run reopened by prepareRestart from a waiter's continuation does not hold the shutdown", async () => {
     const { runs } = makeRuns()
     const run = runs.create({})

@@ -476,11 +476,13 @@ function startShutdown(ctx, runs, graceMs) {
       }
       // A run whose verdict another teardown holds (this plan found no child: the host cleared
       // run.child during a cancel, whose barrier is still on) is done when that verdict lands.
-      // A run that ended meanwhile is done even if the host has already reset it for a retry
-      // (FIN-5, LC-4): a later shutdownActive() tears that retry down afresh.
+      // A run that ended meanwhile, or before its turn in this loop (a hook of an earlier run
+      // finished it), is done even if the host has already reset it for a retry (FIN-5, LC-4):
+      // a later shutdownActive() tears that retry down afresh.
+      const endedBefore = isTerminal(s.status)
       const endings = s.endings
       const teardown = drive(ctx, run, s, true, step).then((value) =>
-        isTerminal(s.status) || s.endings !== endings ? value : wait(ctx, run).then(() => value),
+        endedBefore || isTerminal(s.status) || s.endings !== endings ? value : wait(ctx, run).then(() => value),
       )
       const done = () => {
         if (s.shutdownPromise === joined.promise) s.shutdownPromise = null
