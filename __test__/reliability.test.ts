@@ -226,6 +226,24 @@ describe('the process ends right after its emits (IMP-4, BND-6)', () => {
       expect(lines).toBe(total + 1)
     },
   )
+
+  it('three fresh copies of the package (module isolation) add one exit listener in all, and each writes its records', () => {
+    const total = 20_000
+    const result = runNodeSync([WORKER, 'end-right-after-emits', tmp, 'copies', String(total)], { timeout: 60_000 })
+    expect(result.status).toBe(3)
+    // The fixture's own service (loaded first) added the listener; the copies add none.
+    expect(JSON.parse(result.stdout.trim())).toEqual({ addedExitListeners: 0 })
+    const journals = fs.readdirSync(tmp).map((id) => path.join(tmp, id, 'events.jsonl'))
+    expect(journals).toHaveLength(3)
+    for (const journal of journals) {
+      const ids = fs
+        .readFileSync(journal, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).id)
+      expect(ids).toEqual(range(1, total / 2))
+    }
+  })
 })
 
 describe('visible health: getChatRunServiceStats', () => {

@@ -10,13 +10,27 @@ const fs = require('node:fs')
 const binding = require('../loader.js')
 const { flushStaged } = require('./staging.js')
 
+// One 'exit' listener per process, shared by every copy of this module that a test runner's
+// module isolation or a vm context loads: each copy adds its flush as a WeakRef, so a copy
+// nothing uses any more is neither kept alive nor flushed.
+const FLUSHERS = Symbol.for('chat-run-service.exitFlushers')
 let watching = false
 
-/** Adds the one 'exit' listener of this module instance (first service with a log). */
+/** Registers this module copy's flush at the process's 'exit' (first service with a log). */
 function watchProcessExit() {
   if (watching) return
   watching = true
-  process.on('exit', flushAtExit)
+  let flushers = process[FLUSHERS]
+  if (!(flushers instanceof Set)) {
+    flushers = new Set()
+    Object.defineProperty(process, FLUSHERS, { value: flushers })
+    const registry = flushers
+    process.on('exit', () => {
+      for (const ref of registry) ref.deref()?.()
+    })
+  }
+  for (const ref of flushers) if (ref.deref() === undefined) flushers.delete(ref)
+  flushers.add(new WeakRef(flushAtExit))
 }
 
 function flushAtExit() {
