@@ -11,6 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
+import { Worker } from 'node:worker_threads'
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import {
   FakeChild,
@@ -29,6 +30,7 @@ import {
 
 const TREE = fixture('lc7-tree.sh')
 const STDIN = fixture('lc7-stdin.cjs')
+const WORKER = fixture('teardown-worker.cjs')
 const FIXTURE_NAMES = ['lc7-tree.sh', 'lc7-stdin.cjs']
 
 // --- processes this file started, by identity ------------------------------------------------------
@@ -892,6 +894,22 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
 
   it('leaves no fixture process behind', async () => {
     expect(await waitFor(() => fixtureLeftovers().length <= before, 2000)).toBe(true)
+  })
+})
+
+describe.skipIf(notLinux)('LC-7 teardown begun in a worker thread that is then terminated', () => {
+  it('the SIGKILL step its timer would have taken is taken when the worker ends: no agent or grandchild survives', async () => {
+    const worker = new Worker(WORKER, { workerData: { count: 3 } })
+    const pids = await new Promise<number[]>((resolve, reject) => {
+      worker.once('message', resolve)
+      worker.once('error', reject)
+    })
+    const ids = pids.map(track)
+    // The shutdown's SIGTERM went out and is ignored; its SIGKILL is 10 s away.
+    await sleep(100)
+    expect(ids.filter(alive)).toHaveLength(6)
+    await worker.terminate()
+    expect(await waitFor(() => ids.every((id) => !alive(id)), 5000)).toBe(true)
   })
 })
 

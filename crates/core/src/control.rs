@@ -297,6 +297,25 @@ impl Service {
         watched
     }
 
+    /// LC-7 when the service ends with its environment (a worker thread terminated, the host's
+    /// process exiting): the JS timers that would take the remaining steps of a cancel or
+    /// shutdown end with it. So every run still tearing down (a plan begun, no verdict yet)
+    /// gets its SIGKILL step now, after a last capture, to what its tree holds, each process by
+    /// identity. Returns how many runs were signalled.
+    pub fn kill_unfinished_teardowns(&mut self) -> usize {
+        let table = self.processes.clone();
+        let mut signalled = 0;
+        for run in self.slab.iter_mut().flatten() {
+            if run.is_terminal() || (run.cancel.is_none() && run.shutdown.is_none()) {
+                continue;
+            }
+            run.tree.watch(&table);
+            run.tree.signal(&table, Kill::Kill);
+            signalled += 1;
+        }
+        signalled
+    }
+
     /// [`Service::attach`] without the capture. `host_write`: the host has just written
     /// `run.child` or `run.processGroupId` (see [`crate::tree::Tree::host_set_child`]), rather
     /// than a signal step passing the host's current values.
@@ -633,6 +652,79 @@ mod tests {
 
     // LC-7's watch, with a real child of this test process (Linux: the tree reads /proc).
     #[cfg(target_os = "linux")]
+    /// True while `pid` exists and is not a zombie.
+    #[cfg(target_os = "linux")]
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(") ").next().map(|rest| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn lc_7_a_service_dropped_mid_teardown_kills_the_tree_it_began_to_stop() {
+        use std::time::{Duration, Instant};
+        let mut svc = service(Some(10), None);
+        let stopping = svc.create(CreateMeta::default(), 0.0).slot;
+        let untouched = svc.create(CreateMeta::default(), 0.0).slot;
+        // Both ignore SIGTERM, and so does the grandchild (an ignored signal is inherited).
+        let spawn = || {
+            std::process::Command::new("sh")
+                .args(["-c", "trap '' TERM; sleep 30 & wait"])
+                .spawn()
+                .unwrap()
+        };
+        let mut a = spawn();
+        let mut b = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let grandchild = {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let list = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", a.id()));
+                if let Some(pid) = list
+                    .ok()
+                    .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+                {
+                    break pid;
+                }
+                assert!(Instant::now() < deadline, "sh never started its sleep");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        assert!(svc
+            .attach(stopping, f64::from(a.id()), f64::NAN, true)
+            .unwrap());
+        assert!(svc
+            .attach(untouched, f64::from(b.id()), f64::NAN, true)
+            .unwrap());
+        let graces = CancelGraces::from_env(f64::NAN, f64::NAN, f64::NAN);
+        svc.cancel_begin(stopping, true, false, graces, "user_stop", 1.0)
+            .unwrap();
+        svc.signal_tree(stopping, f64::from(a.id()), f64::NAN, true, false)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(running(a.id()) && running(grandchild), "SIGTERM is ignored");
+        drop(svc);
+        // The SIGKILL step the JS timer would have taken: the child and its grandchild.
+        let status = a.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(grandchild) {
+            assert!(Instant::now() < deadline, "the grandchild survived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A run nobody asked to stop is left alone.
+        assert!(b.try_wait().unwrap().is_none());
+        b.kill().unwrap();
+        b.wait().unwrap();
+    }
+
     #[test]
     fn lc_7_the_watch_counts_runs_with_a_live_tree_and_skips_terminal_ones() {
         let mut svc = service(Some(10), None);

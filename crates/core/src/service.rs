@@ -227,6 +227,15 @@ pub struct Service {
     pub(crate) processes: crate::tree::SharedTable,
 }
 
+/// A service that goes away (its JS object collected, or its environment torn down: a worker
+/// thread ended, the process exiting) first finishes the teardowns it had begun
+/// ([`Service::kill_unfinished_teardowns`]); its log writer then drains on its own thread.
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill_unfinished_teardowns();
+    }
+}
+
 impl Service {
     pub fn new(cfg: ServiceConfig, mut log_shared: LogShared) -> Self {
         log_shared.max_early_open = cfg.log_limits.max_open_files;
