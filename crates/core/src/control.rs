@@ -299,17 +299,21 @@ impl Service {
 
     /// LC-7 when the service ends with its environment (a worker thread terminated, the host's
     /// process exiting): the JS timers that would take the remaining steps of a cancel or
-    /// shutdown end with it. So every run still tearing down (a plan begun, no verdict yet)
-    /// gets its SIGKILL step now, after a last capture, to what its tree holds, each process by
-    /// identity. Returns how many runs were signalled.
+    /// shutdown end with it. So every run still tearing down (no verdict yet) under a plan that
+    /// signals its tree (one begun with a child) gets its SIGKILL step now, to what its tree
+    /// holds (the signal step reads the process table afresh), each process by identity.
+    /// Returns how many runs were signalled.
     pub fn kill_unfinished_teardowns(&mut self) -> usize {
         let table = self.processes.clone();
         let mut signalled = 0;
         for run in self.slab.iter_mut().flatten() {
-            if run.is_terminal() || (run.cancel.is_none() && run.shutdown.is_none()) {
+            let tearing_down = [&run.cancel, &run.shutdown]
+                .into_iter()
+                .flatten()
+                .any(Escalation::signals_tree);
+            if run.is_terminal() || !tearing_down {
                 continue;
             }
-            run.tree.watch(&table);
             run.tree.signal(&table, Kill::Kill);
             signalled += 1;
         }
@@ -650,8 +654,6 @@ mod tests {
         );
     }
 
-    // LC-7's watch, with a real child of this test process (Linux: the tree reads /proc).
-    #[cfg(target_os = "linux")]
     /// True while `pid` exists and is not a zombie.
     #[cfg(target_os = "linux")]
     fn running(pid: u32) -> bool {
@@ -668,6 +670,7 @@ mod tests {
         let mut svc = service(Some(10), None);
         let stopping = svc.create(CreateMeta::default(), 0.0).slot;
         let untouched = svc.create(CreateMeta::default(), 0.0).slot;
+        let childless = svc.create(CreateMeta::default(), 0.0).slot;
         // Both ignore SIGTERM, and so does the grandchild (an ignored signal is inherited).
         let spawn = || {
             std::process::Command::new("sh")
@@ -703,6 +706,16 @@ mod tests {
         let graces = CancelGraces::from_env(f64::NAN, f64::NAN, f64::NAN);
         svc.cancel_begin(stopping, true, false, graces, "user_stop", 1.0)
             .unwrap();
+        // A cancel begun without a child never signals one attached later.
+        svc.cancel_begin(childless, false, true, graces, "user_stop", 1.0)
+            .unwrap();
+        let mut c = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(svc
+            .attach(childless, f64::from(c.id()), f64::NAN, true)
+            .unwrap());
         svc.signal_tree(stopping, f64::from(a.id()), f64::NAN, true, false)
             .unwrap();
         std::thread::sleep(Duration::from_millis(50));
@@ -719,12 +732,17 @@ mod tests {
             assert!(Instant::now() < deadline, "the grandchild survived");
             std::thread::sleep(Duration::from_millis(5));
         }
-        // A run nobody asked to stop is left alone.
+        // A run nobody asked to stop is left alone, and so is the child-less plan's.
         assert!(b.try_wait().unwrap().is_none());
-        b.kill().unwrap();
-        b.wait().unwrap();
+        assert!(c.try_wait().unwrap().is_none());
+        for mut left in [b, c] {
+            left.kill().unwrap();
+            left.wait().unwrap();
+        }
     }
 
+    // LC-7's watch, with a real child of this test process (Linux: the tree reads /proc).
+    #[cfg(target_os = "linux")]
     #[test]
     fn lc_7_the_watch_counts_runs_with_a_live_tree_and_skips_terminal_ones() {
         let mut svc = service(Some(10), None);

@@ -158,6 +158,15 @@ impl Escalation {
         }
     }
 
+    /// True for a plan that signals the run's process tree (it was begun with a child): the
+    /// teardown a service that goes away completes with SIGKILL
+    /// ([`crate::Service::kill_unfinished_teardowns`]).
+    pub fn signals_tree(&self) -> bool {
+        self.ops
+            .iter()
+            .any(|op| matches!(op, Op::Do(Step::SigTerm | Step::SigKill)))
+    }
+
     /// The next step. `exited` answers the previous `WaitExit` and is ignored otherwise.
     pub fn next(&mut self, exited: bool) -> Step {
         if let Some(on_exit) = self.waiting_on_exit.take() {
