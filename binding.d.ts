@@ -129,6 +129,13 @@ export declare function indexRuns(svc: number, dir: string): void
 export declare function internEvent(svc: number, name: string): number
 
 /**
+ * LC-7 at the process's end (the facade's `'exit'` listener): every run of this environment's
+ * services that is still tearing down takes its SIGKILL step now, since the JS timers of its
+ * plan end with the process. Returns how many runs were signalled.
+ */
+export declare function killUnfinishedTeardowns(): number
+
+/**
  * §12: a media policy read back from a file (a hydrated run's), normalized as `create`
  * normalizes its input, as JSON.
  */

@@ -849,6 +849,7 @@ module.exports.flushLogs = nativeBinding.flushLogs
 module.exports.HydrateMiss = nativeBinding.HydrateMiss
 module.exports.indexRuns = nativeBinding.indexRuns
 module.exports.internEvent = nativeBinding.internEvent
+module.exports.killUnfinishedTeardowns = nativeBinding.killUnfinishedTeardowns
 module.exports.normalizeStoredMediaExecution = nativeBinding.normalizeStoredMediaExecution
 module.exports.NumberField = nativeBinding.NumberField
 module.exports.openDesignPluginId = nativeBinding.openDesignPluginId

@@ -751,8 +751,6 @@ export interface ChatRunServiceOptions {
    * Directory for per-run `<runsLogDir>/<runId>/events.jsonl` logs and `state.json` files (SPEC LC-1);
    * `null` or `''` disables logging and durability (no filesystem access at all). Relative paths
    * resolve against the cwd; other types throw `TypeError`. Runs found there are loaded lazily (LC-2).
-   * The first service with a log adds one `'exit'` listener to `process`: a process that ends by
-   * `process.exit()` or an uncaught error writes what was emitted first (waiting up to 2 s, IMP-4).
    * @defaultValue `null`
    */
   runsLogDir?: string | null | undefined
@@ -1099,7 +1097,10 @@ export type DeliverableValidationInput = {
 }
 
 /**
- * Creates an independent chat-run registry (no state is shared between instances).
+ * Creates an independent chat-run registry (no state is shared between instances). The first
+ * service adds one `'exit'` listener to `process` (one per process): a process that ends by
+ * `process.exit()` or an uncaught error first gives every cancel or shutdown under way its SIGKILL
+ * step (LC-7) and writes what was emitted to the logs (waiting up to 2 s, IMP-4).
  * @throws TypeError when `options` is not an object, a required callback is not a function or an option has the wrong type.
  * @throws RangeError when a numeric option is out of range (see {@link ChatRunServiceOptions}).
  */

@@ -24,7 +24,7 @@
 //   lower.js      host values lowered to JSON for the core's normalizers
 //   convert.js    what the core stores for a host value
 //   describe.js   values named in error messages
-//   exit.js       the process's 'exit': staged emits and queued lines written first
+//   exit.js       the process's 'exit': teardowns under way killed, emits and lines written
 // Each of those functions takes the service's context (see serviceContext) as its first
 // argument instead of closing over it.
 
@@ -145,12 +145,11 @@ function createChatRunService(options) {
     acknowledgeArtifactDelivery: (run, receipt) => acknowledgeArtifactDelivery(ctx, run, receipt),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
-  if (ctx.logging) {
-    native.indexRuns(ctx.svc, ctx.opts.runsLogDir)
-    // IMP-4: process.exit() or a crash of the host writes what was emitted before it.
-    watchProcessExit()
-  }
   serviceReleaser.register(ctx, ctx.svc)
+  if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)
+  // IMP-4, LC-7: process.exit() or a crash of the host still writes what was emitted before it,
+  // and ends the process trees a cancel or shutdown was tearing down.
+  watchProcessExit()
   serviceContexts.set(service, ctx)
   return service
 }

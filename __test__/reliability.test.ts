@@ -227,6 +227,24 @@ describe('the process ends right after its emits (IMP-4, BND-6)', () => {
     },
   )
 
+  it('a copy of the package compiled in another realm (a vm context) shares the exit listener, and both copies write their records', () => {
+    const total = 20_000
+    const result = runNodeSync([WORKER, 'end-right-after-emits', tmp, 'vm-copy', String(total)], { timeout: 60_000 })
+    expect(result.stderr).toBe('')
+    expect(result.status).toBe(3)
+    expect(JSON.parse(result.stdout.trim())).toEqual({ addedExitListeners: 0 })
+    const journals = fs.readdirSync(tmp).map((id) => path.join(tmp, id, 'events.jsonl'))
+    expect(journals).toHaveLength(2)
+    for (const journal of journals) {
+      const ids = fs
+        .readFileSync(journal, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).id)
+      expect(ids).toEqual(range(1, total / 2))
+    }
+  })
+
   it('three fresh copies of the package (module isolation) add one exit listener in all, and each writes its records', () => {
     const total = 20_000
     const result = runNodeSync([WORKER, 'end-right-after-emits', tmp, 'copies', String(total)], { timeout: 60_000 })

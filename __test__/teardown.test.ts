@@ -897,7 +897,7 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
   })
 })
 
-describe.skipIf(notLinux)('LC-7 teardown begun in a worker thread that is then terminated', () => {
+describe.skipIf(notLinux)('LC-7 teardown begun in an environment that then ends', () => {
   it('the SIGKILL step its timer would have taken is taken when the worker ends: no agent or grandchild survives', async () => {
     const worker = new Worker(WORKER, { workerData: { count: 3 } })
     const pids = await new Promise<number[]>((resolve, reject) => {
@@ -911,6 +911,24 @@ describe.skipIf(notLinux)('LC-7 teardown begun in a worker thread that is then t
     await worker.terminate()
     expect(await waitFor(() => ids.every((id) => !alive(id)), 5000)).toBe(true)
   })
+
+  it.each(['exit', 'throw'])(
+    'a process that ends by %s inside the grace takes the SIGKILL step first: no agent or grandchild survives',
+    async (how) => {
+      const child = spawn(process.execPath, [WORKER, how, '3'], { stdio: ['ignore', 'pipe', 'ignore'] })
+      children.push(child)
+      const exited = new Promise((resolve) => child.once('exit', (status) => resolve(status)))
+      let out = ''
+      child.stdout!.setEncoding('utf8')
+      child.stdout!.on('data', (chunk: string) => {
+        out += chunk
+      })
+      expect(await waitFor(() => out.includes('\n'), 5000)).toBe(true)
+      const ids = (JSON.parse(out.split('\n')[0]) as number[]).map(track)
+      expect(await exited).toBe(how === 'exit' ? 0 : 1)
+      expect(await waitFor(() => ids.every((id) => !alive(id)), 5000)).toBe(true)
+    },
+  )
 })
 
 describe.skipIf(notLinux)('LC-7 leak check', () => {

@@ -155,6 +155,15 @@ pub fn flush_all_logs_blocking(env: &Env) -> Result<bool> {
         .flush_all_blocking(timing::EXIT_DRAIN))
 }
 
+/// LC-7 at the process's end (the facade's `'exit'` listener): every run of this environment's
+/// services that is still tearing down takes its SIGKILL step now, since the JS timers of its
+/// plan end with the process. Returns how many runs were signalled.
+#[napi]
+pub fn kill_unfinished_teardowns(env: &Env) -> Result<u32> {
+    let signalled = instances(env)?.services.kill_unfinished_teardowns();
+    Ok(u32::try_from(signalled).unwrap_or(u32::MAX))
+}
+
 /// The service's health snapshot as the JSON text `getChatRunServiceStats` returns parsed:
 /// `{ runs: { registered, active, byStatus, live }, events: { retained, retainedBytes },
 /// log: { enabled, linesWritten, openFiles, queue: { lines, bytes }, notPersisted: { diskError,

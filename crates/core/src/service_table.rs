@@ -39,6 +39,16 @@ impl ServiceTable {
         }
     }
 
+    /// LC-7 at the process's end: every service's begun teardowns take their SIGKILL step
+    /// ([`Service::kill_unfinished_teardowns`]). Returns how many runs were signalled.
+    pub fn kill_unfinished_teardowns(&mut self) -> usize {
+        self.services
+            .iter_mut()
+            .flatten()
+            .map(|service| service.kill_unfinished_teardowns())
+            .sum()
+    }
+
     /// IMP-4 at the process's end: waits until every live service's log writer has written
     /// and closed what was queued before the call, or until `timeout` has passed. Returns
     /// false only on the timeout. A writer that is gone (its thread ended) has nothing left to
