@@ -268,8 +268,15 @@ describe('§11 shutdownActive', () => {
     b = runs.create({})
     const shutdown = runs.shutdownActive()
     expect(b.status).toBe('failed')
-    b.status = 'running' // FIN-5: the host resets it for a retry
+    // No plan was begun on it at its turn: no shutdown origin, nothing to signal.
+    expect(b.cancelRequested).toBe(false)
+    expect(b.cancelOrigin).toBeNull()
+    b.status = 'running' // FIN-5: the host resets it for a retry, with a new child
+    const retry = new FakeChild()
+    b.child = retry
     await expect(shutdown).resolves.toBeUndefined()
+    expect(retry.signals).toEqual([])
+    expect(b.status).toBe('running')
     await expect(runs.shutdownActive()).resolves.toBeUndefined()
     expect(b.status).toBe('canceled')
   })

@@ -441,6 +441,9 @@ function startShutdown(ctx, runs, graceMs) {
       // joined, not started again (a second plan would restart the grace, or replace the first
       // plan mid-way and skip it).
       if (s.shutdownPromise !== null) return s.shutdownPromise
+      // Ended before its turn in this loop (a hook of an earlier run finished it): nothing to
+      // tear down, and no plan is begun on it (a retry the host started since is a new run).
+      if (isTerminal(s.status)) return Promise.resolve()
       // Joined from here on: the host code this teardown runs synchronously (child.kill(),
       // acpSession.abort(), a hook) may call shutdownActive() again, which must join it too.
       joined = deferred()
@@ -476,13 +479,11 @@ function startShutdown(ctx, runs, graceMs) {
       }
       // A run whose verdict another teardown holds (this plan found no child: the host cleared
       // run.child during a cancel, whose barrier is still on) is done when that verdict lands.
-      // A run that ended meanwhile, or before its turn in this loop (a hook of an earlier run
-      // finished it), is done even if the host has already reset it for a retry (FIN-5, LC-4):
-      // a later shutdownActive() tears that retry down afresh.
-      const endedBefore = isTerminal(s.status)
+      // A run that ended meanwhile is done even if the host has already reset it for a retry
+      // (FIN-5, LC-4): a later shutdownActive() tears that retry down afresh.
       const endings = s.endings
       const teardown = drive(ctx, run, s, true, step).then((value) =>
-        endedBefore || isTerminal(s.status) || s.endings !== endings ? value : wait(ctx, run).then(() => value),
+        isTerminal(s.status) || s.endings !== endings ? value : wait(ctx, run).then(() => value),
       )
       const done = () => {
         if (s.shutdownPromise === joined.promise) s.shutdownPromise = null
