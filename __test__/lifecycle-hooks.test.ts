@@ -315,29 +315,32 @@ describe('LC-6: hooks', () => {
     expect(run.events.at(-1).data).toMatchObject({ status: 'failed', resumable: true })
   })
 
-  it("records a hook emits later than the verdict: the 'end' record comes after them in time, and the run, the core and state.json agree on updatedAt", () => {
-    vi.useFakeTimers({ toFake: ['Date'] })
-    vi.setSystemTime(5_000)
-    let runs: any
-    ;({ runs } = makeRuns({
-      runsLogDir: tmp,
-      onTerminal: (r: any) => {
-        vi.setSystemTime(5_007) // the hook takes its time, then emits
-        runs.emit(r, 'diagnostic', { note: 'final usage' })
-      },
-    }))
-    const run = runs.create({})
-    runs.finish(run, 'succeeded', 0, null)
-    expect(run.events.map((e: any) => [e.event, e.timestamp])).toEqual([
-      ['diagnostic', 5_007],
-      ['end', 5_007],
-    ])
-    expect(run.terminalAt).toBe(5_000)
-    expect(run.updatedAt).toBe(5_007)
-    expect(runs.statusBody(run).updatedAt).toBe(5_007)
-    const state = JSON.parse(fs.readFileSync(path.join(tmp, run.id, 'state.json'), 'utf8'))
-    expect(state).toMatchObject({ status: 'succeeded', updatedAt: 5_007, terminalAt: 5_000 })
-  })
+  it.each(['beforeFinish', 'onTerminal'])(
+    "records %s emits later than the verdict's time: the 'end' record comes after them in time, and the run, the core and state.json agree on updatedAt",
+    (hook) => {
+      vi.useFakeTimers({ toFake: ['Date'] })
+      vi.setSystemTime(5_000)
+      let runs: any
+      ;({ runs } = makeRuns({
+        runsLogDir: tmp,
+        [hook]: (r: any) => {
+          vi.setSystemTime(5_007) // the hook takes its time, then emits
+          runs.emit(r, 'diagnostic', { note: 'final usage' })
+        },
+      }))
+      const run = runs.create({})
+      runs.finish(run, 'succeeded', 0, null)
+      expect(run.events.map((e: any) => [e.event, e.timestamp])).toEqual([
+        ['diagnostic', 5_007],
+        ['end', 5_007],
+      ])
+      expect(run.terminalAt).toBe(5_000)
+      expect(run.updatedAt).toBe(5_007)
+      expect(runs.statusBody(run).updatedAt).toBe(5_007)
+      const state = JSON.parse(fs.readFileSync(path.join(tmp, run.id, 'state.json'), 'utf8'))
+      expect(state).toMatchObject({ status: 'succeeded', updatedAt: 5_007, terminalAt: 5_000 })
+    },
+  )
 
   it("a record a client's end() emits during a drop keeps its updatedAt: the run and the core agree", () => {
     vi.useFakeTimers({ toFake: ['Date'] })

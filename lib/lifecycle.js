@@ -114,6 +114,9 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   const now = Date.now()
   const terminal = isTerminal(status)
   const { beforeFinish, onTerminal } = ctx.opts
+  // Records the hooks emit from here on (beforeFinish's before the verdict, the others after
+  // it) carry their own, later times.
+  const idBeforeHooks = s.nextEventId
   if (terminal && beforeFinish !== null) {
     callHook(ctx, 'beforeFinish', beforeFinish, run, status, code, signal, now)
   }
@@ -131,7 +134,6 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   )
   if (!applied) return
   syncVerdict(s, status, code, signal, now, trigger)
-  const idAfterVerdict = s.nextEventId
   if (terminal) {
     callHook(ctx, 'onTerminal', onTerminal, run, status, now)
     finalize(ctx, run)
@@ -156,9 +158,9 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
     }
     endJson = JSON.stringify(endData)
   }
-  // Records the hooks emitted came after the verdict: the 'end' follows them in time too, and
-  // the state file, written with the verdict, is written again with that updatedAt (LC-1).
-  const hooksEmitted = s.nextEventId !== idAfterVerdict
+  // When the hooks emitted records, the 'end' follows them in time too, and the state file,
+  // written with the verdict, is written again with that updatedAt (LC-1).
+  const hooksEmitted = s.nextEventId !== idBeforeHooks
   const endAt = hooksEmitted ? Date.now() : now
   const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, endAt)
   syncEnded(s, endId, endAt)
