@@ -9,6 +9,7 @@ import {
   fixture,
   isWindows,
   makeRuns,
+  readLines,
   runNodeSync,
   sentIds,
   sentRecords,
@@ -200,6 +201,12 @@ describe('crash durability', () => {
 })
 
 describe('the process ends right after its emits (IMP-4, BND-6)', () => {
+  /** The ids of each journal under this test's directory. */
+  const journalIds = () =>
+    fs
+      .readdirSync(tmp)
+      .map((id) => readLines(path.join(tmp, id, 'events.jsonl')).map((line) => JSON.parse(line).id as number))
+
   // process.exit(), an uncaught exception, an unhandled rejection, process.exit() in a worker
   // thread: the 'exit' listener hands the staged emits to the core and waits for the writer.
   it.each(['exit', 'throw', 'reject', 'worker'])(
@@ -210,57 +217,29 @@ describe('the process ends right after its emits (IMP-4, BND-6)', () => {
       expect(result.signal).toBeNull()
       expect(result.status).toBe({ exit: 3, throw: 1, reject: 1, worker: 0 }[how])
       if (how === 'worker') expect(JSON.parse(result.stdout.trim())).toEqual({ workerExitCode: 3 })
-      const journals = fs.readdirSync(tmp).map((id) => path.join(tmp, id, 'events.jsonl'))
+      const journals = journalIds()
       expect(journals).toHaveLength(2)
-      let lines = 0
-      for (const journal of journals) {
-        const records = fs
-          .readFileSync(journal, 'utf8')
-          .split('\n')
-          .filter(Boolean)
-          .map((l) => JSON.parse(l))
-        expect(records.map((r) => r.id)).toEqual(range(1, records.length))
-        lines += records.length
-      }
+      for (const ids of journals) expect(ids).toEqual(range(1, ids.length))
       // Every emit, and the finished run's 'end' record.
-      expect(lines).toBe(total + 1)
+      expect(journals[0].length + journals[1].length).toBe(total + 1)
     },
   )
 
-  it('a copy of the package compiled in another realm (a vm context) shares the exit listener, and both copies write their records', () => {
+  // A test runner's module isolation re-requires the package (three fresh copies); vitest's
+  // vmThreads or jest compile a copy in another realm (a vm context), next to the fixture's own.
+  it.each([
+    ['copies', 3],
+    ['vm-copy', 2],
+  ] as const)('%s of the package share the one exit listener, and every copy writes its records', (how, services) => {
     const total = 20_000
-    const result = runNodeSync([WORKER, 'end-right-after-emits', tmp, 'vm-copy', String(total)], { timeout: 60_000 })
+    const result = runNodeSync([WORKER, 'end-right-after-emits', tmp, how, String(total)], { timeout: 60_000 })
     expect(result.stderr).toBe('')
-    expect(result.status).toBe(3)
-    expect(JSON.parse(result.stdout.trim())).toEqual({ addedExitListeners: 0 })
-    const journals = fs.readdirSync(tmp).map((id) => path.join(tmp, id, 'events.jsonl'))
-    expect(journals).toHaveLength(2)
-    for (const journal of journals) {
-      const ids = fs
-        .readFileSync(journal, 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l).id)
-      expect(ids).toEqual(range(1, total / 2))
-    }
-  })
-
-  it('three fresh copies of the package (module isolation) add one exit listener in all, and each writes its records', () => {
-    const total = 20_000
-    const result = runNodeSync([WORKER, 'end-right-after-emits', tmp, 'copies', String(total)], { timeout: 60_000 })
     expect(result.status).toBe(3)
     // The fixture's own service (loaded first) added the listener; the copies add none.
     expect(JSON.parse(result.stdout.trim())).toEqual({ addedExitListeners: 0 })
-    const journals = fs.readdirSync(tmp).map((id) => path.join(tmp, id, 'events.jsonl'))
-    expect(journals).toHaveLength(3)
-    for (const journal of journals) {
-      const ids = fs
-        .readFileSync(journal, 'utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l).id)
-      expect(ids).toEqual(range(1, total / 2))
-    }
+    const journals = journalIds()
+    expect(journals).toHaveLength(services)
+    for (const ids of journals) expect(ids).toEqual(range(1, total / 2))
   })
 })
 
