@@ -10,6 +10,13 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * ENV: the abort grace for `PI_ABORT_GRACE_MS` and the force wait for
+ * `OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS`, as JS `Number()` read them, each with its default and
+ * clamp: `[abortGraceMs, forceWaitMs]` (a teardown the host's terminator carries out, LC-9).
+ */
+export declare function abortAndForceWaitMs(piAbort: number, forceWait: number): Array<number>
+
+/**
  * The host fields that describe one attempt (HF-6), which `prepareRestart` forgets: the core
  * drops them from the state file, the facade from the run object. Read once by the facade.
  */
@@ -294,6 +301,12 @@ export declare function runPrepareRestart(svc: number, slot: number, host: strin
 export declare function runRelease(svc: number, slot: number): void
 
 /**
+ * A teardown retry (LC-9, core part): a run that failed with `RUN_TERMINATION_UNVERIFIED` goes
+ * back to `running`. False when the run is not such a failure (nothing changed).
+ */
+export declare function runReopenForTeardown(svc: number, slot: number, now: number): boolean
+
+/**
  * `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact replay form
  * `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module).
  */
@@ -415,6 +428,9 @@ export declare function takeUnreadable(svc: number): string | null
 
 /** The terminal statuses (TRM-1), in their fixed order. */
 export declare function terminalStatuses(): Array<string>
+
+/** LC-9: the error code of a run whose process tree could not be verified as stopped. */
+export declare function terminationUnverifiedCode(): string
 
 /** A core-owned text field the host assigned (`runSetText`). */
 export declare const enum TextField {

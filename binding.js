@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.abortAndForceWaitMs = nativeBinding.abortAndForceWaitMs
 module.exports.attemptFields = nativeBinding.attemptFields
 module.exports.cancelGraceMs = nativeBinding.cancelGraceMs
 module.exports.captureTrees = nativeBinding.captureTrees
@@ -875,6 +876,7 @@ module.exports.runPersistState = nativeBinding.runPersistState
 module.exports.runPlanAbandon = nativeBinding.runPlanAbandon
 module.exports.runPrepareRestart = nativeBinding.runPrepareRestart
 module.exports.runRelease = nativeBinding.runRelease
+module.exports.runReopenForTeardown = nativeBinding.runReopenForTeardown
 module.exports.runReplay = nativeBinding.runReplay
 module.exports.runReregister = nativeBinding.runReregister
 module.exports.runSetError = nativeBinding.runSetError
@@ -897,5 +899,6 @@ module.exports.summarizeStoredToolBundle = nativeBinding.summarizeStoredToolBund
 module.exports.summarizeToolBundle = nativeBinding.summarizeToolBundle
 module.exports.takeUnreadable = nativeBinding.takeUnreadable
 module.exports.terminalStatuses = nativeBinding.terminalStatuses
+module.exports.terminationUnverifiedCode = nativeBinding.terminationUnverifiedCode
 module.exports.TextField = nativeBinding.TextField
 module.exports.timerDelay = nativeBinding.timerDelay

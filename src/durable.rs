@@ -127,3 +127,12 @@ pub fn run_prepare_restart(
         .prepare_restart(slot, host.as_deref(), now)
         .map_err(map_error)
 }
+
+/// A teardown retry (LC-9, core part): a run that failed with `RUN_TERMINATION_UNVERIFIED` goes
+/// back to `running`. False when the run is not such a failure (nothing changed).
+#[napi]
+pub fn run_reopen_for_teardown(env: &Env, svc: u32, slot: u32, now: f64) -> Result<bool> {
+    service(env, svc)?
+        .reopen_for_teardown(slot, now)
+        .map_err(map_error)
+}

@@ -76,6 +76,23 @@ pub fn cancel_grace_ms(parsed: f64) -> f64 {
     timing::cancel_grace(parsed)
 }
 
+/// ENV: the abort grace for `PI_ABORT_GRACE_MS` and the force wait for
+/// `OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS`, as JS `Number()` read them, each with its default and
+/// clamp: `[abortGraceMs, forceWaitMs]` (a teardown the host's terminator carries out, LC-9).
+#[napi]
+pub fn abort_and_force_wait_ms(pi_abort: f64, force_wait: f64) -> Vec<f64> {
+    vec![
+        timing::abort_grace(pi_abort),
+        timing::force_wait(force_wait),
+    ]
+}
+
+/// LC-9: the error code of a run whose process tree could not be verified as stopped.
+#[napi]
+pub fn termination_unverified_code() -> &'static str {
+    chat_run_core::TERMINATION_UNVERIFIED
+}
+
 /// The terminal statuses (TRM-1), in their fixed order.
 #[napi]
 pub fn terminal_statuses() -> Vec<&'static str> {

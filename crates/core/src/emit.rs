@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::error::{CoreError, CoreResult};
 use crate::history::EventName;
 use crate::log_writer::{LogBatch, LogFailure, LogOperation, LogWriter};
+use crate::run::TERMINATION_UNVERIFIED;
 use crate::service::Service;
 
 /// LC-5: the trigger of a terminal transition the host asked for (`finish`, `fail`).
@@ -258,6 +259,41 @@ impl Service {
         Ok(Some(previous))
     }
 
+    /// LC-9 (core part): a run that failed with [`TERMINATION_UNVERIFIED`] (the host's tree
+    /// terminator could not verify that its process tree stopped) goes back to `running`, so
+    /// that a later cancel or shutdown can retry that teardown and give a new verdict: the
+    /// error, the terminal facts and any plan cleared, `updatedAt = now`, the log open for
+    /// append again, the run registered again if it had been evicted. Unlike a retry of the
+    /// work (LC-4), the attempt's facts stay: the exit code and signal until the new verdict,
+    /// the cancel origin and `cancelRequested`. False, and nothing changed, for any other run
+    /// (another status or error code, or a dropped run). The state file is not written: until
+    /// the new verdict it still says what is true after a crash, a failure to retry.
+    pub fn reopen_for_teardown(&mut self, slot: u32, now: f64) -> CoreResult<bool> {
+        let run = self.run(slot)?;
+        if run.dropped
+            || run.status.as_deref() != Some("failed")
+            || run.error_code.as_deref() != Some(TERMINATION_UNVERIFIED)
+        {
+            return Ok(false);
+        }
+        self.reregister(slot)?;
+        let run = self.run_mut(slot)?;
+        run.status = Some(crate::run::RUNNING.to_owned());
+        run.updated_at = now;
+        run.error = None;
+        run.error_code = None;
+        run.terminal_at = None;
+        run.terminal_trigger = None;
+        run.cancel = None;
+        run.shutdown = None;
+        run.end_event_id = None;
+        run.log_closed = false;
+        if let Some(target) = run.log.as_ref() {
+            target.reopen();
+        }
+        Ok(true)
+    }
+
     /// IMP-1/IMP-2: close the run's log for good.
     pub(crate) fn close_log(&mut self, slot: u32) -> CoreResult<()> {
         let run = self.run_mut(slot)?;
@@ -293,6 +329,7 @@ impl Service {
 mod tests {
     use crate::error::CoreError;
     use crate::history::EventName;
+    use crate::run::TERMINATION_UNVERIFIED;
     use crate::service::CreateMeta;
     use crate::test_support::{emit, flush, log_dir, service};
 
@@ -388,6 +425,64 @@ mod tests {
         assert!(!svc.finish_begin(slot, canceled, None, 3.0).unwrap());
         assert_eq!(svc.finish_end(slot, "{}", 2.0).unwrap(), 2);
         assert!(svc.state(slot).unwrap().log_closed);
+    }
+
+    #[test]
+    fn lc_9_reopen_for_teardown_takes_only_an_unverified_termination_back_to_running() {
+        let mut svc = service(Some(10), None);
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        assert!(!svc.reopen_for_teardown(slot, 1.0).unwrap(), "not terminal");
+        svc.set_error(slot, Some("m".into()), Some("OTHER".into()))
+            .unwrap();
+        svc.finish(slot, Some("failed".into()), Some(1.0), None, "{}", 2.0)
+            .unwrap();
+        assert!(
+            !svc.reopen_for_teardown(slot, 3.0).unwrap(),
+            "another error code"
+        );
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        svc.set_error(slot, Some("m".into()), Some(TERMINATION_UNVERIFIED.into()))
+            .unwrap();
+        svc.finish(
+            slot,
+            Some("failed".into()),
+            Some(1.0),
+            Some("SIGTERM".into()),
+            "{}",
+            5.0,
+        )
+        .unwrap();
+        assert!(svc.evict(slot).unwrap());
+        assert!(svc.reopen_for_teardown(slot, 9.0).unwrap());
+        let run = svc.state(slot).unwrap();
+        assert_eq!(run.status.as_deref(), Some("running"));
+        assert_eq!(
+            (run.error.as_deref(), run.error_code.as_deref()),
+            (None, None)
+        );
+        assert_eq!((run.terminal_at, run.updated_at), (None, 9.0));
+        assert_eq!(
+            run.exit_code,
+            Some(1.0),
+            "the attempt's exit code stays until the new verdict"
+        );
+        assert!(!run.log_closed);
+        assert_eq!(svc.get(&run.id.clone()), Some(slot), "registered again");
+        let end = svc
+            .finish(
+                slot,
+                Some("canceled".into()),
+                None,
+                Some("SIGTERM".into()),
+                "{}",
+                10.0,
+            )
+            .unwrap();
+        assert_eq!(end, Some(2), "a new verdict with its own end");
+        assert!(
+            !svc.reopen_for_teardown(slot, 11.0).unwrap(),
+            "canceled now"
+        );
     }
 
     #[test]

@@ -65,7 +65,10 @@ mod test_support;
 pub use config::{LogLayout, ServiceConfig, ServiceDefaults};
 pub use control::{CancelStart, PlanKind};
 pub use error::{CoreError, CoreResult};
-pub use run::{is_terminal, MirrorFields, NumberField, RunState, TextField, TERMINAL_STATUSES};
+pub use run::{
+    is_terminal, MirrorFields, NumberField, RunState, TextField, TERMINAL_STATUSES,
+    TERMINATION_UNVERIFIED,
+};
 pub use service::{CreateMeta, Created, ListFilter, Service};
 pub use service_table::ServiceTable;
 pub use stats::Stats;

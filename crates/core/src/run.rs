@@ -20,6 +20,11 @@ pub const TERMINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "canceled"];
 
 /// The status of a run `create()` just made.
 pub const QUEUED: &str = "queued";
+/// The status a run reopened for a teardown retry has (LC-9).
+pub const RUNNING: &str = "running";
+/// LC-9: the error code of a run whose process tree the host's terminator could not verify as
+/// stopped; such a run can be reopened for a retry of its teardown.
+pub const TERMINATION_UNVERIFIED: &str = "RUN_TERMINATION_UNVERIFIED";
 
 /// TRM-1: `status` is one of [`TERMINAL_STATUSES`] (a non-string status is not).
 pub fn is_terminal(status: Option<&str>) -> bool {
