@@ -535,8 +535,24 @@ export interface ChatRun {
   artifactPaths?: string[]
   /** Host field: paths the attempt removed (HF-2); `prepareRestart` clears it. */
   removedPaths?: string[]
-  /** Host field: how the run's teardown went; reported when truthy, in the `'end'` data and persisted (HF-2..HF-4). */
-  termination?: unknown
+  /**
+   * How the run's teardown went: set by a teardown of `options.terminateProcessTree` (SPEC LC-9), or
+   * by the host; reported when truthy, in the `'end'` data and persisted (HF-2..HF-4).
+   */
+  termination?: RunTermination | Record<string, unknown>
+  /**
+   * Host field: the root of the run's process tree as the host identified it (`{ pid, createdAt }`);
+   * with `options.terminateProcessTree`, cancel and shutdown hand the tree to it (SPEC LC-9). `null`
+   * at creation; `prepareRestart` resets it.
+   */
+  processTreeRoot: ProcessTreeIdentity | null
+  /** Host field: the host's identification of the tree, still under way; a teardown waits for it (SPEC LC-9). */
+  processTreeIdentityCapture: PromiseLike<unknown> | null
+  /**
+   * Host field: the tree must be verified as stopped; without a `processTreeRoot`, a teardown fails
+   * with `RUN_TERMINATION_UNVERIFIED` (SPEC LC-9).
+   */
+  requiresTreeVerification: boolean
   /** Host field: the prompt; persisted when a string and restored on hydration (HF-4, HF-5). */
   userPrompt?: string
   /** Set by `setAnalyticsRecovery` (SPEC HF-7); persisted. */
@@ -790,6 +806,60 @@ export interface ChatRunServiceOptions {
    * @defaultValue `[]`
    */
   durableFields?: readonly string[] | undefined
+  /**
+   * The host's terminator of a process tree it identified (SPEC LC-9): cancel and shutdown of a run with
+   * a `processTreeRoot` (or one being identified, or requiring verification) call it instead of
+   * signalling, and the run is `'canceled'` only when the answer verifies the tree stopped and the
+   * child exited; otherwise it fails with `RUN_TERMINATION_UNVERIFIED`, retryable. Not a function:
+   * `TypeError`.
+   */
+  terminateProcessTree?:
+    | ((
+        root: ProcessTreeIdentity,
+        options: { graceMs: number; forceWaitMs: number },
+      ) => TreeTermination | PromiseLike<TreeTermination>)
+    | null
+    | undefined
+}
+
+/** A process identity as the host's tree terminator takes it (SPEC LC-9). */
+export type ProcessTreeIdentity = {
+  /** A positive integer pid. */
+  pid: number
+  /** The process's creation time, as the host measures it (a finite number >= 0). */
+  createdAt: number
+}
+
+/** What `terminateProcessTree` answers (SPEC LC-9). */
+export type TreeTermination = {
+  attempted: boolean
+  /** Nothing of the tree is left running. */
+  childTreeQuiescent: boolean
+  /** The terminator had to force the tree down. */
+  forced: boolean
+  /** The root still was the process identified (not a recycled pid). */
+  identityVerified: boolean
+  remainingPids: number[]
+}
+
+/** `run.termination` as a teardown of `terminateProcessTree` records it (SPEC LC-9). */
+export type RunTermination = {
+  /** Teardowns of this tree so far. */
+  attempts: number
+  outcome: 'verified' | 'unverified'
+  phase: 'graceful' | 'forced'
+  /** An unverified teardown: a later `cancel` or `shutdownActive` tries again. */
+  retryable: boolean
+  childExited: boolean
+  treeQuiescent: boolean
+}
+
+/** `cancel(run, options)`: the origin (SPEC LC-5) and a grace for this cancel (SPEC LC-9). */
+export type CancelOptions = {
+  /** As `cancel(run, origin)`'s string; default `'unknown'`. */
+  origin?: string
+  /** Replaces the cancel grace (and the abort grace) for this cancel, when a finite number > 0. */
+  graceMs?: number
 }
 
 /** What `createOrReuse` returns (SPEC LC-3). */
@@ -856,10 +926,13 @@ export interface ChatRunService {
    * wins); a run without a child finishes at once; otherwise `acpSession.abort()`, stdin closed, SIGTERM
    * then SIGKILL to the run's whole process tree. The run finishes once the child exited and nothing of
    * its tree is alive, or after the last wait (survivors: a `termination_failed` diagnostic first); a
-   * `finish` meanwhile is parked until then (SPEC LC-7). Resolves to the final status body; never throws
-   * synchronously and never rejects for a terminal run.
+   * `finish` meanwhile is parked until then (SPEC LC-7). A run whose tree the host identified
+   * (`processTreeRoot`) is torn down by `options.terminateProcessTree` instead, and fails retryably
+   * (`RUN_TERMINATION_UNVERIFIED`) when that cannot verify the tree stopped; cancel it again to retry
+   * (SPEC LC-9). Resolves to the final status body; never throws synchronously and never rejects for
+   * a terminal run.
    */
-  readonly cancel: (run: ChatRun, origin?: string) => Promise<ChatRunStatusBody>
+  readonly cancel: (run: ChatRun, origin?: string | CancelOptions | null) => Promise<ChatRunStatusBody>
   /**
    * Tears every active run down at once, as `cancel` does (origin `'daemon_shutdown'`): abort, stdin
    * closed, SIGTERM to each process tree, SIGKILL after `graceMs`, then 500 ms; each run finishes as

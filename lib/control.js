@@ -20,18 +20,17 @@ const { exited, isTerminal, statusBody } = require('./status.js')
 const { finishWith, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
-const { clearRetryRestart } = require('./host-fields.js')
+const { clearRetryRestart, retryableTermination } = require('./host-fields.js')
 const { deliveryPending, stopPendingDelivery } = require('./delivery.js')
 const { ignore, ignoreResult } = require('./hooks.js')
+const { CHILD_END_EVENTS, closeStdin, exitedOrNot, unlisten } = require('./child.js')
+const { hostTerminates, hostTeardown } = require('./host-tree.js')
 
 const { EscalationStep } = native
 
 const EMPTY = Object.freeze({})
 // How often a wait asks the core whether the tree is gone (the child's own events wake it too).
 const TREE_POLL_MS = 50
-// The longest the first SIGTERM waits for the child's stdin to flush and close (LC-7).
-const STDIN_CLOSE_MS = 100
-const STREAM_END_EVENTS = ['finish', 'close', 'error']
 // LC-5: what a cancel without a string origin records, and shutdownActive's trigger.
 const UNKNOWN_ORIGIN = 'unknown'
 const CANCEL_TRIGGER = 'cancel'
@@ -68,75 +67,6 @@ function killChild(child, signal) {
   } catch {
     return false
   }
-}
-
-/**
- * LC-7: when the host says stdin is open, the child's stdin is ended (errors swallowed) and
- * `stdinOpen` becomes false. Ending a pipe completes asynchronously (pending writes flush, then
- * the write side shuts down), so this returns a promise of that, bounded by STDIN_CLOSE_MS, and
- * the plan's next step (the first SIGTERM) waits for it: the child sees EOF before the signal.
- * Returns null when there was nothing to wait for.
- */
-function closeStdin(run) {
-  if (!run.stdinOpen) return null
-  let closing = null
-  try {
-    // The host's objects: a getter that throws is one more reason to go on to the signals.
-    const stdin = run.child?.stdin
-    if (stdin && !stdin.destroyed && !stdin.writableEnded && typeof stdin.end === 'function') {
-      // Errors of the end (EPIPE once the child is gone) are swallowed, now and later.
-      if (typeof stdin.on === 'function') stdin.on('error', ignore)
-      ignoreResult(stdin.end(), ignore)
-      if (typeof stdin.once === 'function' && !stdin.writableFinished) closing = streamClosed(stdin)
-    }
-  } catch {
-    // Best effort: the signals follow.
-  }
-  try {
-    run.stdinOpen = false
-  } catch {
-    // A frozen run keeps its flag; the teardown goes on.
-  }
-  return closing
-}
-
-// Removes `listener` from the host's emitter for each of `events`; an `off` that is missing or
-// throws leaves it there (it only settles what has already settled). Called from timers and
-// event handlers, where a throw would be an uncaught exception.
-function unlisten(emitter, events, listener) {
-  try {
-    if (typeof emitter?.off !== 'function') return
-    for (const event of events) emitter.off(event, listener)
-  } catch {
-    // See above.
-  }
-}
-
-const CHILD_END_EVENTS = ['close', 'exit']
-
-function exitedOrNot(child) {
-  try {
-    return exited(child)
-  } catch {
-    return false
-  }
-}
-
-// Resolves once `stream` finished, closed or failed, or after STDIN_CLOSE_MS (a ref'd timer, TMR-4).
-function streamClosed(stream) {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer)
-      resolve()
-      unlisten(stream, STREAM_END_EVENTS, done)
-    }
-    const timer = setTimeout(done, STDIN_CLOSE_MS)
-    try {
-      for (const event of STREAM_END_EVENTS) stream.once(event, done)
-    } catch {
-      // The host's stream: the timer ends the wait.
-    }
-  })
 }
 
 /**
@@ -347,36 +277,68 @@ function unwatchClose(t) {
   t.onClose = null
 }
 
-/** CAN-1..CAN-6, IMP-11, LC-5, LC-7: one plan per run at a time; a second call shares its promise. */
-async function cancel(ctx, run, origin) {
+/**
+ * `cancel(run, origin)`'s second argument: the origin string (LC-5), or `{ origin, graceMs }`
+ * (a grace that replaces the cancel's and the abort's when it is a finite number > 0).
+ */
+function cancelRequest(request) {
+  if (typeof request === 'string') return { origin: request, graceMs: null }
+  if (request === null || typeof request !== 'object') return { origin: UNKNOWN_ORIGIN, graceMs: null }
+  let origin = UNKNOWN_ORIGIN
+  let graceMs = null
+  try {
+    if (typeof request.origin === 'string') origin = request.origin
+    const grace = request.graceMs
+    if (typeof grace === 'number' && Number.isFinite(grace) && grace > 0) graceMs = grace
+  } catch {
+    // The host's object: what could not be read stays at its default.
+  }
+  return { origin, graceMs }
+}
+
+/**
+ * CAN-1..CAN-6, IMP-11, LC-5, LC-7, LC-9: one teardown per run at a time; a second call shares
+ * its promise.
+ */
+async function cancel(ctx, run, request) {
   const s = own(ctx, run, 'cancel')
+  if (s.hostTeardown !== null) return s.hostTeardown
   if (s.cancelPromise) return s.cancelPromise
   // A cancel from inside the run's finish or drop (a hook, a client's end()): the verdict is
   // being given; the cancel records nothing and resolves to the final body, the one the waiters
   // get once the finish is over (the hooks after this one may still change the run).
   if (s.finishing) return new Promise((resolve) => run.waiters.add(resolve))
+  const { origin, graceMs } = cancelRequest(request)
+  // HF-13: a Stop while the host still owes the artifact's delivery receipt ends the run.
+  if (deliveryPending(run, s) && stopPendingDelivery(ctx, run, s, origin, Date.now())) return statusBody(run)
+  if (hostTerminates(ctx, run, s)) {
+    const plan = { origin, trigger: CANCEL_TRIGGER, graceMs, shutdown: false }
+    return hostTeardown(ctx, run, s, plan, () => startCancel(ctx, run, s, origin, graceMs))
+  }
+  return startCancel(ctx, run, s, origin, graceMs)
+}
+
+// The engine's own cancel plan (LC-7), carried out by drive().
+async function startCancel(ctx, run, s, origin, graceMs) {
   const now = Date.now()
   const [abortGrace, cancelGrace, forceWait] = cancelEnv()
-  const recorded = typeof origin === 'string' ? origin : UNKNOWN_ORIGIN
-  // HF-13: a Stop while the host still owes the artifact's delivery receipt ends the run.
-  if (deliveryPending(run, s) && stopPendingDelivery(ctx, run, s, recorded, now)) return statusBody(run)
   const hasChild = Boolean(run.child)
   const step = native.runCancelBegin(
     ctx.svc,
     s.slot,
     hasChild,
     Boolean(run.acpSession?.abort),
-    abortGrace,
-    cancelGrace,
+    graceMs ?? abortGrace,
+    graceMs ?? cancelGrace,
     forceWait,
-    recorded,
+    origin,
     now,
   )
   if (step === EscalationStep.Terminal) return statusBody(run)
   // (s.cancelPromise is null here, checked above.) The core still holds a cancel plan whose
   // promise has already settled, e.g. after a throw: wait for the run's verdict.
   if (step === EscalationStep.InFlight) return wait(ctx, run)
-  syncCancelBegun(s, now, recorded)
+  syncCancelBegun(s, now, origin)
   clearRetryRestart(run)
   beginTeardown(s, hasChild, false)
   if (hasChild && run.runtimeFailureObservedBeforeCancellation === true) watchClose(s.teardown, run.child)
@@ -394,6 +356,10 @@ async function shutdownActive(ctx, shutdownOptions) {
   const o = shutdownOptions !== null && typeof shutdownOptions === 'object' ? shutdownOptions : EMPTY
   const graceMs = typeof o.graceMs === 'number' && o.graceMs >= 0 ? o.graceMs : ctx.opts.shutdownGraceMs
   const runs = Array.from(native.shutdownSnapshot(ctx.svc), (slot) => ctx.runs[slot])
+  // LC-9: a registered run whose tree could not be verified as stopped is retried too.
+  if (ctx.opts.terminateProcessTree !== null) {
+    for (const run of ctx.runs) if (run !== undefined && retryableTermination(run)) runs.push(run)
+  }
   let tasks
   try {
     tasks = startShutdown(ctx, runs, graceMs)
@@ -433,74 +399,86 @@ function childValues(child) {
 // SIGTERM step when no abort() comes first (runShutdownStart); the rest is drive()'s.
 function startShutdown(ctx, runs, graceMs) {
   return runs.map((run) => {
-    let s
-    let joined = null
-    try {
-      s = ChatRun.stateOf(run)
-      // SHD-5 as LC-7 amends it: a run an earlier shutdownActive() is still tearing down is
-      // joined, not started again (a second plan would restart the grace, or replace the first
-      // plan mid-way and skip it).
-      if (s.shutdownPromise !== null) return s.shutdownPromise
-      // Ended before its turn in this loop (a hook of an earlier run finished it): nothing to
-      // tear down, and no plan is begun on it (a retry the host started since is a new run).
-      if (isTerminal(s.status)) return Promise.resolve()
-      // Joined from here on: the host code this teardown runs synchronously (child.kill(),
-      // acpSession.abort(), a hook) may call shutdownActive() again, which must join it too.
-      joined = deferred()
-      s.shutdownPromise = joined.promise
-      const now = Date.now()
-      const child = run.child
-      const hasChild = Boolean(child)
-      const hasAbort = Boolean(run.acpSession?.abort)
-      const host = hasChild ? childValues(child) : NO_CHILD
-      let step =
-        host === null
-          ? // A child whose getters throw: the steps one by one (signalTree throws as before).
-            native.runShutdownBegin(ctx.svc, s.slot, hasChild, hasAbort, graceMs, now)
-          : native.runShutdownStart(
-              ctx.svc,
-              s.slot,
-              hasChild,
-              hasAbort,
-              Boolean(run.stdinOpen),
-              graceMs,
-              now,
-              host.pid,
-              typeof run.processGroupId === 'number' ? run.processGroupId : NaN,
-              host.running,
-            )
-      syncCancelBegun(s, now, SHUTDOWN_TRIGGER)
-      clearRetryRestart(run)
-      beginTeardown(s, hasChild, true)
-      if (step === EscalationStep.Sigterm && host !== null) {
-        // The SIGTERM step was taken, but the child itself was not reached natively.
-        killChild(child, 'SIGTERM')
-        step = native.runEscalationNext(ctx.svc, s.slot, true, false)
-      }
-      // A run whose verdict another teardown holds (this plan found no child: the host cleared
-      // run.child during a cancel, whose barrier is still on) is done when that verdict lands.
-      // A run that ended meanwhile is done even if the host has already reset it for a retry
-      // (FIN-5, LC-4): a later shutdownActive() tears that retry down afresh.
-      const endings = s.endings
-      const teardown = drive(ctx, run, s, true, step).then((value) =>
-        isTerminal(s.status) || s.endings !== endings ? value : wait(ctx, run).then(() => value),
-      )
-      const done = () => {
-        if (s.shutdownPromise === joined.promise) s.shutdownPromise = null
-      }
-      teardown.then(done, done)
-      joined.settleWith(teardown)
-      return joined.promise
-    } catch (err) {
-      // SHD-5: one run's failure rejects the result, the others are still processed.
-      if (joined !== null) {
-        if (s.shutdownPromise === joined.promise) s.shutdownPromise = null
-        joined.settleWith(Promise.reject(err))
-        return joined.promise
-      }
-      return Promise.reject(err)
+    const s = ChatRun.stateOf(run)
+    // LC-9: a teardown by the host's terminator is joined, or started.
+    if (s?.hostTeardown) return s.hostTeardown
+    if (s !== undefined && s.shutdownPromise === null && hostTerminates(ctx, run, s)) {
+      const plan = { origin: SHUTDOWN_TRIGGER, trigger: SHUTDOWN_TRIGGER, graceMs, shutdown: true }
+      return hostTeardown(ctx, run, s, plan, () => startRunShutdown(ctx, run, graceMs))
     }
+    return startRunShutdown(ctx, run, graceMs)
   })
+}
+
+// The engine's own shutdown plan of one run (LC-7): started here, carried out by drive().
+function startRunShutdown(ctx, run, graceMs) {
+  let s
+  let joined = null
+  try {
+    s = ChatRun.stateOf(run)
+    // SHD-5 as LC-7 amends it: a run an earlier shutdownActive() is still tearing down is
+    // joined, not started again (a second plan would restart the grace, or replace the first
+    // plan mid-way and skip it).
+    if (s.shutdownPromise !== null) return s.shutdownPromise
+    // Ended before its turn in this loop (a hook of an earlier run finished it): nothing to
+    // tear down, and no plan is begun on it (a retry the host started since is a new run).
+    if (isTerminal(s.status)) return Promise.resolve()
+    // Joined from here on: the host code this teardown runs synchronously (child.kill(),
+    // acpSession.abort(), a hook) may call shutdownActive() again, which must join it too.
+    joined = deferred()
+    s.shutdownPromise = joined.promise
+    const now = Date.now()
+    const child = run.child
+    const hasChild = Boolean(child)
+    const hasAbort = Boolean(run.acpSession?.abort)
+    const host = hasChild ? childValues(child) : NO_CHILD
+    let step =
+      host === null
+        ? // A child whose getters throw: the steps one by one (signalTree throws as before).
+          native.runShutdownBegin(ctx.svc, s.slot, hasChild, hasAbort, graceMs, now)
+        : native.runShutdownStart(
+            ctx.svc,
+            s.slot,
+            hasChild,
+            hasAbort,
+            Boolean(run.stdinOpen),
+            graceMs,
+            now,
+            host.pid,
+            typeof run.processGroupId === 'number' ? run.processGroupId : NaN,
+            host.running,
+          )
+    syncCancelBegun(s, now, SHUTDOWN_TRIGGER)
+    clearRetryRestart(run)
+    beginTeardown(s, hasChild, true)
+    if (step === EscalationStep.Sigterm && host !== null) {
+      // The SIGTERM step was taken, but the child itself was not reached natively.
+      killChild(child, 'SIGTERM')
+      step = native.runEscalationNext(ctx.svc, s.slot, true, false)
+    }
+    // A run whose verdict another teardown holds (this plan found no child: the host cleared
+    // run.child during a cancel, whose barrier is still on) is done when that verdict lands.
+    // A run that ended meanwhile is done even if the host has already reset it for a retry
+    // (FIN-5, LC-4): a later shutdownActive() tears that retry down afresh.
+    const endings = s.endings
+    const teardown = drive(ctx, run, s, true, step).then((value) =>
+      isTerminal(s.status) || s.endings !== endings ? value : wait(ctx, run).then(() => value),
+    )
+    const done = () => {
+      if (s.shutdownPromise === joined.promise) s.shutdownPromise = null
+    }
+    teardown.then(done, done)
+    joined.settleWith(teardown)
+    return joined.promise
+  } catch (err) {
+    // SHD-5: one run's failure rejects the result, the others are still processed.
+    if (joined !== null) {
+      if (s.shutdownPromise === joined.promise) s.shutdownPromise = null
+      joined.settleWith(Promise.reject(err))
+      return joined.promise
+    }
+    return Promise.reject(err)
+  }
 }
 
 module.exports = { cancel, shutdownActive }

@@ -154,6 +154,9 @@ function prepareRestart(ctx, run) {
   run.acpSession = null
   run.childPid = null
   run.processGroupId = null
+  run.processTreeRoot = null
+  run.processTreeIdentityCapture = null
+  run.requiresTreeVerification = false
   run.stdinOpen = false
   run.failureCategory = null
   run.failureDetail = null

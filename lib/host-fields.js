@@ -220,6 +220,9 @@ const OPAQUE = ['workspaceScope', 'designSystemScope', 'appliedPluginSnapshotId'
 
 /** Every state-file field of this section: a host durable field by one of these names is not added twice. */
 const HOST_FILE_KEYS = new Set(['artifactCount', ...DURABLE.map(([name]) => name), ...OPAQUE])
+// LC-9's two (restored by restoreTreeIdentity, not verbatim); a durable field by either name is
+// not added twice either.
+const TREE_FILE_KEYS = ['processTreeRoot', 'requiresTreeVerification']
 
 /**
  * HF-4: adds this section's fields to the host part of a state file. `source` is the run, or
@@ -238,6 +241,73 @@ function addDurable(host, source, keep) {
     for (const name of DELIVERABLE_DETAILS) if (!isString(source[name])) keep(host, name, null)
   }
   for (const name of OPAQUE) if (name in source) keep(host, name, source[name])
+  if (source.termination) addTreeIdentity(host, source)
+}
+
+// LC-9: the error code of a teardown whose tree the host's terminator could not verify as
+// stopped (the core's constant, crates/core/src/run.rs).
+const TERMINATION_UNVERIFIED = native.terminationUnverifiedCode()
+
+/**
+ * LC-9: a process identity as the host's terminator takes it, `{ pid, createdAt }` (a new object:
+ * a positive integer pid and a finite `createdAt` >= 0), else null. A getter that throws gives null.
+ */
+function treeIdentityOf(value) {
+  try {
+    if (!isObject(value)) return null
+    const { pid, createdAt } = value
+    if (!Number.isInteger(pid) || pid <= 0 || !Number.isFinite(createdAt) || createdAt < 0) return null
+    return { pid, createdAt }
+  } catch {
+    return null
+  }
+}
+
+/**
+ * LC-9: a run (or a state file) that failed because its tree could not be verified as stopped,
+ * and that a later cancel or shutdownActive may retry: errorCode RUN_TERMINATION_UNVERIFIED,
+ * `termination.retryable === true`, and (unless `anyStatus`: the state file written with the
+ * verdict, before the status changes) status 'failed'.
+ */
+function retryableTermination(source, anyStatus = false) {
+  try {
+    return (
+      (anyStatus || source.status === 'failed') &&
+      source.errorCode === TERMINATION_UNVERIFIED &&
+      source.termination?.retryable === true
+    )
+  } catch {
+    return false
+  }
+}
+
+/**
+ * LC-9: what the state file says of the tree, for a run whose teardown the host's terminator
+ * carried out (it has `termination`): the identity a retry needs, only while the run is a
+ * retryable failure whose tree requires verification; null and false otherwise.
+ */
+function addTreeIdentity(host, source) {
+  const root =
+    retryableTermination(source, true) && source.requiresTreeVerification === true
+      ? treeIdentityOf(source.processTreeRoot)
+      : null
+  host.processTreeRoot = root
+  host.requiresTreeVerification = root !== null
+}
+
+/**
+ * LC-9: a hydrated run gets back the tree identity its state file holds for a retry; a retryable
+ * failure without one can never be retried (nothing identifies its tree), so its `termination`
+ * becomes not retryable. True when that changed the run (the caller writes its state file).
+ */
+function restoreTreeIdentity(run, state) {
+  const retryable = retryableTermination(state)
+  const root = retryable && state.requiresTreeVerification === true ? treeIdentityOf(state.processTreeRoot) : null
+  run.processTreeRoot = root
+  run.requiresTreeVerification = root !== null
+  if (!retryable || root !== null) return false
+  run.termination = { ...state.termination, retryable: false }
+  return true
 }
 
 /** HF-5: a hydrated run gets back each of these fields its state file holds. */
@@ -296,6 +366,11 @@ function forgetAttempt(run) {
 }
 
 module.exports = {
+  TERMINATION_UNVERIFIED,
+  TREE_FILE_KEYS,
+  treeIdentityOf,
+  retryableTermination,
+  restoreTreeIdentity,
   isObject,
   plainObject,
   pluginAnalyticsOf,

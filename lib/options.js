@@ -66,6 +66,8 @@ function readOptions(options) {
     beforeFinish: optionHook(options, 'beforeFinish'),
     onTerminal: optionHook(options, 'onTerminal'),
     onStatusBody: optionHook(options, 'onStatusBody'),
+    // LC-9: the host's terminator of a process tree it identified (a function, or none).
+    terminateProcessTree: optionHook(options, 'terminateProcessTree'),
     durableFields: optionDurableFields(options),
   }
 }

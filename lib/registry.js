@@ -8,7 +8,7 @@ const native = require('./core.js')
 const { ChatRun, adopt, releaseWhenUnreachable, createdFields, hydratedFields, syncDropped } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
-const { createdHostJson, applyHostFields } = require('./state.js')
+const { createdHostJson, applyHostFields, persist } = require('./state.js')
 const { pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
@@ -111,8 +111,9 @@ function adoptHydrated(ctx, slot) {
     state.createdAt,
     hydratedFields(state, nextEventId, cancelRequested),
   )
-  applyHostFields(ctx, run, state)
+  const rewrite = applyHostFields(ctx, run, state)
   const s = ChatRun.stateOf(run)
+  if (rewrite) persist(ctx, run, s)
   // A hydrated run's log is closed (it reopens with prepareRestart): no journal handle.
   s.journal = false
   scheduleEviction(s)

@@ -14,17 +14,18 @@
 // projectId           | runCreate, runHydrate; host: runSetText             | newMirror; setter
 // conversationId      | runCreate, runHydrate; host: runSetText             | newMirror; setter
 // status              | runCreate, runHydrate, runFinishBegin, runDrop,     | newMirror, syncVerdict,
-//                     |   runCancelPendingDelivery; host: runSetText        |   syncDropped,
-//                     |                                                     |   syncDeliveryStopped; setter
+//                     |   runCancelPendingDelivery, runReopenForTeardown;   |   syncDropped,
+//                     |   host: runSetText                                  |   syncDeliveryStopped,
+//                     |                                                     |   syncReopened; setter
 // updatedAt           | runCreate, runHydrate, emitStaged, runFinishBegin,  | newMirror, syncEmitted,
 //                     |   runFinishEnd, runDrop, runCancelBegin,            |   syncVerdict, syncEnded,
-//                     |   runShutdownBegin,                                 |   syncDropped,
+//                     |   runShutdownBegin, runReopenForTeardown,           |   syncDropped, syncReopened,
 //                     |   runCancelPendingDelivery; host: runSetNumber      |   syncCancelBegun; setter
 // nextEventId         | runCreate, runHydrate, emitStaged, runFinishEnd     | newMirror, syncEmitted,
 //                     |   ('end') (never the host: read-only)               |   syncEnded
 // exitCode, signal    | runHydrate, runFinishBegin; host: runSetNumber/Text | newMirror, syncVerdict; setter
-// error, errorCode    | runHydrate, runSetError (emit of 'error', §8);      | newMirror, syncErrorFields;
-//                     |   host: runSetText                                  |   setter
+// error, errorCode    | runHydrate, runSetError (emit of 'error', §8),      | newMirror, syncErrorFields,
+//                     |   runReopenForTeardown (cleared); host: runSetText  |   syncReopened; setter
 // cancelRequested     | runHydrate, runCancelBegin, runShutdownBegin,       | newMirror, syncCancelBegun;
 //                     |   runCancelPendingDelivery; host: runSetNumber (0/1)|   setter
 // childExitObservedAt | host only: runSetNumber (cancel's CAN-6 writes it   | newMirror (null), syncRestarted;
@@ -35,11 +36,12 @@
 //                     |   (never the host: read-only)                       |
 // terminalAt,         | runFinishBegin (a terminal verdict), runDrop,       | newMirror, syncVerdict,
 //   terminalTrigger   |   runCancelPendingDelivery, runHydrate,             |   syncDropped, syncRestarted,
-//                     |   runPrepareRestart (cleared) (never the host:      |   syncDeliveryStopped
-//                     |   read-only, LC-5)                                  |
+//                     |   runPrepareRestart, runReopenForTeardown (cleared) |   syncDeliveryStopped,
+//                     |   (never the host: read-only, LC-5)                 |   syncReopened
 //
 // Besides, runPrepareRestart (LC-4) resets status, updatedAt, exitCode, signal, error, errorCode,
-// cancelRequested: syncRestarted copies that. A hydrated run's mirror is built by newMirror from
+// cancelRequested: syncRestarted copies that; runReopenForTeardown (LC-9) sets status, updatedAt
+// and clears error, errorCode, terminalAt, terminalTrigger: syncReopened copies that. A hydrated run's mirror is built by newMirror from
 // hydratedFields (the state file as the core now holds it, runHydrated).
 //
 // Each sync runs right after its native call, with two exceptions. emit() crosses no boundary
@@ -108,6 +110,9 @@ function newMirror(ctx, slot, bundle, summary, core) {
     captures: null,
     // The run's shutdownActive() teardown while it runs: a second shutdownActive() joins it.
     shutdownPromise: null,
+    // LC-9: the teardown the host's terminator carries out, while it runs (lib/host-tree.js):
+    // cancel() and shutdownActive() join it.
+    hostTeardown: null,
     // How many times the run became terminal (a verdict, a drop, a Stop before a receipt): a
     // teardown is over once this moved, even if the host reset the status since (FIN-5, LC-4).
     endings: 0,
@@ -232,6 +237,20 @@ function syncRestarted(s, now) {
   reopenJournal(s)
 }
 
+/**
+ * After runReopenForTeardown returned true (LC-9): running again for a retry of the teardown,
+ * the error and the terminal facts cleared (the exit code and signal stay until the new verdict).
+ */
+function syncReopened(s, now) {
+  s.status = 'running'
+  s.updatedAt = now
+  s.error = null
+  s.errorCode = null
+  s.terminalAt = null
+  s.terminalTrigger = null
+  reopenJournal(s)
+}
+
 /** After runCancelBegin (a plan step) or runShutdownBegin; LC-5: the first origin wins. */
 function syncCancelBegun(s, now, origin) {
   s.cancelRequested = true
@@ -285,6 +304,11 @@ class ChatRun {
     this.childPid = null
     // The host's pending same-run retry; cancel, shutdown and prepareRestart clear it.
     this.retryRestartTimer = null
+    // LC-9: the process tree the host identified, its identification under way, and whether
+    // the host requires its teardown verified (lib/host-tree.js).
+    this.processTreeRoot = null
+    this.processTreeIdentityCapture = null
+    this.requiresTreeVerification = false
     this.eventsLogPath = eventsLogPath
   }
 
@@ -496,6 +520,7 @@ module.exports = {
   syncEnded,
   syncDropped,
   syncRestarted,
+  syncReopened,
   syncCancelBegun,
   syncDeliveryStopped,
   observeRuns,

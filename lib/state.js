@@ -8,7 +8,7 @@
 
 const native = require('./core.js')
 const { nonEmptyString } = require('./convert.js')
-const { addDurable, restoreDurable } = require('./host-fields.js')
+const { addDurable, restoreDurable, restoreTreeIdentity, TREE_FILE_KEYS } = require('./host-fields.js')
 
 /** The file's own fields: a durable field by one of these names is never written twice. */
 const STATE_KEYS = new Set(native.stateFileKeys())
@@ -19,7 +19,8 @@ const STATE_KEYS = new Set(native.stateFileKeys())
  */
 function extraDurableFields(durableFields) {
   // '__proto__' names an object's prototype, never a field a run holds or a file can restore.
-  return durableFields.filter((name) => !STATE_KEYS.has(name) && name !== '__proto__')
+  // LC-9's tree identity is restored by its own rule, never verbatim.
+  return durableFields.filter((name) => !STATE_KEYS.has(name) && name !== '__proto__' && !TREE_FILE_KEYS.includes(name))
 }
 
 // A value JSON can carry (JSON.stringify does not throw on it), else `fallback`.
@@ -99,7 +100,9 @@ function persist(ctx, run, s) {
 /**
  * A hydrated run's host fields, from its state file (LC-2, LC-6, HF-5): the failure fields,
  * terminalRecoveryReason, resumable, endedWithUnfinishedWork, the HF-4 fields the file holds
- * (workspaceScope among them), and the options' durableFields the file holds.
+ * (workspaceScope among them), the options' durableFields the file holds, and LC-9's tree
+ * identity. True when the file must be written again (LC-9: a retryable termination failure
+ * that no identity lets anyone retry is not retryable any more).
  */
 function applyHostFields(ctx, run, state) {
   run.failureCategory = state.failureCategory ?? null
@@ -117,6 +120,7 @@ function applyHostFields(ctx, run, state) {
       // A name the run object does not let the host assign (events, nextEventId, ...).
     }
   }
+  return restoreTreeIdentity(run, state)
 }
 
 module.exports = { STATE_KEYS, extraDurableFields, hostJson, createdHostJson, persist, applyHostFields }

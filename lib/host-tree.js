@@ -1,0 +1,279 @@
+'use strict'
+// LC-9: a process tree the host terminates. Where the host identifies the agent's tree itself
+// (on Windows the daemon records the root process and its creation time,
+// `run.processTreeRoot`, sometimes still capturing it, `run.processTreeIdentityCapture`) and
+// gives the service its terminator (`options.terminateProcessTree`), a cancel or shutdown of
+// such a run hands the tree to that function instead of signalling it. The verdict follows its
+// answer: 'canceled' once the tree is verified gone and the child exited; otherwise a failure
+// (RUN_TERMINATION_UNVERIFIED) that stays retryable: the next cancel or shutdownActive reopens
+// the run and asks the terminator again, in this process or, with the identity the state file
+// keeps, after a restart.
+//
+// Without the option, or for a run with none of those fields, the engine's own teardown (LC-7,
+// lib/control.js) applies. The rules on the fields (the identity's shape, what is retryable, what
+// the state file keeps) are in lib/host-fields.js.
+
+const native = require('./core.js')
+const { syncCancelBegun, syncReopened } = require('./run.js')
+const { exited, isTerminal, statusBody } = require('./status.js')
+const { finishWith } = require('./lifecycle.js')
+const { emit } = require('./emit.js')
+const { cancelEnv } = require('./options.js')
+const { cancelEviction } = require('./registry.js')
+const { closeStdin, exitedOrNot, waitForChild } = require('./child.js')
+const { clearRetryRestart, retryableTermination, treeIdentityOf, TERMINATION_UNVERIFIED } = require('./host-fields.js')
+const { ignore, ignoreResult } = require('./hooks.js')
+
+const { EscalationStep } = native
+
+// The failure's message (the code is the contract; the text is ours).
+const UNVERIFIED_MESSAGE = "The run's process tree could not be verified as stopped; cancel it again to retry."
+
+/**
+ * Whether a cancel or shutdown of `run` is the host terminator's (LC-9): there is a terminator,
+ * no teardown of the engine's own is under way, and the run is either not terminal and names a
+ * tree (or one being identified, or requires verification), or a retryable termination failure.
+ */
+function hostTerminates(ctx, run, s) {
+  if (ctx.opts.terminateProcessTree === null || s.teardown !== null || s.cancelPromise !== null) return false
+  if (isTerminal(s.status)) return retryableTermination(run)
+  try {
+    return (
+      Boolean(run.processTreeIdentityCapture) ||
+      run.requiresTreeVerification === true ||
+      treeIdentityOf(run.processTreeRoot) !== null
+    )
+  } catch {
+    return false
+  }
+}
+
+/**
+ * LC-9: the run's teardown by the host's terminator; a cancel or shutdown already carrying it out
+ * is joined. Resolves to the status body when it is over. `plan`: `{ origin, trigger, graceMs
+ * (null: the cancel grace of §3), shutdown }`; `fallback()` starts the engine's own teardown, for
+ * a run whose identification found no tree and that does not require one.
+ */
+function hostTeardown(ctx, run, s, plan, fallback) {
+  if (s.hostTeardown !== null) return s.hostTeardown
+  const teardown = tearDown(ctx, run, s, plan, fallback)
+  s.hostTeardown = teardown
+  const done = () => {
+    if (s.hostTeardown === teardown) s.hostTeardown = null
+  }
+  teardown.then(done, done)
+  return teardown
+}
+
+async function tearDown(ctx, run, s, plan, fallback) {
+  const now = Date.now()
+  if (isTerminal(s.status)) {
+    // The retry of a teardown that could not be verified: the run is running again.
+    if (!native.runReopenForTeardown(ctx.svc, s.slot, now)) return statusBody(run)
+    syncReopened(s, now)
+    cancelEviction(s)
+    ctx.evicted.delete(run.id)
+    ctx.runs[s.slot] = run
+    run.failureCategory = null
+    run.failureDetail = null
+    run.failureAction = null
+  }
+  // The cancel's facts (LC-5: the first origin wins), with no plan of the engine's: one begun
+  // and dropped at once.
+  const step = native.runCancelBegin(ctx.svc, s.slot, false, false, NaN, NaN, NaN, plan.origin, now)
+  if (step === EscalationStep.Terminal) return statusBody(run)
+  native.runPlanAbandon(ctx.svc, s.slot, false)
+  syncCancelBegun(s, now, plan.origin)
+  clearRetryRestart(run)
+  const child = run.child
+  // As in LC-7: from here until the verdict, a finish is parked (lib/lifecycle.js).
+  const mine = child
+    ? { parked: [], killed: false, owner: plan.shutdown, closed: null, watched: null, onClose: null }
+    : null
+  if (mine !== null) s.teardown = mine
+  const sawClose = !plan.shutdown && run.runtimeFailureObservedBeforeCancellation === true ? watchClose(child) : null
+  try {
+    const closing = closeStdin(run)
+    if (closing !== null) await closing
+    // (Awaited only when there is one: without, the terminator is called synchronously.)
+    const identifying = identification(run)
+    if (identifying !== null) await identifying
+    // (Terminal here: finished meanwhile, without a child to park it; or dropped.)
+    if (isTerminal(s.status)) return statusBody(run)
+    const [abortGrace, forceWait] = native.abortAndForceWaitMs(
+      Number(process.env.PI_ABORT_GRACE_MS),
+      Number(process.env.OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS),
+    )
+    let graceMs = plan.graceMs ?? native.cancelGraceMs(cancelEnv()[1])
+    if (abort(run)) {
+      graceMs = plan.graceMs ?? abortGrace
+      await waitForChild(child, graceMs, sawClose)
+    }
+    const root = treeIdentityOf(run.processTreeRoot)
+    if (root === null) {
+      if (run.requiresTreeVerification === true) return unverified(ctx, run, s, plan, null)
+      // Identified nothing, required nothing: the engine's own teardown (LC-7) takes over, with
+      // what was parked so far; without a child, nothing is left to tear down (CAN-3).
+      if (child) return await fallback()
+      finishWith(ctx, run, 'canceled', null, 'SIGTERM', plan.trigger)
+      return statusBody(run)
+    }
+    let result = null
+    try {
+      result = await ctx.opts.terminateProcessTree(root, { graceMs, forceWaitMs: forceWait })
+    } catch {
+      // A terminator that failed has verified nothing.
+    }
+    const childExited = await waitForChild(child, forceWait, sawClose)
+    if (isTerminal(s.status)) return statusBody(run)
+    const verified =
+      childExited &&
+      result !== null &&
+      typeof result === 'object' &&
+      result.identityVerified === true &&
+      result.childTreeQuiescent === true
+    return verified ? canceled(ctx, run, s, plan, result) : unverified(ctx, run, s, plan, result)
+  } finally {
+    if (sawClose !== null) sawClose.release()
+    // Whatever ended the teardown early (a throw, a drop) still applies what it parked: the
+    // host's verdict is not lost. (The engine's own teardown, after a fallback, released it.)
+    if (mine !== null && s.teardown === mine) {
+      s.teardown = null
+      for (const [status, code, signal] of mine.parked) finishWith(ctx, run, status, code, signal, plan.trigger)
+    }
+  }
+}
+
+// The host's identification of the tree, if one is under way (a promise that never rejects: its
+// failure is a tree not identified), else null.
+function identification(run) {
+  let capture
+  try {
+    capture = run.processTreeIdentityCapture
+  } catch {
+    return null
+  }
+  if (!capture || typeof capture.then !== 'function') return null
+  return Promise.resolve(capture).then(ignore, ignore)
+}
+
+// CAN-4: the ACP session's abort(), errors swallowed; true when there was one.
+function abort(run) {
+  try {
+    if (!run.acpSession?.abort) return false
+    ignoreResult(run.acpSession.abort(), ignore)
+  } catch {
+    // See above.
+  }
+  return true
+}
+
+// CAN-9: notes the child's 'close' from the start of the teardown; the returned function says
+// whether it was seen, and `release()` removes the listener.
+function watchClose(child) {
+  let seen = false
+  const onClose = () => {
+    seen = true
+  }
+  const sawClose = () => seen
+  sawClose.release = () => {
+    try {
+      child?.off?.('close', onClose)
+    } catch {
+      // The host's child object: the listener only ever sets the flag.
+    }
+  }
+  try {
+    if (typeof child?.once === 'function') child.once('close', onClose)
+  } catch {
+    // Without its 'close', the force wait ends the wait.
+  }
+  return sawClose
+}
+
+// The teardown's outcome on the run, as the daemon reads it (upstream's field names).
+function recordTermination(run, outcome, result, childExited) {
+  let attempts = 1
+  try {
+    const previous = run.termination?.attempts
+    if (Number.isFinite(previous)) attempts = previous + 1
+  } catch {
+    // A getter that throws: a first attempt.
+  }
+  const termination = {
+    attempts,
+    outcome,
+    phase: result?.forced === true ? 'forced' : 'graceful',
+    retryable: outcome === 'unverified',
+    childExited,
+    treeQuiescent: outcome === 'verified',
+  }
+  run.termination = termination
+  return termination
+}
+
+function terminationRecord(termination) {
+  const { phase, outcome, attempts, childExited, treeQuiescent } = termination
+  return { type: 'run_termination', phase, outcome, attempts, childExited, treeQuiescent }
+}
+
+// The tree is verified gone: the verdicts the host gave meanwhile first (the first wins), then
+// 'canceled' from the child's own exit (CAN-6), its signal SIGKILL when the terminator forced it.
+function canceled(ctx, run, s, plan, result) {
+  const t = s.teardown
+  s.teardown = null
+  const child = run.child
+  const termination = recordTermination(run, 'verified', result, true)
+  emit(ctx, run, 'diagnostic', terminationRecord(termination))
+  if (t !== null)
+    for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, plan.trigger)
+  let exitCode = null
+  let childSignal = null
+  try {
+    if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
+    exitCode = child?.exitCode ?? null
+    childSignal = child?.signalCode ?? null
+  } catch {
+    // The host's getters: the exit facts stay unknown.
+  }
+  finishWith(
+    ctx,
+    run,
+    'canceled',
+    exitCode,
+    childSignal ?? (result.forced === true ? 'SIGKILL' : 'SIGTERM'),
+    plan.trigger,
+  )
+  return statusBody(run)
+}
+
+// The tree is not verified gone: the run fails, retryably. A verdict the host gave meanwhile is
+// set aside: the run is not over while its tree may still be running.
+function unverified(ctx, run, s, plan, result) {
+  s.teardown = null
+  const child = run.child
+  const termination = recordTermination(run, 'unverified', result, exitedOrNot(child))
+  run.errorCode = TERMINATION_UNVERIFIED
+  run.error = UNVERIFIED_MESSAGE
+  run.failureCategory = 'process_exit'
+  run.failureDetail = 'termination_unverified'
+  run.failureAction = null
+  emit(ctx, run, 'diagnostic', terminationRecord(termination))
+  let payload = null
+  try {
+    payload = ctx.opts.createSseErrorPayload(TERMINATION_UNVERIFIED, UNVERIFIED_MESSAGE, { retryable: true })
+  } catch {
+    // The host's payload builder: the run's fields carry the failure without the record.
+  }
+  if (payload !== null) emit(ctx, run, 'error', payload)
+  let exitCode = null
+  try {
+    exitCode = child?.exitCode ?? null
+  } catch {
+    // See canceled().
+  }
+  finishWith(ctx, run, 'failed', exitCode, result?.forced === true ? 'SIGKILL' : 'SIGTERM', plan.trigger)
+  return statusBody(run)
+}
+
+module.exports = { hostTerminates, hostTeardown }
