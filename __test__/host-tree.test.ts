@@ -303,6 +303,25 @@ describe('LC-9 an unverified teardown', () => {
   })
 })
 
+describe('LC-9 the retry of an evicted run', () => {
+  it('puts the run back in the registry for its retry', async () => {
+    const terminateProcessTree = vi.fn(async () => UNVERIFIED)
+    const { runs } = makeRuns({ terminateProcessTree, ttlMs: 0 })
+    const child = new FakeChild()
+    child.exitCode = 0
+    const run = identified(runs, child)
+    await runs.cancel(run)
+    expect(await waitFor(() => runs.get(run.id) === null, 1000)).toBe(true)
+    // shutdownActive retries only what is registered: the evicted run is not.
+    await runs.shutdownActive()
+    expect(terminateProcessTree).toHaveBeenCalledTimes(1)
+    terminateProcessTree.mockResolvedValueOnce(VERIFIED as never)
+    const retry = runs.cancel(run)
+    expect(runs.get(run.id)).toBe(run)
+    await expect(retry).resolves.toMatchObject({ status: 'canceled', termination: { attempts: 2 } })
+  })
+})
+
 describe('LC-9 across a restart', () => {
   it('keeps the identity a retry needs in the state file, and the next service retries with it', async () => {
     const dir = tempDir()

@@ -3,10 +3,10 @@
 // prepareRestart; and HF-7's checkpoints, which set a daemon field and persist it.
 
 const native = require('./core.js')
-const { ChatRun, own, releaseWhenUnreachable, syncRestarted } = require('./run.js')
+const { own, syncRestarted } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
 const { isTerminal } = require('./status.js')
-const { create, hydrate, unreadableError, cancelEviction } = require('./registry.js')
+const { create, hydrate, unreadableError, displaceHydratedCopy, reinstate } = require('./registry.js')
 const { emit } = require('./emit.js')
 const { hostJson, persist } = require('./state.js')
 const { forgetAttempt, clearRetryRestart } = require('./host-fields.js')
@@ -167,16 +167,9 @@ function prepareRestart(ctx, run) {
   run.manualResumeAttemptCount = attempt
   run.rechargeWaitDurationMs = rechargeWaitDurationMs
   // An evicted run comes back into the registry; a run hydrated under its id meanwhile leaves it.
-  const other = native.runGet(ctx.svc, run.id)
-  if (other >= 0 && other !== s.slot) {
-    const replaced = ChatRun.stateOf(ctx.runs[other])
-    ctx.runs[other] = undefined
-    if (replaced !== undefined) releaseWhenUnreachable(replaced)
-  }
+  displaceHydratedCopy(ctx, run, s)
   if (native.runPrepareRestart(ctx.svc, s.slot, ctx.logging ? hostJson(ctx, run) : undefined, now) === null) return null
-  cancelEviction(s)
-  ctx.evicted.delete(run.id)
-  ctx.runs[s.slot] = run
+  reinstate(ctx, run, s)
   syncRestarted(s, now)
   emit(ctx, run, 'run_resume_attempted', { runId: run.id, attempt, reason: 'recharge', rechargeWaitDurationMs })
   return run

@@ -19,7 +19,7 @@ const { exited, isTerminal, statusBody } = require('./status.js')
 const { finishWith } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
-const { cancelEviction } = require('./registry.js')
+const { displaceHydratedCopy, reinstate } = require('./registry.js')
 const { closeStdin, exitedOrNot, waitForChild } = require('./child.js')
 const { clearRetryRestart, retryableTermination, treeIdentityOf, TERMINATION_UNVERIFIED } = require('./host-fields.js')
 const { ignore, ignoreResult } = require('./hooks.js')
@@ -68,12 +68,12 @@ function hostTeardown(ctx, run, s, plan, fallback) {
 async function tearDown(ctx, run, s, plan, fallback) {
   const now = Date.now()
   if (isTerminal(s.status)) {
-    // The retry of a teardown that could not be verified: the run is running again.
+    // The retry of a teardown that could not be verified: the run is running again (back in the
+    // registry if it was evicted; a copy hydrated under its id meanwhile leaves it).
+    displaceHydratedCopy(ctx, run, s)
     if (!native.runReopenForTeardown(ctx.svc, s.slot, now)) return statusBody(run)
     syncReopened(s, now)
-    cancelEviction(s)
-    ctx.evicted.delete(run.id)
-    ctx.runs[s.slot] = run
+    reinstate(ctx, run, s)
     run.failureCategory = null
     run.failureDetail = null
     run.failureAction = null
@@ -82,7 +82,8 @@ async function tearDown(ctx, run, s, plan, fallback) {
   // and dropped at once.
   const step = native.runCancelBegin(ctx.svc, s.slot, false, false, NaN, NaN, NaN, plan.origin, now)
   if (step === EscalationStep.Terminal) return statusBody(run)
-  native.runPlanAbandon(ctx.svc, s.slot, false)
+  // (InFlight: a plan of the engine's that threw is still held; it is not this one to drop.)
+  if (step !== EscalationStep.InFlight) native.runPlanAbandon(ctx.svc, s.slot, false)
   syncCancelBegun(s, now, plan.origin)
   clearRetryRestart(run)
   const child = run.child

@@ -213,6 +213,25 @@ function cancelEviction(s) {
   s.evictTimer = null
 }
 
+/**
+ * LC-4, LC-9: before a terminal run is reopened (the core registers it again under its id): a
+ * run hydrated under that id meanwhile leaves the registry, as the core unregisters it.
+ */
+function displaceHydratedCopy(ctx, run, s) {
+  const other = native.runGet(ctx.svc, run.id)
+  if (other < 0 || other === s.slot) return
+  const replaced = ChatRun.stateOf(ctx.runs[other])
+  ctx.runs[other] = undefined
+  if (replaced !== undefined) releaseWhenUnreachable(replaced)
+}
+
+/** LC-4, LC-9: after the core reopened a run: no eviction pending, back in the registry. */
+function reinstate(ctx, run, s) {
+  cancelEviction(s)
+  ctx.evicted.delete(run.id)
+  ctx.runs[s.slot] = run
+}
+
 // How many evicted runs ctx.evicted holds before dead entries are swept.
 const EVICTED_SWEEP_MIN = 1024
 
@@ -233,4 +252,15 @@ function evict(s) {
   }
 }
 
-module.exports = { create, get, list, hydrate, unreadableError, scheduleEviction, cancelEviction, EVICTED_SWEEP_MIN }
+module.exports = {
+  create,
+  get,
+  list,
+  hydrate,
+  unreadableError,
+  scheduleEviction,
+  cancelEviction,
+  displaceHydratedCopy,
+  reinstate,
+  EVICTED_SWEEP_MIN,
+}
