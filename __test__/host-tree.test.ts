@@ -266,6 +266,25 @@ describe('LC-9 an unverified teardown', () => {
     })
   })
 
+  it('takes an answer that is not a termination object, or whose getters throw, as unverified', async () => {
+    const hostile = {
+      get identityVerified(): boolean {
+        throw new Error('boom')
+      },
+    }
+    for (const answer of [undefined, 'verified', true, hostile, { identityVerified: 1, childTreeQuiescent: true }]) {
+      const { runs } = makeRuns({ terminateProcessTree: () => answer })
+      const child = new FakeChild()
+      child.exitCode = 0
+      const run = identified(runs, child)
+      await expect(runs.cancel(run)).resolves.toMatchObject({
+        status: 'failed',
+        errorCode: 'RUN_TERMINATION_UNVERIFIED',
+        termination: { phase: 'graceful', outcome: 'unverified' },
+      })
+    }
+  })
+
   it('is retried by the next cancel and by shutdownActive, until verified', async () => {
     const terminateProcessTree = vi.fn(async () => UNVERIFIED)
     const dir = tempDir()

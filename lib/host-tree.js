@@ -112,27 +112,23 @@ async function tearDown(ctx, run, s, plan, fallback) {
     }
     const root = treeIdentityOf(run.processTreeRoot)
     if (root === null) {
-      if (run.requiresTreeVerification === true) return unverified(ctx, run, s, plan, null)
+      if (run.requiresTreeVerification === true) return unverified(ctx, run, s, plan, NOTHING_VERIFIED)
       // Identified nothing, required nothing: the engine's own teardown (LC-7) takes over, with
       // what was parked so far; without a child, nothing is left to tear down (CAN-3).
       if (child) return await fallback()
       finishWith(ctx, run, 'canceled', null, 'SIGTERM', plan.trigger)
       return statusBody(run)
     }
-    let result = null
+    let answer
     try {
-      result = await ctx.opts.terminateProcessTree(root, { graceMs, forceWaitMs: forceWait })
+      answer = await ctx.opts.terminateProcessTree(root, { graceMs, forceWaitMs: forceWait })
     } catch {
       // A terminator that failed has verified nothing.
     }
+    const result = readAnswer(answer)
     const childExited = await waitForChild(child, forceWait, sawClose)
     if (isTerminal(s.status)) return statusBody(run)
-    const verified =
-      childExited &&
-      result !== null &&
-      typeof result === 'object' &&
-      result.identityVerified === true &&
-      result.childTreeQuiescent === true
+    const verified = childExited && result.stopped
     return verified ? canceled(ctx, run, s, plan, result) : unverified(ctx, run, s, plan, result)
   } finally {
     if (sawClose !== null) sawClose.release()
@@ -157,6 +153,23 @@ function identification(run) {
   if (!capture || typeof capture.then !== 'function') return null
   return Promise.resolve(capture).then(ignore, ignore)
 }
+
+// What the service takes from the terminator's answer: whether it says the tree stopped (the
+// identity held and nothing of the tree is left) and whether it forced it. Anything that is not
+// such an object, or whose getters throw, verified nothing.
+function readAnswer(answer) {
+  try {
+    if (answer === null || typeof answer !== 'object') return NOTHING_VERIFIED
+    return {
+      stopped: answer.identityVerified === true && answer.childTreeQuiescent === true,
+      forced: answer.forced === true,
+    }
+  } catch {
+    return NOTHING_VERIFIED
+  }
+}
+
+const NOTHING_VERIFIED = Object.freeze({ stopped: false, forced: false })
 
 // CAN-4: the ACP session's abort(), errors swallowed; true when there was one.
 function abort(run) {
@@ -204,7 +217,7 @@ function recordTermination(run, outcome, result, childExited) {
   const termination = {
     attempts,
     outcome,
-    phase: result?.forced === true ? 'forced' : 'graceful',
+    phase: result.forced ? 'forced' : 'graceful',
     retryable: outcome === 'unverified',
     childExited,
     treeQuiescent: outcome === 'verified',
@@ -237,14 +250,7 @@ function canceled(ctx, run, s, plan, result) {
   } catch {
     // The host's getters: the exit facts stay unknown.
   }
-  finishWith(
-    ctx,
-    run,
-    'canceled',
-    exitCode,
-    childSignal ?? (result.forced === true ? 'SIGKILL' : 'SIGTERM'),
-    plan.trigger,
-  )
+  finishWith(ctx, run, 'canceled', exitCode, childSignal ?? (result.forced ? 'SIGKILL' : 'SIGTERM'), plan.trigger)
   return statusBody(run)
 }
 
@@ -273,7 +279,7 @@ function unverified(ctx, run, s, plan, result) {
   } catch {
     // See canceled().
   }
-  finishWith(ctx, run, 'failed', exitCode, result?.forced === true ? 'SIGKILL' : 'SIGTERM', plan.trigger)
+  finishWith(ctx, run, 'failed', exitCode, result.forced ? 'SIGKILL' : 'SIGTERM', plan.trigger)
   return statusBody(run)
 }
 

@@ -32,8 +32,8 @@
 #      the platform package `chat-run-service-win32-x64-msvc` (what binding.js looks for under
 #      node.exe), then under Wine:
 #        - the seed suite (__test__/runs.test.ts),
-#        - the cancel, shutdown and teardown tests (spec-signal-cancel, spec-shutdown, teardown;
-#          their Linux-only parts skip themselves),
+#        - the cancel, shutdown and teardown tests (spec-signal-cancel, spec-shutdown, teardown,
+#          host-tree: LC-9's host terminator; their Linux-only parts skip themselves),
 #        - real child processes (written by this script): cancel() and shutdownActive() end real
 #          node.exe children, the JSONL logs end with 'end', and both also end a helper the agent
 #          started detached (the whole tree by parent pid; signalChild() alone leaves it), also
@@ -480,7 +480,7 @@ run_tests() {
   # the seed suite, the cancel/shutdown/teardown tests (their Linux-only parts skip themselves),
   # the real-children file written above; each only if the checkout has it
   local files=() f
-  for f in runs.test.ts spec-signal-cancel.test.ts spec-shutdown.test.ts teardown.test.ts win32-real-children.test.mjs; do
+  for f in runs.test.ts spec-signal-cancel.test.ts spec-shutdown.test.ts teardown.test.ts host-tree.test.ts win32-real-children.test.mjs; do
     [ -f "$APP/__test__/$f" ] && files+=("__test__/$f")
   done
   [ "${TEST_WINDOWS_ALL:-0}" = 1 ] && files=()
