@@ -285,6 +285,33 @@ describe('LC-9 an unverified teardown', () => {
     }
   })
 
+  it('does not wait forever for a terminator or an identification that never settles', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'] })
+    try {
+      const terminateProcessTree = vi.fn(() => new Promise(() => {}))
+      const { runs } = makeRuns({ terminateProcessTree })
+      const child = new FakeChild()
+      child.exitCode = 0
+      const run = identified(runs, child)
+      run.processTreeIdentityCapture = new Promise(() => {})
+      let body: any = null
+      runs.cancel(run, { graceMs: 100 }).then((value: unknown) => (body = value))
+      // The identification is given up after 10 s: the terminator is called then.
+      await vi.advanceTimersByTimeAsync(9_999)
+      expect(terminateProcessTree).not.toHaveBeenCalled()
+      await vi.advanceTimersByTimeAsync(1)
+      expect(terminateProcessTree).toHaveBeenCalledTimes(1)
+      // Its answer is given up after its grace, the force wait and 10 s.
+      await vi.advanceTimersByTimeAsync(100 + 500 + 10_000 - 1)
+      expect(body).toBeNull()
+      expect(run.status).toBe('running')
+      await vi.advanceTimersByTimeAsync(1)
+      expect(body).toMatchObject({ status: 'failed', errorCode: 'RUN_TERMINATION_UNVERIFIED' })
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('is retried by the next cancel and by shutdownActive, until verified', async () => {
     const terminateProcessTree = vi.fn(async () => UNVERIFIED)
     const dir = tempDir()

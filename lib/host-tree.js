@@ -26,6 +26,10 @@ const { ignore, ignoreResult } = require('./hooks.js')
 
 const { EscalationStep } = native
 
+// How much longer than the teardown's own waits the host's identification and terminator may take
+// before their answer counts as none (a Windows process-table query can take seconds).
+const HOST_SLACK_MS = 10_000
+
 // The failure's message (the code is the contract; the text is ours).
 const UNVERIFIED_MESSAGE = "The run's process tree could not be verified as stopped; cancel it again to retry."
 
@@ -96,16 +100,17 @@ async function tearDown(ctx, run, s, plan, fallback) {
   try {
     const closing = closeStdin(run)
     if (closing !== null) await closing
-    // (Awaited only when there is one: without, the terminator is called synchronously.)
-    const identifying = identification(run)
-    if (identifying !== null) await identifying
-    // (Terminal here: finished meanwhile, without a child to park it; or dropped.)
-    if (isTerminal(s.status)) return statusBody(run)
     const [abortGrace, forceWait] = native.abortAndForceWaitMs(
       Number(process.env.PI_ABORT_GRACE_MS),
       Number(process.env.OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS),
     )
     let graceMs = plan.graceMs ?? native.cancelGraceMs(cancelEnv()[1])
+    // (Awaited only when there is one: without, the terminator is called synchronously.) An
+    // identification that never settles counts as none after HOST_SLACK_MS.
+    const identifying = identification(run)
+    if (identifying !== null) await within(identifying, HOST_SLACK_MS)
+    // (Terminal here: finished meanwhile, without a child to park it; or dropped.)
+    if (isTerminal(s.status)) return statusBody(run)
     if (abort(run)) {
       graceMs = plan.graceMs ?? abortGrace
       await waitForChild(child, graceMs, sawClose)
@@ -121,7 +126,10 @@ async function tearDown(ctx, run, s, plan, fallback) {
     }
     let answer
     try {
-      answer = await ctx.opts.terminateProcessTree(root, { graceMs, forceWaitMs: forceWait })
+      // A terminator that never answers has verified nothing once its own grace, its force wait
+      // and HOST_SLACK_MS are over: the run does not stay 'running' forever, nor does shutdown.
+      const call = Promise.resolve(ctx.opts.terminateProcessTree(root, { graceMs, forceWaitMs: forceWait }))
+      answer = await within(call, graceMs + forceWait + HOST_SLACK_MS)
     } catch {
       // A terminator that failed has verified nothing.
     }
@@ -152,6 +160,20 @@ function identification(run) {
   }
   if (!capture || typeof capture.then !== 'function') return null
   return Promise.resolve(capture).then(ignore, ignore)
+}
+
+/**
+ * `promise`'s value, or undefined once `ms` passed (a ref'd timer, TMR-4, cleared when it settles;
+ * none for Infinity). A rejection is passed on.
+ */
+function within(promise, ms) {
+  const delay = native.timerDelay(ms)
+  if (delay === null) return promise
+  let timer
+  const expiry = new Promise((resolve) => {
+    timer = setTimeout(resolve, delay, undefined)
+  })
+  return Promise.race([promise, expiry]).finally(() => clearTimeout(timer))
 }
 
 // What the service takes from the terminator's answer: whether it says the tree stopped (the
