@@ -227,6 +227,20 @@ describe('LC-9 identification', () => {
     expect(child.signals).toEqual(['SIGTERM'])
     expect(terminateProcessTree).not.toHaveBeenCalled()
   })
+
+  it('resolves a cancel joined to a shutdown that handed over to LC-7 with the status body', async () => {
+    let identifiedNow!: () => void
+    const { runs } = makeRuns({ terminateProcessTree: vi.fn() })
+    const child = new FakeChild({ closeOn: 'SIGTERM' })
+    const run = runningWithChild(runs, child)
+    run.processTreeIdentityCapture = new Promise<void>((resolve) => (identifiedNow = resolve))
+    const shutdown = runs.shutdownActive()
+    const cancel = runs.cancel(run, 'user_stop')
+    identifiedNow()
+    await expect(shutdown).resolves.toBeUndefined()
+    await expect(cancel).resolves.toMatchObject({ status: 'canceled', terminalTrigger: 'daemon_shutdown' })
+    expect(child.signals).toEqual(['SIGTERM'])
+  })
 })
 
 describe('LC-9 an unverified teardown', () => {

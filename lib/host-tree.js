@@ -120,7 +120,11 @@ async function tearDown(ctx, run, s, plan, fallback) {
       if (run.requiresTreeVerification === true) return unverified(ctx, run, s, plan, NOTHING_VERIFIED)
       // Identified nothing, required nothing: the engine's own teardown (LC-7) takes over, with
       // what was parked so far; without a child, nothing is left to tear down (CAN-3).
-      if (child) return await fallback()
+      // (Whichever call started it, a cancel joined to it resolves to the status body.)
+      if (child) {
+        await fallback()
+        return statusBody(run)
+      }
       finishWith(ctx, run, 'canceled', null, 'SIGTERM', plan.trigger)
       return statusBody(run)
     }
