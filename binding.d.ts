@@ -10,13 +10,6 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
- * ENV: the abort grace for `PI_ABORT_GRACE_MS` and the force wait for
- * `OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS`, as JS `Number()` read them, each with its default and
- * clamp: `[abortGraceMs, forceWaitMs]` (a teardown the host's terminator carries out, LC-9).
- */
-export declare function abortAndForceWaitMs(piAbort: number, forceWait: number): Array<number>
-
-/**
  * The host fields that describe one attempt (HF-6), which `prepareRestart` forgets: the core
  * drops them from the state file, the facade from the run object. Read once by the facade.
  */
@@ -27,6 +20,14 @@ export declare function attemptFields(): Array<string>
  * read it: finite and > 0, else 3000, clamped as a timer (`reapProcessGroup`'s SIGKILL delay).
  */
 export declare function cancelGraceMs(parsed: number): number
+
+/**
+ * ENV: the three cancel values for `PI_ABORT_GRACE_MS`, the cancel grace variable and
+ * `OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS`, as JS `Number()` read them, each with its default and
+ * clamp: `[abortGraceMs, cancelGraceMs, forceWaitMs]` (what a cancel plan is built with, for a
+ * teardown the host's terminator carries out, LC-9).
+ */
+export declare function cancelGraces(piAbort: number, cancel: number, forceWait: number): Array<number>
 
 /**
  * LC-7, the watch: captures the process tree of every run that is not terminal. Returns how

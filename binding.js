@@ -835,9 +835,9 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
-module.exports.abortAndForceWaitMs = nativeBinding.abortAndForceWaitMs
 module.exports.attemptFields = nativeBinding.attemptFields
 module.exports.cancelGraceMs = nativeBinding.cancelGraceMs
+module.exports.cancelGraces = nativeBinding.cancelGraces
 module.exports.captureTrees = nativeBinding.captureTrees
 module.exports.createService = nativeBinding.createService
 module.exports.Delivery = nativeBinding.Delivery

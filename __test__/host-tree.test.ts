@@ -181,6 +181,24 @@ describe('LC-9 a verified teardown', () => {
   })
 })
 
+describe('LC-9 a cancel after a runtime failure (CAN-9)', () => {
+  it("counts the child as exited only once its 'close' was seen", async () => {
+    const { runs } = makeRuns({ terminateProcessTree: async () => VERIFIED })
+    const child = new FakeChild()
+    const run = identified(runs, child)
+    run.runtimeFailureObservedBeforeCancellation = true
+    child.exitCode = 1
+    let body: any = null
+    runs.cancel(run).then((value: unknown) => (body = value))
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    expect(body).toBeNull()
+    child.emit('close', 1, null)
+    expect(await waitFor(() => body !== null, 1000)).toBe(true)
+    expect(body).toMatchObject({ status: 'canceled', exitCode: 1, termination: { outcome: 'verified' } })
+    expect(child.listenerCount('close')).toBe(0)
+  })
+})
+
 describe('LC-9 identification', () => {
   it('waits for the identification under way before calling the terminator', async () => {
     let identifiedNow!: () => void

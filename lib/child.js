@@ -105,4 +105,33 @@ function waitForChild(child, ms, sawClose = null) {
   })
 }
 
-module.exports = { CHILD_END_EVENTS, closeStdin, exitedOrNot, unlisten, waitForChild }
+// CAN-9: the teardown notes the child's 'close' from the start of a cancel (or the first wait)
+// that must see it; unwatchClose removes the listener when the plan ends.
+function watchClose(t, child) {
+  if (t === null || t.closed !== null) return
+  try {
+    if (typeof child?.once !== 'function') return
+    const onClose = () => {
+      t.closed = true
+    }
+    child.once('close', onClose)
+    t.closed = false
+    t.watched = child
+    t.onClose = onClose
+  } catch {
+    // The host's child object: without its 'close', the wait falls back to the child's exit.
+  }
+}
+
+function unwatchClose(t) {
+  if (t === null || t.onClose === null) return
+  try {
+    t.watched.off?.('close', t.onClose)
+  } catch {
+    // The host's child object: its listener stays, and only ever sets the flag.
+  }
+  t.watched = null
+  t.onClose = null
+}
+
+module.exports = { CHILD_END_EVENTS, closeStdin, exitedOrNot, unlisten, waitForChild, watchClose, unwatchClose }

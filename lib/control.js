@@ -15,7 +15,7 @@
 // expired; the teardown then reports survivors ('termination_failed') and finishes the run.
 
 const native = require('./core.js')
-const { ChatRun, own, syncCancelBegun } = require('./run.js')
+const { ChatRun, own, syncCancelBegun, newTeardown } = require('./run.js')
 const { exited, isTerminal, statusBody } = require('./status.js')
 const { finishWith, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
@@ -23,7 +23,7 @@ const { cancelEnv } = require('./options.js')
 const { clearRetryRestart, retryableTermination } = require('./host-fields.js')
 const { deliveryPending, stopPendingDelivery } = require('./delivery.js')
 const { ignore, ignoreResult } = require('./hooks.js')
-const { CHILD_END_EVENTS, closeStdin, exitedOrNot, unlisten } = require('./child.js')
+const { CHILD_END_EVENTS, closeStdin, exitedOrNot, unlisten, watchClose, unwatchClose } = require('./child.js')
 const { hostTerminates, hostTeardown } = require('./host-tree.js')
 
 const { EscalationStep } = native
@@ -244,37 +244,8 @@ async function drive(ctx, run, s, shutdown, step) {
  */
 function beginTeardown(s, hasChild, shutdown) {
   if (hasChild && s.teardown === null) {
-    s.teardown = { parked: [], killed: false, owner: shutdown, closed: null, watched: null, onClose: null }
+    s.teardown = newTeardown(shutdown)
   }
-}
-
-// CAN-9: the teardown notes the child's 'close' from the start of a cancel (or the first wait)
-// that must see it; unwatchClose removes the listener when the plan ends.
-function watchClose(t, child) {
-  if (t === null || t.closed !== null) return
-  try {
-    if (typeof child?.once !== 'function') return
-    const onClose = () => {
-      t.closed = true
-    }
-    child.once('close', onClose)
-    t.closed = false
-    t.watched = child
-    t.onClose = onClose
-  } catch {
-    // The host's child object: without its 'close', the wait falls back to the child's exit.
-  }
-}
-
-function unwatchClose(t) {
-  if (t === null || t.onClose === null) return
-  try {
-    t.watched.off?.('close', t.onClose)
-  } catch {
-    // The host's child object: its listener stays, and only ever sets the flag.
-  }
-  t.watched = null
-  t.onClose = null
 }
 
 /**

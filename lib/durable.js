@@ -9,7 +9,7 @@ const { isTerminal } = require('./status.js')
 const { create, hydrate, unreadableError, displaceHydratedCopy, reinstate } = require('./registry.js')
 const { emit } = require('./emit.js')
 const { hostJson, persist } = require('./state.js')
-const { forgetAttempt, clearRetryRestart } = require('./host-fields.js')
+const { clearFailure, forgetAttempt, clearRetryRestart } = require('./host-fields.js')
 
 const { RunLookup } = native
 
@@ -158,9 +158,7 @@ function prepareRestart(ctx, run) {
   run.processTreeIdentityCapture = null
   run.requiresTreeVerification = false
   run.stdinOpen = false
-  run.failureCategory = null
-  run.failureDetail = null
-  run.failureAction = null
+  clearFailure(run)
   forgetAttempt(run)
   const attempt = finiteOr0(run.manualResumeAttemptCount) + 1
   const rechargeWaitDurationMs = finiteOr0(run.rechargeWaitDurationMs) + (now - previous)

@@ -343,6 +343,13 @@ function settleUnfinishedWork(run) {
   }
 }
 
+/** LC-5's failure fields of the host, reset for a new attempt (LC-4) or a teardown retry (LC-9). */
+function clearFailure(run) {
+  run.failureCategory = null
+  run.failureDetail = null
+  run.failureAction = null
+}
+
 // HF-10: the daemon's retry state of a run, as prepareRestart resets it for the next attempt
 // (upstream's names and values).
 const RETRY_RESET = [
@@ -367,6 +374,7 @@ function forgetAttempt(run) {
 
 module.exports = {
   TERMINATION_UNVERIFIED,
+  clearFailure,
   TREE_FILE_KEYS,
   treeIdentityOf,
   retryableTermination,

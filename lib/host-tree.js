@@ -14,14 +14,20 @@
 // the state file keeps) are in lib/host-fields.js.
 
 const native = require('./core.js')
-const { syncCancelBegun, syncReopened } = require('./run.js')
+const { newTeardown, syncCancelBegun, syncReopened } = require('./run.js')
 const { exited, isTerminal, statusBody } = require('./status.js')
 const { finishWith } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { displaceHydratedCopy, reinstate } = require('./registry.js')
-const { closeStdin, exitedOrNot, waitForChild } = require('./child.js')
-const { clearRetryRestart, retryableTermination, treeIdentityOf, TERMINATION_UNVERIFIED } = require('./host-fields.js')
+const { closeStdin, exitedOrNot, unwatchClose, waitForChild, watchClose } = require('./child.js')
+const {
+  clearFailure,
+  clearRetryRestart,
+  retryableTermination,
+  treeIdentityOf,
+  TERMINATION_UNVERIFIED,
+} = require('./host-fields.js')
 const { ignore, ignoreResult } = require('./hooks.js')
 
 const { EscalationStep } = native
@@ -78,9 +84,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
     if (!native.runReopenForTeardown(ctx.svc, s.slot, now)) return statusBody(run)
     syncReopened(s, now)
     reinstate(ctx, run, s)
-    run.failureCategory = null
-    run.failureDetail = null
-    run.failureAction = null
+    clearFailure(run)
   }
   // The cancel's facts (LC-5: the first origin wins), with no plan of the engine's: one begun
   // and dropped at once.
@@ -92,19 +96,17 @@ async function tearDown(ctx, run, s, plan, fallback) {
   clearRetryRestart(run)
   const child = run.child
   // As in LC-7: from here until the verdict, a finish is parked (lib/lifecycle.js).
-  const mine = child
-    ? { parked: [], killed: false, owner: plan.shutdown, closed: null, watched: null, onClose: null }
-    : null
+  const mine = child ? newTeardown(plan.shutdown) : null
   if (mine !== null) s.teardown = mine
-  const sawClose = !plan.shutdown && run.runtimeFailureObservedBeforeCancellation === true ? watchClose(child) : null
+  // CAN-9: a cancel after a runtime failure counts the child as done only once its 'close' was
+  // seen (the watch carries over to LC-7's teardown if that takes over).
+  if (mine !== null && !plan.shutdown && run.runtimeFailureObservedBeforeCancellation === true) watchClose(mine, child)
+  const sawClose = mine !== null && mine.closed !== null ? () => mine.closed : null
   try {
     const closing = closeStdin(run)
     if (closing !== null) await closing
-    const [abortGrace, forceWait] = native.abortAndForceWaitMs(
-      Number(process.env.PI_ABORT_GRACE_MS),
-      Number(process.env.OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS),
-    )
-    let graceMs = plan.graceMs ?? native.cancelGraceMs(cancelEnv()[1])
+    const [abortGrace, cancelGrace, forceWait] = native.cancelGraces(...cancelEnv())
+    let graceMs = plan.graceMs ?? cancelGrace
     // (Awaited only when there is one: without, the terminator is called synchronously.) An
     // identification that never settles counts as none after HOST_SLACK_MS.
     const identifying = identification(run)
@@ -143,7 +145,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
     const verified = childExited && result.stopped
     return verified ? canceled(ctx, run, s, plan, result) : unverified(ctx, run, s, plan, result)
   } finally {
-    if (sawClose !== null) sawClose.release()
+    unwatchClose(mine)
     // Whatever ended the teardown early (a throw, a drop) still applies what it parked: the
     // host's verdict is not lost. (The engine's own teardown, after a fallback, released it.)
     if (mine !== null && s.teardown === mine) {
@@ -206,29 +208,6 @@ function abort(run) {
     // See above.
   }
   return true
-}
-
-// CAN-9: notes the child's 'close' from the start of the teardown; the returned function says
-// whether it was seen, and `release()` removes the listener.
-function watchClose(child) {
-  let seen = false
-  const onClose = () => {
-    seen = true
-  }
-  const sawClose = () => seen
-  sawClose.release = () => {
-    try {
-      child?.off?.('close', onClose)
-    } catch {
-      // The host's child object: the listener only ever sets the flag.
-    }
-  }
-  try {
-    if (typeof child?.once === 'function') child.once('close', onClose)
-  } catch {
-    // Without its 'close', the force wait ends the wait.
-  }
-  return sawClose
 }
 
 // The teardown's outcome on the run, as the daemon reads it (upstream's field names).

@@ -221,34 +221,43 @@ function syncDropped(s, now, updatedAt) {
   closeJournal(s)
 }
 
-/** After runPrepareRestart returned the previous updatedAt (LC-4): queued again, verdict cleared. */
-function syncRestarted(s, now) {
-  s.status = 'queued'
+// What both reopens of a terminal run copy (the core's Service::reopen): the status, updatedAt,
+// the error and the terminal facts cleared, the journal open again.
+function syncReopen(s, status, now) {
+  s.status = status
   s.updatedAt = now
-  s.exitCode = null
-  s.signal = null
   s.error = null
   s.errorCode = null
-  s.cancelRequested = false
-  s.childExitObservedAt = null
-  s.cancelOrigin = null
   s.terminalAt = null
   s.terminalTrigger = null
   reopenJournal(s)
 }
 
+/** After runPrepareRestart returned the previous updatedAt (LC-4): queued again, verdict cleared. */
+function syncRestarted(s, now) {
+  syncReopen(s, 'queued', now)
+  s.exitCode = null
+  s.signal = null
+  s.cancelRequested = false
+  s.childExitObservedAt = null
+  s.cancelOrigin = null
+}
+
 /**
- * After runReopenForTeardown returned true (LC-9): running again for a retry of the teardown,
- * the error and the terminal facts cleared (the exit code and signal stay until the new verdict).
+ * After runReopenForTeardown returned true (LC-9): running again for a retry of the teardown
+ * (the exit code and signal stay until the new verdict).
  */
 function syncReopened(s, now) {
-  s.status = 'running'
-  s.updatedAt = now
-  s.error = null
-  s.errorCode = null
-  s.terminalAt = null
-  s.terminalTrigger = null
-  reopenJournal(s)
+  syncReopen(s, 'running', now)
+}
+
+/**
+ * LC-7, LC-9: the state of a teardown under way (`s.teardown`): the finishes parked meanwhile,
+ * whether SIGKILL reached anything, which plan owns it (true: a shutdown), and CAN-9's watch of
+ * the child's 'close' (lib/child.js).
+ */
+function newTeardown(shutdown) {
+  return { parked: [], killed: false, owner: shutdown, closed: null, watched: null, onClose: null }
 }
 
 /** After runCancelBegin (a plan step) or runShutdownBegin; LC-5: the first origin wins. */
@@ -521,6 +530,7 @@ module.exports = {
   syncDropped,
   syncRestarted,
   syncReopened,
+  newTeardown,
   syncCancelBegun,
   syncDeliveryStopped,
   observeRuns,

@@ -1,5 +1,6 @@
 //! Functions on a whole service, and the ones that need no service.
 
+use chat_run_core::escalation::CancelGraces;
 use chat_run_core::log_writer::{LogFailure, LogLimits, LogShared};
 use chat_run_core::timing;
 use chat_run_core::{ListFilter, LogLayout, Service, ServiceConfig, ServiceDefaults};
@@ -76,14 +77,17 @@ pub fn cancel_grace_ms(parsed: f64) -> f64 {
     timing::cancel_grace(parsed)
 }
 
-/// ENV: the abort grace for `PI_ABORT_GRACE_MS` and the force wait for
+/// ENV: the three cancel values for `PI_ABORT_GRACE_MS`, the cancel grace variable and
 /// `OD_CHAT_RUN_CANCEL_FORCE_WAIT_MS`, as JS `Number()` read them, each with its default and
-/// clamp: `[abortGraceMs, forceWaitMs]` (a teardown the host's terminator carries out, LC-9).
+/// clamp: `[abortGraceMs, cancelGraceMs, forceWaitMs]` (what a cancel plan is built with, for a
+/// teardown the host's terminator carries out, LC-9).
 #[napi]
-pub fn abort_and_force_wait_ms(pi_abort: f64, force_wait: f64) -> Vec<f64> {
+pub fn cancel_graces(pi_abort: f64, cancel: f64, force_wait: f64) -> Vec<f64> {
+    let graces = CancelGraces::from_env(pi_abort, cancel, force_wait);
     vec![
-        timing::abort_grace(pi_abort),
-        timing::force_wait(force_wait),
+        graces.abort_grace_ms,
+        graces.cancel_grace_ms,
+        graces.force_wait_ms,
     ]
 }
 

@@ -227,33 +227,17 @@ impl Service {
         if !run.is_terminal() || run.dropped {
             return Ok(None);
         }
-        self.reregister(slot)?;
-        let run = self.run_mut(slot)?;
         let previous = run.updated_at;
-        run.status = Some(crate::run::QUEUED.to_owned());
-        run.updated_at = now;
+        self.reopen(slot, crate::run::QUEUED, now)?;
+        let run = self.run_mut(slot)?;
         run.exit_code = None;
         run.signal = None;
-        run.error = None;
-        run.error_code = None;
         run.cancel_origin = None;
-        run.terminal_at = None;
-        run.terminal_trigger = None;
         run.child_exit_observed_at = None;
         run.cancel_requested = false;
-        run.cancel = None;
-        run.shutdown = None;
         run.child_handle = None;
         run.verified_group = None;
         run.tree = Default::default();
-        run.end_event_id = None;
-        run.log_closed = false;
-        // The new attempt's first line may create the journal again (the host may have removed
-        // the old one on purpose: LOG-3's rule against re-creating it is about lines of a run
-        // nobody reopened).
-        if let Some(target) = run.log.as_ref() {
-            target.reopen();
-        }
         run.host.forget_attempt();
         self.persist_state_with(slot, host_json)?;
         Ok(Some(previous))
@@ -276,9 +260,19 @@ impl Service {
         {
             return Ok(false);
         }
+        self.reopen(slot, crate::run::RUNNING, now)?;
+        Ok(true)
+    }
+
+    /// What both reopens of a terminal run do (LC-4, LC-9): registered again if it had been
+    /// evicted, `status` and `updatedAt = now`, the error and the terminal facts cleared, no
+    /// plan left, the log open for append again (the new attempt's first line may create the
+    /// journal again: the host may have removed the old one on purpose; LOG-3's rule against
+    /// re-creating it is about lines of a run nobody reopened).
+    fn reopen(&mut self, slot: u32, status: &str, now: f64) -> CoreResult<()> {
         self.reregister(slot)?;
         let run = self.run_mut(slot)?;
-        run.status = Some(crate::run::RUNNING.to_owned());
+        run.status = Some(status.to_owned());
         run.updated_at = now;
         run.error = None;
         run.error_code = None;
@@ -291,7 +285,7 @@ impl Service {
         if let Some(target) = run.log.as_ref() {
             target.reopen();
         }
-        Ok(true)
+        Ok(())
     }
 
     /// IMP-1/IMP-2: close the run's log for good.
