@@ -129,14 +129,10 @@ fn read_range_from_start(path: &Path, after: f64, before: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempFile;
 
-    fn write(name: &str, text: &str) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!(
-            "chat-run-backfill-{name}-{}.jsonl",
-            std::process::id()
-        ));
-        std::fs::write(&path, text).unwrap();
-        path
+    fn write(name: &str, text: &str) -> TempFile {
+        TempFile::with_text(&format!("backfill-{name}"), text)
     }
 
     #[test]
@@ -168,6 +164,7 @@ mod tests {
             read_range(&path, 1.5, 4),
             vec!["{\"id\":3,\"event\":\"c\"}"]
         );
+        // A journal that is gone reads as nothing.
         let _ = std::fs::remove_file(&path);
         assert!(read_range(&path, 0.0, 10).is_empty());
     }
@@ -217,6 +214,5 @@ mod tests {
         let lines = read_range(&path, after, u64::MAX);
         assert_eq!(lines, read_range_from_start(&path, after, u64::MAX));
         assert_eq!(lines.len(), 11);
-        let _ = std::fs::remove_file(&path);
     }
 }

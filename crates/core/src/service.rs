@@ -589,8 +589,7 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LogLayout;
-    use crate::test_support::{emit, meta, service};
+    use crate::test_support::{emit, log_dir, meta, service};
 
     #[test]
     fn get_1_finds_a_run_by_its_exact_id_only() {
@@ -666,16 +665,17 @@ mod tests {
 
     #[test]
     fn cre_4_log_path_is_prefix_id_suffix() {
-        let layout = LogLayout {
-            prefix: "/tmp/logs/".into(),
-            suffix: "/events.jsonl".into(),
-        };
+        // (A real directory: `create` writes the run's state file there, LC-1.)
+        let (dir, layout) = log_dir("log-path");
+        let prefix = layout.prefix.clone();
         let mut svc = service(Some(10), Some(layout));
         let created = svc.create(CreateMeta::default(), 0.0);
         assert_eq!(
             created.events_log_path,
-            Some(format!("/tmp/logs/{}/events.jsonl", created.id))
+            Some(format!("{prefix}{}/events.jsonl", created.id))
         );
+        drop(svc);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

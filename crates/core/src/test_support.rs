@@ -80,6 +80,46 @@ pub fn log_dir(name: &str) -> (std::path::PathBuf, LogLayout) {
     (dir, layout)
 }
 
+/// A file under the system temp dir, removed when the guard is dropped (a failing test's too),
+/// so `cargo test` leaves nothing behind.
+pub struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    /// `chat-run-<name>-<pid>` under the system temp dir, holding `text`.
+    pub fn with_text(name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("chat-run-{name}-{}", std::process::id()));
+        let file = Self(path);
+        std::fs::write(&file.0, text).unwrap();
+        file
+    }
+
+    /// Takes charge of `path`, which a test is about to create (anything there is removed first).
+    pub fn at(path: std::path::PathBuf) -> Self {
+        let _ = std::fs::remove_file(&path);
+        Self(path)
+    }
+}
+
+impl std::ops::Deref for TempFile {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempFile {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Waits for the writer to carry out everything queued so far.
 pub fn flush(svc: &Service) {
     let (tx, rx) = std::sync::mpsc::channel();

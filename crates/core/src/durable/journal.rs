@@ -199,16 +199,13 @@ pub fn append_lines(path: &Path, lines: &[String]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempFile;
     /// The backward reader's chunk (`files::lines_from_end`).
     const CHUNK: u64 = 1 << 20;
     use std::fs;
 
-    fn file(name: &str, text: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("chat-run-journal-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        fs::write(&path, text).unwrap();
-        path
+    fn file(name: &str, text: &str) -> TempFile {
+        TempFile::with_text(&format!("journal-{name}"), text)
     }
 
     /// A crash can leave zeros at a journal's end (the file's size written, its data not): the
@@ -311,8 +308,6 @@ mod tests {
         let backwards = read_tail_from_end(&gap, 100, fs::metadata(&gap).unwrap().len()).unwrap();
         assert_eq!(backwards, read_tail_from_start(&gap, Some(100)).unwrap());
         assert_eq!(backwards.lines.len(), 5);
-        let _ = fs::remove_file(&path);
-        let _ = fs::remove_file(&gap);
     }
 
     #[test]
@@ -329,7 +324,6 @@ mod tests {
             read_tail_from_end(&path, 10, text.len() as u64).unwrap(),
             tail
         );
-        let _ = fs::remove_file(&path);
     }
 
     #[test]
@@ -356,7 +350,6 @@ mod tests {
         assert_eq!(whole.last_id, 3);
         assert_eq!(whole.lines.len(), 3);
         assert_eq!(whole.lines[0], format!("{{\"id\":1,\"data\":\"{big}\"}}"));
-        let _ = fs::remove_file(&path);
     }
 
     #[test]
@@ -368,8 +361,7 @@ mod tests {
             "{\"id\":1}\n{\"id\":2,\"ev\n{\"id\":3}\n{\"id\":4}\n"
         );
         assert_eq!(read_tail(&path, None).unwrap().last_id, 4);
-        let fresh = path.with_extension("fresh");
-        let _ = fs::remove_file(&fresh);
+        let fresh = TempFile::at(path.with_extension("fresh"));
         append_lines(&fresh, &["{\"id\":1}".to_owned()]).unwrap();
         assert_eq!(fs::read_to_string(&fresh).unwrap(), "{\"id\":1}\n");
     }
