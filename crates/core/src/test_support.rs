@@ -85,9 +85,11 @@ pub fn log_dir(name: &str) -> (std::path::PathBuf, LogLayout) {
 pub struct TempFile(std::path::PathBuf);
 
 impl TempFile {
-    /// `chat-run-<name>-<pid>` under the system temp dir, holding `text`.
+    /// `chat-run-<pid>-<name>` under the system temp dir, holding `text` (the pid first, so a
+    /// name's extension stays the last part and a sibling made with `with_extension` is this
+    /// process's too).
     pub fn with_text(name: &str, text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("chat-run-{name}-{}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("chat-run-{}-{name}", std::process::id()));
         let file = Self(path);
         std::fs::write(&file.0, text).unwrap();
         file
