@@ -654,13 +654,11 @@ mod tests {
         );
     }
 
-    /// True while `pid` exists and is not a zombie.
+    /// True while `pid` exists and is not a zombie (the process table's own reading).
     #[cfg(target_os = "linux")]
     fn running(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| stat.rsplit(") ").next().map(|rest| !rest.starts_with('Z')))
-            .unwrap_or(false)
+        use crate::tree::{ProcessTable, System};
+        i32::try_from(pid).is_ok_and(|pid| System.probe(pid).is_some_and(|info| info.alive))
     }
 
     #[cfg(target_os = "linux")]
