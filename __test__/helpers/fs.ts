@@ -4,6 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach } from 'vitest'
+import * as binding from '../../loader.js'
 
 /** The repository root (where index.js, loader.js and package.json are). */
 export const ROOT = path.resolve(__dirname, '..', '..')
@@ -27,12 +28,19 @@ export function removeDir(dir: string): void {
  * temp dir (its real path, so it compares equal to what /proc and the service report); every
  * directory it made is removed after each test.
  *
- * Hooks run as a stack (vitest's default `sequence.hooks`): an `afterEach` registered after this
- * call runs before the removal, so a file can flush its services' log writers first.
+ * Before the removal, every service of this process hands its staged emits over and its log
+ * writers write what is queued (the barrier the package's 'exit' listener uses): a record a test
+ * emitted last (prepareRestart's, a finish's) must not recreate its run's directory after the
+ * removal. Hooks run as a stack (vitest's default `sequence.hooks`): an `afterEach` registered
+ * after this call runs before the removal.
  */
 export function useTempDirs(prefix = 'chat-run-test-'): () => string {
   const made: string[] = []
-  afterEach(() => {
+  afterEach(async () => {
+    if (made.length === 0) return
+    // Staged emits reach the core in a microtask; one macrotask turn lets them.
+    await new Promise((resolve) => setImmediate(resolve))
+    binding.flushAllLogsBlocking()
     for (const dir of made.splice(0)) removeDir(dir)
   })
   return () => {
