@@ -105,6 +105,22 @@ function waitForChild(child, ms, sawClose = null) {
   })
 }
 
+const NO_EXIT_FACTS = Object.freeze({ exitCode: null, signal: null })
+
+/**
+ * CAN-6: the child's exit facts a teardown's verdict takes, `{ exitCode, signal }` (null when
+ * unknown: no child yet exited, or a getter of the host's that throws), and `run.childExitObservedAt`
+ * stamped when the child is seen exited for the first time.
+ */
+function childExitFacts(run, child) {
+  try {
+    if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
+    return { exitCode: child?.exitCode ?? null, signal: child?.signalCode ?? null }
+  } catch {
+    return NO_EXIT_FACTS
+  }
+}
+
 // CAN-9: the teardown notes the child's 'close' from the start of a cancel (or the first wait)
 // that must see it; unwatchClose removes the listener when the plan ends.
 function watchClose(t, child) {
@@ -134,4 +150,13 @@ function unwatchClose(t) {
   t.onClose = null
 }
 
-module.exports = { CHILD_END_EVENTS, closeStdin, exitedOrNot, unlisten, waitForChild, watchClose, unwatchClose }
+module.exports = {
+  CHILD_END_EVENTS,
+  childExitFacts,
+  closeStdin,
+  exitedOrNot,
+  unlisten,
+  waitForChild,
+  watchClose,
+  unwatchClose,
+}

@@ -17,13 +17,21 @@
 const native = require('./core.js')
 const { ChatRun, own, syncCancelBegun, newTeardown } = require('./run.js')
 const { exited, isTerminal, statusBody } = require('./status.js')
-const { finishWith, wait } = require('./lifecycle.js')
+const { finishParked, finishWith, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { clearRetryRestart, retryableTermination } = require('./host-fields.js')
 const { deliveryPending, stopPendingDelivery } = require('./delivery.js')
 const { ignore, ignoreResult } = require('./hooks.js')
-const { CHILD_END_EVENTS, closeStdin, exitedOrNot, unlisten, watchClose, unwatchClose } = require('./child.js')
+const {
+  CHILD_END_EVENTS,
+  childExitFacts,
+  closeStdin,
+  exitedOrNot,
+  unlisten,
+  watchClose,
+  unwatchClose,
+} = require('./child.js')
 const { hostTerminates, hostTeardown } = require('./host-tree.js')
 
 const { EscalationStep } = native
@@ -127,22 +135,19 @@ function endTeardown(ctx, run, s, fallback, trigger) {
   const t = s.teardown
   unwatchClose(t)
   s.teardown = null
-  // The child's exit facts, read from the host's object: a getter that throws leaves them
-  // unknown (the fallback), and the verdicts below are still applied.
-  let exitCode = null
-  let childSignal = null
+  // The host's objects: a getter that throws leaves the child's exit facts unknown (the
+  // fallback), and the verdicts below are still applied.
+  let child = null
   try {
-    const child = run.child
+    child = run.child
     if (fallback === 'SIGKILL') reportSurvivors(ctx, run, s, child)
     // A tree that exited inside the abort grace never reached the stdin step: stdin closes now.
     closeStdin(run)
-    if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
-    exitCode = child?.exitCode ?? null
-    childSignal = child?.signalCode ?? null
   } catch {
     // See above.
   }
-  if (t !== null) for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, trigger)
+  const { exitCode, signal: childSignal } = childExitFacts(run, child)
+  finishParked(ctx, run, t, trigger)
   // (Whichever plan ends the barrier: with a cancel and a shutdown in one teardown, the one still
   // in its SIGTERM wait may see the tree gone after the other's SIGKILL.)
   const signal = t !== null && t.killed ? 'SIGKILL' : (childSignal ?? fallback)
@@ -233,7 +238,7 @@ async function drive(ctx, run, s, shutdown, step) {
     const t = s.teardown
     if (t !== null && t.owner === shutdown) {
       s.teardown = null
-      for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, trigger)
+      finishParked(ctx, run, t, trigger)
     }
   }
 }

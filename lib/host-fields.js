@@ -281,16 +281,19 @@ function retryableTermination(source, anyStatus = false) {
   }
 }
 
+// LC-9: the tree identity a retry of `source`'s teardown needs (`retryable`: it is a retryable
+// termination failure), when its tree requires verification; else null.
+function retryIdentity(source, retryable) {
+  return retryable && source.requiresTreeVerification === true ? treeIdentityOf(source.processTreeRoot) : null
+}
+
 /**
  * LC-9: what the state file says of the tree, for a run whose teardown the host's terminator
  * carried out (it has `termination`): the identity a retry needs, only while the run is a
  * retryable failure whose tree requires verification; null and false otherwise.
  */
 function addTreeIdentity(host, source) {
-  const root =
-    retryableTermination(source, true) && source.requiresTreeVerification === true
-      ? treeIdentityOf(source.processTreeRoot)
-      : null
+  const root = retryIdentity(source, retryableTermination(source, true))
   host.processTreeRoot = root
   host.requiresTreeVerification = root !== null
 }
@@ -302,7 +305,7 @@ function addTreeIdentity(host, source) {
  */
 function restoreTreeIdentity(run, state) {
   const retryable = retryableTermination(state)
-  const root = retryable && state.requiresTreeVerification === true ? treeIdentityOf(state.processTreeRoot) : null
+  const root = retryIdentity(state, retryable)
   run.processTreeRoot = root
   run.requiresTreeVerification = root !== null
   if (!retryable || root !== null) return false

@@ -15,12 +15,12 @@
 
 const native = require('./core.js')
 const { newTeardown, syncCancelBegun, syncReopened } = require('./run.js')
-const { exited, isTerminal, statusBody } = require('./status.js')
-const { finishWith } = require('./lifecycle.js')
+const { isTerminal, statusBody } = require('./status.js')
+const { finishParked, finishWith } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { displaceHydratedCopy, reinstate } = require('./registry.js')
-const { closeStdin, exitedOrNot, unwatchClose, waitForChild, watchClose } = require('./child.js')
+const { childExitFacts, closeStdin, exitedOrNot, unwatchClose, waitForChild, watchClose } = require('./child.js')
 const {
   clearFailure,
   clearRetryRestart,
@@ -150,7 +150,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
     // host's verdict is not lost. (The engine's own teardown, after a fallback, released it.)
     if (mine !== null && s.teardown === mine) {
       s.teardown = null
-      for (const [status, code, signal] of mine.parked) finishWith(ctx, run, status, code, signal, plan.trigger)
+      finishParked(ctx, run, mine, plan.trigger)
     }
   }
 }
@@ -244,17 +244,8 @@ function canceled(ctx, run, s, plan, result) {
   const child = run.child
   const termination = recordTermination(run, 'verified', result, true)
   emit(ctx, run, 'diagnostic', terminationRecord(termination))
-  if (t !== null)
-    for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, plan.trigger)
-  let exitCode = null
-  let childSignal = null
-  try {
-    if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
-    exitCode = child?.exitCode ?? null
-    childSignal = child?.signalCode ?? null
-  } catch {
-    // The host's getters: the exit facts stay unknown.
-  }
+  finishParked(ctx, run, t, plan.trigger)
+  const { exitCode, signal: childSignal } = childExitFacts(run, child)
   finishWith(ctx, run, 'canceled', exitCode, childSignal ?? (result.forced ? 'SIGKILL' : 'SIGTERM'), plan.trigger)
   return statusBody(run)
 }
@@ -282,7 +273,7 @@ function unverified(ctx, run, s, plan, result) {
   try {
     exitCode = child?.exitCode ?? null
   } catch {
-    // See canceled().
+    // The host's getters: the exit code stays unknown.
   }
   finishWith(ctx, run, 'failed', exitCode, result.forced ? 'SIGKILL' : 'SIGTERM', plan.trigger)
   return statusBody(run)

@@ -257,4 +257,13 @@ function drop(ctx, run) {
   }
 }
 
-module.exports = { finish, finishWith, fail, failWith, start, wait, drop }
+/**
+ * LC-7, LC-9: the finishes a teardown parked (`t`, its state; null for none), applied in the
+ * order they came (the first verdict wins), with the teardown's trigger.
+ */
+function finishParked(ctx, run, t, trigger) {
+  if (t === null) return
+  for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, trigger)
+}
+
+module.exports = { finish, finishWith, finishParked, fail, failWith, start, wait, drop }
