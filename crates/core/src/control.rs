@@ -425,6 +425,8 @@ mod tests {
     use crate::escalation::Fallback;
     use crate::service::CreateMeta;
     use crate::test_support::service;
+    #[cfg(target_os = "linux")]
+    use crate::test_support::Spawned;
 
     #[test]
     fn lc_7_a_cancel_plan_with_a_child_ends_in_its_finish_step() {
@@ -670,17 +672,21 @@ mod tests {
         let untouched = svc.create(CreateMeta::default(), 0.0).slot;
         let childless = svc.create(CreateMeta::default(), 0.0).slot;
         // Both ignore SIGTERM, and so does the grandchild (an ignored signal is inherited).
-        let spawn = || {
+        let sleep = || {
+            Spawned(
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap(),
+            )
+        };
+        let mut a = Spawned(
             std::process::Command::new("sh")
                 .args(["-c", "trap '' TERM; sleep 30 & wait"])
                 .spawn()
-                .unwrap()
-        };
-        let mut a = spawn();
-        let mut b = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+                .unwrap(),
+        );
+        let mut b = sleep();
         let grandchild = {
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
@@ -707,10 +713,7 @@ mod tests {
         // A cancel begun without a child never signals one attached later.
         svc.cancel_begin(childless, false, true, graces, "user_stop", 1.0)
             .unwrap();
-        let mut c = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut c = sleep();
         assert!(svc
             .attach(childless, f64::from(c.id()), f64::NAN, true)
             .unwrap());
@@ -733,10 +736,7 @@ mod tests {
         // A run nobody asked to stop is left alone, and so is the child-less plan's.
         assert!(b.try_wait().unwrap().is_none());
         assert!(c.try_wait().unwrap().is_none());
-        for mut left in [b, c] {
-            left.kill().unwrap();
-            left.wait().unwrap();
-        }
+        // (The guards kill and reap b and c.)
     }
 
     // LC-7's watch, with a real child of this test process (Linux: the tree reads /proc).
@@ -747,10 +747,12 @@ mod tests {
         let idle = svc.create(CreateMeta::default(), 0.0).slot;
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
         assert_eq!(svc.capture_trees(), 0, "no run has a child");
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = Spawned(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
         let pid = f64::from(child.id());
         assert!(!svc.attach(idle, f64::NAN, f64::NAN, false).unwrap());
         assert!(svc.attach(slot, pid, f64::NAN, true).unwrap());
@@ -760,10 +762,12 @@ mod tests {
         assert_eq!(svc.capture_trees(), 0, "its tree is gone");
 
         // A terminal run is not watched, whatever its tree holds.
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let child = Spawned(
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap(),
+        );
         assert!(svc
             .attach(idle, f64::from(child.id()), f64::NAN, true)
             .unwrap());
@@ -776,7 +780,6 @@ mod tests {
         };
         assert!(svc.finish_begin(idle, verdict, None, 1.0).unwrap());
         assert_eq!(svc.capture_trees(), 0);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        // (The guard kills and reaps the second child.)
     }
 }

@@ -130,3 +130,45 @@ pub fn flush(svc: &Service) {
     }));
     rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
 }
+
+/// A process a test started: when the guard goes, whether the test passed or failed, the process
+/// and what it has started since are SIGKILLed by identity and the process is reaped. Nothing is
+/// signalled once the test has reaped it itself (its pid may belong to another process by then).
+#[cfg(target_os = "linux")]
+pub struct Spawned(pub std::process::Child);
+
+#[cfg(target_os = "linux")]
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        use crate::tree::{Kill, ProcessTable, System};
+        // Not yet reaped: the pid is still this test's child, so its descendants are the test's.
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let root = i32::try_from(self.0.id())
+            .ok()
+            .and_then(|pid| System.probe(pid));
+        if let Some(root) = root {
+            for p in System.descendants(&[root.id]).unwrap_or_default() {
+                System.signal(p.id, Kill::Kill);
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
