@@ -41,8 +41,9 @@
 //
 // Besides, runPrepareRestart (LC-4) resets status, updatedAt, exitCode, signal, error, errorCode,
 // cancelRequested: syncRestarted copies that; runReopenForTeardown (LC-9) sets status, updatedAt
-// and clears error, errorCode, terminalAt, terminalTrigger: syncReopened copies that. A hydrated run's mirror is built by newMirror from
-// hydratedFields (the state file as the core now holds it, runHydrated).
+// and clears error, errorCode, terminalAt, terminalTrigger: syncReopened copies that. A hydrated
+// run's mirror is built by newMirror from hydratedFields (the state file as the core now holds
+// it, runHydrated).
 //
 // Each sync runs right after its native call, with two exceptions. emit() crosses no boundary
 // (BND-6): it numbers the record from the mirror's nextEventId, syncEmitted advances the mirror
