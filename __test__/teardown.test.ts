@@ -115,6 +115,20 @@ function ownSleeper(pid: number, leader: Ident): Ident | null {
   }
 }
 
+/**
+ * `pid` is a live generation of the relay chain `leader` started: a shell running this file's
+ * fixture, started no earlier than the leader (a reused pid is never taken for one of ours).
+ */
+function relayAlive(pid: number, leader: Ident): boolean {
+  const id = identity(pid)
+  if (id === null || !alive(id) || BigInt(id.start) < BigInt(leader.start)) return false
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('lc7-tree.sh\u0000relay')
+  } catch {
+    return false
+  }
+}
+
 type Leader = ChildProcess & { pid: number; ident: Ident; out: () => string }
 
 /** `sh lc7-tree.sh leader THEN KIND...`, stdin and stdout piped, like an agent the host spawned. */
@@ -560,6 +574,50 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
 
       expect(kids.filter(alive)).toEqual([])
       expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+    })
+
+    it(`LC-7 (${how}): a restart loop in the run's group (each process starts its successor, then exits) is killed whole`, async () => {
+      const { runs } = makeRuns({ runsLogDir: null })
+      // At most 400 generations of about 12 ms: a chain this test failed to stop ends by itself.
+      const leader = startTree(['relay', '400'], { detached: true })
+      const run = attach(runs, leader, { group: true })
+      const printed = () =>
+        leader
+          .out()
+          .split('\n')
+          .filter((line) => /^\d+$/.test(line))
+          .map(Number)
+      try {
+        // Several generations in: the leader itself is long gone, a successor always runs.
+        expect(await waitFor(() => printed().length >= 10, 5000)).toBe(true)
+        await exitOf(leader)
+
+        if (how === 'cancel') await runs.cancel(run, 'user_stop')
+        else await runs.shutdownActive({ graceMs: 300 })
+
+        // Gone means the loop stopped: SIGKILL reached the whole group, so nothing is printed
+        // any more and no printed process is alive.
+        expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+        const count = printed().length
+        await sleep(100)
+        expect(printed().length).toBe(count)
+        expect(printed().filter((pid) => relayAlive(pid, leader.ident))).toEqual([])
+      } finally {
+        // Stop whatever generation still runs (by identity, newest first) until none is left.
+        const deadline = Date.now() + 5000
+        for (;;) {
+          const live = printed().filter((pid) => relayAlive(pid, leader.ident))
+          if (live.length === 0 || Date.now() > deadline) break
+          for (const pid of live.reverse()) {
+            try {
+              process.kill(pid, 'SIGKILL')
+            } catch {
+              // exited meanwhile
+            }
+          }
+          await sleep(20)
+        }
+      }
     })
 
     it(`LC-7 (${how}): an agent spawned without a group loses every descendant, the one ignoring SIGTERM too`, async () => {

@@ -670,19 +670,34 @@ impl Tree {
     /// `kill(-pgid, 0)`), the tree is gone and no full scan is needed: a child's exit event
     /// then costs no scan of the process table. Each captured process is probed once per call;
     /// one that dies during the scan is counted until the next call.
+    ///
+    /// The discovery reads a recent scan ([`SNAPSHOT_REUSE`]), which can predate a member the
+    /// group gained since: in a restart loop each process starts its successor and exits, so
+    /// a scan a few milliseconds old may show only the exited ones. Nothing captured is then
+    /// alive while the group still has a member, and the answer "gone" would end the barrier
+    /// with the loop running. So when the group exists and that scan found none of it alive,
+    /// a scan made now decides (zombies alone leave the group existing, and count as gone).
     pub fn alive(&mut self, table: &impl ProcessTable) -> usize {
         self.retain_alive(table);
         let group_left = self.group.is_some_and(|g| table.group_exists(g.pgid));
         if self.captured.is_empty() && !group_left {
             return 0;
         }
-        let found = self.candidates(table, Scan::Recent);
+        self.discover(table, Scan::Recent);
+        if self.captured.is_empty() && group_left {
+            self.discover(table, Scan::Fresh);
+        }
+        self.captured.len()
+    }
+
+    /// Captures what `scan` shows of the tree; a newly found process gets the last signal sent.
+    fn discover(&mut self, table: &impl ProcessTable, scan: Scan) {
+        let found = self.candidates(table, scan);
         for id in self.capture_from(table, &found) {
             if let Some(kill) = self.last {
                 self.signal_one(table, id, kill);
             }
         }
-        self.captured.len()
     }
 
     /// The end of the barrier: the pids still alive after the last wait (empty when the tree

@@ -25,6 +25,9 @@ struct FakeTable {
     forks: RefCell<Vec<(i32, i32, u64)>>,
     /// The pids that were stopped, in order.
     stopped: RefCell<Vec<i32>>,
+    /// What a shared recent scan returns instead of the table as it is now (a scan taken a
+    /// few milliseconds ago), while set.
+    recent: RefCell<Option<Vec<ProcInfo>>>,
 }
 
 impl FakeTable {
@@ -107,6 +110,12 @@ impl FakeTable {
 impl ProcessTable for FakeTable {
     fn snapshot(&self) -> Vec<ProcInfo> {
         self.procs.borrow().iter().map(|p| p.info).collect()
+    }
+    fn recent_snapshot(&self) -> Vec<ProcInfo> {
+        match self.recent.borrow().as_ref() {
+            Some(stale) => stale.clone(),
+            None => self.snapshot(),
+        }
     }
     fn probe(&self, pid: i32) -> Option<ProcInfo> {
         self.procs
@@ -354,6 +363,33 @@ fn lc_7_a_process_found_while_waiting_gets_the_last_signal() {
     table.add(12, 7, 11, OWN, None);
     assert_eq!(tree.alive(&table), 3);
     assert_eq!(table.got(12), vec![Kill::Term]);
+}
+
+#[test]
+fn lc_7_a_restart_loop_in_the_group_is_alive_though_a_recent_scan_shows_only_its_exited_processes()
+{
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, 10, None); // a detached leader that ignores SIGTERM
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, Some(10));
+    tree.signal(&table, Kill::Term);
+    // The loop: 10 starts its successor 11 in the group and exits. The shared scan the wait
+    // reads was taken just before 11 existed and after 10 exited.
+    table.add(11, 6, 10, 10, None);
+    table.exit(10);
+    let stale: Vec<ProcInfo> = table
+        .snapshot()
+        .into_iter()
+        .filter(|p| p.id.pid != 11)
+        .collect();
+    *table.recent.borrow_mut() = Some(stale);
+    assert_eq!(tree.alive(&table), 1, "11 is found by a scan made now");
+    assert_eq!(table.got(11), vec![Kill::Term], "and gets the last signal");
+    // The group holds only zombies: gone, even though the stale scan is still served.
+    table.exit(11);
+    assert_eq!(tree.alive(&table), 0);
+    // SIGKILL would find nothing to signal.
+    assert!(!tree.signal(&table, Kill::Kill).any());
 }
 
 #[test]
