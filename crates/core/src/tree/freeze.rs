@@ -34,13 +34,21 @@ impl Tree {
     /// read of its own); `None` when the rounds ended otherwise.
     pub(super) fn freeze(&mut self, table: &impl ProcessTable) -> Option<Vec<ProcInfo>> {
         let mut seen: Vec<ProcId> = Vec::new();
-        for _ in 0..ROUNDS {
-            // Read now. Without a group that is the kernel's lists of children, exact only for
-            // a stopped process (`/proc/<pid>/task/<tid>/children` can skip a child while its
-            // siblings come and go): the first round may miss one, the next, reading the same
-            // parent stopped, finds it; the loop ends on a round that read every captured
-            // process's list after it was stopped.
-            let (snapshot, _) = self.rescan(table, Scan::Fresh);
+        for round_index in 0..ROUNDS {
+            // The first read finds what to stop: without a group the kernel's lists of
+            // children, exact only for a stopped process (`/proc/<pid>/task/<tid>/children`
+            // can skip a child while its siblings come and go); with a group a scan of the
+            // whole table, which may be shared with other runs' SIGKILL steps of the last few
+            // milliseconds (SNAPSHOT_REUSE: the group is stopped as a whole, so a member the
+            // scan predates is stopped all the same, and a descendant it predates is found by
+            // the next read). Every later read comes after its round's processes stopped and
+            // reads only the tree (`rescan_stopped`): the loop ends on a round that read every
+            // captured process's list of children after it was stopped.
+            let snapshot = if round_index == 0 {
+                self.rescan(table, Scan::Recent).0
+            } else {
+                self.rescan_stopped(table)
+            };
             let round: Vec<ProcId> = self
                 .captured
                 .iter()

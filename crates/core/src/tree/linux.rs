@@ -65,6 +65,18 @@ pub(super) fn probe(pid: i32) -> Option<ProcInfo> {
 }
 
 pub(super) fn snapshot() -> Vec<ProcInfo> {
+    scan(|_| true)
+}
+
+/// The processes whose pid `known` does not list: one listing of `/proc`, and a stat read
+/// only for each new pid.
+pub(super) fn processes_since(known: &[ProcInfo]) -> Vec<ProcInfo> {
+    let known: std::collections::HashSet<i32> = known.iter().map(|p| p.id.pid).collect();
+    scan(|pid| !known.contains(&pid))
+}
+
+/// Every process `/proc` lists whose pid `wanted` accepts.
+fn scan(wanted: impl Fn(i32) -> bool) -> Vec<ProcInfo> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -76,6 +88,9 @@ pub(super) fn snapshot() -> Vec<ProcInfo> {
         let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
+        if !wanted(pid) {
+            continue;
+        }
         path.clear();
         // Writing to a String cannot fail.
         let _ = write!(path, "/proc/{pid}/stat");

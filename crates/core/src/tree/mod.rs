@@ -133,6 +133,14 @@ pub trait ProcessTable {
     fn recent_snapshot(&self) -> Vec<ProcInfo> {
         self.snapshot()
     }
+    /// The processes there are now whose pid `known` (an earlier scan) does not list, read
+    /// now (Linux: one listing of the table and a read of each new process only).
+    fn processes_since(&self, known: &[ProcInfo]) -> Vec<ProcInfo> {
+        self.fresh_snapshot()
+            .into_iter()
+            .filter(|p| !known.iter().any(|k| k.id.pid == p.id.pid))
+            .collect()
+    }
     /// The live descendants of `roots` (zombies may be among them), read from per-process
     /// lists of children where the OS keeps them, or `None` (the caller scans the whole table).
     /// Always read now, never shared.
@@ -213,6 +221,10 @@ impl ProcessTable for System {
     #[cfg(target_os = "linux")]
     fn descendants(&self, roots: &[ProcId]) -> Option<Vec<ProcInfo>> {
         linux::descendants(roots)
+    }
+    #[cfg(target_os = "linux")]
+    fn processes_since(&self, known: &[ProcInfo]) -> Vec<ProcInfo> {
+        linux::processes_since(known)
     }
     #[cfg(unix)]
     fn group_exists(&self, pgid: i32) -> bool {
@@ -516,6 +528,29 @@ impl Tree {
         (found, added)
     }
 
+    /// A capture after every captured process was stopped (the freeze's later rounds): the
+    /// captured processes as they are now and their descendants, read from the kernel's lists
+    /// of children, exact for a stopped parent, where the OS keeps them (a few small files
+    /// instead of the whole table, also with a group: a member born since the last read was
+    /// forked by a captured process, and one whose parent already exited was stopped with the
+    /// group and dies with it); elsewhere a scan of the whole table made now.
+    fn rescan_stopped(&mut self, table: &impl ProcessTable) -> Vec<ProcInfo> {
+        self.retain_alive(table);
+        let view = match table.descendants(&self.captured) {
+            Some(mut found) => {
+                found.extend(
+                    self.captured
+                        .iter()
+                        .filter_map(|id| table.probe(id.pid).filter(|p| p.id == *id)),
+                );
+                found
+            }
+            None => table.fresh_snapshot(),
+        };
+        self.capture_from(table, &view);
+        view
+    }
+
     /// What a capture looks through: without a verified group it adds descendants only, so
     /// where the OS lists each process's children ([`ProcessTable::descendants`]) those lists
     /// are read, a few small files for a small tree instead of every process there is. With a
@@ -673,38 +708,73 @@ impl Tree {
     ///
     /// The discovery reads a recent scan ([`SNAPSHOT_REUSE`]), which can predate a member the
     /// group gained since: in a restart loop each process starts its successor and exits, so
-    /// a scan a few milliseconds old may show only the exited ones. Nothing captured is then
+    /// a scan a few milliseconds old (or even one made now: a scan lists the table first and
+    /// reads each process after) may show only the exited ones. Nothing captured is then
     /// alive while the group still has a member, and the answer "gone" would end the barrier
     /// with the loop running. So when the group exists and that scan found none of it alive,
-    /// a scan made now decides (zombies alone leave the group existing, and count as gone).
+    /// the processes born since are read ([`Tree::capture_newcomers`]); zombies alone leave the
+    /// group existing, and count as gone.
     pub fn alive(&mut self, table: &impl ProcessTable) -> usize {
         self.retain_alive(table);
         let group_left = self.group.is_some_and(|g| table.group_exists(g.pgid));
         if self.captured.is_empty() && !group_left {
             return 0;
         }
-        self.discover(table, Scan::Recent);
+        let found = self.candidates(table, Scan::Recent);
+        self.capture_signalled(table, &found);
         if self.captured.is_empty() && group_left {
-            self.discover(table, Scan::Fresh);
+            self.capture_newcomers(table, found);
         }
         self.captured.len()
     }
 
-    /// Captures what `scan` shows of the tree; a newly found process gets the last signal sent.
-    fn discover(&mut self, table: &impl ProcessTable, scan: Scan) {
-        let found = self.candidates(table, scan);
-        for id in self.capture_from(table, &found) {
+    /// Captures what `view` shows of the tree; a newly found process gets the last signal sent.
+    fn capture_signalled(&mut self, table: &impl ProcessTable, view: &[ProcInfo]) {
+        for id in self.capture_from(table, view) {
             if let Some(kill) = self.last {
                 self.signal_one(table, id, kill);
             }
         }
     }
 
+    /// With nothing captured alive while the verified group still has a member: captures what
+    /// was born since `known` was read, again and again while each read finds processes but
+    /// none of the tree (a member that exited after starting its successor is followed to
+    /// it), at most [`NEWCOMER_READS`] times. Each read lists the table once and reads only the
+    /// new processes: far less than a scan of the whole table, which a shutdown of many runs
+    /// would otherwise make once per run whose group holds only zombies.
+    fn capture_newcomers(&mut self, table: &impl ProcessTable, mut known: Vec<ProcInfo>) {
+        for _ in 0..NEWCOMER_READS {
+            let newcomers = table.processes_since(&known);
+            if newcomers.is_empty() {
+                return;
+            }
+            self.capture_signalled(table, &newcomers);
+            if !self.captured.is_empty() {
+                return;
+            }
+            known.extend(newcomers);
+        }
+    }
+
     /// The end of the barrier: the pids still alive after the last wait (empty when the tree
     /// is gone). Each of them gets one more SIGKILL, the last reap (IMP-13).
     pub fn survivors(&mut self, table: &impl ProcessTable) -> Vec<i32> {
-        if !self.is_empty() {
+        // Nothing captured alive and no member left in the group: a scan could only find
+        // descendants of live captured processes or members of the group, so none is made
+        // (a shutdown of many runs asks this once per run).
+        self.retain_alive(table);
+        if !self.captured.is_empty() {
             self.rescan(table, Scan::Fresh);
+        } else if self.group.is_some_and(|g| table.group_exists(g.pgid)) {
+            // Nothing captured alive, and the group still has a member (often zombies only):
+            // a recent scan, then what was born since, then what of it is gone by now.
+            let found = self.candidates(table, Scan::Recent);
+            self.capture_from(table, &found);
+            self.retain_alive(table);
+            if self.captured.is_empty() {
+                self.capture_newcomers(table, found);
+            }
         }
         let pids: Vec<i32> = self.captured.iter().map(|id| id.pid).collect();
         for id in self.captured.clone() {
@@ -713,6 +783,9 @@ impl Tree {
         pids
     }
 }
+
+/// How many times [`Tree::capture_newcomers`] reads the processes born since its last read.
+const NEWCOMER_READS: usize = 8;
 
 /// Which scan of the whole table a capture falls back to (see [`SharedTable`]).
 #[derive(Clone, Copy)]

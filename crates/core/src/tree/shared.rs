@@ -9,9 +9,12 @@ use super::{Handle, Kill, ProcId, ProcInfo, ProcessTable, Sent, System};
 
 /// How long one full scan serves the discovery polls of the waits ([`super::Tree::alive`]): while a
 /// shutdown waits on many runs, their polls fire in the same timer batch and share one scan.
-/// Only discovery reads it (a process forked inside the window is found by the next poll);
-/// captures at attach and at signal steps scan afresh, and whether a captured process is gone
-/// is always asked of the OS directly.
+/// Discovery reads it (a process forked inside the window is found by the next poll, and a
+/// group with a member but nothing alive in the scan is followed by a read of the processes
+/// born since), and so does the first read of a SIGKILL step's freeze (the group is stopped as
+/// a whole, and the freeze's later reads come after the stop); captures at attach and at the
+/// other signal steps scan afresh, and whether a captured process is gone is always asked of
+/// the OS directly.
 pub const SNAPSHOT_REUSE: Duration = Duration::from_millis(10);
 
 /// The machine's process table ([`System`]) as a service uses it: fresh scans, except that
@@ -98,6 +101,9 @@ impl ProcessTable for SharedTable {
     }
     fn fresh_snapshot(&self) -> Vec<ProcInfo> {
         System.snapshot()
+    }
+    fn processes_since(&self, known: &[ProcInfo]) -> Vec<ProcInfo> {
+        System.processes_since(known)
     }
     fn descendants(&self, roots: &[ProcId]) -> Option<Vec<ProcInfo>> {
         System.descendants(roots)

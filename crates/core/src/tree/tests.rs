@@ -28,6 +28,10 @@ struct FakeTable {
     /// What a shared recent scan returns instead of the table as it is now (a scan taken a
     /// few milliseconds ago), while set.
     recent: RefCell<Option<Vec<ProcInfo>>>,
+    /// The table lists each process's children (as Linux does): `descendants` answers.
+    lists_children: std::cell::Cell<bool>,
+    /// How many times the whole table was read.
+    scans: std::cell::Cell<usize>,
 }
 
 impl FakeTable {
@@ -109,7 +113,29 @@ impl FakeTable {
 
 impl ProcessTable for FakeTable {
     fn snapshot(&self) -> Vec<ProcInfo> {
+        self.scans.set(self.scans.get() + 1);
         self.procs.borrow().iter().map(|p| p.info).collect()
+    }
+    fn group_exists(&self, pgid: i32) -> bool {
+        // (As kill(-pgid, 0): no read of the table; a zombie counts.)
+        self.procs.borrow().iter().any(|p| p.info.pgrp == pgid)
+    }
+    fn descendants(&self, roots: &[ProcId]) -> Option<Vec<ProcInfo>> {
+        if !self.lists_children.get() {
+            return None;
+        }
+        let procs = self.procs.borrow();
+        let mut out: Vec<ProcInfo> = Vec::new();
+        let mut frontier: Vec<ProcId> = roots.to_vec();
+        while let Some(parent) = frontier.pop() {
+            for p in procs.iter().map(|p| p.info) {
+                if p.alive && p.ppid == parent.pid && !out.iter().any(|o| o.id == p.id) {
+                    out.push(p);
+                    frontier.push(p.id);
+                }
+            }
+        }
+        Some(out)
     }
     fn recent_snapshot(&self) -> Vec<ProcInfo> {
         match self.recent.borrow().as_ref() {
@@ -737,6 +763,31 @@ fn lc_7_sigkill_is_preceded_by_a_freeze_so_a_fork_in_flight_is_found_and_killed(
         }
     );
     assert_eq!(tree.alive(&table), 0);
+}
+
+#[test]
+fn lc_7_with_a_group_the_freeze_reads_the_whole_table_once_then_the_stopped_tree_only() {
+    let table = FakeTable::default();
+    table.lists_children.set(true);
+    table.add(10, 5, OWN, 10, Some(Kill::Kill)); // a detached leader that ignores SIGTERM
+    table.add(11, 6, 10, 10, Some(Kill::Kill));
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, Some(10));
+    tree.signal(&table, Kill::Term);
+    // 11 forks as it is stopped: its child is found in its list of children, not by a scan.
+    table.fork_in_flight(11, 12, 7);
+    let before = table.scans.get();
+    let reached = tree.signal(&table, Kill::Kill);
+    assert_eq!(table.scans.get() - before, 1, "one scan: the first read");
+    assert!(reached.group && reached.child);
+    assert!(!table.alive(10) && !table.alive(11) && !table.alive(12));
+    assert_eq!(tree.alive(&table), 0);
+    // Once the zombies are reaped (nothing alive, no member left), the last reap reads no
+    // table at all.
+    table.procs.borrow_mut().retain(|p| p.info.alive);
+    let before = table.scans.get();
+    assert!(tree.survivors(&table).is_empty());
+    assert_eq!(table.scans.get(), before);
 }
 
 #[test]
