@@ -90,6 +90,29 @@ describe('LC-3: createOrReuse', () => {
     expect(runs.createOrReuse({ ...meta, requestFingerprint: 'other' }).kind).toBe('conflict')
   })
 
+  it('when the newest run with the key no longer loads (its directory removed, its state file damaged), the next newest is found', () => {
+    const hints = { externalPluginId: 'open-design', pluginWorkflowId: 'wf-k' }
+    const before = makeRuns({ runsLogDir: tmp }).runs
+    const ids = [1, 2, 3].map(() => {
+      const run = before.create({ projectId: 'p', clientRequestId: 'k', analyticsHints: hints })
+      before.finish(run, 'succeeded', 0, null)
+      return run.id as string
+    })
+    const [oldest, damaged, removed] = ids
+    // A service that has read runsLogDir, then the host's changes.
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    expect(runs.list({ projectId: 'nothing' })).toEqual([])
+    fs.rmSync(path.join(tmp, removed), { recursive: true })
+    fs.writeFileSync(path.join(tmp, damaged, 'state.json'), '{ not json')
+    expect(runs.findByPluginWorkflowId('wf-k')?.id).toBe(oldest)
+    const again = runs.createOrReuse({ projectId: 'p', clientRequestId: 'k' })
+    expect(again.kind).toBe('reused')
+    expect(again.run.id).toBe(oldest)
+    // A service started after the change agrees.
+    const fresh = makeRuns({ runsLogDir: tmp }).runs
+    expect(fresh.createOrReuse({ clientRequestId: 'k' }).run.id).toBe(oldest)
+  })
+
   it('the newest run with the key wins even when only an older one is registered again (both evicted, the older loaded back)', async () => {
     const { runs } = makeRuns({ runsLogDir: tmp, ttlMs: 1 })
     const older = runs.create({ projectId: 'p', clientRequestId: 'r1' })

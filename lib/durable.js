@@ -77,17 +77,26 @@ function setDeliverableValidation(ctx, run, result) {
 //
 // When part of runsLogDir cannot be read for now (too many open files), this throws rather than
 // answer "none": the run asked for may be there, and createOrReuse would start it twice (LC-3).
+//
+// A run the index names may not load (its directory removed since, its state file damaged): the
+// load takes it out of the running (LC-2), and the next newest with the key is tried.
 function findByKey(ctx, lookup, key) {
   if (ctx.logging) {
-    let id
-    try {
-      id = native.durableRunByKey(ctx.svc, lookup, key)
-    } catch (error) {
-      const message = native.takeUnreadable(ctx.svc)
-      throw message === null ? error : unreadableError(message)
+    let tried = null
+    for (;;) {
+      let id
+      try {
+        id = native.durableRunByKey(ctx.svc, lookup, key)
+      } catch (error) {
+        const message = native.takeUnreadable(ctx.svc)
+        throw message === null ? error : unreadableError(message)
+      }
+      // (The same id twice: its load failed without taking it out; nothing older is tried.)
+      if (id === null || id === tried) break
+      const run = hydrate(ctx, id, true)
+      if (run !== null) return run
+      tried = id
     }
-    const run = id === null ? null : hydrate(ctx, id, true)
-    if (run !== null) return run
   }
   const slot = native.runFindByKey(ctx.svc, lookup, key)
   return slot >= 0 ? (ctx.runs[slot] ?? null) : null

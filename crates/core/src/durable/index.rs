@@ -418,8 +418,10 @@ impl DiskIndex {
             .unwrap_or_default()
     }
 
-    /// The newest durable run created with this key. `Err` while part of the directory could
-    /// not be read: the newest may be there.
+    /// The newest durable run created with this key whose state file was not found invalid
+    /// since (a load that finds the files gone takes the run out of the index, so the next
+    /// call gives the next newest). `Err` while part of the directory could not be read: the
+    /// newest may be there.
     pub(crate) fn keyed_run(
         &mut self,
         lookup: Lookup,
@@ -428,7 +430,7 @@ impl DiskIndex {
         self.rescan();
         let found = self.by_key[lookup.slot()]
             .get(key)
-            .and_then(|group| group.ids().next_back())
+            .and_then(|group| group.ids().rev().find(|id| !self.invalid.contains(*id)))
             .cloned();
         // (While entries are unread, even a run found may not be the newest with the key.)
         match &self.missed {
@@ -787,6 +789,41 @@ mod tests {
             0,
             "a removed run is no invalid entry"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_3_a_keyed_lookup_goes_on_to_the_next_newest_when_the_newest_does_not_load() {
+        let (dir, layout) = log_dir("index-next-newest");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let keyed = || {
+            crate::test_support::keyed_meta(
+                Some("p"),
+                keys(Some("req"), None),
+                r#"{"clientRequestId":"req"}"#,
+            )
+        };
+        let oldest = old.create(keyed(), 1.0).id;
+        let damaged = old.create(keyed(), 2.0).id;
+        let removed = old.create(keyed(), 3.0).id;
+        drop(old);
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        svc.settle_index();
+        fs::remove_dir_all(dir.join(&removed)).unwrap();
+        fs::write(dir.join(&damaged).join(STATE_FILE), "{ not json").unwrap();
+        let next = |svc: &mut Service| {
+            svc.unregistered_keyed_run(Lookup::ClientRequestId, "req")
+                .unwrap()
+        };
+        assert_eq!(next(&mut svc), Some(removed.clone()));
+        assert_eq!(svc.hydrate(&removed, 4.0).unwrap(), None);
+        assert_eq!(next(&mut svc), Some(damaged.clone()));
+        assert_eq!(svc.hydrate(&damaged, 4.0).unwrap(), None);
+        assert_eq!(next(&mut svc), Some(oldest.clone()), "the oldest loads");
+        assert!(svc.hydrate(&oldest, 4.0).unwrap().is_some());
+        assert_eq!(next(&mut svc), None, "registered now: not unregistered");
+        assert_eq!(svc.stats().hydration.skipped, 1, "the damaged one");
         let _ = fs::remove_dir_all(&dir);
     }
 
