@@ -199,6 +199,10 @@ pub struct Service {
     free: Vec<u32>,
     /// Registry in creation order (see [`OrderKey`]) → slot.
     pub(crate) order: BTreeMap<OrderKey, u32>,
+    /// The registered runs this service created (not hydrated), in creation order → their
+    /// `createdAt`: where a hydrated run goes is found among these alone (however many runs
+    /// were hydrated before it).
+    pub(crate) created_at_by_order: BTreeMap<OrderKey, f64>,
     by_id: HashMap<IdKey, u32, foldhash::fast::RandomState>,
     /// Registered runs by conversation and by project, each in creation order: `list` with
     /// either filter touches only the matching runs.
@@ -244,6 +248,7 @@ impl Service {
             slab: Vec::new(),
             free: Vec::new(),
             order: BTreeMap::new(),
+            created_at_by_order: BTreeMap::new(),
             by_id: HashMap::default(),
             by_conversation: GroupIndex::default(),
             by_project: GroupIndex::default(),
@@ -390,6 +395,10 @@ impl Service {
         let (seq, key) = (run.order, IdKey::of(&run.id));
         let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
         let keys = run.keys.clone();
+        let created_at = run.created_at;
+        if seq.is_created() {
+            self.created_at_by_order.insert(seq, created_at);
+        }
         self.order.insert(seq, slot);
         self.by_id.insert(key, slot);
         self.by_conversation.add(conversation.as_deref(), seq, slot);
@@ -557,6 +566,7 @@ impl Service {
             self.by_key[lookup.slot()].remove(keys.get(lookup), seq);
         }
         self.order.remove(&seq);
+        self.created_at_by_order.remove(&seq);
         if self.by_id.get(&key) == Some(&slot) {
             self.by_id.remove(&key);
         }

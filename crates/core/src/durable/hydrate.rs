@@ -257,11 +257,9 @@ impl Service {
     fn hydrated_order(&mut self, created_at: f64) -> OrderKey {
         self.disk.order_tie += 1;
         let major = self
-            .order
+            .created_at_by_order
             .iter()
-            .find(|(key, slot)| {
-                key.is_created() && self.run(**slot).is_ok_and(|r| r.created_at > created_at)
-            })
+            .find(|(_, at)| **at > created_at)
             .map_or(2 * self.created_count() + 2, |(key, _)| key.major - 1);
         OrderKey {
             major,
