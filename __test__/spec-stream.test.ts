@@ -531,6 +531,32 @@ describe('EMT-2, IMP-7, LC-6: records handed out from inside a hand-out reach ev
     expect(transcript(b)).toEqual([...expected, 'end'])
   })
 
+  it("STR-6, STR-4: what the response's on() does to the run (emit, finish, drop) reaches the client; an ended run's client is not registered", () => {
+    for (const act of ['emit', 'finish', 'drop'] as const) {
+      const { runs, sse } = makeRuns()
+      const run = runs.create()
+      runs.emit(run, 'agent', { n: 1 })
+      const res = fakeRes()
+      res.on.mockImplementation((event: string, handler: () => void) => {
+        ;(res.handlers[event] ??= []).push(handler)
+        if (act === 'emit') runs.emit(run, 'agent', { n: 2 })
+        else if (act === 'finish') runs.finish(run, 'succeeded', 0, null)
+        else runs.drop(run)
+      })
+      runs.stream(run, fakeReq(), res)
+      runs.emit(run, 'agent', { n: 3 })
+      const client = sse[0]
+      if (act === 'emit') {
+        expect(sentIds(client)).toEqual([1, 2, 3])
+        expect(run.clients.has(client)).toBe(true)
+      } else {
+        expect(sentIds(client)).toEqual(act === 'finish' ? [1, 2] : [1])
+        expect(ends(client)).toBe(1)
+        expect(run.clients.has(client)).toBe(false)
+      }
+    }
+  })
+
   it("an emit from a client's send reaches the clients after it in id order", () => {
     const { runs } = makeRuns()
     const run = runs.create()

@@ -173,10 +173,7 @@ function responseClosed(res) {
  * emitted from inside those sends, in id order, once each. Returns the last id the client has.
  */
 function replay(ctx, s, sse, cursor) {
-  const capture = []
-  ;(s.captures ??= []).push(capture)
-  try {
-    let seen = s.nextEventId - 1
+  return sendingCaptured(s, sse, s.nextEventId - 1, () => {
     let batch = replayed(s, cursor)
     if (batch !== null) {
       sendBatch(sse, batch, cursor - batch.ids + 1, -Infinity)
@@ -193,6 +190,19 @@ function replay(ctx, s, sse, cursor) {
       // of the last record (a cursor at the end of a terminal run) does not apply yet.
       sendBatch(sse, batch, 0, s.endPending && Number.isFinite(cursor) ? cursor : -Infinity)
     }
+  })
+}
+
+/**
+ * IMP-7: runs `body`, capturing every record handed out meanwhile (emitted from inside it), then
+ * sends the client those after `seen`, and those emitted from inside these sends, in id order,
+ * once each. Returns the last id the client has.
+ */
+function sendingCaptured(s, sse, seen, body) {
+  const capture = []
+  ;(s.captures ??= []).push(capture)
+  try {
+    body()
     // (The array grows while its sends emit; each record is handed out once, in id order.)
     for (let i = 0; i < capture.length; i++) {
       const record = capture[i]
@@ -222,7 +232,7 @@ function stream(ctx, run, req, res) {
   const cursor = readCursor(req)
   // IMP-7: send a snapshot, then whatever was emitted from inside those sends, exactly once:
   // those records are captured as they are handed out, so the ring's trim cannot lose them.
-  const seen = replay(ctx, s, sse, cursor)
+  let seen = replay(ctx, s, sse, cursor)
   // Read now, not before the sends: one of them may have finished or dropped the run. (A run
   // whose finish is running its hooks has its verdict but not yet its 'end' record: the client
   // is live, so the record reaches it and then its end().)
@@ -245,19 +255,28 @@ function stream(ctx, run, req, res) {
     return
   }
   // The close listener first: a res whose on() throws leaves no client registered (ended, the
-  // error rethrown), as INP-5 does for a res without on().
+  // error rethrown), as INP-5 does for a res without on(). The host's on() runs its code, which
+  // may emit, finish or drop the run: what it emits reaches the client like the replay's
+  // records (STR-6: no live record falls between the replay and the registration), and a run it
+  // ended gets the client's end() instead of a registration (STR-4).
   let closed = false
   try {
-    res.on('close', () => {
-      closed = true
-      run.clients.delete(sse)
-      safeCall(sse, 'cleanup')
-    })
+    seen = sendingCaptured(s, sse, seen, () =>
+      res.on('close', () => {
+        closed = true
+        run.clients.delete(sse)
+        safeCall(sse, 'cleanup')
+      }),
+    )
   } catch (err) {
     safeCall(sse, 'end')
     throw err
   }
   if (closed) return
+  if (isTerminal(s.status) && !s.endPending) {
+    safeCall(sse, 'end')
+    return
+  }
   if (s.handingOut > 0) (s.attachedAt ??= new Map()).set(sse, seen)
   run.clients.add(sse)
 }
