@@ -330,6 +330,39 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     expect(body).toMatchObject({ status: 'canceled' })
   })
 
+  it('WAI-1, IMP-6: a status body that throws (a host getter) still resolves every wait and cancel with the verdict; finish, drop and eviction complete', async () => {
+    const warnings: string[] = []
+    const onWarning = (warning: any) => warnings.push(warning.code)
+    process.on('warning', onWarning)
+    try {
+      const { runs } = makeRuns({ ttlMs: 20 })
+      const hostile = (run: any) =>
+        Object.defineProperty(run, 'clientType', {
+          get() {
+            throw new Error('getter boom')
+          },
+        })
+      const finished = hostile(runs.create({ projectId: 'p' }))
+      const dropped = hostile(runs.create({ projectId: 'p' }))
+      const waits = [runs.wait(finished), runs.wait(dropped)]
+      expect(runs.finish(finished, 'succeeded', 0, null)).toBeUndefined()
+      expect(runs.drop(dropped)).toBeUndefined()
+      const [a, b] = await Promise.all(waits)
+      expect(a).toMatchObject({ id: finished.id, status: 'succeeded', exitCode: 0, terminalTrigger: 'finish' })
+      expect(b).toMatchObject({ id: dropped.id, status: 'canceled', terminalTrigger: 'drop' })
+      expect(finished.waiters.size).toBe(0)
+      // A wait and a cancel on the terminal run resolve the same way; eviction still happens.
+      await expect(runs.wait(finished)).resolves.toMatchObject({ status: 'succeeded' })
+      await expect(runs.cancel(finished)).resolves.toMatchObject({ status: 'succeeded' })
+      expect(await waitFor(() => runs.get(finished.id) === null, 2000)).toBe(true)
+      expect(() => runs.statusBody(finished)).toThrow('getter boom') // the host's own call
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(warnings.filter((code) => code === 'CHAT_RUN_STATUS_BODY_ERROR')).toHaveLength(1)
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+
   it('WAI-1: a terminal status written by the host leaves earlier waiters pending', async () => {
     const { runs } = makeRuns()
     const run = runs.create()

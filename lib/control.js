@@ -16,7 +16,7 @@
 
 const native = require('./core.js')
 const { ChatRun, own, syncCancelBegun, newTeardown } = require('./run.js')
-const { exited, isTerminal, statusBody } = require('./status.js')
+const { exited, isTerminal, resolvedStatusBody } = require('./status.js')
 const { finishParked, finishWith, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
@@ -188,7 +188,7 @@ async function drive(ctx, run, s, shutdown, step) {
       switch (step) {
         case EscalationStep.Done:
           // cancel() resolves to the status body; shutdownActive() resolves to undefined.
-          return shutdown ? undefined : statusBody(run)
+          return shutdown ? undefined : resolvedStatusBody(run)
         case EscalationStep.Abort:
           try {
             // CAN-4 / SHD-3: abort errors are swallowed, a rejected promise's too.
@@ -286,7 +286,7 @@ async function cancel(ctx, run, request) {
   if (s.finishing) return new Promise((resolve) => run.waiters.add(resolve))
   const { origin, graceMs } = cancelRequest(request)
   // HF-13: a Stop while the host still owes the artifact's delivery receipt ends the run.
-  if (deliveryPending(run, s) && stopPendingDelivery(ctx, run, s, origin, Date.now())) return statusBody(run)
+  if (deliveryPending(run, s) && stopPendingDelivery(ctx, run, s, origin, Date.now())) return resolvedStatusBody(run)
   if (hostTerminates(ctx, run, s)) {
     const plan = { origin, trigger: CANCEL_TRIGGER, graceMs, shutdown: false }
     return hostTeardown(ctx, run, s, plan, () => startCancel(ctx, run, s, origin, graceMs))
@@ -310,7 +310,7 @@ async function startCancel(ctx, run, s, origin, graceMs) {
     origin,
     now,
   )
-  if (step === EscalationStep.Terminal) return statusBody(run)
+  if (step === EscalationStep.Terminal) return resolvedStatusBody(run)
   // (s.cancelPromise is null here, checked above.) The core still holds a cancel plan whose
   // promise has already settled, e.g. after a throw: wait for the run's verdict.
   if (step === EscalationStep.InFlight) return wait(ctx, run)

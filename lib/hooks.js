@@ -73,4 +73,4 @@ function finalize(ctx, run) {
   callHook(ctx, 'onFinalize', fn)
 }
 
-module.exports = { callHook, finalize, ignore, ignoreResult }
+module.exports = { callHook, finalize, ignore, ignoreResult, reasonOf }

@@ -15,7 +15,7 @@
 
 const native = require('./core.js')
 const { newTeardown, syncCancelBegun, syncReopened } = require('./run.js')
-const { isTerminal, statusBody } = require('./status.js')
+const { isTerminal, resolvedStatusBody } = require('./status.js')
 const { finishParked, finishWith } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
@@ -81,7 +81,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
     // The retry of a teardown that could not be verified: the run is running again (back in the
     // registry if it was evicted; a copy hydrated under its id meanwhile leaves it).
     displaceHydratedCopy(ctx, run, s)
-    if (!native.runReopenForTeardown(ctx.svc, s.slot, now)) return statusBody(run)
+    if (!native.runReopenForTeardown(ctx.svc, s.slot, now)) return resolvedStatusBody(run)
     syncReopened(s, now)
     reinstate(ctx, run, s)
     clearFailure(run)
@@ -89,7 +89,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
   // The cancel's facts (LC-5: the first origin wins), with no plan of the engine's: one begun
   // and dropped at once.
   const step = native.runCancelBegin(ctx.svc, s.slot, false, false, NaN, NaN, NaN, plan.origin, now)
-  if (step === EscalationStep.Terminal) return statusBody(run)
+  if (step === EscalationStep.Terminal) return resolvedStatusBody(run)
   // (InFlight: a plan of the engine's that threw is still held; it is not this one to drop.)
   if (step !== EscalationStep.InFlight) native.runPlanAbandon(ctx.svc, s.slot, false)
   syncCancelBegun(s, now, plan.origin)
@@ -112,7 +112,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
     const identifying = identification(run)
     if (identifying !== null) await within(identifying, HOST_SLACK_MS)
     // (Terminal here: finished meanwhile, without a child to park it; or dropped.)
-    if (isTerminal(s.status)) return statusBody(run)
+    if (isTerminal(s.status)) return resolvedStatusBody(run)
     if (abort(run)) {
       graceMs = plan.graceMs ?? abortGrace
       await waitForChild(child, graceMs, sawClose)
@@ -125,10 +125,10 @@ async function tearDown(ctx, run, s, plan, fallback) {
       // (Whichever call started it, a cancel joined to it resolves to the status body.)
       if (child) {
         await fallback()
-        return statusBody(run)
+        return resolvedStatusBody(run)
       }
       finishWith(ctx, run, 'canceled', null, 'SIGTERM', plan.trigger)
-      return statusBody(run)
+      return resolvedStatusBody(run)
     }
     let answer
     try {
@@ -141,7 +141,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
     }
     const result = readAnswer(answer)
     const childExited = await waitForChild(child, forceWait, sawClose)
-    if (isTerminal(s.status)) return statusBody(run)
+    if (isTerminal(s.status)) return resolvedStatusBody(run)
     const verified = childExited && result.stopped
     return verified ? canceled(ctx, run, s, plan, result) : unverified(ctx, run, s, plan, result)
   } finally {
@@ -247,7 +247,7 @@ function canceled(ctx, run, s, plan, result) {
   finishParked(ctx, run, t, plan.trigger)
   const { exitCode, signal: childSignal } = childExitFacts(run, child)
   finishWith(ctx, run, 'canceled', exitCode, childSignal ?? (result.forced ? 'SIGKILL' : 'SIGTERM'), plan.trigger)
-  return statusBody(run)
+  return resolvedStatusBody(run)
 }
 
 // The tree is not verified gone: the run fails, retryably. A verdict the host gave meanwhile is
@@ -276,7 +276,7 @@ function unverified(ctx, run, s, plan, result) {
     // The host's getters: the exit code stays unknown.
   }
   finishWith(ctx, run, 'failed', exitCode, result.forced ? 'SIGKILL' : 'SIGTERM', plan.trigger)
-  return statusBody(run)
+  return resolvedStatusBody(run)
 }
 
 module.exports = { hostTerminates, hostTeardown }

@@ -6,7 +6,7 @@
 const native = require('./core.js')
 const { own, releaseWhenUnreachable, syncVerdict, syncEnded, syncDropped } = require('./run.js')
 const { textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
-const { isTerminal, statusBody } = require('./status.js')
+const { isTerminal, resolvedStatusBody } = require('./status.js')
 const { handOut, endClientsInOrder } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
@@ -49,7 +49,7 @@ function holdUntilWritten(ctx) {
 function resolveWaiters(run) {
   const waiters = run.waiters
   if (!waiters || waiters.size === 0) return
-  const body = statusBody(run)
+  const body = resolvedStatusBody(run)
   for (const waiter of waiters) {
     try {
       // A waiter is a promise resolver; a foreign one that throws, or returns a promise that
@@ -221,7 +221,7 @@ function start(ctx, run, starter) {
 /** WAI-1: the status body once the run is terminal. */
 function wait(ctx, run) {
   const s = own(ctx, run, 'wait')
-  if (isTerminal(s.status)) return Promise.resolve(statusBody(run))
+  if (isTerminal(s.status)) return Promise.resolve(resolvedStatusBody(run))
   return new Promise((resolve) => run.waiters.add(resolve))
 }
 

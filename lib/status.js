@@ -8,7 +8,7 @@ const { ChatRun } = require('./run.js')
 const { lowerJson } = require('./lower.js')
 const { nonEmptyString } = require('./convert.js')
 const { addReported, workspaceOf } = require('./host-fields.js')
-const { callHook } = require('./hooks.js')
+const { callHook, reasonOf } = require('./hooks.js')
 
 // The terminal rule (MOD-1) lives in the Rust core (crates/core/src/run.rs, TERMINAL_STATUSES /
 // is_terminal): the exported Set is built from it once; isTerminal below is the hot path's copy
@@ -98,6 +98,52 @@ function statusBody(run) {
 }
 
 /**
+ * The status body a waiter or a cancel is resolved with (WAI-1: a wait never rejects, and a
+ * finish or drop resolves its waiters whatever the host put on the run; a cancel never rejects
+ * for a terminal run). When statusBody(run) throws (a host getter or Proxy on a field it reads),
+ * they get what the service itself holds of the verdict instead, and the first such failure of
+ * a service is reported with process.emitWarning (code CHAT_RUN_STATUS_BODY_ERROR).
+ */
+function resolvedStatusBody(run) {
+  try {
+    return statusBody(run)
+  } catch (err) {
+    const s = ChatRun.stateOf(run)
+    const ctx = s.ctx
+    if (!ctx.statusBodyErrorReported) {
+      ctx.statusBodyErrorReported = true
+      process.emitWarning(
+        `chat-run-service: statusBody(run) threw while resolving a wait or a cancel of a run (${reasonOf(err)}); it got the service's own fields of the run instead, and further such errors of this service are not reported`,
+        { code: 'CHAT_RUN_STATUS_BODY_ERROR' },
+      )
+    }
+    let id = null
+    let createdAt = null
+    try {
+      id = run.id
+      createdAt = run.createdAt
+    } catch {
+      // The same host object: its fields stay null.
+    }
+    return {
+      id,
+      status: s.status,
+      createdAt,
+      updatedAt: s.updatedAt,
+      cancelRequested: !!s.cancelRequested,
+      childExitObservedAt: s.childExitObservedAt ?? null,
+      exitCode: s.exitCode ?? null,
+      signal: s.signal ?? null,
+      error: s.error ?? null,
+      errorCode: s.errorCode ?? null,
+      terminalAt: s.terminalAt ?? null,
+      cancelOrigin: s.cancelOrigin ?? null,
+      terminalTrigger: s.terminalTrigger ?? null,
+    }
+  }
+}
+
+/**
  * A health snapshot of one service: runs by status, retained history, the log writer's queue,
  * open files and every line that was not persisted, by reason.
  */
@@ -105,4 +151,4 @@ function serviceStats(ctx) {
   return JSON.parse(native.serviceStats(ctx.svc))
 }
 
-module.exports = { TERMINAL_RUN_STATUSES, isTerminal, exited, statusBody, serviceStats }
+module.exports = { TERMINAL_RUN_STATUSES, isTerminal, exited, statusBody, resolvedStatusBody, serviceStats }
