@@ -570,6 +570,11 @@ export interface ChatRun {
   /** `<runsLogDir>/<id>/events.jsonl` when logging is enabled, else `null`. */
   readonly eventsLogPath: string | null
   /**
+   * `<runsLogDir>/<id>/state.json` (SPEC LC-1) when logging is enabled, else `null`. Informational:
+   * the service writes the state file at its own path.
+   */
+  statePath: string | null
+  /**
    * While the run's journal is open: a `stream.Writable` handle on it (`path` is `eventsLogPath`) that
    * finishes once the log closed and its lines are on disk, so `stream.finished()` can wait for the
    * journal; `null` otherwise (SPEC LOG-9). The service writes the journal: writes through it fail.

@@ -156,6 +156,38 @@ describe('LC-1: the state file', () => {
     expect(stateOf(run.id).status).toBe('canceled')
   })
 
+  it('run.statePath names the file; what the terminal hooks set (onTerminal, run.onFinalize) reaches it, and a finish whose hooks change nothing writes it once', () => {
+    const runs = service({
+      onTerminal: (run: any) => {
+        if (run.projectId === 'hooked') run.failureDetail = { stage: 'terminal' }
+      },
+    })
+    const plain = runs.create({ projectId: 'p' })
+    expect(plain.statePath).toBe(statePath(plain.id))
+    expect(makeRuns({ runsLogDir: null }).runs.create().statePath).toBeNull()
+    const before = written(runs)
+    runs.finish(plain, 'succeeded', 0, null)
+    expect(written(runs) - before).toBe(1)
+
+    const hooked = runs.create({ projectId: 'hooked' })
+    hooked.onFinalize = () => {
+      hooked.artifactCount = 2
+      hooked.artifactPaths = ['artifacts/index.html', 'artifacts/preview.png']
+    }
+    const start = written(runs)
+    runs.finish(hooked, 'failed', 1, null)
+    expect(written(runs) - start).toBe(2)
+    expect(stateOf(hooked.id)).toMatchObject({
+      status: 'failed',
+      artifactCount: 2,
+      artifactPaths: ['artifacts/index.html', 'artifacts/preview.png'],
+      failureDetail: { stage: 'terminal' },
+    })
+    // And a service started later reads them back.
+    const again = service().get(hooked.id)
+    expect(again).toMatchObject({ artifactCount: 2, failureDetail: { stage: 'terminal' } })
+  })
+
   it('an upstream-shaped state.json hydrates: a terminal one as it is, a non-terminal one as interrupted, unknown fields kept on rewrite', () => {
     const done = '0b7c7a0e-1a46-4c36-9a85-1f1f6a1b2c3d'
     const active = '5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b'

@@ -54,6 +54,7 @@ describe('§5 The run object (RUN)', () => {
       'error',
       'errorCode',
       'eventsLogPath',
+      'statePath',
       'eventsLogStream',
     ]) {
       expect(run[f], f).toBeNull()

@@ -122,6 +122,7 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   }
   // HF-11: what the run's work signals say, before the verdict's state file and 'end' carry it.
   settleUnfinishedWork(run)
+  const hostAtVerdict = ctx.logging ? hostJson(ctx, run) : undefined
   const applied = native.runFinishBegin(
     ctx.svc,
     s.slot,
@@ -129,7 +130,7 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
     numberOrNull(code),
     signalOrNull(signal),
     trigger,
-    ctx.logging ? hostJson(ctx, run) : undefined,
+    hostAtVerdict,
     now,
   )
   if (!applied) return
@@ -159,12 +160,17 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
     endJson = JSON.stringify(endData)
   }
   // When the hooks emitted records, the 'end' follows them in time too, and the state file,
-  // written with the verdict, is written again with that updatedAt (LC-1).
+  // written with the verdict, is written again with that updatedAt (LC-1); so it is when the
+  // hooks (onTerminal, run.onFinalize) changed what it holds of the host's fields (an
+  // artifactCount set by the finalizer: upstream writes the file at the 'end' record).
   const hooksEmitted = s.nextEventId !== idBeforeHooks
   const endAt = hooksEmitted ? Date.now() : now
   const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, endAt)
   syncEnded(s, endId, endAt)
-  if (hooksEmitted && ctx.logging) native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+  if (ctx.logging && terminal) {
+    const hostAtEnd = hostJson(ctx, run)
+    if (hooksEmitted || hostAtEnd !== hostAtVerdict) native.runPersistState(ctx.svc, s.slot, hostAtEnd)
+  }
   handOut(ctx, run, s, { id: endId, event: 'end', data: endData, timestamp: endAt })
   endClientsInOrder(run, s)
   resolveWaiters(run)

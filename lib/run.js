@@ -279,6 +279,13 @@ function syncDeliveryStopped(s, now, origin) {
 
 // --- the run object ----------------------------------------------------------------------------
 
+// `<runsLogDir>/<id>/state.json` from `<runsLogDir>/<id>/events.jsonl` (the core's layout:
+// crates/core/src/durable/state.rs, STATE_FILE), on either separator.
+function statePathOf(eventsLogPath) {
+  const cut = Math.max(eventsLogPath.lastIndexOf('/'), eventsLogPath.lastIndexOf('\\'))
+  return `${eventsLogPath.slice(0, cut + 1)}state.json`
+}
+
 /**
  * A run: a plain, extensible object. Host-owned fields are own data properties; fields whose
  * state the Rust core owns are accessors on this prototype (reads come from the mirror, writes
@@ -320,6 +327,8 @@ class ChatRun {
     this.processTreeIdentityCapture = null
     this.requiresTreeVerification = false
     this.eventsLogPath = eventsLogPath
+    // LC-1: the run's state file, beside its journal (upstream's field of the same name).
+    this.statePath = eventsLogPath === null ? null : statePathOf(eventsLogPath)
   }
 
   static stateOf(run) {

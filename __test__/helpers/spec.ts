@@ -124,6 +124,7 @@ export const RUN_FIELDS = [
   'terminalAt',
   'terminalTrigger',
   'eventsLogPath',
+  'statePath',
   'eventsLogStream',
   'skillId',
   'projectMetadata',
