@@ -80,7 +80,13 @@ describe.skipIf(skipReason !== null)('example daemon in a real browser (chromium
   beforeAll(async () => {
     runsLogDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-browser-'))
     const { startServer } = await import('../examples/server.mjs')
-    server = await startServer({ port: 0, runsLogDir, agentLines: LINES, lineIntervalMs: INTERVAL_MS })
+    server = await startServer({
+      port: 0,
+      runsLogDir,
+      agentLines: LINES,
+      lineIntervalMs: INTERVAL_MS,
+      testEndpoints: true,
+    })
     browser = await playwright!.chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS })
   }, 60_000)
 

@@ -4,12 +4,14 @@
 //
 // Every agent is a child of this process in its own group; each test ends with the server's
 // close() (shutdownActive), after which no group of a run it started may have a live member.
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { startServer } from '../examples/server.mjs'
-import { groupAlive, notLinux } from './helpers'
+import { groupAlive, notLinux, ROOT, waitFor } from './helpers'
 
 type Server = Awaited<ReturnType<typeof startServer>>
 
@@ -40,7 +42,60 @@ function post(url: string, body: string, contentType = 'application/json') {
   return fetch(`${url}/api/runs`, { method: 'POST', headers: { 'content-type': contentType }, body })
 }
 
+/** A request with the headers given as they are (fetch would not send another Host). */
+function rawRequest(url: string, method: string, reqPath: string, headers: Record<string, string>) {
+  return new Promise<number>((resolve, reject) => {
+    const req = http.request(`${url}${reqPath}`, { method, headers }, (res) => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
 describe('the example daemon', () => {
+  it('answers only requests addressed to its own host, refuses a POST from another origin, and has no test endpoint unless asked', async () => {
+    const { url, port } = await start({ agentLines: 1, lineIntervalMs: 1 })
+    expect(await rawRequest(url, 'GET', '/api/runs', { host: `127.0.0.1:${port}` })).toBe(200)
+    expect(await rawRequest(url, 'GET', '/api/runs', { host: `localhost:${port}` })).toBe(200)
+    // DNS rebinding: another site's name pointed at 127.0.0.1.
+    expect(await rawRequest(url, 'GET', '/api/runs', { host: `evil.example:${port}` })).toBe(421)
+    // A cross-site form or fetch (no preflight for a POST without a body).
+    expect(await rawRequest(url, 'POST', '/api/runs', { origin: 'https://evil.example' })).toBe(403)
+    expect(server!.runs.list({})).toEqual([])
+    // The daemon's own page may post.
+    expect(await rawRequest(url, 'POST', '/api/runs', { origin: url })).toBe(202)
+    const [run] = server!.runs.list({})
+    expect(await rawRequest(url, 'POST', `/api/runs/${run.id}/drop-connections`, {})).toBe(404)
+  })
+
+  it.skipIf(notLinux)('a second daemon on the same RUNS_LOG_DIR refuses to start while the first runs', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-example-lock-'))
+    const env = { ...process.env, RUNS_LOG_DIR: path.join(dir, 'runs'), PORT: '0', DEMO_RUN: '0' }
+    const script = path.join(ROOT, 'examples', 'server.mjs')
+    const first = spawn(process.execPath, [script], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const exited = new Promise<number | null>((resolve) => first.once('exit', (code) => resolve(code)))
+    try {
+      let out = ''
+      first.stdout!.on('data', (chunk) => (out += chunk))
+      expect(await waitFor(() => out.includes('example daemon on'), 20_000)).toBe(true)
+      expect(fs.readFileSync(`${env.RUNS_LOG_DIR}.lock`, 'utf8').trim()).toBe(String(first.pid))
+      const second = spawn(process.execPath, [script], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      let err = ''
+      second.stderr!.on('data', (chunk) => (err += chunk))
+      const code = await new Promise<number | null>((resolve) => second.once('exit', (c) => resolve(c)))
+      expect(code).toBe(1)
+      expect(err).toContain(`another example daemon (pid ${first.pid})`)
+    } finally {
+      first.kill('SIGTERM')
+      await exited
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+    // The first one removed its lock on the way out.
+    expect(fs.existsSync(`${env.RUNS_LOG_DIR}.lock`)).toBe(false)
+  })
+
   it('refuses a lines value that is not an integer or a digit string, and a body that is not JSON', async () => {
     const { url } = await start({ agentLines: 1, lineIntervalMs: 1 })
     for (const lines of ['true', '[2]', '"0x2"', '" 3 "', '1.5', '0', '10001', '{}']) {

@@ -7,14 +7,23 @@
 //                                        over the same RUNS_LOG_DIR is loaded from disk (SPEC LC-2)
 //   POST /api/runs/:id/cancel            cancel(run, 'user_stop') → final status body
 //   GET  /api/runs?conversationId=&projectId=&status=   status bodies
-//   POST /api/runs/:id/drop-connections  TEST-ONLY: destroys the sockets of the run's live SSE
-//                                        responses, to simulate a network cut (clients reconnect
-//                                        with Last-Event-ID). Do not copy this into a daemon.
+//   POST /api/runs/:id/drop-connections  TEST-ONLY (startServer({ testEndpoints: true }), never
+//                                        under npm start): destroys the sockets of the run's live
+//                                        SSE responses, to simulate a network cut (clients
+//                                        reconnect with Last-Event-ID). Do not copy this into a
+//                                        daemon.
 //   GET  /                               examples/public/ (a page that starts, streams and cancels)
 //
 // SIGINT/SIGTERM: no new run is accepted (POST /api/runs gets 503, new connections are refused),
 // `await runs.shutdownActive()` (every active run is canceled, its process group signalled, every
 // JSONL log flushed and closed), then the server closes and the process exits.
+//
+// Only 127.0.0.1/localhost Host headers are served (a DNS-rebinding page cannot read runs), and a
+// POST that carries an Origin header must come from the daemon's own page.
+//
+// One daemon per RUNS_LOG_DIR: a second one on the same directory would mark the first one's live
+// runs interrupted (SPEC LC-2 has no lock), so `node examples/server.mjs` takes `<dir>.lock` (its
+// pid) and refuses to start while the process named there runs.
 //
 // Restart: run it twice with the same RUNS_LOG_DIR and kill the first one (kill -9) mid-run. The
 // second one loads no earlier run by itself, but GET /api/runs/<id> finds one; a run that was
@@ -23,7 +32,9 @@
 // loaded since), not every run on disk.
 //
 // Usage: npm start, or node examples/server.mjs (PORT=0 picks a free port; logs go to a fresh temp
-//        dir; one demo run starts at boot and is echoed to the terminal, DEMO_RUN=0 skips it)
+//        dir; one demo run starts at boot and is echoed to the terminal, DEMO_RUN=0 skips it;
+//        it stops when the process that started it exits, EXIT_WITH_PARENT=0 keeps it running,
+//        e.g. under `nohup ... &` from a script that ends)
 //        PORT=8080 RUNS_LOG_DIR=./runs AGENT_LINES=40 node examples/server.mjs
 //
 // Tests start it in-process: `const { url, close, runs } = await startServer({ ... })`.
@@ -92,6 +103,86 @@ function consoleClient(run) {
   }
 }
 
+// A response whose connection is already gone ('close' fired before the route ran).
+function connectionGone(res) {
+  return res.closed === true || res.destroyed === true || !res.socket || res.socket.destroyed === true
+}
+
+/**
+ * Serves only requests addressed to this daemon on the loopback interface (Host 127.0.0.1 or
+ * localhost with its port: a page on another origin that rebinds its DNS name to 127.0.0.1 sends
+ * its own name), and refuses a POST whose Origin is another site's (a form or fetch from any page
+ * the user visits could otherwise start and cancel agents). Requests without Origin (curl, other
+ * programs) are served.
+ */
+function localOnly(portOf) {
+  return (req, res, next) => {
+    const port = portOf()
+    const allowed = new Set([`127.0.0.1:${port}`, `localhost:${port}`])
+    if (!allowed.has(String(req.headers.host ?? '').toLowerCase())) {
+      return res.status(421).json({ error: { code: 'MISDIRECTED', message: 'this daemon serves 127.0.0.1 only' } })
+    }
+    const origin = req.headers.origin
+    if (req.method !== 'GET' && req.method !== 'HEAD' && origin !== undefined) {
+      if (
+        !allowed.has(
+          String(origin)
+            .replace(/^http:\/\//, '')
+            .toLowerCase(),
+        )
+      ) {
+        return res
+          .status(403)
+          .json({ error: { code: 'FORBIDDEN_ORIGIN', message: `requests from ${origin} are not accepted` } })
+      }
+    }
+    next()
+  }
+}
+
+/**
+ * One daemon per RUNS_LOG_DIR: writes this process's pid to `<dir>.lock`, unless the process a
+ * lock already names is running (then it throws, naming it). A lock left by a process that is
+ * gone is taken over. Returns the function that removes it.
+ */
+function lockRunsLogDir(runsLogDir) {
+  const lockPath = `${path.resolve(runsLogDir)}.lock`
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx' })
+      let removed = false
+      return () => {
+        if (removed) return
+        removed = true
+        try {
+          if (fs.readFileSync(lockPath, 'utf8').trim() === String(process.pid)) fs.unlinkSync(lockPath)
+        } catch {
+          // already gone
+        }
+      }
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err
+    }
+    const holder = Number.parseInt(fs.readFileSync(lockPath, 'utf8'), 10)
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processRuns(holder)) {
+      throw new Error(
+        `another example daemon (pid ${holder}) uses RUNS_LOG_DIR ${runsLogDir} (${lockPath}); stop it, or give this one its own directory`,
+      )
+    }
+    fs.rmSync(lockPath, { force: true }) // its process is gone: a stale lock
+  }
+  throw new Error(`could not take ${lockPath}`)
+}
+
+function processRuns(pid) {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return err.code === 'EPERM'
+  }
+}
+
 // Whether the request carries a body (a length above 0, or a chunked one).
 function hasBody(req) {
   return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0
@@ -109,6 +200,7 @@ function optionalString(value) {
  * @param {number} [opts.agentLines=20]     default number of agent lines when the request has none
  * @param {number} [opts.lineIntervalMs=150] delay between agent lines
  * @param {number} [opts.shutdownGraceMs]   passed to createChatRunService
+ * @param {boolean} [opts.testEndpoints=false] serve POST /api/runs/:id/drop-connections (tests only)
  * @returns {Promise<{ url: string, port: number, runsLogDir: string|null, runs: import('../index').ChatRunService,
  *   attachments: Array<{ runId: string, lastEventId: string|null, after: unknown, at: number }>, close(): Promise<void> }>}
  */
@@ -119,6 +211,7 @@ export async function startServer({
   lineIntervalMs = 150,
   shutdownGraceMs,
   consoleEvents = false,
+  testEndpoints = false,
 } = {}) {
   const runs = createChatRunService({
     createSseResponse,
@@ -135,6 +228,7 @@ export async function startServer({
 
   const app = express()
   app.disable('x-powered-by')
+  app.use(localOnly(() => realPort))
   app.use(express.json({ limit: '64kb' }))
   app.use(express.static(PUBLIC_DIR))
 
@@ -212,13 +306,17 @@ export async function startServer({
       at: Date.now(),
     })
     if (attachments.length > 1000) attachments.shift()
-    let set = liveResponses.get(run.id)
-    if (!set) liveResponses.set(run.id, (set = new Set()))
-    set.add(res)
-    res.on('close', () => {
-      set.delete(res)
-      if (set.size === 0 && liveResponses.get(run.id) === set) liveResponses.delete(run.id)
-    })
+    // (A client may have hung up while the request was on its way here, through the static
+    // middleware's file lookup: its 'close' has fired already and would never remove it.)
+    if (testEndpoints && !connectionGone(res)) {
+      let set = liveResponses.get(run.id)
+      if (!set) liveResponses.set(run.id, (set = new Set()))
+      set.add(res)
+      res.on('close', () => {
+        set.delete(res)
+        if (set.size === 0 && liveResponses.get(run.id) === set) liveResponses.delete(run.id)
+      })
+    }
     runs.stream(run, req, res)
   })
 
@@ -233,15 +331,17 @@ export async function startServer({
   })
 
   // TEST-ONLY: simulate a network cut for every live SSE response of this run.
-  app.post('/api/runs/:id/drop-connections', (req, res) => {
-    const set = liveResponses.get(req.params.id)
-    let dropped = 0
-    for (const sseRes of set ?? []) {
-      sseRes.socket?.destroy()
-      dropped += 1
-    }
-    res.json({ dropped })
-  })
+  if (testEndpoints) {
+    app.post('/api/runs/:id/drop-connections', (req, res) => {
+      const set = liveResponses.get(req.params.id)
+      let dropped = 0
+      for (const sseRes of set ?? []) {
+        sseRes.socket?.destroy()
+        dropped += 1
+      }
+      res.json({ dropped })
+    })
+  }
 
   app.use((req, res) => res.status(404).json({ error: { code: 'NOT_FOUND', message: `${req.method} ${req.path}` } }))
   // express.json() parse errors and anything thrown above.
@@ -252,11 +352,12 @@ export async function startServer({
       .json({ error: { code: status === 500 ? 'INTERNAL' : 'BAD_REQUEST', message: String(err?.message ?? err) } })
   })
 
+  let realPort = null
   const server = await new Promise((resolve, reject) => {
     const s = app.listen(port, '127.0.0.1', (err) => (err ? reject(err) : resolve(s)))
     s.once('error', reject)
   })
-  const realPort = server.address().port
+  realPort = server.address().port
   const url = `http://127.0.0.1:${realPort}`
 
   let closing = null
@@ -293,6 +394,16 @@ async function main() {
   const runsLogDir = process.env.RUNS_LOG_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-server-'))
   const port = Number(process.env.PORT || 0)
   const agentLines = Number(process.env.AGENT_LINES) || 20
+  let unlock = () => {}
+  if (process.env.RUNS_LOG_DIR) {
+    try {
+      unlock = lockRunsLogDir(runsLogDir)
+    } catch (err) {
+      console.error(String(err.message ?? err))
+      process.exit(1)
+    }
+    process.on('exit', () => unlock())
+  }
   const srv = await startServer({ port, runsLogDir, agentLines, consoleEvents: true })
   const { url } = srv
   console.log(`chat-run-service example daemon on ${url}/`)
@@ -340,7 +451,8 @@ async function main() {
   }
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGTERM', () => stop('SIGTERM'))
-  exitWithParent(() => stop('parent process exited')) // e.g. a wrapper killed outright: see supervisor.mjs
+  // E.g. a wrapper killed outright: see supervisor.mjs. EXIT_WITH_PARENT=0 for a detached start.
+  if (process.env.EXIT_WITH_PARENT !== '0') exitWithParent(() => stop('parent process exited'))
 }
 
 const invokedDirectly = (() => {

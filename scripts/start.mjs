@@ -122,7 +122,10 @@ async function main() {
   for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.on(signal, () => stop(signal === 'SIGHUP' ? 'SIGTERM' : signal))
   }
-  exitWithParent((reason) => stop('SIGTERM', `${reason}: stopping the example daemon`))
+  // EXIT_WITH_PARENT=0: started detached on purpose (`nohup npm start &` from a script that ends).
+  if (process.env.EXIT_WITH_PARENT !== '0') {
+    exitWithParent((reason) => stop('SIGTERM', `${reason}: stopping the example daemon`))
+  }
 
   const mode = process.env.START_BUILD ?? 'always'
   if (!['always', 'if-stale', 'never'].includes(mode)) {
