@@ -298,8 +298,11 @@ export declare function runPlanAbandon(svc: number, slot: number, shutdown: bool
  */
 export declare function runPrepareRestart(svc: number, slot: number, host: string | undefined | null, now: number): number | null
 
-/** The JS run object was collected (a destroyed service is ignored). */
-export declare function runRelease(svc: number, slot: number): void
+/**
+ * The JS run object was collected (a destroyed service is ignored): its slot is freed and
+ * what [`run_unreachable`] reported for it is taken back. Returns V8's external memory count.
+ */
+export declare function runRelease(svc: number, slot: number): number
 
 /**
  * A teardown retry (LC-9, core part): a run that failed with `RUN_TERMINATION_UNVERIFIED` goes
@@ -367,6 +370,14 @@ export declare function runTreeAlive(svc: number, slot: number): number
  * more); non-empty means `termination_failed`.
  */
 export declare function runTreeSurvivors(svc: number, slot: number): Array<number>
+
+/**
+ * The run left the registry: the bytes its object keeps on the native heap are reported to V8
+ * as external memory until the object is collected ([`run_release`]). Returns the external
+ * memory V8 counts now (napi's answer; what the tests read, since `process.memoryUsage()` and
+ * `v8.getHeapStatistics()` take such changes in only later).
+ */
+export declare function runUnreachable(svc: number, slot: number): number
 
 /**
  * The option defaults and the largest timer delay, as the JSON text

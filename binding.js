@@ -888,6 +888,7 @@ module.exports.runSignal = nativeBinding.runSignal
 module.exports.runSignalTree = nativeBinding.runSignalTree
 module.exports.runTreeAlive = nativeBinding.runTreeAlive
 module.exports.runTreeSurvivors = nativeBinding.runTreeSurvivors
+module.exports.runUnreachable = nativeBinding.runUnreachable
 module.exports.serviceDefaults = nativeBinding.serviceDefaults
 module.exports.serviceStats = nativeBinding.serviceStats
 module.exports.shutdownSnapshot = nativeBinding.shutdownSnapshot

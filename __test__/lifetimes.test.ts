@@ -24,4 +24,13 @@ describe('native handle lifetimes under garbage collection', () => {
   it('a service the host let go of is freed at once, though its finished runs await their TTL eviction', () => {
     expect(report.droppedServicesFreed).toBe(20)
   })
+
+  it('runs that left the registry report their native history to V8 as external memory until they are collected, or their service is', () => {
+    const { whileHeld, afterRelease, whileServiceHeld, afterService } = report.externalReported
+    // 50 runs of 400 records each: at least some hundred kilobytes of compressed history.
+    expect(whileHeld).toBeGreaterThan(100_000)
+    expect(Math.abs(afterRelease)).toBeLessThan(whileHeld / 10)
+    expect(whileServiceHeld).toBeGreaterThan(100_000)
+    expect(Math.abs(afterService)).toBeLessThan(whileServiceHeld / 10)
+  })
 })

@@ -117,13 +117,35 @@ pub fn run_evict(env: &Env, svc: u32, slot: u32) -> Result<bool> {
     service(env, svc)?.evict(slot).map_err(map_error)
 }
 
-/// The JS run object was collected (a destroyed service is ignored).
+/// The run left the registry: the bytes its object keeps on the native heap are reported to V8
+/// as external memory until the object is collected ([`run_release`]). Returns the external
+/// memory V8 counts now (napi's answer; what the tests read, since `process.memoryUsage()` and
+/// `v8.getHeapStatistics()` take such changes in only later).
 #[napi]
-pub fn run_release(env: &Env, svc: u32, slot: u32) -> Result<()> {
-    if let Ok(service) = instances(env)?.services.get_mut(svc) {
-        service.release(slot);
-    }
-    Ok(())
+pub fn run_unreachable(env: &Env, svc: u32, slot: u32) -> Result<f64> {
+    let bytes = match instances(env)?.services.get_mut(svc) {
+        Ok(service) => service.note_unreachable(slot),
+        Err(_) => 0,
+    };
+    adjust_external(env, i64::try_from(bytes).unwrap_or(i64::MAX))
+}
+
+/// The JS run object was collected (a destroyed service is ignored): its slot is freed and
+/// what [`run_unreachable`] reported for it is taken back. Returns V8's external memory count.
+#[napi]
+pub fn run_release(env: &Env, svc: u32, slot: u32) -> Result<f64> {
+    let reported = match instances(env)?.services.get_mut(svc) {
+        Ok(service) => service.release(slot),
+        Err(_) => 0,
+    };
+    adjust_external(env, -i64::try_from(reported).unwrap_or(i64::MAX))
+}
+
+/// Reports `bytes` more (or, negative, fewer) of external memory to V8; returns its count.
+pub(crate) fn adjust_external(env: &Env, bytes: i64) -> Result<f64> {
+    // (An i64 of bytes as a JS number: exact below 2^53.)
+    #[allow(clippy::cast_precision_loss)]
+    Ok(env.adjust_external_memory(bytes)? as f64)
 }
 
 /// `run.events` as a JSON array text.

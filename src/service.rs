@@ -52,7 +52,15 @@ pub fn create_service(
 /// Frees a service whose JS object was collected (its writer drains and stops).
 #[napi]
 pub fn destroy_service(env: &Env, svc: u32) -> Result<()> {
-    instances(env)?.services.remove(svc);
+    let services = &mut instances(env)?.services;
+    // What its unreleased run objects were reported to hold goes with it.
+    let reported = services
+        .get_mut(svc)
+        .map_or(0, |service| service.reported_external());
+    services.remove(svc);
+    if reported > 0 {
+        crate::run::adjust_external(env, -i64::try_from(reported).unwrap_or(i64::MAX))?;
+    }
     Ok(())
 }
 

@@ -105,6 +105,9 @@ pub struct RunState {
     pub terminal_trigger: Option<String>,
     /// LC-5: when the run became terminal (ms), set by every terminal transition.
     pub terminal_at: Option<f64>,
+    /// The bytes reported to the JS engine as held by the run's object since it left the
+    /// registry (see [`crate::service::Service::note_unreachable`]), taken back at its release.
+    pub(crate) reported_external: u64,
 }
 
 /// What a new run starts from.
@@ -179,6 +182,7 @@ impl RunState {
             cancel_origin: None,
             terminal_trigger: None,
             terminal_at: None,
+            reported_external: 0,
         }
     }
 

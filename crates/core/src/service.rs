@@ -583,16 +583,47 @@ impl Service {
         Ok(true)
     }
 
-    /// The JS run object was garbage-collected: free the slot (and its history).
-    pub fn release(&mut self, slot: u32) {
+    /// The run's object left the registry and now lives only as long as the host holds it:
+    /// returns the bytes it keeps on the native heap (its state and history), to be reported to
+    /// the JS engine as external memory so that its collector, which cannot see them, collects
+    /// such objects when many pile up (a daemon evicting runs faster than full collections come).
+    /// Once per run: 0 when already reported or when there is no such run.
+    pub fn note_unreachable(&mut self, slot: u32) -> u64 {
+        let Ok(run) = self.run_mut(slot) else {
+            return 0;
+        };
+        if run.reported_external > 0 {
+            return 0;
+        }
+        let bytes = size_of::<RunState>() + run.id.len() + run.history.heap_bytes();
+        run.reported_external = u64::try_from(bytes).unwrap_or(u64::MAX).max(1);
+        run.reported_external
+    }
+
+    /// The bytes reported for runs whose objects were not released yet (given back when the
+    /// whole service goes).
+    pub fn reported_external(&self) -> u64 {
+        self.slab
+            .iter()
+            .flatten()
+            .map(|run| run.reported_external)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// The JS run object was garbage-collected: free the slot (and its history). Returns the
+    /// bytes reported for it ([`Self::note_unreachable`]), to be taken back.
+    pub fn release(&mut self, slot: u32) -> u64 {
         if self.unregister(slot).is_err() {
-            return;
+            return 0;
         }
         let _ = self.close_log(slot);
+        let mut reported = 0;
         if let Some(entry) = self.slab.get_mut(slot as usize) {
+            reported = entry.as_ref().map_or(0, |run| run.reported_external);
             *entry = None;
             self.free.push(slot);
         }
+        reported
     }
 }
 
@@ -600,6 +631,27 @@ impl Service {
 mod tests {
     use super::*;
     use crate::test_support::{emit, log_dir, meta, service};
+
+    #[test]
+    fn a_run_that_left_the_registry_reports_its_native_bytes_once_and_its_release_takes_them_back()
+    {
+        let mut svc = service(Some(100), None);
+        let run = svc.create(meta("p", "c"), 1.0);
+        for n in 0..100 {
+            emit(
+                &mut svc,
+                run.slot,
+                &format!("{{\"n\":{n},\"text\":\"{}\"}}", "x".repeat(64)),
+            );
+        }
+        let reported = svc.note_unreachable(run.slot);
+        assert!(reported > 1_000, "its state and history: {reported}");
+        assert_eq!(svc.note_unreachable(run.slot), 0, "once per run");
+        assert_eq!(svc.reported_external(), reported);
+        assert_eq!(svc.release(run.slot), reported);
+        assert_eq!(svc.reported_external(), 0);
+        assert_eq!(svc.note_unreachable(run.slot), 0, "no such run any more");
+    }
 
     #[test]
     fn get_1_finds_a_run_by_its_exact_id_only() {

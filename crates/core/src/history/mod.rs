@@ -545,6 +545,30 @@ impl History {
         self.bytes
     }
 
+    /// About how many bytes of the heap the history holds (its blocks as compressed, the tail,
+    /// the interned names): what keeping it costs, not what it would be as JSON.
+    pub fn heap_bytes(&self) -> usize {
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|block| size_of::<Block>() + block.packed.len())
+            .sum();
+        let names: usize = self
+            .names
+            .iter()
+            .map(|name| {
+                size_of::<Name>()
+                    + name.raw.as_deref().map_or(0, str::len)
+                    + name.fragment.as_deref().map_or(0, str::len)
+            })
+            .sum();
+        blocks
+            + names
+            + self.front_lens.capacity() * size_of::<u32>()
+            + self.tail.capacity() * size_of::<Hot>()
+            + self.tail_text.capacity()
+    }
+
     pub fn oldest_id(&self) -> Option<u64> {
         (self.len > 0).then_some(self.first_id)
     }
