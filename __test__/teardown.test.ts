@@ -163,15 +163,18 @@ function settled(pid: number): boolean {
   }
 }
 
+/** Every pid the tree printed so far (one per line of its stdout), in order. */
+function printed(leader: Leader): number[] {
+  return leader
+    .out()
+    .split('\n')
+    .filter((line) => /^\d+$/.test(line))
+    .map(Number)
+}
+
 /** The `n` pids the tree printed, each recorded by identity once it is in place. */
 async function printedPids(leader: Leader, n: number): Promise<Ident[]> {
-  const pids = () =>
-    leader
-      .out()
-      .split('\n')
-      .filter((line) => /^\d+$/.test(line))
-      .slice(0, n)
-      .map(Number)
+  const pids = () => printed(leader).slice(0, n)
   const ready = () => pids().length >= n && pids().every(settled)
   if (!(await waitFor(ready, 5000))) throw new Error(`printed ${JSON.stringify(leader.out())}`)
   return pids().map((pid) => track(pid))
@@ -581,15 +584,9 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
       // At most 400 generations of about 12 ms: a chain this test failed to stop ends by itself.
       const leader = startTree(['relay', '400'], { detached: true })
       const run = attach(runs, leader, { group: true })
-      const printed = () =>
-        leader
-          .out()
-          .split('\n')
-          .filter((line) => /^\d+$/.test(line))
-          .map(Number)
       try {
         // Several generations in: the leader itself is long gone, a successor always runs.
-        expect(await waitFor(() => printed().length >= 10, 5000)).toBe(true)
+        expect(await waitFor(() => printed(leader).length >= 10, 5000)).toBe(true)
         await exitOf(leader)
 
         if (how === 'cancel') await runs.cancel(run, 'user_stop')
@@ -598,15 +595,15 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
         // Gone means the loop stopped: SIGKILL reached the whole group, so nothing is printed
         // any more and no printed process is alive.
         expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
-        const count = printed().length
+        const count = printed(leader).length
         await sleep(100)
-        expect(printed().length).toBe(count)
-        expect(printed().filter((pid) => relayAlive(pid, leader.ident))).toEqual([])
+        expect(printed(leader).length).toBe(count)
+        expect(printed(leader).filter((pid) => relayAlive(pid, leader.ident))).toEqual([])
       } finally {
         // Stop whatever generation still runs (by identity, newest first) until none is left.
         const deadline = Date.now() + 5000
         for (;;) {
-          const live = printed().filter((pid) => relayAlive(pid, leader.ident))
+          const live = printed(leader).filter((pid) => relayAlive(pid, leader.ident))
           if (live.length === 0 || Date.now() > deadline) break
           for (const pid of live.reverse()) {
             try {
@@ -883,21 +880,15 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
       // the freeze's later reads are the stopped processes' lists of children, not the table.
       const leader = startTree(['spawner', '2000'], { detached: group })
       const run = attach(runs, leader, { group })
-      const printed = () =>
-        leader
-          .out()
-          .split('\n')
-          .filter((line) => /^\d+$/.test(line))
-          .map(Number)
-      expect(await waitFor(() => printed().length >= 20, 5000)).toBe(true)
+      expect(await waitFor(() => printed(leader).length >= 20, 5000)).toBe(true)
       const body = await runs.cancel(run)
       expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
       await sleep(200) // a child that escaped has printed its pid by now
-      const survivors = printed()
+      const survivors = printed(leader)
         .map((pid) => ownSleeper(pid, leader.ident))
         .filter((id): id is Ident => id !== null)
       started.push(...survivors) // afterEach kills what escaped
-      expect(printed().length).toBeGreaterThan(20)
+      expect(printed(leader).length).toBeGreaterThan(20)
       expect(survivors).toEqual([])
     },
   )

@@ -760,21 +760,15 @@ impl Tree {
     /// The end of the barrier: the pids still alive after the last wait (empty when the tree
     /// is gone). Each of them gets one more SIGKILL, the last reap (IMP-13).
     pub fn survivors(&mut self, table: &impl ProcessTable) -> Vec<i32> {
-        // Nothing captured alive and no member left in the group: a scan could only find
-        // descendants of live captured processes or members of the group, so none is made
-        // (a shutdown of many runs asks this once per run).
+        // With something captured alive, a scan made now decides. Otherwise the wait's own
+        // check answers (no read at all once the group is empty too; else a recent scan and
+        // what was born since), and what a recent scan showed alive but is gone by now is
+        // dropped: a shutdown of many runs asks this once per run.
         self.retain_alive(table);
         if !self.captured.is_empty() {
             self.rescan(table, Scan::Fresh);
-        } else if self.group.is_some_and(|g| table.group_exists(g.pgid)) {
-            // Nothing captured alive, and the group still has a member (often zombies only):
-            // a recent scan, then what was born since, then what of it is gone by now.
-            let found = self.candidates(table, Scan::Recent);
-            self.capture_from(table, &found);
+        } else if self.alive(table) > 0 {
             self.retain_alive(table);
-            if self.captured.is_empty() {
-                self.capture_newcomers(table, found);
-            }
         }
         let pids: Vec<i32> = self.captured.iter().map(|id| id.pid).collect();
         for id in self.captured.clone() {
