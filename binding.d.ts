@@ -240,12 +240,12 @@ export declare function runEvict(svc: number, slot: number): boolean
 export declare function runFindByKey(svc: number, lookup: RunLookup, key: string): number
 
 /**
- * `finish`, first half (LC-5, LC-6): the verdict, with the terminal facts when `status` is
- * terminal (`terminalAt = now`, `terminalTrigger = trigger`), then the state file persisted
+ * `finish`, first half (LC-5, LC-6): the verdict, with `terminalAt = now` when `status` is
+ * terminal, then the state file persisted
  * with `host` (the run's host-owned values as JSON; absent without logging). False when the
  * run was already terminal (nothing changed). The facade runs its hooks, then `runFinishEnd`.
  */
-export declare function runFinishBegin(svc: number, slot: number, status: string | undefined | null, exitCode: number | undefined | null, signal: string | undefined | null, trigger: string, host: string | undefined | null, now: number): boolean
+export declare function runFinishBegin(svc: number, slot: number, status: string | undefined | null, exitCode: number | undefined | null, signal: string | undefined | null, host: string | undefined | null, now: number): boolean
 
 /**
  * `finish`, second half: the `'end'` record (`JSON.stringify` of its data), then the log is
@@ -458,6 +458,10 @@ export declare const enum TextField {
   Error = 4,
   /** `run.errorCode`. */
   ErrorCode = 5,
+  /** `run.terminalTrigger` (LC-5: the host's reason for the terminal transition). */
+  TerminalTrigger = 6,
+  /** `run.cancelOrigin` (LC-5; `cancel(run, origin)` records it too, first origin wins). */
+  CancelOrigin = 7,
 }
 
 /**

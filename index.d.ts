@@ -418,11 +418,13 @@ export type ChatRunEndData = {
 }
 
 /**
- * What made a run terminal (`run.terminalTrigger`, SPEC LC-5): the host's `finish`/`fail`, a
- * rejected `start`, `cancel`, `shutdownActive`, `drop`, or hydration of a run its daemon left active.
+ * Why a run became terminal (`run.terminalTrigger`, SPEC LC-5): the host's own reason (a watchdog:
+ * `'first_output_deadline'`, `'inactivity_watchdog'`, `'acp_stage_timeout'`, ...), which the
+ * service persists and shows as it is; the service itself writes only `'daemon_restart'` (a run
+ * its daemon left active, hydrated as failed) and `null` (`prepareRestart`).
  */
 export type TerminalTrigger =
-  'finish' | 'start_failed' | 'cancel' | 'daemon_shutdown' | 'drop' | 'daemon_restart' | (string & {})
+  'first_output_deadline' | 'inactivity_watchdog' | 'acp_stage_timeout' | 'daemon_restart' | (string & {})
 
 /**
  * A chat run: a plain, mutable, extensible object shared by the service and the host (SPEC §5).
@@ -491,12 +493,19 @@ export interface ChatRun {
   errorCode: string | null
   /** `true` once `cancel` or `shutdownActive` has been called on the run. */
   cancelRequested: boolean
-  /** Who asked for the cancel (`cancel(run, origin)`, `'daemon_shutdown'`), first origin wins; read-only. */
-  readonly cancelOrigin: string | null
+  /**
+   * Who asked for the cancel (`cancel(run, origin)`, `'daemon_shutdown'`): the first origin wins, a
+   * host-written one included; persisted with the run (SPEC LC-5).
+   */
+  cancelOrigin: string | null
   /** When the run became terminal (ms), set by every terminal transition; read-only (SPEC LC-5). */
   readonly terminalAt: number | null
-  /** What made the run terminal; read-only (SPEC LC-5). */
-  readonly terminalTrigger: TerminalTrigger | null
+  /**
+   * Why the run became terminal, as the host names it (a watchdog sets it before its verdict);
+   * `null` unless the host sets it, `'daemon_restart'` for a run hydrated as interrupted, cleared by
+   * `prepareRestart`; persisted with the run (SPEC LC-5).
+   */
+  terminalTrigger: TerminalTrigger | null
   /** Host field (SPEC LC-5): shown in the status body and the `'end'` data, persisted. */
   failureCategory?: unknown
   /** Host field (SPEC LC-5): shown in the status body, persisted. */

@@ -520,11 +520,11 @@ describe('§22 the daemon fields of a run', () => {
       exitCode: 0,
       cancelRequested: true,
       cancelOrigin: 'user_stop',
-      terminalTrigger: 'cancel',
+      terminalTrigger: null,
     })
     expect(typeof body.terminalAt).toBe('number')
     expect(run.events.filter((e: any) => e.event === 'end').length).toBe(ends) // no second 'end'
-    expect(stateOf(run.id)).toMatchObject({ status: 'canceled', cancelOrigin: 'user_stop', terminalTrigger: 'cancel' })
+    expect(stateOf(run.id)).toMatchObject({ status: 'canceled', cancelOrigin: 'user_stop', terminalTrigger: null })
     expect(runs.acknowledgeArtifactDelivery(run, { status: 'failed', error: 'too late' })).toMatchObject({
       applied: false,
       reason: 'run-canceled',

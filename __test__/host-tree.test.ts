@@ -107,7 +107,7 @@ describe('LC-9 a verified teardown', () => {
       status: 'canceled',
       signal: 'SIGTERM',
       cancelOrigin: 'user_stop',
-      terminalTrigger: 'cancel',
+      terminalTrigger: null,
       termination: { attempts: 1, outcome: 'verified', phase: 'graceful', retryable: false, treeQuiescent: true },
     })
     expect(run.childExitObservedAt).toEqual(expect.any(Number))
@@ -144,7 +144,7 @@ describe('LC-9 a verified teardown', () => {
     expect(second).toMatchObject({
       status: 'canceled',
       cancelOrigin: 'daemon_shutdown',
-      terminalTrigger: 'daemon_shutdown',
+      terminalTrigger: null,
     })
   })
 
@@ -176,7 +176,7 @@ describe('LC-9 a verified teardown', () => {
     child.exitWith(3)
     expect(run.status).toBe('running')
     answer(VERIFIED)
-    await expect(cancel).resolves.toMatchObject({ status: 'failed', exitCode: 3, terminalTrigger: 'cancel' })
+    await expect(cancel).resolves.toMatchObject({ status: 'failed', exitCode: 3, cancelOrigin: 'unknown' })
     expect(run.termination).toMatchObject({ outcome: 'verified' })
   })
 })
@@ -256,7 +256,7 @@ describe('LC-9 identification', () => {
     const cancel = runs.cancel(run, 'user_stop')
     identifiedNow()
     await expect(shutdown).resolves.toBeUndefined()
-    await expect(cancel).resolves.toMatchObject({ status: 'canceled', terminalTrigger: 'daemon_shutdown' })
+    await expect(cancel).resolves.toMatchObject({ status: 'canceled', cancelOrigin: 'daemon_shutdown' })
     expect(child.signals).toEqual(['SIGTERM'])
   })
 })

@@ -242,8 +242,8 @@ describe('LC-6: hooks', () => {
     })
     runs.drop(dropped)
     expect(dropped.events).toEqual([])
-    expect(dropped).toMatchObject({ status: 'canceled', terminalTrigger: 'drop', error: null })
-    await expect(canceled).resolves.toMatchObject({ status: 'canceled', terminalTrigger: 'drop' })
+    expect(dropped).toMatchObject({ status: 'canceled', terminalTrigger: null, error: null })
+    await expect(canceled).resolves.toMatchObject({ status: 'canceled', terminalTrigger: null, cancelOrigin: null })
   })
 
   it('LC-6: a cancel from onTerminal or run.onFinalize resolves to the body the waiters get, with what the later hooks set', async () => {
@@ -388,15 +388,12 @@ describe('LC-6: hooks', () => {
 })
 
 describe('LC-5: terminal facts', () => {
-  it('every terminal transition sets terminalAt and terminalTrigger: finish, fail, start_failed, drop (read-only for the host)', async () => {
+  it("every terminal transition sets terminalAt (read-only for the host); terminalTrigger stays the host's, null unless it sets one", async () => {
     const { runs } = makeRuns()
     const created = runs.create()
     expect(created).toMatchObject({ terminalAt: null, terminalTrigger: null })
     expect(() => {
       created.terminalAt = 5
-    }).toThrow(TypeError)
-    expect(() => {
-      created.terminalTrigger = 'x'
     }).toThrow(TypeError)
     const finished = runs.create()
     runs.finish(finished, 'succeeded', 0, null)
@@ -408,12 +405,17 @@ describe('LC-5: terminal facts', () => {
     runs.drop(dropped)
     const paused = runs.create()
     runs.finish(paused, 'paused', null, null)
+    // A daemon's watchdog names why it ended the run before it gives the verdict.
+    const watched = runs.create()
+    watched.terminalTrigger = 'first_output_deadline'
+    runs.fail(watched, 'AGENT_EXECUTION_FAILED', 'no first output')
     await sleep(5)
     for (const [run, trigger] of [
-      [finished, 'finish'],
-      [failed, 'finish'],
-      [started, 'start_failed'],
-      [dropped, 'drop'],
+      [finished, null],
+      [failed, null],
+      [started, null],
+      [dropped, null],
+      [watched, 'first_output_deadline'],
     ] as const) {
       expect(run.terminalTrigger).toBe(trigger)
       expect(run.terminalAt).toEqual(expect.any(Number))
@@ -423,6 +425,34 @@ describe('LC-5: terminal facts', () => {
     // A non-terminal finish (FIN-2) is no terminal transition.
     expect(paused).toMatchObject({ terminalAt: null, terminalTrigger: null })
     expect(paused.events[0].data).toMatchObject({ status: 'paused', terminalAt: null })
+    // The host may also clear or replace it after the verdict (a status body reads it as it is).
+    watched.terminalTrigger = null
+    expect(runs.statusBody(watched).terminalTrigger).toBeNull()
+  })
+
+  it('a host terminalTrigger or cancelOrigin is persisted with the verdict and hydrated by a later service', async () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const idle = runs.create()
+    idle.terminalTrigger = 'inactivity_watchdog'
+    runs.finish(idle, 'succeeded', 0, null)
+    const stopped = runs.create()
+    stopped.cancelOrigin = 'project_cleanup'
+    await runs.cancel(stopped, 'user_stop')
+    const state = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+    expect(state(idle.id)).toMatchObject({
+      status: 'succeeded',
+      terminalTrigger: 'inactivity_watchdog',
+      cancelOrigin: null,
+    })
+    // The host's origin came first, so cancel's does not replace it (LC-5: the first origin wins).
+    expect(state(stopped.id)).toMatchObject({
+      status: 'canceled',
+      terminalTrigger: null,
+      cancelOrigin: 'project_cleanup',
+    })
+    const later = makeRuns({ runsLogDir: tmp }).runs
+    expect(later.get(idle.id)).toMatchObject({ terminalTrigger: 'inactivity_watchdog', cancelOrigin: null })
+    expect(later.get(stopped.id)).toMatchObject({ terminalTrigger: null, cancelOrigin: 'project_cleanup' })
   })
 
   it('the end data is code, signal, status, terminalAt, resumable, endedWithUnfinishedWork, failureCategory, failureDetail (host values read at the transition)', () => {
@@ -449,14 +479,21 @@ describe('LC-5: terminal facts', () => {
     expect(client.send).toHaveBeenCalledWith('end', data, 1)
   })
 
-  it('cancel() and shutdownActive() are terminal transitions with their own triggers', async () => {
+  it('cancel() and shutdownActive() are terminal transitions: terminalAt and their origins, the trigger left to the host', async () => {
     const { runs } = makeRuns()
     const canceled = runs.create()
     await runs.cancel(canceled, 'user_stop')
     const shut = runs.create()
+    const watched = runs.create()
+    watched.terminalTrigger = 'inactivity_watchdog'
     await runs.shutdownActive({ graceMs: 1 })
-    expect(canceled).toMatchObject({ status: 'canceled', terminalTrigger: 'cancel' })
-    expect(shut).toMatchObject({ status: 'canceled', terminalTrigger: 'daemon_shutdown' })
+    expect(canceled).toMatchObject({ status: 'canceled', cancelOrigin: 'user_stop', terminalTrigger: null })
+    expect(shut).toMatchObject({ status: 'canceled', cancelOrigin: 'daemon_shutdown', terminalTrigger: null })
+    expect(watched).toMatchObject({
+      status: 'canceled',
+      cancelOrigin: 'daemon_shutdown',
+      terminalTrigger: 'inactivity_watchdog',
+    })
     expect(canceled.terminalAt).toEqual(expect.any(Number))
     expect(shut.terminalAt).toEqual(expect.any(Number))
   })

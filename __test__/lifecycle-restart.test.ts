@@ -124,7 +124,7 @@ describe('LC-2: a daemon killed mid-run', () => {
         expect(sentIds(sse[0])).toEqual(range(1, 123))
 
         const done = runs.get(ids.done)
-        expect(done).toMatchObject({ status: 'succeeded', exitCode: 0, agentId: 'agent-x', terminalTrigger: 'finish' })
+        expect(done).toMatchObject({ status: 'succeeded', exitCode: 0, agentId: 'agent-x', terminalTrigger: null })
         expect(runs.list()).toEqual([done, active])
         expect(runs.list({ projectId: 'p' })).toEqual([done, active])
         expect(runs.list({ status: 'active' })).toEqual([])
@@ -164,7 +164,7 @@ describe('LC-1: the state file is on disk when the call returns', () => {
       const run = runs.create({ projectId: 'p' })
       await runs.cancel(run, 'user_stop')
       const found = makeRuns({ runsLogDir: dir }).runs.get(run.id)
-      if (found?.status !== 'canceled' || found.signal !== 'SIGTERM' || found.terminalTrigger !== 'cancel') misses++
+      if (found?.status !== 'canceled' || found.signal !== 'SIGTERM' || found.cancelOrigin !== 'user_stop') misses++
     }
     expect(misses).toBe(0)
   })

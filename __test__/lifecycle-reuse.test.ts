@@ -217,7 +217,11 @@ describe('LC-4: prepareRestart', () => {
     expect(runs.list()).toEqual([run])
     const wait = runs.wait(run)
     runs.finish(run, 'succeeded', 0, null)
-    await expect(wait).resolves.toMatchObject({ status: 'succeeded', terminalTrigger: 'finish' })
+    await expect(wait).resolves.toMatchObject({
+      status: 'succeeded',
+      terminalTrigger: null,
+      terminalAt: expect.any(Number),
+    })
     expect(run.events.filter((e: any) => e.event === 'end').map((e: any) => e.data.status)).toEqual([
       'failed',
       'succeeded',

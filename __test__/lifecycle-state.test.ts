@@ -126,6 +126,7 @@ describe('LC-1: the state file', () => {
     expect(stateOf(run.id)).toMatchObject({ error: 'slow', errorCode: 'SLOW' })
     run.failureCategory = 'process_exit'
     run.endedWithUnfinishedWork = true
+    run.terminalTrigger = 'acp_stage_timeout'
     runs.finish(run, 'failed', 1, null)
     expect(written(runs)).toBe(4)
     // A rewrite leaves no copy behind, at once (the journal is the log writer's, maybe not there yet).
@@ -134,7 +135,7 @@ describe('LC-1: the state file', () => {
       status: 'failed',
       exitCode: 1,
       terminalAt: run.terminalAt,
-      terminalTrigger: 'finish',
+      terminalTrigger: 'acp_stage_timeout',
       failureCategory: 'process_exit',
       endedWithUnfinishedWork: true,
     })
@@ -144,7 +145,13 @@ describe('LC-1: the state file', () => {
     expect(stateOf(run.id).failureDetail).toEqual({ stage: 'spawn' })
     runs.prepareRestart(run)
     expect(written(runs)).toBe(6)
-    expect(stateOf(run.id)).toMatchObject({ status: 'queued', failureCategory: null, failureDetail: null })
+    expect(stateOf(run.id)).toMatchObject({
+      status: 'queued',
+      failureCategory: null,
+      failureDetail: null,
+      terminalTrigger: null,
+    })
+    expect(run.terminalTrigger).toBeNull()
     // A direct 'end' emit (not finish) writes it too.
     runs.emit(run, 'end', {})
     expect(written(runs)).toBe(7)

@@ -65,6 +65,8 @@ describe('mirrorDrift: a write behind the mirror shows', () => {
     ['exitCode', 'number', 3, null],
     ['cancelRequested', 'number', 1, 0],
     ['childExitObservedAt', 'number', 5, null],
+    ['terminalTrigger', 'text', 'inactivity_watchdog', null],
+    ['cancelOrigin', 'text', 'user_stop', null],
   ] as const)('%s', (field, kind, behind, back) => {
     const svc = makeService()
     const run = svc.create({ projectId: 'p' })
@@ -126,6 +128,9 @@ describe('mirrorDrift: nothing the service or the host does makes the mirror dri
       ['cancelRequested = "yes"', () => ((run as { cancelRequested: unknown }).cancelRequested = 'yes')],
       ['cancelRequested = 0', () => ((run as { cancelRequested: unknown }).cancelRequested = 0)],
       ['childExitObservedAt = 12', () => ((run as { childExitObservedAt: unknown }).childExitObservedAt = 12)],
+      ['terminalTrigger = inactivity_watchdog', () => (run.terminalTrigger = 'inactivity_watchdog')],
+      ['terminalTrigger = 3', () => ((run as { terminalTrigger: unknown }).terminalTrigger = 3)],
+      ['cancelOrigin = project_cleanup', () => (run.cancelOrigin = 'project_cleanup')],
       [
         'signal = a throwing toString (the core stores null, FIN-2; the write does not throw)',
         () => {
@@ -222,7 +227,7 @@ describe('mirrorDrift: nothing the service or the host does makes the mirror dri
     expect(hydrated.map((r) => r.id)).toEqual([done.id, active.id])
     for (const run of hydrated) expect(mirrorDrift(run)).toEqual([])
     expect(hydrated.map((r) => [r.status, r.terminalTrigger])).toEqual([
-      ['failed', 'finish'],
+      ['failed', null],
       ['failed', 'daemon_restart'],
     ])
   })

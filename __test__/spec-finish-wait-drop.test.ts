@@ -348,8 +348,8 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
       expect(runs.finish(finished, 'succeeded', 0, null)).toBeUndefined()
       expect(runs.drop(dropped)).toBeUndefined()
       const [a, b] = await Promise.all(waits)
-      expect(a).toMatchObject({ id: finished.id, status: 'succeeded', exitCode: 0, terminalTrigger: 'finish' })
-      expect(b).toMatchObject({ id: dropped.id, status: 'canceled', terminalTrigger: 'drop' })
+      expect(a).toMatchObject({ id: finished.id, status: 'succeeded', exitCode: 0, terminalTrigger: null })
+      expect(b).toMatchObject({ id: dropped.id, status: 'canceled', terminalAt: expect.any(Number) })
       expect(finished.waiters.size).toBe(0)
       // A wait and a cancel on the terminal run resolve the same way; eviction still happens.
       await expect(runs.wait(finished)).resolves.toMatchObject({ status: 'succeeded' })

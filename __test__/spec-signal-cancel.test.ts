@@ -391,7 +391,7 @@ describe('§11 cancel', () => {
       status: 'failed',
       errorCode: 'AGENT_RUNTIME_ERROR',
       cancelOrigin: 'user_stop',
-      terminalTrigger: 'cancel',
+      terminalTrigger: null,
     })
     expect(flagged.run.events.map((e: { event: string }) => e.event)).toEqual(['error', 'end'])
 

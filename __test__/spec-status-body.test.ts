@@ -63,6 +63,7 @@ describe('§15 statusBody', () => {
   it('SB-1/LC-5: the terminal facts and the host failure fields (null/false defaults, host values as they are)', () => {
     const { runs } = makeRuns()
     const run = runs.create({ clientRequestId: 'req' })
+    run.terminalTrigger = 'first_output_deadline'
     runs.finish(run, 'failed', 1, null)
     run.failureCategory = 'process_exit'
     run.failureDetail = { code: 9 }
@@ -73,7 +74,7 @@ describe('§15 statusBody', () => {
       clientRequestId: 'req',
       terminalAt: run.events.at(-1).timestamp,
       cancelOrigin: null,
-      terminalTrigger: 'finish',
+      terminalTrigger: 'first_output_deadline',
       failureCategory: 'process_exit',
       failureDetail: { code: 9 },
       failureAction: 'retry',

@@ -17,7 +17,7 @@
 const native = require('./core.js')
 const { ChatRun, own, syncCancelBegun, newTeardown } = require('./run.js')
 const { exited, isTerminal, resolvedStatusBody } = require('./status.js')
-const { finishParked, finishWith, wait } = require('./lifecycle.js')
+const { finishParked, finish, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { clearRetryRestart, retryableTermination } = require('./host-fields.js')
@@ -39,10 +39,9 @@ const { EscalationStep } = native
 const EMPTY = Object.freeze({})
 // How often a wait asks the core whether the tree is gone (the child's own events wake it too).
 const TREE_POLL_MS = 50
-// LC-5: what a cancel without a string origin records, and shutdownActive's trigger.
+// LC-5: what a cancel without a string origin records, and shutdownActive's origin.
 const UNKNOWN_ORIGIN = 'unknown'
-const CANCEL_TRIGGER = 'cancel'
-const SHUTDOWN_TRIGGER = 'daemon_shutdown'
+const SHUTDOWN_ORIGIN = 'daemon_shutdown'
 
 /**
  * LC-7: SIGTERM or SIGKILL to the run's whole process tree. The core signals what it captured
@@ -131,7 +130,7 @@ function waitForTree(ctx, s, child, ms, closeOnly) {
  * otherwise CAN-6: the verdict from the child's own exit. The signal is the real last one: SIGKILL
  * when SIGKILL reached anything, else the child's signalCode, else the fallback.
  */
-function endTeardown(ctx, run, s, fallback, trigger) {
+function endTeardown(ctx, run, s, fallback) {
   const t = s.teardown
   unwatchClose(t)
   s.teardown = null
@@ -147,11 +146,11 @@ function endTeardown(ctx, run, s, fallback, trigger) {
     // See above.
   }
   const { exitCode, signal: childSignal } = childExitFacts(run, child)
-  finishParked(ctx, run, t, trigger)
+  finishParked(ctx, run, t)
   // (Whichever plan ends the barrier: with a cancel and a shutdown in one teardown, the one still
   // in its SIGTERM wait may see the tree gone after the other's SIGKILL.)
   const signal = t !== null && t.killed ? 'SIGKILL' : (childSignal ?? fallback)
-  finishWith(ctx, run, 'canceled', exitCode, signal, trigger)
+  finish(ctx, run, 'canceled', exitCode, signal)
 }
 
 // LC-7: anything of the tree still alive after SIGKILL and the force wait (or a child object
@@ -173,7 +172,6 @@ function reportSurvivors(ctx, run, s, child) {
 
 // Carries out the core's cancel/shutdown plan step by step.
 async function drive(ctx, run, s, shutdown, step) {
-  const trigger = shutdown ? SHUTDOWN_TRIGGER : CANCEL_TRIGGER
   try {
     for (;;) {
       if (step > 0) {
@@ -210,13 +208,13 @@ async function drive(ctx, run, s, shutdown, step) {
           break
         case EscalationStep.FinishNow:
           // CAN-3: a run without a child (nothing was torn down).
-          finishWith(ctx, run, 'canceled', null, 'SIGTERM', trigger)
+          finish(ctx, run, 'canceled', null, 'SIGTERM')
           break
         case EscalationStep.FinishTerm:
-          endTeardown(ctx, run, s, 'SIGTERM', trigger)
+          endTeardown(ctx, run, s, 'SIGTERM')
           break
         case EscalationStep.FinishKill:
-          endTeardown(ctx, run, s, 'SIGKILL', trigger)
+          endTeardown(ctx, run, s, 'SIGKILL')
           break
         default:
           throw new Error(`chat-run-service: unknown escalation step ${step}`)
@@ -238,7 +236,7 @@ async function drive(ctx, run, s, shutdown, step) {
     const t = s.teardown
     if (t !== null && t.owner === shutdown) {
       s.teardown = null
-      finishParked(ctx, run, t, trigger)
+      finishParked(ctx, run, t)
     }
   }
 }
@@ -288,7 +286,7 @@ async function cancel(ctx, run, request) {
   // HF-13: a Stop while the host still owes the artifact's delivery receipt ends the run.
   if (deliveryPending(run, s) && stopPendingDelivery(ctx, run, s, origin, Date.now())) return resolvedStatusBody(run)
   if (hostTerminates(ctx, run, s)) {
-    const plan = { origin, trigger: CANCEL_TRIGGER, graceMs, shutdown: false }
+    const plan = { origin, graceMs, shutdown: false }
     return hostTeardown(ctx, run, s, plan, () => startCancel(ctx, run, s, origin, graceMs))
   }
   return startCancel(ctx, run, s, origin, graceMs)
@@ -379,7 +377,7 @@ function startShutdown(ctx, runs, graceMs) {
     // LC-9: a teardown by the host's terminator is joined, or started.
     if (s?.hostTeardown) return s.hostTeardown
     if (s !== undefined && s.shutdownPromise === null && hostTerminates(ctx, run, s)) {
-      const plan = { origin: SHUTDOWN_TRIGGER, trigger: SHUTDOWN_TRIGGER, graceMs, shutdown: true }
+      const plan = { origin: SHUTDOWN_ORIGIN, graceMs, shutdown: true }
       return hostTeardown(ctx, run, s, plan, () => startRunShutdown(ctx, run, graceMs))
     }
     return startRunShutdown(ctx, run, graceMs)
@@ -424,7 +422,7 @@ function startRunShutdown(ctx, run, graceMs) {
             typeof run.processGroupId === 'number' ? run.processGroupId : NaN,
             host.running,
           )
-    syncCancelBegun(s, now, SHUTDOWN_TRIGGER)
+    syncCancelBegun(s, now, SHUTDOWN_ORIGIN)
     clearRetryRestart(run)
     beginTeardown(s, hasChild, true)
     if (step === EscalationStep.Sigterm && host !== null) {

@@ -151,7 +151,7 @@ function prepareRestart(ctx, run) {
   }
   // (A teardown under way still owes the attempt its verdict: a host that wrote a terminal
   // status meanwhile gets null, as during a finish.)
-  if (s.finishing || s.teardown !== null || s.terminalTrigger === 'drop' || !isTerminal(s.status)) return null
+  if (s.finishing || s.teardown !== null || s.dropped || !isTerminal(s.status)) return null
   // A cancel or shutdown of the previous attempt is over (its verdict is the one being reset):
   // the next cancel starts its own plan rather than returning that one's promise.
   s.cancelPromise = null

@@ -16,7 +16,7 @@
 const native = require('./core.js')
 const { newTeardown, syncCancelBegun, syncReopened } = require('./run.js')
 const { isTerminal, resolvedStatusBody } = require('./status.js')
-const { finishParked, finishWith } = require('./lifecycle.js')
+const { finishParked, finish } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
 const { displaceHydratedCopy, reinstate } = require('./registry.js')
@@ -60,7 +60,7 @@ function hostTerminates(ctx, run, s) {
 
 /**
  * LC-9: the run's teardown by the host's terminator; a cancel or shutdown already carrying it out
- * is joined. Resolves to the status body when it is over. `plan`: `{ origin, trigger, graceMs
+ * is joined. Resolves to the status body when it is over. `plan`: `{ origin, graceMs
  * (null: the cancel grace of §3), shutdown }`; `fallback()` starts the engine's own teardown, for
  * a run whose identification found no tree and that does not require one.
  */
@@ -127,7 +127,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
         await fallback()
         return resolvedStatusBody(run)
       }
-      finishWith(ctx, run, 'canceled', null, 'SIGTERM', plan.trigger)
+      finish(ctx, run, 'canceled', null, 'SIGTERM')
       return resolvedStatusBody(run)
     }
     let answer
@@ -150,7 +150,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
     // host's verdict is not lost. (The engine's own teardown, after a fallback, released it.)
     if (mine !== null && s.teardown === mine) {
       s.teardown = null
-      finishParked(ctx, run, mine, plan.trigger)
+      finishParked(ctx, run, mine)
     }
   }
 }
@@ -244,9 +244,9 @@ function canceled(ctx, run, s, plan, result) {
   const child = run.child
   const termination = recordTermination(run, 'verified', result, true)
   emit(ctx, run, 'diagnostic', terminationRecord(termination))
-  finishParked(ctx, run, t, plan.trigger)
+  finishParked(ctx, run, t)
   const { exitCode, signal: childSignal } = childExitFacts(run, child)
-  finishWith(ctx, run, 'canceled', exitCode, childSignal ?? (result.forced ? 'SIGKILL' : 'SIGTERM'), plan.trigger)
+  finish(ctx, run, 'canceled', exitCode, childSignal ?? (result.forced ? 'SIGKILL' : 'SIGTERM'))
   return resolvedStatusBody(run)
 }
 
@@ -275,7 +275,7 @@ function unverified(ctx, run, s, plan, result) {
   } catch {
     // The host's getters: the exit code stays unknown.
   }
-  finishWith(ctx, run, 'failed', exitCode, result.forced ? 'SIGKILL' : 'SIGTERM', plan.trigger)
+  finish(ctx, run, 'failed', exitCode, result.forced ? 'SIGKILL' : 'SIGTERM')
   return resolvedStatusBody(run)
 }
 

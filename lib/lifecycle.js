@@ -76,13 +76,12 @@ function endDataOf(run, status, code, signal, terminalAt) {
 }
 
 /**
- * FIN-1..FIN-5 with LC-5 and LC-6. `trigger` is the terminal transition's terminalTrigger:
- * 'finish' (the host's finish/fail), 'start_failed', 'cancel', 'daemon_shutdown'. In order:
- * beforeFinish, the verdict (core), the state file (core, same call), onTerminal, run.onFinalize,
+ * FIN-1..FIN-5 with LC-5 and LC-6 (the public finish(run, status, code, signal), and every
+ * verdict the service reaches itself). In order: beforeFinish, the verdict (core), the state file (core, same call), onTerminal, run.onFinalize,
  * the 'end' record, clients ended, waiters resolved, eviction scheduled. A finish from inside a
  * hook is a no-op (the run already has its verdict).
  */
-function finishWith(ctx, run, status, code = null, signal = null, trigger = 'finish') {
+function finish(ctx, run, status, code = null, signal = null) {
   const s = own(ctx, run, 'finish')
   // FIN-1 first: a terminal run (dropped during a teardown, say) ignores a finish, parked or not.
   if (s.finishing || isTerminal(s.status)) return
@@ -94,7 +93,7 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
   }
   // A non-terminal finish (FIN-2) gives no verdict: nothing is held off meanwhile.
   if (!isTerminal(status)) {
-    applyFinish(ctx, run, s, status, code, signal, trigger)
+    applyFinish(ctx, run, s, status, code, signal)
     return
   }
   // LC-4, LC-6: from here to the waiters, a finish, fail or prepareRestart of this run is a
@@ -102,7 +101,7 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
   // the clients' end(), the status bodies of the waiters all run inside).
   s.finishing = true
   try {
-    applyFinish(ctx, run, s, status, code, signal, trigger)
+    applyFinish(ctx, run, s, status, code, signal)
   } finally {
     s.finishing = false
     // (Set by syncVerdict, cleared by syncEnded; a finish that threw in between ends it here.)
@@ -110,7 +109,7 @@ function finishWith(ctx, run, status, code = null, signal = null, trigger = 'fin
   }
 }
 
-function applyFinish(ctx, run, s, status, code, signal, trigger) {
+function applyFinish(ctx, run, s, status, code, signal) {
   const now = Date.now()
   const terminal = isTerminal(status)
   const { beforeFinish, onTerminal } = ctx.opts
@@ -129,12 +128,11 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
     textOrNull(status),
     numberOrNull(code),
     signalOrNull(signal),
-    trigger,
     hostAtVerdict,
     now,
   )
   if (!applied) return
-  syncVerdict(s, status, code, signal, now, trigger)
+  syncVerdict(s, status, code, signal, now)
   if (terminal) {
     callHook(ctx, 'onTerminal', onTerminal, run, status, now)
     finalize(ctx, run)
@@ -178,22 +176,13 @@ function applyFinish(ctx, run, s, status, code, signal, trigger) {
   holdUntilWritten(ctx)
 }
 
-/** The public finish(run, status, code, signal): trigger 'finish' (extra arguments ignored). */
-function finish(ctx, run, status, code = null, signal = null) {
-  finishWith(ctx, run, status, code, signal, 'finish')
-}
-
 /** FAL-1: an 'error' event, then the 'failed' verdict; nothing for a terminal run. */
-function failWith(ctx, run, code, message, init = {}, trigger = 'finish') {
+function fail(ctx, run, code, message, init = {}) {
   const s = own(ctx, run, 'fail')
   // LC-6: from inside a finish (its hooks, its clients) a fail is a no-op, its 'error' too.
   if (s.finishing || isTerminal(s.status)) return
   emit(ctx, run, 'error', ctx.opts.createSseErrorPayload(code, message, init))
-  finishWith(ctx, run, 'failed', 1, null, trigger)
-}
-
-function fail(ctx, run, code, message, init = {}) {
-  failWith(ctx, run, code, message, init, 'finish')
+  finish(ctx, run, 'failed', 1, null)
 }
 
 /** STA-1..STA-6: stamps telemetry, calls the starter; its rejection fails the run (IMP-10). */
@@ -211,11 +200,11 @@ function start(ctx, run, starter) {
   result.catch((err) => {
     try {
       const message = err instanceof Error ? err.message : String(err)
-      failWith(ctx, run, 'AGENT_EXECUTION_FAILED', message, undefined, 'start_failed')
+      fail(ctx, run, 'AGENT_EXECUTION_FAILED', message)
     } catch {
       // IMP-10: the run still ends, and no rejection escapes.
       try {
-        if (!isTerminal(s.status)) finishWith(ctx, run, 'failed', 1, null, 'start_failed')
+        if (!isTerminal(s.status)) finish(ctx, run, 'failed', 1, null)
       } catch {
         // nothing left to do
       }
@@ -233,7 +222,7 @@ function wait(ctx, run) {
 
 /**
  * DRP-1/DRP-2: out of the registry, canceled, without an 'end' record; run.onFinalize first
- * (LC-6); its state file is removed (a dropped run is never hydrated), terminalTrigger 'drop'.
+ * (LC-6); its state file is removed (a dropped run is never hydrated).
  */
 function drop(ctx, run) {
   if (!run) return
@@ -265,11 +254,11 @@ function drop(ctx, run) {
 
 /**
  * LC-7, LC-9: the finishes a teardown parked (`t`, its state; null for none), applied in the
- * order they came (the first verdict wins), with the teardown's trigger.
+ * order they came (the first verdict wins).
  */
-function finishParked(ctx, run, t, trigger) {
+function finishParked(ctx, run, t) {
   if (t === null) return
-  for (const [status, code, signal] of t.parked) finishWith(ctx, run, status, code, signal, trigger)
+  for (const [status, code, signal] of t.parked) finish(ctx, run, status, code, signal)
 }
 
-module.exports = { finish, finishWith, finishParked, fail, failWith, start, wait, drop }
+module.exports = { finish, finishParked, fail, start, wait, drop }

@@ -31,17 +31,20 @@
 // childExitObservedAt | host only: runSetNumber (cancel's CAN-6 writes it   | newMirror (null), syncRestarted;
 //                     |   through the setter too); runPrepareRestart        |   setter
 // cancelOrigin        | runCancelBegin, runShutdownBegin,                   | newMirror, syncCancelBegun,
-//                     |   runCancelPendingDelivery (LC-5: the first origin  |   syncRestarted
-//                     |   wins), runHydrate, runPrepareRestart (cleared)    |
-//                     |   (never the host: read-only)                       |
-// terminalAt,         | runFinishBegin (a terminal verdict), runDrop,       | newMirror, syncVerdict,
-//   terminalTrigger   |   runCancelPendingDelivery, runHydrate,             |   syncDropped, syncRestarted,
+//                     |   runCancelPendingDelivery (LC-5: the first origin  |   syncRestarted; setter
+//                     |   wins), runHydrate, runPrepareRestart (cleared);   |
+//                     |   host: runSetText                                  |
+// terminalTrigger     | runHydrate ('daemon_restart' for an interrupted     | newMirror, syncRestarted;
+//                     |   run), runPrepareRestart (cleared);                |   setter
+//                     |   host: runSetText (LC-5: the host's field)         |
+// terminalAt          | runFinishBegin (a terminal verdict), runDrop,       | newMirror, syncVerdict,
+//                     |   runCancelPendingDelivery, runHydrate,             |   syncDropped,
 //                     |   runPrepareRestart, runReopenForTeardown (cleared) |   syncDeliveryStopped,
-//                     |   (never the host: read-only, LC-5)                 |   syncReopened
+//                     |   (never the host: read-only, LC-5)                 |   syncReopened, syncRestarted
 //
 // Besides, runPrepareRestart (LC-4) resets status, updatedAt, exitCode, signal, error, errorCode,
-// cancelRequested: syncRestarted copies that; runReopenForTeardown (LC-9) sets status, updatedAt
-// and clears error, errorCode, terminalAt, terminalTrigger: syncReopened copies that. A hydrated
+// cancelRequested, cancelOrigin, terminalTrigger: syncRestarted copies that; runReopenForTeardown
+// (LC-9) sets status, updatedAt and clears error, errorCode, terminalAt: syncReopened copies that. A hydrated
 // run's mirror is built by newMirror from hydratedFields (the state file as the core now holds
 // it, runHydrated).
 //
@@ -117,6 +120,8 @@ function newMirror(ctx, slot, bundle, summary, core) {
     // How many times the run became terminal (a verdict, a drop, a Stop before a receipt): a
     // teardown is over once this moved, even if the host reset the status since (FIN-5, LC-4).
     endings: 0,
+    // drop() took it out of the service for good (DRP-1): prepareRestart() refuses it.
+    dropped: false,
     evictTimer: null,
     evictToken: 0,
     // Registered with the releaser (it left the registry once: releaseWhenUnreachable).
@@ -188,16 +193,15 @@ function syncErrorFields(s, message, code) {
 
 /**
  * After runFinishBegin returned true: the verdict, as the host passed it; for a terminal status
- * also the terminal facts (LC-5), and the 'end' record is pending until syncEnded.
+ * also terminalAt (LC-5), and the 'end' record is pending until syncEnded.
  */
-function syncVerdict(s, status, code, signal, now, trigger) {
+function syncVerdict(s, status, code, signal, now) {
   s.status = status
   s.exitCode = code
   s.signal = signal
   s.updatedAt = now
   if (status === 'succeeded' || status === 'failed' || status === 'canceled') {
     s.terminalAt = now
-    s.terminalTrigger = trigger
     s.endPending = true
     s.endings++
   }
@@ -217,20 +221,19 @@ function syncDropped(s, now, updatedAt) {
   s.status = 'canceled'
   s.updatedAt = updatedAt
   s.terminalAt = now
-  s.terminalTrigger = 'drop'
+  s.dropped = true
   s.endings++
   closeJournal(s)
 }
 
 // What both reopens of a terminal run copy (the core's Service::reopen): the status, updatedAt,
-// the error and the terminal facts cleared, the journal open again.
+// the error and terminalAt cleared, the journal open again.
 function syncReopen(s, status, now) {
   s.status = status
   s.updatedAt = now
   s.error = null
   s.errorCode = null
   s.terminalAt = null
-  s.terminalTrigger = null
   reopenJournal(s)
 }
 
@@ -242,6 +245,7 @@ function syncRestarted(s, now) {
   s.cancelRequested = false
   s.childExitObservedAt = null
   s.cancelOrigin = null
+  s.terminalTrigger = null
 }
 
 /**
@@ -273,7 +277,6 @@ function syncDeliveryStopped(s, now, origin) {
   syncCancelBegun(s, now, origin)
   s.status = 'canceled'
   s.terminalAt = now
-  s.terminalTrigger = 'cancel'
   s.endings++
 }
 
@@ -360,18 +363,6 @@ class ChatRun {
   set terminalAt(_value) {
     throw new TypeError('run.terminalAt is owned by the service (set by the terminal transition)')
   }
-  get terminalTrigger() {
-    return ChatRun.stateOf(this)?.terminalTrigger
-  }
-  set terminalTrigger(_value) {
-    throw new TypeError('run.terminalTrigger is owned by the service (set by the terminal transition)')
-  }
-  get cancelOrigin() {
-    return ChatRun.stateOf(this)?.cancelOrigin
-  }
-  set cancelOrigin(_value) {
-    throw new TypeError('run.cancelOrigin is owned by the service (cancel(run, origin) records it)')
-  }
   /** LOG-9: a handle on the open journal, made on first read; null when it is not open. */
   get eventsLogStream() {
     const s = ChatRun.stateOf(this)
@@ -415,6 +406,8 @@ const CORE_FIELDS = [
   ['errorCode', native.runSetText, TextField.ErrorCode, textOrNull],
   ['cancelRequested', setFlag, NumberField.CancelRequested, Boolean],
   ['childExitObservedAt', native.runSetNumber, NumberField.ChildExitObservedAt, numberOrNull],
+  ['terminalTrigger', native.runSetText, TextField.TerminalTrigger, textOrNull],
+  ['cancelOrigin', native.runSetText, TextField.CancelOrigin, textOrNull],
 ]
 for (const [field, write, code, convert] of CORE_FIELDS) {
   Object.defineProperty(ChatRun.prototype, field, {
@@ -497,7 +490,7 @@ function observeRuns(fn) {
 // What the core stores for a mirror value, per field: the setters' conversions, and the
 // read-only fields as they are.
 const STORED = new Map(CORE_FIELDS.map(([field, , , convert]) => [field, convert]))
-const READ_ONLY = ['nextEventId', 'terminalAt', 'terminalTrigger', 'cancelOrigin']
+const READ_ONLY = ['nextEventId', 'terminalAt']
 for (const field of READ_ONLY) STORED.set(field, (value) => value)
 
 // A value as it reads back from the core's JSON: napi turns lone surrogates into U+FFFD on the

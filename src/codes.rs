@@ -134,6 +134,10 @@ pub enum TextField {
     Error,
     /// `run.errorCode`.
     ErrorCode,
+    /// `run.terminalTrigger` (LC-5: the host's reason for the terminal transition).
+    TerminalTrigger,
+    /// `run.cancelOrigin` (LC-5; `cancel(run, origin)` records it too, first origin wins).
+    CancelOrigin,
 }
 
 impl From<TextField> for chat_run_core::TextField {
@@ -145,6 +149,8 @@ impl From<TextField> for chat_run_core::TextField {
             TextField::Signal => Self::Signal,
             TextField::Error => Self::Error,
             TextField::ErrorCode => Self::ErrorCode,
+            TextField::TerminalTrigger => Self::TerminalTrigger,
+            TextField::CancelOrigin => Self::CancelOrigin,
         }
     }
 }

@@ -67,8 +67,8 @@ pub fn run_set_error(
         .map_err(map_error)
 }
 
-/// `finish`, first half (LC-5, LC-6): the verdict, with the terminal facts when `status` is
-/// terminal (`terminalAt = now`, `terminalTrigger = trigger`), then the state file persisted
+/// `finish`, first half (LC-5, LC-6): the verdict, with `terminalAt = now` when `status` is
+/// terminal, then the state file persisted
 /// with `host` (the run's host-owned values as JSON; absent without logging). False when the
 /// run was already terminal (nothing changed). The facade runs its hooks, then `runFinishEnd`.
 #[napi]
@@ -80,7 +80,6 @@ pub fn run_finish_begin(
     status: Option<String>,
     exit_code: Option<f64>,
     signal: Option<String>,
-    trigger: String,
     host: Option<String>,
     now: f64,
 ) -> Result<bool> {
@@ -88,7 +87,6 @@ pub fn run_finish_begin(
         status,
         exit_code,
         signal,
-        trigger: Some(trigger),
     };
     service(env, svc)?
         .finish_begin(slot, verdict, host.as_deref(), now)

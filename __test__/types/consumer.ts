@@ -709,8 +709,10 @@ run.failureCategory = 'process_exit'
 run.resumable = true
 // @ts-expect-error terminalAt is the service's
 run.terminalAt = 5
-// @ts-expect-error terminalTrigger is the service's
-run.terminalTrigger = 'finish'
+// The trigger and the cancel origin are the host's to name (a watchdog's reason, a cleanup).
+run.terminalTrigger = 'inactivity_watchdog'
+run.terminalTrigger = null
+run.cancelOrigin = 'project_cleanup'
 const endFacts: ChatRunEndData = {
   code: 0,
   signal: null,

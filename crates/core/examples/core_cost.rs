@@ -219,7 +219,6 @@ fn lifecycle() -> Outcome {
                 status: Some("succeeded".into()),
                 exit_code: Some(0.0),
                 signal: None,
-                trigger: Some("finish".into()),
             };
             svc.finish_begin(slot, verdict, None, 2.0)?;
             svc.finish_end(

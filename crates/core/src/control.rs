@@ -16,8 +16,6 @@ use crate::tree::{Kill, ProcessTable, Reached};
 
 /// LC-5: the cancel origin `shutdownActive()` records.
 pub const DAEMON_SHUTDOWN: &str = "daemon_shutdown";
-/// LC-5: the terminal trigger of a `cancel()`.
-pub const CANCEL_TRIGGER: &str = "cancel";
 
 /// Outcome of [`Service::shutdown_start`].
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -99,7 +97,6 @@ impl Service {
         run.cancel_requested = true;
         run.updated_at = now;
         run.terminal_at = Some(now);
-        run.terminal_trigger = Some(CANCEL_TRIGGER.to_owned());
         if run.cancel_origin.is_none() {
             run.cancel_origin = Some(origin.to_owned());
         }
@@ -644,7 +641,10 @@ mod tests {
             .unwrap());
         let state = svc.state(done).unwrap();
         assert_eq!(state.status.as_deref(), Some("canceled"));
-        assert_eq!(state.terminal_trigger.as_deref(), Some(CANCEL_TRIGGER));
+        assert_eq!(
+            state.terminal_trigger, None,
+            "the trigger is the host's (LC-5)"
+        );
         assert_eq!((state.terminal_at, state.updated_at), (Some(3.0), 3.0));
         assert!(state.cancel_requested);
         assert_eq!(state.cancel_origin.as_deref(), Some("user_stop"));
@@ -776,7 +776,6 @@ mod tests {
             status: Some("succeeded".into()),
             exit_code: Some(0.0),
             signal: None,
-            trigger: Some("finish".into()),
         };
         assert!(svc.finish_begin(idle, verdict, None, 1.0).unwrap());
         assert_eq!(svc.capture_trees(), 0);

@@ -12,17 +12,12 @@ use crate::log_writer::{LogBatch, LogFailure, LogOperation, LogWriter};
 use crate::run::TERMINATION_UNVERIFIED;
 use crate::service::Service;
 
-/// LC-5: the trigger of a terminal transition the host asked for (`finish`, `fail`).
-pub const TRIGGER_FINISH: &str = "finish";
-
 /// A verdict for [`Service::finish_begin`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Verdict {
     pub status: Option<String>,
     pub exit_code: Option<f64>,
     pub signal: Option<String>,
-    /// LC-5's `terminalTrigger` (recorded only when `status` is terminal).
-    pub trigger: Option<String>,
 }
 
 impl Service {
@@ -123,9 +118,8 @@ impl Service {
     }
 
     /// FIN-1..FIN-3 (core part) in one step, for callers with no hooks between the verdict
-    /// and its `'end'` record: [`Service::finish_begin`] (trigger `'finish'`), then
-    /// [`Service::finish_end`]. Returns the id of the `'end'` record, or `None` when the run
-    /// was already terminal.
+    /// and its `'end'` record: [`Service::finish_begin`], then [`Service::finish_end`]. Returns
+    /// the id of the `'end'` record, or `None` when the run was already terminal.
     pub fn finish(
         &mut self,
         slot: u32,
@@ -135,34 +129,10 @@ impl Service {
         end_data_json: &str,
         now: f64,
     ) -> CoreResult<Option<u64>> {
-        self.finish_with(
-            slot,
-            status,
-            exit_code,
-            signal,
-            TRIGGER_FINISH,
-            end_data_json,
-            now,
-        )
-    }
-
-    /// [`Service::finish`] with the LC-5 trigger of the transition.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finish_with(
-        &mut self,
-        slot: u32,
-        status: Option<String>,
-        exit_code: Option<f64>,
-        signal: Option<String>,
-        trigger: &str,
-        end_data_json: &str,
-        now: f64,
-    ) -> CoreResult<Option<u64>> {
         let verdict = Verdict {
             status,
             exit_code,
             signal,
-            trigger: Some(trigger.to_owned()),
         };
         if !self.finish_begin(slot, verdict, None, now)? {
             return Ok(None);
@@ -171,8 +141,8 @@ impl Service {
     }
 
     /// FIN-1/FIN-3 first half: the first terminal verdict wins. Sets `status`, `exitCode`,
-    /// `signal`, `updatedAt`; for a terminal status also the terminal facts (LC-5:
-    /// `terminalAt = now`, `terminalTrigger`); then persists the state file with the host's
+    /// `signal`, `updatedAt`; for a terminal status also `terminalAt = now` (LC-5; the
+    /// `terminalTrigger` is the host's, persisted as it stands); then persists the state file with the host's
     /// values (LC-1, `host_json` as in [`Service::persist_state_with`]). False (nothing
     /// changed) when the run was already terminal. The run is terminal from here on, so a
     /// `finish` from a hook before [`Service::finish_end`] is a no-op.
@@ -193,7 +163,6 @@ impl Service {
         run.updated_at = now;
         if run.is_terminal() {
             run.terminal_at = Some(now);
-            run.terminal_trigger = verdict.trigger;
             run.release_process_handles();
         }
         self.persist_state_with(slot, host_json)?;
@@ -211,8 +180,8 @@ impl Service {
     }
 
     /// LC-4 (core part): a terminal run goes back to `queued` for a retry, with the same id:
-    /// `updatedAt = now`; `exitCode`, `signal`, `error`, `errorCode`, `cancelOrigin`, the terminal
-    /// facts and `childExitObservedAt` cleared; `cancelRequested` false; the cancel and shutdown
+    /// `updatedAt = now`; `exitCode`, `signal`, `error`, `errorCode`, `cancelOrigin`,
+    /// `terminalAt`, `terminalTrigger` and `childExitObservedAt` cleared; `cancelRequested` false; the cancel and shutdown
     /// plans, the child's handle and the captured process tree dropped; the log open for append again; the run registered
     /// again if it had been evicted; the state file persisted (with `host_json`). Returns the
     /// previous `updatedAt`, or `None` (nothing changed) for a run that is not terminal or was
@@ -233,6 +202,7 @@ impl Service {
         run.exit_code = None;
         run.signal = None;
         run.cancel_origin = None;
+        run.terminal_trigger = None;
         run.child_exit_observed_at = None;
         run.cancel_requested = false;
         run.child_handle = None;
@@ -246,10 +216,10 @@ impl Service {
     /// LC-9 (core part): a run that failed with [`TERMINATION_UNVERIFIED`] (the host's tree
     /// terminator could not verify that its process tree stopped) goes back to `running`, so
     /// that a later cancel or shutdown can retry that teardown and give a new verdict: the
-    /// error, the terminal facts and any plan cleared, `updatedAt = now`, the log open for
+    /// error, `terminalAt` and any plan cleared, `updatedAt = now`, the log open for
     /// append again, the run registered again if it had been evicted. Unlike a retry of the
     /// work (LC-4), the attempt's facts stay: the exit code and signal until the new verdict,
-    /// the cancel origin and `cancelRequested`. False, and nothing changed, for any other run
+    /// the cancel origin, the host's `terminalTrigger` and `cancelRequested`. False, and nothing changed, for any other run
     /// (another status or error code, or a dropped run). The state file is not written: until
     /// the new verdict it still says what is true after a crash, a failure to retry.
     pub fn reopen_for_teardown(&mut self, slot: u32, now: f64) -> CoreResult<bool> {
@@ -265,7 +235,7 @@ impl Service {
     }
 
     /// What both reopens of a terminal run do (LC-4, LC-9): registered again if it had been
-    /// evicted, `status` and `updatedAt = now`, the error and the terminal facts cleared, no
+    /// evicted, `status` and `updatedAt = now`, the error and `terminalAt` cleared, no
     /// plan left, the log open for append again (the new attempt's first line may create the
     /// journal again: the host may have removed the old one on purpose; LOG-3's rule against
     /// re-creating it is about lines of a run nobody reopened).
@@ -277,7 +247,6 @@ impl Service {
         run.error = None;
         run.error_code = None;
         run.terminal_at = None;
-        run.terminal_trigger = None;
         run.cancel = None;
         run.shutdown = None;
         run.end_event_id = None;
@@ -389,13 +358,14 @@ mod tests {
     }
 
     #[test]
-    fn lc_5_a_terminal_verdict_sets_the_terminal_facts_and_finish_end_adds_the_end_record() {
+    fn lc_5_a_terminal_verdict_sets_terminal_at_keeps_the_host_trigger_and_finish_end_adds_the_end_record(
+    ) {
         use super::Verdict;
+        use crate::run::TextField;
         let mut svc = service(Some(10), None);
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
         let paused = Verdict {
             status: Some("paused".into()),
-            trigger: Some("finish".into()),
             ..Verdict::default()
         };
         assert!(svc.finish_begin(slot, paused, None, 1.0).unwrap());
@@ -405,16 +375,25 @@ mod tests {
             (None, None)
         );
         assert_eq!(svc.finish_end(slot, "{}", 1.0).unwrap(), 1);
+        svc.set_text(
+            slot,
+            TextField::TerminalTrigger,
+            Some("inactivity_watchdog".into()),
+        )
+        .unwrap();
         let canceled = Verdict {
             status: Some("canceled".into()),
             signal: Some("SIGTERM".into()),
-            trigger: Some("cancel".into()),
             ..Verdict::default()
         };
         assert!(svc.finish_begin(slot, canceled.clone(), None, 2.0).unwrap());
         let run = svc.state(slot).unwrap();
         assert_eq!(run.terminal_at, Some(2.0));
-        assert_eq!(run.terminal_trigger.as_deref(), Some("cancel"));
+        assert_eq!(
+            run.terminal_trigger.as_deref(),
+            Some("inactivity_watchdog"),
+            "the verdict keeps the host's trigger"
+        );
         assert!(run.history.len() == 1, "no 'end' before finish_end");
         assert!(!svc.finish_begin(slot, canceled, None, 3.0).unwrap());
         assert_eq!(svc.finish_end(slot, "{}", 2.0).unwrap(), 2);

@@ -41,6 +41,10 @@ pub enum TextField {
     Signal,
     Error,
     ErrorCode,
+    /// LC-5: the host's reason for the terminal transition (a watchdog, a cancel origin).
+    TerminalTrigger,
+    /// LC-5: who asked for the cancel (also recorded by `cancel`, first origin wins).
+    CancelOrigin,
 }
 
 /// Core-owned numeric fields the host may assign on a run object (RUN-3). A non-number value

@@ -506,6 +506,8 @@ impl Service {
             TextField::Signal => run.signal = value,
             TextField::Error => run.error = value,
             TextField::ErrorCode => run.error_code = value,
+            TextField::TerminalTrigger => run.terminal_trigger = value,
+            TextField::CancelOrigin => run.cancel_origin = value,
         }
         Ok(())
     }
@@ -528,7 +530,7 @@ impl Service {
         Ok(())
     }
 
-    /// DRP-1/DRP-2 (core part), with LC-5's terminal facts (`terminalTrigger: 'drop'`). The
+    /// DRP-1/DRP-2 (core part), with LC-5's `terminalAt` (the trigger stays the host's). The
     /// run's state file is removed and the disk indexes forget it: a dropped run is never found
     /// again, by this service or a later one. Returns false for a terminal run (no-op).
     pub fn drop_run(&mut self, slot: u32, now: f64) -> CoreResult<bool> {
@@ -543,7 +545,6 @@ impl Service {
         run.status = Some("canceled".to_owned());
         run.updated_at = now;
         run.terminal_at = Some(now);
-        run.terminal_trigger = Some("drop".to_owned());
         run.dropped = true;
         run.release_process_handles();
         let id = run.id.clone();
