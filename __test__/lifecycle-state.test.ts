@@ -263,6 +263,45 @@ describe('LC-1: the state file', () => {
     expect(Object.keys(rewritten).slice(0, STATE_KEYS.length)).toEqual(STATE_KEYS)
   })
 
+  it("a hydrated run carries the fields of its file this version does not know, as upstream's spread of the file does, without touching what the run already has", () => {
+    const id = '6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d'
+    const known = {
+      schemaVersion: 1,
+      id,
+      projectId: 'p',
+      status: 'succeeded',
+      createdAt: 1000,
+      updatedAt: 2000,
+      exitCode: 0,
+      retryStrategy: 'same_session',
+      nativeSessionContinueAttemptCount: 2,
+      events: 'not the history',
+      emit: 'not a method',
+      status_note: { kept: true },
+    }
+    // Names that would reach the prototype or a method if assigned blindly.
+    const text = JSON.stringify(known).replace(
+      /}$/,
+      ',"__proto__":{"polluted":true},"constructor":5,"hasOwnProperty":1}',
+    )
+    fs.mkdirSync(path.join(tmp, id))
+    fs.writeFileSync(statePath(id), `${text}\n`)
+    const run = service().get(id)
+    expect(run).toMatchObject({
+      status: 'succeeded',
+      retryStrategy: 'same_session',
+      nativeSessionContinueAttemptCount: 2,
+      status_note: { kept: true },
+    })
+    expect(run.events).toEqual([])
+    expect(run.emit).toBe('not a method')
+    expect(Object.getPrototypeOf(run)).not.toHaveProperty('polluted')
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+    expect(typeof run.constructor).toBe('function')
+    expect(typeof run.hasOwnProperty).toBe('function')
+    expect(run.schemaVersion).toBeUndefined()
+  })
+
   it('the host durable fields (LC-6) are written at every engine write and restored onto hydrated runs; workspaceScope (LC-3) only when given', async () => {
     const runs = service({ durableFields: ['userPrompt', 'model', 'pluginId', 'status', 'huge', 'note'] })
     const scope = { schemaVersion: 1, workspaceId: 'w' }
@@ -297,11 +336,12 @@ describe('LC-1: the state file', () => {
       workspaceScope: scope,
       status: 'succeeded',
     })
-    // A service that does not list a field still keeps it in the file when it rewrites it; the
-    // daemon's own fields (HF-5: userPrompt, model, ...) come back without being listed.
+    // A service that does not list a field still keeps it in the file when it rewrites it, and
+    // hands it to the hydrated run like any field of the file it does not know; the daemon's own
+    // fields (HF-5: userPrompt, model, ...) come back without being listed.
     const other = service()
     const hydrated = other.get(run.id)
-    expect('note' in hydrated).toBe(false)
+    expect(hydrated.note).toBe('kept')
     expect(hydrated.userPrompt).toBe('draw two cats')
     other.prepareRestart(hydrated)
     expect(stateOf(run.id)).toMatchObject({ note: 'kept', userPrompt: 'draw two cats', status: 'queued' })

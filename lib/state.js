@@ -100,8 +100,8 @@ function persist(ctx, run, s) {
 /**
  * A hydrated run's host fields, from its state file (LC-2, LC-6, HF-5): the failure fields,
  * terminalRecoveryReason, resumable, endedWithUnfinishedWork, the HF-4 fields the file holds
- * (workspaceScope among them), the options' durableFields the file holds, and LC-9's tree
- * identity. True when the file must be written again (LC-9: a retryable termination failure
+ * (workspaceScope among them), the options' durableFields the file holds, any other field of
+ * the file the run does not have (as upstream's spread of the file), and LC-9's tree identity. True when the file must be written again (LC-9: a retryable termination failure
  * that no identity lets anyone retry is not retryable any more).
  */
 function applyHostFields(ctx, run, state) {
@@ -119,6 +119,14 @@ function applyHostFields(ctx, run, state) {
     } catch {
       // A name the run object does not let the host assign (events, nextEventId, ...).
     }
+  }
+  // Upstream's hydration spreads the whole file onto the run, so a field this version does not
+  // know (written by upstream's module or a newer daemon) reaches the run as a plain data field
+  // too, unless the name is the file's own, LC-9's, or one the run already has (an accessor, a
+  // method, its prototype).
+  for (const name of Object.keys(state)) {
+    if (STATE_KEYS.has(name) || TREE_FILE_KEYS.includes(name) || name in run) continue
+    run[name] = state[name]
   }
   return restoreTreeIdentity(run, state)
 }
