@@ -142,9 +142,9 @@ impl Service {
 
     /// FIN-1/FIN-3 first half: the first terminal verdict wins. Sets `status`, `exitCode`,
     /// `signal`, `updatedAt`; for a terminal status also `terminalAt = now` (LC-5; the
-    /// `terminalTrigger` is the host's, persisted as it stands); then persists the state file with the host's
-    /// values (LC-1, `host_json` as in [`Service::persist_state_with`]). False (nothing
-    /// changed) when the run was already terminal. The run is terminal from here on, so a
+    /// `terminalTrigger` is the host's, persisted as it stands); then persists the state file
+    /// with the host's values (LC-1, `host_json` as in [`Service::persist_state_with`]). False
+    /// (nothing changed) when the run was already terminal. The run is terminal from here on, so a
     /// `finish` from a hook before [`Service::finish_end`] is a no-op.
     pub fn finish_begin(
         &mut self,
@@ -181,9 +181,10 @@ impl Service {
 
     /// LC-4 (core part): a terminal run goes back to `queued` for a retry, with the same id:
     /// `updatedAt = now`; `exitCode`, `signal`, `error`, `errorCode`, `cancelOrigin`,
-    /// `terminalAt`, `terminalTrigger` and `childExitObservedAt` cleared; `cancelRequested` false; the cancel and shutdown
-    /// plans, the child's handle and the captured process tree dropped; the log open for append again; the run registered
-    /// again if it had been evicted; the state file persisted (with `host_json`). Returns the
+    /// `terminalAt`, `terminalTrigger` and `childExitObservedAt` cleared; `cancelRequested`
+    /// false; the cancel and shutdown plans, the child's handle and the captured process tree
+    /// dropped; the log open for append again; the run registered again if it had been
+    /// evicted; the state file persisted (with `host_json`). Returns the
     /// previous `updatedAt`, or `None` (nothing changed) for a run that is not terminal or was
     /// dropped.
     pub fn prepare_restart(
@@ -219,9 +220,10 @@ impl Service {
     /// error, `terminalAt` and any plan cleared, `updatedAt = now`, the log open for
     /// append again, the run registered again if it had been evicted. Unlike a retry of the
     /// work (LC-4), the attempt's facts stay: the exit code and signal until the new verdict,
-    /// the cancel origin, the host's `terminalTrigger` and `cancelRequested`. False, and nothing changed, for any other run
-    /// (another status or error code, or a dropped run). The state file is not written: until
-    /// the new verdict it still says what is true after a crash, a failure to retry.
+    /// the cancel origin, the host's `terminalTrigger` and `cancelRequested`. False, and
+    /// nothing changed, for any other run (another status or error code, or a dropped run).
+    /// The state file is not written: until the new verdict it still says what is true after
+    /// a crash, a failure to retry.
     pub fn reopen_for_teardown(&mut self, slot: u32, now: f64) -> CoreResult<bool> {
         let run = self.run(slot)?;
         if run.dropped
@@ -358,8 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn lc_5_a_terminal_verdict_sets_terminal_at_keeps_the_host_trigger_and_finish_end_adds_the_end_record(
-    ) {
+    fn lc_5_a_verdict_sets_terminal_at_keeps_the_host_trigger_then_finish_end_adds_end() {
         use super::Verdict;
         use crate::run::TextField;
         let mut svc = service(Some(10), None);
