@@ -192,7 +192,7 @@ export declare function runCancelBegin(svc: number, slot: number, hasChild: bool
 
 /**
  * `cancel(run, origin)` of a run whose `'succeeded'` verdict waits for the host's artifact
- * delivery (HF-13): the verdict becomes `'canceled'` (origin, trigger, times), the state file
+ * delivery (HF-13): the verdict becomes `'canceled'` (origin, times), the state file
  * is written with `host`. False when the run is not `'succeeded'`.
  */
 export declare function runCancelPendingDelivery(svc: number, slot: number, origin: string, host: string | undefined | null, now: number): boolean

@@ -139,7 +139,7 @@ pub fn run_plan_abandon(env: &Env, svc: u32, slot: u32, shutdown: bool) -> Resul
 }
 
 /// `cancel(run, origin)` of a run whose `'succeeded'` verdict waits for the host's artifact
-/// delivery (HF-13): the verdict becomes `'canceled'` (origin, trigger, times), the state file
+/// delivery (HF-13): the verdict becomes `'canceled'` (origin, times), the state file
 /// is written with `host`. False when the run is not `'succeeded'`.
 #[napi]
 pub fn run_cancel_pending_delivery(

@@ -79,7 +79,7 @@ impl Service {
     /// HF-13: Stop of a run whose `'succeeded'` verdict still waits for the host's artifact
     /// delivery (the facade has checked `artifactDeliveryRequired` and that no receipt came):
     /// the verdict becomes `'canceled'`, with the cancel origin (the first wins),
-    /// `cancelRequested`, `terminalTrigger: 'cancel'`, `terminalAt` and `updatedAt` now; the
+    /// `cancelRequested`, `terminalAt` and `updatedAt` now (the trigger stays the host's); the
     /// state file is written with `host` (the host's values, as at every write). False, and
     /// nothing changed, when the run's status is not `'succeeded'`.
     pub fn cancel_pending_delivery(
