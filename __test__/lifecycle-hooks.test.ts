@@ -455,6 +455,51 @@ describe('LC-5: terminal facts', () => {
     expect(later.get(stopped.id)).toMatchObject({ terminalTrigger: null, cancelOrigin: 'project_cleanup' })
   })
 
+  it('a terminalTrigger or cancelOrigin written by onTerminal or run.onFinalize reaches the state file at the end record', () => {
+    const runs = makeRuns({
+      runsLogDir: tmp,
+      onTerminal: (run: any) => {
+        run.terminalTrigger = 'inactivity_watchdog'
+      },
+    }).runs
+    const run = runs.create()
+    run.onFinalize = () => {
+      run.cancelOrigin = 'user_stop'
+    }
+    runs.finish(run, 'failed', 1, null)
+    const file = JSON.parse(fs.readFileSync(path.join(tmp, run.id, 'state.json'), 'utf8'))
+    expect(file).toMatchObject({ terminalTrigger: 'inactivity_watchdog', cancelOrigin: 'user_stop' })
+    const again = makeRuns({ runsLogDir: tmp }).runs.get(run.id)
+    expect(again).toMatchObject({ terminalTrigger: 'inactivity_watchdog', cancelOrigin: 'user_stop' })
+  })
+
+  it('a cancelOrigin the host wrote as a non-string is no origin: cancel, shutdown and the Stop of a pending delivery record theirs on the run and in the file', async () => {
+    const runs = makeRuns({ runsLogDir: tmp }).runs
+    const state = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+    for (const written of [undefined, 42, {}, Number.NaN]) {
+      const run = runs.create()
+      run.cancelOrigin = written as never
+      const body = await runs.cancel(run, 'user_stop')
+      expect([
+        run.cancelOrigin,
+        body.cancelOrigin,
+        runs.statusBody(run).cancelOrigin,
+        state(run.id).cancelOrigin,
+      ]).toEqual(Array(4).fill('user_stop'))
+    }
+    const shut = runs.create()
+    shut.cancelOrigin = 7 as never
+    const delivering = runs.create()
+    delivering.artifactDeliveryRequired = true
+    runs.finish(delivering, 'succeeded', 0, null)
+    delivering.cancelOrigin = 0 as never
+    await runs.shutdownActive({ graceMs: 1 })
+    expect([shut.cancelOrigin, state(shut.id).cancelOrigin]).toEqual(['daemon_shutdown', 'daemon_shutdown'])
+    await runs.cancel(delivering, 'user_stop')
+    expect(delivering).toMatchObject({ status: 'canceled', cancelOrigin: 'user_stop' })
+    expect(state(delivering.id).cancelOrigin).toBe('user_stop')
+  })
+
   it('the end data is code, signal, status, terminalAt, resumable, endedWithUnfinishedWork, failureCategory, failureDetail (host values read at the transition)', () => {
     const { runs } = makeRuns()
     const run = runs.create()

@@ -133,6 +133,7 @@ function applyFinish(ctx, run, s, status, code, signal) {
   )
   if (!applied) return
   syncVerdict(s, status, code, signal, now)
+  const hostWritesAtVerdict = s.hostWrites
   if (terminal) {
     callHook(ctx, 'onTerminal', onTerminal, run, status, now)
     finalize(ctx, run)
@@ -160,14 +161,17 @@ function applyFinish(ctx, run, s, status, code, signal) {
   // When the hooks emitted records, the 'end' follows them in time too, and the state file,
   // written with the verdict, is written again with that updatedAt (LC-1); so it is when the
   // hooks (onTerminal, run.onFinalize) changed what it holds of the host's fields (an
-  // artifactCount set by the finalizer: upstream writes the file at the 'end' record).
+  // artifactCount set by the finalizer: upstream writes the file at the 'end' record), or wrote
+  // a core-owned field (a terminalTrigger, a cancelOrigin: the setters count those writes).
   const hooksEmitted = s.nextEventId !== idBeforeHooks
   const endAt = hooksEmitted ? Date.now() : now
   const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, endAt)
   syncEnded(s, endId, endAt)
   if (ctx.logging && terminal) {
     const hostAtEnd = hostJson(ctx, run)
-    if (hooksEmitted || hostAtEnd !== hostAtVerdict) native.runPersistState(ctx.svc, s.slot, hostAtEnd)
+    if (hooksEmitted || hostAtEnd !== hostAtVerdict || s.hostWrites !== hostWritesAtVerdict) {
+      native.runPersistState(ctx.svc, s.slot, hostAtEnd)
+    }
   }
   handOut(ctx, run, s, { id: endId, event: 'end', data: endData, timestamp: endAt })
   endClientsInOrder(run, s)

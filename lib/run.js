@@ -130,6 +130,9 @@ function newMirror(ctx, slot, bundle, summary, core) {
     // From a terminal verdict until its 'end' record (the finish's hooks run in between): a client
     // stream() attaches then is live, so it gets that record (lib/stream.js).
     endPending: false,
+    // How many host writes of core-owned fields the run has seen (the setters count them): a
+    // finish whose hooks wrote one writes the state file again at its 'end' (lib/lifecycle.js).
+    hostWrites: 0,
     // LOG-9: the journal handle run.eventsLogStream hands out (lib/journal.js): null before the
     // first read, false once the log closed.
     journal: null,
@@ -265,11 +268,14 @@ function newTeardown(shutdown) {
   return { parked: [], killed: false, owner: shutdown, closed: null, watched: null, onClose: null }
 }
 
-/** After runCancelBegin (a plan step) or runShutdownBegin; LC-5: the first origin wins. */
+/**
+ * After runCancelBegin (a plan step) or runShutdownBegin; LC-5: the first origin wins. The core
+ * decides on what it stores: a host value that is not a string (stored as null) is no origin.
+ */
 function syncCancelBegun(s, now, origin) {
   s.cancelRequested = true
   s.updatedAt = now
-  if (s.cancelOrigin === null) s.cancelOrigin = origin
+  if (textOrNull(s.cancelOrigin) === null) s.cancelOrigin = origin
 }
 
 /** After runCancelPendingDelivery returned true (HF-13): the 'succeeded' verdict became a Stop. */
@@ -421,6 +427,7 @@ for (const [field, write, code, convert] of CORE_FIELDS) {
       const stored = convert(value)
       write(s.ctx.svc, s.slot, code, stored)
       s[field] = value
+      s.hostWrites++
     },
   })
 }
