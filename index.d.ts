@@ -611,6 +611,24 @@ export interface ChatRun {
    * `'close'` (the host's close handler gives the verdict), not its `'exit'` (SPEC CAN-9).
    */
   runtimeFailureObservedBeforeCancellation?: boolean
+  /**
+   * The daemon's own bookkeeping, set by `create` as upstream's later module does (absent on a
+   * hydrated run unless its state file holds it; SPEC HF-15): the workspace summary at create,
+   * the inactivity watchdog's clock (`createdAt` at first), the retry and native-session state.
+   */
+  workspace?: RunWorkspace
+  lastAgentActivityAt?: number
+  retryOriginFailure?: unknown
+  retryOriginErrorCode?: string | null
+  retryStrategy?: string | null
+  retryMaxAttempts?: number | null
+  nativeSessionContinueAttemptCount?: number
+  nativeSessionContinuePending?: unknown
+  stdinBackpressure?: boolean
+  /** The last TodoWrite `todos` array; an open task makes the verdict's `endedWithUnfinishedWork` true (SPEC HF-11). */
+  lastTodoSnapshot?: unknown
+  /** The last turn was cut off (max tokens): the verdict's `endedWithUnfinishedWork` is true (SPEC HF-11). */
+  truncatedMidTurn?: boolean
   /** The media failures `noteMediaTaskFailure` recorded, each marked once recovered; persisted (SPEC HF-12). */
   mediaTaskFailures?: MediaTaskFailure[]
   /** Host field: the run's artifact must still be delivered; its `'succeeded'` waits for a receipt (SPEC HF-13). */

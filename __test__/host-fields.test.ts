@@ -1,4 +1,4 @@
-// SPEC §22 (HF-1..HF-14): the fields the daemon keeps on a run and reads back through the service:
+// SPEC §22 (HF-1..HF-15): the fields the daemon keeps on a run and reads back through the service:
 // what create() takes from meta, the status body's and the 'end' data's keys, the state file's
 // fields, what a hydrated run gets back, and what prepareRestart forgets.
 import fs from 'node:fs'
@@ -52,6 +52,43 @@ describe('§22 the daemon fields of a run', () => {
     const body = runs.statusBody(valid)
     expect(body).toMatchObject({ skillId: 'skill-1', browserUse: browser })
     expect('sessionMode' in body || 'context' in body || 'projectMetadata' in body).toBe(false)
+  })
+
+  it("HF-15: create() puts the daemon's own defaults on every new run (its watchdog clock, retry and session state); a hydrated run gets only what its file holds", () => {
+    const runs = logged()
+    const folder = { importedFrom: 'folder', baseDir: '/srv/site' }
+    const run = runs.create({ projectId: 'p', projectMetadata: folder })
+    expect(run).toMatchObject({
+      workspace: runs.statusBody(run).workspace,
+      lastAgentActivityAt: run.createdAt,
+      runtimeFailureObservedBeforeCancellation: false,
+      retryOriginFailure: null,
+      retryOriginErrorCode: null,
+      retryStrategy: null,
+      retryMaxAttempts: null,
+      nativeSessionContinueAttemptCount: 0,
+      nativeSessionContinuePending: null,
+      stdinOpen: false,
+      stdinBackpressure: false,
+      lastTodoSnapshot: null,
+      truncatedMidTurn: false,
+      endedWithUnfinishedWork: false,
+    })
+    expect(run.workspace).toMatchObject({ storage: { kind: 'folder-backed', baseDir: '/srv/site' } })
+    expect(runs.create().workspace).toEqual(OD_OWNED)
+    // The daemon counts and compares them as numbers, without checking they exist.
+    run.nativeSessionContinueAttemptCount += 1
+    expect(run.nativeSessionContinueAttemptCount).toBe(1)
+    expect(Date.now() - run.lastAgentActivityAt).toBeGreaterThanOrEqual(0)
+    // HF-11 still reads the signals: a truncated turn makes the verdict's flag true.
+    run.truncatedMidTurn = true
+    runs.finish(run, 'succeeded', 0, null)
+    expect(run.endedWithUnfinishedWork).toBe(true)
+    const hydrated = logged().get(run.id)
+    expect(hydrated).not.toBeNull()
+    expect('lastAgentActivityAt' in hydrated!).toBe(false)
+    expect('nativeSessionContinueAttemptCount' in hydrated!).toBe(false)
+    expect(hydrated!.endedWithUnfinishedWork).toBe(true)
   })
 
   it('HF-2: workspace is computed from run.projectMetadata at each call: OD-owned, a folder, an orchestrator scratch checkout', () => {

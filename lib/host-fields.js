@@ -313,6 +313,31 @@ function restoreTreeIdentity(run, state) {
   return true
 }
 
+// HF-15: what upstream's later create() also puts on every new run, which the daemon reads without
+// checking that it is there (its inactivity watchdog keys off lastAgentActivityAt, a native
+// session retry counts nativeSessionContinueAttemptCount up, the close handler reads the flags).
+const CREATE_DEFAULTS = [
+  ['runtimeFailureObservedBeforeCancellation', false],
+  ['retryOriginFailure', null],
+  ['retryOriginErrorCode', null],
+  ['retryStrategy', null],
+  ['retryMaxAttempts', null],
+  ['nativeSessionContinueAttemptCount', 0],
+  ['nativeSessionContinuePending', null],
+  ['stdinOpen', false],
+  ['stdinBackpressure', false],
+  ['lastTodoSnapshot', null],
+  ['truncatedMidTurn', false],
+  ['endedWithUnfinishedWork', false],
+]
+
+/** HF-15: a created run's daemon defaults; `now` is its createdAt. */
+function addCreateDefaults(run, now) {
+  run.workspace = workspaceOf(run.projectMetadata)
+  run.lastAgentActivityAt = now
+  for (const [name, value] of CREATE_DEFAULTS) run[name] = value
+}
+
 /** HF-5: a hydrated run gets back each of these fields its state file holds. */
 function restoreDurable(run, state) {
   for (const name of HOST_FILE_KEYS) if (Object.hasOwn(state, name)) run[name] = state[name]
@@ -395,6 +420,7 @@ module.exports = {
   addEndFacts,
   addDurable,
   restoreDurable,
+  addCreateDefaults,
   forgetAttempt,
   settleUnfinishedWork,
 }

@@ -9,7 +9,7 @@ const { ChatRun, adopt, releaseWhenUnreachable, createdFields, hydratedFields, s
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields, persist } = require('./state.js')
-const { pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
+const { addCreateDefaults, pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
@@ -63,6 +63,7 @@ function create(ctx, meta) {
   try {
     run = adopt(ctx, slot, id, logPath, m, media, bundle, summary, now, createdFields(projectId, conversationId, now))
     run.externalPluginAnalytics = analytics
+    addCreateDefaults(run, now)
     // LC-3, HF-1: opaque, kept only when the key is there.
     if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
     if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope
