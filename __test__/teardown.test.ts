@@ -231,6 +231,39 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
   })
   afterEach(() => restore())
 
+  it("LC-7 (WCE): a stand-in child's 'exit'/'close' ends the wait even when it leaves exitCode and signalCode null", async () => {
+    // A host's test double may only emit its events; a real ChildProcess sets the codes first.
+    class EventsOnly extends EventEmitter {
+      exitCode = null
+      signalCode = null
+      signals: string[] = []
+      kill(signal: string) {
+        this.signals.push(signal)
+        setTimeout(() => {
+          this.emit('exit', null, signal)
+          this.emit('close', null, signal)
+        }, 2)
+        return true
+      }
+    }
+    const { runs } = makeRuns()
+    const canceled = runs.create()
+    canceled.status = 'running'
+    const first = new EventsOnly()
+    canceled.child = first as any
+    const body = await runs.cancel(canceled, 'user_stop')
+    expect(first.signals).toEqual(['SIGTERM'])
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+    expect(canceled.events.map((e: { event: string }) => e.event)).toEqual(['end'])
+    const shut = runs.create()
+    shut.status = 'running'
+    const second = new EventsOnly()
+    shut.child = second as any
+    await runs.shutdownActive({ graceMs: 30 })
+    expect(second.signals).toEqual(['SIGTERM'])
+    expect(shut).toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+  })
+
   it('LC-7: cancel closes stdin just before the first SIGTERM, and stdinOpen becomes false', async () => {
     const { runs } = makeRuns()
     const log: string[] = []

@@ -87,8 +87,12 @@ function waitForTree(ctx, s, child, ms, closeOnly) {
   const treeGone = () => native.runTreeAlive(ctx.svc, s.slot) === 0
   const t = s.teardown
   // A child object whose exitCode/signalCode getter throws counts as running: the wait then
-  // runs its whole time, as for a child that never exits.
-  const childDone = closeOnly && t !== null && t.closed !== null ? () => t.closed : () => exitedOrNot(child)
+  // runs its whole time, as for a child that never exits. Its 'exit' or 'close' counts as exited
+  // even when it left both codes null (a host's stand-in child: WCE), for this wait and the
+  // teardown's later ones.
+  const seen = t ?? { exitSeen: false }
+  const childDone =
+    closeOnly && t !== null && t.closed !== null ? () => t.closed : () => seen.exitSeen || exitedOrNot(child)
   if (childDone() && treeGone()) return Promise.resolve(true)
   return new Promise((resolve) => {
     let timer
@@ -105,6 +109,7 @@ function waitForTree(ctx, s, child, ms, closeOnly) {
     // A child event with nothing of the tree left ends the wait at once; with a tree left, the
     // poll below notices when it is gone.
     const onExit = () => {
+      seen.exitSeen = true
       if (!childDone()) return
       if (treeGone()) settle(true)
       else if (poll === null) poll = setInterval(check, TREE_POLL_MS)

@@ -261,11 +261,11 @@ function syncReopened(s, now) {
 
 /**
  * LC-7, LC-9: the state of a teardown under way (`s.teardown`): the finishes parked meanwhile,
- * whether SIGKILL reached anything, which plan owns it (true: a shutdown), and CAN-9's watch of
- * the child's 'close' (lib/child.js).
+ * whether SIGKILL reached anything, which plan owns it (true: a shutdown), CAN-9's watch of the
+ * child's 'close' (lib/child.js), and whether the child emitted 'exit' or 'close' (lib/control.js).
  */
 function newTeardown(shutdown) {
-  return { parked: [], killed: false, owner: shutdown, closed: null, watched: null, onClose: null }
+  return { parked: [], killed: false, owner: shutdown, closed: null, watched: null, onClose: null, exitSeen: false }
 }
 
 /**
