@@ -316,26 +316,23 @@ function restoreTreeIdentity(run, state) {
 // HF-15: what upstream's later create() also puts on every new run, which the daemon reads without
 // checking that it is there (its inactivity watchdog keys off lastAgentActivityAt, a native
 // session retry counts nativeSessionContinueAttemptCount up, the close handler reads the flags).
-const CREATE_DEFAULTS = [
-  ['runtimeFailureObservedBeforeCancellation', false],
-  ['retryOriginFailure', null],
-  ['retryOriginErrorCode', null],
-  ['retryStrategy', null],
-  ['retryMaxAttempts', null],
-  ['nativeSessionContinueAttemptCount', 0],
-  ['nativeSessionContinuePending', null],
-  ['stdinOpen', false],
-  ['stdinBackpressure', false],
-  ['lastTodoSnapshot', null],
-  ['truncatedMidTurn', false],
-  ['endedWithUnfinishedWork', false],
-]
-
-/** HF-15: a created run's daemon defaults; `now` is its createdAt. */
+// Named stores, not a loop over names: create() runs for every run, and a named store is
+// inline-cached.
 function addCreateDefaults(run, now) {
   run.workspace = workspaceOf(run.projectMetadata)
   run.lastAgentActivityAt = now
-  for (const [name, value] of CREATE_DEFAULTS) run[name] = value
+  run.runtimeFailureObservedBeforeCancellation = false
+  run.retryOriginFailure = null
+  run.retryOriginErrorCode = null
+  run.retryStrategy = null
+  run.retryMaxAttempts = null
+  run.nativeSessionContinueAttemptCount = 0
+  run.nativeSessionContinuePending = null
+  run.stdinOpen = false
+  run.stdinBackpressure = false
+  run.lastTodoSnapshot = null
+  run.truncatedMidTurn = false
+  run.endedWithUnfinishedWork = false
 }
 
 /** HF-5: a hydrated run gets back each of these fields its state file holds. */
