@@ -77,9 +77,10 @@ function endDataOf(run, status, code, signal, terminalAt) {
 
 /**
  * FIN-1..FIN-5 with LC-5 and LC-6 (the public finish(run, status, code, signal), and every
- * verdict the service reaches itself). In order: beforeFinish, the verdict (core), the state file (core, same call), onTerminal, run.onFinalize,
- * the 'end' record, clients ended, waiters resolved, eviction scheduled. A finish from inside a
- * hook is a no-op (the run already has its verdict).
+ * verdict the service reaches itself). In order: beforeFinish, the verdict (core), the state
+ * file (core, same call), onTerminal, run.onFinalize, the 'end' record, clients ended, waiters
+ * resolved, eviction scheduled. A finish from inside a hook is a no-op (the run already has its
+ * verdict).
  */
 function finish(ctx, run, status, code = null, signal = null) {
   const s = own(ctx, run, 'finish')

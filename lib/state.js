@@ -101,8 +101,9 @@ function persist(ctx, run, s) {
  * A hydrated run's host fields, from its state file (LC-2, LC-6, HF-5): the failure fields,
  * terminalRecoveryReason, resumable, endedWithUnfinishedWork, the HF-4 fields the file holds
  * (workspaceScope among them), the options' durableFields the file holds, any other field of
- * the file the run does not have (as upstream's spread of the file), and LC-9's tree identity. True when the file must be written again (LC-9: a retryable termination failure
- * that no identity lets anyone retry is not retryable any more).
+ * the file the run does not have (as upstream's spread of the file), and LC-9's tree identity.
+ * True when the file must be written again (LC-9: a retryable termination failure that no
+ * identity lets anyone retry is not retryable any more).
  */
 function applyHostFields(ctx, run, state) {
   run.failureCategory = state.failureCategory ?? null
