@@ -366,6 +366,12 @@ export declare function runSignalTree(svc: number, slot: number, pid: number, gr
 export declare function runTreeAlive(svc: number, slot: number): number
 
 /**
+ * LC-7's verdict: whether a SIGKILL reached a process of the run's tree (of its current child),
+ * at a SIGKILL step or to a process a wait found after one.
+ */
+export declare function runTreeKilled(svc: number, slot: number): boolean
+
+/**
  * LC-7, after the last wait: the pids of the run's tree still alive (each SIGKILLed once
  * more); non-empty means `termination_failed`.
  */

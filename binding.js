@@ -887,6 +887,7 @@ module.exports.runShutdownStart = nativeBinding.runShutdownStart
 module.exports.runSignal = nativeBinding.runSignal
 module.exports.runSignalTree = nativeBinding.runSignalTree
 module.exports.runTreeAlive = nativeBinding.runTreeAlive
+module.exports.runTreeKilled = nativeBinding.runTreeKilled
 module.exports.runTreeSurvivors = nativeBinding.runTreeSurvivors
 module.exports.runUnreachable = nativeBinding.runUnreachable
 module.exports.serviceDefaults = nativeBinding.serviceDefaults

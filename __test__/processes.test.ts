@@ -428,3 +428,30 @@ describe.skipIf(notLinux)('leak check', () => {
     expect(alive()).toEqual([])
   })
 })
+
+const RECYCLED = fixture('recycled-group.cjs')
+
+if (unshareProblem !== null) {
+  describe('LC-7 a recycled group id (pid namespace)', () => {
+    it.skip(`skipped: ${unshareProblem}`, () => {})
+  })
+} else {
+  describe.skipIf(notLinux)('LC-7 a recycled group id (pid namespace)', () => {
+    it("another program's group that took the run's group id is never signalled, by cancel or shutdownActive", () => {
+      // The fixture makes the OS hand the exited child's pid to an unrelated process leading a
+      // new group (ns_last_pid), so every round meets the reuse; see its header.
+      const result = spawnSync(
+        'unshare',
+        ['--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, RECYCLED, '24'],
+        { encoding: 'utf8', timeout: 60_000 },
+      )
+      if (typeof result.pid === 'number') everStarted.add(result.pid)
+      const diagnostics = `status ${result.status}, signal ${result.signal}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`
+      expect(result.status, diagnostics).toBe(0)
+      const report = JSON.parse((result.stdout ?? '').trim().split('\n').pop() ?? 'null')
+      expect(report.reused, diagnostics).toBeGreaterThanOrEqual(20)
+      expect(report.details).toEqual([])
+      expect(report.hits).toBe(0)
+    })
+  })
+}

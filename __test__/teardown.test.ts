@@ -654,6 +654,46 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
       }
     })
 
+    it(`LC-7 (${how}): an agent that dies of SIGTERM while its restart loop ignores it gives the verdict SIGKILL`, async () => {
+      // The SIGKILL step can come just after the loop's running generation started its successor
+      // and exited: what the step reads of the group then shows nobody alive in it. Several
+      // rounds, each a fresh chain, so that moment is met.
+      for (let round = 0; round < 4; round++) {
+        const { runs } = makeRuns({ runsLogDir: null })
+        const leader = startTree(['relay-leader', '400'], { detached: true })
+        const run = attach(runs, leader, { group: true })
+        try {
+          expect(await waitFor(() => printed(leader).length >= 3, 5000)).toBe(true)
+
+          if (how === 'cancel') await runs.cancel(run, 'user_stop')
+          else await runs.shutdownActive({ graceMs: 300 })
+
+          expect(leader.signalCode).toBe('SIGTERM')
+          expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
+          // (What a generation printed before it was killed may still be in the pipe.)
+          await sleep(50)
+          const count = printed(leader).length
+          await sleep(100)
+          expect(printed(leader).length).toBe(count)
+          expect(printed(leader).filter((pid) => relayAlive(pid, leader.ident))).toEqual([])
+        } finally {
+          const deadline = Date.now() + 5000
+          for (;;) {
+            const live = printed(leader).filter((pid) => relayAlive(pid, leader.ident))
+            if (live.length === 0 || Date.now() > deadline) break
+            for (const pid of live.reverse()) {
+              try {
+                process.kill(pid, 'SIGKILL')
+              } catch {
+                // exited meanwhile
+              }
+            }
+            await sleep(20)
+          }
+        }
+      }
+    })
+
     it(`LC-7 (${how}): an agent spawned without a group loses every descendant, the one ignoring SIGTERM too`, async () => {
       const { runs } = makeRuns({ runsLogDir: null })
       const leader = startLeader('wait', ['hold', 'hold-noterm', 'nested'], { detached: false })

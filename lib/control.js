@@ -151,6 +151,9 @@ function endTeardown(ctx, run, s, fallback) {
     // See above.
   }
   const { exitCode, signal: childSignal } = childExitFacts(run, child)
+  // A SIGKILL the core sent after the step's own (to a process a wait found since, or to a
+  // survivor) counts as the step's.
+  if (t !== null && !t.killed && fallback === 'SIGKILL' && native.runTreeKilled(ctx.svc, s.slot)) t.killed = true
   finishParked(ctx, run, t)
   // (Whichever plan ends the barrier: with a cancel and a shutdown in one teardown, the one still
   // in its SIGTERM wait may see the tree gone after the other's SIGKILL.)

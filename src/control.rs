@@ -262,3 +262,10 @@ pub fn run_tree_alive(env: &Env, svc: u32, slot: u32) -> Result<u32> {
 pub fn run_tree_survivors(env: &Env, svc: u32, slot: u32) -> Result<Vec<i32>> {
     service(env, svc)?.tree_survivors(slot).map_err(map_error)
 }
+
+/// LC-7's verdict: whether a SIGKILL reached a process of the run's tree (of its current child),
+/// at a SIGKILL step or to a process a wait found after one.
+#[napi]
+pub fn run_tree_killed(env: &Env, svc: u32, slot: u32) -> Result<bool> {
+    service(env, svc)?.tree_killed(slot).map_err(map_error)
+}

@@ -390,7 +390,7 @@ impl Service {
         let has_member = snapshot.iter().any(|p| p.alive && p.pgrp == pgid);
         let held = |slot: usize| {
             let run = self.slab.get(slot).and_then(Option::as_ref);
-            run.is_some_and(|run| run.tree.holds_group(&snapshot, pgid))
+            run.is_some_and(|run| run.tree.holds_group(&self.processes, &snapshot, pgid))
         };
         let held = match only {
             Some(slot) => held(slot as usize),
@@ -413,6 +413,12 @@ impl Service {
     pub fn tree_survivors(&mut self, slot: u32) -> CoreResult<Vec<i32>> {
         let table = self.processes.clone();
         Ok(self.run_mut(slot)?.tree.survivors(&table))
+    }
+
+    /// LC-7's verdict: a SIGKILL reached a process of the run's tree (of its current child:
+    /// [`crate::tree::Tree::kill_delivered`]).
+    pub fn tree_killed(&self, slot: u32) -> CoreResult<bool> {
+        Ok(self.run(slot)?.tree.kill_delivered())
     }
 }
 

@@ -61,7 +61,7 @@ impl Tree {
             seen.extend(&round);
             // The group at once (its members cannot slip between two signals), then each
             // process by identity (members that left the group, descendants outside it).
-            if let Some(pgid) = self.our_group(&snapshot) {
+            if let Some(pgid) = self.our_group(table, &snapshot) {
                 table.stop_group(pgid);
             }
             let sent: Vec<ProcId> = round

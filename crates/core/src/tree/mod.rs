@@ -79,8 +79,21 @@ impl Reached {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Group {
     pgid: i32,
-    /// The process whose pid is the group id, when one was alive at verification.
+    /// The process whose pid is the group id at verification, running or a zombie (none when
+    /// that pid was free then: the leader had been reaped).
     leader: Option<ProcId>,
+}
+
+/// What the verified group is now, as [`Tree::group_state`] tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GroupState {
+    /// No group was verified for the current child.
+    Unverified,
+    /// Still the run's group.
+    Ours(i32),
+    /// Over for good: it was seen without a member, or another process holds its id (which the
+    /// OS gives out again only after the group and everything of it is gone).
+    Ended,
 }
 
 /// How many groups made by a run's tree are remembered ([`Tree::holds_group`]); a tree that
@@ -107,6 +120,12 @@ pub struct Tree {
     led_groups: Vec<i32>,
     /// The last signal the teardown sent; processes found later get it too.
     last: Option<Kill>,
+    /// The verified group is over ([`GroupState::Ended`]); a group with its id found later is
+    /// another program's and is never signalled or captured from.
+    group_ended: bool,
+    /// A SIGKILL reached a process of this child's tree (at a SIGKILL step, or a process a wait
+    /// found after one): the verdict's signal (LC-7).
+    kill_delivered: bool,
 }
 
 impl Tree {
@@ -222,8 +241,9 @@ impl Tree {
     pub fn set_group(&mut self, table: &impl ProcessTable, pgid: i32) {
         self.note_group(pgid);
         if self.group.map(|g| g.pgid) != Some(pgid) {
-            let leader = table.probe(pgid).filter(|i| i.alive).map(|i| i.id);
+            let leader = table.probe(pgid).map(|i| i.id);
             self.group = Some(Group { pgid, leader });
+            self.group_ended = false;
         }
     }
 
@@ -375,7 +395,7 @@ impl Tree {
     fn capture_from(&mut self, table: &impl ProcessTable, snapshot: &[ProcInfo]) -> Vec<ProcId> {
         let own = table.own_pid();
         let mut added = Vec::new();
-        if let Some(pgid) = self.our_group(snapshot) {
+        if let Some(pgid) = self.our_group(table, snapshot) {
             for p in snapshot {
                 if p.alive && p.pgrp == pgid && p.id.pid != own && !self.captured.contains(&p.id) {
                     self.captured.push(p.id);
@@ -411,20 +431,46 @@ impl Tree {
         added
     }
 
-    /// The verified group's id while it is still the run's group. A group id is not reused
-    /// while the group has a member; a new group with the same id can only be made by a new
-    /// process with that pid. So the group is ours while a captured process is in it, or
-    /// while no process other than the leader seen at verification holds the id as its pid
-    /// and leads a group of that id.
-    fn our_group(&self, snapshot: &[ProcInfo]) -> Option<i32> {
-        let group = self.group?;
-        let member_captured = snapshot
+    /// Whether the verified group is still the run's. A group id is a pid, and the OS gives a
+    /// pid out again only once no process has it as its own, its group's or its session's id:
+    /// so while the group has a member, no other process can have its id, and a new group
+    /// with that id can only be made by a new process with that pid, after the run's group is
+    /// gone for good. So the group is ours while a captured process is in it (as `view`
+    /// shows it), or else while the process holding its id is the one that held it at
+    /// verification, or none; that is asked of the table now, by identity, never read from
+    /// `view`, which may be a partial read (the lists of children, the processes born since a
+    /// scan) or a few milliseconds old. Once another process holds the id, the group is
+    /// [`GroupState::Ended`] (and [`Tree::our_group`] remembers it).
+    fn group_state(&self, table: &impl ProcessTable, view: &[ProcInfo]) -> GroupState {
+        let Some(group) = self.group else {
+            return GroupState::Unverified;
+        };
+        if self.group_ended {
+            return GroupState::Ended;
+        }
+        let member_captured = view
             .iter()
             .any(|p| p.alive && p.pgrp == group.pgid && self.captured.contains(&p.id));
-        let foreign_leader = snapshot.iter().any(|p| {
-            p.alive && p.id.pid == group.pgid && p.pgrp == group.pgid && Some(p.id) != group.leader
-        });
-        (member_captured || !foreign_leader).then_some(group.pgid)
+        if member_captured {
+            return GroupState::Ours(group.pgid);
+        }
+        match table.probe(group.pgid) {
+            Some(holder) if Some(holder.id) != group.leader => GroupState::Ended,
+            _ => GroupState::Ours(group.pgid),
+        }
+    }
+
+    /// The verified group's id while it is still the run's group ([`Tree::group_state`]);
+    /// remembers when it is over.
+    fn our_group(&mut self, table: &impl ProcessTable, view: &[ProcInfo]) -> Option<i32> {
+        match self.group_state(table, view) {
+            GroupState::Ours(pgid) => Some(pgid),
+            GroupState::Ended => {
+                self.group_ended = true;
+                None
+            }
+            GroupState::Unverified => None,
+        }
     }
 
     /// Whether group `pgid` is one of this tree's, as `snapshot` shows the process table: the
@@ -434,9 +480,9 @@ impl Tree {
     /// child's group after a retry replaced the child. A group some other process made is not
     /// the tree's even when a process of the tree joined it (`setpgid` into a group of the
     /// same session): its other members are not the run's.
-    pub fn holds_group(&self, snapshot: &[ProcInfo], pgid: i32) -> bool {
+    pub fn holds_group(&self, table: &impl ProcessTable, snapshot: &[ProcInfo], pgid: i32) -> bool {
         let verified = self.group.is_some_and(|g| g.pgid == pgid);
-        (verified && self.our_group(snapshot) == Some(pgid))
+        (verified && self.group_state(table, snapshot) == GroupState::Ours(pgid))
             || (self.led_groups.contains(&pgid)
                 && snapshot
                     .iter()
@@ -445,7 +491,10 @@ impl Tree {
 
     /// One signal step: capture again, then signal the group (when verified, still ours and
     /// not empty) and every other live captured process by identity. Members of a signalled
-    /// group are not signalled a second time.
+    /// group are not signalled a second time. A group that still exists while the view shows
+    /// none of it alive (a restart loop: each member starts its successor and exits, faster
+    /// than a read of the table) is followed to the processes born since, as the barrier's
+    /// wait does ([`Tree::alive`]), and signalled as a group all the same.
     pub fn signal(&mut self, table: &impl ProcessTable, kill: Kill) -> Reached {
         self.last = Some(kill);
         let mut reached = Reached {
@@ -469,13 +518,24 @@ impl Tree {
         };
         reached.child_gone = self.child.is_some_and(|c| !self.captured.contains(&c));
         let mut grouped: Vec<ProcId> = Vec::new();
-        if let Some(pgid) = self.our_group(&snapshot) {
+        if let Some(pgid) = self.our_group(table, &snapshot) {
             let members: Vec<ProcId> = snapshot
                 .iter()
                 .filter(|p| p.alive && p.pgrp == pgid)
                 .map(|p| p.id)
                 .collect();
-            if !members.is_empty() && table.signal_group(pgid, kill) {
+            if members.is_empty() {
+                if table.group_exists(pgid) {
+                    // Each newcomer found gets `kill` by identity, then the group gets it.
+                    let found = self.capture_newcomers(table, snapshot.clone());
+                    reached.others = reached.others.saturating_add(found);
+                    if self.our_group(table, &[]).is_some() {
+                        table.signal_group(pgid, kill);
+                    }
+                } else {
+                    self.group_ended = true;
+                }
+            } else if table.signal_group(pgid, kill) {
                 reached.group = true;
                 reached.child = self.child.is_some_and(|c| members.contains(&c));
                 grouped = members;
@@ -493,7 +553,16 @@ impl Tree {
                 }
             }
         }
+        if kill == Kill::Kill && reached.any() {
+            self.kill_delivered = true;
+        }
         reached
+    }
+
+    /// A SIGKILL reached a process of this child's tree: at a SIGKILL step, or a process a wait
+    /// found after one (LC-7's verdict).
+    pub fn kill_delivered(&self) -> bool {
+        self.kill_delivered
     }
 
     /// While the facade waits: captures again (a newly found process gets the last signal
@@ -513,7 +582,12 @@ impl Tree {
     /// group existing, and count as gone.
     pub fn alive(&mut self, table: &impl ProcessTable) -> usize {
         self.retain_alive(table);
-        let group_left = self.group.is_some_and(|g| table.group_exists(g.pgid));
+        let group_left =
+            !self.group_ended && self.group.is_some_and(|g| table.group_exists(g.pgid));
+        if self.group.is_some() && !group_left {
+            // Seen without a member: a group with its id later is not the run's.
+            self.group_ended = true;
+        }
         if self.captured.is_empty() && !group_left {
             return 0;
         }
@@ -526,12 +600,18 @@ impl Tree {
     }
 
     /// Captures what `view` shows of the tree; a newly found process gets the last signal sent.
-    fn capture_signalled(&mut self, table: &impl ProcessTable, view: &[ProcInfo]) {
+    /// Returns how many of them it reached.
+    fn capture_signalled(&mut self, table: &impl ProcessTable, view: &[ProcInfo]) -> u32 {
+        let mut reached: u32 = 0;
         for id in self.capture_from(table, view) {
             if let Some(kill) = self.last {
-                self.signal_one(table, id, kill);
+                if self.signal_one(table, id, kill) == Sent::Delivered {
+                    reached = reached.saturating_add(1);
+                    self.kill_delivered |= kill == Kill::Kill;
+                }
             }
         }
+        reached
     }
 
     /// With nothing captured alive while the verified group still has a member: captures what
@@ -540,18 +620,21 @@ impl Tree {
     /// it), at most [`NEWCOMER_READS`] times. Each read lists the table once and reads only the
     /// new processes: far less than a scan of the whole table, which a shutdown of many runs
     /// would otherwise make once per run whose group holds only zombies.
-    fn capture_newcomers(&mut self, table: &impl ProcessTable, mut known: Vec<ProcInfo>) {
+    /// Returns how many of the processes it captured got the last signal.
+    fn capture_newcomers(&mut self, table: &impl ProcessTable, mut known: Vec<ProcInfo>) -> u32 {
+        let mut reached: u32 = 0;
         for _ in 0..NEWCOMER_READS {
             let newcomers = table.processes_since(&known);
             if newcomers.is_empty() {
-                return;
+                break;
             }
-            self.capture_signalled(table, &newcomers);
+            reached = reached.saturating_add(self.capture_signalled(table, &newcomers));
             if !self.captured.is_empty() {
-                return;
+                break;
             }
             known.extend(newcomers);
         }
+        reached
     }
 
     /// The end of the barrier: the pids still alive after the last wait (empty when the tree
@@ -569,7 +652,9 @@ impl Tree {
         }
         let pids: Vec<i32> = self.captured.iter().map(|id| id.pid).collect();
         for id in self.captured.clone() {
-            self.signal_one(table, id, Kill::Kill);
+            if self.signal_one(table, id, Kill::Kill) == Sent::Delivered {
+                self.kill_delivered = true;
+            }
         }
         pids
     }

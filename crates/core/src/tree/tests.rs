@@ -80,6 +80,20 @@ impl FakeTable {
         }
     }
 
+    /// The process is reaped: it leaves the table (and its group, when it was the last member).
+    fn reap(&self, pid: i32) {
+        self.procs.borrow_mut().retain(|p| p.info.id.pid != pid);
+    }
+
+    /// The process's parent is reparented away (it exited: the process now belongs to init).
+    fn exit_parent_of(&self, pid: i32) {
+        for p in self.procs.borrow_mut().iter_mut() {
+            if p.info.id.pid == pid {
+                p.info.ppid = 1;
+            }
+        }
+    }
+
     /// The pid is recycled: the old process is reaped, a new one takes its number.
     fn recycle(&self, pid: i32, start: u64, ppid: i32) {
         self.procs.borrow_mut().retain(|p| p.info.id.pid != pid);
@@ -342,34 +356,104 @@ fn lc_7_the_verified_group_is_signalled_once_and_only_while_it_is_ours() {
 }
 
 #[test]
+fn lc_7_a_group_whose_id_a_foreign_process_took_is_never_captured_from_or_signalled() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, 10, Some(Kill::Term)); // a detached leader, alone in its group
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, Some(10));
+    // It exits and is reaped; the OS gives pid 10 to another program's process, which leads
+    // a new group 10.
+    table.exit(10);
+    table.recycle(10, 900, 1);
+    tree.signal(&table, Kill::Term);
+    // The wait's scan predates a child the foreign leader starts in its group: that child is
+    // read as one of the processes born since the scan, a view without the foreign leader.
+    *table.recent.borrow_mut() = Some(table.snapshot());
+    table.add(11, 901, 10, 10, Some(Kill::Term));
+    assert_eq!(tree.alive(&table), 0);
+    let before = table.groups_signalled.borrow().len();
+    assert!(!tree.signal(&table, Kill::Kill).any());
+    assert_eq!(tree.survivors(&table), Vec::<i32>::new());
+    assert_eq!(table.groups_signalled.borrow().len(), before);
+    assert!(table.got(10).is_empty() && table.got(11).is_empty());
+    assert!(!tree.kill_delivered());
+}
+
+#[test]
+fn lc_7_a_group_seen_without_members_stays_over_even_once_its_id_is_free_again() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, 10, Some(Kill::Term));
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, Some(10));
+    tree.signal(&table, Kill::Term);
+    table.reap(10);
+    assert_eq!(tree.alive(&table), 0, "the group has no member left");
+    // Another program's process takes pid 10, makes group 10, starts a child in it and
+    // exits: no process holds pid 10 any more, but group 10 has a member that is not ours.
+    table.add(10, 900, 1, 10, Some(Kill::Term));
+    table.add(11, 901, 10, 10, Some(Kill::Term));
+    table.reap(10);
+    assert_eq!(tree.alive(&table), 0);
+    assert!(!tree.signal(&table, Kill::Kill).any());
+    assert!(table.got(11).is_empty());
+    assert!(table
+        .groups_signalled
+        .borrow()
+        .iter()
+        .all(|&(_, kill)| kill == Kill::Term));
+}
+
+#[test]
+fn lc_7_a_restart_loop_the_sigkill_step_s_view_missed_is_killed_by_that_step() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, 10, Some(Kill::Term)); // the leader dies of SIGTERM
+    table.add(11, 6, 10, 10, Some(Kill::Kill)); // a loop in its group that ignores it
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, Some(10));
+    let reached = tree.signal(&table, Kill::Term);
+    assert!(reached.group && !table.alive(10) && table.alive(11));
+    // The loop: 11 starts its successor 12 and exits, after the scan the SIGKILL step reads
+    // (shared with other runs' steps) was made.
+    table.exit(11);
+    *table.recent.borrow_mut() = Some(table.snapshot());
+    table.add(12, 7, 11, 10, Some(Kill::Kill));
+    table.exit_parent_of(12);
+    let reached = tree.signal(&table, Kill::Kill);
+    assert!(reached.any(), "the step reached the loop's newest process");
+    assert!(!table.alive(12));
+    assert!(tree.kill_delivered(), "the verdict is SIGKILL");
+    assert!(table.groups_signalled.borrow().contains(&(10, Kill::Kill)));
+}
+
+#[test]
 fn signal_process_group_a_group_is_held_while_it_is_the_run_s_or_a_captured_process_is_in_it() {
     let table = FakeTable::default();
     table.add(10, 5, OWN, 10, Some(Kill::Term)); // a detached leader
     table.add(30, 9, OWN, 30, Some(Kill::Term)); // another group of ours, not the run's
     let mut tree = Tree::default();
     assert!(
-        !tree.holds_group(&table.snapshot(), 10),
+        !tree.holds_group(&table, &table.snapshot(), 10),
         "an empty tree holds nothing"
     );
     tree.attach(&table, Some(10), true, Some(10));
-    assert!(tree.holds_group(&table.snapshot(), 10));
-    assert!(!tree.holds_group(&table.snapshot(), 30));
-    assert!(!tree.holds_group(&table.snapshot(), OWN));
+    assert!(tree.holds_group(&table, &table.snapshot(), 10));
+    assert!(!tree.holds_group(&table, &table.snapshot(), 30));
+    assert!(!tree.holds_group(&table, &table.snapshot(), OWN));
     // The leader exits; its group lives on in a member captured while it lived.
     table.add(11, 6, 10, 10, None);
     tree.capture(&table);
     table.exit(10);
-    assert!(tree.holds_group(&table.snapshot(), 10));
+    assert!(tree.holds_group(&table, &table.snapshot(), 10));
     // A retry replaces the child: the earlier group is no longer the verified one, but a
     // captured process is still in it.
     table.add(20, 8, OWN, 20, Some(Kill::Term));
     tree.attach(&table, Some(20), true, Some(20));
-    assert!(tree.holds_group(&table.snapshot(), 10));
-    assert!(tree.holds_group(&table.snapshot(), 20));
+    assert!(tree.holds_group(&table, &table.snapshot(), 10));
+    assert!(tree.holds_group(&table, &table.snapshot(), 20));
     // The earlier group dies and its id is recycled by a new, foreign group: not held.
     table.exit(11);
     table.recycle(10, 900, 1);
-    assert!(!tree.holds_group(&table.snapshot(), 10));
+    assert!(!tree.holds_group(&table, &table.snapshot(), 10));
 }
 
 #[test]
@@ -842,7 +926,7 @@ fn signal_process_group_a_group_the_tree_did_not_make_is_not_held_though_a_run_p
     let mut tree = Tree::default();
     tree.attach(&table, Some(10), true, None);
     assert_eq!(tree.alive(&table), 3);
-    assert!(!tree.holds_group(&table.snapshot(), 30));
-    assert!(tree.holds_group(&table.snapshot(), 12));
-    assert!(!tree.holds_group(&table.snapshot(), OWN));
+    assert!(!tree.holds_group(&table, &table.snapshot(), 30));
+    assert!(tree.holds_group(&table, &table.snapshot(), 12));
+    assert!(!tree.holds_group(&table, &table.snapshot(), OWN));
 }
