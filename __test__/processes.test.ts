@@ -27,6 +27,9 @@ import {
 
 const { everStarted, start, grandchildren } = useProcessRegistry()
 
+// perl makes a process join another group (setpgid) without a compiler.
+const hasPerl = !notLinux && spawnSync('perl', ['-e', '1'], { timeout: 10_000 }).status === 0
+
 // --- service --------------------------------------------------------------------------------------
 
 function createRuns() {
@@ -190,6 +193,31 @@ describe.skipIf(notLinux)('cancel / shutdownActive / signalChild on real process
     expect(pidAlive(other.pid)).toBe(true)
     expect(pidAlive(otherKid)).toBe(true)
   })
+
+  it.skipIf(!hasPerl)(
+    "a group the child joined (setpgid into another process's group) is not the run's: only the child is signalled (IMP-5, SIG-6)",
+    async () => {
+      const runs = createRuns()
+      // Both in this test's session: the owner makes a group of its own, the child joins it.
+      const owner = start(`exec perl -MPOSIX -e 'setpgid(0, 0) or die; exec "sleep", "30"'`, { detached: false })
+      expect(await waitFor(() => statFields(owner.pid)?.[2] === String(owner.pid), 2000)).toBe(true)
+      const child = start(`exec perl -MPOSIX -e 'setpgid(0, ${owner.pid}) or die; exec "sleep", "30"'`, {
+        detached: false,
+      })
+      expect(await waitFor(() => statFields(child.pid)?.[2] === String(owner.pid), 2000)).toBe(true)
+      const run = runs.create({ projectId: 'p' })
+      attach(run, child, { group: false })
+      run.processGroupId = owner.pid // the child's group, but another process made it
+
+      expect(runs.signalProcessGroup(owner.pid, 'SIGTERM')).toBe(false)
+      const body = await runs.cancel(run)
+
+      expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+      expect(child.signalCode).toBe('SIGTERM')
+      await sleep(50)
+      expect(pidAlive(owner.pid)).toBe(true)
+    },
+  )
 
   it('a run.child whose pid is not a child of this process is never signalled natively, nor its group: child.kill() decides (SIG-2, SIG-5)', async () => {
     const runs = createRuns()

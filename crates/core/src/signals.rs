@@ -92,6 +92,9 @@ pub enum GroupRefusal {
     OwnPid,
     NoChildPid,
     ChildNotInGroup,
+    /// The child is in the group but does not lead it: it joined a group another process made,
+    /// whose other members are not the run's (SIG-6).
+    JoinedGroup,
 }
 
 /// Parses a Node signal argument: a name such as `"SIGTERM"` or a number.
@@ -121,12 +124,14 @@ pub fn as_pid(value: f64) -> Option<i32> {
     }
 }
 
-/// IMP-5: returns the group id when it is safe to signal for this child.
+/// IMP-5: returns the group id when it is safe to signal for this child: the child's own
+/// group, the one it leads (a child spawned `detached` makes it, `processGroupId` = its pid).
 pub fn verify_group(pgid: f64, child_pid: Option<i32>) -> Result<i32, GroupRefusal> {
     let pgid = check_group_id(pgid)?;
     let pid = child_pid.ok_or(GroupRefusal::NoChildPid)?;
     match imp::group_of(pid) {
-        Some(actual) if actual == pgid => Ok(pgid),
+        Some(actual) if actual == pgid && pgid == pid => Ok(pgid),
+        Some(actual) if actual == pgid => Err(GroupRefusal::JoinedGroup),
         _ => Err(GroupRefusal::ChildNotInGroup),
     }
 }
@@ -335,6 +340,20 @@ mod tests {
             verify_group(f64::from(other_pid), Some(pid)),
             Err(GroupRefusal::ChildNotInGroup)
         );
+        // A child that joined another process's group (same session) is in it, but the group
+        // is not the child's: refused.
+        let mut joined = Command::new("sleep")
+            .arg("30")
+            .process_group(other_pid)
+            .spawn()
+            .unwrap();
+        let joined_pid = joined.id() as i32;
+        assert_eq!(
+            verify_group(f64::from(other_pid), Some(joined_pid)),
+            Err(GroupRefusal::JoinedGroup)
+        );
+        assert!(signal_pid(joined_pid, SignalSpec::Number(9)));
+        let _ = joined.wait();
         assert!(signal_group(pid, SignalSpec::Number(9)));
         assert!(signal_pid(other_pid, SignalSpec::Number(9)));
         let _ = child.wait();
