@@ -713,6 +713,25 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     })
   }
 
+  it("LC-4: after prepareRestart, what the earlier attempt's tree left is still the run's: reapProcessGroup ends it", async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const leader = startLeader('exit-on-line', ['hold-noterm'], { detached: true })
+    const run = attach(runs, leader, { group: true })
+    const [kid] = await printedPids(leader, 1)
+    leader.stdin!.write('go\n')
+    await exitOf(leader)
+    // The host gives its verdict without waiting for 'close' (the grandchild holds stdout).
+    runs.finish(run, 'succeeded', 0, null)
+    const previousGroup = run.processGroupId
+
+    expect(runs.prepareRestart(run)).toBe(run)
+    expect(run.processGroupId).toBeNull()
+    expect(alive(kid)).toBe(true)
+    expect(runs.reapProcessGroup(previousGroup)).toBe(true)
+    // SIGTERM is ignored; SIGKILL follows after the cancel grace (300 ms here).
+    expect(await waitFor(() => !alive(kid), 3000)).toBe(true)
+  })
+
   it('LC-7: a tree that exits on SIGTERM gives the verdict SIGTERM, at once, without a diagnostic', async () => {
     process.env.OD_CHAT_RUN_CANCEL_GRACE_MS = '5000' // restored after the test
     const { runs } = makeRuns({ runsLogDir: null })

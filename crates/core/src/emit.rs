@@ -182,8 +182,9 @@ impl Service {
     /// LC-4 (core part): a terminal run goes back to `queued` for a retry, with the same id:
     /// `updatedAt = now`; `exitCode`, `signal`, `error`, `errorCode`, `cancelOrigin`,
     /// `terminalAt`, `terminalTrigger` and `childExitObservedAt` cleared; `cancelRequested`
-    /// false; the cancel and shutdown plans, the child's handle and the captured process tree
-    /// dropped; the log open for append again; the run registered again if it had been
+    /// false; the cancel and shutdown plans, the child's handle, the child and its verified
+    /// group dropped (what the earlier attempt's tree left alive stays captured, as when a retry
+    /// replaces `run.child`: [`crate::tree::Tree::next_attempt`]); the log open for append again; the run registered again if it had been
     /// evicted; the state file persisted (with `host_json`). Returns the
     /// previous `updatedAt`, or `None` (nothing changed) for a run that is not terminal or was
     /// dropped.
@@ -199,6 +200,7 @@ impl Service {
         }
         let previous = run.updated_at;
         self.reopen(slot, crate::run::QUEUED, now)?;
+        let table = self.processes.clone();
         let run = self.run_mut(slot)?;
         run.exit_code = None;
         run.signal = None;
@@ -208,7 +210,7 @@ impl Service {
         run.cancel_requested = false;
         run.child_handle = None;
         run.verified_group = None;
-        run.tree = Default::default();
+        run.tree.next_attempt(&table);
         run.host.forget_attempt();
         self.persist_state_with(slot, host_json)?;
         Ok(Some(previous))

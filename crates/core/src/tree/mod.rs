@@ -230,6 +230,20 @@ impl Tree {
         std::mem::take(&mut self.captured)
     }
 
+    /// LC-4's reopen for a retry: the next attempt starts without a child, a verified group or
+    /// a last signal; what the earlier attempt's tree left alive (read again now) stays
+    /// captured and is signalled process by process by the next teardown, and the groups it
+    /// made stay known to SIG-6 (`reapProcessGroup` of the earlier group), as when a retry
+    /// replaces `run.child` ([`Tree::set_child`]).
+    pub fn next_attempt(&mut self, table: &impl ProcessTable) {
+        let earlier = self.leave_child(table);
+        *self = Tree {
+            captured: earlier,
+            led_groups: std::mem::take(&mut self.led_groups),
+            ..Tree::default()
+        };
+    }
+
     /// Closes the handle held on the child (see `RunState::release_process_handles`); the child
     /// stays known by identity, each look at it becomes a probe.
     pub fn release_handle(&mut self) {

@@ -426,6 +426,30 @@ fn lc_7_a_restart_loop_the_sigkill_step_s_view_missed_is_killed_by_that_step() {
 }
 
 #[test]
+fn lc_4_a_reopened_run_keeps_what_the_earlier_attempt_left_and_its_group_stays_reapable() {
+    let table = FakeTable::default();
+    table.add(10, 5, OWN, 10, Some(Kill::Term)); // attempt 1's detached leader
+    table.add(11, 6, 10, 10, Some(Kill::Kill)); // a member of its group that ignores SIGTERM
+    let mut tree = Tree::default();
+    tree.attach(&table, Some(10), true, Some(10));
+    table.exit(10);
+    tree.next_attempt(&table);
+    assert_eq!((tree.child(), tree.group()), (None, None));
+    assert!(
+        tree.holds_group(&table, &table.snapshot(), 10),
+        "the earlier group stays reapable (SIG-6)"
+    );
+    // Attempt 2: its own child and group. Its teardown takes attempt 1's leftover too.
+    table.add(20, 8, OWN, 20, Some(Kill::Term));
+    tree.attach(&table, Some(20), true, Some(20));
+    tree.signal(&table, Kill::Term);
+    assert!(table.alive(11) && !table.alive(20));
+    assert!(tree.signal(&table, Kill::Kill).any());
+    assert!(!table.alive(11));
+    assert!(tree.kill_delivered());
+}
+
+#[test]
 fn signal_process_group_a_group_is_held_while_it_is_the_run_s_or_a_captured_process_is_in_it() {
     let table = FakeTable::default();
     table.add(10, 5, OWN, 10, Some(Kill::Term)); // a detached leader
