@@ -131,6 +131,33 @@ function relayAlive(pid: number, leader: Ident): boolean {
 
 type Leader = ChildProcess & { pid: number; ident: Ident; out: () => string }
 
+/** The relay chain `leader` started has stopped: nothing more is printed, no generation is alive. */
+async function expectRelayStopped(leader: Leader) {
+  // (What a generation printed before it was killed may still be in the pipe.)
+  await sleep(50)
+  const count = printed(leader).length
+  await sleep(100)
+  expect(printed(leader).length).toBe(count)
+  expect(printed(leader).filter((pid) => relayAlive(pid, leader.ident))).toEqual([])
+}
+
+/** Stops whatever generation of the relay chain still runs (by identity, newest first) until none is left. */
+async function stopRelay(leader: Leader) {
+  const deadline = Date.now() + 5000
+  for (;;) {
+    const live = printed(leader).filter((pid) => relayAlive(pid, leader.ident))
+    if (live.length === 0 || Date.now() > deadline) break
+    for (const pid of live.reverse()) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // exited meanwhile
+      }
+    }
+    await sleep(20)
+  }
+}
+
 /** `sh lc7-tree.sh leader THEN KIND...`, stdin and stdout piped, like an agent the host spawned. */
 function startLeader(then: string, kinds: string[], { detached }: { detached: boolean }): Leader {
   return startTree(['leader', then, ...kinds], { detached })
@@ -632,25 +659,9 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
         // Gone means the loop stopped: SIGKILL reached the whole group, so nothing is printed
         // any more and no printed process is alive.
         expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
-        const count = printed(leader).length
-        await sleep(100)
-        expect(printed(leader).length).toBe(count)
-        expect(printed(leader).filter((pid) => relayAlive(pid, leader.ident))).toEqual([])
+        await expectRelayStopped(leader)
       } finally {
-        // Stop whatever generation still runs (by identity, newest first) until none is left.
-        const deadline = Date.now() + 5000
-        for (;;) {
-          const live = printed(leader).filter((pid) => relayAlive(pid, leader.ident))
-          if (live.length === 0 || Date.now() > deadline) break
-          for (const pid of live.reverse()) {
-            try {
-              process.kill(pid, 'SIGKILL')
-            } catch {
-              // exited meanwhile
-            }
-          }
-          await sleep(20)
-        }
+        await stopRelay(leader)
       }
     })
 
@@ -670,26 +681,9 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
 
           expect(leader.signalCode).toBe('SIGTERM')
           expect(runs.statusBody(run)).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
-          // (What a generation printed before it was killed may still be in the pipe.)
-          await sleep(50)
-          const count = printed(leader).length
-          await sleep(100)
-          expect(printed(leader).length).toBe(count)
-          expect(printed(leader).filter((pid) => relayAlive(pid, leader.ident))).toEqual([])
+          await expectRelayStopped(leader)
         } finally {
-          const deadline = Date.now() + 5000
-          for (;;) {
-            const live = printed(leader).filter((pid) => relayAlive(pid, leader.ident))
-            if (live.length === 0 || Date.now() > deadline) break
-            for (const pid of live.reverse()) {
-              try {
-                process.kill(pid, 'SIGKILL')
-              } catch {
-                // exited meanwhile
-              }
-            }
-            await sleep(20)
-          }
+          await stopRelay(leader)
         }
       }
     })

@@ -541,7 +541,7 @@ impl Tree {
             if members.is_empty() {
                 if table.group_exists(pgid) {
                     // Each newcomer found gets `kill` by identity, then the group gets it.
-                    let found = self.capture_newcomers(table, snapshot.clone());
+                    let found = self.capture_newcomers(table, snapshot);
                     reached.others = reached.others.saturating_add(found);
                     if self.our_group(table, &[]).is_some() {
                         table.signal_group(pgid, kill);
