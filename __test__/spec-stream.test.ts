@@ -445,6 +445,32 @@ describe('§10 stream(run, req, res)', () => {
       expect(sentIds(sse[0])).toEqual([1, 3, 4, 5, 6, 7])
     })
 
+    it('IMP-3, LC-2: a foreign line (an id above 2^52) or one line out of place hides none of the records after it', async () => {
+      const { runs, sse, run } = await trimmedFinishedRun()
+      const lines = readLines(run.eventsLogPath)
+      // After id 1, a foreign line; the line of id 3 replaced by a stray id 100; a copy of id 2.
+      lines.splice(1, 0, '{"id":4503599627370497,"event":"foreign","data":null,"timestamp":1}')
+      lines[3] = '{"id":100,"event":"stray","data":null,"timestamp":1}'
+      lines.splice(5, 0, lines[2])
+      fs.writeFileSync(run.eventsLogPath, lines.join('\n') + '\n')
+      runs.stream(run, fakeReq('0'), fakeRes())
+      expect(sentIds(sse[0])).toEqual([1, 2, 4, 5, 6, 7])
+      // A new service hydrates the run with its 'end' as the last record, and a client
+      // reattaching at it is sent that 'end' (IMP-8).
+      const later = makeRuns({ maxEvents: 3, runsLogDir: tmp })
+      const again = later.runs.get(run.id)
+      expect(again.events.map((e: any) => [e.id, e.event])).toEqual([
+        [5, 'agent'],
+        [6, 'agent'],
+        [7, 'end'],
+      ])
+      expect(again.nextEventId).toBe(8)
+      later.runs.stream(again, fakeReq('7'), fakeRes())
+      expect(later.sse[0].calls.map((c: any) => c.type + (c.id ?? ''))).toEqual(['send7', 'end'])
+      later.runs.stream(again, fakeReq('0'), fakeRes())
+      expect(sentIds(later.sse[1])).toEqual([1, 2, 4, 5, 6, 7])
+    })
+
     it('IMP-3: a live run reattaching at an old cursor gets the full transcript, then live events', async () => {
       const { runs, sse } = makeRuns({ maxEvents: 2, runsLogDir: tmp })
       const run = runs.create()

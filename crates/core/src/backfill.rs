@@ -3,12 +3,16 @@
 //!
 //! The log is append-only and written in id order by one writer, so a forward scan that keeps
 //! the first well-formed line of each id in `(after, before)` yields them in order, once each.
-//! Unreadable or torn lines are skipped (the stream then continues as without a log).
+//! Unreadable or torn lines are skipped (the stream then continues as without a log), and so are
+//! lines no writer of this run made ([`ordered_records`]: a foreign id, or one line out of place),
+//! so that one such line never hides the records after it.
 
 use std::io::BufReader;
 use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::durable::journal::MAX_RECORD_ID;
 
 #[derive(Deserialize)]
 struct IdOnly {
@@ -49,6 +53,44 @@ pub fn read_range(path: &Path, after: f64, before: u64) -> Vec<String> {
     read_range_from_start(path, after, before)
 }
 
+/// The id of a journal line that is a record of a run: [`record_id`] from 1 to
+/// [`MAX_RECORD_ID`] (a larger one is a foreign or crafted line, SPEC LC-2).
+pub(crate) fn line_id(text: &str) -> Option<u64> {
+    record_id(text).filter(|&id| (1..=MAX_RECORD_ID).contains(&id))
+}
+
+/// The records of a journal read forward, as both readers take them (IMP-3 here, LC-2's tail in
+/// `durable::journal`): each whole line with a [`line_id`], in file order, its id above every id
+/// given before (a copy of an earlier line, or a line of another writer, is skipped). One line
+/// out of place is skipped too: a line whose id is above the next line's while that next id
+/// still comes after the last one given (a stray `100` between `3` and `5`), so that it does not
+/// make every record after it look like a copy. A line only the journal's end follows is taken
+/// as it is (a jump in ids is a gap: records whose data could not be written leave one, LOG-6).
+pub(crate) fn ordered_records<R: std::io::BufRead>(
+    reader: R,
+) -> impl Iterator<Item = (u64, String)> {
+    let mut records = crate::files::record_lines(reader)
+        .filter_map(|bytes| {
+            let text = String::from_utf8(bytes).ok()?;
+            Some((line_id(&text)?, text))
+        })
+        .peekable();
+    let mut last: Option<u64> = None;
+    std::iter::from_fn(move || loop {
+        let (id, text) = records.next()?;
+        if last.is_some_and(|last| id <= last) {
+            continue;
+        }
+        if let Some(&(next, _)) = records.peek() {
+            if next < id && last.is_none_or(|last| next > last) {
+                continue;
+            }
+        }
+        last = Some(id);
+        return Some((id, text));
+    })
+}
+
 /// [`read_range`] from the journal's end; `None` when its ids do not grow line by line (or it
 /// cannot be read), for the caller to read it from the start instead.
 fn read_range_from_end(
@@ -63,7 +105,7 @@ fn read_range_from_end(
     crate::files::lines_from_end(file, len, |bytes| {
         let Some((id, text)) = std::str::from_utf8(bytes)
             .ok()
-            .and_then(|text| Some((record_id(text)?, text)))
+            .and_then(|text| Some((line_id(text)?, text)))
         else {
             return true;
         };
@@ -106,22 +148,13 @@ fn read_range_from_start(path: &Path, after: f64, before: u64) -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    let mut last: Option<u64> = None;
-    for bytes in crate::files::record_lines(BufReader::new(file)) {
-        let Ok(text) = String::from_utf8(bytes) else {
-            continue;
-        };
-        let Some(id) = record_id(&text) else {
-            continue;
-        };
+    for (id, text) in ordered_records(BufReader::new(file)) {
         if id >= before {
             break;
         }
-        if (id as f64) <= after || last.is_some_and(|l| id <= l) {
-            continue;
+        if (id as f64) > after {
+            out.push(text);
         }
-        last = Some(id);
-        out.push(text);
     }
     out
 }
@@ -167,6 +200,31 @@ mod tests {
         // A journal that is gone reads as nothing.
         let _ = std::fs::remove_file(&path);
         assert!(read_range(&path, 0.0, 10).is_empty());
+    }
+
+    #[test]
+    fn imp_3_a_foreign_or_stray_line_hides_no_record_after_it() {
+        // A foreign id (above 2^52), a stray `100` between 3 and 4, an id 0 and a copy of an
+        // earlier line: each skipped, every record after them read.
+        let huge = MAX_RECORD_ID + 1;
+        let path = write(
+            "stray",
+            &format!(
+                "{{\"id\":1}}\n{{\"id\":2}}\n{{\"id\":{huge}}}\n{{\"id\":3}}\n{{\"id\":100}}\n{{\"id\":4}}\n{{\"id\":5}}\n{{\"id\":0}}\n{{\"id\":2}}\n{{\"id\":6}}\n"
+            ),
+        );
+        let ids = |lines: Vec<String>| -> Vec<u64> {
+            lines.iter().filter_map(|line| record_id(line)).collect()
+        };
+        assert_eq!(ids(read_range(&path, 0.0, 7)), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(ids(read_range(&path, 2.0, 6)), vec![3, 4, 5]);
+        assert_eq!(
+            ids(read_range(&path, 0.0, u64::MAX)),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+        // A jump that the journal's end follows is a gap, not a stray: kept.
+        let path = write("jump", "{\"id\":1}\n{\"id\":2}\n{\"id\":9}\n");
+        assert_eq!(ids(read_range(&path, 0.0, u64::MAX)), vec![1, 2, 9]);
     }
 
     #[test]

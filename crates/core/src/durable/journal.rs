@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use crate::backfill::{line_id, ordered_records};
 use crate::files;
 use crate::history::{EventName, History};
 
@@ -59,12 +60,6 @@ const READ_FROM_END_ABOVE: u64 = 8 << 20;
 /// stay integers JS holds exactly, below 2^53.)
 pub const MAX_RECORD_ID: u64 = 1 << 52;
 
-/// The id of a journal line: a whole JSON object with a numeric `id` from 1 to [`MAX_RECORD_ID`]
-/// (a torn or foreign line has none).
-fn line_id(text: &str) -> Option<u64> {
-    crate::backfill::record_id(text).filter(|&id| id <= MAX_RECORD_ID)
-}
-
 /// Reads the journal at `path` (whole, well-formed lines with growing ids only, as IMP-3's
 /// reader takes them). A missing or unreadable file gives an empty tail, except when the
 /// process is short of a resource to open it ([`files::is_transient`]: too many open files,
@@ -75,7 +70,8 @@ pub fn read_tail(path: &Path, cap: Option<usize>) -> io::Result<Tail> {
         let len = std::fs::metadata(path).map_or(0, |m| m.len());
         if len > READ_FROM_END_ABOVE {
             match read_tail_from_end(path, cap, len) {
-                Ok(tail) => return Ok(tail),
+                Ok(Some(tail)) => return Ok(tail),
+                Ok(None) => {}
                 Err(error) if files::is_transient(&error) => return Err(error),
                 Err(_) => {}
             }
@@ -85,13 +81,15 @@ pub fn read_tail(path: &Path, cap: Option<usize>) -> io::Result<Tail> {
 }
 
 /// [`read_tail`] for a journal written in id order (one writer): from the last whole line back,
-/// while the ids go down by one, at most `cap` lines. A line out of order ends the tail there (the
-/// older records stay reachable through IMP-3).
-fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
+/// while the ids go down by one, at most `cap` lines. `None` as soon as a line breaks that
+/// sequence (a gap, a copy, a line out of place): what the tail is then is the forward read's
+/// to decide ([`ordered_records`]), so both readers always give the same tail.
+fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Option<Tail>> {
     let mut file = files::open_read(path)?;
     let mut tail = Tail::default();
     let mut newest_first: Vec<String> = Vec::new();
     let mut expected: Option<u64> = None;
+    let mut in_order = true;
     files::lines_from_end(&mut file, len, |bytes| {
         let Ok(text) = std::str::from_utf8(bytes) else {
             return true;
@@ -102,15 +100,21 @@ fn read_tail_from_end(path: &Path, cap: usize, len: u64) -> io::Result<Tail> {
         match expected {
             None => tail.last_id = id,
             Some(want) if want == id => {}
-            Some(_) => return false,
+            Some(_) => {
+                in_order = false;
+                return false;
+            }
         }
         newest_first.push(text.to_owned());
         expected = id.checked_sub(1).filter(|&next| next > 0);
         newest_first.len() < cap && expected.is_some()
     })?;
+    if !in_order {
+        return Ok(None);
+    }
     newest_first.reverse();
     tail.lines = newest_first.into();
-    Ok(tail)
+    Ok(Some(tail))
 }
 
 fn read_tail_from_start(path: &Path, cap: Option<usize>) -> io::Result<Tail> {
@@ -120,16 +124,7 @@ fn read_tail_from_start(path: &Path, cap: Option<usize>) -> io::Result<Tail> {
         Err(error) if files::is_transient(&error) => return Err(error),
         Err(_) => return Ok(tail),
     };
-    for bytes in crate::files::record_lines(BufReader::new(file)) {
-        let Ok(text) = String::from_utf8(bytes) else {
-            continue;
-        };
-        let Some(id) = line_id(&text) else {
-            continue;
-        };
-        if id <= tail.last_id {
-            continue;
-        }
+    for (id, text) in ordered_records(BufReader::new(file)) {
         if id != tail.last_id + 1 {
             tail.lines.clear();
         }
@@ -248,7 +243,9 @@ mod tests {
         let tail = read_tail(&path, Some(10)).unwrap();
         assert_eq!(tail.last_id, 6);
         let ids: Vec<u64> = tail.lines.iter().map(|l| line_id(l).unwrap()).collect();
-        assert_eq!(ids, vec![4, 5, 6], "the gap at 3 cuts the tail");
+        // 4 is out of place (above the 3 after it, which continues 2): the journal's newest
+        // records whose ids run without a gap are 5 and 6.
+        assert_eq!(ids, vec![5, 6], "the missing 4 cuts the tail");
         assert_eq!(read_tail(&path, Some(2)).unwrap().lines.len(), 2);
         assert_eq!(
             read_tail(&path.with_extension("missing"), None).unwrap(),
@@ -291,7 +288,9 @@ mod tests {
         text.push_str(&format!("{{\"id\":{},\"ev", id + 1));
         let path = file("long.jsonl", &text);
         for cap in [1, 2, 999, 1000, 1001, 5000, 100_000] {
-            let backwards = read_tail_from_end(&path, cap, text.len() as u64).unwrap();
+            let backwards = read_tail_from_end(&path, cap, text.len() as u64)
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 backwards,
                 read_tail_from_start(&path, Some(cap)).unwrap(),
@@ -300,14 +299,44 @@ mod tests {
             assert_eq!(backwards.last_id, id);
         }
         assert_eq!(read_tail(&path, Some(10)).unwrap().lines.len(), 10);
-        // A gap ends the tail there, as from the start.
+        // A gap ends the tail there: the read from the end leaves it to the forward read.
         let gap = file(
             "long-gap.jsonl",
             &text.replacen(&format!("{{\"id\":{},", id - 5), "{\"id\":0,", 1),
         );
-        let backwards = read_tail_from_end(&gap, 100, fs::metadata(&gap).unwrap().len()).unwrap();
-        assert_eq!(backwards, read_tail_from_start(&gap, Some(100)).unwrap());
-        assert_eq!(backwards.lines.len(), 5);
+        let len = fs::metadata(&gap).unwrap().len();
+        assert_eq!(read_tail_from_end(&gap, 100, len).unwrap(), None);
+        let tail = read_tail(&gap, Some(100)).unwrap();
+        assert_eq!(tail, read_tail_from_start(&gap, Some(100)).unwrap());
+        assert_eq!(tail.lines.len(), 5);
+    }
+
+    #[test]
+    fn lc_2_one_line_out_of_place_does_not_hide_the_records_after_it() {
+        // The line of id 4 replaced by a stray `100`; a copy of an earlier line before the last.
+        let mut text = String::new();
+        for id in 1..=21_u64 {
+            let id = if id == 4 { 100 } else { id };
+            text.push_str(&format!("{{\"id\":{id},\"event\":\"a\"}}\n"));
+            if id == 20 {
+                text.push_str("{\"id\":7,\"event\":\"copy\"}\n");
+            }
+        }
+        let path = file("stray.jsonl", &text);
+        let len = text.len() as u64;
+        for cap in [5, 100] {
+            let tail = read_tail(&path, Some(cap)).unwrap();
+            assert_eq!(tail.last_id, 21, "cap {cap}");
+            let ids: Vec<u64> = tail.lines.iter().filter_map(|l| line_id(l)).collect();
+            let first = if cap == 5 { 17 } else { 5 };
+            assert_eq!(ids, (first..=21).collect::<Vec<u64>>(), "cap {cap}");
+            // Out of order: the read from the end leaves it to the forward read.
+            assert_eq!(
+                read_tail_from_end(&path, cap, len).unwrap(),
+                None,
+                "cap {cap}"
+            );
+        }
     }
 
     #[test]
@@ -322,7 +351,7 @@ mod tests {
         assert_eq!(tail.lines.len(), 2);
         assert_eq!(
             read_tail_from_end(&path, 10, text.len() as u64).unwrap(),
-            tail
+            Some(tail)
         );
     }
 
@@ -339,14 +368,18 @@ mod tests {
         text.push_str(&line);
         let path = file("long-lines.jsonl", &text);
         for cap in [1, 2, 3, 10] {
-            let backwards = read_tail_from_end(&path, cap, text.len() as u64).unwrap();
+            let backwards = read_tail_from_end(&path, cap, text.len() as u64)
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 backwards,
                 read_tail_from_start(&path, Some(cap)).unwrap(),
                 "cap {cap}"
             );
         }
-        let whole = read_tail_from_end(&path, 10, text.len() as u64).unwrap();
+        let whole = read_tail_from_end(&path, 10, text.len() as u64)
+            .unwrap()
+            .unwrap();
         assert_eq!(whole.last_id, 3);
         assert_eq!(whole.lines.len(), 3);
         assert_eq!(whole.lines[0], format!("{{\"id\":1,\"data\":\"{big}\"}}"));
