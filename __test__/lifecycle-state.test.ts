@@ -302,6 +302,63 @@ describe('LC-1: the state file', () => {
     expect(run.schemaVersion).toBeUndefined()
   })
 
+  it('HF-4: a file without artifactCount or appliedPluginSnapshotId gets both when hydration rewrites it; LC-2: its run has no projectMetadata, and its policy and bundle are normalized again', () => {
+    const id = '7b8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e'
+    fs.mkdirSync(path.join(tmp, id))
+    const minimal = {
+      schemaVersion: 1,
+      id,
+      projectId: 'p',
+      status: 'running',
+      createdAt: 1,
+      updatedAt: 2,
+      projectMetadata: { baseDir: '/from/the/file' },
+      mediaExecution: { mode: 'question', providers: { x: { apiKey: 'SECRET' } } },
+      pluginId: 'plugin-1',
+      sessionMode: 'not-a-mode',
+    }
+    fs.writeFileSync(statePath(id), `${JSON.stringify(minimal)}\n`)
+    const runs = service()
+    const run = runs.get(id)
+    expect(run).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED', pluginId: 'plugin-1' })
+    expect(run.projectMetadata).toBeNull()
+    expect(run.sessionMode).toBeNull()
+    expect(run.mediaExecution).toEqual({ mode: 'question' })
+    expect(JSON.stringify(runs.statusBody(run))).not.toContain('SECRET')
+    const rewritten = stateOf(id)
+    expect(rewritten).toMatchObject({ status: 'failed', artifactCount: 0, appliedPluginSnapshotId: null })
+    expect(Object.hasOwn(rewritten, 'appliedPluginSnapshotId')).toBe(true)
+  })
+
+  it('a field whose getter throws is left out of the file on its own: every other host field is still written', () => {
+    const runs = service({ durableFields: ['note', 'lazy'] })
+    const run = runs.create({ projectId: 'p' })
+    Object.assign(run, { model: 'gpt-a', failureCategory: 'agent', artifactCount: 1, note: 'v1' })
+    runs.persistState(run)
+    Object.assign(run, { model: 'gpt-b', failureCategory: 'quota', artifactCount: 7, note: 'v2' })
+    Object.defineProperty(run, 'lazy', {
+      get() {
+        throw new Error('not ready')
+      },
+      configurable: true,
+      enumerable: true,
+    })
+    Object.defineProperty(run, 'failureDetail', {
+      get() {
+        throw new Error('not ready either')
+      },
+      configurable: true,
+      enumerable: true,
+    })
+    runs.persistState(run)
+    const state = stateOf(run.id)
+    expect(state).toMatchObject({ model: 'gpt-b', failureCategory: 'quota', artifactCount: 7, note: 'v2' })
+    expect(state.failureDetail).toBeNull()
+    expect('lazy' in state).toBe(false)
+    const again = service({ durableFields: ['note', 'lazy'] }).get(run.id)
+    expect(again).toMatchObject({ model: 'gpt-b', artifactCount: 7, note: 'v2' })
+  })
+
   it('the host durable fields (LC-6) are written at every engine write and restored onto hydrated runs; workspaceScope (LC-3) only when given', async () => {
     const runs = service({ durableFields: ['userPrompt', 'model', 'pluginId', 'status', 'huge', 'note'] })
     const scope = { schemaVersion: 1, workspaceId: 'w' }

@@ -112,6 +112,9 @@ function adoptHydrated(ctx, slot) {
     state.createdAt,
     hydratedFields(state, nextEventId, cancelRequested),
   )
+  // As upstream's hydration: the project's metadata is the host's to look up again, never a
+  // file's (so the status body's workspace is that of no metadata until the host assigns it).
+  run.projectMetadata = null
   const rewrite = applyHostFields(ctx, run, state)
   const s = ChatRun.stateOf(run)
   if (rewrite) persist(ctx, run, s)

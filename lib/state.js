@@ -33,13 +33,34 @@ function jsonable(value, fallback) {
   }
 }
 
+// The run as hostJson reads it: a field whose getter throws reads as undefined, so one field the
+// host made unreadable is left out (a failure field: null) and every other field is still written.
+const READ_SAFELY = {
+  get(target, name) {
+    try {
+      return Reflect.get(target, name, target)
+    } catch {
+      return undefined
+    }
+  },
+  has(target, name) {
+    try {
+      return Reflect.has(target, name)
+    } catch {
+      return false
+    }
+  },
+}
+
 /**
- * The run's host-owned state-file values as one JSON text, or undefined when the run cannot be
- * read (a throwing getter): the core then keeps the values it had. A value JSON cannot carry
- * (BigInt, a cycle) is left out (a failure field: null).
+ * The run's host-owned state-file values as one JSON text (LC-1). A value JSON cannot carry
+ * (BigInt, a cycle, a throwing toJSON) or that cannot be read (a throwing getter) is left out (a
+ * failure field: null), each on its own. Undefined only if the text cannot be made at all: the
+ * core then keeps the values it had.
  */
-function hostJson(ctx, run) {
+function hostJson(ctx, realRun) {
   try {
+    const run = new Proxy(realRun, READ_SAFELY)
     const host = {
       assistantMessageId: run.assistantMessageId,
       clientRequestId: run.clientRequestId,

@@ -286,6 +286,7 @@ impl RunState {
     /// The run's `state.json` as of now (one JSON object, no newline).
     pub fn state_json(&self) -> CoreResult<String> {
         let host = &self.host;
+        let filled = with_always_written(&host.extra);
         let out = StateOut {
             schema_version: SCHEMA_VERSION,
             id: &self.id,
@@ -311,10 +312,31 @@ impl RunState {
             terminal_recovery_reason: host.terminal_recovery_reason.as_deref(),
             resumable: host.resumable,
             ended_with_unfinished_work: host.ended_with_unfinished_work,
-            extra: &host.extra,
+            extra: filled.as_ref().unwrap_or(&host.extra),
         };
         Ok(serde_json::to_string(&out)?)
     }
+}
+
+/// HF-4's two host fields that every state file carries, for a write whose values did not come
+/// from the host's run object (a hydration marking a run interrupted, a `run.json` migrated, a
+/// file written by a module that leaves them out): `artifactCount` (`0` unless a finite number)
+/// and `appliedPluginSnapshotId` (`null` when absent). `None` when `extra` has both already (the
+/// usual case: the facade's text always carries them).
+fn with_always_written(extra: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let count_ok = extra.get("artifactCount").is_some_and(Value::is_number);
+    let snapshot_ok = extra.contains_key("appliedPluginSnapshotId");
+    if count_ok && snapshot_ok {
+        return None;
+    }
+    let mut filled = extra.clone();
+    if !count_ok {
+        filled.insert("artifactCount".into(), Value::from(0));
+    }
+    if !snapshot_ok {
+        filled.insert("appliedPluginSnapshotId".into(), Value::Null);
+    }
+    Some(filled)
 }
 
 /// Writes `json` and a newline as `<dir>/state.json`, atomically: a temp file
@@ -647,6 +669,41 @@ mod tests {
     }
 
     #[test]
+    fn hf_4_every_write_carries_artifact_count_and_applied_plugin_snapshot_id() {
+        use crate::service::CreateMeta;
+        use crate::test_support::{log_dir, service};
+        let (dir, layout) = log_dir("state-always-written");
+        let mut svc = service(Some(10), Some(layout));
+        let created = svc.create(CreateMeta::default(), 1.0);
+        let path = dir.join(&created.id).join(STATE_FILE);
+        let read = || -> Value {
+            serde_json::from_str(&fs::read_to_string(&path).unwrap_or_default()).unwrap_or_default()
+        };
+        // A text without them (a file another module wrote, read back): filled in.
+        svc.persist_state_with(created.slot, Some(r#"{"model":"m"}"#))
+            .unwrap();
+        let state = read();
+        assert_eq!(state["artifactCount"], serde_json::json!(0));
+        assert_eq!(state["appliedPluginSnapshotId"], Value::Null);
+        assert!(state
+            .as_object()
+            .is_some_and(|o| o.contains_key("appliedPluginSnapshotId")));
+        // A count that is no number is 0; the host's own values are written as they are.
+        svc.persist_state_with(
+            created.slot,
+            Some(r#"{"artifactCount":"3","appliedPluginSnapshotId":"snap"}"#),
+        )
+        .unwrap();
+        let state = read();
+        assert_eq!(state["artifactCount"], serde_json::json!(0));
+        assert_eq!(state["appliedPluginSnapshotId"], serde_json::json!("snap"));
+        svc.persist_state_with(created.slot, Some(r#"{"artifactCount":4}"#))
+            .unwrap();
+        assert_eq!(read()["artifactCount"], serde_json::json!(4));
+        assert_eq!(read()["model"], serde_json::json!("m"), "extras kept");
+    }
+
+    #[test]
     fn lc_2_a_state_file_is_validated_by_version_and_id() {
         let id = "11111111-1111-4111-8111-111111111111";
         let ok =
@@ -729,7 +786,8 @@ mod tests {
             .map(String::as_str)
             .collect();
         let mut expected: Vec<&str> = STATE_KEYS.to_vec();
-        expected.push("workspaceScope");
+        // The host's text, then HF-4's two fields every file carries (this text leaves them out).
+        expected.extend(["workspaceScope", "artifactCount", "appliedPluginSnapshotId"]);
         assert_eq!(keys, expected);
         assert_eq!(state["createdAt"], serde_json::json!(1_717_171_717_171_u64));
         assert_eq!(state["requestFingerprint"], "fp");
