@@ -409,10 +409,13 @@ export type ChatRunEndData = {
   artifactCount?: number
   /** `run.artifactPaths` when it is an array (HF-3). */
   artifactPaths?: unknown[]
-  /** `run.failureCategory ?? null` (HF-3). */
-  failureCategory: unknown
-  /** `run.failureDetail ?? null` (HF-3). */
-  failureDetail: unknown
+  /**
+   * `run.failureCategory ?? null` (HF-3). Absent from the `'end'` record hydration appends to an
+   * interrupted run's journal, whose data is upstream's (LC-2).
+   */
+  failureCategory?: unknown
+  /** `run.failureDetail ?? null` (HF-3); absent as `failureCategory` is. */
+  failureDetail?: unknown
   /** `run.termination` when truthy (HF-3). */
   termination?: unknown
 }
@@ -1222,7 +1225,7 @@ export type ChatRunServiceStats = {
   /** Records held in the native histories (`maxEvents` per run) and their serialized size in bytes. */
   events: { retained: number; retainedBytes: number }
   /**
-   * The JSONL writer: whether logging is on, lines appended, files open now (at most 64 per
+   * The JSONL writer: whether logging is on, lines the writer appended (not the two records hydration itself appends to an interrupted run's journal, LC-2), files open now (at most 64 per
    * service, fewer under a low descriptor limit), lines not written yet (waiting for the writer thread or being written), and every line that was not persisted, by
    * reason: `diskError` (mkdir/open/write failed), `queueFull` (the 64 MiB queue stayed full past
    * 10 ms), `unserializable` (`JSON.stringify` threw), `afterClose` (emitted after `finish`/`drop`,

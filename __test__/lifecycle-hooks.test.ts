@@ -1,5 +1,6 @@
 // SPEC §21 LC-5 (terminal facts: terminalAt, terminalTrigger, the end data and status body keys)
 // and LC-6 (the hooks onEventEmitted, beforeFinish, onTerminal, run.onFinalize; each call isolated).
+import { EventEmitter } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
@@ -453,6 +454,63 @@ describe('LC-5: terminal facts', () => {
     const later = makeRuns({ runsLogDir: tmp }).runs
     expect(later.get(idle.id)).toMatchObject({ terminalTrigger: 'inactivity_watchdog', cancelOrigin: null })
     expect(later.get(stopped.id)).toMatchObject({ terminalTrigger: null, cancelOrigin: 'project_cleanup' })
+  })
+
+  it('a cancelOrigin the host wrote before cancel() or shutdownActive() is in the state file before the first signal', async () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const state = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+    const seen: Array<[string, unknown]> = []
+    const child = (run: any) =>
+      Object.assign(new EventEmitter(), {
+        pid: undefined,
+        exitCode: null as number | null,
+        signalCode: null as string | null,
+        kill(this: any, signal: string) {
+          seen.push([signal, state(run.id).cancelOrigin])
+          this.signalCode = signal
+          queueMicrotask(() => this.emit('exit', null, signal))
+          return true
+        },
+      })
+    const stopped = runs.create()
+    stopped.status = 'running'
+    stopped.child = child(stopped)
+    stopped.cancelOrigin = 'project_cleanup'
+    await runs.cancel(stopped, 'user_stop')
+    const shut = runs.create()
+    shut.status = 'running'
+    shut.child = child(shut)
+    shut.cancelOrigin = 'user_stop'
+    await runs.shutdownActive({ graceMs: 50 })
+    expect(seen).toEqual([
+      ['SIGTERM', 'project_cleanup'],
+      ['SIGTERM', 'user_stop'],
+    ])
+  })
+
+  it('shutdownActive() from inside a finish (beforeFinish) records nothing and signals nothing for that run; it resolves once the finish is over', async () => {
+    let shutdown: Promise<void> | null = null
+    const { runs } = makeRuns({
+      shutdownGraceMs: 20,
+      beforeFinish: () => {
+        shutdown = runs.shutdownActive()
+      },
+    })
+    const run = runs.create()
+    run.status = 'running'
+    const signals: string[] = []
+    run.child = Object.assign(new EventEmitter(), {
+      pid: undefined,
+      exitCode: null,
+      signalCode: null,
+      kill: (signal: string) => (signals.push(signal), true),
+    })
+    runs.finish(run, 'succeeded', 0, null)
+    expect(shutdown).not.toBeNull()
+    await shutdown
+    expect(runs.statusBody(run)).toMatchObject({ status: 'succeeded', cancelRequested: false, cancelOrigin: null })
+    await sleep(60)
+    expect(signals).toEqual([])
   })
 
   it('a terminalTrigger or cancelOrigin written by onTerminal or run.onFinalize reaches the state file at the end record', () => {

@@ -364,6 +364,32 @@ describe('§11 cancel', () => {
     expect(body).toMatchObject({ status: 'canceled', signal: 'SIGKILL', childExited: true })
   })
 
+  it('CAN-6/LC-7: a teardown that ends at its SIGKILL step without sending SIGKILL gives SIGTERM (a child that exited without a close it waits for), SIGKILL only for a child that never dies', async () => {
+    const { runs } = makeRuns()
+    // CAN-9 waits for a 'close' that never comes: the child exited on SIGTERM (code 0, no signal
+    // code), so the SIGKILL step finds nothing to kill.
+    const exited = new FakeChild({
+      closeOn: 'SIGTERM',
+      emitEvents: ['exit'],
+      exitCodeOnDeath: 0,
+      signalCodeOnDeath: null,
+    })
+    const run = runningWithChild(runs, exited)
+    run.runtimeFailureObservedBeforeCancellation = true
+    expect(await runs.cancel(run, 'user_stop')).toMatchObject({ status: 'canceled', exitCode: 0, signal: 'SIGTERM' })
+    expect(exited.signals).toEqual(['SIGTERM'])
+    // Already exited before the cancel (no signal sent at all).
+    const before = new FakeChild()
+    before.exitCode = 0
+    const quiet = runningWithChild(runs, before)
+    quiet.runtimeFailureObservedBeforeCancellation = true
+    expect(await runs.cancel(quiet)).toMatchObject({ status: 'canceled', signal: 'SIGTERM', childExited: true })
+    expect(before.signals).toEqual([])
+    // A child that never dies, whose kill() throws: nothing was delivered, but it is still there.
+    const stuck = new FakeChild({ throws: true })
+    expect(await runs.cancel(runningWithChild(runs, stuck))).toMatchObject({ signal: 'SIGKILL', childExited: false })
+  })
+
   it("CAN-9: with runtimeFailureObservedBeforeCancellation the wait ends at the child's close, so the host's close handler gives the verdict", async () => {
     const { runs } = makeRuns()
     // The child exits on SIGTERM at once; its 'close' (stdio drained) comes 15 ms later, inside

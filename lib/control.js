@@ -156,8 +156,12 @@ function endTeardown(ctx, run, s, fallback) {
   if (t !== null && !t.killed && fallback === 'SIGKILL' && native.runTreeKilled(ctx.svc, s.slot)) t.killed = true
   finishParked(ctx, run, t)
   // (Whichever plan ends the barrier: with a cancel and a shutdown in one teardown, the one still
-  // in its SIGTERM wait may see the tree gone after the other's SIGKILL.)
-  const signal = t !== null && t.killed ? 'SIGKILL' : (childSignal ?? fallback)
+  // in its SIGTERM wait may see the tree gone after the other's SIGKILL.) Without a SIGKILL that
+  // reached anything and without a signal of the child's own, the last signal sent was SIGTERM,
+  // unless the child is still there after the SIGKILL step (CAN-7: a child that never dies).
+  const gone = (t !== null && t.exitSeen) || exitedOrNot(child)
+  const sent = fallback === 'SIGKILL' && !gone ? 'SIGKILL' : 'SIGTERM'
+  const signal = t !== null && t.killed ? 'SIGKILL' : (childSignal ?? sent)
   finish(ctx, run, 'canceled', exitCode, signal)
 }
 
@@ -405,6 +409,10 @@ function startRunShutdown(ctx, run, graceMs) {
     // Ended before its turn in this loop (a hook of an earlier run finished it): nothing to
     // tear down, and no plan is begun on it (a retry the host started since is a new run).
     if (isTerminal(s.status)) return Promise.resolve()
+    // Inside its own finish (shutdownActive() from one of its hooks): the verdict is being
+    // given, so, as for a cancel from there (LC-6), nothing is recorded or signalled; the run is
+    // done once that finish is over.
+    if (s.finishing) return new Promise((resolve) => run.waiters.add(() => resolve()))
     // Joined from here on: the host code this teardown runs synchronously (child.kill(),
     // acpSession.abort(), a hook) may call shutdownActive() again, which must join it too.
     joined = deferred()

@@ -63,11 +63,15 @@ impl Service {
         if run.is_terminal() {
             return Ok(CancelStart::Terminal);
         }
-        self.record_cancel_origin(slot, origin)?;
-        let run = self.run_mut(slot)?;
         if run.cancel.is_some() {
+            // IMP-11: the plan under way recorded (and persisted) its origin when it began.
+            if run.cancel_origin.is_none() {
+                self.record_cancel_origin(slot, origin)?;
+            }
             return Ok(CancelStart::InFlight);
         }
+        self.record_cancel_origin(slot, origin)?;
+        let run = self.run_mut(slot)?;
         run.cancel_requested = true;
         run.updated_at = now;
         let mut plan = Escalation::cancel(has_child, has_abort, graces);
@@ -171,13 +175,14 @@ impl Service {
         Ok(ShutdownStart::Step(next))
     }
 
-    /// LC-5: the first origin wins; recording it persists the run's state (LC-1).
+    /// LC-5, as a plan begins: the first origin wins (one the host wrote before included), and
+    /// the run's state is persisted with it (LC-1) before any signal, also when the host wrote
+    /// it: the host's write of a field writes no file.
     fn record_cancel_origin(&mut self, slot: u32, origin: &str) -> CoreResult<()> {
         let run = self.run_mut(slot)?;
-        if run.cancel_origin.is_some() {
-            return Ok(());
+        if run.cancel_origin.is_none() {
+            run.cancel_origin = Some(origin.to_owned());
         }
-        run.cancel_origin = Some(origin.to_owned());
         self.persist_state(slot)
     }
 
@@ -534,6 +539,42 @@ mod tests {
             svc.state(slot).unwrap().cancel_origin.as_deref(),
             Some("user_stop")
         );
+    }
+
+    #[test]
+    fn lc_5_an_origin_the_host_wrote_is_persisted_when_the_cancel_begins() {
+        use crate::durable::STATE_FILE;
+        use crate::run::TextField;
+        use crate::test_support::log_dir;
+        let (dir, layout) = log_dir("cancel-origin-host");
+        let mut svc = service(Some(10), Some(layout));
+        let created = svc.create(CreateMeta::default(), 0.0);
+        svc.set_text(
+            created.slot,
+            TextField::CancelOrigin,
+            Some("user_stop".into()),
+        )
+        .unwrap();
+        let path = dir.join(&created.id).join(STATE_FILE);
+        let origin = || -> serde_json::Value {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()["cancelOrigin"]
+                .clone()
+        };
+        assert_eq!(
+            origin(),
+            serde_json::Value::Null,
+            "a host write writes no file"
+        );
+        let graces = CancelGraces::from_env(f64::NAN, f64::NAN, f64::NAN);
+        svc.cancel_begin(created.slot, true, false, graces, "other", 1.0)
+            .unwrap();
+        assert_eq!(
+            origin(),
+            serde_json::json!("user_stop"),
+            "the first origin wins"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
