@@ -207,6 +207,39 @@ describe('§2 Options (OPT) and IMP-12 option validation', () => {
     )
   })
 
+  it('OPT-2: an option that cannot be read (a throwing getter, a revoked Proxy, a durableFields element) is a TypeError naming it, with the cause kept', () => {
+    const boom = new Error('getter boom')
+    const throwing = {
+      ...baseOptions(),
+      get maxEvents() {
+        throw boom
+      },
+    }
+    let error: any
+    try {
+      createChatRunService(throwing as any)
+    } catch (err) {
+      error = err
+    }
+    expect(error).toBeInstanceOf(TypeError)
+    expect(error.message).toMatch(/createChatRunService: options\.maxEvents could not be read/)
+    expect(error.cause).toBe(boom)
+    const revocable = Proxy.revocable({}, {})
+    revocable.revoke()
+    expect(() => createChatRunService(revocable.proxy as any)).toThrow(
+      /options\.createSseResponse could not be read \(the options object is a revoked Proxy\)/,
+    )
+    const fields = new Proxy(['a'], {
+      get: (target, key) => {
+        if (key === '0') throw new Error('element')
+        return Reflect.get(target, key)
+      },
+    })
+    expect(() => createChatRunService({ ...baseOptions(), durableFields: fields } as any)).toThrow(
+      /options\.durableFields\[0\] could not be read/,
+    )
+  })
+
   const cases: Array<[string, unknown, 'TypeError' | 'RangeError']> = [
     ['maxEvents', null, 'TypeError'],
     ['maxEvents', '10', 'TypeError'],

@@ -44,32 +44,66 @@ function readOptions(options) {
       `createChatRunService(options): expected an options object with createSseResponse and createSseErrorPayload, got ${describe(options)}`,
     )
   }
+  const o = readEach(options)
   for (const key of ['createSseResponse', 'createSseErrorPayload']) {
-    if (typeof options[key] !== 'function') {
-      throw new TypeError(`createChatRunService: options.${key} must be a function, got ${describe(options[key])}`)
+    if (typeof o[key] !== 'function') {
+      throw new TypeError(`createChatRunService: options.${key} must be a function, got ${describe(o[key])}`)
     }
   }
-  const runsLogDir = options.runsLogDir
+  const runsLogDir = o.runsLogDir
   if (runsLogDir !== undefined && runsLogDir !== null && typeof runsLogDir !== 'string') {
     throw new TypeError(
       `createChatRunService: options.runsLogDir must be a directory path string, or null/'' to disable the event log, got ${describe(runsLogDir)}`,
     )
   }
   return {
-    createSseResponse: options.createSseResponse,
-    createSseErrorPayload: options.createSseErrorPayload,
-    maxEvents: optionNumber(options, 'maxEvents', { integer: true, allowInfinity: true, min: 1 }),
-    ttlMs: optionNumber(options, 'ttlMs', { allowInfinity: true, min: 0 }),
-    shutdownGraceMs: optionNumber(options, 'shutdownGraceMs', { allowInfinity: true, min: 0 }),
+    createSseResponse: o.createSseResponse,
+    createSseErrorPayload: o.createSseErrorPayload,
+    maxEvents: optionNumber(o, 'maxEvents', { integer: true, allowInfinity: true, min: 1 }),
+    ttlMs: optionNumber(o, 'ttlMs', { allowInfinity: true, min: 0 }),
+    shutdownGraceMs: optionNumber(o, 'shutdownGraceMs', { allowInfinity: true, min: 0 }),
     runsLogDir: runsLogDir || null,
-    onEventEmitted: optionHook(options, 'onEventEmitted'),
-    beforeFinish: optionHook(options, 'beforeFinish'),
-    onTerminal: optionHook(options, 'onTerminal'),
-    onStatusBody: optionHook(options, 'onStatusBody'),
+    onEventEmitted: optionHook(o, 'onEventEmitted'),
+    beforeFinish: optionHook(o, 'beforeFinish'),
+    onTerminal: optionHook(o, 'onTerminal'),
+    onStatusBody: optionHook(o, 'onStatusBody'),
     // LC-9: the host's terminator of a process tree it identified (a function, or none).
-    terminateProcessTree: optionHook(options, 'terminateProcessTree'),
-    durableFields: optionDurableFields(options),
+    terminateProcessTree: optionHook(o, 'terminateProcessTree'),
+    durableFields: optionDurableFields(o),
   }
+}
+
+// Every option a service reads, each read exactly once (readEach).
+const OPTION_KEYS = [
+  'createSseResponse',
+  'createSseErrorPayload',
+  'maxEvents',
+  'ttlMs',
+  'shutdownGraceMs',
+  'runsLogDir',
+  'onEventEmitted',
+  'beforeFinish',
+  'onTerminal',
+  'onStatusBody',
+  'terminateProcessTree',
+  'durableFields',
+]
+
+// OPT-2: the options as plain values. One whose reading throws (its getter, a Proxy trap, a
+// revoked Proxy) is a TypeError that names it, with the host's error as its cause.
+function readEach(options) {
+  const values = {}
+  for (const key of OPTION_KEYS) {
+    try {
+      values[key] = options[key]
+    } catch (cause) {
+      throw new TypeError(
+        `createChatRunService: options.${key} could not be read (${describe(options) === 'a revoked Proxy' ? 'the options object is a revoked Proxy' : 'reading it threw'}); expected an options object whose fields can be read`,
+        { cause },
+      )
+    }
+  }
+  return values
 }
 
 /** LC-6: a hook option is a function, or undefined/null for none. */
@@ -91,15 +125,27 @@ function optionDurableFields(options) {
       `createChatRunService: options.durableFields must be an array of run field names (strings), got ${describe(value)}`,
     )
   }
-  // (An index loop, not every(): a hole is an element that is not a string too.)
+  // (An index loop, not every(): a hole is an element that is not a string too.) Copied as it
+  // is checked, so an element is read once (a Proxy or a getter cannot answer twice).
+  const names = []
   for (let i = 0; i < value.length; i++) {
-    if (typeof value[i] !== 'string') {
+    let name
+    try {
+      name = value[i]
+    } catch (cause) {
       throw new TypeError(
-        `createChatRunService: options.durableFields must be an array of run field names (strings), got ${describe(value[i])} at index ${i}`,
+        `createChatRunService: options.durableFields[${i}] could not be read; expected an array of run field names (strings)`,
+        { cause },
       )
     }
+    if (typeof name !== 'string') {
+      throw new TypeError(
+        `createChatRunService: options.durableFields must be an array of run field names (strings), got ${describe(name)} at index ${i}`,
+      )
+    }
+    names.push(name)
   }
-  return Array.from(new Set(value))
+  return Array.from(new Set(names))
 }
 
 // --- the event log -----------------------------------------------------------------------------
