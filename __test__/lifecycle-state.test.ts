@@ -330,6 +330,14 @@ describe('LC-1: the state file', () => {
     expect(Object.hasOwn(rewritten, 'appliedPluginSnapshotId')).toBe(true)
   })
 
+  it("HF-4: a durableFields entry named like one of HF-4's fields is written as the host's value, whatever its shape (artifactCount included)", () => {
+    const runs = service({ durableFields: ['artifactCount', 'userPrompt'] })
+    const run = runs.create({ projectId: 'p' })
+    Object.assign(run, { artifactCount: 'three', userPrompt: 42 })
+    runs.persistState(run)
+    expect(stateOf(run.id)).toMatchObject({ artifactCount: 'three', userPrompt: 42 })
+  })
+
   it('a field whose getter throws is left out of the file on its own: every other host field is still written', () => {
     const runs = service({ durableFields: ['note', 'lazy'] })
     const run = runs.create({ projectId: 'p' })

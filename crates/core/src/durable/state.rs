@@ -320,11 +320,12 @@ impl RunState {
 
 /// HF-4's two host fields that every state file carries, for a write whose values did not come
 /// from the host's run object (a hydration marking a run interrupted, a `run.json` migrated, a
-/// file written by a module that leaves them out): `artifactCount` (`0` unless a finite number)
+/// file written by a module that leaves them out): `artifactCount` (`0` when absent)
 /// and `appliedPluginSnapshotId` (`null` when absent). `None` when `extra` has both already (the
-/// usual case: the facade's text always carries them).
+/// usual case: the facade's text always carries them; a value of another shape there is the
+/// host's durable field of that name, written as it is).
 fn with_always_written(extra: &Map<String, Value>) -> Option<Map<String, Value>> {
-    let count_ok = extra.get("artifactCount").is_some_and(Value::is_number);
+    let count_ok = extra.contains_key("artifactCount");
     let snapshot_ok = extra.contains_key("appliedPluginSnapshotId");
     if count_ok && snapshot_ok {
         return None;
@@ -688,14 +689,15 @@ mod tests {
         assert!(state
             .as_object()
             .is_some_and(|o| o.contains_key("appliedPluginSnapshotId")));
-        // A count that is no number is 0; the host's own values are written as they are.
+        // The host's own values are written as they are (a durable field of that name may have
+        // any shape: HF-4).
         svc.persist_state_with(
             created.slot,
             Some(r#"{"artifactCount":"3","appliedPluginSnapshotId":"snap"}"#),
         )
         .unwrap();
         let state = read();
-        assert_eq!(state["artifactCount"], serde_json::json!(0));
+        assert_eq!(state["artifactCount"], serde_json::json!("3"));
         assert_eq!(state["appliedPluginSnapshotId"], serde_json::json!("snap"));
         svc.persist_state_with(created.slot, Some(r#"{"artifactCount":4}"#))
             .unwrap();
