@@ -703,6 +703,7 @@ mod tests {
             .unwrap();
         assert_eq!(read()["artifactCount"], serde_json::json!(4));
         assert_eq!(read()["model"], serde_json::json!("m"), "extras kept");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
