@@ -87,6 +87,17 @@ describe('the example daemon', () => {
       const code = await new Promise<number | null>((resolve) => second.once('exit', (c) => resolve(c)))
       expect(code).toBe(1)
       expect(err).toContain(`another example daemon (pid ${first.pid})`)
+      // Another path to the same directory (a symlink) takes the same lock.
+      const link = path.join(dir, 'runs-link')
+      fs.symlinkSync(env.RUNS_LOG_DIR, link)
+      const third = spawn(process.execPath, [script], {
+        env: { ...env, RUNS_LOG_DIR: link },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      let thirdErr = ''
+      third.stderr!.on('data', (chunk) => (thirdErr += chunk))
+      expect(await new Promise<number | null>((resolve) => third.once('exit', (c) => resolve(c)))).toBe(1)
+      expect(thirdErr).toContain(`another example daemon (pid ${first.pid})`)
     } finally {
       first.kill('SIGTERM')
       await exited
@@ -95,6 +106,52 @@ describe('the example daemon', () => {
     // The first one removed its lock on the way out.
     expect(fs.existsSync(`${env.RUNS_LOG_DIR}.lock`)).toBe(false)
   })
+
+  it.skipIf(notLinux)(
+    'a SIGTERM as soon as the demo agent exists still runs shutdownActive(): exit 0, nothing of the agent left',
+    async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-example-early-'))
+      const env = { ...process.env, RUNS_LOG_DIR: path.join(dir, 'runs'), PORT: '0', EXIT_WITH_PARENT: '0' }
+      const daemon = spawn(process.execPath, [path.join(ROOT, 'examples', 'server.mjs')], {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+      let out = ''
+      daemon.stdout!.on('data', (chunk) => (out += chunk))
+      const exited = new Promise<number | null>((resolve) => daemon.once('exit', (code) => resolve(code)))
+      // The demo agent: a child of the daemon running examples/agent.cjs, in its own group.
+      const agentOf = (): number | null => {
+        for (const name of fs.readdirSync('/proc')) {
+          if (!/^\d+$/.test(name)) continue
+          try {
+            const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8')
+            const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+            if (ppid !== daemon.pid) continue
+            if (fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('agent.cjs')) return Number(name)
+          } catch {
+            // gone meanwhile
+          }
+        }
+        return null
+      }
+      let agent: number | null = null
+      try {
+        expect(await waitFor(() => (agent = agentOf()) !== null, 20_000)).toBe(true)
+        daemon.kill('SIGTERM')
+        expect(await exited).toBe(0)
+        expect(out).toContain('shutdownActive done')
+        expect(await waitFor(() => !groupAlive(agent!), 5_000)).toBe(true)
+      } finally {
+        if (daemon.exitCode === null && daemon.signalCode === null) {
+          daemon.kill('SIGKILL')
+          await exited
+        }
+        if (agent !== null && groupAlive(agent)) process.kill(-agent, 'SIGKILL')
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    },
+    30_000,
+  )
 
   it('refuses a lines value that is not an integer or a digit string, and a body that is not JSON', async () => {
     const { url } = await start({ agentLines: 1, lineIntervalMs: 1 })
@@ -106,6 +163,7 @@ describe('the example daemon', () => {
       const reply = await post(url, `{"lines":${lines}}`)
       expect(reply.status, `lines ${lines}`).toBe(202)
     }
+    for (const body of ['[1,2]', '[]']) expect((await post(url, body)).status, body).toBe(400)
     expect((await post(url, '{"lines":2}', 'application/x-www-form-urlencoded')).status).toBe(415)
     expect((await post(url, 'lines=2', 'text/plain')).status).toBe(415)
     expect((await fetch(`${url}/api/runs?status=active&status=failed`)).status).toBe(400)

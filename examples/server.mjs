@@ -23,7 +23,8 @@
 //
 // One daemon per RUNS_LOG_DIR: a second one on the same directory would mark the first one's live
 // runs interrupted (SPEC LC-2 has no lock), so `node examples/server.mjs` takes `<dir>.lock` (its
-// pid) and refuses to start while the process named there runs.
+// pid; `<dir>` the directory's real path, so a symlink to it takes the same lock) and refuses to
+// start while the process named there runs.
 //
 // Restart: run it twice with the same RUNS_LOG_DIR and kill the first one (kill -9) mid-run. The
 // second one loads no earlier run by itself, but GET /api/runs/<id> finds one; a run that was
@@ -146,7 +147,11 @@ function localOnly(portOf) {
  * gone is taken over. Returns the function that removes it.
  */
 function lockRunsLogDir(runsLogDir) {
-  const lockPath = `${path.resolve(runsLogDir)}.lock`
+  // The directory as the file system names it, so that two paths to one directory (a symlink, a
+  // trailing slash) take one lock; created first when missing.
+  fs.mkdirSync(runsLogDir, { recursive: true })
+  if (!fs.statSync(runsLogDir).isDirectory()) throw new Error(`RUNS_LOG_DIR ${runsLogDir} is not a directory`)
+  const lockPath = `${fs.realpathSync(runsLogDir)}.lock`
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       fs.writeFileSync(lockPath, `${process.pid}\n`, { flag: 'wx' })
@@ -242,6 +247,9 @@ export async function startServer({
       return res.status(415).json({
         error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: 'expected a JSON body (content-type: application/json)' },
       })
+    }
+    if (hasBody(req) && (req.body === null || typeof req.body !== 'object' || Array.isArray(req.body))) {
+      return res.status(400).json({ error: { code: 'BAD_REQUEST', message: 'expected a JSON object body' } })
     }
     const body = req.body && typeof req.body === 'object' ? req.body : {}
     let lines = agentLines
@@ -391,47 +399,16 @@ function reportEarlierRuns(runs, runsLogDir) {
 }
 
 async function main() {
-  const runsLogDir = process.env.RUNS_LOG_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-server-'))
-  const port = Number(process.env.PORT || 0)
-  const agentLines = Number(process.env.AGENT_LINES) || 20
-  let unlock = () => {}
-  if (process.env.RUNS_LOG_DIR) {
-    try {
-      unlock = lockRunsLogDir(runsLogDir)
-    } catch (err) {
-      console.error(String(err.message ?? err))
-      process.exit(1)
-    }
-    process.on('exit', () => unlock())
-  }
-  const srv = await startServer({ port, runsLogDir, agentLines, consoleEvents: true })
-  const { url } = srv
-  console.log(`chat-run-service example daemon on ${url}/`)
-  console.log(`  page:   ${url}/  (start a run, watch it stream, cancel it)`)
-  console.log(
-    `  try:    RUN=$(curl -sN -X POST -H 'content-type: application/json' -d '{"lines":10}' ${url}/api/runs | sed -E 's/.*"runId":"([^"]+)".*/\\1/') && curl -N ${url}/api/runs/$RUN/events`,
-  )
-  console.log(
-    `  status: curl ${url}/api/runs/$RUN   list: curl '${url}/api/runs?status=active'   cancel: curl -X POST ${url}/api/runs/$RUN/cancel`,
-  )
-  console.log(`  logs:   ${runsLogDir}/<runId>/events.jsonl (+ state.json)`)
-  reportEarlierRuns(srv.runs, runsLogDir)
-  console.log('  Ctrl-C cancels active runs (runs.shutdownActive()) and exits.')
-  if (process.env.DEMO_RUN !== '0') {
-    // The embedded default: one run of the example agent, echoed here as it streams.
-    const reply = await fetch(`${url}/api/runs`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ conversationId: 'demo', lines: 8 }),
-    })
-    const { runId } = await reply.json()
-    console.log(
-      `\ndemo run ${runId} (DEMO_RUN=0 skips it); reattach with: curl -N -H 'Last-Event-ID: 3' ${url}/api/runs/${runId}/events\n`,
-    )
-  }
-
+  // A stop signal from the first moment on: before the server is up it is kept, and the daemon
+  // stops as soon as it is (a supervisor may stop it right after starting it).
+  let srv = null
   let stopping = false
+  let pending = null
   const stop = async (signal) => {
+    if (srv === null) {
+      pending ??= signal
+      return
+    }
     if (stopping) return
     stopping = true
     const active = srv.runs.list({ status: 'active' })
@@ -451,6 +428,63 @@ async function main() {
   }
   process.on('SIGINT', () => stop('SIGINT'))
   process.on('SIGTERM', () => stop('SIGTERM'))
+
+  const runsLogDir = process.env.RUNS_LOG_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'chat-run-server-'))
+  const port = Number(process.env.PORT || 0)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    console.error(`PORT must be a port number from 0 to 65535 (0: any free port), got ${process.env.PORT}`)
+    process.exit(1)
+  }
+  const agentLines = Number(process.env.AGENT_LINES) || 20
+  let unlock = () => {}
+  if (process.env.RUNS_LOG_DIR) {
+    try {
+      unlock = lockRunsLogDir(runsLogDir)
+    } catch (err) {
+      console.error(String(err.message ?? err))
+      process.exit(1)
+    }
+    process.on('exit', () => unlock())
+  }
+  try {
+    srv = await startServer({ port, runsLogDir, agentLines, consoleEvents: true })
+  } catch (err) {
+    console.error(`could not start the example daemon on 127.0.0.1:${port}: ${err.message ?? err}`)
+    process.exit(1)
+  }
+  if (pending !== null) return stop(pending)
+  const { url } = srv
+  console.log(`chat-run-service example daemon on ${url}/`)
+  console.log(`  page:   ${url}/  (start a run, watch it stream, cancel it)`)
+  console.log(
+    `  try:    RUN=$(curl -sN -X POST -H 'content-type: application/json' -d '{"lines":10}' ${url}/api/runs | sed -E 's/.*"runId":"([^"]+)".*/\\1/') && curl -N ${url}/api/runs/$RUN/events`,
+  )
+  console.log(
+    `  status: curl ${url}/api/runs/$RUN   list: curl '${url}/api/runs?status=active'   cancel: curl -X POST ${url}/api/runs/$RUN/cancel`,
+  )
+  console.log(`  logs:   ${runsLogDir}/<runId>/events.jsonl (+ state.json)`)
+  reportEarlierRuns(srv.runs, runsLogDir)
+  console.log('  Ctrl-C cancels active runs (runs.shutdownActive()) and exits.')
+  if (process.env.DEMO_RUN !== '0') {
+    // The embedded default: one run of the example agent, echoed here as it streams. (A stop
+    // that comes meanwhile refuses or cancels it.)
+    try {
+      const reply = await fetch(`${url}/api/runs`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ conversationId: 'demo', lines: 8 }),
+      })
+      const { runId } = await reply.json()
+      if (runId !== undefined) {
+        console.log(
+          `\ndemo run ${runId} (DEMO_RUN=0 skips it); reattach with: curl -N -H 'Last-Event-ID: 3' ${url}/api/runs/${runId}/events\n`,
+        )
+      }
+    } catch (err) {
+      if (!stopping) console.error(`the demo run did not start: ${err.message ?? err}`)
+    }
+  }
+
   // E.g. a wrapper killed outright: see supervisor.mjs. EXIT_WITH_PARENT=0 for a detached start.
   if (process.env.EXIT_WITH_PARENT !== '0') exitWithParent(() => stop('parent process exited'))
 }
