@@ -25,6 +25,7 @@
 //   convert.js    what the core stores for a host value
 //   describe.js   values named in error messages
 //   exit.js       the process's 'exit': teardowns under way killed, emits and lines written
+//   release.js    a collected service's native state freed (also when its module copy is dropped)
 // Each of those functions takes the service's context (see serviceContext) as its first
 // argument instead of closing over it.
 
@@ -52,10 +53,8 @@ const { noteMediaTaskFailure, noteMediaTaskRecovery } = require('./lib/media-tas
 const { acknowledgeArtifactDelivery } = require('./lib/delivery.js')
 const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require('./lib/status.js')
 const { watchProcessExit } = require('./lib/exit.js')
+const { releaseWhenCollected } = require('./lib/release.js')
 
-// Frees a service's native registry once nothing references its context any more (the service
-// object, its runs and their pending timers all hold it).
-const serviceReleaser = new FinalizationRegistry((svc) => native.destroyService(svc))
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
 // itself to exactly its 29 methods).
 const serviceContexts = new WeakMap()
@@ -74,7 +73,8 @@ const serviceContexts = new WeakMap()
  * - `treeWatch`: the timer of the process-tree watch (lib/attach.js, LC-7) while one runs
  * - `draining`, `drainAgain`: a flush barrier holds the event loop open until the finished
  *   runs' lines are written (lib/lifecycle.js, IMP-4)
- * - `selfRef`: a WeakRef of this context, which the eviction timers hold (lib/registry.js);
+ * - `selfRef`: a WeakRef of this context, which the eviction timers (lib/registry.js) and the
+ *   tree watch (lib/attach.js) hold;
  *   `evictTokens`: the last token an eviction timer was given
  */
 function serviceContext(opts) {
@@ -145,7 +145,7 @@ function createChatRunService(options) {
     acknowledgeArtifactDelivery: (run, receipt) => acknowledgeArtifactDelivery(ctx, run, receipt),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
-  serviceReleaser.register(ctx, ctx.svc)
+  releaseWhenCollected(ctx)
   if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)
   // IMP-4, LC-7: process.exit() or a crash of the host still writes what was emitted before it,
   // and ends the process trees a cancel or shutdown was tearing down.

@@ -25,6 +25,14 @@ describe('native handle lifetimes under garbage collection', () => {
     expect(report.droppedServicesFreed).toBe(20)
   })
 
+  it("a service the host let go of is freed while its run's child lives on (the tree watch holds it weakly)", () => {
+    expect(report.servicesWithLiveChildrenFreed).toBe(5)
+  })
+
+  it("services of a module copy a test runner's isolation loaded and dropped are freed too", () => {
+    expect(report.droppedCopiesServicesFreed).toBe(10)
+  })
+
   it('runs that left the registry report their native history to V8 as external memory until they are collected, or their service is', () => {
     const { whileHeld, afterRelease, whileServiceHeld, afterService } = report.externalReported
     // 50 runs of 400 records each: at least some hundred kilobytes of compressed history.

@@ -43,13 +43,20 @@ const TREE_WATCH_MS = 1000
 
 function watchTrees(ctx) {
   if (ctx.treeWatch !== null) return
-  ctx.treeWatch = setInterval(watchTick, TREE_WATCH_MS, ctx)
+  // The timer holds the service weakly (its WeakRef, as the eviction timers do): a service the
+  // host let go of is collected (TMR-3) even while a child of one of its runs lives on.
+  ctx.treeWatch = setInterval(watchTick, TREE_WATCH_MS, ctx.selfRef)
   ctx.treeWatch.unref()
 }
 
 // A timer callback must never throw (it would be the daemon's uncaught exception): a failing
-// capture stops the watch; the next attach starts it again.
-function watchTick(ctx) {
+// capture stops the watch; the next attach starts it again. (`this` is the interval's Timeout.)
+function watchTick(ref) {
+  const ctx = ref.deref()
+  if (ctx === undefined) {
+    clearInterval(this)
+    return
+  }
   let watched = 0
   try {
     watched = native.captureTrees(ctx.svc)
