@@ -105,17 +105,18 @@ function waitForChild(child, ms, sawClose = null) {
   })
 }
 
-const NO_EXIT_FACTS = Object.freeze({ exitCode: null, signal: null })
+const NO_EXIT_FACTS = Object.freeze({ exited: false, exitCode: null, signal: null })
 
 /**
- * CAN-6: the child's exit facts a teardown's verdict takes, `{ exitCode, signal }` (null when
- * unknown: no child yet exited, or a getter of the host's that throws), and `run.childExitObservedAt`
+ * CAN-6: the child's exit facts a teardown's verdict takes, `{ exited, exitCode, signal }` (false
+ * and null when unknown: no child yet exited, or a getter of the host's that throws), and `run.childExitObservedAt`
  * stamped when the child is seen exited for the first time.
  */
 function childExitFacts(run, child) {
   try {
-    if (exited(child) && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
-    return { exitCode: child?.exitCode ?? null, signal: child?.signalCode ?? null }
+    const gone = exited(child)
+    if (gone && !run.childExitObservedAt) run.childExitObservedAt = Date.now()
+    return { exited: gone, exitCode: child?.exitCode ?? null, signal: child?.signalCode ?? null }
   } catch {
     return NO_EXIT_FACTS
   }

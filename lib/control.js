@@ -150,7 +150,7 @@ function endTeardown(ctx, run, s, fallback) {
   } catch {
     // See above.
   }
-  const { exitCode, signal: childSignal } = childExitFacts(run, child)
+  const { exited: childExited, exitCode, signal: childSignal } = childExitFacts(run, child)
   // A SIGKILL the core sent after the step's own (to a process a wait found since, or to a
   // survivor) counts as the step's.
   if (t !== null && !t.killed && fallback === 'SIGKILL' && native.runTreeKilled(ctx.svc, s.slot)) t.killed = true
@@ -159,7 +159,7 @@ function endTeardown(ctx, run, s, fallback) {
   // in its SIGTERM wait may see the tree gone after the other's SIGKILL.) Without a SIGKILL that
   // reached anything and without a signal of the child's own, the last signal sent was SIGTERM,
   // unless the child is still there after the SIGKILL step (CAN-7: a child that never dies).
-  const gone = (t !== null && t.exitSeen) || exitedOrNot(child)
+  const gone = (t !== null && t.exitSeen) || childExited
   const sent = fallback === 'SIGKILL' && !gone ? 'SIGKILL' : 'SIGTERM'
   const signal = t !== null && t.killed ? 'SIGKILL' : (childSignal ?? sent)
   finish(ctx, run, 'canceled', exitCode, signal)

@@ -12,8 +12,6 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::durable::journal::MAX_RECORD_ID;
-
 #[derive(Deserialize)]
 struct IdOnly {
     id: u64,
@@ -52,6 +50,11 @@ pub fn read_range(path: &Path, after: f64, before: u64) -> Vec<String> {
     }
     read_range_from_start(path, after, before)
 }
+
+/// The largest id a journal line of a run can have: ids count from 1, one per record, so no run
+/// comes near 2^52; a larger one is a foreign or crafted line. (The records a run gets next must
+/// stay integers JS holds exactly, below 2^53.)
+pub const MAX_RECORD_ID: u64 = 1 << 52;
 
 /// The id of a journal line that is a record of a run: [`record_id`] from 1 to
 /// [`MAX_RECORD_ID`] (a larger one is a foreign or crafted line, SPEC LC-2).

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+pub use crate::backfill::MAX_RECORD_ID;
 use crate::backfill::{line_id, ordered_records};
 use crate::files;
 use crate::history::{EventName, History};
@@ -54,11 +55,6 @@ pub struct Tail {
 /// A journal longer than this, with a bounded history, is read from its end (only the tail's
 /// bytes are read) instead of from its start.
 const READ_FROM_END_ABOVE: u64 = 8 << 20;
-
-/// The largest id a journal line of a run can have: ids count from 1, one per record, so no run
-/// comes near 2^52; a larger one is a foreign or crafted line. (The records a run gets next must
-/// stay integers JS holds exactly, below 2^53.)
-pub const MAX_RECORD_ID: u64 = 1 << 52;
 
 /// Reads the journal at `path` (whole, well-formed lines with growing ids only, as IMP-3's
 /// reader takes them). A missing or unreadable file gives an empty tail, except when the
