@@ -207,6 +207,16 @@ async function printedPids(leader: Leader, n: number): Promise<Ident[]> {
   return pids().map((pid) => track(pid))
 }
 
+/** A `linger-term` kid in place: its pid printed by the leader and then by itself (trap set). */
+async function lingering(leader: Leader): Promise<Ident> {
+  const twice = () => {
+    const pids = printed(leader)
+    return pids.length >= 2 && pids[0] === pids[1]
+  }
+  if (!(await waitFor(twice, 5000))) throw new Error(`printed ${JSON.stringify(leader.out())}`)
+  return track(printed(leader)[0])
+}
+
 const exitOf = (child: ChildProcess) =>
   new Promise<void>((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve()
@@ -763,6 +773,40 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     expect(alive(kid)).toBe(false)
     expect(body).toMatchObject({ status: 'failed', exitCode: 1, signal: null })
     expect(run.events.map((e: any) => e.event)).toEqual(['diagnostic', 'end'])
+  })
+
+  // The daemon's close handler passes Node's (code, signal): an agent that exits 0 on SIGTERM
+  // reports no signal. Parked, that verdict must read as the barrier's own would have, else the
+  // verdict depends on whether the leader's 'close' or the tree's end came first.
+  it("LC-7: a parked 'canceled' without a signal carries the real last one: SIGTERM when the tree ended on it", async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    const leader = startLeader('term-exit', ['linger-term'], { detached: true })
+    const run = attach(runs, leader, { group: true })
+    const kid = await lingering(leader)
+    const seen: string[] = []
+    leader.on('close', (code, signal) => {
+      seen.push(`close:${run.status}:${code}:${signal}`)
+      runs.finish(run, run.cancelRequested ? 'canceled' : 'failed', code, signal)
+    })
+    const body = await runs.cancel(run)
+    // The leader closed while the kid still lingered: the host's verdict was parked.
+    expect(seen).toEqual(['close:running:0:null'])
+    expect(alive(kid)).toBe(false)
+    expect(body).toMatchObject({ status: 'canceled', exitCode: 0, signal: 'SIGTERM' })
+    expect(run.events.at(-1)).toMatchObject({ event: 'end', data: { status: 'canceled', signal: 'SIGTERM' } })
+  })
+
+  it("LC-7: a parked 'canceled' without a signal carries SIGKILL when the tree took it; another status keeps its own", async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    for (const verdict of ['canceled', 'failed'] as const) {
+      const leader = startLeader('term-exit', ['quiet-noterm'], { detached: true })
+      const run = attach(runs, leader, { group: true })
+      const [kid] = await printedPids(leader, 1)
+      leader.on('close', (code) => runs.finish(run, verdict, code, null))
+      const body = await runs.cancel(run)
+      expect(alive(kid)).toBe(false)
+      expect(body).toMatchObject({ status: verdict, exitCode: 0, signal: verdict === 'canceled' ? 'SIGKILL' : null })
+    }
   })
 
   it('LC-7: a host that clears run.child when the child closes does not lose the rest of the tree', async () => {

@@ -154,7 +154,6 @@ function endTeardown(ctx, run, s, fallback) {
   // A SIGKILL the core sent after the step's own (to a process a wait found since, or to a
   // survivor) counts as the step's.
   if (t !== null && !t.killed && fallback === 'SIGKILL' && native.runTreeKilled(ctx.svc, s.slot)) t.killed = true
-  finishParked(ctx, run, t)
   // (Whichever plan ends the barrier: with a cancel and a shutdown in one teardown, the one still
   // in its SIGTERM wait may see the tree gone after the other's SIGKILL.) Without a SIGKILL that
   // reached anything and without a signal of the child's own, the last signal sent was SIGTERM,
@@ -162,6 +161,7 @@ function endTeardown(ctx, run, s, fallback) {
   const gone = (t !== null && t.exitSeen) || childExited
   const sent = fallback === 'SIGKILL' && !gone ? 'SIGKILL' : 'SIGTERM'
   const signal = t !== null && t.killed ? 'SIGKILL' : (childSignal ?? sent)
+  finishParked(ctx, run, t, signal)
   finish(ctx, run, 'canceled', exitCode, signal)
 }
 

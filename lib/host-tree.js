@@ -244,9 +244,10 @@ function canceled(ctx, run, s, plan, result) {
   const child = run.child
   const termination = recordTermination(run, 'verified', result, true)
   emit(ctx, run, 'diagnostic', terminationRecord(termination))
-  finishParked(ctx, run, t)
   const { exitCode, signal: childSignal } = childExitFacts(run, child)
-  finish(ctx, run, 'canceled', exitCode, childSignal ?? (result.forced ? 'SIGKILL' : 'SIGTERM'))
+  const signal = childSignal ?? (result.forced ? 'SIGKILL' : 'SIGTERM')
+  finishParked(ctx, run, t, signal)
+  finish(ctx, run, 'canceled', exitCode, signal)
   return resolvedStatusBody(run)
 }
 

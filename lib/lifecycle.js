@@ -259,11 +259,16 @@ function drop(ctx, run) {
 
 /**
  * LC-7, LC-9: the finishes a teardown parked (`t`, its state; null for none), applied in the
- * order they came (the first verdict wins).
+ * order they came (the first verdict wins). `lastSignal`, when the teardown ended at its barrier,
+ * is the real last signal it sent: a parked 'canceled' without a signal of its own (a child that
+ * exited by itself on SIGTERM, its close handler passing `signal` null) carries that one, so the
+ * verdict does not depend on whether the child's 'close' or the barrier's end came first.
  */
-function finishParked(ctx, run, t) {
+function finishParked(ctx, run, t, lastSignal = null) {
   if (t === null) return
-  for (const [status, code, signal] of t.parked) finish(ctx, run, status, code, signal)
+  for (const [status, code, signal] of t.parked) {
+    finish(ctx, run, status, code, status === 'canceled' && signal == null ? lastSignal : signal)
+  }
 }
 
 module.exports = { finish, finishParked, fail, start, wait, drop }
