@@ -3,8 +3,9 @@
 // shutdown right after emit, emits from inside hooks and client sends, several services at once,
 // batches larger than one crossing; and a daemon killed between emit and the batch loses at most
 // the records of that stretch, never a line in the middle.
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
+import os from 'node:os'
 import { describe, expect, it } from 'vitest'
 import { getChatRunServiceStats } from '../index.js'
 import { fakeReq, fakeRes, fixture, makeRuns, readLines, sentIds, useTempDirs } from './helpers'
@@ -32,17 +33,85 @@ describe('BND-6: when a batch is handed over', () => {
     runs.emit(run, 'stdout', { n: MAX_RECORDS })
     expect(hasStaged()).toBe(false)
     // Large records: the text bound comes first.
-    const big = 'x'.repeat(Math.ceil(MAX_TEXT / 4))
-    for (let n = 0; n < 3; n++) runs.emit(run, 'stdout', { big })
-    expect(hasStaged()).toBe(true)
-    runs.emit(run, 'stdout', { big })
+    runs.emit(run, 'stdout', { big: 'x'.repeat(MAX_TEXT) })
     expect(hasStaged()).toBe(false)
     runs.emit(run, 'stdout', { n: 0 })
     expect(hasStaged()).toBe(true)
     await Promise.resolve()
     expect(hasStaged()).toBe(false)
-    expect(run.events.at(-1).id).toBe(MAX_RECORDS + 5)
+    expect(run.events.at(-1).id).toBe(MAX_RECORDS + 2)
   })
+
+  it('a record that would take a batch past MAX_TEXT goes alone, as its own text, after the staged ones', () => {
+    const binding = requireNode('../loader.js')
+    const crossings: Array<{ count: number; length: number }> = []
+    const emitStaged = binding.emitStaged
+    binding.emitStaged = (svc: number, count: number, header: Float64Array, text: string) => {
+      crossings.push({ count, length: text.length })
+      return emitStaged(svc, count, header, text)
+    }
+    try {
+      const { runs } = makeRuns({ maxEvents: 10 })
+      const run = runs.create({ projectId: 'p' })
+      const other = runs.create({ projectId: 'p' })
+      runs.emit(run, 'stdout', 'a')
+      runs.emit(other, 'stdout', 'b')
+      const big = 'x'.repeat(MAX_TEXT - 5)
+      runs.emit(run, 'stdout', big)
+      // The two small records went first, in one batch; the large one waits alone.
+      expect(crossings).toEqual([{ count: 2, length: 8 }])
+      expect(hasStaged()).toBe(true)
+      expect(run.events.map((e: any) => [e.id, e.data])).toEqual([
+        [1, 'a'],
+        [2, big],
+      ])
+      // Its text is its JSON as it is: no line feed joined to it.
+      expect(crossings[1]).toEqual({ count: 1, length: MAX_TEXT - 3 })
+      runs.emit(run, 'stdout', 'c')
+      expect(run.events.map((e: any) => e.id)).toEqual([1, 2, 3])
+      expect(other.events.map((e: any) => [e.id, e.data])).toEqual([[1, 'b']])
+    } finally {
+      binding.emitStaged = emitStaged
+    }
+  })
+})
+
+// Strings of V8's maximum length: a process of its own, where the memory is there.
+describe.skipIf(os.totalmem() < 8 * 2 ** 30)('EMT-1 bound: a record too large to read back', () => {
+  it(
+    'throws ERR_CHAT_RUN_RECORD_TOO_LARGE before taking an id; the staged records and later emits are intact',
+    { timeout: 60_000 },
+    () => {
+      const script = `
+      const { constants } = require('node:buffer')
+      const { createChatRunService } = require(${JSON.stringify(requireNode.resolve('../index.js'))})
+      const runs = createChatRunService({ createSseResponse: () => ({}), createSseErrorPayload: () => ({}) })
+      const run = runs.create({ projectId: 'p' })
+      const sent = []
+      run.clients.add({ send: (e, d, id) => sent.push(id), end() {}, cleanup() {} })
+      runs.emit(run, 'stdout', 'a')
+      let error = null
+      try {
+        runs.emit(run, 'stdout', 'x'.repeat(constants.MAX_STRING_LENGTH - 2))
+      } catch (e) {
+        error = { name: e.name, code: e.code, message: e.message }
+      }
+      runs.emit(run, 'stdout', 'b')
+      const events = run.events.map((e) => [e.id, e.data])
+      console.log(JSON.stringify({ error, events, sent, next: run.nextEventId }))
+    `
+      const out = execFileSync(process.execPath, ['--max-old-space-size=6144', '-e', script], { encoding: 'utf8' })
+      const { error, events, sent, next } = JSON.parse(out)
+      expect(error).toMatchObject({ name: 'RangeError', code: 'ERR_CHAT_RUN_RECORD_TOO_LARGE' })
+      expect(error.message).toMatch(/emit\(run, event, data\).*longer than V8's longest string.*nothing was recorded/)
+      expect(events).toEqual([
+        [1, 'a'],
+        [2, 'b'],
+      ])
+      expect(sent).toEqual([1, 2])
+      expect(next).toBe(3)
+    },
+  )
 })
 
 describe('BND-6: reads right after emit see every staged record', () => {

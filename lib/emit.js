@@ -4,6 +4,7 @@
 // (LC-6), then the live fan-out. The hot path: no native call; the record is staged and reaches
 // the core with its batch (lib/staging.js, BND-6).
 
+const { constants } = require('node:buffer')
 const native = require('./core.js')
 const { own, syncEmitted, syncErrorFields } = require('./run.js')
 const { handOut } = require('./stream.js')
@@ -11,8 +12,10 @@ const { persist } = require('./state.js')
 const { stage } = require('./staging.js')
 
 const EMPTY = Object.freeze({})
-// Distinct event names a service passes to the core as numbers; later new names go as strings.
+// Distinct event names a service passes to the core as numbers; later new names go as strings,
+// and so do names longer than MAX_INTERNED_LENGTH.
 const MAX_INTERNED_EVENTS = 1024
+const MAX_INTERNED_LENGTH = 1024
 
 // §8, read from the caller's own object (so toJSON or unserializable data change nothing).
 function applyErrorFields(ctx, s, data) {
@@ -51,7 +54,12 @@ function serialize(ctx, event, data) {
     // general path below.
     const eventNames = ctx.eventNames
     let name = eventNames.get(event)
-    if (name === undefined && eventNames.size < MAX_INTERNED_EVENTS && event.isWellFormed()) {
+    if (
+      name === undefined &&
+      eventNames.size < MAX_INTERNED_EVENTS &&
+      event.length <= MAX_INTERNED_LENGTH &&
+      event.isWellFormed()
+    ) {
       name = native.internEvent(ctx.svc, event)
       eventNames.set(event, name)
     }
@@ -72,6 +80,28 @@ function serialize(ctx, event, data) {
   return [null, eventJson, dataJson, persist]
 }
 
+// A record must be readable back (run.events, a replay, the log line as JSON): its JSON, the
+// event's and the data's with the record's other keys around them, is one V8 string, at most
+// MAX_STRING_LENGTH characters (2^29 - 24 on 64-bit V8). 256 characters is more than those keys
+// and their values take.
+const MAX_RECORD_JSON = constants.MAX_STRING_LENGTH - 256
+
+/** EMT-1: a record too large to ever be read back is refused before it takes an id. */
+function checkSize(event, name, eventJson, dataJson) {
+  const dataLength = dataJson === undefined ? 0 : dataJson.length
+  // (An interned name is a string: its JSON is at most six characters per character, plus quotes.)
+  const eventLength = name === null ? (eventJson === undefined ? 0 : eventJson.length) : 6 * event.length + 2
+  if (eventLength + dataLength <= MAX_RECORD_JSON) return
+  const eventJsonLength = name === null ? eventLength : JSON.stringify(event).length
+  const error = new RangeError(
+    `chat-run-service: emit(run, event, data): the record's JSON would be longer than V8's longest string ` +
+      `(event ${eventJsonLength} and data ${dataLength} characters of JSON, expected together at most ` +
+      `${MAX_RECORD_JSON}); nothing was recorded`,
+  )
+  error.code = 'ERR_CHAT_RUN_RECORD_TOO_LARGE'
+  throw error
+}
+
 /** EMT-1..EMT-6 (EMT-4, the ring bound, is the core's); LC-1's state file; LC-6's hook. */
 function emit(ctx, run, event, data) {
   const s = own(ctx, run, 'emit')
@@ -79,6 +109,7 @@ function emit(ctx, run, event, data) {
   if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
   if (event === 'error') applyErrorFields(ctx, s, data)
   const [name, eventJson, dataJson, persistable] = serialize(ctx, event, data)
+  checkSize(event, name, eventJson, dataJson)
   // EMT-2 steps 2-6, second half: numbered from the mirror (the core gives the same id when the
   // batch arrives: BND-6) after the host's code above ran, and staged with its JSON.
   const now = Date.now()

@@ -43,8 +43,13 @@ function newStage() {
  * not be serialized (LOG-6).
  */
 function stage(ctx, slot, id, name, eventJson, dataJson, persist, now) {
+  const eventLength = name === null && eventJson !== undefined ? eventJson.length + 1 : 0
+  const dataLength = dataJson !== undefined ? dataJson.length + 1 : 0
   let stage = ctx.stage
   if (stage === null) stage = ctx.stage = newStage()
+  // A record that would take the batch past MAX_TEXT starts a batch of its own: a large text is
+  // never joined with others (so a text up to V8's limit still crosses, as it is).
+  if (stage.count !== 0 && stage.textLength + eventLength + dataLength > MAX_TEXT) flushStaged()
   if (stage.count === 0) {
     dirty.push(ctx)
     if (!flushQueued) {
@@ -60,15 +65,14 @@ function stage(ctx, slot, id, name, eventJson, dataJson, persist, now) {
     } else {
       nameField = NAME_IN_TEXT
       parts.push(eventJson)
-      stage.textLength += eventJson.length + 1
     }
   }
   let flags = persist ? PERSIST : 0
   if (dataJson !== undefined) {
     flags |= DATA_IN_TEXT
     parts.push(dataJson)
-    stage.textLength += dataJson.length + 1
   }
+  stage.textLength += eventLength + dataLength
   const at = stage.count * FIELDS
   const header = stage.header
   header[at] = slot
@@ -87,22 +91,27 @@ function hasStaged() {
 
 // Hands one service's staged records to the core. The stage is emptied first, so a failure
 // (which would be a bug: every record names a live run and the id the core gives next) is
-// thrown once and never replayed.
+// thrown once and never replayed, and the stage stays usable.
 function flushStage(ctx) {
   const stage = ctx.stage
   const count = stage.count
   if (count === 0) return
   const parts = stage.parts
-  // Every part is followed by a line feed: a trailing empty part gives join() the last one,
-  // so the text is built flat in one pass (no concatenation for V8 to flatten at the crossing).
-  let text = ''
-  if (parts.length !== 0) {
-    parts.push('')
-    text = parts.join('\n')
-  }
   stage.count = 0
   stage.parts = []
   stage.textLength = 0
+  let text = ''
+  if (parts.length === 1) {
+    // One part crosses as it is (the last line feed is optional), however large.
+    text = parts[0]
+  } else if (parts.length !== 0) {
+    // Every part is followed by a line feed: a trailing empty part gives join() the last one,
+    // so the text is built flat in one pass (no concatenation for V8 to flatten at the
+    // crossing). A record alone (a large one, see stage()) goes without it: its two parts and
+    // one line feed fit, as emit() checked (lib/emit.js, MAX_RECORD_JSON).
+    if (count !== 1) parts.push('')
+    text = parts.join('\n')
+  }
   binding.emitStaged(ctx.svc, count, stage.header, text)
 }
 

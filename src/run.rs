@@ -150,7 +150,7 @@ pub(crate) fn adjust_external(env: &Env, bytes: i64) -> Result<f64> {
 #[napi]
 pub fn run_events<'env>(env: &'env Env, svc: u32, slot: u32) -> Result<JsString<'env>> {
     let text = service(env, svc)?.events_json(slot).map_err(map_error)?;
-    js_text(env, &text)
+    js_text(env, &text, "run.events")
 }
 
 /// `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact replay form
@@ -165,7 +165,7 @@ pub fn run_replay<'env>(
     let text = service(env, svc)?
         .replay_batch(slot, cursor)
         .map_err(map_error)?;
-    js_text(env, &text)
+    js_text(env, &text, "stream() replay")
 }
 
 /// A host write of a core-owned text field; `null` for a non-string value.

@@ -4,7 +4,7 @@
 
 use chat_run_core::{CoreError, CoreResult};
 use napi::bindgen_prelude::{FromNapiValue, Result, TypeName, ValidateNapiValue, ValueType};
-use napi::{sys, Env, JsString};
+use napi::{sys, Env, Error, JsString};
 
 /// Initial size of the reused buffer.
 const SCRATCH_BYTES: usize = 16 * 1024;
@@ -82,10 +82,21 @@ impl JsText {
 
 /// A large text for JS. ASCII (the usual case: `JSON.stringify` output of ASCII content) goes
 /// in as Latin-1, which V8 copies as is, instead of UTF-8, which it decodes byte by byte.
-pub fn js_text<'env>(env: &'env Env, text: &str) -> Result<JsString<'env>> {
-    if text.is_ascii() {
+/// `what` names the read in the error of a text no JS string can hold.
+pub fn js_text<'env>(env: &'env Env, text: &str, what: &str) -> Result<JsString<'env>> {
+    let made = if text.is_ascii() {
         env.create_string_latin1(text.as_bytes())
     } else {
         env.create_string(text)
-    }
+    };
+    made.map_err(|error| {
+        Error::new(
+            error.status,
+            format!(
+                "chat-run-service: {what}: the run's records make {} bytes of JSON, more than one JS string can hold \
+                 (V8's longest string: 2^29 - 24 characters); expected a smaller retained history (maxEvents)",
+                text.len()
+            ),
+        )
+    })
 }
