@@ -259,6 +259,80 @@ describe('BND-6: emits from inside the emit path keep one order', () => {
     expect(logIds(run.eventsLogPath)).toEqual(range(1, 7))
   })
 
+  // The state file written at 'start', 'error' and 'end' (LC-1) reads the host's durable fields:
+  // a getter there is host code inside emit, after the record took its id.
+  it('host code run by the state file write (a durableFields getter): clients still get every id once, in order', async () => {
+    const seen: string[] = []
+    const { runs, sse } = makeRuns({
+      runsLogDir: tempDir(),
+      durableFields: ['probe'],
+      onEventEmitted: (_run: unknown, record: any) => seen.push(`hook:${record.id}`),
+    })
+    const withProbe = (act: (run: any) => void) => {
+      const run = runs.create({ projectId: 'p' })
+      const ended: string[] = []
+      const client = {
+        ids: [] as string[],
+        send(event: string, _data: unknown, id: number) {
+          this.ids.push(`${id}:${event}`)
+        },
+        end: () => ended.push('end()'),
+        cleanup() {},
+      }
+      run.clients.add(client)
+      let fired = false
+      Object.defineProperty(run, 'probe', {
+        enumerable: true,
+        get() {
+          if (!fired && run.nextEventId === 2) {
+            fired = true
+            act(run)
+          }
+          return 1
+        },
+      })
+      runs.emit(run, 'start', {})
+      return { run, client, ended }
+    }
+    // An emit from the getter: its record follows the 'start' for every client and the hook.
+    const a = withProbe((run) => runs.emit(run, 'nested', {}))
+    expect(a.client.ids).toEqual(['1:start', '2:nested'])
+    expect(seen).toEqual(['hook:1', 'hook:2'])
+    // A finish from the getter: the 'start' still reaches the client, then 'end', then end().
+    const b = withProbe((run) => runs.finish(run, 'succeeded', 0, null))
+    expect(b.client.ids).toEqual(['1:start', '2:end'])
+    expect(b.ended).toEqual(['end()'])
+    // A stream() from the getter: its replay has the 'start', which the fan-out does not send again.
+    const c = withProbe((run) => runs.stream(run, fakeReq('0'), fakeRes()))
+    expect(sentIds(sse.at(-1)!)).toEqual([1])
+    expect(c.client.ids).toEqual(['1:start'])
+    // The same at a finish's 'end': the state file's second write comes after the 'end' took its id.
+    const run = runs.create({ projectId: 'p' })
+    const client = {
+      ids: [] as number[],
+      send: (_e: string, _d: unknown, id: number) => client.ids.push(id),
+      end() {},
+      cleanup() {},
+    }
+    run.clients.add(client)
+    runs.emit(run, 'stdout', 'x')
+    let reads = 0
+    Object.defineProperty(run, 'probe', {
+      enumerable: true,
+      get() {
+        runs.emit(run, 'nested', { read: ++reads })
+        return reads
+      },
+    })
+    runs.finish(run, 'succeeded', 0, null)
+    // 2 came from the verdict's write, 4 from the 'end' record's: after the 'end' for everyone.
+    expect(run.events.map((e: any) => `${e.id}:${e.event}`)).toEqual(['1:stdout', '2:nested', '3:end', '4:nested'])
+    expect(client.ids).toEqual([1, 2, 3, 4])
+    await runs.shutdownActive()
+    // A record after the 'end' is not logged (IMP-1).
+    expect(logIds(run.eventsLogPath)).toEqual([1, 2, 3])
+  })
+
   it('two services emitting in turn keep their own ids and records', () => {
     const a = makeRuns({ maxEvents: 5000 }).runs
     const b = makeRuns({ maxEvents: 5000 }).runs

@@ -434,6 +434,28 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
     expect(runs.emit(run, 'late', 1)).toMatchObject({ event: 'late' })
   })
 
+  it("LC-7: a finish parked by the data's own toJSON drops that emit too", async () => {
+    const { runs } = makeRuns()
+    const child = new FakeChild()
+    const run = runs.create()
+    run.status = 'running'
+    run.child = child
+    let cancel: Promise<unknown> | null = null
+    const data = {
+      toJSON() {
+        cancel = runs.cancel(run, 'user_stop')
+        runs.finish(run, 'canceled', null, 'SIGTERM')
+        return 'x'
+      },
+    }
+    expect(runs.emit(run, 'stdout', data)).toBeNull()
+    expect(run.events).toEqual([])
+    expect(runs.emit(run, 'stdout', 'y')).toBeNull()
+    child.die(null, 'SIGTERM')
+    expect(await cancel).toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+    expect(run.events.map((e: any) => `${e.id}:${e.event}`)).toEqual(['1:end'])
+  })
+
   it('LC-7: a fake child that never exits is reported as termination_failed before end', async () => {
     const { runs } = makeRuns()
     const child = new FakeChild()

@@ -110,17 +110,21 @@ function emit(ctx, run, event, data) {
   if (event === 'error') applyErrorFields(ctx, s, data)
   const [name, eventJson, dataJson, persistable] = serialize(ctx, event, data)
   checkSize(event, name, eventJson, dataJson)
+  // The host's code above (a getter, a toJSON) may have had a finish parked meanwhile.
+  if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
   // EMT-2 steps 2-6, second half: numbered from the mirror (the core gives the same id when the
   // batch arrives: BND-6) after the host's code above ran, and staged with its JSON.
   const now = Date.now()
   const id = s.nextEventId
   stage(ctx, s.slot, id, name, eventJson, dataJson, persistable, now)
   syncEmitted(s, id, now)
-  // LC-1: only these three events write the state file (never an ordinary emit).
-  if (ctx.logging && (event === 'start' || event === 'error' || event === 'end')) persist(ctx, run, s)
   const emitted = { id, event, data, timestamp: now }
-  // LC-6: the record itself, numbered, before fan-out (the ring's trim cannot hide it).
-  handOut(ctx, run, s, emitted)
+  // LC-6: the record itself, numbered, before fan-out (the ring's trim cannot hide it). LC-1:
+  // only these three events write the state file (never an ordinary emit), inside the hand-out
+  // and before the fan-out: what the host's code run by that write emits (a durable field's
+  // getter, a toJSON) or a finish it makes reaches the clients after this record.
+  const writesState = ctx.logging && (event === 'start' || event === 'error' || event === 'end')
+  handOut(ctx, run, s, emitted, writesState ? persist : null)
   return emitted
 }
 

@@ -168,13 +168,18 @@ function applyFinish(ctx, run, s, status, code, signal) {
   const endAt = hooksEmitted ? Date.now() : now
   const endId = native.runFinishEnd(ctx.svc, s.slot, endJson, endAt)
   syncEnded(s, endId, endAt)
-  if (ctx.logging && terminal) {
-    const hostAtEnd = hostJson(ctx, run)
-    if (hooksEmitted || hostAtEnd !== hostAtVerdict || s.hostWrites !== hostWritesAtVerdict) {
-      native.runPersistState(ctx.svc, s.slot, hostAtEnd)
-    }
-  }
-  handOut(ctx, run, s, { id: endId, event: 'end', data: endData, timestamp: endAt })
+  // The state file's second write runs inside the 'end' record's hand-out, before its fan-out:
+  // what the host's code it runs (a durable field's getter) emits reaches the clients after it.
+  const persistAtEnd =
+    ctx.logging && terminal
+      ? () => {
+          const hostAtEnd = hostJson(ctx, run)
+          if (hooksEmitted || hostAtEnd !== hostAtVerdict || s.hostWrites !== hostWritesAtVerdict) {
+            native.runPersistState(ctx.svc, s.slot, hostAtEnd)
+          }
+        }
+      : null
+  handOut(ctx, run, s, { id: endId, event: 'end', data: endData, timestamp: endAt }, persistAtEnd)
   endClientsInOrder(run, s)
   resolveWaiters(run)
   scheduleEviction(s)

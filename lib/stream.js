@@ -49,7 +49,7 @@ const END_CLIENTS = Symbol('end clients')
  * way, a client stream() registers remembers the last id its replay sent, so that no fan-out of a
  * record up to that id sends it again (`s.attachedAt`).
  */
-function handOut(ctx, run, s, record) {
+function handOut(ctx, run, s, record, beforeFanOut = null) {
   // IMP-7: a client being replayed to gets the records emitted meanwhile after its replay.
   if (s.captures !== null) for (const capture of s.captures) capture.push(record)
   s.handingOut++
@@ -60,6 +60,8 @@ function handOut(ctx, run, s, record) {
     if (nested) (s.queued ??= []).push([record.event, record.data, record.id])
     const onEventEmitted = ctx.opts.onEventEmitted
     if (onEventEmitted !== null) callHook(ctx, 'onEventEmitted', onEventEmitted, run, record)
+    // (The state file's write, LC-1: host code it runs is queued behind the record too.)
+    if (beforeFanOut !== null) beforeFanOut(ctx, run, s)
     if (!nested) {
       fanOut(run, s, record.event, record.data, record.id)
       drainQueued(run, s)
