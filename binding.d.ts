@@ -227,8 +227,11 @@ export declare function runDrop(svc: number, slot: number, now: number): boolean
  */
 export declare function runEscalationNext(svc: number, slot: number, shutdown: boolean, exited: boolean): number
 
-/** `run.events` as a JSON array text. */
-export declare function runEvents(svc: number, slot: number): string
+/**
+ * `run.events` as a JSON array text, or, for a history too large for one JS string, as an
+ * array of JSON array texts to concatenate.
+ */
+export declare function runEvents(svc: number, slot: number): string | string[]
 
 /** The TTL eviction: true when the run was still terminal and left the registry. */
 export declare function runEvict(svc: number, slot: number): boolean
@@ -312,9 +315,10 @@ export declare function runReopenForTeardown(svc: number, slot: number, now: num
 
 /**
  * `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact replay form
- * `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module).
+ * `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module); for a replay too
+ * large for one JS string, an array of such texts to send one after the other.
  */
-export declare function runReplay(svc: number, slot: number, cursor: number): string
+export declare function runReplay(svc: number, slot: number, cursor: number): string | string[]
 
 /**
  * Puts a run that TTL eviction took out of the registry back in (another registered run with

@@ -114,6 +114,39 @@ describe.skipIf(os.totalmem() < 8 * 2 ** 30)('EMT-1 bound: a record too large to
   )
 })
 
+// Records of hundreds of MB: a process of its own, where the memory is there.
+describe.skipIf(os.totalmem() < 8 * 2 ** 30)('EMT-1 bound: histories larger than one JS string', () => {
+  it('run.events and a replay still read every record, in order, in several texts', { timeout: 120_000 }, () => {
+    const script = `
+      const { createChatRunService } = require(${JSON.stringify(requireNode.resolve('../index.js'))})
+      const sent = []
+      const runs = createChatRunService({
+        createSseResponse: () => ({ send: (e, d, id) => sent.push([id, e, d.length]), end() {}, cleanup() {} }),
+        createSseErrorPayload: () => ({}),
+      })
+      const run = runs.create({ projectId: 'p' })
+      // Two records of 270 MB: more together than V8's longest string (2^29 - 24 characters).
+      const big = 'x'.repeat(270e6)
+      for (let i = 0; i < 2; i++) runs.emit(run, 'stdout', big + i)
+      runs.emit(run, 'stdout', 'tail')
+      const events = run.events.map((e) => [e.id, e.event, e.data.length, e.data.at(-1)])
+      runs.stream(run, { get: () => '1', query: {} }, { on() {} })
+      console.log(JSON.stringify({ events, sent }))
+    `
+    const out = execFileSync(process.execPath, ['--max-old-space-size=7000', '-e', script], { encoding: 'utf8' })
+    const { events, sent } = JSON.parse(out)
+    expect(events).toEqual([
+      [1, 'stdout', 270e6 + 1, '0'],
+      [2, 'stdout', 270e6 + 1, '1'],
+      [3, 'stdout', 4, 'l'],
+    ])
+    expect(sent).toEqual([
+      [2, 'stdout', 270e6 + 1],
+      [3, 'stdout', 4],
+    ])
+  })
+})
+
 describe('BND-6: reads right after emit see every staged record', () => {
   it('run.events, stream() and the stats, in the same stretch as the emits', () => {
     const { runs, sse } = makeRuns({ maxEvents: MANY + 10 })

@@ -259,6 +259,15 @@ function syncReopened(s, now) {
   syncReopen(s, 'running', now)
 }
 
+// run.events from the core: one JSON array text, or, for a history too large for one JS
+// string, several to concatenate.
+function parseEvents(texts) {
+  if (typeof texts === 'string') return JSON.parse(texts)
+  const events = []
+  for (const text of texts) for (const record of JSON.parse(text)) events.push(record)
+  return events
+}
+
 /**
  * LC-7, LC-9: the state of a teardown under way (`s.teardown`): the finishes parked meanwhile,
  * whether SIGKILL reached anything, which plan owns it (true: a shutdown), CAN-9's watch of the
@@ -351,7 +360,7 @@ class ChatRun {
   get events() {
     const s = ChatRun.stateOf(this)
     if (s === undefined) return undefined
-    if (s.events === null) s.events = JSON.parse(native.runEvents(s.ctx.svc, s.slot))
+    if (s.events === null) s.events = parseEvents(native.runEvents(s.ctx.svc, s.slot))
     return s.events
   }
   set events(_value) {

@@ -180,7 +180,17 @@ function replay(ctx, s, sse, cursor) {
     if (batch !== null) {
       sendBatch(sse, batch, cursor - batch.ids + 1, -Infinity)
     } else {
-      batch = decodeReplay(native.runReplay(ctx.svc, s.slot, cursor))
+      const text = native.runReplay(ctx.svc, s.slot, cursor)
+      // While a finish runs its hooks, its 'end' record is still to come, live: STR-4's re-send
+      // of the last record (a cursor at the end of a terminal run) does not apply yet.
+      const after = s.endPending && Number.isFinite(cursor) ? cursor : -Infinity
+      if (typeof text !== 'string') {
+        // A replay too large for one JS string comes in several batches, sent in order (and
+        // not kept for the next client).
+        for (const part of text) sendBatch(sse, decodeReplay(part), 0, after)
+        return
+      }
+      batch = decodeReplay(text)
       // Contiguous ids (always, unless records came back from the log) after the cursor (not
       // STR-4's re-sent last record, which is not everything after an earlier cursor): keep the
       // batch for the next client of this run, until the next emit or until V8 collects it.
@@ -188,9 +198,7 @@ function replay(ctx, s, sse, cursor) {
         batch.next = s.nextEventId
         s.replayed = new WeakRef(batch)
       }
-      // While a finish runs its hooks, its 'end' record is still to come, live: STR-4's re-send
-      // of the last record (a cursor at the end of a terminal run) does not apply yet.
-      sendBatch(sse, batch, 0, s.endPending && Number.isFinite(cursor) ? cursor : -Infinity)
+      sendBatch(sse, batch, 0, after)
     }
   })
 }

@@ -80,6 +80,22 @@ impl JsText {
     }
 }
 
+/// V8's longest string, in characters (`v8::String::kMaxLength` on 64-bit builds).
+const MAX_STRING_CHARS: usize = (1 << 29) - 24;
+/// The size of each text when a read is handed over in several (a few per GB of records).
+pub const CHUNK_BYTES: usize = 1 << 28;
+
+/// Whether `text` surely fits one JS string: a JS string counts UTF-16 units, never more than
+/// the UTF-8 bytes that make them.
+pub fn fits_one_string(text: &str) -> bool {
+    text.len() <= MAX_STRING_CHARS
+}
+
+/// [`js_text`] for each of `texts`.
+pub fn js_texts<'env>(env: &'env Env, texts: &[String], what: &str) -> Result<Vec<JsString<'env>>> {
+    texts.iter().map(|text| js_text(env, text, what)).collect()
+}
+
 /// A large text for JS. ASCII (the usual case: `JSON.stringify` output of ASCII content) goes
 /// in as Latin-1, which V8 copies as is, instead of UTF-8, which it decodes byte by byte.
 /// `what` names the read in the error of a text no JS string can hold.
@@ -93,8 +109,8 @@ pub fn js_text<'env>(env: &'env Env, text: &str, what: &str) -> Result<JsString<
         Error::new(
             error.status,
             format!(
-                "chat-run-service: {what}: the run's records make {} bytes of JSON, more than one JS string can hold \
-                 (V8's longest string: 2^29 - 24 characters); expected a smaller retained history (maxEvents)",
+                "chat-run-service: {what}: a text of {} bytes of the run's records, more than one JS string can hold \
+                 (V8's longest string: 2^29 - 24 characters): a record read back from a log larger than any emit makes",
                 text.len()
             ),
         )

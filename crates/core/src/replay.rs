@@ -94,6 +94,12 @@ impl Service {
         Ok(self.run(slot)?.history.to_json_array())
     }
 
+    /// `run.events` as consecutive JSON array texts of at most `max_bytes` each (see
+    /// [`History::to_json_arrays`]), for a history too large for one JS string.
+    pub fn events_json_chunks(&self, slot: u32, max_bytes: usize) -> CoreResult<Vec<String>> {
+        Ok(self.run(slot)?.history.to_json_arrays(max_bytes))
+    }
+
     /// STR-3/STR-4 with IMP-8, and IMP-3 when the run has a log. `cursor` is JS `Number(raw)`.
     /// Each record as its whole line (what `events.jsonl` holds).
     pub fn replay(&self, slot: u32, cursor: f64) -> CoreResult<Replay> {
@@ -131,6 +137,30 @@ impl Service {
             batch.push(part.id, run.history.event_fragment(&part), part.data);
         });
         Ok(batch.finish())
+    }
+
+    /// The same records as [`Service::replay_batch`], in consecutive batches whose data JSON
+    /// holds at most about `max_bytes` each (a record larger than that alone makes a batch of
+    /// its own): for a replay too large for one JS string. Sent one after the other, they make
+    /// the same sends.
+    pub fn replay_batches(
+        &self,
+        slot: u32,
+        cursor: f64,
+        max_bytes: usize,
+    ) -> CoreResult<Vec<String>> {
+        let (run, picked) = self.pick(slot, cursor)?;
+        let mut batches = Batches::new(max_bytes);
+        for line in &picked.logged {
+            batches.current(line.len()).push_line(line);
+        }
+        picked.visit(&run.history, |part| {
+            let size = part.data.map_or(4, str::len);
+            batches
+                .current(size)
+                .push(part.id, run.history.event_fragment(&part), part.data);
+        });
+        Ok(batches.finish())
     }
 
     /// The records a replay sends: those after `cursor` (all of them for a non-finite or
@@ -184,6 +214,41 @@ impl Service {
             writer.sync(BACKFILL_SYNC_TIMEOUT);
         }
         backfill::read_range(&target.path, cursor, oldest)
+    }
+}
+
+/// Replay batches of a bounded size, in order (see [`Service::replay_batches`]).
+struct Batches {
+    max_bytes: usize,
+    done: Vec<String>,
+    open: BatchWriter,
+    records: usize,
+}
+
+impl Batches {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            done: Vec::new(),
+            open: BatchWriter::new(0),
+            records: 0,
+        }
+    }
+
+    /// The batch the next record, of about `size` bytes of data, goes to.
+    fn current(&mut self, size: usize) -> &mut BatchWriter {
+        if self.records > 0 && self.open.data_len().saturating_add(size) >= self.max_bytes {
+            let full = std::mem::replace(&mut self.open, BatchWriter::new(0));
+            self.done.push(full.finish());
+            self.records = 0;
+        }
+        self.records += 1;
+        &mut self.open
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.done.push(self.open.finish());
+        self.done
     }
 }
 
@@ -256,6 +321,11 @@ impl BatchWriter {
                 parts.data.map(RawValue::get),
             );
         }
+    }
+
+    /// Bytes of data JSON written so far (with the separators).
+    pub fn data_len(&self) -> usize {
+        self.out.len()
     }
 
     /// The JSON text described in the module docs.
@@ -373,7 +443,7 @@ pub fn decode(text: &str) -> Option<Vec<Sent>> {
 mod tests {
     use super::*;
     use crate::service::CreateMeta;
-    use crate::test_support::{emit, log_dir, replay_ids, service};
+    use crate::test_support::{emit, flush, log_dir, replay_ids, service};
 
     #[test]
     fn str_3_and_4_replay_after_cursor_and_final_event_guarantee() {
@@ -394,6 +464,58 @@ mod tests {
         let replay = svc.replay(slot, 9.0).unwrap();
         assert!(replay.terminal);
         assert_eq!(replay_ids(&svc, slot, 9.0), vec![4]);
+    }
+
+    /// The sends of a replay, whole or in bounded batches, with the data of each.
+    fn chunked_sends(
+        svc: &Service,
+        slot: u32,
+        cursor: f64,
+        max_bytes: usize,
+    ) -> (Vec<Sent>, usize) {
+        let batches = svc.replay_batches(slot, cursor, max_bytes).unwrap();
+        let count = batches.len();
+        let sends = batches
+            .iter()
+            .flat_map(|batch| decode(batch).unwrap())
+            .collect();
+        (sends, count)
+    }
+
+    #[test]
+    fn replay_in_bounded_batches_makes_the_same_sends() {
+        let (_dir, layout) = log_dir("replay-batches");
+        let mut svc = service(Some(4), Some(layout));
+        let slot = svc.create(CreateMeta::default(), 0.0).slot;
+        for i in 0..9 {
+            let data = format!("\"{}\"", "x".repeat(10 * (i + 1)));
+            emit(&mut svc, slot, &data);
+        }
+        flush(&svc);
+        let whole = decode(&svc.replay_batch(slot, 2.0).unwrap()).unwrap();
+        // Ids 3..9: 3 to 5 read back from the log (IMP-3), 6 to 9 held in memory.
+        assert_eq!(
+            whole.iter().map(|s| s.id).collect::<Vec<_>>(),
+            (3..=9).collect::<Vec<_>>()
+        );
+        for max_bytes in [1, 40, 100, 1000, usize::MAX] {
+            let (sends, batches) = chunked_sends(&svc, slot, 2.0, max_bytes);
+            assert_eq!(sends, whole, "max_bytes {max_bytes}");
+            // A bound below every record: one batch each; a bound no batch reaches: one batch.
+            match max_bytes {
+                1 => assert_eq!(batches, 7),
+                1000 | usize::MAX => assert_eq!(batches, 1),
+                _ => assert!(batches > 1, "max_bytes {max_bytes}: {batches} batch(es)"),
+            }
+        }
+        // STR-4 through the same path: a terminal run, a cursor past its end.
+        svc.finish(slot, Some("succeeded".into()), None, None, "{}", 1.0)
+            .unwrap();
+        let (sends, batches) = chunked_sends(&svc, slot, 99.0, 1);
+        assert_eq!(
+            (sends.iter().map(|s| s.id).collect::<Vec<_>>(), batches),
+            (vec![10], 1)
+        );
     }
 
     #[test]

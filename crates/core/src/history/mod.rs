@@ -689,11 +689,75 @@ impl History {
         out.push(']');
         out
     }
+
+    /// The buffer as consecutive JSON array texts of at most `max_bytes` each (a record larger
+    /// than that alone makes a text of its own): for a history too large for one JS string.
+    /// Their arrays, concatenated, are [`History::to_json_array`]'s.
+    pub fn to_json_arrays(&self, max_bytes: usize) -> Vec<String> {
+        let mut texts = Vec::new();
+        let mut out = String::from("[");
+        self.visit(self.first_id, usize::MAX, |part| {
+            let start = out.len();
+            if start > 1 {
+                out.push(',');
+            }
+            write_line(
+                &mut out,
+                part.id,
+                self.fragment(part.event),
+                part.data,
+                part.timestamp,
+            );
+            // (+1: the closing bracket.) The record that does not fit starts the next text.
+            if start > 1 && out.len() + 1 > max_bytes {
+                let record = out.split_off(start + 1);
+                out.truncate(start);
+                out.push(']');
+                texts.push(std::mem::replace(&mut out, String::from("[")));
+                out.push_str(&record);
+            }
+        });
+        out.push(']');
+        texts.push(out);
+        texts
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_in_bounded_texts_concatenates_to_the_whole() {
+        let mut history = History::new(None);
+        for id in 1..=150u64 {
+            let data = format!("\"{}\"", "d".repeat(id as usize % 17));
+            history.push(id, EventName::Text("e"), Some(&data), id as f64);
+        }
+        let whole: Vec<serde_json::Value> = serde_json::from_str(&history.to_json_array()).unwrap();
+        assert_eq!(whole.len(), 150);
+        for max_bytes in [1, 100, 4096, usize::MAX] {
+            let texts = history.to_json_arrays(max_bytes);
+            let mut joined = Vec::new();
+            for text in &texts {
+                let records: Vec<serde_json::Value> = serde_json::from_str(text).unwrap();
+                // Within the bound, unless a single record is larger than it.
+                assert!(
+                    text.len() <= max_bytes || records.len() == 1,
+                    "{max_bytes}: {}",
+                    text.len()
+                );
+                joined.extend(records);
+            }
+            assert_eq!(joined, whole, "max_bytes {max_bytes}");
+            match max_bytes {
+                1 => assert_eq!(texts.len(), 150),
+                usize::MAX => assert_eq!(texts.len(), 1),
+                _ => assert!(texts.len() > 1, "max_bytes {max_bytes}"),
+            }
+        }
+        assert_eq!(History::new(None).to_json_arrays(1), vec!["[]".to_owned()]);
+    }
 
     fn rec(id: u64) -> Record {
         Record {
