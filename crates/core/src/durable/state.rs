@@ -554,12 +554,22 @@ impl Service {
 
     /// [`Service::persist_state`], first taking the host's values (`host_json`, see
     /// [`HostFields`]; a text that is not a JSON object changes nothing).
+    ///
+    /// A write that fails leaves the host's values as the last file had them: a durable field
+    /// the host then leaves `undefined` keeps the value the file had, never one no file holds
+    /// (so a value too large to write, once cleared, does not fail every later write).
     pub fn persist_state_with(&mut self, slot: u32, host_json: Option<&str>) -> CoreResult<()> {
         let run = self.run_mut(slot)?;
-        if let Some(host) = host_json.and_then(HostFields::parse) {
+        let before = host_json.and_then(HostFields::parse).map(|host| {
+            let before = run.host.clone();
             run.host.merge(host);
+            before
+        });
+        if !self.write_state(slot) {
+            if let (Some(before), Ok(run)) = (before, self.run_mut(slot)) {
+                run.host = before;
+            }
         }
-        self.write_state(slot);
         Ok(())
     }
 
@@ -703,6 +713,40 @@ mod tests {
             .unwrap();
         assert_eq!(read()["artifactCount"], serde_json::json!(4));
         assert_eq!(read()["model"], serde_json::json!("m"), "extras kept");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_1_a_failed_write_leaves_the_host_values_the_file_had() {
+        use crate::service::CreateMeta;
+        use crate::test_support::{log_dir, service};
+        let (dir, layout) = log_dir("state-failed-write");
+        let mut svc = service(Some(10), Some(layout));
+        let created = svc.create(CreateMeta::default(), 1.0);
+        let path = dir.join(&created.id).join(STATE_FILE);
+        let read = || -> Value {
+            serde_json::from_str(&fs::read_to_string(&path).unwrap_or_default()).unwrap_or_default()
+        };
+        svc.persist_state_with(created.slot, Some(r#"{"model":"m"}"#))
+            .unwrap();
+        let written = svc.disk.stats.state_written;
+        // Too large to write (LC-1's size bound): not written, the file stays as it was.
+        let big = format!(
+            r#"{{"model":"m2","output":"{}"}}"#,
+            "x".repeat(MAX_STATE_FILE_BYTES as usize)
+        );
+        svc.persist_state_with(created.slot, Some(&big)).unwrap();
+        assert_eq!(svc.disk.stats.state_written, written);
+        assert_eq!(read()["model"], serde_json::json!("m"));
+        // The host cleared the field (absent from its values): the next write is the file's
+        // values and the new ones, without the value no file held.
+        svc.persist_state_with(created.slot, Some(r#"{"agentId":"a"}"#))
+            .unwrap();
+        assert_eq!(svc.disk.stats.state_written, written + 1);
+        let state = read();
+        assert_eq!(state["agentId"], serde_json::json!("a"));
+        assert_eq!(state["model"], serde_json::json!("m"));
+        assert!(state.get("output").is_none(), "{state}");
         let _ = fs::remove_dir_all(&dir);
     }
 
