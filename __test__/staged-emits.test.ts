@@ -79,37 +79,56 @@ describe('BND-6: when a batch is handed over', () => {
 // Strings of V8's maximum length: a process of its own, where the memory is there.
 describe.skipIf(os.totalmem() < 8 * 2 ** 30)('EMT-1 bound: a record too large to read back', () => {
   it(
-    'throws ERR_CHAT_RUN_RECORD_TOO_LARGE before taking an id; the staged records and later emits are intact',
+    'keeps data null and no log line, as unserializable data; ids, order and the other records intact',
     { timeout: 60_000 },
     () => {
+      const dir = tempDir()
       const script = `
+      const fs = require('node:fs')
       const { constants } = require('node:buffer')
       const { createChatRunService } = require(${JSON.stringify(requireNode.resolve('../index.js'))})
-      const runs = createChatRunService({ createSseResponse: () => ({}), createSseErrorPayload: () => ({}) })
+      const runs = createChatRunService({
+        createSseResponse: () => ({}),
+        createSseErrorPayload: () => ({}),
+        runsLogDir: ${JSON.stringify(dir)},
+      })
       const run = runs.create({ projectId: 'p' })
       const sent = []
-      run.clients.add({ send: (e, d, id) => sent.push(id), end() {}, cleanup() {} })
+      run.clients.add({ send: (e, d, id) => sent.push([id, Array.isArray(d) ? 'array' : d.length]), end() {}, cleanup() {} })
       runs.emit(run, 'stdout', 'a')
-      let error = null
-      try {
-        runs.emit(run, 'stdout', 'x'.repeat(constants.MAX_STRING_LENGTH - 2))
-      } catch (e) {
-        error = { name: e.name, code: e.code, message: e.message }
-      }
+      // Its JSON fits one string, but not with the record around it.
+      const big = 'x'.repeat(constants.MAX_STRING_LENGTH - 2)
+      const returned = runs.emit(run, 'stdout', big)
+      // Two halves: JSON.stringify itself cannot make it.
+      const half = 'y'.repeat(Math.floor(constants.MAX_STRING_LENGTH / 2) + 10)
+      runs.emit(run, 'stdout', [half, half])
       runs.emit(run, 'stdout', 'b')
       const events = run.events.map((e) => [e.id, e.data])
-      console.log(JSON.stringify({ error, events, sent, next: run.nextEventId }))
+      runs.finish(run, 'succeeded', 0, null)
+      runs.shutdownActive().then(() => {
+        const logged = fs.readFileSync(run.eventsLogPath, 'utf8').trim().split('\\n').map((l) => JSON.parse(l).id)
+        console.log(JSON.stringify({ returned: [returned.id, returned.data.length], events, sent, logged }))
+      })
     `
       const out = execFileSync(process.execPath, ['--max-old-space-size=6144', '-e', script], { encoding: 'utf8' })
-      const { error, events, sent, next } = JSON.parse(out)
-      expect(error).toMatchObject({ name: 'RangeError', code: 'ERR_CHAT_RUN_RECORD_TOO_LARGE' })
-      expect(error.message).toMatch(/emit\(run, event, data\).*longer than V8's longest string.*nothing was recorded/)
+      const { returned, events, sent, logged } = JSON.parse(out)
+      const MAX = requireNode('node:buffer').constants.MAX_STRING_LENGTH
+      // The caller and live clients get the caller's own data; the history keeps null.
+      expect(returned).toEqual([2, MAX - 2])
       expect(events).toEqual([
         [1, 'a'],
-        [2, 'b'],
+        [2, null],
+        [3, null],
+        [4, 'b'],
       ])
-      expect(sent).toEqual([1, 2])
-      expect(next).toBe(3)
+      expect(sent.slice(0, 4)).toEqual([
+        [1, 1],
+        [2, MAX - 2],
+        [3, 'array'],
+        [4, 1],
+      ])
+      // Never written: the log holds the others, in order.
+      expect(logged).toEqual([1, 4, 5])
     },
   )
 })

@@ -4,7 +4,7 @@
 // (LC-6), then the live fan-out. The hot path: no native call; the record is staged and reaches
 // the core with its batch (lib/staging.js, BND-6).
 
-const { constants } = require('node:buffer')
+const { Buffer, constants } = require('node:buffer')
 const native = require('./core.js')
 const { own, syncEmitted, syncErrorFields } = require('./run.js')
 const { handOut } = require('./stream.js')
@@ -16,6 +16,24 @@ const EMPTY = Object.freeze({})
 // and so do names longer than MAX_INTERNED_LENGTH.
 const MAX_INTERNED_EVENTS = 1024
 const MAX_INTERNED_LENGTH = 1024
+// EMT-1's bound. A record must be readable back (run.events, a replay, its log line as JSON): the
+// core hands its JSON, the event's and the data's with the record's other keys around them, back
+// to V8 as UTF-8, which V8 takes up to MAX_STRING_LENGTH bytes (2^29 - 24 on 64-bit V8); 256 bytes
+// is more than those other keys take.
+const MAX_RECORD_JSON = constants.MAX_STRING_LENGTH - 256
+
+/**
+ * Whether a record with these two JSON texts is within EMT-1's bound, in UTF-8 bytes (counted only
+ * near it: a UTF-16 unit is at most three bytes, and at least one).
+ */
+function fitsRecord(eventJson, dataJson) {
+  const units = (eventJson === undefined ? 0 : eventJson.length) + (dataJson === undefined ? 0 : dataJson.length)
+  if (3 * units <= MAX_RECORD_JSON) return true
+  if (units > MAX_RECORD_JSON) return false
+  return utf8Length(eventJson) + utf8Length(dataJson) <= MAX_RECORD_JSON
+}
+
+const utf8Length = (text) => (text === undefined ? 0 : Buffer.byteLength(text, 'utf8'))
 
 // §8, read from the caller's own object (so toJSON or unserializable data change nothing).
 function applyErrorFields(ctx, s, data) {
@@ -63,7 +81,18 @@ function serialize(ctx, event, data) {
       name = native.internEvent(ctx.svc, event)
       eventNames.set(event, name)
     }
-    if (name !== undefined) return [name, undefined, dataJson, true]
+    if (name !== undefined) {
+      // (The name's JSON, at most six units per character and two quotes, is made only near the
+      // bound.)
+      const nameUnits = 6 * event.length + 2
+      if (dataJson === undefined || 3 * (dataJson.length + nameUnits) <= MAX_RECORD_JSON) {
+        return [name, undefined, dataJson, true]
+      }
+      if (fitsRecord(JSON.stringify(event), dataJson)) return [name, undefined, dataJson, true]
+      // Beyond EMT-1's bound: as unserializable data, below.
+      dataJson = 'null'
+      persist = false
+    }
   }
   let eventJson
   try {
@@ -77,29 +106,14 @@ function serialize(ctx, event, data) {
       eventJson = undefined
     }
   }
+  // EMT-1's bound: data beyond it goes as unserializable data does (data null, never written),
+  // and a name that alone is beyond it, as one without a string form.
+  if (!fitsRecord(eventJson, dataJson)) {
+    persist = false
+    if (dataJson !== undefined) dataJson = 'null'
+    if (!fitsRecord(eventJson, dataJson)) eventJson = undefined
+  }
   return [null, eventJson, dataJson, persist]
-}
-
-// A record must be readable back (run.events, a replay, the log line as JSON): its JSON, the
-// event's and the data's with the record's other keys around them, is one V8 string, at most
-// MAX_STRING_LENGTH characters (2^29 - 24 on 64-bit V8). 256 characters is more than those keys
-// and their values take.
-const MAX_RECORD_JSON = constants.MAX_STRING_LENGTH - 256
-
-/** EMT-1: a record too large to ever be read back is refused before it takes an id. */
-function checkSize(event, name, eventJson, dataJson) {
-  const dataLength = dataJson === undefined ? 0 : dataJson.length
-  // (An interned name is a string: its JSON is at most six characters per character, plus quotes.)
-  const eventLength = name === null ? (eventJson === undefined ? 0 : eventJson.length) : 6 * event.length + 2
-  if (eventLength + dataLength <= MAX_RECORD_JSON) return
-  const eventJsonLength = name === null ? eventLength : JSON.stringify(event).length
-  const error = new RangeError(
-    `chat-run-service: emit(run, event, data): the record's JSON would be longer than V8's longest string ` +
-      `(event ${eventJsonLength} and data ${dataLength} characters of JSON, expected together at most ` +
-      `${MAX_RECORD_JSON}); nothing was recorded`,
-  )
-  error.code = 'ERR_CHAT_RUN_RECORD_TOO_LARGE'
-  throw error
 }
 
 /** EMT-1..EMT-6 (EMT-4, the ring bound, is the core's); LC-1's state file; LC-6's hook. */
@@ -109,7 +123,6 @@ function emit(ctx, run, event, data) {
   if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
   if (event === 'error') applyErrorFields(ctx, s, data)
   const [name, eventJson, dataJson, persistable] = serialize(ctx, event, data)
-  checkSize(event, name, eventJson, dataJson)
   // The host's code above (a getter, a toJSON) may have had a finish parked meanwhile.
   if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
   // EMT-2 steps 2-6, second half: numbered from the mirror (the core gives the same id when the

@@ -108,7 +108,7 @@ function flushStage(ctx) {
     // Every part is followed by a line feed: a trailing empty part gives join() the last one,
     // so the text is built flat in one pass (no concatenation for V8 to flatten at the
     // crossing). A record alone (a large one, see stage()) goes without it: its two parts and
-    // one line feed fit, as emit() checked (lib/emit.js, MAX_RECORD_JSON).
+    // one line feed fit, as serialize() bounds them (lib/emit.js, MAX_RECORD_JSON).
     if (count !== 1) parts.push('')
     text = parts.join('\n')
   }
