@@ -350,6 +350,21 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
       const [a, b] = await Promise.all(waits)
       expect(a).toMatchObject({ id: finished.id, status: 'succeeded', exitCode: 0, terminalTrigger: null })
       expect(b).toMatchObject({ id: dropped.id, status: 'canceled', terminalAt: expect.any(Number) })
+      // A whole status body (the declared type), without the field that could not be read.
+      expect(Object.keys(a)).toEqual(STATUS_BODY_KEYS)
+      expect(a).toMatchObject({ projectId: 'p', toolBundle: expect.any(Object), workspace: expect.any(Object) })
+      // Even when reading the fields one by one throws too (a nested getter): every key.
+      const deep = runs.create({ projectId: 'q' })
+      deep.projectMetadata = {
+        get orchestratorWorkspace() {
+          throw new Error('nested boom')
+        },
+      }
+      const waited = runs.wait(deep)
+      runs.finish(deep, 'failed', 1, null)
+      const c = await waited
+      expect(Object.keys(c)).toEqual(STATUS_BODY_KEYS)
+      expect(c).toMatchObject({ id: deep.id, projectId: 'q', status: 'failed', exitCode: 1 })
       expect(finished.waiters.size).toBe(0)
       // A wait and a cancel on the terminal run resolve the same way; eviction still happens.
       await expect(runs.wait(finished)).resolves.toMatchObject({ status: 'succeeded' })

@@ -97,12 +97,25 @@ function statusBody(run) {
   return body
 }
 
+// A run as the fallback reads it: a field whose getter (or Proxy trap) throws reads as undefined.
+const READ_SAFELY = {
+  get(target, name) {
+    try {
+      return Reflect.get(target, name, target)
+    } catch {
+      return undefined
+    }
+  },
+}
+
 /**
  * The status body a waiter or a cancel is resolved with (WAI-1: a wait never rejects, and a
  * finish or drop resolves its waiters whatever the host put on the run; a cancel never rejects
  * for a terminal run). When statusBody(run) throws (a host getter or Proxy on a field it reads),
- * they get what the service itself holds of the verdict instead, and the first such failure of
- * a service is reported with process.emitWarning (code CHAT_RUN_STATUS_BODY_ERROR).
+ * the body is built again with each unreadable field as absent, and with the verdict the service
+ * holds itself; failing that too, every key of a status body with its empty value and those
+ * fields. Either way a whole status body. The first such failure of a service is reported with
+ * process.emitWarning (code CHAT_RUN_STATUS_BODY_ERROR).
  */
 function resolvedStatusBody(run) {
   try {
@@ -113,34 +126,47 @@ function resolvedStatusBody(run) {
     if (!ctx.statusBodyErrorReported) {
       ctx.statusBodyErrorReported = true
       process.emitWarning(
-        `chat-run-service: statusBody(run) threw while resolving a wait or a cancel of a run (${reasonOf(err)}); it got the service's own fields of the run instead, and further such errors of this service are not reported`,
+        `chat-run-service: statusBody(run) threw while resolving a wait or a cancel of a run (${reasonOf(err)}); it got a status body without the fields that could not be read instead, and further such errors of this service are not reported`,
         { code: 'CHAT_RUN_STATUS_BODY_ERROR' },
       )
     }
-    let id = null
-    let createdAt = null
+    let body
     try {
-      id = run.id
-      createdAt = run.createdAt
+      body = statusBody(new Proxy(run, READ_SAFELY))
     } catch {
-      // The same host object: its fields stay null.
+      body = emptyStatusBody()
     }
-    return {
-      id,
-      status: s.status,
-      createdAt,
-      updatedAt: s.updatedAt,
-      cancelRequested: !!s.cancelRequested,
-      childExitObservedAt: s.childExitObservedAt ?? null,
-      exitCode: s.exitCode ?? null,
-      signal: s.signal ?? null,
-      error: s.error ?? null,
-      errorCode: s.errorCode ?? null,
-      terminalAt: s.terminalAt ?? null,
-      cancelOrigin: s.cancelOrigin ?? null,
-      terminalTrigger: s.terminalTrigger ?? null,
-    }
+    // What the service holds itself, whatever the run object reads.
+    return Object.assign(body, ownFields(run, s))
   }
+}
+
+// The service's own fields of a run (its mirror), and the id and creation time as the run reads them.
+function ownFields(run, s) {
+  const safe = new Proxy(run, READ_SAFELY)
+  return {
+    id: safe.id ?? null,
+    projectId: s.projectId ?? null,
+    conversationId: s.conversationId ?? null,
+    status: s.status,
+    createdAt: safe.createdAt ?? null,
+    updatedAt: s.updatedAt,
+    cancelRequested: !!s.cancelRequested,
+    childExitObservedAt: s.childExitObservedAt ?? null,
+    exitCode: s.exitCode ?? null,
+    signal: s.signal ?? null,
+    error: s.error ?? null,
+    errorCode: s.errorCode ?? null,
+    terminalAt: s.terminalAt ?? null,
+    cancelOrigin: s.cancelOrigin ?? null,
+    terminalTrigger: s.terminalTrigger ?? null,
+  }
+}
+
+// Every key of a status body (§15, LC-5, HF-2), each with the value of a run that sets nothing.
+const EMPTY_RUN = Object.freeze({})
+function emptyStatusBody() {
+  return statusBody(EMPTY_RUN)
 }
 
 /**
