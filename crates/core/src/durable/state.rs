@@ -397,7 +397,11 @@ pub fn write_state_file(dir: &Path, json: &str) -> io::Result<Option<fs::File>> 
         file.write_all(&bytes)?;
         drop(file);
         let dest = dir.join(STATE_FILE);
-        if exchange(&tmp, &dest) {
+        // Swapped only with a regular file: a directory (or anything else) in its place would
+        // end up under the temp name, where no sweep removes it; the rename below fails on it
+        // instead, and the failure is counted.
+        let regular = fs::symlink_metadata(&dest).is_ok_and(|meta| meta.file_type().is_file());
+        if regular && exchange(&tmp, &dest) {
             // The new content is in place; what is left under the temp name is the old one.
             // (Best effort: the write itself has succeeded. Only a regular file is held, and
             // opening never blocks: `files::open_read`.)
@@ -939,6 +943,29 @@ mod tests {
         // A directory that cannot be created: an error, and no temp file anywhere.
         fs::write(dir.join("file"), "x").unwrap();
         assert!(write_state_file(&dir.join("file"), "{}").is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_1_a_directory_where_the_state_file_belongs_fails_the_write_and_leaves_no_temp_entry() {
+        let dir = std::env::temp_dir().join(format!("chat-run-state-dir-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let run_dir = dir.join("run");
+        fs::create_dir_all(run_dir.join(STATE_FILE)).unwrap();
+        for _ in 0..2 {
+            assert!(write_state_file(&run_dir, r#"{"a":1}"#).is_err());
+        }
+        let names: Vec<String> = fs::read_dir(&run_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![STATE_FILE.to_owned()],
+            "run directory holds {names:?}"
+        );
+        assert!(run_dir.join(STATE_FILE).is_dir(), "left as it was");
         let _ = fs::remove_dir_all(&dir);
     }
 
