@@ -449,6 +449,65 @@ mod tests {
     }
 
     #[test]
+    fn lc_2_a_line_js_reads_but_a_strict_reader_would_not_keeps_the_history_whole() {
+        // An out-of-range timestamp (JSON.parse: Infinity) and a key given twice (the last
+        // counts): both are records to IMP-3's reader, so both must be to the history.
+        for (name, odd) in [
+            (
+                "range",
+                r#"{"id":2,"event":"stdout","data":2,"timestamp":1e400}"#,
+            ),
+            (
+                "twice",
+                r#"{"id":2,"event":"x","event":"stdout","data":1,"data":2,"timestamp":10}"#,
+            ),
+        ] {
+            let (dir, layout) = log_dir(&format!("hydrate-odd-{name}"));
+            let mut old = service(Some(10), Some(layout));
+            let run = old.create(meta("p", "c"), 1.0);
+            emit(&mut old, run.slot, "1");
+            emit(&mut old, run.slot, "2");
+            succeed(&mut old, run.slot, 20.0);
+            flush(&old);
+            drop(old);
+            let journal = dir.join(&run.id).join("events.jsonl");
+            let mut lines: Vec<String> = fs::read_to_string(&journal)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            lines[1] = odd.to_owned();
+            fs::write(&journal, format!("{}\n", lines.join("\n"))).unwrap();
+
+            let mut new = service(Some(10), Some(layout_of(&dir)));
+            let slot = new.hydrate(&run.id, 50.0).unwrap().unwrap();
+            let events: Vec<Value> = serde_json::from_str(&new.events_json(slot).unwrap()).unwrap();
+            let ids: Vec<u64> = events.iter().filter_map(|e| e["id"].as_u64()).collect();
+            assert_eq!(ids, vec![1, 2, 3], "{name}");
+            assert_eq!(events[1]["event"], "stdout", "{name}");
+            assert_eq!(events[1]["data"], 2, "{name}");
+            // What stream() sends: STR-4 at the last id, the 'end' again; and IMP-3 reads the
+            // line the same way when it is older than the history.
+            let sent = |svc: &Service, slot: u32, cursor: f64| -> Vec<(u64, Option<Value>)> {
+                crate::replay::decode(&svc.replay_batch(slot, cursor).unwrap())
+                    .unwrap()
+                    .into_iter()
+                    .map(|sent| (sent.id, sent.data))
+                    .collect()
+            };
+            let at_end: Vec<u64> = sent(&new, slot, 3.0).iter().map(|(id, _)| *id).collect();
+            assert_eq!(at_end, vec![3], "{name}");
+            let mut short = service(Some(1), Some(layout_of(&dir)));
+            let slot = short.hydrate(&run.id, 50.0).unwrap().unwrap();
+            let replayed = sent(&short, slot, 0.0);
+            let ids: Vec<u64> = replayed.iter().map(|(id, _)| *id).collect();
+            assert_eq!(ids, vec![1, 2, 3], "{name}");
+            assert_eq!(replayed[1].1, Some(serde_json::json!(2)), "{name}");
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
     fn lc_2_a_run_left_active_hydrates_failed_with_two_records_and_a_rewritten_file() {
         let (dir, layout) = log_dir("hydrate-interrupted");
         let mut old = service(Some(10), Some(layout));

@@ -36,10 +36,37 @@ pub(crate) fn present<'de, D: Deserializer<'de>>(
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
-/// A timestamp that is not a number reads as 0.
+/// A timestamp that is not a number reads as 0; one beyond f64's range as JS reads it (an
+/// infinity: `JSON.parse` accepts `1e400`).
 fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    let value = serde_json::Value::deserialize(deserializer)?;
-    Ok(value.as_f64().unwrap_or(0.0))
+    let raw = <&RawValue>::deserialize(deserializer)?;
+    Ok(lenient_number(raw))
+}
+
+fn lenient_number(raw: &RawValue) -> f64 {
+    let text = raw.get();
+    // (A JSON number's text is a valid f64 literal; strings, objects and the rest are not.)
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        text.parse().unwrap_or(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// [`Line`] as `JSON.parse` reads it, for a line the derived reader refuses although IMP-3's
+/// reader takes it (a key given twice: the last one counts, as in JS).
+fn lenient_line(text: &str) -> Option<Line<'_>> {
+    let fields: std::collections::HashMap<std::borrow::Cow<'_, str>, &RawValue> =
+        serde_json::from_str(text).ok()?;
+    let id = line_id(text)?;
+    Some(Line {
+        id,
+        event: fields.get("event").copied(),
+        data: fields.get("data").copied(),
+        timestamp: fields
+            .get("timestamp")
+            .map_or(0.0, |raw| lenient_number(raw)),
+    })
 }
 
 /// What hydration needs of a journal.
@@ -138,7 +165,10 @@ fn read_tail_from_start(path: &Path, cap: Option<usize>) -> io::Result<Tail> {
 pub fn fill_history(history: &mut History, tail: &Tail) -> Option<u64> {
     let mut end = None;
     for text in &tail.lines {
-        let Ok(line) = serde_json::from_str::<Line<'_>>(text) else {
+        let Some(line) = serde_json::from_str::<Line<'_>>(text)
+            .ok()
+            .or_else(|| lenient_line(text))
+        else {
             // A line `line_id` accepted always parses here; stop rather than leave a gap.
             break;
         };
