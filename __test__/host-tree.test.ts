@@ -166,6 +166,48 @@ describe('LC-9 a verified teardown', () => {
     expect(run.status).toBe('canceled')
   })
 
+  it('joins a cancel the terminator itself makes, synchronously: one call, no signal of the engine', async () => {
+    for (const withChild of [false, true]) {
+      const box: { run?: any; child?: FakeChild; nested?: Promise<unknown> } = {}
+      const terminateProcessTree = vi.fn(() => {
+        if (terminateProcessTree.mock.calls.length === 1) box.nested = runs.cancel(box.run, 'second')
+        box.child?.die(0, null)
+        return VERIFIED
+      })
+      const { runs } = makeRuns({ terminateProcessTree })
+      const child = withChild ? new FakeChild() : null
+      const killed = vi.spyOn(FakeChild.prototype, 'kill')
+      box.child = child ?? undefined
+      box.run = child ? identified(runs, child) : runs.create({})
+      if (!child) {
+        box.run.status = 'running'
+        box.run.processTreeRoot = { ...ROOT }
+      }
+      const body = await runs.cancel(box.run, 'first')
+      await expect(box.nested).resolves.toEqual(body)
+      expect(terminateProcessTree).toHaveBeenCalledTimes(1)
+      expect(killed).not.toHaveBeenCalled()
+      killed.mockRestore()
+      expect(body).toMatchObject({ status: 'canceled', cancelOrigin: 'first' })
+    }
+  })
+
+  it('clamps the abort grace it waits before the terminator (TMR-2), and waits forever for Infinity', async () => {
+    for (const graceMs of [2 ** 31, Infinity]) {
+      const terminateProcessTree = vi.fn(() => VERIFIED)
+      const { runs } = makeRuns({ terminateProcessTree })
+      const child = new FakeChild()
+      const run = identified(runs, child)
+      run.acpSession = { abort() {} }
+      const done = runs.cancel(run, { origin: 'user_stop', graceMs })
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      // Still in the abort grace: Node's timers would have turned the delay into 1 ms.
+      expect(terminateProcessTree).not.toHaveBeenCalled()
+      child.die(0, null)
+      await expect(done).resolves.toMatchObject({ status: 'canceled' })
+    }
+  })
+
   it("parks the host's finish during the teardown and applies it first", async () => {
     let answer!: (value: object) => void
     const { runs } = makeRuns({ terminateProcessTree: () => new Promise((resolve) => (answer = resolve)) })

@@ -3,6 +3,7 @@
 // listening to its events without ever letting a throwing getter or emitter of the host's stop
 // the teardown.
 
+const native = require('./core.js')
 const { exited } = require('./status.js')
 const { ignore, ignoreResult } = require('./hooks.js')
 
@@ -80,9 +81,10 @@ function streamClosed(stream) {
 }
 
 /**
- * Resolves true once the child exited, false after `ms` (a ref'd timer, TMR-4); true at once for
- * no child. With `sawClose` (CAN-9) only the child's 'close' counts: `sawClose()` says whether it
- * was seen before the wait began. The listeners and the timer go when the wait settles.
+ * Resolves true once the child exited, false after `ms` (a ref'd timer, TMR-4, clamped as TMR-2
+ * says; none for Infinity); true at once for no child. With `sawClose` (CAN-9) only the child's
+ * 'close' counts: `sawClose()` says whether it was seen before the wait began. The listeners and
+ * the timer go when the wait settles.
  */
 function waitForChild(child, ms, sawClose = null) {
   if (!child) return Promise.resolve(true)
@@ -96,7 +98,8 @@ function waitForChild(child, ms, sawClose = null) {
       unlisten(child, events, onEnd)
     }
     const onEnd = () => settle(true)
-    const timer = setTimeout(settle, ms, false)
+    const delay = native.timerDelay(ms)
+    const timer = delay === null ? undefined : setTimeout(settle, delay, false)
     try {
       for (const event of events) child.once(event, onEnd)
     } catch {

@@ -66,12 +66,19 @@ function hostTerminates(ctx, run, s) {
  */
 function hostTeardown(ctx, run, s, plan, fallback) {
   if (s.hostTeardown !== null) return s.hostTeardown
-  const teardown = tearDown(ctx, run, s, plan, fallback)
+  // Joined from before its first step: the terminator may be called synchronously, and a cancel
+  // or shutdownActive() it makes must join this teardown (one terminator call, no signal of the
+  // engine's), not start another.
+  let settle
+  const teardown = new Promise((resolve, reject) => {
+    settle = { resolve, reject }
+  })
   s.hostTeardown = teardown
   const done = () => {
     if (s.hostTeardown === teardown) s.hostTeardown = null
   }
   teardown.then(done, done)
+  tearDown(ctx, run, s, plan, fallback).then(settle.resolve, settle.reject)
   return teardown
 }
 
