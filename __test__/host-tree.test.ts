@@ -482,6 +482,31 @@ describe('LC-9 across a restart', () => {
     ])
   })
 
+  it('keeps the failure in the state file while a retry runs, so a daemon that dies meanwhile can retry it', async () => {
+    const dir = tempDir()
+    let answer: unknown = UNVERIFIED
+    const { runs } = makeRuns({ terminateProcessTree: () => answer, runsLogDir: dir })
+    const run = runs.create({})
+    run.status = 'running'
+    run.processTreeRoot = { ...ROOT }
+    run.requiresTreeVerification = true
+    await runs.cancel(run, 'user_stop')
+    const file = () => JSON.parse(fs.readFileSync(path.join(dir, run.id, 'state.json'), 'utf8'))
+    expect(file()).toMatchObject({ status: 'failed', errorCode: 'RUN_TERMINATION_UNVERIFIED' })
+    answer = new Promise(() => {}) // the retry's terminator never answers: the daemon dies meanwhile
+    void runs.cancel(run, 'user_stop')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(run.status).toBe('running')
+    expect(file()).toMatchObject({ status: 'failed', errorCode: 'RUN_TERMINATION_UNVERIFIED', processTreeRoot: ROOT })
+    const { runs: after } = makeRuns({ terminateProcessTree: () => VERIFIED, runsLogDir: dir })
+    expect(after.get(run.id)).toMatchObject({
+      status: 'failed',
+      errorCode: 'RUN_TERMINATION_UNVERIFIED',
+      processTreeRoot: ROOT,
+      termination: { retryable: true },
+    })
+  })
+
   it('makes a retryable failure without an identity not retryable, on the run and in its file', async () => {
     const dir = tempDir()
     const { runs } = makeRuns({ runsLogDir: dir })

@@ -177,11 +177,17 @@ impl Service {
 
     /// LC-5, as a plan begins: the first origin wins (one the host wrote before included), and
     /// the run's state is persisted with it (LC-1) before any signal, also when the host wrote
-    /// it: the host's write of a field writes no file.
+    /// it: the host's write of a field writes no file. Not while a run retries an unverified
+    /// teardown (LC-9).
     fn record_cancel_origin(&mut self, slot: u32, origin: &str) -> CoreResult<()> {
         let run = self.run_mut(slot)?;
         if run.cancel_origin.is_none() {
             run.cancel_origin = Some(origin.to_owned());
+        }
+        // (Not for the retry of an unverified teardown: its file keeps the failure until the
+        // new verdict, LC-9.)
+        if run.retrying_teardown {
+            return Ok(());
         }
         self.persist_state(slot)
     }

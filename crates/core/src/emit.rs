@@ -163,6 +163,7 @@ impl Service {
         run.updated_at = now;
         if run.is_terminal() {
             run.terminal_at = Some(now);
+            run.retrying_teardown = false;
             run.release_process_handles();
         }
         self.persist_state_with(slot, host_json)?;
@@ -235,6 +236,7 @@ impl Service {
             return Ok(false);
         }
         self.reopen(slot, crate::run::RUNNING, now)?;
+        self.run_mut(slot)?.retrying_teardown = true;
         Ok(true)
     }
 
@@ -255,6 +257,7 @@ impl Service {
         run.shutdown = None;
         run.end_event_id = None;
         run.log_closed = false;
+        run.retrying_teardown = false;
         if let Some(target) = run.log.as_ref() {
             target.reopen();
         }

@@ -83,6 +83,10 @@ pub struct RunState {
     pub(crate) log: Option<Arc<LogTarget>>,
     /// IMP-1/IMP-2: once set, nothing of this run is persisted again.
     pub log_closed: bool,
+    /// LC-9: reopened to retry a teardown that could not be verified, until its new verdict: the
+    /// state file keeps the failure (and the tree's identity) until then, so a daemon that dies
+    /// meanwhile can still retry it after a restart.
+    pub retrying_teardown: bool,
     /// A journal line of this run was queued (its journal must exist once the log is closed).
     pub(crate) log_lines_queued: bool,
     /// In the registry (what `get`, `list` and `shutdownActive` see).
@@ -173,6 +177,7 @@ impl RunState {
             child_exit_observed_at: None,
             log: new.log,
             log_closed: false,
+            retrying_teardown: false,
             log_lines_queued: false,
             registered: true,
             cancel: None,
