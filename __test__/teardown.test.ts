@@ -434,6 +434,27 @@ describe('LC-7 stdin, origin and parking (fake children)', () => {
     expect(runs.emit(run, 'late', 1)).toMatchObject({ event: 'late' })
   })
 
+  it('LC-7, SHD-5: a host getter of the cancel facts that throws leaves no plan started and nobody to end it', async () => {
+    const { runs } = makeRuns()
+    const child = new FakeChild()
+    const run = runs.create()
+    run.status = 'running'
+    run.child = child
+    Object.defineProperty(run, 'runtimeFailureObservedBeforeCancellation', {
+      configurable: true,
+      get() {
+        throw new Error('host getter boom')
+      },
+    })
+    const cancel = runs.cancel(run, 'user_stop')
+    await sleep(20)
+    child.die(0, null)
+    // The getter counts as false: the cancel goes on, and ends.
+    await expect(cancel).resolves.toMatchObject({ status: 'canceled', cancelOrigin: 'user_stop' })
+    expect(runs.emit(run, 'agent', { late: true })).toMatchObject({ event: 'agent' })
+    await expect(runs.cancel(run)).resolves.toMatchObject({ status: 'canceled' })
+  })
+
   it("LC-7: a finish parked by the data's own toJSON drops that emit too", async () => {
     const { runs } = makeRuns()
     const child = new FakeChild()

@@ -20,7 +20,7 @@ const { exited, isTerminal, resolvedStatusBody } = require('./status.js')
 const { finishParked, finish, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
-const { clearRetryRestart, retryableTermination } = require('./host-fields.js')
+const { clearRetryRestart, failureObservedFirst, retryableTermination } = require('./host-fields.js')
 const { deliveryPending, stopPendingDelivery } = require('./delivery.js')
 const { ignore, ignoreResult } = require('./hooks.js')
 const {
@@ -189,7 +189,7 @@ async function drive(ctx, run, s, shutdown, step) {
       if (step > 0) {
         // CAN-9: a runtime failure the host saw before this cancel is classified by its close
         // handler, so a cancel waits for the child's 'close', not its 'exit'.
-        const closeOnly = !shutdown && run.runtimeFailureObservedBeforeCancellation === true
+        const closeOnly = !shutdown && failureObservedFirst(run)
         if (closeOnly) watchClose(s.teardown, run.child)
         const treeExited = await waitForTree(ctx, s, run.child, step, closeOnly)
         step = native.runEscalationNext(ctx.svc, s.slot, shutdown, treeExited)
@@ -327,7 +327,7 @@ async function startCancel(ctx, run, s, origin, graceMs) {
   syncCancelBegun(s, now, origin)
   clearRetryRestart(run)
   beginTeardown(s, hasChild, false)
-  if (hasChild && run.runtimeFailureObservedBeforeCancellation === true) watchClose(s.teardown, run.child)
+  if (hasChild && failureObservedFirst(run)) watchClose(s.teardown, run.child)
   const outcome = drive(ctx, run, s, false, step)
   s.cancelPromise = outcome
   try {

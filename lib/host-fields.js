@@ -78,6 +78,19 @@ function pluginWorkflowIdOf(analytics) {
  * cleared and the field set to null: a run canceled, shut down or reopened must not be started
  * again by a retry timer of its earlier attempt.
  */
+/**
+ * CAN-9: the host's `run.runtimeFailureObservedBeforeCancellation`. Read between a teardown's
+ * start and its drive, where a throw would leave it started and nobody to end it: a getter that
+ * throws reads as false.
+ */
+function failureObservedFirst(run) {
+  try {
+    return run.runtimeFailureObservedBeforeCancellation === true
+  } catch {
+    return false
+  }
+}
+
 function clearRetryRestart(run) {
   // The host's field: a getter or setter that throws must not stop the cancel or shutdown that
   // clears it.
@@ -409,6 +422,7 @@ module.exports = {
   pluginAnalyticsOf,
   pluginWorkflowIdOf,
   clearRetryRestart,
+  failureObservedFirst,
   plainObjectOrNull,
   objectOrNull,
   sessionModeOrNull,

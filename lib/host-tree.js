@@ -24,6 +24,7 @@ const { childExitFacts, closeStdin, exitedOrNot, unwatchClose, waitForChild, wat
 const {
   clearFailure,
   clearRetryRestart,
+  failureObservedFirst,
   retryableTermination,
   treeIdentityOf,
   TERMINATION_UNVERIFIED,
@@ -107,7 +108,7 @@ async function tearDown(ctx, run, s, plan, fallback) {
   if (mine !== null) s.teardown = mine
   // CAN-9: a cancel after a runtime failure counts the child as done only once its 'close' was
   // seen (the watch carries over to LC-7's teardown if that takes over).
-  if (mine !== null && !plan.shutdown && run.runtimeFailureObservedBeforeCancellation === true) watchClose(mine, child)
+  if (mine !== null && !plan.shutdown && failureObservedFirst(run)) watchClose(mine, child)
   const sawClose = mine !== null && mine.closed !== null ? () => mine.closed : null
   try {
     const closing = closeStdin(run)
