@@ -338,6 +338,19 @@ describe('LC-1: the state file', () => {
     expect(stateOf(run.id)).toMatchObject({ artifactCount: 'three', userPrompt: 42 })
   })
 
+  it('a value JSON cannot hold in an id field or terminalRecoveryReason is left out on its own: every other host field is still written', () => {
+    const runs = service({ durableFields: ['note'] })
+    for (const field of ['terminalRecoveryReason', 'agentId', 'assistantMessageId', 'requestFingerprint']) {
+      const run = runs.create({ projectId: 'p' })
+      Object.assign(run, { failureCategory: 'agent_error', note: 'kept', model: 'gpt-x' })
+      run[field] = 10n
+      runs.persistState(run)
+      const state = stateOf(run.id)
+      expect(state, field).toMatchObject({ failureCategory: 'agent_error', note: 'kept', model: 'gpt-x' })
+      expect(state[field] ?? null, field).toBeNull()
+    }
+  })
+
   it('a field whose getter throws is left out of the file on its own: every other host field is still written', () => {
     const runs = service({ durableFields: ['note', 'lazy'] })
     const run = runs.create({ projectId: 'p' })

@@ -61,15 +61,16 @@ const READ_SAFELY = {
 function hostJson(ctx, realRun) {
   try {
     const run = new Proxy(realRun, READ_SAFELY)
+    // (Each value JSON cannot hold is left out on its own: the others are still written.)
     const host = {
-      assistantMessageId: run.assistantMessageId,
-      clientRequestId: run.clientRequestId,
-      requestFingerprint: run.requestFingerprint,
-      agentId: run.agentId,
+      assistantMessageId: jsonable(run.assistantMessageId, undefined),
+      clientRequestId: jsonable(run.clientRequestId, undefined),
+      requestFingerprint: jsonable(run.requestFingerprint, undefined),
+      agentId: jsonable(run.agentId, undefined),
       failureCategory: jsonable(run.failureCategory ?? null, null),
       failureDetail: jsonable(run.failureDetail ?? null, null),
       failureAction: jsonable(run.failureAction ?? null, null),
-      terminalRecoveryReason: run.terminalRecoveryReason ?? null,
+      terminalRecoveryReason: jsonable(run.terminalRecoveryReason ?? null, null),
       resumable: Boolean(run.resumable),
       endedWithUnfinishedWork: Boolean(run.endedWithUnfinishedWork),
     }
