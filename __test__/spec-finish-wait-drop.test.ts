@@ -2,6 +2,7 @@
 // (TRM-1), and the §17 improvements that touch them: IMP-2 (drop closes the log), IMP-6 (throwing
 // clients), IMP-9 (fail on a terminal run) and IMP-10 (no unhandled rejection from start).
 import fs from 'node:fs'
+import { createRequire } from 'node:module'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { createChatRunService } from '../index.js'
 import {
@@ -20,6 +21,9 @@ import {
   useTempDirs,
   waitFor,
 } from './helpers'
+
+const requireNode = createRequire(import.meta.url)
+const { mirrorDrift } = requireNode('../lib/run.js') as { mirrorDrift(run: object): string[] }
 
 const tempDir = useTempDirs('spec-finish-wait-drop-')
 // (FIN-3's test has a local `endData`.)
@@ -393,6 +397,21 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     runs.finish(run, 'failed', 1, null)
     await flush()
     expect(settled).toBe(false)
+  })
+
+  it("DRP-1, RUN-3: the drop's status and time win over a client's end() that writes them, in the core too", async () => {
+    const { runs } = makeRuns()
+    for (const write of [(run: any) => (run.status = 'running'), (run: any) => (run.updatedAt = 5)]) {
+      const run = runs.create({})
+      run.status = 'running'
+      run.clients.add({ send() {}, end: () => write(run), cleanup() {} })
+      runs.drop(run)
+      expect(run.status).toBe('canceled')
+      expect(mirrorDrift(run)).toEqual([])
+      // The core agrees: a cancel of the dropped run changes nothing (CAN-1).
+      await expect(runs.cancel(run, 'user_stop')).resolves.toMatchObject({ status: 'canceled' })
+      expect([run.cancelRequested, run.cancelOrigin]).toEqual([false, null])
+    }
   })
 
   it('DRP-1: a falsy or terminal run is a no-op', () => {

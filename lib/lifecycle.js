@@ -4,6 +4,7 @@
 // waiters resolved by either.
 
 const native = require('./core.js')
+const { TextField, NumberField } = native
 const { own, releaseWhenUnreachable, syncVerdict, syncEnded, syncDropped } = require('./run.js')
 const { textOrNull, numberOrNull, signalOrNull } = require('./convert.js')
 const { isTerminal, resolvedStatusBody } = require('./status.js')
@@ -254,8 +255,15 @@ function drop(ctx, run) {
     // DRP-1: the clients end before the status changes (the mirror syncs after them). A record
     // one of them emits meanwhile (EMT-5) has already moved updatedAt past the drop's time.
     const idBeforeEnd = s.nextEventId
+    const writesBeforeEnd = s.hostWrites
     endClientsInOrder(run, s)
     syncDropped(s, now, s.nextEventId === idBeforeEnd ? now : s.updatedAt)
+    // The drop's status and time win over what a client's end() wrote (as upstream, which sets
+    // them after the clients), in the core as in the mirror (RUN-3).
+    if (s.hostWrites !== writesBeforeEnd) {
+      native.runSetText(ctx.svc, s.slot, TextField.Status, s.status)
+      native.runSetNumber(ctx.svc, s.slot, NumberField.UpdatedAt, s.updatedAt)
+    }
     resolveWaiters(run)
   } finally {
     s.finishing = false
