@@ -852,6 +852,33 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     }
   })
 
+  it('LC-7: a process the 1 s watch finds during the SIGTERM grace gets SIGTERM too', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    // On SIGTERM the agent starts a helper (which dies on SIGTERM) and lives on 1.6 s: the
+    // watch, not a wait's poll, is what finds the helper while the child still runs.
+    const script = `trap 'sleep 100 >/dev/null & echo $!; T=1' TERM; while [ -z "$T" ]; do sleep 0.05; done; sleep 1.6; exit 0`
+    const child = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    children.push(child)
+    track(child.pid!)
+    let out = ''
+    child.stdout!.setEncoding('utf8')
+    child.stdout!.on('data', (chunk: string) => (out += chunk))
+    const run = runs.create({ projectId: 'p' })
+    run.status = 'running'
+    run.child = child
+    await sleep(200)
+    const t0 = Date.now()
+    const body = await runs.cancel(run, { origin: 'user_stop', graceMs: 8000 })
+    const elapsed = Date.now() - t0
+    const helper = Number(out.trim().split('\n')[0])
+    expect(helper).toBeGreaterThan(0)
+    expect(body).toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+    expect(elapsed).toBeLessThan(6000) // not the whole grace, then SIGKILL
+    expect(await waitFor(() => statFields(helper) === null || ['Z', 'X'].includes(statFields(helper)![0]), 2000)).toBe(
+      true,
+    )
+  })
+
   it('LC-7: a host that clears run.child when the child closes does not lose the rest of the tree', async () => {
     const { runs } = makeRuns({ runsLogDir: null })
     const leader = startLeader('wait', ['quiet-noterm'], { detached: false })

@@ -298,7 +298,9 @@ impl Service {
         let table = self.processes.clone();
         let mut watched: u32 = 0;
         for run in self.slab.iter_mut().flatten() {
-            if !run.is_terminal() && run.tree.watch(&table) {
+            // (A plan in flight: the teardown's last signal reaches what the watch finds.)
+            let tearing_down = run.cancel.is_some() || run.shutdown.is_some();
+            if !run.is_terminal() && run.tree.watch(&table, tearing_down) {
                 watched = watched.saturating_add(1);
             }
         }

@@ -335,12 +335,21 @@ impl Tree {
 
     /// The watch between steps ([`crate::service::Service::capture_trees`]): a capture that
     /// may share a recent scan with the other runs' (with a group), or reads the lists of
-    /// children (without one). True while anything captured is alive.
-    pub fn watch(&mut self, table: &impl ProcessTable) -> bool {
+    /// children (without one). While a teardown is under way (`tearing_down`), a process it
+    /// finds gets the last signal sent, as one a wait's poll finds does (LC-7). True while
+    /// anything captured is alive.
+    pub fn watch(&mut self, table: &impl ProcessTable, tearing_down: bool) -> bool {
         if self.is_empty() {
             return false;
         }
-        self.rescan(table, Scan::Recent);
+        let (_, added) = self.rescan(table, Scan::Recent);
+        if let Some(kill) = self.last.filter(|_| tearing_down) {
+            for id in added {
+                if self.signal_one(table, id, kill) == Sent::Delivered {
+                    self.kill_delivered |= kill == Kill::Kill;
+                }
+            }
+        }
         self.holds_live()
     }
 
