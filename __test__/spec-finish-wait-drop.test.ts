@@ -399,6 +399,29 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     expect(settled).toBe(false)
   })
 
+  it('WAI-1, HF-14: the status body a wait falls back to still goes through onStatusBody', async () => {
+    const seen: unknown[] = []
+    const { runs } = makeRuns({
+      onStatusBody: (run: any, body: any) => {
+        seen.push(run.id)
+        body.executionDiagnostics = { ok: true }
+      },
+    })
+    const run = runs.create({})
+    run.status = 'running'
+    Object.defineProperty(run, 'toolBundle', {
+      configurable: true,
+      get() {
+        throw new Error('host getter')
+      },
+    })
+    const waited = runs.wait(run)
+    runs.finish(run, 'succeeded', 0, null)
+    await expect(waited).resolves.toMatchObject({ status: 'succeeded', executionDiagnostics: { ok: true } })
+    await expect(runs.cancel(run)).resolves.toMatchObject({ executionDiagnostics: { ok: true } })
+    expect(seen).toEqual([run.id, run.id])
+  })
+
   it("DRP-1, RUN-3: the drop's status and time win over a client's end() that writes them, in the core too", async () => {
     const { runs } = makeRuns()
     for (const write of [(run: any) => (run.status = 'running'), (run: any) => (run.updatedAt = 5)]) {

@@ -82,10 +82,14 @@ function statusBody(run) {
     toolBundle: summaryOf(run, s),
   }
   addReported(body, run)
-  // HF-14: the host's own keys (its policy: run analytics, diagnostics), isolated like every hook;
-  // a status body the hook itself asks for is not passed to it again.
-  const ctx = s?.ctx
-  const onStatusBody = ctx?.opts.onStatusBody
+  if (s !== undefined) addHostKeys(s.ctx, run, body)
+  return body
+}
+
+// HF-14: the host's own keys (its policy: run analytics, diagnostics), isolated like every hook;
+// a status body the hook itself asks for is not passed to it again.
+function addHostKeys(ctx, run, body) {
+  const onStatusBody = ctx.opts.onStatusBody
   if (onStatusBody && !ctx.inStatusBodyHook) {
     ctx.inStatusBodyHook = true
     try {
@@ -94,7 +98,6 @@ function statusBody(run) {
       ctx.inStatusBodyHook = false
     }
   }
-  return body
 }
 
 // A run as the fallback reads it: a field whose getter (or Proxy trap) throws reads as undefined.
@@ -136,8 +139,11 @@ function resolvedStatusBody(run) {
     } catch {
       body = emptyStatusBody()
     }
-    // What the service holds itself, whatever the run object reads.
-    return Object.assign(body, ownFields(run, s))
+    // What the service holds itself, whatever the run object reads; then the host's keys, as
+    // for every status body of its runs (HF-14).
+    Object.assign(body, ownFields(run, s))
+    addHostKeys(ctx, run, body)
+    return body
   }
 }
 
