@@ -493,7 +493,7 @@ mod tests {
 
     #[test]
     fn replay_in_bounded_batches_makes_the_same_sends() {
-        let (_dir, layout) = log_dir("replay-batches");
+        let (dir, layout) = log_dir("replay-batches");
         let mut svc = service(Some(4), Some(layout));
         let slot = svc.create(CreateMeta::default(), 0.0).slot;
         for i in 0..9 {
@@ -525,6 +525,9 @@ mod tests {
             (sends.iter().map(|s| s.id).collect::<Vec<_>>(), batches),
             (vec![10], 1)
         );
+        flush(&svc);
+        drop(svc);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
