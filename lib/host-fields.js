@@ -74,11 +74,6 @@ function pluginWorkflowIdOf(analytics) {
 }
 
 /**
- * A pending same-run retry the host scheduled (`run.retryRestartTimer`, a timer handle) is
- * cleared and the field set to null: a run canceled, shut down or reopened must not be started
- * again by a retry timer of its earlier attempt.
- */
-/**
  * CAN-9: the host's `run.runtimeFailureObservedBeforeCancellation`. Read between a teardown's
  * start and its drive, where a throw would leave it started and nobody to end it: a getter that
  * throws reads as false.
@@ -91,6 +86,11 @@ function failureObservedFirst(run) {
   }
 }
 
+/**
+ * A pending same-run retry the host scheduled (`run.retryRestartTimer`, a timer handle) is
+ * cleared and the field set to null: a run canceled, shut down or reopened must not be started
+ * again by a retry timer of its earlier attempt.
+ */
 function clearRetryRestart(run) {
   // The host's field: a getter or setter that throws must not stop the cancel or shutdown that
   // clears it.
