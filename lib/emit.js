@@ -116,15 +116,20 @@ function serialize(ctx, event, data) {
   return [null, eventJson, dataJson, persist]
 }
 
+/** LC-7: a finish is parked (a teardown under way): only a 'diagnostic' records. */
+function heldBack(s, event) {
+  return s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic'
+}
+
 /** EMT-1..EMT-6 (EMT-4, the ring bound, is the core's); LC-1's state file; LC-6's hook. */
 function emit(ctx, run, event, data) {
   const s = own(ctx, run, 'emit')
   // LC-7: from a parked finish until its 'end', only diagnostics go through.
-  if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
+  if (heldBack(s, event)) return null
   if (event === 'error') applyErrorFields(ctx, s, data)
   const [name, eventJson, dataJson, persistable] = serialize(ctx, event, data)
   // The host's code above (a getter, a toJSON) may have had a finish parked meanwhile.
-  if (s.teardown !== null && s.teardown.parked.length > 0 && event !== 'diagnostic') return null
+  if (heldBack(s, event)) return null
   // EMT-2 steps 2-6, second half: numbered from the mirror (the core gives the same id when the
   // batch arrives: BND-6) after the host's code above ran, and staged with its JSON.
   const now = Date.now()

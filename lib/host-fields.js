@@ -73,6 +73,33 @@ function pluginWorkflowIdOf(analytics) {
   return typeof id === 'string' && id !== '' ? id : null
 }
 
+// See readingSafely.
+const READ_SAFELY = {
+  get(target, name) {
+    try {
+      return Reflect.get(target, name, target)
+    } catch {
+      return undefined
+    }
+  },
+  has(target, name) {
+    try {
+      return Reflect.has(target, name)
+    } catch {
+      return false
+    }
+  },
+}
+
+/**
+ * The host's run as the service reads it where one unreadable field must not cost the others
+ * (the state file's values, a status body's fallback): a field whose getter or Proxy trap throws
+ * reads as undefined (and as absent for `in`).
+ */
+function readingSafely(run) {
+  return new Proxy(run, READ_SAFELY)
+}
+
 /**
  * CAN-9: the host's `run.runtimeFailureObservedBeforeCancellation`. Read between a teardown's
  * start and its drive, where a throw would leave it started and nobody to end it: a getter that
@@ -423,6 +450,7 @@ module.exports = {
   pluginWorkflowIdOf,
   clearRetryRestart,
   failureObservedFirst,
+  readingSafely,
   plainObjectOrNull,
   objectOrNull,
   sessionModeOrNull,

@@ -8,7 +8,7 @@
 
 const native = require('./core.js')
 const { nonEmptyString } = require('./convert.js')
-const { addDurable, restoreDurable, restoreTreeIdentity, TREE_FILE_KEYS } = require('./host-fields.js')
+const { addDurable, readingSafely, restoreDurable, restoreTreeIdentity, TREE_FILE_KEYS } = require('./host-fields.js')
 
 /** The file's own fields: a durable field by one of these names is never written twice. */
 const STATE_KEYS = new Set(native.stateFileKeys())
@@ -33,25 +33,6 @@ function jsonable(value, fallback) {
   }
 }
 
-// The run as hostJson reads it: a field whose getter throws reads as undefined, so one field the
-// host made unreadable is left out (a failure field: null) and every other field is still written.
-const READ_SAFELY = {
-  get(target, name) {
-    try {
-      return Reflect.get(target, name, target)
-    } catch {
-      return undefined
-    }
-  },
-  has(target, name) {
-    try {
-      return Reflect.has(target, name)
-    } catch {
-      return false
-    }
-  },
-}
-
 /**
  * The run's host-owned state-file values as one JSON text (LC-1). A value JSON cannot carry
  * (BigInt, a cycle, a throwing toJSON) or that cannot be read (a throwing getter) is left out (a
@@ -60,7 +41,8 @@ const READ_SAFELY = {
  */
 function hostJson(ctx, realRun) {
   try {
-    const run = new Proxy(realRun, READ_SAFELY)
+    // A field whose getter throws is left out (a failure field: null); every other is written.
+    const run = readingSafely(realRun)
     // (Each value JSON cannot hold is left out on its own: the others are still written.)
     const host = {
       assistantMessageId: jsonable(run.assistantMessageId, undefined),

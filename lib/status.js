@@ -7,7 +7,7 @@ const { describe } = require('./describe.js')
 const { ChatRun } = require('./run.js')
 const { lowerJson } = require('./lower.js')
 const { nonEmptyString } = require('./convert.js')
-const { addReported, workspaceOf } = require('./host-fields.js')
+const { addReported, readingSafely, workspaceOf } = require('./host-fields.js')
 const { callHook, reasonOf } = require('./hooks.js')
 
 // The terminal rule (MOD-1) lives in the Rust core (crates/core/src/run.rs, TERMINAL_STATUSES /
@@ -100,17 +100,6 @@ function addHostKeys(ctx, run, body) {
   }
 }
 
-// A run as the fallback reads it: a field whose getter (or Proxy trap) throws reads as undefined.
-const READ_SAFELY = {
-  get(target, name) {
-    try {
-      return Reflect.get(target, name, target)
-    } catch {
-      return undefined
-    }
-  },
-}
-
 /**
  * The status body a waiter or a cancel is resolved with (WAI-1: a wait never rejects, and a
  * finish or drop resolves its waiters whatever the host put on the run; a cancel never rejects
@@ -135,7 +124,7 @@ function resolvedStatusBody(run) {
     }
     let body
     try {
-      body = statusBody(new Proxy(run, READ_SAFELY))
+      body = statusBody(readingSafely(run))
     } catch {
       body = emptyStatusBody()
     }
@@ -149,7 +138,7 @@ function resolvedStatusBody(run) {
 
 // The service's own fields of a run (its mirror), and the id and creation time as the run reads them.
 function ownFields(run, s) {
-  const safe = new Proxy(run, READ_SAFELY)
+  const safe = readingSafely(run)
   return {
     id: safe.id ?? null,
     projectId: s.projectId ?? null,
