@@ -228,8 +228,8 @@ export declare function runDrop(svc: number, slot: number, now: number): boolean
 export declare function runEscalationNext(svc: number, slot: number, shutdown: boolean, exited: boolean): number
 
 /**
- * `run.events` as a JSON array text, or, for a history too large for one JS string, as an
- * array of JSON array texts to concatenate.
+ * `run.events` as a JSON array text, or, for a history of more than `CHUNK_BYTES` of JSON (one
+ * JS string could not always hold it), as an array of JSON array texts to concatenate.
  */
 export declare function runEvents(svc: number, slot: number): string | string[]
 
@@ -315,8 +315,8 @@ export declare function runReopenForTeardown(svc: number, slot: number, now: num
 
 /**
  * `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact replay form
- * `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module); for a replay too
- * large for one JS string, an array of such texts to send one after the other.
+ * `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module); for a replay of
+ * more than `CHUNK_BYTES`, an array of such texts to send one after the other.
  */
 export declare function runReplay(svc: number, slot: number, cursor: number): string | string[]
 

@@ -185,7 +185,7 @@ function replay(ctx, s, sse, cursor) {
       // of the last record (a cursor at the end of a terminal run) does not apply yet.
       const after = s.endPending && Number.isFinite(cursor) ? cursor : -Infinity
       if (typeof text !== 'string') {
-        // A replay too large for one JS string comes in several batches, sent in order (and
+        // A replay of more than 256 MiB (src/text.rs) comes in several batches, sent in order (and
         // not kept for the next client).
         for (const part of text) sendBatch(sse, decodeReplay(part), 0, after)
         return

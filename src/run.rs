@@ -10,7 +10,7 @@ use napi_derive::napi;
 use crate::codes::{NumberField, TextField};
 use crate::instances::{instances, service};
 use crate::map_error;
-use crate::text::{fits_one_string, js_text, js_texts, CHUNK_BYTES};
+use crate::text::{js_text, js_texts, CHUNK_BYTES};
 
 /// `create(meta)`: the id strings are passed only when they are non-empty strings; the two
 /// policies as their JSON lowering (absent = undefined); `clientRequestId` (LC-3's key) and the
@@ -147,29 +147,23 @@ pub(crate) fn adjust_external(env: &Env, bytes: i64) -> Result<f64> {
     Ok(env.adjust_external_memory(bytes)? as f64)
 }
 
-/// `run.events` as a JSON array text, or, for a history too large for one JS string, as an
-/// array of JSON array texts to concatenate.
+/// `run.events` as a JSON array text, or, for a history of more than `CHUNK_BYTES` of JSON (one
+/// JS string could not always hold it), as an array of JSON array texts to concatenate.
 #[napi(ts_return_type = "string | string[]")]
 pub fn run_events<'env>(
     env: &'env Env,
     svc: u32,
     slot: u32,
 ) -> Result<Either<JsString<'env>, Vec<JsString<'env>>>> {
-    let service = service(env, svc)?;
-    let text = service.events_json(slot).map_err(map_error)?;
-    if fits_one_string(&text) {
-        return js_text(env, &text, "run.events").map(Either::A);
-    }
-    drop(text);
-    let texts = service
+    let texts = service(env, svc)?
         .events_json_chunks(slot, CHUNK_BYTES)
         .map_err(map_error)?;
-    js_texts(env, &texts, "run.events").map(Either::B)
+    one_or_many(env, texts, "run.events")
 }
 
 /// `stream()`: what to send for `cursor` (JS `Number(raw)`), in the compact replay form
-/// `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module); for a replay too
-/// large for one JS string, an array of such texts to send one after the other.
+/// `[datas, ids, names, nameIndex, missing]` (see the core's `replay` module); for a replay of
+/// more than `CHUNK_BYTES`, an array of such texts to send one after the other.
 #[napi(ts_return_type = "string | string[]")]
 pub fn run_replay<'env>(
     env: &'env Env,
@@ -177,16 +171,23 @@ pub fn run_replay<'env>(
     slot: u32,
     cursor: f64,
 ) -> Result<Either<JsString<'env>, Vec<JsString<'env>>>> {
-    let service = service(env, svc)?;
-    let text = service.replay_batch(slot, cursor).map_err(map_error)?;
-    if fits_one_string(&text) {
-        return js_text(env, &text, "stream() replay").map(Either::A);
-    }
-    drop(text);
-    let texts = service
+    let texts = service(env, svc)?
         .replay_batches(slot, cursor, CHUNK_BYTES)
         .map_err(map_error)?;
-    js_texts(env, &texts, "stream() replay").map(Either::B)
+    one_or_many(env, texts, "stream() replay")
+}
+
+/// One text as a string (the usual case), several as an array of strings.
+fn one_or_many<'env>(
+    env: &'env Env,
+    mut texts: Vec<String>,
+    what: &str,
+) -> Result<Either<JsString<'env>, Vec<JsString<'env>>>> {
+    if texts.len() == 1 {
+        let text = texts.pop().unwrap_or_default();
+        return js_text(env, &text, what).map(Either::A);
+    }
+    js_texts(env, &texts, what).map(Either::B)
 }
 
 /// A host write of a core-owned text field; `null` for a non-string value.

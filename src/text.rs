@@ -80,16 +80,9 @@ impl JsText {
     }
 }
 
-/// V8's longest string, in characters (`v8::String::kMaxLength` on 64-bit builds).
-const MAX_STRING_CHARS: usize = (1 << 29) - 24;
-/// The size of each text when a read is handed over in several (a few per GB of records).
+/// The size of each text when a read is handed over in several: below V8's longest string
+/// (2^29 - 24 characters, never more than the UTF-8 bytes that make them), a few per GB.
 pub const CHUNK_BYTES: usize = 1 << 28;
-
-/// Whether `text` surely fits one JS string: a JS string counts UTF-16 units, never more than
-/// the UTF-8 bytes that make them.
-pub fn fits_one_string(text: &str) -> bool {
-    text.len() <= MAX_STRING_CHARS
-}
 
 /// [`js_text`] for each of `texts`.
 pub fn js_texts<'env>(env: &'env Env, texts: &[String], what: &str) -> Result<Vec<JsString<'env>>> {

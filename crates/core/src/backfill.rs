@@ -7,6 +7,8 @@
 //! lines no writer of this run made ([`ordered_records`]: a foreign id, or one line out of place),
 //! so that one such line never hides the records after it.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::BufReader;
 use std::path::Path;
 
@@ -60,6 +62,15 @@ pub const MAX_RECORD_ID: u64 = 1 << 52;
 /// [`MAX_RECORD_ID`] (a larger one is a foreign or crafted line, SPEC LC-2).
 pub(crate) fn line_id(text: &str) -> Option<u64> {
     record_id(text).filter(|&id| (1..=MAX_RECORD_ID).contains(&id))
+}
+
+/// A record line's id and its keys as `JSON.parse` reads them (a key given twice: the last one
+/// counts), for a line [`line_id`] takes but a reader derived for its keys refuses.
+pub(crate) fn fields_as_js_reads(
+    text: &str,
+) -> Option<(u64, HashMap<Cow<'_, str>, &serde_json::value::RawValue>)> {
+    let fields = serde_json::from_str(text).ok()?;
+    Some((line_id(text)?, fields))
 }
 
 /// The records of a journal read forward, as both readers take them (IMP-3 here, LC-2's tail in

@@ -125,18 +125,12 @@ impl Service {
     }
 
     /// The same records as [`Service::replay`], in the compact form `stream()` parses (see
-    /// the module docs).
+    /// the module docs): [`Service::replay_batches`] without a bound.
     pub fn replay_batch(&self, slot: u32, cursor: f64) -> CoreResult<String> {
-        let (run, picked) = self.pick(slot, cursor)?;
-        let logged: usize = picked.logged.iter().map(String::len).sum();
-        let mut batch = BatchWriter::new(logged + picked.held_bytes(&run.history));
-        for line in &picked.logged {
-            batch.push_line(line);
-        }
-        picked.visit(&run.history, |part| {
-            batch.push(part.id, run.history.event_fragment(&part), part.data);
-        });
-        Ok(batch.finish())
+        Ok(self
+            .replay_batches(slot, cursor, usize::MAX)?
+            .pop()
+            .unwrap_or_default())
     }
 
     /// The same records as [`Service::replay_batch`], in consecutive batches whose data JSON
@@ -150,7 +144,10 @@ impl Service {
         max_bytes: usize,
     ) -> CoreResult<Vec<String>> {
         let (run, picked) = self.pick(slot, cursor)?;
-        let mut batches = Batches::new(max_bytes);
+        // The first batch is one allocation when the estimate is right.
+        let logged: usize = picked.logged.iter().map(String::len).sum();
+        let expected = logged + picked.held_bytes(&run.history);
+        let mut batches = Batches::new(max_bytes, expected.min(max_bytes));
         for line in &picked.logged {
             batches.current(line.len()).push_line(line);
         }
@@ -226,11 +223,11 @@ struct Batches {
 }
 
 impl Batches {
-    fn new(max_bytes: usize) -> Self {
+    fn new(max_bytes: usize, capacity: usize) -> Self {
         Self {
             max_bytes,
             done: Vec::new(),
-            open: BatchWriter::new(0),
+            open: BatchWriter::new(capacity),
             records: 0,
         }
     }
@@ -320,15 +317,10 @@ impl BatchWriter {
                 parts.event.map(RawValue::get),
                 parts.data.map(RawValue::get),
             );
-        } else if let Some(id) = crate::backfill::line_id(line) {
-            // A line the backfill took whose keys the derived reader refuses (one given twice):
-            // as `JSON.parse` reads it, the last one counts.
-            let fields: Option<std::collections::HashMap<std::borrow::Cow<'_, str>, &RawValue>> =
-                serde_json::from_str(line).ok();
-            if let Some(fields) = fields {
-                let get = |key: &str| fields.get(key).map(|raw| raw.get());
-                self.push(id, get("event"), get("data"));
-            }
+        } else if let Some((id, fields)) = crate::backfill::fields_as_js_reads(line) {
+            // A line the backfill took whose keys the derived reader refuses (one given twice).
+            let get = |key: &str| fields.get(key).map(|raw| raw.get());
+            self.push(id, get("event"), get("data"));
         }
     }
 

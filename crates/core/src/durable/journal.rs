@@ -56,9 +56,7 @@ fn lenient_number(raw: &RawValue) -> f64 {
 /// [`Line`] as `JSON.parse` reads it, for a line the derived reader refuses although IMP-3's
 /// reader takes it (a key given twice: the last one counts, as in JS).
 fn lenient_line(text: &str) -> Option<Line<'_>> {
-    let fields: std::collections::HashMap<std::borrow::Cow<'_, str>, &RawValue> =
-        serde_json::from_str(text).ok()?;
-    let id = line_id(text)?;
+    let (id, fields) = crate::backfill::fields_as_js_reads(text)?;
     Some(Line {
         id,
         event: fields.get("event").copied(),

@@ -669,33 +669,21 @@ impl History {
         Record { id: part.id, line }
     }
 
-    /// The whole buffer as one JSON array text (what `run.events` parses), written block by
-    /// block into one buffer sized from the retained bytes.
+    /// The whole buffer as one JSON array text (what `run.events` parses): see
+    /// [`History::to_json_arrays`].
     pub fn to_json_array(&self) -> String {
-        let mut out = String::with_capacity(self.bytes + self.len + 2);
-        out.push('[');
-        self.visit(self.first_id, usize::MAX, |part| {
-            if out.len() > 1 {
-                out.push(',');
-            }
-            write_line(
-                &mut out,
-                part.id,
-                self.fragment(part.event),
-                part.data,
-                part.timestamp,
-            );
-        });
-        out.push(']');
-        out
+        self.to_json_arrays(usize::MAX).pop().unwrap_or_default()
     }
 
     /// The buffer as consecutive JSON array texts of at most `max_bytes` each (a record larger
     /// than that alone makes a text of its own): for a history too large for one JS string.
     /// Their arrays, concatenated, are [`History::to_json_array`]'s.
+    /// Written block by block into one buffer sized from the retained bytes (up to the bound).
     pub fn to_json_arrays(&self, max_bytes: usize) -> Vec<String> {
         let mut texts = Vec::new();
-        let mut out = String::from("[");
+        let mut out =
+            String::with_capacity((self.bytes + self.len + 2).min(max_bytes.saturating_add(1)));
+        out.push('[');
         self.visit(self.first_id, usize::MAX, |part| {
             let start = out.len();
             if start > 1 {
