@@ -291,4 +291,52 @@ describe('LC-4: prepareRestart', () => {
     expect(() => runs.prepareRestart({})).toThrow(TypeError)
     runs.drop(evicted)
   })
+
+  it("the restart's recovery reason goes with the attempt it ended: a later verdict is not read as the daemon's restart", () => {
+    const before = makeRuns({ runsLogDir: tmp }).runs
+    const run = before.create({ projectId: 'p', clientRequestId: 'req' })
+    run.status = 'running'
+    const later = makeRuns({ runsLogDir: tmp }).runs
+    const hydrated = later.get(run.id)
+    expect(hydrated).toMatchObject({ errorCode: 'DAEMON_RESTARTED', terminalRecoveryReason: 'daemon_restart' })
+    expect(stateOf(run.id).terminalRecoveryReason).toBe('daemon_restart')
+    expect(later.prepareRestart(hydrated)).toBe(hydrated)
+    expect(hydrated.terminalRecoveryReason).toBeNull()
+    expect(stateOf(run.id).terminalRecoveryReason).toBeNull()
+    later.emit(hydrated, 'error', { error: { code: 'AMR_INSUFFICIENT_BALANCE', message: 'top up' } })
+    later.finish(hydrated, 'failed', 1, null)
+    expect(stateOf(run.id)).toMatchObject({ errorCode: 'AMR_INSUFFICIENT_BALANCE', terminalRecoveryReason: null })
+    const third = makeRuns({ runsLogDir: tmp }).runs.get(run.id)
+    expect(third).toMatchObject({
+      status: 'failed',
+      errorCode: 'AMR_INSUFFICIENT_BALANCE',
+      terminalRecoveryReason: null,
+    })
+  })
+
+  it('the wait added up is never negative, when the clock went back since the verdict', () => {
+    vi.useFakeTimers({ toFake: ['Date'] })
+    try {
+      vi.setSystemTime(100_000)
+      const { runs } = makeRuns({ runsLogDir: tmp })
+      const run = runs.create({ projectId: 'p' })
+      runs.finish(run, 'failed', 1, null)
+      vi.setSystemTime(40_000)
+      expect(runs.prepareRestart(run)).toBe(run)
+      expect(run).toMatchObject({ manualResumeAttemptCount: 1, rechargeWaitDurationMs: 0 })
+      expect(run.events.at(-1).data).toEqual({
+        runId: run.id,
+        attempt: 1,
+        reason: 'recharge',
+        rechargeWaitDurationMs: 0,
+      })
+      expect(stateOf(run.id).rechargeWaitDurationMs).toBe(0)
+      runs.finish(run, 'failed', 1, null)
+      vi.setSystemTime(45_000)
+      runs.prepareRestart(run)
+      expect(run).toMatchObject({ manualResumeAttemptCount: 2, rechargeWaitDurationMs: 5_000 })
+    } finally {
+      vi.useRealTimers()
+    }
+  })
 })

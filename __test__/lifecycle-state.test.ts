@@ -389,6 +389,10 @@ describe('LC-1: the state file', () => {
     expect('workspaceScope' in plain).toBe(false)
     expect(stateOf(run.id).workspaceScope).toEqual(scope)
     expect('workspaceScope' in stateOf(plain.id)).toBe(false)
+    // Given as undefined (or null): kept as null, which the file can hold.
+    const unset = runs.create({ projectId: 'p', workspaceScope: undefined, designSystemScope: null })
+    expect(unset).toMatchObject({ workspaceScope: null, designSystemScope: null })
+    expect(stateOf(unset.id)).toMatchObject({ workspaceScope: null, designSystemScope: null })
     run.userPrompt = 'draw a cat'
     run.model = { name: 'm1', effort: 3 }
     run.note = 'kept'

@@ -169,8 +169,11 @@ function prepareRestart(ctx, run) {
   run.stdinOpen = false
   clearFailure(run)
   forgetAttempt(run)
+  // The interruption a restart recorded is over with its attempt: the next verdict is this one's.
+  if ('terminalRecoveryReason' in run) run.terminalRecoveryReason = null
   const attempt = finiteOr0(run.manualResumeAttemptCount) + 1
-  const rechargeWaitDurationMs = finiteOr0(run.rechargeWaitDurationMs) + (now - previous)
+  // A clock stepped back (or a state file from a machine ahead) gives no negative wait.
+  const rechargeWaitDurationMs = finiteOr0(run.rechargeWaitDurationMs) + Math.max(0, now - previous)
   run.manualResumeAttemptCount = attempt
   run.rechargeWaitDurationMs = rechargeWaitDurationMs
   // An evicted run comes back into the registry; a run hydrated under its id meanwhile leaves it.

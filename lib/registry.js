@@ -64,9 +64,10 @@ function create(ctx, meta) {
     run = adopt(ctx, slot, id, logPath, m, media, bundle, summary, now, createdFields(projectId, conversationId, now))
     run.externalPluginAnalytics = analytics
     addCreateDefaults(run, now)
-    // LC-3, HF-1: opaque, kept only when the key is there.
-    if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope
-    if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope
+    // LC-3, HF-1: opaque, kept only when the key is there (an undefined value as null, as upstream
+    // stores it: the state file can hold it).
+    if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope ?? null
+    if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope ?? null
     return run
   } catch (err) {
     // A meta object whose getter or Proxy trap throws: create() throws that error and leaves

@@ -87,7 +87,7 @@ function createdHostJson(meta, externalPluginAnalytics) {
     appliedPluginSnapshotId: nonEmptyString(meta.appliedPluginSnapshotId),
     externalPluginAnalytics,
   }
-  for (const name of ['workspaceScope', 'designSystemScope']) if (name in meta) source[name] = meta[name]
+  for (const name of ['workspaceScope', 'designSystemScope']) if (name in meta) source[name] = meta[name] ?? null
   addDurable(host, source, addExtra)
   try {
     return JSON.stringify(host)
