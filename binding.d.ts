@@ -116,8 +116,14 @@ export declare const enum EscalationStep {
  */
 export declare function flushAllLogsBlocking(): boolean
 
-/** Resolves once every log line queued so far is written and closed files are closed (IMP-4). */
-export declare function flushLogs(svc: number): Promise<undefined>
+/**
+ * Resolves once every log line queued so far is written and closed files are closed (IMP-4).
+ *
+ * The promise is settled through a threadsafe function from whichever thread reaches the
+ * barrier (no async runtime: the addon starts no thread when it loads, so a process at its
+ * thread limit still loads it, and a writer thread that cannot start is reported as such).
+ */
+export declare function flushLogs(svc: number): Promise<void>
 
 /** What `runHydrate` returns instead of a slot (LC-2). */
 export declare const enum HydrateMiss {

@@ -4,6 +4,7 @@
 // binding.js tells musl from glibc) are faked before it requires the real index.js, so the real
 // binding.js fails the real way; (2) loader.js run with its only inputs, `process` and `require`,
 // replaced, to cover the branches a real machine cannot reach here.
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
@@ -297,3 +298,80 @@ describe('loader.js with its inputs replaced', () => {
     expect(error?.message).toContain('sunos-x64 is not a supported platform')
   })
 })
+
+// Loading starts no thread: a daemon at its user's thread limit (RLIMIT_NPROC, a container's pids
+// limit) still loads the package; the log writer thread the first logged run needs is the only
+// one, and failing to start it is reported and counted (OBS-2), never fatal. Needs root (to run
+// the child as another user: root is exempt from RLIMIT_NPROC) and util-linux's setpriv/prlimit.
+const canLimitThreads =
+  process.platform === 'linux' &&
+  process.getuid?.() === 0 &&
+  ['setpriv', 'prlimit'].every((tool) => spawnSync(tool, ['--version']).status === 0)
+
+describe('loading under a thread limit', () => {
+  it.skipIf(!canLimitThreads)(
+    'with only the threads Node itself needs, the package loads and a logged run works (its writer failure reported)',
+    () => {
+      // A copy of the package that user 65534 can read, outside the suite's private temp dir.
+      const copy = fs.mkdtempSync('/tmp/chat-run-nproc-')
+      try {
+        for (const name of ['package.json', 'index.js', 'loader.js', 'binding.js', 'lib']) {
+          fs.cpSync(path.join(ROOT, name), path.join(copy, name), { recursive: true })
+        }
+        for (const name of fs.readdirSync(ROOT).filter((n) => n.endsWith('.node'))) {
+          fs.copyFileSync(path.join(ROOT, name), path.join(copy, name))
+        }
+        const script = path.join(copy, 'probe.js')
+        fs.writeFileSync(
+          script,
+          `console.log('start')
+          const { createChatRunService } = require(${JSON.stringify(path.join(copy, 'index.js'))})
+          console.log('loaded')
+          const runs = createChatRunService({
+            createSseResponse: () => ({ send() {}, end() {} }),
+            createSseErrorPayload: (code, message) => ({ code, message }),
+            runsLogDir: ${JSON.stringify(path.join(copy, 'runs'))},
+          })
+          const run = runs.create({ projectId: 'p' })
+          runs.emit(run, 'agent', { n: 1 })
+          runs.finish(run, 'succeeded', 0, null)
+          runs.shutdownActive().then(() => console.log('done', run.status))
+          `,
+        )
+        fs.mkdirSync(path.join(copy, 'runs'))
+        fs.chmodSync(copy, 0o755)
+        fs.chmodSync(path.join(copy, 'runs'), 0o777)
+        // The fewest threads (processes of user 65534, this Node's included) with which a bare Node
+        // starts and exits here: what the package may not add to at load.
+        let floor = 0
+        // (Below its floor a Node may hang rather than fail: each try is cut short.)
+        for (let threads = 6; threads <= 64 && floor === 0; threads++) {
+          if (spawnLimited(threads, ['-e', '0'], 3_000).status === 0) floor = threads
+        }
+        expect(floor).toBeGreaterThan(0)
+        // Node's own start may need a thread more on one try than on another: a run counts only
+        // when Node itself started ('start' printed); from then on everything is the package's.
+        let out = ''
+        for (let attempt = 0; attempt < 5 && !out.includes('start'); attempt++) {
+          const r = spawnLimited(floor, [script])
+          out = `${r.stdout}${r.stderr}`
+          if (out.includes('start')) expect({ status: r.status, signal: r.signal, out }).toMatchObject({ status: 0 })
+        }
+        expect(out).toContain('loaded')
+        expect(out).toContain('done succeeded')
+      } finally {
+        fs.rmSync(copy, { recursive: true, force: true })
+      }
+    },
+    120_000,
+  )
+})
+
+/** Node as user 65534 with at most `threads` processes/threads for that user. */
+function spawnLimited(threads: number, args: string[], timeout = 30_000) {
+  return spawnSync(
+    'setpriv',
+    ['--reuid=65534', '--regid=65534', '--clear-groups', 'prlimit', `--nproc=${threads}`, process.execPath, ...args],
+    { encoding: 'utf8', timeout },
+  )
+}

@@ -4,9 +4,9 @@ use chat_run_core::escalation::CancelGraces;
 use chat_run_core::log_writer::{LogFailure, LogLimits, LogShared};
 use chat_run_core::timing;
 use chat_run_core::{ListFilter, LogLayout, Service, ServiceConfig, ServiceDefaults};
-use napi::bindgen_prelude::{PromiseRaw, Uint32Array, Unknown};
+use napi::bindgen_prelude::{Object, Uint32Array, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Result, Status};
+use napi::{Env, JsDeferred, Result, Status};
 use napi_derive::napi;
 
 use crate::instances::{instances, service};
@@ -161,17 +161,33 @@ pub fn intern_event(env: &Env, svc: u32, name: String) -> Result<u32> {
 }
 
 /// Resolves once every log line queued so far is written and closed files are closed (IMP-4).
-#[napi]
-pub fn flush_logs(env: &Env, svc: u32) -> Result<PromiseRaw<'_, ()>> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    service(env, svc)?.flush(Box::new(move || {
-        let _ = tx.send(());
-    }));
-    env.spawn_future(async move {
-        // A closed channel means the writer is gone, which also means nothing is pending.
-        let _ = rx.await;
-        Ok(())
-    })
+///
+/// The promise is settled through a threadsafe function from whichever thread reaches the
+/// barrier (no async runtime: the addon starts no thread when it loads, so a process at its
+/// thread limit still loads it, and a writer thread that cannot start is reported as such).
+#[napi(ts_return_type = "Promise<void>")]
+pub fn flush_logs(env: &Env, svc: u32) -> Result<Object<'_>> {
+    let service = service(env, svc)?;
+    let (deferred, promise) = env.create_deferred::<(), SettleVoid>()?;
+    let settle = SettleOnDrop(Some(deferred));
+    // Called when the barrier is reached; dropped uncalled when the writer is gone, which also
+    // means nothing is pending: either way the drop settles the promise.
+    service.flush(Box::new(move || drop(settle)));
+    Ok(promise)
+}
+
+/// The resolver of [`flush_logs`]'s promise (`undefined`).
+type SettleVoid = fn(Env) -> Result<()>;
+
+/// Resolves its deferred when dropped, so that no path leaves the promise pending.
+struct SettleOnDrop(Option<JsDeferred<(), SettleVoid>>);
+
+impl Drop for SettleOnDrop {
+    fn drop(&mut self) {
+        if let Some(deferred) = self.0.take() {
+            deferred.resolve(|_| Ok(()));
+        }
+    }
 }
 
 /// IMP-4 at the process's end (the facade's `'exit'` listener): waits, at most
