@@ -85,6 +85,22 @@ function isInstalled(packageName) {
   }
 }
 
+// Whether this copy of the package names its platform packages (the published one does: they are
+// added at publish time). A tarball packed from a checkout, or a git dependency, names none, so
+// reinstalling cannot bring a binary. When package.json cannot be read, assume the published one.
+function listsPlatformPackages() {
+  try {
+    const optional = require('./package.json').optionalDependencies
+    return (
+      typeof optional === 'object' &&
+      optional !== null &&
+      Object.keys(optional).some((name) => name.startsWith(`${PACKAGE_NAME}-`))
+    )
+  } catch {
+    return true
+  }
+}
+
 function noBinaryError(cause) {
   const { platform, arch } = process
   const libc = detectLibc()
@@ -104,9 +120,17 @@ function noBinaryError(cause) {
     why,
     `Supported: ${SUPPORTED.join(', ')} (package ${PACKAGE_NAME}-<one of these>).`,
     'What to do:',
-    `  - on a supported platform, install with optional dependencies enabled: \`npm install --include=optional\``,
-    `    (not --omit=optional / --no-optional, no optional=false in .npmrc); if node_modules or the lockfile`,
-    `    came from another OS or arch, delete node_modules and package-lock.json and install again;`,
+    ...(listsPlatformPackages()
+      ? [
+          `  - on a supported platform, install with optional dependencies enabled: \`npm install --include=optional\``,
+          `    (not --omit=optional / --no-optional, no optional=false in .npmrc); if node_modules or the lockfile`,
+          `    came from another OS or arch, delete node_modules and package-lock.json and install again;`,
+        ]
+      : [
+          `  - this copy of ${PACKAGE_NAME} names no platform packages in its optionalDependencies (it was packed`,
+          `    from a checkout or installed from git, not from the registry), so reinstalling brings no binary:`,
+          `    put the ${PACKAGE_NAME}.${triple}.node built for this machine beside its binding.js;`,
+        ]),
     `  - anywhere with a Rust toolchain: build from source with \`npm run build\` in a checkout of ${PACKAGE_NAME},`,
     `    which writes ./${PACKAGE_NAME}.${triple}.node beside binding.js.`,
     ...(attempts.length ? ['Load attempts:', ...attempts.map((line) => `  - ${line}`)] : []),

@@ -749,7 +749,7 @@ describe('host objects that misbehave', () => {
       const run = runs.create()
       runs.emit(run, 'agent', { n: 1 })
       expect(() => runs.stream(run, fakeReq(), { on() {} })).toThrow(
-        /^stream\(run, req, res\): expected options\.createSseResponse\(res\) to return an SSE client with send\(\) and end\(\), got /,
+        /^stream\(run, req, res\): expected options\.createSseResponse\(res\) to return an SSE client \(an object with a send\(\) function\), got /,
       )
       expect(run.clients.size).toBe(0)
     }

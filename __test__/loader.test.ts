@@ -51,7 +51,11 @@ function importOn(fake: { platform?: string; arch?: string; ldd?: string }): See
   return JSON.parse(result.stdout) as SeenError
 }
 
-const WHAT_TO_DO = [/npm install --include=optional/, /npm run build/]
+// A checkout's package.json names no platform packages (they are added at publish time): the
+// error then says that reinstalling brings no binary, instead of suggesting it.
+const PUBLISHED =
+  JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).optionalDependencies !== undefined
+const WHAT_TO_DO = [PUBLISHED ? /npm install --include=optional/ : /names no platform packages/, /npm run build/]
 
 /**
  * An arch for which `chat-run-service.<suffix(arch)>.node` is NOT beside binding.js, so faking that
@@ -155,10 +159,12 @@ function runLoader(opts: {
   binding: () => unknown
   installed?: string[]
   report?: { header: Record<string, unknown>; sharedObjects: string[] }
+  packageJson?: Record<string, unknown>
 }): { exports?: unknown; error?: Error & Record<string, unknown>; require: FakeRequire } {
   const fakeRequire = ((id: string) => {
     fakeRequire.calls.push(id)
     if (id === './binding.js') return opts.binding()
+    if (id === './package.json' && opts.packageJson) return opts.packageJson
     if (id === 'fs') {
       return {
         readFileSync: (file: string) => {
@@ -223,6 +229,25 @@ describe('loader.js with its inputs replaced', () => {
       /Load attempts:\n {2}- Cannot find module '.\/chat-run-service\.linux-arm64-gnu\.node'\n {2}- .*GLIBC_2\.17' not found/,
     )
     expect((error as { cause?: unknown }).cause).toBeInstanceOf(Error)
+  })
+
+  it('a copy that names no platform packages (packed from a checkout) says reinstalling cannot help; a published one says how to reinstall', () => {
+    const missing = () => {
+      throw bindingJsError(["Cannot find module 'chat-run-service-linux-x64-gnu'"])
+    }
+    const base = { platform: 'linux', arch: 'x64', ldd: 'GNU C Library', binding: missing }
+    const packed = runLoader({ ...base, packageJson: { name: 'chat-run-service' } })
+    expect(packed.error?.message).toContain('names no platform packages in its optionalDependencies')
+    expect(packed.error?.message).toContain('put the chat-run-service.linux-x64-gnu.node built for this machine beside')
+    expect(packed.error?.message).not.toContain('--include=optional')
+    const published = runLoader({
+      ...base,
+      packageJson: { optionalDependencies: { 'chat-run-service-linux-x64-gnu': '0.1.0' } },
+    })
+    expect(published.error?.message).toContain('npm install --include=optional')
+    expect(published.error?.message).not.toContain('names no platform packages')
+    // Both keep the way that always works.
+    for (const { error } of [packed, published]) expect(error?.message).toContain('npm run build')
   })
 
   it('without a readable /usr/bin/ldd, libc comes from the process report, then `ldd --version`, as in binding.js', () => {

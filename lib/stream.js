@@ -236,7 +236,7 @@ function stream(ctx, run, req, res) {
   // be one would receive nothing, silently.
   if (sse === null || (typeof sse !== 'object' && typeof sse !== 'function') || typeof sse.send !== 'function') {
     throw new TypeError(
-      `stream(run, req, res): expected options.createSseResponse(res) to return an SSE client with send() and end(), got ${describe(sse)}`,
+      `stream(run, req, res): expected options.createSseResponse(res) to return an SSE client (an object with a send() function), got ${describe(sse)}`,
     )
   }
   const cursor = readCursor(req)
