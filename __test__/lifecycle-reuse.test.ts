@@ -77,6 +77,32 @@ describe('LC-3: createOrReuse', () => {
     expect(fs.readdirSync(tmp)).toHaveLength(3)
   })
 
+  it('two runs with the key created in the same millisecond: after a restart the one with the larger id is reused, whatever was loaded first', () => {
+    vi.useFakeTimers({ toFake: ['Date'] })
+    try {
+      vi.setSystemTime(50_000)
+      const before = makeRuns({ runsLogDir: tmp }).runs
+      const ids = [0, 1].map(
+        () => before.create({ projectId: 'p', clientRequestId: 'req', requestFingerprint: 'f' }).id,
+      )
+      const [low, high] = [...ids].sort()
+      for (const order of [
+        [low, high],
+        [high, low],
+      ]) {
+        const { runs } = makeRuns({ runsLogDir: tmp })
+        for (const id of order) expect(runs.get(id)).not.toBeNull()
+        expect(runs.createOrReuse({ clientRequestId: 'req', requestFingerprint: 'f' })).toMatchObject({
+          kind: 'reused',
+          run: { id: high },
+        })
+        expect(runs.list({ projectId: 'p' }).map((r: any) => r.id)).toEqual([low, high])
+      }
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('a fingerprint with a lone surrogate is the same request before and after a restart (the file holds U+FFFD)', () => {
     const before = makeRuns({ runsLogDir: tmp }).runs
     const meta = { projectId: 'p', clientRequestId: 'req-s', requestFingerprint: 'fp\ud800' }

@@ -129,12 +129,17 @@ pub(crate) struct NewRun {
 
 /// A run's place in the registry. Runs created by this service sort by creation sequence
 /// (`major = 2 * seq + 1`); a run hydrated from disk is slotted in by its `createdAt`, before
-/// the first run of this service created after it (an even `major`, then its `createdAt` and
-/// the hydration sequence), so `list()` stays in creation order across restarts.
+/// the first run of this service created after it (an even `major`, then its `createdAt`, then
+/// its id: runs created in the same millisecond sort by id whatever order they were loaded in,
+/// as the disk index orders them, LC-2), so `list()` stays in creation order across restarts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OrderKey {
     pub(crate) major: u64,
     pub(crate) created: u64,
+    /// A hydrated run's id as the number its hex digits spell (for ids as `create` makes them,
+    /// lower-case, the same order as the strings'); 0 for a run this service created.
+    pub(crate) id: u128,
+    /// The hydration sequence: only two ids that spell the same number differ here.
     pub(crate) tie: u64,
 }
 
@@ -144,6 +149,7 @@ impl OrderKey {
         Self {
             major: 2 * seq + 1,
             created: 0,
+            id: 0,
             tie: 0,
         }
     }
@@ -152,6 +158,19 @@ impl OrderKey {
     pub(crate) fn is_created(&self) -> bool {
         self.major % 2 == 1
     }
+}
+
+/// The number a run id's hex digits spell (its dashes skipped), for [`OrderKey::id`]; 0 for a
+/// string that is not made of hex digits and dashes (never a run id, LC-2).
+pub(crate) fn id_number(id: &str) -> u128 {
+    let mut number: u128 = 0;
+    for c in id.chars().filter(|&c| c != '-') {
+        let Some(digit) = c.to_digit(16) else {
+            return 0;
+        };
+        number = number.wrapping_shl(4) | u128::from(digit);
+    }
+    number
 }
 
 impl RunState {

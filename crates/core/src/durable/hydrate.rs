@@ -27,7 +27,7 @@ use crate::files;
 use crate::history::{self, EventName, History};
 use crate::log_writer::{LogFailure, LogOperation};
 use crate::lookup::Lookup;
-use crate::run::{is_terminal, NewRun, OrderKey, RunState};
+use crate::run::{id_number, is_terminal, NewRun, OrderKey, RunState};
 use crate::service::Service;
 
 /// What the service did with the runs on disk (part of the stats, OBS-1).
@@ -252,9 +252,9 @@ fn ends_with_interruption(tail: &journal::Tail) -> bool {
 }
 
 impl Service {
-    /// The registry key of a run hydrated now that was created at `created_at`: just before
-    /// the first run this service created after it (see [`OrderKey`]).
-    fn hydrated_order(&mut self, created_at: f64) -> OrderKey {
+    /// The registry key of run `id`, hydrated now, that was created at `created_at`: just
+    /// before the first run this service created after it (see [`OrderKey`]).
+    fn hydrated_order(&mut self, created_at: f64, id: &str) -> OrderKey {
         self.disk.order_tie += 1;
         let major = self
             .created_at_by_order
@@ -264,6 +264,7 @@ impl Service {
         OrderKey {
             major,
             created: ordered_bits(created_at),
+            id: id_number(id),
             tie: self.disk.order_tie,
         }
     }
@@ -327,7 +328,7 @@ impl Service {
             cancel_requested,
         } = *loaded;
         let created_at = file.created_at.unwrap_or(now);
-        let order = self.hydrated_order(created_at);
+        let order = self.hydrated_order(created_at, id);
         let target = self.log_target(log_path.clone());
         target
             .dir_ready
@@ -893,6 +894,41 @@ mod tests {
             Some(other.id.as_str()),
             "a registered run is not reported as unregistered"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_runs_created_in_the_same_millisecond_sort_by_id_whatever_order_they_are_loaded_in() {
+        use crate::test_support::{keyed_meta, keys};
+        let (dir, layout) = log_dir("hydrate-same-ms");
+        let mut old = service(Some(10), Some(layout));
+        let host = r#"{"clientRequestId":"req"}"#;
+        let a = old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), 7.0);
+        let b = old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), 7.0);
+        flush(&old);
+        drop(old);
+        let (low, high) = if a.id < b.id {
+            (a.id, b.id)
+        } else {
+            (b.id, a.id)
+        };
+        for load in [[&low, &high], [&high, &low]] {
+            let mut new = service(Some(10), Some(layout_of(&dir)));
+            new.index_runs(&dir);
+            let first = new.hydrate(load[0], 8.0).unwrap().unwrap();
+            let second = new.hydrate(load[1], 8.0).unwrap().unwrap();
+            let slot_of = |id: &String| if id == load[0] { first } else { second };
+            assert_eq!(
+                new.find(Lookup::ClientRequestId, "req"),
+                Some(slot_of(&high)),
+                "the larger id is the newest, loaded {load:?}"
+            );
+            assert_eq!(
+                new.list(&ListFilter::default()),
+                vec![slot_of(&low), slot_of(&high)],
+                "loaded {load:?}"
+            );
+        }
         let _ = fs::remove_dir_all(&dir);
     }
 }
