@@ -234,21 +234,22 @@ fn mark_interrupted(
     journal::append_lines(log_path, &lines)
 }
 
-/// Whether the journal's tail ends with what [`mark_interrupted`] appends: an `'error'` record
-/// with [`INTERRUPTED_CODE`] and then an `'end'`.
-fn ends_with_interruption(tail: &journal::Tail) -> bool {
+/// Whether the journal's tail ends with what [`mark_interrupted`] appends (an `'error'` record
+/// with [`INTERRUPTED_CODE`] and then an `'end'`): `Some` with the time that `'end'` gives (its
+/// `terminalAt`, else its timestamp; `None` inside when it gives none), else `None`.
+fn interruption_in(tail: &journal::Tail) -> Option<Option<f64>> {
     let record = |at: Option<usize>| {
         at.and_then(|at| tail.lines.get(at))
             .and_then(|line| serde_json::from_str::<Value>(line).ok())
     };
     let count = tail.lines.len();
-    let (Some(error), Some(end)) = (record(count.checked_sub(2)), record(count.checked_sub(1)))
-    else {
-        return false;
-    };
-    end.get("event").and_then(Value::as_str) == Some("end")
+    let (error, end) = (record(count.checked_sub(2))?, record(count.checked_sub(1))?);
+    let is_pair = end.get("event").and_then(Value::as_str) == Some("end")
         && error.get("event").and_then(Value::as_str) == Some("error")
-        && error.pointer("/data/error/code").and_then(Value::as_str) == Some(INTERRUPTED_CODE)
+        && error.pointer("/data/error/code").and_then(Value::as_str) == Some(INTERRUPTED_CODE);
+    let finite = |value: Option<&Value>| value.and_then(Value::as_f64).filter(|t| t.is_finite());
+    is_pair
+        .then(|| finite(end.pointer("/data/terminalAt")).or_else(|| finite(end.get("timestamp"))))
 }
 
 impl Service {
@@ -375,12 +376,20 @@ impl Service {
         // writes a verdict's state file before its 'end' line). Marked again, not appended
         // again. (Any other 'end' last, such as the previous attempt's after prepareRestart,
         // gets the two records.)
-        let ended = interrupted
+        // Its time is that of the records (the first hydration's), so that the state file and
+        // the journal's 'end' agree on when the run ended.
+        let ended_at = (interrupted
             && run.end_event_id.is_some()
-            && run.end_event_id == run.history.newest_id()
+            && run.end_event_id == run.history.newest_id())
+        .then(|| {
             // A history shorter than the two records (maxEvents 1): the journal's own end.
-            && ends_with_interruption(last_two.as_ref().unwrap_or(&tail));
-        let appended = interrupted.then(|| mark_interrupted(&mut run, &log_path, now, !ended));
+            interruption_in(last_two.as_ref().unwrap_or(&tail))
+        })
+        .flatten();
+        let ended = ended_at.is_some();
+        let marked_at = ended_at.flatten().unwrap_or(now);
+        let appended =
+            interrupted.then(|| mark_interrupted(&mut run, &log_path, marked_at, !ended));
         let (project_id, keys) = (run.project_id.clone(), run.keys.clone());
         let slot = self.insert(run);
         if let Some(Err(error)) = appended {
@@ -627,6 +636,10 @@ mod tests {
         assert_eq!(state.status.as_deref(), Some("failed"));
         assert_eq!(state.error_code.as_deref(), Some(INTERRUPTED_CODE));
         assert_eq!(state.next_event_id, 4);
+        // Marked at the time its records carry (the first hydration's), not at this one's.
+        assert_eq!(state.terminal_at, Some(50.0));
+        assert_eq!(state.updated_at, 50.0);
+        assert_eq!(state_of(&dir, &run.id)["terminalAt"], 50.0);
         let events: Vec<Value> = serde_json::from_str(&second.events_json(slot).unwrap()).unwrap();
         let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
         assert_eq!(names, ["stdout", "error", "end"]);
