@@ -136,9 +136,10 @@ pub(crate) struct NewRun {
 pub struct OrderKey {
     pub(crate) major: u64,
     pub(crate) created: u64,
-    /// A hydrated run's id as the number its hex digits spell (for ids as `create` makes them,
-    /// lower-case, the same order as the strings'); 0 for a run this service created.
-    pub(crate) id: u128,
+    /// A hydrated run's id as the number its hex digits spell, high and low halves (for ids as
+    /// `create` makes them, lower-case, the same order as the strings'; two `u64` keep the key
+    /// 8-byte aligned); 0 for a run this service created.
+    pub(crate) id: [u64; 2],
     /// The hydration sequence: only two ids that spell the same number differ here.
     pub(crate) tie: u64,
 }
@@ -149,7 +150,7 @@ impl OrderKey {
         Self {
             major: 2 * seq + 1,
             created: 0,
-            id: 0,
+            id: [0; 2],
             tie: 0,
         }
     }
@@ -160,17 +161,18 @@ impl OrderKey {
     }
 }
 
-/// The number a run id's hex digits spell (its dashes skipped), for [`OrderKey::id`]; 0 for a
-/// string that is not made of hex digits and dashes (never a run id, LC-2).
-pub(crate) fn id_number(id: &str) -> u128 {
+/// The number a run id's hex digits spell (its dashes skipped), as [`OrderKey::id`] holds it;
+/// 0 for a string that is not made of hex digits and dashes (never a run id, LC-2).
+pub(crate) fn id_number(id: &str) -> [u64; 2] {
     let mut number: u128 = 0;
     for c in id.chars().filter(|&c| c != '-') {
         let Some(digit) = c.to_digit(16) else {
-            return 0;
+            return [0; 2];
         };
         number = number.wrapping_shl(4) | u128::from(digit);
     }
-    number
+    // (The halves of a u128: the casts keep exactly 64 bits each.)
+    [(number >> 64) as u64, number as u64]
 }
 
 impl RunState {
@@ -318,5 +320,22 @@ mod tests {
                 r#""terminalTrigger":null,"cancelOrigin":null}"#
             )
         );
+    }
+
+    #[test]
+    fn lc_2_an_id_number_orders_run_ids_as_their_strings_do() {
+        let mut ids: Vec<String> = (0..500)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .chain([
+                "00000000-0000-0000-0000-000000000000".to_owned(),
+                "ffffffff-ffff-ffff-ffff-ffffffffffff".to_owned(),
+                "00000000-0000-0001-0000-000000000000".to_owned(),
+                "00000000-0000-0000-ffff-ffffffffffff".to_owned(),
+            ])
+            .collect();
+        ids.sort();
+        let numbers: Vec<[u64; 2]> = ids.iter().map(|id| id_number(id)).collect();
+        assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(id_number("not-an-id"), [0; 2]);
     }
 }
