@@ -385,7 +385,11 @@ impl Service {
             // A history shorter than the two records (maxEvents 1): the journal's own end.
             interruption_in(last_two.as_ref().unwrap_or(&tail))
         })
-        .flatten();
+        .flatten()
+        // A pair older than the file's own last write belongs to an earlier attempt: the
+        // daemon died right after a prepareRestart (written before its record reached the
+        // journal), so this attempt gets its own two records.
+        .filter(|at| at.is_none_or(|at| at >= run.updated_at));
         let ended = ended_at.is_some();
         let marked_at = ended_at.flatten().unwrap_or(now);
         let appended =
@@ -907,6 +911,35 @@ mod tests {
             Some(other.id.as_str()),
             "a registered run is not reported as unregistered"
         );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_restart_pair_older_than_the_state_file_is_an_earlier_attempts_and_gets_new_records() {
+        let (dir, layout) = log_dir("hydrate-old-pair");
+        let mut old = service(Some(10), Some(layout));
+        let run = old.create(meta("p", "c"), 50.0);
+        emit(&mut old, run.slot, "1");
+        old.persist_state(run.slot).unwrap();
+        flush(&old);
+        drop(old);
+        // Interrupted once (its pair at 100), then reopened at 200; the daemon dies before the
+        // reopen's record reaches the journal, which still ends with the pair.
+        let mut first = service(Some(10), Some(layout_of(&dir)));
+        let slot = first.hydrate(&run.id, 100.0).unwrap().unwrap();
+        first.prepare_restart(slot, None, 200.0).unwrap();
+        flush(&first);
+        drop(first);
+        assert_eq!(state_of(&dir, &run.id)["updatedAt"], 200.0);
+        let mut second = service(Some(10), Some(layout_of(&dir)));
+        let slot = second.hydrate(&run.id, 300.0).unwrap().unwrap();
+        let state = second.state(slot).unwrap();
+        assert_eq!(state.status.as_deref(), Some("failed"));
+        assert_eq!(state.terminal_at, Some(300.0));
+        assert_eq!(state.updated_at, 300.0);
+        let journal = dir.join(&run.id).join("events.jsonl");
+        assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 5);
+        assert_eq!(state_of(&dir, &run.id)["terminalAt"], 300.0);
         let _ = fs::remove_dir_all(&dir);
     }
 
