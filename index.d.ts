@@ -305,7 +305,7 @@ export type RunCreateMeta = {
   clientRequestId?: string | null | undefined
   /** What the request asked for, as the host fingerprints it; `createOrReuse` reports a `'conflict'` when two differ. */
   requestFingerprint?: string | null | undefined
-  /** Opaque to the service: kept on the run and in its state file only when the key is present. */
+  /** Opaque to the service: kept on the run and in its state file only when the key is present (`undefined` as `null`). */
   workspaceScope?: unknown
   /** Agent that executes the run. */
   agentId?: string | null | undefined
@@ -327,7 +327,7 @@ export type RunCreateMeta = {
   sessionMode?: SessionMode | (string & {}) | null | undefined
   /** The run's context (a plain object), kept by reference; not reported (HF-1). */
   context?: Record<string, unknown> | null | undefined
-  /** Opaque to the service: kept on the run and in its state file only when the key is present (HF-4). */
+  /** Opaque to the service: kept on the run and in its state file only when the key is present, `undefined` as `null` (HF-4). */
   designSystemScope?: unknown
 }
 
@@ -519,9 +519,9 @@ export interface ChatRun {
   resumable?: unknown
   /** Host field: the run ended with work left; in the status body and `'end'` data. */
   endedWithUnfinishedWork?: unknown
-  /** `'daemon_restart'` on a run hydration marked interrupted (SPEC LC-2), else a host value or absent. */
+  /** `'daemon_restart'` on a run hydration marked interrupted (SPEC LC-2), else a host value or absent; `prepareRestart` sets it to `null` (LC-4). */
   terminalRecoveryReason?: string | null
-  /** From `create` meta when the key was there (SPEC LC-3); persisted in the state file. */
+  /** From `create` meta when the key was there, `undefined` as `null` (SPEC LC-3); persisted in the state file. */
   workspaceScope?: unknown
   /** Called once when the run reaches a terminal state or is dropped, then set to `null` (SPEC LC-6). */
   onFinalize?: (() => unknown) | null
@@ -539,7 +539,7 @@ export interface ChatRun {
   sessionMode?: SessionMode | null
   /** From `create` meta (HF-1). */
   context?: Record<string, unknown> | null
-  /** From `create` meta when the key was there (HF-4); persisted in the state file. */
+  /** From `create` meta when the key was there, `undefined` as `null` (HF-4); persisted in the state file. */
   designSystemScope?: unknown
   /** Host field: artifacts the attempt produced; reported, in the `'end'` data and persisted (HF-2..HF-4); `prepareRestart` clears it. */
   artifactCount?: number

@@ -53,8 +53,9 @@ function importOn(fake: { platform?: string; arch?: string; ldd?: string }): See
 
 // A checkout's package.json names no platform packages (they are added at publish time): the
 // error then says that reinstalling brings no binary, instead of suggesting it.
-const PUBLISHED =
-  JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).optionalDependencies !== undefined
+const PUBLISHED = Object.keys(
+  JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).optionalDependencies ?? {},
+).some((name) => name.startsWith('chat-run-service-'))
 const WHAT_TO_DO = [PUBLISHED ? /npm install --include=optional/ : /names no platform packages/, /npm run build/]
 
 /**
@@ -370,20 +371,22 @@ describe('loading under a thread limit', () => {
         // starts and exits here: what the package may not add to at load.
         let floor = 0
         // (Below its floor a Node may hang rather than fail: each try is cut short.)
-        for (let threads = 6; threads <= 64 && floor === 0; threads++) {
-          if (spawnLimited(threads, ['-e', '0'], 3_000).status === 0) floor = threads
+        for (let threads = 4; threads <= 64 && floor === 0; threads++) {
+          if (spawnLimited(threads, ['-e', '0'], 2_000).status === 0) floor = threads
         }
         expect(floor).toBeGreaterThan(0)
         // Node's own start may need a thread more on one try than on another: a run counts only
         // when Node itself started ('start' printed); from then on everything is the package's.
         let out = ''
         for (let attempt = 0; attempt < 5 && !out.includes('start'); attempt++) {
-          const r = spawnLimited(floor, [script])
+          const r = spawnLimited(floor, [script], 10_000)
           out = `${r.stdout}${r.stderr}`
           if (out.includes('start')) expect({ status: r.status, signal: r.signal, out }).toMatchObject({ status: 0 })
         }
         expect(out).toContain('loaded')
         expect(out).toContain('done succeeded')
+        // The one thread the package wants, the log writer's, was refused too: said, not fatal.
+        expect(out).toMatch(/CHAT_RUN_LOG_ERROR.*could not start a writer thread/)
       } finally {
         fs.rmSync(copy, { recursive: true, force: true })
       }
