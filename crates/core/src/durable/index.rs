@@ -289,6 +289,12 @@ impl DiskIndex {
             return;
         }
         self.unindex(id);
+        // The run has a valid state file now: a directory the scan read while this service was
+        // still writing that file (no state.json yet) is no invalid entry, and must not hide
+        // the run from the lookups once it leaves memory.
+        if self.invalid.remove(id) {
+            self.stats.skipped = self.stats.skipped.saturating_sub(1);
+        }
         let created = ordered_bits(created_at);
         let key = (created, id.to_owned());
         if let Some(project) = &project_id {
@@ -639,6 +645,32 @@ mod tests {
         assert!(svc.disk.scan.is_none());
         assert_eq!(svc.disk.project_runs("p"), vec![a]);
         assert_eq!((svc.disk.stats.indexed, svc.disk.stats.skipped), (1, 1));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_a_run_directory_the_scan_read_before_its_state_file_was_written_never_hides_the_run() {
+        use crate::test_support::keys;
+        let (dir, layout) = log_dir("index-scan-race");
+        // What the scan sees while a create of this service is between its mkdir and its
+        // state file: a run directory with nothing in it yet.
+        let id = "0f0e0d0c-0b0a-4908-8706-050403020101";
+        fs::create_dir_all(dir.join(id)).unwrap();
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        svc.disk.settle();
+        assert_eq!(svc.disk.stats.skipped, 1, "read as an invalid entry");
+        // Then the create's state write lands and the run is recorded.
+        svc.disk
+            .add(id, Some("p".into()), keys(Some("req"), None), 5.0);
+        assert_eq!(
+            svc.disk
+                .keyed_run(Lookup::ClientRequestId, "req")
+                .unwrap()
+                .as_deref(),
+            Some(id)
+        );
+        assert_eq!(svc.disk.stats.skipped, 0, "no invalid entry after all");
         let _ = fs::remove_dir_all(&dir);
     }
 
