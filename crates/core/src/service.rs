@@ -199,10 +199,13 @@ pub struct Service {
     free: Vec<u32>,
     /// Registry in creation order (see [`OrderKey`]) → slot.
     pub(crate) order: BTreeMap<OrderKey, u32>,
-    /// The registered runs this service created (not hydrated), in creation order → their
-    /// `createdAt`: where a hydrated run goes is found among these alone (however many runs
-    /// were hydrated before it).
-    pub(crate) created_at_by_order: BTreeMap<OrderKey, f64>,
+    /// Of the runs this service created, each whose `createdAt` is later than every earlier
+    /// one's, in creation order: `(createdAt, OrderKey::major)`. A hydrated run goes just
+    /// before the first of them created after it (the first run created after it is always
+    /// one of these). Kept when those runs leave the registry, so that runs hydrated before
+    /// and after a drop or an eviction still sort by `createdAt` (LC-2); at most one entry per
+    /// millisecond in which this service created a run.
+    pub(crate) created_marks: Vec<(f64, u64)>,
     by_id: HashMap<IdKey, u32, foldhash::fast::RandomState>,
     /// Registered runs by conversation and by project, each in creation order: `list` with
     /// either filter touches only the matching runs.
@@ -248,7 +251,7 @@ impl Service {
             slab: Vec::new(),
             free: Vec::new(),
             order: BTreeMap::new(),
-            created_at_by_order: BTreeMap::new(),
+            created_marks: Vec::new(),
             by_id: HashMap::default(),
             by_conversation: GroupIndex::default(),
             by_project: GroupIndex::default(),
@@ -396,8 +399,13 @@ impl Service {
         let (conversation, project) = (run.conversation_id.clone(), run.project_id.clone());
         let keys = run.keys.clone();
         let created_at = run.created_at;
-        if seq.is_created() {
-            self.created_at_by_order.insert(seq, created_at);
+        if seq.is_created()
+            && self
+                .created_marks
+                .last()
+                .is_none_or(|&(at, _)| created_at > at)
+        {
+            self.created_marks.push((created_at, seq.major));
         }
         self.order.insert(seq, slot);
         self.by_id.insert(key, slot);
@@ -567,7 +575,6 @@ impl Service {
             self.by_key[lookup.slot()].remove(keys.get(lookup), seq);
         }
         self.order.remove(&seq);
-        self.created_at_by_order.remove(&seq);
         if self.by_id.get(&key) == Some(&slot) {
             self.by_id.remove(&key);
         }

@@ -257,11 +257,11 @@ impl Service {
     /// before the first run this service created after it (see [`OrderKey`]).
     fn hydrated_order(&mut self, created_at: f64, id: &str) -> OrderKey {
         self.disk.order_tie += 1;
-        let major = self
-            .created_at_by_order
-            .iter()
-            .find(|(_, at)| **at > created_at)
-            .map_or(2 * self.created_count() + 2, |(key, _)| key.major - 1);
+        let marks = &self.created_marks;
+        let first_later = marks.partition_point(|&(at, _)| at <= created_at);
+        let major = marks
+            .get(first_later)
+            .map_or(2 * self.created_count() + 2, |&(_, major)| major - 1);
         OrderKey {
             major,
             created: ordered_bits(created_at),
@@ -940,6 +940,35 @@ mod tests {
         let journal = dir.join(&run.id).join("events.jsonl");
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 5);
         assert_eq!(state_of(&dir, &run.id)["terminalAt"], 300.0);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_2_runs_hydrated_before_and_after_a_run_of_this_service_left_still_sort_by_created_at() {
+        use crate::test_support::{keyed_meta, keys};
+        let (dir, layout) = log_dir("hydrate-after-drop");
+        let mut old = service(Some(10), Some(layout));
+        let host = r#"{"clientRequestId":"req"}"#;
+        let a = old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), 1.0);
+        let b = old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), 2.0);
+        flush(&old);
+        drop(old);
+        let mut new = service(Some(10), Some(layout_of(&dir)));
+        new.index_runs(&dir);
+        let x = new.create(meta("q", "c"), 3.0);
+        let b_slot = new.hydrate(&b.id, 4.0).unwrap().unwrap();
+        assert!(new.drop_run(x.slot, 5.0).unwrap());
+        let a_slot = new.hydrate(&a.id, 6.0).unwrap().unwrap();
+        let filter = ListFilter {
+            project_id: Some("p"),
+            ..ListFilter::default()
+        };
+        assert_eq!(new.list(&filter), vec![a_slot, b_slot]);
+        assert_eq!(
+            new.find(Lookup::ClientRequestId, "req"),
+            Some(b_slot),
+            "the newest"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
