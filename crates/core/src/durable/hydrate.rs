@@ -943,22 +943,30 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
-    #[test]
-    fn lc_2_runs_hydrated_before_and_after_a_run_of_this_service_left_still_sort_by_created_at() {
+    /// Two runs of project "p" with clientRequestId "req", created at `created` by a service
+    /// that is gone: the log dir and their ids.
+    fn keyed_runs_on_disk(name: &str, created: [f64; 2]) -> (PathBuf, [String; 2]) {
         use crate::test_support::{keyed_meta, keys};
-        let (dir, layout) = log_dir("hydrate-after-drop");
+        let (dir, layout) = log_dir(name);
         let mut old = service(Some(10), Some(layout));
         let host = r#"{"clientRequestId":"req"}"#;
-        let a = old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), 1.0);
-        let b = old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), 2.0);
+        let ids = created.map(|at| {
+            old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), at)
+                .id
+        });
         flush(&old);
-        drop(old);
+        (dir, ids)
+    }
+
+    #[test]
+    fn lc_2_runs_hydrated_before_and_after_a_run_of_this_service_left_still_sort_by_created_at() {
+        let (dir, [a, b]) = keyed_runs_on_disk("hydrate-after-drop", [1.0, 2.0]);
         let mut new = service(Some(10), Some(layout_of(&dir)));
         new.index_runs(&dir);
         let x = new.create(meta("q", "c"), 3.0);
-        let b_slot = new.hydrate(&b.id, 4.0).unwrap().unwrap();
+        let b_slot = new.hydrate(&b, 4.0).unwrap().unwrap();
         assert!(new.drop_run(x.slot, 5.0).unwrap());
-        let a_slot = new.hydrate(&a.id, 6.0).unwrap().unwrap();
+        let a_slot = new.hydrate(&a, 6.0).unwrap().unwrap();
         let filter = ListFilter {
             project_id: Some("p"),
             ..ListFilter::default()
@@ -974,19 +982,8 @@ mod tests {
 
     #[test]
     fn lc_2_runs_created_in_the_same_millisecond_sort_by_id_whatever_order_they_are_loaded_in() {
-        use crate::test_support::{keyed_meta, keys};
-        let (dir, layout) = log_dir("hydrate-same-ms");
-        let mut old = service(Some(10), Some(layout));
-        let host = r#"{"clientRequestId":"req"}"#;
-        let a = old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), 7.0);
-        let b = old.create(keyed_meta(Some("p"), keys(Some("req"), None), host), 7.0);
-        flush(&old);
-        drop(old);
-        let (low, high) = if a.id < b.id {
-            (a.id, b.id)
-        } else {
-            (b.id, a.id)
-        };
+        let (dir, [a, b]) = keyed_runs_on_disk("hydrate-same-ms", [7.0, 7.0]);
+        let (low, high) = if a < b { (a, b) } else { (b, a) };
         for load in [[&low, &high], [&high, &low]] {
             let mut new = service(Some(10), Some(layout_of(&dir)));
             new.index_runs(&dir);
