@@ -295,6 +295,30 @@ describe('LC-2: lazy hydration', () => {
     expect(getChatRunServiceStats(runs).hydration).toEqual({ indexed: 1, hydrated: 1, skipped: 10, unreadable: 0 })
   })
 
+  it('entries the host removes count as skipped no more: garbage cleaned up, run directories deleted while the scan reads them', () => {
+    const old = service().runs
+    const ids = range(1, 600).map(() => old.create({ projectId: 'p' }).id)
+    for (const n of range(1, 5)) fs.writeFileSync(path.join(tmp, `junk-${n}.txt`), 'a foreign file')
+    const runs = service().runs
+    // The host's retention removes every other run while the construction scan may be reading it
+    // (a directory seen half-deleted, without its state file, is no invalid entry either).
+    const removed = ids.filter((_, i) => i % 2 === 0)
+    for (const id of removed) fs.rmSync(path.join(tmp, id), { recursive: true })
+    for (const n of range(1, 3)) fs.rmSync(path.join(tmp, `junk-${n}.txt`))
+    const { hydration } = getChatRunServiceStats(runs)
+    expect(hydration.skipped).toBe(2)
+    expect(hydration.unreadable).toBe(0)
+    const kept = ids.filter((_, i) => i % 2 === 1)
+    // (Runs created in the same millisecond come back in id order: compared as sets.)
+    expect(
+      runs
+        .list({ projectId: 'p' })
+        .map((r: any) => r.id)
+        .sort(),
+    ).toEqual(kept.sort())
+    for (const id of removed.slice(0, 20)) expect(runs.get(id)).toBeNull()
+  })
+
   // A plain open of a FIFO waits for its other end: before the core refused anything but
   // regular files, this construction never returned. POSIX only (mkfifo).
   it.skipIf(isWindows)(

@@ -110,10 +110,16 @@ impl Stats {
     }
 }
 
+/// How many invalid entries of `runsLogDir` one `stats()` checks for removal (an `lstat` each):
+/// the count follows a host's deletions within a few calls, and a directory full of foreign
+/// files does not make one call slow.
+const PRUNE_PER_STATS: usize = 256;
+
 impl Service {
     /// OBS-1. Waits for the construction scan of `runsLogDir` (its counts are part of it).
     pub fn stats(&mut self) -> Stats {
         self.disk.settle();
+        self.disk.prune_gone_invalid(PRUNE_PER_STATS);
         let shared = &self.log_shared;
         let (queue_lines, queue_bytes) = shared.queue_depth();
         let mut stats = Stats {

@@ -120,6 +120,8 @@ pub struct DiskIndex {
     forgotten: BTreeSet<String>,
     /// The id [`DiskIndex::sweep_one`] looked at last.
     sweep_cursor: Option<String>,
+    /// The invalid name [`DiskIndex::prune_gone_invalid`] looked at last.
+    prune_cursor: Option<String>,
     /// The last read that failed for want of a resource since the facade last asked
     /// ([`Service::take_unreadable`]), for its warning.
     pub(crate) unreported: Option<Unreadable>,
@@ -445,6 +447,51 @@ impl DiskIndex {
         }
     }
 
+    /// Forgets up to `budget` invalid entries that are gone from the directory (the host
+    /// removed them, or removed a run directory while the scan read it half-deleted), looking
+    /// at the next ones in name order each call, so `stats.skipped` counts what is there to
+    /// skip. Nothing while the directory that holds the runs is missing or empty (a share not
+    /// mounted says nothing about its entries) or while the construction scan runs.
+    pub(crate) fn prune_gone_invalid(&mut self, budget: usize) {
+        if self.running_scan().is_some() || self.invalid.is_empty() {
+            return;
+        }
+        let Some(dir) = self.dir.clone() else {
+            return;
+        };
+        let has_entries = fs::read_dir(&dir).is_ok_and(|mut entries| entries.next().is_some());
+        if !has_entries {
+            return;
+        }
+        let start = self.prune_cursor.take();
+        let after = |cursor: &Option<String>| match cursor {
+            Some(name) => self
+                .invalid
+                .range::<str, _>((Bound::Excluded(name.as_str()), Bound::Unbounded))
+                .take(budget)
+                .cloned()
+                .collect::<Vec<_>>(),
+            None => self.invalid.iter().take(budget).cloned().collect(),
+        };
+        let mut names = after(&start);
+        if names.len() < budget && start.is_some() {
+            let wrapped = after(&None);
+            let room = budget - names.len();
+            names.extend(
+                wrapped
+                    .into_iter()
+                    .take_while(|name| Some(name) != start.as_ref())
+                    .take(room),
+            );
+        }
+        for name in &names {
+            if entry_gone(&dir.join(name)) && self.invalid.remove(name) {
+                self.stats.skipped = self.stats.skipped.saturating_sub(1);
+            }
+        }
+        self.prune_cursor = names.pop();
+    }
+
     /// Counts an invalid entry of the directory, once per name.
     pub(crate) fn skip(&mut self, name: &str) {
         if let Some(scan) = self.running_scan() {
@@ -553,6 +600,11 @@ fn is_dir(entry: &fs::DirEntry) -> bool {
     }
 }
 
+/// Whether nothing is left at `path` (not even a dangling link).
+fn entry_gone(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
+}
+
 /// The `known` of a first scan: the index knows no name yet.
 fn nothing_known(_: &str) -> bool {
     false
@@ -603,6 +655,9 @@ fn scan_dir(dir: &Path, stop: &AtomicBool, known: &dyn Fn(&str) -> bool) -> Scan
         }
         match read_entry(&entry.path(), name) {
             Ok(Some(run)) => scan.found.push(Found::Run(name.to_owned(), run)),
+            Ok(None) if entry_gone(&entry.path()) => {
+                // Removed since the listing (the host's retention): nothing is left to skip.
+            }
             Ok(None) => {
                 // A run whose first state write was cut short by a crash has only its temp
                 // file (LC-1); a valid run's are swept when it is hydrated.
@@ -786,6 +841,55 @@ mod tests {
         assert!(index.unreported.is_none());
         let _ = fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn obs_1_invalid_entries_the_host_removed_count_no_more_once_stats_looks_again() {
+        let (dir, layout) = log_dir("index-invalid-gone");
+        let mut old = service(Some(10), Some(layout.clone()));
+        let kept = old.create(meta("p", "c"), 1.0).id;
+        drop(old);
+        // More invalid entries than one stats() call checks, half of them removed later.
+        let total = PRUNE_BUDGET_IN_TEST * 2 + 3;
+        let names: Vec<String> = (0..total).map(|i| format!("junk-{i:04}")).collect();
+        for name in &names {
+            fs::write(dir.join(name), "not a run").unwrap();
+        }
+        let mut svc = service(Some(10), Some(layout));
+        svc.index_runs(&dir);
+        svc.settle_index();
+        assert_eq!(
+            (svc.disk.stats.indexed, svc.disk.stats.skipped),
+            (1, total as u64)
+        );
+        let removed: Vec<&String> = names.iter().step_by(2).collect();
+        for name in &removed {
+            fs::remove_file(dir.join(name)).unwrap();
+        }
+        let mut calls = 0;
+        let expected = (total - removed.len()) as u64;
+        while svc.disk.stats.skipped != expected {
+            calls += 1;
+            assert!(calls <= 3, "within a few calls: {}", svc.disk.stats.skipped);
+            svc.disk.prune_gone_invalid(PRUNE_BUDGET_IN_TEST);
+        }
+        assert!(calls >= 2, "one call checks at most its budget");
+        // What is still there stays counted, and the run is untouched.
+        for _ in 0..4 {
+            svc.disk.prune_gone_invalid(PRUNE_BUDGET_IN_TEST);
+        }
+        assert_eq!(
+            (svc.disk.stats.indexed, svc.disk.stats.skipped),
+            (1, expected)
+        );
+        assert_eq!(svc.disk.project_runs("p"), vec![kept]);
+        // A runs directory that is gone says nothing about its entries.
+        fs::remove_dir_all(&dir).unwrap();
+        svc.disk.prune_gone_invalid(usize::MAX);
+        assert_eq!(svc.disk.stats.skipped, expected);
+    }
+
+    /// A budget small enough that the test above needs several calls.
+    const PRUNE_BUDGET_IN_TEST: usize = 10;
 
     #[test]
     fn lc_2_a_run_whose_directory_the_host_removed_leaves_the_index_when_a_lookup_misses_it() {
