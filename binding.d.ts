@@ -291,9 +291,10 @@ export declare const enum RunLookup {
 
 /**
  * `persistState(run)` and the `start`/`error`/`end` emits (LC-1): writes the state file now,
- * taking `host` (the run's host-owned values as JSON) first. Nothing without logging.
+ * taking `host` (the run's host-owned values as JSON) first. Nothing without logging. True
+ * when the file was written.
  */
-export declare function runPersistState(svc: number, slot: number, host?: string | undefined | null): void
+export declare function runPersistState(svc: number, slot: number, host?: string | undefined | null): boolean
 
 /**
  * SHD-5: the cancel (`shutdown = false`) or shutdown plan of the run threw in the facade and is

@@ -525,8 +525,13 @@ export interface ChatRun {
   workspaceScope?: unknown
   /** Called once when the run reaches a terminal state or is dropped, then set to `null` (SPEC LC-6). */
   onFinalize?: (() => unknown) | null
-  /** Bumped by each `prepareRestart` (SPEC LC-4). */
+  /** Bumped by each `prepareRestart`, or set to the attempt reserved for it (SPEC LC-4, LC-10). */
   manualResumeAttemptCount?: number
+  /**
+   * The resume attempt `reserveRestartAttempt` reserved and no `prepareRestart` used yet; persisted,
+   * removed by `clearRestartAttempt` and `prepareRestart` (SPEC LC-10).
+   */
+  pendingManualResumeAttemptCount?: number
   /** Time spent terminal before each `prepareRestart`, summed (ms, SPEC LC-4). */
   rechargeWaitDurationMs?: number
   /** From `create` meta (HF-1); reported and persisted. */
@@ -1082,6 +1087,21 @@ export interface ChatRunService {
    * `ARTIFACT_DELIVERY_FAILED`. Otherwise `applied: false` and the reason (SPEC HF-13).
    */
   readonly acknowledgeArtifactDelivery: (run: ChatRun, receipt: ArtifactDeliveryReceipt) => ArtifactDeliveryResult
+  /**
+   * Reserves resume attempt `executionAttempt` (a non-negative integer) before the host commits its
+   * claim on the run: sets `run.pendingManualResumeAttemptCount` and writes the state file now. `true`
+   * when reserved (always without `runsLogDir`); `false` for a dropped run or a failed write, which
+   * leaves the run as it was. The next `prepareRestart` starts that attempt (SPEC LC-10).
+   * @throws TypeError for a run of another service or an `executionAttempt` that is not a
+   * non-negative integer.
+   */
+  readonly reserveRestartAttempt: (run: ChatRun, executionAttempt: number) => boolean
+  /**
+   * Takes back the reservation of `executionAttempt` when the run holds it (the field goes, the state
+   * file is written without it); otherwise changes nothing (SPEC LC-10).
+   * @throws TypeError as `reserveRestartAttempt`.
+   */
+  readonly clearRestartAttempt: (run: ChatRun, executionAttempt: number) => void
 }
 
 /** What `acknowledgeArtifactDelivery` reads (SPEC HF-13). */

@@ -10,7 +10,7 @@
 //   options.js    options, defaults, the timer clamp, env reads, the log layout
 //   run.js        the run object and its read mirror of the core (the mirror contract)
 //   registry.js   create, get, list (loading runs from runsLogDir: LC-2), eviction
-//   durable.js    persistState, createOrReuse, prepareRestart (LC-1, LC-3, LC-4)
+//   durable.js    persistState, createOrReuse, prepareRestart, the resume reservation (LC-1, LC-3, LC-4, LC-10)
 //   state.js      the host's values of a run's state.json, as one JSON text for the core
 //   hooks.js      the host's hooks (LC-6), each call isolated
 //   emit.js       emit and the error fields of an 'error' event
@@ -38,6 +38,8 @@ const {
   createOrReuse,
   findByPluginWorkflowId,
   prepareRestart,
+  reserveRestartAttempt,
+  clearRestartAttempt,
   setAnalyticsRecovery,
   markAnalyticsCompleted,
   markLangfuseCompleted,
@@ -56,7 +58,7 @@ const { watchProcessExit } = require('./lib/exit.js')
 const { releaseWhenCollected } = require('./lib/release.js')
 
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
-// itself to exactly its 29 methods).
+// itself to exactly its 31 methods).
 const serviceContexts = new WeakMap()
 
 /**
@@ -111,7 +113,7 @@ function serviceContext(opts) {
  */
 function createChatRunService(options) {
   const ctx = serviceContext(readOptions(options))
-  // MOD-2 and SPEC §0: exactly these 29 methods, in this order; each a closure that works
+  // MOD-2 and SPEC §0: exactly these 31 methods, in this order; each a closure that works
   // detached, never uses `this` and ignores extra arguments.
   const service = {
     create: (meta) => create(ctx, meta),
@@ -143,6 +145,8 @@ function createChatRunService(options) {
     noteMediaTaskFailure: (runId, failure) => noteMediaTaskFailure(ctx, runId, failure),
     noteMediaTaskRecovery: (runId, success) => noteMediaTaskRecovery(ctx, runId, success),
     acknowledgeArtifactDelivery: (run, receipt) => acknowledgeArtifactDelivery(ctx, run, receipt),
+    reserveRestartAttempt: (run, executionAttempt) => reserveRestartAttempt(ctx, run, executionAttempt),
+    clearRestartAttempt: (run, executionAttempt) => clearRestartAttempt(ctx, run, executionAttempt),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   releaseWhenCollected(ctx)

@@ -366,3 +366,115 @@ describe('LC-4: prepareRestart', () => {
     }
   })
 })
+
+describe('LC-10: reserved resume attempts', () => {
+  it('a reservation is on disk before the call returns, survives a restart, and prepareRestart starts that attempt', () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const run = runs.create({ projectId: 'p', conversationId: 'c', assistantMessageId: 'm' })
+    runs.finish(run, 'failed', 1, null)
+    expect(runs.reserveRestartAttempt(run, 1)).toBe(true)
+    expect(run.pendingManualResumeAttemptCount).toBe(1)
+    expect(stateOf(run.id)).toMatchObject({ status: 'failed', pendingManualResumeAttemptCount: 1 })
+    expect(stateOf(run.id)).not.toHaveProperty('manualResumeAttemptCount')
+    // A daemon that died after its claim finds which attempt the claim was for.
+    const after = makeRuns({ runsLogDir: tmp }).runs
+    const hydrated = after.get(run.id)
+    expect(hydrated).toMatchObject({ status: 'failed', pendingManualResumeAttemptCount: 1 })
+    // Its resume goes on from there: the reserved attempt starts, the reservation is used up.
+    expect(after.prepareRestart(hydrated)).toBe(hydrated)
+    expect(hydrated.manualResumeAttemptCount).toBe(1)
+    expect(hydrated).not.toHaveProperty('pendingManualResumeAttemptCount')
+    expect(hydrated.events.at(-1)).toMatchObject({ event: 'run_resume_attempted', data: { attempt: 1 } })
+    expect(stateOf(run.id)).toMatchObject({ status: 'queued', manualResumeAttemptCount: 1 })
+    expect(stateOf(run.id)).not.toHaveProperty('pendingManualResumeAttemptCount')
+    // The status body does not report the private marker.
+    after.finish(hydrated, 'failed', 1, null)
+    after.reserveRestartAttempt(hydrated, 2)
+    expect(after.statusBody(hydrated)).not.toHaveProperty('pendingManualResumeAttemptCount')
+  })
+
+  it('clearRestartAttempt takes back only the attempt the run holds; the file loses the key and keeps every other field', () => {
+    const { runs } = makeRuns({ runsLogDir: tmp, durableFields: ['note'] })
+    const run = runs.create({ projectId: 'p' })
+    run.note = 'kept'
+    runs.finish(run, 'failed', 1, null)
+    expect(runs.reserveRestartAttempt(run, 4)).toBe(true)
+    runs.clearRestartAttempt(run, 3)
+    expect(run.pendingManualResumeAttemptCount).toBe(4)
+    expect(stateOf(run.id).pendingManualResumeAttemptCount).toBe(4)
+    // A later write by any path keeps the reservation while the run holds it.
+    runs.persistState(run)
+    expect(stateOf(run.id).pendingManualResumeAttemptCount).toBe(4)
+    expect(runs.clearRestartAttempt(run, 4)).toBeUndefined()
+    expect(run).not.toHaveProperty('pendingManualResumeAttemptCount')
+    expect(stateOf(run.id)).not.toHaveProperty('pendingManualResumeAttemptCount')
+    expect(stateOf(run.id)).toMatchObject({ note: 'kept', status: 'failed' })
+    // Without a reservation, the next attempt is the count's next.
+    expect(runs.prepareRestart(run)).toBe(run)
+    expect(run.manualResumeAttemptCount).toBe(1)
+  })
+
+  it('a stale reservation (not after the attempts already made) is not started: the next attempt is', () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const run = runs.create({})
+    runs.finish(run, 'failed', 1, null)
+    runs.prepareRestart(run)
+    runs.finish(run, 'failed', 1, null)
+    runs.prepareRestart(run)
+    runs.finish(run, 'failed', 1, null)
+    expect(run.manualResumeAttemptCount).toBe(2)
+    expect(runs.reserveRestartAttempt(run, 1)).toBe(true)
+    runs.prepareRestart(run)
+    expect(run.manualResumeAttemptCount).toBe(3)
+    expect(run).not.toHaveProperty('pendingManualResumeAttemptCount')
+    expect(stateOf(run.id)).not.toHaveProperty('pendingManualResumeAttemptCount')
+  })
+
+  it('false for a dropped run and for a write that failed, which leaves the run as it was; true without runsLogDir', () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const run = runs.create({})
+    runs.finish(run, 'failed', 1, null)
+    expect(runs.reserveRestartAttempt(run, 1)).toBe(true)
+    // The run's directory replaced by a file: no state file can be written there.
+    fs.rmSync(path.join(tmp, run.id), { recursive: true })
+    fs.writeFileSync(path.join(tmp, run.id), 'x')
+    expect(runs.reserveRestartAttempt(run, 2)).toBe(false)
+    expect(run.pendingManualResumeAttemptCount).toBe(1)
+    const fresh = runs.create({})
+    runs.finish(fresh, 'failed', 1, null)
+    fs.rmSync(path.join(tmp, fresh.id), { recursive: true })
+    fs.writeFileSync(path.join(tmp, fresh.id), 'x')
+    expect(runs.reserveRestartAttempt(fresh, 1)).toBe(false)
+    expect(fresh).not.toHaveProperty('pendingManualResumeAttemptCount')
+    const dropped = runs.create({})
+    runs.drop(dropped)
+    expect(runs.reserveRestartAttempt(dropped, 1)).toBe(false)
+    expect(dropped).not.toHaveProperty('pendingManualResumeAttemptCount')
+
+    const memory = makeRuns().runs
+    const inMemory = memory.create({})
+    expect(memory.reserveRestartAttempt(inMemory, 1)).toBe(true)
+    expect(inMemory.pendingManualResumeAttemptCount).toBe(1)
+  })
+
+  it('bad input: an attempt that is not a non-negative integer, a foreign run or a frozen one is a TypeError that says so', () => {
+    const { runs } = makeRuns({ runsLogDir: tmp })
+    const run = runs.create({})
+    for (const bad of [-1, 1.5, NaN, Infinity, '1', null, undefined, 2 ** 53]) {
+      expect(() => runs.reserveRestartAttempt(run, bad as any)).toThrow(
+        /^reserveRestartAttempt\(run, executionAttempt\): expected executionAttempt to be a non-negative integer/,
+      )
+      expect(() => runs.clearRestartAttempt(run, bad as any)).toThrow(
+        /^clearRestartAttempt\(run, executionAttempt\): expected executionAttempt to be a non-negative integer/,
+      )
+    }
+    expect(run).not.toHaveProperty('pendingManualResumeAttemptCount')
+    const other = makeRuns().runs.create({})
+    expect(() => runs.reserveRestartAttempt(other, 1)).toThrow(
+      /^reserveRestartAttempt\(run\): expected a run object returned by this service's create\(\)/,
+    )
+    expect(() => runs.clearRestartAttempt({ id: run.id } as any, 1)).toThrow(TypeError)
+    Object.freeze(run)
+    expect(() => runs.reserveRestartAttempt(run, 1)).toThrow(/expected a run object the service can write/)
+  })
+})

@@ -5,11 +5,12 @@
 const native = require('./core.js')
 const { own, syncRestarted } = require('./run.js')
 const { nonEmptyString } = require('./convert.js')
+const { describe } = require('./describe.js')
 const { isTerminal } = require('./status.js')
 const { create, hydrate, unreadableError, displaceHydratedCopy, reinstate } = require('./registry.js')
 const { emit } = require('./emit.js')
 const { hostJson, persist } = require('./state.js')
-const { clearFailure, forgetAttempt, clearRetryRestart } = require('./host-fields.js')
+const { clearFailure, forgetAttempt, clearRetryRestart, isAttemptNumber } = require('./host-fields.js')
 
 const { RunLookup } = native
 
@@ -137,6 +138,65 @@ function createOrReuse(ctx, meta) {
 
 const finiteOr0 = (value) => (Number.isFinite(value) ? value : 0)
 
+// LC-10: the run field that holds a reserved resume attempt.
+const PENDING = 'pendingManualResumeAttemptCount'
+
+// LC-10: an attempt number is a non-negative safe integer; anything else is the caller's mistake.
+function checkAttempt(method, executionAttempt) {
+  if (!isAttemptNumber(executionAttempt)) {
+    throw new TypeError(
+      `${method}(run, executionAttempt): expected executionAttempt to be a non-negative integer (the resume attempt's number), got ${describe(executionAttempt)}`,
+    )
+  }
+}
+
+/**
+ * LC-10: reserves resume attempt `executionAttempt` before the host commits its claim on the
+ * run: `run.pendingManualResumeAttemptCount = executionAttempt`, written to the state file now,
+ * so a daemon that dies before prepareRestart can tell which attempt its claim was for. True
+ * when reserved (written, or nothing to write without logging); false for a dropped run or a
+ * write that failed (the run keeps its earlier value).
+ */
+function reserveRestartAttempt(ctx, run, executionAttempt) {
+  const s = own(ctx, run, 'reserveRestartAttempt')
+  checkAttempt('reserveRestartAttempt', executionAttempt)
+  if (s.dropped) return false
+  const had = Object.hasOwn(run, PENDING)
+  const previous = had ? run[PENDING] : undefined
+  try {
+    run[PENDING] = executionAttempt
+  } catch {
+    throw new TypeError(
+      `reserveRestartAttempt(run, executionAttempt): expected a run object the service can write (it sets ${PENDING}), got a frozen, sealed or non-extensible run`,
+    )
+  }
+  if (!ctx.logging || native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))) return true
+  if (had) run[PENDING] = previous
+  else delete run[PENDING]
+  return false
+}
+
+/**
+ * LC-10: takes back the reservation of `executionAttempt` (a claim that did not commit): when
+ * the run holds that reservation, the field goes and the state file is written without it;
+ * anything else changes nothing.
+ */
+function clearRestartAttempt(ctx, run, executionAttempt) {
+  const s = own(ctx, run, 'clearRestartAttempt')
+  checkAttempt('clearRestartAttempt', executionAttempt)
+  if (run[PENDING] !== executionAttempt) return
+  delete run[PENDING]
+  if (!s.dropped) persist(ctx, run, s)
+}
+
+// LC-4 as LC-10 amends it: the attempt a restart starts is the one reserved for it, when that is
+// a later one than the last; else the next.
+function nextAttempt(run) {
+  const count = finiteOr0(run.manualResumeAttemptCount)
+  const reserved = run[PENDING]
+  return isAttemptNumber(reserved) && reserved > count ? reserved : count + 1
+}
+
 /**
  * LC-4: a terminal run goes back to 'queued' for a retry, same object, same id; null for a run
  * that is not terminal (or was dropped, or is still inside its finish's hooks).
@@ -171,7 +231,9 @@ function prepareRestart(ctx, run) {
   forgetAttempt(run)
   // The interruption a restart recorded is over with its attempt: the next verdict is this one's.
   if ('terminalRecoveryReason' in run) run.terminalRecoveryReason = null
-  const attempt = finiteOr0(run.manualResumeAttemptCount) + 1
+  const attempt = nextAttempt(run)
+  // (The reservation is used: the file written below no longer holds it.)
+  delete run[PENDING]
   // A clock stepped back (or a state file from a machine ahead) gives no negative wait.
   const rechargeWaitDurationMs = finiteOr0(run.rechargeWaitDurationMs) + Math.max(0, now - previous)
   run.manualResumeAttemptCount = attempt
@@ -190,6 +252,8 @@ module.exports = {
   createOrReuse,
   findByPluginWorkflowId,
   prepareRestart,
+  reserveRestartAttempt,
+  clearRestartAttempt,
   setAnalyticsRecovery,
   markAnalyticsCompleted,
   markLangfuseCompleted,

@@ -11,6 +11,8 @@ const plainObject = (value) => value !== null && typeof value === 'object' && !A
 const isObject = (value) => value !== null && typeof value === 'object'
 const isString = (value) => typeof value === 'string'
 const isNumber = (value) => typeof value === 'number'
+// LC-10: a resume attempt's number.
+const isAttemptNumber = (value) => Number.isSafeInteger(value) && value >= 0
 const isBoolean = (value) => typeof value === 'boolean'
 const isTruthy = (value) => Boolean(value)
 const isFinite = (value) => Number.isFinite(value)
@@ -242,6 +244,7 @@ const DURABLE = [
   ['analyticsRecovery', isTruthy],
   ['externalPluginAnalytics', isTruthy],
   ['manualResumeAttemptCount', isNumber],
+  ['pendingManualResumeAttemptCount', isAttemptNumber],
   ['rechargeWaitDurationMs', isNumber],
   ['artifactOriginStatus', isString],
   ['artifactVersionId', isString],
@@ -438,6 +441,7 @@ function forgetAttempt(run) {
 }
 
 module.exports = {
+  isAttemptNumber,
   TERMINATION_UNVERIFIED,
   clearFailure,
   TREE_FILE_KEYS,

@@ -105,9 +105,10 @@ pub fn run_reregister(env: &Env, svc: u32, slot: u32) -> Result<bool> {
 }
 
 /// `persistState(run)` and the `start`/`error`/`end` emits (LC-1): writes the state file now,
-/// taking `host` (the run's host-owned values as JSON) first. Nothing without logging.
+/// taking `host` (the run's host-owned values as JSON) first. Nothing without logging. True
+/// when the file was written.
 #[napi]
-pub fn run_persist_state(env: &Env, svc: u32, slot: u32, host: Option<String>) -> Result<()> {
+pub fn run_persist_state(env: &Env, svc: u32, slot: u32, host: Option<String>) -> Result<bool> {
     service(env, svc)?
         .persist_state_with(slot, host.as_deref())
         .map_err(map_error)

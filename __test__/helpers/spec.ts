@@ -34,6 +34,8 @@ export const METHODS = [
   'noteMediaTaskFailure',
   'noteMediaTaskRecovery',
   'acknowledgeArtifactDelivery',
+  'reserveRestartAttempt',
+  'clearRestartAttempt',
 ]
 
 /**

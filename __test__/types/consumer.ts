@@ -700,6 +700,12 @@ const notAList: ChatRun[] = runs.findByPluginWorkflowId('wf-1')
 void notAList
 const fingerprint: string | null = run.requestFingerprint
 const restarted: ChatRun | null = runs.prepareRestart(run)
+const reserved: boolean = runs.reserveRestartAttempt(run, (run.manualResumeAttemptCount ?? 0) + 1)
+const pendingAttempt: number | undefined = run.pendingManualResumeAttemptCount
+void [reserved, pendingAttempt]
+runs.clearRestartAttempt(run, 1)
+// @ts-expect-error an attempt is a number
+runs.reserveRestartAttempt(run, '1')
 runs.persistState(run)
 runs.persistState(null)
 const trigger: TerminalTrigger | null = run.terminalTrigger

@@ -189,7 +189,7 @@ impl Service {
         if run.retrying_teardown {
             return Ok(());
         }
-        self.persist_state(slot)
+        self.persist_state(slot).map(drop)
     }
 
     /// The next step of a plan; `exited` answers the previous wait (the tree exited).

@@ -80,6 +80,11 @@ pub const ATTEMPT_FIELDS: [&str; 9] = [
     "deliverableArtifactKind",
 ];
 
+/// Host fields the host's text replaces (SPEC LC-10): a text without one removes it from the file
+/// (every other extra field a text leaves out keeps the file's value). A resume attempt's
+/// reservation is cleared by leaving it out.
+pub const REPLACED_FIELDS: [&str; 1] = ["pendingManualResumeAttemptCount"];
+
 /// The values of `state.json` that the host's run object holds: the facade passes them as one
 /// JSON text at each write; a hydrated run starts from what its file held. Lenient: a value of
 /// the wrong type reads as the field's default.
@@ -144,7 +149,7 @@ impl HostFields {
 
     /// Takes the host's newer values: every typed field, and each extra field the newer text
     /// carries (an extra field it does not carry keeps its earlier value, so a field a file
-    /// held survives the host's writes).
+    /// held survives the host's writes, except [`REPLACED_FIELDS`], which go with the text).
     pub fn merge(&mut self, newer: HostFields) {
         let HostFields {
             assistant_message_id,
@@ -169,6 +174,11 @@ impl HostFields {
         self.terminal_recovery_reason = terminal_recovery_reason;
         self.resumable = resumable;
         self.ended_with_unfinished_work = ended_with_unfinished_work;
+        for name in REPLACED_FIELDS {
+            if !extra.contains_key(name) {
+                self.extra.remove(name);
+            }
+        }
         for (key, value) in extra {
             self.extra.insert(key, value);
         }
@@ -552,7 +562,7 @@ impl Service {
     /// LC-1: writes the run's `state.json` now (synchronously, before returning), with the
     /// host values the facade passed last. Nothing without logging, nothing for a dropped run.
     /// A disk failure is counted and reported (OBS-2); the run goes on in memory.
-    pub fn persist_state(&mut self, slot: u32) -> CoreResult<()> {
+    pub fn persist_state(&mut self, slot: u32) -> CoreResult<bool> {
         self.persist_state_with(slot, None)
     }
 
@@ -562,19 +572,26 @@ impl Service {
     /// A write that fails leaves the host's values as the last file had them: a durable field
     /// the host then leaves `undefined` keeps the value the file had, never one no file holds
     /// (so a value too large to write, once cleared, does not fail every later write).
-    pub fn persist_state_with(&mut self, slot: u32, host_json: Option<&str>) -> CoreResult<()> {
+    /// `Ok(true)` when the file was written, `Ok(false)` when nothing was (no log, a dropped
+    /// run, or a failed write).
+    pub fn persist_state_with(
+        &mut self,
+        slot: u32,
+        host_json: Option<&str>,
+    ) -> CoreResult<bool> {
         let run = self.run_mut(slot)?;
         let before = host_json.and_then(HostFields::parse).map(|host| {
             let before = run.host.clone();
             run.host.merge(host);
             before
         });
-        if !self.write_state(slot) {
+        let written = self.write_state(slot);
+        if !written {
             if let (Some(before), Ok(run)) = (before, self.run_mut(slot)) {
                 run.host = before;
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Writes the run's state file; false when nothing was written (no log, dropped, or the
@@ -670,6 +687,23 @@ mod tests {
         );
         assert_eq!(HostFields::parse("[1]"), None);
         assert_eq!(HostFields::parse("nope"), None);
+    }
+
+    #[test]
+    fn lc_10_a_reservation_goes_with_the_host_text_that_leaves_it_out() {
+        let mut host =
+            HostFields::parse(r#"{"pendingManualResumeAttemptCount":2,"kept":1}"#).unwrap();
+        host.merge(HostFields::parse(r#"{"pendingManualResumeAttemptCount":3}"#).unwrap());
+        assert_eq!(
+            Value::Object(host.extra.clone()),
+            serde_json::json!({ "pendingManualResumeAttemptCount": 3, "kept": 1 })
+        );
+        host.merge(HostFields::parse(r#"{"other":true}"#).unwrap());
+        assert_eq!(
+            Value::Object(host.extra),
+            serde_json::json!({ "kept": 1, "other": true }),
+            "cleared, while the other extras stay"
+        );
     }
 
     #[test]
