@@ -290,6 +290,12 @@ export type ToolBundleSummary = {
  * kept when they have their shape, otherwise `null`. No other key is read.
  */
 export type RunCreateMeta = {
+  /** The daemon's OD Next task input descriptor: kept on the run and persisted when an object (SPEC HF-16). */
+  odNextTaskInputSnapshot?: Record<string, unknown> | null | undefined
+  /** The daemon's strategy rollout decision: kept on the run and persisted when an object (SPEC HF-16). */
+  strategyRolloutDecision?: Record<string, unknown> | null | undefined
+  /** The daemon's runtime capability snapshot: kept on the run and persisted when an object (SPEC HF-16). */
+  runtimeCapabilitySnapshot?: Record<string, unknown> | null | undefined
   /**
    * The external plugin's attribution hints: when `externalPluginId` is `'open-design'`, the run's
    * `externalPluginAnalytics` is made from them (SPEC HF-8); otherwise they are ignored.
@@ -643,6 +649,30 @@ export interface ChatRun {
   artifactDeliveryRequired?: boolean
   /** The applied delivery receipt (SPEC HF-13); reported and persisted, forgotten by `prepareRestart`. */
   artifactDelivery?: ArtifactDelivery
+  /** From `create` meta when an object (SPEC HF-16); persisted. */
+  odNextTaskInputSnapshot?: Record<string, unknown>
+  /** From `create` meta when an object (SPEC HF-16); persisted. */
+  strategyRolloutDecision?: Record<string, unknown>
+  /** From `create` meta when an object (SPEC HF-16); persisted. */
+  runtimeCapabilitySnapshot?: Record<string, unknown>
+  /**
+   * Host field: the run's strategy task as the daemon projects it; reported when truthy. A terminal task
+   * (`terminal: true`) whose `outcome` is not `'completed'` turns a `'succeeded'` verdict into `'failed'`
+   * (SPEC HF-16).
+   */
+  strategyTask?: unknown
+  /** Host field: the daemon's telemetry delivery record; persisted and restored (SPEC HF-16). */
+  telemetryDelivery?: unknown
+  /** Host field: the daemon's terminal lifecycle record; persisted and restored (SPEC HF-16). */
+  terminalLifecycle?: unknown
+  /** Host field: retries across attempts; persisted and restored when a number (SPEC HF-16). */
+  cumulativeRetryAttemptCount?: number
+  /** Host field: the attempt's retries (`prepareRestart` sets `0`, HF-10); persisted and restored when a number (SPEC HF-16). */
+  retryAttemptCount?: number
+  /** Host field: the daemon runtime generation that ran the attempt; persisted and restored when a string (SPEC HF-16). */
+  runtimeGenerationId?: string
+  /** Host field: the daemon's version facts; persisted and restored (SPEC HF-16). */
+  appVersionInfo?: unknown
   /** Other host-added fields are kept and ignored by the service (the daemon's own: SPEC §22). */
   [extra: string]: unknown
 }
@@ -764,6 +794,8 @@ export type ChatRunStatusBody = {
   deliverableArtifactKind?: string
   /** `run.artifactDelivery` when truthy (HF-13). */
   artifactDelivery?: ArtifactDelivery
+  /** `run.strategyTask` when truthy (HF-16). */
+  strategyTask?: unknown
 }
 
 // ---------------------------------------------------------------------------------------------

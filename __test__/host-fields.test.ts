@@ -1,4 +1,4 @@
-// SPEC §22 (HF-1..HF-15): the fields the daemon keeps on a run and reads back through the service:
+// SPEC §22 (HF-1..HF-16): the fields the daemon keeps on a run and reads back through the service:
 // what create() takes from meta, the status body's and the 'end' data's keys, the state file's
 // fields, what a hydrated run gets back, and what prepareRestart forgets.
 import fs from 'node:fs'
@@ -854,5 +854,99 @@ describe('§22 the daemon fields of a run', () => {
 
     await sleep(80)
     expect(fired).toEqual(['terminal'])
+  })
+})
+
+describe('HF-16: strategy runs and the delivery records', () => {
+  const descriptor = () => ({ taskExecutionId: 't1', snapshotDir: '/data/task-input', manifestSha256: 'a'.repeat(64) })
+
+  it('create() keeps the three strategy descriptors when they are objects, in the state file it writes; a restart brings them back', () => {
+    const runs = logged()
+    const snapshot = descriptor()
+    const rollout = { arm: 'od-next', reason: 'cohort' }
+    const run = runs.create({
+      projectId: 'p',
+      odNextTaskInputSnapshot: snapshot,
+      strategyRolloutDecision: rollout,
+      runtimeCapabilitySnapshot: 'not an object',
+    })
+    expect(run.odNextTaskInputSnapshot).toBe(snapshot)
+    expect(run.strategyRolloutDecision).toBe(rollout)
+    expect(run).not.toHaveProperty('runtimeCapabilitySnapshot')
+    const plain = runs.create({ odNextTaskInputSnapshot: null })
+    expect(plain).not.toHaveProperty('odNextTaskInputSnapshot')
+    // Written by create() itself, before any other write.
+    expect(stateOf(run.id)).toMatchObject({ odNextTaskInputSnapshot: snapshot, strategyRolloutDecision: rollout })
+    expect(stateOf(run.id)).not.toHaveProperty('runtimeCapabilitySnapshot')
+    expect(stateOf(plain.id)).not.toHaveProperty('odNextTaskInputSnapshot')
+    runs.finish(run, 'succeeded', 0, null)
+    const hydrated = logged().get(run.id)
+    expect(hydrated).toMatchObject({ odNextTaskInputSnapshot: snapshot, strategyRolloutDecision: rollout })
+  })
+
+  it("the daemon's delivery and lifecycle records are persisted when they have their shape and come back on a hydrated run", () => {
+    const runs = logged()
+    const run = runs.create({ projectId: 'p' })
+    const records = {
+      telemetryDelivery: { version: 1, idempotencyKey: 'k', status: 'failed', attemptCount: 2 },
+      terminalLifecycle: { version: 1, runAttempt: 0, duplicateTerminalCount: 0 },
+      cumulativeRetryAttemptCount: 3,
+      retryAttemptCount: 1,
+      runtimeGenerationId: 'gen-7',
+      appVersionInfo: { version: '0.23.1' },
+    }
+    Object.assign(run, records)
+    runs.finish(run, 'failed', 1, null)
+    expect(stateOf(run.id)).toMatchObject(records)
+    expect(logged().get(run.id)).toMatchObject(records)
+    // A value without its shape is not written.
+    const odd = runs.create({})
+    Object.assign(odd, { retryAttemptCount: '2', runtimeGenerationId: 7, telemetryDelivery: null })
+    runs.persistState(odd)
+    for (const name of ['retryAttemptCount', 'runtimeGenerationId', 'telemetryDelivery']) {
+      expect(stateOf(odd.id)).not.toHaveProperty(name)
+    }
+  })
+
+  it('the status body reports run.strategyTask when truthy, as its last key', () => {
+    const { runs } = makeRuns()
+    const run = runs.create({})
+    expect(runs.statusBody(run)).not.toHaveProperty('strategyTask')
+    run.artifactCount = 1
+    run.strategyTask = { taskExecutionId: 't1', outcome: 'clarification_required', terminal: false }
+    const body = runs.statusBody(run)
+    expect(body.strategyTask).toBe(run.strategyTask)
+    expect(Object.keys(body).at(-1)).toBe('strategyTask')
+    expect(Object.keys(body).slice(0, STATUS_BODY_KEYS.length)).toEqual(STATUS_BODY_KEYS)
+  })
+
+  it("a clean exit that the terminal strategy task refutes is 'failed', before beforeFinish; a completed or open task, or none, leaves it", () => {
+    const seen: string[] = []
+    const { runs } = makeRuns({ beforeFinish: (_run: unknown, status: string) => seen.push(status) })
+    const verdict = (task: unknown, status = 'succeeded') => {
+      const run = runs.create({})
+      if (task !== undefined) run.strategyTask = task
+      runs.finish(run, status, 0, null)
+      return run
+    }
+    const blocked = verdict({ taskExecutionId: 't1', outcome: 'blocked', terminal: true })
+    expect(blocked).toMatchObject({ status: 'failed', exitCode: 0, signal: null })
+    expect(blocked.events.at(-1)).toMatchObject({ event: 'end', data: { status: 'failed', code: 0 } })
+    expect(seen).toEqual(['failed'])
+    expect(verdict({ outcome: 'canceled', terminal: true }).status).toBe('failed')
+    expect(verdict({ outcome: 'completed', terminal: true }).status).toBe('succeeded')
+    expect(verdict({ outcome: 'clarification_required', terminal: false }).status).toBe('succeeded')
+    expect(verdict({ outcome: 'blocked', terminal: 'yes' }).status).toBe('succeeded')
+    expect(verdict(undefined).status).toBe('succeeded')
+    // Only a clean exit is gated: another verdict stays as given.
+    expect(verdict({ outcome: 'blocked', terminal: true }, 'canceled').status).toBe('canceled')
+    const throwing = runs.create({})
+    Object.defineProperty(throwing, 'strategyTask', {
+      get() {
+        throw new Error('projection failed')
+      },
+    })
+    runs.finish(throwing, 'succeeded', 0, null)
+    expect(throwing.status).toBe('succeeded')
   })
 })

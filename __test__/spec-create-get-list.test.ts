@@ -38,7 +38,7 @@ describe('§6 create / get / list (CRE, GET, LST)', () => {
     expect(runs.create().id).toMatch(UUID_V4)
   })
 
-  it('CRE-1/LC-3/HF-1/HF-8: only the eighteen meta keys are read', () => {
+  it('CRE-1/LC-3/HF-1/HF-8/HF-15: only the twenty-one meta keys are read', () => {
     const { runs } = makeRuns()
     const read = new Set<string>()
     const target = { projectId: 'p', status: 'running', id: 'forged', events: [1], extra: 'x', nextEventId: 9 }

@@ -210,7 +210,33 @@ function addReported(body, run) {
   if (isString(deliverableArtifactKind)) body.deliverableArtifactKind = deliverableArtifactKind
   const artifactDelivery = run.artifactDelivery
   if (artifactDelivery) body.artifactDelivery = artifactDelivery
+  const strategyTask = run.strategyTask
+  if (strategyTask) body.strategyTask = strategyTask
   return body
+}
+
+/** HF-16: the create() meta keys kept on the run (and in its state file) when they are objects. */
+const STRATEGY_META = ['odNextTaskInputSnapshot', 'strategyRolloutDecision', 'runtimeCapabilitySnapshot']
+
+/** HF-16: sets on `target` each of STRATEGY_META that `meta` holds as an object. */
+function addStrategyMeta(target, meta) {
+  for (const name of STRATEGY_META) {
+    const value = meta[name]
+    if (isObject(value)) target[name] = value
+  }
+}
+
+/**
+ * HF-16: a clean exit that the run's terminal strategy task refutes (its verdict is in, and is
+ * not 'completed') is a failure. A getter that throws refutes nothing.
+ */
+function strategyRefutes(run) {
+  try {
+    const task = run.strategyTask
+    return isObject(task) && task.terminal === true && task.outcome !== 'completed'
+  } catch {
+    return false
+  }
 }
 
 /** HF-3: the 'end' data's keys after LC-5's. */
@@ -256,6 +282,17 @@ const DURABLE = [
   ['mediaTaskFailures', Array.isArray],
   ['artifactDeliveryRequired', isBoolean],
   ['artifactDelivery', isTruthy],
+  // HF-16: the strategy descriptors and the delivery and lifecycle records the daemon keeps on a
+  // run and reads back from its state file at startup.
+  ['odNextTaskInputSnapshot', isTruthy],
+  ['strategyRolloutDecision', isTruthy],
+  ['runtimeCapabilitySnapshot', isTruthy],
+  ['telemetryDelivery', isTruthy],
+  ['terminalLifecycle', isTruthy],
+  ['cumulativeRetryAttemptCount', isNumber],
+  ['retryAttemptCount', isNumber],
+  ['runtimeGenerationId', isString],
+  ['appVersionInfo', isTruthy],
 ]
 const DELIVERABLE_DETAILS = ['deliverableEntryFile', 'deliverableArtifactKind']
 // Kept verbatim when the run has the key (LC-3's workspaceScope is one of them).
@@ -442,6 +479,8 @@ function forgetAttempt(run) {
 
 module.exports = {
   isAttemptNumber,
+  addStrategyMeta,
+  strategyRefutes,
   TERMINATION_UNVERIFIED,
   clearFailure,
   TREE_FILE_KEYS,

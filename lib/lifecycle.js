@@ -12,7 +12,7 @@ const { handOut, endClientsInOrder } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
 const { hostJson } = require('./state.js')
-const { addEndFacts, settleUnfinishedWork } = require('./host-fields.js')
+const { addEndFacts, settleUnfinishedWork, strategyRefutes } = require('./host-fields.js')
 const { callHook, finalize, ignore, ignoreResult } = require('./hooks.js')
 const { describe } = require('./describe.js')
 
@@ -112,6 +112,8 @@ function finish(ctx, run, status, code = null, signal = null) {
 }
 
 function applyFinish(ctx, run, s, status, code, signal) {
+  // HF-16: the strategy task's verdict gates a clean exit.
+  if (status === 'succeeded' && strategyRefutes(run)) status = 'failed'
   const now = Date.now()
   const terminal = isTerminal(status)
   const { beforeFinish, onTerminal } = ctx.opts

@@ -9,7 +9,7 @@ const { ChatRun, adopt, releaseWhenUnreachable, createdFields, hydratedFields, s
 const { nonEmptyString } = require('./convert.js')
 const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields, persist } = require('./state.js')
-const { addCreateDefaults, pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
+const { addCreateDefaults, addStrategyMeta, pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
 
 const EMPTY = Object.freeze({})
@@ -68,6 +68,7 @@ function create(ctx, meta) {
     // stores it: the state file can hold it).
     if ('workspaceScope' in m) run.workspaceScope = m.workspaceScope ?? null
     if ('designSystemScope' in m) run.designSystemScope = m.designSystemScope ?? null
+    addStrategyMeta(run, m)
     return run
   } catch (err) {
     // A meta object whose getter or Proxy trap throws: create() throws that error and leaves

@@ -8,7 +8,14 @@
 
 const native = require('./core.js')
 const { nonEmptyString } = require('./convert.js')
-const { addDurable, readingSafely, restoreDurable, restoreTreeIdentity, TREE_FILE_KEYS } = require('./host-fields.js')
+const {
+  addDurable,
+  addStrategyMeta,
+  readingSafely,
+  restoreDurable,
+  restoreTreeIdentity,
+  TREE_FILE_KEYS,
+} = require('./host-fields.js')
 
 /** The file's own fields: a durable field by one of these names is never written twice. */
 const STATE_KEYS = new Set(native.stateFileKeys())
@@ -88,6 +95,7 @@ function createdHostJson(meta, externalPluginAnalytics) {
     externalPluginAnalytics,
   }
   for (const name of ['workspaceScope', 'designSystemScope']) if (name in meta) source[name] = meta[name] ?? null
+  addStrategyMeta(source, meta)
   addDurable(host, source, addExtra)
   try {
     return JSON.stringify(host)

@@ -149,6 +149,9 @@ export const META_KEYS = new Set([
   'context',
   'designSystemScope',
   'analyticsHints',
+  'odNextTaskInputSnapshot',
+  'strategyRolloutDecision',
+  'runtimeCapabilitySnapshot',
 ])
 
 export const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/

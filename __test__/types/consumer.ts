@@ -343,6 +343,7 @@ const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
   deliverableEntryFile: true,
   deliverableArtifactKind: true,
   artifactDelivery: true,
+  strategyTask: true,
 }
 void statusBodyKeys
 // HF-2: the workspace's storage is OD-owned or folder-backed.
