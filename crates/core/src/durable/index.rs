@@ -451,7 +451,8 @@ impl DiskIndex {
     /// removed them, or removed a run directory while the scan read it half-deleted), looking
     /// at the next ones in name order each call, so `stats.skipped` counts what is there to
     /// skip. Nothing while the directory that holds the runs is missing or empty (a share not
-    /// mounted says nothing about its entries) or while the construction scan runs.
+    /// mounted says nothing about its entries) or while the construction scan runs. An entry
+    /// whose name is not UTF-8 stays counted (its lossy name cannot be looked up).
     pub(crate) fn prune_gone_invalid(&mut self, budget: usize) {
         if self.running_scan().is_some() || self.invalid.is_empty() {
             return;
@@ -485,6 +486,11 @@ impl DiskIndex {
             );
         }
         for name in &names {
+            // A name that is not UTF-8 is known only by its lossy form (U+FFFD in place of its
+            // bytes), which names no file: it stays counted.
+            if name.contains(char::REPLACEMENT_CHARACTER) {
+                continue;
+            }
             if entry_gone(&dir.join(name)) && self.invalid.remove(name) {
                 self.stats.skipped = self.stats.skipped.saturating_sub(1);
             }
@@ -886,6 +892,25 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         svc.disk.prune_gone_invalid(usize::MAX);
         assert_eq!(svc.disk.stats.skipped, expected);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn obs_1_an_invalid_entry_whose_name_is_not_utf8_stays_counted_while_it_is_there() {
+        use std::os::unix::ffi::OsStrExt;
+        let (dir, _) = log_dir("index-invalid-lossy");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(std::ffi::OsStr::from_bytes(b"junk-\xff")), "x").unwrap();
+        fs::write(dir.join("junk-plain"), "x").unwrap();
+        let mut svc = service(Some(10), None);
+        svc.index_runs(&dir);
+        svc.settle_index();
+        assert_eq!(svc.disk.stats.skipped, 2);
+        for _ in 0..3 {
+            svc.disk.prune_gone_invalid(PRUNE_BUDGET_IN_TEST);
+        }
+        assert_eq!(svc.disk.stats.skipped, 2, "both are still there");
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// A budget small enough that the test above needs several calls.
