@@ -446,6 +446,21 @@ describe('LC-10: reserved resume attempts', () => {
     fs.writeFileSync(path.join(tmp, fresh.id), 'x')
     expect(runs.reserveRestartAttempt(fresh, 1)).toBe(false)
     expect(fresh).not.toHaveProperty('pendingManualResumeAttemptCount')
+    // A host value JSON cannot carry as a whole (its toJSON throws on the second call): the text
+    // cannot be made, so nothing was written and nothing is reserved.
+    const flaky = runs.create({})
+    runs.finish(flaky, 'failed', 1, null)
+    let calls = 0
+    flaky.analyticsTelemetry = {
+      toJSON() {
+        calls += 1
+        if (calls % 2 === 0) throw new Error('flaky')
+        return { ok: true }
+      },
+    }
+    expect(runs.reserveRestartAttempt(flaky, 1)).toBe(false)
+    expect(flaky).not.toHaveProperty('pendingManualResumeAttemptCount')
+    expect(stateOf(flaky.id)).not.toHaveProperty('pendingManualResumeAttemptCount')
     const dropped = runs.create({})
     runs.drop(dropped)
     expect(runs.reserveRestartAttempt(dropped, 1)).toBe(false)
@@ -474,6 +489,17 @@ describe('LC-10: reserved resume attempts', () => {
       /^reserveRestartAttempt\(run\): expected a run object returned by this service's create\(\)/,
     )
     expect(() => runs.clearRestartAttempt({ id: run.id } as any, 1)).toThrow(TypeError)
+    const sealed = runs.create({})
+    expect(runs.reserveRestartAttempt(sealed, 1)).toBe(true)
+    Object.seal(sealed)
+    expect(() => runs.reserveRestartAttempt(sealed, 2)).toThrow(
+      /^reserveRestartAttempt\(run, executionAttempt\): expected a run object the service can write/,
+    )
+    expect(() => runs.clearRestartAttempt(sealed, 1)).toThrow(
+      /^clearRestartAttempt\(run, executionAttempt\): expected a run object the service can write/,
+    )
+    expect(sealed.pendingManualResumeAttemptCount).toBe(1)
+    expect(stateOf(sealed.id).pendingManualResumeAttemptCount).toBe(1)
     Object.freeze(run)
     expect(() => runs.reserveRestartAttempt(run, 1)).toThrow(/expected a run object the service can write/)
   })

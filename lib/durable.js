@@ -160,20 +160,28 @@ function checkAttempt(method, executionAttempt) {
 function reserveRestartAttempt(ctx, run, executionAttempt) {
   const s = own(ctx, run, 'reserveRestartAttempt')
   checkAttempt('reserveRestartAttempt', executionAttempt)
+  checkWritable('reserveRestartAttempt', run)
   if (s.dropped) return false
   const had = Object.hasOwn(run, PENDING)
   const previous = had ? run[PENDING] : undefined
-  try {
-    run[PENDING] = executionAttempt
-  } catch {
-    throw new TypeError(
-      `reserveRestartAttempt(run, executionAttempt): expected a run object the service can write (it sets ${PENDING}), got a frozen, sealed or non-extensible run`,
-    )
-  }
-  if (!ctx.logging || native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))) return true
+  run[PENDING] = executionAttempt
+  if (!ctx.logging) return true
+  // (Without the host's text the core would write the file it had, without the reservation.)
+  const host = hostJson(ctx, run)
+  if (host !== undefined && native.runPersistState(ctx.svc, s.slot, host)) return true
   if (had) run[PENDING] = previous
   else delete run[PENDING]
   return false
+}
+
+// LC-10: both methods set or delete a field of the run: a frozen, sealed or non-extensible run
+// gets an error that says so (not V8's), before anything changes.
+function checkWritable(method, run) {
+  if (!Object.isExtensible(run)) {
+    throw new TypeError(
+      `${method}(run, executionAttempt): expected a run object the service can write (it sets or deletes ${PENDING}), got a frozen, sealed or non-extensible run`,
+    )
+  }
 }
 
 /**
@@ -184,6 +192,7 @@ function reserveRestartAttempt(ctx, run, executionAttempt) {
 function clearRestartAttempt(ctx, run, executionAttempt) {
   const s = own(ctx, run, 'clearRestartAttempt')
   checkAttempt('clearRestartAttempt', executionAttempt)
+  checkWritable('clearRestartAttempt', run)
   if (run[PENDING] !== executionAttempt) return
   delete run[PENDING]
   if (!s.dropped) persist(ctx, run, s)
