@@ -574,11 +574,7 @@ impl Service {
     /// (so a value too large to write, once cleared, does not fail every later write).
     /// `Ok(true)` when the file was written, `Ok(false)` when nothing was (no log, a dropped
     /// run, or a failed write).
-    pub fn persist_state_with(
-        &mut self,
-        slot: u32,
-        host_json: Option<&str>,
-    ) -> CoreResult<bool> {
+    pub fn persist_state_with(&mut self, slot: u32, host_json: Option<&str>) -> CoreResult<bool> {
         let run = self.run_mut(slot)?;
         let before = host_json.and_then(HostFields::parse).map(|host| {
             let before = run.host.clone();
