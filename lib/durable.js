@@ -140,6 +140,8 @@ const finiteOr0 = (value) => (Number.isFinite(value) ? value : 0)
 
 // LC-10: the run field that holds a reserved resume attempt.
 const PENDING = 'pendingManualResumeAttemptCount'
+// What LC-10's two methods write (for checkWritable's error).
+const RESERVATION_WRITE = `it sets or deletes ${PENDING}`
 
 // LC-10: an attempt number is a non-negative safe integer; anything else is the caller's mistake.
 function checkAttempt(method, executionAttempt) {
@@ -160,7 +162,7 @@ function checkAttempt(method, executionAttempt) {
 function reserveRestartAttempt(ctx, run, executionAttempt) {
   const s = own(ctx, run, 'reserveRestartAttempt')
   checkAttempt('reserveRestartAttempt', executionAttempt)
-  checkWritable('reserveRestartAttempt', run)
+  checkWritable('reserveRestartAttempt(run, executionAttempt)', run, RESERVATION_WRITE)
   if (s.dropped) return false
   const had = Object.hasOwn(run, PENDING)
   const previous = had ? run[PENDING] : undefined
@@ -174,12 +176,12 @@ function reserveRestartAttempt(ctx, run, executionAttempt) {
   return false
 }
 
-// LC-10: both methods set or delete a field of the run: a frozen, sealed or non-extensible run
-// gets an error that says so (not V8's), before anything changes.
-function checkWritable(method, run) {
+// A method that writes fields of the run (`what` says which): a frozen, sealed or non-extensible
+// run gets an error that says so (not V8's), before anything changes.
+function checkWritable(call, run, what) {
   if (!Object.isExtensible(run)) {
     throw new TypeError(
-      `${method}(run, executionAttempt): expected a run object the service can write (it sets or deletes ${PENDING}), got a frozen, sealed or non-extensible run`,
+      `${call}: expected a run object the service can write (${what}), got a frozen, sealed or non-extensible run`,
     )
   }
 }
@@ -192,7 +194,7 @@ function checkWritable(method, run) {
 function clearRestartAttempt(ctx, run, executionAttempt) {
   const s = own(ctx, run, 'clearRestartAttempt')
   checkAttempt('clearRestartAttempt', executionAttempt)
-  checkWritable('clearRestartAttempt', run)
+  checkWritable('clearRestartAttempt(run, executionAttempt)', run, RESERVATION_WRITE)
   if (run[PENDING] !== executionAttempt) return
   delete run[PENDING]
   if (!s.dropped) persist(ctx, run, s)
@@ -213,11 +215,7 @@ function nextAttempt(run) {
 function prepareRestart(ctx, run) {
   const s = own(ctx, run, 'prepareRestart')
   // Checked before anything changes: the reset writes the run's fields, some of them new.
-  if (!Object.isExtensible(run)) {
-    throw new TypeError(
-      "prepareRestart(run): expected a run object the service can write (it resets the attempt's fields), got a frozen, sealed or non-extensible run",
-    )
-  }
+  checkWritable('prepareRestart(run)', run, "it resets the attempt's fields")
   // (A teardown under way still owes the attempt its verdict: a host that wrote a terminal
   // status meanwhile gets null, as during a finish.)
   if (s.finishing || s.teardown !== null || s.dropped || !isTerminal(s.status)) return null
