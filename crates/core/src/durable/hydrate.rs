@@ -462,6 +462,18 @@ mod tests {
         serde_json::from_str(&fs::read_to_string(dir.join(id).join(STATE_FILE)).unwrap()).unwrap()
     }
 
+    /// A run left active (one journal line, its state file written) by a service that is gone,
+    /// created at `created_at`: the log dir and the run's id.
+    fn active_run_on_disk(name: &str, created_at: f64) -> (PathBuf, String) {
+        let (dir, layout) = log_dir(name);
+        let mut old = service(Some(10), Some(layout));
+        let run = old.create(meta("p", "c"), created_at);
+        emit(&mut old, run.slot, "1");
+        old.persist_state(run.slot).unwrap();
+        flush(&old);
+        (dir, run.id)
+    }
+
     #[test]
     fn lc_2_a_line_js_reads_but_a_strict_reader_would_not_keeps_the_history_whole() {
         // An out-of-range timestamp (JSON.parse: Infinity) and a key given twice (the last
@@ -616,25 +628,19 @@ mod tests {
 
     #[test]
     fn lc_2_a_hydration_that_crashed_before_its_state_write_adds_no_second_pair_of_records() {
-        let (dir, layout) = log_dir("hydrate-crashed");
-        let mut old = service(Some(10), Some(layout));
-        let run = old.create(meta("p", "c"), 1.0);
-        emit(&mut old, run.slot, "1");
-        old.persist_state(run.slot).unwrap();
-        flush(&old);
-        drop(old);
-        let state_path = dir.join(&run.id).join(STATE_FILE);
+        let (dir, id) = active_run_on_disk("hydrate-crashed", 1.0);
+        let state_path = dir.join(&id).join(STATE_FILE);
         let active = fs::read_to_string(&state_path).unwrap();
         // The first restart appends its two records; its state write is then undone, as if
         // the process had died between the two.
         let mut first = service(Some(10), Some(layout_of(&dir)));
-        first.hydrate(&run.id, 50.0).unwrap().unwrap();
+        first.hydrate(&id, 50.0).unwrap().unwrap();
         fs::write(&state_path, &active).unwrap();
-        let journal = dir.join(&run.id).join("events.jsonl");
+        let journal = dir.join(&id).join("events.jsonl");
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
 
         let mut second = service(Some(10), Some(layout_of(&dir)));
-        let slot = second.hydrate(&run.id, 60.0).unwrap().unwrap();
+        let slot = second.hydrate(&id, 60.0).unwrap().unwrap();
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 3);
         let state = second.state(slot).unwrap();
         assert_eq!(state.status.as_deref(), Some("failed"));
@@ -643,22 +649,22 @@ mod tests {
         // Marked at the time its records carry (the first hydration's), not at this one's.
         assert_eq!(state.terminal_at, Some(50.0));
         assert_eq!(state.updated_at, 50.0);
-        assert_eq!(state_of(&dir, &run.id)["terminalAt"], 50.0);
+        assert_eq!(state_of(&dir, &id)["terminalAt"], 50.0);
         let events: Vec<Value> = serde_json::from_str(&second.events_json(slot).unwrap()).unwrap();
         let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
         assert_eq!(names, ["stdout", "error", "end"]);
-        assert_eq!(state_of(&dir, &run.id)["status"], "failed");
+        assert_eq!(state_of(&dir, &id)["status"], "failed");
 
         // A run that ended once and was restarted (an 'end' earlier in its journal, other
         // records after it) is still marked with its own two records.
         let mut third = service(Some(10), Some(layout_of(&dir)));
-        let again = third.hydrate(&run.id, 70.0).unwrap().unwrap();
+        let again = third.hydrate(&id, 70.0).unwrap().unwrap();
         third.prepare_restart(again, None, 71.0).unwrap();
         emit(&mut third, again, "2");
         flush(&third);
         drop(third);
         let mut fourth = service(Some(10), Some(layout_of(&dir)));
-        let slot = fourth.hydrate(&run.id, 80.0).unwrap().unwrap();
+        let slot = fourth.hydrate(&id, 80.0).unwrap().unwrap();
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 6);
         assert_eq!(fourth.state(slot).unwrap().terminal_at, Some(80.0));
         let _ = fs::remove_dir_all(&dir);
@@ -916,30 +922,24 @@ mod tests {
 
     #[test]
     fn lc_2_a_restart_pair_older_than_the_state_file_is_an_earlier_attempts_and_gets_new_records() {
-        let (dir, layout) = log_dir("hydrate-old-pair");
-        let mut old = service(Some(10), Some(layout));
-        let run = old.create(meta("p", "c"), 50.0);
-        emit(&mut old, run.slot, "1");
-        old.persist_state(run.slot).unwrap();
-        flush(&old);
-        drop(old);
+        let (dir, id) = active_run_on_disk("hydrate-old-pair", 50.0);
         // Interrupted once (its pair at 100), then reopened at 200; the daemon dies before the
         // reopen's record reaches the journal, which still ends with the pair.
         let mut first = service(Some(10), Some(layout_of(&dir)));
-        let slot = first.hydrate(&run.id, 100.0).unwrap().unwrap();
+        let slot = first.hydrate(&id, 100.0).unwrap().unwrap();
         first.prepare_restart(slot, None, 200.0).unwrap();
         flush(&first);
         drop(first);
-        assert_eq!(state_of(&dir, &run.id)["updatedAt"], 200.0);
+        assert_eq!(state_of(&dir, &id)["updatedAt"], 200.0);
         let mut second = service(Some(10), Some(layout_of(&dir)));
-        let slot = second.hydrate(&run.id, 300.0).unwrap().unwrap();
+        let slot = second.hydrate(&id, 300.0).unwrap().unwrap();
         let state = second.state(slot).unwrap();
         assert_eq!(state.status.as_deref(), Some("failed"));
         assert_eq!(state.terminal_at, Some(300.0));
         assert_eq!(state.updated_at, 300.0);
-        let journal = dir.join(&run.id).join("events.jsonl");
+        let journal = dir.join(&id).join("events.jsonl");
         assert_eq!(fs::read_to_string(&journal).unwrap().lines().count(), 5);
-        assert_eq!(state_of(&dir, &run.id)["terminalAt"], 300.0);
+        assert_eq!(state_of(&dir, &id)["terminalAt"], 300.0);
         let _ = fs::remove_dir_all(&dir);
     }
 
