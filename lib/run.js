@@ -112,6 +112,8 @@ function newMirror(ctx, slot, bundle, summary, core) {
     // IMP-7: while stream() replays to a client, the records handed out meanwhile (from inside
     // its sends), one array per replaying client (lib/stream.js).
     captures: null,
+    // STR-9: the clients stream() registered, oldest first (lib/stream.js).
+    subscribers: null,
     // The run's shutdownActive() teardown while it runs: a second shutdownActive() joins it.
     shutdownPromise: null,
     // LC-9: the teardown the host's terminator carries out, while it runs (lib/host-tree.js):

@@ -32,7 +32,49 @@ function fanOut(run, s, event, data, id) {
     // (Read per client: a send may register one, and Set iteration visits it.)
     const attachedAt = s.attachedAt
     if (attachedAt !== null && attachedAt.get(client) >= id) continue
-    safeCall(client, 'send', event, data, id)
+    if (!sendLive(client, event, data, id)) detach(run, s, client)
+  }
+}
+
+/**
+ * IMP-6 for a live send; false when the client said it cannot take the record (its send returned
+ * `false`: STR-10). A throw is swallowed (the client stays), as is a rejected promise.
+ */
+function sendLive(client, event, data, id) {
+  try {
+    const result = client.send(event, data, id)
+    ignoreResult(result, ignore)
+    return result !== false
+  } catch {
+    return true
+  }
+}
+
+/**
+ * STR-9, STR-10: takes a client out of the run's live set and ends its stream (its client reconnects
+ * with its cursor and replays what it missed).
+ */
+function detach(run, s, client) {
+  run.clients.delete(client)
+  s.subscribers?.delete(client)
+  safeCall(client, 'end')
+}
+
+/**
+ * STR-9: after stream() registered a subscriber, the oldest subscribers still registered are
+ * detached until the run has at most the cap (OD_CHAT_RUN_MAX_STREAM_CLIENTS, read on every call;
+ * the rule is the core's, crates/core/src/config.rs). Only clients stream() registered count:
+ * those the host adds to `run.clients` itself are never detached.
+ */
+function capSubscribers(run, s, sse) {
+  const subscribers = (s.subscribers ??= new Set())
+  subscribers.add(sse)
+  const clients = run.clients
+  for (const subscriber of subscribers) if (!clients.has(subscriber)) subscribers.delete(subscriber)
+  const cap = native.streamClientCap(Number(process.env.OD_CHAT_RUN_MAX_STREAM_CLIENTS))
+  for (const oldest of subscribers) {
+    if (subscribers.size <= cap) break
+    detach(run, s, oldest)
   }
 }
 
@@ -78,7 +120,7 @@ function drainQueued(run, s) {
     const queue = s.queued
     s.queued = null
     for (const item of queue) {
-      if (item === END_CLIENTS) endClients(run)
+      if (item === END_CLIENTS) endClients(run, s)
       else fanOut(run, s, item[0], item[1], item[2])
     }
   }
@@ -91,11 +133,12 @@ function drainQueued(run, s) {
  */
 function endClientsInOrder(run, s) {
   if (s.handingOut > 0) (s.queued ??= []).push(END_CLIENTS)
-  else endClients(run)
+  else endClients(run, s)
 }
 
 /** FIN/DRP: ends and forgets every client of the run. */
-function endClients(run) {
+function endClients(run, s) {
+  s.subscribers = null
   const clients = run.clients
   // (An empty Set is left alone: clear() allocates a new table even then.)
   if (!clients || clients.size === 0) return
@@ -275,6 +318,7 @@ function stream(ctx, run, req, res) {
       res.on('close', () => {
         closed = true
         run.clients.delete(sse)
+        s.subscribers?.delete(sse)
         safeCall(sse, 'cleanup')
       }),
     )
@@ -289,6 +333,7 @@ function stream(ctx, run, req, res) {
   }
   if (s.handingOut > 0) (s.attachedAt ??= new Map()).set(sse, seen)
   run.clients.add(sse)
+  capSubscribers(run, s, sse)
 }
 
 module.exports = { stream, handOut, endClientsInOrder }

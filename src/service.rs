@@ -78,6 +78,13 @@ pub fn timer_delay(ms: f64) -> Option<f64> {
     timing::timer_delay_or_none(ms)
 }
 
+/// STR-9: the per-run subscriber cap for `OD_CHAT_RUN_MAX_STREAM_CLIENTS` as JS `Number()` read
+/// it: a finite value of at least 1, rounded down, else 8.
+#[napi]
+pub fn stream_client_cap(parsed: f64) -> u32 {
+    chat_run_core::config::stream_client_cap(parsed)
+}
+
 /// ENV: the cancel grace for `OD_CHAT_RUN_CANCEL_GRACE_MS` (or its fallback) as JS `Number()`
 /// read it: finite and > 0, else 3000, clamped as a timer (`reapProcessGroup`'s SIGKILL delay).
 #[napi]

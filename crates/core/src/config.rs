@@ -17,6 +17,22 @@ pub const DEFAULT_TTL_MS: f64 = 1_800_000.0;
 /// `shutdownGraceMs` when the option is absent (SHD-4).
 pub const DEFAULT_SHUTDOWN_GRACE_MS: f64 = 3000.0;
 
+/// How many `stream()` subscribers a run keeps when `OD_CHAT_RUN_MAX_STREAM_CLIENTS` does not
+/// say (SPEC STR-9).
+pub const DEFAULT_STREAM_CLIENT_CAP: u32 = 8;
+
+/// STR-9: the per-run subscriber cap from `OD_CHAT_RUN_MAX_STREAM_CLIENTS`, already passed
+/// through JS `Number()`: a finite value of at least 1, rounded down (at most `u32::MAX`), else
+/// [`DEFAULT_STREAM_CLIENT_CAP`].
+pub fn stream_client_cap(parsed: f64) -> u32 {
+    if parsed.is_finite() && parsed >= 1.0 {
+        // (`as` saturates: a value above u32::MAX is u32::MAX, which no run reaches.)
+        parsed.floor() as u32
+    } else {
+        DEFAULT_STREAM_CLIENT_CAP
+    }
+}
+
 /// How `<runsLogDir>/<id>/events.jsonl` is built: `prefix + id + suffix`, both parts computed
 /// once by Node's `path.join` so the result is normalized exactly as CRE-4 asks.
 #[derive(Clone, Debug)]
@@ -88,6 +104,17 @@ mod tests {
             ServiceDefaults::VALUES.to_json().unwrap(),
             r#"{"maxEvents":2000,"ttlMs":1800000,"shutdownGraceMs":3000,"maxTimerDelayMs":2147483647}"#
         );
+    }
+
+    #[test]
+    fn str_9_client_cap_takes_a_positive_count_else_eight() {
+        assert_eq!(stream_client_cap(2.0), 2);
+        assert_eq!(stream_client_cap(2.9), 2);
+        assert_eq!(stream_client_cap(1.0), 1);
+        for bad in [0.0, 0.5, -3.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(stream_client_cap(bad), DEFAULT_STREAM_CLIENT_CAP, "{bad}");
+        }
+        assert_eq!(stream_client_cap(1e12), u32::MAX);
     }
 
     #[test]
