@@ -212,6 +212,12 @@ function addReported(body, run) {
   if (artifactDelivery) body.artifactDelivery = artifactDelivery
   const strategyTask = run.strategyTask
   if (strategyTask) body.strategyTask = strategyTask
+  const syntaxRepair = run.deliverableSyntaxRepair
+  if (syntaxRepair) body.deliverableSyntaxRepair = syntaxRepair
+  const syntaxValidation = run.deliverableSyntaxValidation
+  if (syntaxValidation) body.deliverableSyntaxValidation = syntaxValidation
+  const terminalLifecycle = run.terminalLifecycle
+  if (terminalLifecycle) body.terminalLifecycle = terminalLifecycle
   return body
 }
 
@@ -239,13 +245,20 @@ function strategyRefutes(run) {
   }
 }
 
-/** HF-3: the 'end' data's keys after LC-5's. */
+/** HF-3, HF-17: the 'end' data's keys after LC-5's. */
 function addEndFacts(data, run) {
   if (isFinite(run.artifactCount)) data.artifactCount = run.artifactCount
   if (Array.isArray(run.artifactPaths)) data.artifactPaths = run.artifactPaths
   data.failureCategory = run.failureCategory ?? null
   data.failureDetail = run.failureDetail ?? null
   if (run.termination) data.termination = run.termination
+  // HF-17: the verdict's context, when the host (or beforeFinish) set it.
+  const failureAction = run.failureAction
+  if (failureAction !== null && failureAction !== undefined) data.failureAction = failureAction
+  if (isBoolean(run.retryable)) data.retryable = run.retryable
+  if (run.strategyTask) data.strategyTask = run.strategyTask
+  if (run.deliverableSyntaxRepair) data.deliverableSyntaxRepair = run.deliverableSyntaxRepair
+  if (run.deliverableSyntaxValidation) data.deliverableSyntaxValidation = run.deliverableSyntaxValidation
   return data
 }
 
@@ -293,6 +306,9 @@ const DURABLE = [
   ['retryAttemptCount', isNumber],
   ['runtimeGenerationId', isString],
   ['appVersionInfo', isTruthy],
+  // HF-17: the deliverable's syntax check and its repair loop (kept across attempts).
+  ['deliverableSyntaxRepair', isTruthy],
+  ['deliverableSyntaxValidation', isTruthy],
 ]
 const DELIVERABLE_DETAILS = ['deliverableEntryFile', 'deliverableArtifactKind']
 // Kept verbatim when the run has the key (LC-3's workspaceScope is one of them).
@@ -425,29 +441,6 @@ function restoreDurable(run, state) {
 // file in the same step.
 const ATTEMPT_FIELDS = native.attemptFields()
 
-/** HF-12: a media failure noted on the run that no later success recovered. */
-function mediaWorkUnfinished(run) {
-  const failures = run.mediaTaskFailures
-  return Array.isArray(failures) && failures.some((f) => isObject(f) && f.recoveredByTaskId === undefined)
-}
-
-/**
- * HF-11: at a verdict, `run.endedWithUnfinishedWork` becomes true when the run's last turn was cut
- * off (`truncatedMidTurn`) or its last todo snapshot (`lastTodoSnapshot`, the TodoWrite `todos`
- * array) holds a task whose status is not 'completed', or a noted media failure is unrecovered
- * (HF-12); a true value the host set stays. A getter that throws changes nothing.
- */
-function settleUnfinishedWork(run) {
-  try {
-    if (run.endedWithUnfinishedWork) return
-    const todos = run.lastTodoSnapshot
-    const openTask = Array.isArray(todos) && todos.some((todo) => isObject(todo) && todo.status !== 'completed')
-    if (run.truncatedMidTurn || openTask || mediaWorkUnfinished(run)) run.endedWithUnfinishedWork = true
-  } catch {
-    // The host's own getters: the flag stays as it was.
-  }
-}
-
 /** LC-5's failure fields of the host, reset for a new attempt (LC-4) or a teardown retry (LC-9). */
 function clearFailure(run) {
   run.failureCategory = null
@@ -467,14 +460,42 @@ const RETRY_RESET = [
   ['retryOriginErrorCode', null],
 ]
 
+// HF-19: the analytics marks the daemon keeps of the logical run, not of one attempt.
+const RUN_MARKS = new Set(['startRequestedAt'])
+
+// A count the daemon keeps on the run: a finite number >= 0, rounded down, else 0.
+const countOf = (value) => (isFinite(value) && value >= 0 ? Math.floor(value) : 0)
+
 /**
- * HF-6, HF-10: prepareRestart's part: the attempt's observations go, the unfinished-work flag and
- * the daemon's retry state reset.
+ * HF-19: a new analyticsTelemetry for the next attempt: the previous one's keys without its time
+ * marks (every key ending in `At` but the run's own, and `firstModelEventType`, which describes
+ * one), then `attemptStartedAt = now`. Nothing when the run has no such object.
  */
-function forgetAttempt(run) {
+function restartTelemetry(run, now) {
+  const previous = run.analyticsTelemetry
+  if (!plainObject(previous)) return
+  const next = {}
+  for (const [key, value] of Object.entries(previous)) {
+    const attemptMark = (key.endsWith('At') && !RUN_MARKS.has(key)) || key === 'firstModelEventType'
+    if (!attemptMark) next[key] = value
+  }
+  next.attemptStartedAt = now
+  run.analyticsTelemetry = next
+}
+
+/**
+ * HF-6, HF-10, HF-19, HF-20: prepareRestart's part: the attempt's observations go (its terminal
+ * lifecycle record and runtime generation with them), its automatic retries join the run's
+ * cumulative count, the unfinished-work flag and the daemon's retry state reset, the analytics
+ * marks start over.
+ */
+function forgetAttempt(run, now) {
+  run.cumulativeRetryAttemptCount = countOf(run.cumulativeRetryAttemptCount) + countOf(run.retryAttemptCount)
   for (const name of ATTEMPT_FIELDS) if (name in run) run[name] = undefined
+  run.runtimeGenerationId = null
   run.endedWithUnfinishedWork = false
   for (const [name, value] of RETRY_RESET) run[name] = value
+  restartTelemetry(run, now)
 }
 
 module.exports = {
@@ -504,5 +525,4 @@ module.exports = {
   restoreDurable,
   addCreateDefaults,
   forgetAttempt,
-  settleUnfinishedWork,
 }

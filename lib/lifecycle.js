@@ -12,7 +12,9 @@ const { handOut, endClientsInOrder } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
 const { hostJson } = require('./state.js')
-const { addEndFacts, settleUnfinishedWork, strategyRefutes } = require('./host-fields.js')
+const { addEndFacts, strategyRefutes } = require('./host-fields.js')
+const { settleUnfinishedWork } = require('./completeness.js')
+const terminalLifecycle = require('./terminal-lifecycle.js')
 const { callHook, finalize, ignore, ignoreResult } = require('./hooks.js')
 const { describe } = require('./describe.js')
 
@@ -85,8 +87,12 @@ function endDataOf(run, status, code, signal, terminalAt) {
  */
 function finish(ctx, run, status, code = null, signal = null) {
   const s = own(ctx, run, 'finish')
-  // FIN-1 first: a terminal run (dropped during a teardown, say) ignores a finish, parked or not.
-  if (s.finishing || isTerminal(s.status)) return
+  // FIN-1 first: a terminal run (dropped during a teardown, say) ignores a finish, parked or not;
+  // HF-20 counts it on the run's terminal lifecycle record.
+  if (s.finishing || isTerminal(s.status)) {
+    noteTerminalClaim(ctx, run, s, status)
+    return
+  }
   // LC-7: during a cancel/shutdown teardown the verdict is parked; the teardown applies it when
   // its barrier ends (lib/control.js), and meanwhile emits other than 'diagnostic' are dropped.
   if (s.teardown !== null) {
@@ -123,8 +129,10 @@ function applyFinish(ctx, run, s, status, code, signal) {
   if (terminal && beforeFinish !== null) {
     callHook(ctx, 'beforeFinish', beforeFinish, run, status, code, signal, now)
   }
-  // HF-11: what the run's work signals say, before the verdict's state file and 'end' carry it.
-  settleUnfinishedWork(run)
+  // HF-11, HF-18: what the run's work signals say, before the verdict's state file and 'end' carry it.
+  settleUnfinishedWork(run, status)
+  // HF-20: the verdict's lifecycle record, in the state file the verdict writes.
+  if (terminal) writeRecord(run, terminalLifecycle.recordAtVerdict(run, ctx.logging ? 'acknowledged' : 'unknown'))
   const hostAtVerdict = ctx.logging ? hostJson(ctx, run) : undefined
   const applied = native.runFinishBegin(
     ctx.svc,
@@ -137,6 +145,7 @@ function applyFinish(ctx, run, s, status, code, signal) {
   )
   if (!applied) return
   syncVerdict(s, status, code, signal, now)
+  if (terminal && ctx.logging) notePersistence(ctx, run, s, true)
   const hostWritesAtVerdict = s.hostWrites
   if (terminal) {
     callHook(ctx, 'onTerminal', onTerminal, run, status, now)
@@ -179,6 +188,7 @@ function applyFinish(ctx, run, s, status, code, signal) {
           const hostAtEnd = hostJson(ctx, run)
           if (hooksEmitted || hostAtEnd !== hostAtVerdict || s.hostWrites !== hostWritesAtVerdict) {
             native.runPersistState(ctx.svc, s.slot, hostAtEnd)
+            notePersistence(ctx, run, s, false)
           }
         }
       : null
@@ -187,6 +197,57 @@ function applyFinish(ctx, run, s, status, code, signal) {
   resolveWaiters(run)
   scheduleEviction(s)
   holdUntilWritten(ctx)
+}
+
+// HF-20: sets the run's lifecycle record (a frozen run, or a throwing setter, keeps what it had).
+function writeRecord(run, record) {
+  try {
+    run.terminalLifecycle = record
+  } catch {
+    // The host's object refuses the field: the record is not kept.
+  }
+}
+
+// HF-20: the record as the run holds it, when it is one (a throwing getter: none).
+function recordOf(run) {
+  try {
+    const record = run.terminalLifecycle
+    return terminalLifecycle.isRecord(record) ? record : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * HF-20: after a write of the verdict's state file, the record says whether the terminal state
+ * reached the disk: the verdict's own write failing marks it failed (with the class of the
+ * failure); the write at its 'end' succeeding marks a failed one acknowledged (the terminal state
+ * is on disk after all), and failing changes nothing (the verdict's write already holds it).
+ */
+function notePersistence(ctx, run, s, verdictWrite) {
+  const record = recordOf(run)
+  if (record === null) return
+  const persisted = native.runStatePersistence(ctx.svc, s.slot)
+  if (persisted === 'acknowledged') {
+    if (record.terminalPersistence.status === 'failed') {
+      writeRecord(run, terminalLifecycle.persistenceAcknowledged(record))
+    }
+  } else if (persisted !== null && verdictWrite) {
+    writeRecord(run, terminalLifecycle.persistenceFailed(record, persisted))
+  }
+}
+
+/**
+ * HF-20: a terminal finish of a run that has its verdict is a claim the record counts: a duplicate
+ * (the same status) or a late one (another status); persisted (a claim made while the verdict's
+ * own hooks run is in the state file written at its 'end').
+ */
+function noteTerminalClaim(ctx, run, s, status) {
+  if (!isTerminal(status) || !isTerminal(s.status) || s.dropped) return
+  const record = recordOf(run)
+  if (record === null) return
+  writeRecord(run, terminalLifecycle.claimRecorded(record, status === s.status ? 'duplicate' : 'late'))
+  if (ctx.logging && !s.finishing) native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
 }
 
 /** FAL-1: an 'error' event, then the 'failed' verdict; nothing for a terminal run. */
