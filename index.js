@@ -40,6 +40,8 @@ const {
   prepareRestart,
   reserveRestartAttempt,
   clearRestartAttempt,
+  beginAnalyticsDelivery,
+  finalizeAnalyticsDelivery,
   setAnalyticsRecovery,
   markAnalyticsCompleted,
   markLangfuseCompleted,
@@ -147,6 +149,8 @@ function createChatRunService(options) {
     acknowledgeArtifactDelivery: (run, receipt) => acknowledgeArtifactDelivery(ctx, run, receipt),
     reserveRestartAttempt: (run, executionAttempt) => reserveRestartAttempt(ctx, run, executionAttempt),
     clearRestartAttempt: (run, executionAttempt) => clearRestartAttempt(ctx, run, executionAttempt),
+    beginAnalyticsDelivery: (run) => beginAnalyticsDelivery(ctx, run),
+    finalizeAnalyticsDelivery: (run, result) => finalizeAnalyticsDelivery(ctx, run, result),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   releaseWhenCollected(ctx)

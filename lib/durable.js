@@ -11,6 +11,7 @@ const { create, hydrate, unreadableError, displaceHydratedCopy, reinstate } = re
 const { emit } = require('./emit.js')
 const { hostJson, persist } = require('./state.js')
 const { clearFailure, forgetAttempt, clearRetryRestart, isAttemptNumber } = require('./host-fields.js')
+const terminalLifecycle = require('./terminal-lifecycle.js')
 
 const { RunLookup } = native
 
@@ -50,6 +51,34 @@ function markLangfuseCompleted(ctx, run) {
   if (!run) return
   const s = own(ctx, run, 'markLangfuseCompleted')
   run.langfuseCompletedAt = Date.now()
+  persist(ctx, run, s)
+}
+
+/**
+ * HF-20: the terminal analytics event of a run with a lifecycle record is being sent: one more
+ * delivery attempt, in flight; persisted. Nothing for a run without a record (no verdict yet).
+ */
+function beginAnalyticsDelivery(ctx, run) {
+  if (!run) return
+  const s = own(ctx, run, 'beginAnalyticsDelivery')
+  const record = run.terminalLifecycle
+  if (!terminalLifecycle.isRecord(record)) return
+  run.terminalLifecycle = terminalLifecycle.deliveryBegun(record)
+  persist(ctx, run, s)
+}
+
+/**
+ * HF-20: the sender's verdict on the terminal analytics event (`result`: `{ status,
+ * acknowledgement, errorType }`), persisted. Nothing for a `result` that is not an object or a
+ * run without a record.
+ */
+function finalizeAnalyticsDelivery(ctx, run, result) {
+  if (!run) return
+  const s = own(ctx, run, 'finalizeAnalyticsDelivery')
+  if (result === null || typeof result !== 'object') return
+  const record = run.terminalLifecycle
+  if (!terminalLifecycle.isRecord(record)) return
+  run.terminalLifecycle = terminalLifecycle.deliveryFinalized(record, result)
   persist(ctx, run, s)
 }
 
@@ -235,7 +264,7 @@ function prepareRestart(ctx, run) {
   run.requiresTreeVerification = false
   run.stdinOpen = false
   clearFailure(run)
-  forgetAttempt(run)
+  forgetAttempt(run, now)
   // The interruption a restart recorded is over with its attempt: the next verdict is this one's.
   if ('terminalRecoveryReason' in run) run.terminalRecoveryReason = null
   const attempt = nextAttempt(run)
@@ -255,6 +284,8 @@ function prepareRestart(ctx, run) {
 }
 
 module.exports = {
+  beginAnalyticsDelivery,
+  finalizeAnalyticsDelivery,
   persistState,
   createOrReuse,
   findByPluginWorkflowId,

@@ -114,6 +114,19 @@ pub fn run_persist_state(env: &Env, svc: u32, slot: u32, host: Option<String>) -
         .map_err(map_error)
 }
 
+/// HF-20: how the run's last state-file write went: `null` when none was attempted, else
+/// `"acknowledged"` or the failure's class (`"storage_full"`, `"permission_denied"`, ...).
+#[napi]
+pub fn run_state_persistence(env: &Env, svc: u32, slot: u32) -> Result<Option<String>> {
+    use chat_run_core::durable::state::StatePersistence;
+    let run = service(env, svc)?.state(slot).map_err(map_error)?;
+    Ok(match run.state_persistence {
+        StatePersistence::NotWritten => None,
+        StatePersistence::Acknowledged => Some("acknowledged".to_owned()),
+        StatePersistence::Failed(failure) => Some(failure.to_string()),
+    })
+}
+
 /// `prepareRestart(run)` (LC-4, core part): the previous `updatedAt`, or null when the run is
 /// not terminal (nothing changed).
 #[napi]

@@ -116,6 +116,8 @@ pub struct RunState {
     /// The bytes reported to the JS engine as held by the run's object since it left the
     /// registry (see [`crate::service::Service::note_unreachable`]), taken back at its release.
     pub(crate) reported_external: u64,
+    /// HF-20: how the run's last state-file write went.
+    pub state_persistence: crate::durable::state::StatePersistence,
 }
 
 /// What a new run starts from.
@@ -213,6 +215,7 @@ impl RunState {
             terminal_trigger: None,
             terminal_at: None,
             reported_external: 0,
+            state_persistence: crate::durable::state::StatePersistence::NotWritten,
         }
     }
 

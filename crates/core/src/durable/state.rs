@@ -68,7 +68,7 @@ pub const STATE_KEYS: [&str; 24] = [
 /// The host fields that describe one attempt of a run (SPEC HF-6): `prepareRestart` drops them
 /// from the file, and the facade (reading this list through the binding, `attemptFields`) from
 /// the run.
-pub const ATTEMPT_FIELDS: [&str; 9] = [
+pub const ATTEMPT_FIELDS: [&str; 11] = [
     "artifactCount",
     "artifactPaths",
     "removedPaths",
@@ -78,7 +78,68 @@ pub const ATTEMPT_FIELDS: [&str; 9] = [
     "deliverableValidation",
     "deliverableEntryFile",
     "deliverableArtifactKind",
+    "terminalLifecycle",
+    "runtimeGenerationId",
 ];
+
+/// HF-20: how a run's last state-file write went, as the terminal lifecycle record reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StatePersistence {
+    /// No write was attempted (no `runsLogDir`, or the run was dropped).
+    #[default]
+    NotWritten,
+    /// The file holds what was written.
+    Acknowledged,
+    /// The write failed for this reason.
+    Failed(PersistenceFailure),
+}
+
+/// HF-20: why a state-file write failed, in the classes the daemon's analytics report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PersistenceFailure {
+    PermissionDenied,
+    ReadOnlyStorage,
+    StorageFull,
+    StorageUnavailable,
+    SerializationFailed,
+    Unknown,
+}
+
+impl PersistenceFailure {
+    /// The class of an I/O error of the write.
+    pub fn of(error: &io::Error) -> Self {
+        use io::ErrorKind as Kind;
+        match error.kind() {
+            Kind::PermissionDenied => return Self::PermissionDenied,
+            Kind::ReadOnlyFilesystem => return Self::ReadOnlyStorage,
+            Kind::StorageFull | Kind::QuotaExceeded => return Self::StorageFull,
+            Kind::NotFound => return Self::StorageUnavailable,
+            _ => {}
+        }
+        #[cfg(unix)]
+        {
+            match error.raw_os_error() {
+                Some(libc::EPERM) => return Self::PermissionDenied,
+                Some(libc::EIO) => return Self::StorageUnavailable,
+                _ => {}
+            }
+        }
+        Self::Unknown
+    }
+}
+
+impl std::fmt::Display for PersistenceFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::PermissionDenied => "permission_denied",
+            Self::ReadOnlyStorage => "read_only_storage",
+            Self::StorageFull => "storage_full",
+            Self::StorageUnavailable => "storage_unavailable",
+            Self::SerializationFailed => "serialization_failed",
+            Self::Unknown => "unknown",
+        })
+    }
+}
 
 /// Host fields the host's text replaces (SPEC LC-10): a text without one removes it from the file
 /// (every other extra field a text leaves out keeps the file's value). A resume attempt's
@@ -603,11 +664,19 @@ impl Service {
             return false;
         }
         let dir = run_dir(&target.path);
-        let written = run
-            .state_json()
-            .map_err(|error| io::Error::other(error.to_string()))
-            .and_then(|json| write_state_file(&dir, &json));
-        match written {
+        let json = match run.state_json() {
+            Ok(json) => json,
+            Err(error) => {
+                self.note_state_failure(slot, PersistenceFailure::SerializationFailed);
+                self.disk.stats.state_failed += 1;
+                self.log_shared.fail(0, || {
+                    let error = io::Error::other(error.to_string());
+                    LogFailure::io(dir.join(STATE_FILE), LogOperation::StateFile, &error)
+                });
+                return false;
+            }
+        };
+        match write_state_file(&dir, &json) {
             Ok(old) => {
                 if let Some(old) = old {
                     // (Without a writer, the old content is freed here, as before.)
@@ -619,6 +688,9 @@ impl Service {
                 target
                     .dir_ready
                     .store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(run) = self.run_mut(slot) {
+                    run.state_persistence = StatePersistence::Acknowledged;
+                }
                 self.disk.stats.state_written += 1;
                 // (A run the index sweep forgot while its directory was missing goes back in.)
                 if let Some(run) = self.run(slot).ok().filter(|run| self.disk.lacks(&run.id)) {
@@ -630,12 +702,19 @@ impl Service {
                 true
             }
             Err(error) => {
+                self.note_state_failure(slot, PersistenceFailure::of(&error));
                 self.disk.stats.state_failed += 1;
                 self.log_shared.fail(0, || {
                     LogFailure::io(dir.join(STATE_FILE), LogOperation::StateFile, &error)
                 });
                 false
             }
+        }
+    }
+
+    fn note_state_failure(&mut self, slot: u32, failure: PersistenceFailure) {
+        if let Ok(run) = self.run_mut(slot) {
+            run.state_persistence = StatePersistence::Failed(failure);
         }
     }
 
@@ -661,6 +740,35 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hf_20_write_failures_fall_in_the_reported_classes() {
+        let class =
+            |kind: io::ErrorKind| PersistenceFailure::of(&io::Error::from(kind)).to_string();
+        assert_eq!(class(io::ErrorKind::PermissionDenied), "permission_denied");
+        assert_eq!(
+            class(io::ErrorKind::ReadOnlyFilesystem),
+            "read_only_storage"
+        );
+        assert_eq!(class(io::ErrorKind::StorageFull), "storage_full");
+        assert_eq!(class(io::ErrorKind::QuotaExceeded), "storage_full");
+        assert_eq!(class(io::ErrorKind::NotFound), "storage_unavailable");
+        assert_eq!(class(io::ErrorKind::Interrupted), "unknown");
+        #[cfg(unix)]
+        {
+            let raw =
+                |code| PersistenceFailure::of(&io::Error::from_raw_os_error(code)).to_string();
+            assert_eq!(raw(libc::ENOSPC), "storage_full");
+            assert_eq!(raw(libc::EROFS), "read_only_storage");
+            assert_eq!(raw(libc::EACCES), "permission_denied");
+            assert_eq!(raw(libc::EPERM), "permission_denied");
+            assert_eq!(raw(libc::EIO), "storage_unavailable");
+        }
+        assert_eq!(
+            PersistenceFailure::SerializationFailed.to_string(),
+            "serialization_failed"
+        );
+    }
 
     #[test]
     fn lc_1_host_fields_read_leniently_and_keep_extras_in_order() {
