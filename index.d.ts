@@ -424,6 +424,16 @@ export type ChatRunEndData = {
   failureDetail?: unknown
   /** `run.termination` when truthy (HF-3). */
   termination?: unknown
+  /** `run.failureAction` when neither null nor undefined (HF-17). */
+  failureAction?: unknown
+  /** `run.retryable` when a boolean (HF-17). */
+  retryable?: boolean
+  /** `run.strategyTask` when truthy (HF-17). */
+  strategyTask?: unknown
+  /** `run.deliverableSyntaxRepair` when truthy (HF-17). */
+  deliverableSyntaxRepair?: unknown
+  /** `run.deliverableSyntaxValidation` when truthy (HF-17). */
+  deliverableSyntaxValidation?: unknown
 }
 
 /**
@@ -663,14 +673,34 @@ export interface ChatRun {
   strategyTask?: unknown
   /** Host field: the daemon's telemetry delivery record; persisted and restored (SPEC HF-16). */
   telemetryDelivery?: unknown
-  /** Host field: the daemon's terminal lifecycle record; persisted and restored (SPEC HF-16). */
-  terminalLifecycle?: unknown
-  /** Host field: retries across attempts; persisted and restored when a number (SPEC HF-16). */
+  /**
+   * The terminal lifecycle record: made at the verdict, updated by later terminal claims and by
+   * `beginAnalyticsDelivery`/`finalizeAnalyticsDelivery`; reported, persisted and restored;
+   * `prepareRestart` forgets it (SPEC HF-20).
+   */
+  terminalLifecycle?: TerminalLifecycle
+  /**
+   * Retries across attempts: `prepareRestart` adds the attempt's `retryAttemptCount`; persisted and
+   * restored when a number (SPEC HF-16, HF-20).
+   */
   cumulativeRetryAttemptCount?: number
   /** Host field: the attempt's retries (`prepareRestart` sets `0`, HF-10); persisted and restored when a number (SPEC HF-16). */
   retryAttemptCount?: number
-  /** Host field: the daemon runtime generation that ran the attempt; persisted and restored when a string (SPEC HF-16). */
-  runtimeGenerationId?: string
+  /**
+   * Host field: the daemon runtime generation that ran the attempt; persisted and restored when a string
+   * (SPEC HF-16); `prepareRestart` sets `null` (HF-20).
+   */
+  runtimeGenerationId?: string | null
+  /** Host field: the agent's authenticated done marker; outranks an open plan of a `'succeeded'` verdict (SPEC HF-18). */
+  authenticatedDoneConclusion?: boolean
+  /** Host field: the turn's visible text; a rendered question form outranks an open plan of a `'succeeded'` verdict (SPEC HF-18). */
+  askUserScanText?: string
+  /** Host field: whether the failure may be retried; in the `'end'` data when a boolean (SPEC HF-17). */
+  retryable?: boolean
+  /** Host field: the deliverable's syntax repair loop; reported, persisted and in the `'end'` data when truthy (SPEC HF-17). */
+  deliverableSyntaxRepair?: unknown
+  /** Host field: the deliverable's syntax check; reported, persisted and in the `'end'` data when truthy (SPEC HF-17). */
+  deliverableSyntaxValidation?: unknown
   /** Host field: the daemon's version facts; persisted and restored (SPEC HF-16). */
   appVersionInfo?: unknown
   /** Other host-added fields are kept and ignored by the service (the daemon's own: SPEC §22). */
@@ -796,6 +826,43 @@ export type ChatRunStatusBody = {
   artifactDelivery?: ArtifactDelivery
   /** `run.strategyTask` when truthy (HF-16). */
   strategyTask?: unknown
+  /** `run.deliverableSyntaxRepair` when truthy (HF-17). */
+  deliverableSyntaxRepair?: unknown
+  /** `run.deliverableSyntaxValidation` when truthy (HF-17). */
+  deliverableSyntaxValidation?: unknown
+  /** `run.terminalLifecycle` when truthy (HF-20). */
+  terminalLifecycle?: TerminalLifecycle
+}
+
+/** The terminal lifecycle record of a run (SPEC HF-20); its names and values are the daemon's. */
+export type TerminalLifecycle = {
+  version: 1
+  /** Every attempt before this verdict: cumulative retries, this attempt's retries, manual resumes. */
+  runAttempt: number
+  /** The run's runtime generation when a UUID v4 (lowercased), else null. */
+  runtimeGenerationId: string | null
+  terminationOrigin: 'user_cancel' | 'project_cleanup' | 'watchdog_cleanup' | 'unknown'
+  /** `'canonical'`, then `'duplicate'` / `'late'` after later terminal claims (a hydrated record may hold others). */
+  terminalIntegrity: string
+  /** Whether the verdict's state file reached the disk (`'unknown'` without `runsLogDir`). */
+  terminalPersistence: { status: 'acknowledged' | 'failed' | 'unknown'; errorType: string | null }
+  /** The terminal analytics event's delivery (`beginAnalyticsDelivery`, `finalizeAnalyticsDelivery`). */
+  posthogDelivery: {
+    status: string | null
+    acknowledgement: string | null
+    attemptCount: number
+    errorType: string | null
+  }
+  unfinishedState: string
+  duplicateTerminalCount: number
+  lateTerminalCount: number
+}
+
+/** What `finalizeAnalyticsDelivery` reads (SPEC HF-20): the sender's verdict, each value kept as given. */
+export type AnalyticsDeliveryResult = {
+  status?: string | null
+  acknowledgement?: string | null
+  errorType?: string | null
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1134,6 +1201,20 @@ export interface ChatRunService {
    * @throws TypeError as `reserveRestartAttempt`.
    */
   readonly clearRestartAttempt: (run: ChatRun, executionAttempt: number) => void
+  /**
+   * The terminal analytics event of the run is being sent: `terminalLifecycle.posthogDelivery` goes
+   * in flight with one more attempt; persisted. No-op for a falsy run or one without a lifecycle
+   * record (SPEC HF-20).
+   * @throws TypeError for a run of another service.
+   */
+  readonly beginAnalyticsDelivery: (run: ChatRun | null | undefined) => void
+  /**
+   * The sender's verdict on the terminal analytics event, kept in `terminalLifecycle.posthogDelivery`;
+   * persisted. No-op for a falsy run, a run without a lifecycle record, or a `result` that is not an
+   * object (SPEC HF-20).
+   * @throws TypeError for a run of another service.
+   */
+  readonly finalizeAnalyticsDelivery: (run: ChatRun | null | undefined, result: AnalyticsDeliveryResult) => void
 }
 
 /** What `acknowledgeArtifactDelivery` reads (SPEC HF-13). */

@@ -896,9 +896,14 @@ describe('HF-16: strategy runs and the delivery records', () => {
       appVersionInfo: { version: '0.23.1' },
     }
     Object.assign(run, records)
-    runs.finish(run, 'failed', 1, null)
+    runs.persistState(run)
     expect(stateOf(run.id)).toMatchObject(records)
-    expect(logged().get(run.id)).toMatchObject(records)
+    // The verdict makes its own record (HF-20: the attempt counts every retry), which the
+    // hydrated run gets back with the other records.
+    runs.finish(run, 'failed', 1, null)
+    const atVerdict = { ...records, terminalLifecycle: { version: 1, runAttempt: 4, duplicateTerminalCount: 0 } }
+    expect(stateOf(run.id)).toMatchObject(atVerdict)
+    expect(logged().get(run.id)).toMatchObject(atVerdict)
     // A value without its shape is not written.
     const odd = runs.create({})
     Object.assign(odd, { retryAttemptCount: '2', runtimeGenerationId: 7, telemetryDelivery: null })

@@ -149,7 +149,8 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     expect(run.waiters.size).toBe(0)
     expect(run.updatedAt).toBe(7_777)
     const body = waiter.mock.calls[0][0]
-    expect(Object.keys(body)).toEqual(STATUS_BODY_KEYS)
+    // HF-20: a verdict's body ends with its terminal lifecycle record.
+    expect(Object.keys(body)).toEqual([...STATUS_BODY_KEYS, 'terminalLifecycle'])
     expect(body).toMatchObject({ status: 'failed', exitCode: 2, signal: 'SIGHUP', updatedAt: 7_777 })
     await expect(p).resolves.toEqual(body)
   })
@@ -306,7 +307,7 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
     await Promise.resolve()
     await Promise.resolve()
     expect(value).toBeDefined()
-    expect(Object.keys(value)).toEqual(STATUS_BODY_KEYS)
+    expect(Object.keys(value)).toEqual([...STATUS_BODY_KEYS, 'terminalLifecycle'])
     expect(value).toMatchObject({ id: run.id, status: 'succeeded', updatedAt: at })
   })
 
@@ -354,8 +355,9 @@ describe('§9 finish / fail / wait / drop / isTerminal', () => {
       const [a, b] = await Promise.all(waits)
       expect(a).toMatchObject({ id: finished.id, status: 'succeeded', exitCode: 0, terminalTrigger: null })
       expect(b).toMatchObject({ id: dropped.id, status: 'canceled', terminalAt: expect.any(Number) })
-      // A whole status body (the declared type), without the field that could not be read.
-      expect(Object.keys(a)).toEqual(STATUS_BODY_KEYS)
+      // A whole status body (the declared type), without the field that could not be read; the
+      // verdict's lifecycle record (HF-20) reads fine and is there.
+      expect(Object.keys(a)).toEqual([...STATUS_BODY_KEYS, 'terminalLifecycle'])
       expect(a).toMatchObject({ projectId: 'p', toolBundle: expect.any(Object), workspace: expect.any(Object) })
       // Even when reading the fields one by one throws too (a nested getter): every key.
       const deep = runs.create({ projectId: 'q' })

@@ -445,7 +445,7 @@ describe('§5 The run object (RUN)', () => {
     run.waiters.add(spy)
     runs.finish(run, 'succeeded', 0, null)
     expect(spy).toHaveBeenCalledTimes(1)
-    expect(Object.keys(spy.mock.calls[0][0])).toEqual(STATUS_BODY_KEYS)
+    expect(Object.keys(spy.mock.calls[0][0])).toEqual([...STATUS_BODY_KEYS, 'terminalLifecycle'])
     expect(spy.mock.calls[0][0]).toMatchObject({ id: run.id, status: 'succeeded', exitCode: 0 })
     expect(run.waiters.size).toBe(0)
     await expect(p).resolves.toEqual(spy.mock.calls[0][0])

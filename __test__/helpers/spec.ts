@@ -36,6 +36,8 @@ export const METHODS = [
   'acknowledgeArtifactDelivery',
   'reserveRestartAttempt',
   'clearRestartAttempt',
+  'beginAnalyticsDelivery',
+  'finalizeAnalyticsDelivery',
 ]
 
 /**

@@ -34,6 +34,7 @@ import {
   type ShutdownOptions,
   type TerminalRunStatus,
   type TerminalTrigger,
+  type TerminalLifecycle,
   type ToolBundle,
   type ToolBundleSummary,
 } from '../../index.js'
@@ -344,6 +345,9 @@ const statusBodyKeys: { [K in keyof ChatRunStatusBody]-?: true } = {
   deliverableArtifactKind: true,
   artifactDelivery: true,
   strategyTask: true,
+  deliverableSyntaxRepair: true,
+  deliverableSyntaxValidation: true,
+  terminalLifecycle: true,
 }
 void statusBodyKeys
 // HF-2: the workspace's storage is OD-owned or folder-backed.
@@ -705,6 +709,11 @@ const reserved: boolean = runs.reserveRestartAttempt(run, (run.manualResumeAttem
 const pendingAttempt: number | undefined = run.pendingManualResumeAttemptCount
 void [reserved, pendingAttempt]
 runs.clearRestartAttempt(run, 1)
+runs.beginAnalyticsDelivery(run)
+runs.finalizeAnalyticsDelivery(run, { status: 'queued', acknowledgement: 'local_buffer', errorType: null })
+const lifecycleRecord: TerminalLifecycle | undefined = runs.statusBody(run).terminalLifecycle
+const attempts: number | undefined = lifecycleRecord?.posthogDelivery.attemptCount
+void attempts
 // @ts-expect-error an attempt is a number
 runs.reserveRestartAttempt(run, '1')
 runs.persistState(run)

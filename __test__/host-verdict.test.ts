@@ -1,0 +1,313 @@
+// SPEC HF-17..HF-20, STR-9, STR-10: what a verdict carries and records (the 'end' data's context,
+// unfinished work against the run's own evidence, the terminal lifecycle record and its delivery
+// checkpoints), what a restart resets of it, and how many live subscribers a run keeps.
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { ends, fakeReq, fakeRes, makeRuns, useTempDirs } from './helpers'
+
+const tempDir = useTempDirs('host-verdict-')
+let tmp: string
+beforeEach(() => {
+  tmp = tempDir()
+})
+afterEach(() => {
+  vi.useRealTimers()
+  delete process.env.OD_CHAT_RUN_MAX_STREAM_CLIENTS
+})
+
+const logged = (extra: Record<string, unknown> = {}) => makeRuns({ runsLogDir: tmp, ...extra }).runs
+const stateOf = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+const lastEnd = (run: any) => run.events.at(-1)
+
+const FORM = [
+  'Before we start:',
+  '<question-form id="brief">',
+  '{"questions":[{"id":"name"}]}',
+  '</question-form>',
+].join('\n')
+const OPEN_PLAN = [
+  { content: 'ask', status: 'in_progress' },
+  { content: 'build', status: 'pending' },
+]
+
+describe('HF-17: the verdict context', () => {
+  it("the 'end' data carries the failure action, retryability, strategy task and syntax evidence the run holds", () => {
+    const runs = logged()
+    const run = runs.create({ projectId: 'p' })
+    const repair = { attempt: 1, maxAttempts: 3 }
+    const validation = { status: 'repairable' }
+    Object.assign(run, { deliverableSyntaxRepair: repair, deliverableSyntaxValidation: validation })
+    runs.persistState(run)
+    expect(stateOf(run.id)).toMatchObject({ deliverableSyntaxRepair: repair, deliverableSyntaxValidation: validation })
+    expect(runs.statusBody(run)).toMatchObject({
+      deliverableSyntaxRepair: repair,
+      deliverableSyntaxValidation: validation,
+    })
+    Object.assign(run, { failureAction: 'none', retryable: false })
+    runs.finish(run, 'failed', 1, null)
+    expect(lastEnd(run)).toMatchObject({
+      event: 'end',
+      data: { status: 'failed', failureAction: 'none', retryable: false, deliverableSyntaxRepair: repair },
+    })
+    // Kept across attempts: a syntax repair spans several.
+    runs.prepareRestart(run)
+    expect(run.deliverableSyntaxRepair).toBe(repair)
+    expect(stateOf(run.id).deliverableSyntaxValidation).toEqual(validation)
+  })
+
+  it("beforeFinish's strategy task reaches the 'end' data; unset fields stay out of it", async () => {
+    const runs = makeRuns({
+      beforeFinish: (run: any) => {
+        run.strategyTask = { outcome: 'canceled', terminal: true }
+      },
+    }).runs
+    const run = runs.create({})
+    run.status = 'running'
+    await runs.shutdownActive({ graceMs: 10 })
+    expect(lastEnd(run).data).toMatchObject({
+      status: 'canceled',
+      strategyTask: { outcome: 'canceled', terminal: true },
+    })
+    const plain = makeRuns().runs
+    const other = plain.create({})
+    plain.finish(other, 'succeeded', 0, null)
+    for (const key of ['failureAction', 'retryable', 'strategyTask', 'deliverableSyntaxRepair']) {
+      expect(lastEnd(other).data).not.toHaveProperty(key)
+    }
+  })
+})
+
+describe('HF-18: evidence that outranks an open plan', () => {
+  const verdict = (fields: Record<string, unknown>, status = 'succeeded') => {
+    const { runs } = makeRuns()
+    const run = runs.create({})
+    Object.assign(run, { lastTodoSnapshot: OPEN_PLAN }, fields)
+    runs.finish(run, status, status === 'succeeded' ? 0 : 1, null)
+    return run.endedWithUnfinishedWork
+  }
+
+  it('a completed strategy task, a done conclusion or a rendered question form clears an open plan', () => {
+    expect(verdict({})).toBe(true)
+    expect(verdict({ strategyTask: { terminal: true, outcome: 'completed' } })).toBe(false)
+    expect(verdict({ strategyTask: { terminal: true, outcome: 'blocked' } }, 'failed')).toBe(true)
+    expect(verdict({ strategyTask: { terminal: false, outcome: 'completed' } })).toBe(true)
+    expect(verdict({ authenticatedDoneConclusion: true })).toBe(false)
+    expect(verdict({ authenticatedDoneConclusion: 'yes' })).toBe(true)
+    expect(verdict({ askUserScanText: FORM })).toBe(false)
+    expect(verdict({ askUserScanText: FORM.toUpperCase().replace('"QUESTIONS"', '"questions"') })).toBe(false)
+    expect(verdict({ askUserScanText: '```json\n' + FORM + '\n```' })).toBe(false)
+  })
+
+  it('a form only mentioned, or without questions, is no question; failed and canceled verdicts are not rescued', () => {
+    expect(verdict({ askUserScanText: 'How to write a <question-form> tag.' })).toBe(true)
+    expect(verdict({ askUserScanText: '<question-form>{"questions":[]}</question-form>' })).toBe(true)
+    expect(verdict({ askUserScanText: '<question-form>not json</question-form>' })).toBe(true)
+    expect(verdict({ askUserScanText: '<question-form>{"questions":[{"id":1}]}' })).toBe(true)
+    expect(verdict({ askUserScanText: FORM }, 'canceled')).toBe(true)
+    expect(verdict({ authenticatedDoneConclusion: true }, 'failed')).toBe(true)
+    // A cut-off turn stays unfinished whatever the evidence.
+    expect(verdict({ truncatedMidTurn: true, authenticatedDoneConclusion: true, askUserScanText: FORM })).toBe(true)
+    expect(verdict({ truncatedMidTurn: true, strategyTask: { terminal: true, outcome: 'completed' } })).toBe(true)
+  })
+})
+
+describe('HF-19: the next attempt starts its analytics marks over', () => {
+  it("prepareRestart keeps the logical start and the other keys, drops the attempt's marks, stamps attemptStartedAt", () => {
+    vi.useFakeTimers()
+    vi.setSystemTime(new Date('2026-08-20T00:00:00.000Z'))
+    const { runs } = makeRuns()
+    const run = runs.create({})
+    const t0 = Date.now()
+    run.analyticsTelemetry = {
+      startRequestedAt: t0,
+      processSpawnedAt: t0 + 100,
+      firstModelEventAt: t0 + 400,
+      firstModelEventType: 'text_delta',
+      attemptIndex: 0,
+    }
+    runs.finish(run, 'failed', 1, null)
+    vi.advanceTimersByTime(600_000)
+    runs.prepareRestart(run)
+    expect(run.analyticsTelemetry).toEqual({ startRequestedAt: t0, attemptIndex: 0, attemptStartedAt: t0 + 600_000 })
+    // A run without the object gets none.
+    const bare = runs.create({})
+    runs.finish(bare, 'failed', 1, null)
+    runs.prepareRestart(bare)
+    expect(bare).not.toHaveProperty('analyticsTelemetry')
+  })
+})
+
+describe('HF-20: the terminal lifecycle record', () => {
+  it('a verdict makes the record, in the state file it writes and in the status body', () => {
+    const runs = logged()
+    const run = runs.create({ agentId: 'amr' })
+    Object.assign(run, { retryAttemptCount: 1, manualResumeAttemptCount: 1, terminalTrigger: 'inactivity_watchdog' })
+    run.runtimeGenerationId = '0F2D4D9E-F034-4ED5-8330-314BD1D525CC '
+    runs.finish(run, 'failed', 130, 'SIGTERM')
+    const expected = {
+      version: 1,
+      runAttempt: 2,
+      runtimeGenerationId: '0f2d4d9e-f034-4ed5-8330-314bd1d525cc',
+      terminationOrigin: 'watchdog_cleanup',
+      terminalIntegrity: 'canonical',
+      terminalPersistence: { status: 'acknowledged', errorType: null },
+      posthogDelivery: { status: 'unknown', acknowledgement: 'unknown', attemptCount: 0, errorType: null },
+      unfinishedState: 'unknown',
+      duplicateTerminalCount: 0,
+      lateTerminalCount: 0,
+    }
+    expect(stateOf(run.id).terminalLifecycle).toEqual(expected)
+    expect(runs.statusBody(run).terminalLifecycle).toEqual(expected)
+    expect(Object.keys(runs.statusBody(run)).at(-1)).toBe('terminalLifecycle')
+  })
+
+  it('the origin follows the cancel origin; without runsLogDir the persistence is unknown', async () => {
+    const { runs } = makeRuns()
+    const run = runs.create({})
+    await runs.cancel(run, 'user_stop')
+    expect(run.terminalLifecycle).toMatchObject({
+      terminationOrigin: 'user_cancel',
+      runtimeGenerationId: null,
+      terminalPersistence: { status: 'unknown', errorType: null },
+    })
+  })
+
+  it('a state file that cannot be written marks the record failed with the class of the failure', () => {
+    const file = path.join(tmp, 'not-a-dir')
+    fs.writeFileSync(file, 'x')
+    const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {})
+    try {
+      const runs = makeRuns({ runsLogDir: file }).runs
+      const run = runs.create({})
+      runs.finish(run, 'failed', 1, null)
+      expect(run.terminalLifecycle.terminalPersistence.status).toBe('failed')
+      expect(typeof run.terminalLifecycle.terminalPersistence.errorType).toBe('string')
+      expect(run.terminalLifecycle.unfinishedState).toBe('terminated_persistence_missing')
+    } finally {
+      warn.mockRestore()
+    }
+  })
+
+  it('later terminal claims are counted, persisted, and leave the verdict alone', () => {
+    const runs = logged()
+    const run = runs.create({})
+    runs.finish(run, 'failed', 1, null)
+    runs.finish(run, 'failed', 1, null)
+    expect(runs.statusBody(run)).toMatchObject({
+      status: 'failed',
+      exitCode: 1,
+      terminalLifecycle: { terminalIntegrity: 'duplicate', duplicateTerminalCount: 1, lateTerminalCount: 0 },
+    })
+    runs.finish(run, 'succeeded', 0, null)
+    runs.finish(run, 'failed', 1, null)
+    expect(run.status).toBe('failed')
+    expect(stateOf(run.id).terminalLifecycle).toMatchObject({
+      terminalIntegrity: 'late',
+      duplicateTerminalCount: 2,
+      lateTerminalCount: 1,
+    })
+    // A non-terminal claim and a dropped run's finish count nothing.
+    runs.finish(run, 'running', 0, null)
+    expect(run.terminalLifecycle.duplicateTerminalCount).toBe(2)
+    expect(run.events.filter((e: any) => e.event === 'end')).toHaveLength(1)
+  })
+
+  it('beginAnalyticsDelivery and finalizeAnalyticsDelivery record the delivery and persist it', () => {
+    const runs = logged()
+    const run = runs.create({})
+    runs.beginAnalyticsDelivery(run) // no verdict yet: nothing
+    expect(run.terminalLifecycle).toBeUndefined()
+    runs.finish(run, 'failed', 1, null)
+    runs.beginAnalyticsDelivery(run)
+    expect(stateOf(run.id).terminalLifecycle).toMatchObject({
+      posthogDelivery: { status: 'in_flight', acknowledgement: 'none', attemptCount: 1, errorType: null },
+      unfinishedState: 'recovery_pending',
+    })
+    runs.finalizeAnalyticsDelivery(run, { status: 'failed', acknowledgement: 'none', errorType: 'enqueue_failed' })
+    expect(stateOf(run.id).terminalLifecycle).toMatchObject({
+      posthogDelivery: { status: 'failed', acknowledgement: 'none', attemptCount: 1, errorType: 'enqueue_failed' },
+      unfinishedState: 'terminal_persisted_posthog_failed',
+    })
+    runs.finalizeAnalyticsDelivery(run, 'queued' as any) // not an object: nothing
+    expect(run.terminalLifecycle.posthogDelivery.status).toBe('failed')
+    expect(() => runs.beginAnalyticsDelivery(null)).not.toThrow()
+    expect(() => runs.finalizeAnalyticsDelivery({ id: run.id } as any, {})).toThrow(TypeError)
+  })
+
+  it('prepareRestart forgets the record and the generation, and counts the attempt’s retries', () => {
+    const runs = logged()
+    const run = runs.create({})
+    run.runtimeGenerationId = '0f2d4d9e-f034-4ed5-8330-314bd1d525cc'
+    run.retryAttemptCount = 1
+    runs.finish(run, 'failed', 1, null)
+    expect(runs.statusBody(run).terminalLifecycle.runAttempt).toBe(1)
+    const again = logged().get(run.id)
+    expect(again.terminalLifecycle).toMatchObject({ runAttempt: 1 })
+    runs.prepareRestart(run)
+    expect(run.runtimeGenerationId).toBeNull()
+    expect(runs.statusBody(run)).not.toHaveProperty('terminalLifecycle')
+    const state = stateOf(run.id)
+    expect(state).toMatchObject({ status: 'queued', cumulativeRetryAttemptCount: 1, manualResumeAttemptCount: 1 })
+    expect(state).not.toHaveProperty('terminalLifecycle')
+    expect(state).not.toHaveProperty('runtimeGenerationId')
+    runs.finish(run, 'succeeded', 0, null)
+    expect(run.terminalLifecycle).toMatchObject({
+      runAttempt: 2,
+      terminalIntegrity: 'canonical',
+      runtimeGenerationId: null,
+    })
+  })
+})
+
+describe('STR-9, STR-10: live subscribers', () => {
+  it('a run keeps its newest 8 subscribers; the oldest gets end()', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create({})
+    const host = { send: vi.fn(() => true), end: vi.fn(), cleanup: vi.fn() }
+    run.clients.add(host)
+    for (let i = 0; i < 9; i++) runs.stream(run, fakeReq(), fakeRes())
+    expect(ends(sse[0])).toBe(1)
+    for (const client of sse.slice(1)) expect(ends(client)).toBe(0)
+    expect(run.clients.has(sse[0])).toBe(false)
+    // The host's own client is neither counted nor ended.
+    expect(run.clients.size).toBe(9)
+    expect(host.end).not.toHaveBeenCalled()
+  })
+
+  it('OD_CHAT_RUN_MAX_STREAM_CLIENTS sets the cap; a closed subscriber frees its place; a bad value gives 8', () => {
+    process.env.OD_CHAT_RUN_MAX_STREAM_CLIENTS = '2'
+    const { runs, sse } = makeRuns()
+    const run = runs.create({})
+    const first = fakeRes()
+    runs.stream(run, fakeReq(), first)
+    first.close()
+    runs.stream(run, fakeReq(), fakeRes())
+    runs.stream(run, fakeReq(), fakeRes())
+    expect(sse.map(ends)).toEqual([0, 0, 0])
+    runs.stream(run, fakeReq(), fakeRes())
+    expect(sse.map(ends)).toEqual([0, 1, 0, 0])
+    process.env.OD_CHAT_RUN_MAX_STREAM_CLIENTS = 'abc'
+    const other = runs.create({})
+    for (let i = 0; i < 8; i++) runs.stream(other, fakeReq(), fakeRes())
+    expect(other.clients.size).toBe(8)
+    expect(sse.slice(4).map(ends)).toEqual([0, 0, 0, 0, 0, 0, 0, 0])
+  })
+
+  it('a subscriber whose send returns false leaves at the next emit and gets end(); a throwing one stays', () => {
+    const { runs, sse } = makeRuns()
+    const run = runs.create({})
+    for (let i = 0; i < 3; i++) runs.stream(run, fakeReq(), fakeRes())
+    sse[0].send.mockImplementation(() => false)
+    sse[1].send.mockImplementation(() => {
+      throw new Error('boom')
+    })
+    runs.emit(run, 'agent', { n: 1 })
+    expect(run.clients.has(sse[0])).toBe(false)
+    expect(ends(sse[0])).toBe(1)
+    expect(run.clients.has(sse[1])).toBe(true)
+    expect(sse[2].send).toHaveBeenCalledWith('agent', { n: 1 }, 1)
+    runs.emit(run, 'agent', { n: 2 })
+    expect(sse[0].send).toHaveBeenCalledTimes(1)
+  })
+})
