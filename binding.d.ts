@@ -373,6 +373,12 @@ export declare function runSignal(svc: number, slot: number, pid: number, group:
  */
 export declare function runSignalTree(svc: number, slot: number, pid: number, group: number, alive: boolean, kill: boolean): TreeSignal
 
+/**
+ * HF-20: how the run's last state-file write went: `null` when none was attempted, else
+ * `"acknowledged"` or the failure's class (`"storage_full"`, `"permission_denied"`, ...).
+ */
+export declare function runStatePersistence(svc: number, slot: number): string | null
+
 /** LC-7's barrier, while the facade waits: how many processes of the run's tree are alive. */
 export declare function runTreeAlive(svc: number, slot: number): number
 
@@ -439,6 +445,12 @@ export declare function signalHeldGroup(svc: number, group: number, signal: stri
  * these names is never written twice. Read once by the facade.
  */
 export declare function stateFileKeys(): Array<string>
+
+/**
+ * STR-9: the per-run subscriber cap for `OD_CHAT_RUN_MAX_STREAM_CLIENTS` as JS `Number()` read
+ * it: a finite value of at least 1, rounded down, else 8.
+ */
+export declare function streamClientCap(parsed: number): number
 
 /** SUM-4: the summary of a tool bundle read back from a file (a hydrated run's), as JSON. */
 export declare function summarizeStoredToolBundle(lowered: string): string
