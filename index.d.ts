@@ -671,8 +671,8 @@ export interface ChatRun {
    * (SPEC HF-16).
    */
   strategyTask?: unknown
-  /** Host field: the daemon's telemetry delivery record; persisted and restored (SPEC HF-16). */
-  telemetryDelivery?: unknown
+  /** The telemetry delivery record the three telemetry checkpoints keep; persisted and restored (SPEC HF-16, HF-21). */
+  telemetryDelivery?: TelemetryDelivery
   /**
    * The terminal lifecycle record: made at the verdict, updated by later terminal claims and by
    * `beginAnalyticsDelivery`/`finalizeAnalyticsDelivery`; reported, persisted and restored;
@@ -1215,6 +1215,46 @@ export interface ChatRunService {
    * @throws TypeError for a run of another service.
    */
   readonly finalizeAnalyticsDelivery: (run: ChatRun | null | undefined, result: AnalyticsDeliveryResult) => void
+  /**
+   * The run's trace delivery starts (or starts again): `run.telemetryDelivery` in flight, inside its
+   * crash window; persisted. A settled delivery is kept (SPEC HF-21).
+   * @throws TypeError for a run of another service.
+   */
+  readonly beginTelemetryDelivery: (run: ChatRun | null | undefined) => void
+  /**
+   * One more attempt of the run's trace delivery (begun first when it was not); persisted (SPEC HF-21).
+   * @throws TypeError for a run of another service.
+   */
+  readonly recordTelemetryDeliveryAttempt: (run: ChatRun | null | undefined) => void
+  /**
+   * The sender's result for the run's trace: accepted or nothing to send settles the delivery (and sets
+   * `langfuseCompletedAt`), anything else leaves it failed for a retry; persisted (SPEC HF-21).
+   * @throws TypeError for a run of another service.
+   */
+  readonly finalizeTelemetryDelivery: (run: ChatRun | null | undefined, result: TelemetryDeliveryResult) => void
+}
+
+/** What `finalizeTelemetryDelivery` reads (SPEC HF-21): the trace sender's result, in the daemon's names. */
+export type TelemetryDeliveryResult = {
+  langfuse_expected?: boolean
+  langfuse_delivery_status?: 'not_expected' | 'queued' | 'accepted' | 'failed' | (string & {})
+  langfuse_drop_reason?: string
+  langfuse_attempt_count?: number
+}
+
+/** `run.telemetryDelivery` as the three telemetry checkpoints keep it (SPEC HF-21). */
+export type TelemetryDelivery = {
+  version: 1
+  /** `od-run-telemetry-v1-` + a SHA-256 of the run id: the same for every attempt. */
+  idempotencyKey: string
+  status: 'in_flight' | 'failed' | 'accepted' | 'not_expected'
+  attemptCount: number
+  /** In flight: a crash now leaves the delivery to replay at the next start. */
+  crashWindow: boolean
+  startedAt: number
+  dropReason?: string
+  /** Set once the delivery is settled (accepted or nothing to send). */
+  finalizedAt?: number
 }
 
 /** What `acknowledgeArtifactDelivery` reads (SPEC HF-13). */

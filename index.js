@@ -42,6 +42,9 @@ const {
   clearRestartAttempt,
   beginAnalyticsDelivery,
   finalizeAnalyticsDelivery,
+  beginTelemetryDelivery,
+  recordTelemetryDeliveryAttempt,
+  finalizeTelemetryDelivery,
   setAnalyticsRecovery,
   markAnalyticsCompleted,
   markLangfuseCompleted,
@@ -151,6 +154,9 @@ function createChatRunService(options) {
     clearRestartAttempt: (run, executionAttempt) => clearRestartAttempt(ctx, run, executionAttempt),
     beginAnalyticsDelivery: (run) => beginAnalyticsDelivery(ctx, run),
     finalizeAnalyticsDelivery: (run, result) => finalizeAnalyticsDelivery(ctx, run, result),
+    beginTelemetryDelivery: (run) => beginTelemetryDelivery(ctx, run),
+    recordTelemetryDeliveryAttempt: (run) => recordTelemetryDeliveryAttempt(ctx, run),
+    finalizeTelemetryDelivery: (run, result) => finalizeTelemetryDelivery(ctx, run, result),
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   releaseWhenCollected(ctx)

@@ -1,6 +1,7 @@
-// SPEC HF-17..HF-20, STR-9, STR-10: what a verdict carries and records (the 'end' data's context,
+// SPEC HF-17..HF-21, STR-9, STR-10: what a verdict carries and records (the 'end' data's context,
 // unfinished work against the run's own evidence, the terminal lifecycle record and its delivery
 // checkpoints), what a restart resets of it, and how many live subscribers a run keeps.
+import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
@@ -257,6 +258,63 @@ describe('HF-20: the terminal lifecycle record', () => {
       terminalIntegrity: 'canonical',
       runtimeGenerationId: null,
     })
+  })
+})
+
+describe('HF-21: the telemetry delivery record', () => {
+  it('begin, two attempts and a failed result leave a retryable record in the state file', () => {
+    const runs = logged()
+    const run = runs.create({})
+    runs.finish(run, 'failed', 1, null)
+    runs.beginTelemetryDelivery(run)
+    const key = `od-run-telemetry-v1-${createHash('sha256').update(`open-design/run-telemetry/v1\n${run.id}`).digest('hex')}`
+    expect(stateOf(run.id).telemetryDelivery).toMatchObject({
+      version: 1,
+      idempotencyKey: key,
+      status: 'in_flight',
+      attemptCount: 0,
+      crashWindow: true,
+    })
+    runs.recordTelemetryDeliveryAttempt(run)
+    runs.recordTelemetryDeliveryAttempt(run)
+    runs.finalizeTelemetryDelivery(run, {
+      langfuse_expected: true,
+      langfuse_delivery_status: 'failed',
+      langfuse_attempt_count: 1,
+    })
+    const state = stateOf(run.id)
+    expect(state.telemetryDelivery).toEqual({
+      version: 1,
+      idempotencyKey: key,
+      status: 'failed',
+      attemptCount: 2,
+      crashWindow: false,
+      startedAt: expect.any(Number),
+      dropReason: 'network_error',
+    })
+    expect(state).not.toHaveProperty('langfuseCompletedAt')
+  })
+
+  it('an accepted or unexpected delivery is settled, sets langfuseCompletedAt and is never changed again', () => {
+    const runs = logged()
+    const run = runs.create({})
+    run.telemetryDelivery = { idempotencyKey: 'kept-key', attemptCount: 3, startedAt: 5 }
+    runs.finalizeTelemetryDelivery(run, { langfuse_expected: true, langfuse_delivery_status: 'accepted' })
+    const settled = run.telemetryDelivery
+    expect(settled).toMatchObject({ idempotencyKey: 'kept-key', status: 'accepted', attemptCount: 3, startedAt: 5 })
+    expect(settled).not.toHaveProperty('dropReason')
+    expect(run.langfuseCompletedAt).toBe(settled.finalizedAt)
+    runs.beginTelemetryDelivery(run)
+    runs.recordTelemetryDeliveryAttempt(run)
+    runs.finalizeTelemetryDelivery(run, { langfuse_delivery_status: 'failed' })
+    expect(run.telemetryDelivery).toBe(settled)
+    expect(logged().get(run.id).telemetryDelivery).toEqual(settled)
+    const other = runs.create({})
+    runs.finalizeTelemetryDelivery(other, { langfuse_expected: false })
+    expect(other.telemetryDelivery).toMatchObject({ status: 'not_expected', attemptCount: 0 })
+    runs.finalizeTelemetryDelivery(runs.create({}), null as any)
+    expect(() => runs.beginTelemetryDelivery(undefined)).not.toThrow()
+    expect(() => runs.recordTelemetryDeliveryAttempt({ id: other.id } as any)).toThrow(TypeError)
   })
 })
 

@@ -24,11 +24,11 @@ describe('§1 Module surface (MOD)', () => {
   // LC-3, LC-4 and LC-6 add createOrReuse, prepareRestart and persistState to the 15 of Part I; HF-7 its four
   // checkpoints; HF-8 findByPluginWorkflowId; SIG-5/SIG-6 the three signalling helpers;
   // HF-12 the two media-task notes; HF-13 the delivery receipt.
-  it('MOD-2: the service is a plain object with exactly the 33 own enumerable function properties, in order', () => {
+  it('MOD-2: the service is a plain object with exactly the 36 own enumerable function properties, in order', () => {
     const { runs } = makeRuns()
     expect(Object.getPrototypeOf(runs)).toBe(Object.prototype)
     const keys = Object.keys(runs)
-    expect(keys).toHaveLength(33)
+    expect(keys).toHaveLength(36)
     expect(keys).toEqual(METHODS)
     for (const key of METHODS) {
       expect(typeof runs[key]).toBe('function')

@@ -12,6 +12,7 @@ const { emit } = require('./emit.js')
 const { hostJson, persist } = require('./state.js')
 const { clearFailure, forgetAttempt, clearRetryRestart, isAttemptNumber } = require('./host-fields.js')
 const terminalLifecycle = require('./terminal-lifecycle.js')
+const telemetryDelivery = require('./telemetry-delivery.js')
 
 const { RunLookup } = native
 
@@ -79,6 +80,37 @@ function finalizeAnalyticsDelivery(ctx, run, result) {
   const record = run.terminalLifecycle
   if (!terminalLifecycle.isRecord(record)) return
   run.terminalLifecycle = terminalLifecycle.deliveryFinalized(record, result)
+  persist(ctx, run, s)
+}
+
+/** HF-21: the run's trace delivery starts (or starts again): in flight; persisted. */
+function beginTelemetryDelivery(ctx, run) {
+  if (!run) return
+  const s = own(ctx, run, 'beginTelemetryDelivery')
+  run.telemetryDelivery = telemetryDelivery.begun(run.telemetryDelivery, run.id, Date.now())
+  persist(ctx, run, s)
+}
+
+/** HF-21: one more attempt of the run's trace delivery; persisted. */
+function recordTelemetryDeliveryAttempt(ctx, run) {
+  if (!run) return
+  const s = own(ctx, run, 'recordTelemetryDeliveryAttempt')
+  run.telemetryDelivery = telemetryDelivery.attempted(run.telemetryDelivery, run.id, Date.now())
+  persist(ctx, run, s)
+}
+
+/**
+ * HF-21: the sender's result for the run's trace; a delivery it settles (accepted, or nothing to
+ * send) also sets `langfuseCompletedAt`, as `markLangfuseCompleted` does; persisted. A `result`
+ * that is not an object changes nothing.
+ */
+function finalizeTelemetryDelivery(ctx, run, result) {
+  if (!run) return
+  const s = own(ctx, run, 'finalizeTelemetryDelivery')
+  if (result === null || typeof result !== 'object') return
+  const record = telemetryDelivery.finalized(run.telemetryDelivery, run.id, result, Date.now())
+  run.telemetryDelivery = record
+  if (typeof record.finalizedAt === 'number') run.langfuseCompletedAt = record.finalizedAt
   persist(ctx, run, s)
 }
 
@@ -286,6 +318,9 @@ function prepareRestart(ctx, run) {
 module.exports = {
   beginAnalyticsDelivery,
   finalizeAnalyticsDelivery,
+  beginTelemetryDelivery,
+  recordTelemetryDeliveryAttempt,
+  finalizeTelemetryDelivery,
   persistState,
   createOrReuse,
   findByPluginWorkflowId,

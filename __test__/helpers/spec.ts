@@ -38,6 +38,9 @@ export const METHODS = [
   'clearRestartAttempt',
   'beginAnalyticsDelivery',
   'finalizeAnalyticsDelivery',
+  'beginTelemetryDelivery',
+  'recordTelemetryDeliveryAttempt',
+  'finalizeTelemetryDelivery',
 ]
 
 /**

@@ -709,6 +709,15 @@ const reserved: boolean = runs.reserveRestartAttempt(run, (run.manualResumeAttem
 const pendingAttempt: number | undefined = run.pendingManualResumeAttemptCount
 void [reserved, pendingAttempt]
 runs.clearRestartAttempt(run, 1)
+runs.beginTelemetryDelivery(run)
+runs.recordTelemetryDeliveryAttempt(run)
+runs.finalizeTelemetryDelivery(run, {
+  langfuse_expected: true,
+  langfuse_delivery_status: 'failed',
+  langfuse_attempt_count: 2,
+})
+const deliveryKey: string | undefined = run.telemetryDelivery?.idempotencyKey
+void deliveryKey
 runs.beginAnalyticsDelivery(run)
 runs.finalizeAnalyticsDelivery(run, { status: 'queued', acknowledgement: 'local_buffer', errorType: null })
 const lifecycleRecord: TerminalLifecycle | undefined = runs.statusBody(run).terminalLifecycle
