@@ -190,6 +190,32 @@ describe('HF-20: the terminal lifecycle record', () => {
     }
   })
 
+  it("a verdict write that fails and an 'end' write that succeeds leave an acknowledged record, on disk too", () => {
+    const warn = vi.spyOn(process, 'emitWarning').mockImplementation(() => {})
+    try {
+      let dir = ''
+      const seen: unknown[] = []
+      const runs = logged({
+        onTerminal: (run: any) => {
+          seen.push(structuredClone(run.terminalLifecycle.terminalPersistence))
+          // The disk comes back before the 'end' is written.
+          fs.rmSync(dir)
+          fs.mkdirSync(dir)
+        },
+      })
+      const run = runs.create({})
+      dir = path.join(tmp, run.id)
+      fs.rmSync(dir, { recursive: true })
+      fs.writeFileSync(dir, 'not a directory')
+      runs.finish(run, 'failed', 1, null)
+      expect(seen).toEqual([{ status: 'failed', errorType: expect.any(String) }])
+      expect(run.terminalLifecycle.terminalPersistence).toEqual({ status: 'acknowledged', errorType: null })
+      expect(stateOf(run.id).terminalLifecycle.terminalPersistence).toEqual({ status: 'acknowledged', errorType: null })
+    } finally {
+      warn.mockRestore()
+    }
+  })
+
   it('later terminal claims are counted, persisted, and leave the verdict alone', () => {
     const runs = logged()
     const run = runs.create({})

@@ -222,7 +222,8 @@ function recordOf(run) {
  * HF-20: after a write of the verdict's state file, the record says whether the terminal state
  * reached the disk: the verdict's own write failing marks it failed (with the class of the
  * failure); the write at its 'end' succeeding marks a failed one acknowledged (the terminal state
- * is on disk after all), and failing changes nothing (the verdict's write already holds it).
+ * is on disk after all; the file gets that record too), and failing changes nothing (the
+ * verdict's write already holds it).
  */
 function notePersistence(ctx, run, s, verdictWrite) {
   const record = recordOf(run)
@@ -231,6 +232,8 @@ function notePersistence(ctx, run, s, verdictWrite) {
   if (persisted === 'acknowledged') {
     if (record.terminalPersistence.status === 'failed') {
       writeRecord(run, terminalLifecycle.persistenceAcknowledged(record))
+      // (The file just written holds the failed record: it gets the one the run now has.)
+      native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
     }
   } else if (persisted !== null && verdictWrite) {
     writeRecord(run, terminalLifecycle.persistenceFailed(record, persisted))
