@@ -4,8 +4,15 @@
 import { createHash } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
+import { createRequire } from 'node:module'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { ends, fakeReq, fakeRes, makeRuns, useTempDirs } from './helpers'
+import { ends, FakeChild, fakeClient, fakeReq, fakeRes, makeRuns, runningWithChild, useTempDirs } from './helpers'
+import { rendersQuestionForm } from '../lib/completeness.js'
+
+// lib/run.js through Node's own require: the module instance index.js uses.
+const { ChatRun } = createRequire(import.meta.url)('../lib/run.js') as {
+  ChatRun: { stateOf(run: unknown): { subscribers: Set<unknown> | null } | undefined }
+}
 
 const tempDir = useTempDirs('host-verdict-')
 let tmp: string
@@ -100,6 +107,20 @@ describe('HF-18: evidence that outranks an open plan', () => {
     expect(verdict({ askUserScanText: '```json\n' + FORM + '\n```' })).toBe(false)
   })
 
+  it('a tag mentioned (or left open) before the form does not hide it; unclosed tags are read in linear time', () => {
+    const form = '<question-form id="a">\n{"questions":[{"id":"x"}]}\n</question-form>'
+    expect(rendersQuestionForm(`I will use a <question-form> block:\n${form}`)).toBe(true)
+    expect(
+      rendersQuestionForm('<question-form> (draft)\n<ask-question>{"questions":[{"id":"x"}]}</ask-question>'),
+    ).toBe(true)
+    expect(rendersQuestionForm('<question-form>{"questions":[{"id":1}]}</ask-question>')).toBe(false)
+    // 300 kB of unclosed tags: a quadratic scan takes seconds here, a linear one milliseconds. The
+    // bound is loose on purpose (a slow machine); the point is the shape, not a timing target.
+    const started = performance.now()
+    expect(verdict({ askUserScanText: 'Use <question-form '.repeat(16_000) })).toBe(true)
+    expect(performance.now() - started).toBeLessThan(1500)
+  })
+
   it('a form only mentioned, or without questions, is no question; failed and canceled verdicts are not rescued', () => {
     expect(verdict({ askUserScanText: 'How to write a <question-form> tag.' })).toBe(true)
     expect(verdict({ askUserScanText: '<question-form>{"questions":[]}</question-form>' })).toBe(true)
@@ -131,6 +152,19 @@ describe('HF-19: the next attempt starts its analytics marks over', () => {
     vi.advanceTimersByTime(600_000)
     runs.prepareRestart(run)
     expect(run.analyticsTelemetry).toEqual({ startRequestedAt: t0, attemptIndex: 0, attemptStartedAt: t0 + 600_000 })
+    // An object whose reading throws is kept, and the restart completes.
+    const hostile = runs.create({})
+    runs.finish(hostile, 'failed', 1, null)
+    const telemetry = {
+      startRequestedAt: 1,
+      get firstOutputAt() {
+        throw new Error('getter')
+      },
+    }
+    hostile.analyticsTelemetry = telemetry
+    expect(runs.prepareRestart(hostile)).toBe(hostile)
+    expect(hostile.status).toBe('queued')
+    expect(hostile.analyticsTelemetry).toBe(telemetry)
     // A run without the object gets none.
     const bare = runs.create({})
     runs.finish(bare, 'failed', 1, null)
@@ -214,6 +248,32 @@ describe('HF-20: the terminal lifecycle record', () => {
     } finally {
       warn.mockRestore()
     }
+  })
+
+  it("a cancel's own closing verdict is no claim when the child's close handler gave the verdict", async () => {
+    const { runs } = makeRuns()
+    const child = new FakeChild({ closeOn: 'SIGTERM' })
+    const run = runningWithChild(runs, child)
+    child.on('close', (code: any, signal: any) => runs.finish(run, 'canceled', code, signal))
+    await runs.cancel(run, 'user_stop')
+    expect(run.terminalLifecycle).toMatchObject({
+      terminalIntegrity: 'canonical',
+      duplicateTerminalCount: 0,
+      terminationOrigin: 'user_cancel',
+    })
+  })
+
+  it("a claim from a client's end() after the 'end' record reaches the state file", () => {
+    let run: any
+    const harness = makeRuns({ runsLogDir: tmp }, (i) =>
+      fakeClient({ name: `c${i}`, onEnd: () => harness.runs.finish(run, 'succeeded', 0, null) }),
+    )
+    const runs = harness.runs
+    run = runs.create({})
+    runs.stream(run, fakeReq(), fakeRes())
+    runs.finish(run, 'failed', 1, null)
+    expect(run.terminalLifecycle.lateTerminalCount).toBe(1)
+    expect(stateOf(run.id).terminalLifecycle.lateTerminalCount).toBe(1)
   })
 
   it('later terminal claims are counted, persisted, and leave the verdict alone', () => {
@@ -376,6 +436,37 @@ describe('STR-9, STR-10: live subscribers', () => {
     for (let i = 0; i < 8; i++) runs.stream(other, fakeReq(), fakeRes())
     expect(other.clients.size).toBe(8)
     expect(sse.slice(4).map(ends)).toEqual([0, 0, 0, 0, 0, 0, 0, 0])
+  })
+
+  it('a client whose end() subscribes again during a drop is not kept; a client is ended once', () => {
+    let run: any
+    let again = true
+    const harness = makeRuns({}, (i) =>
+      fakeClient({
+        name: `c${i}`,
+        onEnd: () => {
+          if (again) harness.runs.stream(run, fakeReq(), fakeRes())
+          again = false
+        },
+      }),
+    )
+    run = harness.runs.create({})
+    harness.runs.stream(run, fakeReq(), fakeRes())
+    harness.runs.drop(run)
+    expect(run.clients.size).toBe(0)
+    expect(ChatRun.stateOf(run)?.subscribers).toBeNull()
+    // Pushed out from inside its own send (a stream() there, cap 1), then refusing the record.
+    process.env.OD_CHAT_RUN_MAX_STREAM_CLIENTS = '1'
+    const second = makeRuns()
+    let other: any = null
+    other = second.runs.create({})
+    second.runs.stream(other, fakeReq(), fakeRes())
+    second.sse[0].send.mockImplementationOnce(() => {
+      second.runs.stream(other, fakeReq(), fakeRes())
+      return false
+    })
+    second.runs.emit(other, 'agent', {})
+    expect(second.sse.map(ends)).toEqual([1, 0])
   })
 
   it('a subscriber whose send returns false leaves at the next emit and gets end(); a throwing one stays', () => {

@@ -20,10 +20,13 @@ function planHasOpenTask(run) {
 }
 
 // HF-18: a question form the web client renders as a card: an opening `<question-form ...>` (or
-// its alias `<ask-question ...>`, any case), its closing tag, and between them JSON (optionally in
-// a ``` fence) of an object whose `questions` array holds an object. A tag only mentioned in
-// prose, or a block whose body is not such JSON, is no question to the user.
-const FORM_OPEN = /<(question-form|ask-question)\b[^>]*>/gi
+// its alias `<ask-question ...>`, any case), its closing tag after it, and between them JSON
+// (optionally in a ``` fence) of an object whose `questions` array holds an object. A tag only
+// mentioned in prose, or a block whose body is not such JSON, is no question to the user. The
+// tags are read in one pass: an opening tag's form is closed by the next closing tag of its kind,
+// unless another opening tag comes first (the one mentioned earlier was prose). An opening tag
+// cannot span a `<`, so a text of unclosed tags is still read in linear time.
+const FORM_TAG = /<(question-form|ask-question)\b[^<>]*>|<\/(question-form|ask-question)>/gi
 
 function formBodyRenders(body) {
   let text = body.trim()
@@ -38,20 +41,20 @@ function formBodyRenders(body) {
   return isObject(value) && Array.isArray(value.questions) && value.questions.some(isObject)
 }
 
-const FORM_CLOSE = { 'question-form': /<\/question-form>/gi, 'ask-question': /<\/ask-question>/gi }
-
 /** HF-18: `text` (the turn's visible text, `run.askUserScanText`) renders a question form. */
 function rendersQuestionForm(text) {
   if (typeof text !== 'string' || text === '') return false
-  FORM_OPEN.lastIndex = 0
-  for (let open = FORM_OPEN.exec(text); open !== null; open = FORM_OPEN.exec(text)) {
-    const bodyStart = open.index + open[0].length
-    const close = FORM_CLOSE[open[1].toLowerCase()]
-    close.lastIndex = bodyStart
-    const closing = close.exec(text)
-    if (closing === null) return false
-    if (formBodyRenders(text.slice(bodyStart, closing.index))) return true
-    FORM_OPEN.lastIndex = closing.index + closing[0].length
+  let openKind = null
+  let bodyStart = 0
+  FORM_TAG.lastIndex = 0
+  for (let tag = FORM_TAG.exec(text); tag !== null; tag = FORM_TAG.exec(text)) {
+    if (tag[1] !== undefined) {
+      openKind = tag[1].toLowerCase()
+      bodyStart = tag.index + tag[0].length
+    } else if (openKind === tag[2].toLowerCase()) {
+      if (formBodyRenders(text.slice(bodyStart, tag.index))) return true
+      openKind = null
+    }
   }
   return false
 }

@@ -162,7 +162,8 @@ function endTeardown(ctx, run, s, fallback) {
   const sent = fallback === 'SIGKILL' && !gone ? 'SIGKILL' : 'SIGTERM'
   const signal = t !== null && t.killed ? 'SIGKILL' : (childSignal ?? sent)
   finishParked(ctx, run, t, signal)
-  finish(ctx, run, 'canceled', exitCode, signal)
+  // (A parked verdict the teardown applied is the run's: no second claim of HF-20.)
+  if (!isTerminal(s.status)) finish(ctx, run, 'canceled', exitCode, signal)
 }
 
 // LC-7: anything of the tree still alive after SIGKILL and the force wait (or a child object

@@ -469,18 +469,17 @@ const countOf = (value) => (isFinite(value) && value >= 0 ? Math.floor(value) : 
 /**
  * HF-19: a new analyticsTelemetry for the next attempt: the previous one's keys without its time
  * marks (every key ending in `At` but the run's own, and `firstModelEventType`, which describes
- * one), then `attemptStartedAt = now`. Nothing when the run has no such object.
+ * one), then `attemptStartedAt = now`; null when `previous` is not a plain object.
  */
-function restartTelemetry(run, now) {
-  const previous = run.analyticsTelemetry
-  if (!plainObject(previous)) return
+function restartTelemetry(previous, now) {
+  if (!plainObject(previous)) return null
   const next = {}
   for (const [key, value] of Object.entries(previous)) {
     const attemptMark = (key.endsWith('At') && !RUN_MARKS.has(key)) || key === 'firstModelEventType'
     if (!attemptMark) next[key] = value
   }
   next.attemptStartedAt = now
-  run.analyticsTelemetry = next
+  return next
 }
 
 /**
@@ -490,12 +489,20 @@ function restartTelemetry(run, now) {
  * marks start over.
  */
 function forgetAttempt(run, now) {
+  // Read first: an object whose reading throws (a getter, a Proxy trap) is left as it is, and
+  // nothing else has changed when it would.
+  let telemetry = null
+  try {
+    telemetry = restartTelemetry(run.analyticsTelemetry, now)
+  } catch {
+    // The host's own object: kept.
+  }
   run.cumulativeRetryAttemptCount = countOf(run.cumulativeRetryAttemptCount) + countOf(run.retryAttemptCount)
   for (const name of ATTEMPT_FIELDS) if (name in run) run[name] = undefined
   run.runtimeGenerationId = null
   run.endedWithUnfinishedWork = false
   for (const [name, value] of RETRY_RESET) run[name] = value
-  restartTelemetry(run, now)
+  if (telemetry !== null) run.analyticsTelemetry = telemetry
 }
 
 module.exports = {

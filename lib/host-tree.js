@@ -255,7 +255,8 @@ function canceled(ctx, run, s, plan, result) {
   const { exitCode, signal: childSignal } = childExitFacts(run, child)
   const signal = childSignal ?? (result.forced ? 'SIGKILL' : 'SIGTERM')
   finishParked(ctx, run, t, signal)
-  finish(ctx, run, 'canceled', exitCode, signal)
+  // (A parked verdict the teardown applied is the run's: no second claim of HF-20.)
+  if (!isTerminal(s.status)) finish(ctx, run, 'canceled', exitCode, signal)
   return resolvedStatusBody(run)
 }
 

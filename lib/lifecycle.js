@@ -250,7 +250,9 @@ function noteTerminalClaim(ctx, run, s, status) {
   const record = recordOf(run)
   if (record === null) return
   writeRecord(run, terminalLifecycle.claimRecorded(record, status === s.status ? 'duplicate' : 'late'))
-  if (ctx.logging && !s.finishing) native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+  // (Until the 'end' record, the write at the 'end' takes it; after it, a client's send or end()
+  // making the claim, it is written now.)
+  if (ctx.logging && !(s.finishing && s.endPending)) native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
 }
 
 /** FAL-1: an 'error' event, then the 'failed' verdict; nothing for a terminal run. */

@@ -55,7 +55,8 @@ function sendLive(client, event, data, id) {
  * with its cursor and replays what it missed).
  */
 function detach(run, s, client) {
-  run.clients.delete(client)
+  // (A client already detached, from inside its own send, is not ended twice.)
+  if (!run.clients.delete(client)) return
   s.subscribers?.delete(client)
   safeCall(client, 'end')
 }
@@ -144,6 +145,8 @@ function endClients(run, s) {
   if (!clients || clients.size === 0) return
   for (const client of clients) safeCall(client, 'end')
   clients.clear()
+  // (A client whose end() subscribed again, during a drop, is gone with the others.)
+  s.subscribers = null
 }
 
 // Decodes the core's compact replay text (see crates/core/src/replay.rs):
