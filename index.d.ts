@@ -43,7 +43,10 @@ export declare const TERMINAL_RUN_STATUSES: TerminalRunStatusSet
  * each call is isolated, so one client throwing never stops the others.
  */
 export interface SseClient {
-  /** Writes one SSE record (`id:`/`event:`/`data:`). The return value is ignored. */
+  /**
+   * Writes one SSE record (`id:`/`event:`/`data:`). Returning `false` for a live record detaches
+   * the client (it leaves `run.clients` and gets `end()`, SPEC STR-10); any other value is ignored.
+   */
   send(event: string, data: unknown, id: number): unknown
   /** Ends the HTTP response; called by `finish`/`drop`, or after replaying a terminal run. */
   end(): unknown

@@ -77,9 +77,12 @@ export function createSseResponse(res, { retryMs = 200, keepaliveMs = 15_000 } =
     keepalive = null
   }
   return {
+    // false only when the connection is gone: the service then detaches this client (SPEC STR-10).
+    // A full socket buffer (res.write() returning false) is not that: Node keeps the bytes.
     send(event, data, id) {
       if (!writable()) return false
-      return res.write(`id: ${id}\nevent: ${event}\ndata: ${JSON.stringify(data) ?? 'null'}\n\n`)
+      res.write(`id: ${id}\nevent: ${event}\ndata: ${JSON.stringify(data) ?? 'null'}\n\n`)
+      return true
     },
     end() {
       cleanup() // a replay-only client (finished run) never gets cleanup(): stop the timer here too
