@@ -27,11 +27,10 @@ function generationOf(value) {
 const WATCHDOG_TRIGGERS = new Set(['first_output_deadline', 'inactivity_watchdog', 'acp_stage_timeout'])
 
 /** Who ended the run, as far as the cancel origin and the terminal trigger (LC-5) tell. */
-function terminationOriginOf(run) {
-  const origin = run.cancelOrigin
-  if (origin === 'user_stop') return 'user_cancel'
-  if (origin === 'project_cleanup') return 'project_cleanup'
-  return WATCHDOG_TRIGGERS.has(run.terminalTrigger) ? 'watchdog_cleanup' : 'unknown'
+function terminationOriginOf(cancelOrigin, terminalTrigger) {
+  if (cancelOrigin === 'user_stop') return 'user_cancel'
+  if (cancelOrigin === 'project_cleanup') return 'project_cleanup'
+  return WATCHDOG_TRIGGERS.has(terminalTrigger) ? 'watchdog_cleanup' : 'unknown'
 }
 
 /** What is still owed for a run that ended: derived from the record's other facts. */
@@ -52,39 +51,36 @@ function withChanges(record, changes) {
   return next
 }
 
+// A field of the run; a getter that throws reads as absent.
+function fieldOf(run, name) {
+  try {
+    return run[name]
+  } catch {
+    return undefined
+  }
+}
+
 /**
  * The record a verdict makes: `persistence` is 'acknowledged' (the verdict's state file is written)
- * or 'unknown' (the service keeps no files). A getter of the run that throws reads as absent.
+ * or 'unknown' (the service keeps no files). Built at every verdict, so in one literal: with either
+ * persistence and no delivery yet, the unfinished state is 'unknown' (unfinishedStateOf).
  */
 function recordAtVerdict(run, persistence) {
-  const read = (name) => {
-    try {
-      return run[name]
-    } catch {
-      return undefined
-    }
+  return {
+    version: VERSION,
+    runAttempt:
+      countOf(fieldOf(run, 'cumulativeRetryAttemptCount')) +
+      countOf(fieldOf(run, 'retryAttemptCount')) +
+      countOf(fieldOf(run, 'manualResumeAttemptCount')),
+    runtimeGenerationId: generationOf(fieldOf(run, 'runtimeGenerationId')),
+    terminationOrigin: terminationOriginOf(fieldOf(run, 'cancelOrigin'), fieldOf(run, 'terminalTrigger')),
+    terminalIntegrity: 'canonical',
+    terminalPersistence: { status: persistence, errorType: null },
+    posthogDelivery: { status: 'unknown', acknowledgement: 'unknown', attemptCount: 0, errorType: null },
+    unfinishedState: 'unknown',
+    duplicateTerminalCount: 0,
+    lateTerminalCount: 0,
   }
-  return withChanges(
-    {
-      version: VERSION,
-      runAttempt:
-        countOf(read('cumulativeRetryAttemptCount')) +
-        countOf(read('retryAttemptCount')) +
-        countOf(read('manualResumeAttemptCount')),
-      runtimeGenerationId: generationOf(read('runtimeGenerationId')),
-      terminationOrigin: terminationOriginOf({
-        cancelOrigin: read('cancelOrigin'),
-        terminalTrigger: read('terminalTrigger'),
-      }),
-      terminalIntegrity: 'canonical',
-      terminalPersistence: { status: persistence, errorType: null },
-      posthogDelivery: { status: 'unknown', acknowledgement: 'unknown', attemptCount: 0, errorType: null },
-      unfinishedState: 'unknown',
-      duplicateTerminalCount: 0,
-      lateTerminalCount: 0,
-    },
-    {},
-  )
 }
 
 /** The verdict's state file failed to write (`errorType`: the core's class of the failure). */
