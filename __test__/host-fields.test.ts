@@ -4,7 +4,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { beforeEach, describe, expect, it } from 'vitest'
-import { makeRuns, sleep, STATUS_BODY_KEYS, useTempDirs } from './helpers'
+import { makeRuns, readStateFile, sleep, STATUS_BODY_KEYS, useTempDirs } from './helpers'
 
 const tempDir = useTempDirs('host-fields-')
 let tmp: string
@@ -13,7 +13,7 @@ beforeEach(() => {
 })
 
 const logged = (extra: Record<string, unknown> = {}) => makeRuns({ runsLogDir: tmp, ...extra }).runs
-const stateOf = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+const stateOf = (id: string) => readStateFile(tmp, id)
 const OD_OWNED = { storage: { kind: 'od-owned', baseDir: null }, provenance: null }
 
 describe('§22 the daemon fields of a run', () => {

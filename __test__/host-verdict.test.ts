@@ -6,7 +6,17 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { ends, FakeChild, fakeClient, fakeReq, fakeRes, makeRuns, runningWithChild, useTempDirs } from './helpers'
+import {
+  ends,
+  FakeChild,
+  fakeClient,
+  fakeReq,
+  fakeRes,
+  makeRuns,
+  readStateFile,
+  runningWithChild,
+  useTempDirs,
+} from './helpers'
 import { rendersQuestionForm } from '../lib/completeness.js'
 
 // lib/run.js through Node's own require: the module instance index.js uses.
@@ -25,7 +35,7 @@ afterEach(() => {
 })
 
 const logged = (extra: Record<string, unknown> = {}) => makeRuns({ runsLogDir: tmp, ...extra }).runs
-const stateOf = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+const stateOf = (id: string) => readStateFile(tmp, id)
 const lastEnd = (run: any) => run.events.at(-1)
 
 const FORM = [

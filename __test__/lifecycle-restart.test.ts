@@ -13,6 +13,7 @@ import {
   isWindows,
   makeRuns,
   readLines,
+  readStateFile,
   ROOT,
   sentIds,
   useTempDirs,
@@ -29,7 +30,7 @@ afterEach(() => {
 })
 
 const service = (extra: Record<string, unknown> = {}) => makeRuns({ runsLogDir: tmp, ...extra })
-const stateOf = (dir: string, id: string) => JSON.parse(fs.readFileSync(path.join(dir, id, 'state.json'), 'utf8'))
+const stateOf = readStateFile
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i)
 const RESTART_MESSAGE = 'Run interrupted because the daemon restarted.'
 

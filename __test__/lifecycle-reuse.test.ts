@@ -3,7 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { FakeChild, makeRuns, readLines, useTempDirs, waitFor } from './helpers'
+import { FakeChild, makeRuns, readLines, readStateFile, useTempDirs, waitFor } from './helpers'
 
 const tempDir = useTempDirs('lifecycle-reuse-')
 let tmp: string
@@ -14,7 +14,7 @@ afterEach(() => {
   vi.useRealTimers()
 })
 
-const stateOf = (id: string) => JSON.parse(fs.readFileSync(path.join(tmp, id, 'state.json'), 'utf8'))
+const stateOf = (id: string) => readStateFile(tmp, id)
 
 describe('LC-3: createOrReuse', () => {
   it("'created', then 'reused' for the same clientRequestId, 'conflict' when both fingerprints are set and differ", () => {

@@ -11,7 +11,7 @@ const { isTerminal, resolvedStatusBody } = require('./status.js')
 const { handOut, endClientsInOrder } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
-const { hostJson } = require('./state.js')
+const { hostJson, persist } = require('./state.js')
 const { addEndFacts, strategyRefutes } = require('./host-fields.js')
 const { settleUnfinishedWork } = require('./completeness.js')
 const terminalLifecycle = require('./terminal-lifecycle.js')
@@ -231,12 +231,12 @@ function notePersistence(ctx, run, s, verdictWrite) {
   const persisted = native.runStatePersistence(ctx.svc, s.slot)
   if (persisted === 'acknowledged') {
     if (record.terminalPersistence.status === 'failed') {
-      writeRecord(run, terminalLifecycle.persistenceAcknowledged(record))
+      writeRecord(run, terminalLifecycle.withPersistence(record, 'acknowledged', null))
       // (The file just written holds the failed record: it gets the one the run now has.)
-      native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+      persist(ctx, run, s)
     }
   } else if (persisted !== null && verdictWrite) {
-    writeRecord(run, terminalLifecycle.persistenceFailed(record, persisted))
+    writeRecord(run, terminalLifecycle.withPersistence(record, 'failed', persisted))
   }
 }
 
@@ -252,7 +252,7 @@ function noteTerminalClaim(ctx, run, s, status) {
   writeRecord(run, terminalLifecycle.claimRecorded(record, status === s.status ? 'duplicate' : 'late'))
   // (Until the 'end' record, the write at the 'end' takes it; after it, a client's send or end()
   // making the claim, it is written now.)
-  if (ctx.logging && !(s.finishing && s.endPending)) native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+  if (!(s.finishing && s.endPending)) persist(ctx, run, s)
 }
 
 /** FAL-1: an 'error' event, then the 'failed' verdict; nothing for a terminal run. */

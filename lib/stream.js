@@ -9,14 +9,18 @@ const { describe } = require('./describe.js')
 const { callHook, ignore, ignoreResult } = require('./hooks.js')
 
 /**
- * IMP-6: calls `target[method](...args)`; one broken client never breaks the run or the others
- * (a throw is swallowed, and so is the rejection of a promise it returns).
+ * IMP-6: calls `target[method](...args)` and returns what it returned (undefined when it threw);
+ * one broken client never breaks the run or the others (a throw is swallowed, and so is the
+ * rejection of a promise it returns).
  */
 function safeCall(target, method, ...args) {
   try {
-    ignoreResult(target[method](...args), ignore)
+    const result = target[method](...args)
+    ignoreResult(result, ignore)
+    return result
   } catch {
     // IMP-6: one broken client never breaks the run or the other clients.
+    return undefined
   }
 }
 
@@ -32,21 +36,9 @@ function fanOut(run, s, event, data, id) {
     // (Read per client: a send may register one, and Set iteration visits it.)
     const attachedAt = s.attachedAt
     if (attachedAt !== null && attachedAt.get(client) >= id) continue
-    if (!sendLive(client, event, data, id)) detach(run, s, client)
-  }
-}
-
-/**
- * IMP-6 for a live send; false when the client said it cannot take the record (its send returned
- * `false`: STR-10). A throw is swallowed (the client stays), as is a rejected promise.
- */
-function sendLive(client, event, data, id) {
-  try {
-    const result = client.send(event, data, id)
-    ignoreResult(result, ignore)
-    return result !== false
-  } catch {
-    return true
+    // STR-10: a client that says it cannot take the record (its send returned false) is
+    // detached; one whose send threw stays (IMP-6).
+    if (safeCall(client, 'send', event, data, id) === false) detach(run, s, client)
   }
 }
 
@@ -139,13 +131,13 @@ function endClientsInOrder(run, s) {
 
 /** FIN/DRP: ends and forgets every client of the run. */
 function endClients(run, s) {
-  s.subscribers = null
   const clients = run.clients
   // (An empty Set is left alone: clear() allocates a new table even then.)
-  if (!clients || clients.size === 0) return
-  for (const client of clients) safeCall(client, 'end')
-  clients.clear()
-  // (A client whose end() subscribed again, during a drop, is gone with the others.)
+  if (clients && clients.size !== 0) {
+    for (const client of clients) safeCall(client, 'end')
+    clients.clear()
+  }
+  // (After the end()s: a client whose end() subscribed again, during a drop, goes too.)
   s.subscribers = null
 }
 

@@ -83,14 +83,12 @@ function recordAtVerdict(run, persistence) {
   }
 }
 
-/** The verdict's state file failed to write (`errorType`: the core's class of the failure). */
-function persistenceFailed(record, errorType) {
-  return withChanges(record, { terminalPersistence: { status: 'failed', errorType } })
-}
-
-/** A later write of the state file reached the disk: the terminal state is on it after all. */
-function persistenceAcknowledged(record) {
-  return withChanges(record, { terminalPersistence: { status: 'acknowledged', errorType: null } })
+/**
+ * Whether the terminal state reached the disk: 'failed' with the core's class of the failure, or
+ * 'acknowledged' (errorType null) once a later write succeeded.
+ */
+function withPersistence(record, status, errorType) {
+  return withChanges(record, { terminalPersistence: { status, errorType } })
 }
 
 /**
@@ -144,8 +142,7 @@ function isRecord(value) {
 
 module.exports = {
   recordAtVerdict,
-  persistenceFailed,
-  persistenceAcknowledged,
+  withPersistence,
   claimRecorded,
   deliveryBegun,
   deliveryFinalized,

@@ -50,6 +50,11 @@ export function useTempDirs(prefix = 'chat-run-test-'): () => string {
   }
 }
 
+/** A run's state file under `runsLogDir`, parsed (SPEC LC-1). */
+export function readStateFile(runsLogDir: string, id: string): any {
+  return JSON.parse(fs.readFileSync(path.join(runsLogDir, id, 'state.json'), 'utf8'))
+}
+
 /** The non-empty lines of a file, or [] when it does not exist (yet). */
 export function readLines(file: string): string[] {
   if (!fs.existsSync(file)) return []

@@ -664,19 +664,15 @@ impl Service {
             return false;
         }
         let dir = run_dir(&target.path);
-        let json = match run.state_json() {
-            Ok(json) => json,
-            Err(error) => {
-                self.note_state_failure(slot, PersistenceFailure::SerializationFailed);
-                self.disk.stats.state_failed += 1;
-                self.log_shared.fail(0, || {
-                    let error = io::Error::other(error.to_string());
-                    LogFailure::io(dir.join(STATE_FILE), LogOperation::StateFile, &error)
-                });
-                return false;
-            }
+        let written = match run.state_json() {
+            Ok(json) => write_state_file(&dir, &json)
+                .map_err(|error| (PersistenceFailure::of(&error), error)),
+            Err(error) => Err((
+                PersistenceFailure::SerializationFailed,
+                io::Error::other(error.to_string()),
+            )),
         };
-        match write_state_file(&dir, &json) {
+        match written {
             Ok(old) => {
                 if let Some(old) = old {
                     // (Without a writer, the old content is freed here, as before.)
@@ -701,20 +697,16 @@ impl Service {
                 }
                 true
             }
-            Err(error) => {
-                self.note_state_failure(slot, PersistenceFailure::of(&error));
+            Err((failure, error)) => {
+                if let Ok(run) = self.run_mut(slot) {
+                    run.state_persistence = StatePersistence::Failed(failure);
+                }
                 self.disk.stats.state_failed += 1;
                 self.log_shared.fail(0, || {
                     LogFailure::io(dir.join(STATE_FILE), LogOperation::StateFile, &error)
                 });
                 false
             }
-        }
-    }
-
-    fn note_state_failure(&mut self, slot: u32, failure: PersistenceFailure) {
-        if let Ok(run) = self.run_mut(slot) {
-            run.state_persistence = StatePersistence::Failed(failure);
         }
     }
 
