@@ -125,6 +125,17 @@ export declare function flushAllLogsBlocking(): boolean
  */
 export declare function flushLogs(svc: number): Promise<void>
 
+/**
+ * A state-file write for the host: the file `path` of the run `id` (at `slot`) is to hold
+ * the JSON text `json`.
+ */
+export interface HostStateWrite {
+  slot: number
+  id: string
+  path: string
+  json: string
+}
+
 /** What `runHydrate` returns instead of a slot (LC-2). */
 export declare const enum HydrateMiss {
   /** No run with this id (or not a run id, or no `runsLogDir`, or an invalid state file). */
@@ -264,6 +275,12 @@ export declare function runFinishEnd(svc: number, slot: number, endData: string,
 
 /** `get(id)`: the registered run's slot, or -1 (`runHydrate` loads one from disk, LC-2). */
 export declare function runGet(svc: number, id: string): number
+
+/**
+ * How the host's write of a queued state file went: `error_type` null when it was written,
+ * else the failure's class as the host named it (an unknown name counts as `"unknown"`).
+ */
+export declare function runHostStateWriteOutcome(svc: number, slot: number, id: string, errorType?: string | undefined | null): void
 
 /**
  * `get(id)` past the registry (LC-2): the slot of the run loaded from disk (registered from
@@ -415,6 +432,19 @@ export declare function serviceDefaults(): string
  * queueFull, unserializable, afterClose } } }`.
  */
 export declare function serviceStats(svc: number): string
+
+/**
+ * The state-file writes queued for the host since the last call, oldest first; `null` when
+ * there is none (the common case: one check per native call of such a service).
+ */
+export declare function serviceTakeHostStateWrites(svc: number): Array<HostStateWrite> | null
+
+/**
+ * LC-1 with the host's `writeDurableState`: from now on the service's state-file writes are
+ * queued for the facade ([`service_take_host_state_writes`]) instead of written. Called once,
+ * at construction.
+ */
+export declare function serviceUseHostStateWriter(svc: number): void
 
 /** `shutdownActive()`: the registered non-terminal runs, in creation order. */
 export declare function shutdownSnapshot(svc: number): Array<number>

@@ -868,6 +868,24 @@ export type AnalyticsDeliveryResult = {
   errorType?: string | null
 }
 
+/**
+ * How a state-file write went (SPEC LC-1, LC-11): what `persistState` returns, and what the host's
+ * `writeDurableState` answers. `errorType` is the failure's class.
+ */
+export type DurableStateWriteResult =
+  | { ok: true }
+  | {
+      ok: false
+      errorType:
+        | 'permission_denied'
+        | 'read_only_storage'
+        | 'storage_full'
+        | 'storage_unavailable'
+        | 'serialization_failed'
+        | 'unknown'
+        | (string & {})
+    }
+
 // ---------------------------------------------------------------------------------------------
 // Options and method arguments
 // ---------------------------------------------------------------------------------------------
@@ -948,6 +966,14 @@ export interface ChatRunServiceOptions {
    * @defaultValue `[]`
    */
   durableFields?: readonly string[] | undefined
+  /**
+   * The host's writer of state files (SPEC LC-11): with `runsLogDir`, every `state.json` write is handed
+   * to it synchronously (the path and the state as an object) instead of written by the core. It went
+   * through unless the function throws, returns `{ ok: false, errorType }` or returns a promise. Not a
+   * function: `TypeError`.
+   */
+  writeDurableState?:
+    ((filePath: string, state: Record<string, unknown>) => DurableStateWriteResult | void) | null | undefined
   /**
    * The host's terminator of a process tree it identified (SPEC LC-9): cancel and shutdown of a run with
    * a `processTreeRoot` (or one being identified, or requiring verification) call it instead of
@@ -1135,8 +1161,11 @@ export interface ChatRunService {
    * run is not terminal (SPEC LC-4).
    */
   readonly prepareRestart: <R extends ChatRun>(run: R) => R | null
-  /** Writes the run's `state.json` now, with the host's durable fields (SPEC LC-1); a no-op without logging. */
-  readonly persistState: (run: ChatRun | null | undefined) => void
+  /**
+   * Writes the run's `state.json` now, with the host's durable fields, and says how it went (SPEC LC-1):
+   * `{ ok: false, errorType: 'storage_unavailable' }` without logging, for a dropped or a falsy run.
+   */
+  readonly persistState: (run: ChatRun | null | undefined) => DurableStateWriteResult
   /** Sets `run.analyticsRecovery` to `{ context, properties, insertId }` and persists it (SPEC HF-7). */
   readonly setAnalyticsRecovery: (run: ChatRun | null | undefined, recovery: AnalyticsRecoveryInput) => void
   /** Stamps `run.analyticsRecovery.completedAt` (now) and persists it; nothing without one (SPEC HF-7). */

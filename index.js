@@ -12,6 +12,7 @@
 //   registry.js   create, get, list (loading runs from runsLogDir: LC-2), eviction
 //   durable.js    persistState, createOrReuse, prepareRestart, the resume reservation (LC-1, LC-3, LC-4, LC-10)
 //   state.js      the host's values of a run's state.json, as one JSON text for the core
+//   state-writer.js the host's writeDurableState: the core's state-file writes handed to it (LC-11)
 //   hooks.js      the host's hooks (LC-6), each call isolated
 //   emit.js       emit and the error fields of an 'error' event
 //   lifecycle.js  start, finish, fail, wait, drop
@@ -61,6 +62,7 @@ const { acknowledgeArtifactDelivery } = require('./lib/delivery.js')
 const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require('./lib/status.js')
 const { watchProcessExit } = require('./lib/exit.js')
 const { releaseWhenCollected } = require('./lib/release.js')
+const { useHostWriter } = require('./lib/state-writer.js')
 
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
 // itself to exactly its 31 methods).
@@ -160,6 +162,7 @@ function createChatRunService(options) {
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   releaseWhenCollected(ctx)
+  if (ctx.logging && ctx.opts.writeDurableState !== null) useHostWriter(ctx)
   if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)
   // IMP-4, LC-7: process.exit() or a crash of the host still writes what was emitted before it,
   // and ends the process trees a cancel or shutdown was tearing down.

@@ -528,7 +528,8 @@ describe.each(MODES)('the lifecycle methods with odd input ($mode)', ({ logged }
       expect(() => runs.persistState(bad)).toThrow(/persistState\(run\): expected a run object/)
     }
     expect(() => runs.prepareRestart(null)).toThrow(TypeError)
-    for (const falsy of [null, undefined, 0, '']) expect(runs.persistState(falsy)).toBeUndefined()
+    for (const falsy of [null, undefined, 0, ''])
+      expect(runs.persistState(falsy)).toEqual({ ok: false, errorType: 'storage_unavailable' })
     // A host value the state file cannot hold is left out, never thrown.
     const run = runs.create({ workspaceScope: { big: 10n } })
     run.failureDetail = { big: 10n }

@@ -61,7 +61,8 @@ describe('§1 Module surface (MOD)', () => {
     expect(runs.finish(other, 'succeeded', 0, null)).toBeUndefined()
     expect(runs.fail(runs.create(), 'C', 'm')).toBeUndefined()
     expect(runs.drop(runs.create())).toBeUndefined()
-    expect(runs.persistState(other)).toBeUndefined()
+    // LC-1: how the write went (no runsLogDir here: nothing is written).
+    expect(runs.persistState(other)).toEqual({ ok: false, errorType: 'storage_unavailable' })
     expect(runs.prepareRestart(other)).toBe(other)
     expect(runs.createOrReuse({ clientRequestId: 'r' })).toMatchObject({ kind: 'created' })
   })
@@ -160,7 +161,10 @@ describe('§1 Module surface (MOD)', () => {
     expect(d.status).toBe('canceled')
     expect(list()).toEqual([a, b])
     const { createOrReuse, prepareRestart, persistState } = runs
-    expect([a, b].map(persistState)).toEqual([undefined, undefined])
+    expect([a, b].map(persistState)).toEqual([
+      { ok: false, errorType: 'storage_unavailable' },
+      { ok: false, errorType: 'storage_unavailable' },
+    ])
     expect([a, b].map(prepareRestart)).toEqual([a, b])
     const [made]: any[] = [{ clientRequestId: 'x' }].map(createOrReuse)
     expect(made.kind).toBe('created')

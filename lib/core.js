@@ -3,10 +3,15 @@
 // file, never loader.js. Each binding function is wrapped so that the emits staged in JS
 // (lib/staging.js, SPEC BND-6) reach the core before the call does: whatever the core is asked
 // next (a read, a transition, a flush barrier) sees every record emitted before it, in order.
-// The numeric enums (TextField, ...) are passed through as they are.
+// The numeric enums (TextField, ...) are passed through as they are. A service whose host writes
+// its state files has them handed over after each call (setAfterCall).
 
 const binding = require('../loader.js')
 const { hasStaged, flushStaged } = require('./staging.js')
+
+// Called after every binding call while set (lib/state-writer.js: the state-file writes a
+// service with the host's writeDurableState queued during the call). Never throws.
+let afterCall = null
 
 const core = {}
 for (const [name, value] of Object.entries(binding)) {
@@ -16,8 +21,20 @@ for (const [name, value] of Object.entries(binding)) {
   }
   core[name] = function () {
     if (hasStaged()) flushStaged()
-    return value.apply(undefined, arguments)
+    if (afterCall === null) return value.apply(undefined, arguments)
+    try {
+      return value.apply(undefined, arguments)
+    } finally {
+      afterCall()
+    }
   }
 }
+
+/** Sets (a function) or clears (null) what runs after every binding call. */
+function setAfterCall(fn) {
+  afterCall = fn
+}
+
+core.setAfterCall = setAfterCall
 
 module.exports = core

@@ -9,7 +9,7 @@ const { describe } = require('./describe.js')
 const { isTerminal } = require('./status.js')
 const { create, hydrate, unreadableError, displaceHydratedCopy, reinstate } = require('./registry.js')
 const { emit } = require('./emit.js')
-const { hostJson, persist } = require('./state.js')
+const { hostJson, persist, persistResult } = require('./state.js')
 const { clearFailure, forgetAttempt, clearRetryRestart, isAttemptNumber } = require('./host-fields.js')
 const terminalLifecycle = require('./terminal-lifecycle.js')
 const telemetryDelivery = require('./telemetry-delivery.js')
@@ -18,10 +18,13 @@ const { RunLookup } = native
 
 const EMPTY = Object.freeze({})
 
-/** LC-1: writes the run's state file now (nothing without logging; a falsy `run` is a no-op). */
+/**
+ * LC-1: writes the run's state file now and says how it went (`{ ok: false, errorType:
+ * 'storage_unavailable' }` without logging or for a falsy `run`).
+ */
 function persistState(ctx, run) {
-  if (!run) return
-  persist(ctx, run, own(ctx, run, 'persistState'))
+  if (!run) return { ok: false, errorType: 'storage_unavailable' }
+  return persistResult(ctx, run, own(ctx, run, 'persistState'))
 }
 
 /**

@@ -22,12 +22,12 @@ function reasonOf(err) {
   }
 }
 
-/** Reports the first hook failure of a service; later ones are only swallowed. */
-function reportHookError(ctx, name, err) {
+/** Reports the first hook failure of a service (what it did: `failure`); later ones are only swallowed. */
+function reportHookError(ctx, name, err, failure = 'threw') {
   if (ctx.hookErrorReported) return
   ctx.hookErrorReported = true
   process.emitWarning(
-    `chat-run-service: the ${name} hook threw (${reasonOf(err)}); the service went on, and further hook errors of this service are swallowed silently`,
+    `chat-run-service: the ${name} hook ${failure} (${reasonOf(err)}); the service went on, and further hook errors of this service are swallowed silently`,
     { code: 'CHAT_RUN_HOOK_ERROR' },
   )
 }
@@ -73,4 +73,4 @@ function finalize(ctx, run) {
   callHook(ctx, 'onFinalize', fn)
 }
 
-module.exports = { callHook, finalize, ignore, ignoreResult, reasonOf }
+module.exports = { callHook, finalize, ignore, ignoreResult, reasonOf, reportHookError }

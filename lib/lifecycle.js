@@ -145,7 +145,7 @@ function applyFinish(ctx, run, s, status, code, signal) {
   )
   if (!applied) return
   syncVerdict(s, status, code, signal, now)
-  if (terminal && ctx.logging) notePersistence(ctx, run, s, true)
+  const verdictWriteFailed = terminal && ctx.logging && notePersistence(ctx, run, s, true)
   const hostWritesAtVerdict = s.hostWrites
   if (terminal) {
     callHook(ctx, 'onTerminal', onTerminal, run, status, now)
@@ -182,13 +182,23 @@ function applyFinish(ctx, run, s, status, code, signal) {
   syncEnded(s, endId, endAt)
   // The state file's second write runs inside the 'end' record's hand-out, before its fan-out:
   // what the host's code it runs (a durable field's getter) emits reaches the clients after it.
+  // It is made when the verdict's write failed too (HF-20: the record it writes says
+  // 'acknowledged', and stays so if this write goes through), and always for a host writer
+  // (LC-11: the host sees each of the verdict's writes, as upstream makes them).
   const persistAtEnd =
     ctx.logging && terminal
       ? () => {
+          if (verdictWriteFailed) acknowledgeRecord(run)
           const hostAtEnd = hostJson(ctx, run)
-          if (hooksEmitted || hostAtEnd !== hostAtVerdict || s.hostWrites !== hostWritesAtVerdict) {
+          if (
+            hooksEmitted ||
+            verdictWriteFailed ||
+            ctx.opts.writeDurableState !== null ||
+            hostAtEnd !== hostAtVerdict ||
+            s.hostWrites !== hostWritesAtVerdict
+          ) {
             native.runPersistState(ctx.svc, s.slot, hostAtEnd)
-            notePersistence(ctx, run, s, false)
+            notePersistence(ctx, run, s, verdictWriteFailed)
           }
         }
       : null
@@ -219,25 +229,26 @@ function recordOf(run) {
 }
 
 /**
- * HF-20: after a write of the verdict's state file, the record says whether the terminal state
- * reached the disk: the verdict's own write failing marks it failed (with the class of the
- * failure); the write at its 'end' succeeding marks a failed one acknowledged (the terminal state
- * is on disk after all; the file gets that record too), and failing changes nothing (the
- * verdict's write already holds it).
+ * HF-20: after a write of the terminal state, the record says whether that state reached the
+ * disk. Each such write is made with a record that says 'acknowledged'; when it fails and no
+ * earlier write of the terminal state went through (`noneBefore`: the verdict's own write, or
+ * the write at its 'end' after a failed one), the record says 'failed', with the failure's
+ * class. True when it says so.
  */
-function notePersistence(ctx, run, s, verdictWrite) {
+function notePersistence(ctx, run, s, noneBefore) {
   const record = recordOf(run)
-  if (record === null) return
+  if (record === null || !noneBefore) return false
   const persisted = native.runStatePersistence(ctx.svc, s.slot)
-  if (persisted === 'acknowledged') {
-    if (record.terminalPersistence.status === 'failed') {
-      writeRecord(run, terminalLifecycle.withPersistence(record, 'acknowledged', null))
-      // (The file just written holds the failed record: it gets the one the run now has.)
-      persist(ctx, run, s)
-    }
-  } else if (persisted !== null && verdictWrite) {
-    writeRecord(run, terminalLifecycle.withPersistence(record, 'failed', persisted))
-  }
+  if (persisted === null || persisted === 'acknowledged') return false
+  writeRecord(run, terminalLifecycle.withPersistence(record, 'failed', persisted))
+  return true
+}
+
+// HF-20: before the write at the 'end' that follows a failed one, the record says
+// 'acknowledged', as the file that write makes holds.
+function acknowledgeRecord(run) {
+  const record = recordOf(run)
+  if (record !== null) writeRecord(run, terminalLifecycle.withPersistence(record, 'acknowledged', null))
 }
 
 /**

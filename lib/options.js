@@ -70,6 +70,8 @@ function readOptions(options) {
     // LC-9: the host's terminator of a process tree it identified (a function, or none).
     terminateProcessTree: optionHook(o, 'terminateProcessTree'),
     durableFields: optionDurableFields(o),
+    // LC-11: the host's writer of state files (a function, or none: the core writes them).
+    writeDurableState: optionHook(o, 'writeDurableState'),
   }
 }
 
@@ -87,6 +89,7 @@ const OPTION_KEYS = [
   'onStatusBody',
   'terminateProcessTree',
   'durableFields',
+  'writeDurableState',
 ]
 
 // OPT-2: the options as plain values. One whose reading throws (its getter, a Proxy trap, a

@@ -7,6 +7,7 @@
 // an ordinary emit never builds it. See docs/ARCHITECTURE.md, "The state file".
 
 const native = require('./core.js')
+const { handingOver } = require('./state-writer.js')
 const { nonEmptyString } = require('./convert.js')
 const {
   addDurable,
@@ -104,9 +105,30 @@ function createdHostJson(meta, externalPluginAnalytics) {
   }
 }
 
-/** LC-1: writes the run's state file now, with its host values (nothing without logging). */
+/**
+ * LC-1: writes the run's state file now, with its host values (nothing without logging). True
+ * when it was written (or handed to the host's writer, LC-11).
+ */
 function persist(ctx, run, s) {
-  if (ctx.logging) native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+  return ctx.logging && native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+}
+
+/**
+ * `persistState`'s result (upstream's shape): `{ ok: true }` when the file holds the run's state
+ * now, else `{ ok: false, errorType }` with the class of the failure (`'storage_unavailable'`:
+ * no `runsLogDir`, or a run that is not kept any more).
+ */
+function persistResult(ctx, run, s) {
+  if (ctx.logging && !s.dropped) {
+    const written = persist(ctx, run, s)
+    // LC-11: from inside the host's writer, this write is handed over after the one it is making.
+    if (written && handingOver()) return { ok: false, errorType: 'unknown' }
+    // (A write not made now failed now: its class is the run's.)
+    const persisted = native.runStatePersistence(ctx.svc, s.slot)
+    if (written && persisted === 'acknowledged') return { ok: true }
+    if (persisted !== null && persisted !== 'acknowledged') return { ok: false, errorType: persisted }
+  }
+  return { ok: false, errorType: 'storage_unavailable' }
 }
 
 /**
@@ -144,4 +166,4 @@ function applyHostFields(ctx, run, state) {
   return restoreTreeIdentity(run, state)
 }
 
-module.exports = { STATE_KEYS, extraDurableFields, hostJson, createdHostJson, persist, applyHostFields }
+module.exports = { STATE_KEYS, extraDurableFields, hostJson, createdHostJson, persist, persistResult, applyHostFields }

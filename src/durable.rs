@@ -114,6 +114,65 @@ pub fn run_persist_state(env: &Env, svc: u32, slot: u32, host: Option<String>) -
         .map_err(map_error)
 }
 
+/// LC-1 with the host's `writeDurableState`: from now on the service's state-file writes are
+/// queued for the facade ([`service_take_host_state_writes`]) instead of written. Called once,
+/// at construction.
+#[napi]
+pub fn service_use_host_state_writer(env: &Env, svc: u32) -> Result<()> {
+    service(env, svc)?.use_host_state_writer();
+    Ok(())
+}
+
+/// A state-file write for the host: the file `path` of the run `id` (at `slot`) is to hold
+/// the JSON text `json`.
+#[napi(object)]
+pub struct HostStateWrite {
+    pub slot: u32,
+    pub id: String,
+    pub path: String,
+    pub json: String,
+}
+
+/// The state-file writes queued for the host since the last call, oldest first; `null` when
+/// there is none (the common case: one check per native call of such a service).
+#[napi]
+pub fn service_take_host_state_writes(env: &Env, svc: u32) -> Result<Option<Vec<HostStateWrite>>> {
+    let writes = service(env, svc)?.take_host_state_writes();
+    if writes.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        writes
+            .into_iter()
+            .map(|write| HostStateWrite {
+                slot: write.slot,
+                id: write.id,
+                path: write.path.to_string_lossy().into_owned(),
+                json: write.json,
+            })
+            .collect(),
+    ))
+}
+
+/// How the host's write of a queued state file went: `error_type` null when it was written,
+/// else the failure's class as the host named it (an unknown name counts as `"unknown"`).
+#[napi]
+pub fn run_host_state_write_outcome(
+    env: &Env,
+    svc: u32,
+    slot: u32,
+    id: String,
+    error_type: Option<String>,
+) -> Result<()> {
+    use chat_run_core::durable::state::PersistenceFailure;
+    let outcome = match error_type {
+        None => Ok(()),
+        Some(name) => Err(PersistenceFailure::from_name(&name)),
+    };
+    service(env, svc)?.host_state_write_outcome(slot, &id, outcome);
+    Ok(())
+}
+
 /// HF-20: how the run's last state-file write went: `null` when none was attempted, else
 /// `"acknowledged"` or the failure's class (`"storage_full"`, `"permission_denied"`, ...).
 #[napi]

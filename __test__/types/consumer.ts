@@ -35,6 +35,7 @@ import {
   type TerminalRunStatus,
   type TerminalTrigger,
   type TerminalLifecycle,
+  type DurableStateWriteResult,
   type ToolBundle,
   type ToolBundleSummary,
 } from '../../index.js'
@@ -725,8 +726,18 @@ const attempts: number | undefined = lifecycleRecord?.posthogDelivery.attemptCou
 void attempts
 // @ts-expect-error an attempt is a number
 runs.reserveRestartAttempt(run, '1')
-runs.persistState(run)
+const persisted: DurableStateWriteResult = runs.persistState(run)
+if (!persisted.ok) console.warn(`state not written: ${persisted.errorType}`)
 runs.persistState(null)
+createChatRunService({
+  createSseResponse: () => ({ send: () => true, end: () => {}, cleanup: () => {} }),
+  createSseErrorPayload: (code: string, message: string) => ({ error: { code, message } }),
+  runsLogDir: '/tmp/runs',
+  writeDurableState: (filePath: string, state: Record<string, unknown>) =>
+    state.status === 'failed' && filePath.endsWith('state.json')
+      ? { ok: false, errorType: 'storage_full' }
+      : { ok: true },
+})
 const trigger: TerminalTrigger | null = run.terminalTrigger
 const terminalAt: number | null = run.terminalAt
 run.onFinalize = () => {}

@@ -232,6 +232,8 @@ pub struct Service {
     pub(crate) after_close: u64,
     /// The process table the teardowns of this service read (LC-7), scans shared briefly.
     pub(crate) processes: crate::tree::SharedTable,
+    /// With a host writer of state files (LC-1): the writes it has not been handed yet.
+    pub(crate) host_state_writes: Option<Vec<crate::durable::state::HostStateWrite>>,
 }
 
 /// A service that goes away (its JS object collected, or its environment torn down: a worker
@@ -267,6 +269,7 @@ impl Service {
             unserializable: 0,
             after_close: 0,
             processes: crate::tree::SharedTable::default(),
+            host_state_writes: None,
         }
     }
 

@@ -106,6 +106,18 @@ pub enum PersistenceFailure {
 }
 
 impl PersistenceFailure {
+    /// The class a host's writer named (`"storage_full"`, ...); any other name is `Unknown`.
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "permission_denied" => Self::PermissionDenied,
+            "read_only_storage" => Self::ReadOnlyStorage,
+            "storage_full" => Self::StorageFull,
+            "storage_unavailable" => Self::StorageUnavailable,
+            "serialization_failed" => Self::SerializationFailed,
+            _ => Self::Unknown,
+        }
+    }
+
     /// The class of an I/O error of the write.
     pub fn of(error: &io::Error) -> Self {
         use io::ErrorKind as Kind;
@@ -411,6 +423,30 @@ fn with_always_written(extra: &Map<String, Value>) -> Option<Map<String, Value>>
     Some(filled)
 }
 
+/// What a restart would not read back is not written (the previous file stays).
+fn check_state_size(json: &str) -> io::Result<()> {
+    let size = json.len() as u64 + 1;
+    if size > MAX_STATE_FILE_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the run's state is {size} bytes, more than the {MAX_STATE_FILE_BYTES} a restart reads back (the host's durable fields are too large)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A state-file write the host makes (LC-1 with a host writer): the file `path` of the run
+/// `id` at `slot` is to hold `json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostStateWrite {
+    pub slot: u32,
+    pub id: String,
+    pub path: PathBuf,
+    pub json: String,
+}
+
 /// Writes `json` and a newline as `<dir>/state.json`, atomically: a temp file
 /// `state.json.<pid>.<uuid>.tmp` (mode 0600) in the same directory, then moved over the old
 /// file. The directory is created when missing. A failed write removes its temp file. Not
@@ -430,16 +466,7 @@ fn with_always_written(extra: &Map<String, Value>) -> Option<Map<String, Value>>
 /// handle is dropped, which the service does on its log writer's thread
 /// ([`crate::log_writer::LogWriter::release`]). `None` when there is nothing to release.
 pub fn write_state_file(dir: &Path, json: &str) -> io::Result<Option<fs::File>> {
-    // What a restart would not read back is not written (the previous file stays).
-    let size = json.len() as u64 + 1;
-    if size > MAX_STATE_FILE_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "the run's state is {size} bytes, more than the {MAX_STATE_FILE_BYTES} a restart reads back (the host's durable fields are too large)"
-            ),
-        ));
-    }
+    check_state_size(json)?;
     let mut uuid = uuid::Uuid::encode_buffer();
     let tmp = dir.join(format!(
         "{STATE_FILE}.{}.{}.tmp",
@@ -652,7 +679,8 @@ impl Service {
     }
 
     /// Writes the run's state file; false when nothing was written (no log, dropped, or the
-    /// write failed, which is counted and reported).
+    /// write failed, which is counted and reported). With a host writer
+    /// ([`Service::use_host_state_writer`]) the write is queued for the host instead, and true.
     pub(crate) fn write_state(&mut self, slot: u32) -> bool {
         let Ok(run) = self.run(slot) else {
             return false;
@@ -664,14 +692,39 @@ impl Service {
             return false;
         }
         let dir = run_dir(&target.path);
-        let written = match run.state_json() {
-            Ok(json) => write_state_file(&dir, &json)
-                .map_err(|error| (PersistenceFailure::of(&error), error)),
-            Err(error) => Err((
+        let json = run.state_json().map_err(|error| {
+            (
                 PersistenceFailure::SerializationFailed,
                 io::Error::other(error.to_string()),
-            )),
-        };
+            )
+        });
+        if self.host_state_writes.is_some() {
+            let id = run.id.to_string();
+            let json = json.and_then(|json| match check_state_size(&json) {
+                Ok(()) => Ok(json),
+                Err(error) => Err((PersistenceFailure::of(&error), error)),
+            });
+            let json = match json {
+                Ok(json) => json,
+                Err((failure, error)) => {
+                    self.state_write_failed(slot, &dir, failure, &error);
+                    return false;
+                }
+            };
+            let write = HostStateWrite {
+                slot,
+                id,
+                path: dir.join(STATE_FILE),
+                json,
+            };
+            if let Some(outbox) = self.host_state_writes.as_mut() {
+                outbox.push(write);
+            }
+            return true;
+        }
+        let written = json.and_then(|json| {
+            write_state_file(&dir, &json).map_err(|error| (PersistenceFailure::of(&error), error))
+        });
         match written {
             Ok(old) => {
                 if let Some(old) = old {
@@ -684,28 +737,87 @@ impl Service {
                 target
                     .dir_ready
                     .store(true, std::sync::atomic::Ordering::Relaxed);
-                if let Ok(run) = self.run_mut(slot) {
-                    run.state_persistence = StatePersistence::Acknowledged;
-                }
-                self.disk.stats.state_written += 1;
-                // (A run the index sweep forgot while its directory was missing goes back in.)
-                if let Some(run) = self.run(slot).ok().filter(|run| self.disk.lacks(&run.id)) {
-                    let (id, project_id, keys) =
-                        (run.id.clone(), run.project_id.clone(), run.keys.clone());
-                    let created_at = run.created_at;
-                    self.disk.add(&id, project_id, keys, created_at);
-                }
+                self.state_write_acknowledged(slot);
                 true
             }
             Err((failure, error)) => {
-                if let Ok(run) = self.run_mut(slot) {
-                    run.state_persistence = StatePersistence::Failed(failure);
-                }
-                self.disk.stats.state_failed += 1;
-                self.log_shared.fail(0, || {
-                    LogFailure::io(dir.join(STATE_FILE), LogOperation::StateFile, &error)
-                });
+                self.state_write_failed(slot, &dir, failure, &error);
                 false
+            }
+        }
+    }
+
+    fn state_write_acknowledged(&mut self, slot: u32) {
+        if let Ok(run) = self.run_mut(slot) {
+            run.state_persistence = StatePersistence::Acknowledged;
+        }
+        self.disk.stats.state_written += 1;
+        // (A run the index sweep forgot while its directory was missing goes back in.)
+        if let Some(run) = self.run(slot).ok().filter(|run| self.disk.lacks(&run.id)) {
+            let (id, project_id, keys) = (run.id.clone(), run.project_id.clone(), run.keys.clone());
+            let created_at = run.created_at;
+            self.disk.add(&id, project_id, keys, created_at);
+        }
+    }
+
+    fn state_write_failed(
+        &mut self,
+        slot: u32,
+        dir: &Path,
+        failure: PersistenceFailure,
+        error: &io::Error,
+    ) {
+        if let Ok(run) = self.run_mut(slot) {
+            run.state_persistence = StatePersistence::Failed(failure);
+        }
+        self.disk.stats.state_failed += 1;
+        self.log_shared.fail(0, || {
+            LogFailure::io(dir.join(STATE_FILE), LogOperation::StateFile, error)
+        });
+    }
+
+    /// LC-1 with a host writer (the facade's `writeDurableState` option): from now on every
+    /// state-file write of this service is queued for the host ([`Service::take_host_state_writes`])
+    /// and its outcome comes back through [`Service::host_state_write_outcome`]. Called once,
+    /// before the first run exists.
+    pub fn use_host_state_writer(&mut self) {
+        if self.host_state_writes.is_none() {
+            self.host_state_writes = Some(Vec::new());
+        }
+    }
+
+    /// The state-file writes queued for the host since the last call, oldest first (none
+    /// without a host writer).
+    pub fn take_host_state_writes(&mut self) -> Vec<HostStateWrite> {
+        self.host_state_writes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// How the host's write of a queued state file went: `Ok` when the file holds it, else the
+    /// failure's class. Counted and reported as a write of the core's own; an outcome for a run
+    /// no longer at `slot` (dropped, its slot reused) changes nothing.
+    pub fn host_state_write_outcome(
+        &mut self,
+        slot: u32,
+        id: &str,
+        outcome: Result<(), PersistenceFailure>,
+    ) {
+        let Some(dir) = self
+            .run(slot)
+            .ok()
+            .filter(|run| &*run.id == id)
+            .and_then(|run| run.log.as_ref().map(|target| run_dir(&target.path)))
+        else {
+            return;
+        };
+        match outcome {
+            Ok(()) => self.state_write_acknowledged(slot),
+            Err(failure) => {
+                let error =
+                    io::Error::other(format!("the host's writeDurableState reported {failure}"));
+                self.state_write_failed(slot, &dir, failure, &error);
             }
         }
     }
@@ -881,6 +993,64 @@ mod tests {
         assert_eq!(state["agentId"], serde_json::json!("a"));
         assert_eq!(state["model"], serde_json::json!("m"));
         assert!(state.get("output").is_none(), "{state}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_1_a_host_writer_is_handed_each_write_and_its_outcome_is_the_runs() {
+        use crate::service::CreateMeta;
+        use crate::test_support::{log_dir, service};
+        let (dir, layout) = log_dir("state-host-writer");
+        let mut svc = service(Some(10), Some(layout));
+        svc.use_host_state_writer();
+        let created = svc.create(CreateMeta::default(), 1.0);
+        let writes = svc.take_host_state_writes();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].slot, created.slot);
+        assert_eq!(writes[0].id, &*created.id);
+        assert_eq!(writes[0].path, dir.join(&created.id).join(STATE_FILE));
+        let state: Value = serde_json::from_str(&writes[0].json).unwrap();
+        assert_eq!(state["id"], serde_json::json!(&*created.id));
+        assert_eq!(state["status"], serde_json::json!("queued"));
+        assert!(!writes[0].path.exists(), "the core writes nothing itself");
+        assert!(
+            svc.take_host_state_writes().is_empty(),
+            "each write is handed once"
+        );
+        assert_eq!(
+            svc.state(created.slot).unwrap().state_persistence,
+            StatePersistence::NotWritten
+        );
+        svc.host_state_write_outcome(created.slot, &created.id, Ok(()));
+        assert_eq!(
+            svc.state(created.slot).unwrap().state_persistence,
+            StatePersistence::Acknowledged
+        );
+        assert_eq!(svc.disk.stats.state_written, 1);
+
+        svc.persist_state(created.slot).unwrap();
+        let write = svc.take_host_state_writes().remove(0);
+        // An outcome for another run (a stale slot) changes nothing.
+        svc.host_state_write_outcome(
+            created.slot,
+            "22222222-2222-4222-8222-222222222222",
+            Err(PersistenceFailure::StorageFull),
+        );
+        assert_eq!(svc.disk.stats.state_failed, 0);
+        svc.host_state_write_outcome(
+            write.slot,
+            &write.id,
+            Err(PersistenceFailure::from_name("storage_full")),
+        );
+        assert_eq!(
+            svc.state(created.slot).unwrap().state_persistence,
+            StatePersistence::Failed(PersistenceFailure::StorageFull)
+        );
+        assert_eq!(svc.disk.stats.state_failed, 1);
+        assert_eq!(
+            PersistenceFailure::from_name("disk on fire"),
+            PersistenceFailure::Unknown
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
