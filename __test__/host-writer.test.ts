@@ -204,6 +204,20 @@ describe('LC-11: the host writes the state files', () => {
     expect(readStateFile(tmp, running.id)).toMatchObject({ status: 'failed', errorCode: 'DAEMON_RESTARTED' })
   })
 
+  it("LC-10: a reservation the host's writer could not write is not made", () => {
+    let fail = false
+    const { runs, writes } = withWriter(() => (fail ? { ok: false, errorType: 'storage_full' } : { ok: true }))
+    const run = runs.create({})
+    runs.finish(run, 'failed', 1, null)
+    expect(runs.reserveRestartAttempt(run, 1)).toBe(true)
+    expect(run.pendingManualResumeAttemptCount).toBe(1)
+    fail = true
+    const before = writes.length
+    expect(runs.reserveRestartAttempt(run, 2)).toBe(false)
+    expect(writes).toHaveLength(before + 1)
+    expect(run.pendingManualResumeAttemptCount).toBe(1)
+  })
+
   it('without runsLogDir the writer is never called; a value that is not a function is a TypeError', () => {
     const writer = vi.fn(() => ({ ok: true }))
     const { runs } = makeRuns({ writeDurableState: writer })

@@ -9,7 +9,7 @@ const { describe } = require('./describe.js')
 const { isTerminal } = require('./status.js')
 const { create, hydrate, unreadableError, displaceHydratedCopy, reinstate } = require('./registry.js')
 const { emit } = require('./emit.js')
-const { hostJson, persist, persistResult } = require('./state.js')
+const { hostJson, persist, persistResult, writtenThrough } = require('./state.js')
 const { clearFailure, forgetAttempt, clearRetryRestart, isAttemptNumber } = require('./host-fields.js')
 const terminalLifecycle = require('./terminal-lifecycle.js')
 const telemetryDelivery = require('./telemetry-delivery.js')
@@ -234,7 +234,8 @@ function reserveRestartAttempt(ctx, run, executionAttempt) {
   if (!ctx.logging) return true
   // (Without the host's text the core would write the file it had, without the reservation.)
   const host = hostJson(ctx, run)
-  if (host !== undefined && native.runPersistState(ctx.svc, s.slot, host)) return true
+  // (From inside the host's writer, LC-11, the write follows: the reservation stands.)
+  if (host !== undefined && writtenThrough(ctx, s, native.runPersistState(ctx.svc, s.slot, host)) !== false) return true
   if (had) run[PENDING] = previous
   else delete run[PENDING]
   return false

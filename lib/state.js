@@ -114,21 +114,34 @@ function persist(ctx, run, s) {
 }
 
 /**
+ * Whether a write the core accepted (`queued`: the native call's answer) reached the file: the
+ * core's own writer answers at once; a host writer's answer (LC-11) is the run's persistence
+ * once it was handed over after the call, and unknown from inside the host's function (null).
+ */
+function writtenThrough(ctx, s, queued) {
+  if (!queued) return false
+  if (ctx.opts.writeDurableState === null) return true
+  if (handingOver()) return null
+  return native.runStatePersistence(ctx.svc, s.slot) === 'acknowledged'
+}
+
+/**
  * `persistState`'s result (upstream's shape): `{ ok: true }` when the file holds the run's state
  * now, else `{ ok: false, errorType }` with the class of the failure (`'storage_unavailable'`:
- * no `runsLogDir`, or a run that is not kept any more).
+ * no `runsLogDir`, or a run that is not kept any more; `'unknown'` from inside the host's writer,
+ * whose write of it follows the one it is making, LC-11).
  */
 function persistResult(ctx, run, s) {
-  if (ctx.logging && !s.dropped) {
-    const written = persist(ctx, run, s)
-    // LC-11: from inside the host's writer, this write is handed over after the one it is making.
-    if (written && handingOver()) return { ok: false, errorType: 'unknown' }
-    // (A write not made now failed now: its class is the run's.)
-    const persisted = native.runStatePersistence(ctx.svc, s.slot)
-    if (written && persisted === 'acknowledged') return { ok: true }
-    if (persisted !== null && persisted !== 'acknowledged') return { ok: false, errorType: persisted }
+  if (!ctx.logging || s.dropped) return { ok: false, errorType: 'storage_unavailable' }
+  const written = writtenThrough(ctx, s, persist(ctx, run, s))
+  if (written === true) return { ok: true }
+  if (written === null) return { ok: false, errorType: 'unknown' }
+  // (A write that did not go through failed now: its class is the run's.)
+  const persisted = native.runStatePersistence(ctx.svc, s.slot)
+  return {
+    ok: false,
+    errorType: persisted !== null && persisted !== 'acknowledged' ? persisted : 'storage_unavailable',
   }
-  return { ok: false, errorType: 'storage_unavailable' }
 }
 
 /**
@@ -166,4 +179,13 @@ function applyHostFields(ctx, run, state) {
   return restoreTreeIdentity(run, state)
 }
 
-module.exports = { STATE_KEYS, extraDurableFields, hostJson, createdHostJson, persist, persistResult, applyHostFields }
+module.exports = {
+  STATE_KEYS,
+  extraDurableFields,
+  hostJson,
+  createdHostJson,
+  persist,
+  persistResult,
+  writtenThrough,
+  applyHostFields,
+}
