@@ -62,7 +62,7 @@ const { acknowledgeArtifactDelivery } = require('./lib/delivery.js')
 const { TERMINAL_RUN_STATUSES, isTerminal, statusBody, serviceStats } = require('./lib/status.js')
 const { watchProcessExit } = require('./lib/exit.js')
 const { releaseWhenCollected } = require('./lib/release.js')
-const { useHostWriter } = require('./lib/state-writer.js')
+const { useHostWriter, handOver } = require('./lib/state-writer.js')
 
 // service object -> its context, for getChatRunServiceStats (MOD-2 keeps the service object
 // itself to exactly its 31 methods).
@@ -85,6 +85,8 @@ const serviceContexts = new WeakMap()
  * - `selfRef`: a WeakRef of this context, which the eviction timers (lib/registry.js) and the
  *   tree watch (lib/attach.js) hold;
  *   `evictTokens`: the last token an eviction timer was given
+ * - `hostWrites`: the state-file writes queued for the host's writeDurableState (lib/state-writer.js,
+ *   LC-11), or null without one
  */
 function serviceContext(opts) {
   const [logPrefix, logSuffix] = logLayout(opts.runsLogDir)
@@ -109,6 +111,7 @@ function serviceContext(opts) {
     draining: false,
     drainAgain: false,
     selfRef: null,
+    hostWrites: null,
     evictTokens: 0,
   }
   ctx.selfRef = new WeakRef(ctx)
@@ -162,13 +165,32 @@ function createChatRunService(options) {
   }
   // LC-2: the disk indexes only; no run is loaded before get/list/createOrReuse asks for it.
   releaseWhenCollected(ctx)
-  if (ctx.logging && ctx.opts.writeDurableState !== null) useHostWriter(ctx)
+  if (ctx.logging && ctx.opts.writeDurableState !== null) {
+    useHostWriter(ctx)
+    handingOverOnReturn(ctx, service)
+  }
   if (ctx.logging) native.indexRuns(ctx.svc, ctx.opts.runsLogDir)
   // IMP-4, LC-7: process.exit() or a crash of the host still writes what was emitted before it,
   // and ends the process trees a cancel or shutdown was tearing down.
   watchProcessExit()
   serviceContexts.set(service, ctx)
   return service
+}
+
+/**
+ * LC-11: each method of a service with a host writer hands the state-file writes it queued to the
+ * host before it returns (a promise's later writes: lib/state-writer.js).
+ */
+function handingOverOnReturn(ctx, service) {
+  for (const [name, method] of Object.entries(service)) {
+    service[name] = (a, b, c, d) => {
+      try {
+        return method(a, b, c, d)
+      } finally {
+        handOver(ctx)
+      }
+    }
+  }
 }
 
 /**

@@ -3,7 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
-import { baseOptions, makeRuns, readStateFile, useTempDirs } from './helpers'
+import { baseOptions, FakeChild, makeRuns, readStateFile, runningWithChild, useTempDirs } from './helpers'
 import { createChatRunService, getChatRunServiceStats } from '../index.js'
 
 const tempDir = useTempDirs('host-writer-')
@@ -182,6 +182,115 @@ describe('LC-11: the host writes the state files', () => {
     expect(nested).toEqual([{ ok: false, errorType: 'unknown' }])
     expect(maxDepth).toBe(1)
     expect(runs.persistState(run)).toEqual({ ok: true })
+  })
+
+  it('the writer is called where the service is consistent: the run registered at create, the verdict applied', async () => {
+    const seen: unknown[] = []
+    let shutdown: Promise<unknown> | null = null
+    const runs: any = makeRuns({
+      runsLogDir: tmp,
+      writeDurableState: (file: string, state: any) => {
+        const run = runs.get(state.id)
+        seen.push([state.status, run?.status, runs.list().includes(run)])
+        if (state.status === 'queued' && shutdown === null) shutdown = runs.shutdownActive({ graceMs: 0 })
+        return writeFile(file, state)
+      },
+    }).runs
+    const run = runs.create({})
+    await shutdown
+    // The run is registered at every write, its object at create's, its verdict applied at the verdict's.
+    expect(seen[0]).toEqual(['queued', 'queued', true])
+    expect(seen.every((entry: any) => entry[2] === true)).toBe(true)
+    expect(seen.at(-1)).toEqual(['canceled', 'canceled', true])
+    expect(run.status).toBe('canceled')
+  })
+
+  it("a teardown's writes on its own timers reach the writer before its promise settles", async () => {
+    const statuses: unknown[] = []
+    const { runs } = withWriter((_n, state) => {
+      statuses.push(state.cancelOrigin === null ? state.status : `${state.status}/${state.cancelOrigin}`)
+      return { ok: true }
+    })
+    const child = new FakeChild({ closeOn: 'SIGTERM' })
+    const run = runningWithChild(runs, child)
+    child.on('close', (code: unknown, signal: unknown) => runs.finish(run, 'canceled', code, signal))
+    await runs.cancel(run, 'user_stop')
+    expect(run.status).toBe('canceled')
+    expect(statuses.at(-1)).toBe('canceled/user_stop')
+    expect(run.terminalLifecycle.terminalPersistence.status).toBe('acknowledged')
+  })
+
+  it("a write and a drop from inside the writer: the dropped run's file stays gone", () => {
+    let target: any = null
+    const runs: any = makeRuns({
+      runsLogDir: tmp,
+      writeDurableState: (file: string, state: unknown) => {
+        const result = writeFile(file, state)
+        if (target !== null) {
+          const run = target
+          target = null
+          runs.persistState(run)
+          runs.drop(run)
+        }
+        return result
+      },
+    }).runs
+    const run = runs.create({})
+    target = run
+    runs.persistState(run)
+    expect(fs.existsSync(path.join(tmp, run.id, 'state.json'))).toBe(false)
+    expect(makeRuns({ runsLogDir: tmp }).runs.get(run.id)).toBeNull()
+  })
+
+  it("another service's writes made from inside a writer are handed over (or written) before its call returns", () => {
+    const plain = makeRuns({ runsLogDir: path.join(tmp, 'plain') }).runs
+    const plainRun = plain.create({})
+    const aWrites: unknown[] = []
+    const a: any = makeRuns({
+      runsLogDir: path.join(tmp, 'a'),
+      writeDurableState: (file: string, state: any) => {
+        aWrites.push(state.requestFingerprint ?? state.status)
+        return writeFile(file, state)
+      },
+    }).runs
+    const aRun = a.create({})
+    const inner: unknown[] = []
+    let once = true
+    const b = makeRuns({
+      runsLogDir: path.join(tmp, 'b'),
+      writeDurableState: () => {
+        if (once) {
+          once = false
+          aRun.requestFingerprint = 'fp-1'
+          inner.push(a.persistState(aRun), plain.persistState(plainRun))
+        }
+        return { ok: true }
+      },
+    }).runs
+    b.create({})
+    expect(inner).toEqual([{ ok: true }, { ok: true }])
+    expect(aWrites).toEqual(['queued', 'fp-1'])
+  })
+
+  it('a finish from inside the writer gets the outcome of its own writes in its record', () => {
+    let target: any = null
+    const runs: any = makeRuns({
+      runsLogDir: tmp,
+      writeDurableState: (_file: string, state: any) => {
+        if (state.status === 'failed') return { ok: false, errorType: 'storage_full' }
+        if (target !== null) {
+          const run = target
+          target = null
+          runs.finish(run, 'failed', 1, null)
+        }
+        return { ok: true }
+      },
+    }).runs
+    const a = runs.create({})
+    const b = runs.create({})
+    target = b
+    expect(runs.persistState(a)).toEqual({ ok: true })
+    expect(b.terminalLifecycle.terminalPersistence).toEqual({ status: 'failed', errorType: 'storage_full' })
   })
 
   it('a writer that writes the file makes runs a later service finds, interrupted ones included', () => {

@@ -9,8 +9,9 @@
 const binding = require('../loader.js')
 const { hasStaged, flushStaged } = require('./staging.js')
 
-// Called after every binding call while set (lib/state-writer.js: the state-file writes a
-// service with the host's writeDurableState queued during the call). Never throws.
+// Called after every binding call while set (lib/state-writer.js, LC-11: while a service with the
+// host's writeDurableState exists, it queues the hand-over of writes made on internal paths).
+// Never throws.
 let afterCall = null
 
 const core = {}

@@ -3,7 +3,8 @@
 // an uncaught exception or rejection and when the event loop empties; after them the process
 // ends, and the log writer threads and every JS timer with it. So at 'exit':
 // - the runs still tearing down take their SIGKILL step (their plan's timers will never fire),
-// - the staged emits are handed to the core, and the writers get a bounded time
+// - the staged emits are handed to the core, the state-file writes queued for a host's
+//   writeDurableState to the host (LC-11), and the writers get a bounded time
 //   (crates/core/src/timing.rs, EXIT_DRAIN) to write every queued line.
 // A SIGKILL, an abort or a signal without a handler runs no listener: BND-6 states what those
 // can lose. (A worker thread that is terminated runs none either: its services are freed with
@@ -12,6 +13,7 @@
 const fs = require('node:fs')
 const binding = require('../loader.js')
 const { flushStaged } = require('./staging.js')
+const { handOverAll } = require('./state-writer.js')
 
 // One 'exit' listener per process, shared by every copy of this module that a test runner's
 // module isolation or a vm context loads (each has its own binding instance and staged emits):
@@ -55,6 +57,8 @@ function atExit() {
   } catch {
     // A refused batch is a bug the emit path already threw; the writers still get the rest.
   }
+  // LC-11: state-file writes an internal path queued in the job that exits reach the host.
+  handOverAll()
   let written = true
   try {
     written = binding.flushAllLogsBlocking()

@@ -17,6 +17,7 @@ const { settleUnfinishedWork } = require('./completeness.js')
 const terminalLifecycle = require('./terminal-lifecycle.js')
 const { callHook, finalize, ignore, ignoreResult } = require('./hooks.js')
 const { describe } = require('./describe.js')
+const { handOver, writeWaiting, forgetWrites } = require('./state-writer.js')
 
 const EMPTY = Object.freeze({})
 
@@ -145,6 +146,7 @@ function applyFinish(ctx, run, s, status, code, signal) {
   )
   if (!applied) return
   syncVerdict(s, status, code, signal, now)
+  handOver(ctx)
   const verdictWriteFailed = terminal && ctx.logging && notePersistence(ctx, run, s, true)
   const hostWritesAtVerdict = s.hostWrites
   if (terminal) {
@@ -238,6 +240,10 @@ function recordOf(run) {
 function notePersistence(ctx, run, s, noneBefore) {
   const record = recordOf(run)
   if (record === null || !noneBefore) return false
+  // (LC-11: from inside the host's writer making a write of this run, this one's outcome is not
+  // known yet; the record keeps what it says.)
+  handOver(ctx)
+  if (writeWaiting(ctx, s.slot)) return false
   const persisted = native.runStatePersistence(ctx.svc, s.slot)
   if (persisted === null || persisted === 'acknowledged') return false
   writeRecord(run, terminalLifecycle.withPersistence(record, 'failed', persisted))
@@ -325,6 +331,7 @@ function drop(ctx, run) {
     finalize(ctx, run)
     const now = Date.now()
     if (!native.runDrop(ctx.svc, s.slot, now)) return
+    forgetWrites(ctx, s.slot)
     // A finish parked by a teardown under way can never apply to a dropped run (DRP-2: no
     // 'end'): it is forgotten, and emits record again (EMT-5) without waiting for that teardown.
     if (s.teardown !== null) s.teardown.parked.length = 0

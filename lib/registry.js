@@ -11,6 +11,7 @@ const { lowerJson } = require('./lower.js')
 const { createdHostJson, applyHostFields, persist } = require('./state.js')
 const { addCreateDefaults, addStrategyMeta, pluginAnalyticsOf, pluginWorkflowIdOf } = require('./host-fields.js')
 const { callHook } = require('./hooks.js')
+const { forgetWrites } = require('./state-writer.js')
 
 const EMPTY = Object.freeze({})
 const { HydrateMiss } = native
@@ -75,6 +76,7 @@ function create(ctx, meta) {
     // nothing behind, neither a registry entry nor a state file (a run nobody received).
     ctx.runs[slot] = undefined
     native.runDrop(ctx.svc, slot, now)
+    forgetWrites(ctx, slot)
     if (run === null) {
       native.runRelease(ctx.svc, slot)
     } else {

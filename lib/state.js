@@ -7,7 +7,7 @@
 // an ordinary emit never builds it. See docs/ARCHITECTURE.md, "The state file".
 
 const native = require('./core.js')
-const { handingOver } = require('./state-writer.js')
+const { handOver, writeWaiting } = require('./state-writer.js')
 const { nonEmptyString } = require('./convert.js')
 const {
   addDurable,
@@ -110,7 +110,10 @@ function createdHostJson(meta, externalPluginAnalytics) {
  * when it was written (or handed to the host's writer, LC-11).
  */
 function persist(ctx, run, s) {
-  return ctx.logging && native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+  if (!ctx.logging) return false
+  const queued = native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
+  handOver(ctx)
+  return queued
 }
 
 /**
@@ -121,7 +124,8 @@ function persist(ctx, run, s) {
 function writtenThrough(ctx, s, queued) {
   if (!queued) return false
   if (ctx.opts.writeDurableState === null) return true
-  if (handingOver()) return null
+  handOver(ctx)
+  if (writeWaiting(ctx, s.slot)) return null
   return native.runStatePersistence(ctx.svc, s.slot) === 'acknowledged'
 }
 

@@ -552,6 +552,10 @@ impl Service {
         self.unregister(slot)?;
         self.close_log(slot)?;
         self.delete_state(slot);
+        // (Nor does a host writer get a write of it still queued: LC-11.)
+        if let Some(outbox) = self.host_state_writes.as_mut() {
+            outbox.retain(|write| write.slot != slot);
+        }
         let run = self.run_mut(slot)?;
         run.status = Some("canceled".to_owned());
         run.updated_at = now;

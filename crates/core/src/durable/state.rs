@@ -1051,6 +1051,13 @@ mod tests {
             PersistenceFailure::from_name("disk on fire"),
             PersistenceFailure::Unknown
         );
+        // A dropped run's queued write is never handed over (its file is gone for good).
+        let other = svc.create(CreateMeta::default(), 2.0);
+        svc.persist_state(created.slot).unwrap();
+        svc.drop_run(other.slot, 3.0).unwrap();
+        let left = svc.take_host_state_writes();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].slot, created.slot);
         let _ = fs::remove_dir_all(&dir);
     }
 
