@@ -293,6 +293,36 @@ describe('LC-11: the host writes the state files', () => {
     expect(b.terminalLifecycle.terminalPersistence).toEqual({ status: 'failed', errorType: 'storage_full' })
   })
 
+  it("hydration's rewrite reaches the writer once the run is hydrated, not in the middle of it", () => {
+    const first = makeRuns({ runsLogDir: tmp }).runs
+    const old = first.create({})
+    first.finish(old, 'failed', 1, null)
+    // A retryable termination failure no identity can retry: hydration rewrites the file (LC-9).
+    const file = path.join(tmp, old.id, 'state.json')
+    const state = JSON.parse(fs.readFileSync(file, 'utf8'))
+    fs.writeFileSync(
+      file,
+      JSON.stringify({ ...state, errorCode: 'RUN_TERMINATION_UNVERIFIED', termination: { retryable: true } }),
+    )
+    const seen: string[] = []
+    let restarted = false
+    const runs: any = makeRuns({
+      runsLogDir: tmp,
+      onTerminal: (run: any, status: string) => seen.push(`onTerminal ${status} ${run.status}`),
+      writeDurableState: (_file: string, written: any) => {
+        seen.push(`write ${written.status}`)
+        const run = runs.get(written.id)
+        if (!restarted) {
+          restarted = true
+          runs.prepareRestart(run)
+        }
+        return { ok: true }
+      },
+    }).runs
+    runs.get(old.id)
+    expect(seen).toEqual(['onTerminal failed failed', 'write failed', 'write queued'])
+  })
+
   it('a writer that writes the file makes runs a later service finds, interrupted ones included', () => {
     const { runs } = withWriter((_n, state, filePath) => writeFile(filePath, state))
     const done = runs.create({ projectId: 'p' })

@@ -146,7 +146,6 @@ function applyFinish(ctx, run, s, status, code, signal) {
   )
   if (!applied) return
   syncVerdict(s, status, code, signal, now)
-  handOver(ctx)
   const verdictWriteFailed = terminal && ctx.logging && notePersistence(ctx, run, s, true)
   const hostWritesAtVerdict = s.hostWrites
   if (terminal) {

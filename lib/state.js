@@ -111,9 +111,9 @@ function createdHostJson(meta, externalPluginAnalytics) {
  */
 function persist(ctx, run, s) {
   if (!ctx.logging) return false
-  const queued = native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
-  handOver(ctx)
-  return queued
+  // (A host writer, LC-11, gets it when the method returns, or at once where its outcome is read:
+  // writtenThrough.)
+  return native.runPersistState(ctx.svc, s.slot, hostJson(ctx, run))
 }
 
 /**
