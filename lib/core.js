@@ -22,12 +22,17 @@ for (const [name, value] of Object.entries(binding)) {
   }
   core[name] = function () {
     if (hasStaged()) flushStaged()
-    if (afterCall === null) return value.apply(undefined, arguments)
-    try {
-      return value.apply(undefined, arguments)
-    } finally {
-      afterCall()
-    }
+    if (afterCall !== null) return callThenAfter(value, arguments)
+    return value.apply(undefined, arguments)
+  }
+}
+
+// (Apart from the wrapper above, so that the hot path's function holds no try/finally.)
+function callThenAfter(fn, args) {
+  try {
+    return fn.apply(undefined, args)
+  } finally {
+    afterCall()
   }
 }
 
