@@ -11,13 +11,13 @@ const { isTerminal, resolvedStatusBody } = require('./status.js')
 const { handOut, endClientsInOrder } = require('./stream.js')
 const { emit } = require('./emit.js')
 const { scheduleEviction } = require('./registry.js')
-const { hostJson, persist } = require('./state.js')
+const { hostJson, persist, lastWriteOutcome } = require('./state.js')
 const { addEndFacts, strategyRefutes } = require('./host-fields.js')
 const { settleUnfinishedWork } = require('./completeness.js')
 const terminalLifecycle = require('./terminal-lifecycle.js')
 const { callHook, finalize, ignore, ignoreResult } = require('./hooks.js')
 const { describe } = require('./describe.js')
-const { handOver, writeWaiting, forgetWrites } = require('./state-writer.js')
+const { forgetWrites } = require('./state-writer.js')
 
 const EMPTY = Object.freeze({})
 
@@ -240,11 +240,9 @@ function notePersistence(ctx, run, s, noneBefore) {
   const record = recordOf(run)
   if (record === null || !noneBefore) return false
   // (LC-11: from inside the host's writer making a write of this run, this one's outcome is not
-  // known yet; the record keeps what it says.)
-  handOver(ctx)
-  if (writeWaiting(ctx, s.slot)) return false
-  const persisted = native.runStatePersistence(ctx.svc, s.slot)
-  if (persisted === null || persisted === 'acknowledged') return false
+  // known yet, undefined; the record keeps what it says.)
+  const persisted = lastWriteOutcome(ctx, s)
+  if (persisted === undefined || persisted === null || persisted === 'acknowledged') return false
   writeRecord(run, terminalLifecycle.withPersistence(record, 'failed', persisted))
   return true
 }

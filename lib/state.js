@@ -124,9 +124,19 @@ function persist(ctx, run, s) {
 function writtenThrough(ctx, s, queued) {
   if (!queued) return false
   if (ctx.opts.writeDurableState === null) return true
+  const outcome = lastWriteOutcome(ctx, s)
+  return outcome === undefined ? null : outcome === 'acknowledged'
+}
+
+/**
+ * How the run's last state-file write went (`runStatePersistence`: null when none was made), once
+ * a host writer (LC-11) was handed it; undefined while it waits for the write of the run the host's
+ * function is making.
+ */
+function lastWriteOutcome(ctx, s) {
   handOver(ctx)
-  if (writeWaiting(ctx, s.slot)) return null
-  return native.runStatePersistence(ctx.svc, s.slot) === 'acknowledged'
+  if (writeWaiting(ctx, s.slot)) return undefined
+  return native.runStatePersistence(ctx.svc, s.slot)
 }
 
 /**
@@ -191,5 +201,6 @@ module.exports = {
   persist,
   persistResult,
   writtenThrough,
+  lastWriteOutcome,
   applyHostFields,
 }
