@@ -12,6 +12,7 @@ import {
   RUN_FIELDS,
   sleep,
   STATUS_BODY_KEYS,
+  useTempDirs,
   UUID_V4,
 } from './helpers'
 
@@ -235,6 +236,38 @@ describe('§5 The run object (RUN)', () => {
     runs.emit(run, 'x', 1)
     runs.finish(run, 'succeeded', 0, null)
     expect(runs.get(run.id)).toBe(run)
+  })
+
+  const tempDir = useTempDirs()
+
+  it('RUN-2: a host that assigns or deletes run.id changes what the object reads, never which run the service means', async () => {
+    const runsLogDir = tempDir()
+    const { runs } = makeRuns({ runsLogDir, ttlMs: 20 })
+    const live = runs.create({ projectId: 'p' })
+    live.status = 'running'
+    const old = runs.create({ projectId: 'p' })
+    const oldId = old.id
+    runs.finish(old, 'failed', 1, null)
+    // Relabelled as the live run: reopening it must not take the live run out of the registry.
+    old.id = live.id
+    expect(runs.prepareRestart(old)).toBe(old)
+    expect(runs.get(live.id)).toBe(live)
+    expect(runs.get(oldId)).toBe(old)
+    expect(new Set(runs.list())).toEqual(new Set([live, old]))
+    expect(old.events.at(-1)).toMatchObject({ event: 'run_resume_attempted', data: { runId: oldId } })
+    // Without an id at all: the same, and no conversion error from the core.
+    runs.finish(old, 'failed', 1, null)
+    delete old.id
+    expect(runs.prepareRestart(old)).toBe(old)
+    expect(runs.get(oldId)).toBe(old)
+    await runs.shutdownActive({ graceMs: 10 })
+    expect(live.status).toBe('canceled')
+    expect(old.status).toBe('canceled')
+    // After a TTL eviction, get() brings back the object the host holds, under the id it was made with.
+    old.id = 'relabelled'
+    await sleep(80)
+    expect(runs.list()).toEqual([])
+    expect(runs.get(oldId)).toBe(old)
   })
 
   it('RUN-4: the service never deletes or rewrites host properties or host-only fields', async () => {

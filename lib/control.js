@@ -342,7 +342,8 @@ async function startCancel(ctx, run, s, origin, graceMs) {
 async function shutdownActive(ctx, shutdownOptions) {
   const o = shutdownOptions !== null && typeof shutdownOptions === 'object' ? shutdownOptions : EMPTY
   const graceMs = typeof o.graceMs === 'number' && o.graceMs >= 0 ? o.graceMs : ctx.opts.shutdownGraceMs
-  const runs = Array.from(native.shutdownSnapshot(ctx.svc), (slot) => ctx.runs[slot])
+  // (A slot the facade holds no run for has nothing it could tear down: left out, SHD-5.)
+  const runs = Array.from(native.shutdownSnapshot(ctx.svc), (slot) => ctx.runs[slot]).filter(Boolean)
   // LC-9: a registered run whose tree could not be verified as stopped is retried too.
   if (ctx.opts.terminateProcessTree !== null) {
     for (const run of ctx.runs) if (run !== undefined && retryableTermination(run)) runs.push(run)

@@ -90,7 +90,7 @@ function finalizeAnalyticsDelivery(ctx, run, result) {
 function beginTelemetryDelivery(ctx, run) {
   if (!run) return
   const s = own(ctx, run, 'beginTelemetryDelivery')
-  run.telemetryDelivery = telemetryDelivery.begun(run.telemetryDelivery, run.id, Date.now())
+  run.telemetryDelivery = telemetryDelivery.begun(run.telemetryDelivery, s.id, Date.now())
   persist(ctx, run, s)
 }
 
@@ -98,7 +98,7 @@ function beginTelemetryDelivery(ctx, run) {
 function recordTelemetryDeliveryAttempt(ctx, run) {
   if (!run) return
   const s = own(ctx, run, 'recordTelemetryDeliveryAttempt')
-  run.telemetryDelivery = telemetryDelivery.attempted(run.telemetryDelivery, run.id, Date.now())
+  run.telemetryDelivery = telemetryDelivery.attempted(run.telemetryDelivery, s.id, Date.now())
   persist(ctx, run, s)
 }
 
@@ -111,7 +111,7 @@ function finalizeTelemetryDelivery(ctx, run, result) {
   if (!run) return
   const s = own(ctx, run, 'finalizeTelemetryDelivery')
   if (result === null || typeof result !== 'object') return
-  const record = telemetryDelivery.finalized(run.telemetryDelivery, run.id, result, Date.now())
+  const record = telemetryDelivery.finalized(run.telemetryDelivery, s.id, result, Date.now())
   run.telemetryDelivery = record
   if (typeof record.finalizedAt === 'number') run.langfuseCompletedAt = record.finalizedAt
   persist(ctx, run, s)
@@ -315,7 +315,7 @@ function prepareRestart(ctx, run) {
   if (native.runPrepareRestart(ctx.svc, s.slot, ctx.logging ? hostJson(ctx, run) : undefined, now) === null) return null
   reinstate(ctx, run, s)
   syncRestarted(s, now)
-  emit(ctx, run, 'run_resume_attempted', { runId: run.id, attempt, reason: 'recharge', rechargeWaitDurationMs })
+  emit(ctx, run, 'run_resume_attempted', { runId: s.id, attempt, reason: 'recharge', rechargeWaitDurationMs })
   return run
 }
 

@@ -226,7 +226,7 @@ function cancelEviction(s) {
  * run hydrated under that id meanwhile leaves the registry, as the core unregisters it.
  */
 function displaceHydratedCopy(ctx, run, s) {
-  const other = native.runGet(ctx.svc, run.id)
+  const other = native.runGet(ctx.svc, s.id)
   if (other < 0 || other === s.slot) return
   const replaced = ChatRun.stateOf(ctx.runs[other])
   ctx.runs[other] = undefined
@@ -236,7 +236,7 @@ function displaceHydratedCopy(ctx, run, s) {
 /** LC-4, LC-9: after the core reopened a run: no eviction pending, back in the registry. */
 function reinstate(ctx, run, s) {
   cancelEviction(s)
-  ctx.evicted.delete(run.id)
+  ctx.evicted.delete(s.id)
   ctx.runs[s.slot] = run
 }
 
@@ -252,7 +252,7 @@ function evict(s) {
   releaseWhenUnreachable(s)
   // With logging, get(id) brings an evicted run back: the same object while the host holds it.
   if (ctx.logging && run !== undefined) {
-    ctx.evicted.set(run.id, new WeakRef(run))
+    ctx.evicted.set(s.id, new WeakRef(run))
     if (ctx.evicted.size > ctx.evictedSweepAt) {
       for (const [id, ref] of ctx.evicted) if (ref.deref() === undefined) ctx.evicted.delete(id)
       ctx.evictedSweepAt = Math.max(EVICTED_SWEEP_MIN, 2 * ctx.evicted.size)

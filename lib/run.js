@@ -75,10 +75,13 @@ const { plainObjectOrNull, objectOrNull, sessionModeOrNull } = require('./host-f
 // --- the mirror: one initialisation, one sync per core call ------------------------------------
 
 /** A run's mirror (and JS-only state) for a core slot; `core` holds the core-owned fields. */
-function newMirror(ctx, slot, bundle, summary, core) {
+function newMirror(ctx, slot, id, bundle, summary, core) {
   return {
     ctx,
     slot,
+    // The id the core registered the run under. run.id is a plain field the host may assign: that
+    // changes what the run object and its status body read, never which run the service means.
+    id,
     projectId: core.projectId,
     conversationId: core.conversationId,
     status: core.status,
@@ -477,7 +480,7 @@ let observer = null
  * `core` holds the core-owned fields (createdFields / hydratedFields).
  */
 function adopt(ctx, slot, id, logPath, ids, media, bundle, summary, createdAt, core) {
-  const state = newMirror(ctx, slot, bundle, summary, core)
+  const state = newMirror(ctx, slot, id, bundle, summary, core)
   const run = new ChatRun(state, id, logPath, ids, media, bundle, createdAt)
   ctx.runs[slot] = run
   if (observer !== null) observer(run)
