@@ -75,7 +75,7 @@ export declare function emitStaged(svc: number, count: number, header: Float64Ar
 
 /**
  * What the facade must do next in a cancel or shutdown plan. `runCancelBegin`,
- * `runShutdownBegin` and `runEscalationNext` return a number: a positive one is a wait in ms
+ * `runShutdownStart` and `runEscalationNext` return a number: a positive one is a wait in ms
  * for the run's process tree to exit (LC-7: the child's `exit`/`close` and `runTreeAlive`
  * reaching 0; then call `runEscalationNext` with whether it did), a negative one is one of
  * these codes.
@@ -363,14 +363,8 @@ export declare function runSetNumber(svc: number, slot: number, field: NumberFie
 export declare function runSetText(svc: number, slot: number, field: TextField, value?: string | undefined | null): void
 
 /**
- * `shutdownActive()` for one run of the snapshot: records the `daemon_shutdown` origin
- * (LC-5) and returns the first step of its plan (a wait in ms or an `EscalationStep` code).
- */
-export declare function runShutdownBegin(svc: number, slot: number, hasChild: boolean, hasAbort: boolean, graceMs: number, now: number): number
-
-/**
- * `shutdownActive()` for one run of the snapshot, in one crossing: `runShutdownBegin`, then,
- * when the run has no `acpSession.abort` and no open stdin (`stdinOpen` false), the stdin step
+ * `shutdownActive()` for one run of the snapshot, in one crossing: records the
+ * `daemon_shutdown` origin (LC-5) and begins the run's plan; then, when the run has no `acpSession.abort` and no open stdin (`stdinOpen` false), the stdin step
  * (nothing to close) and the SIGTERM step (`runSignalTree` with the host's `pid`, `group` and
  * `alive`). Returns the step to carry out next (a wait in ms or an `EscalationStep` code), or
  * `EscalationStep.Sigterm` when the SIGTERM step was taken but the child could not be reached

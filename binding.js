@@ -883,7 +883,6 @@ module.exports.runReregister = nativeBinding.runReregister
 module.exports.runSetError = nativeBinding.runSetError
 module.exports.runSetNumber = nativeBinding.runSetNumber
 module.exports.runSetText = nativeBinding.runSetText
-module.exports.runShutdownBegin = nativeBinding.runShutdownBegin
 module.exports.runShutdownStart = nativeBinding.runShutdownStart
 module.exports.runSignal = nativeBinding.runSignal
 module.exports.runSignalTree = nativeBinding.runSignalTree

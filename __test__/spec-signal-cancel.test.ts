@@ -503,18 +503,41 @@ describe('§11 cancel', () => {
   it('SHD-5: a cancel whose steps threw is over: it rejects, and the next cancel starts a new plan instead of waiting', async () => {
     const { runs } = makeRuns()
     const child = new FakeChild({ closeOn: 'SIGTERM', pid: undefined })
+    const run = runningWithChild(runs, child)
+    // A run field the SIGTERM step reads, defined by the host as a throwing accessor.
     let broken = true
-    const flaky = hostileChild(child, (key) => {
-      if (broken && key === 'pid') throw new Error('pid getter threw')
+    Object.defineProperty(run, 'processGroupId', {
+      configurable: true,
+      get() {
+        if (broken) throw new Error('group getter threw')
+        return null
+      },
     })
-    const run = runningWithChild(runs, flaky)
-    await expect(runs.cancel(run, 'user_stop')).rejects.toThrow('pid getter threw')
+    await expect(runs.cancel(run, 'user_stop')).rejects.toThrow('group getter threw')
     expect(run.status).toBe('running')
+    expect(child.signals).toEqual([])
     broken = false
     const second = runs.cancel(run, 'project_deleted')
     const settled = await Promise.race([second, sleep(1000).then(() => 'pending')])
     expect(settled).toMatchObject({ status: 'canceled', signal: 'SIGTERM', cancelOrigin: 'user_stop' })
     expect(child.signals).toEqual(['SIGTERM'])
+  })
+
+  it('LC-7: a child object whose pid or exit-code getters throw is still torn down (child.kill()) and the run ends canceled', async () => {
+    for (const broken of ['pid', 'exitCode']) {
+      const { runs } = makeRuns()
+      const child = new FakeChild({ closeOn: 'SIGTERM', pid: undefined })
+      const hostile = hostileChild(child, (key) => {
+        if (key === broken) throw new Error(`${broken} getter threw`)
+      })
+      const run = runningWithChild(runs, hostile)
+      const done = runs.wait(run)
+      const body = await Promise.race([runs.cancel(run, 'user_stop'), sleep(3000).then(() => 'pending')])
+      expect(body, broken).toMatchObject({ status: 'canceled', signal: 'SIGTERM', cancelOrigin: 'user_stop' })
+      expect(child.signals, broken).toEqual(['SIGTERM'])
+      await expect(done).resolves.toMatchObject({ status: 'canceled' })
+      await expect(runs.shutdownActive({ graceMs: 10 })).resolves.toBeUndefined()
+    }
   })
 
   it('MOD-3 (cancel): cancel never throws synchronously and returns a native Promise', async () => {

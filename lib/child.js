@@ -55,6 +55,22 @@ function unlisten(emitter, events, listener) {
 
 const CHILD_END_EVENTS = ['close', 'exit']
 
+/**
+ * The child's pid (NaN without a numeric one) and whether it is still running, as a teardown
+ * signals it. A getter of the host's child object that throws reads as unknown: no pid (so the
+ * child gets child.kill()), and running (so the wait runs its whole time), never as a reason to
+ * stop the teardown.
+ */
+function childValues(child) {
+  let pid = NaN
+  try {
+    if (typeof child.pid === 'number') pid = child.pid
+  } catch {
+    // Unknown: see above.
+  }
+  return { pid, running: !exitedOrNot(child) }
+}
+
 function exitedOrNot(child) {
   try {
     return exited(child)
@@ -159,6 +175,7 @@ module.exports = {
   childExitFacts,
   closeStdin,
   exitedOrNot,
+  childValues,
   unlisten,
   waitForChild,
   watchClose,

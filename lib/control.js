@@ -16,7 +16,7 @@
 
 const native = require('./core.js')
 const { ChatRun, own, syncCancelBegun, newTeardown } = require('./run.js')
-const { exited, isTerminal, resolvedStatusBody } = require('./status.js')
+const { isTerminal, resolvedStatusBody } = require('./status.js')
 const { finishParked, finish, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
@@ -28,6 +28,7 @@ const {
   childExitFacts,
   closeStdin,
   exitedOrNot,
+  childValues,
   unlisten,
   watchClose,
   unwatchClose,
@@ -42,6 +43,8 @@ const TREE_POLL_MS = 50
 // LC-5: what a cancel without a string origin records, and shutdownActive's origin.
 const UNKNOWN_ORIGIN = 'unknown'
 const SHUTDOWN_ORIGIN = 'daemon_shutdown'
+// What a run without a child signals.
+const NO_CHILD = Object.freeze({ pid: NaN, running: false })
 
 /**
  * LC-7: SIGTERM or SIGKILL to the run's whole process tree. The core signals what it captured
@@ -51,8 +54,7 @@ const SHUTDOWN_ORIGIN = 'daemon_shutdown'
  */
 function signalTree(ctx, run, s, signal) {
   const child = run.child
-  const running = Boolean(child) && !exited(child)
-  const pid = child && typeof child.pid === 'number' ? child.pid : NaN
+  const { pid, running } = child ? childValues(child) : NO_CHILD
   const group = typeof run.processGroupId === 'number' ? run.processGroupId : NaN
   const reached = native.runSignalTree(ctx.svc, s.slot, pid, group, running, signal === 'SIGKILL')
   let delivered = reached.child || reached.group || reached.others > 0
@@ -172,12 +174,12 @@ function endTeardown(ctx, run, s, fallback) {
 // finished by another plan's teardown).
 function reportSurvivors(ctx, run, s, child) {
   const remaining = native.runTreeSurvivors(ctx.svc, s.slot)
-  if ((remaining.length === 0 && exited(child)) || isTerminal(s.status)) return
-  const pid = child && typeof child.pid === 'number' ? child.pid : (run.childPid ?? null)
+  const { pid, running } = child ? childValues(child) : NO_CHILD
+  if ((remaining.length === 0 && !running) || isTerminal(s.status)) return
   emit(ctx, run, 'diagnostic', {
     type: 'termination_failed',
-    reason: exited(child) ? 'process_tree_alive_after_sigkill' : 'child_alive_after_sigkill',
-    child_pid: pid,
+    reason: running ? 'child_alive_after_sigkill' : 'process_tree_alive_after_sigkill',
+    child_pid: Number.isNaN(pid) ? (run.childPid ?? null) : pid,
     process_group_id: run.processGroupId ?? null,
     remaining_pids: remaining,
   })
@@ -361,8 +363,6 @@ async function shutdownActive(ctx, shutdownOptions) {
   if (failure) throw failure.reason
 }
 
-const NO_CHILD = Object.freeze({ pid: NaN, running: false })
-
 // A promise settled later with another promise's outcome (settleWith).
 function deferred() {
   let settleWith
@@ -370,16 +370,6 @@ function deferred() {
     settleWith = resolve
   })
   return { promise, settleWith }
-}
-
-// The child's pid (NaN without one) and whether it is running, as signalTree reads them; null
-// when a getter throws.
-function childValues(child) {
-  try {
-    return { pid: typeof child.pid === 'number' ? child.pid : NaN, running: !exited(child) }
-  } catch {
-    return null
-  }
 }
 
 // SHD-3 as LC-7 amends it: every run's teardown starts, synchronously and in order. One
@@ -424,26 +414,22 @@ function startRunShutdown(ctx, run, graceMs) {
     const hasChild = Boolean(child)
     const hasAbort = Boolean(run.acpSession?.abort)
     const host = hasChild ? childValues(child) : NO_CHILD
-    let step =
-      host === null
-        ? // A child whose getters throw: the steps one by one (signalTree throws as before).
-          native.runShutdownBegin(ctx.svc, s.slot, hasChild, hasAbort, graceMs, now)
-        : native.runShutdownStart(
-            ctx.svc,
-            s.slot,
-            hasChild,
-            hasAbort,
-            Boolean(run.stdinOpen),
-            graceMs,
-            now,
-            host.pid,
-            typeof run.processGroupId === 'number' ? run.processGroupId : NaN,
-            host.running,
-          )
+    let step = native.runShutdownStart(
+      ctx.svc,
+      s.slot,
+      hasChild,
+      hasAbort,
+      Boolean(run.stdinOpen),
+      graceMs,
+      now,
+      host.pid,
+      typeof run.processGroupId === 'number' ? run.processGroupId : NaN,
+      host.running,
+    )
     syncCancelBegun(s, now, SHUTDOWN_ORIGIN)
     clearRetryRestart(run)
     beginTeardown(s, hasChild, true)
-    if (step === EscalationStep.Sigterm && host !== null) {
+    if (step === EscalationStep.Sigterm) {
       // The SIGTERM step was taken, but the child itself was not reached natively.
       killChild(child, 'SIGTERM')
       step = native.runEscalationNext(ctx.svc, s.slot, true, false)

@@ -19,18 +19,18 @@
 //                     |                                                     |   syncReopened; setter
 // updatedAt           | runCreate, runHydrate, emitStaged, runFinishBegin,  | newMirror, syncEmitted,
 //                     |   runFinishEnd, runDrop, runCancelBegin,            |   syncVerdict, syncEnded,
-//                     |   runShutdownBegin, runReopenForTeardown,           |   syncDropped, syncReopened,
+//                     |   runShutdownStart, runReopenForTeardown,          |   syncDropped, syncReopened,
 //                     |   runCancelPendingDelivery; host: runSetNumber      |   syncCancelBegun; setter
 // nextEventId         | runCreate, runHydrate, emitStaged, runFinishEnd     | newMirror, syncEmitted,
 //                     |   ('end') (never the host: read-only)               |   syncEnded
 // exitCode, signal    | runHydrate, runFinishBegin; host: runSetNumber/Text | newMirror, syncVerdict; setter
 // error, errorCode    | runHydrate, runSetError (emit of 'error', §8),      | newMirror, syncErrorFields,
 //                     |   runReopenForTeardown (cleared); host: runSetText  |   syncReopened; setter
-// cancelRequested     | runHydrate, runCancelBegin, runShutdownBegin,       | newMirror, syncCancelBegun;
+// cancelRequested     | runHydrate, runCancelBegin, runShutdownStart,       | newMirror, syncCancelBegun;
 //                     |   runCancelPendingDelivery; host: runSetNumber (0/1)|   setter
 // childExitObservedAt | host only: runSetNumber (cancel's CAN-6 writes it   | newMirror (null), syncRestarted;
 //                     |   through the setter too); runPrepareRestart        |   setter
-// cancelOrigin        | runCancelBegin, runShutdownBegin,                   | newMirror, syncCancelBegun,
+// cancelOrigin        | runCancelBegin, runShutdownStart,                   | newMirror, syncCancelBegun,
 //                     |   runCancelPendingDelivery (LC-5: the first origin  |   syncRestarted; setter
 //                     |   wins), runHydrate, runPrepareRestart (cleared);   |
 //                     |   host: runSetText                                  |
@@ -283,7 +283,7 @@ function newTeardown(shutdown) {
 }
 
 /**
- * After runCancelBegin (a plan step) or runShutdownBegin; LC-5: the first origin wins. The core
+ * After runCancelBegin (a plan step) or runShutdownStart; LC-5: the first origin wins. The core
  * decides on what it stores: a host value that is not a string (stored as null) is no origin.
  */
 function syncCancelBegun(s, now, origin) {

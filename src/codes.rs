@@ -8,7 +8,7 @@ use chat_run_core::CancelStart;
 use napi_derive::napi;
 
 /// What the facade must do next in a cancel or shutdown plan. `runCancelBegin`,
-/// `runShutdownBegin` and `runEscalationNext` return a number: a positive one is a wait in ms
+/// `runShutdownStart` and `runEscalationNext` return a number: a positive one is a wait in ms
 /// for the run's process tree to exit (LC-7: the child's `exit`/`close` and `runTreeAlive`
 /// reaching 0; then call `runEscalationNext` with whether it did), a negative one is one of
 /// these codes.

@@ -53,26 +53,8 @@ pub fn run_cancel_begin(
         .map_err(map_error)
 }
 
-/// `shutdownActive()` for one run of the snapshot: records the `daemon_shutdown` origin
-/// (LC-5) and returns the first step of its plan (a wait in ms or an `EscalationStep` code).
-#[napi]
-pub fn run_shutdown_begin(
-    env: &Env,
-    svc: u32,
-    slot: u32,
-    has_child: bool,
-    has_abort: bool,
-    grace_ms: f64,
-    now: f64,
-) -> Result<f64> {
-    service(env, svc)?
-        .shutdown_begin(slot, has_child, has_abort, grace_ms, now)
-        .map(step_code)
-        .map_err(map_error)
-}
-
-/// `shutdownActive()` for one run of the snapshot, in one crossing: `runShutdownBegin`, then,
-/// when the run has no `acpSession.abort` and no open stdin (`stdinOpen` false), the stdin step
+/// `shutdownActive()` for one run of the snapshot, in one crossing: records the
+/// `daemon_shutdown` origin (LC-5) and begins the run's plan; then, when the run has no `acpSession.abort` and no open stdin (`stdinOpen` false), the stdin step
 /// (nothing to close) and the SIGTERM step (`runSignalTree` with the host's `pid`, `group` and
 /// `alive`). Returns the step to carry out next (a wait in ms or an `EscalationStep` code), or
 /// `EscalationStep.Sigterm` when the SIGTERM step was taken but the child could not be reached
