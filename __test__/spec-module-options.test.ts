@@ -242,6 +242,25 @@ describe('§2 Options (OPT) and IMP-12 option validation', () => {
     expect(() => createChatRunService({ ...baseOptions(), durableFields: fields } as any)).toThrow(
       /options\.durableFields\[0\] could not be read/,
     )
+    const lengthless = new Proxy(['a'], {
+      get: (target, key) => {
+        if (key === 'length') throw new Error('length')
+        return Reflect.get(target, key)
+      },
+    })
+    expect(() => createChatRunService({ ...baseOptions(), durableFields: lengthless } as any)).toThrow(
+      new TypeError(
+        'createChatRunService: options.durableFields.length could not be read; expected an array of run field names (strings)',
+      ),
+    )
+  })
+
+  it('OPT-2: a runsLogDir with a NUL character (no file system path has one) throws a TypeError at construction', () => {
+    expect(() => createChatRunService({ ...baseOptions(), runsLogDir: '/tmp/runs\u0000x' } as any)).toThrow(
+      new TypeError(
+        'createChatRunService: options.runsLogDir must be a directory path, got a string with a NUL character at index 9',
+      ),
+    )
   })
 
   const cases: Array<[string, unknown, 'TypeError' | 'RangeError']> = [

@@ -56,6 +56,12 @@ function readOptions(options) {
       `createChatRunService: options.runsLogDir must be a directory path string, or null/'' to disable the event log, got ${describe(runsLogDir)}`,
     )
   }
+  // No file system takes a path with a NUL in it (Node's fs refuses one): every write would fail.
+  if (typeof runsLogDir === 'string' && runsLogDir.includes('\u0000')) {
+    throw new TypeError(
+      `createChatRunService: options.runsLogDir must be a directory path, got a string with a NUL character at index ${runsLogDir.indexOf('\u0000')}`,
+    )
+  }
   return {
     createSseResponse: o.createSseResponse,
     createSseErrorPayload: o.createSseErrorPayload,
@@ -130,8 +136,17 @@ function optionDurableFields(options) {
   }
   // (An index loop, not every(): a hole is an element that is not a string too.) Copied as it
   // is checked, so an element is read once (a Proxy or a getter cannot answer twice).
+  let length
+  try {
+    length = value.length
+  } catch (cause) {
+    throw new TypeError(
+      'createChatRunService: options.durableFields.length could not be read; expected an array of run field names (strings)',
+      { cause },
+    )
+  }
   const names = []
-  for (let i = 0; i < value.length; i++) {
+  for (let i = 0; i < length; i++) {
     let name
     try {
       name = value[i]
