@@ -197,7 +197,10 @@ fn interrupted_end_data(terminal_at: f64, ended_with_unfinished_work: bool) -> S
 /// LC-2: an interrupted run becomes `failed` (`DAEMON_RESTARTED`, trigger and recovery reason
 /// `daemon_restart`) and gets its two records, in memory and appended to its journal (a torn
 /// last line ended first), unless `add_records` is false: its journal already ends with them
-/// (see the call). Returns the journal append's outcome.
+/// (see the call), or they would take ids a journal reader takes for foreign lines (above
+/// [`journal::MAX_RECORD_ID`]: the next restart would not read them back), so the state file
+/// alone holds the verdict, as for a terminal file whose journal has no `'end'`. Returns the
+/// journal append's outcome.
 fn mark_interrupted(
     run: &mut RunState,
     log_path: &Path,
@@ -214,7 +217,7 @@ fn mark_interrupted(
     run.terminal_trigger = Some(DAEMON_RESTART.to_owned());
     run.host.terminal_recovery_reason = Some(DAEMON_RESTART.to_owned());
     run.host.resumable = false;
-    if !add_records {
+    if !add_records || run.next_event_id.saturating_add(1) > journal::MAX_RECORD_ID {
         return Ok(());
     }
     let error_data = interrupted_error_data();
@@ -531,6 +534,43 @@ mod tests {
             assert_eq!(replayed[1].1, Some(serde_json::json!(2)), "{name}");
             let _ = fs::remove_dir_all(&dir);
         }
+    }
+
+    #[test]
+    fn lc_2_an_interrupted_run_whose_records_would_pass_the_id_bound_gets_none_and_stays_put() {
+        // The journal's last line has the largest id a reader takes for a record: the two
+        // records would get ids it reads as foreign, so the verdict is the state file's alone,
+        // and a second restart finds the same run.
+        let (dir, id) = active_run_on_disk("hydrate-id-bound", 1.0);
+        let journal = dir.join(&id).join("events.jsonl");
+        let last = format!(
+            r#"{{"id":{},"event":"stdout","data":1,"timestamp":10}}"#,
+            journal::MAX_RECORD_ID
+        );
+        fs::write(&journal, format!("{last}\n")).unwrap();
+        for (round, at) in [(1, 50.0), (2, 99.0)] {
+            let mut new = service(Some(10), Some(layout_of(&dir)));
+            let slot = new.hydrate(&id, at).unwrap().unwrap();
+            let state = new.state(slot).unwrap();
+            assert_eq!(state.status.as_deref(), Some("failed"), "round {round}");
+            assert_eq!(
+                state.error_code.as_deref(),
+                Some(INTERRUPTED_CODE),
+                "round {round}"
+            );
+            assert_eq!(state.terminal_at, Some(50.0), "round {round}");
+            assert_eq!(
+                state.next_event_id,
+                journal::MAX_RECORD_ID + 1,
+                "round {round}"
+            );
+            let events: Vec<Value> = serde_json::from_str(&new.events_json(slot).unwrap()).unwrap();
+            let ids: Vec<u64> = events.iter().filter_map(|e| e["id"].as_u64()).collect();
+            assert_eq!(ids, vec![journal::MAX_RECORD_ID], "round {round}");
+            assert_eq!(fs::read_to_string(&journal).unwrap(), format!("{last}\n"));
+            assert_eq!(state_of(&dir, &id)["status"], "failed", "round {round}");
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
