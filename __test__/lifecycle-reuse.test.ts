@@ -4,6 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { FakeChild, makeRuns, readLines, readStateFile, useTempDirs, waitFor } from './helpers'
+import { getChatRunServiceStats } from '../index.js'
 
 const tempDir = useTempDirs('lifecycle-reuse-')
 let tmp: string
@@ -153,6 +154,37 @@ describe('LC-3: createOrReuse', () => {
     const found = runs.createOrReuse({ projectId: 'p', clientRequestId: 'r1' })
     expect(found.kind).toBe('reused')
     expect(found.run.id).toBe(newerId)
+  })
+})
+
+describe('LC-3: createOrReuse when runsLogDir cannot be listed', () => {
+  it('throws ERR_CHAT_RUN_UNREADABLE naming the path and the error, rather than starting the request a second time; works once it can be read', () => {
+    const root = tempDir()
+    const runsLogDir = path.join(root, 'runs')
+    // Not a directory (as one without read permission would be for a non-root daemon).
+    fs.writeFileSync(runsLogDir, 'x')
+    const warnings: string[] = []
+    const warn = vi.spyOn(process, 'emitWarning').mockImplementation((message: any) => {
+      warnings.push(String(message))
+    })
+    const { runs } = makeRuns({ runsLogDir })
+    let error: any
+    try {
+      runs.createOrReuse({ projectId: 'p', clientRequestId: 'R' })
+    } catch (err) {
+      error = err
+    }
+    expect(error?.code).toBe('ERR_CHAT_RUN_UNREADABLE')
+    expect(error.message).toContain(`could not read ${runsLogDir}: `)
+    expect(runs.list({ projectId: 'p' })).toEqual([])
+    expect(getChatRunServiceStats(runs).hydration.unreadable).toBeGreaterThan(0)
+    expect(warnings.some((w) => w.includes(`could not read ${runsLogDir}`))).toBe(true)
+    warn.mockRestore()
+    fs.rmSync(runsLogDir)
+    fs.mkdirSync(runsLogDir)
+    const first = runs.createOrReuse({ projectId: 'p', clientRequestId: 'R' })
+    expect(first.kind).toBe('created')
+    expect(runs.createOrReuse({ projectId: 'p', clientRequestId: 'R' })).toEqual({ kind: 'reused', run: first.run })
   })
 })
 

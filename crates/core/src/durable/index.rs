@@ -617,9 +617,10 @@ fn nothing_known(_: &str) -> bool {
 }
 
 /// The scan itself: each entry of `dir`, in directory order, until `stop` is set, but those
-/// `known` names (a later scan's: the index has them). A missing directory (or one this
-/// process may not read) finds nothing; what could not be read for want of a resource is left
-/// out and reported (`missed`), not judged.
+/// `known` names (a later scan's: the index has them). A missing directory finds nothing (no run
+/// was written yet); one that exists but cannot be listed (no permission, not a directory), and
+/// whatever could not be read for want of a resource, is left out and reported (`missed`), not
+/// judged: taking it for empty would start a durable request a second time (LC-3).
 fn scan_dir(dir: &Path, stop: &AtomicBool, known: &dyn Fn(&str) -> bool) -> Scan {
     let mut scan = Scan::default();
     let miss = |scan: &mut Scan, unreadable: Unreadable| {
@@ -628,11 +629,11 @@ fn scan_dir(dir: &Path, stop: &AtomicBool, known: &dyn Fn(&str) -> bool) -> Scan
     };
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(error) if files::is_transient(&error) => {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return scan,
+        Err(error) => {
             miss(&mut scan, Unreadable::new(dir, &error));
             return scan;
         }
-        Err(_) => return scan,
     };
     for entry in entries {
         if stop.load(Ordering::Relaxed) {
@@ -845,6 +846,29 @@ mod tests {
         assert_eq!(index.stats.skipped, 0, "nothing unread was judged invalid");
         assert!(index.missed.is_none() && index.forgotten.is_empty());
         assert!(index.unreported.is_none());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lc_3_a_runs_log_dir_that_exists_but_cannot_be_listed_is_unreadable_not_empty() {
+        let (dir, _) = log_dir("index-unlistable");
+        fs::create_dir_all(&dir).unwrap();
+        // Missing: no run was written yet, nothing is owed.
+        let missing = dir.join("not-yet");
+        let scan = scan_dir(&missing, &AtomicBool::new(false), &nothing_known);
+        assert!(scan.found.is_empty() && scan.missed.is_none() && scan.unreadable == 0);
+        // A file where the directory belongs (as a directory without read permission, which
+        // root passes): the scan owes what it could not list, and says why.
+        let file = dir.join("a-file");
+        fs::write(&file, "x").unwrap();
+        let scan = scan_dir(&file, &AtomicBool::new(false), &nothing_known);
+        assert!(scan.found.is_empty());
+        assert_eq!(scan.unreadable, 1);
+        let missed = scan.missed.expect("reported").to_string();
+        assert!(
+            missed.starts_with(&format!("could not read {}: ", file.display())),
+            "{missed}"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
