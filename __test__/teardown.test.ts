@@ -645,6 +645,43 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
   })
   afterEach(() => restore())
 
+  it('LC-7: a child the host attaches while a cancel waits gets the last signal sent at once, not at the next step', async () => {
+    const { runs } = makeRuns({ runsLogDir: null })
+    // The first child ignores SIGTERM, so the SIGTERM grace (300 ms) runs its whole time.
+    const first = startTree(['hold-noterm'], { detached: true })
+    const run = attach(runs, first, { group: true })
+    await sleep(50)
+    const canceled = runs.cancel(run, 'user_stop')
+    await sleep(100)
+    // The host's retry, in its own group, attached inside the grace: it dies on SIGTERM.
+    const retry = startTree(['hold'], { detached: true })
+    await sleep(50)
+    run.child = retry
+    run.processGroupId = retry.pid
+    await exitOf(retry)
+    // (The SIGKILL step would have killed it with SIGKILL.)
+    expect(retry.signalCode).toBe('SIGTERM')
+    await expect(canceled).resolves.toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+    await exitOf(first)
+    expect(first.signalCode).toBe('SIGKILL')
+
+    // After the SIGKILL step: a stand-in child without a pid keeps the force wait (500 ms)
+    // going, and a child attached then gets SIGKILL at once: no survivor is reported.
+    const stalled = runs.create({ projectId: 'p' })
+    stalled.status = 'running'
+    stalled.child = Object.assign(new EventEmitter(), { exitCode: null, signalCode: null, kill: () => true })
+    const stopped = runs.cancel(stalled, 'user_stop')
+    await sleep(400)
+    const late = startTree(['hold-noterm'], { detached: true })
+    await sleep(50)
+    stalled.child = late
+    stalled.processGroupId = late.pid
+    await exitOf(late)
+    expect(late.signalCode).toBe('SIGKILL')
+    await expect(stopped).resolves.toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+    expect(stalled.events.filter((e: any) => e.event === 'diagnostic')).toEqual([])
+  })
+
   for (const how of ['cancel', 'shutdownActive'] as const) {
     it(`LC-7 (${how}): a detached leader that exited first leaves no process of its tree alive`, async () => {
       const { runs } = makeRuns({ runsLogDir: null })

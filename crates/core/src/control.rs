@@ -279,14 +279,22 @@ impl Service {
     /// is still running as far as JS knows. Captures the child (a direct child of this process
     /// only, running or a zombie Node has not reaped), verifies the group while it is not
     /// reaped (IMP-5) and captures the tree.
+    /// While a teardown of the run is under way, what this capture adds (a child attached
+    /// after a signal step, and its tree) gets the last signal sent at once (a process found
+    /// during a teardown gets the last signal already sent).
     /// Returns whether the tree has a live process: the facade then keeps the watch going
     /// ([`Service::capture_trees`]).
     pub fn attach(&mut self, slot: u32, pid: f64, group: f64, alive: bool) -> CoreResult<bool> {
+        let before = self.run(slot)?.tree.captured().to_vec();
         self.attach_child(slot, pid, group, alive, true)?;
         let table = self.processes.clone();
-        let tree = &mut self.run_mut(slot)?.tree;
-        tree.capture(&table);
-        Ok(tree.holds_live())
+        let run = self.run_mut(slot)?;
+        let tearing_down = !run.is_terminal() && (run.cancel.is_some() || run.shutdown.is_some());
+        run.tree.capture(&table);
+        if tearing_down {
+            run.tree.signal_captured_since(&table, &before);
+        }
+        Ok(run.tree.holds_live())
     }
 
     /// LC-7, between the steps (the facade's watch, every `TREE_WATCH_MS`): captures the tree

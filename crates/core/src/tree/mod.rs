@@ -353,6 +353,35 @@ impl Tree {
         self.holds_live()
     }
 
+    /// The processes captured so far (see [`Tree::signal_captured_since`]).
+    pub fn captured(&self) -> &[ProcId] {
+        &self.captured
+    }
+
+    /// LC-7: the host attached a child while a teardown is under way (after a signal step):
+    /// every process captured since `before` (the new child and what its tree holds) gets the
+    /// last signal sent at once, as a process a wait or the watch finds does, rather than at
+    /// the next step. Returns how many it reached.
+    pub fn signal_captured_since(&mut self, table: &impl ProcessTable, before: &[ProcId]) -> u32 {
+        let Some(kill) = self.last else {
+            return 0;
+        };
+        let added: Vec<ProcId> = self
+            .captured
+            .iter()
+            .copied()
+            .filter(|id| !before.contains(id))
+            .collect();
+        let mut reached: u32 = 0;
+        for id in added {
+            if self.signal_one(table, id, kill) == Sent::Delivered {
+                reached = reached.saturating_add(1);
+                self.kill_delivered |= kill == Kill::Kill;
+            }
+        }
+        reached
+    }
+
     /// Something captured was alive at the last capture (which drops what is gone).
     pub fn holds_live(&self) -> bool {
         !self.captured.is_empty()
