@@ -316,6 +316,24 @@ describe('LC-6: hooks', () => {
     expect(run.events.at(-1).data).toMatchObject({ status: 'failed', resumable: true })
   })
 
+  it("a terminal status beforeFinish writes itself is taken over by the transition: the finish's verdict, its 'end', the waiters resolved, the state file", async () => {
+    let runs: any
+    ;({ runs } = makeRuns({
+      runsLogDir: tmp,
+      beforeFinish: (r: any) => {
+        r.status = 'failed'
+      },
+    }))
+    const run = runs.create()
+    run.status = 'running'
+    const done = runs.wait(run)
+    runs.finish(run, 'succeeded', 0, null)
+    expect(run.status).toBe('succeeded')
+    expect(run.events.at(-1)).toMatchObject({ event: 'end', data: { status: 'succeeded', code: 0 } })
+    await expect(done).resolves.toMatchObject({ status: 'succeeded', exitCode: 0 })
+    expect(JSON.parse(fs.readFileSync(path.join(tmp, run.id, 'state.json'), 'utf8')).status).toBe('succeeded')
+  })
+
   it.each(['beforeFinish', 'onTerminal'])(
     "records %s emits later than the verdict's time: the 'end' record comes after them in time, and the run, the core and state.json agree on updatedAt",
     (hook) => {

@@ -128,7 +128,15 @@ function applyFinish(ctx, run, s, status, code, signal) {
   // it) carry their own, later times.
   const idBeforeHooks = s.nextEventId
   if (terminal && beforeFinish !== null) {
+    const statusBefore = s.status
     callHook(ctx, 'beforeFinish', beforeFinish, run, status, code, signal, now)
+    // The hook runs before the transition, which sets the status: a terminal status the hook
+    // wrote itself would make the run look finished without a verdict (no 'end', waiters left
+    // pending), so the transition takes it over with its own verdict.
+    if (s.status !== statusBefore && isTerminal(s.status) && !s.dropped) {
+      native.runSetText(ctx.svc, s.slot, native.TextField.Status, textOrNull(statusBefore))
+      s.status = statusBefore
+    }
   }
   // HF-11, HF-18: what the run's work signals say, before the verdict's state file and 'end' carry it.
   settleUnfinishedWork(run, status)
