@@ -220,6 +220,21 @@ describe('LC-11: the host writes the state files', () => {
     expect(run.terminalLifecycle.terminalPersistence.status).toBe('acknowledged')
   })
 
+  it("LC-5: a cancel's origin reaches the writer before the first signal", async () => {
+    const log: string[] = []
+    const { runs } = withWriter((_n, state) => {
+      log.push(`write:${state.status}/${state.cancelOrigin}`)
+      return { ok: true }
+    })
+    const child = new FakeChild({ closeOn: 'SIGTERM', log })
+    const run = runningWithChild(runs, child)
+    child.on('close', (code: unknown, signal: unknown) => runs.finish(run, 'canceled', code, signal))
+    log.length = 0
+    await runs.cancel(run, 'user_stop')
+    expect(log[0]).toBe('write:running/user_stop')
+    expect(log.indexOf('kill:SIGTERM')).toBeGreaterThan(0)
+  })
+
   it("a write and a drop from inside the writer: the dropped run's file stays gone", () => {
     let target: any = null
     const runs: any = makeRuns({

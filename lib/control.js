@@ -34,6 +34,7 @@ const {
   unwatchClose,
 } = require('./child.js')
 const { hostTerminates, hostTeardown } = require('./host-tree.js')
+const { handOver } = require('./state-writer.js')
 
 const { EscalationStep } = native
 
@@ -331,6 +332,8 @@ async function startCancel(ctx, run, s, origin, graceMs) {
   clearRetryRestart(run)
   beginTeardown(s, hasChild, false)
   if (hasChild && failureObservedFirst(run)) watchClose(s.teardown, run.child)
+  // LC-5: the origin is durable before any signal, with a host writer too (LC-11).
+  handOver(ctx)
   const outcome = drive(ctx, run, s, false, step)
   s.cancelPromise = outcome
   try {
