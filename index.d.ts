@@ -1059,7 +1059,7 @@ export type ShutdownOptions = {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * A chat-run registry (SPEC MOD-2): a plain object of 29 closures. Every method works detached
+ * A chat-run registry (SPEC MOD-2): a plain object of 36 closures. Every method works detached
  * (`const { emit } = runs`) and ignores extra arguments, so `list().map(runs.statusBody)` is safe.
  */
 export interface ChatRunService {

@@ -146,6 +146,19 @@ describe('docs/API.md is in sync with index.d.ts', () => {
     )
   })
 
+  it('every count of the service methods the docs state is the declared one', () => {
+    const count = byName.get('ChatRunService')!.members.length
+    const stated = (text: string) => [...text.matchAll(/\b(\d+) (?:methods|closures)\b/g)].map((m) => Number(m[1]))
+    expect(stated(markdown).length).toBeGreaterThan(0)
+    expect(stated(markdown).filter((n) => n !== count)).toEqual([])
+    expect(stated(fs.readFileSync(dtsPath, 'utf8')).filter((n) => n !== count)).toEqual([])
+    // docs/SPEC.md: MOD-2's amendment chain ends at the count, and OBS-1 names it.
+    const spec = fs.readFileSync(path.join(ROOT, 'docs', 'SPEC.md'), 'utf8')
+    const mod2 = spec.slice(spec.indexOf('- **MOD-2**'), spec.indexOf('- **MOD-3**'))
+    expect(stated(mod2).at(-1)).toBe(count)
+    expect(spec).toContain(`its ${count} methods, MOD-2`)
+  })
+
   it('documents every export, option, method, run field and type member', () => {
     expect(problems(declared, markdown)).toEqual([])
   })
