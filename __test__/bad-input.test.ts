@@ -455,7 +455,7 @@ describe.each(MODES)('stream with odd cursors ($mode)', ({ logged }) => {
     const runs = createRunsCapturing(logged ? tmpDir : null)
     const run = runs.create()
     runs.emit(run, 'agent', { n: 1 })
-    for (const res of [null, undefined, {}, { on: 'close' }]) {
+    for (const res of [{}, { on: 'close' }]) {
       expect(() => runs.stream(run, header('0'), res)).toThrow(
         /^stream\(run, req, res\): expected res to have on\('close', listener\) \(an http\.ServerResponse\), got /,
       )
@@ -481,6 +481,31 @@ describe('no run at all', () => {
       expect(() => runs.statusBody(value)).toThrow(/^statusBody\(run\): expected a run object, got (null|undefined)$/)
       expect(() => runs.signalChild(value, 'SIGTERM')).toThrow(/^signalChild\(run, signal\): expected a run object/)
     }
+  })
+
+  it('statusBody of a value that is no object (a run id, by mistake) is a TypeError that says so', () => {
+    const runs = createRuns(null)
+    const run = runs.create()
+    expect(() => runs.statusBody(run.id)).toThrow(
+      new TypeError(
+        `statusBody(run): expected a run object (get(id) finds the run with an id), got the string "${run.id}"`,
+      ),
+    )
+    for (const value of [1, true, Symbol('s'), 1n]) {
+      expect(() => runs.statusBody(value)).toThrow(/^statusBody\(run\): expected a run object, got /)
+    }
+  })
+
+  it('stream without a response is a TypeError naming res, before the SSE factory runs', () => {
+    const factory = vi.fn(() => ({ send() {}, end() {} }))
+    const runs = createChatRunService({ createSseResponse: factory, createSseErrorPayload: () => ({}) } as any)
+    const run = runs.create()
+    for (const res of [undefined, null]) {
+      expect(() => runs.stream(run, { get: () => undefined, query: {} }, res)).toThrow(
+        new TypeError(`stream(run, req, res): expected res, the HTTP response to stream to, got ${String(res)}`),
+      )
+    }
+    expect(factory).not.toHaveBeenCalled()
   })
 })
 

@@ -36,8 +36,9 @@ function summaryOf(run, s) {
 
 /** §15 with LC-5's and HF-2's keys. Reads every field through the run object, so host writes show. */
 function statusBody(run) {
-  if (run === null || run === undefined) {
-    throw new TypeError(`statusBody(run): expected a run object, got ${describe(run)}`)
+  if (run === null || (typeof run !== 'object' && typeof run !== 'function')) {
+    const hint = typeof run === 'string' ? ' (get(id) finds the run with an id)' : ''
+    throw new TypeError(`statusBody(run): expected a run object${hint}, got ${describe(run)}`)
   }
   const s = ChatRun.stateOf(run)
   const child = run.child

@@ -269,6 +269,11 @@ function sendingCaptured(s, sse, seen, body) {
 /** §10. */
 function stream(ctx, run, req, res) {
   const s = own(ctx, run, 'stream')
+  // INP-5: without a response there is nothing to stream to (the host's factory would fail on it
+  // with an error of its own).
+  if (res === null || res === undefined) {
+    throw new TypeError(`stream(run, req, res): expected res, the HTTP response to stream to, got ${describe(res)}`)
+  }
   const sse = ctx.opts.createSseResponse(res)
   // INP-5: what the factory returned is the client every record goes to; a value that cannot
   // be one would receive nothing, silently.
