@@ -682,6 +682,39 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     expect(stalled.events.filter((e: any) => e.event === 'diagnostic')).toEqual([])
   })
 
+  it("LC-7: a retry on the same run (FIN-5) starts its teardown without the last one's signal: a child attached before its first signal step waits for it", async () => {
+    const restoreAbort = withEnv({ PI_ABORT_GRACE_MS: '600' })
+    try {
+      const { runs } = makeRuns({ runsLogDir: null })
+      // The first teardown ends with SIGKILL (the child ignores SIGTERM).
+      const first = startTree(['hold-noterm'], { detached: true })
+      const run = attach(runs, first, { group: true })
+      await sleep(50)
+      await expect(runs.cancel(run, 'user_stop')).resolves.toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
+      // FIN-5: the host resets the run for a retry (no prepareRestart), whose cancel aborts first.
+      run.status = 'running'
+      const second = startTree(['hold'], { detached: true })
+      await sleep(50)
+      run.child = second
+      run.processGroupId = second.pid
+      run.acpSession = { abort() {} }
+      const canceled = runs.cancel(run, 'user_stop')
+      await sleep(100)
+      // Attached inside the abort grace: this teardown has sent no signal yet.
+      const retry = startTree(['hold'], { detached: true })
+      await sleep(50)
+      run.child = retry
+      run.processGroupId = retry.pid
+      await exitOf(retry)
+      expect(retry.signalCode).toBe('SIGTERM')
+      await expect(canceled).resolves.toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
+      await exitOf(second)
+      expect(second.signalCode).toBe('SIGTERM')
+    } finally {
+      restoreAbort()
+    }
+  })
+
   for (const how of ['cancel', 'shutdownActive'] as const) {
     it(`LC-7 (${how}): a detached leader that exited first leaves no process of its tree alive`, async () => {
       const { runs } = makeRuns({ runsLogDir: null })

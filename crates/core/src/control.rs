@@ -74,6 +74,9 @@ impl Service {
         let run = self.run_mut(slot)?;
         run.cancel_requested = true;
         run.updated_at = now;
+        if run.shutdown.is_none() {
+            run.tree.begin_teardown();
+        }
         let mut plan = Escalation::cancel(has_child, has_abort, graces);
         let step = plan.next(false);
         run.cancel = Some(plan);
@@ -135,6 +138,9 @@ impl Service {
         let run = self.run_mut(slot)?;
         run.cancel_requested = true;
         run.updated_at = now;
+        if run.cancel.is_none() && run.shutdown.is_none() {
+            run.tree.begin_teardown();
+        }
         let mut plan = Escalation::shutdown(has_child, has_abort, grace_ms);
         let step = plan.next(false);
         run.shutdown = Some(plan);

@@ -353,6 +353,15 @@ impl Tree {
         self.holds_live()
     }
 
+    /// A teardown begins while no other is under way: it has sent no signal yet. What an
+    /// earlier teardown of the run sent (before the host reset the run for a retry without
+    /// [`Tree::next_attempt`], FIN-5) is neither what processes found now get nor this
+    /// teardown's verdict.
+    pub fn begin_teardown(&mut self) {
+        self.last = None;
+        self.kill_delivered = false;
+    }
+
     /// The processes captured so far (see [`Tree::signal_captured_since`]).
     pub fn captured(&self) -> &[ProcId] {
         &self.captured
