@@ -235,6 +235,29 @@ describe('LC-11: the host writes the state files', () => {
     expect(log.indexOf('kill:SIGTERM')).toBeGreaterThan(0)
   })
 
+  it("LC-5, LC-9: a cancel's origin reaches the writer before the host's tree terminator", async () => {
+    const log: string[] = []
+    const child = new FakeChild({ closeOn: 'SIGTERM' })
+    const { runs } = makeRuns({
+      runsLogDir: tmp,
+      writeDurableState: (_p: string, state: any) => {
+        log.push(`write:${state.status}/${state.cancelOrigin}`)
+        return { ok: true }
+      },
+      terminateProcessTree: () => {
+        log.push('terminate')
+        child.die(null, 'SIGTERM')
+        return { attempted: true, childTreeQuiescent: true, forced: false, identityVerified: true, remainingPids: [] }
+      },
+    })
+    const run = runningWithChild(runs, child)
+    run.processTreeRoot = { pid: 100, createdAt: 10 }
+    log.length = 0
+    await runs.cancel(run, 'user_stop')
+    expect(log.indexOf('write:running/user_stop')).toBeGreaterThanOrEqual(0)
+    expect(log.indexOf('write:running/user_stop')).toBeLessThan(log.indexOf('terminate'))
+  })
+
   it("a write and a drop from inside the writer: the dropped run's file stays gone", () => {
     let target: any = null
     const runs: any = makeRuns({

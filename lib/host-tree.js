@@ -30,6 +30,7 @@ const {
   TERMINATION_UNVERIFIED,
 } = require('./host-fields.js')
 const { ignore, ignoreResult } = require('./hooks.js')
+const { handOver } = require('./state-writer.js')
 
 const { EscalationStep } = native
 
@@ -110,6 +111,8 @@ async function tearDown(ctx, run, s, plan, fallback) {
   // seen (the watch carries over to LC-7's teardown if that takes over).
   if (mine !== null && !plan.shutdown && failureObservedFirst(run)) watchClose(mine, child)
   const sawClose = mine !== null && mine.closed !== null ? () => mine.closed : null
+  // LC-5: the origin is durable before the terminator, with a host writer too (LC-11).
+  handOver(ctx)
   try {
     const closing = closeStdin(run)
     if (closing !== null) await closing
