@@ -540,6 +540,27 @@ describe('§11 cancel', () => {
     }
   })
 
+  it('LC-7: a child whose exitCode getter throws and that dies at SIGKILL is not reported as a survivor (its exit was seen)', async () => {
+    for (const how of ['cancel', 'shutdownActive'] as const) {
+      const { runs } = makeRuns()
+      const child = new FakeChild({ closeOn: 'SIGKILL', pid: undefined })
+      const run = runningWithChild(
+        runs,
+        hostileChild(child, (key) => {
+          if (key === 'exitCode') throw new Error('exitCode getter threw')
+        }),
+      )
+      if (how === 'cancel') await runs.cancel(run, 'user_stop')
+      else await runs.shutdownActive({ graceMs: 20 })
+      expect(child.signals, how).toEqual(['SIGTERM', 'SIGKILL'])
+      expect(run.status, how).toBe('canceled')
+      expect(
+        run.events.filter((e: any) => e.event === 'diagnostic'),
+        how,
+      ).toEqual([])
+    }
+  })
+
   it('MOD-3 (cancel): cancel never throws synchronously and returns a native Promise', async () => {
     const { runs } = makeRuns()
     const { cancel } = runs

@@ -58,8 +58,8 @@ const CHILD_END_EVENTS = ['close', 'exit']
 /**
  * The child's pid (NaN without a numeric one) and whether it is still running, as a teardown
  * signals it. A getter of the host's child object that throws reads as unknown: no pid (so the
- * child gets child.kill()), and running (so the wait runs its whole time), never as a reason to
- * stop the teardown.
+ * child gets child.kill()), and running (until the teardown sees its 'exit' or 'close'), never
+ * as a reason to stop the teardown.
  */
 function childValues(child) {
   let pid = NaN

@@ -16,7 +16,7 @@
 
 const native = require('./core.js')
 const { ChatRun, own, syncCancelBegun, newTeardown } = require('./run.js')
-const { isTerminal, resolvedStatusBody } = require('./status.js')
+const { exited, isTerminal, resolvedStatusBody } = require('./status.js')
 const { finishParked, finish, wait } = require('./lifecycle.js')
 const { emit } = require('./emit.js')
 const { cancelEnv } = require('./options.js')
@@ -175,7 +175,15 @@ function endTeardown(ctx, run, s, fallback) {
 // finished by another plan's teardown).
 function reportSurvivors(ctx, run, s, child) {
   const remaining = native.runTreeSurvivors(ctx.svc, s.slot)
-  const { pid, running } = child ? childValues(child) : NO_CHILD
+  const { pid } = child ? childValues(child) : NO_CHILD
+  // Only a child known to run is reported: one whose 'exit' or 'close' the teardown saw is gone,
+  // whatever its codes read (WCE), and one whose codes cannot be read is not claimed alive.
+  let running = false
+  try {
+    running = !exited(child) && !(s.teardown?.exitSeen ?? false)
+  } catch {
+    // Unreadable: see above.
+  }
   if ((remaining.length === 0 && !running) || isTerminal(s.status)) return
   emit(ctx, run, 'diagnostic', {
     type: 'termination_failed',
