@@ -501,7 +501,7 @@ describe('no run at all', () => {
     const runs = createChatRunService({ createSseResponse: factory, createSseErrorPayload: () => ({}) } as any)
     const run = runs.create()
     for (const res of [undefined, null]) {
-      expect(() => runs.stream(run, { get: () => undefined, query: {} }, res)).toThrow(
+      expect(() => runs.stream(run, { get: () => undefined, query: {} } as any, res as any)).toThrow(
         new TypeError(`stream(run, req, res): expected res, the HTTP response to stream to, got ${String(res)}`),
       )
     }
