@@ -223,6 +223,12 @@ const exitOf = (child: ChildProcess) =>
     else child.once('exit', () => resolve())
   })
 
+/** The host replaces the run's child (a retry's), in the child's own group. */
+function replaceChild(run: any, child: Leader) {
+  run.child = child
+  run.processGroupId = child.pid
+}
+
 /** The host's pattern: the child is assigned as soon as it is spawned. */
 function attach(runs: any, child: Leader, { group }: { group: boolean }) {
   const run = runs.create({ projectId: 'p' })
@@ -656,8 +662,7 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     // The host's retry, in its own group, attached inside the grace: it dies on SIGTERM.
     const retry = startTree(['hold'], { detached: true })
     await sleep(50)
-    run.child = retry
-    run.processGroupId = retry.pid
+    replaceChild(run, retry)
     await exitOf(retry)
     // (The SIGKILL step would have killed it with SIGKILL.)
     expect(retry.signalCode).toBe('SIGTERM')
@@ -674,8 +679,7 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     await sleep(400)
     const late = startTree(['hold-noterm'], { detached: true })
     await sleep(50)
-    stalled.child = late
-    stalled.processGroupId = late.pid
+    replaceChild(stalled, late)
     await exitOf(late)
     expect(late.signalCode).toBe('SIGKILL')
     await expect(stopped).resolves.toMatchObject({ status: 'canceled', signal: 'SIGKILL' })
@@ -695,16 +699,14 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
       run.status = 'running'
       const second = startTree(['hold'], { detached: true })
       await sleep(50)
-      run.child = second
-      run.processGroupId = second.pid
+      replaceChild(run, second)
       run.acpSession = { abort() {} }
       const canceled = runs.cancel(run, 'user_stop')
       await sleep(100)
       // Attached inside the abort grace: this teardown has sent no signal yet.
       const retry = startTree(['hold'], { detached: true })
       await sleep(50)
-      run.child = retry
-      run.processGroupId = retry.pid
+      replaceChild(run, retry)
       await exitOf(retry)
       expect(retry.signalCode).toBe('SIGTERM')
       await expect(canceled).resolves.toMatchObject({ status: 'canceled', signal: 'SIGTERM' })
@@ -973,8 +975,7 @@ describe.skipIf(notLinux)('LC-7 teardown of real process trees', () => {
     await exitOf(first)
     // The host retries: a new agent, its own group, assigned to the same run.
     const retry = startLeader('wait', ['hold'], { detached: true })
-    run.child = retry
-    run.processGroupId = retry.pid
+    replaceChild(run, retry)
     const [kid] = await printedPids(retry, 1)
     expect(alive(helper)).toBe(true)
 

@@ -343,12 +343,8 @@ impl Tree {
             return false;
         }
         let (_, added) = self.rescan(table, Scan::Recent);
-        if let Some(kill) = self.last.filter(|_| tearing_down) {
-            for id in added {
-                if self.signal_one(table, id, kill) == Sent::Delivered {
-                    self.kill_delivered |= kill == Kill::Kill;
-                }
-            }
+        if tearing_down {
+            self.signal_found(table, added);
         }
         self.holds_live()
     }
@@ -372,17 +368,26 @@ impl Tree {
     /// last signal sent at once, as a process a wait or the watch finds does, rather than at
     /// the next step. Returns how many it reached.
     pub fn signal_captured_since(&mut self, table: &impl ProcessTable, before: &[ProcId]) -> u32 {
-        let Some(kill) = self.last else {
+        if self.last.is_none() {
             return 0;
-        };
+        }
         let added: Vec<ProcId> = self
             .captured
             .iter()
             .copied()
             .filter(|id| !before.contains(id))
             .collect();
+        self.signal_found(table, added)
+    }
+
+    /// LC-7: processes found during a teardown get the last signal it sent (none before its
+    /// first signal step). Returns how many it reached.
+    fn signal_found(&mut self, table: &impl ProcessTable, found: Vec<ProcId>) -> u32 {
+        let Some(kill) = self.last else {
+            return 0;
+        };
         let mut reached: u32 = 0;
-        for id in added {
+        for id in found {
             if self.signal_one(table, id, kill) == Sent::Delivered {
                 reached = reached.saturating_add(1);
                 self.kill_delivered |= kill == Kill::Kill;
@@ -663,16 +668,8 @@ impl Tree {
     /// Captures what `view` shows of the tree; a newly found process gets the last signal sent.
     /// Returns how many of them it reached.
     fn capture_signalled(&mut self, table: &impl ProcessTable, view: &[ProcInfo]) -> u32 {
-        let mut reached: u32 = 0;
-        for id in self.capture_from(table, view) {
-            if let Some(kill) = self.last {
-                if self.signal_one(table, id, kill) == Sent::Delivered {
-                    reached = reached.saturating_add(1);
-                    self.kill_delivered |= kill == Kill::Kill;
-                }
-            }
-        }
-        reached
+        let found = self.capture_from(table, view);
+        self.signal_found(table, found)
     }
 
     /// With nothing captured alive while the verified group still has a member: captures what
